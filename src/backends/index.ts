@@ -1,0 +1,34 @@
+/**
+ * Baton's own backends, declared as data. Each `load()` imports the driver (and through it
+ * the client library) only when a URL with its scheme is connected.
+ *
+ * @module
+ */
+import type { BackendDefinition } from "../core/driver.js";
+import { registerBackend } from "../core/registry.js";
+
+/** In-process backend: coordinators of one process. */
+export const memoryBackend: BackendDefinition = {
+  name: "memory",
+  schemes: ["memory"],
+  urlForm: "memory://[store-name]",
+  summary: "In one process only: coordinators sharing a named in-memory store. Not shared with other processes.",
+  guarantees: {
+    acrossProcesses: false,
+    acrossHosts: false,
+    partitionSafe: false,
+    fencing: true,
+    sharedLocks: true,
+    fifo: true,
+    pushEvents: true,
+    crashRelease: "ttl",
+  },
+  clientLibraries: [],
+  optionNames: [],
+  load: () => import("./memory/driver.js"),
+};
+
+/** Every built-in backend. */
+export const builtinBackends: readonly BackendDefinition[] = [memoryBackend];
+
+for (const backend of builtinBackends) registerBackend(backend);

@@ -1,0 +1,159 @@
+/**
+ * `memory://[name]`: every coordinator of this process that names the same store acts as
+ * an independent client of it, with real TTL expiry of sessions. It is **not** shared with
+ * other processes: use it for tests and for coordinating tasks inside one process.
+ *
+ * @module
+ */
+import type {
+  AcquireRequest,
+  Driver,
+  DriverContext,
+  DriverGrant,
+  DriverSession,
+  LockMode,
+  QueueKind,
+  RecordEntry,
+  RecordEvent,
+  SessionHooks,
+} from "../../core/driver.js";
+import { InvalidStateError } from "../../core/errors.js";
+import type { QueueEntry } from "../../core/queue-table.js";
+import { type HolderMeta, type MemoryStore, memoryStore } from "./store.js";
+
+// Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
+const SEP = "\u0000";
+
+interface MemoryGrant extends DriverGrant {
+  readonly entry: QueueEntry<HolderMeta>;
+}
+
+class MemorySession implements DriverSession {
+  readonly id: string;
+  readonly #store: MemoryStore;
+  readonly #context: DriverContext;
+
+  constructor(store: MemoryStore, context: DriverContext, hooks: SessionHooks) {
+    this.#store = store;
+    this.#context = context;
+    this.id = store.openSession(context.memberId, context.ttlMs, hooks.onLost);
+  }
+
+  async keepAlive(): Promise<void> {
+    this.#store.keepAlive(this.id);
+  }
+
+  async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
+    const key = queueKey(this.#context.namespace, request.kind, request.name);
+    const meta: HolderMeta = { sessionId: this.id, memberId: this.#context.memberId, onLost: request.onLost };
+    const entry = await this.#store.table.acquire(key, {
+      mode: request.mode,
+      limit: request.limit,
+      wait: request.wait,
+      signal: request.signal,
+      meta,
+    });
+    if (!entry) return null;
+    return new GrantView(entry);
+  }
+
+  async release(grant: DriverGrant): Promise<void> {
+    this.#store.table.release((grant as MemoryGrant).entry);
+  }
+
+  async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
+    await this.#store.table.convert((grant as MemoryGrant).entry, mode, signal);
+  }
+
+  async putRecord(space: string, key: string, value: string): Promise<void> {
+    if (!this.#store.hasSession(this.id)) throw new InvalidStateError(`memory session ${this.id} has ended`);
+    this.#store.putRecord(spaceKey(this.#context.namespace, space), key, value, this.id);
+  }
+
+  async deleteRecord(space: string, key: string): Promise<void> {
+    this.#store.deleteRecord(spaceKey(this.#context.namespace, space), key, this.id);
+  }
+
+  async close(): Promise<void> {
+    this.#store.closeSession(this.id);
+  }
+}
+
+/** Reads token and mode live from the queue entry, which upgrades change in place. */
+class GrantView implements MemoryGrant {
+  readonly entry: QueueEntry<HolderMeta>;
+  constructor(entry: QueueEntry<HolderMeta>) {
+    this.entry = entry;
+  }
+  get token(): bigint {
+    return this.entry.token;
+  }
+  get mode(): LockMode {
+    return this.entry.mode;
+  }
+}
+
+function queueKey(namespace: string, kind: QueueKind, name: string): string {
+  return `${namespace}${SEP}${kind}${SEP}${name}`;
+}
+
+function spaceKey(namespace: string, space: string): string {
+  return `${namespace}${SEP}${space}`;
+}
+
+function stripNamespace(namespace: string, key: string): string | null {
+  const prefix = `${namespace}${SEP}`;
+  return key.startsWith(prefix) ? key.slice(prefix.length) : null;
+}
+
+/** Creates a memory driver. */
+export async function createDriver(context: DriverContext): Promise<Driver> {
+  const store = memoryStore(decodeURIComponent(context.url.host + context.url.pathname.replace(/^\/$/, "")));
+  const { namespace } = context;
+  return {
+    async openSession(hooks) {
+      return new MemorySession(store, context, hooks);
+    },
+    async listRecords(space): Promise<RecordEntry[]> {
+      return store.listRecords(spaceKey(namespace, space));
+    },
+    async watchRecords(space, listener: (event: RecordEvent) => void, signal) {
+      const stop = store.watch(spaceKey(namespace, space), listener);
+      signal.addEventListener("abort", stop, { once: true });
+      return store.listRecords(spaceKey(namespace, space));
+    },
+    async inspect() {
+      const queues = [];
+      for (const queue of store.table.snapshot()) {
+        const rest = stripNamespace(namespace, queue.key);
+        if (rest === null) continue;
+        const cut = rest.indexOf(SEP);
+        queues.push({
+          kind: rest.slice(0, cut) as QueueKind,
+          name: rest.slice(cut + 1),
+          limit: queue.limit,
+          holders: queue.holders.map((h) => ({
+            memberId: h.meta.memberId,
+            sessionId: h.meta.sessionId,
+            mode: h.mode,
+            token: h.token,
+            since: h.since,
+          })),
+          waiters: queue.waiters.map((w) => ({
+            memberId: w.meta.memberId,
+            sessionId: w.meta.sessionId,
+            mode: w.mode,
+            since: w.since,
+          })),
+        });
+      }
+      const records = [];
+      for (const { space, entries } of store.recordSpaces()) {
+        const rest = stripNamespace(namespace, space);
+        if (rest !== null) records.push({ space: rest, entries });
+      }
+      return { queues, records };
+    },
+    async close() {},
+  };
+}

@@ -1,0 +1,251 @@
+import type { CoordinatorCore } from "./core.js";
+import type { LockMode } from "./driver.js";
+import { Election, type Leader, toLeader } from "./election.js";
+import { Group, type Member, toMembers } from "./group.js";
+import type { Guarantees } from "./guarantees.js";
+import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
+import { Partitioner, type PartitionerOptions } from "./partitioner.js";
+import type { Session } from "./session.js";
+import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
+
+/** A holder of a lock or semaphore, as `inspect()` reports it. */
+export interface HolderInfo {
+  readonly memberId: string;
+  readonly sessionId: string;
+  readonly mode: LockMode;
+  readonly token: bigint;
+  /** Epoch ms of the grant. */
+  readonly since: number;
+  readonly heldMs: number;
+}
+
+/** A waiter, as `inspect()` reports it. */
+export interface WaiterInfo {
+  readonly memberId: string;
+  readonly sessionId: string;
+  readonly mode: LockMode;
+  /** Epoch ms when it started waiting. */
+  readonly since: number;
+  readonly waitingMs: number;
+}
+
+/** A lock or semaphore with its holders and waiters (in queue order). */
+export interface LockInfo {
+  readonly name: string;
+  /** 1 for locks. */
+  readonly limit: number;
+  readonly holders: readonly HolderInfo[];
+  readonly waiters: readonly WaiterInfo[];
+}
+
+/** What `inspect()` returns: everything live in the coordinator's namespace. */
+export interface Inspection {
+  readonly backend: string;
+  readonly namespace: string;
+  /** Epoch ms of the snapshot. */
+  readonly at: number;
+  readonly locks: readonly LockInfo[];
+  readonly semaphores: readonly LockInfo[];
+  readonly groups: readonly { readonly id: string; readonly members: readonly Member[] }[];
+  readonly elections: readonly {
+    readonly id: string;
+    readonly leader: Leader | null;
+    readonly candidates: readonly WaiterInfo[];
+  }[];
+}
+
+/** Options of {@link Coordinator.semaphore}. */
+export interface SemaphoreOptions {
+  /** Permits in all: an integer from 1 to 1,000,000. */
+  limit: number;
+}
+
+/**
+ * A client of one backend: one member id, one namespace, one session at a time. Made by
+ * `connect()`. Everything it acquires is bound to its session: when the session is lost,
+ * their signals abort; the coordinator then opens a new session for later calls by itself.
+ * `close()` (or `await using`) releases everything promptly.
+ */
+export class Coordinator implements AsyncDisposable {
+  readonly #core: CoordinatorCore;
+  readonly #groups = new Map<string, Group>();
+
+  /** @internal Use `connect()`. */
+  constructor(core: CoordinatorCore) {
+    this.#core = core;
+  }
+
+  /** The backend's name (`memory`, `file`, `etcd`, `postgres`, ...). */
+  get backend(): string {
+    return this.#core.backend;
+  }
+
+  /** What the backend guarantees. */
+  get guarantees(): Guarantees {
+    return this.#core.guarantees;
+  }
+
+  /** This client's member id (shown in `inspect()` and group membership). */
+  get memberId(): string {
+    return this.#core.memberId;
+  }
+
+  /** Key prefix isolating this application's names from others on the same backend. */
+  get namespace(): string {
+    return this.#core.namespace;
+  }
+
+  /** Session TTL in milliseconds. */
+  get ttlMs(): number {
+    return this.#core.ttlMs;
+  }
+
+  /** The current session, or `null` before the first call that needs one or after a loss. */
+  get session(): Session | null {
+    return this.#core.currentSession;
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#core.closed;
+  }
+
+  /**
+   * Opens the session now (it is otherwise opened by the first call that needs it) and
+   * returns it. Rejects with `BackendUnavailableError` if the backend cannot be reached.
+   */
+  async openSession(): Promise<Session> {
+    return this.#core.liveSession();
+  }
+
+  /** A named lock (no I/O until acquired). See {@link Lock}. */
+  lock(name: string): Lock {
+    this.#core.assertOpen();
+    return new Lock(this.#core, checkName("lock name", name));
+  }
+
+  /** A named counting semaphore. See {@link Semaphore}. */
+  semaphore(name: string, options: SemaphoreOptions): Semaphore {
+    this.#core.assertOpen();
+    const { limit } = checkOptions("semaphore options", options);
+    return new Semaphore(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
+  }
+
+  /** A named group. The same object is returned for the same id. See {@link Group}. */
+  group(id: string): Group {
+    this.#core.assertOpen();
+    checkName("group id", id);
+    let group = this.#groups.get(id);
+    if (!group) {
+      group = new Group(this.#core, id);
+      this.#groups.set(id, group);
+    }
+    return group;
+  }
+
+  /** A named election. See {@link Election}. */
+  election(id: string): Election {
+    this.#core.assertOpen();
+    return new Election(this.#core, checkName("election id", id));
+  }
+
+  /**
+   * Joins group `groupId` and returns a partitioner over its members, once it has loaded
+   * the current membership. See {@link Partitioner}.
+   */
+  async partitioner(groupId: string, options?: PartitionerOptions): Promise<Partitioner> {
+    const checked = checkOptions("partitioner options", options);
+    return new Partitioner(this.#core, this.group(groupId), checked).start();
+  }
+
+  /**
+   * Runs `fn` while holding lock `name`, then releases it whatever happens. `fn` gets the
+   * handle's `signal` (aborts if the lock is lost) and the handle. Acquisition options and
+   * cancellation as for {@link Lock.acquire}.
+   */
+  async withLock<T>(
+    name: string,
+    fn: (signal: AbortSignal, handle: LockHandle) => Promise<T> | T,
+    options?: AcquireOptions,
+  ): Promise<T> {
+    const handle = await this.lock(name).acquire(options);
+    try {
+      return await fn(handle.signal, handle);
+    } finally {
+      await handle.release();
+    }
+  }
+
+  /** A snapshot of every lock, semaphore, group and election in this namespace. */
+  async inspect(): Promise<Inspection> {
+    this.#core.assertOpen();
+    let snapshot: Awaited<ReturnType<CoordinatorCore["driver"]["inspect"]>>;
+    try {
+      snapshot = await this.#core.driver.inspect();
+    } catch (error) {
+      throw this.#core.translate(error);
+    }
+    const at = Date.now();
+    const info = (q: (typeof snapshot.queues)[number]): LockInfo => ({
+      name: q.name,
+      limit: q.limit,
+      holders: q.holders.map((h) => ({ ...h, heldMs: Math.max(0, at - h.since) })),
+      waiters: q.waiters.map((w) => ({ ...w, waitingMs: Math.max(0, at - w.since) })),
+    });
+    const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    const locks = snapshot.queues
+      .filter((q) => q.kind === "lock")
+      .map(info)
+      .sort(byName);
+    const semaphores = snapshot.queues
+      .filter((q) => q.kind === "semaphore")
+      .map(info)
+      .sort(byName);
+    const groups = [];
+    const elections = new Map<string, { id: string; leader: Leader | null; candidates: WaiterInfo[] }>();
+    for (const { space, entries } of snapshot.records) {
+      if (space.startsWith("group/")) {
+        const id = space.slice("group/".length);
+        groups.push({ id, members: toMembers(entries) });
+      } else if (space.startsWith("election/")) {
+        const id = space.slice("election/".length);
+        elections.set(id, { id, leader: toLeader(entries.find((e) => e.key === "leader")), candidates: [] });
+      }
+    }
+    for (const q of snapshot.queues) {
+      if (q.kind !== "election") continue;
+      const election = elections.get(q.name) ?? { id: q.name, leader: null, candidates: [] };
+      election.candidates = info(q).waiters.slice();
+      elections.set(q.name, election);
+    }
+    groups.sort((a, b) => (a.id < b.id ? -1 : 1));
+    return {
+      backend: this.backend,
+      namespace: this.namespace,
+      at,
+      locks,
+      semaphores,
+      groups,
+      elections: [...elections.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+    };
+  }
+
+  /**
+   * Releases everything this coordinator holds (locks, permits, memberships, leadership)
+   * without waiting for TTLs, ends pending waits with `ClosedError`, and frees connections.
+   * Handles' signals abort (reason: `LockLostError` caused by `ClosedError`). Idempotent;
+   * never throws.
+   */
+  async close(): Promise<void> {
+    await this.#core.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** @internal Test hooks; see `baton/testing`. */
+  get _core(): CoordinatorCore {
+    return this.#core;
+  }
+}

@@ -1,0 +1,141 @@
+import type { Driver } from "./driver.js";
+import { BackendUnavailableError, BatonError, ClosedError } from "./errors.js";
+import type { Guarantees } from "./guarantees.js";
+import { LiveSession } from "./session.js";
+
+/**
+ * What every recipe (lock, semaphore, group, election, partitioner) shares: the driver,
+ * identity, the current session and the closed state.
+ * @internal
+ */
+export class CoordinatorCore {
+  readonly backend: string;
+  readonly guarantees: Guarantees;
+  readonly driver: Driver;
+  readonly memberId: string;
+  readonly namespace: string;
+  readonly ttlMs: number;
+  readonly #closed = new AbortController();
+  #session: LiveSession | null = null;
+  #opening: Promise<LiveSession> | null = null;
+  readonly #lostListeners = new Set<(error: Error) => void>();
+
+  constructor(options: {
+    backend: string;
+    guarantees: Guarantees;
+    driver: Driver;
+    memberId: string;
+    namespace: string;
+    ttlMs: number;
+  }) {
+    this.backend = options.backend;
+    this.guarantees = options.guarantees;
+    this.driver = options.driver;
+    this.memberId = options.memberId;
+    this.namespace = options.namespace;
+    this.ttlMs = options.ttlMs;
+  }
+
+  /** Aborts (reason: {@link ClosedError}) when the coordinator closes. */
+  get closedSignal(): AbortSignal {
+    return this.#closed.signal;
+  }
+
+  get closed(): boolean {
+    return this.#closed.signal.aborted;
+  }
+
+  /** The current session, if one is open and not lost. */
+  get currentSession(): LiveSession | null {
+    return this.#session;
+  }
+
+  assertOpen(): void {
+    if (this.closed) throw new ClosedError("the coordinator is closed; connect() again", { backend: this.backend });
+  }
+
+  /**
+   * The live session, opening a new one when there is none or the last one was lost: this
+   * is how a coordinator recovers by itself after a lease expired or a backend restarted.
+   */
+  liveSession(): Promise<LiveSession> {
+    this.assertOpen();
+    if (this.#session && !this.#session.lost) return Promise.resolve(this.#session);
+    this.#opening ??= this.#open().finally(() => {
+      this.#opening = null;
+    });
+    return this.#opening;
+  }
+
+  /** Calls `listener` whenever a session is lost (for recipes that re-establish state). */
+  onSessionLost(listener: (error: Error) => void): () => void {
+    this.#lostListeners.add(listener);
+    return () => this.#lostListeners.delete(listener);
+  }
+
+  async #open(): Promise<LiveSession> {
+    let session: LiveSession | null = null;
+    try {
+      const driverSession = await this.driver.openSession({
+        onLost: (error) => session?.lose(error),
+      });
+      session = new LiveSession(driverSession, this.ttlMs);
+    } catch (error) {
+      throw this.translate(error);
+    }
+    const opened = session;
+    if (this.closed) {
+      await opened.close(new ClosedError("the coordinator closed while its session was opening"));
+      this.assertOpen();
+    }
+    opened.signal.addEventListener(
+      "abort",
+      () => {
+        if (this.#session === opened) this.#session = null;
+        for (const listener of this.#lostListeners) listener(opened.signal.reason as Error);
+      },
+      { once: true },
+    );
+    this.#session = opened;
+    return opened;
+  }
+
+  /** Closes the session and the driver. Never throws. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const error = new ClosedError("the coordinator was closed", { backend: this.backend });
+    this.#closed.abort(error);
+    const opening = this.#opening?.catch(() => null);
+    const session = this.#session ?? (await opening) ?? null;
+    this.#session = null;
+    await session?.close(error);
+    try {
+      await this.driver.close();
+    } catch {
+      // Nothing useful to do: connections are gone either way.
+    }
+  }
+
+  /** Makes any error a Baton error, keeping Baton errors as they are. */
+  translate(error: unknown): BatonError {
+    if (error instanceof BatonError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new BackendUnavailableError(`${this.backend} backend failed: ${message}`, {
+      backend: this.backend,
+      cause: error,
+    });
+  }
+
+  /** Rejects when `promise` has not settled within `ms`. */
+  bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new BackendUnavailableError(`${this.backend} backend did not answer within ${ms} ms`)),
+        ms,
+      );
+      timer.unref();
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The backend seam. A backend is a {@link BackendDefinition} (data: name, URL schemes,
+ * guarantees, the client library it loads) whose `load()` lazily imports a module that
+ * makes a {@link Driver}. Everything user-facing (validation, handles, signals, timeouts,
+ * sessions kept alive, groups, election, the partitioner, inspection) is written once in
+ * `src/core/`; a driver only answers "grant this / free this / store this record / tell me
+ * when records change", using its engine's native strength. See docs/architecture.md.
+ *
+ * @module
+ */
+import type { Guarantees } from "./guarantees.js";
+
+/** Lock modes. Semaphores and elections always use `"exclusive"`. */
+export type LockMode = "exclusive" | "shared";
+
+/**
+ * Which family a queue belongs to. The driver keeps the families apart, so a lock named
+ * "x", a semaphore named "x" and an election named "x" never interfere.
+ */
+export type QueueKind = "lock" | "semaphore" | "election";
+
+/** A request to be granted a lock, a semaphore permit or an election's leadership. */
+export interface AcquireRequest {
+  readonly kind: QueueKind;
+  /** The user's name, already validated. The driver applies its namespace. */
+  readonly name: string;
+  /** Always `"exclusive"` unless `kind` is `"lock"`. */
+  readonly mode: LockMode;
+  /** Holders allowed at once: 1 for locks and elections, the limit for semaphores. */
+  readonly limit: number;
+  /** `false`: try once and resolve `null` when it is not free right now. */
+  readonly wait: boolean;
+  /**
+   * Aborted on timeout, caller cancellation, session loss or close. The driver must then
+   * withdraw the waiter completely (no trace in `inspect()`) and reject with `signal.reason`.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * The driver calls this, at most once, when a grant it made is lost without `release()`
+   * (e.g. its connection dropped). It must be called before the driver could let anyone
+   * else be granted the same thing whenever the driver can know that in advance.
+   */
+  readonly onLost: (error: Error) => void;
+}
+
+/** What a driver returns for a grant. Drivers may extend it with their own fields. */
+export interface DriverGrant {
+  /** Fencing token: strictly increasing per (namespace, kind, name). */
+  token: bigint;
+  mode: LockMode;
+}
+
+/** A stored record: group members and election leaders are records bound to a session. */
+export interface RecordEntry {
+  readonly key: string;
+  /** JSON text. */
+  readonly value: string;
+  readonly sessionId: string;
+  /** Epoch ms when the key was first put by this session. */
+  readonly createdAt: number;
+}
+
+/** A change to a record space, pushed by the driver. */
+export type RecordEvent =
+  | { readonly type: "put"; readonly entry: RecordEntry }
+  | { readonly type: "delete"; readonly key: string };
+
+/** Hooks the core gives a driver session. */
+export interface SessionHooks {
+  /** The driver learnt the session is gone (lease revoked, connection closed, ...). */
+  readonly onLost: (error: Error) => void;
+}
+
+/**
+ * One session (lease) of one coordinator. Everything it holds or stores is released when
+ * it ends, by `close()` promptly or by the backend when the holder dies.
+ */
+export interface DriverSession {
+  readonly id: string;
+  /**
+   * Renews the lease once, for TTL-bound sessions; omitted where the backend ties the
+   * session to a process or connection. Rejects with `SessionExpiredError` when the
+   * backend no longer knows the session; other rejections are treated as transient.
+   */
+  keepAlive?(): Promise<void>;
+  acquire(request: AcquireRequest): Promise<DriverGrant | null>;
+  /** Frees a grant. May throw when the backend is unreachable; the core reports it. */
+  release(grant: DriverGrant): Promise<void>;
+  /**
+   * Changes a lock grant's mode. To `"exclusive"` (upgrade) it waits for the other shared
+   * holders to leave, ahead of every queued waiter, and updates `grant.token` and
+   * `grant.mode`; a second concurrent upgrade of the same lock is refused with
+   * `DeadlockError`. To `"shared"` (downgrade) it never waits. Cancellation via `signal`
+   * leaves the grant as it was.
+   */
+  convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void>;
+  /** Stores or replaces a record bound to this session. */
+  putRecord(space: string, key: string, value: string): Promise<void>;
+  /** Deletes this session's record; no-op if absent. */
+  deleteRecord(space: string, key: string): Promise<void>;
+  /** Ends the session and frees everything it holds, without waiting for a TTL. */
+  close(): Promise<void>;
+}
+
+/** Snapshot of one queue, as a driver sees it. */
+export interface QueueSnapshot {
+  readonly kind: QueueKind;
+  readonly name: string;
+  readonly limit: number;
+  readonly holders: readonly {
+    readonly memberId: string;
+    readonly sessionId: string;
+    readonly mode: LockMode;
+    readonly token: bigint;
+    readonly since: number;
+  }[];
+  readonly waiters: readonly {
+    readonly memberId: string;
+    readonly sessionId: string;
+    readonly mode: LockMode;
+    readonly since: number;
+  }[];
+}
+
+/** Everything a driver can see in its namespace. */
+export interface DriverSnapshot {
+  readonly queues: readonly QueueSnapshot[];
+  readonly records: readonly { readonly space: string; readonly entries: readonly RecordEntry[] }[];
+}
+
+/** A connected backend. */
+export interface Driver {
+  openSession(hooks: SessionHooks): Promise<DriverSession>;
+  listRecords(space: string): Promise<RecordEntry[]>;
+  /**
+   * Starts pushing changes of `space` to `listener` and resolves with the records present
+   * when the watch began, with no gap between that snapshot and the first event. Stops when
+   * `signal` aborts.
+   */
+  watchRecords(space: string, listener: (event: RecordEvent) => void, signal: AbortSignal): Promise<RecordEntry[]>;
+  inspect(): Promise<DriverSnapshot>;
+  /** Frees the driver's connections. Sessions are closed before this is called. */
+  close(): Promise<void>;
+}
+
+/** What a driver factory is given. */
+export interface DriverContext {
+  /** The URL the user gave, parsed. Options already taken out of the query string. */
+  readonly url: URL;
+  readonly memberId: string;
+  readonly namespace: string;
+  readonly ttlMs: number;
+  /** Backend-specific options: query-string values (strings) overlaid by explicit ones. */
+  readonly options: Readonly<Record<string, unknown>>;
+}
+
+/** The module a backend's `load()` resolves to. */
+export interface DriverModule {
+  createDriver(context: DriverContext): Promise<Driver>;
+}
+
+/** A backend, declared as data. */
+export interface BackendDefinition {
+  /** Short name: `memory`, `file`, `etcd`, ... */
+  readonly name: string;
+  /** URL schemes, without the colon. */
+  readonly schemes: readonly string[];
+  /** URL form, for documentation and error messages. */
+  readonly urlForm: string;
+  /** One line: what it is, and its main caveat. */
+  readonly summary: string;
+  readonly guarantees: Guarantees;
+  /** npm package(s) loaded lazily when the backend is used. */
+  readonly clientLibraries: readonly string[];
+  /** Backend-specific option names accepted in the query string or options object. */
+  readonly optionNames: readonly string[];
+  readonly load: () => Promise<DriverModule>;
+}

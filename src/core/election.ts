@@ -1,0 +1,200 @@
+import type { CoordinatorCore } from "./core.js";
+import type { RecordEntry } from "./driver.js";
+import { InvalidStateError } from "./errors.js";
+import { watchSpace, type WatchOptions } from "./group.js";
+import { acquireGrant, type LockHandle } from "./lock.js";
+import { checkDuration, checkJson, checkOptions, checkSignal } from "./validate.js";
+
+/** Who leads an election. */
+export interface Leader {
+  readonly memberId: string;
+  /** The value the leader campaigned (or last proclaimed) with. */
+  readonly value: unknown;
+  /** The leadership's fencing token: strictly increases with every new leader. */
+  readonly token: bigint;
+  /** Epoch ms when it became leader. */
+  readonly since: number;
+}
+
+/** Options of {@link Election.campaign}. */
+export interface CampaignOptions {
+  /** Give up after this many milliseconds with a `TimeoutError`. */
+  timeoutMs?: number;
+  /** Withdraws the candidacy; rejects with an `AbortedError`. */
+  signal?: AbortSignal;
+}
+
+const LEADER_KEY = "leader";
+
+/**
+ * Held leadership. Lasts until `resign()`, `close()` or loss of the session (then
+ * `signal` aborts before any other candidate can win, as for locks).
+ */
+export class Leadership implements AsyncDisposable {
+  /** The election's id. */
+  readonly electionId: string;
+  readonly #handle: LockHandle;
+  readonly #core: CoordinatorCore;
+  readonly #space: string;
+  #value: unknown;
+
+  /** @internal */
+  constructor(core: CoordinatorCore, electionId: string, space: string, handle: LockHandle, value: unknown) {
+    this.#core = core;
+    this.electionId = electionId;
+    this.#space = space;
+    this.#handle = handle;
+    this.#value = value;
+  }
+
+  /** Fencing token of this leadership. */
+  get token(): bigint {
+    return this.#handle.token;
+  }
+
+  /** The value announced to observers. */
+  get value(): unknown {
+    return this.#value;
+  }
+
+  /** Aborts when leadership is lost without `resign()` (reason: `LockLostError`). */
+  get signal(): AbortSignal {
+    return this.#handle.signal;
+  }
+
+  /** Whether this client still leads, as far as it knows. */
+  get held(): boolean {
+    return this.#handle.held;
+  }
+
+  /** Announces a new value to observers without giving up leadership. */
+  async proclaim(value: unknown): Promise<void> {
+    const text = checkJson("value", value);
+    if (!this.#handle.held) throw new InvalidStateError(`not the leader of "${this.electionId}" any more`);
+    const session = this.#core.currentSession;
+    if (!session) throw new InvalidStateError(`not the leader of "${this.electionId}" any more`);
+    try {
+      await session.driver.putRecord(
+        this.#space,
+        LEADER_KEY,
+        leaderRecord(this.#core, text, this.token, this.#handle.acquiredAt),
+      );
+    } catch (error) {
+      throw this.#core.translate(error);
+    }
+    this.#value = value;
+  }
+
+  /** Gives up leadership; the next candidate in line wins. Never throws. */
+  async resign(): Promise<void> {
+    const session = this.#core.currentSession;
+    if (this.#handle.held && session) {
+      try {
+        await this.#core.bounded(session.driver.deleteRecord(this.#space, LEADER_KEY), this.#core.ttlMs);
+      } catch {
+        // The lock's release (or the lease's expiry) still ends the leadership.
+      }
+    }
+    await this.#handle.release();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.resign();
+  }
+}
+
+function leaderRecord(core: CoordinatorCore, valueJson: string, token: bigint, since: number): string {
+  return `{"memberId":${JSON.stringify(core.memberId)},"token":"${token}","since":${since},"value":${valueJson}}`;
+}
+
+/** @internal */
+export function toLeader(entry: RecordEntry | undefined): Leader | null {
+  if (!entry) return null;
+  const parsed = JSON.parse(entry.value) as { memberId: string; token: string; since: number; value: unknown };
+  return { memberId: parsed.memberId, value: parsed.value, token: BigInt(parsed.token), since: parsed.since };
+}
+
+/**
+ * Leader election (etcd's Campaign/Resign/Leader/Observe). Candidates queue like lock
+ * waiters, so leadership passes in campaign order where the backend is `fifo`; at most one
+ * leader at a time, each with a higher fencing token than the last.
+ */
+export class Election {
+  /** The election's id. */
+  readonly id: string;
+  readonly #core: CoordinatorCore;
+
+  /** @internal */
+  constructor(core: CoordinatorCore, id: string) {
+    this.#core = core;
+    this.id = id;
+  }
+
+  get #space(): string {
+    return `election/${this.id}`;
+  }
+
+  /**
+   * Waits to become leader, then announces `value` (any JSON value). Cancellation as for
+   * lock acquisition: on timeout or abort the candidacy is withdrawn without trace.
+   */
+  async campaign(value: unknown, options?: CampaignOptions): Promise<Leadership> {
+    const text = checkJson("value", value);
+    const { timeoutMs, signal } = checkOptions("campaign options", options);
+    const timeout = checkDuration("timeoutMs", timeoutMs);
+    const checkedSignal = checkSignal("signal", signal);
+    this.#core.assertOpen();
+    const wait = timeout === 0 ? "zero" : "block";
+    const handle = (await acquireGrant(
+      this.#core,
+      "election",
+      this.id,
+      1,
+      "exclusive",
+      wait,
+      timeout,
+      checkedSignal,
+    )) as LockHandle;
+    const session = this.#core.currentSession;
+    try {
+      if (!session) throw new InvalidStateError("the session was lost while campaigning");
+      await session.driver.putRecord(
+        this.#space,
+        LEADER_KEY,
+        leaderRecord(this.#core, text, handle.token, handle.acquiredAt),
+      );
+    } catch (error) {
+      await handle.release();
+      throw this.#core.translate(error);
+    }
+    return new Leadership(this.#core, this.id, this.#space, handle, value);
+  }
+
+  /** The current leader, or `null` when there is none. */
+  async leader(): Promise<Leader | null> {
+    this.#core.assertOpen();
+    try {
+      const entries = await this.#core.driver.listRecords(this.#space);
+      return toLeader(entries.find((e) => e.key === LEADER_KEY));
+    } catch (error) {
+      throw this.#core.translate(error);
+    }
+  }
+
+  /**
+   * Pushes the leader as it changes: first the current one (or `null`), then every new
+   * leader or proclaimed value, and `null` when leadership lapses.
+   */
+  observe(options?: WatchOptions): AsyncIterableIterator<Leader | null> {
+    const { signal } = checkOptions("observe options", options);
+    const userSignal = checkSignal("signal", signal);
+    this.#core.assertOpen();
+    return watchSpace<Leader | null>(this.#core, this.#space, userSignal, () => ({
+      snapshot: (entries) => [toLeader(entries.find((e) => e.key === LEADER_KEY))],
+      event: (event) => {
+        if (event.type === "delete") return event.key === LEADER_KEY ? [null] : [];
+        return event.entry.key === LEADER_KEY ? [toLeader(event.entry)] : [];
+      },
+    }));
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Baton's error tree. Every error Baton throws is a {@link BatonError} with a stable
+ * `code`, the backend it came from and, where one exists, the underlying `cause`.
+ * Backends translate their client library's errors into this tree in one place each.
+ *
+ * @module
+ */
+
+/** Stable machine-readable error codes. */
+export type BatonErrorCode =
+  | "TIMEOUT"
+  | "ABORTED"
+  | "LOCK_LOST"
+  | "SESSION_EXPIRED"
+  | "DEADLOCK"
+  | "INVALID_ARGUMENT"
+  | "INVALID_STATE"
+  | "UNSUPPORTED"
+  | "BACKEND_UNAVAILABLE"
+  | "MISSING_GUARANTEE"
+  | "CLOSED";
+
+/** Options common to every Baton error. */
+export interface BatonErrorOptions {
+  /** Backend name (`memory`, `file`, `etcd`, ...), when the error concerns one. */
+  backend?: string | undefined;
+  /** The underlying error, e.g. the client library's. */
+  cause?: unknown;
+}
+
+/** Root of every error Baton throws. Check `code` rather than the message. */
+export class BatonError extends Error {
+  /** Stable code; see {@link BatonErrorCode}. */
+  readonly code: BatonErrorCode;
+  /** Backend the error concerns, when there is one. */
+  readonly backend: string | undefined;
+
+  constructor(code: BatonErrorCode, message: string, options: BatonErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.backend = options.backend;
+  }
+}
+
+/** A blocking call ran out of its `timeoutMs` before it could be granted. Nothing is held. */
+export class TimeoutError extends BatonError {
+  /** The timeout that expired, in milliseconds. */
+  readonly timeoutMs: number;
+  constructor(message: string, timeoutMs: number, options?: BatonErrorOptions) {
+    super("TIMEOUT", message, options);
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * A blocking call was cancelled through its `AbortSignal`. Nothing is held and no trace of
+ * the waiter is left. `name` is `"AbortError"` like the platform's own cancellations, and
+ * `cause` is the signal's `reason`.
+ */
+export class AbortedError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("ABORTED", message, options);
+    this.name = "AbortError";
+  }
+}
+
+/** A held lock, permit or leadership was lost (session expired, connection dropped, ...). */
+export class LockLostError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("LOCK_LOST", message, options);
+  }
+}
+
+/** The coordinator's session (lease) ended: everything it held is gone. */
+export class SessionExpiredError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("SESSION_EXPIRED", message, options);
+  }
+}
+
+/**
+ * Granting the request could never succeed because of another request, e.g. two shared
+ * holders of one lock both asking to upgrade. The caller still holds what it held before.
+ */
+export class DeadlockError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("DEADLOCK", message, options);
+  }
+}
+
+/** An argument was rejected; the message says what was wrong and what is allowed. */
+export class InvalidArgumentError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("INVALID_ARGUMENT", message, options);
+  }
+}
+
+/** The call is not valid in the object's current state (e.g. upgrading an exclusive lock). */
+export class InvalidStateError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("INVALID_STATE", message, options);
+  }
+}
+
+/** The backend does not support this feature (see its declared guarantees). */
+export class UnsupportedError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("UNSUPPORTED", message, options);
+  }
+}
+
+/** The backend could not be reached or refused to work (permissions, server down, ...). */
+export class BackendUnavailableError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("BACKEND_UNAVAILABLE", message, options);
+  }
+}
+
+/** `connect()` was asked for guarantees the chosen backend does not give. */
+export class MissingGuaranteeError extends BatonError {
+  /** The guarantees that were required but are missing. */
+  readonly missing: readonly string[];
+  constructor(message: string, missing: readonly string[], options?: BatonErrorOptions) {
+    super("MISSING_GUARANTEE", message, options);
+    this.missing = missing;
+  }
+}
+
+/** The coordinator was closed; create a new one with `connect()`. */
+export class ClosedError extends BatonError {
+  constructor(message: string, options?: BatonErrorOptions) {
+    super("CLOSED", message, options);
+  }
+}

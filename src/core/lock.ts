@@ -1,0 +1,375 @@
+import { cancellation } from "./cancel.js";
+import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
+import { InvalidStateError, LockLostError, TimeoutError, UnsupportedError } from "./errors.js";
+import type { Dependent, LiveSession } from "./session.js";
+import type { CoordinatorCore } from "./core.js";
+import { checkDuration, checkMode, checkOptions, checkSignal } from "./validate.js";
+
+export type { LockMode } from "./driver.js";
+
+/** Options of a blocking acquire. */
+export interface AcquireOptions {
+  /** `"exclusive"` (default) or `"shared"`. Locks only. */
+  mode?: LockMode;
+  /**
+   * Give up after this many milliseconds with a {@link TimeoutError}. `0` tries once and
+   * fails at once if busy. Omitted: wait until granted or cancelled.
+   */
+  timeoutMs?: number;
+  /**
+   * Cancels the wait: the call rejects with an `AbortedError` (name `"AbortError"`, cause
+   * the signal's reason), the waiter is withdrawn with no trace, and nothing is held.
+   * Aborting after the grant does nothing to the grant.
+   */
+  signal?: AbortSignal;
+}
+
+/** Options of a non-blocking try. */
+export interface TryAcquireOptions {
+  /** `"exclusive"` (default) or `"shared"`. Locks only. */
+  mode?: LockMode;
+}
+
+/** Options of an upgrade. */
+export interface UpgradeOptions {
+  /** Give up after this many milliseconds; the shared lock is still held then. */
+  timeoutMs?: number;
+  /** Cancels the wait; the shared lock is still held then. */
+  signal?: AbortSignal;
+}
+
+/** What `release()` did. It never throws. */
+export interface ReleaseResult {
+  /**
+   * - `released`: the backend confirmed the release.
+   * - `already-released`: an earlier `release()` (or `close()`) already did it.
+   * - `lost`: the lock had been lost before (its `signal` aborted); nothing to do.
+   * - `unconfirmed`: the backend could not be reached; the session's expiry frees it.
+   */
+  readonly status: "released" | "already-released" | "lost" | "unconfirmed";
+  /** The backend's error, for `unconfirmed`. */
+  readonly error?: unknown;
+}
+
+/**
+ * A granted lock, semaphore permit or leadership. Holds until `release()`, the coordinator's
+ * `close()`, or loss (its `signal` aborts). Use with `await using` to release on scope exit.
+ */
+export class LockHandle implements AsyncDisposable, Dependent {
+  /** The lock (semaphore, election) name. */
+  readonly name: string;
+  /** What was acquired. */
+  readonly kind: QueueKind;
+  /** Epoch ms of the grant. */
+  readonly acquiredAt: number;
+  readonly #core: CoordinatorCore;
+  readonly #session: LiveSession;
+  readonly #grant: DriverGrant;
+  readonly #controller = new AbortController();
+  #state: "held" | "released" | "lost" = "held";
+  #busy = false;
+
+  /** @internal */
+  constructor(core: CoordinatorCore, session: LiveSession, kind: QueueKind, name: string, grant: DriverGrant) {
+    this.#core = core;
+    this.#session = session;
+    this.kind = kind;
+    this.name = name;
+    this.#grant = grant;
+    this.acquiredAt = Date.now();
+    session.dependents.add(this);
+  }
+
+  /**
+   * Fencing token: strictly increases per name across all holders of all clients on a
+   * backend whose guarantees include `fencing`. Pass it to the resource you protect and
+   * have the resource reject any token lower than the highest it has seen. A new token is
+   * issued on upgrade; downgrade keeps it.
+   */
+  get token(): bigint {
+    return this.#grant.token;
+  }
+
+  /** Current mode. */
+  get mode(): LockMode {
+    return this.#grant.mode;
+  }
+
+  /**
+   * Aborts when the grant is lost without `release()`: the session expired or its local
+   * deadline passed, the connection dropped, or the coordinator closed. It fires before any
+   * other client can be granted the same lock whenever the backend's guarantees allow
+   * (see the backend's docs); `reason` is a {@link LockLostError}. A plain `release()` does
+   * not abort it.
+   */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Whether the grant is still held, as far as this client knows. */
+  get held(): boolean {
+    return this.#state === "held";
+  }
+
+  /** @internal Called by the session (or the driver) when the grant is gone. */
+  lose(error: Error): void {
+    if (this.#state !== "held") return;
+    this.#state = "lost";
+    this.#session.dependents.delete(this);
+    this.#controller.abort(
+      new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
+        backend: this.#core.backend,
+        cause: error,
+      }),
+    );
+  }
+
+  /**
+   * Releases the grant. Idempotent and never throws: the result says what happened. When
+   * the backend cannot be reached within the session TTL, the result is `unconfirmed` and
+   * the lease's expiry frees the lock.
+   */
+  async release(): Promise<ReleaseResult> {
+    if (this.#state === "released") return { status: "already-released" };
+    const wasLost = this.#state === "lost";
+    this.#state = "released";
+    this.#session.dependents.delete(this);
+    try {
+      await this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs);
+      return wasLost ? { status: "lost" } : { status: "released" };
+    } catch (error) {
+      return wasLost ? { status: "lost" } : { status: "unconfirmed", error };
+    }
+  }
+
+  /**
+   * Turns a shared lock into an exclusive one, waiting for the other shared holders to
+   * leave; it goes ahead of queued waiters. If another shared holder is already upgrading,
+   * rejects at once with `DeadlockError`. A new fencing token is issued. On timeout,
+   * cancellation or deadlock the shared lock is still held.
+   */
+  async upgrade(options?: UpgradeOptions): Promise<void> {
+    const { timeoutMs, signal } = checkOptions("upgrade options", options);
+    const timeout = checkDuration("timeoutMs", timeoutMs);
+    const userSignal = checkSignal("signal", signal);
+    this.#checkConvertible("upgrade");
+    if (this.#grant.mode === "exclusive") {
+      throw new InvalidStateError(`cannot upgrade "${this.name}": it is already held exclusively`);
+    }
+    await this.#convert("exclusive", timeout, userSignal);
+  }
+
+  /** Turns an exclusive lock into a shared one at once; waiting readers may then enter. */
+  async downgrade(): Promise<void> {
+    this.#checkConvertible("downgrade");
+    if (this.#grant.mode === "shared") {
+      throw new InvalidStateError(`cannot downgrade "${this.name}": it is already held shared`);
+    }
+    await this.#convert("shared", undefined, undefined);
+  }
+
+  /** Releases the grant (for `await using`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+
+  #checkConvertible(op: string): void {
+    this.#core.assertOpen();
+    if (this.kind !== "lock") throw new InvalidStateError(`cannot ${op} a ${this.kind}; only locks have modes`);
+    if (!this.#core.guarantees.sharedLocks) {
+      throw new UnsupportedError(`backend "${this.#core.backend}" has no shared locks, so no ${op}`, {
+        backend: this.#core.backend,
+      });
+    }
+    if (this.#state !== "held") {
+      throw new InvalidStateError(`cannot ${op} "${this.name}": it is ${this.#state === "lost" ? "lost" : "released"}`);
+    }
+    if (this.#busy) throw new InvalidStateError(`cannot ${op} "${this.name}": an upgrade or downgrade is under way`);
+  }
+
+  async #convert(mode: LockMode, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<void> {
+    const cancel = cancellation({
+      what: `${mode === "exclusive" ? "upgrading" : "downgrading"} lock "${this.name}"`,
+      backend: this.#core.backend,
+      timeoutMs,
+      signal,
+      internal: [this.#controller.signal, this.#core.closedSignal],
+    });
+    this.#busy = true;
+    try {
+      await this.#session.driver.convert(this.#grant, mode, cancel.signal);
+    } catch (error) {
+      throw this.#core.translate(error);
+    } finally {
+      this.#busy = false;
+      cancel.dispose();
+    }
+  }
+}
+
+/** Shared by locks, semaphores and elections: one blocking or trying acquisition. */
+export async function acquireGrant(
+  core: CoordinatorCore,
+  kind: QueueKind,
+  name: string,
+  limit: number,
+  mode: LockMode,
+  wait: "block" | "try" | "zero",
+  timeoutMs: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<LockHandle | null> {
+  const session = await core.liveSession();
+  const what = `acquiring ${kind} "${name}"`;
+  const cancel = cancellation({
+    what,
+    backend: core.backend,
+    timeoutMs: wait === "block" ? timeoutMs : undefined,
+    signal,
+    internal: [session.signal, core.closedSignal],
+  });
+  let handle: LockHandle | null = null;
+  let lostEarly: Error | null = null;
+  try {
+    const grant = await session.driver.acquire({
+      kind,
+      name,
+      mode,
+      limit,
+      wait: wait === "block",
+      signal: cancel.signal,
+      onLost: (error) => {
+        if (handle) handle.lose(error);
+        else lostEarly = error;
+      },
+    });
+    if (!grant) {
+      if (wait === "try") return null;
+      throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
+    }
+    handle = new LockHandle(core, session, kind, name, grant);
+    if (lostEarly) handle.lose(lostEarly);
+    else if (session.lost) handle.lose(session.signal.reason as Error);
+    return handle;
+  } catch (error) {
+    throw core.translate(error);
+  } finally {
+    cancel.dispose();
+  }
+}
+
+/**
+ * A named lock: exclusive or shared (reader/writer), with fencing tokens. Obtain with
+ * `coordinator.lock(name)`. The object itself holds nothing; each acquisition returns a
+ * {@link LockHandle}. Locks are not re-entrant: acquiring a lock this coordinator already
+ * holds waits like any other client.
+ */
+export class Lock {
+  /** The lock's name. */
+  readonly name: string;
+  readonly #core: CoordinatorCore;
+
+  /** @internal */
+  constructor(core: CoordinatorCore, name: string) {
+    this.#core = core;
+    this.name = name;
+  }
+
+  /**
+   * Waits until the lock is granted in the requested mode. Waiters are served in arrival
+   * order where the backend declares `fifo`; shared requests wait only for exclusive
+   * holders and earlier exclusive waiters.
+   *
+   * Cancellation: `timeoutMs` rejects with {@link TimeoutError}; `signal` rejects with an
+   * `AbortedError`; loss of the session or `close()` reject too. In every case the waiter
+   * is withdrawn and nothing is held.
+   */
+  async acquire(options?: AcquireOptions): Promise<LockHandle> {
+    const { mode, timeoutMs, signal } = checkOptions("acquire options", options);
+    const checkedMode = this.#checkMode(mode);
+    const timeout = checkDuration("timeoutMs", timeoutMs);
+    const checkedSignal = checkSignal("signal", signal);
+    this.#core.assertOpen();
+    const wait = timeout === 0 ? "zero" : "block";
+    return (await acquireGrant(
+      this.#core,
+      "lock",
+      this.name,
+      1,
+      checkedMode,
+      wait,
+      timeout,
+      checkedSignal,
+    )) as LockHandle;
+  }
+
+  /** Takes the lock only if it is free right now (and nobody waits for it); else `null`. */
+  async tryAcquire(options?: TryAcquireOptions): Promise<LockHandle | null> {
+    const { mode } = checkOptions("tryAcquire options", options);
+    const checkedMode = this.#checkMode(mode);
+    this.#core.assertOpen();
+    return acquireGrant(this.#core, "lock", this.name, 1, checkedMode, "try", undefined, undefined);
+  }
+
+  #checkMode(mode: unknown): LockMode {
+    const checked = checkMode(mode);
+    if (checked === "shared" && !this.#core.guarantees.sharedLocks) {
+      throw new UnsupportedError(`backend "${this.#core.backend}" has no shared locks`, {
+        backend: this.#core.backend,
+      });
+    }
+    return checked;
+  }
+}
+
+/** Options of a semaphore acquire. */
+export interface SemaphoreAcquireOptions {
+  /** As for locks: `0` tries once; omitted waits until granted or cancelled. */
+  timeoutMs?: number;
+  /** Cancels the wait; nothing is held then. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A counting semaphore: at most `limit` permits held at once across all clients. Every
+ * user of one semaphore must give the same limit while it is in use (a mismatch is an
+ * `InvalidArgumentError`). Each permit has its own fencing token.
+ */
+export class Semaphore {
+  /** The semaphore's name. */
+  readonly name: string;
+  /** Permits available in all. */
+  readonly limit: number;
+  readonly #core: CoordinatorCore;
+
+  /** @internal */
+  constructor(core: CoordinatorCore, name: string, limit: number) {
+    this.#core = core;
+    this.name = name;
+    this.limit = limit;
+  }
+
+  /** Waits for a permit. Cancellation as for {@link Lock.acquire}. */
+  async acquire(options?: SemaphoreAcquireOptions): Promise<LockHandle> {
+    const { timeoutMs, signal } = checkOptions("acquire options", options);
+    const timeout = checkDuration("timeoutMs", timeoutMs);
+    const checkedSignal = checkSignal("signal", signal);
+    this.#core.assertOpen();
+    const wait = timeout === 0 ? "zero" : "block";
+    return (await acquireGrant(
+      this.#core,
+      "semaphore",
+      this.name,
+      this.limit,
+      "exclusive",
+      wait,
+      timeout,
+      checkedSignal,
+    )) as LockHandle;
+  }
+
+  /** Takes a permit only if one is free right now; else `null`. */
+  async tryAcquire(): Promise<LockHandle | null> {
+    this.#core.assertOpen();
+    return acquireGrant(this.#core, "semaphore", this.name, this.limit, "exclusive", "try", undefined, undefined);
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Baton: locks, fencing tokens, semaphores, groups, leader election and partitioning for
+ * Node.js, behind one API over pluggable backends.
+ *
+ * ```ts
+ * import { connect } from "baton";
+ * await using coord = await connect("file:"); // or memory://, etcd://, postgres://
+ * await using lock = await coord.lock("invoice-42").acquire({ timeoutMs: 5000 });
+ * await resource.write(data, { fence: lock.token, signal: lock.signal });
+ * ```
+ *
+ * @module
+ */
+import "./backends/index.js";
+
+export { connect, DEFAULT_URL, requirableGuarantees, type ConnectOptions } from "./core/connect.js";
+export {
+  Coordinator,
+  type HolderInfo,
+  type Inspection,
+  type LockInfo,
+  type SemaphoreOptions,
+  type WaiterInfo,
+} from "./core/coordinator.js";
+export {
+  Lock,
+  LockHandle,
+  Semaphore,
+  type AcquireOptions,
+  type LockMode,
+  type ReleaseResult,
+  type SemaphoreAcquireOptions,
+  type TryAcquireOptions,
+  type UpgradeOptions,
+} from "./core/lock.js";
+export { Group, Membership, type GroupEvent, type Member, type WatchOptions } from "./core/group.js";
+export { Election, Leadership, type CampaignOptions, type Leader } from "./core/election.js";
+export { Partitioner, type PartitionChange, type PartitionerOptions } from "./core/partitioner.js";
+export { HashRing, type HashRingOptions } from "./core/hash-ring.js";
+export type { Session } from "./core/session.js";
+export { GUARANTEE_NAMES, type Guarantees, type GuaranteeName, type Requirement } from "./core/guarantees.js";
+export { backends, registerBackend } from "./core/registry.js";
+export type {
+  AcquireRequest,
+  BackendDefinition,
+  Driver,
+  DriverContext,
+  DriverGrant,
+  DriverModule,
+  DriverSession,
+  QueueKind,
+  RecordEntry,
+  RecordEvent,
+} from "./core/driver.js";
+export { parseDuration } from "./core/duration.js";
+export { MAX_NAME_BYTES, MAX_NAMESPACE_BYTES, MIN_TTL_MS, MAX_TTL_MS, DEFAULT_TTL_MS } from "./core/validate.js";
+export {
+  AbortedError,
+  BackendUnavailableError,
+  BatonError,
+  ClosedError,
+  DeadlockError,
+  InvalidArgumentError,
+  InvalidStateError,
+  LockLostError,
+  MissingGuaranteeError,
+  SessionExpiredError,
+  TimeoutError,
+  UnsupportedError,
+  type BatonErrorCode,
+  type BatonErrorOptions,
+} from "./core/errors.js";
