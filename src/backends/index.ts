@@ -6,6 +6,9 @@
  */
 import type { BackendDefinition } from "../core/driver.js";
 import { registerBackend } from "../core/registry.js";
+import { etcdBackend } from "./etcd/definition.js";
+import { fileBackend } from "./file/definition.js";
+import { postgresBackend } from "./postgres/definition.js";
 
 /** In-process backend: coordinators of one process. */
 export const memoryBackend: BackendDefinition = {
@@ -28,7 +31,7 @@ export const memoryBackend: BackendDefinition = {
   load: () => import("./memory/driver.js"),
 };
 
-/** Every built-in backend. */
-export const builtinBackends: readonly BackendDefinition[] = [memoryBackend];
+/** Every built-in backend, in documentation order. */
+export const builtinBackends: readonly BackendDefinition[] = [memoryBackend, fileBackend, etcdBackend, postgresBackend];
 
 for (const backend of builtinBackends) registerBackend(backend);

@@ -1,0 +1,22 @@
+import type { BackendDefinition } from "../../core/driver.js";
+
+/** Local files: many processes on one host, no server. See docs/backends/file.md. */
+export const fileBackend: BackendDefinition = {
+  name: "file",
+  schemes: ["file"],
+  urlForm: "file:///path/to/dir  (file: alone: a private per-user directory)",
+  summary: "Processes on one host, no server: kernel byte-range locks in one file. Not across hosts; not on NFS.",
+  guarantees: {
+    acrossProcesses: true,
+    acrossHosts: false,
+    partitionSafe: false,
+    fencing: true,
+    sharedLocks: true,
+    fifo: false,
+    pushEvents: true,
+    crashRelease: 50,
+  },
+  clientLibraries: [],
+  optionNames: [],
+  load: () => import("./driver.js"),
+};
