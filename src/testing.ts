@@ -4,6 +4,7 @@
  * @module
  */
 import type { Coordinator } from "./core/coordinator.js";
+import { SessionExpiredError } from "./core/errors.js";
 
 /**
  * Stops renewing the coordinator's current session, as if it were cut off from the
@@ -17,3 +18,14 @@ export async function suspendKeepAlive(coordinator: Coordinator): Promise<string
 }
 
 export { MemoryStore, memoryStore } from "./backends/memory/store.js";
+
+/**
+ * Ends the coordinator's current session as if it had been lost (for backends whose
+ * sessions end only with a process or connection): signals fire first, then the backend
+ * frees what the session held.
+ */
+export async function expireSession(coordinator: Coordinator): Promise<string> {
+  const session = await coordinator._core.liveSession();
+  session.lose(new SessionExpiredError(`session ${session.id} was expired by a test`));
+  return session.id;
+}

@@ -230,6 +230,8 @@ export async function acquireGrant(
   let handle: LockHandle | null = null;
   let lostEarly: Error | null = null;
   try {
+    // An already-cancelled call must not take anything, even if it is free.
+    if (cancel.signal.aborted) throw cancel.signal.reason;
     const grant = await session.driver.acquire({
       kind,
       name,

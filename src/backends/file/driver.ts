@@ -1,7 +1,390 @@
-import type { Driver, DriverContext } from "../../core/driver.js";
-import { UnsupportedError } from "../../core/errors.js";
+/**
+ * `file:///dir` (default `file:`): coordination between processes on **one host**, with no
+ * server. Locks are Linux open-file-description byte-range locks on one empty file, at
+ * offsets derived from the names, so any number of names needs three files and nothing is
+ * ever left to clean up; the kernel frees a dead process's locks at once. Not across hosts,
+ * and not on NFS. See docs/backends/file.md.
+ *
+ * @module
+ */
+import { closeSync } from "node:fs";
+import type {
+  AcquireRequest,
+  Driver,
+  DriverContext,
+  DriverGrant,
+  DriverSession,
+  LockMode,
+  QueueKind,
+  RecordEntry,
+  SessionHooks,
+} from "../../core/driver.js";
+import { DeadlockError, InvalidArgumentError, InvalidStateError, UnsupportedError } from "../../core/errors.js";
+import { defaultDirectory, directoryFromUrl, FILES, openDirectory, openFile } from "./directory.js";
+import { kernel, limitBase, nextToken, slotOf } from "./kernel.js";
+import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 
-/** Not built yet. */
-export async function createDriver(_context: DriverContext): Promise<Driver> {
-  throw new UnsupportedError("the file backend is not built yet", { backend: "file" });
+const SEP = "\u0000";
+const LIMIT_SPAN = 2 ** 20;
+
+interface FileGrant extends DriverGrant {
+  readonly kind: QueueKind;
+  readonly name: string;
+  readonly limit: number;
+  readonly slot: number;
+  since: number;
+}
+
+interface Held {
+  mode: LockMode;
+  count: number;
+}
+
+class FileSession implements DriverSession, SessionView {
+  readonly id: string;
+  readonly #node: FileNode;
+  readonly #context: DriverContext;
+  readonly #fd: number;
+  readonly #semFd: number;
+  readonly #held = new Map<number, Held>();
+  readonly #grants = new Set<FileGrant>();
+  readonly #waiting = new Map<Waiter, LocalQueueState>();
+  readonly #upgrading = new Set<number>();
+  readonly #limitMarks = new Map<number, number>();
+  readonly #records = new Set<string>();
+  #closed = false;
+
+  constructor(node: FileNode, context: DriverContext) {
+    this.#node = node;
+    this.#context = context;
+    this.id = node.newSessionId();
+    // Each session has its own open file description: the kernel tells sessions apart by it
+    // and drops all of a session's locks when it is closed.
+    this.#fd = openFile(node.directory, FILES.locks);
+    this.#semFd = openFile(node.directory, FILES.semaphores);
+    node.sessions.set(this.id, this);
+  }
+
+  async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
+    this.#checkOpen();
+    const key = `${this.#context.namespace}${SEP}${request.kind}${SEP}${request.name}`;
+    const isSemaphore = request.kind === "semaphore";
+    if (isSemaphore && request.limit >= LIMIT_SPAN) {
+      throw new InvalidArgumentError(`the file backend supports semaphore limits below ${LIMIT_SPAN}`);
+    }
+    const slots = isSemaphore
+      ? Array.from({ length: request.limit }, (_, i) => slotOf(`${key}${SEP}${i}`))
+      : [slotOf(key)];
+    const base = isSemaphore ? limitBase(key) : 0;
+    if (isSemaphore) this.#checkLimit(base, request.limit, request.name);
+    let chosen = -1;
+    const attempt = (): boolean => {
+      if (this.#closed) return false;
+      chosen = isSemaphore
+        ? this.#tryPermit(slots)
+        : this.#tryLock(slots[0] as number, request.mode)
+          ? (slots[0] as number)
+          : -1;
+      return chosen >= 0;
+    };
+    if (!attempt()) {
+      if (!request.wait) return null;
+      await this.#wait(slots, attempt, request, {
+        kind: request.kind,
+        name: request.name,
+        limit: request.limit,
+        mode: request.mode,
+      });
+    }
+    if (isSemaphore) this.#markLimit(base, request.limit);
+    const grant: FileGrant = {
+      token: await nextToken(this.#node.lockFd, this.#node.tokensFd),
+      mode: request.mode,
+      kind: request.kind,
+      name: request.name,
+      limit: request.limit,
+      slot: chosen,
+      since: Date.now(),
+    };
+    this.#grants.add(grant);
+    return grant;
+  }
+
+  async release(driverGrant: DriverGrant): Promise<void> {
+    const grant = driverGrant as FileGrant;
+    if (!this.#grants.delete(grant) || this.#closed) return;
+    const held = this.#held.get(grant.slot);
+    if (held && --held.count === 0) {
+      this.#held.delete(grant.slot);
+      kernel.unlock(this.#fd, grant.slot);
+    }
+    if (grant.kind === "semaphore") this.#unmarkLimit(limitBase(this.#key(grant)), grant.limit);
+    this.#node.freed(grant.slot);
+  }
+
+  async convert(driverGrant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
+    const grant = driverGrant as FileGrant;
+    this.#checkOpen();
+    const held = this.#held.get(grant.slot);
+    if (!this.#grants.has(grant) || !held) throw new InvalidStateError("the lock is not held");
+    if (mode === "shared") {
+      // Converting our own exclusive lock to shared never conflicts.
+      kernel.tryLock(this.#fd, grant.slot, true);
+      held.mode = "shared";
+      grant.mode = "shared";
+      this.#node.freed(grant.slot);
+      return;
+    }
+    const intent = grant.slot + 1;
+    if (this.#upgrading.has(grant.slot) || !this.#takeIntent(intent)) {
+      throw new DeadlockError(
+        `another shared holder of "${grant.name}" is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead`,
+        { backend: "file" },
+      );
+    }
+    this.#upgrading.add(grant.slot);
+    try {
+      const attempt = () => held.count === 1 && kernel.tryLock(this.#fd, grant.slot, false);
+      if (!attempt()) {
+        await this.#wait(
+          [grant.slot],
+          attempt,
+          { signal },
+          { kind: grant.kind, name: grant.name, limit: 1, mode: "exclusive" },
+        );
+      }
+      held.mode = "exclusive";
+      grant.mode = "exclusive";
+      grant.token = await nextToken(this.#node.lockFd, this.#node.tokensFd);
+    } finally {
+      this.#upgrading.delete(grant.slot);
+      if (!this.#closed) kernel.unlock(this.#fd, intent);
+    }
+  }
+
+  async putRecord(space: string, key: string, value: string): Promise<void> {
+    this.#checkOpen();
+    const full = this.#space(space);
+    const previous = this.#node.localRecord(full, key);
+    const createdAt = previous?.sessionId === this.id ? previous.createdAt : Date.now();
+    this.#node.putRecord(full, { key, value, sessionId: this.id, createdAt });
+    this.#records.add(`${full}${SEP}${key}`);
+  }
+
+  async deleteRecord(space: string, key: string): Promise<void> {
+    const full = this.#space(space);
+    this.#node.deleteRecord(full, key, this.id);
+    this.#records.delete(`${full}${SEP}${key}`);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const waiter of this.#waiting.keys()) this.#node.removeWaiter(waiter);
+    this.#waiting.clear();
+    // Closing the descriptors drops every kernel lock of the session at once.
+    closeSync(this.#fd);
+    closeSync(this.#semFd);
+    const slots = [...this.#held.keys()];
+    this.#held.clear();
+    this.#grants.clear();
+    for (const record of this.#records) {
+      const cut = record.lastIndexOf(SEP);
+      this.#node.deleteRecord(record.slice(0, cut), record.slice(cut + 1), this.id);
+    }
+    this.#records.clear();
+    this.#node.sessions.delete(this.id);
+    for (const slot of slots) this.#node.freed(slot);
+  }
+
+  queueState(): LocalQueueState[] {
+    const who = { namespace: this.#context.namespace, memberId: this.#context.memberId, sessionId: this.id };
+    const out: LocalQueueState[] = [];
+    for (const g of this.#grants) {
+      out.push({
+        ...who,
+        kind: g.kind,
+        name: g.name,
+        limit: g.limit,
+        mode: g.mode,
+        since: g.since,
+        token: String(g.token),
+      });
+    }
+    for (const state of this.#waiting.values()) out.push(state);
+    return out;
+  }
+
+  /** Waits until `attempt()` succeeds; withdraws without trace when `signal` aborts. */
+  async #wait(
+    slots: readonly number[],
+    attempt: () => boolean,
+    request: { readonly signal: AbortSignal },
+    what: { kind: QueueKind; name: string; limit: number; mode: LockMode },
+  ): Promise<void> {
+    const { signal } = request;
+    if (signal.aborted) throw signal.reason;
+    let settle: ((error?: unknown) => void) | null = null;
+    const done = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error === undefined ? resolve() : reject(error));
+    });
+    const waiter: Waiter = {
+      slots,
+      attempt: () => {
+        if (!attempt()) return false;
+        finish();
+        return true;
+      },
+    };
+    const finish = (error?: unknown) => {
+      if (!this.#waiting.delete(waiter)) return;
+      this.#node.removeWaiter(waiter);
+      signal.removeEventListener("abort", onAbort);
+      settle?.(error);
+    };
+    const onAbort = () => finish(signal.reason);
+    this.#waiting.set(waiter, {
+      namespace: this.#context.namespace,
+      memberId: this.#context.memberId,
+      sessionId: this.id,
+      ...what,
+      since: Date.now(),
+    });
+    signal.addEventListener("abort", onAbort, { once: true });
+    await this.#node.addWaiter(waiter);
+    return done;
+  }
+
+  /** Takes a lock slot in `mode` with one non-blocking kernel call. */
+  #tryLock(slot: number, mode: LockMode): boolean {
+    const held = this.#held.get(slot);
+    if (held) {
+      // Our own descriptor would "succeed" again: the session arbitrates its own handles.
+      if (mode === "shared" && held.mode === "shared" && !this.#upgrading.has(slot)) {
+        held.count++;
+        return true;
+      }
+      return false;
+    }
+    if (mode === "shared" && this.#intentPresent(slot + 1)) return false;
+    if (!kernel.tryLock(this.#fd, slot, mode === "shared")) return false;
+    this.#held.set(slot, { mode, count: 1 });
+    return true;
+  }
+
+  /** Takes any free permit slot of a semaphore. */
+  #tryPermit(slots: readonly number[]): number {
+    for (const slot of slots) {
+      if (this.#held.has(slot)) continue;
+      if (kernel.tryLock(this.#fd, slot, false)) {
+        this.#held.set(slot, { mode: "exclusive", count: 1 });
+        return slot;
+      }
+    }
+    return -1;
+  }
+
+  /** Whether some session is upgrading (holds the intent byte exclusively). */
+  #intentPresent(intent: number): boolean {
+    if (!kernel.tryLock(this.#node.probeFd, intent, true)) return true;
+    kernel.unlock(this.#node.probeFd, intent);
+    return false;
+  }
+
+  /**
+   * Takes the upgrade intent byte. A shared probe (a reader checking for an upgrade) may
+   * hold it for a few microseconds; only an exclusive holder means a concurrent upgrade.
+   */
+  #takeIntent(intent: number): boolean {
+    for (let i = 0; i < 1000; i++) {
+      if (kernel.tryLock(this.#fd, intent, false)) return true;
+      if (!kernel.tryLock(this.#fd, intent, true)) return false;
+      kernel.unlock(this.#fd, intent);
+    }
+    return false;
+  }
+
+  /**
+   * Refuses a limit other than the one current holders use: holders keep a shared lock on
+   * `base + limit`, so an exclusive probe of every other offset fails if one differs.
+   */
+  #checkLimit(base: number, limit: number, name: string): void {
+    const fd = this.#node.probeSemFd;
+    const below = kernel.tryLock(fd, base, false, limit);
+    if (below) kernel.unlock(fd, base, limit);
+    const above = kernel.tryLock(fd, base + limit + 1, false, LIMIT_SPAN - limit - 1);
+    if (above) kernel.unlock(fd, base + limit + 1, LIMIT_SPAN - limit - 1);
+    if (!below || !above) {
+      throw new InvalidArgumentError(
+        `semaphore "${name}" is in use with another limit than ${limit}; every user of one semaphore must give the same limit`,
+        { backend: "file" },
+      );
+    }
+  }
+
+  #markLimit(base: number, limit: number): void {
+    const count = this.#limitMarks.get(base + limit) ?? 0;
+    if (count === 0) kernel.tryLock(this.#semFd, base + limit, true);
+    this.#limitMarks.set(base + limit, count + 1);
+  }
+
+  #unmarkLimit(base: number, limit: number): void {
+    const count = (this.#limitMarks.get(base + limit) ?? 1) - 1;
+    if (count > 0) this.#limitMarks.set(base + limit, count);
+    else {
+      this.#limitMarks.delete(base + limit);
+      kernel.unlock(this.#semFd, base + limit);
+    }
+  }
+
+  #key(grant: FileGrant): string {
+    return `${this.#context.namespace}${SEP}${grant.kind}${SEP}${grant.name}`;
+  }
+
+  #space(space: string): string {
+    return `${this.#context.namespace}${SEP}${space}`;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new InvalidStateError(`file session ${this.id} is closed`);
+  }
+}
+
+/** Creates a file driver. */
+export async function createDriver(context: DriverContext): Promise<Driver> {
+  if (process.platform !== "linux") {
+    throw new UnsupportedError(
+      `the file backend needs Linux open-file-description locks; this is ${process.platform}`,
+      { backend: "file" },
+    );
+  }
+  const path = directoryFromUrl(context.url);
+  const directory = openDirectory(path, path === defaultDirectory());
+  const node = await FileNode.acquire(directory);
+  const prefix = `${context.namespace}${SEP}`;
+  const sessions = new Set<FileSession>();
+  let closed = false;
+  return {
+    async openSession(_hooks: SessionHooks) {
+      const session = new FileSession(node, context);
+      sessions.add(session);
+      return session;
+    },
+    async listRecords(space): Promise<RecordEntry[]> {
+      return node.listRecords(`${prefix}${space}`);
+    },
+    async watchRecords(space, listener, signal) {
+      return node.watchRecords(`${prefix}${space}`, listener, signal);
+    },
+    async inspect() {
+      const { queues, records } = await node.inspect(context.namespace, prefix);
+      return { queues, records: records.map((r) => ({ space: r.space.slice(prefix.length), entries: r.entries })) };
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const session of sessions) await session.close();
+      node.release();
+    },
+  };
 }

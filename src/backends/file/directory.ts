@@ -1,0 +1,97 @@
+import { closeSync, constants, mkdirSync, openSync, statSync } from "node:fs";
+import { tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { BackendUnavailableError, InvalidArgumentError } from "../../core/errors.js";
+import { hash53 } from "../../core/hash.js";
+
+/** The few files a Baton directory ever holds, whatever the number of names. */
+export const FILES = {
+  /** Empty; every lock is a byte-range lock at an offset derived from its name. */
+  locks: "locks",
+  /** 8 bytes: the fencing-token counter. */
+  tokens: "tokens",
+  /** Empty; semaphore holders mark their limit here so mismatches are detected. */
+  semaphores: "semaphores",
+} as const;
+
+/** An opened Baton directory. */
+export interface Directory {
+  readonly path: string;
+  /** Identifies the directory (device + inode) in socket names: same dir, same id. */
+  readonly id: string;
+}
+
+/** The default directory: `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
+export function defaultDirectory(): string {
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  if (runtime) return join(runtime, "baton");
+  return join(tmpdir(), `baton-${userInfo().uid}`);
+}
+
+/** Resolves a `file:` URL to a directory path (`file:` alone: the default). */
+export function directoryFromUrl(url: URL): string {
+  if (url.host !== "" && url.host !== "localhost") {
+    throw new InvalidArgumentError(
+      `file URLs name a local directory; got host "${url.host}". Use file:///absolute/path (the file backend does not work across hosts)`,
+    );
+  }
+  if (url.pathname === "" || url.pathname === "/") {
+    return url.href === "file:" || url.href === "file:///" ? defaultDirectory() : "/";
+  }
+  return fileURLToPath(url);
+}
+
+/**
+ * Creates (mode 0700) or checks the directory and its files. Errors name the directory and
+ * say what to do: someone else's directory, a read-only one, a path that is not a directory.
+ */
+export function openDirectory(path: string, isDefault: boolean): Directory {
+  try {
+    mkdirSync(path, { recursive: true, mode: 0o700 });
+  } catch (cause) {
+    throw unavailable(path, "cannot be created", cause);
+  }
+  let stat: ReturnType<typeof statSync>;
+  try {
+    stat = statSync(path);
+  } catch (cause) {
+    throw unavailable(path, "cannot be read", cause);
+  }
+  if (!stat.isDirectory()) throw unavailable(path, "is not a directory");
+  const uid = process.getuid?.();
+  if (isDefault && uid !== undefined && stat.uid !== uid) {
+    // Another user's private directory at our default path: refuse rather than share it.
+    throw unavailable(
+      path,
+      `is owned by uid ${stat.uid}, not by you (uid ${uid}); remove it or pass file:///another/dir`,
+    );
+  }
+  for (const name of Object.values(FILES)) {
+    const file = join(path, name);
+    try {
+      closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));
+    } catch (cause) {
+      const code = (cause as NodeJS.ErrnoException).code;
+      const why =
+        code === "EACCES" || code === "EPERM"
+          ? "is not writable by you (permission denied)"
+          : code === "EROFS"
+            ? "is on a read-only file system"
+            : `cannot hold Baton's files (${code ?? "error"})`;
+      throw unavailable(path, why, cause);
+    }
+  }
+  return { path, id: hash53(`${stat.dev}:${stat.ino}`).toString(36) };
+}
+
+/** Opens one of the directory's files for reading and writing. */
+export function openFile(directory: Directory, name: string): number {
+  // libuv opens with O_CLOEXEC, so a child process (baton lock -- cmd) never inherits the
+  // descriptor: a lock dies with its owner, not with its owner's children.
+  return openSync(join(directory.path, name), constants.O_RDWR);
+}
+
+function unavailable(path: string, why: string, cause?: unknown): BackendUnavailableError {
+  return new BackendUnavailableError(`Baton directory ${path} ${why}`, { backend: "file", cause });
+}

@@ -1,0 +1,427 @@
+import { closeSync } from "node:fs";
+import type { LockMode, QueueKind, QueueSnapshot, RecordEntry, RecordEvent } from "../../core/driver.js";
+import { type Directory, FILES, openFile } from "./directory.js";
+import { type Link, Mesh, type Message } from "./mesh.js";
+
+/** A pending acquisition or upgrade of this process. */
+export interface Waiter {
+  readonly slots: readonly number[];
+  /** Tries to take what it waits for with non-blocking kernel calls; true when it got it. */
+  attempt(): boolean;
+}
+
+/** What this process holds and awaits, as peers see it in `inspect`. */
+export interface LocalQueueState {
+  readonly namespace: string;
+  readonly kind: QueueKind;
+  readonly name: string;
+  readonly limit: number;
+  readonly memberId: string;
+  readonly sessionId: string;
+  readonly mode: LockMode;
+  readonly since: number;
+  /** Present for holders, as a decimal string; absent for waiters. */
+  readonly token?: string;
+}
+
+/** The part of a session the node needs to answer peers. */
+export interface SessionView {
+  readonly id: string;
+  queueState(): LocalQueueState[];
+}
+
+interface StoredRecord {
+  readonly entry: RecordEntry;
+}
+
+/**
+ * One per (process, directory): the mesh link to other processes, the wake-up plumbing
+ * and the records this process publishes. Shared by every coordinator of the process that
+ * uses the directory.
+ *
+ * Waking without polling: a waiter subscribes to its slots at every peer, then retries.
+ * A holder that frees a slot pushes `free` to the subscribers; a peer that dies closes its
+ * sockets, which wakes every waiter here. A retry that still fails looks for new peers (a
+ * process that started meanwhile may hold the slot) and subscribes there too. A one-second
+ * safety timer, running only while something waits, retries regardless.
+ */
+export class FileNode {
+  readonly directory: Directory;
+  readonly mesh: Mesh;
+  /** Process-wide descriptors: token counter mutex, counter, probes. */
+  readonly lockFd: number;
+  readonly tokensFd: number;
+  readonly probeFd: number;
+  readonly probeSemFd: number;
+  readonly sessions = new Map<string, SessionView>();
+  readonly #waiters = new Map<number, Set<Waiter>>();
+  /** Slots this process has subscribed to at every peer, with the count of local waiters. */
+  readonly #subscribed = new Map<number, number>();
+  /** Peers waiting for our frees, per slot. */
+  readonly #subscribers = new Map<number, Set<Link>>();
+  /** Records published by this process's sessions, per namespaced space. */
+  readonly #records = new Map<string, Map<string, StoredRecord>>();
+  readonly #recordListeners = new Map<string, Set<(event: RecordEvent) => void>>();
+  readonly #recordSubscribers = new Map<string, Set<Link>>();
+  /** What each peer published in the spaces we watch, to announce deletes when it dies. */
+  readonly #peerRecords = new Map<Link, Map<string, Set<string>>>();
+  #safety: NodeJS.Timeout | null = null;
+  #discovering: Promise<void> | null = null;
+  #lastDiscovery = 0;
+  #users = 0;
+  #nextSession = 0;
+
+  private constructor(directory: Directory) {
+    this.directory = directory;
+    this.lockFd = openFile(directory, FILES.locks);
+    this.tokensFd = openFile(directory, FILES.tokens);
+    this.probeFd = openFile(directory, FILES.locks);
+    this.probeSemFd = openFile(directory, FILES.semaphores);
+    this.mesh = new Mesh(directory.id, {
+      request: (link, op, message) => this.#request(link, op, message),
+      push: (link, message) => this.#push(link, message),
+      joined: (link) => void this.#joined(link),
+      left: (link) => this.#left(link),
+    });
+  }
+
+  static readonly #nodes = new Map<string, Promise<FileNode>>();
+
+  /** The node for `directory`, started on first use; pair with {@link release}. */
+  static async acquire(directory: Directory): Promise<FileNode> {
+    let pending = FileNode.#nodes.get(directory.id);
+    if (!pending) {
+      pending = (async () => {
+        const node = new FileNode(directory);
+        await node.mesh.start();
+        return node;
+      })();
+      FileNode.#nodes.set(directory.id, pending);
+      pending.catch(() => FileNode.#nodes.delete(directory.id));
+    }
+    const node = await pending;
+    node.#users++;
+    return node;
+  }
+
+  /** Drops one user; the last one closes the node. */
+  release(): void {
+    if (--this.#users > 0) return;
+    FileNode.#nodes.delete(this.directory.id);
+    this.mesh.close();
+    if (this.#safety) clearInterval(this.#safety);
+    for (const fd of [this.lockFd, this.tokensFd, this.probeFd, this.probeSemFd]) closeSync(fd);
+  }
+
+  newSessionId(): string {
+    return `${this.mesh.peerId}.${++this.#nextSession}`;
+  }
+
+  // ---- waiting -------------------------------------------------------------------------
+
+  /**
+   * Registers a waiter, subscribes to its slots everywhere, then gives it one more try
+   * (a free that happened before the subscription would otherwise be missed).
+   */
+  async addWaiter(waiter: Waiter): Promise<boolean> {
+    const fresh: number[] = [];
+    for (const slot of waiter.slots) {
+      let set = this.#waiters.get(slot);
+      if (!set) this.#waiters.set(slot, (set = new Set()));
+      set.add(waiter);
+      const count = this.#subscribed.get(slot) ?? 0;
+      this.#subscribed.set(slot, count + 1);
+      if (count === 0) fresh.push(slot);
+    }
+    this.#armSafety();
+    if (fresh.length > 0) {
+      await Promise.all(this.mesh.links.map((link) => link.request("sub", { slots: fresh }).catch(() => null)));
+    }
+    return this.#isWaiting(waiter) && waiter.attempt();
+  }
+
+  removeWaiter(waiter: Waiter): void {
+    const gone: number[] = [];
+    for (const slot of waiter.slots) {
+      const set = this.#waiters.get(slot);
+      if (!set?.delete(waiter)) continue;
+      if (set.size === 0) this.#waiters.delete(slot);
+      const count = (this.#subscribed.get(slot) ?? 1) - 1;
+      if (count > 0) this.#subscribed.set(slot, count);
+      else {
+        this.#subscribed.delete(slot);
+        gone.push(slot);
+      }
+    }
+    if (gone.length > 0) for (const link of this.mesh.links) link.send({ t: "push", k: "unsub", slots: gone });
+    if (this.#waiters.size === 0 && this.#safety) {
+      clearInterval(this.#safety);
+      this.#safety = null;
+    }
+  }
+
+  /** A slot was freed here: wake local waiters and tell subscribed peers. */
+  freed(slot: number): void {
+    for (const link of this.#subscribers.get(slot) ?? []) link.send({ t: "push", k: "free", slot });
+    if (this.#waiters.has(slot)) queueMicrotask(() => this.#wake([slot]));
+  }
+
+  #isWaiting(waiter: Waiter): boolean {
+    return waiter.slots.some((slot) => this.#waiters.get(slot)?.has(waiter));
+  }
+
+  /** Gives each waiter of `slots` a try, oldest first. Failed tries look for new peers. */
+  #wake(slots: Iterable<number>): void {
+    let failed = false;
+    const tried = new Set<Waiter>();
+    for (const slot of slots) {
+      for (const waiter of [...(this.#waiters.get(slot) ?? [])]) {
+        if (tried.has(waiter)) continue;
+        tried.add(waiter);
+        if (!waiter.attempt()) failed = true;
+      }
+    }
+    if (failed) void this.#discover();
+  }
+
+  #wakeAll(): void {
+    this.#wake([...this.#waiters.keys()]);
+  }
+
+  #armSafety(): void {
+    if (this.#safety) return;
+    // Kept ref'd: a process that waits for a lock must stay alive to get it.
+    this.#safety = setInterval(() => this.#wakeAll(), 1000);
+  }
+
+  /** Looks for processes that started since, at most every 20 ms. */
+  #discover(): Promise<void> {
+    if (this.#discovering) return this.#discovering;
+    const wait = Math.max(0, this.#lastDiscovery + 20 - Date.now());
+    this.#discovering = new Promise<void>((resolve) => setTimeout(resolve, wait))
+      .then(() => this.mesh.discover())
+      .finally(() => {
+        this.#lastDiscovery = Date.now();
+        this.#discovering = null;
+      });
+    return this.#discovering;
+  }
+
+  async #joined(link: Link): Promise<void> {
+    const slots = [...this.#subscribed.keys()];
+    if (slots.length > 0) {
+      await link.request("sub", { slots }).catch(() => null);
+      this.#wake(slots);
+    }
+    for (const space of this.#recordListeners.keys()) {
+      const answer = await link.request("rsub", { space }).catch(() => null);
+      for (const entry of (answer?.entries as RecordEntry[] | undefined) ?? []) {
+        this.#remoteRecord(link, space, { type: "put", entry });
+      }
+    }
+  }
+
+  #left(link: Link): void {
+    for (const set of this.#subscribers.values()) set.delete(link);
+    for (const set of this.#recordSubscribers.values()) set.delete(link);
+    const known = this.#peerRecords.get(link);
+    this.#peerRecords.delete(link);
+    for (const [space, keys] of known ?? []) {
+      for (const key of keys) this.#deliver(space, { type: "delete", key });
+    }
+    // The peer may have died holding what we wait for: the kernel has freed it.
+    this.#wakeAll();
+  }
+
+  // ---- records -------------------------------------------------------------------------
+
+  putRecord(space: string, entry: RecordEntry): void {
+    let records = this.#records.get(space);
+    if (!records) this.#records.set(space, (records = new Map()));
+    records.set(entry.key, { entry });
+    this.#publish(space, { type: "put", entry });
+  }
+
+  deleteRecord(space: string, key: string, sessionId: string): boolean {
+    const records = this.#records.get(space);
+    if (records?.get(key)?.entry.sessionId !== sessionId) return false;
+    records.delete(key);
+    if (records.size === 0) this.#records.delete(space);
+    this.#publish(space, { type: "delete", key });
+    return true;
+  }
+
+  localRecord(space: string, key: string): RecordEntry | undefined {
+    return this.#records.get(space)?.get(key)?.entry;
+  }
+
+  async listRecords(space: string): Promise<RecordEntry[]> {
+    const out = [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry);
+    const answers = await Promise.all(this.mesh.links.map((l) => l.request("list", { space }, 2000).catch(() => null)));
+    for (const answer of answers) out.push(...((answer?.entries as RecordEntry[] | undefined) ?? []));
+    return out;
+  }
+
+  async watchRecords(
+    space: string,
+    listener: (event: RecordEvent) => void,
+    signal: AbortSignal,
+  ): Promise<RecordEntry[]> {
+    let listeners = this.#recordListeners.get(space);
+    if (!listeners) this.#recordListeners.set(space, (listeners = new Set()));
+    listeners.add(listener);
+    signal.addEventListener(
+      "abort",
+      () => {
+        listeners.delete(listener);
+        if (listeners.size > 0) return;
+        this.#recordListeners.delete(space);
+        for (const link of this.mesh.links) link.send({ t: "push", k: "runsub", space });
+      },
+      { once: true },
+    );
+    const snapshot = [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry);
+    const answers = await Promise.all(
+      this.mesh.links.map(async (link) => ({
+        link,
+        answer: await link.request("rsub", { space }, 2000).catch(() => null),
+      })),
+    );
+    for (const { link, answer } of answers) {
+      for (const entry of (answer?.entries as RecordEntry[] | undefined) ?? []) {
+        this.#track(link, space, entry.key, true);
+        snapshot.push(entry);
+      }
+    }
+    return snapshot;
+  }
+
+  #publish(space: string, event: RecordEvent): void {
+    for (const link of this.#recordSubscribers.get(space) ?? []) link.send({ t: "push", k: "rec", space, event });
+    this.#deliver(space, event);
+  }
+
+  #deliver(space: string, event: RecordEvent): void {
+    for (const listener of this.#recordListeners.get(space) ?? []) listener(event);
+  }
+
+  #remoteRecord(link: Link, space: string, event: RecordEvent): void {
+    this.#track(link, space, event.type === "put" ? event.entry.key : event.key, event.type === "put");
+    this.#deliver(space, event);
+  }
+
+  #track(link: Link, space: string, key: string, present: boolean): void {
+    let spaces = this.#peerRecords.get(link);
+    if (!spaces) this.#peerRecords.set(link, (spaces = new Map()));
+    let keys = spaces.get(space);
+    if (!keys) spaces.set(space, (keys = new Set()));
+    if (present) keys.add(key);
+    else keys.delete(key);
+  }
+
+  // ---- inspection ----------------------------------------------------------------------
+
+  localQueues(namespace: string): LocalQueueState[] {
+    return [...this.sessions.values()].flatMap((s) => s.queueState()).filter((q) => q.namespace === namespace);
+  }
+
+  localSpaces(prefix: string): { space: string; entries: RecordEntry[] }[] {
+    return [...this.#records]
+      .filter(([space]) => space.startsWith(prefix))
+      .map(([space, records]) => ({ space, entries: [...records.values()].map((r) => r.entry) }));
+  }
+
+  /** Everything every process of this directory holds, awaits and publishes in `namespace`. */
+  async inspect(
+    namespace: string,
+    prefix: string,
+  ): Promise<{ queues: QueueSnapshot[]; records: { space: string; entries: RecordEntry[] }[] }> {
+    await this.#discover();
+    const states = [...this.localQueues(namespace)];
+    const spaces = this.localSpaces(prefix);
+    const answers = await Promise.all(
+      this.mesh.links.map((l) => l.request("inspect", { namespace, prefix }, 2000).catch(() => null)),
+    );
+    for (const answer of answers) {
+      states.push(...((answer?.queues as LocalQueueState[] | undefined) ?? []));
+      spaces.push(...((answer?.spaces as { space: string; entries: RecordEntry[] }[] | undefined) ?? []));
+    }
+    const queues = new Map<
+      string,
+      {
+        kind: QueueKind;
+        name: string;
+        limit: number;
+        holders: QueueSnapshot["holders"][number][];
+        waiters: QueueSnapshot["waiters"][number][];
+      }
+    >();
+    for (const state of states) {
+      const id = `${state.kind}\u0000${state.name}`;
+      let queue = queues.get(id);
+      if (!queue)
+        queues.set(id, (queue = { kind: state.kind, name: state.name, limit: state.limit, holders: [], waiters: [] }));
+      const who = { memberId: state.memberId, sessionId: state.sessionId, mode: state.mode, since: state.since };
+      if (state.token !== undefined) queue.holders.push({ ...who, token: BigInt(state.token) });
+      else queue.waiters.push(who);
+    }
+    for (const queue of queues.values()) {
+      queue.holders.sort((a, b) => (a.token < b.token ? -1 : 1));
+      queue.waiters.sort((a, b) => a.since - b.since);
+    }
+    const merged = new Map<string, RecordEntry[]>();
+    for (const { space, entries } of spaces) merged.set(space, [...(merged.get(space) ?? []), ...entries]);
+    return { queues: [...queues.values()], records: [...merged].map(([space, entries]) => ({ space, entries })) };
+  }
+
+  // ---- peer protocol -------------------------------------------------------------------
+
+  #request(link: Link, op: string, message: Message): Message {
+    switch (op) {
+      case "sub":
+        for (const slot of message.slots as number[]) {
+          let set = this.#subscribers.get(slot);
+          if (!set) this.#subscribers.set(slot, (set = new Set()));
+          set.add(link);
+        }
+        return {};
+      case "rsub": {
+        const space = String(message.space);
+        let set = this.#recordSubscribers.get(space);
+        if (!set) this.#recordSubscribers.set(space, (set = new Set()));
+        set.add(link);
+        return { entries: [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry) };
+      }
+      case "list":
+        return { entries: [...(this.#records.get(String(message.space))?.values() ?? [])].map((r) => r.entry) };
+      case "inspect":
+        return {
+          queues: this.localQueues(String(message.namespace)),
+          spaces: this.localSpaces(String(message.prefix)),
+        };
+      default:
+        return { error: `unknown request ${op}` };
+    }
+  }
+
+  #push(link: Link, message: Message): void {
+    switch (message.k) {
+      case "free":
+        this.#wake([message.slot as number]);
+        break;
+      case "unsub":
+        for (const slot of message.slots as number[]) {
+          const set = this.#subscribers.get(slot);
+          set?.delete(link);
+          if (set?.size === 0) this.#subscribers.delete(slot);
+        }
+        break;
+      case "runsub":
+        this.#recordSubscribers.get(String(message.space))?.delete(link);
+        break;
+      case "rec":
+        this.#remoteRecord(link, String(message.space), message.event as RecordEvent);
+        break;
+    }
+  }
+}
