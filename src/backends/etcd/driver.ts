@@ -1,7 +1,156 @@
-import type { Driver, DriverContext } from "../../core/driver.js";
-import { UnsupportedError } from "../../core/errors.js";
+/**
+ * `etcd://host:port[,host:port...]` (`etcds://` for TLS): locks, semaphores, groups and
+ * elections on an etcd v3 cluster, through the `etcd3` client's KV, lease, watch and
+ * transaction APIs (not its Lock or Election classes). Partition-safe: all state is in
+ * etcd's Raft-replicated store; fencing tokens are etcd revisions, increasing cluster-wide.
+ * A crashed client's locks are freed when its lease expires (the session TTL). See
+ * docs/backends/etcd.md.
+ *
+ * @module
+ */
+import type { Etcd3 } from "etcd3";
+import type {
+  Driver,
+  DriverContext,
+  DriverSnapshot,
+  QueueKind,
+  QueueSnapshot,
+  RecordEntry,
+  RecordEvent,
+  SessionHooks,
+} from "../../core/driver.js";
+import { createClient, op, rangeAt } from "./client.js";
+import { parseConfig } from "./config.js";
+import { translate } from "./errors.js";
+import { Keyspace, prefixEnd } from "./keys.js";
+import { isGranted, type QueueEntry, toEntry, tokenOf } from "./queue.js";
+import { listRecords, toRecordEntry, watchRecords } from "./records.js";
+import { type DriverShared, EtcdSession } from "./session.js";
+import type { KeyWatch, WatchRegistry } from "./watch.js";
 
-/** Not built yet. */
-export async function createDriver(_context: DriverContext): Promise<Driver> {
-  throw new UnsupportedError("the etcd backend is not built yet", { backend: "etcd" });
+/** Creates an etcd driver; checks that etcd answers (and lets this user read the prefix). */
+export async function createDriver(context: DriverContext): Promise<Driver> {
+  const config = parseConfig(context);
+  const client = createClient(config);
+  const keys = new Keyspace(context.namespace);
+  try {
+    await client.kv.range({
+      key: Buffer.from(keys.prefix),
+      range_end: prefixEnd(keys.prefix),
+      limit: 1,
+      keys_only: true,
+    });
+  } catch (error) {
+    client.close();
+    throw translate(error, `connecting to etcd at ${config.hosts.join(",")}`);
+  }
+  const closing = new AbortController();
+  const shared = {
+    client,
+    keys,
+    memberId: context.memberId,
+    ttlMs: context.ttlMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    watches: new Set<KeyWatch>(),
+    closing: closing.signal,
+  };
+  return new EtcdDriver(shared, closing);
+}
+
+class EtcdDriver implements Driver {
+  readonly #shared: DriverShared;
+  readonly #client: Etcd3;
+  readonly #keys: Keyspace;
+  readonly #watches: WatchRegistry;
+  readonly #closed: AbortController;
+
+  constructor(shared: DriverShared, closed: AbortController) {
+    this.#shared = shared;
+    this.#closed = closed;
+    this.#client = shared.client;
+    this.#keys = shared.keys;
+    this.#watches = shared.watches;
+  }
+
+  openSession(hooks: SessionHooks): Promise<EtcdSession> {
+    return EtcdSession.open(this.#shared, hooks);
+  }
+
+  async listRecords(space: string): Promise<RecordEntry[]> {
+    try {
+      return (await listRecords(this.#client, this.#keys, space)).entries;
+    } catch (error) {
+      throw translate(error, `listing ${space}`);
+    }
+  }
+
+  async watchRecords(
+    space: string,
+    listener: (event: RecordEvent) => void,
+    signal: AbortSignal,
+  ): Promise<RecordEntry[]> {
+    const stop = AbortSignal.any([signal, this.#closed.signal]);
+    try {
+      return await watchRecords(this.#client, this.#keys, space, listener, stop, this.#watches);
+    } catch (error) {
+      throw translate(error, `watching ${space}`);
+    }
+  }
+
+  /** Everything in the namespace, from the keys themselves, in one read. */
+  async inspect(): Promise<DriverSnapshot> {
+    let kvs: ReturnType<typeof rangeAt>;
+    try {
+      const response = await this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] });
+      kvs = rangeAt(response, 0);
+    } catch (error) {
+      throw translate(error, "inspecting");
+    }
+    const queues = new Map<string, { kind: QueueKind; name: string; entries: QueueEntry[] }>();
+    const records = new Map<string, RecordEntry[]>();
+    for (const kv of kvs) {
+      const parsed = this.#keys.parse(kv.key.toString());
+      if (parsed?.type === "queue") {
+        const id = `${parsed.kind}/${parsed.name}`;
+        let queue = queues.get(id);
+        if (!queue) queues.set(id, (queue = { kind: parsed.kind, name: parsed.name, entries: [] }));
+        queue.entries.push(toEntry(kv)); // oldest first: the scan is sorted by create revision
+      } else if (parsed?.type === "record") {
+        const entry = toRecordEntry(this.#keys, kv);
+        if (!entry) continue;
+        const list = records.get(parsed.space) ?? [];
+        list.push(entry);
+        records.set(parsed.space, list);
+      }
+    }
+    return {
+      queues: [...queues.values()].map(snapshotOf),
+      records: [...records].map(([space, entries]) => ({ space, entries })),
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed.abort();
+    for (const watch of [...this.#watches]) watch.close();
+    this.#client.close();
+  }
+}
+
+function snapshotOf(queue: { kind: QueueKind; name: string; entries: QueueEntry[] }): QueueSnapshot {
+  const mode = (e: QueueEntry) => (e.value.m === "x" ? ("exclusive" as const) : ("shared" as const));
+  return {
+    kind: queue.kind,
+    name: queue.name,
+    limit: queue.entries.find((e) => !Number.isNaN(e.value.l))?.value.l ?? 1,
+    holders: queue.entries.filter(isGranted).map((e) => ({
+      memberId: e.value.id,
+      sessionId: e.value.sid,
+      mode: mode(e),
+      token: tokenOf(e),
+      since: e.value.s,
+    })),
+    waiters: queue.entries
+      .filter((e) => !isGranted(e))
+      .map((e) => ({ memberId: e.value.id, sessionId: e.value.sid, mode: mode(e), since: e.value.s })),
+  };
 }

@@ -7,7 +7,7 @@ import { hash53 } from "../../core/hash.js";
 
 /** The few files a Baton directory ever holds, whatever the number of names. */
 export const FILES = {
-  /** Empty; every lock is a byte-range lock at an offset derived from its name. */
+  /** Empty files `locks.00` to `locks.3f`: every lock is a byte-range lock in one of them. */
   locks: "locks",
   /** 8 bytes: the fencing-token counter. */
   tokens: "tokens",
@@ -67,7 +67,7 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
       `is owned by uid ${stat.uid}, not by you (uid ${uid}); remove it or pass file:///another/dir`,
     );
   }
-  for (const name of Object.values(FILES)) {
+  for (const name of [FILES.tokens, FILES.semaphores, ...Array.from({ length: 64 }, (_, i) => lockFileName(i))]) {
     const file = join(path, name);
     try {
       closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));
@@ -83,6 +83,11 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
     }
   }
   return { path, id: hash53(`${stat.dev}:${stat.ino}`).toString(36) };
+}
+
+/** The name of lock file number `shard`. */
+export function lockFileName(shard: number): string {
+  return `${FILES.locks}.${shard.toString(16).padStart(2, "0")}`;
 }
 
 /** Opens one of the directory's files for reading and writing. */

@@ -20,8 +20,8 @@ import type {
   SessionHooks,
 } from "../../core/driver.js";
 import { DeadlockError, InvalidArgumentError, InvalidStateError, UnsupportedError } from "../../core/errors.js";
-import { defaultDirectory, directoryFromUrl, FILES, openDirectory, openFile } from "./directory.js";
-import { kernel, limitBase, nextToken, slotOf } from "./kernel.js";
+import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
+import { kernel, LockFiles, limitBase, nextToken, slotOf } from "./kernel.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 
 const SEP = "\u0000";
@@ -44,7 +44,7 @@ class FileSession implements DriverSession, SessionView {
   readonly id: string;
   readonly #node: FileNode;
   readonly #context: DriverContext;
-  readonly #fd: number;
+  readonly #locks: LockFiles;
   readonly #semFd: number;
   readonly #held = new Map<number, Held>();
   readonly #grants = new Set<FileGrant>();
@@ -60,7 +60,7 @@ class FileSession implements DriverSession, SessionView {
     this.id = node.newSessionId();
     // Each session has its own open file description: the kernel tells sessions apart by it
     // and drops all of a session's locks when it is closed.
-    this.#fd = openFile(node.directory, FILES.locks);
+    this.#locks = new LockFiles((shard) => openFile(node.directory, lockFileName(shard)));
     this.#semFd = openFile(node.directory, FILES.semaphores);
     node.sessions.set(this.id, this);
   }
@@ -98,7 +98,7 @@ class FileSession implements DriverSession, SessionView {
     }
     if (isSemaphore) this.#markLimit(base, request.limit);
     const grant: FileGrant = {
-      token: await nextToken(this.#node.lockFd, this.#node.tokensFd),
+      token: await nextToken(this.#node.tokensFd),
       mode: request.mode,
       kind: request.kind,
       name: request.name,
@@ -116,7 +116,7 @@ class FileSession implements DriverSession, SessionView {
     const held = this.#held.get(grant.slot);
     if (held && --held.count === 0) {
       this.#held.delete(grant.slot);
-      kernel.unlock(this.#fd, grant.slot);
+      this.#locks.unlock(grant.slot);
     }
     if (grant.kind === "semaphore") this.#unmarkLimit(limitBase(this.#key(grant)), grant.limit);
     this.#node.freed(grant.slot);
@@ -129,7 +129,7 @@ class FileSession implements DriverSession, SessionView {
     if (!this.#grants.has(grant) || !held) throw new InvalidStateError("the lock is not held");
     if (mode === "shared") {
       // Converting our own exclusive lock to shared never conflicts.
-      kernel.tryLock(this.#fd, grant.slot, true);
+      this.#locks.tryLock(grant.slot, true);
       held.mode = "shared";
       grant.mode = "shared";
       this.#node.freed(grant.slot);
@@ -144,7 +144,7 @@ class FileSession implements DriverSession, SessionView {
     }
     this.#upgrading.add(grant.slot);
     try {
-      const attempt = () => held.count === 1 && kernel.tryLock(this.#fd, grant.slot, false);
+      const attempt = () => held.count === 1 && this.#locks.tryLock(grant.slot, false);
       if (!attempt()) {
         await this.#wait(
           [grant.slot],
@@ -155,10 +155,10 @@ class FileSession implements DriverSession, SessionView {
       }
       held.mode = "exclusive";
       grant.mode = "exclusive";
-      grant.token = await nextToken(this.#node.lockFd, this.#node.tokensFd);
+      grant.token = await nextToken(this.#node.tokensFd);
     } finally {
       this.#upgrading.delete(grant.slot);
-      if (!this.#closed) kernel.unlock(this.#fd, intent);
+      if (!this.#closed) this.#locks.unlock(intent);
     }
   }
 
@@ -183,7 +183,7 @@ class FileSession implements DriverSession, SessionView {
     for (const waiter of this.#waiting.keys()) this.#node.removeWaiter(waiter);
     this.#waiting.clear();
     // Closing the descriptors drops every kernel lock of the session at once.
-    closeSync(this.#fd);
+    this.#locks.close();
     closeSync(this.#semFd);
     const slots = [...this.#held.keys()];
     this.#held.clear();
@@ -267,7 +267,7 @@ class FileSession implements DriverSession, SessionView {
       return false;
     }
     if (mode === "shared" && this.#intentPresent(slot + 1)) return false;
-    if (!kernel.tryLock(this.#fd, slot, mode === "shared")) return false;
+    if (!this.#locks.tryLock(slot, mode === "shared")) return false;
     this.#held.set(slot, { mode, count: 1 });
     return true;
   }
@@ -276,7 +276,7 @@ class FileSession implements DriverSession, SessionView {
   #tryPermit(slots: readonly number[]): number {
     for (const slot of slots) {
       if (this.#held.has(slot)) continue;
-      if (kernel.tryLock(this.#fd, slot, false)) {
+      if (this.#locks.tryLock(slot, false)) {
         this.#held.set(slot, { mode: "exclusive", count: 1 });
         return slot;
       }
@@ -286,8 +286,8 @@ class FileSession implements DriverSession, SessionView {
 
   /** Whether some session is upgrading (holds the intent byte exclusively). */
   #intentPresent(intent: number): boolean {
-    if (!kernel.tryLock(this.#node.probeFd, intent, true)) return true;
-    kernel.unlock(this.#node.probeFd, intent);
+    if (!this.#node.probes.tryLock(intent, true)) return true;
+    this.#node.probes.unlock(intent);
     return false;
   }
 
@@ -297,9 +297,9 @@ class FileSession implements DriverSession, SessionView {
    */
   #takeIntent(intent: number): boolean {
     for (let i = 0; i < 1000; i++) {
-      if (kernel.tryLock(this.#fd, intent, false)) return true;
-      if (!kernel.tryLock(this.#fd, intent, true)) return false;
-      kernel.unlock(this.#fd, intent);
+      if (this.#locks.tryLock(intent, false)) return true;
+      if (!this.#locks.tryLock(intent, true)) return false;
+      this.#locks.unlock(intent);
     }
     return false;
   }

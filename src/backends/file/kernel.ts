@@ -1,4 +1,4 @@
-import { readSync, writeSync } from "node:fs";
+import { closeSync, readSync, writeSync } from "node:fs";
 import { createRequire } from "node:module";
 import { hash53 } from "../../core/hash.js";
 
@@ -26,18 +26,35 @@ export const kernel = {
   },
 };
 
-/** Offsets below this are reserved (offset 0: the token counter's mutex). */
-const RESERVED = 16;
-/** Offsets stay below 2^53 (exact in a JS number); two bytes per name (lock + upgrade intent). */
-const SLOTS = 2 ** 51;
+/**
+ * Lock files the names are spread over. The kernel keeps an inode's byte-range locks in
+ * one list and walks it on every lock call, so a single file would make each call cost
+ * O(names held); 64 files keep the lists short (about 1,600 entries at 100,000 names held)
+ * while the number of files stays constant.
+ */
+export const SHARDS = 64;
+const SHARD_SPAN = 2 ** 47;
 
 /**
- * The byte a name locks. 51 bits of cyrb53: two names held at the same moment share a byte
- * with probability about n^2 / 2^52 for n names held at once (2e-8 for 10,000), and sharing
- * only makes one wait for the other; it never lets two holders in.
+ * The lock of a name: `shard * 2^47 + offset`, one number (exact below 2^53). The byte at
+ * `offset` is the lock, `offset + 1` marks an upgrade in progress. From 52 bits of cyrb53,
+ * so two names held at the same moment share a byte with probability about n^2 / 2^53 for
+ * n names held at once (1e-8 for 10,000); sharing only makes one wait for the other, it
+ * never lets two holders in.
  */
 export function slotOf(key: string): number {
-  return RESERVED + 2 * (hash53(key) % SLOTS);
+  const h = hash53(key);
+  return (h % SHARDS) * SHARD_SPAN + 2 * (Math.floor(h / SHARDS) % 2 ** 46);
+}
+
+/** The shard (lock file index) of a slot. */
+export function shardOf(slot: number): number {
+  return Math.floor(slot / SHARD_SPAN);
+}
+
+/** The byte offset of a slot in its shard. */
+export function offsetOf(slot: number): number {
+  return slot % SHARD_SPAN;
 }
 
 /** Semaphore limit marks: 2^20 offsets per semaphore, one per possible limit. */
@@ -52,9 +69,10 @@ export function limitBase(key: string): number {
  * tmpfs that a reboot emptied. The read-modify-write runs under a byte lock held for a few
  * microseconds; contention is met by retrying, never by blocking a thread.
  */
-export async function nextToken(lockFd: number, tokensFd: number): Promise<bigint> {
+export async function nextToken(tokensFd: number): Promise<bigint> {
   let spins = 0;
-  while (!kernel.tryLock(lockFd, 0, false)) {
+  // The mutex is a lock on the counter's own bytes, on a file no other lock lives in.
+  while (!kernel.tryLock(tokensFd, 0, false, 8)) {
     if (++spins % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
   try {
@@ -67,6 +85,38 @@ export async function nextToken(lockFd: number, tokensFd: number): Promise<bigin
     writeSync(tokensFd, buffer, 0, 8, 0);
     return next;
   } finally {
-    kernel.unlock(lockFd, 0);
+    kernel.unlock(tokensFd, 0, 8);
+  }
+}
+
+/**
+ * One open file description per lock file, opened on first use: what a session (or the
+ * process's probes) locks with. Closing it drops every lock it holds.
+ */
+export class LockFiles {
+  readonly #fds: (number | undefined)[] = [];
+  readonly #open: (shard: number) => number;
+
+  constructor(open: (shard: number) => number) {
+    this.#open = open;
+  }
+
+  tryLock(slot: number, shared: boolean): boolean {
+    return kernel.tryLock(this.#fd(shardOf(slot)), offsetOf(slot), shared);
+  }
+
+  unlock(slot: number): void {
+    kernel.unlock(this.#fd(shardOf(slot)), offsetOf(slot));
+  }
+
+  close(): void {
+    for (const fd of this.#fds) if (fd !== undefined) closeSync(fd);
+    this.#fds.length = 0;
+  }
+
+  #fd(shard: number): number {
+    let fd = this.#fds[shard];
+    if (fd === undefined) this.#fds[shard] = fd = this.#open(shard);
+    return fd;
   }
 }

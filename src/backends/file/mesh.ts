@@ -36,7 +36,6 @@ export class Link {
   ) {
     this.#socket = socket;
     socket.setEncoding("utf8");
-    socket.unref();
     socket.on("data", (chunk: string) => this.#data(chunk));
     socket.on("error", () => {});
     socket.on("close", () => this.#closed());
@@ -52,20 +51,24 @@ export class Link {
     const id = ++this.#nextId;
     return new Promise<Message>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new Error(`peer ${this.peerId} did not answer ${op} within ${timeoutMs} ms`));
+        this.#pending.get(id)?.reject(new Error(`peer ${this.peerId} did not answer ${op} within ${timeoutMs} ms`));
       }, timeoutMs);
-      timer.unref();
+      const settle = () => {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        this.#updateRef();
+      };
       this.#pending.set(id, {
         resolve: (m) => {
-          clearTimeout(timer);
+          settle();
           resolve(m);
         },
         reject: (e) => {
-          clearTimeout(timer);
+          settle();
           reject(e);
         },
       });
+      this.#updateRef();
       this.send({ t: "req", id, op, ...body });
     });
   }
@@ -74,9 +77,12 @@ export class Link {
     this.send({ t: "res", id, ...body });
   }
 
-  /** Keeps the process alive while this link matters (someone waits on it). */
-  setRef(on: boolean): void {
-    if (on) this.#socket.ref();
+  /**
+   * An idle link must not keep the process alive; one with a request in flight (or still
+   * waiting for the peer's hello) must, or a process awaiting the answer could just exit.
+   */
+  #updateRef(): void {
+    if (this.#pending.size > 0 || this.peerId === null) this.#socket.ref();
     else this.#socket.unref();
   }
 
@@ -110,6 +116,7 @@ export class Link {
   /** @internal */
   markReady(): void {
     this.#ready();
+    this.#updateRef();
   }
 
   #closed(): void {

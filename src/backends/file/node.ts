@@ -1,6 +1,7 @@
 import { closeSync } from "node:fs";
 import type { LockMode, QueueKind, QueueSnapshot, RecordEntry, RecordEvent } from "../../core/driver.js";
-import { type Directory, FILES, openFile } from "./directory.js";
+import { type Directory, FILES, lockFileName, openFile } from "./directory.js";
+import { LockFiles } from "./kernel.js";
 import { type Link, Mesh, type Message } from "./mesh.js";
 
 /** A pending acquisition or upgrade of this process. */
@@ -48,10 +49,9 @@ interface StoredRecord {
 export class FileNode {
   readonly directory: Directory;
   readonly mesh: Mesh;
-  /** Process-wide descriptors: token counter mutex, counter, probes. */
-  readonly lockFd: number;
+  /** Process-wide descriptors: the token counter, and probes that look without holding. */
   readonly tokensFd: number;
-  readonly probeFd: number;
+  readonly probes: LockFiles;
   readonly probeSemFd: number;
   readonly sessions = new Map<string, SessionView>();
   readonly #waiters = new Map<number, Set<Waiter>>();
@@ -73,9 +73,8 @@ export class FileNode {
 
   private constructor(directory: Directory) {
     this.directory = directory;
-    this.lockFd = openFile(directory, FILES.locks);
     this.tokensFd = openFile(directory, FILES.tokens);
-    this.probeFd = openFile(directory, FILES.locks);
+    this.probes = new LockFiles((shard) => openFile(directory, lockFileName(shard)));
     this.probeSemFd = openFile(directory, FILES.semaphores);
     this.mesh = new Mesh(directory.id, {
       request: (link, op, message) => this.#request(link, op, message),
@@ -110,7 +109,8 @@ export class FileNode {
     FileNode.#nodes.delete(this.directory.id);
     this.mesh.close();
     if (this.#safety) clearInterval(this.#safety);
-    for (const fd of [this.lockFd, this.tokensFd, this.probeFd, this.probeSemFd]) closeSync(fd);
+    this.probes.close();
+    for (const fd of [this.tokensFd, this.probeSemFd]) closeSync(fd);
   }
 
   newSessionId(): string {
@@ -229,8 +229,11 @@ export class FileNode {
     for (const [space, keys] of known ?? []) {
       for (const key of keys) this.#deliver(space, { type: "delete", key });
     }
-    // The peer may have died holding what we wait for: the kernel has freed it.
+    // The peer may have died holding what we wait for. Its sockets can close a moment
+    // before the kernel has dropped its file locks (both happen in its exit's file
+    // teardown), so retry at once and a few times over the next 50 ms.
     this.#wakeAll();
+    for (const delay of [1, 5, 20, 50]) setTimeout(() => this.#wakeAll(), delay);
   }
 
   // ---- records -------------------------------------------------------------------------

@@ -1,10 +1,16 @@
 import type { BackendDefinition } from "../../core/driver.js";
+import { POSTGRES_OPTION_NAMES } from "./options.js";
 
-/** PostgreSQL: coordination on the database a service already runs. See docs/backends/postgres.md. */
+/**
+ * PostgreSQL: coordination on the database a service already runs. Locks are session
+ * advisory locks (server-side waiting, freed when the holder's connection drops); fencing
+ * counters, sessions and records live in the backend's own schema; watches use
+ * LISTEN/NOTIFY. Single primary: not partition-safe. See docs/backends/postgres.md.
+ */
 export const postgresBackend: BackendDefinition = {
   name: "postgres",
   schemes: ["postgres", "postgresql"],
-  urlForm: "postgres://user:password@host:port/database[?schema=baton]",
+  urlForm: "postgres://user:password@host:port/database[?schema=baton&maxConnections=8]",
   summary: "A PostgreSQL server: advisory locks, LISTEN/NOTIFY. Single primary: not partition-safe.",
   guarantees: {
     acrossProcesses: true,
@@ -12,11 +18,11 @@ export const postgresBackend: BackendDefinition = {
     partitionSafe: false,
     fencing: true,
     sharedLocks: true,
-    fifo: false,
+    fifo: true,
     pushEvents: true,
     crashRelease: "ttl",
   },
   clientLibraries: ["pg"],
-  optionNames: [],
+  optionNames: POSTGRES_OPTION_NAMES,
   load: () => import("./driver.js"),
 };

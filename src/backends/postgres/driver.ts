@@ -1,7 +1,121 @@
-import type { Driver, DriverContext } from "../../core/driver.js";
-import { UnsupportedError } from "../../core/errors.js";
+/**
+ * `postgres://user:password@host:port/database[?schema=baton&maxConnections=8]`: locks on
+ * PostgreSQL's own lock manager (session advisory locks on 64-bit keys, waiting
+ * server-side), fencing counters and records in tables of the backend's own schema,
+ * watches by LISTEN/NOTIFY. A crashed client's locks are freed when its connection drops.
+ * Single primary: a failover loses every lock (see docs/backends/postgres.md).
+ *
+ * Connections per coordinator: one control connection (heartbeats, records, LISTEN,
+ * inspection, cancelling waits; never holds a lock) plus lanes that hold locks, at most
+ * `maxConnections` in all. See session.ts and lane.ts for how lanes are used.
+ *
+ * @module
+ */
+import type { ClientConfig } from "pg";
+import type { Driver, DriverContext, DriverSession, RecordEntry } from "../../core/driver.js";
+import { BackendUnavailableError } from "../../core/errors.js";
+import type { ClientClass } from "./connection.js";
+import { Control, toEntry } from "./control.js";
+import { translate } from "./errors.js";
+import { inspect } from "./inspect.js";
+import { parseSettings } from "./options.js";
+import { quoteIdent } from "./schema.js";
+import { PgSession, type SessionContext } from "./session.js";
+import { ConnectionBudget } from "./slots.js";
 
-/** Not built yet. */
-export async function createDriver(_context: DriverContext): Promise<Driver> {
-  throw new UnsupportedError("the postgres backend is not built yet", { backend: "postgres" });
+/** Creates a postgres driver: connects, migrates the schema if needed, LISTENs. */
+export async function createDriver(context: DriverContext): Promise<Driver> {
+  const settings = parseSettings(context);
+  let Client: ClientClass;
+  try {
+    const pg = await import("pg");
+    Client = (pg.default?.Client ?? (pg as unknown as { Client: ClientClass }).Client) as ClientClass;
+  } catch (cause) {
+    throw new BackendUnavailableError("the postgres backend needs the pg package: npm install pg", {
+      backend: "postgres",
+      cause,
+    });
+  }
+  const control = new Control(Client, settings, context.ttlMs, context.namespace);
+  try {
+    await control.connection();
+  } catch (error) {
+    await control.close();
+    throw translate(error, `connecting to PostgreSQL at ${settings.target}`);
+  }
+  const shared: SessionContext = {
+    Client,
+    settings,
+    control,
+    budget: new ConnectionBudget(settings.maxConnections - 1),
+    namespace: context.namespace,
+    memberId: context.memberId,
+    ttlMs: context.ttlMs,
+  };
+  return new PostgresDriver(shared);
+}
+
+class PostgresDriver implements Driver {
+  readonly #c: SessionContext;
+  readonly #q: string;
+
+  constructor(context: SessionContext) {
+    this.#c = context;
+    this.#q = quoteIdent(context.settings.schema);
+  }
+
+  async openSession(hooks: Parameters<Driver["openSession"]>[0]): Promise<DriverSession> {
+    try {
+      return await PgSession.open(this.#c, hooks);
+    } catch (error) {
+      throw translate(error, "opening a session");
+    }
+  }
+
+  async listRecords(space: string): Promise<RecordEntry[]> {
+    try {
+      const result = await this.#c.control.query<{
+        key: string;
+        value: string;
+        session_id: string;
+        created_at: string;
+      }>(
+        `SELECT key, value, session_id, created_at FROM ${this.#q}.records
+         WHERE namespace = $1 AND space = $2 ORDER BY created_at, key`,
+        [this.#c.namespace, space],
+      );
+      return result.rows.map(toEntry);
+    } catch (error) {
+      throw translate(error, `listing ${space}`);
+    }
+  }
+
+  async watchRecords(
+    space: string,
+    listener: Parameters<Driver["watchRecords"]>[1],
+    signal: AbortSignal,
+  ): Promise<RecordEntry[]> {
+    try {
+      return await this.#c.control.watch(space, listener, signal);
+    } catch (error) {
+      throw translate(error, `watching ${space}`);
+    }
+  }
+
+  async inspect(): ReturnType<Driver["inspect"]> {
+    try {
+      return await inspect(this.#c.control, this.#c.settings.schema, this.#c.namespace);
+    } catch (error) {
+      throw translate(error, "inspecting");
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#c.control.close();
+  }
+}
+
+/** @internal The node-postgres configuration a URL and options give (for tests and tools). */
+export function clientConfig(context: DriverContext): ClientConfig {
+  return parseSettings(context).client;
 }

@@ -1,0 +1,433 @@
+/**
+ * Joining a queue and waiting in it, as etcd's `concurrency.Mutex` does: the key is put
+ * bound to the session's lease, the queue is ordered by create revision, and a waiter
+ * watches only the key it waits on (exclusive: the key just before it; shared: the last
+ * older exclusive key and the upgrade marker), so a release wakes one waiter, not all.
+ * Semaphore waiters watch the queue's deletions: any release moves every one of them up.
+ *
+ * Every grant is recorded by a transaction that also checks the waiter's own key still
+ * exists with its create revision (Jepsen found etcd 3.4.3 locks granted after the lease
+ * expired without that check), and its revision is the fencing token.
+ *
+ * @module
+ */
+import { randomBytes } from "node:crypto";
+import type { ICompare, IRequestOp, ITxnResponse } from "etcd3";
+import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import { ClosedError, InvalidArgumentError, SessionExpiredError } from "../../core/errors.js";
+import { op, raceSignal, rangeAt, when } from "./client.js";
+import { BACKEND } from "./errors.js";
+import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
+import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
+import { linked, removeKeys, retrying, type Scope } from "./scope.js";
+import { KeyWatch, nextChange, type WatchedEvent } from "./watch.js";
+
+/** More older exclusive keys than this and a shared waiter re-reads instead of comparing each. */
+const MAX_COMPARED_BLOCKERS = 64;
+
+/** A grant: its queue key, and what a conversion or release needs. */
+export class EtcdGrant implements DriverGrant {
+  token: bigint;
+  mode: LockMode;
+  readonly kind: QueueKind;
+  readonly limit: number;
+  readonly queue: QueueKeys;
+  readonly key: string;
+  readonly createRevision: bigint;
+  readonly onLost: (error: Error) => void;
+  /** Epoch ms of the grant, kept in the key's value. */
+  since: number;
+  /** This grant owns the lock's upgrade marker (upgrading, or upgraded and not downgraded). */
+  marker = false;
+  released = false;
+  /** Aborts a pending upgrade when the grant is released. */
+  upgrade: AbortController | null = null;
+
+  constructor(
+    request: AcquireRequest,
+    queue: QueueKeys,
+    key: string,
+    createRevision: bigint,
+    token: bigint,
+    since: number,
+  ) {
+    this.kind = request.kind;
+    this.limit = request.limit;
+    this.mode = request.mode;
+    this.queue = queue;
+    this.key = key;
+    this.createRevision = createRevision;
+    this.token = token;
+    this.since = since;
+    this.onLost = request.onLost;
+  }
+}
+
+/**
+ * Asks for `request` in the session's queue. Resolves with the grant, `null` when
+ * `request.wait` is false and it is not free, or rejects with `request.signal.reason`
+ * after withdrawing the key.
+ */
+export async function acquire(scope: Scope, request: AcquireRequest): Promise<EtcdGrant | null> {
+  const { signal } = request;
+  if (signal.aborted) throw signal.reason;
+  const queue = scope.keys.queue(request.kind, request.name);
+  const key = `${queue.prefix}${scope.sessionId}-${randomBytes(6).toString("hex")}`;
+  const stop = linked([signal, scope.ended]);
+  const attempt = new Attempt(scope, request, queue, key, stop.signal);
+  try {
+    return await attempt.run();
+  } catch (error) {
+    // Withdraw the key. Waiting for etcd is pointless when the session is ending (its
+    // lease takes the key), and at most a request timeout otherwise.
+    const removal = removeKeys(scope, [key], attempt.inflight);
+    if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
+    if (signal.aborted) {
+      // The coordinator is closing: settle with close() itself, as an in-process backend
+      // would, rather than while it still waits for etcd.
+      if (signal.reason instanceof ClosedError) await settled(scope.closing, 2 * scope.requestTimeoutMs);
+      throw signal.reason;
+    }
+    if (error instanceof Busy) return null;
+    throw error;
+  } finally {
+    stop.dispose();
+  }
+}
+
+class Attempt {
+  readonly #scope: Scope;
+  readonly #request: AcquireRequest;
+  readonly #queue: QueueKeys;
+  readonly #key: string;
+  readonly #signal: AbortSignal;
+  /** The last write sent, which may still create the key after an abort. */
+  inflight: Promise<unknown> | undefined;
+
+  constructor(scope: Scope, request: AcquireRequest, queue: QueueKeys, key: string, signal: AbortSignal) {
+    this.#scope = scope;
+    this.#request = request;
+    this.#queue = queue;
+    this.#key = key;
+    this.#signal = signal;
+  }
+
+  async run(): Promise<EtcdGrant | null> {
+    const { kind, mode, wait } = this.#request;
+    // An exclusive try never has to queue: it is granted only if the queue is empty.
+    const tryOnly = !wait && kind !== "semaphore" && mode === "exclusive";
+    // Put self in the queue; if nobody is in it, the key is created already granted (one
+    // transaction when uncontended). Otherwise the same transaction reads the queue, so
+    // the decision below sees exactly the queue this key joined.
+    const first = await this.#granting(
+      "acquiring",
+      [when.empty(this.#queue.prefix)],
+      [op.put(this.#key, this.#value(false), this.#scope.leaseId)],
+      tryOnly
+        ? [op.get(this.#key)]
+        : [
+            op.put(this.#key, this.#value(true), this.#scope.leaseId),
+            op.scan(this.#queue.prefix),
+            op.get(this.#queue.marker),
+          ],
+    );
+    if (first.succeeded) {
+      const revision = BigInt(first.header.revision);
+      return this.#grant(revision, revision);
+    }
+    if (tryOnly) {
+      // Our key exists only if an earlier attempt whose answer was lost created it.
+      if (rangeAt(first, 0).length > 0) throw new Busy();
+      return null;
+    }
+    return this.#loop(viewOf(first, 1, 2));
+  }
+
+  async #loop(initial: QueueView): Promise<EtcdGrant | null> {
+    const { kind, mode, limit } = this.#request;
+    let view = initial;
+    for (;;) {
+      const decision = decide(view, this.#key, kind, mode, limit);
+      switch (decision.type) {
+        case "missing":
+          throw this.#vanished();
+        case "mismatch":
+          throw new InvalidArgumentError(
+            `limit ${limit} does not match the limit ${decision.limit} its current holders and waiters use; every user of one semaphore must give the same limit`,
+            { backend: BACKEND },
+          );
+        case "held":
+          return this.#grant(decision.me.createRevision, tokenOf(decision.me));
+        case "grant": {
+          const outcome = await this.#record(decision.me, this.#conditions(decision.me, []));
+          if (outcome instanceof EtcdGrant) return outcome;
+          view = outcome;
+          continue;
+        }
+        case "wait": {
+          if (!this.#request.wait) throw new Busy();
+          const next = await this.#waitStep(decision, view.revision);
+          if (next === "reread") {
+            view = await this.#read();
+            continue;
+          }
+          const outcome = await this.#record(decision.me, next);
+          if (outcome instanceof EtcdGrant) return outcome;
+          view = outcome;
+        }
+      }
+    }
+  }
+
+  /**
+   * Waits for the change that may grant us, and returns the conditions under which we are
+   * granted (tried at once, in the recording transaction), or `"reread"`.
+   */
+  async #waitStep(decision: Extract<Decision, { type: "wait" }>, revision: bigint): Promise<ICompare[] | "reread"> {
+    const { me } = decision;
+    const from = revision + 1n;
+    const { client, watches } = this.#scope;
+    if (this.#request.kind === "semaphore") return this.#waitSemaphore(decision, from);
+    if (this.#request.mode === "exclusive") {
+      // Wait for the key just before ours to go; then we are first unless an older one is
+      // still there, which the recording transaction checks.
+      const predecessor = decision.earlier.at(-1)!.key;
+      const change = await nextChange(
+        client,
+        [{ key: predecessor, deletesOnly: true }],
+        from,
+        (e) => e.type === "delete",
+        this.#signal,
+        watches,
+      );
+      return change === "broken" ? "reread" : this.#conditions(me, []);
+    }
+    // Shared: wait for the last older exclusive key to go or turn shared, and for the
+    // upgrade marker to go.
+    const last = decision.blockers.at(-1);
+    const targets = [
+      ...(last ? [{ key: last.key }] : []),
+      ...(decision.markerBlocks ? [{ key: this.#queue.marker, deletesOnly: true }] : []),
+    ];
+    const change = await nextChange(client, targets, from, relevantToShared(this.#queue.marker), this.#signal, watches);
+    if (change === "broken" || decision.blockers.length > MAX_COMPARED_BLOCKERS) return "reread";
+    return this.#conditions(me, decision.blockers);
+  }
+
+  /**
+   * A semaphore waiter keeps the set of older keys and removes each one etcd reports
+   * deleted; once fewer than `limit` are left it is granted (older keys never come back,
+   * and newer ones do not count).
+   */
+  #waitSemaphore(decision: Extract<Decision, { type: "wait" }>, from: bigint): Promise<ICompare[] | "reread"> {
+    const older = new Set(decision.earlier.map((e) => e.key));
+    const { limit } = this.#request;
+    const signal = this.#signal;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const finish = (outcome: ICompare[] | "reread" | null) => {
+        signal.removeEventListener("abort", onAbort);
+        watch.close();
+        if (outcome === null) reject(signal.reason);
+        else resolve(outcome);
+      };
+      const onAbort = () => finish(null);
+      const watch = new KeyWatch(
+        this.#scope.client,
+        [{ key: this.#queue.prefix, prefix: true, deletesOnly: true }],
+        from,
+        {
+          events: (events) => {
+            for (const event of events) older.delete(event.kv.key.toString());
+            if (older.size < limit) finish(this.#conditions(decision.me, []));
+          },
+          broken: () => finish("reread"),
+        },
+        this.#scope.watches,
+      );
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** The conditions under which `me` is granted, beyond what the view already showed. */
+  #conditions(me: QueueEntry, blockers: readonly QueueEntry[]) {
+    const conditions = [when.is(this.#key, me.createRevision)];
+    if (this.#request.kind === "semaphore") return conditions;
+    if (this.#request.mode === "exclusive") {
+      conditions.push(when.noneBefore(this.#queue.prefix, me.createRevision));
+    } else {
+      conditions.push(when.absent(this.#queue.marker));
+      for (const blocker of blockers) conditions.push(when.absent(blocker.key));
+    }
+    return conditions;
+  }
+
+  /** Records the grant if `conditions` hold; otherwise returns a fresh view. */
+  async #record(me: QueueEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
+    const response = await this.#granting(
+      "recording a grant",
+      conditions,
+      [op.put(this.#key, this.#value(false), this.#scope.leaseId)],
+      [op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
+    );
+    if (!response.succeeded) return viewOf(response, 0, 1);
+    return this.#grant(me.createRevision, BigInt(response.header.revision));
+  }
+
+  async #read(): Promise<QueueView> {
+    const response = await this.#txn(
+      "reading a queue",
+      [],
+      [op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
+      [],
+    );
+    return viewOf(response, 0, 1);
+  }
+
+  /**
+   * A transaction that may record a grant. Where grants can be concurrent (semaphores,
+   * shared locks), this process hands them out in token order (see GrantOrder).
+   */
+  async #granting(what: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]) {
+    if (this.#request.kind !== "semaphore" && this.#request.mode !== "shared") {
+      return this.#txn(what, compare, success, failure);
+    }
+    const finish = grantOrder(this.#queue.prefix);
+    let response: ITxnResponse;
+    try {
+      response = await this.#txn(what, compare, success, failure);
+    } catch (error) {
+      void finish(null);
+      throw error;
+    }
+    await raceSignal(finish(response.succeeded ? BigInt(response.header.revision) : null), this.#signal);
+    return response;
+  }
+
+  #txn(what: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]): Promise<ITxnResponse> {
+    const { client } = this.#scope;
+    return retrying(
+      this.#scope,
+      `${what} ${this.#request.kind} "${this.#request.name}"`,
+      () => {
+        const sent = client.kv.txn({ compare, success, failure });
+        this.inflight = sent;
+        return sent;
+      },
+      this.#signal,
+    );
+  }
+
+  #value(waiting: boolean): Buffer {
+    return encodeQueueValue({
+      m: modeCode(this.#request.mode),
+      l: this.#request.limit,
+      s: Date.now(),
+      id: this.#scope.memberId,
+      sid: this.#scope.sessionId,
+      ...(waiting ? { w: 1 as const } : {}),
+    });
+  }
+
+  #grant(createRevision: bigint, token: bigint): EtcdGrant {
+    return new EtcdGrant(this.#request, this.#queue, this.#key, createRevision, token, Date.now());
+  }
+
+  #vanished(): SessionExpiredError {
+    const error = new SessionExpiredError(
+      `the queue key of ${this.#request.kind} "${this.#request.name}" is gone: the session's lease expired`,
+      { backend: BACKEND },
+    );
+    this.#scope.lost(error);
+    return error;
+  }
+}
+
+/**
+ * Concurrent grants of one queue, in this process: a grant whose transaction finished is
+ * handed out once no other grant transaction of the queue is in flight here, in token
+ * order, so the holders of one process see tokens grow in the order they are granted
+ * (etcd may answer two connections in either order). Held back at most MAX_HOLD_MS.
+ */
+class GrantOrder {
+  pending = 0;
+  readonly ready: { token: bigint; release: () => void }[] = [];
+
+  flush(force = false): void {
+    if (this.pending > 0 && !force) return;
+    const ready = this.ready.splice(0).sort((a, b) => (a.token < b.token ? -1 : 1));
+    // One per turn of the event loop: the code between here and the caller takes a
+    // different number of microtask steps on each path, and must not reorder them.
+    const next = () => {
+      ready.shift()?.release();
+      if (ready.length > 0) setImmediate(next);
+    };
+    next();
+  }
+}
+
+const MAX_HOLD_MS = 250;
+const grantOrders = new Map<string, GrantOrder>();
+
+/** Registers a grant transaction of queue `prefix`; call the result with its outcome. */
+function grantOrder(prefix: string): (token: bigint | null) => Promise<void> {
+  let order = grantOrders.get(prefix);
+  if (!order) grantOrders.set(prefix, (order = new GrantOrder()));
+  const current = order;
+  current.pending++;
+  let finished = false;
+  return (token) => {
+    if (finished) return Promise.resolve();
+    finished = true;
+    current.pending--;
+    const handedOut =
+      token === null
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            const timer = setTimeout(() => current.flush(true), MAX_HOLD_MS);
+            current.ready.push({
+              token,
+              release: () => {
+                clearTimeout(timer);
+                resolve();
+              },
+            });
+          });
+    current.flush();
+    if (current.pending === 0 && current.ready.length === 0 && grantOrders.get(prefix) === current) {
+      grantOrders.delete(prefix);
+    }
+    return handedOut;
+  };
+}
+
+/** A try found the queue busy: the key is withdrawn and the caller gets `null`. */
+class Busy extends Error {}
+
+/** For a shared waiter: the blocker went or turned shared, or the marker went. */
+function relevantToShared(marker: string): (event: WatchedEvent) => boolean {
+  return (event) => {
+    if (event.type === "delete") return true;
+    if (event.kv.key.toString() === marker) return false;
+    return decodeQueueValue(event.kv.value).m === "s";
+  };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** Resolves when `signal` aborts, or after `ms`. */
+function settled(signal: AbortSignal, ms: number): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,125 @@
+/**
+ * What the queue and record operations of one session share, and the retry and cleanup
+ * rules they all follow.
+ *
+ * @module
+ */
+import type { Etcd3 } from "etcd3";
+import { SessionExpiredError } from "../../core/errors.js";
+import { raceSignal, sleep } from "./client.js";
+import { isTransient, translate } from "./errors.js";
+import type { Keyspace } from "./keys.js";
+import type { WatchRegistry } from "./watch.js";
+
+export interface Scope {
+  readonly client: Etcd3;
+  readonly keys: Keyspace;
+  /** The lease id, in decimal as etcd3 wants it. */
+  readonly leaseId: string;
+  /** The lease id in hex: the session id, and the start of every queue key it writes. */
+  readonly sessionId: string;
+  readonly memberId: string;
+  readonly ttlMs: number;
+  readonly requestTimeoutMs: number;
+  readonly watches: WatchRegistry;
+  /** Aborts when the session ends (closed, or found lost). */
+  readonly ended: AbortSignal;
+  /** Aborts when the driver closes (the last step of a coordinator's close()). */
+  readonly closing: AbortSignal;
+  /**
+   * Reports that the lease is gone, or that ending the session is the only way left to
+   * free a key: the core then aborts every signal of the session and closes it.
+   */
+  lost(error: Error): void;
+}
+
+/**
+ * Runs `attempt` until it succeeds, retrying transient failures (with backoff: 50 ms
+ * doubling to 1 s) for as long as `signal` allows. Rejects with `signal.reason` once it
+ * aborts, with a `SessionExpiredError` (after telling the session) when the lease is gone,
+ * and with the translated error for anything else.
+ */
+export async function retrying<T>(
+  scope: Scope,
+  what: string,
+  attempt: () => Promise<T>,
+  signal: AbortSignal,
+): Promise<T> {
+  let delay = 50;
+  for (;;) {
+    try {
+      return await raceSignal(attempt(), signal);
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      const translated = translate(error, what);
+      if (translated instanceof SessionExpiredError) {
+        scope.lost(translated);
+        throw translated;
+      }
+      if (!isTransient(error)) throw translated;
+      await sleep(delay, signal);
+      delay = Math.min(1000, delay * 2);
+    }
+  }
+}
+
+/**
+ * Deletes keys this session wrote and must not leave behind (an abandoned waiter, an
+ * upgrade marker), after `inflight` (a write that may still create them) settled. Retries
+ * for up to one TTL; if etcd still refuses, ends the session, whose lease takes the keys
+ * with it. When `inflight` failed its outcome is unknown (etcd may apply it late), so the
+ * keys are deleted once more a request timeout later.
+ */
+export async function removeKeys(scope: Scope, keys: readonly string[], inflight?: Promise<unknown>): Promise<void> {
+  let ambiguous = false;
+  if (inflight) await inflight.catch(() => (ambiguous = true));
+  await deleteOrEnd(scope, keys);
+  if (ambiguous && !scope.ended.aborted) {
+    setTimeout(() => void deleteOrEnd(scope, keys), scope.requestTimeoutMs).unref();
+  }
+}
+
+async function deleteOrEnd(scope: Scope, keys: readonly string[]): Promise<void> {
+  const deadline = Date.now() + scope.ttlMs;
+  let delay = 50;
+  for (;;) {
+    if (scope.ended.aborted) return; // the lease is revoked or expiring: it takes the keys
+    try {
+      await Promise.all(keys.map((key) => scope.client.kv.deleteRange({ key: Buffer.from(key) })));
+      return;
+    } catch (error) {
+      if (Date.now() + delay > deadline || !isTransient(error)) {
+        scope.lost(translate(error, "removing an abandoned queue key; ending the session to free it"));
+        return;
+      }
+      await sleep(delay);
+      delay = Math.min(1000, delay * 2);
+    }
+  }
+}
+
+/**
+ * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
+ * detaches from all of them.
+ */
+export function linked(signals: readonly AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const undo: (() => void)[] = [];
+  const dispose = () => {
+    for (const fn of undo.splice(0)) fn();
+  };
+  for (const source of signals) {
+    if (source.aborted) {
+      controller.abort(source.reason);
+      break;
+    }
+    const onAbort = () => {
+      dispose();
+      controller.abort(source.reason);
+    };
+    source.addEventListener("abort", onAbort, { once: true });
+    undo.push(() => source.removeEventListener("abort", onAbort));
+  }
+  if (controller.signal.aborted) dispose();
+  return { signal: controller.signal, dispose };
+}

@@ -1,0 +1,175 @@
+/**
+ * One coordinator session: one etcd lease (TTL rounded up to whole seconds, no automatic
+ * keep-alive: the core renews it through `keepAlive()` and keeps the local deadline).
+ * Every queue key and record the session writes is bound to the lease.
+ *
+ * @module
+ */
+import type { Etcd3, ILeaseKeepAliveResponse } from "etcd3";
+import { castGrpcError, EtcdLeaseInvalidError } from "etcd3";
+import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
+import { SessionExpiredError } from "../../core/errors.js";
+import { acquire, type EtcdGrant } from "./acquire.js";
+import { op, when } from "./client.js";
+import { convert, release } from "./convert.js";
+import { BACKEND, translate } from "./errors.js";
+import { encodeRecordValue, type Keyspace } from "./keys.js";
+import { retrying, type Scope } from "./scope.js";
+import type { WatchRegistry } from "./watch.js";
+
+/** What every session of one driver shares. */
+export interface DriverShared {
+  readonly client: Etcd3;
+  readonly keys: Keyspace;
+  readonly memberId: string;
+  readonly ttlMs: number;
+  readonly requestTimeoutMs: number;
+  readonly watches: WatchRegistry;
+  /** Aborts when the driver closes. */
+  readonly closing: AbortSignal;
+}
+
+export class EtcdSession implements DriverSession {
+  /** The lease id in hex. */
+  readonly id: string;
+  readonly #shared: DriverShared;
+  readonly #leaseId: string;
+  readonly #hooks: SessionHooks;
+  readonly #ended = new AbortController();
+  readonly #scope: Scope;
+  /** createdAt of the records this session put, to keep it across updates. */
+  readonly #createdAt = new Map<string, number>();
+
+  /** Grants a lease and wraps it. */
+  static async open(shared: DriverShared, hooks: SessionHooks): Promise<EtcdSession> {
+    const ttlSeconds = Math.ceil(shared.ttlMs / 1000);
+    let leaseId: string;
+    try {
+      const response = await shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds });
+      if (response.error) throw new Error(response.error);
+      leaseId = String(response.ID);
+    } catch (error) {
+      throw translate(error, "opening a session (granting a lease)");
+    }
+    return new EtcdSession(shared, leaseId, hooks);
+  }
+
+  private constructor(shared: DriverShared, leaseId: string, hooks: SessionHooks) {
+    this.#shared = shared;
+    this.#leaseId = leaseId;
+    this.#hooks = hooks;
+    this.id = BigInt(leaseId).toString(16).padStart(16, "0");
+    this.#scope = {
+      client: shared.client,
+      keys: shared.keys,
+      leaseId,
+      sessionId: this.id,
+      memberId: shared.memberId,
+      ttlMs: shared.ttlMs,
+      requestTimeoutMs: shared.requestTimeoutMs,
+      watches: shared.watches,
+      ended: this.#ended.signal,
+      closing: shared.closing,
+      lost: (error) => this.#lost(error),
+    };
+  }
+
+  /**
+   * One keep-alive round trip, bounded by a third of the TTL so that a silent network
+   * leaves time for retries before the local deadline.
+   */
+  async keepAlive(): Promise<void> {
+    if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
+    const boundMs = Math.max(250, Math.min(this.#shared.requestTimeoutMs, Math.floor(this.#shared.ttlMs / 3)));
+    let response: ILeaseKeepAliveResponse;
+    try {
+      const stream = await this.#shared.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + boundMs });
+      response = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
+        stream.on("data", resolve);
+        stream.on("error", (error) => reject(castGrpcError(error)));
+        stream.on("end", () => reject(new Error("the keep-alive stream ended without an answer")));
+        stream.write({ ID: this.#leaseId });
+      }).finally(() => stream.end());
+    } catch (error) {
+      throw translate(error, "renewing the session's lease");
+    }
+    if (Number(response.TTL) <= 0) {
+      const error = this.#expired(`etcd says lease ${this.id} has expired`);
+      this.#lost(error);
+      throw error;
+    }
+  }
+
+  acquire(request: AcquireRequest): Promise<DriverGrant | null> {
+    return acquire(this.#scope, request);
+  }
+
+  release(grant: DriverGrant): Promise<void> {
+    return release(this.#scope, grant as EtcdGrant);
+  }
+
+  convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
+    return convert(this.#scope, grant as EtcdGrant, mode, signal);
+  }
+
+  async putRecord(space: string, key: string, value: string): Promise<void> {
+    if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
+    const recordKey = this.#shared.keys.recordKey(space, key);
+    const now = Date.now();
+    const kept = this.#createdAt.get(recordKey) ?? now;
+    const stored = (createdAt: number) => encodeRecordValue({ sid: this.id, c: createdAt, v: value });
+    // Replacing our own record keeps its creation time; anyone else's is replaced anew.
+    const response = await retrying(
+      this.#scope,
+      `storing record "${key}" in ${space}`,
+      () =>
+        this.#shared.client.kv.txn({
+          compare: [when.leaseIs(recordKey, this.#leaseId)],
+          success: [op.put(recordKey, stored(kept), this.#leaseId)],
+          failure: [op.put(recordKey, stored(now), this.#leaseId)],
+        }),
+      this.#ended.signal,
+    );
+    this.#createdAt.set(recordKey, response.succeeded ? kept : now);
+  }
+
+  async deleteRecord(space: string, key: string): Promise<void> {
+    const recordKey = this.#shared.keys.recordKey(space, key);
+    this.#createdAt.delete(recordKey);
+    if (this.#ended.signal.aborted) return; // the lease took it
+    // Only if it is still ours: another session may have replaced it (a new leader).
+    await retrying(
+      this.#scope,
+      `deleting record "${key}" in ${space}`,
+      () =>
+        this.#shared.client.kv.txn({
+          compare: [when.leaseIs(recordKey, this.#leaseId)],
+          success: [op.del(recordKey)],
+          failure: [],
+        }),
+      this.#ended.signal,
+    );
+  }
+
+  /** Revokes the lease: etcd deletes every key bound to it at once. */
+  async close(): Promise<void> {
+    if (!this.#ended.signal.aborted) this.#ended.abort(this.#expired("the session was closed"));
+    try {
+      await this.#shared.client.leaseClient.leaseRevoke({ ID: this.#leaseId });
+    } catch (error) {
+      const cast = error instanceof Error ? castGrpcError(error) : error;
+      if (cast instanceof EtcdLeaseInvalidError) return; // expired already
+      throw translate(cast, "closing the session (revoking its lease)");
+    }
+  }
+
+  #lost(error: Error): void {
+    if (this.#ended.signal.aborted) return;
+    this.#ended.abort(error);
+    this.#hooks.onLost(error);
+  }
+
+  #expired(why: string): SessionExpiredError {
+    return new SessionExpiredError(`etcd session ${this.id}: ${why}`, { backend: BACKEND });
+  }
+}

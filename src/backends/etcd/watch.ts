@@ -1,0 +1,126 @@
+/**
+ * Watches on a few keys or one prefix, from a known revision, so that nothing that
+ * happened after a read is missed. A broken stream is reported instead of being papered
+ * over: the etcd3 client resumes a watch from the revision of its last response, which can
+ * skip events that were still in flight, so callers re-read instead.
+ *
+ * @module
+ */
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3";
+
+export interface WatchTarget {
+  readonly key: string;
+  /** Watch every key starting with `key`. */
+  readonly prefix?: boolean;
+  /** Report deletions only. */
+  readonly deletesOnly?: boolean;
+}
+
+export interface WatchedEvent {
+  readonly type: "put" | "delete";
+  readonly kv: IKeyValue;
+}
+
+export interface WatchHandlers {
+  events(events: WatchedEvent[]): void;
+  /** The stream broke or etcd cancelled the watch (e.g. compaction): events may be missing. */
+  broken(error: unknown): void;
+}
+
+/** Live watches of one driver, closed before its client. */
+export type WatchRegistry = Set<KeyWatch>;
+
+export class KeyWatch {
+  readonly #watchers: Watcher[] = [];
+  readonly #handlers: WatchHandlers;
+  readonly #registry: WatchRegistry;
+  #closed = false;
+
+  /** Starts at `fromRevision` (inclusive): pass the revision of the read plus one. */
+  constructor(
+    client: Etcd3,
+    targets: readonly WatchTarget[],
+    fromRevision: bigint,
+    handlers: WatchHandlers,
+    registry: WatchRegistry,
+  ) {
+    this.#handlers = handlers;
+    this.#registry = registry;
+    registry.add(this);
+    for (const target of targets) {
+      let builder = client.watch();
+      builder = target.prefix ? builder.prefix(target.key) : builder.key(target.key);
+      if (target.deletesOnly) builder = builder.only("delete");
+      builder = builder.startRevision(fromRevision.toString());
+      // No need to wait for the "created" answer: the watch replays from fromRevision.
+      const watcher = builder.watcher();
+      watcher.on("data", (response: IWatchResponse) => this.#data(response));
+      watcher.on("disconnected", (error) => this.#broken(error));
+      watcher.on("error", (error) => this.#broken(error));
+      this.#watchers.push(watcher);
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#registry.delete(this);
+    for (const watcher of this.#watchers) watcher.cancel().catch(() => {});
+  }
+
+  #data(response: IWatchResponse): void {
+    if (this.#closed || !response.events || response.events.length === 0) return;
+    const events = response.events.map((event) => ({
+      type: String(event.type).toLowerCase() === "delete" ? ("delete" as const) : ("put" as const),
+      kv: event.kv,
+    }));
+    this.#handlers.events(events);
+  }
+
+  #broken(error: unknown): void {
+    if (this.#closed) return;
+    this.close();
+    this.#handlers.broken(error);
+  }
+}
+
+/**
+ * Resolves with the first batch of events that `relevant` accepts, or `"broken"`; rejects
+ * with `signal.reason` on abort. The watch is closed in every case.
+ */
+export function nextChange(
+  client: Etcd3,
+  targets: readonly WatchTarget[],
+  fromRevision: bigint,
+  relevant: (event: WatchedEvent) => boolean,
+  signal: AbortSignal,
+  registry: WatchRegistry,
+): Promise<WatchedEvent[] | "broken"> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const finish = (outcome: WatchedEvent[] | "broken" | null) => {
+      signal.removeEventListener("abort", onAbort);
+      watch.close();
+      if (outcome === null) reject(signal.reason);
+      else resolve(outcome);
+    };
+    const onAbort = () => finish(null);
+    const watch = new KeyWatch(
+      client,
+      targets,
+      fromRevision,
+      {
+        events: (events) => {
+          if (events.some(relevant)) finish(events);
+        },
+        broken: () => finish("broken"),
+      },
+      registry,
+    );
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,206 @@
+import type { Socket } from "node:net";
+import type { Client, ClientConfig, QueryResult, QueryResultRow } from "pg";
+import { BackendUnavailableError, UnsupportedError } from "../../core/errors.js";
+import { ConnectionLostError } from "./errors.js";
+
+/** The node-postgres `Client` constructor, loaded lazily by the driver. */
+export type ClientClass = new (config: ClientConfig) => Client;
+
+/**
+ * One PostgreSQL connection (one backend process): its pid, its death, and statements with
+ * an optional client-side timeout that drops the connection rather than leave it hanging
+ * (a silently cut connection never answers).
+ */
+export class PgConnection {
+  readonly client: Client;
+  /** Backend process id, fixed for the connection's life. */
+  pid = 0;
+  /** `server_version_num`. */
+  serverVersion = 0;
+  #death: Error | null = null;
+  #tail: Promise<void> = Promise.resolve();
+  readonly #deathListeners = new Set<(error: Error) => void>();
+
+  private constructor(client: Client) {
+    this.client = client;
+    // An 'error' event without a listener would crash the process.
+    client.on("error", (error) => this.#die(new ConnectionLostError(`connection lost: ${error.message}`, error)));
+    client.on("end", () => this.#die(new ConnectionLostError("connection closed")));
+  }
+
+  /**
+   * Connects and tunes the session so that the server notices a silently lost client no
+   * sooner than `ttlMs` after it last heard from it (TCP keepalives and user timeout), and
+   * a dead waiter's queued lock request is dropped quickly (client_connection_check_interval).
+   * Refuses standbys and transaction-pooling proxies.
+   */
+  static async open(ClientImpl: ClientClass, config: ClientConfig, ttlMs: number): Promise<PgConnection> {
+    const client = new ClientImpl({
+      ...config,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 1000,
+      application_name: "baton",
+    });
+    const connection = new PgConnection(client);
+    const timeout = config.connectionTimeoutMillis ?? 10_000;
+    try {
+      await withTimeout(client.connect(), timeout, () =>
+        connection.destroy(new ConnectionLostError("connect timed out")),
+      );
+      const probes = Math.ceil(ttlMs / 1000) + 2;
+      const first = await connection.query<{ pid: number; version: number; standby: boolean }>(
+        `SELECT pg_backend_pid() AS pid, current_setting('server_version_num')::int AS version,
+           pg_is_in_recovery() AS standby,
+           set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
+           set_config('idle_in_transaction_session_timeout', '0', false),
+           set_config('tcp_keepalives_idle', '1', false), set_config('tcp_keepalives_interval', '1', false),
+           set_config('tcp_keepalives_count', $1, false),
+           CASE WHEN current_setting('synchronous_commit') = 'off'
+             THEN set_config('synchronous_commit', 'local', false) END`,
+        [String(probes)],
+        timeout,
+      );
+      const row = first.rows[0];
+      if (!row) throw new BackendUnavailableError("connection setup returned nothing", { backend: "postgres" });
+      connection.pid = row.pid;
+      connection.serverVersion = row.version;
+      if (row.standby) {
+        throw new BackendUnavailableError(
+          "the server is a standby (in recovery); Baton needs the primary (writable) server",
+          { backend: "postgres" },
+        );
+      }
+      if (row.version < 120000) {
+        throw new UnsupportedError(`PostgreSQL ${row.version} is too old; the postgres backend needs 12 or later`, {
+          backend: "postgres",
+        });
+      }
+      // A second statement must run in the same backend: behind a transaction-pooling proxy
+      // (PgBouncer pool_mode=transaction) session advisory locks would be meaningless.
+      const settings = [`set_config('tcp_user_timeout', $1, false)`];
+      if (row.version >= 140000) settings.push(`set_config('client_connection_check_interval', '1000', false)`);
+      const second = await connection
+        .query<{ pid: number }>(
+          `SELECT pg_backend_pid() AS pid, ${settings.join(", ")}`,
+          [String(ttlMs + 2000)],
+          timeout,
+        )
+        .catch(async (error: unknown) => {
+          // Platforms without TCP_USER_TIMEOUT refuse the setting; keepalive probes still bound it.
+          if (!connection.alive) throw error;
+          return connection.query<{ pid: number }>("SELECT pg_backend_pid() AS pid", [], timeout);
+        });
+      if (second.rows[0]?.pid !== connection.pid) throw poolingError();
+      return connection;
+    } catch (error) {
+      connection.destroy(error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+  }
+
+  /** Whether the connection is still usable. */
+  get alive(): boolean {
+    return this.#death === null;
+  }
+
+  /** Why it died, once dead. */
+  get death(): Error | null {
+    return this.#death;
+  }
+
+  /** Calls `listener` once when the connection dies (at once if it already has). */
+  onDeath(listener: (error: Error) => void): () => void {
+    if (this.#death) {
+      listener(this.#death);
+      return () => {};
+    }
+    this.#deathListeners.add(listener);
+    return () => this.#deathListeners.delete(listener);
+  }
+
+  /**
+   * Runs one statement. With `timeoutMs`, a statement without an answer by then drops the
+   * connection (and rejects with {@link ConnectionLostError}).
+   */
+  async query<R extends QueryResultRow = QueryResultRow>(
+    text: string,
+    params: readonly unknown[] = [],
+    timeoutMs?: number,
+  ): Promise<QueryResult<R>> {
+    if (this.#death) throw this.#death;
+    // One statement at a time, in call order (node-postgres' own queue is deprecated).
+    const previous = this.#tail;
+    const pending = previous.then(() => {
+      if (this.#death) throw this.#death;
+      return this.client.query<R>(text, params as unknown[]);
+    });
+    this.#tail = pending.then(
+      () => {},
+      () => {},
+    );
+    if (timeoutMs === undefined) return this.#settle(pending);
+    return this.#settle(
+      withTimeout(pending, timeoutMs, () =>
+        this.destroy(new ConnectionLostError(`PostgreSQL did not answer within ${timeoutMs} ms; connection dropped`)),
+      ),
+    );
+  }
+
+  /** Drops the connection at once (no goodbye), e.g. when it stopped answering. */
+  destroy(error: Error): void {
+    this.#die(error);
+    const stream = (this.client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+    stream?.destroy();
+  }
+
+  /** Ends the connection politely, dropping it if that takes longer than `timeoutMs`. */
+  async end(timeoutMs = 2000): Promise<void> {
+    const reason = new ConnectionLostError("connection closed by Baton");
+    if (this.#death) {
+      this.destroy(reason);
+      return;
+    }
+    this.#die(reason);
+    try {
+      await withTimeout(this.client.end(), timeoutMs, () => this.destroy(reason));
+    } catch {
+      this.destroy(reason);
+    }
+  }
+
+  async #settle<R extends QueryResultRow>(pending: Promise<QueryResult<R>>): Promise<QueryResult<R>> {
+    try {
+      return await pending;
+    } catch (error) {
+      // After a drop, node-postgres reports "Connection terminated": say why it was dropped.
+      if (this.#death && !(error as { code?: string }).code) throw this.#death;
+      throw error;
+    }
+  }
+
+  #die(error: Error): void {
+    if (this.#death) return;
+    this.#death = error;
+    for (const listener of [...this.#deathListeners]) listener(error);
+    this.#deathListeners.clear();
+  }
+}
+
+/** The error for a connection whose statements do not all run in one server process. */
+export function poolingError(): UnsupportedError {
+  return new UnsupportedError(
+    "consecutive statements on one connection ran in different PostgreSQL backends: this looks like a transaction-pooling proxy (e.g. PgBouncer with pool_mode=transaction), where session advisory locks cannot work. Connect to PostgreSQL directly or through a session-pooling proxy",
+    { backend: "postgres" },
+  );
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new ConnectionLostError(`PostgreSQL did not answer within ${ms} ms; connection dropped`));
+    }, ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,464 @@
+/**
+ * The objects the postgres backend creates in its own schema, as versioned migrations.
+ * The schema name is the only thing ever put into SQL text: it is validated as a plain
+ * lower-case identifier (see options.ts) and quoted. Every name and value is a parameter.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type { PgConnection } from "./connection.js";
+
+/**
+ * One migration per version, applied in order inside one transaction that holds an
+ * advisory transaction lock, so that clients starting together migrate once. `@s` is the
+ * quoted schema, `@lit` the schema as a string literal. Never edit a released version:
+ * add a new one.
+ */
+const MIGRATIONS: readonly string[] = [
+  // v1
+  String.raw`
+-- Registry of every advisory key Baton uses, with the name it stands for (collisions on the
+-- 64-bit key are detected, never silent), the fencing counter, the semaphore limit and the
+-- exclusive holder's metadata (shared and semaphore holders are in grants).
+CREATE TABLE @s.keys (
+  key bigint PRIMARY KEY,
+  namespace text NOT NULL,
+  kind text NOT NULL,
+  name text NOT NULL,
+  part int NOT NULL,
+  token bigint NOT NULL DEFAULT 0,
+  lim int,
+  holder_pid int,
+  holder_since bigint
+);
+CREATE TABLE @s.sessions (
+  id text PRIMARY KEY,
+  namespace text NOT NULL,
+  member_id text NOT NULL,
+  ttl_ms int NOT NULL,
+  expires_at timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sessions_expires_at ON @s.sessions (expires_at);
+-- Which session a lock-holding connection (backend pid) serves. Unlogged: a crash ends
+-- every connection anyway.
+CREATE UNLOGGED TABLE @s.backends (
+  pid int PRIMARY KEY,
+  backend_start timestamptz,
+  session_id text NOT NULL,
+  member_id text NOT NULL
+);
+CREATE INDEX backends_session ON @s.backends (session_id);
+-- Shared-lock holders, semaphore permits and semaphore queue heads: token and time of
+-- each grant, for inspect() and for waking semaphore waiters when a holder dies.
+CREATE UNLOGGED TABLE @s.grants (
+  key bigint NOT NULL,
+  pid int NOT NULL,
+  namespace text NOT NULL,
+  sem bigint,
+  mode text NOT NULL,
+  token bigint,
+  since bigint NOT NULL,
+  PRIMARY KEY (key, pid)
+);
+CREATE TABLE @s.records (
+  namespace text NOT NULL,
+  space text NOT NULL,
+  key text NOT NULL,
+  value text NOT NULL,
+  session_id text NOT NULL REFERENCES @s.sessions (id) ON DELETE CASCADE,
+  created_at bigint NOT NULL,
+  PRIMARY KEY (namespace, space, key)
+);
+CREATE INDEX records_session ON @s.records (session_id);
+
+CREATE FUNCTION @s.now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS
+$$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+-- 64-bit advisory key of (schema, namespace, kind, name, part): the first 8 bytes of a
+-- SHA-256. The schema is part of it because advisory locks are per database.
+CREATE FUNCTION @s.key(p_ns text, p_kind text, p_name text, p_part int) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ('x' || left(encode(sha256(convert_to(
+    @lit || E'\x1f' || p_ns || E'\x1f' || p_kind || E'\x1f' || p_name || E'\x1f' || p_part::text,
+    'UTF8')), 'hex'), 16))::bit(64)::bigint
+$$;
+
+-- LISTEN/NOTIFY channel of a namespace (channel names are limited to 63 bytes).
+CREATE FUNCTION @s.channel(p_ns text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT 'baton_' || left(encode(sha256(convert_to(@lit || E'\x1f' || p_ns, 'UTF8')), 'hex'), 24)
+$$;
+
+-- Fencing tokens are (timeline << 40) + counter: a promoted replica starts a new timeline,
+-- so tokens keep increasing across a failover even if the last counter bumps were not
+-- replicated.
+CREATE FUNCTION @s.epoch() RETURNS bigint LANGUAGE sql VOLATILE AS $$
+  SELECT ('x' || left(pg_walfile_name(pg_current_wal_lsn()), 8))::bit(32)::bigint << 40
+$$;
+
+CREATE FUNCTION @s.collision(p_key bigint, p_ns text, p_kind text, p_name text, p_part int)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  SELECT namespace, kind, name, part INTO r FROM @s.keys WHERE key = p_key;
+  IF FOUND AND (r.namespace, r.kind, r.name, r.part) IS DISTINCT FROM (p_ns, p_kind, p_name, p_part) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BT001', MESSAGE = 'advisory key collision',
+      DETAIL = json_build_object('namespace', r.namespace, 'kind', r.kind, 'name', r.name, 'part', r.part)::text;
+  END IF;
+END $$;
+
+-- Grants a lock or an election (kind 'lock' | 'election'): waits server-side when p_wait,
+-- then bumps the fencing counter in the same round trip. o_token is null when not granted.
+CREATE FUNCTION @s.lock_acquire(p_ns text, p_kind text, p_name text, p_shared bool, p_wait bool,
+  OUT o_key bigint, OUT o_token bigint, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+DECLARE got bool := true; r record;
+BEGIN
+  o_pid := pg_backend_pid();
+  o_key := @s.key(p_ns, p_kind, p_name, 0);
+  PERFORM @s.collision(o_key, p_ns, p_kind, p_name, 0);
+  IF p_wait THEN
+    IF p_shared THEN PERFORM pg_advisory_lock_shared(o_key); ELSE PERFORM pg_advisory_lock(o_key); END IF;
+  ELSIF p_shared THEN got := pg_try_advisory_lock_shared(o_key);
+  ELSE got := pg_try_advisory_lock(o_key);
+  END IF;
+  IF NOT got THEN RETURN; END IF;
+  INSERT INTO @s.keys AS k (key, namespace, kind, name, part, token, holder_pid, holder_since)
+  VALUES (o_key, p_ns, p_kind, p_name, 0, @s.epoch() + 1,
+    CASE WHEN p_shared THEN NULL ELSE o_pid END, @s.now_ms())
+  ON CONFLICT (key) DO UPDATE SET token = greatest(k.token, @s.epoch()) + 1,
+    holder_pid = CASE WHEN p_shared THEN k.holder_pid ELSE o_pid END,
+    holder_since = CASE WHEN p_shared THEN k.holder_since ELSE @s.now_ms() END
+  RETURNING k.token, k.namespace, k.kind, k.name, k.part INTO r;
+  IF (r.namespace, r.kind, r.name, r.part) IS DISTINCT FROM (p_ns, p_kind, p_name, 0) THEN
+    IF p_shared THEN PERFORM pg_advisory_unlock_shared(o_key); ELSE PERFORM pg_advisory_unlock(o_key); END IF;
+    PERFORM @s.collision(o_key, p_ns, p_kind, p_name, 0);
+  END IF;
+  o_token := r.token;
+  IF p_shared THEN
+    INSERT INTO @s.grants AS g (key, pid, namespace, mode, token, since)
+    VALUES (o_key, o_pid, p_ns, 'shared', o_token, @s.now_ms())
+    ON CONFLICT (key, pid) DO UPDATE SET mode = 'shared', token = excluded.token, since = excluded.since, sem = NULL;
+  END IF;
+END $$;
+
+-- Semaphores: permit i is advisory key part i+1; waiters queue FIFO on the turnstile
+-- (part -1); the head of the queue holds the turnstile and is woken by NOTIFY when a
+-- permit is freed. p_mode: 'try' scans once; 'wait' queues on the turnstile first; 'scan'
+-- is a head scanning again (it holds the turnstile). The base row (part 0) holds the
+-- counter and the limit; its row lock serialises grants of one semaphore.
+CREATE FUNCTION @s.sem_acquire(p_ns text, p_name text, p_lim int, p_mode text, p_since bigint,
+  OUT o_base bigint, OUT o_turnstile bigint, OUT o_slot bigint, OUT o_token bigint, OUT o_pid int, OUT o_head bool)
+LANGUAGE plpgsql AS $$
+DECLARE r record; s bigint;
+BEGIN
+  o_pid := pg_backend_pid();
+  o_head := false;
+  o_base := @s.key(p_ns, 'semaphore', p_name, 0);
+  o_turnstile := @s.key(p_ns, 'semaphore', p_name, -1);
+  PERFORM @s.collision(o_base, p_ns, 'semaphore', p_name, 0);
+  IF p_mode = 'wait' THEN
+    PERFORM @s.collision(o_turnstile, p_ns, 'semaphore', p_name, -1);
+    PERFORM pg_advisory_lock(o_turnstile);
+  END IF;
+  INSERT INTO @s.keys (key, namespace, kind, name, part, token, lim)
+  VALUES (o_base, p_ns, 'semaphore', p_name, 0, 0, p_lim) ON CONFLICT (key) DO NOTHING;
+  SELECT * INTO r FROM @s.keys WHERE key = o_base FOR UPDATE;
+  IF (r.namespace, r.kind, r.name, r.part) IS DISTINCT FROM (p_ns, 'semaphore', p_name, 0) THEN
+    PERFORM @s.collision(o_base, p_ns, 'semaphore', p_name, 0);
+  END IF;
+  IF r.lim IS DISTINCT FROM p_lim THEN
+    IF EXISTS (SELECT 1 FROM @s.grants g JOIN pg_locks l
+        ON l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid = g.pid
+        AND ((l.classid::bigint << 32) | l.objid::bigint) = g.key
+        WHERE g.sem = o_base AND g.pid <> o_pid) THEN
+      IF p_mode = 'wait' THEN PERFORM pg_advisory_unlock(o_turnstile); END IF;
+      RAISE EXCEPTION USING ERRCODE = 'BT002', MESSAGE = 'semaphore limit mismatch', DETAIL = r.lim::text;
+    END IF;
+    UPDATE @s.keys SET lim = p_lim WHERE key = o_base;
+  END IF;
+  FOR i IN 1 .. p_lim LOOP
+    s := @s.key(p_ns, 'semaphore', p_name, i);
+    IF pg_try_advisory_lock(s) THEN
+      IF EXISTS (SELECT 1 FROM @s.keys k WHERE k.key = s
+          AND (k.namespace, k.kind, k.name, k.part) IS DISTINCT FROM (p_ns, 'semaphore', p_name, i)) THEN
+        PERFORM pg_advisory_unlock(s);
+        IF p_mode <> 'try' THEN PERFORM pg_advisory_unlock(o_turnstile); END IF;
+        PERFORM @s.collision(s, p_ns, 'semaphore', p_name, i);
+      END IF;
+      INSERT INTO @s.keys (key, namespace, kind, name, part) VALUES (s, p_ns, 'semaphore', p_name, i)
+      ON CONFLICT (key) DO NOTHING;
+      UPDATE @s.keys SET token = greatest(token, @s.epoch()) + 1 WHERE key = o_base RETURNING token INTO o_token;
+      INSERT INTO @s.grants AS g (key, pid, namespace, sem, mode, token, since)
+      VALUES (s, o_pid, p_ns, o_base, 'exclusive', o_token, @s.now_ms())
+      ON CONFLICT (key, pid) DO UPDATE SET sem = excluded.sem, mode = excluded.mode, token = excluded.token, since = excluded.since;
+      o_slot := s;
+      IF p_mode <> 'try' THEN
+        DELETE FROM @s.grants WHERE key = o_turnstile AND pid = o_pid;
+        PERFORM pg_advisory_unlock(o_turnstile);
+      END IF;
+      RETURN;
+    END IF;
+  END LOOP;
+  IF p_mode <> 'try' THEN
+    o_head := true;
+    INSERT INTO @s.grants AS g (key, pid, namespace, sem, mode, since)
+    VALUES (o_turnstile, o_pid, p_ns, o_base, 'head', p_since)
+    ON CONFLICT (key, pid) DO UPDATE SET sem = excluded.sem, mode = 'head', token = NULL, since = excluded.since;
+  END IF;
+END $$;
+
+-- Frees every hold this backend has on p_key (cleanup after a cancelled or failed
+-- acquisition; a lane never holds one key twice otherwise). Returns how many it freed.
+CREATE FUNCTION @s.unlock_key(p_key bigint) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE n int := 0; m text;
+BEGIN
+  FOR m IN SELECT l.mode FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid = pg_backend_pid()
+      AND ((l.classid::bigint << 32) | l.objid::bigint) = p_key LOOP
+    IF m = 'ExclusiveLock' THEN PERFORM pg_advisory_unlock(p_key); ELSE PERFORM pg_advisory_unlock_shared(p_key); END IF;
+    n := n + 1;
+  END LOOP;
+  DELETE FROM @s.grants WHERE key = p_key AND pid = pg_backend_pid();
+  RETURN n;
+END $$;
+
+-- A head leaving the queue without a permit (cancelled), or cleanup after an error:
+-- frees the turnstile and any permit of this semaphore the statement may have taken.
+CREATE FUNCTION @s.sem_abort(p_base bigint, p_turnstile bigint) RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE n int; k bigint;
+BEGIN
+  n := @s.unlock_key(p_turnstile);
+  FOR k IN SELECT ((l.classid::bigint << 32) | l.objid::bigint) FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid = pg_backend_pid() LOOP
+    IF EXISTS (SELECT 1 FROM @s.keys s JOIN @s.keys b ON b.key = p_base
+        WHERE s.key = k AND s.kind = 'semaphore' AND s.part > 0 AND s.namespace = b.namespace AND s.name = b.name) THEN
+      n := n + @s.unlock_key(k);
+    END IF;
+  END LOOP;
+  RETURN n;
+END $$;
+
+-- Frees a grant. For a semaphore permit, wakes the queue's head (if there is one) by NOTIFY.
+CREATE FUNCTION @s.release(p_key bigint, p_shared bool, p_ns text, p_sem bigint, p_turnstile bigint,
+  OUT o_pid int, OUT o_released bool)
+LANGUAGE plpgsql AS $$
+BEGIN
+  o_pid := pg_backend_pid();
+  IF p_shared THEN o_released := pg_advisory_unlock_shared(p_key); ELSE o_released := pg_advisory_unlock(p_key); END IF;
+  IF p_shared OR p_sem IS NOT NULL THEN
+    DELETE FROM @s.grants WHERE key = p_key AND pid = o_pid;
+  END IF;
+  IF p_sem IS NOT NULL THEN
+    -- The permit is free already: a head that scans after this sees it; one that scanned
+    -- before holds the turnstile, so this try fails and it gets the NOTIFY.
+    IF pg_try_advisory_lock(p_turnstile) THEN
+      PERFORM pg_advisory_unlock(p_turnstile);
+    ELSE
+      PERFORM pg_notify(@s.channel(p_ns), json_build_object('t', 'sem', 'k', p_sem::text)::text);
+    END IF;
+  END IF;
+END $$;
+
+-- Upgrade, step 1: claim the lock's upgrade intent. A second shared holder asking while the
+-- first waits would deadlock: it is refused at once instead (o_ok false).
+CREATE FUNCTION @s.upgrade_begin(p_ns text, p_name text, OUT o_intent bigint, OUT o_ok bool, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+BEGIN
+  o_pid := pg_backend_pid();
+  o_intent := @s.key(p_ns, 'lock', p_name, -2);
+  o_ok := pg_try_advisory_lock(o_intent);
+END $$;
+
+-- Upgrade, step 2: wait for exclusive while still holding shared (PostgreSQL queues a
+-- request from a holder ahead of conflicting waiters), then drop shared, with a new token.
+CREATE FUNCTION @s.upgrade_wait(p_key bigint, p_intent bigint, OUT o_token bigint, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+BEGIN
+  o_pid := pg_backend_pid();
+  PERFORM pg_advisory_lock(p_key);
+  UPDATE @s.keys SET token = greatest(token, @s.epoch()) + 1, holder_pid = o_pid, holder_since = @s.now_ms()
+  WHERE key = p_key RETURNING token INTO o_token;
+  DELETE FROM @s.grants WHERE key = p_key AND pid = o_pid;
+  PERFORM pg_advisory_unlock_shared(p_key);
+  PERFORM pg_advisory_unlock(p_intent);
+END $$;
+
+-- After a cancelled or failed upgrade_wait: back to exactly shared (re-taking shared is
+-- immediate while we hold exclusive), keeping the intent when p_keep_intent.
+CREATE FUNCTION @s.upgrade_abort(p_key bigint, p_intent bigint, p_keep_intent bool, OUT o_shared bool, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+DECLARE has_x bool; has_s bool;
+BEGIN
+  o_pid := pg_backend_pid();
+  SELECT bool_or(mode = 'ExclusiveLock'), bool_or(mode = 'ShareLock') INTO has_x, has_s FROM pg_locks l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid = o_pid
+    AND ((l.classid::bigint << 32) | l.objid::bigint) = p_key;
+  IF coalesce(has_x, false) AND NOT coalesce(has_s, false) THEN
+    PERFORM pg_advisory_lock_shared(p_key);
+    has_s := true;
+  END IF;
+  IF coalesce(has_x, false) THEN PERFORM pg_advisory_unlock(p_key); END IF;
+  IF NOT p_keep_intent THEN PERFORM @s.unlock_key(p_intent); END IF;
+  o_shared := coalesce(has_s, false);
+  INSERT INTO @s.grants AS g (key, pid, namespace, mode, token, since)
+  SELECT p_key, o_pid, namespace, 'shared', 0, @s.now_ms() FROM @s.keys WHERE key = p_key
+  ON CONFLICT (key, pid) DO NOTHING;
+END $$;
+
+-- Downgrade: take shared (immediate while holding exclusive), drop exclusive; token kept.
+CREATE FUNCTION @s.downgrade(p_key bigint, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+BEGIN
+  o_pid := pg_backend_pid();
+  PERFORM pg_advisory_lock_shared(p_key);
+  PERFORM pg_advisory_unlock(p_key);
+  INSERT INTO @s.grants AS g (key, pid, namespace, mode, token, since)
+  SELECT p_key, o_pid, namespace, 'shared', token, coalesce(holder_since, @s.now_ms()) FROM @s.keys WHERE key = p_key
+  ON CONFLICT (key, pid) DO UPDATE SET mode = 'shared', token = excluded.token, since = excluded.since, sem = NULL;
+  UPDATE @s.keys SET holder_pid = NULL WHERE key = p_key AND holder_pid = o_pid;
+END $$;
+
+-- A fresh token for a grant already held (see PgSession.#inOrder): bumps the counter of
+-- p_counter and records it on the grant row of p_key, if there is one.
+CREATE FUNCTION @s.rebump(p_counter bigint, p_key bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE t bigint;
+BEGIN
+  UPDATE @s.keys SET token = greatest(token, @s.epoch()) + 1 WHERE key = p_counter RETURNING token INTO t;
+  UPDATE @s.grants SET token = t WHERE key = p_key AND pid = pg_backend_pid();
+  RETURN t;
+END $$;
+
+-- Ends sessions whose lease ran out (their connections are terminated, their records
+-- deleted, which notifies watchers) and forgets grants of connections that are gone,
+-- waking the semaphore queues they were in. Any client runs it with its heartbeat.
+CREATE FUNCTION @s.sweep() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE expired text[]; r record;
+BEGIN
+  WITH gone AS (
+    DELETE FROM @s.sessions WHERE id IN (
+      SELECT id FROM @s.sessions WHERE expires_at < now() ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+    RETURNING id)
+  SELECT array_agg(id) INTO expired FROM gone;
+  IF expired IS NOT NULL THEN
+    PERFORM pg_terminate_backend(b.pid) FROM @s.backends b
+      JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.backend_start
+      WHERE b.session_id = ANY (expired);
+    DELETE FROM @s.backends WHERE session_id = ANY (expired);
+  END IF;
+  FOR r IN DELETE FROM @s.grants g WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = g.pid)
+      RETURNING g.namespace, g.sem LOOP
+    IF r.sem IS NOT NULL THEN
+      PERFORM pg_notify(@s.channel(r.namespace), json_build_object('t', 'sem', 'k', r.sem::text)::text);
+    END IF;
+  END LOOP;
+  DELETE FROM @s.backends b WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = b.pid);
+END $$;
+
+-- Renews a session's lease (from the server's clock: it cannot expire before the client's
+-- own deadline), reports which of its connections the server still has, and sweeps.
+CREATE FUNCTION @s.heartbeat(p_session text, p_ttl_ms int, p_lanes int[], OUT o_alive bool, OUT o_lanes int[])
+LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE @s.sessions SET expires_at = now() + p_ttl_ms * interval '1 millisecond' WHERE id = p_session;
+  o_alive := FOUND;
+  o_lanes := ARRAY(SELECT pid FROM pg_stat_activity WHERE pid = ANY (p_lanes));
+  PERFORM @s.sweep();
+END $$;
+
+-- Pushes record changes to the namespace's channel. The transaction id lets a watcher drop
+-- events already contained in its snapshot; values too big for a NOTIFY are fetched.
+CREATE FUNCTION @s.records_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE payload text;
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    payload := json_build_object('t', 'del', 's', OLD.space, 'k', OLD.key, 'x', txid_current()::text)::text;
+    PERFORM pg_notify(@s.channel(OLD.namespace), payload);
+    RETURN NULL;
+  END IF;
+  payload := json_build_object('t', 'put', 's', NEW.space, 'k', NEW.key, 'x', txid_current()::text,
+    'id', NEW.session_id, 'c', NEW.created_at, 'v', NEW.value)::text;
+  IF octet_length(payload) > 7800 THEN
+    payload := json_build_object('t', 'put', 's', NEW.space, 'k', NEW.key, 'x', txid_current()::text,
+      'big', true)::text;
+  END IF;
+  PERFORM pg_notify(@s.channel(NEW.namespace), payload);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER records_notify AFTER INSERT OR UPDATE OR DELETE ON @s.records
+  FOR EACH ROW EXECUTE FUNCTION @s.records_notify();
+`,
+];
+
+/** The schema version this code expects. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Quotes a validated schema name as an identifier. */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function render(sql: string, schema: string): string {
+  return sql.replaceAll("@s", quoteIdent(schema)).replaceAll("@lit", `'${schema.replaceAll("'", "''")}'`);
+}
+
+/**
+ * Brings the schema up to {@link SCHEMA_VERSION}. Idempotent; concurrent callers serialise
+ * on an advisory transaction lock, so exactly one applies each missing version.
+ * @returns the version found before migrating.
+ */
+export async function migrate(connection: PgConnection, schema: string, migrateKey: string): Promise<number> {
+  const q = quoteIdent(schema);
+  const exists = await connection.query<{ found: boolean }>("SELECT to_regclass($1) IS NOT NULL AS found", [
+    `${q}.migrations`,
+  ]);
+  let current = 0;
+  if (exists.rows[0]?.found) {
+    const check = await connection.query<{ version: number | null }>(
+      `SELECT max(version) AS version FROM ${q}.migrations`,
+    );
+    current = check.rows[0]?.version ?? 0;
+  }
+  if (current === SCHEMA_VERSION) return current;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(
+      `schema ${schema} is at version ${current}, newer than this Baton (${SCHEMA_VERSION}); upgrade Baton`,
+    );
+  }
+  await connection.query("BEGIN");
+  try {
+    await connection.query("SELECT pg_advisory_xact_lock($1)", [migrateKey]);
+    await connection.query(`CREATE SCHEMA IF NOT EXISTS ${q}`);
+    await connection.query(
+      `CREATE TABLE IF NOT EXISTS ${q}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    const found = await connection.query<{ version: number | null }>(
+      `SELECT max(version) AS version FROM ${q}.migrations`,
+    );
+    const from = found.rows[0]?.version ?? 0;
+    for (let version = from + 1; version <= SCHEMA_VERSION; version++) {
+      await connection.query(render(MIGRATIONS[version - 1] as string, schema));
+      await connection.query(`INSERT INTO ${q}.migrations (version) VALUES ($1)`, [version]);
+    }
+    await connection.query("COMMIT");
+    return from;
+  } catch (error) {
+    await connection.query("ROLLBACK").catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * The advisory key of (namespace, kind, name, part), computed like the SQL function
+ * `key()`: the first 8 bytes of SHA-256 over the NUL-free parts joined by U+001F, as a
+ * signed 64-bit integer in decimal.
+ */
+export function advisoryKey(schema: string, namespace: string, kind: string, name: string, part: number): string {
+  return createHash("sha256")
+    .update(`${schema}\u001f${namespace}\u001f${kind}\u001f${name}\u001f${part}`, "utf8")
+    .digest()
+    .readBigInt64BE(0)
+    .toString();
+}

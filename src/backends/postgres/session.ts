@@ -1,0 +1,624 @@
+import { randomUUID } from "node:crypto";
+import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
+import { ClosedError, DeadlockError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
+import { type ClientClass, PgConnection, poolingError } from "./connection.js";
+import type { Control } from "./control.js";
+import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
+import { Lane, type PgGrant } from "./lane.js";
+import type { PostgresSettings } from "./options.js";
+import { advisoryKey, quoteIdent } from "./schema.js";
+import type { ConnectionBudget } from "./slots.js";
+
+/** What every session of one coordinator shares. */
+export interface SessionContext {
+  readonly Client: ClientClass;
+  readonly settings: PostgresSettings;
+  readonly control: Control;
+  readonly budget: ConnectionBudget;
+  readonly namespace: string;
+  readonly memberId: string;
+  readonly ttlMs: number;
+}
+
+/** Highest token delivered per queue in this process (see PgSession.#inOrder), bounded. */
+const delivered = new Map<string, bigint>();
+
+/** Lanes holding nothing are closed after this long unused. */
+const IDLE_LANE_MS = 3000;
+
+interface AcquireRow {
+  o_key: string;
+  o_token: string | null;
+  o_pid: number;
+}
+
+interface SemRow {
+  o_base: string;
+  o_turnstile: string;
+  o_slot: string | null;
+  o_token: string | null;
+  o_pid: number;
+  o_head: boolean;
+}
+
+/**
+ * One Baton session: a row in `sessions` (lease renewed by keep-alives, bound records)
+ * and the lanes (connections) holding its locks. See docs/backends/postgres.md.
+ */
+export class PgSession implements DriverSession {
+  readonly id: string;
+  readonly #c: SessionContext;
+  readonly #hooks: SessionHooks;
+  readonly #q: string;
+  readonly #lanes = new Set<Lane>();
+  readonly #reaper: NodeJS.Timeout;
+  #closed = false;
+
+  private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
+    this.id = id;
+    this.#c = context;
+    this.#hooks = hooks;
+    this.#q = quoteIdent(context.settings.schema);
+    this.#reaper = setInterval(() => this.#reap(), 1000);
+    this.#reaper.unref();
+  }
+
+  /** Creates the session row; its lease starts now, on the server's clock. */
+  static async open(context: SessionContext, hooks: SessionHooks): Promise<PgSession> {
+    const id = randomUUID();
+    const q = quoteIdent(context.settings.schema);
+    await context.control.query(
+      `INSERT INTO ${q}.sessions (id, namespace, member_id, ttl_ms, expires_at)
+       VALUES ($1, $2, $3, $4::int, now() + $4::int * interval '1 millisecond')`,
+      [id, context.namespace, context.memberId, context.ttlMs],
+    );
+    return new PgSession(context, hooks, id);
+  }
+
+  get #quickMs(): number {
+    return this.#c.control.timeoutMs;
+  }
+
+  /**
+   * Renews the lease and proves every lock-holding connection still answers: the server
+   * drops a silent connection (and frees its locks) no sooner than ttl + 2 s after it last
+   * heard from it, so locks on a lane whose ping fails are reported lost before that.
+   */
+  async keepAlive(): Promise<void> {
+    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "postgres" });
+    const lanes = [...this.#lanes].filter((lane) => lane.alive);
+    const pings = lanes
+      .filter((lane) => lane.grants.size > 0)
+      .map((lane) => lane.query("SELECT 1", [], this.#quickMs).catch(() => {}));
+    const [beat] = await Promise.all([
+      this.#c.control.query<{ o_alive: boolean; o_lanes: number[] }>(`SELECT * FROM ${this.#q}.heartbeat($1, $2, $3)`, [
+        this.id,
+        this.#c.ttlMs,
+        lanes.map((lane) => lane.pid),
+      ]),
+      ...pings,
+    ]);
+    const row = beat.rows[0];
+    if (!row?.o_alive) {
+      throw new SessionExpiredError(`session ${this.id} expired on the server (no heartbeat within its TTL)`, {
+        backend: "postgres",
+      });
+    }
+    const serverPids = new Set(row.o_lanes);
+    for (const lane of lanes) {
+      if (lane.alive && !serverPids.has(lane.pid)) {
+        lane.connection.destroy(new ConnectionLostError("the server no longer has this connection"));
+      }
+    }
+  }
+
+  async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
+    const { signal } = request;
+    const what = `acquiring ${request.kind} "${request.name}"`;
+    for (let attempt = 0; ; attempt++) {
+      if (signal.aborted) return this.#aborted(signal);
+      this.#assertOpen();
+      try {
+        const grant = await this.#acquireOnce(request);
+        if (grant) await this.#inOrder(grant);
+        return grant;
+      } catch (error) {
+        if (signal.aborted) return this.#aborted(signal);
+        // A wait whose connection broke (server restart, network) was never granted: ask
+        // again on another connection, until the caller or the session gives up.
+        if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what);
+        await sleep(Math.min(1000, 50 * 2 ** attempt), signal);
+      }
+    }
+  }
+
+  async release(grant: DriverGrant): Promise<void> {
+    const g = grant as PgGrant;
+    if (g.released) return;
+    g.released = true;
+    if (g.upgrade) {
+      g.upgrade.stop(new InvalidStateError("the lock was released while its upgrade was pending"));
+      await g.upgrade.done;
+    }
+    const lane = g.lane;
+    if (!lane.grants.has(g)) return;
+    try {
+      const result = await lane.query<{ o_pid: number }>(
+        `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
+        [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
+        this.#quickMs,
+      );
+      lane.checkPid(result.rows[0]?.o_pid);
+    } catch (error) {
+      // Whatever went wrong, the lock must not stay held behind our back.
+      if (lane.connection.alive) lane.connection.destroy(error as Error);
+      throw translate(error, `releasing ${g.kind} "${g.name}"`);
+    } finally {
+      lane.grants.delete(g);
+      lane.ids.delete(g.id);
+      lane.changed();
+    }
+  }
+
+  async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
+    const g = grant as PgGrant;
+    if (g.mode === mode) return;
+    const lane = g.lane;
+    if (g.released || !lane.grants.has(g)) throw new InvalidStateError("the lock is not held");
+    if (mode === "shared") {
+      const result = await lane.query<{ o_pid: number }>(
+        `SELECT * FROM ${this.#q}.downgrade($1)`,
+        [g.key],
+        this.#quickMs,
+      );
+      lane.checkPid(result.rows[0]?.o_pid);
+      g.mode = "shared";
+      return;
+    }
+    if (signal.aborted) return this.#aborted(signal);
+    const begin = await lane.query<{ o_intent: string; o_ok: boolean; o_pid: number }>(
+      `SELECT * FROM ${this.#q}.upgrade_begin($1, $2)`,
+      [this.#c.namespace, g.name],
+      this.#quickMs,
+    );
+    const started = begin.rows[0];
+    lane.checkPid(started?.o_pid);
+    if (!started?.o_ok) {
+      throw new DeadlockError(
+        "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
+        { backend: "postgres" },
+      );
+    }
+    const abort = (keepIntent: boolean) =>
+      lane.query(
+        `SELECT * FROM ${this.#q}.upgrade_abort($1, $2, $3)`,
+        [g.key, started.o_intent, keepIntent],
+        this.#quickMs,
+      );
+    // Releasing the grant ends a pending upgrade.
+    const stop = new AbortController();
+    const run = this.#upgrade(g, started.o_intent, AbortSignal.any([signal, stop.signal]));
+    g.upgrade = { stop: (reason) => stop.abort(reason), done: run.catch(() => {}) };
+    try {
+      await run;
+    } catch (error) {
+      if (error === signal.reason) return this.#aborted(signal);
+      throw error;
+    } finally {
+      g.upgrade = null;
+    }
+  }
+
+  async #upgrade(g: PgGrant, intent: string, signal: AbortSignal): Promise<void> {
+    const lane = g.lane;
+    const abort = (keepIntent: boolean) =>
+      lane.query(`SELECT * FROM ${this.#q}.upgrade_abort($1, $2, $3)`, [g.key, intent, keepIntent], this.#quickMs);
+    for (;;) {
+      let waited: Awaited<ReturnType<Lane["wait"]>>;
+      try {
+        waited = await lane.wait<{ o_token: string; o_pid: number }>(
+          `SELECT * FROM ${this.#q}.upgrade_wait($1, $2)`,
+          [g.key, intent],
+          signal,
+          true,
+        );
+      } catch (error) {
+        if (lane.connection.alive) await abort(false).catch((e: unknown) => lane.connection.destroy(e as Error));
+        throw sqlState(error) === SQLSTATE.deadlock
+          ? new DeadlockError(`upgrading lock "${g.name}": PostgreSQL detected a deadlock`, {
+              backend: "postgres",
+              cause: error,
+            })
+          : translate(error, `upgrading lock "${g.name}"`);
+      }
+      if (waited.outcome === "done") {
+        const row = waited.result.rows[0] as { o_token: string; o_pid: number } | undefined;
+        lane.checkPid(row?.o_pid);
+        g.token = BigInt(row?.o_token ?? "0");
+        g.mode = "exclusive";
+        if (signal.aborted) {
+          // Granted as the cancel arrived: back to shared, as cancellation promises.
+          await lane.query(`SELECT * FROM ${this.#q}.downgrade($1)`, [g.key], this.#quickMs);
+          g.mode = "shared";
+          throw signal.reason;
+        }
+        return;
+      }
+      try {
+        await abort(waited.outcome === "preempted");
+      } catch (error) {
+        lane.connection.destroy(error as Error);
+        throw translate(error, `upgrading lock "${g.name}"`);
+      }
+      if (waited.outcome === "aborted") throw signal.reason;
+      // Preempted by another statement for this lane: ask again (still ahead of waiters).
+    }
+  }
+
+  async putRecord(space: string, key: string, value: string): Promise<void> {
+    this.#assertOpen();
+    try {
+      await this.#c.control.query(
+        `INSERT INTO ${this.#q}.records AS r (namespace, space, key, value, session_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, ${this.#q}.now_ms())
+         ON CONFLICT (namespace, space, key) DO UPDATE SET value = excluded.value, session_id = excluded.session_id,
+           created_at = CASE WHEN r.session_id = excluded.session_id THEN r.created_at ELSE excluded.created_at END`,
+        [this.#c.namespace, space, key, value, this.id],
+      );
+    } catch (error) {
+      const translated = translate(error, `storing ${space}/${key}`);
+      if (translated instanceof SessionExpiredError) this.#hooks.onLost(translated);
+      throw translated;
+    }
+  }
+
+  async deleteRecord(space: string, key: string): Promise<void> {
+    await this.#c.control.query(
+      `DELETE FROM ${this.#q}.records WHERE namespace = $1 AND space = $2 AND key = $3 AND session_id = $4`,
+      [this.#c.namespace, space, key, this.id],
+    );
+  }
+
+  /**
+   * Ends the session: closes its lanes (the server frees their locks at once) and deletes
+   * its row (and with it its records, which notifies watchers).
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#reaper);
+    const lanes = [...this.#lanes];
+    // A backend blocked in a lock wait does not read its socket: end it from the server side.
+    const waiting = lanes.filter((lane) => lane.alive && !lane.usable).map((lane) => lane.pid);
+    for (const lane of lanes) lane.closing = true;
+    await Promise.allSettled([
+      waiting.length > 0
+        ? this.#c.control.query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", [waiting], 2000)
+        : null,
+      ...lanes.map((lane) => lane.close()),
+      this.#c.control.query(`DELETE FROM ${this.#q}.sessions WHERE id = $1`, [this.id]),
+    ]);
+  }
+
+  /**
+   * Rejects with the abort reason. When the coordinator is closing, only once its close
+   * has finished, so callers see pending waits end as `close()` completes.
+   */
+  async #aborted(signal: AbortSignal): Promise<never> {
+    if (signal.reason instanceof ClosedError) await this.#c.control.closed;
+    throw signal.reason;
+  }
+
+  /**
+   * Within one process, a grant observed later never carries a lower token than one
+   * observed earlier: when concurrent grants (shared locks, permits) arrive out of token
+   * order, the late one is given a fresh, higher token.
+   */
+  async #inOrder(grant: PgGrant): Promise<void> {
+    const name = `${this.#c.settings.target}\u0000${this.#c.settings.schema}\u0000${this.#c.namespace}\u0000${grant.id}`;
+    for (;;) {
+      const last = delivered.get(name);
+      if (last === undefined || grant.token > last) {
+        delivered.delete(name);
+        delivered.set(name, grant.token);
+        if (delivered.size > 10_000) delivered.delete(delivered.keys().next().value as string);
+        return;
+      }
+      const result = await grant.lane.query<{ token: string }>(
+        `SELECT ${this.#q}.rebump($1, $2) AS token`,
+        [grant.sem ?? grant.key, grant.key],
+        this.#quickMs,
+      );
+      grant.token = BigInt(result.rows[0]?.token ?? "0");
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: "postgres" });
+  }
+
+  async #acquireOnce(request: AcquireRequest): Promise<PgGrant | null> {
+    const id = `${request.kind}\u0000${request.name}`;
+    const fast = (lane: Lane) => lane.usable && !lane.ids.has(id);
+    if (request.wait) {
+      // One round trip when a lane is free for a blocking acquisition (it tries first).
+      const empty = this.#reserve((lane) => lane.empty, id);
+      if (empty) return this.#blocking(empty, request, id);
+      const other = this.#reserve(fast, id);
+      if (other) {
+        const grant = await this.#trying(other, request, id);
+        if (grant) return grant;
+      }
+      return this.#blocking(await this.#obtain((lane) => lane.empty, id, request.signal), request, id);
+    }
+    const lane = this.#reserve(fast, id) ?? (await this.#obtain(fast, id, request.signal));
+    return this.#trying(lane, request, id);
+  }
+
+  /** Picks a lane matching `pred` and reserves it (synchronously) for grant `id`. */
+  #reserve(pred: (lane: Lane) => boolean, id: string): Lane | null {
+    let best: Lane | null = null;
+    for (const lane of this.#lanes) {
+      // Prefer lanes that already hold grants: keep empty ones free for blocking waits.
+      if (pred(lane) && (!best || lane.grants.size > best.grants.size)) best = lane;
+    }
+    if (best) {
+      best.reservations++;
+      best.ids.add(id);
+    }
+    return best;
+  }
+
+  /**
+   * A lane matching `pred`, reserved for `id`: an existing one, a new connection within
+   * the budget, or (budget exhausted) the first to match once something changes, FIFO.
+   */
+  async #obtain(pred: (lane: Lane) => boolean, id: string, signal: AbortSignal): Promise<Lane> {
+    for (;;) {
+      if (signal.aborted) throw signal.reason;
+      this.#assertOpen();
+      const found = this.#reserve(pred, id);
+      if (found) return found;
+      if (this.#c.budget.take()) {
+        const lane = await this.#openLane();
+        lane.reservations++;
+        lane.ids.add(id);
+        return lane;
+      }
+      await this.#c.budget.changed.wait(signal);
+    }
+  }
+
+  async #openLane(): Promise<Lane> {
+    let connection: PgConnection;
+    try {
+      connection = await PgConnection.open(this.#c.Client, this.#c.settings.client, this.#c.ttlMs);
+    } catch (error) {
+      this.#c.budget.give();
+      throw error;
+    }
+    const { pid } = connection;
+    const pids = this.#c.control.pids;
+    connection.onDeath(() => {
+      pids.delete(pid);
+      this.#c.budget.give();
+    });
+    if (pids.has(pid)) {
+      const error = poolingError();
+      connection.destroy(error);
+      throw error;
+    }
+    pids.add(pid);
+    const lane = new Lane(connection, this.#c.control, () => this.#c.budget.changed.notify());
+    connection.onDeath(() => this.#lanes.delete(lane));
+    try {
+      await connection.query(
+        `INSERT INTO ${this.#q}.backends (pid, backend_start, session_id, member_id)
+         SELECT pid, backend_start, $1, $2 FROM pg_stat_activity WHERE pid = pg_backend_pid()
+         ON CONFLICT (pid) DO UPDATE SET backend_start = excluded.backend_start,
+           session_id = excluded.session_id, member_id = excluded.member_id`,
+        [this.id, this.#c.memberId],
+        this.#quickMs,
+      );
+    } catch (error) {
+      connection.destroy(error as Error);
+      throw error;
+    }
+    if (this.#closed) {
+      await lane.close();
+      this.#assertOpen();
+    }
+    this.#lanes.add(lane);
+    return lane;
+  }
+
+  /** One non-blocking attempt on a reserved lane; `null` when busy. */
+  async #trying(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant | null> {
+    let grant: PgGrant | null = null;
+    try {
+      if (request.kind === "semaphore") {
+        const result = await lane.query<SemRow>(
+          `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'try', $4)`,
+          [this.#c.namespace, request.name, request.limit, Date.now()],
+          this.#quickMs,
+        );
+        const row = result.rows[0];
+        lane.checkPid(row?.o_pid);
+        if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
+      } else {
+        const result = await lane.query<AcquireRow>(
+          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, false)`,
+          [this.#c.namespace, request.kind, request.name, request.mode === "shared"],
+          this.#quickMs,
+        );
+        const row = result.rows[0];
+        lane.checkPid(row?.o_pid);
+        if (row?.o_token) grant = this.#grant(lane, request, id, row.o_key, row.o_token, null);
+      }
+      return grant;
+    } catch (error) {
+      await this.#cleanup(lane, request);
+      throw error;
+    } finally {
+      this.#unreserve(lane, id, grant);
+    }
+  }
+
+  /** A blocking acquisition on a reserved, empty lane: the server queues it. */
+  async #blocking(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant> {
+    const { signal } = request;
+    let grant: PgGrant | null = null;
+    try {
+      if (request.kind === "semaphore") {
+        grant = await this.#blockingSemaphore(lane, request, id);
+        return grant;
+      }
+      const waited = await lane.wait<AcquireRow>(
+        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, true)`,
+        [this.#c.namespace, request.kind, request.name, request.mode === "shared"],
+        signal,
+        false,
+      );
+      // Withdrawn (the catch below gives back a grant that won the race with the cancel).
+      if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
+      const row = waited.result.rows[0];
+      lane.checkPid(row?.o_pid);
+      if (!row?.o_token) throw new Error("lock_acquire returned no token");
+      grant = this.#grant(lane, request, id, row.o_key, row.o_token, null);
+      return grant;
+    } catch (error) {
+      if (!grant) await this.#cleanup(lane, request);
+      throw error;
+    } finally {
+      this.#unreserve(lane, id, grant);
+    }
+  }
+
+  /**
+   * Queues on the semaphore's turnstile (FIFO, server-side); the head of the queue holds
+   * the turnstile and scans the permits again whenever one is freed (NOTIFY).
+   */
+  async #blockingSemaphore(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant> {
+    const { signal } = request;
+    const base = this.#key("semaphore", request.name, 0);
+    const interest = this.#c.control.semaphores.interest(base);
+    let head = false;
+    try {
+      let seen = interest.version();
+      const waited = await lane.wait<SemRow>(
+        `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'wait', $4)`,
+        [this.#c.namespace, request.name, request.limit, Date.now()],
+        signal,
+        false,
+      );
+      if (waited.outcome !== "done") throw signal.reason;
+      let row = waited.result.rows[0];
+      lane.checkPid(row?.o_pid);
+      while (row?.o_head) {
+        if (!head) {
+          head = true;
+          lane.heads++;
+        }
+        await interest.changed(seen, signal);
+        seen = interest.version();
+        const result = await lane.query<SemRow>(
+          `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'scan', $4)`,
+          [this.#c.namespace, request.name, request.limit, Date.now()],
+          this.#quickMs,
+        );
+        row = result.rows[0];
+        lane.checkPid(row?.o_pid);
+      }
+      if (!row?.o_slot || !row.o_token) throw new Error("sem_acquire returned no permit");
+      if (signal.aborted) throw signal.reason;
+      return this.#grant(lane, request, id, row.o_slot, row.o_token, row);
+    } finally {
+      interest.dispose();
+      if (head) lane.heads--;
+    }
+  }
+
+  #grant(
+    lane: Lane,
+    request: AcquireRequest,
+    id: string,
+    key: string,
+    token: string,
+    sem: { o_base: string; o_turnstile: string } | null,
+  ): PgGrant {
+    const grant: PgGrant = {
+      token: BigInt(token),
+      mode: request.mode,
+      kind: request.kind,
+      name: request.name,
+      id,
+      key,
+      sem: sem?.o_base ?? null,
+      turnstile: sem?.o_turnstile ?? null,
+      lane,
+      onLost: request.onLost,
+      released: false,
+      upgrade: null,
+    };
+    lane.grants.add(grant);
+    if (!lane.connection.alive) {
+      lane.grants.delete(grant);
+      request.onLost(new ConnectionLostError("the PostgreSQL connection was lost just after the grant"));
+    }
+    return grant;
+  }
+
+  #unreserve(lane: Lane, id: string, grant: PgGrant | null): void {
+    lane.reservations--;
+    if (!grant) lane.ids.delete(id);
+    lane.changed();
+  }
+
+  /** After a failed or withdrawn acquisition: frees whatever the statement may have left held. */
+  async #cleanup(lane: Lane, request: AcquireRequest): Promise<void> {
+    if (!lane.connection.alive) return;
+    try {
+      if (request.kind === "semaphore") {
+        await lane.query(
+          `SELECT ${this.#q}.sem_abort($1, $2)`,
+          [this.#key("semaphore", request.name, 0), this.#key("semaphore", request.name, -1)],
+          this.#quickMs,
+        );
+      } else {
+        await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [this.#key(request.kind, request.name, 0)], this.#quickMs);
+      }
+    } catch (error) {
+      // Cannot tell what is held: dropping the connection frees it all.
+      lane.connection.destroy(error as Error);
+    }
+  }
+
+  #key(kind: string, name: string, part: number): string {
+    return advisoryKey(this.#c.settings.schema, this.#c.namespace, kind, name, part);
+  }
+
+  /** Closes lanes that held nothing for a while, giving their connection back. */
+  #reap(): void {
+    const cutoff = Date.now() - IDLE_LANE_MS;
+    for (const lane of this.#lanes) {
+      if (lane.empty && lane.idleSince < cutoff) {
+        this.#lanes.delete(lane);
+        void lane.close();
+      }
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

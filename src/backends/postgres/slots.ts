@@ -1,0 +1,51 @@
+/** Wakes everyone waiting for "something changed" (a lane freed, a connection closed). */
+export class Notifier {
+  readonly #waiters = new Set<() => void>();
+
+  /** Resolves at the next {@link notify}; rejects with `signal.reason` if it aborts first. */
+  wait(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        this.#waiters.delete(done);
+        reject(signal.reason);
+      };
+      this.#waiters.add(done);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Wakes the waiters in the order they started waiting (they then look again, FIFO). */
+  notify(): void {
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const done of waiters) done();
+  }
+}
+
+/** The coordinator's connection budget: `maxConnections` minus the control connection. */
+export class ConnectionBudget {
+  readonly limit: number;
+  #used = 0;
+  readonly changed = new Notifier();
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Takes a slot if one is free. */
+  take(): boolean {
+    if (this.#used >= this.limit) return false;
+    this.#used++;
+    return true;
+  }
+
+  give(): void {
+    this.#used--;
+    this.changed.notify();
+  }
+}

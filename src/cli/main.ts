@@ -1,0 +1,265 @@
+#!/usr/bin/env node
+/**
+ * `baton`: run a command while holding a lock, a semaphore permit or leadership (like
+ * flock(1) or `etcdctl lock`), and show who holds what. Backend from `--url`, else
+ * `$BATON_URL`, else the serverless file backend.
+ *
+ * @module
+ */
+import { Command, CommanderError } from "commander";
+import { connect, type Coordinator, type LockHandle, parseDuration } from "../index.js";
+import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
+import { formatStatus, statusJson } from "./status.js";
+
+const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h";
+
+function duration(what: string) {
+  return (value: string) => parseDuration(value, what);
+}
+
+interface HoldOptions {
+  url?: string;
+  timeout?: number;
+  ttl?: number;
+  wait: boolean;
+  killAfter: number;
+}
+
+function holdOptions(command: Command): Command {
+  return command
+    .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
+    .option("--timeout <duration>", `give up after this long (exit ${EXIT.notAcquired})`, duration("--timeout"))
+    .option("--ttl <duration>", "session TTL on lease-based backends", duration("--ttl"))
+    .option("--no-wait", `fail at once if busy (exit ${EXIT.notAcquired})`)
+    .option(
+      "--kill-after <duration>",
+      "after a loss, SIGKILL the command this long after SIGTERM",
+      duration("--kill-after"),
+      10_000,
+    )
+    .argument("<command...>", "the command to run, after --");
+}
+
+async function open(options: HoldOptions): Promise<Coordinator> {
+  return connect(options.url, options.ttl === undefined ? {} : { ttlMs: options.ttl });
+}
+
+/** Cancels waiting when the user interrupts baton before the command started. */
+function interruptible(): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => controller.abort(new Error(`interrupted by ${signal}`));
+  const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of signals) process.on(s, onSignal);
+  return { signal: controller.signal, dispose: () => signals.forEach((s) => process.off(s, onSignal)) };
+}
+
+/** Acquires with `get`, runs the command, releases, and returns the exit status. */
+async function hold(
+  options: HoldOptions,
+  argv: string[],
+  label: string,
+  waitingOn: { kind: "locks" | "semaphores" | "elections"; name: string },
+  get: (
+    coord: Coordinator,
+    signal: AbortSignal,
+    timeoutMs: number | undefined,
+  ) => Promise<{ handle: LockHandle | null; env: Record<string, string>; release: () => Promise<unknown> }>,
+): Promise<number> {
+  const coord = await open(options);
+  try {
+    const stop = interruptible();
+    const clear = options.wait ? showWaiting(label, coord, waitingOn.kind, waitingOn.name) : () => {};
+    let got: Awaited<ReturnType<typeof get>>;
+    try {
+      got = await get(coord, stop.signal, options.wait ? options.timeout : 0);
+    } catch (error) {
+      if (stop.signal.aborted) return 130;
+      throw error;
+    } finally {
+      clear();
+      stop.dispose();
+    }
+    if (!got.handle) {
+      process.stderr.write(`baton: ${label} is busy\n`);
+      return EXIT.notAcquired;
+    }
+    const status = await runHolding(argv, { ...process.env, ...got.env }, got.handle.signal, options.killAfter);
+    await got.release();
+    return status;
+  } finally {
+    await coord.close();
+  }
+}
+
+function program(): Command {
+  const root = new Command("baton")
+    .description("Locks, semaphores and leader election for shell commands and scripts, on one host or a cluster.")
+    .enablePositionalOptions()
+    .showHelpAfterError()
+    .exitOverride();
+
+  holdOptions(
+    root
+      .command("lock")
+      .description("run a command while holding a lock")
+      .argument("<name>", "lock name")
+      .option("--shared", "take a shared (reader) lock instead of an exclusive one"),
+  )
+    .addHelpText(
+      "after",
+      `
+The command gets BATON_LOCK_NAME and BATON_FENCING_TOKEN in its environment.
+Exit status: the command's own; ${EXIT.usage} bad usage; ${EXIT.unavailable} backend unreachable;
+${EXIT.notAcquired} not acquired (busy with --no-wait, or timed out); ${EXIT.lost} the lock was lost while
+the command ran (it got SIGTERM, then SIGKILL after --kill-after). ${DURATION_HELP}.
+
+Examples:
+  baton lock nightly-report -- ./report.sh
+  baton lock db-migrate --timeout 2m -- npm run migrate
+  baton lock cache --shared -- ./read-cache.sh
+  baton lock deploy --no-wait -- ./deploy.sh || echo "someone else is deploying"
+  BATON_URL=etcd://10.0.0.5:2379 baton lock leader-task -- ./task.sh`,
+    )
+    .action(async (name: string, argv: string[], options: HoldOptions & { shared?: boolean }) => {
+      process.exitCode = await hold(
+        options,
+        argv,
+        `lock "${name}"`,
+        { kind: "locks", name },
+        async (coord, signal, timeoutMs) => {
+          const mode = options.shared ? "shared" : "exclusive";
+          const lock = coord.lock(name);
+          const handle =
+            timeoutMs === 0
+              ? await lock.tryAcquire({ mode })
+              : await lock.acquire({ mode, signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+          return {
+            handle,
+            env: { BATON_LOCK_NAME: name, BATON_FENCING_TOKEN: String(handle?.token ?? "") },
+            release: () => handle?.release() ?? Promise.resolve(),
+          };
+        },
+      );
+    });
+
+  holdOptions(
+    root
+      .command("semaphore")
+      .description("run a command while holding one of --limit permits")
+      .argument("<name>", "semaphore name")
+      .requiredOption("--limit <n>", "permits in all (every user must give the same)", (v) => {
+        if (!/^\d+$/.test(v))
+          throw new CommanderError(EXIT.usage, "baton.usage", `--limit must be a positive integer, got "${v}"`);
+        return Number(v);
+      }),
+  )
+    .addHelpText(
+      "after",
+      `
+Same environment and exit statuses as "baton lock" (BATON_SEMAPHORE_NAME, BATON_FENCING_TOKEN).
+
+Examples:
+  baton semaphore transcoders --limit 4 -- ffmpeg -i in.mov out.mp4
+  baton semaphore api-quota --limit 2 --timeout 30s -- ./call-api.sh`,
+    )
+    .action(async (name: string, argv: string[], options: HoldOptions & { limit: number }) => {
+      process.exitCode = await hold(
+        options,
+        argv,
+        `semaphore "${name}"`,
+        { kind: "semaphores", name },
+        async (coord, signal, timeoutMs) => {
+          const semaphore = coord.semaphore(name, { limit: options.limit });
+          const handle =
+            timeoutMs === 0
+              ? await semaphore.tryAcquire()
+              : await semaphore.acquire({ signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+          return {
+            handle,
+            env: { BATON_SEMAPHORE_NAME: name, BATON_FENCING_TOKEN: String(handle?.token ?? "") },
+            release: () => handle?.release() ?? Promise.resolve(),
+          };
+        },
+      );
+    });
+
+  holdOptions(
+    root
+      .command("elect")
+      .description("run a command only while this process is the elected leader")
+      .argument("<election>", "election name")
+      .option("--value <value>", "value announced to observers while leading (default: the member id)"),
+  )
+    .addHelpText(
+      "after",
+      `
+The command starts once this process wins and is stopped (SIGTERM, then SIGKILL) if
+leadership is lost (exit ${EXIT.lost}). It gets BATON_ELECTION_NAME and BATON_FENCING_TOKEN.
+
+Examples:
+  baton elect scheduler -- ./run-scheduler.sh
+  baton elect primary --value "$(hostname):8080" -- ./serve.sh`,
+    )
+    .action(async (election: string, argv: string[], options: HoldOptions & { value?: string }) => {
+      process.exitCode = await hold(
+        options,
+        argv,
+        `leadership of "${election}"`,
+        { kind: "elections", name: election },
+        async (coord, signal, timeoutMs) => {
+          const leadership = await coord
+            .election(election)
+            .campaign(options.value ?? coord.memberId, { signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) })
+            .catch((error: unknown) => {
+              if (timeoutMs === 0 && (error as { code?: string }).code === "TIMEOUT") return null;
+              throw error;
+            });
+          return {
+            handle: leadership ? ({ signal: leadership.signal } as LockHandle) : null,
+            env: { BATON_ELECTION_NAME: election, BATON_FENCING_TOKEN: String(leadership?.token ?? "") },
+            release: () => leadership?.resign() ?? Promise.resolve(),
+          };
+        },
+      );
+    });
+
+  root
+    .command("status")
+    .description("show locks (holders, waiters and wait times), semaphores, groups and leaders")
+    .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
+    .option("--namespace <ns>", "namespace to show (default: none)")
+    .option("--json", "print stable JSON (see docs/cli.md) instead of a table")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'",
+    )
+    .action(async (options: { url?: string; namespace?: string; json?: boolean }) => {
+      const coord = await connect(options.url, options.namespace ? { namespace: options.namespace } : {});
+      try {
+        const info = await coord.inspect();
+        process.stdout.write(options.json ? `${JSON.stringify(statusJson(info), null, 2)}\n` : formatStatus(info));
+      } finally {
+        await coord.close();
+      }
+    });
+
+  return root;
+}
+
+async function main(): Promise<void> {
+  // `baton ... --help | head` closes the pipe early: that is not an error.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+  });
+  try {
+    await program().parseAsync(process.argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode === 0 ? 0 : EXIT.usage;
+      return;
+    }
+    process.exitCode = exitStatusFor(error);
+  }
+}
+
+await main();
