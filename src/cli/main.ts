@@ -50,7 +50,12 @@ function interruptible(): { signal: AbortSignal; dispose: () => void } {
   const onSignal = (signal: NodeJS.Signals) => controller.abort(new Error(`interrupted by ${signal}`));
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const s of signals) process.on(s, onSignal);
-  return { signal: controller.signal, dispose: () => signals.forEach((s) => process.off(s, onSignal)) };
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const s of signals) process.off(s, onSignal);
+    },
+  };
 }
 
 /** Acquires with `get`, runs the command, releases, and returns the exit status. */

@@ -88,7 +88,7 @@ async function upgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): Pro
   const what = `upgrading lock "${queue.name}"`;
   let inflight: Promise<unknown> | undefined;
   // Whether the marker may be ours: from sending the claim until etcd says it is not.
-  let mayOwnMarker = true;
+  let mayOwnMarker = false;
   // Claims from this process reach etcd in call order (see claimInOrder).
   const claimed = claimInOrder(queue.marker);
   try {
@@ -97,12 +97,14 @@ async function upgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): Pro
     const claim = await retrying(
       scope,
       what,
-      () =>
-        (inflight = scope.client.kv.txn({
+      () => {
+        mayOwnMarker = true;
+        return (inflight = scope.client.kv.txn({
           compare: [when.absent(queue.marker), when.is(key, grant.createRevision)],
           success: [op.put(queue.marker, Buffer.from(key), scope.leaseId), op.scan(queue.prefix)],
           failure: [op.get(queue.marker), op.get(key)],
-        })),
+        }));
+      },
       stop.signal,
     ).finally(claimed.done);
     let view: QueueView;

@@ -89,7 +89,13 @@ export class EtcdSession implements DriverSession {
         stream.on("error", (error) => reject(castGrpcError(error)));
         stream.on("end", () => reject(new Error("the keep-alive stream ended without an answer")));
         stream.write({ ID: this.#leaseId });
-      }).finally(() => stream.end());
+      }).finally(() => {
+        try {
+          stream.end();
+        } catch {
+          // already closed by an error
+        }
+      });
     } catch (error) {
       throw translate(error, "renewing the session's lease");
     }

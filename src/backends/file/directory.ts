@@ -1,6 +1,6 @@
 import { closeSync, constants, mkdirSync, openSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BackendUnavailableError, InvalidArgumentError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
@@ -48,9 +48,10 @@ export function directoryFromUrl(url: URL): string {
  */
 export function openDirectory(path: string, isDefault: boolean): Directory {
   try {
-    mkdirSync(path, { recursive: true, mode: 0o700 });
+    makeDirectory(path);
   } catch (cause) {
-    throw unavailable(path, "cannot be created", cause);
+    const code = (cause as NodeJS.ErrnoException).code;
+    throw unavailable(path, `cannot be created (${code ?? "error"})`, cause);
   }
   let stat: ReturnType<typeof statSync>;
   try {
@@ -95,6 +96,23 @@ export function openFile(directory: Directory, name: string): number {
   // libuv opens with O_CLOEXEC, so a child process (baton lock -- cmd) never inherits the
   // descriptor: a lock dies with its owner, not with its owner's children.
   return openSync(join(directory.path, name), constants.O_RDWR);
+}
+
+/**
+ * `mkdir -p` with mode 0700, written out because Node's recursive mkdir loops forever on
+ * some paths (e.g. under /proc) instead of failing.
+ */
+function makeDirectory(path: string): void {
+  try {
+    mkdirSync(path, { mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return;
+    const parent = dirname(path);
+    if (code !== "ENOENT" || parent === path) throw error;
+    makeDirectory(parent);
+    mkdirSync(path, { mode: 0o700 });
+  }
 }
 
 function unavailable(path: string, why: string, cause?: unknown): BackendUnavailableError {

@@ -12,6 +12,9 @@ import { createServer, type Server, type Socket, connect as netConnect } from "n
  * `push` (a slot was freed, a record changed).
  */
 
+/** How long discovery waits for a new peer's hello before going on without it. */
+const HELLO_WAIT_MS = 300;
+
 /** A message pushed or requested between peers. */
 export type Message = { readonly [key: string]: unknown };
 
@@ -212,8 +215,13 @@ export class Mesh {
       socket.once("error", done);
       socket.once("connect", () => {
         socket.off("error", done);
-        // Wait for the peer's hello so that the link is usable when discover() returns.
-        this.#adopt(socket).ready.then(done);
+        // Wait for the peer's hello so that the link is usable when discover() returns,
+        // but not for long: a paused (SIGSTOP) or busy peer must not hold us up.
+        const timer = setTimeout(done, HELLO_WAIT_MS);
+        this.#adopt(socket).ready.then(() => {
+          clearTimeout(timer);
+          done();
+        });
       });
     });
     this.#connecting.set(peer, pending);

@@ -126,12 +126,15 @@ export class PgConnection {
     text: string,
     params: readonly unknown[] = [],
     timeoutMs?: number,
+    /** Prepares the statement under this name, once per connection (hot paths). */
+    prepareAs?: string,
   ): Promise<QueryResult<R>> {
     if (this.#death) throw this.#death;
     // One statement at a time, in call order (node-postgres' own queue is deprecated).
     const previous = this.#tail;
     const pending = previous.then(() => {
       if (this.#death) throw this.#death;
+      if (prepareAs) return this.client.query<R>({ name: prepareAs, text, values: params as unknown[] });
       return this.client.query<R>(text, params as unknown[]);
     });
     this.#tail = pending.then(

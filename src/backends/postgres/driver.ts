@@ -11,7 +11,6 @@
  *
  * @module
  */
-import type { ClientConfig } from "pg";
 import type { Driver, DriverContext, DriverSession, RecordEntry } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
 import type { ClientClass } from "./connection.js";
@@ -113,9 +112,4 @@ class PostgresDriver implements Driver {
   async close(): Promise<void> {
     await this.#c.control.close();
   }
-}
-
-/** @internal The node-postgres configuration a URL and options give (for tests and tools). */
-export function clientConfig(context: DriverContext): ClientConfig {
-  return parseSettings(context).client;
 }

@@ -96,9 +96,10 @@ export class Lane {
     text: string,
     params: readonly unknown[],
     timeoutMs: number,
+    prepareAs?: string,
   ): Promise<QueryResult<R>> {
     if (this.#long?.preemptible) this.#long.request("preempt");
-    return this.connection.query<R>(text, params, timeoutMs);
+    return this.connection.query<R>(text, params, timeoutMs, prepareAs);
   }
 
   /**
@@ -112,6 +113,7 @@ export class Lane {
     params: readonly unknown[],
     signal: AbortSignal,
     preemptible: boolean,
+    prepareAs?: string,
   ): Promise<WaitOutcome<R>> {
     let settled = false;
     let requested: "abort" | "preempt" | null = null;
@@ -147,7 +149,7 @@ export class Lane {
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
     try {
-      const result = await this.connection.query<R>(text, params);
+      const result = await this.connection.query<R>(text, params, undefined, prepareAs);
       return { outcome: "done", result };
     } catch (error) {
       if (

@@ -322,11 +322,11 @@ BEGIN
 END $$;
 
 -- A fresh token for a grant already held (see PgSession.#inOrder): bumps the counter of
--- p_counter and records it on the grant row of p_key, if there is one.
-CREATE FUNCTION @s.rebump(p_counter bigint, p_key bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+-- p_counter past p_above and records it on the grant row of p_key, if there is one.
+CREATE FUNCTION @s.rebump(p_counter bigint, p_key bigint, p_above bigint) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE t bigint;
 BEGIN
-  UPDATE @s.keys SET token = greatest(token, @s.epoch()) + 1 WHERE key = p_counter RETURNING token INTO t;
+  UPDATE @s.keys SET token = greatest(token, @s.epoch(), p_above) + 1 WHERE key = p_counter RETURNING token INTO t;
   UPDATE @s.grants SET token = t WHERE key = p_key AND pid = pg_backend_pid();
   RETURN t;
 END $$;

@@ -23,6 +23,9 @@ export interface SessionContext {
 /** Highest token delivered per queue in this process (see PgSession.#inOrder), bounded. */
 const delivered = new Map<string, bigint>();
 
+/** Locks with an upgrade under way in this process (see PgSession.convert). */
+const upgrading = new Set<string>();
+
 /** Lanes holding nothing are closed after this long unused. */
 const IDLE_LANE_MS = 3000;
 
@@ -143,11 +146,20 @@ export class PgSession implements DriverSession {
     const lane = g.lane;
     if (!lane.grants.has(g)) return;
     try {
-      const result = await lane.query<{ o_pid: number }>(
-        `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
-        [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
-        this.#quickMs,
-      );
+      // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes.
+      const result =
+        g.mode === "exclusive" && g.sem === null
+          ? await lane.query<{ o_pid: number }>(
+              "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
+              [g.key],
+              this.#quickMs,
+              "baton_unlock",
+            )
+          : await lane.query<{ o_pid: number }>(
+              `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
+              [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
+              this.#quickMs,
+            );
       lane.checkPid(result.rows[0]?.o_pid);
     } catch (error) {
       // Whatever went wrong, the lock must not stay held behind our back.
@@ -176,6 +188,20 @@ export class PgSession implements DriverSession {
       return;
     }
     if (signal.aborted) return this.#aborted(signal);
+    // Two upgrades from one process are ordered by call, not by which reaches the server
+    // first: the later one is refused at once, as it would be by the server's intent lock.
+    const local = this.#queueName(g.id);
+    if (upgrading.has(local)) throw upgradeDeadlock();
+    upgrading.add(local);
+    try {
+      await this.#upgradeFrom(g, signal);
+    } finally {
+      upgrading.delete(local);
+    }
+  }
+
+  async #upgradeFrom(g: PgGrant, signal: AbortSignal): Promise<void> {
+    const lane = g.lane;
     const begin = await lane.query<{ o_intent: string; o_ok: boolean; o_pid: number }>(
       `SELECT * FROM ${this.#q}.upgrade_begin($1, $2)`,
       [this.#c.namespace, g.name],
@@ -183,18 +209,11 @@ export class PgSession implements DriverSession {
     );
     const started = begin.rows[0];
     lane.checkPid(started?.o_pid);
-    if (!started?.o_ok) {
-      throw new DeadlockError(
-        "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-        { backend: "postgres" },
-      );
+    if (!started?.o_ok) throw upgradeDeadlock();
+    if (g.released) {
+      await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [started.o_intent], this.#quickMs);
+      throw new InvalidStateError("the lock was released while its upgrade was starting");
     }
-    const abort = (keepIntent: boolean) =>
-      lane.query(
-        `SELECT * FROM ${this.#q}.upgrade_abort($1, $2, $3)`,
-        [g.key, started.o_intent, keepIntent],
-        this.#quickMs,
-      );
     // Releasing the grant ends a pending upgrade.
     const stop = new AbortController();
     const run = this.#upgrade(g, started.o_intent, AbortSignal.any([signal, stop.signal]));
@@ -315,7 +334,7 @@ export class PgSession implements DriverSession {
    * order, the late one is given a fresh, higher token.
    */
   async #inOrder(grant: PgGrant): Promise<void> {
-    const name = `${this.#c.settings.target}\u0000${this.#c.settings.schema}\u0000${this.#c.namespace}\u0000${grant.id}`;
+    const name = this.#queueName(grant.id);
     for (;;) {
       const last = delivered.get(name);
       if (last === undefined || grant.token > last) {
@@ -325,12 +344,17 @@ export class PgSession implements DriverSession {
         return;
       }
       const result = await grant.lane.query<{ token: string }>(
-        `SELECT ${this.#q}.rebump($1, $2) AS token`,
-        [grant.sem ?? grant.key, grant.key],
+        `SELECT ${this.#q}.rebump($1, $2, $3) AS token`,
+        [grant.sem ?? grant.key, grant.key, last.toString()],
         this.#quickMs,
       );
       grant.token = BigInt(result.rows[0]?.token ?? "0");
     }
+  }
+
+  /** A queue's name, unique in this process across servers, schemas and namespaces. */
+  #queueName(id: string): string {
+    return `${this.#c.settings.target}\u0000${this.#c.settings.schema}\u0000${this.#c.namespace}\u0000${id}`;
   }
 
   #assertOpen(): void {
@@ -340,19 +364,43 @@ export class PgSession implements DriverSession {
   async #acquireOnce(request: AcquireRequest): Promise<PgGrant | null> {
     const id = `${request.kind}\u0000${request.name}`;
     const fast = (lane: Lane) => lane.usable && !lane.ids.has(id);
-    if (request.wait) {
+    if (!request.wait) {
+      const lane = this.#reserve(fast, id) ?? (await this.#obtain(fast, id, request.signal));
+      return this.#trying(lane, request, id);
+    }
+    const tried = new Set<Lane>();
+    for (;;) {
+      if (request.signal.aborted) throw request.signal.reason;
+      this.#assertOpen();
       // One round trip when a lane is free for a blocking acquisition (it tries first).
       const empty = this.#reserve((lane) => lane.empty, id);
       if (empty) return this.#blocking(empty, request, id);
-      const other = this.#reserve(fast, id);
+      // Else try where it costs no connection; once per lane per change, so that a wait
+      // queued here (connections exhausted) still notices the lock has become free.
+      const other = this.#reserve((lane) => fast(lane) && !tried.has(lane), id);
       if (other) {
+        tried.add(other);
         const grant = await this.#trying(other, request, id);
         if (grant) return grant;
+        continue;
       }
-      return this.#blocking(await this.#obtain((lane) => lane.empty, id, request.signal), request, id);
+      if (this.#c.budget.take()) {
+        const lane = await this.#openLane();
+        lane.reservations++;
+        lane.ids.add(id);
+        return this.#blocking(lane, request, id);
+      }
+      // Connections exhausted: wait server-side on a lane that holds grants, preemptibly, so
+      // that its pings and releases are never held up (the wait then asks again).
+      const busy = this.#reserve(fast, id);
+      if (busy) {
+        const grant = await this.#blocking(busy, request, id, true);
+        if (grant) return grant;
+        continue;
+      }
+      await this.#c.budget.changed.wait(request.signal);
+      tried.clear();
     }
-    const lane = this.#reserve(fast, id) ?? (await this.#obtain(fast, id, request.signal));
-    return this.#trying(lane, request, id);
   }
 
   /** Picks a lane matching `pred` and reserves it (synchronously) for grant `id`. */
@@ -447,9 +495,10 @@ export class PgSession implements DriverSession {
         if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
       } else {
         const result = await lane.query<AcquireRow>(
-          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, false)`,
-          [this.#c.namespace, request.kind, request.name, request.mode === "shared"],
+          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5)`,
+          [this.#c.namespace, request.kind, request.name, request.mode === "shared", false],
           this.#quickMs,
+          `baton_acquire_${this.#c.settings.schema}`,
         );
         const row = result.rows[0];
         lane.checkPid(row?.o_pid);
@@ -464,21 +513,31 @@ export class PgSession implements DriverSession {
     }
   }
 
-  /** A blocking acquisition on a reserved, empty lane: the server queues it. */
-  async #blocking(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant> {
+  /**
+   * A blocking acquisition on a reserved lane: the server queues it. On an empty lane it
+   * runs to the end; on a lane holding grants it is `preemptible` and resolves `null` when
+   * another statement for the lane preempted it.
+   */
+  async #blocking(lane: Lane, request: AcquireRequest, id: string, preemptible = false): Promise<PgGrant | null> {
     const { signal } = request;
     let grant: PgGrant | null = null;
     try {
       if (request.kind === "semaphore") {
-        grant = await this.#blockingSemaphore(lane, request, id);
+        grant = await this.#blockingSemaphore(lane, request, id, preemptible);
+        if (!grant) await this.#cleanup(lane, request);
         return grant;
       }
       const waited = await lane.wait<AcquireRow>(
-        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, true)`,
-        [this.#c.namespace, request.kind, request.name, request.mode === "shared"],
+        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5)`,
+        [this.#c.namespace, request.kind, request.name, request.mode === "shared", true],
         signal,
-        false,
+        preemptible,
+        `baton_acquire_${this.#c.settings.schema}`,
       );
+      if (waited.outcome === "preempted" && !signal.aborted) {
+        await this.#cleanup(lane, request);
+        return null;
+      }
       // Withdrawn (the catch below gives back a grant that won the race with the cancel).
       if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
       const row = waited.result.rows[0];
@@ -498,7 +557,12 @@ export class PgSession implements DriverSession {
    * Queues on the semaphore's turnstile (FIFO, server-side); the head of the queue holds
    * the turnstile and scans the permits again whenever one is freed (NOTIFY).
    */
-  async #blockingSemaphore(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant> {
+  async #blockingSemaphore(
+    lane: Lane,
+    request: AcquireRequest,
+    id: string,
+    preemptible: boolean,
+  ): Promise<PgGrant | null> {
     const { signal } = request;
     const base = this.#key("semaphore", request.name, 0);
     const interest = this.#c.control.semaphores.interest(base);
@@ -509,8 +573,9 @@ export class PgSession implements DriverSession {
         `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'wait', $4)`,
         [this.#c.namespace, request.name, request.limit, Date.now()],
         signal,
-        false,
+        preemptible,
       );
+      if (waited.outcome === "preempted" && !signal.aborted) return null;
       if (waited.outcome !== "done") throw signal.reason;
       let row = waited.result.rows[0];
       lane.checkPid(row?.o_pid);
@@ -571,7 +636,9 @@ export class PgSession implements DriverSession {
   #unreserve(lane: Lane, id: string, grant: PgGrant | null): void {
     lane.reservations--;
     if (!grant) lane.ids.delete(id);
-    lane.changed();
+    // Only a lane that became free is news for waiters: waking them after every failed
+    // try would have them take turns trying forever.
+    if (lane.empty) lane.changed();
   }
 
   /** After a failed or withdrawn acquisition: frees whatever the statement may have left held. */
@@ -621,4 +688,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     };
     signal.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+function upgradeDeadlock(): DeadlockError {
+  return new DeadlockError(
+    "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
+    { backend: "postgres" },
+  );
 }

@@ -1,0 +1,197 @@
+/**
+ * The `baton` CLI end to end: the built binary, real child processes, the default-style
+ * file backend in a private directory.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { type Coordinator, connect } from "../src/index.js";
+import { waitFor, waitForWaiters } from "./conformance/helpers.js";
+
+const BIN = fileURLToPath(new URL("../dist/src/cli/main.js", import.meta.url));
+
+/** Runs `baton ...args` to completion and collects its output (without blocking this process). */
+function baton(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.once("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+/** Starts `baton ...args` in the background, collecting stdout. */
+function start(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): { child: ChildProcess; out: () => string; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout?.on("data", (d) => (out += d));
+  child.stderr?.on("data", (d) => (out += d));
+  const exit = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, out: () => out, exit };
+}
+
+describe("baton CLI", () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let me: Coordinator;
+
+  before(async () => {
+    assert.ok(existsSync(BIN), "run `npm run build` first (npm test does)");
+    dir = mkdtempSync(join(tmpdir(), "baton-cli-"));
+    env = { ...process.env, BATON_URL: pathToFileURL(dir).href };
+    me = await connect(env.BATON_URL, { memberId: "test-parent" });
+  });
+
+  after(async () => {
+    await me.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("runs the command with the lock name and fencing token in its environment", async () => {
+    const first = await baton(["lock", "job", "--", "sh", "-c", 'echo "$BATON_LOCK_NAME $BATON_FENCING_TOKEN"'], env);
+    assert.equal(first.status, 0, first.stderr);
+    const [name, token] = first.stdout.trim().split(" ");
+    assert.equal(name, "job");
+    const second = await baton(["lock", "job", "--", "sh", "-c", 'echo "$BATON_FENCING_TOKEN"'], env);
+    assert.ok(BigInt(second.stdout.trim()) > BigInt(token!), "tokens increase from one run to the next");
+  });
+
+  it("exits with the command's own status, 127 for a missing command, 64 for bad usage", async () => {
+    assert.equal((await baton(["lock", "x", "--", "sh", "-c", "exit 3"], env)).status, 3);
+    assert.equal((await baton(["lock", "x", "--", "no-such-command-here"], env)).status, 127);
+    const bad = await baton(["lock", "x", "--timeout", "5 parsecs", "--", "true"], env);
+    assert.equal(bad.status, 64);
+    assert.match(bad.stderr, /not a duration; use a number with ms, s, m or h/);
+    assert.equal((await baton(["lock", "x"], env)).status, 64, "a command is required");
+    assert.equal((await baton(["frobnicate"], env)).status, 64);
+    assert.equal((await baton(["semaphore", "s", "--limit", "zero", "--", "true"], env)).status, 64);
+  });
+
+  it("exits 69 when the backend cannot be reached", async () => {
+    const result = await baton(["lock", "x", "--url", "file:///proc/baton-cannot-exist/dir", "--", "true"], env);
+    assert.equal(result.status, 69, result.stderr);
+    assert.match(result.stderr, /\/proc\/baton-cannot-exist\/dir/);
+  });
+
+  it("exits 75 when busy with --no-wait or on --timeout, and waits otherwise", async () => {
+    const held = await me.lock("busy").acquire();
+    const noWait = await baton(["lock", "busy", "--no-wait", "--", "true"], env);
+    assert.equal(noWait.status, 75);
+    assert.match(noWait.stderr, /busy/);
+    const timedOut = await baton(["lock", "busy", "--timeout", "200ms", "--", "true"], env);
+    assert.equal(timedOut.status, 75);
+    assert.match(timedOut.stderr, /timed out after 200 ms/);
+    const waiting = start(["lock", "busy", "--", "sh", "-c", "echo ran"], env);
+    await waitForWaiters(me, "busy", 1);
+    assert.equal(waiting.out(), "");
+    await held.release();
+    assert.equal(await waiting.exit, 0);
+    assert.equal(waiting.out().trim(), "ran");
+  });
+
+  it("forwards signals to the command and releases the lock when it exits", async () => {
+    const script = 'trap "echo got-term; exit 7" TERM; echo ready; while :; do sleep 0.05; done';
+    const run = start(["lock", "sig", "--", "sh", "-c", script], env);
+    await waitFor(() => run.out().includes("ready"), "the command to start");
+    assert.equal(await me.lock("sig").tryAcquire(), null);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exit, 7);
+    assert.match(run.out(), /got-term/);
+    const h = await me.lock("sig").tryAcquire();
+    assert.ok(h, "released after the command exited");
+    await h.release();
+  });
+
+  it("shares a --shared lock between commands and limits a semaphore", async () => {
+    const readers = [0, 1].map(() =>
+      start(["lock", "rw", "--shared", "--", "sh", "-c", "echo in; exec sleep 30"], env),
+    );
+    await waitFor(() => readers.every((r) => r.out().includes("in")), "both readers inside at once");
+    assert.equal(await me.lock("rw").tryAcquire(), null, "no writer while readers hold");
+    for (const r of readers) r.child.kill("SIGTERM");
+    await Promise.all(readers.map((r) => r.exit));
+
+    const permits = [0, 1, 2].map(() =>
+      start(["semaphore", "pool", "--limit", "2", "--", "sh", "-c", "echo in; exec sleep 30"], env),
+    );
+    await waitFor(() => permits.filter((p) => p.out().includes("in")).length === 2, "two permits taken");
+    await waitForWaiters(me, "pool", 1, "semaphores");
+    assert.equal(permits.filter((p) => p.out().includes("in")).length, 2, "the third waits");
+    const running = permits.filter((p) => p.out().includes("in"));
+    running[0]!.child.kill("SIGTERM");
+    await waitFor(() => permits.filter((p) => p.out().includes("in")).length === 3, "the third to get a permit");
+    for (const p of permits) p.child.kill("SIGTERM");
+    await Promise.all(permits.map((p) => p.exit));
+  });
+
+  it("runs an elected command only while leading", async () => {
+    const a = start(["elect", "cron", "--value", "a", "--", "sh", "-c", "echo leading-a; exec sleep 30"], env);
+    await waitFor(() => a.out().includes("leading-a"), "a to lead");
+    const b = start(["elect", "cron", "--value", "b", "--", "sh", "-c", "echo leading-b; exec sleep 30"], env);
+    await waitFor(
+      async () => (await me.inspect()).elections.some((e) => e.id === "cron" && e.candidates.length === 1),
+      "b to campaign",
+    );
+    assert.equal((await me.election("cron").leader())?.value, "a");
+    assert.ok(!b.out().includes("leading-b"));
+    a.child.kill("SIGTERM");
+    await a.exit;
+    await waitFor(() => b.out().includes("leading-b"), "b to lead after a");
+    assert.equal((await me.election("cron").leader())?.value, "b");
+    b.child.kill("SIGTERM");
+    await b.exit;
+  });
+
+  it("shows holders, waiters and wait times of every process in status and status --json", async () => {
+    const holder = start(["lock", "shown", "--", "sh", "-c", "echo in; exec sleep 30"], env);
+    await waitFor(() => holder.out().includes("in"), "the holder");
+    const waiter = start(["lock", "shown", "--", "true"], env);
+    await waitForWaiters(me, "shown", 1);
+    const json = await baton(["status", "--json"], env);
+    assert.equal(json.status, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout) as {
+      version: number;
+      backend: string;
+      locks: {
+        name: string;
+        holders: { memberId: string; token: string; heldMs: number }[];
+        waiters: { waitingMs: number }[];
+      }[];
+    };
+    assert.equal(parsed.version, 1);
+    assert.equal(parsed.backend, "file");
+    const lock = parsed.locks.find((l) => l.name === "shown");
+    assert.equal(lock?.holders.length, 1);
+    assert.match(lock!.holders[0]!.token, /^\d+$/);
+    assert.match(lock!.holders[0]!.memberId, new RegExp(`:${holder.child.pid}:`));
+    assert.equal(lock?.waiters.length, 1);
+    assert.ok(lock!.waiters[0]!.waitingMs >= 0);
+    const table = await baton(["status"], env);
+    assert.match(table.stdout, /NAME\s+STATE\s+MODE\s+MEMBER\s+FOR\s+TOKEN/);
+    assert.match(table.stdout, /shown\s+holds\s+exclusive/);
+    assert.match(table.stdout, /shown\s+waits\s+exclusive/);
+    holder.child.kill("SIGTERM");
+    assert.equal(await waiter.exit, 0);
+    await holder.exit;
+  });
+
+  it("prints help with examples for every command", async () => {
+    for (const command of ["lock", "semaphore", "elect", "status"]) {
+      const help = await baton([command, "--help"], env);
+      assert.equal(help.status, 0);
+      assert.match(help.stdout, /Examples:/, `${command} --help`);
+    }
+  });
+});
