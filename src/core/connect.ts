@@ -120,13 +120,28 @@ function parseUrl(url: string | URL): URL {
     throw new InvalidArgumentError(`url must be a non-empty string or URL, got ${describe(url)}`);
   }
   try {
-    return new URL(url);
+    return new URL(hostListToEndpoints(url));
   } catch (cause) {
     throw new InvalidArgumentError(
       `${JSON.stringify(url)} is not a URL; use e.g. memory://, file:///var/run/app-locks, etcd://host:2379`,
       { cause },
     );
   }
+}
+
+/**
+ * `scheme://[user@]h1:p1,h2:p2/path?q` (the etcd and ZooKeeper convention) is not a WHATWG
+ * URL: keep the first host and pass the others as the `endpoints` option.
+ */
+function hostListToEndpoints(url: string): string {
+  const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*@)?([^/?#]*,[^/?#]*)(.*)$/i.exec(url);
+  if (!match) return url;
+  const [, scheme, userinfo = "", hosts = "", rest = ""] = match;
+  const [first, ...others] = hosts.split(",").filter(Boolean);
+  const hashAt = rest.indexOf("#");
+  const body = hashAt >= 0 ? rest.slice(0, hashAt) : rest;
+  const joiner = body.includes("?") ? "&" : "?";
+  return `${scheme}${userinfo}${first ?? ""}${body}${joiner}endpoints=${encodeURIComponent(others.join(","))}`;
 }
 
 function defaultMemberId(): string {

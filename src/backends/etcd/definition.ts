@@ -4,7 +4,7 @@ import type { BackendDefinition } from "../../core/driver.js";
 export const etcdBackend: BackendDefinition = {
   name: "etcd",
   schemes: ["etcd", "etcds"],
-  urlForm: "etcd://[user:password@]host:port[?endpoints=host:port,...&namespace=app]  (etcds:// for TLS)",
+  urlForm: "etcd://[user:password@]host:port[,host:port...][?namespace=app]  (etcds:// for TLS)",
   summary: "A real etcd v3 cluster: consensus-backed, survives member failures and partitions.",
   guarantees: {
     acrossProcesses: true,

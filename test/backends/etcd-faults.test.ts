@@ -1,0 +1,318 @@
+/**
+ * The etcd backend under real faults: a 3-member cluster losing its leader and then its
+ * quorum under contention; holder processes killed or paused past their TTL; a client cut
+ * off from etcd by a TCP proxy and healed. Every server and process is started here and
+ * stopped afterwards.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
+import { OrderLog, waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { type EtcdServer, startEtcd, startEtcdCluster } from "../harness/etcd.js";
+import { startProxy } from "../harness/proxy.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const TTL_MS = 2000;
+
+/**
+ * The resource a lock protects, checking fencing tokens the way it should: a write with a
+ * token lower than the highest one seen is rejected.
+ */
+class FencedResource {
+  highest = -1n;
+  readonly rejected: { token: bigint; who: string }[] = [];
+
+  write(token: bigint, who: string): boolean {
+    if (token < this.highest) {
+      this.rejected.push({ token, who });
+      return false;
+    }
+    this.highest = token;
+    return true;
+  }
+
+  /** Serves `POST {token, who}` -> `{accepted}` on a loopback port, for other processes. */
+  async serve(): Promise<{ url: string; close: () => Promise<void> }> {
+    const server: Server = createServer((request, response) => {
+      let body = "";
+      request.on("data", (chunk: Buffer) => {
+        body += chunk.toString();
+      });
+      request.on("end", () => {
+        const { token, who } = JSON.parse(body) as { token: string; who: string };
+        const accepted = this.write(BigInt(token), who);
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ accepted }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const address = server.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    return {
+      url: `http://127.0.0.1:${port}/write`,
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    };
+  }
+}
+
+interface HolderEvent {
+  event: string;
+  message?: string;
+  token?: string;
+  session?: string;
+  why?: string;
+  accepted?: boolean;
+  lost?: boolean;
+  reason?: string;
+}
+
+/** A holder process (fixtures/etcd-holder.ts) and the events it printed. */
+class Holder {
+  readonly child: ChildProcess;
+  readonly events: HolderEvent[] = [];
+  readonly #exited: Promise<void>;
+  #stderr = "";
+
+  constructor(url: string, lockName: string, ttlMs: number, resource?: string) {
+    const args = ["--import", "tsx", join(here, "fixtures", "etcd-holder.ts"), url, lockName, String(ttlMs)];
+    if (resource) args.push(resource);
+    this.child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    this.#exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
+    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      this.events.push(JSON.parse(line) as HolderEvent);
+    });
+    this.child.stderr!.on("data", (chunk: Buffer) => {
+      this.#stderr += chunk.toString();
+    });
+  }
+
+  /** Waits for the first event matching `match`. */
+  async next(match: (e: HolderEvent) => boolean, what: string, timeoutMs = 30_000): Promise<HolderEvent> {
+    await waitFor(
+      () => {
+        if (this.child.exitCode !== null) assert.fail(`holder exited (${this.child.exitCode}): ${this.#stderr}`);
+        const failed = this.events.find((e) => e.event === "error");
+        if (failed) assert.fail(`holder failed: ${JSON.stringify(failed)}`);
+        return this.events.some(match);
+      },
+      what,
+      timeoutMs,
+    );
+    return this.events.find(match)!;
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+  }
+
+  async stop(): Promise<void> {
+    this.signal("SIGCONT");
+    this.signal("SIGKILL");
+    await this.#exited;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("etcd cluster faults", () => {
+  it("keeps one holder at a time and growing tokens while the leader, then a second member, stop and return", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    const coords: Coordinator[] = [];
+    t.after(async () => {
+      await Promise.all(coords.map((c) => c.close()));
+      await cluster.stop();
+    });
+    // The etcd convention: every member, comma-separated (connect() turns it into endpoints).
+    const url = cluster.url;
+    const namespace = `faults-${randomUUID().slice(0, 8)}`;
+    for (let i = 0; i < 20; i++) {
+      coords.push(await connect(url, { namespace, ttlMs: 3000, memberId: `c${i}`, requestTimeoutMs: 2000 }));
+    }
+
+    const resource = new FencedResource();
+    const violations: string[] = [];
+    const inside = new Set<LockHandle>();
+    const seenSessions = new Set<string>();
+    let sessionLosses = 0;
+    let granted = 0;
+    let lastToken = -1n;
+    let running = true;
+
+    const loops = coords.map(async (coord) => {
+      const lock = coord.lock("hot");
+      while (running) {
+        let handle: LockHandle;
+        try {
+          handle = await lock.acquire({ timeoutMs: 10_000 });
+        } catch {
+          await sleep(50); // lost session, no quorum, timeout: try again
+          continue;
+        }
+        const session = coord.session;
+        if (session && !seenSessions.has(session.id)) {
+          seenSessions.add(session.id);
+          session.signal.addEventListener("abort", () => sessionLosses++, { once: true });
+        }
+        granted++;
+        if (handle.token <= lastToken) violations.push(`token ${handle.token} granted after ${lastToken}`);
+        lastToken = handle.token;
+        for (const other of inside) {
+          if (!other.signal.aborted) violations.push(`${handle.token} granted while ${other.token} still held`);
+        }
+        inside.add(handle);
+        // A live holder is never fenced out: that would mean a newer holder overlapped it.
+        if (!resource.write(handle.token, coord.memberId) && !handle.signal.aborted) {
+          violations.push(`live holder ${handle.token} fenced out on entry`);
+        }
+        await sleep(Math.random() * 4);
+        if (!resource.write(handle.token, coord.memberId) && !handle.signal.aborted) {
+          violations.push(`live holder ${handle.token} fenced out on exit`);
+        }
+        inside.delete(handle);
+        await handle.release();
+      }
+    });
+    const grants = async (more: number, what: string) => {
+      const target = granted + more;
+      await waitFor(() => granted >= target, `${more} more grants ${what}`, 60_000);
+    };
+
+    await grants(40, "with all three members");
+    const leader = await cluster.leader();
+    await leader.kill();
+    await grants(40, "after SIGKILL of the leader (two of three up)");
+    const [follower] = await cluster.followers();
+    assert.ok(follower);
+    const lossesBefore = sessionLosses;
+    await follower.stop();
+    // No quorum: keep-alives fail, so the sessions' local deadlines must fire.
+    await waitFor(() => sessionLosses > lossesBefore, "a session lost while etcd has no quorum", 30_000);
+    await follower.start();
+    await grants(30, "after quorum returned");
+    await leader.start();
+    await grants(20, "with all three members again");
+
+    running = false;
+    await Promise.all(loops);
+    t.diagnostic(
+      `${granted} grants, ${sessionLosses} session losses, ${resource.rejected.length} stale writes rejected`,
+    );
+    assert.deepEqual(violations, []);
+  });
+});
+
+describe("etcd client faults", () => {
+  let server: EtcdServer;
+  const coords: Coordinator[] = [];
+  const holders: Holder[] = [];
+  const client = async (url: string, options: Record<string, unknown> = {}) => {
+    const coord = await connect(url, { namespace: "client-faults", ...options });
+    coords.push(coord);
+    return coord;
+  };
+
+  before(async () => {
+    server = await startEtcd();
+  });
+
+  after(async () => {
+    await Promise.all(holders.map((h) => h.stop()));
+    await Promise.all(coords.map((c) => c.close()));
+    await server.stop();
+  });
+
+  it("frees a SIGKILLed holder's lock within TTL + 1 s", async () => {
+    const holder = new Holder(`${server.url}?namespace=client-faults`, "kill", TTL_MS);
+    holders.push(holder);
+    const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
+    const waiter = await client(server.url);
+    const waiting = waiter.lock("kill").acquire();
+    await waitForWaiters(waiter, "kill", 1);
+    const killedAt = performance.now();
+    holder.signal("SIGKILL");
+    const handle = await waiting;
+    const freedAfterMs = performance.now() - killedAt;
+    assert.ok(freedAfterMs <= TTL_MS + 1000, `lock freed ${Math.round(freedAfterMs)} ms after SIGKILL`);
+    assert.ok(handle.token > BigInt(acquired.token!));
+    await handle.release();
+  });
+
+  it("fences out a holder paused past its TTL, whose signal fires on resume", async () => {
+    const resource = new FencedResource();
+    const served = await resource.serve();
+    try {
+      const holder = new Holder(`${server.url}?namespace=client-faults`, "pause", TTL_MS, served.url);
+      holders.push(holder);
+      const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
+      const firstWrite = await holder.next((e) => e.event === "write", "the holder's first write");
+      assert.equal(firstWrite.accepted, true);
+
+      holder.signal("SIGSTOP");
+      const next = await client(server.url);
+      const handle = await next.lock("pause").acquire({ timeoutMs: 30_000 });
+      const staleToken = BigInt(acquired.token!);
+      assert.ok(handle.token > staleToken, "the next holder's token is higher");
+      assert.equal(resource.write(handle.token, "next"), true);
+
+      holder.signal("SIGCONT");
+      const resumed = await holder.next((e) => e.event === "write" && e.why === "resumed", "the resumed write");
+      assert.equal(resumed.accepted, false, "the stale holder's write must be rejected");
+      const lost = await holder.next((e) => e.event === "lost", "the stale holder's signal");
+      assert.equal(lost.reason, "LockLostError");
+      assert.deepEqual(resource.rejected, [{ token: staleToken, who: `holder-${holder.child.pid}` }]);
+      await handle.release();
+    } finally {
+      await served.close();
+    }
+  });
+
+  it("signals a client cut off by the network before anyone else is granted, and recovers it after heal", async () => {
+    const [host, port] = server.endpoints[0]!.split(":");
+    const proxy = await startProxy({ host: host!, port: Number(port) });
+    try {
+      const cut = await client(`etcd://${proxy.address}`, { ttlMs: TTL_MS, memberId: "cut" });
+      const other = await client(server.url, { memberId: "other" });
+      const log = new OrderLog();
+      const held = await cut.lock("cut").acquire();
+      const firstSession = cut.session!;
+      held.signal.addEventListener("abort", () => log.add("cut-lost"));
+      const waiting = other
+        .lock("cut")
+        .acquire({ timeoutMs: 30_000 })
+        .then((h) => {
+          log.add("other-granted");
+          return h;
+        });
+      await waitForWaiters(other, "cut", 1);
+
+      proxy.cut();
+      const next = await waiting;
+      assert.ok(log.indexOf("cut-lost") < log.indexOf("other-granted"), log.events.join(", "));
+      assert.ok(held.signal.aborted && firstSession.signal.aborted);
+      assert.ok(next.token > held.token);
+      assert.equal((await held.release()).status, "lost");
+
+      proxy.heal();
+      const again = cut.lock("cut").acquire({ timeoutMs: 30_000 });
+      await next.release();
+      const recovered = await again;
+      assert.notEqual(cut.session?.id, firstSession.id, "a new session after heal");
+      assert.ok(recovered.token > next.token);
+      await recovered.release();
+      await cut.close();
+    } finally {
+      await proxy.close();
+    }
+  });
+});

@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Etcd3 } from "etcd3";
+import {
+  BackendUnavailableError,
+  BatonError,
+  type Coordinator,
+  connect,
+  InvalidArgumentError,
+} from "../../src/index.js";
+import { waitForWaiters } from "../conformance/helpers.js";
+import { conformance } from "../conformance/suite.js";
+import { type EtcdServer, startEtcd } from "../harness/etcd.js";
+import { freePort } from "../harness/ports.js";
+import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
+
+// Real etcd from Debian's etcd-server (scripts/ensure-servers.sh etcd), one node on a free
+// loopback port with a temporary data directory.
+let server: EtcdServer | undefined;
+
+conformance({
+  name: "etcd",
+  url: () => server?.url ?? "etcd://127.0.0.1:2379",
+  shortTtlMs: 2000,
+  contention: { clients: 20, rounds: 20 },
+  setup: async () => {
+    server = await startEtcd();
+  },
+  teardown: async () => {
+    await server?.stop();
+  },
+});
+
+describe("etcd specifics", () => {
+  let own: EtcdServer;
+  let raw: Etcd3;
+  const coords: Coordinator[] = [];
+  const client = async (options: Record<string, unknown> = {}, url = own.url) => {
+    const coord = await connect(url, { namespace: "specifics", ...options });
+    coords.push(coord);
+    return coord;
+  };
+
+  before(async () => {
+    own = await startEtcd();
+    raw = new Etcd3({ hosts: own.endpoints });
+  });
+
+  after(async () => {
+    await Promise.all(coords.map((c) => c.close()));
+    raw.close();
+    await own.stop();
+  });
+
+  it("keeps every name in its own key range under baton/<namespace>/, whatever the name", async () => {
+    const a = await client();
+    const names = ["a", "a/b", "a%2Fb", "a/", "ünï ✓"];
+    const handles = [];
+    for (const name of names) handles.push(await a.lock(name).acquire({ timeoutMs: 2000 }));
+    const keys = await raw.getAll().prefix("baton/specifics/q/lock/").keys();
+    const named = keys.map((k) => decodeURIComponent(k.split("/")[4]!)).sort();
+    assert.deepEqual(named, [...names].sort());
+    assert.deepEqual(
+      (await a.inspect()).locks.map((l) => l.name),
+      [...names].sort(),
+    );
+    assert.equal((await raw.getAll().prefix("baton/other/").keys()).length, 0);
+    for (const h of handles) await h.release();
+    assert.equal((await raw.getAll().prefix("baton/specifics/").keys()).length, 0, "release leaves nothing");
+  });
+
+  it("never grants a waiter whose own key vanished (the Jepsen etcd 3.4.3 check)", async () => {
+    const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
+    const held = await a.lock("j").acquire();
+    const waiting = b.lock("j").acquire();
+    await waitForWaiters(a, "j", 1);
+    const bKey = (await raw.getAll().prefix("baton/specifics/q/lock/j/").keys()).find(
+      (k) => !k.includes(a.session!.id),
+    );
+    assert.ok(bKey);
+    await raw.delete().key(bKey);
+    await held.release();
+    const error = await waiting.then(
+      () => assert.fail("must not be granted"),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof BatonError, String(error));
+    const again = await b.lock("j").acquire({ timeoutMs: 5000 });
+    await again.release();
+  });
+
+  it("rejects a bad configuration at connect", async () => {
+    await assert.rejects(connect(own.url, { ca: "/nonexistent.pem" }), /ca, cert and key options need TLS/);
+    await assert.rejects(connect(own.url.replace("etcd:", "etcds:"), { cert: "/x.pem" }), /both the "cert" and "key"/);
+    await assert.rejects(connect(own.url, { requestTimeoutMs: "soon" }), InvalidArgumentError);
+    await assert.rejects(connect("etcd://", {}), InvalidArgumentError);
+  });
+
+  it("fails fast with BackendUnavailableError when etcd is not there", async () => {
+    const started = performance.now();
+    await assert.rejects(connect("etcd://127.0.0.1:1", { requestTimeoutMs: 1000 }), BackendUnavailableError);
+    assert.ok(performance.now() - started < 5000);
+  });
+
+  it("authenticates with user:password@ and refuses wrong credentials", async () => {
+    // Last: it turns authentication on for this server.
+    await raw.role("root").create();
+    await raw.user("root").create("s3cret");
+    await raw.user("root").addRole("root");
+    await raw.auth.authEnable({});
+    const url = own.url.replace("etcd://", "etcd://root:s3cret@");
+    const a = await client({}, url);
+    const h = await a.lock("auth").acquire();
+    assert.ok(h.token > 0n);
+    await h.release();
+    await assert.rejects(connect(own.url.replace("etcd://", "etcd://root:wrong@")), BackendUnavailableError);
+  });
+});
+
+const noOpenssl = (() => {
+  try {
+    execFileSync("openssl", ["version"], { stdio: "ignore" });
+    return false;
+  } catch {
+    return "needs the openssl binary to make certificates";
+  }
+})();
+
+describe("etcd over TLS", { skip: noOpenssl }, () => {
+  let dir: string;
+  let proc: ServerProcess | undefined;
+  let port: number;
+  const pem = (name: string) => join(dir, name);
+
+  before(async () => {
+    dir = makeTempDir("baton-etcd-tls-");
+    // A throwaway CA, a server certificate for 127.0.0.1 and a client certificate. Every
+    // path is relative to `dir`, the working directory of openssl and etcd.
+    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
+    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
+    for (const [name, usage] of [
+      ["server", "serverAuth"],
+      ["client", "clientAuth"],
+    ] as const) {
+      writeFileSync(pem(`${name}.ext`), `subjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
+      openssl(`req ${ec} -keyout ${name}.key -out ${name}.csr -subj /CN=${name}`);
+      openssl(
+        `x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out ${name}.pem -days 1 -extfile ${name}.ext`,
+      );
+    }
+    port = await freePort();
+    const peer = await freePort();
+    const client = `https://127.0.0.1:${port}`;
+    const peers = `http://127.0.0.1:${peer}`;
+    const args = [
+      `--name tls --data-dir data --initial-cluster tls=${peers}`,
+      `--listen-client-urls ${client} --advertise-client-urls ${client}`,
+      `--listen-peer-urls ${peers} --initial-advertise-peer-urls ${peers}`,
+      "--cert-file server.pem --key-file server.key --client-cert-auth --trusted-ca-file ca.pem",
+    ];
+    proc = new ServerProcess(
+      "etcd (TLS)",
+      existsSync("/usr/bin/etcd") ? "/usr/bin/etcd" : "etcd",
+      args.join(" ").split(" "),
+      {
+        logFile: pem("etcd.log"),
+        cwd: dir,
+        // etcd 3.4 refuses to start off amd64/ppc64le unless told which architecture it is.
+        env: process.arch === "x64" ? process.env : { ...process.env, ETCD_UNSUPPORTED_ARCH: goArch() },
+      },
+    );
+    await waitUntil(
+      "etcd over TLS",
+      async () => {
+        const probe = await connect(`etcds://127.0.0.1:${port}`, tlsOptions());
+        await probe.close();
+        return true;
+      },
+      { timeoutMs: 30_000, procs: [proc] },
+    );
+  });
+
+  after(async () => {
+    await proc?.stop();
+    removeTempDir(dir);
+  });
+
+  const tlsOptions = () => ({
+    ca: pem("ca.pem"),
+    cert: pem("client.pem"),
+    key: pem("client.key"),
+    requestTimeoutMs: 2000,
+  });
+
+  it("locks over etcds:// with a CA and a client certificate", async () => {
+    const coord = await connect(`etcds://127.0.0.1:${port}`, tlsOptions());
+    try {
+      const handle = await coord.lock("tls").acquire();
+      assert.ok(handle.token > 0n);
+      await handle.release();
+    } finally {
+      await coord.close();
+    }
+  });
+
+  it("is refused without the client certificate", async () => {
+    await assert.rejects(
+      connect(`etcds://127.0.0.1:${port}`, { ca: pem("ca.pem"), requestTimeoutMs: 2000 }),
+      BackendUnavailableError,
+    );
+  });
+});
+
+function goArch(): string {
+  const names: Record<string, string> = { arm64: "arm64", arm: "arm", ia32: "386", ppc64: "ppc64le" };
+  return names[process.arch] ?? process.arch;
+}
