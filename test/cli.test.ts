@@ -3,44 +3,14 @@
  * file backend in a private directory.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import { type Coordinator, connect } from "../src/index.js";
 import { waitFor, waitForWaiters } from "./conformance/helpers.js";
-
-const BIN = fileURLToPath(new URL("../dist/src/cli/main.js", import.meta.url));
-
-/** Runs `baton ...args` to completion and collects its output (without blocking this process). */
-function baton(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.once("close", (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
-/** Starts `baton ...args` in the background, collecting stdout. */
-function start(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-): { child: ChildProcess; out: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout?.on("data", (d) => (out += d));
-  child.stderr?.on("data", (d) => (out += d));
-  const exit = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, out: () => out, exit };
-}
+import { BIN, baton, start } from "./fixtures/cli.js";
 
 describe("baton CLI", () => {
   let dir: string;
