@@ -2,8 +2,8 @@ import type { CoordinatorCore } from "./core.js";
 import type { RecordEntry } from "./driver.js";
 import { InvalidStateError } from "./errors.js";
 import { watchSpace, type WatchOptions } from "./group.js";
-import { acquireGrant, type LockHandle } from "./lock.js";
-import { checkDuration, checkJson, checkOptions, checkSignal } from "./validate.js";
+import { blockingGrant, type LockHandle } from "./lock.js";
+import { checkJson, checkOptions, checkSignal } from "./validate.js";
 
 /** Who leads an election. */
 export interface Leader {
@@ -140,21 +140,8 @@ export class Election {
    */
   async campaign(value: unknown, options?: CampaignOptions): Promise<Leadership> {
     const text = checkJson("value", value);
-    const { timeoutMs, signal } = checkOptions("campaign options", options);
-    const timeout = checkDuration("timeoutMs", timeoutMs);
-    const checkedSignal = checkSignal("signal", signal);
-    this.#core.assertOpen();
-    const wait = timeout === 0 ? "zero" : "block";
-    const handle = (await acquireGrant(
-      this.#core,
-      "election",
-      this.id,
-      1,
-      "exclusive",
-      wait,
-      timeout,
-      checkedSignal,
-    )) as LockHandle;
+    const checked = checkOptions("campaign options", options);
+    const handle = await blockingGrant(this.#core, "election", this.id, 1, "exclusive", checked);
     const session = this.#core.currentSession;
     try {
       if (!session) throw new InvalidStateError("the session was lost while campaigning");

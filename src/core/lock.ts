@@ -260,6 +260,26 @@ export async function acquireGrant(
 }
 
 /**
+ * A blocking acquisition with validated `timeoutMs` and `signal` (`timeoutMs: 0` tries once
+ * and fails with `TimeoutError`): what `Lock.acquire`, `Semaphore.acquire` and
+ * `Election.campaign` share.
+ */
+export async function blockingGrant(
+  core: CoordinatorCore,
+  kind: QueueKind,
+  name: string,
+  limit: number,
+  mode: LockMode,
+  options: { timeoutMs?: unknown; signal?: unknown },
+): Promise<LockHandle> {
+  const timeout = checkDuration("timeoutMs", options.timeoutMs);
+  const signal = checkSignal("signal", options.signal);
+  core.assertOpen();
+  const wait = timeout === 0 ? "zero" : "block";
+  return (await acquireGrant(core, kind, name, limit, mode, wait, timeout, signal)) as LockHandle;
+}
+
+/**
  * A named lock: exclusive or shared (reader/writer), with fencing tokens. Obtain with
  * `coordinator.lock(name)`. The object itself holds nothing; each acquisition returns a
  * {@link LockHandle}. Locks are not re-entrant: acquiring a lock this coordinator already
@@ -286,22 +306,9 @@ export class Lock {
    * is withdrawn and nothing is held.
    */
   async acquire(options?: AcquireOptions): Promise<LockHandle> {
-    const { mode, timeoutMs, signal } = checkOptions("acquire options", options);
-    const checkedMode = this.#checkMode(mode);
-    const timeout = checkDuration("timeoutMs", timeoutMs);
-    const checkedSignal = checkSignal("signal", signal);
-    this.#core.assertOpen();
-    const wait = timeout === 0 ? "zero" : "block";
-    return (await acquireGrant(
-      this.#core,
-      "lock",
-      this.name,
-      1,
-      checkedMode,
-      wait,
-      timeout,
-      checkedSignal,
-    )) as LockHandle;
+    const checked = checkOptions("acquire options", options);
+    const mode = this.#checkMode(checked.mode);
+    return blockingGrant(this.#core, "lock", this.name, 1, mode, checked);
   }
 
   /** Takes the lock only if it is free right now (and nobody waits for it); else `null`. */
@@ -352,21 +359,8 @@ export class Semaphore {
 
   /** Waits for a permit. Cancellation as for {@link Lock.acquire}. */
   async acquire(options?: SemaphoreAcquireOptions): Promise<LockHandle> {
-    const { timeoutMs, signal } = checkOptions("acquire options", options);
-    const timeout = checkDuration("timeoutMs", timeoutMs);
-    const checkedSignal = checkSignal("signal", signal);
-    this.#core.assertOpen();
-    const wait = timeout === 0 ? "zero" : "block";
-    return (await acquireGrant(
-      this.#core,
-      "semaphore",
-      this.name,
-      this.limit,
-      "exclusive",
-      wait,
-      timeout,
-      checkedSignal,
-    )) as LockHandle;
+    const checked = checkOptions("acquire options", options);
+    return blockingGrant(this.#core, "semaphore", this.name, this.limit, "exclusive", checked);
   }
 
   /** Takes a permit only if one is free right now; else `null`. */

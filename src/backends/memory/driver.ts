@@ -45,7 +45,8 @@ class MemorySession implements DriverSession {
 
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
     const key = queueKey(this.#context.namespace, request.kind, request.name);
-    const meta: HolderMeta = { sessionId: this.id, memberId: this.#context.memberId, onLost: request.onLost };
+    // A memory grant is only lost with its session, which the core already watches.
+    const meta: HolderMeta = { sessionId: this.id, memberId: this.#context.memberId };
     const entry = await this.#store.table.acquire(key, {
       mode: request.mode,
       limit: request.limit,

@@ -6,7 +6,6 @@ import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 export interface HolderMeta {
   readonly sessionId: string;
   readonly memberId: string;
-  readonly onLost: ((error: Error) => void) | null;
 }
 
 interface MemorySession {
