@@ -1,7 +1,13 @@
 import { AbortedError, TimeoutError } from "./errors.js";
+import type { LiveSession } from "./session.js";
 
 /** A signal combining a caller's signal, a timeout and internal stop signals. */
 export interface Cancellation {
+  /** Whether it was cancelled; cheap (no signal is made for it). */
+  readonly aborted: boolean;
+  /** Why it was cancelled: a Baton error, or an internal signal's reason. */
+  readonly reason: unknown;
+  /** The combined signal, made on first use: most acquisitions never wait, so never need one. */
   readonly signal: AbortSignal;
   /** Detaches from every source and clears the timer. Call when the operation settles. */
   dispose(): void;
@@ -10,8 +16,9 @@ export interface Cancellation {
 /**
  * Combines cancellation sources into one signal whose `reason` is a Baton error: a
  * {@link TimeoutError} when `timeoutMs` elapses, an {@link AbortedError} (cause: the caller's
- * reason) when the caller aborts, or an internal signal's own reason (session lost, closed).
- * Unlike `AbortSignal.any`, it leaves no listener behind once disposed.
+ * reason) when the caller aborts, or an internal source's own reason (session lost, closed).
+ * Unlike `AbortSignal.any`, it leaves no listener behind once disposed, and it builds no
+ * `AbortController` unless someone reads `signal` (the uncontended path never does).
  */
 export function cancellation(options: {
   what: string;
@@ -19,34 +26,67 @@ export function cancellation(options: {
   timeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
   internal?: readonly AbortSignal[];
+  /**
+   * Abort (with the session's reason) when this session is lost or closed. Registered as a
+   * dependent rather than as an event listener: it is the hot path of every acquisition.
+   */
+  session?: LiveSession;
 }): Cancellation {
-  const controller = new AbortController();
+  let controller: AbortController | null = null;
+  let aborted = false;
+  let reason: unknown;
   const detach: (() => void)[] = [];
   const dispose = () => {
     for (const undo of detach.splice(0)) undo();
   };
-  const abort = (reason: unknown) => {
+  const abort = (why: unknown) => {
+    if (aborted) return;
+    aborted = true;
+    reason = why;
     dispose();
-    controller.abort(reason);
+    controller?.abort(why);
   };
-  const follow = (source: AbortSignal, reason: () => unknown) => {
-    if (controller.signal.aborted) return;
-    if (source.aborted) return abort(reason());
-    const onAbort = () => abort(reason());
+  const follow = (source: AbortSignal, why: () => unknown) => {
+    if (aborted) return;
+    if (source.aborted) return abort(why());
+    const onAbort = () => abort(why());
     source.addEventListener("abort", onAbort, { once: true });
     detach.push(() => source.removeEventListener("abort", onAbort));
   };
-  const { what, backend, timeoutMs, signal } = options;
+  const { what, backend, timeoutMs, signal, session } = options;
+  if (session) {
+    if (session.lost) abort(session.signal.reason);
+    else {
+      const dependent = { lose: (error: Error) => abort(error) };
+      session.dependents.add(dependent);
+      detach.push(() => session.dependents.delete(dependent));
+    }
+  }
   for (const source of options.internal ?? []) follow(source, () => source.reason);
   if (signal) {
     follow(signal, () => new AbortedError(`${what} was cancelled`, { backend, cause: signal.reason }));
   }
-  if (timeoutMs !== undefined && !controller.signal.aborted) {
+  if (timeoutMs !== undefined && !aborted) {
     const timer = setTimeout(
       () => abort(new TimeoutError(`${what} timed out after ${timeoutMs} ms`, timeoutMs, { backend })),
       timeoutMs,
     );
     detach.push(() => clearTimeout(timer));
   }
-  return { signal: controller.signal, dispose };
+  return {
+    get aborted() {
+      return aborted;
+    },
+    get reason() {
+      return reason;
+    },
+    get signal() {
+      if (!controller) {
+        controller = new AbortController();
+        if (aborted) controller.abort(reason);
+      }
+      return controller.signal;
+    },
+    dispose,
+  };
 }

@@ -65,7 +65,9 @@ export class LockHandle implements AsyncDisposable, Dependent {
   readonly #core: CoordinatorCore;
   readonly #session: LiveSession;
   readonly #grant: DriverGrant;
-  readonly #controller = new AbortController();
+  // Made on first use of `signal`: most handles are released without anyone reading it.
+  #controller: AbortController | null = null;
+  #lostReason: LockLostError | null = null;
   #state: "held" | "released" | "lost" = "held";
   #busy = false;
 
@@ -103,6 +105,10 @@ export class LockHandle implements AsyncDisposable, Dependent {
    * not abort it.
    */
   get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#lostReason) this.#controller.abort(this.#lostReason);
+    }
     return this.#controller.signal;
   }
 
@@ -116,12 +122,11 @@ export class LockHandle implements AsyncDisposable, Dependent {
     if (this.#state !== "held") return;
     this.#state = "lost";
     this.#session.dependents.delete(this);
-    this.#controller.abort(
-      new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
-        backend: this.#core.backend,
-        cause: error,
-      }),
-    );
+    this.#lostReason = new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
+      backend: this.#core.backend,
+      cause: error,
+    });
+    this.#controller?.abort(this.#lostReason);
   }
 
   /**
@@ -193,7 +198,7 @@ export class LockHandle implements AsyncDisposable, Dependent {
       backend: this.#core.backend,
       timeoutMs,
       signal,
-      internal: [this.#controller.signal, this.#core.closedSignal],
+      internal: [this.signal, this.#core.closedSignal],
     });
     this.#busy = true;
     try {
@@ -225,20 +230,22 @@ export async function acquireGrant(
     backend: core.backend,
     timeoutMs: wait === "block" ? timeoutMs : undefined,
     signal,
-    internal: [session.signal, core.closedSignal],
+    session,
   });
   let handle: LockHandle | null = null;
   let lostEarly: Error | null = null;
   try {
     // An already-cancelled call must not take anything, even if it is free.
-    if (cancel.signal.aborted) throw cancel.signal.reason;
+    if (cancel.aborted) throw cancel.reason;
     const grant = await session.driver.acquire({
       kind,
       name,
       mode,
       limit,
       wait: wait === "block",
-      signal: cancel.signal,
+      get signal() {
+        return cancel.signal;
+      },
       onLost: (error) => {
         if (handle) handle.lose(error);
         else lostEarly = error;

@@ -70,14 +70,13 @@ export class QueueTable<M> {
   /**
    * Asks for `key`. Resolves with the entry once granted; resolves `null` at once when
    * `wait` is false and it is not free; rejects with `signal.reason` when `signal` aborts
-   * first, after withdrawing the request.
+   * first, after withdrawing the request. The caller checks cancellation before calling;
+   * `signal` is read only if the request has to wait.
    */
   acquire(
     key: string,
     request: { mode: LockMode; limit: number; wait: boolean; signal: AbortSignal; meta: M },
   ): Promise<QueueEntry<M> | null> {
-    const { signal } = request;
-    if (signal.aborted) return Promise.reject(signal.reason);
     const queue = this.#queue(key, request.limit);
     const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: Date.now() };
     if (queue.waiters.length === 0 && this.#compatible(queue, entry.mode)) {
@@ -87,6 +86,12 @@ export class QueueTable<M> {
     if (!request.wait) {
       this.#dropIfIdle(queue);
       return Promise.resolve(null);
+    }
+    // Read only when waiting: callers may build the signal lazily for the fast path.
+    const { signal } = request;
+    if (signal.aborted) {
+      this.#dropIfIdle(queue);
+      return Promise.reject(signal.reason);
     }
     return new Promise<QueueEntry<M>>((resolve, reject) => {
       const onAbort = () => {

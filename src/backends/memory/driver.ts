@@ -51,7 +51,9 @@ class MemorySession implements DriverSession {
       mode: request.mode,
       limit: request.limit,
       wait: request.wait,
-      signal: request.signal,
+      get signal() {
+        return request.signal;
+      },
       meta,
     });
     if (!entry) return null;
