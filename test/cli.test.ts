@@ -3,6 +3,7 @@
  * file backend in a private directory.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -155,6 +156,28 @@ describe("baton CLI", () => {
     holder.child.kill("SIGTERM");
     assert.equal(await waiter.exit, 0);
     await holder.exit;
+  });
+
+  it("shows what it waits for, who holds it and for how long on a terminal only", async () => {
+    const held = await me.lock("tty").acquire();
+    try {
+      // script(1) gives baton a pseudo-terminal; -e passes on baton's exit status.
+      const command = `${process.execPath} ${BIN} lock tty --timeout 800ms -- true`;
+      const onTty = await new Promise<{ status: number | null; out: string }>((resolve) => {
+        const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        child.stdout.on("data", (d) => (out += d));
+        child.stderr.on("data", (d) => (out += d));
+        child.once("close", (status) => resolve({ status, out }));
+      });
+      assert.equal(onTty.status, 75);
+      assert.match(onTty.out, /waiting for lock "tty", held by test-parent \(\d+\.\ds\)/);
+      const piped = await baton(["lock", "tty", "--timeout", "300ms", "--", "true"], env);
+      assert.equal(piped.status, 75);
+      assert.doesNotMatch(piped.stderr, /waiting for/, "nothing but the error when stderr is not a terminal");
+    } finally {
+      await held.release();
+    }
   });
 
   it("prints help with examples for every command", async () => {
