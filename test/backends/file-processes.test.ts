@@ -76,6 +76,27 @@ describe("file backend across processes", () => {
     }
   });
 
+  it("is not held up by an unrelated paused process", async () => {
+    const bystander = await puppet();
+    const holder = await puppet();
+    await holder.do("acquire", { name: "busy-while-paused" });
+    const me = await client();
+    bystander.kill("SIGSTOP");
+    try {
+      const waiting = me.lock("busy-while-paused").acquire();
+      await waitForWaiters(me, "busy-while-paused", 1);
+      const releasedAt = performance.now();
+      await holder.do("release", { name: "busy-while-paused" });
+      const h = await waiting;
+      const elapsed = performance.now() - releasedAt;
+      // The paused peer never answers; the waiter must not wait for it (5 s request timeout).
+      assert.ok(elapsed < 2000, `granted ${elapsed.toFixed(0)} ms after the release`);
+      await h.release();
+    } finally {
+      bystander.kill("SIGCONT");
+    }
+  });
+
   it("never lets two of many contending processes hold one lock at once", async () => {
     const log = join(dir, "..", `baton-exclusion-${process.pid}.log`);
     writeFileSync(log, "");
