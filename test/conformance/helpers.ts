@@ -53,13 +53,21 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
 /**
  * Checks mutual exclusion the way a fenced resource would: records every entry and exit,
  * fails on any overlap of exclusive holders (or of more than `limit` permits) and on any
- * fencing token that does not exceed the last one granted.
+ * token that is not above what it must exceed.
+ *
+ * With `limit` 1 grants are serialised, so each token must exceed the previous one. With
+ * more permits, two grants made concurrently reach this process in either order, so what
+ * can be checked is what a resource can rely on: tokens are unique, and a grant asked for
+ * after a release completed carries a higher token than the released one (pass `floor`,
+ * read when the acquisition started, and report completed releases with `released`).
  */
 export class ExclusionChecker {
   readonly #limit: number;
   #inside = 0;
   #maxInside = 0;
   #lastToken = -1n;
+  #releasedMax = -1n;
+  readonly #seen = new Set<bigint>();
   readonly violations: string[] = [];
   entries = 0;
 
@@ -67,19 +75,34 @@ export class ExclusionChecker {
     this.#limit = limit;
   }
 
-  enter(handle: LockHandle): void {
+  /** The highest token whose release has completed: read it just before acquiring. */
+  get floor(): bigint {
+    return this.#releasedMax;
+  }
+
+  enter(handle: LockHandle, floor = this.#releasedMax): void {
     this.entries++;
     this.#inside++;
     this.#maxInside = Math.max(this.#maxInside, this.#inside);
     if (this.#inside > this.#limit) this.violations.push(`${this.#inside} holders at once (limit ${this.#limit})`);
-    if (handle.token <= this.#lastToken) {
+    if (this.#seen.has(handle.token)) this.violations.push(`token ${handle.token} granted twice`);
+    this.#seen.add(handle.token);
+    if (this.#limit === 1 && handle.token <= this.#lastToken) {
       this.violations.push(`token ${handle.token} not above previous ${this.#lastToken}`);
+    }
+    if (handle.token <= floor) {
+      this.violations.push(`token ${handle.token} not above ${floor}, released before it was asked for`);
     }
     this.#lastToken = handle.token;
   }
 
   exit(): void {
     this.#inside--;
+  }
+
+  /** Call once `release()` of `handle` has resolved. */
+  released(handle: LockHandle): void {
+    if (handle.token > this.#releasedMax) this.#releasedMax = handle.token;
   }
 
   get maxInside(): number {

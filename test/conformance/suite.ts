@@ -534,18 +534,20 @@ export function conformance(target: ConformanceTarget): void {
     });
 
     describe("semaphores", () => {
-      it("never exceeds its limit under contention, and each permit has a higher token", async () => {
+      it("never exceeds its limit under contention; tokens are unique and above every earlier release", async () => {
         const coords = await clients(ns(), 10);
         const checker = new ExclusionChecker(3);
         await Promise.all(
           coords.map(async (coord) => {
             const sem = coord.semaphore("pool", { limit: 3 });
             for (let i = 0; i < 20; i++) {
+              const floor = checker.floor;
               const permit = await sem.acquire({ timeoutMs: 60_000 });
-              checker.enter(permit);
+              checker.enter(permit, floor);
               await interleave(1 + (i % 3));
               checker.exit();
               await permit.release();
+              checker.released(permit);
             }
           }),
         );

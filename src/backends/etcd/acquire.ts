@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { ClosedError, InvalidArgumentError, SessionExpiredError } from "../../core/errors.js";
-import { op, raceSignal, rangeAt, when } from "./client.js";
+import { op, rangeAt, when } from "./client.js";
 import { BACKEND } from "./errors.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
@@ -119,7 +119,7 @@ class Attempt {
     // Put self in the queue; if nobody is in it, the key is created already granted (one
     // transaction when uncontended). Otherwise the same transaction reads the queue, so
     // the decision below sees exactly the queue this key joined.
-    const first = await this.#granting(
+    const first = await this.#txn(
       "acquiring",
       [when.empty(this.#queue.prefix)],
       [op.put(this.#key, this.#value(false), this.#scope.leaseId)],
@@ -264,7 +264,7 @@ class Attempt {
 
   /** Records the grant if `conditions` hold; otherwise returns a fresh view. */
   async #record(me: QueueEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
-    const response = await this.#granting(
+    const response = await this.#txn(
       "recording a grant",
       conditions,
       [op.put(this.#key, this.#value(false), this.#scope.leaseId)],
@@ -282,26 +282,6 @@ class Attempt {
       [],
     );
     return viewOf(response, 0, 1);
-  }
-
-  /**
-   * A transaction that may record a grant. Where grants can be concurrent (semaphores,
-   * shared locks), this process hands them out in token order (see GrantOrder).
-   */
-  async #granting(what: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]) {
-    if (this.#request.kind !== "semaphore" && this.#request.mode !== "shared") {
-      return this.#txn(what, compare, success, failure);
-    }
-    const finish = grantOrder(this.#queue.prefix);
-    let response: ITxnResponse;
-    try {
-      response = await this.#txn(what, compare, success, failure);
-    } catch (error) {
-      void finish(null);
-      throw error;
-    }
-    await raceSignal(finish(response.succeeded ? BigInt(response.header.revision) : null), this.#signal);
-    return response;
   }
 
   #txn(what: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]): Promise<ITxnResponse> {
@@ -341,64 +321,6 @@ class Attempt {
     this.#scope.lost(error);
     return error;
   }
-}
-
-/**
- * Concurrent grants of one queue, in this process: a grant whose transaction finished is
- * handed out once no other grant transaction of the queue is in flight here, in token
- * order, so the holders of one process see tokens grow in the order they are granted
- * (etcd may answer two connections in either order). Held back at most MAX_HOLD_MS.
- */
-class GrantOrder {
-  pending = 0;
-  readonly ready: { token: bigint; release: () => void }[] = [];
-
-  flush(force = false): void {
-    if (this.pending > 0 && !force) return;
-    const ready = this.ready.splice(0).sort((a, b) => (a.token < b.token ? -1 : 1));
-    // One per turn of the event loop: the code between here and the caller takes a
-    // different number of microtask steps on each path, and must not reorder them.
-    const next = () => {
-      ready.shift()?.release();
-      if (ready.length > 0) setImmediate(next);
-    };
-    next();
-  }
-}
-
-const MAX_HOLD_MS = 250;
-const grantOrders = new Map<string, GrantOrder>();
-
-/** Registers a grant transaction of queue `prefix`; call the result with its outcome. */
-function grantOrder(prefix: string): (token: bigint | null) => Promise<void> {
-  let order = grantOrders.get(prefix);
-  if (!order) grantOrders.set(prefix, (order = new GrantOrder()));
-  const current = order;
-  current.pending++;
-  let finished = false;
-  return (token) => {
-    if (finished) return Promise.resolve();
-    finished = true;
-    current.pending--;
-    const handedOut =
-      token === null
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => {
-            const timer = setTimeout(() => current.flush(true), MAX_HOLD_MS);
-            current.ready.push({
-              token,
-              release: () => {
-                clearTimeout(timer);
-                resolve();
-              },
-            });
-          });
-    current.flush();
-    if (current.pending === 0 && current.ready.length === 0 && grantOrders.get(prefix) === current) {
-      grantOrders.delete(prefix);
-    }
-    return handedOut;
-  };
 }
 
 /** A try found the queue busy: the key is withdrawn and the caller gets `null`. */

@@ -251,7 +251,7 @@ class FileSession implements DriverSession, SessionView {
       since: Date.now(),
     });
     signal.addEventListener("abort", onAbort, { once: true });
-    await this.#node.addWaiter(waiter);
+    this.#node.addWaiter(waiter);
     return done;
   }
 

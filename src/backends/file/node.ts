@@ -120,10 +120,12 @@ export class FileNode {
   // ---- waiting -------------------------------------------------------------------------
 
   /**
-   * Registers a waiter, subscribes to its slots everywhere, then gives it one more try
-   * (a free that happened before the subscription would otherwise be missed).
+   * Registers a waiter and subscribes to its slots at every peer. The waiter gets one more
+   * try now and another as each peer confirms its subscription (a free that happened
+   * before that peer knew would otherwise be missed). Peers are not awaited: a paused
+   * (SIGSTOP) peer must not hold up waiters on locks it has nothing to do with.
    */
-  async addWaiter(waiter: Waiter): Promise<boolean> {
+  addWaiter(waiter: Waiter): boolean {
     const fresh: number[] = [];
     for (const slot of waiter.slots) {
       let set = this.#waiters.get(slot);
@@ -134,8 +136,11 @@ export class FileNode {
       if (count === 0) fresh.push(slot);
     }
     this.#armSafety();
-    if (fresh.length > 0) {
-      await Promise.all(this.mesh.links.map((link) => link.request("sub", { slots: fresh }).catch(() => null)));
+    for (const link of fresh.length > 0 ? this.mesh.links : []) {
+      link.request("sub", { slots: fresh }).then(
+        () => this.#wake(fresh),
+        () => {},
+      );
     }
     return this.#isWaiting(waiter) && waiter.attempt();
   }

@@ -321,16 +321,6 @@ BEGIN
   UPDATE @s.keys SET holder_pid = NULL WHERE key = p_key AND holder_pid = o_pid;
 END $$;
 
--- A fresh token for a grant already held (see PgSession.#inOrder): bumps the counter of
--- p_counter past p_above and records it on the grant row of p_key, if there is one.
-CREATE FUNCTION @s.rebump(p_counter bigint, p_key bigint, p_above bigint) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE t bigint;
-BEGIN
-  UPDATE @s.keys SET token = greatest(token, @s.epoch(), p_above) + 1 WHERE key = p_counter RETURNING token INTO t;
-  UPDATE @s.grants SET token = t WHERE key = p_key AND pid = pg_backend_pid();
-  RETURN t;
-END $$;
-
 -- Ends sessions whose lease ran out (their connections are terminated, their records
 -- deleted, which notifies watchers) and forgets grants of connections that are gone,
 -- waking the semaphore queues they were in. Any client runs it with its heartbeat.

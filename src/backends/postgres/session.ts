@@ -20,9 +20,6 @@ export interface SessionContext {
   readonly ttlMs: number;
 }
 
-/** Highest token delivered per queue in this process (see PgSession.#inOrder), bounded. */
-const delivered = new Map<string, bigint>();
-
 /** Locks with an upgrade under way in this process (see PgSession.convert). */
 const upgrading = new Set<string>();
 
@@ -122,9 +119,7 @@ export class PgSession implements DriverSession {
       if (signal.aborted) return this.#aborted(signal);
       this.#assertOpen();
       try {
-        const grant = await this.#acquireOnce(request);
-        if (grant) await this.#inOrder(grant);
-        return grant;
+        return await this.#acquireOnce(request);
       } catch (error) {
         if (signal.aborted) return this.#aborted(signal);
         // A wait whose connection broke (server restart, network) was never granted: ask
@@ -326,30 +321,6 @@ export class PgSession implements DriverSession {
   async #aborted(signal: AbortSignal): Promise<never> {
     if (signal.reason instanceof ClosedError) await this.#c.control.closed;
     throw signal.reason;
-  }
-
-  /**
-   * Within one process, a grant observed later never carries a lower token than one
-   * observed earlier: when concurrent grants (shared locks, permits) arrive out of token
-   * order, the late one is given a fresh, higher token.
-   */
-  async #inOrder(grant: PgGrant): Promise<void> {
-    const name = this.#queueName(grant.id);
-    for (;;) {
-      const last = delivered.get(name);
-      if (last === undefined || grant.token > last) {
-        delivered.delete(name);
-        delivered.set(name, grant.token);
-        if (delivered.size > 10_000) delivered.delete(delivered.keys().next().value as string);
-        return;
-      }
-      const result = await grant.lane.query<{ token: string }>(
-        `SELECT ${this.#q}.rebump($1, $2, $3) AS token`,
-        [grant.sem ?? grant.key, grant.key, last.toString()],
-        this.#quickMs,
-      );
-      grant.token = BigInt(result.rows[0]?.token ?? "0");
-    }
   }
 
   /** A queue's name, unique in this process across servers, schemas and namespaces. */
