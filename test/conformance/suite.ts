@@ -293,8 +293,10 @@ export function conformance(target: ConformanceTarget): void {
         const h = await a.lock("cw").acquire();
         const waiting = b.lock("cw").acquire();
         await waitForWaiters(a, "cw", 1);
+        // Observe the rejection before closing: it may come before close() resolves.
+        const rejected = assert.rejects(waiting, ClosedError);
         await b.close();
-        await assert.rejects(waiting, ClosedError);
+        await rejected;
         await waitForWaiters(a, "cw", 0);
         await h.release();
       });
