@@ -53,6 +53,7 @@ export type {
   RecordEvent,
 } from "./core/driver.js";
 export { parseDuration } from "./core/duration.js";
+export { statusPage } from "./status-page.js";
 export { MAX_NAME_BYTES, MAX_NAMESPACE_BYTES, MIN_TTL_MS, MAX_TTL_MS, DEFAULT_TTL_MS } from "./core/validate.js";
 export {
   AbortedError,

@@ -180,6 +180,28 @@ describe("baton CLI", () => {
     }
   });
 
+  it("serves a live status page and its JSON with status --serve", async () => {
+    const held = await me.lock("paged").acquire();
+    const server = start(["status", "--serve", "0"], env);
+    try {
+      await waitFor(() => /http:\/\/127\.0\.0\.1:\d+\//.test(server.out()), "the page to be served");
+      const base = /http:\/\/127\.0\.0\.1:\d+\//.exec(server.out())![0];
+      const json = (await (await fetch(`${base}status.json`)).json()) as {
+        locks: { name: string; holders: { memberId: string }[] }[];
+      };
+      assert.equal(json.locks.find((l) => l.name === "paged")?.holders[0]?.memberId, "test-parent");
+      const page = await fetch(base);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /<title>Baton status<\/title>/);
+      assert.match(await (await fetch(`${base}status.txt`)).text(), /paged\s+holds\s+exclusive/);
+      assert.equal((await fetch(`${base}nope`)).status, 404);
+    } finally {
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exit, 0);
+      await held.release();
+    }
+  });
+
   it("prints help with examples for every command", async () => {
     for (const command of ["lock", "semaphore", "elect", "status"]) {
       const help = await baton([command, "--help"], env);

@@ -7,7 +7,9 @@
  * @module
  */
 import { Command, CommanderError } from "commander";
-import { connect, type Coordinator, type LockHandle, parseDuration } from "../index.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { connect, type Coordinator, type LockHandle, parseDuration, statusPage } from "../index.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
 
@@ -234,12 +236,23 @@ Examples:
     .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
     .option("--namespace <ns>", "namespace to show (default: none)")
     .option("--json", "print stable JSON (see docs/cli.md) instead of a table")
+    .option("--serve <port>", "serve a live status page on 127.0.0.1:<port> until interrupted", (v) => {
+      if (!/^\d+$/.test(v) || Number(v) > 65535) {
+        throw new CommanderError(EXIT.usage, "baton.usage", `--serve must be a port number, got "${v}"`);
+      }
+      return Number(v);
+    })
+    .option("--host <address>", "address for --serve", "127.0.0.1")
     .addHelpText(
       "after",
-      "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'",
+      "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'\n  baton status --serve 8080   # then open http://127.0.0.1:8080/",
     )
-    .action(async (options: { url?: string; namespace?: string; json?: boolean }) => {
+    .action(async (options: { url?: string; namespace?: string; json?: boolean; serve?: number; host: string }) => {
       const coord = await connect(options.url, options.namespace ? { namespace: options.namespace } : {});
+      if (options.serve !== undefined) {
+        await serveStatus(coord, options.host, options.serve);
+        return;
+      }
       try {
         const info = await coord.inspect();
         process.stdout.write(options.json ? `${JSON.stringify(statusJson(info), null, 2)}\n` : formatStatus(info));
@@ -249,6 +262,22 @@ Examples:
     });
 
   return root;
+}
+
+/** Serves the status page until SIGINT/SIGTERM, then closes the coordinator. */
+async function serveStatus(coord: Coordinator, host: string, port: number): Promise<void> {
+  const server = createServer(statusPage(coord));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  process.stdout.write(`baton: status page on http://${host}:${address.port}/ (Ctrl-C to stop)\n`);
+  await new Promise<void>((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
+  });
+  server.close();
+  await coord.close();
 }
 
 async function main(): Promise<void> {
