@@ -63,7 +63,12 @@ export class Partitioner implements AsyncDisposable {
       this.#stop.signal,
     );
     for (const entry of initial) this.#add(entry);
-    await this.#join();
+    try {
+      await this.#join();
+    } catch (error) {
+      this.#shutdown();
+      throw error;
+    }
     this.#core.closedSignal.addEventListener("abort", () => this.#shutdown(), { once: true });
     return this;
   }
