@@ -230,6 +230,7 @@ class FileSession implements DriverSession, SessionView {
     });
     const waiter: Waiter = {
       slots,
+      mode: what.mode,
       attempt: () => {
         if (!attempt()) return false;
         finish();

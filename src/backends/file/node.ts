@@ -7,6 +7,8 @@ import { type Link, Mesh, type Message } from "./mesh.js";
 /** A pending acquisition or upgrade of this process. */
 export interface Waiter {
   readonly slots: readonly number[];
+  /** Shared waiters let an offer go on to the next process once they got in. */
+  readonly mode: LockMode;
   /** Tries to take what it waits for with non-blocking kernel calls; true when it got it. */
   attempt(): boolean;
 }
@@ -30,6 +32,9 @@ export interface SessionView {
   readonly id: string;
   queueState(): LocalQueueState[];
 }
+
+/** How long a slot stays subscribed at peers after its last local waiter left. */
+const LINGER_MS = 2000;
 
 interface StoredRecord {
   readonly entry: RecordEntry;
@@ -57,8 +62,13 @@ export class FileNode {
   readonly #waiters = new Map<number, Set<Waiter>>();
   /** Slots this process has subscribed to at every peer, with the count of local waiters. */
   readonly #subscribed = new Map<number, number>();
-  /** Peers waiting for our frees, per slot. */
+  /** Slots with no local waiter left, still subscribed (since when): re-waiting is free. */
+  readonly #lingering = new Map<number, number>();
+  #lingerSweep: NodeJS.Timeout | null = null;
+  /** Peers waiting for our frees, per slot, in the order they will be offered a free. */
   readonly #subscribers = new Map<number, Set<Link>>();
+  /** A free being offered to one subscriber after another, per slot. */
+  readonly #offers = new Map<number, { current: Link; remaining: Link[] }>();
   /** Records published by this process's sessions, per namespaced space. */
   readonly #records = new Map<string, Map<string, StoredRecord>>();
   readonly #recordListeners = new Map<string, Set<(event: RecordEvent) => void>>();
@@ -109,6 +119,7 @@ export class FileNode {
     FileNode.#nodes.delete(this.directory.id);
     this.mesh.close();
     if (this.#safety) clearInterval(this.#safety);
+    if (this.#lingerSweep) clearInterval(this.#lingerSweep);
     this.probes.close();
     for (const fd of [this.tokensFd, this.probeSemFd]) closeSync(fd);
   }
@@ -133,7 +144,7 @@ export class FileNode {
       set.add(waiter);
       const count = this.#subscribed.get(slot) ?? 0;
       this.#subscribed.set(slot, count + 1);
-      if (count === 0) fresh.push(slot);
+      if (count === 0 && !this.#lingering.delete(slot)) fresh.push(slot);
     }
     this.#armSafety();
     for (const link of fresh.length > 0 ? this.mesh.links : []) {
@@ -146,7 +157,6 @@ export class FileNode {
   }
 
   removeWaiter(waiter: Waiter): void {
-    const gone: number[] = [];
     for (const slot of waiter.slots) {
       const set = this.#waiters.get(slot);
       if (!set?.delete(waiter)) continue;
@@ -154,39 +164,94 @@ export class FileNode {
       const count = (this.#subscribed.get(slot) ?? 1) - 1;
       if (count > 0) this.#subscribed.set(slot, count);
       else {
+        // Stay subscribed a while: a process that loops on a lock waits again at once, and
+        // re-subscribing at every peer each time would cost a round trip to each of them.
         this.#subscribed.delete(slot);
-        gone.push(slot);
+        this.#lingering.set(slot, Date.now());
+        this.#armLingerSweep();
       }
     }
-    if (gone.length > 0) for (const link of this.mesh.links) link.send({ t: "push", k: "unsub", slots: gone });
     if (this.#waiters.size === 0 && this.#safety) {
       clearInterval(this.#safety);
       this.#safety = null;
     }
   }
 
-  /** A slot was freed here: wake local waiters and tell subscribed peers. */
+  /**
+   * A slot was freed here: wake local waiters, and offer the free to one subscribed peer at
+   * a time (in subscription order, rotating), not to all: a release wakes one process, not
+   * a herd. The peer passes the offer on when it has no waiter left or got in shared.
+   */
   freed(slot: number): void {
-    for (const link of this.#subscribers.get(slot) ?? []) link.send({ t: "push", k: "free", slot });
     if (this.#waiters.has(slot)) queueMicrotask(() => this.#wake([slot]));
+    const subscribers = this.#subscribers.get(slot);
+    if (!subscribers || subscribers.size === 0) return;
+    this.#offerNext(slot, [...subscribers]);
+  }
+
+  #offerNext(slot: number, remaining: Link[]): void {
+    const next = remaining.shift();
+    if (!next) {
+      this.#offers.delete(slot);
+      return;
+    }
+    this.#offers.set(slot, { current: next, remaining });
+    const subscribers = this.#subscribers.get(slot);
+    if (subscribers?.delete(next)) subscribers.add(next);
+    next.send({ t: "push", k: "free", slot });
+  }
+
+  /** A peer freed `slot` and offers it to us. */
+  #offered(link: Link, slot: number): void {
+    const waiters = this.#waiters.get(slot);
+    let pass = true;
+    for (const waiter of [...(waiters ?? [])]) {
+      if (!waiter.attempt()) {
+        // Someone else holds it now; their release will offer it again.
+        pass = false;
+        continue;
+      }
+      if (waiter.mode === "exclusive") {
+        pass = false;
+        break;
+      }
+    }
+    if (pass) link.send({ t: "push", k: "pass", slot });
+  }
+
+  #armLingerSweep(): void {
+    if (this.#lingerSweep) return;
+    this.#lingerSweep = setInterval(() => {
+      const cutoff = Date.now() - LINGER_MS;
+      const gone = [...this.#lingering].filter(([, since]) => since < cutoff).map(([slot]) => slot);
+      for (const slot of gone) this.#lingering.delete(slot);
+      if (gone.length > 0) for (const link of this.mesh.links) link.send({ t: "push", k: "unsub", slots: gone });
+      if (this.#lingering.size === 0 && this.#lingerSweep) {
+        clearInterval(this.#lingerSweep);
+        this.#lingerSweep = null;
+      }
+    }, LINGER_MS);
+    this.#lingerSweep.unref();
   }
 
   #isWaiting(waiter: Waiter): boolean {
     return waiter.slots.some((slot) => this.#waiters.get(slot)?.has(waiter));
   }
 
-  /** Gives each waiter of `slots` a try, oldest first. Failed tries look for new peers. */
+  /**
+   * Gives each waiter of `slots` a try, oldest first. (A process that starts later
+   * connects to every peer itself, and its hello makes us subscribe there: no need to look
+   * for new peers after a failed try, which under a herd cost more than the tries.)
+   */
   #wake(slots: Iterable<number>): void {
-    let failed = false;
     const tried = new Set<Waiter>();
     for (const slot of slots) {
       for (const waiter of [...(this.#waiters.get(slot) ?? [])]) {
         if (tried.has(waiter)) continue;
         tried.add(waiter);
-        if (!waiter.attempt()) failed = true;
+        waiter.attempt();
       }
     }
-    if (failed) void this.#discover();
   }
 
   #wakeAll(): void {
@@ -196,7 +261,10 @@ export class FileNode {
   #armSafety(): void {
     if (this.#safety) return;
     // Kept ref'd: a process that waits for a lock must stay alive to get it.
-    this.#safety = setInterval(() => this.#wakeAll(), 1000);
+    this.#safety = setInterval(() => {
+      void this.#discover();
+      this.#wakeAll();
+    }, 1000);
   }
 
   /** Looks for processes that started since, at most every 20 ms. */
@@ -228,6 +296,10 @@ export class FileNode {
 
   #left(link: Link): void {
     for (const set of this.#subscribers.values()) set.delete(link);
+    for (const [slot, offer] of [...this.#offers]) {
+      offer.remaining = offer.remaining.filter((l) => l !== link);
+      if (offer.current === link) this.#offerNext(slot, offer.remaining);
+    }
     for (const set of this.#recordSubscribers.values()) set.delete(link);
     const known = this.#peerRecords.get(link);
     this.#peerRecords.delete(link);
@@ -415,8 +487,14 @@ export class FileNode {
   #push(link: Link, message: Message): void {
     switch (message.k) {
       case "free":
-        this.#wake([message.slot as number]);
+        this.#offered(link, message.slot as number);
         break;
+      case "pass": {
+        const slot = message.slot as number;
+        const offer = this.#offers.get(slot);
+        if (offer?.current === link) this.#offerNext(slot, offer.remaining);
+        break;
+      }
       case "unsub":
         for (const slot of message.slots as number[]) {
           const set = this.#subscribers.get(slot);
