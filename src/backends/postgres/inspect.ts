@@ -12,8 +12,8 @@ interface LockRow {
   waitstart: string | null;
   session_id: string | null;
   member_id: string | null;
-  k_token: string | null;
-  holder_since: string | null;
+  h_token: string | null;
+  h_since: string | null;
   g_token: string | null;
   g_since: string | null;
   g_mode: string | null;
@@ -27,7 +27,8 @@ interface SemRow {
 /**
  * Holders and waiters as PostgreSQL's lock manager sees them (`pg_locks`, advisory locks
  * granted or not), joined with Baton's registry of keys (names), its connection table
- * (member and session of each backend) and its grant rows (tokens, times). One round trip.
+ * (member and session of each backend), its exclusive holders (tokens, times) and its grant
+ * rows (shared holders and permits). One round trip.
  */
 export async function inspect(control: Control, schema: string, namespace: string): Promise<DriverSnapshot> {
   const conn = await control.connection();
@@ -48,18 +49,18 @@ export async function inspect(control: Control, schema: string, namespace: strin
        SELECT key AS base, ${q}.key(namespace, kind, name, -1) AS turnstile, name, lim
        FROM ${q}.keys WHERE namespace = $1 AND kind = 'semaphore' AND part = 0
      ), named AS (
-       SELECT l.*, k.kind, k.name, k.part, k.token::text AS k_token, k.holder_since::text AS holder_since
-       FROM l JOIN ${q}.keys k ON k.key = l.key AND k.namespace = $1
+       SELECT l.*, k.kind, k.name, k.part FROM l JOIN ${q}.keys k ON k.key = l.key AND k.namespace = $1
        UNION ALL
-       SELECT l.*, 'semaphore', s.name, -1, NULL, NULL FROM l JOIN sems s ON s.turnstile = l.key
+       SELECT l.*, 'semaphore', s.name, -1 FROM l JOIN sems s ON s.turnstile = l.key
      )
      SELECT
        (SELECT coalesce(json_agg(json_build_object('kind', n.kind, 'name', n.name, 'part', n.part, 'pid', n.pid,
           'mode', n.mode, 'granted', n.granted, 'waitstart', n.waitstart, 'session_id', b.session_id,
-          'member_id', b.member_id, 'k_token', n.k_token, 'holder_since', n.holder_since,
+          'member_id', b.member_id, 'h_token', h.token::text, 'h_since', h.since::text,
           'g_token', g.token::text, 'g_since', g.since::text, 'g_mode', g.mode)), '[]'::json)
         FROM named n
         LEFT JOIN ${q}.backends b ON b.pid = n.pid
+        LEFT JOIN ${q}.holders h ON h.key = n.key AND h.pid = n.pid
         LEFT JOIN ${q}.grants g ON g.key = n.key AND g.pid = n.pid) AS locks,
        (SELECT coalesce(json_agg(json_build_object('name', name, 'lim', lim)), '[]'::json) FROM sems) AS sems,
        (SELECT coalesce(json_agg(json_build_object('space', space, 'key', key, 'value', value,
@@ -146,8 +147,8 @@ function assemble(rows: readonly LockRow[], sems: readonly SemRow[]): QueueSnaps
           ...who,
           pid: row.pid,
           mode,
-          token: BigInt((mode === "shared" ? row.g_token : row.k_token) ?? row.k_token ?? "0"),
-          since: Number((mode === "shared" ? row.g_since : row.holder_since) ?? now),
+          token: BigInt((mode === "shared" ? row.g_token : row.h_token) ?? "0"),
+          since: Number((mode === "shared" ? row.g_since : row.h_since) ?? now),
         });
       } else if (!held.has(`${row.kind}\u0000${row.name}\u0000${row.part}\u0000${row.pid}`)) {
         queue(kind, row.name).waiters.push({ ...who, mode, since: Number(row.waitstart ?? now), head: false });

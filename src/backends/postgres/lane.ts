@@ -55,6 +55,8 @@ export class Lane {
   heads = 0;
   closing = false;
   idleSince = Date.now();
+  /** Token prefix of the server this connection reached (its timeline), set up by lane_setup. */
+  epoch = "";
   readonly #control: Control;
   readonly #onChange: () => void;
   #long: LongStatement | null = null;

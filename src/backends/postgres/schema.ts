@@ -18,8 +18,8 @@ const MIGRATIONS: readonly string[] = [
   // v1
   String.raw`
 -- Registry of every advisory key Baton uses, with the name it stands for (collisions on the
--- 64-bit key are detected, never silent), the fencing counter, the semaphore limit and the
--- exclusive holder's metadata (shared and semaphore holders are in grants).
+-- 64-bit key are detected, never silent), and for semaphores the fencing counter and the
+-- limit. Written once per key (semaphores: per grant), never per lock grant.
 CREATE TABLE @s.keys (
   key bigint PRIMARY KEY,
   namespace text NOT NULL,
@@ -27,10 +27,29 @@ CREATE TABLE @s.keys (
   name text NOT NULL,
   part int NOT NULL,
   token bigint NOT NULL DEFAULT 0,
-  lim int,
-  holder_pid int,
-  holder_since bigint
+  lim int
 );
+-- Fencing counter of locks and elections: one sequence for all names, so tokens increase
+-- per name too. nextval() is not transactional and WAL-logs only every 32nd value, so a
+-- grant writes nothing durable; see recover() for crashes.
+CREATE SEQUENCE @s.tokens;
+-- The last exclusive grant of each lock/election key (a copy of its registry names, the
+-- holder's backend, token and time), for inspect(). One row per key, updated in place by
+-- every exclusive grant, never deleted on release: rows whose pid does not hold the key are
+-- stale and ignored. Unlogged: grants die with their connections, so with the server.
+CREATE UNLOGGED TABLE @s.holders (
+  key bigint PRIMARY KEY,
+  namespace text NOT NULL,
+  kind text NOT NULL,
+  name text NOT NULL,
+  part int NOT NULL,
+  pid int NOT NULL,
+  token bigint NOT NULL,
+  since bigint NOT NULL
+);
+-- Empty after a crash (unlogged tables are reset by crash recovery, kept by a clean
+-- shutdown): tells recover() to move the token sequence past values a crash may have lost.
+CREATE UNLOGGED TABLE @s.alive (ok bool PRIMARY KEY);
 CREATE TABLE @s.sessions (
   id text PRIMARY KEY,
   namespace text NOT NULL,
@@ -90,12 +109,45 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT 'baton_' || left(encode(sha256(convert_to(@lit || E'\x1f' || p_ns, 'UTF8')), 'hex'), 24)
 $$;
 
--- Fencing tokens are (timeline << 40) + counter: a promoted replica starts a new timeline,
+-- Fencing tokens are (timeline << 44) + counter: a promoted replica starts a new timeline,
 -- so tokens keep increasing across a failover even if the last counter bumps were not
--- replicated.
+-- replicated (as long as counters stay below 2^44 and timelines below 2^19).
 CREATE FUNCTION @s.epoch() RETURNS bigint LANGUAGE sql VOLATILE AS $$
-  SELECT ('x' || left(pg_walfile_name(pg_current_wal_lsn()), 8))::bit(32)::bigint << 40
+  SELECT ('x' || left(pg_walfile_name(pg_current_wal_lsn()), 8))::bit(32)::bigint << 44
 $$;
+
+-- A crash can lose the last sequence increments that were handed out but not yet flushed:
+-- nextval() WAL-logs 32 values ahead, and a value taken from the batch logged by a
+-- transaction that has not flushed yet is not covered by that record on disk. Such records
+-- are flushed when their transaction commits (Baton's connections never commit
+-- asynchronously), so few can be pending at once; after a crash, before any grant, the
+-- sequence is moved 2^20 ahead. Every lane runs this when it connects, so every grant
+-- after a crash comes after it.
+CREATE FUNCTION @s.recover() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM @s.alive) THEN
+    PERFORM pg_advisory_xact_lock(@s.key('', 'recover', '', 0));
+    IF NOT EXISTS (SELECT 1 FROM @s.alive) THEN
+      PERFORM setval('@s.tokens', nextval('@s.tokens') + 1048576);
+      INSERT INTO @s.alive VALUES (true);
+    END IF;
+  END IF;
+END $$;
+
+-- A new lane: records which session its backend serves, makes sure the token sequence is
+-- past a crash, and returns the token prefix (a primary's timeline never changes while a
+-- connection to it lasts; standbys are refused).
+CREATE FUNCTION @s.lane_setup(p_session text, p_member text, OUT o_pid int, OUT o_epoch bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+  o_pid := pg_backend_pid();
+  INSERT INTO @s.backends (pid, backend_start, session_id, member_id)
+  SELECT pid, backend_start, p_session, p_member FROM pg_stat_activity WHERE pid = o_pid
+  ON CONFLICT (pid) DO UPDATE SET backend_start = excluded.backend_start,
+    session_id = excluded.session_id, member_id = excluded.member_id;
+  PERFORM @s.recover();
+  o_epoch := @s.epoch();
+END $$;
 
 CREATE FUNCTION @s.collision(p_key bigint, p_ns text, p_kind text, p_name text, p_part int)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -108,39 +160,69 @@ BEGIN
   END IF;
 END $$;
 
--- Grants a lock or an election (kind 'lock' | 'election'): waits server-side when p_wait,
--- then bumps the fencing counter in the same round trip. o_token is null when not granted.
-CREATE FUNCTION @s.lock_acquire(p_ns text, p_kind text, p_name text, p_shared bool, p_wait bool,
-  OUT o_key bigint, OUT o_token bigint, OUT o_pid int)
+-- After a lock or election key was granted (p_pid holds it): checks the registry (a
+-- colliding name frees the lock and raises), draws a token and records the grant. The
+-- first grant of a key registers it (the only durable write); later exclusive grants are
+-- one in-place update of its unlogged holders row.
+CREATE FUNCTION @s.granted(p_key bigint, p_ns text, p_kind text, p_name text, p_shared bool, p_epoch bigint,
+  p_pid int) RETURNS bigint
 LANGUAGE plpgsql AS $$
-DECLARE got bool := true; r record;
+DECLARE r record; t bigint;
 BEGIN
-  o_pid := pg_backend_pid();
-  o_key := @s.key(p_ns, p_kind, p_name, 0);
-  PERFORM @s.collision(o_key, p_ns, p_kind, p_name, 0);
-  IF p_wait THEN
-    IF p_shared THEN PERFORM pg_advisory_lock_shared(o_key); ELSE PERFORM pg_advisory_lock(o_key); END IF;
-  ELSIF p_shared THEN got := pg_try_advisory_lock_shared(o_key);
-  ELSE got := pg_try_advisory_lock(o_key);
+  IF NOT p_shared THEN
+    UPDATE @s.holders h SET pid = p_pid, token = p_epoch + nextval('@s.tokens'), since = @s.now_ms()
+    WHERE h.key = p_key AND h.namespace = p_ns AND h.kind = p_kind AND h.name = p_name AND h.part = 0
+    RETURNING h.token INTO t;
+    IF FOUND THEN RETURN t; END IF;
   END IF;
-  IF NOT got THEN RETURN; END IF;
-  INSERT INTO @s.keys AS k (key, namespace, kind, name, part, token, holder_pid, holder_since)
-  VALUES (o_key, p_ns, p_kind, p_name, 0, @s.epoch() + 1,
-    CASE WHEN p_shared THEN NULL ELSE o_pid END, @s.now_ms())
-  ON CONFLICT (key) DO UPDATE SET token = greatest(k.token, @s.epoch()) + 1,
-    holder_pid = CASE WHEN p_shared THEN k.holder_pid ELSE o_pid END,
-    holder_since = CASE WHEN p_shared THEN k.holder_since ELSE @s.now_ms() END
-  RETURNING k.token, k.namespace, k.kind, k.name, k.part INTO r;
+  SELECT k.namespace, k.kind, k.name, k.part INTO r FROM @s.keys k WHERE k.key = p_key;
+  IF NOT FOUND THEN
+    INSERT INTO @s.keys (key, namespace, kind, name, part) VALUES (p_key, p_ns, p_kind, p_name, 0)
+    ON CONFLICT (key) DO NOTHING;
+    SELECT k.namespace, k.kind, k.name, k.part INTO r FROM @s.keys k WHERE k.key = p_key;
+  END IF;
   IF (r.namespace, r.kind, r.name, r.part) IS DISTINCT FROM (p_ns, p_kind, p_name, 0) THEN
-    IF p_shared THEN PERFORM pg_advisory_unlock_shared(o_key); ELSE PERFORM pg_advisory_unlock(o_key); END IF;
-    PERFORM @s.collision(o_key, p_ns, p_kind, p_name, 0);
+    IF p_shared THEN PERFORM pg_advisory_unlock_shared(p_key); ELSE PERFORM pg_advisory_unlock(p_key); END IF;
+    PERFORM @s.collision(p_key, p_ns, p_kind, p_name, 0);
   END IF;
-  o_token := r.token;
+  t := p_epoch + nextval('@s.tokens');
   IF p_shared THEN
     INSERT INTO @s.grants AS g (key, pid, namespace, mode, token, since)
-    VALUES (o_key, o_pid, p_ns, 'shared', o_token, @s.now_ms())
+    VALUES (p_key, p_pid, p_ns, 'shared', t, @s.now_ms())
     ON CONFLICT (key, pid) DO UPDATE SET mode = 'shared', token = excluded.token, since = excluded.since, sem = NULL;
+  ELSE
+    INSERT INTO @s.holders AS h (key, namespace, kind, name, part, pid, token, since)
+    VALUES (p_key, p_ns, p_kind, p_name, 0, p_pid, t, @s.now_ms())
+    ON CONFLICT (key) DO UPDATE SET namespace = excluded.namespace, kind = excluded.kind, name = excluded.name,
+      part = 0, pid = excluded.pid, token = excluded.token, since = excluded.since;
   END IF;
+  RETURN t;
+END $$;
+
+-- Grants a lock or an election (kind 'lock' | 'election') on its key (computed by the
+-- client like key()): tries, or waits server-side when p_wait (after checking the registry,
+-- so a colliding name is refused before waiting). o_token is null when not granted. The
+-- uncontended path is one try and one update of an unlogged row.
+CREATE FUNCTION @s.lock_acquire(p_key bigint, p_ns text, p_kind text, p_name text, p_shared bool, p_wait bool,
+  p_epoch bigint, OUT o_token bigint, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+BEGIN
+  o_pid := pg_backend_pid();
+  IF p_wait THEN
+    PERFORM @s.collision(p_key, p_ns, p_kind, p_name, 0);
+    IF p_shared THEN PERFORM pg_advisory_lock_shared(p_key); ELSE PERFORM pg_advisory_lock(p_key); END IF;
+  ELSIF NOT (CASE WHEN p_shared THEN pg_try_advisory_lock_shared(p_key) ELSE pg_try_advisory_lock(p_key) END) THEN
+    PERFORM @s.collision(p_key, p_ns, p_kind, p_name, 0);
+    RETURN;
+  END IF;
+  IF NOT p_shared THEN
+    -- The common case inline (granted() does the same first).
+    UPDATE @s.holders h SET pid = o_pid, token = p_epoch + nextval('@s.tokens'), since = @s.now_ms()
+    WHERE h.key = p_key AND h.namespace = p_ns AND h.kind = p_kind AND h.name = p_name AND h.part = 0
+    RETURNING h.token INTO o_token;
+    IF FOUND THEN RETURN; END IF;
+  END IF;
+  o_token := @s.granted(p_key, p_ns, p_kind, p_name, p_shared, p_epoch, o_pid);
 END $$;
 
 -- Semaphores: permit i is advisory key part i+1; waiters queue FIFO on the turnstile
@@ -274,13 +356,16 @@ END $$;
 
 -- Upgrade, step 2: wait for exclusive while still holding shared (PostgreSQL queues a
 -- request from a holder ahead of conflicting waiters), then drop shared, with a new token.
-CREATE FUNCTION @s.upgrade_wait(p_key bigint, p_intent bigint, OUT o_token bigint, OUT o_pid int)
+CREATE FUNCTION @s.upgrade_wait(p_key bigint, p_intent bigint, p_epoch bigint, OUT o_token bigint, OUT o_pid int)
 LANGUAGE plpgsql AS $$
 BEGIN
   o_pid := pg_backend_pid();
   PERFORM pg_advisory_lock(p_key);
-  UPDATE @s.keys SET token = greatest(token, @s.epoch()) + 1, holder_pid = o_pid, holder_since = @s.now_ms()
-  WHERE key = p_key RETURNING token INTO o_token;
+  INSERT INTO @s.holders AS h (key, namespace, kind, name, part, pid, token, since)
+  SELECT key, namespace, kind, name, part, o_pid, p_epoch + nextval('@s.tokens'), @s.now_ms()
+  FROM @s.keys WHERE key = p_key
+  ON CONFLICT (key) DO UPDATE SET pid = excluded.pid, token = excluded.token, since = excluded.since
+  RETURNING h.token INTO o_token;
   DELETE FROM @s.grants WHERE key = p_key AND pid = o_pid;
   PERFORM pg_advisory_unlock_shared(p_key);
   PERFORM pg_advisory_unlock(p_intent);
@@ -316,9 +401,8 @@ BEGIN
   PERFORM pg_advisory_lock_shared(p_key);
   PERFORM pg_advisory_unlock(p_key);
   INSERT INTO @s.grants AS g (key, pid, namespace, mode, token, since)
-  SELECT p_key, o_pid, namespace, 'shared', token, coalesce(holder_since, @s.now_ms()) FROM @s.keys WHERE key = p_key
+  SELECT p_key, o_pid, namespace, 'shared', token, since FROM @s.holders WHERE key = p_key AND pid = o_pid
   ON CONFLICT (key, pid) DO UPDATE SET mode = 'shared', token = excluded.token, since = excluded.since, sem = NULL;
-  UPDATE @s.keys SET holder_pid = NULL WHERE key = p_key AND holder_pid = o_pid;
 END $$;
 
 -- Ends sessions whose lease ran out (their connections are terminated, their records

@@ -26,8 +26,11 @@ const upgrading = new Set<string>();
 /** Lanes holding nothing are closed after this long unused. */
 const IDLE_LANE_MS = 3000;
 
+/** Advisory keys of recently used lock and election names (see PgSession.#lockKey). */
+const lockKeys = new Map<string, string>();
+const LOCK_KEY_CACHE = 10_000;
+
 interface AcquireRow {
-  o_key: string;
   o_token: string | null;
   o_pid: number;
 }
@@ -113,8 +116,23 @@ export class PgSession implements DriverSession {
   }
 
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
+    const what = () => `acquiring ${request.kind} "${request.name}"`;
+    if (request.kind !== "semaphore" && !this.#closed) {
+      // The uncontended path: one try on a lane that already holds grants (or any usable
+      // one), without touching `request.signal` (building it costs more than the try's own
+      // client-side work). A contended wait then asks again below, server-side.
+      const id = `${request.kind}\u0000${request.name}`;
+      const lane = this.#reserve((l) => l.usable && !l.ids.has(id), id);
+      if (lane) {
+        try {
+          const grant = await this.#trying(lane, request, id);
+          if (grant || !request.wait) return grant;
+        } catch (error) {
+          if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
+        }
+      }
+    }
     const { signal } = request;
-    const what = `acquiring ${request.kind} "${request.name}"`;
     for (let attempt = 0; ; attempt++) {
       if (signal.aborted) return this.#aborted(signal);
       this.#assertOpen();
@@ -124,7 +142,7 @@ export class PgSession implements DriverSession {
         if (signal.aborted) return this.#aborted(signal);
         // A wait whose connection broke (server restart, network) was never granted: ask
         // again on another connection, until the caller or the session gives up.
-        if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what);
+        if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
         await sleep(Math.min(1000, 50 * 2 ** attempt), signal);
       }
     }
@@ -231,8 +249,8 @@ export class PgSession implements DriverSession {
       let waited: Awaited<ReturnType<Lane["wait"]>>;
       try {
         waited = await lane.wait<{ o_token: string; o_pid: number }>(
-          `SELECT * FROM ${this.#q}.upgrade_wait($1, $2)`,
-          [g.key, intent],
+          `SELECT * FROM ${this.#q}.upgrade_wait($1, $2, $3)`,
+          [g.key, intent, lane.epoch],
           signal,
           true,
         );
@@ -431,14 +449,14 @@ export class PgSession implements DriverSession {
     const lane = new Lane(connection, this.#c.control, () => this.#c.budget.changed.notify());
     connection.onDeath(() => this.#lanes.delete(lane));
     try {
-      await connection.query(
-        `INSERT INTO ${this.#q}.backends (pid, backend_start, session_id, member_id)
-         SELECT pid, backend_start, $1, $2 FROM pg_stat_activity WHERE pid = pg_backend_pid()
-         ON CONFLICT (pid) DO UPDATE SET backend_start = excluded.backend_start,
-           session_id = excluded.session_id, member_id = excluded.member_id`,
+      const setup = await connection.query<{ o_pid: number; o_epoch: string }>(
+        `SELECT * FROM ${this.#q}.lane_setup($1, $2)`,
         [this.id, this.#c.memberId],
         this.#quickMs,
       );
+      lane.checkPid(setup.rows[0]?.o_pid);
+      lane.epoch = setup.rows[0]?.o_epoch ?? "";
+      if (!lane.epoch) throw new Error("lane_setup returned no token prefix");
     } catch (error) {
       connection.destroy(error as Error);
       throw error;
@@ -465,15 +483,16 @@ export class PgSession implements DriverSession {
         lane.checkPid(row?.o_pid);
         if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
       } else {
+        const key = this.#lockKey(request.kind, request.name);
         const result = await lane.query<AcquireRow>(
-          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5)`,
-          [this.#c.namespace, request.kind, request.name, request.mode === "shared", false],
+          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, false, $6)`,
+          [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
           this.#quickMs,
-          `baton_acquire_${this.#c.settings.schema}`,
+          `baton_try_${this.#c.settings.schema}`,
         );
         const row = result.rows[0];
         lane.checkPid(row?.o_pid);
-        if (row?.o_token) grant = this.#grant(lane, request, id, row.o_key, row.o_token, null);
+        if (row?.o_token) grant = this.#grant(lane, request, id, key, row.o_token, null);
       }
       return grant;
     } catch (error) {
@@ -498,9 +517,10 @@ export class PgSession implements DriverSession {
         if (!grant) await this.#cleanup(lane, request);
         return grant;
       }
+      const key = this.#lockKey(request.kind, request.name);
       const waited = await lane.wait<AcquireRow>(
-        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5)`,
-        [this.#c.namespace, request.kind, request.name, request.mode === "shared", true],
+        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, true, $6)`,
+        [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
         signal,
         preemptible,
         `baton_acquire_${this.#c.settings.schema}`,
@@ -514,7 +534,7 @@ export class PgSession implements DriverSession {
       const row = waited.result.rows[0];
       lane.checkPid(row?.o_pid);
       if (!row?.o_token) throw new Error("lock_acquire returned no token");
-      grant = this.#grant(lane, request, id, row.o_key, row.o_token, null);
+      grant = this.#grant(lane, request, id, key, row.o_token, null);
       return grant;
     } catch (error) {
       if (!grant) await this.#cleanup(lane, request);
@@ -623,7 +643,11 @@ export class PgSession implements DriverSession {
           this.#quickMs,
         );
       } else {
-        await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [this.#key(request.kind, request.name, 0)], this.#quickMs);
+        await lane.query(
+          `SELECT ${this.#q}.unlock_key($1)`,
+          [this.#lockKey(request.kind, request.name)],
+          this.#quickMs,
+        );
       }
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
@@ -633,6 +657,18 @@ export class PgSession implements DriverSession {
 
   #key(kind: string, name: string, part: number): string {
     return advisoryKey(this.#c.settings.schema, this.#c.namespace, kind, name, part);
+  }
+
+  /** The advisory key of a lock or election (part 0), cached: every acquisition needs it. */
+  #lockKey(kind: string, name: string): string {
+    const id = `${this.#c.settings.schema}\u0000${this.#c.namespace}\u0000${kind}\u0000${name}`;
+    let key = lockKeys.get(id);
+    if (key === undefined) {
+      if (lockKeys.size >= LOCK_KEY_CACHE) lockKeys.clear();
+      key = this.#key(kind, name, 0);
+      lockKeys.set(id, key);
+    }
+    return key;
   }
 
   /** Closes lanes that held nothing for a while, giving their connection back. */
