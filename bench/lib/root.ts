@@ -1,0 +1,19 @@
+/** The repository root, found from wherever the compiled bench lives. */
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+function find(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, "package.json");
+    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "baton") {
+      return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error("bench: cannot find the repository root (package.json of baton)");
+    dir = parent;
+  }
+}
+
+export const ROOT = find();
