@@ -76,7 +76,7 @@ class FileSession implements DriverSession, SessionView {
       ? Array.from({ length: request.limit }, (_, i) => slotOf(`${key}${SEP}${i}`))
       : [slotOf(key)];
     const base = isSemaphore ? limitBase(key) : 0;
-    if (isSemaphore) this.#checkLimit(base, request.limit, request.name);
+    if (isSemaphore) await this.#checkLimit(base, request.limit, request.name);
     let chosen = -1;
     const attempt = (): boolean => {
       if (this.#closed) return false;
@@ -309,18 +309,23 @@ class FileSession implements DriverSession, SessionView {
    * Refuses a limit other than the one current holders use: holders keep a shared lock on
    * `base + limit`, so an exclusive probe of every other offset fails if one differs.
    */
-  #checkLimit(base: number, limit: number, name: string): void {
+  async #checkLimit(base: number, limit: number, name: string): Promise<void> {
     const fd = this.#node.probeSemFd;
-    const below = kernel.tryLock(fd, base, false, limit);
-    if (below) kernel.unlock(fd, base, limit);
-    const above = kernel.tryLock(fd, base + limit + 1, false, LIMIT_SPAN - limit - 1);
-    if (above) kernel.unlock(fd, base + limit + 1, LIMIT_SPAN - limit - 1);
-    if (!below || !above) {
-      throw new InvalidArgumentError(
-        `semaphore "${name}" is in use with another limit than ${limit}; every user of one semaphore must give the same limit`,
-        { backend: "file" },
-      );
+    const span = LIMIT_SPAN - limit - 1;
+    // Another process's probe holds these ranges for a few microseconds too: only a
+    // conflict that persists over several tries is a holder's mark at another limit.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const below = kernel.tryLock(fd, base, false, limit);
+      if (below) kernel.unlock(fd, base, limit);
+      const above = kernel.tryLock(fd, base + limit + 1, false, span);
+      if (above) kernel.unlock(fd, base + limit + 1, span);
+      if (below && above) return;
+      await new Promise((resolve) => setTimeout(resolve, attempt < 5 ? 0 : 1));
     }
+    throw new InvalidArgumentError(
+      `semaphore "${name}" is in use with another limit than ${limit}; every user of one semaphore must give the same limit`,
+      { backend: "file" },
+    );
   }
 
   #markLimit(base: number, limit: number): void {
