@@ -24,7 +24,9 @@ let server: EtcdServer | undefined;
 conformance({
   name: "etcd",
   url: () => server?.url ?? "etcd://127.0.0.1:2379",
-  shortTtlMs: 2000,
+  // Short enough to keep loss tests quick, long enough that a loaded CI machine (two test
+  // files at once on 2 cores) does not miss a keep-alive deadline by accident.
+  shortTtlMs: 4000,
   contention: { clients: 20, rounds: 20 },
   setup: async () => {
     server = await startEtcd();

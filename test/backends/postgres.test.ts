@@ -36,7 +36,9 @@ after(async () => {
 conformance({
   name: "postgres",
   url: () => server?.url ?? "postgres://127.0.0.1:1/unstarted",
-  shortTtlMs: 2000,
+  // Short enough to keep loss tests quick, long enough that a loaded CI machine (two test
+  // files at once on 2 cores) does not miss a keep-alive deadline by accident.
+  shortTtlMs: 4000,
   contention: { clients: 20, rounds: 30 },
   setup: async () => {
     await ensureServer();
