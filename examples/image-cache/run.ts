@@ -3,7 +3,7 @@
  * (counting broken instances) and with Baton (none). `npm run demo`.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -34,10 +34,12 @@ export async function race(
   const env = { ...process.env, BATON_URL: pathToFileURL(join(cache, ".baton")).href };
   try {
     const mode = locks ? "on" : "off";
-    const results = await Promise.all([
-      ...Array.from({ length: spawners }, () => run(["spawner", cache, mode, String(instances)], env)),
-      run(["ager", cache, mode, String(instances * 3)], env),
-    ]);
+    const ager = run(["ager", cache, mode, "0"], env);
+    const spawned = await Promise.all(
+      Array.from({ length: spawners }, () => run(["spawner", cache, mode, String(instances)], env)),
+    );
+    writeFileSync(join(cache, "stop"), "");
+    const results = [...spawned, await ager];
     const broken = results.reduce((sum, r) => sum + (r.broken ?? 0), 0);
     const deleted = results.reduce((sum, r) => sum + (r.deleted ?? 0), 0);
     return { broken, instances: spawners * instances, deleted };

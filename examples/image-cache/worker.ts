@@ -8,7 +8,7 @@
  * they use it, and the ager takes it exclusively to delete.
  *
  *   worker.ts spawner <cache-dir> <locks:on|off> <instances>
- *   worker.ts ager    <cache-dir> <locks:on|off> <rounds>
+ *   worker.ts ager    <cache-dir> <locks:on|off>   (until <cache-dir>/stop exists)
  */
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -29,7 +29,13 @@ async function withImage<T>(mode: "shared" | "exclusive", fn: () => Promise<T>):
   return await fn();
 }
 
+/** Waits until `path` exists: the processes start together, whatever their start-up time. */
+async function until(path: string): Promise<void> {
+  while (!existsSync(path)) await sleep(5);
+}
+
 if (role === "spawner") {
+  await until(join(cacheDir, "ager.ready"));
   let broken = 0;
   for (let i = 0; i < Number(count); i++) {
     const ok = await withImage("shared", async () => {
@@ -50,7 +56,9 @@ if (role === "spawner") {
   process.stdout.write(`${JSON.stringify({ role, broken, instances: Number(count) })}\n`);
 } else if (role === "ager") {
   let deleted = 0;
-  for (let i = 0; i < Number(count); i++) {
+  writeFileSync(join(cacheDir, "ager.ready"), "");
+  // Ages the cache until the spawners are done (the parent creates "stop").
+  while (!existsSync(join(cacheDir, "stop"))) {
     await withImage("exclusive", async () => {
       if (existsSync(image)) {
         rmSync(image);
