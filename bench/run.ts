@@ -1,5 +1,6 @@
 /**
  * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres] [--only a,b] [--out DIR]`
+ * `node .bench/dist/bench/run.js --report-only RESULTS.json [--out DIR]`: render a run's report again
  *
  * Baton side by side with the libraries users would pick instead and with each backend's
  * raw floor, in one run on one machine (issue 6). Starts etcd and PostgreSQL through the
@@ -7,7 +8,7 @@
  * with SVG charts, and prints a summary. See docs/benchmarks.md for the method.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,6 +39,7 @@ function parseArgs(argv: string[]) {
   let backends: Backend[] = [...BACKENDS];
   let only: string[] = [...SCENARIOS];
   let out: string | null = null;
+  let reportOnly: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (name: string) => {
@@ -59,20 +61,29 @@ function parseArgs(argv: string[]) {
       only = value("--only").split(",").filter(Boolean);
       for (const s of only) if (!SCENARIOS.includes(s as never)) throw new Error(`unknown scenario ${s}`);
     } else if (arg.startsWith("--out")) out = value("--out");
+    else if (arg.startsWith("--report-only")) reportOnly = value("--report-only");
     else if (arg === "--help" || arg === "-h") {
       process.stdout.write(
-        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR]\n",
+        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
   // A quick run reports next to its JSON; only a full run replaces the committed report.
   const outDir = resolve(ROOT, out ?? (quick ? "bench/results/quick" : "docs"));
-  return { quick, backends, only, outDir };
+  return { quick, backends, only, outDir, reportOnly };
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.reportOnly) {
+    // Renders the report again from a run's raw results (same numbers, newer report code).
+    const results = JSON.parse(readFileSync(resolve(args.reportOnly), "utf8")) as Results;
+    results.targets = computeTargets(results);
+    const written = writeReport(results, args.outDir, `${JSON.stringify(results, null, 1)}\n`);
+    process.stderr.write(`wrote ${written.map((p) => relative(ROOT, p)).join(", ")}\n`);
+    return;
+  }
   const started = Date.now();
   const base = process.hrtime.bigint();
   const now = () => Number(process.hrtime.bigint() - base);

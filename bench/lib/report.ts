@@ -1,7 +1,6 @@
 /** docs/benchmarks.md and its charts, from one run's results. */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { implInfo } from "./impls.js";
 import { ROOT } from "./root.js";
 import { fmtBytes, fmtNs, fmtRate, fmtRatio, type Summary } from "./stats.js";
@@ -62,8 +61,11 @@ export function writeReport(r: Results, outDir: string, json: string): string[] 
           })(),
         ],
         [
-          "Load average (1/5/15 min) at start / end",
-          `${((r.meta.settings.loadAtStart as number[] | undefined) ?? []).join(" ")} / ${m.loadAverage.join(" ")}`,
+          "Load average (1/5/15 min)",
+          // Runs before the source was recorded took the machine's load only at the start.
+          r.meta.settings.source
+            ? `${((r.meta.settings.loadAtStart as number[] | undefined) ?? []).join(" ")} at start, ${m.loadAverage.join(" ")} at the end`
+            : `${m.loadAverage.join(" ")} at the start`,
         ],
         ...Object.entries(r.meta.versions).map(([k, v]) => [k, v ?? "**not installed**"]),
       ],
