@@ -129,10 +129,17 @@ describe("file backend across processes", () => {
     const { ms } = await holder.do("holdMany", { prefix: "many-", count: 100_000 });
     const expected = [
       ...Array.from({ length: 64 }, (_, i) => `locks.${i.toString(16).padStart(2, "0")}`),
+      "peers",
       "semaphores",
       "tokens",
     ];
     assert.deepEqual(readdirSync(dir).sort(), expected.sort());
+    // Mesh sockets of live processes only (dead ones' were removed by the next process to
+    // find them), whatever the number of names.
+    const live = new Set([process.pid, ...puppets.filter((p) => p.child.exitCode === null).map((p) => p.pid)]);
+    const sockets = readdirSync(join(dir, "peers"));
+    assert.ok(sockets.some((s) => s.startsWith(`${holder.pid}-`)), "the holder has its socket");
+    for (const s of sockets) assert.ok(live.has(Number(s.split("-")[0])), `${s} belongs to a live process`);
     const me = await client();
     for (const i of [0, 4242, 99_999]) assert.equal(await me.lock(`many-${i}`).tryAcquire(), null, `many-${i} is held`);
     const free = await me.lock("many-100000").tryAcquire();

@@ -1,4 +1,4 @@
-import { closeSync, constants, mkdirSync, openSync, statSync } from "node:fs";
+import { closeSync, constants, lstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,9 +18,12 @@ export const FILES = {
 /** An opened Baton directory. */
 export interface Directory {
   readonly path: string;
-  /** Identifies the directory (device + inode) in socket names: same dir, same id. */
+  /** Identifies the directory (device + inode): same dir, same id. */
   readonly id: string;
 }
+
+/** The folder (mode 0700) that holds the processes' mesh sockets; see mesh.ts. */
+export const PEERS_FOLDER = "peers";
 
 /** The default directory: `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
 export function defaultDirectory(): string {
@@ -83,12 +86,45 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
       throw unavailable(path, why, cause);
     }
   }
+  checkPeersFolder(path, stat.uid);
   return { path, id: hash53(`${stat.dev}:${stat.ino}`).toString(36) };
+}
+
+/**
+ * Creates the peers folder owner-only, or checks one that exists: a folder owned by anyone
+ * but the directory's owner, or open to others, could hold sockets that impersonate peers.
+ */
+function checkPeersFolder(path: string, owner: number): void {
+  const folder = join(path, PEERS_FOLDER);
+  try {
+    mkdirSync(folder, { mode: 0o700 });
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code !== "EEXIST")
+      throw unavailable(path, "cannot hold its peers folder", cause);
+  }
+  let stat: ReturnType<typeof lstatSync>;
+  try {
+    stat = lstatSync(folder);
+  } catch (cause) {
+    throw unavailable(path, "cannot hold its peers folder", cause);
+  }
+  const ours = stat.uid === owner || stat.uid === process.getuid?.();
+  if (!stat.isDirectory() || !ours || (stat.mode & 0o022) !== 0) {
+    throw unavailable(
+      path,
+      `has a peers folder that is not a directory owned by uid ${owner} and writable by it alone; remove ${folder}`,
+    );
+  }
 }
 
 /** The name of lock file number `shard`. */
 export function lockFileName(shard: number): string {
   return `${FILES.locks}.${shard.toString(16).padStart(2, "0")}`;
+}
+
+/** Opens the directory itself, for paths relative to it that stay short (mesh sockets). */
+export function openDirectoryFd(directory: Directory): number {
+  return openSync(directory.path, constants.O_RDONLY | constants.O_DIRECTORY);
 }
 
 /** Opens one of the directory's files for reading and writing. */

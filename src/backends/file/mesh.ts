@@ -1,12 +1,23 @@
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { readdir } from "node:fs/promises";
 import { createServer, type Server, type Socket, connect as netConnect } from "node:net";
+import { debuglog } from "node:util";
+import { PEERS_FOLDER } from "./directory.js";
+import { MAX_LINE_CHARS, PEER_ID, type Push, parseLine, ProtocolError, type Request } from "./protocol.js";
 
 /**
- * The processes using one Baton directory find each other and talk over Linux abstract
- * Unix sockets (`\0baton.<dir-id>.<peer-id>`): no file is created, and the kernel closes a
- * dead process's sockets at once, which is how the others learn it died. Messages are
- * newline-delimited JSON. Discovery reads `/proc/net/unix`.
+ * The processes using one Baton directory find each other and talk over Unix sockets that
+ * live in the directory itself, `<dir>/peers/<pid>-<random>`: connecting to one needs
+ * search permission on the directory and write permission on the socket (mode 0600), so
+ * only the directory's owner (and root) can join, exactly who can take its locks. Abstract
+ * sockets, which any local user can find in /proc/net/unix and connect to, are not used.
+ * The kernel closes a dead process's sockets at once, which is how the others learn it
+ * died; the socket file it leaves behind is removed by the next peer that finds nobody
+ * listening on it. Messages are newline-delimited JSON, each checked by protocol.ts.
+ *
+ * Paths go through `/proc/self/fd/<directory fd>`, so the socket path stays far below the
+ * kernel's 108-byte limit however deep the directory is.
  *
  * Message kinds: `hello`; `req`/`res` with an id (subscriptions, inspect, record listing);
  * `push` (a slot was freed, a record changed).
@@ -14,16 +25,22 @@ import { createServer, type Server, type Socket, connect as netConnect } from "n
 
 /** How long discovery waits for a new peer's hello before going on without it. */
 const HELLO_WAIT_MS = 300;
+/** How long an accepted connection has to say hello. */
+const HELLO_DEADLINE_MS = 5000;
 
-/** A message pushed or requested between peers. */
+const log = debuglog("baton");
+let lastWarning = 0;
+
+/** A message sent to a peer. */
 export type Message = { readonly [key: string]: unknown };
 
 /** A connection to another process. */
 export class Link {
   readonly #socket: Socket;
-  readonly #pending = new Map<number, { resolve: (m: Message) => void; reject: (e: Error) => void }>();
+  readonly #pending = new Map<number, { resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void }>();
   #nextId = 0;
   #buffer = "";
+  /** The peer's id once it said hello; nothing but hello is accepted before. */
   peerId: string | null = null;
   closed = false;
   #ready: () => void = () => {};
@@ -34,8 +51,14 @@ export class Link {
 
   constructor(
     socket: Socket,
-    private readonly onMessage: (link: Link, message: Message) => void,
-    private readonly onClose: (link: Link) => void,
+    /** The peer this process dialed, whose hello must name it; null for an accepted link. */
+    readonly dialed: string | null,
+    private readonly handlers: {
+      hello(link: Link, peer: string): void;
+      request(link: Link, id: number, request: Request): void;
+      push(link: Link, push: Push): void;
+      close(link: Link): void;
+    },
   ) {
     this.#socket = socket;
     socket.setEncoding("utf8");
@@ -48,11 +71,20 @@ export class Link {
     if (!this.closed) this.#socket.write(`${JSON.stringify(message)}\n`);
   }
 
-  /** Sends a request and resolves with the peer's answer; rejects if the link closes. */
-  request(op: string, body: Message = {}, timeoutMs = 5000): Promise<Message> {
+  /**
+   * Sends a request and resolves with the peer's answer checked by `check`; rejects if the
+   * link closes, the peer answers with an error, or the answer breaks the protocol (which
+   * also closes the link).
+   */
+  request<T>(
+    op: Request["op"],
+    body: Message,
+    check: (body: Record<string, unknown>) => T,
+    timeoutMs = 5000,
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new Error("peer gone"));
     const id = ++this.#nextId;
-    return new Promise<Message>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.get(id)?.reject(new Error(`peer ${this.peerId} did not answer ${op} within ${timeoutMs} ms`));
       }, timeoutMs);
@@ -62,9 +94,18 @@ export class Link {
         this.#updateRef();
       };
       this.#pending.set(id, {
-        resolve: (m) => {
+        resolve: (answer) => {
           settle();
-          resolve(m);
+          if (typeof answer.error === "string") {
+            reject(new Error(`peer ${this.peerId} refused ${op}: ${answer.error}`));
+            return;
+          }
+          try {
+            resolve(check(answer));
+          } catch (error) {
+            this.#broken(error);
+            reject(error);
+          }
         },
         reject: (e) => {
           settle();
@@ -76,7 +117,7 @@ export class Link {
     });
   }
 
-  reply(id: unknown, body: Message): void {
+  reply(id: number, body: Message): void {
     this.send({ t: "res", id, ...body });
   }
 
@@ -94,32 +135,58 @@ export class Link {
   }
 
   #data(chunk: string): void {
-    this.#buffer += chunk;
-    let newline = this.#buffer.indexOf("\n");
+    if (this.closed) return;
+    let start = 0;
+    let newline = chunk.indexOf("\n");
     while (newline >= 0) {
-      const line = this.#buffer.slice(0, newline);
-      this.#buffer = this.#buffer.slice(newline + 1);
-      newline = this.#buffer.indexOf("\n");
-      let message: Message;
-      try {
-        message = JSON.parse(line) as Message;
-      } catch {
-        continue;
+      const line = this.#buffer + chunk.slice(start, newline);
+      this.#buffer = "";
+      start = newline + 1;
+      newline = chunk.indexOf("\n", start);
+      if (!this.#line(line)) return;
+    }
+    this.#buffer += chunk.slice(start);
+    if (this.#buffer.length > MAX_LINE_CHARS) this.#broken(new ProtocolError("line too long"));
+  }
+
+  /** Handles one line; false when it broke the protocol and the link is closed. */
+  #line(line: string): boolean {
+    try {
+      const message = parseLine(line);
+      if (message.t === "hello") {
+        if (this.peerId !== null) throw new ProtocolError("second hello");
+        if (this.dialed !== null && message.peer !== this.dialed) throw new ProtocolError("hello names another peer");
+        this.peerId = message.peer;
+        this.#ready();
+        this.#updateRef();
+        this.handlers.hello(this, message.peer);
+        return true;
       }
-      if (message.t === "res") {
-        const pending = this.#pending.get(message.id as number);
-        this.#pending.delete(message.id as number);
-        pending?.resolve(message);
-      } else {
-        this.onMessage(this, message);
-      }
+      if (this.peerId === null) throw new ProtocolError(`${message.t} before hello`);
+      if (message.t === "res") this.#pending.get(message.id)?.resolve(message.body);
+      else if (message.t === "req") this.handlers.request(this, message.id, message.request);
+      else this.handlers.push(this, message.push);
+      return true;
+    } catch (error) {
+      this.#broken(error);
+      return false;
     }
   }
 
-  /** @internal */
-  markReady(): void {
-    this.#ready();
-    this.#updateRef();
+  /** The peer broke the protocol (or handling its message failed): drop the link, say why. */
+  #broken(error: unknown): void {
+    if (this.closed) return;
+    const why = error instanceof Error ? error.message : String(error);
+    log("closing the link to peer %s: %s", this.peerId ?? "(before hello)", why);
+    if (Date.now() - lastWarning > 10_000) {
+      lastWarning = Date.now();
+      process.emitWarning(`baton: closed a file-backend mesh link that broke the protocol (${why})`, {
+        code: "BATON_MESH_PROTOCOL",
+      });
+    }
+    this.#buffer = "";
+    this.destroy();
+    this.#closed();
   }
 
   #closed(): void {
@@ -128,16 +195,16 @@ export class Link {
     this.#ready();
     for (const pending of this.#pending.values()) pending.reject(new Error("peer gone"));
     this.#pending.clear();
-    this.onClose(this);
+    this.handlers.close(this);
   }
 }
 
 /** Handlers the mesh calls. */
 export interface MeshHandlers {
   /** A request from a peer; the returned body is sent back. */
-  request(link: Link, op: string, message: Message): Message | Promise<Message>;
+  request(link: Link, request: Request): Message | Promise<Message>;
   /** A pushed message. */
-  push(link: Link, message: Message): void;
+  push(link: Link, push: Push): void;
   /** A new peer said hello. */
   joined(link: Link): void;
   /** A peer's link closed: it died or closed its directory. */
@@ -147,14 +214,16 @@ export interface MeshHandlers {
 /** This process's presence in one directory's mesh. */
 export class Mesh {
   readonly peerId = `${process.pid}-${randomBytes(4).toString("hex")}`;
-  readonly #prefix: string;
+  /** The peers folder, through this process's descriptor of the directory. */
+  readonly #folder: string;
   readonly #handlers: MeshHandlers;
   readonly #links = new Map<string, Link>();
   readonly #connecting = new Map<string, Promise<void>>();
   #server: Server | null = null;
+  readonly #unlinkOnExit = () => this.#unlinkOwn();
 
-  constructor(directoryId: string, handlers: MeshHandlers) {
-    this.#prefix = `baton.${directoryId}.`;
+  constructor(directoryFd: number, handlers: MeshHandlers) {
+    this.#folder = `/proc/self/fd/${directoryFd}/${PEERS_FOLDER}`;
     this.#handlers = handlers;
   }
 
@@ -165,60 +234,74 @@ export class Mesh {
 
   /** Listens, then connects to every peer already there. */
   async start(): Promise<void> {
-    const server = createServer((socket) => this.#adopt(socket));
+    const server = createServer((socket) => this.#adopt(socket, null));
+    const path = `${this.#folder}/${this.peerId}`;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(`\0${this.#prefix}${this.peerId}`, () => resolve());
+      server.listen(path, () => resolve());
     });
+    // Owner only, whatever the umask: the folder (0700) already keeps others out, this
+    // keeps them out of a folder someone made group-accessible too.
+    chmodSync(path, 0o600);
     server.unref();
     this.#server = server;
+    process.on("exit", this.#unlinkOnExit);
     await this.discover();
   }
 
   /** Connects to peers not yet linked (new processes). Cheap when nothing changed. */
   async discover(): Promise<void> {
-    let table: string;
+    let names: string[];
     try {
-      table = await readFile("/proc/net/unix", "utf8");
+      names = await readdir(this.#folder);
     } catch {
       return;
     }
-    const marker = `@${this.#prefix}`;
-    const found = new Set<string>();
-    for (const line of table.split("\n")) {
-      const at = line.indexOf(marker);
-      if (at < 0) continue;
-      const peer = line
-        .slice(at + marker.length)
-        .replace(/@+$/, "")
-        .trim();
-      if (peer && peer !== this.peerId) found.add(peer);
-    }
-    await Promise.all([...found].filter((p) => !this.#links.has(p)).map((p) => this.#connect(p)));
+    const fresh = names.filter(
+      (p) => p !== this.peerId && PEER_ID.test(p) && !this.#links.has(p) && this.#server !== null,
+    );
+    await Promise.all(fresh.map((p) => this.#connect(p)));
   }
 
   close(): void {
+    process.off("exit", this.#unlinkOnExit);
     this.#server?.close();
+    this.#server = null;
+    this.#unlinkOwn();
     for (const link of this.#links.values()) link.destroy();
     this.#links.clear();
+  }
+
+  #unlinkOwn(): void {
+    try {
+      unlinkSync(`${this.#folder}/${this.peerId}`);
+    } catch {
+      // Already gone (net.Server removes it on close).
+    }
   }
 
   #connect(peer: string): Promise<void> {
     let pending = this.#connecting.get(peer);
     if (pending) return pending;
+    const path = `${this.#folder}/${peer}`;
     pending = new Promise<void>((resolve) => {
-      const socket = netConnect(`\0${this.#prefix}${peer}`);
+      const socket = netConnect(path);
       const done = () => {
         this.#connecting.delete(peer);
         resolve();
       };
-      socket.once("error", done);
+      socket.once("error", (error: NodeJS.ErrnoException) => {
+        // Nobody listens: the socket of a process that died without closing. Peer ids are
+        // never reused, so nobody else can be behind this name: remove it.
+        if (error.code === "ECONNREFUSED") removeStale(path);
+        done();
+      });
       socket.once("connect", () => {
-        socket.off("error", done);
+        socket.removeAllListeners("error");
         // Wait for the peer's hello so that the link is usable when discover() returns,
         // but not for long: a paused (SIGSTOP) or busy peer must not hold us up.
         const timer = setTimeout(done, HELLO_WAIT_MS);
-        this.#adopt(socket).ready.then(() => {
+        this.#adopt(socket, peer).ready.then(() => {
           clearTimeout(timer);
           done();
         });
@@ -228,42 +311,42 @@ export class Mesh {
     return pending;
   }
 
-  #adopt(socket: Socket): Link {
-    const link = new Link(
-      socket,
-      (l, message) => this.#message(l, message),
-      (l) => {
+  #adopt(socket: Socket, dialed: string | null): Link {
+    const link = new Link(socket, dialed, {
+      hello: (l, peer) => {
+        const existing = this.#links.get(peer);
+        // Two processes may dial each other at once; keep one link and keep both usable.
+        if (existing && !existing.closed) return;
+        this.#links.set(peer, l);
+        this.#handlers.joined(l);
+      },
+      request: (l, id, request) => {
+        Promise.resolve()
+          .then(() => this.#handlers.request(l, request))
+          .then(
+            (body) => l.reply(id, body),
+            (error: unknown) => l.reply(id, { error: String(error) }),
+          );
+      },
+      push: (l, push) => this.#handlers.push(l, push),
+      close: (l) => {
         if (l.peerId && this.#links.get(l.peerId) === l) {
           this.#links.delete(l.peerId);
           this.#handlers.left(l);
         }
       },
-    );
+    });
     link.send({ t: "hello", peer: this.peerId });
+    // A process that connects and never says hello is not a peer: drop it.
+    if (dialed === null) setTimeout(() => link.peerId === null && link.destroy(), HELLO_DEADLINE_MS).unref();
     return link;
   }
+}
 
-  #message(link: Link, message: Message): void {
-    if (message.t === "hello") {
-      const peer = String(message.peer);
-      link.peerId = peer;
-      link.markReady();
-      const existing = this.#links.get(peer);
-      // Two processes may dial each other at once; keep one link and keep both usable.
-      if (existing && !existing.closed) return;
-      this.#links.set(peer, link);
-      this.#handlers.joined(link);
-      return;
-    }
-    if (message.t === "req") {
-      Promise.resolve()
-        .then(() => this.#handlers.request(link, String(message.op), message))
-        .then(
-          (body) => link.reply(message.id, body),
-          (error: unknown) => link.reply(message.id, { error: String(error) }),
-        );
-      return;
-    }
-    if (message.t === "push") this.#handlers.push(link, message);
+function removeStale(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // Someone else removed it first.
   }
 }

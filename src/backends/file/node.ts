@@ -1,8 +1,11 @@
 import { closeSync } from "node:fs";
 import type { LockMode, QueueKind, QueueSnapshot, RecordEntry, RecordEvent } from "../../core/driver.js";
-import { type Directory, FILES, lockFileName, openFile } from "./directory.js";
+import { type Directory, FILES, lockFileName, openDirectoryFd, openFile } from "./directory.js";
 import { LockFiles } from "./kernel.js";
 import { type Link, Mesh, type Message } from "./mesh.js";
+import { answers, type LocalQueueState, type Push, type Request, type SpaceEntries } from "./protocol.js";
+
+export type { LocalQueueState } from "./protocol.js";
 
 /** A pending acquisition or upgrade of this process. */
 export interface Waiter {
@@ -11,20 +14,6 @@ export interface Waiter {
   readonly mode: LockMode;
   /** Tries to take what it waits for with non-blocking kernel calls; true when it got it. */
   attempt(): boolean;
-}
-
-/** What this process holds and awaits, as peers see it in `inspect`. */
-export interface LocalQueueState {
-  readonly namespace: string;
-  readonly kind: QueueKind;
-  readonly name: string;
-  readonly limit: number;
-  readonly memberId: string;
-  readonly sessionId: string;
-  readonly mode: LockMode;
-  readonly since: number;
-  /** Present for holders, as a decimal string; absent for waiters. */
-  readonly token?: string;
 }
 
 /** The part of a session the node needs to answer peers. */
@@ -56,6 +45,8 @@ export class FileNode {
   readonly mesh: Mesh;
   /** Process-wide descriptors: the token counter, and probes that look without holding. */
   readonly tokensFd: number;
+  /** The directory itself: the mesh reaches its sockets through it. */
+  readonly #directoryFd: number;
   readonly probes: LockFiles;
   readonly probeSemFd: number;
   readonly sessions = new Map<string, SessionView>();
@@ -86,8 +77,9 @@ export class FileNode {
     this.tokensFd = openFile(directory, FILES.tokens);
     this.probes = new LockFiles((shard) => openFile(directory, lockFileName(shard)));
     this.probeSemFd = openFile(directory, FILES.semaphores);
-    this.mesh = new Mesh(directory.id, {
-      request: (link, op, message) => this.#request(link, op, message),
+    this.#directoryFd = openDirectoryFd(directory);
+    this.mesh = new Mesh(this.#directoryFd, {
+      request: (link, request) => this.#request(link, request),
       push: (link, message) => this.#push(link, message),
       joined: (link) => void this.#joined(link),
       left: (link) => this.#left(link),
@@ -121,7 +113,7 @@ export class FileNode {
     if (this.#safety) clearInterval(this.#safety);
     if (this.#lingerSweep) clearInterval(this.#lingerSweep);
     this.probes.close();
-    for (const fd of [this.tokensFd, this.probeSemFd]) closeSync(fd);
+    for (const fd of [this.tokensFd, this.probeSemFd, this.#directoryFd]) closeSync(fd);
   }
 
   newSessionId(): string {
@@ -148,7 +140,7 @@ export class FileNode {
     }
     this.#armSafety();
     for (const link of fresh.length > 0 ? this.mesh.links : []) {
-      link.request("sub", { slots: fresh }).then(
+      link.request("sub", { slots: fresh }, answers.none).then(
         () => this.#wake(fresh),
         () => {},
       );
@@ -283,12 +275,12 @@ export class FileNode {
   async #joined(link: Link): Promise<void> {
     const slots = [...this.#subscribed.keys()];
     if (slots.length > 0) {
-      await link.request("sub", { slots }).catch(() => null);
+      await link.request("sub", { slots }, answers.none).catch(() => null);
       this.#wake(slots);
     }
     for (const space of this.#recordListeners.keys()) {
-      const answer = await link.request("rsub", { space }).catch(() => null);
-      for (const entry of (answer?.entries as RecordEntry[] | undefined) ?? []) {
+      const entries = await link.request("rsub", { space }, answers.entries).catch(() => null);
+      for (const entry of entries ?? []) {
         this.#remoteRecord(link, space, { type: "put", entry });
       }
     }
@@ -337,8 +329,10 @@ export class FileNode {
 
   async listRecords(space: string): Promise<RecordEntry[]> {
     const out = [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry);
-    const answers = await Promise.all(this.mesh.links.map((l) => l.request("list", { space }, 2000).catch(() => null)));
-    for (const answer of answers) out.push(...((answer?.entries as RecordEntry[] | undefined) ?? []));
+    const lists = await Promise.all(
+      this.mesh.links.map((l) => l.request("list", { space }, answers.entries, 2000).catch(() => null)),
+    );
+    for (const entries of lists) out.push(...(entries ?? []));
     return out;
   }
 
@@ -361,14 +355,14 @@ export class FileNode {
       { once: true },
     );
     const snapshot = [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry);
-    const answers = await Promise.all(
+    const lists = await Promise.all(
       this.mesh.links.map(async (link) => ({
         link,
-        answer: await link.request("rsub", { space }, 2000).catch(() => null),
+        entries: await link.request("rsub", { space }, answers.entries, 2000).catch(() => null),
       })),
     );
-    for (const { link, answer } of answers) {
-      for (const entry of (answer?.entries as RecordEntry[] | undefined) ?? []) {
+    for (const { link, entries } of lists) {
+      for (const entry of entries ?? []) {
         this.#track(link, space, entry.key, true);
         snapshot.push(entry);
       }
@@ -405,7 +399,7 @@ export class FileNode {
     return [...this.sessions.values()].flatMap((s) => s.queueState()).filter((q) => q.namespace === namespace);
   }
 
-  localSpaces(prefix: string): { space: string; entries: RecordEntry[] }[] {
+  localSpaces(prefix: string): SpaceEntries[] {
     return [...this.#records]
       .filter(([space]) => space.startsWith(prefix))
       .map(([space, records]) => ({ space, entries: [...records.values()].map((r) => r.entry) }));
@@ -419,12 +413,12 @@ export class FileNode {
     await this.#discover();
     const states = [...this.localQueues(namespace)];
     const spaces = this.localSpaces(prefix);
-    const answers = await Promise.all(
-      this.mesh.links.map((l) => l.request("inspect", { namespace, prefix }, 2000).catch(() => null)),
+    const peers = await Promise.all(
+      this.mesh.links.map((l) => l.request("inspect", { namespace, prefix }, answers.inspect, 2000).catch(() => null)),
     );
-    for (const answer of answers) {
-      states.push(...((answer?.queues as LocalQueueState[] | undefined) ?? []));
-      spaces.push(...((answer?.spaces as { space: string; entries: RecordEntry[] }[] | undefined) ?? []));
+    for (const answer of peers) {
+      states.push(...(answer?.queues ?? []));
+      spaces.push(...(answer?.spaces ?? []));
     }
     const queues = new Map<
       string,
@@ -456,57 +450,50 @@ export class FileNode {
 
   // ---- peer protocol -------------------------------------------------------------------
 
-  #request(link: Link, op: string, message: Message): Message {
-    switch (op) {
+  #request(link: Link, request: Request): Message {
+    switch (request.op) {
       case "sub":
-        for (const slot of message.slots as number[]) {
+        for (const slot of request.slots) {
           let set = this.#subscribers.get(slot);
           if (!set) this.#subscribers.set(slot, (set = new Set()));
           set.add(link);
         }
         return {};
       case "rsub": {
-        const space = String(message.space);
-        let set = this.#recordSubscribers.get(space);
-        if (!set) this.#recordSubscribers.set(space, (set = new Set()));
+        let set = this.#recordSubscribers.get(request.space);
+        if (!set) this.#recordSubscribers.set(request.space, (set = new Set()));
         set.add(link);
-        return { entries: [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry) };
+        return { entries: [...(this.#records.get(request.space)?.values() ?? [])].map((r) => r.entry) };
       }
       case "list":
-        return { entries: [...(this.#records.get(String(message.space))?.values() ?? [])].map((r) => r.entry) };
+        return { entries: [...(this.#records.get(request.space)?.values() ?? [])].map((r) => r.entry) };
       case "inspect":
-        return {
-          queues: this.localQueues(String(message.namespace)),
-          spaces: this.localSpaces(String(message.prefix)),
-        };
-      default:
-        return { error: `unknown request ${op}` };
+        return { queues: this.localQueues(request.namespace), spaces: this.localSpaces(request.prefix) };
     }
   }
 
-  #push(link: Link, message: Message): void {
-    switch (message.k) {
+  #push(link: Link, push: Push): void {
+    switch (push.k) {
       case "free":
-        this.#offered(link, message.slot as number);
+        this.#offered(link, push.slot);
         break;
       case "pass": {
-        const slot = message.slot as number;
-        const offer = this.#offers.get(slot);
-        if (offer?.current === link) this.#offerNext(slot, offer.remaining);
+        const offer = this.#offers.get(push.slot);
+        if (offer?.current === link) this.#offerNext(push.slot, offer.remaining);
         break;
       }
       case "unsub":
-        for (const slot of message.slots as number[]) {
+        for (const slot of push.slots) {
           const set = this.#subscribers.get(slot);
           set?.delete(link);
           if (set?.size === 0) this.#subscribers.delete(slot);
         }
         break;
       case "runsub":
-        this.#recordSubscribers.get(String(message.space))?.delete(link);
+        this.#recordSubscribers.get(push.space)?.delete(link);
         break;
       case "rec":
-        this.#remoteRecord(link, String(message.space), message.event as RecordEvent);
+        this.#remoteRecord(link, push.space, push.event);
         break;
     }
   }
