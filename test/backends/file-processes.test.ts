@@ -138,7 +138,10 @@ describe("file backend across processes", () => {
     // find them), whatever the number of names.
     const live = new Set([process.pid, ...puppets.filter((p) => p.child.exitCode === null).map((p) => p.pid)]);
     const sockets = readdirSync(join(dir, "peers"));
-    assert.ok(sockets.some((s) => s.startsWith(`${holder.pid}-`)), "the holder has its socket");
+    assert.ok(
+      sockets.some((s) => s.startsWith(`${holder.pid}-`)),
+      "the holder has its socket",
+    );
     for (const s of sockets) assert.ok(live.has(Number(s.split("-")[0])), `${s} belongs to a live process`);
     const me = await client();
     for (const i of [0, 4242, 99_999]) assert.equal(await me.lock(`many-${i}`).tryAcquire(), null, `many-${i} is held`);
