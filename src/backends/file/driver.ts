@@ -21,7 +21,7 @@ import type {
 } from "../../core/driver.js";
 import { DeadlockError, InvalidArgumentError, InvalidStateError, UnsupportedError } from "../../core/errors.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
-import { kernel, LockFiles, limitBase, nextToken, slotOf } from "./kernel.js";
+import { kernel, LockFiles, limitBase, nextToken, slotOf, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 
 const SEP = "\u0000";
@@ -33,6 +33,8 @@ interface FileGrant extends DriverGrant {
   readonly limit: number;
   readonly slot: number;
   since: number;
+  /** Whether this grant holds its slot's writer intent (see {@link FileSession.claimWriterIntent}). */
+  writerIntent: boolean;
 }
 
 interface Held {
@@ -50,6 +52,8 @@ class FileSession implements DriverSession, SessionView {
   readonly #grants = new Set<FileGrant>();
   readonly #waiting = new Map<Waiter, LocalQueueState>();
   readonly #upgrading = new Set<number>();
+  /** Slots whose writer-intent byte this session holds, with how many waiters/grants claim it. */
+  readonly #writerIntents = new Map<number, number>();
   readonly #limitMarks = new Map<number, number>();
   readonly #records = new Set<string>();
   #closed = false;
@@ -87,14 +91,31 @@ class FileSession implements DriverSession, SessionView {
           : -1;
       return chosen >= 0;
     };
+    // A waiting writer claims the slot's writer intent, so that readers arriving after it
+    // queue behind it instead of overtaking it forever (writer preference, as on etcd and
+    // PostgreSQL); it keeps the claim while it holds, so it stays ahead of new readers.
+    const writer = !isSemaphore && request.mode === "exclusive";
+    let claimed = false;
     if (!attempt()) {
       if (!request.wait) return null;
-      await this.#wait(slots, attempt, request, {
-        kind: request.kind,
-        name: request.name,
-        limit: request.limit,
-        mode: request.mode,
-      });
+      const waitingAttempt = () => {
+        if (attempt()) return true;
+        if (writer && !claimed) claimed = this.#claimWriterIntent(slots[0] as number);
+        return false;
+      };
+      try {
+        if (!waitingAttempt()) {
+          await this.#wait(slots, waitingAttempt, request, {
+            kind: request.kind,
+            name: request.name,
+            limit: request.limit,
+            mode: request.mode,
+          });
+        }
+      } catch (error) {
+        if (claimed) this.#dropWriterIntent(slots[0] as number, true);
+        throw error;
+      }
     }
     if (isSemaphore) this.#markLimit(base, request.limit);
     const grant: FileGrant = {
@@ -105,6 +126,7 @@ class FileSession implements DriverSession, SessionView {
       limit: request.limit,
       slot: chosen,
       since: Date.now(),
+      writerIntent: claimed,
     };
     this.#grants.add(grant);
     return grant;
@@ -118,6 +140,7 @@ class FileSession implements DriverSession, SessionView {
       this.#held.delete(grant.slot);
       this.#locks.unlock(grant.slot);
     }
+    if (grant.writerIntent) this.#dropWriterIntent(grant.slot, false);
     if (grant.kind === "semaphore") this.#unmarkLimit(limitBase(this.#key(grant)), grant.limit);
     this.#node.freed(grant.slot);
   }
@@ -132,10 +155,12 @@ class FileSession implements DriverSession, SessionView {
       this.#locks.tryLock(grant.slot, true);
       held.mode = "shared";
       grant.mode = "shared";
+      if (grant.writerIntent) this.#dropWriterIntent(grant.slot, false);
+      grant.writerIntent = false;
       this.#node.freed(grant.slot);
       return;
     }
-    const intent = grant.slot + 1;
+    const intent = grant.slot + UPGRADE_INTENT;
     if (this.#upgrading.has(grant.slot) || !this.#takeIntent(intent)) {
       throw new DeadlockError(
         `another shared holder of "${grant.name}" is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead`,
@@ -187,6 +212,7 @@ class FileSession implements DriverSession, SessionView {
     closeSync(this.#semFd);
     const slots = [...this.#held.keys()];
     this.#held.clear();
+    this.#writerIntents.clear();
     this.#grants.clear();
     for (const record of this.#records) {
       const cut = record.lastIndexOf(SEP);
@@ -267,7 +293,7 @@ class FileSession implements DriverSession, SessionView {
       }
       return false;
     }
-    if (mode === "shared" && this.#intentPresent(slot + 1)) return false;
+    if (mode === "shared" && this.#intentPresent(slot)) return false;
     if (!this.#locks.tryLock(slot, mode === "shared")) return false;
     this.#held.set(slot, { mode, count: 1 });
     return true;
@@ -285,11 +311,52 @@ class FileSession implements DriverSession, SessionView {
     return -1;
   }
 
-  /** Whether some session is upgrading (holds the intent byte exclusively). */
-  #intentPresent(intent: number): boolean {
-    if (!this.#node.probes.tryLock(intent, true)) return true;
-    this.#node.probes.unlock(intent);
+  /**
+   * Whether some session is upgrading or a writer waits (holds the upgrade- or the
+   * writer-intent byte exclusively): one shared probe of both bytes tells.
+   */
+  #intentPresent(slot: number): boolean {
+    if (!this.#node.probes.tryLock(slot + UPGRADE_INTENT, true, 2)) return true;
+    this.#node.probes.unlock(slot + UPGRADE_INTENT, 2);
     return false;
+  }
+
+  /**
+   * Claims the slot's writer intent for one waiting writer of this session; false if a
+   * writer of another session has it (that one is ahead; this one claims it later). A
+   * reader's shared probe may hold the byte for a few microseconds: retry a little.
+   */
+  #claimWriterIntent(slot: number): boolean {
+    const count = this.#writerIntents.get(slot);
+    if (count !== undefined) {
+      this.#writerIntents.set(slot, count + 1);
+      return true;
+    }
+    for (let i = 0; i < 100; i++) {
+      if (this.#locks.tryLock(slot + WRITER_INTENT, false)) {
+        this.#writerIntents.set(slot, 1);
+        return true;
+      }
+      if (!this.#locks.tryLock(slot + WRITER_INTENT, true)) return false;
+      this.#locks.unlock(slot + WRITER_INTENT);
+    }
+    return false;
+  }
+
+  /**
+   * Drops one claim; the last one frees the byte. A writer that gave up waiting (`wake`)
+   * wakes the readers it held back, who would otherwise wait for the next release.
+   */
+  #dropWriterIntent(slot: number, wake: boolean): void {
+    const count = (this.#writerIntents.get(slot) ?? 1) - 1;
+    if (count > 0) {
+      this.#writerIntents.set(slot, count);
+      return;
+    }
+    this.#writerIntents.delete(slot);
+    if (this.#closed) return;
+    this.#locks.unlock(slot + WRITER_INTENT);
+    if (wake) this.#node.freed(slot);
   }
 
   /**

@@ -37,15 +37,21 @@ const SHARD_SPAN = 2 ** 47;
 
 /**
  * The lock of a name: `shard * 2^47 + offset`, one number (exact below 2^53). The byte at
- * `offset` is the lock, `offset + 1` marks an upgrade in progress. From 52 bits of cyrb53,
- * so two names held at the same moment share a byte with probability about n^2 / 2^53 for
- * n names held at once (1e-8 for 10,000); sharing only makes one wait for the other, it
- * never lets two holders in.
+ * `offset` is the lock, `offset + 1` ({@link UPGRADE_INTENT}) marks an upgrade in progress,
+ * `offset + 2` ({@link WRITER_INTENT}) a writer waiting or holding; the fourth byte is
+ * unused. From 51 bits of cyrb53, so two names held at the same moment share a slot with
+ * probability about n^2 / 2^52 for n names held at once (2e-8 for 10,000); sharing only
+ * makes one wait for the other, it never lets two holders in.
  */
 export function slotOf(key: string): number {
   const h = hash53(key);
-  return (h % SHARDS) * SHARD_SPAN + 2 * (Math.floor(h / SHARDS) % 2 ** 46);
+  return (h % SHARDS) * SHARD_SPAN + 4 * (Math.floor(h / SHARDS) % 2 ** 45);
 }
+
+/** Offset from a slot of its upgrade-intent byte (held exclusively by the one upgrader). */
+export const UPGRADE_INTENT = 1;
+/** Offset from a slot of its writer-intent byte (held exclusively by one waiting writer). */
+export const WRITER_INTENT = 2;
 
 /** The shard (lock file index) of a slot. */
 export function shardOf(slot: number): number {
@@ -101,12 +107,12 @@ export class LockFiles {
     this.#open = open;
   }
 
-  tryLock(slot: number, shared: boolean): boolean {
-    return kernel.tryLock(this.#fd(shardOf(slot)), offsetOf(slot), shared);
+  tryLock(slot: number, shared: boolean, length = 1): boolean {
+    return kernel.tryLock(this.#fd(shardOf(slot)), offsetOf(slot), shared, length);
   }
 
-  unlock(slot: number): void {
-    kernel.unlock(this.#fd(shardOf(slot)), offsetOf(slot));
+  unlock(slot: number, length = 1): void {
+    kernel.unlock(this.#fd(shardOf(slot)), offsetOf(slot), length);
   }
 
   close(): void {
