@@ -8,7 +8,9 @@ import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import pg from "pg";
 import { waitFor } from "./conformance/helpers.js";
+import { connect } from "../src/index.js";
 import { baton, start } from "./fixtures/cli.js";
+import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-baton.js";
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
 
@@ -117,6 +119,24 @@ describe("baton CLI against servers", () => {
         b.child.kill("SIGTERM");
         await b.exit;
       });
+
+      for (const [kind, extra] of [
+        ["lock", []],
+        ["semaphore", ["--limit", "1"]],
+        ["elect", []],
+      ] as const) {
+        it(`${kind}: a SIGKILLed baton takes its command and the command's children with it`, async () => {
+          const url = `${target.url()}${target.url().includes("?") ? "&" : "?"}namespace=cli-k-${randomUUID().slice(0, 8)}`;
+          const me = await connect(url);
+          try {
+            await killBatonWhileItsCommandRuns(kind, "orphan", ["--url", url, "--ttl", "2s", ...extra], env(), () =>
+              waitQueued(me, kind, "orphan"),
+            );
+          } finally {
+            await me.close();
+          }
+        });
+      }
 
       it("exits 76 after SIGTERM then SIGKILL when the lock is lost while the command runs", async () => {
         const ns = `cli-lost-${randomUUID().slice(0, 8)}`;

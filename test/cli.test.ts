@@ -12,6 +12,7 @@ import { pathToFileURL } from "node:url";
 import { type Coordinator, connect } from "../src/index.js";
 import { waitFor, waitForWaiters } from "./conformance/helpers.js";
 import { BIN, baton, start } from "./fixtures/cli.js";
+import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-baton.js";
 
 describe("baton CLI", () => {
   let dir: string;
@@ -84,6 +85,17 @@ describe("baton CLI", () => {
     assert.ok(h, "released after the command exited");
     await h.release();
   });
+
+  for (const [kind, extra] of [
+    ["lock", []],
+    ["semaphore", ["--limit", "1"]],
+    ["elect", []],
+  ] as const) {
+    it(`${kind}: a SIGKILLed baton takes its command and the command's children with it`, async () => {
+      const name = `orphan-${kind}`;
+      await killBatonWhileItsCommandRuns(kind, name, [...extra], env, () => waitQueued(me, kind, name));
+    });
+  }
 
   it("shares a --shared lock between commands and limits a semaphore", async () => {
     const readers = [0, 1].map(() =>

@@ -10,6 +10,7 @@ import { Command, CommanderError } from "commander";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { connect, type Coordinator, type LockHandle, parseDuration, statusPage } from "../index.js";
+import { fileLockDescriptors } from "./guard.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
 
@@ -90,7 +91,14 @@ async function hold(
       process.stderr.write(`baton: ${label} is busy\n`);
       return EXIT.notAcquired;
     }
-    const status = await runHolding(argv, { ...process.env, ...got.env }, got.handle.signal, options.killAfter);
+    const keepOpen = coord.backend === "file" ? fileLockDescriptors() : [];
+    const status = await runHolding(
+      argv,
+      { ...process.env, ...got.env },
+      got.handle.signal,
+      options.killAfter,
+      keepOpen,
+    );
     await got.release();
     return status;
   } finally {
