@@ -11,6 +11,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { connect, type Coordinator, type LockHandle, parseDuration, statusPage } from "../index.js";
 import { fileLockDescriptors } from "./guard.js";
+import { releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
 
@@ -61,7 +62,16 @@ function interruptible(): { signal: AbortSignal; dispose: () => void } {
   };
 }
 
-/** Acquires with `get`, runs the command, releases, and returns the exit status. */
+/**
+ * Set when a release or close could not be confirmed in time: `main` then exits at once
+ * instead of letting the pending calls keep the process alive.
+ */
+let abandoned = false;
+
+/**
+ * Acquires with `get`, runs the command, releases, and returns the exit status. The
+ * release and close are bounded (release.ts): a dead backend never keeps baton waiting.
+ */
 async function hold(
   options: HoldOptions,
   argv: string[],
@@ -74,6 +84,7 @@ async function hold(
   ) => Promise<{ handle: LockHandle | null; env: Record<string, string>; release: () => Promise<unknown> }>,
 ): Promise<number> {
   const coord = await open(options);
+  let closed = false;
   try {
     const stop = interruptible();
     const clear = options.wait ? showWaiting(label, coord, waitingOn.kind, waitingOn.name) : () => {};
@@ -99,10 +110,19 @@ async function hold(
       options.killAfter,
       keepOpen,
     );
-    await got.release();
+    if (!(await releaseWithin(label, got.release, () => coord.close()))) abandoned = true;
+    closed = true;
     return status;
   } finally {
-    await coord.close();
+    if (
+      !closed &&
+      !(await releaseWithin(
+        "the session",
+        async () => {},
+        () => coord.close(),
+      ))
+    )
+      abandoned = true;
   }
 }
 
@@ -302,6 +322,8 @@ async function main(): Promise<void> {
     }
     process.exitCode = exitStatusFor(error);
   }
+  // Pending calls to an unreachable backend must not keep baton alive.
+  if (abandoned) process.exit();
 }
 
 await main();
