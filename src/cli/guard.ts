@@ -24,8 +24,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readdirSync, readlinkSync } from "node:fs";
 
-/** Waits for one line on fd 3, then becomes the command; exits 125 if baton died first. */
-const GATE = 'IFS= read -r _ <&3 || exit 125; exec 3<&-; exec "$@"';
+/**
+ * Waits for one line on fd 3, then becomes the command; exits 125 if baton died first, 127
+ * with baton's own message if there is no such command.
+ */
+const GATE = `IFS= read -r _ <&3 || exit 125; exec 3<&-
+command -v "$1" >/dev/null 2>&1 || { printf 'baton: cannot run %s: command not found\\n' "$1" >&2; exit 127; }
+exec "$@"`;
 /**
  * Ignores terminal signals (only `baton`'s death may trigger it), says it is armed, waits
  * for end of file on stdin, then kills the group named by $1.

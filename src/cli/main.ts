@@ -6,46 +6,55 @@
  *
  * @module
  */
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, Option } from "commander";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { connect, type Coordinator, type LockHandle, parseDuration, statusPage } from "../index.js";
+import { connect, type Coordinator, type LockHandle, statusPage } from "../index.js";
+import { durationFlag, namespaceFlag, portFlag, positiveIntFlag, ttlFlag } from "./flags.js";
 import { fileLockDescriptors } from "./guard.js";
+import { whoHolds } from "./holders.js";
 import { releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
 
-const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h";
-
-function duration(what: string) {
-  return (value: string) => parseDuration(value, what);
-}
+const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h; a bare number is seconds";
 
 interface HoldOptions {
   url?: string;
+  namespace?: string;
   timeout?: number;
   ttl?: number;
   wait: boolean;
   killAfter: number;
 }
 
+const urlOption = () => new Option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)");
+const namespaceOption = () =>
+  new Option("--namespace <ns>", "namespace of the names (default: none, or ?namespace= in the URL)").argParser(
+    namespaceFlag,
+  );
+
 function holdOptions(command: Command): Command {
   return command
-    .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
-    .option("--timeout <duration>", `give up after this long (exit ${EXIT.notAcquired})`, duration("--timeout"))
-    .option("--ttl <duration>", "session TTL on lease-based backends", duration("--ttl"))
-    .option("--no-wait", `fail at once if busy (exit ${EXIT.notAcquired})`)
-    .option(
-      "--kill-after <duration>",
-      "after a loss, SIGKILL the command this long after SIGTERM",
-      duration("--kill-after"),
-      10_000,
+    .addOption(urlOption())
+    .addOption(namespaceOption())
+    .option("--timeout <duration>", `give up after this long (exit ${EXIT.notAcquired})`, durationFlag("--timeout"))
+    .option("--ttl <duration>", "session TTL on lease-based backends (1s to 24h)", ttlFlag)
+    .option("--no-wait", `fail at once if busy (exit ${EXIT.notAcquired}), saying who holds it`)
+    .addOption(
+      new Option("--kill-after <duration>", "after a loss, SIGKILL the command this long after SIGTERM")
+        .argParser(durationFlag("--kill-after"))
+        .default(10_000, "10s"),
     )
     .argument("<command...>", "the command to run, after --");
 }
 
-async function open(options: HoldOptions): Promise<Coordinator> {
-  return connect(options.url, options.ttl === undefined ? {} : { ttlMs: options.ttl });
+async function open(options: { url?: string; namespace?: string; ttl?: number }): Promise<Coordinator> {
+  return connect(options.url, {
+    ...(options.ttl === undefined ? {} : { ttlMs: options.ttl }),
+    ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
+  });
 }
 
 /** Cancels waiting when the user interrupts baton before the command started. */
@@ -99,7 +108,8 @@ async function hold(
       stop.dispose();
     }
     if (!got.handle) {
-      process.stderr.write(`baton: ${label} is busy\n`);
+      const who = await whoHolds(coord, waitingOn.kind, waitingOn.name);
+      process.stderr.write(`baton: ${label} is busy${who ? `: ${who}` : ""}\n`);
       return EXIT.notAcquired;
     }
     const keepOpen = coord.backend === "file" ? fileLockDescriptors() : [];
@@ -126,9 +136,19 @@ async function hold(
   }
 }
 
+/** The version in the package.json above this file (dist/src/cli or src/cli). */
+function packageVersion(): string {
+  for (let dir = new URL(".", import.meta.url); ; dir = new URL("..", dir)) {
+    const file = new URL("package.json", dir);
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+    if (dir.pathname === "/") return "unknown";
+  }
+}
+
 function program(): Command {
   const root = new Command("baton")
     .description("Locks, semaphores and leader election for shell commands and scripts, on one host or a cluster.")
+    .version(packageVersion(), "-V, --version", "print the version")
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
@@ -182,11 +202,7 @@ Examples:
       .command("semaphore")
       .description("run a command while holding one of --limit permits")
       .argument("<name>", "semaphore name")
-      .requiredOption("--limit <n>", "permits in all (every user must give the same)", (v) => {
-        if (!/^\d+$/.test(v))
-          throw new CommanderError(EXIT.usage, "baton.usage", `--limit must be a positive integer, got "${v}"`);
-        return Number(v);
-      }),
+      .requiredOption("--limit <n>", "permits in all (every user must give the same)", positiveIntFlag("--limit")),
   )
     .addHelpText(
       "after",
@@ -261,22 +277,21 @@ Examples:
   root
     .command("status")
     .description("show locks (holders, waiters and wait times), semaphores, groups and leaders")
-    .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
-    .option("--namespace <ns>", "namespace to show (default: none)")
+    .addOption(urlOption())
+    .addOption(namespaceOption())
     .option("--json", "print stable JSON (see docs/cli.md) instead of a table")
-    .option("--serve <port>", "serve a live status page on 127.0.0.1:<port> until interrupted", (v) => {
-      if (!/^\d+$/.test(v) || Number(v) > 65535) {
-        throw new CommanderError(EXIT.usage, "baton.usage", `--serve must be a port number, got "${v}"`);
-      }
-      return Number(v);
-    })
+    .option(
+      "--serve <port>",
+      "serve a live status page on 127.0.0.1:<port> until interrupted (0: any free port)",
+      portFlag("--serve"),
+    )
     .option("--host <address>", "address for --serve", "127.0.0.1")
     .addHelpText(
       "after",
       "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'\n  baton status --serve 8080   # then open http://127.0.0.1:8080/",
     )
     .action(async (options: { url?: string; namespace?: string; json?: boolean; serve?: number; host: string }) => {
-      const coord = await connect(options.url, options.namespace ? { namespace: options.namespace } : {});
+      const coord = await open(options);
       if (options.serve !== undefined) {
         await serveStatus(coord, options.host, options.serve);
         return;
@@ -284,6 +299,10 @@ Examples:
       try {
         const info = await coord.inspect();
         process.stdout.write(options.json ? `${JSON.stringify(statusJson(info), null, 2)}\n` : formatStatus(info));
+        // inspect() sees one namespace; say so, since a name taken with --namespace is invisible here.
+        if (!options.json && info.namespace === "") {
+          process.stdout.write("\n(the default namespace only; baton status --namespace NS shows another)\n");
+        }
       } finally {
         await coord.close();
       }
