@@ -279,6 +279,21 @@ describe("baton CLI", () => {
     }
   });
 
+  it("passes Ctrl-C on a terminal to the command's whole group", async () => {
+    // script(1) runs baton on a pseudo-terminal; a ^C written to it becomes SIGINT for the
+    // terminal's foreground group (baton), which forwards it to the command's group.
+    const inner = `trap 'echo got-int; exit 5' INT; sleep 30 & echo ready; wait`;
+    const command = `${process.execPath} ${BIN} lock ctrlc -- sh -c "${inner}"`;
+    const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    const status = new Promise<number | null>((resolve) => child.once("close", resolve));
+    await waitFor(() => out.includes("ready"), "the command to start");
+    child.stdin.write("\u0003");
+    assert.equal(await status, 5, out);
+    assert.match(out, /got-int/);
+  });
+
   it("serves a live status page and its JSON with status --serve", async () => {
     const held = await me.lock("paged").acquire();
     const server = start(["status", "--serve", "0"], env);
