@@ -11,13 +11,14 @@
  *   baton dies, SIGKILL included), so it kills the command's whole group.
  * - The command waits at a gate until the watchdog is armed: a `baton` killed between the
  *   two spawns leaves a gate that reads end of file and exits without running anything.
- * - On the file backend the kernel frees a dead baton's locks at the very moment the
- *   watchdog reads end of file, so a waiter could be granted before the watchdog has
- *   killed the group. The watchdog therefore inherits baton's lock-file descriptors
- *   ({@link fileLockDescriptors}): open-file-description locks belong to the description,
- *   so they stay held until the watchdog exits, which it does only after the kill. The
- *   command itself inherits nothing (Node opens every descriptor close-on-exec) and an
- *   unlock by a living baton frees the lock for every copy of the description.
+ * - Where baton's death frees the lock at once, a waiter could be granted before the
+ *   watchdog has killed the group: on the file backend the kernel drops a dead process's
+ *   locks, and PostgreSQL drops a closed connection's advisory locks. So the watchdog
+ *   inherits copies of baton's sockets and lock files ({@link heldDescriptors}): a lock
+ *   belongs to the open file description (OFD locks) or to the connection, so it stays
+ *   held until the watchdog exits, which it does only after the kill. The command itself
+ *   inherits none of them (Node opens every descriptor close-on-exec), and a release by a
+ *   living baton (an unlock, a SQL call) frees the lock for every copy.
  *
  * @module
  */
@@ -117,14 +118,18 @@ function killGroup(pgid: number, signal: NodeJS.Signals): void {
 }
 
 /**
- * Descriptors of the file backend's lock files open in this process (Linux: from
- * /proc/self/fd). The CLI holds one coordinator, so these are its session's locks.
+ * The descriptors a lock can live on, open in this process (Linux: from /proc/self/fd):
+ * sockets (a PostgreSQL connection, the file backend's mesh) and the file backend's lock
+ * files. Taken before the command starts, so none of the guard's own pipes are among them.
  */
-export function fileLockDescriptors(): number[] {
+export function heldDescriptors(): number[] {
   const fds: number[] = [];
   for (const entry of readdirSync("/proc/self/fd")) {
+    const fd = Number(entry);
+    if (fd <= 2) continue;
     try {
-      if (/\/(locks\.[0-9a-f]{2}|semaphores)$/.test(readlinkSync(`/proc/self/fd/${entry}`))) fds.push(Number(entry));
+      const target = readlinkSync(`/proc/self/fd/${entry}`);
+      if (/^socket:|\/(locks\.[0-9a-f]{2}|semaphores)$/.test(target)) fds.push(fd);
     } catch {
       // The descriptor readdir itself used, closed by now.
     }

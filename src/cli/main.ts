@@ -12,9 +12,9 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { connect, type Coordinator, type LockHandle, statusPage } from "../index.js";
 import { durationFlag, namespaceFlag, portFlag, positiveIntFlag, ttlFlag } from "./flags.js";
-import { fileLockDescriptors } from "./guard.js";
+import { heldDescriptors } from "./guard.js";
 import { whoHolds } from "./holders.js";
-import { releaseWithin } from "./release.js";
+import { closeWithin, releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
 
@@ -112,27 +112,18 @@ async function hold(
       process.stderr.write(`baton: ${label} is busy${who ? `: ${who}` : ""}\n`);
       return EXIT.notAcquired;
     }
-    const keepOpen = coord.backend === "file" ? fileLockDescriptors() : [];
     const status = await runHolding(
       argv,
       { ...process.env, ...got.env },
       got.handle.signal,
       options.killAfter,
-      keepOpen,
+      heldDescriptors(),
     );
     if (!(await releaseWithin(label, got.release, () => coord.close()))) abandoned = true;
     closed = true;
     return status;
   } finally {
-    if (
-      !closed &&
-      !(await releaseWithin(
-        "the session",
-        async () => {},
-        () => coord.close(),
-      ))
-    )
-      abandoned = true;
+    if (!closed && !(await closeWithin(() => coord.close()))) abandoned = true;
   }
 }
 

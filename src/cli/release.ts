@@ -10,14 +10,21 @@
 /** How long, in all, `baton` waits for the release and the close once the command ended. */
 export const RELEASE_WAIT_MS = 1000;
 
-/** Resolves `null` if `work` settled successfully before `deadline`, else why not. */
+/**
+ * Resolves `null` if `work` settled successfully before `deadline`, else why not. A
+ * release result of `{ status: "unconfirmed" }` counts as not confirmed.
+ */
 async function settleBy(deadline: number, work: () => Promise<unknown>): Promise<string | null> {
   let timer: NodeJS.Timeout | undefined;
   const left = Math.max(0, deadline - Date.now());
   try {
     return await Promise.race([
       work().then(
-        () => null,
+        (result) => {
+          const { status, error } = (result ?? {}) as { status?: unknown; error?: unknown };
+          if (status !== "unconfirmed") return null;
+          return error instanceof Error ? error.message : "the backend could not be reached";
+        },
         (error: unknown) => (error instanceof Error ? error.message : String(error)),
       ),
       new Promise<string>((resolve) => {
@@ -48,12 +55,22 @@ export async function releaseWithin(
     );
     return false;
   }
+  return closeWithin(close, deadline);
+}
+
+/**
+ * Closes with `close` by `deadline` (default: {@link RELEASE_WAIT_MS} from now). Returns
+ * true if confirmed; otherwise says so on stderr and returns false, like
+ * {@link releaseWithin}.
+ */
+export async function closeWithin(
+  close: () => Promise<unknown>,
+  deadline = Date.now() + RELEASE_WAIT_MS,
+): Promise<boolean> {
   const closed = await settleBy(deadline, close);
-  if (closed !== null) {
-    process.stderr.write(
-      `baton: the session was not closed cleanly (${closed}); the backend ends it when its lease runs out\n`,
-    );
-    return false;
-  }
-  return true;
+  if (closed === null) return true;
+  process.stderr.write(
+    `baton: the session was not closed cleanly (${closed}); the backend ends it when its lease runs out\n`,
+  );
+  return false;
 }

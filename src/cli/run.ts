@@ -78,7 +78,7 @@ export function showWaiting(
  * process (see guard.ts). When `lost` aborts, the group gets SIGTERM and, `killAfterMs`
  * later, SIGKILL; the result is then {@link EXIT.lost}. Signals sent to this process are
  * forwarded to the group. `keepOpen` are descriptors the watchdog keeps open until the group
- * is dead (the file backend's locks). When the command exits, whatever it left in its group is killed
+ * is dead (those the lock lives on, see guard.ts). When the command exits, whatever it left in its group is killed
  * before this resolves, so nothing of it runs once the caller releases. Resolves with the
  * exit status to use.
  */
