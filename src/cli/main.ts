@@ -306,7 +306,11 @@ Examples:
 async function serveStatus(coord: Coordinator, host: string, port: number): Promise<void> {
   const server = createServer(statusPage(coord));
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", async (error: NodeJS.ErrnoException) => {
+      await closeWithin(() => coord.close());
+      const why = error.code === "EADDRINUSE" ? "the port is in use" : (error.code ?? error.message);
+      reject(new Error(`cannot serve the status page on ${host}:${port} (${why}); check --host and --serve`));
+    });
     server.listen(port, host, () => resolve());
   });
   const address = server.address() as AddressInfo;
