@@ -123,6 +123,9 @@ function killGroup(pgid: number, signal: NodeJS.Signals): void {
  * files. Taken before the command starts, so none of the guard's own pipes are among them.
  */
 export function heldDescriptors(): number[] {
+  // Elsewhere there is no /proc; nothing frees a lock at a process's death there but a
+  // server's closed connection, a narrower window the watchdog still closes quickly.
+  if (process.platform !== "linux") return [];
   const fds: number[] = [];
   for (const entry of readdirSync("/proc/self/fd")) {
     const fd = Number(entry);
