@@ -75,12 +75,12 @@ export function showWaiting(
 
 /**
  * Runs `argv` while something is held, in a process group of its own that dies with this
- * process (see guard.ts). When `lost` aborts, the group gets SIGTERM and, `killAfterMs`
- * later, SIGKILL; the result is then {@link EXIT.lost}. Signals sent to this process are
- * forwarded to the group. `keepOpen` are descriptors the watchdog keeps open until the group
- * is dead (those the lock lives on, see guard.ts). When the command exits, whatever it left in its group is killed
- * before this resolves, so nothing of it runs once the caller releases. Resolves with the
- * exit status to use.
+ * process (see guard.ts); `keepOpen` are the descriptors the lock lives on, which the
+ * watchdog keeps open until the group is dead. When `lost` aborts, the group gets SIGTERM
+ * and, `killAfterMs` later, SIGKILL; the result is then {@link EXIT.lost}. Signals sent to
+ * this process are forwarded to the group. When the command exits, whatever it left in
+ * its group is killed before this resolves, so nothing of it runs once the caller
+ * releases. Resolves with the exit status to use.
  */
 export async function runHolding(
   argv: readonly string[],
