@@ -153,6 +153,27 @@ describe("baton CLI against servers", () => {
         });
       }
 
+      // On etcd the lease runs out a TTL after baton's death whatever the watchdog does; on
+      // PostgreSQL the connection is the lock, and the watchdog keeps it open.
+      if (target.name === "postgres") {
+        it("keeps the lock until the watchdog has killed the command (watchdog stalled)", async () => {
+          const url = `${target.url()}${target.url().includes("?") ? "&" : "?"}namespace=cli-s-${randomUUID().slice(0, 8)}`;
+          const me = await connect(url);
+          try {
+            await killBatonWhileItsCommandRuns(
+              "lock",
+              "stalled",
+              ["--url", url, "--ttl", "2s"],
+              env(),
+              () => waitQueued(me, "lock", "stalled"),
+              true,
+            );
+          } finally {
+            await me.close();
+          }
+        });
+      }
+
       it("exits within about a second when its command ended and the release cannot be confirmed", async () => {
         const proxy = await startProxy(target.address());
         const flag = join(tmpdir(), `baton-done-${randomUUID()}`);

@@ -182,6 +182,11 @@ describe("baton CLI", () => {
       const name = `orphan-${kind}`;
       await killBatonWhileItsCommandRuns(kind, name, [...extra], env, () => waitQueued(me, kind, name));
     });
+
+    it(`${kind}: the lock stays taken until the watchdog has killed the command (watchdog stalled)`, async () => {
+      const name = `stalled-${kind}`;
+      await killBatonWhileItsCommandRuns(kind, name, [...extra], env, () => waitQueued(me, kind, name), true);
+    });
   }
 
   it("shares a --shared lock between commands and limits a semaphore", async () => {
