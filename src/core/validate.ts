@@ -10,6 +10,12 @@ export const MIN_TTL_MS = 1000;
 export const MAX_TTL_MS = 86_400_000;
 /** Default session TTL, in milliseconds. */
 export const DEFAULT_TTL_MS = 10_000;
+/**
+ * Longest duration (timeout, TTL, delay) Baton accepts anywhere, in milliseconds: Node's
+ * timer limit, 2^31-1 ms (about 24.8 days). Node fires a longer timer after 1 ms instead,
+ * so a longer duration is refused rather than turned into an immediate timeout.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
 
 // C0 controls, DEL and C1 controls: they break logs, terminals and key encodings.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: that is the point.

@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BackendUnavailableError, InvalidArgumentError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
+import { explain } from "../explain.js";
 
 /** The few files a Baton directory ever holds, whatever the number of names. */
 export const FILES = {
@@ -54,22 +55,19 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
     makeDirectory(path);
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
-    throw unavailable(path, `cannot be created (${code ?? "error"})`, cause);
+    throw unavailable(path, `cannot be created (${code ?? "error"})`, "that its parent is writable by you", cause);
   }
   let stat: ReturnType<typeof statSync>;
   try {
     stat = statSync(path);
   } catch (cause) {
-    throw unavailable(path, "cannot be read", cause);
+    throw unavailable(path, "cannot be read", "its permissions", cause);
   }
-  if (!stat.isDirectory()) throw unavailable(path, "is not a directory");
+  if (!stat.isDirectory()) throw unavailable(path, "is not a directory", "the path in the URL");
   const uid = process.getuid?.();
   if (isDefault && uid !== undefined && stat.uid !== uid) {
     // Another user's private directory at our default path: refuse rather than share it.
-    throw unavailable(
-      path,
-      `is owned by uid ${stat.uid}, not by you (uid ${uid}); remove it or pass file:///another/dir`,
-    );
+    throw unavailable(path, `is owned by uid ${stat.uid}, not by you (uid ${uid})`, "who made it; remove it");
   }
   for (const name of [FILES.tokens, FILES.semaphores, ...Array.from({ length: 64 }, (_, i) => lockFileName(i))]) {
     const file = join(path, name);
@@ -83,7 +81,7 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
           : code === "EROFS"
             ? "is on a read-only file system"
             : `cannot hold Baton's files (${code ?? "error"})`;
-      throw unavailable(path, why, cause);
+      throw unavailable(path, why, "its owner and mode (yours, 0700)", cause);
     }
   }
   checkPeersFolder(path, stat.uid);
@@ -151,6 +149,9 @@ function makeDirectory(path: string): void {
   }
 }
 
-function unavailable(path: string, why: string, cause?: unknown): BackendUnavailableError {
-  return new BackendUnavailableError(`Baton directory ${path} ${why}`, { backend: "file", cause });
+function unavailable(path: string, why: string, check: string, cause?: unknown): BackendUnavailableError {
+  return new BackendUnavailableError(
+    explain("", `Baton directory ${path}`, why, `${check}, or pass another directory (file:///path)`),
+    { backend: "file", cause },
+  );
 }
