@@ -98,19 +98,20 @@ function checkPeersFolder(path: string, owner: number): void {
     mkdirSync(folder, { mode: 0o700 });
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code !== "EEXIST")
-      throw unavailable(path, "cannot hold its peers folder", cause);
+      throw unavailable(path, "cannot hold its peers folder", "its owner and mode (yours, 0700)", cause);
   }
   let stat: ReturnType<typeof lstatSync>;
   try {
     stat = lstatSync(folder);
   } catch (cause) {
-    throw unavailable(path, "cannot hold its peers folder", cause);
+    throw unavailable(path, "cannot hold its peers folder", "its owner and mode (yours, 0700)", cause);
   }
   const ours = stat.uid === owner || stat.uid === process.getuid?.();
   if (!stat.isDirectory() || !ours || (stat.mode & 0o022) !== 0) {
     throw unavailable(
       path,
-      `has a peers folder that is not a directory owned by uid ${owner} and writable by it alone; remove ${folder}`,
+      `has a peers folder that is not a directory owned by uid ${owner} and writable by it alone`,
+      `who made ${folder}; remove it`,
     );
   }
 }
