@@ -3,7 +3,7 @@
  * Node.js, behind one API over pluggable backends.
  *
  * ```ts
- * import { connect } from "baton";
+ * import { connect } from "baton-coord";
  * await using coord = await connect("file:"); // or memory://, etcd://, postgres://
  * await using lock = await coord.lock("invoice-42").acquire({ timeoutMs: 5000 });
  * await resource.write(data, { fence: lock.token, signal: lock.signal });
