@@ -78,14 +78,16 @@ export class Membership implements AsyncDisposable, Dependent {
     );
   }
 
-  /** @internal */
-  deactivate(): void {
-    this.#deactivate();
-  }
-
-  /** Leaves the group. Never throws; see {@link Group.leave}. */
+  /**
+   * Leaves the group; other members see a `leave` event. Idempotent and never throws:
+   * a second call, a call after the membership was lost or the coordinator closed, and
+   * `Symbol.asyncDispose` after an explicit call do nothing. When the backend cannot be
+   * reached, the session's expiry removes the member.
+   */
   async leave(): Promise<void> {
-    await this.#group.leave();
+    if (!this.#active) return;
+    this.#deactivate();
+    await this.#group.removeRecord(this.#session);
   }
 
   /** Replaces this member's capabilities. */
@@ -148,21 +150,23 @@ export class Group {
   }
 
   /**
-   * Leaves the group; other members see a `leave` event. Never throws because the backend
-   * is unreachable (the session's expiry removes the member then); throws
-   * `InvalidStateError` if this coordinator is not a member.
+   * Leaves the group: {@link Membership.leave} of this coordinator's membership. Throws
+   * `InvalidStateError` if this coordinator is not a member (a misuse worth telling);
+   * `Membership.leave()` is the idempotent form that never throws.
    */
   async leave(): Promise<void> {
     const membership = this.#membership;
     if (!membership?.active) {
       throw new InvalidStateError(`member "${this.#core.memberId}" is not in group "${this.id}"`);
     }
-    membership.deactivate();
+    await membership.leave();
+  }
+
+  /** @internal Deletes this member's record, bounded by the TTL. Never throws. */
+  async removeRecord(session: LiveSession): Promise<void> {
+    if (session.lost) return; // The backend removed it with the session.
     try {
-      await this.#core.bounded(
-        membership.session.driver.deleteRecord(this.space, this.#core.memberId),
-        this.#core.ttlMs,
-      );
+      await this.#core.bounded(session.driver.deleteRecord(this.space, this.#core.memberId), this.#core.ttlMs);
     } catch {
       // The session's expiry removes the record.
     }

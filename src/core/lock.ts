@@ -139,6 +139,8 @@ export class LockHandle implements AsyncDisposable, Dependent {
     const wasLost = this.#state === "lost";
     this.#state = "released";
     this.#session.dependents.delete(this);
+    // A lost session took its grants with it (and may be closed, so unable to answer).
+    if (wasLost && this.#session.lost) return { status: "lost" };
     try {
       await this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs);
       return wasLost ? { status: "lost" } : { status: "released" };

@@ -26,6 +26,8 @@ import {
   connect,
 } from "../../src/index.js";
 import { suspendKeepAlive } from "../../src/testing.js";
+import type { SuiteContext } from "./context.js";
+import { releaseSuite } from "./release.js";
 import {
   ExclusionChecker,
   OrderLog,
@@ -97,6 +99,9 @@ export function conformance(target: ConformanceTarget): void {
       await Promise.all(open.map((c) => c.close()));
       await target.teardown?.();
     });
+
+    const context: SuiteContext = { guarantees, shortTtlMs: target.shortTtlMs, client, ns, loseSession };
+    releaseSuite(context);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");
