@@ -45,7 +45,8 @@ const CORE_QUERY = new Set(["memberId", "namespace", "ttlMs", "ttl", "require"])
  * backend or its client library cannot be reached or loaded.
  */
 export async function connect(url?: string | URL, options: ConnectOptions = {}): Promise<Coordinator> {
-  const parsed = parseUrl(url ?? process.env.BATON_URL ?? DEFAULT_URL);
+  const written = url ?? process.env.BATON_URL ?? DEFAULT_URL;
+  const parsed = parseUrl(written);
   if (typeof options !== "object" || options === null) {
     throw new InvalidArgumentError(`connect options must be an object, got ${describe(options)}`);
   }
@@ -92,7 +93,14 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
   }
   let driver: Awaited<ReturnType<typeof driverModule.createDriver>>;
   try {
-    driver = await driverModule.createDriver({ url: parsed, memberId, namespace, ttlMs, options: backendOptions });
+    driver = await driverModule.createDriver({
+      url: parsed,
+      href: written instanceof URL ? written.href : written,
+      memberId,
+      namespace,
+      ttlMs,
+      options: backendOptions,
+    });
   } catch (error) {
     if (error instanceof BatonError) throw error;
     throw new BackendUnavailableError(
