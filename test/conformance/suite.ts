@@ -27,6 +27,7 @@ import {
 } from "../../src/index.js";
 import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
+import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import {
   ExclusionChecker,
@@ -102,6 +103,7 @@ export function conformance(target: ConformanceTarget): void {
 
     const context: SuiteContext = { guarantees, shortTtlMs: target.shortTtlMs, client, ns, loseSession };
     releaseSuite(context);
+    optionsSuite(context, target.url);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");
