@@ -1,5 +1,6 @@
 import { AbortedError, TimeoutError } from "./errors.js";
 import type { LiveSession } from "./session.js";
+import { holdProcess } from "./keep-alive.js";
 
 /** A signal combining a caller's signal, a timeout and internal stop signals. */
 export interface Cancellation {
@@ -84,6 +85,9 @@ export function cancellation(options: {
       if (!controller) {
         controller = new AbortController();
         if (aborted) controller.abort(reason);
+        // Someone reads `signal` only to wait on it: that wait keeps the process alive,
+        // as the background timers (session renewal, lease expiry) do not.
+        else detach.push(holdProcess());
       }
       return controller.signal;
     },

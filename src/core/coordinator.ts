@@ -64,7 +64,8 @@ export interface SemaphoreOptions {
  * A client of one backend: one member id, one namespace, one session at a time. Made by
  * `connect()`. Everything it acquires is bound to its session: when the session is lost,
  * their signals abort; the coordinator then opens a new session for later calls by itself.
- * `close()` (or `await using`) releases everything promptly.
+ * `close()` (or `await using`) releases everything promptly. A forgotten `close()` does
+ * not keep the process alive by itself (background renewal is unref'd); a pending wait does.
  */
 export class Coordinator implements AsyncDisposable {
   readonly #core: CoordinatorCore;
