@@ -25,6 +25,8 @@ export function cancellation(options: {
   what: string;
   backend: string;
   timeoutMs?: number | undefined;
+  /** The timeout to name in the `TimeoutError`, when it differs from `timeoutMs`. */
+  reportedTimeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
   internal?: readonly AbortSignal[];
   /**
@@ -68,10 +70,10 @@ export function cancellation(options: {
     follow(signal, () => new AbortedError(`${what} was cancelled`, { backend, cause: signal.reason }));
   }
   if (timeoutMs !== undefined && !aborted) {
-    const timer = setTimeout(
-      () => abort(new TimeoutError(`${what} timed out after ${timeoutMs} ms`, timeoutMs, { backend })),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      const reported = options.reportedTimeoutMs ?? timeoutMs;
+      abort(new TimeoutError(`${what} timed out after ${reported} ms`, reported, { backend }));
+    }, timeoutMs);
     detach.push(() => clearTimeout(timer));
   }
   return {

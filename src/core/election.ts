@@ -2,7 +2,8 @@ import type { CoordinatorCore } from "./core.js";
 import type { RecordEntry } from "./driver.js";
 import { InvalidStateError } from "./errors.js";
 import { watchSpace, type WatchOptions } from "./group.js";
-import { blockingGrant, type LockHandle } from "./lock.js";
+import { blockingGrant } from "./acquire.js";
+import type { LockHandle } from "./lock.js";
 import { checkJson, checkOptions, checkSignal } from "./validate.js";
 
 /** Who leads an election. */
@@ -19,9 +20,9 @@ export interface Leader {
 /** Options of {@link Election.campaign}. */
 export interface CampaignOptions {
   /** Give up after this many milliseconds with a `TimeoutError`. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Withdraws the candidacy; rejects with an `AbortedError`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 const LEADER_KEY = "leader";
@@ -136,12 +137,18 @@ export class Election {
 
   /**
    * Waits to become leader, then announces `value` (any JSON value). Cancellation as for
-   * lock acquisition: on timeout or abort the candidacy is withdrawn without trace.
+   * lock acquisition: on timeout or abort the candidacy is withdrawn without trace. A
+   * candidate whose session is lost while waiting campaigns again on a fresh session, at
+   * the back of the line, until its own `timeoutMs` (see `Lock.acquire`).
    */
   async campaign(value: unknown, options?: CampaignOptions): Promise<Leadership> {
     const text = checkJson("value", value);
     const checked = checkOptions("campaign options", options);
-    const handle = await blockingGrant(this.#core, "election", this.id, 1, "exclusive", checked);
+    const handle = await blockingGrant(
+      this.#core,
+      { kind: "election", name: this.id, limit: 1, mode: "exclusive" },
+      checked,
+    );
     const session = this.#core.currentSession;
     try {
       if (!session) throw new InvalidStateError("the session was lost while campaigning");

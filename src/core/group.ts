@@ -28,7 +28,7 @@ export type GroupEvent =
 /** Options of {@link Group.watch}. */
 export interface WatchOptions {
   /** Ends the iteration when aborted. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /**

@@ -50,7 +50,7 @@ export const GUARANTEE_NAMES: readonly GuaranteeName[] = [
  */
 export type Requirement =
   | readonly GuaranteeName[]
-  | (Partial<Record<GuaranteeName, boolean>> & { crashReleaseMs?: number });
+  | ({ [K in GuaranteeName]?: boolean | undefined } & { crashReleaseMs?: number | undefined });
 
 /**
  * Throws {@link MissingGuaranteeError} naming every requirement `guarantees` does not meet.
@@ -72,7 +72,8 @@ export function checkRequirements(
       if (key === "crashReleaseMs") {
         if (value === undefined) continue;
         crashBound = checkDuration("require.crashReleaseMs", value);
-      } else if (value === true) wanted.push(key);
+      } else if (value === undefined) continue;
+      else if (value === true) wanted.push(key);
       else if (value !== false) {
         throw new InvalidArgumentError(`require.${key} must be true or false, got ${String(value)}`);
       }

@@ -8,11 +8,11 @@ import { checkPositiveInt } from "./validate.js";
 /** Options of `coordinator.partitioner()`. */
 export interface PartitionerOptions {
   /** This member's share of the ring relative to others (integer 1..1000, default 1). */
-  weight?: number;
+  weight?: number | undefined;
   /** Ring points per unit of weight (default 128). Every member must use the same value. */
-  vnodes?: number;
+  vnodes?: number | undefined;
   /** Extra capabilities published with the membership (`weight` is added). */
-  capabilities?: Record<string, unknown>;
+  capabilities?: Record<string, unknown> | undefined;
 }
 
 /** Ownership moved because members joined, left or changed weight. */

@@ -29,6 +29,7 @@ import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
+import { sessionWaitSuite } from "./session-wait.js";
 import {
   ExclusionChecker,
   OrderLog,
@@ -104,6 +105,7 @@ export function conformance(target: ConformanceTarget): void {
     const context: SuiteContext = { guarantees, shortTtlMs: target.shortTtlMs, client, ns, loseSession };
     releaseSuite(context);
     optionsSuite(context, target.url);
+    sessionWaitSuite(context);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");
