@@ -6,7 +6,8 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { formatStatus, statusJson } from "./cli/status.js";
+import { statusJson } from "./status/json.js";
+import { formatStatus } from "./status/text.js";
 import type { Coordinator } from "./core/coordinator.js";
 
 const PAGE = `<!doctype html>
