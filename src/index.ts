@@ -54,6 +54,8 @@ export type {
 } from "./core/driver.js";
 export { parseDuration } from "./core/duration.js";
 export { statusPage } from "./status-page.js";
+export { inspectionToJson, type InspectionJson, type LockJson } from "./status/json.js";
+export { formatStatus } from "./status/text.js";
 export {
   MAX_NAME_BYTES,
   MAX_NAMESPACE_BYTES,

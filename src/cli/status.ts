@@ -4,5 +4,5 @@
  *
  * @module
  */
-export { statusJson } from "../status/json.js";
+export { inspectionToJson as statusJson } from "../status/json.js";
 export { formatStatus } from "../status/text.js";

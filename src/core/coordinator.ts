@@ -6,6 +6,7 @@ import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
 import type { Session } from "./session.js";
+import { type InspectionJson, inspectionToJson } from "../status/json.js";
 import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
 
 /** A holder of a lock or semaphore, as `inspect()` reports it. */
@@ -38,7 +39,10 @@ export interface LockInfo {
   readonly waiters: readonly WaiterInfo[];
 }
 
-/** What `inspect()` returns: everything live in the coordinator's namespace. */
+/**
+ * What `inspect()` returns: everything live in the coordinator's namespace. Tokens are
+ * `bigint` here; `JSON.stringify(inspection)` works as it is, through {@link toJSON}.
+ */
 export interface Inspection {
   readonly backend: string;
   readonly namespace: string;
@@ -52,6 +56,12 @@ export interface Inspection {
     readonly leader: Leader | null;
     readonly candidates: readonly WaiterInfo[];
   }[];
+  /**
+   * The stable JSON form (what `baton status --json` prints): tokens as decimal strings,
+   * times in epoch ms. Called by `JSON.stringify`; not enumerable, so spreading or
+   * comparing inspections ignores it.
+   */
+  toJSON(): InspectionJson;
 }
 
 /** Options of {@link Coordinator.semaphore}. */
@@ -220,7 +230,7 @@ export class Coordinator implements AsyncDisposable {
       elections.set(q.name, election);
     }
     groups.sort((a, b) => (a.id < b.id ? -1 : 1));
-    return {
+    const inspection = {
       backend: this.backend,
       namespace: this.namespace,
       at,
@@ -228,7 +238,9 @@ export class Coordinator implements AsyncDisposable {
       semaphores,
       groups,
       elections: [...elections.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
-    };
+    } as Omit<Inspection, "toJSON"> as Inspection;
+    Object.defineProperty(inspection, "toJSON", { value: () => inspectionToJson(inspection) });
+    return inspection;
   }
 
   /**

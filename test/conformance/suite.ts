@@ -27,6 +27,7 @@ import {
 } from "../../src/index.js";
 import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
+import { inspectJsonSuite } from "./inspect-json.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import { sessionWaitSuite } from "./session-wait.js";
@@ -106,6 +107,7 @@ export function conformance(target: ConformanceTarget): void {
     releaseSuite(context);
     optionsSuite(context, target.url);
     sessionWaitSuite(context);
+    inspectJsonSuite(context);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");
