@@ -81,7 +81,7 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
       if (wait === "try") return null;
       throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
     }
-    handle = new LockHandle(core, session, kind, name, grant);
+    handle = LockHandle.create(core, session, kind, name, grant);
     if (lostEarly) handle.lose(lostEarly);
     else if (session.lost) handle.lose(session.signal.reason as Error);
     if (wait === "block" && !handle.held && lostWhileWaiting(core, session, signal)) {

@@ -126,7 +126,7 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
     namespace,
     ttlMs,
   });
-  return new Coordinator(core);
+  return Coordinator.create(core);
 }
 
 /**

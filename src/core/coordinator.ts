@@ -81,9 +81,13 @@ export class Coordinator implements AsyncDisposable {
   readonly #core: CoordinatorCore;
   readonly #groups = new Map<string, Group>();
 
-  /** @internal Use `connect()`. */
-  constructor(core: CoordinatorCore) {
+  private constructor(core: CoordinatorCore) {
     this.#core = core;
+  }
+
+  /** @internal Use `connect()`. */
+  static create(core: CoordinatorCore): Coordinator {
+    return new Coordinator(core);
   }
 
   /** The backend's name (`memory`, `file`, `etcd`, `postgres`, ...). */
@@ -132,32 +136,39 @@ export class Coordinator implements AsyncDisposable {
   /** A named lock (no I/O until acquired). See {@link Lock}. */
   lock(name: string): Lock {
     this.#core.assertOpen();
-    return new Lock(this.#core, checkName("lock name", name));
+    return Lock.create(this.#core, checkName("lock name", name));
   }
 
   /** A named counting semaphore. See {@link Semaphore}. */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
     this.#core.assertOpen();
     const { limit } = checkOptions("semaphore options", options);
-    return new Semaphore(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
+    return Semaphore.create(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
   }
 
-  /** A named group. The same object is returned for the same id. See {@link Group}. */
-  group(id: string): Group {
+  /**
+   * A named group. The same object is returned for the same id. `Caps` types the
+   * capabilities this application joins with and reads back (a promise the application
+   * makes, not a check: other members may store anything JSON). See {@link Group}.
+   */
+  group<Caps = unknown>(id: string): Group<Caps> {
     this.#core.assertOpen();
     checkName("group id", id);
     let group = this.#groups.get(id);
     if (!group) {
-      group = new Group(this.#core, id);
+      group = Group.create<unknown>(this.#core, id);
       this.#groups.set(id, group);
     }
-    return group;
+    return group as Group<Caps>;
   }
 
-  /** A named election. See {@link Election}. */
-  election(id: string): Election {
+  /**
+   * A named election. `Value` types the values campaigned with and observed (a promise
+   * the application makes, as for {@link group}). See {@link Election}.
+   */
+  election<Value = unknown>(id: string): Election<Value> {
     this.#core.assertOpen();
-    return new Election(this.#core, checkName("election id", id));
+    return Election.create<Value>(this.#core, checkName("election id", id));
   }
 
   /**
@@ -166,7 +177,7 @@ export class Coordinator implements AsyncDisposable {
    */
   async partitioner(groupId: string, options?: PartitionerOptions): Promise<Partitioner> {
     const checked = checkOptions("partitioner options", options);
-    return new Partitioner(this.#core, this.group(groupId), checked).start();
+    return Partitioner.create(this.#core, this.group(groupId), checked).start();
   }
 
   /**

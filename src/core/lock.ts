@@ -2,7 +2,7 @@ import { acquireGrant, blockingGrant } from "./acquire.js";
 import { cancellation } from "./cancel.js";
 import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { InvalidStateError, LockLostError, UnsupportedError } from "./errors.js";
-import type { Dependent, LiveSession } from "./session.js";
+import type { LiveSession } from "./session.js";
 import type { CoordinatorCore } from "./core.js";
 import { checkDuration, checkMode, checkOptions, checkSignal } from "./validate.js";
 
@@ -57,7 +57,7 @@ export interface ReleaseResult {
  * A granted lock, semaphore permit or leadership. Holds until `release()`, the coordinator's
  * `close()`, or loss (its `signal` aborts). Use with `await using` to release on scope exit.
  */
-export class LockHandle implements AsyncDisposable, Dependent {
+export class LockHandle implements AsyncDisposable {
   /** The lock (semaphore, election) name. */
   readonly name: string;
   /** What was acquired. */
@@ -73,8 +73,7 @@ export class LockHandle implements AsyncDisposable, Dependent {
   #state: "held" | "released" | "lost" = "held";
   #busy = false;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, session: LiveSession, kind: QueueKind, name: string, grant: DriverGrant) {
+  private constructor(core: CoordinatorCore, session: LiveSession, kind: QueueKind, name: string, grant: DriverGrant) {
     this.#core = core;
     this.#session = session;
     this.kind = kind;
@@ -82,6 +81,17 @@ export class LockHandle implements AsyncDisposable, Dependent {
     this.#grant = grant;
     this.acquiredAt = Date.now();
     session.dependents.add(this);
+  }
+
+  /** @internal Use the acquisition calls. */
+  static create(
+    core: CoordinatorCore,
+    session: LiveSession,
+    kind: QueueKind,
+    name: string,
+    grant: DriverGrant,
+  ): LockHandle {
+    return new LockHandle(core, session, kind, name, grant);
   }
 
   /**
@@ -227,10 +237,14 @@ export class Lock {
   readonly name: string;
   readonly #core: CoordinatorCore;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, name: string) {
+  private constructor(core: CoordinatorCore, name: string) {
     this.#core = core;
     this.name = name;
+  }
+
+  /** @internal Use `coordinator.lock(name)`. */
+  static create(core: CoordinatorCore, name: string): Lock {
+    return new Lock(core, name);
   }
 
   /**
@@ -294,11 +308,15 @@ export class Semaphore {
   readonly limit: number;
   readonly #core: CoordinatorCore;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, name: string, limit: number) {
+  private constructor(core: CoordinatorCore, name: string, limit: number) {
     this.#core = core;
     this.name = name;
     this.limit = limit;
+  }
+
+  /** @internal Use `coordinator.semaphore(name, { limit })`. */
+  static create(core: CoordinatorCore, name: string, limit: number): Semaphore {
+    return new Semaphore(core, name, limit);
   }
 
   /** Waits for a permit. Cancellation and session loss as for {@link Lock.acquire}. */

@@ -40,8 +40,12 @@ export class Partitioner implements AsyncDisposable {
   readonly #streams = new Set<EventStream<PartitionChange>>();
   #membership: Membership | null = null;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, group: Group, options: PartitionerOptions) {
+  /** @internal Use `coordinator.partitioner(groupId)`. */
+  static create(core: CoordinatorCore, group: Group, options: PartitionerOptions): Partitioner {
+    return new Partitioner(core, group, options);
+  }
+
+  private constructor(core: CoordinatorCore, group: Group, options: PartitionerOptions) {
     this.#core = core;
     this.#group = group;
     this.groupId = group.id;

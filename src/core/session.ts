@@ -16,7 +16,7 @@ export interface Session {
   readonly signal: AbortSignal;
 }
 
-/** Something bound to a session that must be told, synchronously, when it is lost. */
+/** Something bound to a session that must be told, synchronously, when it is lost. @internal */
 export interface Dependent {
   lose(error: Error): void;
 }
