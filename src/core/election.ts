@@ -96,7 +96,11 @@ export class Leadership<Value = unknown> implements AsyncDisposable {
     this.#value = value;
   }
 
-  /** Gives up leadership; the next candidate in line wins. Never throws. */
+  /**
+   * Gives up leadership; the next candidate in line wins. Idempotent and never throws: a
+   * second call, a call after loss or after the coordinator's `close()`, and
+   * `Symbol.asyncDispose` after an explicit call do nothing.
+   */
   async resign(): Promise<void> {
     const session = this.#core.currentSession;
     if (this.#handle.held && session) {
@@ -109,6 +113,7 @@ export class Leadership<Value = unknown> implements AsyncDisposable {
     await this.#handle.release();
   }
 
+  /** Resigns (for `await using`); see {@link resign}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.resign();
   }

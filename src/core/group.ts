@@ -102,6 +102,7 @@ export class Membership<Caps = unknown> implements AsyncDisposable {
     await this.#group.update(capabilities);
   }
 
+  /** Leaves (for `await using`); does nothing after an explicit `leave()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.leave();
   }

@@ -187,7 +187,7 @@ export class LockHandle implements AsyncDisposable {
     await this.#convert("shared", undefined, undefined);
   }
 
-  /** Releases the grant (for `await using`). */
+  /** Releases the grant (for `await using`); does nothing after an explicit `release()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
   }

@@ -100,7 +100,7 @@ export class Partitioner implements AsyncDisposable {
     return stream;
   }
 
-  /** Leaves the group and stops watching. Never throws. */
+  /** Leaves the group and stops watching. Idempotent and never throws, after `close()` too. */
   async close(): Promise<void> {
     if (this.#stop.signal.aborted) return;
     this.#shutdown();
