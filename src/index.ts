@@ -54,7 +54,16 @@ export type {
 } from "./core/driver.js";
 export { parseDuration } from "./core/duration.js";
 export { statusPage } from "./status-page.js";
-export { MAX_NAME_BYTES, MAX_NAMESPACE_BYTES, MIN_TTL_MS, MAX_TTL_MS, DEFAULT_TTL_MS } from "./core/validate.js";
+export { inspectionToJson, type InspectionJson, type LockJson } from "./status/json.js";
+export { formatStatus } from "./status/text.js";
+export {
+  MAX_NAME_BYTES,
+  MAX_NAMESPACE_BYTES,
+  MIN_TTL_MS,
+  MAX_TTL_MS,
+  DEFAULT_TTL_MS,
+  MAX_TIMER_MS,
+} from "./core/validate.js";
 export {
   AbortedError,
   BackendUnavailableError,

@@ -1,6 +1,6 @@
 import { closeSync, constants, lstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BackendUnavailableError, InvalidArgumentError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
@@ -33,8 +33,25 @@ export function defaultDirectory(): string {
   return join(tmpdir(), `baton-${userInfo().uid}`);
 }
 
-/** Resolves a `file:` URL to a directory path (`file:` alone: the default). */
-export function directoryFromUrl(url: URL): string {
+/**
+ * Resolves a `file:` URL to a directory path: `file:` alone is the default directory,
+ * `file:///abs/dir` (or `file:/abs/dir`) an absolute one, and `file:rel/dir` (no slash after
+ * the colon) is resolved against the current working directory. `written` is the URL as the
+ * user wrote it: the parsed `URL` cannot tell `file:rel` from `file:/rel`, as WHATWG
+ * parsing makes both `file:///rel`, and taking it as absolute would create a directory at
+ * the file system's root that the user never named.
+ */
+export function directoryFromUrl(url: URL, written: string = url.href): string {
+  const relative = /^file:(?![/\\])([^?#]+)/i.exec(written)?.[1];
+  if (relative !== undefined) {
+    const path = decodeURIComponent(relative);
+    if (path === "~" || path.startsWith("~/")) {
+      throw new InvalidArgumentError(
+        `file URL ${JSON.stringify(written)}: "~" is not expanded in URLs; give the directory as file:///absolute/path or as a path relative to the working directory`,
+      );
+    }
+    return resolve(process.cwd(), path);
+  }
   if (url.host !== "" && url.host !== "localhost") {
     throw new InvalidArgumentError(
       `file URLs name a local directory; got host "${url.host}". Use file:///absolute/path (the file backend does not work across hosts)`,

@@ -430,7 +430,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   if (refusal) {
     throw refusal;
   }
-  const path = directoryFromUrl(context.url);
+  const path = directoryFromUrl(context.url, context.href);
   const directory = openDirectory(path, path === defaultDirectory());
   const node = await FileNode.acquire(directory);
   const prefix = `${context.namespace}${SEP}`;
