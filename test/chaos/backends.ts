@@ -1,0 +1,134 @@
+/**
+ * The backends a chaos run can target, one table entry each: how to start the server (if
+ * any), the URL a client connects with (through its own TCP proxy where a connection can
+ * be cut), and which nemeses make sense. A new backend (ZooKeeper, Redis, MySQL) plugs in
+ * with one more entry here; the runner and the checker need nothing else.
+ */
+import path from "node:path";
+import { startEtcd, startEtcdCluster } from "../harness/etcd.js";
+import { startPostgres } from "../harness/postgres.js";
+import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
+import { startProxy } from "../harness/proxy.js";
+import type { FaultKind } from "./history.js";
+
+/** A client's way in: its URL and, on server backends, a cuttable connection. */
+export interface ClientLink {
+  readonly url: string;
+  /** Blackholes this client's connections (no FIN, no RST); absent: not cuttable. */
+  readonly cut?: () => void;
+  /** Forwards again; the blackholed connections are destroyed. */
+  readonly heal?: () => void;
+  close(): Promise<void>;
+}
+
+/** A running target of a chaos run. */
+export interface ChaosTarget {
+  /** A direct URL, for the runner's own inspection at the end. */
+  readonly url: string;
+  /** A fresh link for one client process. */
+  link(): Promise<ClientLink>;
+  /** Restarts the server; resolves once it serves again. Returns what was done. */
+  restart?(): Promise<string>;
+  /** Kills one cluster member, waits, starts it again. Returns which member. */
+  member?(random: () => number): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** One entry of the table. */
+export interface ChaosBackend {
+  readonly name: string;
+  /** The nemeses that apply (a default run uses all of them). */
+  readonly nemeses: readonly FaultKind[];
+  start(): Promise<ChaosTarget>;
+}
+
+/** A link through a private TCP proxy to host:port; `url(port)` spells the proxied URL. */
+async function proxiedLink(host: string, port: number, url: (port: number) => string): Promise<ClientLink> {
+  const proxy = await startProxy({ host, port });
+  return {
+    url: url(proxy.port),
+    cut: () => proxy.cut(),
+    heal: () => proxy.heal(),
+    close: () => proxy.close(),
+  };
+}
+
+const directLink = (url: string): ClientLink => ({ url, close: async () => {} });
+
+export const BACKENDS: readonly ChaosBackend[] = [
+  {
+    name: "file",
+    // No server to restart or connection to cut: the kernel holds the locks.
+    nemeses: ["kill", "pause"],
+    async start() {
+      const dir = makeTempDir("baton-chaos-file-");
+      const url = `file://${path.join(dir, "locks")}`;
+      return { url, link: async () => directLink(url), stop: async () => removeTempDir(dir) };
+    },
+  },
+  {
+    name: "etcd",
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      const server = await startEtcd();
+      const port = server.clientPort;
+      return {
+        url: server.url,
+        link: () => proxiedLink("127.0.0.1", port, (p) => `etcd://127.0.0.1:${p}`),
+        async restart() {
+          await server.restart();
+          return "etcd stopped and started";
+        },
+        stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "etcd-cluster",
+    nemeses: ["kill", "pause", "member"],
+    async start() {
+      const cluster = await startEtcdCluster(3);
+      return {
+        url: cluster.url,
+        link: async () => directLink(cluster.url),
+        async member(random) {
+          const leader = await cluster.leader();
+          // Half the time the leader, which forces an election.
+          const followers = cluster.members.filter((m) => m !== leader && m.running);
+          const victim = random() < 0.5 || followers.length === 0 ? leader : followers[0]!;
+          await victim.kill();
+          await delay(500 + Math.floor(random() * 1500));
+          await victim.start();
+          return `${victim.name}${victim === leader ? " (leader)" : ""} killed and restarted`;
+        },
+        stop: () => cluster.stop(),
+      };
+    },
+  },
+  {
+    name: "postgres",
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      const server = await startPostgres();
+      return {
+        url: server.url,
+        link: () =>
+          proxiedLink(server.host, server.port, (p) => server.url.replace(`:${server.port}/`, `:${p}/`)),
+        async restart() {
+          await server.restart();
+          return "postgres fast shutdown and start";
+        },
+        stop: () => server.stop(),
+      };
+    },
+  },
+];
+
+/** The entry called `name`, or an error listing the known ones. */
+export function backendNamed(name: string): ChaosBackend {
+  const found = BACKENDS.find((b) => b.name === name);
+  if (found === undefined) {
+    throw new Error(`unknown chaos backend ${JSON.stringify(name)}; known: ${BACKENDS.map((b) => b.name).join(", ")}`);
+  }
+  return found;
+}

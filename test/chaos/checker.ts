@@ -1,0 +1,261 @@
+/**
+ * The checker: reads a whole history and says whether it is one a correct lock service
+ * with fencing could have produced. Every rule can fail (the negative control proves it):
+ *
+ * - exclusive-exclusive and exclusive-shared sections on one name never overlap, unless the
+ *   older holder was hit by a fault before the newer one began, the newer token is higher,
+ *   and every write the older one made after the newer one's first register op was refused;
+ * - a semaphore never has more than `limit` sections at once, under the same exception;
+ * - no token is granted twice per name; a conflicting section begun later has a higher token;
+ * - the register refused exactly the stale writes (a lower token than one already seen);
+ * - progress: grants went on during every pause and cut (elsewhere), and after every fault;
+ * - no client crashed, and nothing was left held at the end.
+ */
+import type { Fault, FaultKind, History, RegisterOp, Section } from "./history.js";
+
+/** An overlap the checker accepted, and why. */
+export interface ExplainedOverlap {
+  readonly name: string;
+  /** `overlap`: both held at once; `late-begin`: a lower token began later; `semaphore`: over the limit. */
+  readonly kind: string;
+  readonly older: { pid: number; token: string; mode: string };
+  readonly newer: { pid: number; token: string; mode: string };
+  readonly overlapMs: number;
+  readonly fault: FaultKind;
+  readonly lateWritesRejected: number;
+}
+
+/** Figures for one kind of fault. */
+export interface FaultFigures {
+  count: number;
+  /** Median and max time from the fault's start to a grant of the victim's name to another client. */
+  takeoverMs: { median: number; max: number; samples: number } | undefined;
+  /** Median and max time from the fault's end (heal, SIGCONT, server back) to the next grant. */
+  recoveryMs: { median: number; max: number; samples: number } | undefined;
+  /** Grants (by other clients) while the fault lasted. */
+  grantsDuring: number;
+}
+
+/** The checker's verdict and figures; written as the JSON report. */
+export interface Report {
+  readonly ok: boolean;
+  readonly verdict: string;
+  readonly backend: string;
+  readonly seed: number;
+  readonly noop: boolean;
+  readonly runMs: number;
+  readonly sections: Record<string, number>;
+  readonly faults: Partial<Record<FaultKind, FaultFigures>>;
+  readonly overlapsExplained: number;
+  readonly overlaps: readonly ExplainedOverlap[];
+  readonly writes: { total: number; stale: number; staleRejected: number };
+  readonly clientErrors: Record<string, number>;
+  readonly crashes: number;
+  readonly leftHeld: readonly string[];
+  readonly violations: readonly string[];
+}
+
+const MAX_LISTED = 50;
+
+const conflicts = (a: Section, b: Section): boolean =>
+  a.mode !== "semaphore" && b.mode !== "semaphore" && (a.mode === "exclusive" || b.mode === "exclusive");
+
+const end = (s: Section): number => s.end ?? Number.POSITIVE_INFINITY;
+
+function stats(samples: number[]): { median: number; max: number; samples: number } | undefined {
+  if (samples.length === 0) return undefined;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const round = (n: number) => Math.round(n);
+  return { median: round(sorted[Math.floor(sorted.length / 2)] ?? 0), max: round(sorted.at(-1) ?? 0), samples: samples.length };
+}
+
+/** Checks `history`; `ok` is false as soon as any rule is broken. */
+export function check(history: History): Report {
+  const violations: string[] = [];
+  const violate = (text: string) => violations.push(text);
+  const overlaps: ExplainedOverlap[] = [];
+  const opsBySection = new Map<number, RegisterOp[]>();
+  for (const op of history.ops) {
+    const list = opsBySection.get(op.section) ?? [];
+    list.push(op);
+    opsBySection.set(op.section, list);
+  }
+  const firstOpAt = (s: Section) => opsBySection.get(s.id)?.[0]?.at ?? s.start;
+  const describe = (s: Section) => `${s.mode} ${s.name} token ${s.token} pid ${s.pid} [${s.start}, ${s.end}]`;
+
+  const byName = new Map<string, Section[]>();
+  for (const s of history.sections) {
+    const list = byName.get(s.name) ?? [];
+    list.push(s);
+    byName.set(s.name, list);
+  }
+
+  /**
+   * Why `older` (the lower token) and `newer` may both have held: a fault hit the older
+   * holder's process (or the server) between the earlier begin and the later one, and every
+   * write it made after the newer holder reached the register was refused.
+   */
+  const explain = (older: Section, newer: Section): { fault: Fault; late: number } | string => {
+    const from = Math.min(older.start, newer.start);
+    const to = Math.max(older.start, newer.start);
+    const fault = history.faults.find(
+      (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && f.until >= from && f.at <= end(older),
+    );
+    if (fault === undefined) return "the older holder was not faulted";
+    const after = firstOpAt(newer);
+    const late = (opsBySection.get(older.id) ?? []).filter((op) => op.kind === "write" && op.at > after);
+    if (late.some((op) => op.accepted)) return "a late write of the older holder was accepted";
+    return { fault, late: late.length };
+  };
+  const record = (name: string, older: Section, newer: Section, fault: Fault, late: number, kind: string) =>
+    overlaps.push({
+      name,
+      kind,
+      older: { pid: older.pid, token: older.token, mode: older.mode },
+      newer: { pid: newer.pid, token: newer.token, mode: newer.mode },
+      overlapMs: Math.max(0, Math.round(Math.min(end(older), end(newer)) - Math.max(older.start, newer.start))),
+      fault: fault.kind,
+      lateWritesRejected: late,
+    });
+
+  for (const [name, sections] of byName) {
+    sections.sort((a, b) => a.start - b.start);
+    const seen = new Set<string>();
+    for (const s of sections) {
+      if (seen.has(s.token)) violate(`token ${s.token} of ${name} granted twice (again to pid ${s.pid} at ${s.start})`);
+      seen.add(s.token);
+    }
+    let active: Section[] = [];
+    // The sections with the highest token so far: any, and exclusive only.
+    let topAny: Section | undefined;
+    let topExclusive: Section | undefined;
+    for (const y of sections) {
+      active = active.filter((x) => end(x) > y.start);
+      const token = BigInt(y.token);
+      if (y.mode !== "semaphore") {
+        // Grant order: a conflicting section begun later has a higher token, unless this one
+        // was granted earlier and its holder was stopped before it could say so.
+        const top = y.mode === "exclusive" ? topAny : topExclusive;
+        if (top !== undefined && token < BigInt(top.token)) {
+          const why = explain(y, top);
+          if (typeof why === "string") violate(`order: ${describe(y)} began after ${describe(top)}: ${why}`);
+          else record(name, y, top, why.fault, why.late, "late-begin");
+        }
+        if (topAny === undefined || token > BigInt(topAny.token)) topAny = y;
+        if (y.mode === "exclusive" && (topExclusive === undefined || token > BigInt(topExclusive.token))) topExclusive = y;
+        for (const x of active) {
+          if (!conflicts(x, y) || x.token === y.token) continue;
+          const [older, newer] = BigInt(x.token) < token ? [x, y] : [y, x];
+          const why = explain(older, newer);
+          if (typeof why === "string") violate(`overlap: ${describe(x)} and ${describe(y)}: ${why}`);
+          else record(name, older, newer, why.fault, why.late, "overlap");
+        }
+      } else {
+        const others = active.filter((x) => x.mode === "semaphore");
+        if (others.length + 1 > history.semaphoreLimit) {
+          const from = Math.min(...others.map((x) => x.start));
+          const faultedOf = (s: Section, since: number) =>
+            history.faults.find((f) => (f.pid === undefined || f.pid === s.pid) && f.at <= y.start && f.until >= since);
+          const faulted = [...others.map((x) => [x, faultedOf(x, x.start)] as const), [y, faultedOf(y, from)] as const].filter(
+            ([, f]) => f !== undefined,
+          );
+          if (others.length + 1 - faulted.length > history.semaphoreLimit) {
+            violate(
+              `semaphore ${name}: ${others.length + 1} permits held at ${y.start} (limit ${history.semaphoreLimit}): ${[...others, y].map(describe).join("; ")}`,
+            );
+          } else {
+            const [x, fault] = faulted[0] as readonly [Section, Fault];
+            record(name, x, x === y ? (others[0] as Section) : y, fault, 0, "semaphore");
+          }
+        }
+      }
+      active.push(y);
+    }
+  }
+
+  // The register, recomputed: a write is stale iff a higher token already reached it.
+  const highest = new Map<string, bigint>();
+  let stale = 0;
+  let staleRejected = 0;
+  let writes = 0;
+  for (const op of history.ops) {
+    const token = BigInt(op.token);
+    const seen = highest.get(op.name) ?? -1n;
+    if (op.kind === "write") {
+      writes++;
+      const isStale = token < seen;
+      if (isStale) stale++;
+      if (isStale && op.accepted) violate(`stale write accepted: ${op.name} token ${op.token} at ${op.at} after ${seen}`);
+      else if (isStale) staleRejected++;
+      else if (!op.accepted) violate(`fresh write refused: ${op.name} token ${op.token} at ${op.at}`);
+    }
+    if (token > seen) highest.set(op.name, token);
+  }
+
+  // Progress and recovery.
+  const starts = [...history.sections].sort((a, b) => a.start - b.start);
+  const faults: Partial<Record<FaultKind, FaultFigures>> = {};
+  const samples = new Map<FaultKind, { takeover: number[]; recovery: number[] }>();
+  for (const f of history.faults) {
+    const figures = (faults[f.kind] ??= { count: 0, takeoverMs: undefined, recoveryMs: undefined, grantsDuring: 0 });
+    const sample = samples.get(f.kind) ?? { takeover: [], recovery: [] };
+    samples.set(f.kind, sample);
+    figures.count++;
+    const others = (s: Section) => f.pid === undefined || s.pid !== f.pid;
+    const during = starts.filter((s) => s.start >= f.at && s.start <= f.until && others(s)).length;
+    figures.grantsDuring += during;
+    if ((f.kind === "pause" || f.kind === "cut") && during === 0) {
+      violate(`no grant anywhere during ${f.kind} of pid ${f.pid} [${f.at}, ${f.until}]`);
+    }
+    const next = starts.find((s) => s.start > f.until);
+    if (next === undefined) violate(`no grant after ${f.kind} at ${f.at} (healed ${f.until}) before the run ended`);
+    else sample.recovery.push(next.start - f.until);
+    if (f.name !== undefined) {
+      const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid);
+      if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
+    }
+  }
+  for (const [kind, sample] of samples) {
+    const figures = faults[kind] as FaultFigures;
+    figures.takeoverMs = stats(sample.takeover);
+    figures.recoveryMs = stats(sample.recovery);
+  }
+  const tail = starts.filter((s) => s.start > (history.faults.at(-1)?.until ?? history.startedAt));
+  if (tail.length === 0) violate("no grant after the last fault");
+
+  for (const c of history.crashes) violate(`client ${c.pid} ${c.description} at ${c.at}`);
+  for (const h of history.leftHeld) violate(`still held after the run: ${h}`);
+
+  const sections: Record<string, number> = { total: history.sections.length };
+  for (const s of history.sections) sections[s.mode] = (sections[s.mode] ?? 0) + 1;
+  const clientErrors: Record<string, number> = {};
+  for (const e of history.errors) {
+    const kind = /: (\w+Error)/.exec(e.message)?.[1] ?? "other";
+    clientErrors[kind] = (clientErrors[kind] ?? 0) + 1;
+  }
+  const ok = violations.length === 0;
+  const faultText = Object.entries(faults)
+    .map(([k, v]) => `${k} ${v?.count}`)
+    .join(", ");
+  const verdict =
+    `chaos ${history.backend}${history.noop ? " (no-op locks)" : ""} seed ${history.seed}: ${ok ? "PASS" : "FAIL"}` +
+    ` — ${history.sections.length} sections, faults: ${faultText || "none"}, ${overlaps.length} overlaps explained,` +
+    ` ${staleRejected}/${stale} stale writes rejected, ${violations.length} violations`;
+  return {
+    ok,
+    verdict,
+    backend: history.backend,
+    seed: history.seed,
+    noop: history.noop,
+    runMs: Math.round(history.endedAt - history.startedAt),
+    sections,
+    faults,
+    overlapsExplained: overlaps.length,
+    overlaps: overlaps.slice(0, MAX_LISTED),
+    writes: { total: writes, stale, staleRejected },
+    clientErrors,
+    crashes: history.crashes.length,
+    leftHeld: history.leftHeld,
+    violations: violations.slice(0, MAX_LISTED),
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * A chaos client: a real process looping acquire -> register op -> hold -> late register op
+ * -> release, reporting each step to the runner over the IPC channel and waiting for its
+ * answer, so the runner's stamps fall inside the real hold (`begin` after the grant, `end`
+ * before the release). It writes its late write even when its signal aborted: it plays the
+ * naive client the fencing token is there to protect against.
+ *
+ *   node --import tsx client.ts <json ClientConfig>   (forked with an IPC channel)
+ *
+ * With `noop` it takes no locks at all and makes tokens up: the negative control.
+ */
+import { connect, type LockHandle } from "../../src/index.js";
+import { mulberry32 } from "./rng.js";
+
+/** What the runner gives each client. */
+export interface ClientConfig {
+  url: string;
+  namespace: string;
+  seed: number;
+  ttlMs: number;
+  noop: boolean;
+  locks: string[];
+  semaphore: string;
+  semaphoreLimit: number;
+  acquireTimeoutMs: number;
+  holdMs: [number, number];
+}
+
+const config = JSON.parse(process.argv[2] ?? "") as ClientConfig;
+const random = mulberry32(config.seed);
+const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let nextId = 0;
+const pending = new Map<number, (reply: Record<string, unknown>) => void>();
+let stopping = false;
+process.on("message", (message: Record<string, unknown>) => {
+  if (message.op === "stop") stopping = true;
+  else pending.get(message.id as number)?.(message);
+});
+// A runner that died takes its clients with it.
+process.on("disconnect", () => process.exit(0));
+
+function rpc(message: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const id = ++nextId;
+  return new Promise((resolve) => {
+    pending.set(id, (reply) => {
+      pending.delete(id);
+      resolve(reply);
+    });
+    process.send?.({ id, ...message });
+  });
+}
+
+const coord = config.noop
+  ? undefined
+  : await connect(config.url, { namespace: config.namespace, ttlMs: config.ttlMs, memberId: `chaos-${process.pid}` });
+let fakeToken = 0n;
+
+async function acquire(name: string, mode: "exclusive" | "shared" | "semaphore"): Promise<LockHandle | bigint> {
+  if (coord === undefined) return ++fakeToken;
+  const timeoutMs = config.acquireTimeoutMs;
+  if (mode === "semaphore") return coord.semaphore(name, { limit: config.semaphoreLimit }).acquire({ timeoutMs });
+  return coord.lock(name).acquire({ mode, timeoutMs });
+}
+
+await rpc({ op: "ready" });
+while (!stopping) {
+  const roll = random();
+  const mode = roll < 0.7 ? "exclusive" : roll < 0.85 ? "shared" : "semaphore";
+  const name = mode === "semaphore" ? config.semaphore : pick(config.locks);
+  let handle: LockHandle | bigint;
+  try {
+    handle = await acquire(name, mode);
+  } catch (error) {
+    await rpc({ op: "error", message: `${mode} ${name}: ${(error as Error).name}: ${(error as Error).message}` });
+    await sleep(20 + random() * 30);
+    continue;
+  }
+  const token = typeof handle === "bigint" ? handle : handle.token;
+  let lost = false;
+  if (typeof handle !== "bigint") handle.signal.addEventListener("abort", () => (lost = true), { once: true });
+  const { section } = await rpc({ op: "begin", name, mode, token: String(token) });
+  const registerOp = mode === "exclusive" ? "write" : mode === "shared" ? "read" : undefined;
+  if (registerOp) await rpc({ op: registerOp, section, name, token: String(token) });
+  await sleep(config.holdMs[0] + random() * (config.holdMs[1] - config.holdMs[0]));
+  if (registerOp === "write") await rpc({ op: "write", section, name, token: String(token) });
+  await rpc({ op: "end", section, lost });
+  if (typeof handle !== "bigint") await handle.release();
+}
+await coord?.close();
+await rpc({ op: "bye" });
+process.exit(0);
