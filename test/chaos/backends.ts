@@ -112,8 +112,7 @@ export const BACKENDS: readonly ChaosBackend[] = [
       const server = await startPostgres();
       return {
         url: server.url,
-        link: () =>
-          proxiedLink(server.host, server.port, (p) => server.url.replace(`:${server.port}/`, `:${p}/`)),
+        link: () => proxiedLink(server.host, server.port, (p) => server.url.replace(`:${server.port}/`, `:${p}/`)),
         async restart() {
           await server.restart();
           return "postgres fast shutdown and start";

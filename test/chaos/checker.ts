@@ -30,7 +30,10 @@ export interface FaultFigures {
   count: number;
   /** Median and max time from the fault's start to a grant of the victim's name to another client. */
   takeoverMs: { median: number; max: number; samples: number } | undefined;
-  /** Median and max time from the fault's end (heal, SIGCONT, server back) to the next grant. */
+  /**
+   * Median and max time from the fault's end (SIGCONT, heal, server back) to the hit client's
+   * own next grant (any client's after a server fault). None for kills: see `takeoverMs`.
+   */
   recoveryMs: { median: number; max: number; samples: number } | undefined;
   /** Grants (by other clients) while the fault lasted. */
   grantsDuring: number;
@@ -47,11 +50,16 @@ export interface Report {
   readonly sections: Record<string, number>;
   readonly faults: Partial<Record<FaultKind, FaultFigures>>;
   readonly overlapsExplained: number;
+  /** Explained overlaps by the fault that explains them: pairs, and distinct older sections. */
+  readonly overlapsByFault: Record<string, { pairs: number; olderSections: number }>;
   readonly overlaps: readonly ExplainedOverlap[];
   readonly writes: { total: number; stale: number; staleRejected: number };
   readonly clientErrors: Record<string, number>;
   readonly crashes: number;
   readonly leftHeld: readonly string[];
+  /** How many violations of each rule (the first word of each violation). */
+  readonly violationCounts: Record<string, number>;
+  /** The first violations, in full. */
   readonly violations: readonly string[];
 }
 
@@ -66,7 +74,11 @@ function stats(samples: number[]): { median: number; max: number; samples: numbe
   if (samples.length === 0) return undefined;
   const sorted = [...samples].sort((a, b) => a - b);
   const round = (n: number) => Math.round(n);
-  return { median: round(sorted[Math.floor(sorted.length / 2)] ?? 0), max: round(sorted.at(-1) ?? 0), samples: samples.length };
+  return {
+    median: round(sorted[Math.floor(sorted.length / 2)] ?? 0),
+    max: round(sorted.at(-1) ?? 0),
+    samples: samples.length,
+  };
 }
 
 /** Checks `history`; `ok` is false as soon as any rule is broken. */
@@ -142,7 +154,8 @@ export function check(history: History): Report {
           else record(name, y, top, why.fault, why.late, "late-begin");
         }
         if (topAny === undefined || token > BigInt(topAny.token)) topAny = y;
-        if (y.mode === "exclusive" && (topExclusive === undefined || token > BigInt(topExclusive.token))) topExclusive = y;
+        if (y.mode === "exclusive" && (topExclusive === undefined || token > BigInt(topExclusive.token)))
+          topExclusive = y;
         for (const x of active) {
           if (!conflicts(x, y) || x.token === y.token) continue;
           const [older, newer] = BigInt(x.token) < token ? [x, y] : [y, x];
@@ -156,9 +169,10 @@ export function check(history: History): Report {
           const from = Math.min(...others.map((x) => x.start));
           const faultedOf = (s: Section, since: number) =>
             history.faults.find((f) => (f.pid === undefined || f.pid === s.pid) && f.at <= y.start && f.until >= since);
-          const faulted = [...others.map((x) => [x, faultedOf(x, x.start)] as const), [y, faultedOf(y, from)] as const].filter(
-            ([, f]) => f !== undefined,
-          );
+          const faulted = [
+            ...others.map((x) => [x, faultedOf(x, x.start)] as const),
+            [y, faultedOf(y, from)] as const,
+          ].filter(([, f]) => f !== undefined);
           if (others.length + 1 - faulted.length > history.semaphoreLimit) {
             violate(
               `semaphore ${name}: ${others.length + 1} permits held at ${y.start} (limit ${history.semaphoreLimit}): ${[...others, y].map(describe).join("; ")}`,
@@ -185,7 +199,8 @@ export function check(history: History): Report {
       writes++;
       const isStale = token < seen;
       if (isStale) stale++;
-      if (isStale && op.accepted) violate(`stale write accepted: ${op.name} token ${op.token} at ${op.at} after ${seen}`);
+      if (isStale && op.accepted)
+        violate(`stale write accepted: ${op.name} token ${op.token} at ${op.at} after ${seen}`);
       else if (isStale) staleRejected++;
       else if (!op.accepted) violate(`fresh write refused: ${op.name} token ${op.token} at ${op.at}`);
     }
@@ -209,7 +224,10 @@ export function check(history: History): Report {
     }
     const next = starts.find((s) => s.start > f.until);
     if (next === undefined) violate(`no grant after ${f.kind} at ${f.at} (healed ${f.until}) before the run ended`);
-    else sample.recovery.push(next.start - f.until);
+    // Recovery: a paused or cut client's own next grant after the heal; after a server
+    // fault, anyone's; after a kill, the takeover below says it.
+    const own = f.pid === undefined ? next : starts.find((s) => s.start > f.until && s.pid === f.pid);
+    if (f.kind !== "kill" && own !== undefined) sample.recovery.push(own.start - f.until);
     if (f.name !== undefined) {
       const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid);
       if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
@@ -233,6 +251,22 @@ export function check(history: History): Report {
     const kind = /: (\w+Error)/.exec(e.message)?.[1] ?? "other";
     clientErrors[kind] = (clientErrors[kind] ?? 0) + 1;
   }
+  const overlapsByFault: Record<string, { pairs: number; olderSections: number }> = {};
+  const olderSeen = new Map<string, Set<string>>();
+  for (const o of overlaps) {
+    const entry = (overlapsByFault[o.fault] ??= { pairs: 0, olderSections: 0 });
+    entry.pairs++;
+    const set = olderSeen.get(o.fault) ?? new Set<string>();
+    olderSeen.set(o.fault, set);
+    const key = `${o.name}:${o.older.token}`;
+    if (!set.has(key)) entry.olderSections++;
+    set.add(key);
+  }
+  const violationCounts: Record<string, number> = {};
+  for (const v of violations) {
+    const rule = /^[a-z]+/.exec(v)?.[0] ?? "other";
+    violationCounts[rule] = (violationCounts[rule] ?? 0) + 1;
+  }
   const ok = violations.length === 0;
   const faultText = Object.entries(faults)
     .map(([k, v]) => `${k} ${v?.count}`)
@@ -251,11 +285,13 @@ export function check(history: History): Report {
     sections,
     faults,
     overlapsExplained: overlaps.length,
+    overlapsByFault,
     overlaps: overlaps.slice(0, MAX_LISTED),
     writes: { total: writes, stale, staleRejected },
     clientErrors,
     crashes: history.crashes.length,
     leftHeld: history.leftHeld,
+    violationCounts,
     violations: violations.slice(0, MAX_LISTED),
   };
 }

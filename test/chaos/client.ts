@@ -55,7 +55,8 @@ function rpc(message: Record<string, unknown>): Promise<Record<string, unknown>>
 const coord = config.noop
   ? undefined
   : await connect(config.url, { namespace: config.namespace, ttlMs: config.ttlMs, memberId: `chaos-${process.pid}` });
-let fakeToken = 0n;
+// Unique per client (pid-prefixed) so the control fails on overlaps and order, not only duplicates.
+let fakeToken = BigInt(process.pid) * 1_000_000n;
 
 async function acquire(name: string, mode: "exclusive" | "shared" | "semaphore"): Promise<LockHandle | bigint> {
   if (coord === undefined) return ++fakeToken;

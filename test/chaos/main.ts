@@ -64,7 +64,9 @@ const nemeses =
       ? []
       : parsed.nemesis.split(",").map((k) => {
           if (!backend.nemeses.includes(k as FaultKind)) {
-            usage(`nemesis ${JSON.stringify(k)} does not apply to ${backend.name}; it takes ${backend.nemeses.join(", ")}`);
+            usage(
+              `nemesis ${JSON.stringify(k)} does not apply to ${backend.name}; it takes ${backend.nemeses.join(", ")}`,
+            );
           }
           return k as FaultKind;
         });

@@ -268,7 +268,8 @@ export async function runChaos(options: RunOptions): Promise<History> {
     const nemesisEnd = runEnd - Math.min(4000, seconds * 250);
     if (options.nemeses.length > 0) {
       await delay(300 + random() * 700);
-      while (now() < nemesisEnd) {
+      // Only start a fault that ends (pauses and cuts last ttl + 1.5 to 2.5 s) before the tail.
+      while (now() + ttlMs + 2500 < nemesisEnd) {
         const kind = options.nemeses[Math.floor(random() * options.nemeses.length)] as FaultKind;
         await inject(kind);
         await delay(500 + random() * 1000);

@@ -1,0 +1,211 @@
+/**
+ * The chaos suite in CI: a short randomized run per backend (real client processes, a
+ * seeded nemesis of kills, pauses past the TTL, cut connections and server restarts) must
+ * pass the checker; the same run with locking replaced by nothing must fail it; and the
+ * checker's rules each fail on a history made to break them. The schedule varies with the
+ * machine's timing; the verdict does not.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { backendNamed } from "./chaos/backends.js";
+import { check, type Report } from "./chaos/checker.js";
+import type { Fault, History, RegisterOp, Section } from "./chaos/history.js";
+import { runChaos } from "./chaos/runner.js";
+
+const summary = (r: Report) => `${r.verdict}\n${r.violations.slice(0, 5).join("\n")}`;
+
+describe("chaos runs", () => {
+  const runs: [backend: string, seconds: number, seed: number][] = [
+    ["file", 12, 1],
+    ["etcd", 15, 2],
+    ["postgres", 15, 3],
+  ];
+  for (const [name, seconds, seed] of runs) {
+    it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
+      const backend = backendNamed(name);
+      const history = await runChaos({ backend, seconds, clients: 4, nemeses: backend.nemeses, seed });
+      const report = check(history);
+      assert.ok(report.ok, summary(report));
+      assert.ok(history.faults.length >= 2, `only ${history.faults.length} faults injected`);
+      assert.ok((report.sections.exclusive ?? 0) > 50, `only ${report.sections.exclusive} exclusive sections`);
+      assert.ok(
+        (report.sections.shared ?? 0) > 5 && (report.sections.semaphore ?? 0) > 5,
+        JSON.stringify(report.sections),
+      );
+    });
+  }
+
+  it("negative control: the same run with no-op locks fails the checker on overlaps", async () => {
+    const history = await runChaos({
+      backend: backendNamed("file"),
+      seconds: 5,
+      clients: 4,
+      // No faults: every overlap is then unexplained.
+      nemeses: [],
+      seed: 1,
+      noop: true,
+    });
+    const report = check(history);
+    assert.equal(report.ok, false, report.verdict);
+    const counts = report.violationCounts;
+    assert.ok((counts.overlap ?? 0) > 0, `no overlap found: ${JSON.stringify(counts)}`);
+    assert.ok((counts.order ?? 0) > 0, `no token out of grant order found: ${JSON.stringify(counts)}`);
+    assert.ok(
+      report.violations.some((v) => v.startsWith("overlap:") && v.includes("the older holder was not faulted")),
+      summary(report),
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The checker's rules on histories built to break each one.
+
+let nextId = 0;
+function section(pid: number, name: string, mode: Section["mode"], token: number, start: number, end: number): Section {
+  return { id: nextId++, pid, name, mode, token: String(token), start, end, endedBy: "release", lost: false };
+}
+const op = (s: Section, at: number, accepted: boolean, kind: RegisterOp["kind"] = "write"): RegisterOp => ({
+  at,
+  section: s.id,
+  kind,
+  name: s.name,
+  token: s.token,
+  accepted,
+});
+const pause = (pid: number, at: number, until: number, name?: string): Fault => ({
+  kind: "pause",
+  at,
+  until,
+  pid,
+  name,
+  detail: "",
+});
+function history(sections: Section[], ops: RegisterOp[] = [], faults: Fault[] = []): History {
+  // A grant after every fault, so that only the rule under test can fail.
+  const tail = section(99, "other", "exclusive", 1, 10_000, 10_001);
+  return {
+    backend: "test",
+    seed: 0,
+    noop: false,
+    startedAt: 0,
+    endedAt: 10_002,
+    semaphoreLimit: 2,
+    sections: [...sections, tail],
+    ops: [...ops, op(tail, 10_000.5, true)].sort((x, y) => x.at - y.at),
+    faults,
+    errors: [],
+    crashes: [],
+    leftHeld: [],
+  };
+}
+
+describe("chaos checker", () => {
+  const a = section(1, "x", "exclusive", 1, 0, 100);
+  const b = section(2, "x", "exclusive", 2, 50, 150);
+  const aWrites = [op(a, 1, true), op(a, 120, false)];
+  const bWrites = [op(b, 51, true)];
+  // Grants by a third client during the pause, so progress holds.
+  const elsewhere = section(3, "y", "exclusive", 1, 20, 30);
+  const cases: [string, History, RegExp | undefined][] = [
+    [
+      "sequential sections pass",
+      history([section(1, "x", "exclusive", 1, 0, 10), section(2, "x", "exclusive", 2, 20, 30)]),
+      undefined,
+    ],
+    [
+      "an overlap with no fault fails",
+      history([a, b], [...aWrites, ...bWrites]),
+      /overlap: .*the older holder was not faulted/,
+    ],
+    [
+      "an overlap after a pause of the older holder, its late write refused, passes",
+      history([a, b, elsewhere], [...aWrites, ...bWrites], [pause(1, 10, 110, "x")]),
+      undefined,
+    ],
+    [
+      "an overlap whose late write was accepted fails",
+      history([a, b, elsewhere], [op(a, 1, true), op(a, 120, true), ...bWrites], [pause(1, 10, 110, "x")]),
+      /a late write of the older holder was accepted/,
+    ],
+    [
+      "a pause of the newer holder does not explain it",
+      history([a, b, elsewhere], [...aWrites, ...bWrites], [pause(2, 10, 110)]),
+      /not faulted/,
+    ],
+    ["shared and exclusive overlapping fails", history([a, section(2, "x", "shared", 2, 50, 60)]), /overlap: /],
+    [
+      "shared with shared passes",
+      history([section(1, "x", "shared", 1, 0, 100), section(2, "x", "shared", 2, 50, 60)]),
+      undefined,
+    ],
+    [
+      "a token granted twice fails",
+      history([section(1, "x", "exclusive", 5, 0, 10), section(2, "x", "exclusive", 5, 20, 30)]),
+      /granted twice/,
+    ],
+    [
+      "a lower token granted later fails",
+      history([section(1, "x", "exclusive", 7, 0, 10), section(2, "x", "exclusive", 6, 20, 30)]),
+      /order: /,
+    ],
+    [
+      "three permits of a semaphore of two fail",
+      history([
+        section(1, "s", "semaphore", 1, 0, 100),
+        section(2, "s", "semaphore", 2, 10, 100),
+        section(3, "s", "semaphore", 3, 20, 100),
+      ]),
+      /permits held/,
+    ],
+    [
+      "a lower token reported after its holder's pause, its write refused, passes",
+      (() => {
+        const late = section(1, "x", "exclusive", 1, 200, 210);
+        const taker = section(2, "x", "exclusive", 2, 50, 150);
+        return history([late, taker, elsewhere], [op(taker, 51, true), op(late, 201, false)], [pause(1, 10, 190)]);
+      })(),
+      undefined,
+    ],
+    [
+      "the register accepting a stale write fails",
+      (() => {
+        const s1 = section(1, "x", "exclusive", 1, 0, 10);
+        const s2 = section(2, "x", "exclusive", 2, 20, 30);
+        return history([s1, s2], [op(s2, 21, true), op(s1, 22, true)]);
+      })(),
+      /stale write accepted/,
+    ],
+    [
+      "the register refusing a fresh write fails",
+      (() => {
+        const s1 = section(1, "x", "exclusive", 1, 0, 10);
+        return history([s1], [op(s1, 1, false)]);
+      })(),
+      /fresh write refused/,
+    ],
+    [
+      "no grant elsewhere during a pause fails",
+      history([section(1, "x", "exclusive", 1, 0, 10)], [], [pause(1, 20, 5000)]),
+      /no grant anywhere during pause/,
+    ],
+    ["something left held fails", { ...history([]), leftHeld: ["x token 3 by chaos-1"] }, /still held/],
+    [
+      "a crashed client fails",
+      { ...history([]), crashes: [{ at: 5, pid: 4, description: "exit 1" }] },
+      /client 4 exit 1/,
+    ],
+  ];
+  for (const [title, h, expected] of cases) {
+    it(title, () => {
+      const report = check(h);
+      if (expected === undefined) assert.ok(report.ok, summary(report));
+      else {
+        assert.equal(report.ok, false, `expected a violation matching ${expected}`);
+        assert.ok(
+          report.violations.some((v) => expected.test(v)),
+          summary(report),
+        );
+      }
+    });
+  }
+});
