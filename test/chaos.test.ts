@@ -19,6 +19,7 @@ describe("chaos runs", () => {
     ["file", 12, 1],
     ["etcd", 15, 2],
     ["postgres", 15, 3],
+    ["etcd-cluster", 12, 4],
   ];
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {

@@ -268,9 +268,12 @@ export async function runChaos(options: RunOptions): Promise<History> {
     const nemesisEnd = runEnd - Math.min(4000, seconds * 250);
     if (options.nemeses.length > 0) {
       await delay(300 + random() * 700);
-      // Only start a fault that ends (pauses and cuts last ttl + 1.5 to 2.5 s) before the tail.
-      while (now() + ttlMs + 2500 < nemesisEnd) {
+      // Only start a fault expected to end before the quiet tail.
+      const expectedMs = (kind: FaultKind) =>
+        kind === "pause" || kind === "cut" ? ttlMs + 2500 : kind === "kill" ? 1500 : 4000;
+      for (;;) {
         const kind = options.nemeses[Math.floor(random() * options.nemeses.length)] as FaultKind;
+        if (now() + expectedMs(kind) > nemesisEnd) break;
         await inject(kind);
         await delay(500 + random() * 1000);
       }
