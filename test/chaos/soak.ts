@@ -1,0 +1,131 @@
+/**
+ * npm run soak -- --backend <file|etcd|postgres|memory> [--seconds N] [--coordinators N]
+ *   [--names N] [--out FILE]
+ *
+ * Many coordinators in this one process looping acquire -> hold -> release over many names,
+ * for a bounded time, sampling heap, RSS, open file descriptors and active handles every
+ * interval and counting process warnings (MaxListenersExceededWarning above all). It fails if
+ * any warning was emitted or if, between the first sample after warm-up and the last, file
+ * descriptors or active handles grew by more than 10 % (+5) or the heap by more than 50 %.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { connect, type Coordinator } from "../../src/index.js";
+import { startEtcd } from "../harness/etcd.js";
+import { startPostgres } from "../harness/postgres.js";
+import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
+import { mulberry32 } from "./rng.js";
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: "string" },
+    seconds: { type: "string" },
+    coordinators: { type: "string" },
+    names: { type: "string" },
+    out: { type: "string" },
+  },
+});
+const backend = values.backend ?? "file";
+const seconds = Number(values.seconds ?? 60);
+const count = Number(values.coordinators ?? 200);
+const names = Number(values.names ?? 1000);
+if (![seconds, count, names].every((n) => Number.isInteger(n) && n > 0)) {
+  process.stderr.write("soak: --seconds, --coordinators and --names must be positive integers\n");
+  process.exit(64);
+}
+
+async function startTarget(): Promise<{ url: string; stop: () => Promise<void> }> {
+  switch (backend) {
+    case "memory":
+      return { url: `memory://soak-${process.pid}`, stop: async () => {} };
+    case "file": {
+      const dir = makeTempDir("baton-soak-");
+      return { url: `file://${path.join(dir, "locks")}`, stop: async () => removeTempDir(dir) };
+    }
+    case "etcd": {
+      const server = await startEtcd();
+      return { url: server.url, stop: () => server.stop() };
+    }
+    case "postgres": {
+      const server = await startPostgres();
+      return { url: server.url, stop: () => server.stop() };
+    }
+    default:
+      process.stderr.write(`soak: unknown backend ${JSON.stringify(backend)}; known: memory, file, etcd, postgres\n`);
+      process.exit(64);
+  }
+}
+
+const warnings: string[] = [];
+process.on("warning", (w) => warnings.push(`${w.name}: ${w.message}`));
+const fds = () => fs.readdirSync("/proc/self/fd").length;
+interface Sample {
+  atS: number;
+  heapMB: number;
+  rssMB: number;
+  fds: number;
+  handles: number;
+  grants: number;
+}
+const samples: Sample[] = [];
+let grants = 0;
+let errors = 0;
+
+const target = await startTarget();
+const coords: Coordinator[] = [];
+for (let i = 0; i < count; i++) coords.push(await connect(target.url, { namespace: "soak", memberId: `soak-${i}` }));
+const started = performance.now();
+const deadline = started + seconds * 1000;
+const loops = coords.map(async (coord, i) => {
+  const random = mulberry32(i + 1);
+  while (performance.now() < deadline) {
+    try {
+      const handle = await coord.lock(`n-${Math.floor(random() * names)}`).acquire({ timeoutMs: 2000 });
+      grants++;
+      await delay(Math.floor(random() * 5));
+      await handle.release();
+    } catch {
+      errors++;
+    }
+  }
+});
+const interval = Math.max(1, Math.floor(seconds / 12)) * 1000;
+const sampler = (async () => {
+  while (performance.now() < deadline) {
+    await delay(interval);
+    const m = process.memoryUsage();
+    samples.push({
+      atS: Math.round((performance.now() - started) / 1000),
+      heapMB: Math.round(m.heapUsed / 1e5) / 10,
+      rssMB: Math.round(m.rss / 1e5) / 10,
+      fds: fds(),
+      handles: process.getActiveResourcesInfo().length,
+      grants,
+    });
+    process.stderr.write(`soak: ${JSON.stringify(samples.at(-1))}\n`);
+  }
+})();
+await Promise.all([...loops, sampler]);
+await Promise.all(coords.map((c) => c.close()));
+await target.stop();
+
+const first = samples[1] ?? samples[0];
+const last = samples.at(-1);
+const problems = [...warnings];
+if (first && last) {
+  if (last.fds > first.fds * 1.1 + 5) problems.push(`file descriptors grew from ${first.fds} to ${last.fds}`);
+  if (last.handles > first.handles * 1.1 + 5)
+    problems.push(`active handles grew from ${first.handles} to ${last.handles}`);
+  if (last.heapMB > first.heapMB * 1.5) problems.push(`heap grew from ${first.heapMB} MB to ${last.heapMB} MB`);
+}
+const ok = problems.length === 0;
+const out = values.out ?? `soak-${backend}.json`;
+fs.writeFileSync(
+  out,
+  `${JSON.stringify({ backend, seconds, coordinators: count, names, grants, errors, warnings, samples, problems, ok }, null, 2)}\n`,
+);
+process.stdout.write(
+  `soak ${backend}: ${ok ? "PASS" : "FAIL"} — ${count} coordinators, ${names} names, ${seconds} s, ${grants} grants, ${errors} errors, ${warnings.length} warnings${ok ? "" : `: ${problems.join("; ")}`} (report: ${out})\n`,
+);
+process.exit(ok ? 0 : 1);
