@@ -152,6 +152,11 @@ export async function runChaos(options: RunOptions): Promise<History> {
 
   const spawnClient = async (): Promise<Client> => {
     const link = noop ? { url: target.url, close: async () => {} } : await target.link();
+    // A respawn that raced the end of the run: nobody would stop it.
+    if (!running) {
+      await link.close();
+      throw new Error("the run is over");
+    }
     const config: ClientConfig = {
       url: link.url,
       namespace,
@@ -199,7 +204,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
         client.active.end = at;
         client.active.endedBy = "kill";
       }
-      if (running) void spawnClient();
+      if (running) void spawnClient().catch(() => {});
     });
     return client;
   };
@@ -272,8 +277,9 @@ export async function runChaos(options: RunOptions): Promise<History> {
       const expectedMs = (kind: FaultKind) =>
         kind === "pause" || kind === "cut" ? ttlMs + 2500 : kind === "kill" ? 1500 : 4000;
       for (;;) {
-        const kind = options.nemeses[Math.floor(random() * options.nemeses.length)] as FaultKind;
-        if (now() + expectedMs(kind) > nemesisEnd) break;
+        const fitting = options.nemeses.filter((k) => now() + expectedMs(k) <= nemesisEnd);
+        if (fitting.length === 0) break;
+        const kind = fitting[Math.floor(random() * fitting.length)] as FaultKind;
         await inject(kind);
         await delay(500 + random() * 1000);
       }
