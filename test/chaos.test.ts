@@ -189,6 +189,20 @@ describe("chaos checker", () => {
       history([section(1, "x", "exclusive", 1, 0, 10)], [], [pause(1, 20, 5000)]),
       /no grant anywhere during pause/,
     ],
+    [
+      "a cut holder whose signal never aborted while another was granted its lock fails",
+      history([a, b, elsewhere], [...aWrites, ...bWrites], [{ ...pause(1, 10, 110, "x"), kind: "cut" }]),
+      /signal: .*never saw its signal abort/,
+    ],
+    [
+      "a cut holder whose signal aborted before the takeover passes",
+      history(
+        [{ ...a, end: 45, lostAt: 40 }, b, elsewhere],
+        [op(a, 1, true), ...bWrites],
+        [{ ...pause(1, 10, 110, "x"), kind: "cut" }],
+      ),
+      undefined,
+    ],
     ["something left held fails", { ...history([]), leftHeld: ["x token 3 by chaos-1"] }, /still held/],
     [
       "a crashed client fails",

@@ -23,18 +23,34 @@ export interface ExplainedOverlap {
   readonly overlapMs: number;
   readonly fault: FaultKind;
   readonly lateWritesRejected: number;
+  /**
+   * How long before the newer holder's begin the older holder reported its signal aborted
+   * (negative: after); absent if it never reported it (a paused process cannot).
+   */
+  readonly signalLeadMs: number | undefined;
+}
+
+/** Explained overlaps for one kind of fault. */
+export interface OverlapFigures {
+  pairs: number;
+  /** Distinct older sections (one paused holder overlaps every holder after it). */
+  olderSections: number;
+  /** Of the pairs whose older holder reported its signal aborting: how long before the newer began. */
+  signalLeadMs: { min: number; median: number; samples: number; late: number } | undefined;
 }
 
 /** Figures for one kind of fault. */
 export interface FaultFigures {
   count: number;
   /** Median and max time from the fault's start to a grant of the victim's name to another client. */
-  takeoverMs: { median: number; max: number; samples: number } | undefined;
+  takeoverMs: Spread | undefined;
   /**
    * Median and max time from the fault's end (SIGCONT, heal, server back) to the hit client's
    * own next grant (any client's after a server fault). None for kills: see `takeoverMs`.
    */
-  recoveryMs: { median: number; max: number; samples: number } | undefined;
+  recoveryMs: Spread | undefined;
+  /** Cuts: how long before the takeover the cut holder reported its signal aborted. */
+  signalLeadMs?: Spread | undefined;
   /** Grants (by other clients) while the fault lasted. */
   grantsDuring: number;
 }
@@ -51,7 +67,7 @@ export interface Report {
   readonly faults: Partial<Record<FaultKind, FaultFigures>>;
   readonly overlapsExplained: number;
   /** Explained overlaps by the fault that explains them: pairs, and distinct older sections. */
-  readonly overlapsByFault: Record<string, { pairs: number; olderSections: number }>;
+  readonly overlapsByFault: Record<string, OverlapFigures>;
   readonly overlaps: readonly ExplainedOverlap[];
   readonly writes: { total: number; stale: number; staleRejected: number };
   readonly clientErrors: Record<string, number>;
@@ -64,17 +80,28 @@ export interface Report {
 }
 
 const MAX_LISTED = 50;
+/** Messages of two processes can reach the runner out of order by a few milliseconds. */
+const SIGNAL_TOLERANCE_MS = 100;
 
 const conflicts = (a: Section, b: Section): boolean =>
   a.mode !== "semaphore" && b.mode !== "semaphore" && (a.mode === "exclusive" || b.mode === "exclusive");
 
 const end = (s: Section): number => s.end ?? Number.POSITIVE_INFINITY;
 
-function stats(samples: number[]): { median: number; max: number; samples: number } | undefined {
+/** Milliseconds over a set of samples. */
+export interface Spread {
+  min: number;
+  median: number;
+  max: number;
+  samples: number;
+}
+
+function stats(samples: number[]): Spread | undefined {
   if (samples.length === 0) return undefined;
   const sorted = [...samples].sort((a, b) => a - b);
   const round = (n: number) => Math.round(n);
   return {
+    min: round(sorted[0] ?? 0),
     median: round(sorted[Math.floor(sorted.length / 2)] ?? 0),
     max: round(sorted.at(-1) ?? 0),
     samples: samples.length,
@@ -128,6 +155,7 @@ export function check(history: History): Report {
       overlapMs: Math.max(0, Math.round(Math.min(end(older), end(newer)) - Math.max(older.start, newer.start))),
       fault: fault.kind,
       lateWritesRejected: late,
+      signalLeadMs: older.lostAt === undefined ? undefined : Math.round(newer.start - older.lostAt),
     });
 
   for (const [name, sections] of byName) {
@@ -210,10 +238,10 @@ export function check(history: History): Report {
   // Progress and recovery.
   const starts = [...history.sections].sort((a, b) => a.start - b.start);
   const faults: Partial<Record<FaultKind, FaultFigures>> = {};
-  const samples = new Map<FaultKind, { takeover: number[]; recovery: number[] }>();
+  const samples = new Map<FaultKind, { takeover: number[]; recovery: number[]; signalLead: number[] }>();
   for (const f of history.faults) {
     const figures = (faults[f.kind] ??= { count: 0, takeoverMs: undefined, recoveryMs: undefined, grantsDuring: 0 });
-    const sample = samples.get(f.kind) ?? { takeover: [], recovery: [] };
+    const sample = samples.get(f.kind) ?? { takeover: [], recovery: [], signalLead: [] };
     samples.set(f.kind, sample);
     figures.count++;
     const others = (s: Section) => f.pid === undefined || s.pid !== f.pid;
@@ -231,12 +259,27 @@ export function check(history: History): Report {
     if (f.name !== undefined) {
       const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid);
       if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
+      // A cut holder's process runs on: its signal must abort before anyone else is granted
+      // its lock (the README's first promise), give or take the IPC race between processes.
+      const hit = history.sections.find(
+        (s) => s.pid === f.pid && s.name === f.name && s.start <= f.at && end(s) >= f.at,
+      );
+      if (f.kind === "cut" && hit !== undefined && takeover !== undefined && hit.mode !== "semaphore") {
+        if (hit.lostAt !== undefined) sample.signalLead.push(takeover.start - hit.lostAt);
+        const lead = hit.lostAt === undefined ? Number.NEGATIVE_INFINITY : takeover.start - hit.lostAt;
+        if (takeover.start < end(hit) && lead < -SIGNAL_TOLERANCE_MS) {
+          violate(
+            `signal: ${describe(takeover)} was granted while the cut holder ${describe(hit)} ${hit.lostAt === undefined ? "never saw its signal abort" : `saw its signal abort only at ${hit.lostAt}`}`,
+          );
+        }
+      }
     }
   }
   for (const [kind, sample] of samples) {
     const figures = faults[kind] as FaultFigures;
     figures.takeoverMs = stats(sample.takeover);
     figures.recoveryMs = stats(sample.recovery);
+    figures.signalLeadMs = stats(sample.signalLead);
   }
   const tail = starts.filter((s) => s.start > (history.faults.at(-1)?.until ?? history.startedAt));
   if (tail.length === 0) violate("no grant after the last fault");
@@ -251,16 +294,31 @@ export function check(history: History): Report {
     const kind = /: (\w+Error)/.exec(e.message)?.[1] ?? "other";
     clientErrors[kind] = (clientErrors[kind] ?? 0) + 1;
   }
-  const overlapsByFault: Record<string, { pairs: number; olderSections: number }> = {};
+  const overlapsByFault: Record<string, OverlapFigures> = {};
   const olderSeen = new Map<string, Set<string>>();
+  const leads = new Map<string, number[]>();
   for (const o of overlaps) {
-    const entry = (overlapsByFault[o.fault] ??= { pairs: 0, olderSections: 0 });
+    const entry = (overlapsByFault[o.fault] ??= { pairs: 0, olderSections: 0, signalLeadMs: undefined });
+    if (o.signalLeadMs !== undefined && o.kind === "overlap") {
+      const list = leads.get(o.fault) ?? [];
+      list.push(o.signalLeadMs);
+      leads.set(o.fault, list);
+    }
     entry.pairs++;
     const set = olderSeen.get(o.fault) ?? new Set<string>();
     olderSeen.set(o.fault, set);
     const key = `${o.name}:${o.older.token}`;
     if (!set.has(key)) entry.olderSections++;
     set.add(key);
+  }
+  for (const [kind, list] of leads) {
+    const sorted = [...list].sort((a, b) => a - b);
+    (overlapsByFault[kind] as OverlapFigures).signalLeadMs = {
+      min: sorted[0] ?? 0,
+      median: sorted[Math.floor(sorted.length / 2)] ?? 0,
+      samples: sorted.length,
+      late: sorted.filter((n) => n < 0).length,
+    };
   }
   const violationCounts: Record<string, number> = {};
   for (const v of violations) {

@@ -34,9 +34,15 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let nextId = 0;
 const pending = new Map<number, (reply: Record<string, unknown>) => void>();
 let stopping = false;
+/** Set by the runner when it cut this client off: hold on until the signal says the lock is lost. */
+let stretched = false;
+let wake: () => void = () => {};
 process.on("message", (message: Record<string, unknown>) => {
   if (message.op === "stop") stopping = true;
-  else pending.get(message.id as number)?.(message);
+  else if (message.op === "stretch") {
+    stretched = true;
+    wake();
+  } else pending.get(message.id as number)?.(message);
 });
 // A runner that died takes its clients with it.
 process.on("disconnect", () => process.exit(0));
@@ -80,11 +86,43 @@ while (!stopping) {
   }
   const token = typeof handle === "bigint" ? handle : handle.token;
   let lost = false;
-  if (typeof handle !== "bigint") handle.signal.addEventListener("abort", () => (lost = true), { once: true });
   const { section } = await rpc({ op: "begin", name, mode, token: String(token) });
+  if (typeof handle !== "bigint") {
+    const onAbort = () => {
+      lost = true;
+      void rpc({ op: "lost", section });
+    };
+    if (handle.signal.aborted) onAbort();
+    else handle.signal.addEventListener("abort", onAbort, { once: true });
+  }
   const registerOp = mode === "exclusive" ? "write" : mode === "shared" ? "read" : undefined;
   if (registerOp) await rpc({ op: registerOp, section, name, token: String(token) });
-  await sleep(config.holdMs[0] + random() * (config.holdMs[1] - config.holdMs[0]));
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, config.holdMs[0] + random() * (config.holdMs[1] - config.holdMs[0]));
+    wake = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  if (stretched && typeof handle !== "bigint") {
+    // Cut off from the backend, this client keeps working until its signal aborts, as it
+    // should: the backend must not grant the lock to anyone before that.
+    const signal = handle.signal;
+    if (!signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 3 * config.ttlMs);
+        signal.addEventListener(
+          "abort",
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          { once: true },
+        );
+      });
+    }
+  }
+  stretched = false;
   if (registerOp === "write") await rpc({ op: "write", section, name, token: String(token) });
   await rpc({ op: "end", section, lost });
   if (typeof handle !== "bigint") await handle.release();

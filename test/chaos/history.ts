@@ -24,6 +24,8 @@ export interface Section {
   endedBy: "release" | "kill" | "run-end" | undefined;
   /** Whether the client saw the handle's signal abort during the section. */
   lost: boolean;
+  /** When the client reported its signal aborted, if it did. */
+  lostAt?: number;
 }
 
 /** A write (exclusive holders) or a fencing read (shared holders) through the register. */

@@ -137,6 +137,12 @@ export async function runChaos(options: RunOptions): Promise<History> {
         reply();
         return;
       }
+      case "lost": {
+        const section = history.sections[Number(message.section)];
+        if (section !== undefined && section.lostAt === undefined) section.lostAt = at;
+        reply();
+        return;
+      }
       case "error":
         history.errors.push({ at, pid: client.pid, message: String(message.message) });
         reply();
@@ -256,6 +262,8 @@ export async function runChaos(options: RunOptions): Promise<History> {
       client.paused = false;
     } else {
       client.link.cut?.();
+      // Keep the victim holding until its signal aborts: the takeover must come after.
+      if (client.child.connected) client.child.send({ op: "stretch" }, () => {});
       await delay(holdMs);
       client.link.heal?.();
     }
