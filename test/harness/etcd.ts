@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { freePort } from "./ports.js";
-import { type Proxy, startProxy } from "./proxy.js";
+import { type Proxy as TcpProxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
 const HOST = "127.0.0.1";
@@ -158,7 +158,7 @@ class Member implements EtcdMember {
     private readonly token: string,
     /** Health probes for restarts need quorum, i.e. the other members. */
     private readonly healthTimeoutMs: number,
-    private readonly proxies: readonly Proxy[] = [],
+    private readonly proxies: readonly TcpProxy[] = [],
     private readonly extraArgs: readonly string[] = [],
   ) {}
 
@@ -395,11 +395,11 @@ export function startEtcdCluster(size = 3, opts: StartEtcdClusterOptions = {}): 
 async function startEtcdClusterOnce(size: number, opts: StartEtcdClusterOptions): Promise<EtcdCluster> {
   const root = makeTempDir("baton-etcd-cluster-");
   const members: Member[] = [];
-  const proxies: Proxy[] = [];
+  const proxies: TcpProxy[] = [];
   try {
     const names = Array.from({ length: size }, (_, i) => `m${i + 1}`);
     const cfgs = await allocateMembers(names, root);
-    const memberProxies: Proxy[][] = [];
+    const memberProxies: TcpProxy[][] = [];
     for (const [i, cfg] of cfgs.entries()) {
       memberProxies[i] = [];
       if (!opts.proxied) continue;
