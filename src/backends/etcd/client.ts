@@ -1,6 +1,7 @@
 /**
- * The `etcd3` client as the driver uses it: raw KV, lease and watch RPCs with deadlines,
- * fault handling tuned for quick fail-over, and small builders for transactions.
+ * The `etcd3` clients as the driver uses them: raw KV, lease and watch RPCs with deadlines
+ * tied to the TTL, calls kept off members that do not answer (members.ts), keep-alives over
+ * every member (keepalive.ts), and small builders for transactions.
  *
  * @module
  */
@@ -21,36 +22,90 @@ import {
 } from "etcd3";
 import type { EtcdConfig } from "./config.js";
 import { HostResting } from "./errors.js";
+import { KeepAlivePaths } from "./keepalive.js";
 import { prefixEnd } from "./keys.js";
+import { bare, MemberHealth } from "./members.js";
 
 type FaultHandling = NonNullable<IOptions["faultHandling"]>;
 
-/** How long a host that failed twice in a row is skipped while others are tried. */
-const HOST_REST_MS = 500;
-/** Attempts per call, each on the next host (the client's own fail-over). */
+/** Attempts per call, each on another member that is up (the client's own fail-over). */
 const ATTEMPTS = 3;
+/** The shortest deadline a call attempt gets, whatever the TTL. */
+const MIN_CALL_TIMEOUT_MS = 250;
 
-/** Creates the client. It connects lazily, on the first call. */
-export function createClient(config: EtcdConfig): Etcd3 {
+/** What one driver talks to etcd through. */
+export interface EtcdClients {
+  /** Unary calls and watches, on a member that is up. */
+  readonly pool: Etcd3;
+  readonly health: MemberHealth;
+  readonly keepAlives: KeepAlivePaths;
+  /** Deadline of each call attempt. */
+  readonly callTimeoutMs: number;
+  close(): void;
+}
+
+/**
+ * The deadline of one call attempt: `requestTimeoutMs`, but at most a quarter of the TTL,
+ * so that an attempt lost on a silent member still leaves time to retry on another one
+ * well before the session's local deadline (TTL minus a fifth).
+ */
+export function callTimeout(requestTimeoutMs: number, ttlMs: number): number {
+  return Math.min(requestTimeoutMs, Math.max(MIN_CALL_TIMEOUT_MS, Math.floor(ttlMs / 4)));
+}
+
+/** Creates the clients. They connect lazily, on the first call. */
+export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
+  const callTimeoutMs = callTimeout(config.requestTimeoutMs, ttlMs);
+  const health = new MemberHealth(config.hosts);
   const many = config.hosts.length > 1;
-  const options: IOptions = {
-    hosts: config.hosts,
+  const pool = new Etcd3(
+    options(config, config.hosts, callTimeoutMs, {
+      global: retryPolicy(many),
+      host: (host: string) => health.policy(host),
+      watchBackoff: backoff(50),
+    }),
+  );
+  // One client per member for keep-alives: no retries, no circuit breaker (the etcd3
+  // default would stop calling a member for 5 s after three failures).
+  const perMember = new Map<string, Etcd3>();
+  for (const host of config.hosts) {
+    const direct = { execute: async <T>(fn: (context: unknown) => Promise<T>) => fn({}) };
+    perMember.set(
+      bare(host),
+      new Etcd3(
+        options(config, [host], callTimeoutMs, { global: direct, host: () => direct, watchBackoff: backoff(50) }),
+      ),
+    );
+  }
+  return {
+    pool,
+    health,
+    keepAlives: new KeepAlivePaths(perMember, health),
+    callTimeoutMs,
+    close() {
+      pool.close();
+      for (const client of perMember.values()) client.close();
+    },
+  };
+}
+
+function options(config: EtcdConfig, hosts: string[], callTimeoutMs: number, faultHandling: unknown): IOptions {
+  return {
+    hosts,
     ...(config.credentials ? { credentials: config.credentials as NonNullable<IOptions["credentials"]> } : {}),
     ...(config.auth ? { auth: config.auth } : {}),
     // A unary call that gets no answer (a partition, a stopped process) fails after this
     // instead of hanging; streams (watches, keep-alives) set their own deadlines.
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + config.requestTimeoutMs }),
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     // Plain objects with `execute`: all the etcd3 client calls on its policies.
-    faultHandling: {
-      global: retryPolicy(many),
-      host: (host: string) => restPolicy(host, many),
-      watchBackoff: backoff(50),
-    } as unknown as FaultHandling,
+    faultHandling: faultHandling as FaultHandling,
   };
-  return new Etcd3(options);
 }
 
-/** Retries recoverable failures on the next host; a timeout only when there is another host. */
+/**
+ * Retries recoverable failures on the next member that is up; a timeout only when there
+ * is another member.
+ */
 function retryPolicy(many: boolean) {
   return {
     async execute<T>(fn: (context: { attempt: number }) => Promise<T>): Promise<T> {
@@ -65,28 +120,6 @@ function retryPolicy(many: boolean) {
           if (!retry) throw error;
           await sleep(20 * attempt);
         }
-      }
-    },
-  };
-}
-
-/** Skips a host for a moment after two failures in a row, so calls go to the others. */
-function restPolicy(host: string, many: boolean) {
-  let failures = 0;
-  let restUntil = 0;
-  return {
-    async execute<T>(fn: (context: unknown) => Promise<T>): Promise<T> {
-      if (many && Date.now() < restUntil) throw new HostResting(host);
-      try {
-        const result = await fn({});
-        failures = 0;
-        return result;
-      } catch (error) {
-        if (isRecoverableError(error as Error) && ++failures >= 2) {
-          failures = 0;
-          restUntil = Date.now() + HOST_REST_MS;
-        }
-        throw error;
       }
     },
   };
@@ -131,6 +164,28 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise
       },
       (error: unknown) => {
         signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps
+ * running; its outcome is then ignored).
+ */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  promise.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
         reject(error);
       },
     );

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { setMaxListeners } from "node:events";
 import type { Etcd3 } from "etcd3";
 import type {
   Driver,
@@ -19,7 +20,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
-import { createClient, op, rangeAt } from "./client.js";
+import { createClients, type EtcdClients, op, rangeAt } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace, prefixEnd } from "./keys.js";
@@ -31,7 +32,8 @@ import type { KeyWatch, WatchRegistry } from "./watch.js";
 /** Creates an etcd driver; checks that etcd answers (and lets this user read the prefix). */
 export async function createDriver(context: DriverContext): Promise<Driver> {
   const config = parseConfig(context);
-  const client = createClient(config);
+  const clients = createClients(config, context.ttlMs);
+  const client = clients.pool;
   const keys = new Keyspace(context.namespace);
   try {
     await client.kv.range({
@@ -41,20 +43,23 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
       keys_only: true,
     });
   } catch (error) {
-    client.close();
+    clients.close();
     throw translate(error, `connecting to etcd at ${config.hosts.join(",")}`);
   }
   const closing = new AbortController();
+  // Every watch and every closing acquisition listens to it.
+  setMaxListeners(0, closing.signal);
   const shared = {
     client,
+    keepAlives: clients.keepAlives,
     keys,
     memberId: context.memberId,
     ttlMs: context.ttlMs,
-    requestTimeoutMs: config.requestTimeoutMs,
+    requestTimeoutMs: clients.callTimeoutMs,
     watches: new Set<KeyWatch>(),
     closing: closing.signal,
   };
-  return new EtcdDriver(shared, closing);
+  return new EtcdDriver(shared, clients, closing);
 }
 
 class EtcdDriver implements Driver {
@@ -63,9 +68,11 @@ class EtcdDriver implements Driver {
   readonly #keys: Keyspace;
   readonly #watches: WatchRegistry;
   readonly #closed: AbortController;
+  readonly #clients: EtcdClients;
 
-  constructor(shared: DriverShared, closed: AbortController) {
+  constructor(shared: DriverShared, clients: EtcdClients, closed: AbortController) {
     this.#shared = shared;
+    this.#clients = clients;
     this.#closed = closed;
     this.#client = shared.client;
     this.#keys = shared.keys;
@@ -132,7 +139,7 @@ class EtcdDriver implements Driver {
   async close(): Promise<void> {
     this.#closed.abort();
     for (const watch of [...this.#watches]) watch.close();
-    this.#client.close();
+    this.#clients.close();
   }
 }
 
