@@ -9,19 +9,17 @@ import {
   CompareResult,
   CompareTarget,
   Etcd3,
-  GRPCDeadlineExceededError,
   type ICompare,
   type IKeyValue,
   type IOptions,
   type IRangeResponse,
   type IRequestOp,
   type ITxnResponse,
-  isRecoverableError,
   SortOrder,
   SortTarget,
 } from "etcd3";
 import type { EtcdConfig } from "./config.js";
-import { HostResting } from "./errors.js";
+import { HostResting, isTransient } from "./errors.js";
 import { KeepAlivePaths } from "./keepalive.js";
 import { prefixEnd } from "./keys.js";
 import { bare, MemberHealth } from "./members.js";
@@ -57,10 +55,9 @@ export function callTimeout(requestTimeoutMs: number, ttlMs: number): number {
 export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
   const callTimeoutMs = callTimeout(config.requestTimeoutMs, ttlMs);
   const health = new MemberHealth(config.hosts);
-  const many = config.hosts.length > 1;
   const pool = new Etcd3(
     options(config, config.hosts, callTimeoutMs, {
-      global: retryPolicy(many),
+      global: retryPolicy(),
       host: (host: string) => health.policy(host),
       watchBackoff: backoff(50),
     }),
@@ -92,6 +89,7 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
 function options(config: EtcdConfig, hosts: string[], callTimeoutMs: number, faultHandling: unknown): IOptions {
   return {
     hosts,
+    grpcOptions: { interceptors: [requireLeader] },
     ...(config.credentials ? { credentials: config.credentials as NonNullable<IOptions["credentials"]> } : {}),
     ...(config.auth ? { auth: config.auth } : {}),
     // A unary call that gets no answer (a partition, a stopped process) fails after this
@@ -102,27 +100,63 @@ function options(config: EtcdConfig, hosts: string[], callTimeoutMs: number, fau
   };
 }
 
+/** The part of a grpc-js intercepting call that `requireLeader` touches. */
+interface StartableCall {
+  start(metadata: { set(key: string, value: string): void }, listener: unknown): void;
+}
+
 /**
- * Retries recoverable failures on the next member that is up; a timeout only when there
- * is another member.
+ * Marks every call as requiring a leader (the metadata of etcd's Go `WithRequireLeader`):
+ * a member that has lost touch with its leader then refuses a call at once with
+ * "etcdserver: no leader" instead of holding it until its deadline, and cancels such
+ * streams (watches) when it loses the leader, so that they move to a member that has one.
  */
-function retryPolicy(many: boolean) {
+function requireLeader<C extends StartableCall>(options: unknown, nextCall: (options: unknown) => C): C {
+  const call = nextCall(options);
+  const start = call.start.bind(call);
+  call.start = (metadata, listener) => {
+    metadata.set("hasleader", "true");
+    start(metadata, listener);
+  };
+  return call;
+}
+
+/**
+ * Moves on to the next member only when the call was never sent (`HostResting`). A call
+ * that was sent and got no answer may still be applied later (a silent member gets it
+ * when the network heals), so whether to send it again is the caller's decision: reads use
+ * `idempotent`, the session's writes `retrying` (scope.ts), and joining a queue fences off
+ * a lost attempt first (acquire.ts).
+ */
+function retryPolicy() {
   return {
     async execute<T>(fn: (context: { attempt: number }) => Promise<T>): Promise<T> {
       for (let attempt = 1; ; attempt++) {
         try {
           return await fn({ attempt });
         } catch (error) {
-          const retry =
-            attempt < ATTEMPTS &&
-            (error instanceof HostResting ||
-              (isRecoverableError(error as Error) && (many || !(error instanceof GRPCDeadlineExceededError))));
-          if (!retry) throw error;
+          if (attempt >= ATTEMPTS || !(error instanceof HostResting)) throw error;
           await sleep(20 * attempt);
         }
       }
     },
   };
+}
+
+/**
+ * Runs a call that is safe to repeat (a read; a lease grant, whose lost duplicate just
+ * expires) up to three times while it fails transiently; each attempt goes to a member
+ * that is up.
+ */
+export async function idempotent<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (attempt >= ATTEMPTS || !isTransient(error)) throw error;
+      await sleep(20 * attempt);
+    }
+  }
 }
 
 /** Watch-stream reconnection delays: 50 ms doubling to 1 s. */

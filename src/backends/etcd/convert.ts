@@ -20,7 +20,7 @@ import { BACKEND, isTransient, translate } from "./errors.js";
 import type { EtcdGrant } from "./acquire.js";
 import { encodeQueueValue } from "./keys.js";
 import { isGranted, type QueueView, viewOf } from "./queue.js";
-import { linked, removeKeys, retrying, type Scope } from "./scope.js";
+import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import { nextChange } from "./watch.js";
 
 /**
@@ -212,7 +212,7 @@ async function withdrawMarker(scope: Scope, grant: EtcdGrant, inflight: Promise<
   if (inflight) await inflight.catch(() => {});
   const { queue, key } = grant;
   const deadline = Date.now() + scope.ttlMs;
-  for (let delay = 50; ; delay = Math.min(1000, delay * 2)) {
+  for (let delay = FIRST_RETRY_DELAY_MS; ; delay = nextDelay(delay)) {
     if (scope.ended.aborted) return;
     try {
       await scope.client.kv.txn({

@@ -20,7 +20,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
-import { createClients, type EtcdClients, op, rangeAt } from "./client.js";
+import { createClients, type EtcdClients, idempotent, op, rangeAt } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace, prefixEnd } from "./keys.js";
@@ -36,12 +36,14 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const client = clients.pool;
   const keys = new Keyspace(context.namespace);
   try {
-    await client.kv.range({
-      key: Buffer.from(keys.prefix),
-      range_end: prefixEnd(keys.prefix),
-      limit: 1,
-      keys_only: true,
-    });
+    await idempotent(() =>
+      client.kv.range({
+        key: Buffer.from(keys.prefix),
+        range_end: prefixEnd(keys.prefix),
+        limit: 1,
+        keys_only: true,
+      }),
+    );
   } catch (error) {
     clients.close();
     throw translate(error, `connecting to etcd at ${config.hosts.join(",")}`);
@@ -108,7 +110,9 @@ class EtcdDriver implements Driver {
   async inspect(): Promise<DriverSnapshot> {
     let kvs: ReturnType<typeof rangeAt>;
     try {
-      const response = await this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] });
+      const response = await idempotent(() =>
+        this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] }),
+      );
       kvs = rangeAt(response, 0);
     } catch (error) {
       throw translate(error, "inspecting");

@@ -19,6 +19,17 @@ import type { MemberHealth } from "./members.js";
 
 /** Re-sends at most this many times per member in a round (a new stream each time). */
 const SENDS_PER_ROUND = 3;
+/**
+ * A member that has not answered this much later than the first member did, and at least
+ * `MIN_GRACE_MS` later, is taken for silent.
+ */
+const GRACE_FACTOR = 3;
+const MIN_GRACE_MS = 200;
+
+interface Answer {
+  readonly response: ILeaseKeepAliveResponse;
+  readonly latencyMs: number;
+}
 
 export class KeepAlivePaths {
   readonly #clients: ReadonlyMap<string, Etcd3>;
@@ -40,51 +51,66 @@ export class KeepAlivePaths {
   renew(leaseId: string, boundMs: number): Promise<ILeaseKeepAliveResponse> {
     const deadline = Date.now() + boundMs;
     const resendMs = Math.max(50, Math.floor(boundMs / SENDS_PER_ROUND));
-    const rounds = [...this.#clients].map(([host, client]) => this.#member(host, client, leaseId, deadline, resendMs));
-    void Promise.allSettled(rounds).then((outcomes) => {
-      // Silence only counts against a member when another one answered.
-      if (!outcomes.some((o) => o.status === "fulfilled")) return;
-      for (const [i, host] of [...this.#clients.keys()].entries()) {
-        if (outcomes[i]?.status === "fulfilled") this.#health.answered(host);
-        else this.#health.failed(host);
-      }
+    const answered = new Set<string>();
+    const rounds = [...this.#clients].map(([host, client]) => {
+      const round = this.#member(host, client, leaseId, deadline, resendMs);
+      round.then(
+        ({ latencyMs }) => {
+          answered.add(host);
+          this.#health.answered(host);
+          if (answered.size === 1) {
+            // Silence only counts against a member when another one answered: give the
+            // others a few times as long as that answer took, then judge them.
+            const graceMs = Math.max(MIN_GRACE_MS, GRACE_FACTOR * latencyMs);
+            setTimeout(judge, graceMs).unref();
+          }
+        },
+        () => {
+          // No answer: judged with the others once one member answered (`judge`).
+        },
+      );
+      return round;
     });
-    return Promise.any(rounds).catch((error: unknown) => {
-      const errors = error instanceof AggregateError ? error.errors : [error];
-      throw errors.at(-1) ?? new Error("no etcd member answered the keep-alive");
-    });
+    const judge = () => {
+      for (const host of this.#clients.keys()) if (!answered.has(host)) this.#health.failed(host);
+    };
+    return Promise.any(rounds).then(
+      ({ response }) => response,
+      (error: unknown) => {
+        const errors = error instanceof AggregateError ? error.errors : [error];
+        throw errors.at(-1) ?? new Error("no etcd member answered the keep-alive");
+      },
+    );
   }
 
-  /** Asks one member, again every `resendMs`, until it answers or `deadline`. */
-  #member(
-    host: string,
-    client: Etcd3,
-    leaseId: string,
-    deadline: number,
-    resendMs: number,
-  ): Promise<ILeaseKeepAliveResponse> {
+  /**
+   * Asks one member, again every `resendMs`, until it answers or `deadline`. Resolves with
+   * the answer and how long the request it answered took.
+   */
+  #member(host: string, client: Etcd3, leaseId: string, deadline: number, resendMs: number): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const streams = new Set<{ end(): void; cancel(): void }>();
       let settled = false;
       let lastError: unknown = new Error(`etcd member ${host} did not answer the keep-alive`);
-      const finish = (response: ILeaseKeepAliveResponse | null) => {
+      const finish = (answer: Answer | null) => {
         if (settled) return;
         settled = true;
         clearInterval(timer);
         clearTimeout(expiry);
         for (const stream of streams) {
           try {
-            if (response) stream.end();
+            if (answer) stream.end();
             else stream.cancel();
           } catch {
             // already closed
           }
         }
-        if (response) resolve(response);
+        if (answer) resolve(answer);
         else reject(lastError);
       };
       const send = () => {
         if (settled || Date.now() >= deadline) return;
+        const sentAt = Date.now();
         client.leaseClient.leaseKeepAlive({ deadline }).then(
           (stream) => {
             stream.on("error", (error: Error) => {
@@ -95,7 +121,9 @@ export class KeepAlivePaths {
               return;
             }
             streams.add(stream);
-            stream.on("data", (response: ILeaseKeepAliveResponse) => finish(response));
+            stream.on("data", (response: ILeaseKeepAliveResponse) =>
+              finish({ response, latencyMs: Date.now() - sentAt }),
+            );
             stream.write({ ID: leaseId });
           },
           (error: unknown) => {

@@ -6,8 +6,9 @@
  */
 import type { Etcd3, IKeyValue } from "etcd3";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
-import { op, rangeAt, sleep } from "./client.js";
+import { idempotent, op, rangeAt, sleep } from "./client.js";
 import { decodeRecordValue, type Keyspace } from "./keys.js";
+import { FIRST_RETRY_DELAY_MS, nextDelay } from "./scope.js";
 import { KeyWatch, type WatchRegistry } from "./watch.js";
 
 /** A record key-value as a `RecordEntry`; `null` for anything Baton did not write. */
@@ -26,7 +27,9 @@ interface Listing {
 }
 
 export async function listRecords(client: Etcd3, keys: Keyspace, space: string): Promise<Listing> {
-  const response = await client.kv.txn({ compare: [], success: [op.scan(keys.recordPrefix(space))], failure: [] });
+  const response = await idempotent(() =>
+    client.kv.txn({ compare: [], success: [op.scan(keys.recordPrefix(space))], failure: [] }),
+  );
   const entries: RecordEntry[] = [];
   const versions = new Map<string, bigint>();
   for (const kv of rangeAt(response, 0)) {
@@ -86,7 +89,7 @@ export async function watchRecords(
   };
 
   const resync = async () => {
-    for (let delay = 50; !signal.aborted; delay = Math.min(1000, delay * 2)) {
+    for (let delay = FIRST_RETRY_DELAY_MS; !signal.aborted; delay = nextDelay(delay)) {
       let listing: Listing;
       try {
         listing = await listRecords(client, keys, space);

@@ -11,7 +11,7 @@ import { castGrpcError, EtcdLeaseInvalidError } from "etcd3";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { acquire, type EtcdGrant } from "./acquire.js";
-import { op, when, within } from "./client.js";
+import { idempotent, op, when, within } from "./client.js";
 import { convert, release } from "./convert.js";
 import { BACKEND, translate } from "./errors.js";
 import type { KeepAlivePaths } from "./keepalive.js";
@@ -49,7 +49,7 @@ export class EtcdSession implements DriverSession {
     const ttlSeconds = Math.ceil(shared.ttlMs / 1000);
     let leaseId: string;
     try {
-      const response = await shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds });
+      const response = await idempotent(() => shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
       if (response.error) throw new Error(response.error);
       leaseId = String(response.ID);
     } catch (error) {
