@@ -51,6 +51,14 @@ export function callTimeout(requestTimeoutMs: number, ttlMs: number): number {
   return Math.min(requestTimeoutMs, Math.max(MIN_CALL_TIMEOUT_MS, Math.floor(ttlMs / 4)));
 }
 
+/**
+ * Reads (and the lease grant that opens a session) retry transient failures for two call
+ * attempts' deadlines: enough to get past a member that went silent and a reconnection.
+ */
+export function readBudget(callTimeoutMs: number): number {
+  return 2 * callTimeoutMs;
+}
+
 /** Creates the clients. They connect lazily, on the first call. */
 export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
   const callTimeoutMs = callTimeout(config.requestTimeoutMs, ttlMs);
@@ -89,7 +97,13 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
 function options(config: EtcdConfig, hosts: string[], callTimeoutMs: number, faultHandling: unknown): IOptions {
   return {
     hosts,
-    grpcOptions: { interceptors: [requireLeader] },
+    grpcOptions: {
+      interceptors: [requireLeader],
+      // gRPC waits 1 s, growing to 2 min, before reconnecting after a failure; a lock
+      // service wants a healed member back within a fraction of a TTL.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 1000,
+    },
     ...(config.credentials ? { credentials: config.credentials as NonNullable<IOptions["credentials"]> } : {}),
     ...(config.auth ? { auth: config.auth } : {}),
     // A unary call that gets no answer (a partition, a stopped process) fails after this
@@ -145,16 +159,17 @@ function retryPolicy() {
 
 /**
  * Runs a call that is safe to repeat (a read; a lease grant, whose lost duplicate just
- * expires) up to three times while it fails transiently; each attempt goes to a member
- * that is up.
+ * expires) again while it fails transiently, for up to `budgetMs` (with delays from 20 ms
+ * doubling to 250 ms, enough for a reconnection); each attempt goes to a member that is up.
  */
-export async function idempotent<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+export async function idempotent<T>(call: () => Promise<T>, budgetMs: number): Promise<T> {
+  const deadline = Date.now() + budgetMs;
+  for (let delay = 20; ; delay = Math.min(250, delay * 2)) {
     try {
       return await call();
     } catch (error) {
-      if (attempt >= ATTEMPTS || !isTransient(error)) throw error;
-      await sleep(20 * attempt);
+      if (Date.now() + delay > deadline || !isTransient(error)) throw error;
+      await sleep(delay);
     }
   }
 }

@@ -20,7 +20,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
-import { createClients, type EtcdClients, idempotent, op, rangeAt } from "./client.js";
+import { createClients, type EtcdClients, idempotent, op, rangeAt, readBudget } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace, prefixEnd } from "./keys.js";
@@ -36,13 +36,15 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const client = clients.pool;
   const keys = new Keyspace(context.namespace);
   try {
-    await idempotent(() =>
-      client.kv.range({
-        key: Buffer.from(keys.prefix),
-        range_end: prefixEnd(keys.prefix),
-        limit: 1,
-        keys_only: true,
-      }),
+    await idempotent(
+      () =>
+        client.kv.range({
+          key: Buffer.from(keys.prefix),
+          range_end: prefixEnd(keys.prefix),
+          limit: 1,
+          keys_only: true,
+        }),
+      readBudget(clients.callTimeoutMs),
     );
   } catch (error) {
     clients.close();
@@ -81,13 +83,18 @@ class EtcdDriver implements Driver {
     this.#watches = shared.watches;
   }
 
+  /** How long a read keeps retrying transient failures. */
+  get #readBudgetMs(): number {
+    return readBudget(this.#shared.requestTimeoutMs);
+  }
+
   openSession(hooks: SessionHooks): Promise<EtcdSession> {
     return EtcdSession.open(this.#shared, hooks);
   }
 
   async listRecords(space: string): Promise<RecordEntry[]> {
     try {
-      return (await listRecords(this.#client, this.#keys, space)).entries;
+      return (await listRecords(this.#client, this.#keys, space, this.#readBudgetMs)).entries;
     } catch (error) {
       throw translate(error, `listing ${space}`);
     }
@@ -100,7 +107,7 @@ class EtcdDriver implements Driver {
   ): Promise<RecordEntry[]> {
     const stop = AbortSignal.any([signal, this.#closed.signal]);
     try {
-      return await watchRecords(this.#client, this.#keys, space, listener, stop, this.#watches);
+      return await watchRecords(this.#client, this.#keys, space, listener, stop, this.#watches, this.#readBudgetMs);
     } catch (error) {
       throw translate(error, `watching ${space}`);
     }
@@ -110,8 +117,9 @@ class EtcdDriver implements Driver {
   async inspect(): Promise<DriverSnapshot> {
     let kvs: ReturnType<typeof rangeAt>;
     try {
-      const response = await idempotent(() =>
-        this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] }),
+      const response = await idempotent(
+        () => this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] }),
+        this.#readBudgetMs,
       );
       kvs = rangeAt(response, 0);
     } catch (error) {

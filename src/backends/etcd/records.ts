@@ -26,9 +26,11 @@ interface Listing {
   readonly versions: Map<string, bigint>;
 }
 
-export async function listRecords(client: Etcd3, keys: Keyspace, space: string): Promise<Listing> {
-  const response = await idempotent(() =>
-    client.kv.txn({ compare: [], success: [op.scan(keys.recordPrefix(space))], failure: [] }),
+/** Reads a record space, retrying transient failures for up to `budgetMs`. */
+export async function listRecords(client: Etcd3, keys: Keyspace, space: string, budgetMs: number): Promise<Listing> {
+  const response = await idempotent(
+    () => client.kv.txn({ compare: [], success: [op.scan(keys.recordPrefix(space))], failure: [] }),
+    budgetMs,
   );
   const entries: RecordEntry[] = [];
   const versions = new Map<string, bigint>();
@@ -54,6 +56,7 @@ export async function watchRecords(
   listener: (event: RecordEvent) => void,
   signal: AbortSignal,
   registry: WatchRegistry,
+  budgetMs: number,
 ): Promise<RecordEntry[]> {
   const prefix = keys.recordPrefix(space);
   const known = new Map<string, bigint>();
@@ -92,7 +95,7 @@ export async function watchRecords(
     for (let delay = FIRST_RETRY_DELAY_MS; !signal.aborted; delay = nextDelay(delay)) {
       let listing: Listing;
       try {
-        listing = await listRecords(client, keys, space);
+        listing = await listRecords(client, keys, space, budgetMs);
       } catch {
         await sleep(delay, signal).catch(() => {});
         continue;
@@ -114,7 +117,7 @@ export async function watchRecords(
     }
   };
 
-  const first = await listRecords(client, keys, space);
+  const first = await listRecords(client, keys, space, budgetMs);
   for (const [key, version] of first.versions) known.set(key, version);
   follow(first.revision);
   return first.entries;

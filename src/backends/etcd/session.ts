@@ -11,7 +11,7 @@ import { castGrpcError, EtcdLeaseInvalidError } from "etcd3";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { acquire, type EtcdGrant } from "./acquire.js";
-import { idempotent, op, when, within } from "./client.js";
+import { idempotent, op, readBudget, when, within } from "./client.js";
 import { convert, release } from "./convert.js";
 import { BACKEND, translate } from "./errors.js";
 import type { KeepAlivePaths } from "./keepalive.js";
@@ -49,7 +49,10 @@ export class EtcdSession implements DriverSession {
     const ttlSeconds = Math.ceil(shared.ttlMs / 1000);
     let leaseId: string;
     try {
-      const response = await idempotent(() => shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+      const response = await idempotent(
+        () => shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds }),
+        readBudget(shared.requestTimeoutMs),
+      );
       if (response.error) throw new Error(response.error);
       leaseId = String(response.ID);
     } catch (error) {
@@ -81,16 +84,16 @@ export class EtcdSession implements DriverSession {
   }
 
   /**
-   * One keep-alive round, sent to every member at once (keepalive.ts) and bounded by a
-   * third of the TTL: the core retries sooner after a failure, and presumes the session
-   * lost only at TTL minus a fifth after the last acknowledged renewal.
+   * One keep-alive round, sent to every member at once (keepalive.ts) and bounded by one
+   * call attempt's deadline (at most a quarter of the TTL): the core retries soon after a
+   * failure, and presumes the session lost only at TTL minus a fifth after the last
+   * acknowledged renewal.
    */
   async keepAlive(): Promise<void> {
     if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
-    const boundMs = Math.max(250, Math.floor(this.#shared.ttlMs / 3));
     let response: ILeaseKeepAliveResponse;
     try {
-      response = await this.#shared.keepAlives.renew(this.#leaseId, boundMs);
+      response = await this.#shared.keepAlives.renew(this.#leaseId, this.#shared.requestTimeoutMs);
     } catch (error) {
       throw translate(error, "renewing the session's lease");
     }
