@@ -43,6 +43,8 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
           range_end: prefixEnd(keys.prefix),
           limit: 1,
           keys_only: true,
+          // Answered by the member itself: connecting works during an election too.
+          serializable: true,
         }),
       readBudget(clients.callTimeoutMs),
     );

@@ -44,14 +44,18 @@ export class EtcdSession implements DriverSession {
   /** createdAt of the records this session put, to keep it across updates. */
   readonly #createdAt = new Map<string, number>();
 
-  /** Grants a lease and wraps it. */
+  /**
+   * Grants a lease and wraps it. Retries transient failures for up to one TTL (but at
+   * least two call attempts' deadlines): a lease needs the leader, and a session that
+   * could not survive an election would be lost anyway.
+   */
   static async open(shared: DriverShared, hooks: SessionHooks): Promise<EtcdSession> {
     const ttlSeconds = Math.ceil(shared.ttlMs / 1000);
     let leaseId: string;
     try {
       const response = await idempotent(
         () => shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds }),
-        readBudget(shared.requestTimeoutMs),
+        Math.max(readBudget(shared.requestTimeoutMs), shared.ttlMs),
       );
       if (response.error) throw new Error(response.error);
       leaseId = String(response.ID);
