@@ -16,7 +16,7 @@ import { waitFor } from "../conformance/helpers.js";
 import { startEtcdCluster } from "../harness/etcd.js";
 
 const CLIENTS = 20;
-const TTL_MS = 4000;
+const TTL_MS = 6000;
 /** The core renews a session every third of its TTL. */
 const KEEPALIVE_INTERVAL_MS = Math.floor(TTL_MS / 3);
 /** The harness runs etcd with a 500 ms election timeout. */

@@ -35,7 +35,6 @@ const MIN_CALL_TIMEOUT_MS = 250;
 export interface EtcdClients {
   /** Unary calls and watches, on a member that is up. */
   readonly pool: Etcd3;
-  readonly health: MemberHealth;
   readonly keepAlives: KeepAlivePaths;
   /** Deadline of each call attempt. */
   readonly callTimeoutMs: number;
@@ -84,7 +83,6 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
   }
   return {
     pool,
-    health,
     keepAlives: new KeepAlivePaths(perMember, health),
     callTimeoutMs,
     close() {

@@ -24,7 +24,7 @@ const SENDS_PER_ROUND = 3;
  * `MIN_GRACE_MS` later, is taken for silent.
  */
 const GRACE_FACTOR = 3;
-const MIN_GRACE_MS = 200;
+const MIN_GRACE_MS = 500;
 
 interface Answer {
   readonly response: ILeaseKeepAliveResponse;
