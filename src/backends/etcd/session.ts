@@ -95,6 +95,19 @@ export class EtcdSession implements DriverSession {
    */
   async keepAlive(): Promise<void> {
     if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
+    await this.#renew();
+    // Halfway to the next renewal, one more round, only to hear from every member: a member
+    // that fell silent is then found within a sixth of the TTL (plus a grace) rather than a
+    // third, and the watches on it move sooner. Renewing early is always safe: it only
+    // pushes etcd's expiry later than the core's deadline assumes.
+    const probe = setTimeout(() => {
+      if (!this.#ended.signal.aborted) this.#renew().catch(() => {});
+    }, Math.floor(this.#shared.ttlMs / 6));
+    probe.unref();
+  }
+
+  /** One keep-alive round; reports the session lost when etcd says the lease is gone. */
+  async #renew(): Promise<void> {
     let response: ILeaseKeepAliveResponse;
     try {
       response = await this.#shared.keepAlives.renew(this.#leaseId, this.#shared.requestTimeoutMs);
