@@ -100,9 +100,12 @@ export class EtcdSession implements DriverSession {
     // that fell silent is then found within a sixth of the TTL (plus a grace) rather than a
     // third, and the watches on it move sooner. Renewing early is always safe: it only
     // pushes etcd's expiry later than the core's deadline assumes.
-    const probe = setTimeout(() => {
-      if (!this.#ended.signal.aborted) this.#renew().catch(() => {});
-    }, Math.floor(this.#shared.ttlMs / 6));
+    const probe = setTimeout(
+      () => {
+        if (!this.#ended.signal.aborted) this.#renew().catch(() => {});
+      },
+      Math.floor(this.#shared.ttlMs / 6),
+    );
     probe.unref();
   }
 
