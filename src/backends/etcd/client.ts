@@ -38,6 +38,12 @@ export interface EtcdClients {
   readonly keepAlives: KeepAlivePaths;
   /** Deadline of each call attempt. */
   readonly callTimeoutMs: number;
+  /**
+   * Runs `call` on every member at once, each through its own client; resolves with the
+   * first success and rejects with the first error when all fail. Every member that
+   * answers is marked up, now or whenever its answer comes.
+   */
+  reachAny<T>(call: (client: Etcd3) => Promise<T>): Promise<T>;
   close(): void;
 }
 
@@ -85,6 +91,16 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
     pool,
     keepAlives: new KeepAlivePaths(perMember, health),
     callTimeoutMs,
+    reachAny<T>(call: (client: Etcd3) => Promise<T>): Promise<T> {
+      const calls = [...perMember].map(async ([host, client]) => {
+        const result = await call(client);
+        health.answered(host);
+        return result;
+      });
+      return Promise.any(calls).catch((error: unknown) => {
+        throw error instanceof AggregateError ? error.errors[0] : error;
+      });
+    },
     close() {
       pool.close();
       for (const client of perMember.values()) client.close();

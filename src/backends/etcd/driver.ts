@@ -36,16 +36,20 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const client = clients.pool;
   const keys = new Keyspace(context.namespace);
   try {
+    // Asks every member: the first answer lets connect() return, and whoever has not
+    // answered yet is not used until it does.
     await idempotent(
       () =>
-        client.kv.range({
-          key: Buffer.from(keys.prefix),
-          range_end: prefixEnd(keys.prefix),
-          limit: 1,
-          keys_only: true,
-          // Answered by the member itself: connecting works during an election too.
-          serializable: true,
-        }),
+        clients.reachAny((member) =>
+          member.kv.range({
+            key: Buffer.from(keys.prefix),
+            range_end: prefixEnd(keys.prefix),
+            limit: 1,
+            keys_only: true,
+            // Answered by the member itself: connecting works during an election too.
+            serializable: true,
+          }),
+        ),
       readBudget(clients.callTimeoutMs),
     );
   } catch (error) {

@@ -34,9 +34,14 @@ export interface HostPolicy {
 export class MemberHealth {
   readonly #members = new Map<string, Member>();
 
-  /** `hosts` as the etcd3 client names them (the URL without its scheme). */
+  /**
+   * `hosts` as the etcd3 client names them (the URL without its scheme). Every member
+   * starts down, not heard from yet: until one answers, all are tried; from then on only
+   * those that answered, so that a client started while a member is cut off never waits
+   * for it (see `EtcdClients.reachAny`).
+   */
   constructor(hosts: readonly string[]) {
-    for (const host of hosts) this.#members.set(bare(host), { host: bare(host), down: false, streams: new Set() });
+    for (const host of hosts) this.#members.set(bare(host), { host: bare(host), down: true, streams: new Set() });
   }
 
   get hosts(): string[] {
