@@ -69,7 +69,7 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
   const callTimeoutMs = callTimeout(config.requestTimeoutMs, ttlMs);
   const health = new MemberHealth(config.hosts);
   const pool = new Etcd3(
-    options(config, config.hosts, callTimeoutMs, {
+    options(config, config.hosts, callTimeoutMs, true, {
       global: retryPolicy(),
       host: (host: string) => health.policy(host),
       watchBackoff: backoff(50),
@@ -83,7 +83,11 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
     perMember.set(
       bare(host),
       new Etcd3(
-        options(config, [host], callTimeoutMs, { global: direct, host: () => direct, watchBackoff: backoff(50) }),
+        options(config, [host], callTimeoutMs, false, {
+          global: direct,
+          host: () => direct,
+          watchBackoff: backoff(50),
+        }),
       ),
     );
   }
@@ -108,11 +112,22 @@ export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
   };
 }
 
-function options(config: EtcdConfig, hosts: string[], callTimeoutMs: number, faultHandling: unknown): IOptions {
+/**
+ * `leader`: mark calls as requiring a leader (the pool). Not for the per-member clients: a
+ * keep-alive sent to a follower during an election waits there for the new leader and is
+ * answered as soon as it exists, and connect()'s serializable read needs no leader at all.
+ */
+function options(
+  config: EtcdConfig,
+  hosts: string[],
+  callTimeoutMs: number,
+  leader: boolean,
+  faultHandling: unknown,
+): IOptions {
   return {
     hosts,
     grpcOptions: {
-      interceptors: [requireLeader],
+      interceptors: leader ? [requireLeader] : [],
       // gRPC waits 1 s, growing to 2 min, before reconnecting after a failure; a lock
       // service wants a healed member back within a fraction of a TTL.
       "grpc.initial_reconnect_backoff_ms": 100,

@@ -131,8 +131,11 @@ export class KeepAlivePaths {
           },
         );
       };
+      // Unref'd: a closing process does not wait for a round to end.
       const timer = setInterval(send, resendMs);
+      timer.unref();
       const expiry = setTimeout(() => finish(null), Math.max(0, deadline - Date.now()));
+      expiry.unref();
       send();
     });
   }
