@@ -20,8 +20,8 @@ import type { MemberHealth } from "./members.js";
 /** Re-sends at most this many times per member in a round (a new stream each time). */
 const SENDS_PER_ROUND = 3;
 /**
- * A member that has not answered this much later than the first member did, and at least
- * `MIN_GRACE_MS` later, is taken for silent.
+ * A member still silent `GRACE_FACTOR` times the first answer's latency after that answer
+ * came (and at least `MIN_GRACE_MS` after it) is taken for silent.
  */
 const GRACE_FACTOR = 3;
 const MIN_GRACE_MS = 500;
@@ -31,6 +31,11 @@ interface Answer {
   readonly latencyMs: number;
 }
 
+/**
+ * Renews leases through every member of one driver. A round never throws synchronously;
+ * it settles within its bound whatever the members do, and leaves nothing running after
+ * that (its streams are ended or cancelled).
+ */
 export class KeepAlivePaths {
   readonly #clients: ReadonlyMap<string, Etcd3>;
   readonly #health: MemberHealth;

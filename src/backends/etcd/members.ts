@@ -31,6 +31,11 @@ export interface HostPolicy {
   execute<T>(fn: (context: unknown) => Promise<T>): Promise<T>;
 }
 
+/**
+ * The health of one driver's members, shared by its pool (through `policy`) and its
+ * keep-alive rounds. Never throws; never blocks: it only decides where calls go and
+ * cancels streams on members that fell silent (their owners reconnect elsewhere).
+ */
 export class MemberHealth {
   readonly #members = new Map<string, Member>();
 
@@ -44,18 +49,10 @@ export class MemberHealth {
     for (const host of hosts) this.#members.set(bare(host), { host: bare(host), down: true, streams: new Set() });
   }
 
-  get hosts(): string[] {
-    return [...this.#members.keys()];
-  }
-
   /** Whether the pool may use `host` now: it is up, or every member is down (try them all). */
   usable(host: string): boolean {
     const member = this.#members.get(bare(host));
     return !member?.down || !this.#anyUp();
-  }
-
-  isDown(host: string): boolean {
-    return this.#members.get(bare(host))?.down ?? false;
   }
 
   /**
