@@ -22,7 +22,7 @@ const KEEPALIVE_INTERVAL_MS = Math.floor(TTL_MS / 3);
 /** The harness runs etcd with a 500 ms election timeout. */
 const ELECTION_TIMEOUT_MS = 500;
 /** Rates are measured over windows this long. */
-const WINDOW_MS = 2500;
+const WINDOW_MS = 3000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
