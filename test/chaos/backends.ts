@@ -87,7 +87,8 @@ export const BACKENDS: readonly ChaosBackend[] = [
     name: "etcd-cluster",
     nemeses: ["kill", "pause", "member"],
     async start() {
-      const cluster = await startEtcdCluster(3);
+      // Proxied: a member can be silenced (cut) as well as killed.
+      const cluster = await startEtcdCluster(3, { proxied: true });
       return {
         url: cluster.url,
         link: async () => directLink(cluster.url),
@@ -96,10 +97,18 @@ export const BACKENDS: readonly ChaosBackend[] = [
           // Half the time the leader, which forces an election.
           const followers = cluster.members.filter((m) => m !== leader && m.running);
           const victim = random() < 0.5 || followers.length === 0 ? leader : followers[0]!;
+          const role = victim === leader ? " (leader)" : "";
+          const ms = 500 + Math.floor(random() * 2500);
+          if (random() < 0.5) {
+            victim.cut();
+            await delay(ms);
+            victim.heal();
+            return `${victim.name}${role} cut for ${ms} ms`;
+          }
           await victim.kill();
-          await delay(500 + Math.floor(random() * 1500));
+          await delay(ms);
           await victim.start();
-          return `${victim.name}${victim === leader ? " (leader)" : ""} killed and restarted`;
+          return `${victim.name}${role} killed for ${ms} ms and restarted`;
         },
         stop: () => cluster.stop(),
       };
