@@ -1,0 +1,45 @@
+/**
+ * node --import tsx test/chaos/table.ts <report.json...>: the figures of chaos reports as
+ * the Markdown tables of docs/reliability.md.
+ */
+import fs from "node:fs";
+import type { Report, Spread } from "./checker.js";
+
+const reports = process.argv.slice(2).map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as Report);
+const spread = (s: Spread | undefined) => (s === undefined ? "–" : `${s.median} / ${s.max}`);
+const lines = [
+  "| backend (seed) | run | verdict | sections (excl / shared / sem) | faults | overlaps explained (pairs / older holders, by fault) | stale writes rejected | client errors |",
+  "| --- | --- | --- | --- | --- | --- | --- | --- |",
+];
+for (const r of reports) {
+  const faults = Object.entries(r.faults)
+    .map(([k, v]) => `${k} ${v?.count}`)
+    .join(", ");
+  const overlaps =
+    Object.entries(r.overlapsByFault)
+      .map(([k, v]) => `${k}: ${v.pairs} / ${v.olderSections}`)
+      .join("; ") || "0";
+  const errors =
+    Object.entries(r.clientErrors)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ") || "0";
+  const s = r.sections;
+  lines.push(
+    `| ${r.backend} (${r.seed}) | ${Math.round(r.runMs / 1000)} s | ${r.ok ? "PASS" : "FAIL"} | ${s.total} (${s.exclusive ?? 0} / ${s.shared ?? 0} / ${s.semaphore ?? 0}) | ${faults} | ${overlaps} | ${r.writes.staleRejected} / ${r.writes.stale} | ${errors} |`,
+  );
+}
+lines.push(
+  "",
+  "| backend | fault | count | takeover ms (median / max) | recovery ms (median / max) | cut holder's signal lead ms (min / median) | grants during |",
+  "| --- | --- | --- | --- | --- | --- | --- |",
+);
+for (const r of reports) {
+  for (const [kind, f] of Object.entries(r.faults)) {
+    if (f === undefined) continue;
+    const lead = f.signalLeadMs === undefined ? "–" : `${f.signalLeadMs.min} / ${f.signalLeadMs.median}`;
+    lines.push(
+      `| ${r.backend} | ${kind} | ${f.count} | ${spread(f.takeoverMs)} | ${spread(f.recoveryMs)} | ${lead} | ${f.grantsDuring} |`,
+    );
+  }
+}
+process.stdout.write(`${lines.join("\n")}\n`);
