@@ -15,6 +15,7 @@ case "$backend" in
   postgres) bash scripts/ensure-servers.sh postgres ;;
 esac
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
-script=test/chaos/main.ts
-if [ "${CHAOS_SOAK:-}" = 1 ]; then script=test/chaos/soak.ts; fi
-exec node --import tsx "$script" "$@"
+if [ "${CHAOS_SOAK:-}" = 1 ]; then
+  exec node --expose-gc --import tsx test/chaos/soak.ts "$@"
+fi
+exec node --import tsx test/chaos/main.ts "$@"
