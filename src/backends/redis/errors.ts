@@ -1,0 +1,42 @@
+/**
+ * The one place where node-redis errors become Baton errors.
+ *
+ * @module
+ */
+import { BackendUnavailableError, BatonError, ClosedError } from "../../core/errors.js";
+
+export const BACKEND = "redis";
+
+/** Server replies that mean "try again" (loading, failing over, busy script). */
+const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|BUSY|CLUSTERDOWN|NOREPLICAS)\b/;
+/** Server replies that mean the credentials are wrong. */
+const AUTH_REPLY = /^(WRONGPASS|NOAUTH|NOPERM)\b/;
+
+function isServerReply(error: unknown): error is Error {
+  return error instanceof Error && error.constructor.name === "ErrorReply";
+}
+
+function isClientClosed(error: unknown): boolean {
+  return error instanceof Error && error.constructor.name === "ClientClosedError";
+}
+
+/** Makes any error a Baton error; Baton errors pass through unchanged. */
+export function translate(error: unknown, what: string): BatonError {
+  if (error instanceof BatonError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const options = { backend: BACKEND, cause: error };
+  if (isClientClosed(error)) return new ClosedError(`${what}: the Redis client is closed`, options);
+  if (isServerReply(error) && AUTH_REPLY.test(message)) {
+    return new BackendUnavailableError(`${what}: Redis refused the credentials (${message})`, options);
+  }
+  return new BackendUnavailableError(`${what}: Redis failed: ${message}`, options);
+}
+
+/** Whether retrying may help: network trouble, timeouts, a server loading or failing over. */
+export function isTransient(error: unknown): boolean {
+  if (error instanceof BatonError) return error.code === "BACKEND_UNAVAILABLE" && isTransient(error.cause);
+  if (!(error instanceof Error)) return false;
+  if (isClientClosed(error)) return false;
+  if (isServerReply(error)) return TRANSIENT_REPLY.test(error.message);
+  return true;
+}
