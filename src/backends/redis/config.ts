@@ -15,7 +15,7 @@ const DEFAULT_SENTINEL_PORT = 26379;
 const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 
 /** Option names accepted in the query string or the options object. */
-export const REDIS_OPTION_NAMES = ["requestTimeoutMs", "replicas", "ca", "username", "password"] as const;
+export const REDIS_OPTION_NAMES = ["endpoints", "requestTimeoutMs", "replicas", "ca", "username", "password"] as const;
 
 export interface RedisNode {
   readonly host: string;
@@ -44,7 +44,10 @@ export function parseConfig(context: DriverContext): RedisConfig {
   const { url, options } = context;
   const sentinel = url.protocol === "redis+sentinel:";
   const tls = url.protocol === "rediss:";
-  const nodes = splitHosts(url.host, sentinel ? DEFAULT_SENTINEL_PORT : DEFAULT_PORT);
+  // connect() passes the hosts after the first of a list as the "endpoints" option.
+  const nodes = [url.host, ...endpointOption(options.endpoints)].flatMap((text) =>
+    splitHosts(text, sentinel ? DEFAULT_SENTINEL_PORT : DEFAULT_PORT),
+  );
   if (nodes.length === 0) {
     throw new InvalidArgumentError(
       sentinel
@@ -117,6 +120,16 @@ function splitHosts(text: string, defaultPort: number): RedisNode[] {
       }
       return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
     });
+}
+
+function endpointOption(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (typeof value === "string") return [value];
+  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value;
+  throw new InvalidArgumentError(
+    `endpoints must be "host:port,host:port" or an array of "host:port" strings, got ${describe(value)}`,
+    { backend: BACKEND },
+  );
 }
 
 function stringOption(options: Readonly<Record<string, unknown>>, name: string): string | undefined {

@@ -123,7 +123,7 @@ export async function openLink(config: RedisConfig): Promise<Link> {
       subscribe: (channel, listener) => sentinel.subscribe(channel, listener),
       unsubscribe: (channel, listener) => sentinel.unsubscribe(channel, listener as never),
       close: async () => {
-        await sentinel.close().catch(() => sentinel.destroy());
+        await shut(sentinel, config.requestTimeoutMs);
       },
     };
     link = new RedisLink(ends, config.requestTimeoutMs);
@@ -152,7 +152,7 @@ export async function openLink(config: RedisConfig): Promise<Link> {
       subscribe: (channel, listener) => sub.subscribe(channel, listener),
       unsubscribe: (channel, listener) => sub.unsubscribe(channel, listener),
       close: async () => {
-        await Promise.all([main.close().catch(() => main.destroy()), sub.close().catch(() => sub.destroy())]);
+        await Promise.all([shut(main, config.requestTimeoutMs), shut(sub, config.requestTimeoutMs)]);
       },
     };
     link = new RedisLink(ends, config.requestTimeoutMs);
@@ -176,6 +176,25 @@ export async function openLink(config: RedisConfig): Promise<Link> {
   }
   everReady = true;
   return link;
+}
+
+/**
+ * Closes a client gracefully when it is connected; destroys it when it is not (node-redis
+ * would wait for a reconnection that may never come) or when closing takes too long.
+ */
+async function shut(
+  client: { isReady: boolean; close(): Promise<unknown>; destroy(): void },
+  ms: number,
+): Promise<void> {
+  if (!client.isReady) {
+    client.destroy();
+    return;
+  }
+  try {
+    await withTimeout(client.close(), ms, "closing");
+  } catch {
+    client.destroy();
+  }
 }
 
 async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
