@@ -1,5 +1,5 @@
 /**
- * `baton lock` / `elect` / `status` against real etcd and PostgreSQL servers, including a
+ * `baton lock` / `elect` / `status` against real etcd, PostgreSQL and Redis servers, including a
  * lock lost while the command runs (exit 76, SIGTERM then SIGKILL).
  */
 import assert from "node:assert/strict";
@@ -11,6 +11,7 @@ import { waitFor } from "./conformance/helpers.js";
 import { baton, start } from "./fixtures/cli.js";
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
+import { type RedisServer, rawCommand, startRedis } from "./harness/redis.js";
 
 interface Target {
   name: string;
@@ -21,6 +22,7 @@ interface Target {
 
 let etcd: EtcdServer | undefined;
 let postgres: PgServer | undefined;
+let redis: RedisServer | undefined;
 
 const targets: Target[] = [
   {
@@ -53,14 +55,22 @@ const targets: Target[] = [
       }
     },
   },
+  {
+    name: "redis",
+    url: () => redis!.url,
+    cut: async () => {
+      // Drop everything, as a restart without persistence would: the session keys go.
+      assert.match(await rawCommand(redis!.port, "FLUSHALL"), /^\+OK/);
+    },
+  },
 ];
 
 describe("baton CLI against servers", () => {
   before(async () => {
-    [etcd, postgres] = await Promise.all([startEtcd(), startPostgres()]);
+    [etcd, postgres, redis] = await Promise.all([startEtcd(), startPostgres(), startRedis()]);
   });
   after(async () => {
-    await Promise.all([etcd?.stop(), postgres?.stop()]);
+    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop()]);
   });
 
   for (const target of targets) {
