@@ -53,31 +53,50 @@ const code = (mode: LockMode) => (mode === "exclusive" ? "x" : "s");
  * found it busy; on abort the entry is withdrawn and the promise rejects with the reason.
  */
 export async function acquire(scope: Scope, request: AcquireRequest): Promise<RedisGrant | null> {
-  const { signal } = request;
-  if (signal.aborted) throw signal.reason;
   const queue = scope.keys.queue(request.kind, request.name);
   const entry = randomBytes(9).toString("base64url");
+  const args = [
+    queue,
+    request.kind,
+    request.name,
+    entry,
+    scope.sessionId,
+    scope.memberId,
+    code(request.mode),
+    String(request.limit),
+    request.wait ? "1" : "0",
+    String(scope.ttlMs),
+  ];
+  // The core checked cancellation before calling; the signal is built (by the core) and
+  // read only when this does not end in the first round trip.
+  const box = scope.wakeups.open(entry);
+  let first: Reply | null = null;
+  try {
+    first = (await scope.link.run(ACQUIRE, [scope.keys.prefix, ...args])) as Reply;
+  } catch {
+    // Retried below, with the signal; the script is idempotent per entry.
+  }
+  if (first && scope.replicas === 0 && (first[0] === "granted" || first[0] === "busy")) {
+    box.dispose();
+    return first[0] === "granted" ? new RedisGrant(request, queue, entry, BigInt(first[1] as string)) : null;
+  }
+  return slowAcquire(scope, request, queue, entry, args, box, first);
+}
+
+async function slowAcquire(
+  scope: Scope,
+  request: AcquireRequest,
+  queue: string,
+  entry: string,
+  args: string[],
+  box: Mailbox,
+  first: Reply | null,
+): Promise<RedisGrant | null> {
+  const { signal } = request;
   const what = `acquiring ${request.kind} "${request.name}"`;
   const stop = AbortSignal.any([signal, scope.ended]);
-  const box = scope.wakeups.open(entry);
   try {
-    let reply = (await runRetrying(
-      scope,
-      what,
-      ACQUIRE,
-      [
-        queue,
-        request.kind,
-        request.name,
-        entry,
-        scope.sessionId,
-        scope.memberId,
-        code(request.mode),
-        String(request.limit),
-        request.wait ? "1" : "0",
-      ],
-      stop,
-    )) as Reply;
+    let reply = first ?? ((await runRetrying(scope, what, ACQUIRE, args, stop)) as Reply);
     for (;;) {
       switch (reply[0]) {
         case "granted": {

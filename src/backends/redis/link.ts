@@ -32,6 +32,7 @@ export interface Link {
 
 /** The subset of node-redis both client kinds offer, as the link uses it. */
 interface Ends {
+  /** Unbounded: the link bounds every command itself. */
   send(args: Args, timeoutMs: number): Promise<unknown>;
   subscribe(channel: string, listener: Listener): Promise<unknown>;
   unsubscribe(channel: string, listener: Listener): Promise<unknown>;
@@ -45,10 +46,22 @@ function sha(script: Script): string {
   return hash;
 }
 
+/** A command in flight, for the timeout sweep. */
+interface InFlight {
+  readonly sentAt: number;
+  readonly reject: (error: Error) => void;
+}
+
 class RedisLink implements Link {
   readonly #ends: Ends;
   readonly #timeoutMs: number;
   readonly #resubscribed = new Set<() => void>();
+  /**
+   * Commands in flight, oldest first. One sweeping timer bounds them all: a timer per
+   * command (node-redis's own `timeout`) costs more than the round trip on loopback.
+   */
+  readonly #inFlight = new Set<InFlight>();
+  #sweep: NodeJS.Timeout | null = null;
 
   constructor(ends: Ends, timeoutMs: number) {
     this.#ends = ends;
@@ -56,7 +69,41 @@ class RedisLink implements Link {
   }
 
   command(args: Args): Promise<unknown> {
-    return this.#ends.send(args, this.#timeoutMs);
+    return new Promise((resolve, reject) => {
+      const entry: InFlight = { sentAt: performance.now(), reject };
+      this.#inFlight.add(entry);
+      this.#armSweep();
+      this.#ends.send(args, 0).then(
+        (value) => {
+          this.#inFlight.delete(entry);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.#inFlight.delete(entry);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  #armSweep(): void {
+    if (this.#sweep) return;
+    const period = Math.max(25, Math.floor(this.#timeoutMs / 4));
+    this.#sweep = setInterval(() => {
+      const limit = performance.now() - this.#timeoutMs;
+      for (const entry of this.#inFlight) {
+        if (entry.sentAt > limit) break; // insertion order: the rest are younger
+        this.#inFlight.delete(entry);
+        entry.reject(
+          new BackendUnavailableError(`Redis did not answer within ${this.#timeoutMs} ms`, { backend: BACKEND }),
+        );
+      }
+      if (this.#inFlight.size === 0 && this.#sweep) {
+        clearInterval(this.#sweep);
+        this.#sweep = null;
+      }
+    }, period);
+    this.#sweep.unref();
   }
 
   async run(script: Script, args: Args): Promise<unknown> {
@@ -86,6 +133,8 @@ class RedisLink implements Link {
   }
 
   close(): Promise<void> {
+    if (this.#sweep) clearInterval(this.#sweep);
+    this.#sweep = null;
     return this.#ends.close();
   }
 }
@@ -119,7 +168,7 @@ export async function openLink(config: RedisConfig): Promise<Link> {
     });
     sentinel.on("error", () => {}); // reported through the commands that fail
     ends = {
-      send: (args, timeout) => sentinel.sendCommand(false, [...args], { timeout }),
+      send: (args) => sentinel.sendCommand(false, args as string[]),
       subscribe: (channel, listener) => sentinel.subscribe(channel, listener),
       unsubscribe: (channel, listener) => sentinel.unsubscribe(channel, listener as never),
       close: async () => {
@@ -148,7 +197,7 @@ export async function openLink(config: RedisConfig): Promise<Link> {
     main.on("error", () => {});
     sub.on("error", () => {});
     ends = {
-      send: (args, timeout) => main.sendCommand([...args], { timeout }),
+      send: (args) => main.sendCommand(args as string[]),
       subscribe: (channel, listener) => sub.subscribe(channel, listener),
       unsubscribe: (channel, listener) => sub.unsubscribe(channel, listener),
       close: async () => {

@@ -26,9 +26,15 @@
 /** Shared definitions; ARGV[1] is always the namespace prefix. */
 const PRELUDE = `
 local P = ARGV[1]
+-- The server clock, read once per script.
+local clock = nil
+local function time()
+  if not clock then clock = redis.call('TIME') end
+  return tonumber(clock[1]), tonumber(clock[2])
+end
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local s, us = time()
+  return s * 1000 + math.floor(us / 1000)
 end
 local function alive(sid)
   return redis.call('EXISTS', P .. 's:' .. sid) == 1
@@ -37,18 +43,20 @@ end
 -- microseconds, so that a replica promoted without the last increments still hands out
 -- larger tokens than the old primary did (as long as its clock is not behind).
 local function next_token()
-  local t = redis.call('TIME')
-  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local s, micros = time()
+  local us = s * 1000000 + micros
   local token = tonumber(redis.call('GET', P .. 'token') or '0') + 1
   if us > token then token = us end
   local text = string.format('%.0f', token)
   redis.call('SET', P .. 'token', text)
   return text
 end
-local function index_add(Q, sid)
+-- The index expires with the session: it gets the TTL when created, keep-alives renew it.
+local function index_add(Q, sid, ttl)
   local idx = P .. 's:' .. sid .. ':q'
-  redis.call('HINCRBY', idx, Q, 1)
-  redis.call('PEXPIRE', idx, redis.call('PTTL', P .. 's:' .. sid))
+  if redis.call('HINCRBY', idx, Q, 1) == 1 and redis.call('HLEN', idx) == 1 then
+    redis.call('PEXPIRE', idx, ttl)
+  end
 end
 local function index_drop(Q, sid)
   local idx = P .. 's:' .. sid .. ':q'
@@ -224,7 +232,7 @@ function script(name: string, body: string): Script {
 }
 
 /**
- * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0).
+ * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0), ttlMs.
  * Replies {granted, token, since} | {waiting, recheckMs} | {busy} | {limit, theirs} | {lost}.
  * Idempotent per entry id: a retry after a lost answer reports the entry's state.
  */
@@ -232,10 +240,20 @@ export const ACQUIRE = script(
   "acquire",
   `
 local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
+local limit, wait, ttl = tonumber(ARGV[9]), ARGV[10] == '1', ARGV[11]
 if not alive(sid) then return {'lost'} end
-if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
 local meta = Q .. ':m'
+if redis.call('EXISTS', Q .. ':o') == 0 then
+  -- Nobody there: granted at once, with the fewest commands.
+  local e = {s = sid, i = mid, m = mode, h = 1, t = next_token(), c = now_ms(), id = id}
+  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1)
+  redis.call('SADD', P .. 'queues', Q)
+  save(Q, e)
+  redis.call('ZADD', Q .. ':o', 1, id)
+  index_add(Q, sid, ttl)
+  return {'granted', e.t, tostring(e.c)}
+end
+if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
 local holders, waiters, marker = process(Q)
 local empty = #holders + #waiters == 0
 if not empty then
@@ -255,7 +273,7 @@ if free then
 end
 save(Q, e)
 redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
-index_add(Q, sid)
+index_add(Q, sid, ttl)
 if free then return {'granted', e.t, tostring(e.c)} end
 return {'waiting', tostring(soonest({holders, waiters}, sid))}
 `,
@@ -282,6 +300,11 @@ if not raw then return 0 end
 local e = cjson.decode(raw)
 e.id = id
 remove(Q, e, alive(e.s))
+if redis.call('ZCARD', Q .. ':o') == 0 then
+  redis.call('DEL', Q .. ':e', Q .. ':m')
+  redis.call('SREM', P .. 'queues', Q)
+  return 1
+end
 if redis.call('HGET', Q .. ':m', 'u') == id then redis.call('HDEL', Q .. ':m', 'u') end
 process(Q)
 return 1
