@@ -12,8 +12,16 @@ const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|BUSY|CLUSTERDOWN
 /** Server replies that mean the credentials are wrong. */
 const AUTH_REPLY = /^(WRONGPASS|NOAUTH|NOPERM)\b/;
 
+/** node-redis's `ErrorReply` or a subclass (`SimpleError` under RESP3), without importing it. */
 function isServerReply(error: unknown): error is Error {
-  return error instanceof Error && error.constructor.name === "ErrorReply";
+  for (
+    let proto = error instanceof Error ? Object.getPrototypeOf(error) : null;
+    proto;
+    proto = Object.getPrototypeOf(proto)
+  ) {
+    if (proto.constructor?.name === "ErrorReply") return true;
+  }
+  return false;
 }
 
 function isClientClosed(error: unknown): boolean {
