@@ -6,6 +6,7 @@ import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
 import type { Session } from "./session.js";
+import { type InspectionJson, inspectionToJson } from "../status/json.js";
 import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
 
 /** A holder of a lock or semaphore, as `inspect()` reports it. */
@@ -38,7 +39,10 @@ export interface LockInfo {
   readonly waiters: readonly WaiterInfo[];
 }
 
-/** What `inspect()` returns: everything live in the coordinator's namespace. */
+/**
+ * What `inspect()` returns: everything live in the coordinator's namespace. Tokens are
+ * `bigint` here; `JSON.stringify(inspection)` works as it is, through {@link toJSON}.
+ */
 export interface Inspection {
   readonly backend: string;
   readonly namespace: string;
@@ -52,6 +56,12 @@ export interface Inspection {
     readonly leader: Leader | null;
     readonly candidates: readonly WaiterInfo[];
   }[];
+  /**
+   * The stable JSON form (what `baton status --json` prints): tokens as decimal strings,
+   * times in epoch ms. Called by `JSON.stringify`; not enumerable, so spreading or
+   * comparing inspections ignores it.
+   */
+  toJSON(): InspectionJson;
 }
 
 /** Options of {@link Coordinator.semaphore}. */
@@ -64,15 +74,20 @@ export interface SemaphoreOptions {
  * A client of one backend: one member id, one namespace, one session at a time. Made by
  * `connect()`. Everything it acquires is bound to its session: when the session is lost,
  * their signals abort; the coordinator then opens a new session for later calls by itself.
- * `close()` (or `await using`) releases everything promptly.
+ * `close()` (or `await using`) releases everything promptly. A forgotten `close()` does
+ * not keep the process alive by itself (background renewal is unref'd); a pending wait does.
  */
 export class Coordinator implements AsyncDisposable {
   readonly #core: CoordinatorCore;
   readonly #groups = new Map<string, Group>();
 
-  /** @internal Use `connect()`. */
-  constructor(core: CoordinatorCore) {
+  private constructor(core: CoordinatorCore) {
     this.#core = core;
+  }
+
+  /** @internal Use `connect()`. */
+  static create(core: CoordinatorCore): Coordinator {
+    return new Coordinator(core);
   }
 
   /** The backend's name (`memory`, `file`, `etcd`, `postgres`, ...). */
@@ -121,32 +136,39 @@ export class Coordinator implements AsyncDisposable {
   /** A named lock (no I/O until acquired). See {@link Lock}. */
   lock(name: string): Lock {
     this.#core.assertOpen();
-    return new Lock(this.#core, checkName("lock name", name));
+    return Lock.create(this.#core, checkName("lock name", name));
   }
 
   /** A named counting semaphore. See {@link Semaphore}. */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
     this.#core.assertOpen();
     const { limit } = checkOptions("semaphore options", options);
-    return new Semaphore(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
+    return Semaphore.create(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
   }
 
-  /** A named group. The same object is returned for the same id. See {@link Group}. */
-  group(id: string): Group {
+  /**
+   * A named group. The same object is returned for the same id. `Caps` types the
+   * capabilities this application joins with and reads back (a promise the application
+   * makes, not a check: other members may store anything JSON). See {@link Group}.
+   */
+  group<Caps = unknown>(id: string): Group<Caps> {
     this.#core.assertOpen();
     checkName("group id", id);
     let group = this.#groups.get(id);
     if (!group) {
-      group = new Group(this.#core, id);
+      group = Group.create<unknown>(this.#core, id);
       this.#groups.set(id, group);
     }
-    return group;
+    return group as Group<Caps>;
   }
 
-  /** A named election. See {@link Election}. */
-  election(id: string): Election {
+  /**
+   * A named election. `Value` types the values campaigned with and observed (a promise
+   * the application makes, as for {@link group}). See {@link Election}.
+   */
+  election<Value = unknown>(id: string): Election<Value> {
     this.#core.assertOpen();
-    return new Election(this.#core, checkName("election id", id));
+    return Election.create<Value>(this.#core, checkName("election id", id));
   }
 
   /**
@@ -155,7 +177,7 @@ export class Coordinator implements AsyncDisposable {
    */
   async partitioner(groupId: string, options?: PartitionerOptions): Promise<Partitioner> {
     const checked = checkOptions("partitioner options", options);
-    return new Partitioner(this.#core, this.group(groupId), checked).start();
+    return Partitioner.create(this.#core, this.group(groupId), checked).start();
   }
 
   /**
@@ -219,7 +241,7 @@ export class Coordinator implements AsyncDisposable {
       elections.set(q.name, election);
     }
     groups.sort((a, b) => (a.id < b.id ? -1 : 1));
-    return {
+    const inspection = {
       backend: this.backend,
       namespace: this.namespace,
       at,
@@ -227,7 +249,9 @@ export class Coordinator implements AsyncDisposable {
       semaphores,
       groups,
       elections: [...elections.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
-    };
+    } as Omit<Inspection, "toJSON"> as Inspection;
+    Object.defineProperty(inspection, "toJSON", { value: () => inspectionToJson(inspection) });
+    return inspection;
   }
 
   /**

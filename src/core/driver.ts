@@ -147,6 +147,11 @@ export interface Driver {
 export interface DriverContext {
   /** The URL the user gave, parsed. Options already taken out of the query string. */
   readonly url: URL;
+  /**
+   * The URL exactly as the user wrote it, for what parsing loses (WHATWG parsing turns
+   * `file:rel/dir` into `file:///rel/dir`).
+   */
+  readonly href: string;
   readonly memberId: string;
   readonly namespace: string;
   readonly ttlMs: number;

@@ -81,7 +81,8 @@ export class FileNode {
     this.mesh = new Mesh(this.#directoryFd, {
       request: (link, request) => this.#request(link, request),
       push: (link, message) => this.#push(link, message),
-      joined: (link) => void this.#joined(link),
+      // A peer whose answers break the protocol has its link closed; nothing may throw here.
+      joined: (link) => void this.#joined(link).catch(() => link.destroy()),
       left: (link) => this.#left(link),
     });
   }
