@@ -4,6 +4,7 @@
  * @module
  */
 import { BackendUnavailableError, BatonError, ClosedError } from "../../core/errors.js";
+import { explain, explainNetwork, networkFailure } from "../explain.js";
 
 export const BACKEND = "redis";
 
@@ -34,10 +35,29 @@ export function translate(error: unknown, what: string): BatonError {
   const message = error instanceof Error ? error.message : String(error);
   const options = { backend: BACKEND, cause: error };
   if (isClientClosed(error)) return new ClosedError(`${what}: the Redis client is closed`, options);
-  if (isServerReply(error) && AUTH_REPLY.test(message)) {
-    return new BackendUnavailableError(`${what}: Redis refused the credentials (${message})`, options);
+  if (isServerReply(error)) {
+    if (AUTH_REPLY.test(message)) {
+      return new BackendUnavailableError(
+        explain(
+          what,
+          "Redis",
+          `refused the credentials (${message})`,
+          "the user name and password in the URL, and the user's ACL",
+        ),
+        options,
+      );
+    }
+    return new BackendUnavailableError(
+      explain(what, "Redis", `answered: ${message}`, "the server's log and version (7 or later)"),
+      options,
+    );
   }
-  return new BackendUnavailableError(`${what}: Redis failed: ${message}`, options);
+  const failure = networkFailure(error);
+  if (failure) return new BackendUnavailableError(explainNetwork(what, "Redis", failure), options);
+  return new BackendUnavailableError(
+    explain(what, "Redis", `failed: ${message}`, "that Redis is up and reachable"),
+    options,
+  );
 }
 
 /** Whether retrying may help: network trouble, timeouts, a server loading or failing over. */

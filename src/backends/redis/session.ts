@@ -8,12 +8,12 @@
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
-import { BACKEND, translate } from "./errors.js";
+import { BACKEND, isTransient, translate } from "./errors.js";
 import { acquire, convert, type RedisGrant, release } from "./grant.js";
 import type { Keyspace } from "./keys.js";
 import type { Link } from "./link.js";
 import { CLOSE, DELETE_RECORD, PUT_RECORD, RENEW } from "./lua.js";
-import { runRetrying, type Scope } from "./scope.js";
+import { runRetrying, type Scope, sleep } from "./scope.js";
 import type { Wakeups } from "./wakeups.js";
 
 /** What every session of one driver shares. */
@@ -38,14 +38,22 @@ export class RedisSession implements DriverSession {
   static async open(shared: DriverShared, hooks: SessionHooks): Promise<RedisSession> {
     const id = randomBytes(8).toString("hex");
     const { link, keys } = shared;
-    try {
-      await link.subscribe(keys.sessionChannel(id), shared.wakeups.deliver);
-      await link.command(["SET", keys.session(id), shared.memberId, "PX", String(shared.ttlMs), "NX"]);
-    } catch (error) {
-      await link.unsubscribe(keys.sessionChannel(id), shared.wakeups.deliver).catch(() => {});
-      throw translate(error, "opening a session");
+    // A command in flight when a connection drops fails at once, though the client is
+    // reconnecting: retry such failures for up to a request timeout.
+    const deadline = performance.now() + shared.requestTimeoutMs;
+    for (let pause = 25; ; pause = Math.min(500, pause * 2)) {
+      try {
+        await link.subscribe(keys.sessionChannel(id), shared.wakeups.deliver);
+        await link.command(["SET", keys.session(id), shared.memberId, "PX", String(shared.ttlMs), "NX"]);
+        return new RedisSession(shared, id, hooks);
+      } catch (error) {
+        if (!isTransient(error) || performance.now() + pause > deadline) {
+          await link.unsubscribe(keys.sessionChannel(id), shared.wakeups.deliver).catch(() => {});
+          throw translate(error, "opening a session");
+        }
+        await sleep(pause);
+      }
     }
-    return new RedisSession(shared, id, hooks);
   }
 
   private constructor(shared: DriverShared, id: string, hooks: SessionHooks) {
