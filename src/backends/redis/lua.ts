@@ -102,62 +102,86 @@ local function count_shared(holders)
   for _, h in ipairs(holders) do if h.m == 's' then n = n + 1 end end
   return n
 end
--- Drops the entries of dead sessions, completes a pending upgrade, grants waiters from the
--- head while they are compatible, and deletes the queue once empty.
-local function process(Q)
+-- Completes a pending upgrade once its holder is the only one left; clears a stale marker.
+local function settle_upgrade(Q, meta, marker, holders)
+  local up = nil
+  for _, h in ipairs(holders) do if h.id == marker then up = h end end
+  if up == nil then
+    redis.call('HDEL', meta, 'u')
+    return false
+  end
+  if #holders ~= 1 then return marker end
+  up.m = 'x'
+  up.t = next_token()
+  save(Q, up)
+  redis.call('HDEL', meta, 'u')
+  notify(up, 'u')
+  return false
+end
+-- Walks the queue in arrival order, dropping dead sessions' entries and granting waiters
+-- while they are compatible; stops at the first waiter that must wait (every later one
+-- waits too), unless asked to walk on until entry upto. Holders are always a prefix of the
+-- queue (a waiter is granted only when nobody before it waits), so they are all known when
+-- the first waiter is reached. Deletes the queue once empty. Returns the holders, the
+-- waiters walked, and the upgrading entry's id (false if none).
+local function process(Q, upto)
   local meta = Q .. ':m'
   local limit = tonumber(redis.call('HGET', meta, 'l') or '1')
   local marker = redis.call('HGET', meta, 'u')
   local holders, waiters = {}, {}
-  for _, e in ipairs(entries_of(Q)) do
-    if not alive(e.s) then
-      remove(Q, e, false)
-    elseif e.h == 1 then
-      holders[#holders + 1] = e
+  local shared = 0
+  local settled = false
+  local reached = upto == nil
+  for _, id in ipairs(redis.call('ZRANGE', Q .. ':o', 0, -1)) do
+    if #waiters > 0 and reached then break end
+    local raw = redis.call('HGET', Q .. ':e', id)
+    if not raw then
+      redis.call('ZREM', Q .. ':o', id)
     else
-      waiters[#waiters + 1] = e
+      local e = cjson.decode(raw)
+      e.id = id
+      if not alive(e.s) then
+        remove(Q, e, false)
+      elseif e.h == 1 then
+        holders[#holders + 1] = e
+        if e.m == 's' then shared = shared + 1 end
+      else
+        if not settled then
+          settled = true
+          if marker then marker = settle_upgrade(Q, meta, marker, holders) end
+        end
+        if #waiters == 0 and not marker and compatible(holders, shared, e.m, limit) then
+          e.h = 1
+          e.t = next_token()
+          e.c = now_ms()
+          save(Q, e)
+          holders[#holders + 1] = e
+          if e.m == 's' then shared = shared + 1 end
+          notify(e, 'g')
+        else
+          waiters[#waiters + 1] = e
+        end
+      end
+      if id == upto then reached = true end
     end
   end
-  if marker then
-    local up = nil
-    for _, h in ipairs(holders) do if h.id == marker then up = h end end
-    if up == nil then
-      redis.call('HDEL', meta, 'u')
-      marker = false
-    elseif #holders == 1 then
-      up.m = 'x'
-      up.t = next_token()
-      save(Q, up)
-      redis.call('HDEL', meta, 'u')
-      notify(up, 'u')
-      marker = false
-    end
-  end
-  if not marker then
-    local shared = count_shared(holders)
-    local granted = 0
-    for _, w in ipairs(waiters) do
-      if not compatible(holders, shared, w.m, limit) then break end
-      w.h = 1
-      w.t = next_token()
-      w.c = now_ms()
-      save(Q, w)
-      holders[#holders + 1] = w
-      if w.m == 's' then shared = shared + 1 end
-      granted = granted + 1
-      notify(w, 'g')
-    end
-    if granted > 0 then
-      local rest = {}
-      for i = granted + 1, #waiters do rest[#rest + 1] = waiters[i] end
-      waiters = rest
-    end
-  end
+  if not settled and marker then marker = settle_upgrade(Q, meta, marker, holders) end
   if #holders == 0 and #waiters == 0 then
     redis.call('DEL', Q .. ':o', Q .. ':e', meta)
     redis.call('SREM', P .. 'queues', Q)
   end
   return holders, waiters, marker
+end
+-- Every live entry of a queue, after processing it: holders and all waiters, in order.
+local function all_entries(Q)
+  local holders = process(Q)
+  local held = {}
+  for _, h in ipairs(holders) do held[h.id] = true end
+  local waiters = {}
+  for _, e in ipairs(entries_of(Q)) do
+    if not held[e.id] and e.h ~= 1 and alive(e.s) then waiters[#waiters + 1] = e end
+  end
+  return holders, waiters
 end
 -- The soonest expiry (ms) among the sessions in lists other than sid's, -1 if none: when a
 -- waiter should look again in case a blocker died without releasing.
@@ -174,7 +198,7 @@ local function soonest(lists, sid)
   return best
 end
 local function state_of(Q, id)
-  local holders, waiters = process(Q)
+  local holders, waiters = process(Q, id)
   for _, h in ipairs(holders) do
     if h.id == id then return {'granted', h.t, tostring(h.c), h.m} end
   end
@@ -459,7 +483,7 @@ export const INSPECT = script(
 local queues = {}
 for _, Q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
   local meta = redis.call('HMGET', Q .. ':m', 'k', 'n', 'l')
-  local holders, waiters = process(Q)
+  local holders, waiters = all_entries(Q)
   if #holders + #waiters > 0 then
     local hs, ws = {}, {}
     for _, h in ipairs(holders) do hs[#hs + 1] = {h.i, h.s, h.m, h.t, tostring(h.c)} end
