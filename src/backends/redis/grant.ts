@@ -174,9 +174,10 @@ export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, s
     for (;;) {
       switch (reply[0]) {
         case "done":
+          // Not replicated in time: the catch below turns the upgrade back.
+          if (mode === "exclusive") await replicated(scope, what);
           grant.mode = mode;
           grant.token = BigInt(reply[1] as string);
-          if (mode === "exclusive") await replicated(scope, what);
           return;
         case "deadlock":
           throw new DeadlockError(
