@@ -70,6 +70,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
   // The core checked cancellation before calling; the signal is built (by the core) and
   // read only when this does not end in the first round trip.
   const box = scope.wakeups.open(entry);
+  scope.track(queue, 1);
   let first: Reply | null = null;
   try {
     first = (await scope.link.run(ACQUIRE, [scope.keys.prefix, ...args])) as Reply;
@@ -78,7 +79,9 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
   }
   if (first && scope.replicas === 0 && (first[0] === "granted" || first[0] === "busy")) {
     box.dispose();
-    return first[0] === "granted" ? new RedisGrant(request, queue, entry, BigInt(first[1] as string)) : null;
+    if (first[0] === "granted") return new RedisGrant(request, queue, entry, BigInt(first[1] as string));
+    scope.track(queue, -1);
+    return null;
   }
   return slowAcquire(scope, request, queue, entry, args, box, first);
 }
@@ -105,6 +108,7 @@ async function slowAcquire(
           return grant;
         }
         case "busy":
+          scope.track(queue, -1);
           return null;
         case "limit":
           throw new InvalidArgumentError(
@@ -135,6 +139,7 @@ async function slowAcquire(
   } catch (error) {
     // Withdraw the entry, granted or not: a grant nobody will use must not stay held.
     const removal = freeOrEnd(scope, `withdrawing from ${request.kind} "${request.name}"`, RELEASE, [queue, entry]);
+    scope.track(queue, -1);
     if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
     if (signal.aborted) throw signal.reason;
     throw error;
@@ -147,6 +152,7 @@ async function slowAcquire(
 export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   if (grant.released) return;
   grant.released = true;
+  scope.track(grant.queue, -1);
   grant.upgrade?.abort(
     new InvalidStateError("the lock was released while its upgrade was pending", { backend: BACKEND }),
   );

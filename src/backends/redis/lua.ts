@@ -6,8 +6,8 @@
  * and counting only while that session's key exists.
  *
  * Keys under the namespace prefix P (`baton:<namespace>:`):
- * - `P s:<sid>`: the session (value: member id), with the session TTL; `:q` (hash: queue ->
- *   entries it has there) and `:r` (set of its records) expire with it.
+ * - `P s:<sid>`: the session (value: member id), with the session TTL. Which queues and
+ *   records a session has is known to its client, which names them when it closes.
  * - `P q:<kind>:<name>`: a queue Q; `Q:o` (zset: entry id -> arrival), `Q:e` (hash: entry
  *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since}),
  *   `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry).
@@ -51,17 +51,6 @@ local function next_token()
   redis.call('SET', P .. 'token', text)
   return text
 end
--- The index expires with the session: it gets the TTL when created, keep-alives renew it.
-local function index_add(Q, sid, ttl)
-  local idx = P .. 's:' .. sid .. ':q'
-  if redis.call('HINCRBY', idx, Q, 1) == 1 and redis.call('HLEN', idx) == 1 then
-    redis.call('PEXPIRE', idx, ttl)
-  end
-end
-local function index_drop(Q, sid)
-  local idx = P .. 's:' .. sid .. ':q'
-  if redis.call('HINCRBY', idx, Q, -1) <= 0 then redis.call('HDEL', idx, Q) end
-end
 local function entries_of(Q)
   local ids = redis.call('ZRANGE', Q .. ':o', 0, -1)
   local list = {}
@@ -85,10 +74,9 @@ local function save(Q, e)
   redis.call('HSET', Q .. ':e', id, cjson.encode(e))
   e.id = id
 end
-local function remove(Q, e, indexed)
+local function remove(Q, e)
   redis.call('ZREM', Q .. ':o', e.id)
   redis.call('HDEL', Q .. ':e', e.id)
-  if indexed then index_drop(Q, e.s) end
 end
 local function notify(e, what)
   redis.call('PUBLISH', P .. 'c:' .. e.s, what .. ' ' .. e.id .. ' ' .. e.t)
@@ -141,7 +129,7 @@ local function process(Q, upto)
       local e = cjson.decode(raw)
       e.id = id
       if not alive(e.s) then
-        remove(Q, e, false)
+        remove(Q, e)
       elseif e.h == 1 then
         holders[#holders + 1] = e
         if e.m == 's' then shared = shared + 1 end
@@ -256,7 +244,7 @@ function script(name: string, body: string): Script {
 }
 
 /**
- * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0), ttlMs.
+ * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0).
  * Replies {granted, token, since} | {waiting, recheckMs} | {busy} | {limit, theirs} | {lost}.
  * Idempotent per entry id: a retry after a lost answer reports the entry's state.
  */
@@ -264,7 +252,7 @@ export const ACQUIRE = script(
   "acquire",
   `
 local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local limit, wait, ttl = tonumber(ARGV[9]), ARGV[10] == '1', ARGV[11]
+local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
 if not alive(sid) then return {'lost'} end
 local meta = Q .. ':m'
 if redis.call('EXISTS', Q .. ':o') == 0 then
@@ -274,7 +262,6 @@ if redis.call('EXISTS', Q .. ':o') == 0 then
   redis.call('SADD', P .. 'queues', Q)
   save(Q, e)
   redis.call('ZADD', Q .. ':o', 1, id)
-  index_add(Q, sid, ttl)
   return {'granted', e.t, tostring(e.c)}
 end
 if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
@@ -297,7 +284,6 @@ if free then
 end
 save(Q, e)
 redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
-index_add(Q, sid, ttl)
 if free then return {'granted', e.t, tostring(e.c)} end
 return {'waiting', tostring(soonest({holders, waiters}, sid))}
 `,
@@ -323,7 +309,7 @@ local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return 0 end
 local e = cjson.decode(raw)
 e.id = id
-remove(Q, e, alive(e.s))
+remove(Q, e)
 if redis.call('ZCARD', Q .. ':o') == 0 then
   redis.call('DEL', Q .. ':e', Q .. ':m')
   redis.call('SREM', P .. 'queues', Q)
@@ -401,29 +387,23 @@ return 1
 export const RENEW = script(
   "renew",
   `
-local s = P .. 's:' .. ARGV[2]
-local ttl = ARGV[3]
-if redis.call('PEXPIRE', s, ttl) == 0 then return 0 end
-redis.call('PEXPIRE', s .. ':q', ttl)
-redis.call('PEXPIRE', s .. ':r', ttl)
-return 1
+return redis.call('PEXPIRE', P .. 's:' .. ARGV[2], ARGV[3])
 `,
 );
 
-/** ARGV: P, session. Ends it: its entries leave every queue, its records are deleted. */
+/**
+ * ARGV: P, session, JSON [queue...], JSON [[encoded space, key]...]: the queues and records
+ * the client knows the session has. Ends it: its entries leave those queues (waiters behind
+ * them are granted), its records are deleted and announced. Anything the list misses
+ * belongs to a dead session from now on and is dropped by the next script that looks.
+ */
 export const CLOSE = script(
   "close",
   `
 local sid = ARGV[2]
-local s = P .. 's:' .. sid
-local queues = redis.call('HKEYS', s .. ':q')
-local records = redis.call('SMEMBERS', s .. ':r')
-redis.call('DEL', s, s .. ':q', s .. ':r')
-for _, Q in ipairs(queues) do process(Q) end
-for _, ref in ipairs(records) do
-  local r = cjson.decode(ref)
-  drop_record(r[1], r[2], sid)
-end
+redis.call('DEL', P .. 's:' .. sid)
+for _, Q in ipairs(cjson.decode(ARGV[3])) do process(Q) end
+for _, r in ipairs(cjson.decode(ARGV[4])) do drop_record(r[1], r[2], sid) end
 return 1
 `,
 );
@@ -443,9 +423,6 @@ if raw then
 end
 redis.call('HSET', H, key, cjson.encode({s = sid, c = c, v = value}))
 redis.call('HSET', P .. 'spaces', S, space)
-local idx = P .. 's:' .. sid .. ':r'
-redis.call('SADD', idx, cjson.encode({S, key}))
-redis.call('PEXPIRE', idx, redis.call('PTTL', P .. 's:' .. sid))
 record_changed(S, {t = 'p', k = key, s = sid, c = c, v = value})
 return 1
 `,

@@ -24,6 +24,8 @@ export interface Scope {
   readonly ended: AbortSignal;
   /** Reports that the session is gone, or that ending it is the only way left to free something. */
   lost(error: Error): void;
+  /** Counts the session's entries in `queue` (+1 before queueing, -1 when freed), for close(). */
+  track(queue: string, delta: 1 | -1): void;
 }
 
 /**

@@ -33,6 +33,9 @@ export class RedisSession implements DriverSession {
   readonly #hooks: SessionHooks;
   readonly #ended = new AbortController();
   readonly #scope: Scope;
+  /** Queue -> this session's entries there, and its records as [encoded space, key]. */
+  readonly #queues = new Map<string, number>();
+  readonly #records = new Map<string, [string, string]>();
 
   /** Creates the session key and subscribes to its channel. */
   static async open(shared: DriverShared, hooks: SessionHooks): Promise<RedisSession> {
@@ -71,6 +74,11 @@ export class RedisSession implements DriverSession {
       wakeups: shared.wakeups,
       ended: this.#ended.signal,
       lost: (error) => this.#lost(error),
+      track: (queue, delta) => {
+        const count = (this.#queues.get(queue) ?? 0) + delta;
+        if (count > 0) this.#queues.set(queue, count);
+        else this.#queues.delete(queue);
+      },
     };
   }
 
@@ -118,6 +126,8 @@ export class RedisSession implements DriverSession {
   async putRecord(space: string, key: string, value: string): Promise<void> {
     if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
     const { keys } = this.#shared;
+    const ref: [string, string] = [keys.space(space), key];
+    this.#records.set(JSON.stringify(ref), ref);
     const stored = await runRetrying(
       this.#scope,
       `storing record "${key}" in ${space}`,
@@ -134,6 +144,7 @@ export class RedisSession implements DriverSession {
 
   async deleteRecord(space: string, key: string): Promise<void> {
     if (this.#ended.signal.aborted) return; // the session's end took it
+    this.#records.delete(JSON.stringify([this.#shared.keys.space(space), key]));
     await runRetrying(
       this.#scope,
       `deleting record "${key}" in ${space}`,
@@ -143,12 +154,20 @@ export class RedisSession implements DriverSession {
     );
   }
 
-  /** Deletes the session key, its entries and records at once, and stops listening. */
+  /**
+   * Deletes the session key and, in the same script, its entries in every queue it has
+   * (granting whoever waits behind them) and its records; then stops listening.
+   */
   async close(): Promise<void> {
     if (!this.#ended.signal.aborted) this.#ended.abort(this.#expired("the session was closed"));
     const { link, keys, wakeups } = this.#shared;
     try {
-      await link.run(CLOSE, [keys.prefix, this.id]);
+      await link.run(CLOSE, [
+        keys.prefix,
+        this.id,
+        JSON.stringify([...this.#queues.keys()]),
+        JSON.stringify([...this.#records.values()]),
+      ]);
     } catch (error) {
       throw translate(error, "closing the session");
     } finally {
