@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { wakeStats } from "../../src/backends/redis/wakeups.js";
 import {
@@ -10,6 +13,8 @@ import {
 } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
 import { conformance } from "../conformance/suite.js";
+import { freePort } from "../harness/ports.js";
+import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
 import { type RedisServer, rawCommand, startRedis } from "../harness/redis.js";
 
 // Real redis-server from Debian (scripts/ensure-servers.sh redis) on a free loopback port
@@ -124,5 +129,77 @@ describe("redis specifics", () => {
     assert.ok(h.token > 0n);
     await h.release();
     await assert.rejects(connect(own.url.replace("redis://", "redis://baton:wrong@")), BackendUnavailableError);
+  });
+});
+
+const noOpenssl = (() => {
+  try {
+    execFileSync("openssl", ["version"], { stdio: "ignore" });
+    return false;
+  } catch {
+    return "needs the openssl binary to make certificates";
+  }
+})();
+
+describe("redis over TLS", { skip: noOpenssl }, () => {
+  let dir: string;
+  let proc: ServerProcess | undefined;
+  let port: number;
+  const pem = (name: string) => join(dir, name);
+
+  before(async () => {
+    dir = makeTempDir("baton-redis-tls-");
+    // A throwaway CA and a server certificate for 127.0.0.1, made in `dir`.
+    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
+    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
+    writeFileSync(pem("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    openssl(`req ${ec} -keyout server.key -out server.csr -subj /CN=server`);
+    openssl(
+      "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
+    );
+    port = await freePort();
+    const args = [
+      "--port 0 --bind 127.0.0.1 --appendonly no --protected-mode no",
+      `--tls-port ${port} --tls-cert-file server.pem --tls-key-file server.key --tls-ca-cert-file ca.pem`,
+      "--tls-auth-clients no",
+    ];
+    proc = new ServerProcess("redis (TLS)", "redis-server", args.join(" ").split(" ").filter(Boolean), {
+      logFile: pem("redis.log"),
+      cwd: dir,
+    });
+    await waitUntil(
+      "redis over TLS",
+      async () => {
+        const probe = await connect(`rediss://127.0.0.1:${port}`, { ca: pem("ca.pem"), requestTimeoutMs: 1000 });
+        await probe.close();
+        return true;
+      },
+      { timeoutMs: 30_000, procs: [proc] },
+    );
+  });
+
+  after(async () => {
+    await proc?.stop();
+    removeTempDir(dir);
+  });
+
+  it("locks over rediss:// with the CA given", async () => {
+    const coord = await connect(`rediss://127.0.0.1:${port}`, { ca: pem("ca.pem"), requestTimeoutMs: 2000 });
+    try {
+      const handle = await coord.lock("tls").acquire();
+      assert.ok(handle.token > 0n);
+      await handle.release();
+    } finally {
+      await coord.close();
+    }
+  });
+
+  it("refuses a server whose certificate it cannot verify", async () => {
+    await assert.rejects(connect(`rediss://127.0.0.1:${port}`, { requestTimeoutMs: 1000 }), (e: unknown) => {
+      assert.ok(e instanceof BackendUnavailableError, String(e));
+      assert.match(`${e.message} ${String((e.cause as Error | undefined)?.message)}`, /certificate/i);
+      return true;
+    });
   });
 });
