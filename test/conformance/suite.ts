@@ -28,6 +28,7 @@ import {
 import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
 import { inspectJsonSuite } from "./inspect-json.js";
+import { namespacesSuite } from "./namespaces.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import { sessionWaitSuite } from "./session-wait.js";
@@ -108,6 +109,7 @@ export function conformance(target: ConformanceTarget): void {
     optionsSuite(context, target.url);
     sessionWaitSuite(context);
     inspectJsonSuite(context);
+    namespacesSuite(context);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");
