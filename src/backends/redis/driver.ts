@@ -93,6 +93,38 @@ class RedisDriver implements Driver {
     }
   }
 
+  /**
+   * Every namespace with something live: a namespace's `queues` and `spaces` keys exist
+   * only while it has queues or records (found with SCAN, never KEYS), and one INSPECT
+   * script per candidate drops what dead sessions left. For operators: it reads the whole
+   * key space.
+   */
+  async namespaces(): Promise<string[]> {
+    const candidates = new Set<string>();
+    try {
+      let cursor = "0";
+      do {
+        const [next, keys] = (await this.#link.command(["SCAN", cursor, "MATCH", "baton:*", "COUNT", "1000"])) as [
+          string,
+          string[],
+        ];
+        cursor = String(next);
+        for (const key of keys) {
+          const match = /^baton:([^:]*):(?:queues|spaces)$/.exec(String(key));
+          if (match) candidates.add(match[1]!);
+        }
+      } while (cursor !== "0");
+      const found: string[] = [];
+      for (const encoded of candidates) {
+        const [queues, spaces] = (await this.#link.run(INSPECT, [`baton:${encoded}:`])) as [unknown[], unknown[]];
+        if (queues.length > 0 || spaces.length > 0) found.push(decodeURIComponent(encoded));
+      }
+      return found;
+    } catch (error) {
+      throw translate(error, "listing namespaces");
+    }
+  }
+
   /** Everything in the namespace, in one script (which also drops dead sessions' entries). */
   async inspect(): Promise<DriverSnapshot> {
     let reply: [
