@@ -177,7 +177,10 @@ export async function openLink(config: RedisConfig): Promise<Link> {
     };
     link = new RedisLink(ends, config.requestTimeoutMs);
     sentinel.on("topology-change", (event: { type?: string }) => {
-      if (event?.type === "MASTER_CHANGE") setTimeout(() => link.resubscribed(), 50).unref();
+      // node-redis moves its pub/sub connection to the new primary without telling when it
+      // is done: look again soon, and once more when it surely is.
+      if (event?.type !== "MASTER_CHANGE") return;
+      for (const ms of [100, 1000]) setTimeout(() => link.resubscribed(), ms).unref();
     });
     try {
       await withTimeout(sentinel.connect(), 2 * config.requestTimeoutMs, "connecting");
