@@ -74,6 +74,28 @@ describe("redis specifics", () => {
     for (let i = 1; i < order.length; i++) assert.ok(order[i]!.token > order[i - 1]!.token);
   });
 
+  it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
+    const holder = await client({ memberId: "long-holder" });
+    const crowd = await client({ memberId: "crowd" });
+    const held = await holder.lock("long").acquire();
+    const stop = new AbortController();
+    const waits = Array.from({ length: 8200 }, () =>
+      crowd
+        .lock("long")
+        .acquire({ signal: stop.signal })
+        .then(
+          () => assert.fail("must not be granted"),
+          (e: unknown) => e,
+        ),
+    );
+    const seen = await waitForWaiters(holder, "long", 8200);
+    assert.equal(seen.locks.find((l) => l.name === "long")?.holders.length, 1);
+    stop.abort();
+    for (const outcome of await Promise.all(waits)) assert.ok(outcome instanceof Error);
+    await waitForWaiters(holder, "long", 0);
+    await held.release();
+  });
+
   it("keeps every namespace and database apart", async () => {
     const a = await client({ namespace: "one" });
     const b = await client({ namespace: "two" });

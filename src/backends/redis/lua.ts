@@ -54,8 +54,12 @@ end
 local function entries_of(Q)
   local ids = redis.call('ZRANGE', Q .. ':o', 0, -1)
   local list = {}
-  if #ids == 0 then return list end
-  local raws = redis.call('HMGET', Q .. ':e', unpack(ids))
+  -- HMGET in chunks: unpack() is limited by Lua's stack (about 8000 values).
+  local raws = {}
+  for from = 1, #ids, 1000 do
+    local chunk = redis.call('HMGET', Q .. ':e', unpack(ids, from, math.min(from + 999, #ids)))
+    for i, raw in ipairs(chunk) do raws[from + i - 1] = raw end
+  end
   for i, id in ipairs(ids) do
     local raw = raws[i]
     if raw then
