@@ -9,6 +9,7 @@ import { startEtcd, startEtcdCluster } from "../harness/etcd.js";
 import { startPostgres } from "../harness/postgres.js";
 import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
 import { startProxy } from "../harness/proxy.js";
+import { startRedis } from "../harness/redis.js";
 import type { FaultKind } from "./history.js";
 
 /** A client's way in: its URL and, on server backends, a cuttable connection. */
@@ -125,6 +126,24 @@ export const BACKENDS: readonly ChaosBackend[] = [
         async restart() {
           await server.restart();
           return "postgres fast shutdown and start";
+        },
+        stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "redis",
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      // Persistence on (fsync always): without it a restart forgets every lock and token,
+      // which no lock service may do.
+      const server = await startRedis({ persistence: true });
+      return {
+        url: server.url,
+        link: () => proxiedLink("127.0.0.1", server.port, (p) => `redis://127.0.0.1:${p}`),
+        async restart() {
+          await server.restart();
+          return "redis SIGKILL and start (AOF, fsync always)";
         },
         stop: () => server.stop(),
       };

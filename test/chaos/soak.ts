@@ -5,7 +5,7 @@
  * Many coordinators in this one process looping acquire -> hold -> release over many names,
  * for a bounded time, sampling heap, RSS, open file descriptors and active handles every
  * interval and counting process warnings (MaxListenersExceededWarning above all). It fails if
- * any warning was emitted or if, from the first third of the curve (after a warm-up sample)
+ * any warning was emitted, if more than 1 % of the acquisitions failed, or if, from the first third of the curve (after a warm-up sample)
  * to the last, the maximum of open file descriptors grew by more than 10 % (+5), the median
  * of active handles by more than 25 % (+5) or the median heap after a full GC by more than
  * 50 % (+10 MB). Runs with --expose-gc (scripts/chaos.sh) so the heap is sampled after a GC.
@@ -73,6 +73,7 @@ interface Sample {
 const samples: Sample[] = [];
 let grants = 0;
 let errors = 0;
+let firstError: string | undefined;
 
 const target = await startTarget();
 const coords: Coordinator[] = [];
@@ -87,8 +88,9 @@ const loops = coords.map(async (coord, i) => {
       grants++;
       await delay(Math.floor(random() * 5));
       await handle.release();
-    } catch {
+    } catch (error) {
       errors++;
+      firstError ??= `${(error as Error).name}: ${(error as Error).message}`;
     }
   }
 });
@@ -123,6 +125,10 @@ const late = curve.slice(-third);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 const max = (xs: number[]) => Math.max(...xs);
 const problems = [...warnings];
+// A soak that mostly failed measured nothing.
+if (grants === 0 || errors > (grants + errors) / 100) {
+  problems.push(`${errors} of ${grants + errors} acquisitions failed; the first: ${firstError}`);
+}
 if (early.length > 0 && late.length > 0) {
   const [fa, fb] = [max(early.map((x) => x.fds)), max(late.map((x) => x.fds))];
   if (fb > fa * 1.1 + 5) problems.push(`file descriptors grew from ${fa} to ${fb}`);
@@ -136,7 +142,7 @@ const ok = problems.length === 0;
 const out = values.out ?? `soak-${backend}.json`;
 fs.writeFileSync(
   out,
-  `${JSON.stringify({ backend, seconds, coordinators: count, names, grants, errors, warnings, samples, problems, ok }, null, 2)}\n`,
+  `${JSON.stringify({ backend, seconds, coordinators: count, names, grants, errors, firstError, warnings, samples, problems, ok }, null, 2)}\n`,
 );
 process.stdout.write(
   `soak ${backend}: ${ok ? "PASS" : "FAIL"} — ${count} coordinators, ${names} names, ${seconds} s, ${grants} grants, ${errors} errors, ${warnings.length} warnings${ok ? "" : `: ${problems.join("; ")}`} (report: ${out})\n`,
