@@ -17,9 +17,10 @@ const summary = (r: Report) => `${r.verdict}\n${r.violations.slice(0, 5).join("\
 describe("chaos runs", () => {
   const runs: [backend: string, seconds: number, seed: number][] = [
     ["file", 12, 1],
-    ["etcd", 15, 2],
-    ["postgres", 15, 3],
+    ["etcd", 12, 2],
+    ["postgres", 12, 3],
     ["etcd-cluster", 12, 4],
+    ["redis", 10, 5],
   ];
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
