@@ -1,9 +1,11 @@
+import { Cell } from "./cell.js";
 import type { CoordinatorCore } from "./core.js";
 import type { LockMode } from "./driver.js";
 import { Election, type Leader, toLeader } from "./election.js";
 import { Group, type Member, toMembers } from "./group.js";
 import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
+import { acquireLocks, type MultiLockHandle, type MultiLockOptions } from "./multi-lock.js";
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
 import type { Session } from "./session.js";
 import { type InspectionJson, inspectionToJson } from "../status/json.js";
@@ -137,6 +139,30 @@ export class Coordinator implements AsyncDisposable {
   lock(name: string): Lock {
     this.#core.assertOpen();
     return Lock.create(this.#core, checkName("lock name", name));
+  }
+
+  /**
+   * Several locks taken as one, all or nothing, in one canonical order (sorted names), so
+   * that callers asking for overlapping sets in any order never deadlock. On timeout or
+   * abort nothing stays held. See {@link MultiLockHandle}.
+   */
+  locks(names: readonly string[], options?: MultiLockOptions): Promise<MultiLockHandle> {
+    return acquireLocks(this.#core, names, options);
+  }
+
+  /**
+   * A named durable cell (no I/O until used): a versioned JSON value with compare-and-set,
+   * bound to no session. `UnsupportedError` on a backend without cells (see
+   * {@link cellsSupported}). See {@link Cell}.
+   */
+  cell<T = unknown>(name: string): Cell<T> {
+    this.#core.assertOpen();
+    return Cell.create<T>(this.#core, checkName("cell name", name));
+  }
+
+  /** Whether this backend implements {@link cell}. */
+  get cellsSupported(): boolean {
+    return this.#core.driver.cells !== undefined;
   }
 
   /** A named counting semaphore. See {@link Semaphore}. */

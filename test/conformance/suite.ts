@@ -27,6 +27,7 @@ import {
 } from "../../src/index.js";
 import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
+import { cellsSuite } from "./cells.js";
 import { inspectJsonSuite } from "./inspect-json.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
@@ -108,6 +109,7 @@ export function conformance(target: ConformanceTarget): void {
     optionsSuite(context, target.url);
     sessionWaitSuite(context);
     inspectJsonSuite(context);
+    cellsSuite(context, target.url);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");
