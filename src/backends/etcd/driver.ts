@@ -11,6 +11,7 @@
 import type { Etcd3 } from "etcd3";
 import type {
   Driver,
+  DriverCells,
   DriverContext,
   DriverSnapshot,
   QueueKind,
@@ -19,6 +20,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
+import { etcdCells } from "./cells.js";
 import { createClient, op, rangeAt } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
@@ -63,6 +65,7 @@ class EtcdDriver implements Driver {
   readonly #keys: Keyspace;
   readonly #watches: WatchRegistry;
   readonly #closed: AbortController;
+  readonly cells: DriverCells;
 
   constructor(shared: DriverShared, closed: AbortController) {
     this.#shared = shared;
@@ -70,6 +73,7 @@ class EtcdDriver implements Driver {
     this.#client = shared.client;
     this.#keys = shared.keys;
     this.#watches = shared.watches;
+    this.cells = etcdCells(shared.client, shared.keys, shared.watches, closed.signal);
   }
 
   openSession(hooks: SessionHooks): Promise<EtcdSession> {
