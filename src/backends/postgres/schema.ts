@@ -465,7 +465,7 @@ CREATE TRIGGER records_notify AFTER INSERT OR UPDATE OR DELETE ON @s.records
   FOR EACH ROW EXECUTE FUNCTION @s.records_notify();
 `,
   // v2
-  String.raw`
+  `
 -- Versions of cells: one sequence for all, so a cell's version increases across delete and
 -- re-create. Every write takes nextval() after it has locked the row, so the later of two
 -- writers of a row always gets the higher version.
