@@ -16,8 +16,9 @@ import { checkOptions, checkSignal, describe } from "./validate.js";
 /** Largest cell value, in UTF-8 bytes of its JSON text. */
 export const MAX_CELL_VALUE_BYTES = 65_536;
 
-/** The driver space cells live in; other durable records use spaces of their own. */
-const SPACE = "cell";
+/** The driver space cells live in; other durable records use spaces of their own. @internal */
+export const CELL_SPACE = "cell";
+const SPACE = CELL_SPACE;
 
 /** A cell's value and the version of the write that stored it. */
 export interface CellState<T = unknown> {

@@ -1,6 +1,6 @@
-import { Cell } from "./cell.js";
+import { CELL_SPACE, Cell } from "./cell.js";
 import type { CoordinatorCore } from "./core.js";
-import type { LockMode } from "./driver.js";
+import type { CellEntry, LockMode } from "./driver.js";
 import { Election, type Leader, toLeader } from "./election.js";
 import { Group, type Member, toMembers } from "./group.js";
 import type { Guarantees } from "./guarantees.js";
@@ -58,6 +58,8 @@ export interface Inspection {
     readonly leader: Leader | null;
     readonly candidates: readonly WaiterInfo[];
   }[];
+  /** Live cells, by name; absent on a backend without cells. */
+  readonly cells?: readonly { readonly name: string; readonly value: unknown; readonly version: bigint }[];
   /**
    * The stable JSON form (what `baton status --json` prints): tokens as decimal strings,
    * times in epoch ms. Called by `JSON.stringify`; not enumerable, so spreading or
@@ -228,8 +230,9 @@ export class Coordinator implements AsyncDisposable {
   async inspect(): Promise<Inspection> {
     this.#core.assertOpen();
     let snapshot: Awaited<ReturnType<CoordinatorCore["driver"]["inspect"]>>;
+    let cells: CellEntry[] | undefined;
     try {
-      snapshot = await this.#core.driver.inspect();
+      [snapshot, cells] = await Promise.all([this.#core.driver.inspect(), this.#core.driver.cells?.list(CELL_SPACE)]);
     } catch (error) {
       throw this.#core.translate(error);
     }
@@ -275,6 +278,13 @@ export class Coordinator implements AsyncDisposable {
       semaphores,
       groups,
       elections: [...elections.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      ...(cells
+        ? {
+            cells: cells
+              .map((c) => ({ name: c.key, value: JSON.parse(c.value ?? "null") as unknown, version: c.version }))
+              .sort(byName),
+          }
+        : {}),
     } as Omit<Inspection, "toJSON"> as Inspection;
     Object.defineProperty(inspection, "toJSON", { value: () => inspectionToJson(inspection) });
     return inspection;

@@ -14,6 +14,7 @@ import {
   TimeoutError,
   AbortedError,
   connect,
+  formatStatus,
 } from "../../src/index.js";
 import { Puppet } from "../fixtures/puppets.js";
 import type { SuiteContext } from "./context.js";
@@ -187,13 +188,18 @@ export function cellsSuite(ctx: SuiteContext, url: () => string): void {
       assert.deepEqual(await watch.next(), { value: undefined, done: true }, "ended by break/return()");
     });
 
-    it("a cell and a lock of one name never interfere", async (t) => {
+    it("a cell and a lock of one name never interfere; inspect() and status list cells", async (t) => {
       if (!(await needCells(t))) return;
       const coord = await ctx.client(ctx.ns());
       await using _held = await coord.lock("same").acquire();
       await coord.cell("same").set(1);
       assert.deepEqual((await coord.cell("same").get())?.value, 1);
-      assert.equal((await coord.inspect()).locks.length, 1);
+      const info = await coord.inspect();
+      assert.equal(info.locks.length, 1);
+      const version = (await coord.cell("same").get())!.version;
+      assert.deepEqual(info.cells, [{ name: "same", value: 1, version }], "inspect() lists cells");
+      assert.deepEqual(JSON.parse(JSON.stringify(info)).cells, [{ name: "same", value: 1, version: String(version) }]);
+      assert.match(formatStatus(info), /cells:\n\s*CELL\s+VERSION\s+VALUE\n\s*same\s+\d+\s+1/);
     });
 
     it("bad input gets typed errors: oversized, non-JSON, bad versions, bad names", async (t) => {
