@@ -117,7 +117,7 @@ describe("baton CLI", () => {
     }
   });
 
-  it("keeps names of each --namespace apart, and status says which namespace it shows", async () => {
+  it("keeps names of each --namespace apart, and status names the other namespaces in use", async () => {
     const holder = start(["lock", "nsjob", "--namespace", "ci", "--", "sh", "-c", "echo in; exec sleep 30"], env);
     try {
       await waitFor(() => holder.out().includes("in"), "the holder");
@@ -131,7 +131,10 @@ describe("baton CLI", () => {
       assert.ok(inCi.locks.some((l) => l.name === "nsjob"));
       const plain = await baton(["status"], env);
       assert.doesNotMatch(plain.stdout, /nsjob/);
-      assert.match(plain.stdout, /the default namespace only; baton status --namespace NS shows another/);
+      assert.match(plain.stdout, /Also in use: namespace "ci"; baton status --namespace NAME shows one/);
+      const inCiPlain = await baton(["status", "--namespace", "ci"], env);
+      assert.match(inCiPlain.stdout, /nsjob/);
+      assert.doesNotMatch(inCiPlain.stdout, /Also in use/, "nothing is live in the default namespace");
     } finally {
       holder.child.kill("SIGTERM");
       await holder.exit;

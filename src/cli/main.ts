@@ -291,10 +291,8 @@ Examples:
       try {
         const info = await coord.inspect();
         process.stdout.write(options.json ? `${JSON.stringify(statusJson(info), null, 2)}\n` : formatStatus(info));
-        // inspect() sees one namespace; say so, since a name taken with --namespace is invisible here.
-        if (!options.json && info.namespace === "") {
-          process.stdout.write("\n(the default namespace only; baton status --namespace NS shows another)\n");
-        }
+        // inspect() sees one namespace: say where else something is live.
+        if (!options.json) process.stdout.write(await otherNamespaces(coord, info.namespace));
       } finally {
         await coord.close();
       }
@@ -303,6 +301,18 @@ Examples:
   cellCommand(root, { url: urlOption, namespace: namespaceOption }, open);
 
   return root;
+}
+
+/** A line naming the other namespaces in use (none: nothing), or saying they cannot be listed. */
+async function otherNamespaces(coord: Coordinator, shown: string): Promise<string> {
+  const label = (ns: string) => (ns === "" ? '"" (the default)' : JSON.stringify(ns));
+  try {
+    const others = (await coord.namespaces()).filter((ns) => ns !== shown);
+    if (others.length === 0) return "";
+    return `\nAlso in use: namespace${others.length > 1 ? "s" : ""} ${others.map(label).join(", ")}; baton status --namespace NAME shows one\n`;
+  } catch {
+    return `\n(namespace ${label(shown)} only; this backend cannot list the others)\n`;
+  }
 }
 
 /** Serves the status page until SIGINT/SIGTERM, then closes the coordinator. */

@@ -2,6 +2,7 @@ import { CELL_SPACE, Cell } from "./cell.js";
 import type { CoordinatorCore } from "./core.js";
 import type { CellEntry, LockMode } from "./driver.js";
 import { Election, type Leader, toLeader } from "./election.js";
+import { UnsupportedError } from "./errors.js";
 import { Group, type Member, toMembers } from "./group.js";
 import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
@@ -223,6 +224,26 @@ export class Coordinator implements AsyncDisposable {
       return await fn(handle.signal, handle);
     } finally {
       await handle.release();
+    }
+  }
+
+  /**
+   * Every namespace on this backend in which something is live (a holder, a waiter or a
+   * record), this one included if it is, sorted. For operators: `inspect()` sees one
+   * namespace, and this tells where else to look. Rejects with `UnsupportedError` on a
+   * backend that cannot tell. Not a consistent snapshot: a namespace may fill or empty
+   * while it is read.
+   */
+  async namespaces(): Promise<string[]> {
+    this.#core.assertOpen();
+    const driver = this.#core.driver;
+    if (!driver.namespaces) {
+      throw new UnsupportedError(`the ${this.backend} backend cannot list namespaces`, { backend: this.backend });
+    }
+    try {
+      return (await driver.namespaces()).sort();
+    } catch (error) {
+      throw this.#core.translate(error);
     }
   }
 

@@ -212,6 +212,12 @@ export interface Driver {
    */
   watchRecords(space: string, listener: (event: RecordEvent) => void, signal: AbortSignal): Promise<RecordEntry[]>;
   inspect(): Promise<DriverSnapshot>;
+  /**
+   * Every namespace in which something is live on this backend (a holder, a waiter or a
+   * record), in any order; for operators (`baton status`). Optional: a driver without it
+   * cannot tell, and the coordinator says so.
+   */
+  namespaces?(): Promise<string[]>;
   /** Frees the driver's connections. Sessions are closed before this is called. */
   close(): Promise<void>;
 }

@@ -29,6 +29,7 @@ import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
 import { cellsSuite } from "./cells.js";
 import { inspectJsonSuite } from "./inspect-json.js";
+import { namespacesSuite } from "./namespaces.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import { sessionWaitSuite } from "./session-wait.js";
@@ -109,6 +110,7 @@ export function conformance(target: ConformanceTarget): void {
     optionsSuite(context, target.url);
     sessionWaitSuite(context);
     inspectJsonSuite(context);
+    namespacesSuite(context);
     cellsSuite(context, target.url);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");

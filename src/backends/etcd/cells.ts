@@ -12,7 +12,7 @@
 import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestOp, type ITxnResponse } from "etcd3";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
-import { op, rangeAt, sleep, when } from "./client.js";
+import { idempotent, op, rangeAt, sleep, when } from "./client.js";
 import { translate } from "./errors.js";
 import type { Keyspace } from "./keys.js";
 import { KeyWatch, type WatchRegistry } from "./watch.js";
@@ -23,13 +23,27 @@ const bytes = (text: string) => Buffer.from(text);
 /** Bounded: each retry follows a state change that made the previous compare stale. */
 const MAX_ATTEMPTS = 8;
 
-export function etcdCells(client: Etcd3, keys: Keyspace, registry: WatchRegistry, closing: AbortSignal): DriverCells {
+/**
+ * The cells of a driver. Reads retry transient failures for `readBudgetMs`; a write is sent
+ * once (a retried write could apply twice), so its failure means its outcome is unknown.
+ */
+export function etcdCells(
+  client: Etcd3,
+  keys: Keyspace,
+  registry: WatchRegistry,
+  closing: AbortSignal,
+  readBudgetMs: number,
+): DriverCells {
   const read = async (space: string, key: string): Promise<{ entry: CellEntry | null; revision: bigint }> => {
-    const response = await client.kv.txn({
-      compare: [],
-      success: [op.get(keys.cellKey(space, key)), op.get(keys.cellFenceKey(space, key))],
-      failure: [],
-    });
+    const response = await idempotent(
+      () =>
+        client.kv.txn({
+          compare: [],
+          success: [op.get(keys.cellKey(space, key)), op.get(keys.cellFenceKey(space, key))],
+          failure: [],
+        }),
+      readBudgetMs,
+    );
     return { entry: entryOf(key, response, 0), revision: BigInt(response.header.revision) };
   };
 
@@ -93,7 +107,10 @@ export function etcdCells(client: Etcd3, keys: Keyspace, registry: WatchRegistry
       write(space, key, null, condition),
     ),
     list: guarded("listing", async (space: string) => {
-      const response = await client.kv.txn({ compare: [], success: [op.scan(keys.cellPrefix(space))], failure: [] });
+      const response = await idempotent(
+        () => client.kv.txn({ compare: [], success: [op.scan(keys.cellPrefix(space))], failure: [] }),
+        readBudgetMs,
+      );
       return rangeAt(response, 0).map((kv) => ({
         key: decodeURIComponent(kv.key.toString().slice(keys.cellPrefix(space).length)),
         value: kv.value.toString(),

@@ -8,6 +8,8 @@
  * - `c/<space>/<key>`: durable cells (no lease), the value as JSON text; the version is the
  *   key's mod revision. `f/<space>/<key>`: the cell's highest fence, 20 zero-padded decimal
  *   digits so that etcd's byte comparison is numeric; kept when the cell is deleted.
+ * - `x/<lease-hex>-<random>`: a fence, bound to a lease: an attempt to join a queue whose
+ *   outcome is unknown, which must never take effect later (see acquire.ts).
  *
  * User-supplied parts (namespace, names, spaces, record keys) are encoded with
  * `encodeURIComponent`, which never yields `/`: one name can never be a prefix of another
@@ -15,6 +17,7 @@
  *
  * @module
  */
+import { randomBytes } from "node:crypto";
 import type { LockMode, QueueKind } from "../../core/driver.js";
 
 /** Root of every key Baton writes. */
@@ -41,7 +44,20 @@ export interface QueueKeys {
 export type ParsedKey =
   | { readonly type: "queue"; readonly kind: QueueKind; readonly name: string }
   | { readonly type: "record"; readonly space: string; readonly key: string }
-  | { readonly type: "marker" };
+  | { readonly type: "marker" }
+  | { readonly type: "fence" };
+
+/** The namespace of any key Baton wrote (`baton/<namespace>/...`); null for others. */
+export function namespaceOf(key: string): string | null {
+  if (!key.startsWith(ROOT)) return null;
+  const end = key.indexOf("/", ROOT.length);
+  if (end < 0) return null;
+  try {
+    return decodeURIComponent(key.slice(ROOT.length, end));
+  } catch {
+    return null;
+  }
+}
 
 /** Key layout of one namespace. */
 export class Keyspace {
@@ -77,6 +93,11 @@ export class Keyspace {
     return `${this.prefix}f/${segment(space)}/${segment(key)}`;
   }
 
+  /** A new fence key of session `sessionId`. */
+  fence(sessionId: string): string {
+    return `${this.prefix}x/${sessionId}-${randomBytes(6).toString("hex")}`;
+  }
+
   /** Decodes a key of this namespace; `null` for anything Baton did not write. */
   parse(key: string): ParsedKey | null {
     if (!key.startsWith(this.prefix)) return null;
@@ -91,6 +112,7 @@ export class Keyspace {
         return { type: "record", space: decodeURIComponent(parts[1]!), key: decodeURIComponent(parts[2]!) };
       }
       if (parts[0] === "u" && parts.length === 3) return { type: "marker" };
+      if (parts[0] === "x" && parts.length === 2) return { type: "fence" };
     } catch {
       // Malformed percent-encoding: not ours.
     }

@@ -455,6 +455,9 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
       const { queues, records } = await node.inspect(context.namespace, prefix);
       return { queues, records: records.map((r) => ({ space: r.space.slice(prefix.length), entries: r.entries })) };
     },
+    async namespaces() {
+      return node.namespaces();
+    },
     async close() {
       if (closed) return;
       closed = true;
