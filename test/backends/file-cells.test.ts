@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, describe, it } from "node:test";
 import { BackendUnavailableError, connect } from "../../src/index.js";
-import { BUCKETS, bucketFileName } from "../../src/backends/file/cells.js";
+import { BUCKETS, WATCH_POLL_MS, bucketFileName } from "../../src/backends/file/cells.js";
+import { Puppet } from "../fixtures/puppets.js";
 
 const dir = mkdtempSync(join(tmpdir(), "baton-file-cells-"));
 const url = pathToFileURL(dir).href;
@@ -45,6 +46,28 @@ describe("file cells", () => {
       });
     } finally {
       rmSync(own, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("file cell watches are pushed across processes", () => {
+  it("a watch sees another process's write before its first re-read could have", async () => {
+    await using coord = await connect(url, { namespace: "pushed" });
+    const puppet = new Puppet(url);
+    try {
+      await puppet.do("cellSet", { namespace: "pushed", name: "warm-up", value: 0 });
+      // Without the push the first sight would be the re-read, WATCH_POLL_MS after this.
+      const started = performance.now();
+      const watch = coord.cell<number>("p").watch();
+      const reply = await puppet.do("cellSet", { namespace: "pushed", name: "p", value: 7 });
+      const first = await watch.next();
+      const elapsed = performance.now() - started;
+      await watch.return?.();
+      assert.deepEqual(first.value, { type: "set", value: 7, version: BigInt(String(reply.version)) });
+      assert.ok(elapsed < WATCH_POLL_MS, `seen after ${elapsed.toFixed(0)} ms; the re-read is at ${WATCH_POLL_MS} ms`);
+    } finally {
+      puppet.kill();
+      await puppet.exited();
     }
   });
 });

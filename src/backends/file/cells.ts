@@ -9,9 +9,12 @@
  * from a counter in each bucket, so a cell's version increases across delete and re-create;
  * a deleted cell keeps a tombstone only if it was ever fenced.
  *
- * Watches re-read the bucket when its file changed (a new inode: every write renames), by
- * checking it every {@link WATCH_POLL_MS} ms: not pushed, so writes closer together than
- * that may be seen only as their latest state.
+ * Watches are pushed: after a write, the writer tells every process of the directory's
+ * mesh which bucket changed (a `cell` message, checked in protocol.ts), and watchers of a
+ * cell in it read the bucket again. As a safety net against a missed message (a peer that
+ * joined the mesh a moment later), a watch also checks the bucket file's identity (a new
+ * inode: every write renames) every {@link WATCH_POLL_MS} ms. Writes in quick succession
+ * may be seen only as their latest state.
  *
  * @module
  */
@@ -23,11 +26,12 @@ import { BackendUnavailableError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
+import type { FileNode } from "./node.js";
 
 /** Bucket files the cells are spread over. */
 export const BUCKETS = 32;
-/** How often a watch checks its bucket file for a change. */
-export const WATCH_POLL_MS = 100;
+/** How often a watch checks its bucket file for a change it was not told about. */
+export const WATCH_POLL_MS = 5000;
 
 // Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
 const SEP = "\u0000";
@@ -52,7 +56,11 @@ export function bucketFileName(bucket: number): string {
 }
 
 /** The cells of one namespace; `close()` frees the lock file's descriptor (call it once). */
-export function fileCells(directory: Directory, namespace: string): DriverCells & { close(): void } {
+export function fileCells(
+  directory: Directory,
+  namespace: string,
+  notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
+): DriverCells & { close(): void } {
   const lockFd = openFile(directory, FILES.cellsLock);
   const id = (space: string, key: string) => `${namespace}${SEP}${space}${SEP}${key}`;
   const bucketOf = (cellId: string) => hash53(cellId) % BUCKETS;
@@ -128,6 +136,7 @@ export function fileCells(directory: Directory, namespace: string): DriverCells 
       return { ok: true, version };
     } finally {
       kernel.unlock(lockFd, bucket);
+      notify.cellWritten(bucket);
     }
   };
 
@@ -166,10 +175,12 @@ export function fileCells(directory: Directory, namespace: string): DriverCells 
     async watch(space, key, listener, signal) {
       const bucket = bucketOf(id(space, key));
       let seen = identity(bucket);
-      const initial = read(space, key);
-      const timer = setInterval(() => {
+      // Told of a write: read. Polling: read only if the file changed (its identity could
+      // in principle repeat, an inode number reused with equal time and size; the push
+      // path does not depend on it).
+      const refresh = (told: boolean) => {
         const now = identity(bucket);
-        if (now === seen) return;
+        if (!told && now === seen) return;
         seen = now;
         try {
           const entry = read(space, key);
@@ -177,9 +188,20 @@ export function fileCells(directory: Directory, namespace: string): DriverCells 
         } catch {
           // Read again at the next change; a broken bucket fails the next write loudly.
         }
-      }, WATCH_POLL_MS);
+      };
+      // Told before the first read: no write falls between the two unnoticed.
+      const stop = notify.onCellWritten((b) => b === bucket && refresh(true));
+      const initial = read(space, key);
+      const timer = setInterval(() => refresh(false), WATCH_POLL_MS);
       timer.unref();
-      signal.addEventListener("abort", () => clearInterval(timer), { once: true });
+      signal.addEventListener(
+        "abort",
+        () => {
+          clearInterval(timer);
+          stop();
+        },
+        { once: true },
+      );
       return initial;
     },
   };

@@ -437,7 +437,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const prefix = `${context.namespace}${SEP}`;
   const sessions = new Set<FileSession>();
   let closed = false;
-  const cells = fileCells(directory, context.namespace);
+  const cells = fileCells(directory, context.namespace, node);
   return {
     cells,
     async openSession(_hooks: SessionHooks) {
