@@ -173,6 +173,8 @@ export class Cell<T = unknown> {
       if (s.aborted) end();
       else s.addEventListener("abort", end, { once: true, signal: stop.signal });
     }
+    // Ended before it began (an aborted signal): attach nothing that could outlive it.
+    if (stop.signal.aborted) return stream;
     let last = 0n;
     let started = false;
     const early: CellEntry[] = [];

@@ -3,7 +3,7 @@
  * capability, on a backend whose driver has no cells.
  */
 import assert from "node:assert/strict";
-import { type TestContext, describe, it } from "node:test";
+import { type TestContext, afterEach, describe, it } from "node:test";
 import {
   type CellChange,
   ConflictError,
@@ -21,7 +21,21 @@ import type { SuiteContext } from "./context.js";
 import { take, waitFor } from "./helpers.js";
 
 /** Registers the cells and multi-lock conformance tests. */
-export function cellsSuite(ctx: SuiteContext, url: () => string): void {
+export function cellsSuite(suite: SuiteContext, url: () => string): void {
+  // Clients are closed after each test: the race alone opens 20, and a server's
+  // connection limit must not run out for the tests that follow.
+  const mine: Coordinator[] = [];
+  const ctx: SuiteContext = {
+    ...suite,
+    client: async (namespace, options) => {
+      const coord = await suite.client(namespace, options);
+      mine.push(coord);
+      return coord;
+    },
+  };
+  const closeMine = async () => {
+    await Promise.all(mine.splice(0).map((c) => c.close()));
+  };
   let supported: boolean | undefined;
   /** Whether the backend has cells; skips the test (by capability) when it has not. */
   const needCells = async (t: TestContext): Promise<boolean> => {
@@ -35,6 +49,7 @@ export function cellsSuite(ctx: SuiteContext, url: () => string): void {
   };
 
   describe("cells", () => {
+    afterEach(closeMine);
     it("20 clients race the same transition for ten rounds: exactly one wins each round", async (t) => {
       if (!(await needCells(t))) return;
       const namespace = ctx.ns();
@@ -188,6 +203,29 @@ export function cellsSuite(ctx: SuiteContext, url: () => string): void {
       assert.deepEqual(await watch.next(), { value: undefined, done: true }, "ended by break/return()");
     });
 
+    it("watch() ends when its signal aborts (even before it began) and when the coordinator closes", async (t) => {
+      if (!(await needCells(t))) return;
+      const namespace = ctx.ns();
+      const coord = await ctx.client(namespace);
+      await coord.cell("e").set(1);
+      const aborted = coord.cell("e").watch({ signal: AbortSignal.abort() });
+      assert.deepEqual(await aborted.next(), { value: undefined, done: true });
+      const controller = new AbortController();
+      const watch = coord.cell("e").watch({ signal: controller.signal });
+      assert.equal((await watch.next()).value?.type, "set");
+      const pending = watch.next();
+      controller.abort();
+      assert.deepEqual(await pending, { value: undefined, done: true });
+      const closing = await connect(url(), { namespace });
+      const open = closing.cell("e").watch();
+      assert.equal((await open.next()).value?.type, "set");
+      const waiting = open.next();
+      await closing.close();
+      assert.deepEqual(await waiting, { value: undefined, done: true });
+      assert.throws(() => closing.cell("e"), /closed/);
+      assert.throws(() => coord.cell("e").watch({ signal: "no" as unknown as AbortSignal }), InvalidArgumentError);
+    });
+
     it("a cell and a lock of one name never interfere; inspect() and status list cells", async (t) => {
       if (!(await needCells(t))) return;
       const coord = await ctx.client(ctx.ns());
@@ -235,6 +273,7 @@ export function cellsSuite(ctx: SuiteContext, url: () => string): void {
   });
 
   describe("multi-name locks", () => {
+    afterEach(closeMine);
     it("[a, b] against [b, a], 200 times, never deadlocks and never overlaps", async () => {
       const namespace = ctx.ns();
       const [x, y] = [await ctx.client(namespace), await ctx.client(namespace)];
