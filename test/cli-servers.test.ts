@@ -1,5 +1,5 @@
 /**
- * `baton lock` / `elect` / `status` against real etcd and PostgreSQL servers, including a
+ * `baton lock` / `elect` / `status` against real etcd, PostgreSQL and Redis servers, including a
  * lock lost while the command runs (exit 76, SIGTERM then SIGKILL).
  */
 import assert from "node:assert/strict";
@@ -17,6 +17,7 @@ import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-bato
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
 import { startProxy } from "./harness/proxy.js";
+import { type RedisServer, rawCommand, startRedis } from "./harness/redis.js";
 
 interface Target {
   name: string;
@@ -31,6 +32,7 @@ interface Target {
 
 let etcd: EtcdServer | undefined;
 let postgres: PgServer | undefined;
+let redis: RedisServer | undefined;
 
 const targets: Target[] = [
   {
@@ -70,14 +72,24 @@ const targets: Target[] = [
       }
     },
   },
+  {
+    name: "redis",
+    url: () => redis!.url,
+    address: () => ({ host: "127.0.0.1", port: redis!.port }),
+    viaProxy: (port) => `redis://127.0.0.1:${port}`,
+    cut: async () => {
+      // Drop everything, as a restart without persistence would: the session keys go.
+      assert.match(await rawCommand(redis!.port, "FLUSHALL"), /^\+OK/);
+    },
+  },
 ];
 
 describe("baton CLI against servers", () => {
   before(async () => {
-    [etcd, postgres] = await Promise.all([startEtcd(), startPostgres()]);
+    [etcd, postgres, redis] = await Promise.all([startEtcd(), startPostgres(), startRedis()]);
   });
   after(async () => {
-    await Promise.all([etcd?.stop(), postgres?.stop()]);
+    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop()]);
   });
 
   for (const target of targets) {

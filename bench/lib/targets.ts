@@ -2,17 +2,22 @@
 import { fmtNs, fmtRatio } from "./stats.js";
 import type { Results, Target } from "./types.js";
 
-const PEERS: Record<string, string> = {
-  memory: "async-mutex",
-  file: "proper-lockfile",
-  etcd: "etcd3-lock",
-  postgres: "advisory-lock",
+const PEERS: Record<string, readonly string[]> = {
+  memory: ["async-mutex"],
+  file: ["proper-lockfile"],
+  etcd: ["etcd3-lock"],
+  postgres: ["advisory-lock"],
+  redis: ["redlock", "redis-semaphore"],
 };
 const FLOORS: Record<string, { id: string; max: number } | undefined> = {
   etcd: { id: "raw-etcd", max: 1.2 },
   postgres: { id: "raw-pg", max: 1.5 },
+  redis: { id: "raw-redis", max: 1.3 },
 };
-const POLLING_PEERS: Record<string, string> = { file: "proper-lockfile" };
+const POLLING_PEERS: Record<string, readonly string[]> = {
+  file: ["proper-lockfile"],
+  redis: ["redlock", "redis-semaphore"],
+};
 
 export function computeTargets(r: Results): Target[] {
   const out: Target[] = [];
@@ -31,19 +36,20 @@ export function computeTargets(r: Results): Target[] {
         note: "",
       });
     }
-    const peerId = PEERS[backend]!;
-    const peer = unc(peerId);
-    const ratio = baton && peer ? peer.p50 / baton.p50 : Number.NaN;
-    out.push({
-      what: `uncontended ${backend}: faster than ${peerId} (p50)`,
-      measured:
-        baton && peer
-          ? `${fmtNs(baton.p50)} vs ${fmtNs(peer.p50)}: Baton ${ratio >= 1 ? `${fmtRatio(ratio)} faster` : `${fmtRatio(1 / ratio)} slower`}`
-          : "not measured",
-      target: "Baton faster",
-      met: Number.isFinite(ratio) ? ratio > 1 : null,
-      note: "",
-    });
+    for (const peerId of PEERS[backend] ?? []) {
+      const peer = unc(peerId);
+      const ratio = baton && peer ? peer.p50 / baton.p50 : Number.NaN;
+      out.push({
+        what: `uncontended ${backend}: faster than ${peerId} (p50)`,
+        measured:
+          baton && peer
+            ? `${fmtNs(baton.p50)} vs ${fmtNs(peer.p50)}: Baton ${ratio >= 1 ? `${fmtRatio(ratio)} faster` : `${fmtRatio(1 / ratio)} slower`}`
+            : "not measured",
+        target: "Baton faster",
+        met: Number.isFinite(ratio) ? ratio > 1 : null,
+        note: "",
+      });
+    }
     for (const h of r.handoff.filter((x) => x.impl === `baton-${backend}` && x.handoff)) {
       const limit = baton ? 2 * baton.p50 : Number.NaN;
       out.push({
@@ -53,11 +59,8 @@ export function computeTargets(r: Results): Target[] {
         met: Number.isFinite(limit) ? h.handoff!.p50 <= limit : null,
         note: "",
       });
-      const pollerId = POLLING_PEERS[backend];
-      const poller = pollerId
-        ? r.handoff.find((x) => x.impl === pollerId && x.waiters === h.waiters && x.handoff)
-        : undefined;
-      if (pollerId) {
+      for (const pollerId of POLLING_PEERS[backend] ?? []) {
+        const poller = r.handoff.find((x) => x.impl === pollerId && x.waiters === h.waiters && x.handoff);
         const better = poller ? poller.handoff!.p50 / h.handoff!.p50 : Number.NaN;
         out.push({
           what: `handoff p50 ${backend}, ${h.waiters} waiters: >= 10x better than ${pollerId}`,
@@ -74,7 +77,13 @@ export function computeTargets(r: Results): Target[] {
   for (const f of r.failover.filter((x) => x.impl.startsWith("baton-"))) {
     const ttl = f.ttlMs ?? 10_000;
     const limitMs =
-      f.backend === "file" ? 50 : f.backend === "postgres" ? 1000 : f.backend === "etcd" ? ttl + 1000 : Number.NaN;
+      f.backend === "file"
+        ? 50
+        : f.backend === "postgres"
+          ? 1000
+          : f.backend === "etcd" || f.backend === "redis"
+            ? ttl + 1000
+            : Number.NaN;
     out.push({
       what: `crash failover ${f.backend}${f.backend === "file" ? "" : `, TTL ${ttl} ms${f.ttlMs === null ? " (default)" : ""}`} (p50 of ${f.runs.length})`,
       measured: f.runs.length ? fmtNs(f.p50) : `not measured${f.error ? `: ${f.error}` : ""}`,
