@@ -130,6 +130,7 @@ describe("file backend across processes", () => {
     const { ms } = await holder.do("holdMany", { prefix: "many-", count: 100_000 });
     const expected = [
       ...Array.from({ length: 64 }, (_, i) => `locks.${i.toString(16).padStart(2, "0")}`),
+      "cells.lock",
       "peers",
       "semaphores",
       "tokens",
