@@ -33,6 +33,17 @@ export {
   type TryAcquireOptions,
   type UpgradeOptions,
 } from "./core/lock.js";
+export {
+  Cell,
+  MAX_CELL_VALUE_BYTES,
+  type CellChange,
+  type CellDeleteOptions,
+  type CellSetOptions,
+  type CellState,
+  type CellTransitionOptions,
+  type CellWatchOptions,
+} from "./core/cell.js";
+export { MAX_MULTI_LOCK_NAMES, MultiLockHandle, type MultiLockOptions } from "./core/multi-lock.js";
 export { Group, Membership, type GroupEvent, type Member, type WatchOptions } from "./core/group.js";
 export { Election, Leadership, type CampaignOptions, type Leader } from "./core/election.js";
 export { Partitioner, type PartitionChange, type PartitionerOptions } from "./core/partitioner.js";
@@ -43,7 +54,11 @@ export { backends, registerBackend } from "./core/registry.js";
 export type {
   AcquireRequest,
   BackendDefinition,
+  CellCondition,
+  CellEntry,
+  CellWriteResult,
   Driver,
+  DriverCells,
   DriverContext,
   DriverGrant,
   DriverModule,
@@ -69,7 +84,9 @@ export {
   BackendUnavailableError,
   BatonError,
   ClosedError,
+  ConflictError,
   DeadlockError,
+  FencedError,
   InvalidArgumentError,
   InvalidStateError,
   LockLostError,
@@ -79,4 +96,5 @@ export {
   UnsupportedError,
   type BatonErrorCode,
   type BatonErrorOptions,
+  type CellStateInfo,
 } from "./core/errors.js";

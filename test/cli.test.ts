@@ -324,8 +324,34 @@ describe("baton CLI", () => {
     }
   });
 
+  it("cell get/set/transition: compare-and-set from the shell, typed exit statuses", async () => {
+    const set = await baton(["cell", "set", "vol-1", "--string", "available"], env);
+    assert.equal(set.status, 0, set.stderr);
+    const { version } = JSON.parse(set.stdout) as { version: string };
+    assert.deepEqual((await me.cell("vol-1").get())?.value, "available", "the API sees what the CLI wrote");
+    const runs = await Promise.all(
+      [1, 2, 3].map(() => baton(["cell", "transition", "vol-1", '"available"', '"attaching"'], env)),
+    );
+    assert.deepEqual(runs.map((r) => r.status).sort(), [0, 65, 65], runs.map((r) => r.stderr).join(""));
+    assert.match(runs.find((r) => r.status === 65)!.stderr, /conflicted: found version \d+ holding "attaching"/);
+    const got = await baton(["cell", "get", "vol-1"], env);
+    assert.equal(got.status, 0);
+    const state = JSON.parse(got.stdout) as { value: string; version: string };
+    assert.equal(state.value, "attaching");
+    assert.ok(BigInt(state.version) > BigInt(version));
+    const stale = await baton(["cell", "set", "vol-1", "{}", "--if-version", version], env);
+    assert.equal(stale.status, 65);
+    assert.equal((await baton(["cell", "get", "no-such-cell"], env)).status, 66);
+    const bad = await baton(["cell", "set", "vol-1", "not json"], env);
+    assert.equal(bad.status, 64);
+    assert.match(bad.stderr, /the value must be JSON .* pass --string/);
+    const badVersion = await baton(["cell", "set", "vol-1", "1", "--if-version", "-3"], env);
+    assert.equal(badVersion.status, 64);
+    assert.match(badVersion.stderr, /--if-version must be a whole number/);
+  });
+
   it("prints help with examples for every command", async () => {
-    for (const command of ["lock", "semaphore", "elect", "status"]) {
+    for (const command of ["lock", "semaphore", "elect", "status", "cell"]) {
       const help = await baton([command, "--help"], env);
       assert.equal(help.status, 0);
       assert.match(help.stdout, /Examples:/, `${command} --help`);

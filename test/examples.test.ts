@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { race } from "../examples/image-cache/run.js";
+import { race as volumeRace } from "../examples/volume-states/run.js";
 
 describe("examples/image-cache", () => {
   it("breaks instances without locks and none with Baton", async () => {
@@ -10,5 +11,15 @@ describe("examples/image-cache", () => {
     assert.equal(locked.instances, 90);
     // The race is wide open without locks (3 ms between check and use, an ager every 2 ms).
     assert.ok(unlocked.broken > 0, `expected the unlocked run to break instances, got ${JSON.stringify(unlocked)}`);
+  });
+});
+
+describe("examples/volume-states", () => {
+  it("makes every transition exactly once with transition(), and some twice with read-then-set", async () => {
+    const cas = await volumeRace("cas", 3, 2, 3);
+    assert.equal(cas.duplicates, 0, JSON.stringify(cas));
+    assert.equal(cas.transitions, cas.expected, "each transition of each cycle happened once");
+    const naive = await volumeRace("naive", 3, 2, 3);
+    assert.ok(naive.duplicates > 0, `expected read-then-set to repeat transitions, got ${JSON.stringify(naive)}`);
   });
 });

@@ -66,3 +66,26 @@ export function portFlag(flag: string): (text: string) => number {
 export function namespaceFlag(text: string): string {
   return checkName("--namespace", text, MAX_NAMESPACE_BYTES);
 }
+
+/** A cell version or fence: decimal digits, 0 to 2^63-1. */
+export function versionFlag(flag: string): (text: string) => bigint {
+  return (text) => {
+    const value = /^\d{1,19}$/.test(text.trim()) ? BigInt(text.trim()) : -1n;
+    if (value < 0n || value > 2n ** 63n - 1n) {
+      throw new InvalidArgumentError(`${flag} must be a whole number from 0 to 2^63-1, got ${JSON.stringify(text)}`);
+    }
+    return value;
+  };
+}
+
+/** A cell value argument: JSON text, or with `literal` the text itself as a string. */
+export function cellValueArgument(what: string, text: string, literal: boolean): unknown {
+  if (literal) return text;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new InvalidArgumentError(
+      `${what} must be JSON (e.g. '"available"', 42, '{"a":1}'), got ${JSON.stringify(text)}; pass --string to store it as a plain string`,
+    );
+  }
+}

@@ -11,6 +11,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { connect, type Coordinator, type LockHandle, statusPage } from "../index.js";
+import { cellCommand } from "./cell.js";
 import { durationFlag, namespaceFlag, portFlag, positiveIntFlag, ttlFlag } from "./flags.js";
 import { heldDescriptors } from "./guard.js";
 import { whoHolds } from "./holders.js";
@@ -296,6 +297,8 @@ Examples:
         await coord.close();
       }
     });
+
+  cellCommand(root, { url: urlOption, namespace: namespaceOption }, open);
 
   return root;
 }

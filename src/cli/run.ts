@@ -1,12 +1,23 @@
 import { constants } from "node:os";
 import type { Coordinator } from "../core/coordinator.js";
-import { BackendUnavailableError, BatonError, InvalidArgumentError, TimeoutError } from "../core/errors.js";
+import {
+  BackendUnavailableError,
+  BatonError,
+  ConflictError,
+  FencedError,
+  InvalidArgumentError,
+  TimeoutError,
+} from "../core/errors.js";
 import { type GuardedCommand, startGuarded } from "./guard.js";
 
 /** Exit statuses of the `baton` CLI, after sysexits(3). */
 export const EXIT = {
   /** Bad usage: unknown option, malformed duration, missing command. */
   usage: 64,
+  /** A cell write was refused: the cell changed (conflict) or a later lock holder wrote (fenced). */
+  conflict: 65,
+  /** The cell does not exist (`baton cell get`). */
+  noCell: 66,
   /** The backend could not be reached. */
   unavailable: 69,
   /** Not acquired: busy with `--no-wait`, or timed out. */
@@ -24,6 +35,7 @@ export function exitStatusFor(error: unknown): number {
   process.stderr.write(`baton: ${message}\n`);
   if (error instanceof InvalidArgumentError) return EXIT.usage;
   if (error instanceof TimeoutError) return EXIT.notAcquired;
+  if (error instanceof ConflictError || error instanceof FencedError) return EXIT.conflict;
   if (error instanceof BackendUnavailableError) return EXIT.unavailable;
   if (error instanceof BatonError && error.code === "MISSING_GUARANTEE") return EXIT.usage;
   return EXIT.unavailable;

@@ -1,10 +1,12 @@
+import { CELL_SPACE, Cell } from "./cell.js";
 import type { CoordinatorCore } from "./core.js";
-import type { LockMode } from "./driver.js";
+import type { CellEntry, LockMode } from "./driver.js";
 import { Election, type Leader, toLeader } from "./election.js";
 import { UnsupportedError } from "./errors.js";
 import { Group, type Member, toMembers } from "./group.js";
 import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
+import { acquireLocks, type MultiLockHandle, type MultiLockOptions } from "./multi-lock.js";
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
 import type { Session } from "./session.js";
 import { type InspectionJson, inspectionToJson } from "../status/json.js";
@@ -57,6 +59,8 @@ export interface Inspection {
     readonly leader: Leader | null;
     readonly candidates: readonly WaiterInfo[];
   }[];
+  /** Live cells, by name; absent on a backend without cells. */
+  readonly cells?: readonly { readonly name: string; readonly value: unknown; readonly version: bigint }[];
   /**
    * The stable JSON form (what `baton status --json` prints): tokens as decimal strings,
    * times in epoch ms. Called by `JSON.stringify`; not enumerable, so spreading or
@@ -138,6 +142,30 @@ export class Coordinator implements AsyncDisposable {
   lock(name: string): Lock {
     this.#core.assertOpen();
     return Lock.create(this.#core, checkName("lock name", name));
+  }
+
+  /**
+   * Several locks taken as one, all or nothing, in one canonical order (sorted names), so
+   * that callers asking for overlapping sets in any order never deadlock. On timeout or
+   * abort nothing stays held. See {@link MultiLockHandle}.
+   */
+  locks(names: readonly string[], options?: MultiLockOptions): Promise<MultiLockHandle> {
+    return acquireLocks(this.#core, names, options);
+  }
+
+  /**
+   * A named durable cell (no I/O until used): a versioned JSON value with compare-and-set,
+   * bound to no session. `UnsupportedError` on a backend without cells (see
+   * {@link cellsSupported}). See {@link Cell}.
+   */
+  cell<T = unknown>(name: string): Cell<T> {
+    this.#core.assertOpen();
+    return Cell.create<T>(this.#core, checkName("cell name", name));
+  }
+
+  /** Whether this backend implements {@link cell}. */
+  get cellsSupported(): boolean {
+    return this.#core.driver.cells !== undefined;
   }
 
   /** A named counting semaphore. See {@link Semaphore}. */
@@ -223,8 +251,9 @@ export class Coordinator implements AsyncDisposable {
   async inspect(): Promise<Inspection> {
     this.#core.assertOpen();
     let snapshot: Awaited<ReturnType<CoordinatorCore["driver"]["inspect"]>>;
+    let cells: CellEntry[] | undefined;
     try {
-      snapshot = await this.#core.driver.inspect();
+      [snapshot, cells] = await Promise.all([this.#core.driver.inspect(), this.#core.driver.cells?.list(CELL_SPACE)]);
     } catch (error) {
       throw this.#core.translate(error);
     }
@@ -270,6 +299,13 @@ export class Coordinator implements AsyncDisposable {
       semaphores,
       groups,
       elections: [...elections.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      ...(cells
+        ? {
+            cells: cells
+              .map((c) => ({ name: c.key, value: JSON.parse(c.value ?? "null") as unknown, version: c.version }))
+              .sort(byName),
+          }
+        : {}),
     } as Omit<Inspection, "toJSON"> as Inspection;
     Object.defineProperty(inspection, "toJSON", { value: () => inspectionToJson(inspection) });
     return inspection;

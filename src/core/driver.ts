@@ -128,8 +128,81 @@ export interface DriverSnapshot {
   readonly records: readonly { readonly space: string; readonly entries: readonly RecordEntry[] }[];
 }
 
+/**
+ * A durable versioned key, as a driver stores it: a cell (`coord.cell()`), and any other
+ * durable record a recipe needs (the takeover recipe's records use the same seam in their
+ * own space). Unlike {@link RecordEntry} it is bound to no session: it outlives the
+ * session, the process and the client that wrote it.
+ */
+export interface CellEntry {
+  readonly key: string;
+  /** JSON text; `null` for a deleted cell whose version (and fence) the driver still keeps. */
+  readonly value: string | null;
+  /**
+   * Version of the last write (put or delete), >= 1. Strictly increases per (space, key)
+   * with every write, including across delete and re-create, and across restarts.
+   */
+  readonly version: bigint;
+  /** Highest fence any write to this key carried (0 if none); survives delete. */
+  readonly fence: bigint;
+}
+
+/** Conditions of a cell write; all given ones must hold, checked atomically with the write. */
+export interface CellCondition {
+  /** `0n`: only if the key is absent (or deleted); `n`: only if its current version is `n`. */
+  readonly ifVersion?: bigint | undefined;
+  /** Only if the current value is exactly this JSON text (absent never matches). */
+  readonly ifValue?: string | undefined;
+  /** Refused (`fenced`) if a higher fence was already stored; the stored fence becomes this. */
+  readonly fence?: bigint | undefined;
+}
+
+/**
+ * What a cell write did. A refusal carries the key's state as read after the refusal
+ * (so a caller can show the winner's value): `conflict` when `ifVersion`/`ifValue` did
+ * not hold, `fenced` when a higher fence was stored (checked first).
+ */
+export type CellWriteResult =
+  | { readonly ok: true; readonly version: bigint }
+  | { readonly ok: false; readonly reason: "conflict" | "fenced"; readonly current: CellEntry | null };
+
+/**
+ * Durable versioned keys with compare-and-set, in spaces of their own (apart from queues
+ * and records). Every write is one atomic step on the backend (an etcd transaction, one SQL
+ * statement, one locked file rewrite), durable once it resolves. A rejection means the
+ * write's outcome is unknown (e.g. the connection dropped while it was in flight).
+ */
+export interface DriverCells {
+  /** The key's state, including a deleted key's tombstone (`value: null`); `null` if never written. */
+  get(space: string, key: string): Promise<CellEntry | null>;
+  /** Writes `value` (JSON text) if `condition` holds. */
+  put(space: string, key: string, value: string, condition: CellCondition): Promise<CellWriteResult>;
+  /**
+   * Deletes the key if `condition` holds; its version still increases (the delete's
+   * version). Deleting an absent or deleted key without `ifVersion` succeeds with version
+   * `0n` and writes nothing.
+   */
+  delete(space: string, key: string, condition: CellCondition): Promise<CellWriteResult>;
+  /** Live (not deleted) keys of `space`. */
+  list(space: string): Promise<CellEntry[]>;
+  /**
+   * Calls `listener` after changes of the key, until `signal` aborts, and resolves with the
+   * state when watching began. Events may repeat or skip versions (after a reconnect, a
+   * compaction or between polls) but the latest state is always delivered; the core drops
+   * any version not above the last one it yielded.
+   */
+  watch(
+    space: string,
+    key: string,
+    listener: (entry: CellEntry) => void,
+    signal: AbortSignal,
+  ): Promise<CellEntry | null>;
+}
+
 /** A connected backend. */
 export interface Driver {
+  /** Durable versioned keys; absent on a backend that does not implement them yet. */
+  readonly cells?: DriverCells;
   openSession(hooks: SessionHooks): Promise<DriverSession>;
   listRecords(space: string): Promise<RecordEntry[]>;
   /**

@@ -18,7 +18,9 @@ export type BatonErrorCode =
   | "UNSUPPORTED"
   | "BACKEND_UNAVAILABLE"
   | "MISSING_GUARANTEE"
-  | "CLOSED";
+  | "CLOSED"
+  | "CONFLICT"
+  | "FENCED";
 
 /** Options common to every Baton error. */
 export interface BatonErrorOptions {
@@ -131,5 +133,48 @@ export class MissingGuaranteeError extends BatonError {
 export class ClosedError extends BatonError {
   constructor(message: string, options?: BatonErrorOptions) {
     super("CLOSED", message, options);
+  }
+}
+
+/** A cell's state as a conflict or fence error reports it: `null` when the cell is absent. */
+export interface CellStateInfo {
+  readonly value: unknown;
+  readonly version: bigint;
+}
+
+/**
+ * A conditional cell write (`ifVersion`, `transition`'s `from`) did not hold: someone else
+ * wrote first. Nothing was written. `current` is the cell's state read after the refusal
+ * (`null` if the cell is absent), so the caller can tell who won.
+ */
+export class ConflictError extends BatonError {
+  readonly current: CellStateInfo | null;
+  constructor(message: string, current: CellStateInfo | null, options?: BatonErrorOptions) {
+    super("CONFLICT", message, options);
+    this.current = current;
+  }
+}
+
+/**
+ * A fenced cell write carried a lower fence (lock token) than one the cell has already
+ * seen: its writer's lock was taken over since. Nothing was written.
+ */
+export class FencedError extends BatonError {
+  /** The fence the write carried. */
+  readonly fence: bigint;
+  /** The highest fence the cell has seen. */
+  readonly seen: bigint;
+  readonly current: CellStateInfo | null;
+  constructor(
+    message: string,
+    fence: bigint,
+    seen: bigint,
+    current: CellStateInfo | null,
+    options?: BatonErrorOptions,
+  ) {
+    super("FENCED", message, options);
+    this.fence = fence;
+    this.seen = seen;
+    this.current = current;
   }
 }

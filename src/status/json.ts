@@ -59,6 +59,8 @@ export interface InspectionJson {
     } | null;
     readonly candidates: readonly { readonly memberId: string; readonly since: number; readonly waitingMs: number }[];
   }[];
+  /** Cells, by name (absent on a backend without cells). Versions are decimal strings. */
+  readonly cells?: readonly { readonly name: string; readonly value: unknown; readonly version: string }[];
 }
 
 /**
@@ -103,5 +105,8 @@ export function inspectionToJson(info: Inspection): InspectionJson {
         : null,
       candidates: e.candidates.map((c) => ({ memberId: c.memberId, since: c.since, waitingMs: c.waitingMs })),
     })),
+    ...(info.cells
+      ? { cells: info.cells.map((c) => ({ name: c.name, value: c.value, version: String(c.version) })) }
+      : {}),
   };
 }

@@ -73,5 +73,9 @@ export function formatStatus(info: Inspection): string {
     ]);
     parts.push(`elections:\n${table(["ELECTION", "LEADER", "FOR", "VALUE", "CANDIDATES"], rows)}`);
   }
+  if (info.cells && info.cells.length > 0) {
+    const rows = info.cells.map((c) => [c.name, String(c.version), JSON.stringify(c.value)]);
+    parts.push(`cells:\n${table(["CELL", "VERSION", "VALUE"], rows)}`);
+  }
   return `${parts.join("\n\n")}\n`;
 }

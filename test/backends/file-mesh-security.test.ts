@@ -182,6 +182,10 @@ describe("file backend mesh security", () => {
         }),
       ],
       ["an oversized space", JSON.stringify({ t: "push", k: "runsub", space: "x".repeat(5000) })],
+      ["a cell push without bucket", JSON.stringify({ t: "push", k: "cell" })],
+      ["a cell push with a negative bucket", JSON.stringify({ t: "push", k: "cell", bucket: -1 })],
+      ["a cell push with a string bucket", JSON.stringify({ t: "push", k: "cell", bucket: "3" })],
+      ["a cell push with a huge bucket", JSON.stringify({ t: "push", k: "cell", bucket: 1e12 })],
       ["a response to nothing, malformed", '{"t":"res","id":"x"}'],
     ];
     for (const [what, line] of broken) {

@@ -3,6 +3,7 @@
  * libuv thread pool staying free while many waits are pending.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -129,6 +130,7 @@ describe("file backend across processes", () => {
     const { ms } = await holder.do("holdMany", { prefix: "many-", count: 100_000 });
     const expected = [
       ...Array.from({ length: 64 }, (_, i) => `locks.${i.toString(16).padStart(2, "0")}`),
+      "cells.lock",
       "peers",
       "semaphores",
       "tokens",
@@ -226,5 +228,37 @@ describe("file backend across processes", () => {
       rmSync(log, { force: true });
       rmSync(stop, { force: true });
     }
+  });
+  it("removes the sockets of dead processes, also of one that died while setting up, and no live one", async () => {
+    const peers = join(dir, "peers");
+    const crashed = await puppet();
+    const crashedSocket = readdirSync(peers).find((s) => s.startsWith(`${crashed.pid}-`));
+    assert.ok(crashedSocket, "a live process has its socket under its peer name");
+    // A process that died after binding its socket, before the socket got its peer name
+    // (named here after a pid that has exited).
+    const gone = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+    await new Promise((resolve) => gone.once("exit", resolve));
+    const hidden = `.${gone.pid}-abcdef12`;
+    const binder = spawn(
+      process.execPath,
+      [
+        "-e",
+        "require('net').createServer().listen(process.argv[1], () => process.kill(process.pid, 'SIGKILL'))",
+        join(peers, hidden),
+      ],
+      { stdio: "ignore" },
+    );
+    await new Promise((resolve) => binder.once("exit", resolve));
+    assert.ok(readdirSync(peers).includes(hidden), "the half-set-up socket was left behind");
+    crashed.kill("SIGKILL");
+    await crashed.exited();
+    const next = await puppet();
+    const left = readdirSync(peers);
+    assert.ok(!left.includes(crashedSocket), "a dead process's socket is removed by the next process");
+    assert.ok(!left.some((s) => s.startsWith(".")), `no half-set-up socket is left: ${left.join(", ")}`);
+    assert.ok(
+      left.some((s) => s.startsWith(`${next.pid}-`)),
+      "the live one stays",
+    );
   });
 });

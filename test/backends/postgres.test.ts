@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { after, describe, it } from "node:test";
 import pg from "pg";
 import { PgConnection } from "../../src/backends/postgres/connection.js";
-import { advisoryKey } from "../../src/backends/postgres/schema.js";
+import { SCHEMA_VERSION, advisoryKey } from "../../src/backends/postgres/schema.js";
 import {
   type Coordinator,
   connect,
@@ -106,7 +106,7 @@ describe("postgres backend", () => {
     open.push(...coords);
     const db = await adminClient();
     const versions = await db.query(`SELECT count(*)::int AS n FROM ${schema}.migrations`);
-    assert.equal(versions.rows[0].n, 1);
+    assert.equal(versions.rows[0].n, SCHEMA_VERSION, "each migration applied once");
     // Same namespace and name in two schemas: two different locks.
     const a = await coords[0]!.lock("shared-name").acquire();
     const plain = await connect(url);

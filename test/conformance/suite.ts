@@ -27,6 +27,7 @@ import {
 } from "../../src/index.js";
 import { suspendKeepAlive } from "../../src/testing.js";
 import type { SuiteContext } from "./context.js";
+import { cellsSuite } from "./cells.js";
 import { inspectJsonSuite } from "./inspect-json.js";
 import { namespacesSuite } from "./namespaces.js";
 import { optionsSuite } from "./options.js";
@@ -110,6 +111,7 @@ export function conformance(target: ConformanceTarget): void {
     sessionWaitSuite(context);
     inspectJsonSuite(context);
     namespacesSuite(context);
+    cellsSuite(context, target.url);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");

@@ -12,6 +12,7 @@ import { setMaxListeners } from "node:events";
 import type { Etcd3 } from "etcd3";
 import type {
   Driver,
+  DriverCells,
   DriverContext,
   DriverSnapshot,
   QueueKind,
@@ -20,6 +21,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
+import { etcdCells } from "./cells.js";
 import { createClients, type EtcdClients, idempotent, op, rangeAt, readBudget } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
@@ -78,6 +80,7 @@ class EtcdDriver implements Driver {
   readonly #keys: Keyspace;
   readonly #watches: WatchRegistry;
   readonly #closed: AbortController;
+  readonly cells: DriverCells;
   readonly #clients: EtcdClients;
 
   constructor(shared: DriverShared, clients: EtcdClients, closed: AbortController) {
@@ -87,6 +90,13 @@ class EtcdDriver implements Driver {
     this.#client = shared.client;
     this.#keys = shared.keys;
     this.#watches = shared.watches;
+    this.cells = etcdCells(
+      shared.client,
+      shared.keys,
+      shared.watches,
+      closed.signal,
+      readBudget(shared.requestTimeoutMs),
+    );
   }
 
   /** How long a read keeps retrying transient failures. */

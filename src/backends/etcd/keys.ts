@@ -5,6 +5,9 @@
  *   its session's lease; ordered by create revision (the queue order).
  * - `u/<kind>/<name>`: the upgrade marker of a lock, held by at most one shared holder.
  * - `r/<space>/<key>`: records (group members, election leaders), bound to a lease.
+ * - `c/<space>/<key>`: durable cells (no lease), the value as JSON text; the version is the
+ *   key's mod revision. `f/<space>/<key>`: the cell's highest fence, 20 zero-padded decimal
+ *   digits so that etcd's byte comparison is numeric; kept when the cell is deleted.
  * - `x/<lease-hex>-<random>`: a fence, bound to a lease: an attempt to join a queue whose
  *   outcome is unknown, which must never take effect later (see acquire.ts).
  *
@@ -76,6 +79,18 @@ export class Keyspace {
 
   recordKey(space: string, key: string): string {
     return this.recordPrefix(space) + segment(key);
+  }
+
+  cellPrefix(space: string): string {
+    return `${this.prefix}c/${segment(space)}/`;
+  }
+
+  cellKey(space: string, key: string): string {
+    return this.cellPrefix(space) + segment(key);
+  }
+
+  cellFenceKey(space: string, key: string): string {
+    return `${this.prefix}f/${segment(space)}/${segment(key)}`;
   }
 
   /** A new fence key of session `sessionId`. */

@@ -14,6 +14,10 @@ export const FILES = {
   tokens: "tokens",
   /** Empty; semaphore holders mark their limit here so mismatches are detected. */
   semaphores: "semaphores",
+  /** Empty; byte `i` is the write lock of cells bucket `i` (see cells.ts). */
+  cellsLock: "cells.lock",
+  /** Prefix of the cells bucket files `cells.00` ..., rewritten atomically (see cells.ts). */
+  cells: "cells",
 } as const;
 
 /** An opened Baton directory. */
@@ -86,7 +90,12 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
     // Another user's private directory at our default path: refuse rather than share it.
     throw unavailable(path, `is owned by uid ${stat.uid}, not by you (uid ${uid})`, "who made it; remove it");
   }
-  for (const name of [FILES.tokens, FILES.semaphores, ...Array.from({ length: 64 }, (_, i) => lockFileName(i))]) {
+  for (const name of [
+    FILES.tokens,
+    FILES.semaphores,
+    FILES.cellsLock,
+    ...Array.from({ length: 64 }, (_, i) => lockFileName(i)),
+  ]) {
     const file = join(path, name);
     try {
       closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));

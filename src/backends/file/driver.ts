@@ -20,6 +20,7 @@ import type {
   SessionHooks,
 } from "../../core/driver.js";
 import { DeadlockError, InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
+import { fileCells } from "./cells.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
 import { kernel, LockFiles, limitBase, nextToken, slotOf, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
@@ -436,7 +437,9 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const prefix = `${context.namespace}${SEP}`;
   const sessions = new Set<FileSession>();
   let closed = false;
+  const cells = fileCells(directory, context.namespace, node);
   return {
+    cells,
     async openSession(_hooks: SessionHooks) {
       const session = new FileSession(node, context);
       sessions.add(session);
@@ -459,6 +462,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
       if (closed) return;
       closed = true;
       for (const session of sessions) await session.close();
+      cells.close();
       node.release();
     },
   };

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { chmodSync, lstatSync, renameSync, unlinkSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { createServer, type Server, type Socket, connect as netConnect } from "node:net";
 import { debuglog } from "node:util";
@@ -235,14 +235,18 @@ export class Mesh {
   /** Listens, then connects to every peer already there. */
   async start(): Promise<void> {
     const server = createServer((socket) => this.#adopt(socket, null));
-    const path = `${this.#folder}/${this.peerId}`;
+    // Bound under a hidden name first and renamed once it listens: between bind() and
+    // listen() a connect is refused, and a peer must never take a refusal from a socket
+    // under a peer's name for one left by a dead process (it would remove it).
+    const staging = `${this.#folder}/.${this.peerId}`;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(path, () => resolve());
+      server.listen(staging, () => resolve());
     });
     // Owner only, whatever the umask: the folder (0700) already keeps others out, this
     // keeps them out of a folder someone made group-accessible too.
-    chmodSync(path, 0o600);
+    chmodSync(staging, 0o600);
+    renameSync(staging, `${this.#folder}/${this.peerId}`);
     server.unref();
     this.#server = server;
     process.on("exit", this.#unlinkOnExit);
@@ -256,6 +260,13 @@ export class Mesh {
       names = await readdir(this.#folder);
     } catch {
       return;
+    }
+    // A hidden name is a socket still being set up, or one whose process died before it
+    // was renamed: remove those of processes that no longer exist.
+    for (const name of names) {
+      if (name.startsWith(".") && PEER_ID.test(name.slice(1)) && !alive(Number(name.slice(1).split("-")[0]))) {
+        removeStale(`${this.#folder}/${name}`);
+      }
     }
     const fresh = names.filter(
       (p) => p !== this.peerId && PEER_ID.test(p) && !this.#links.has(p) && this.#server !== null,
@@ -340,6 +351,15 @@ export class Mesh {
     // A process that connects and never says hello is not a peer: drop it.
     if (dialed === null) setTimeout(() => link.peerId === null && link.destroy(), HELLO_DEADLINE_MS).unref();
     return link;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

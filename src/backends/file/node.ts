@@ -66,6 +66,8 @@ export class FileNode {
   readonly #recordSubscribers = new Map<string, Set<Link>>();
   /** What each peer published in the spaces we watch, to announce deletes when it dies. */
   readonly #peerRecords = new Map<Link, Map<string, Set<string>>>();
+  /** Local watchers of cells buckets, told when any process rewrote a bucket. */
+  readonly #cellListeners = new Set<(bucket: number) => void>();
   #safety: NodeJS.Timeout | null = null;
   #discovering: Promise<void> | null = null;
   #lastDiscovery = 0;
@@ -306,6 +308,20 @@ export class FileNode {
     for (const delay of [1, 5, 20, 50]) setTimeout(() => this.#wakeAll(), delay);
   }
 
+  // ---- cells ---------------------------------------------------------------------------
+
+  /** Tells every process (this one included) that cells bucket `bucket` was rewritten. */
+  cellWritten(bucket: number): void {
+    for (const link of this.mesh.links) link.send({ t: "push", k: "cell", bucket });
+    for (const listener of this.#cellListeners) listener(bucket);
+  }
+
+  /** Calls `listener` with each rewritten bucket's number until the returned function is called. */
+  onCellWritten(listener: (bucket: number) => void): () => void {
+    this.#cellListeners.add(listener);
+    return () => this.#cellListeners.delete(listener);
+  }
+
   // ---- records -------------------------------------------------------------------------
 
   putRecord(space: string, entry: RecordEntry): void {
@@ -516,6 +532,9 @@ export class FileNode {
         break;
       case "rec":
         this.#remoteRecord(link, push.space, push.event);
+        break;
+      case "cell":
+        for (const listener of this.#cellListeners) listener(push.bucket);
         break;
     }
   }

@@ -18,6 +18,9 @@ const MAX_SLOTS = 2 ** 20;
 /** Slots are below 64 * 2^47 = 2^53 (see kernel.ts). */
 const MAX_SLOT = Number.MAX_SAFE_INTEGER;
 
+/** Highest cells bucket number a peer may name (cells.ts has fewer buckets). */
+const MAX_BUCKET = 255;
+
 /** A peer's id: its pid and 8 random hex digits, also the name of its socket. */
 export const PEER_ID = /^[1-9][0-9]{0,9}-[0-9a-f]{8}$/;
 
@@ -55,7 +58,9 @@ export type Push =
   | { readonly k: "pass"; readonly slot: number }
   | { readonly k: "unsub"; readonly slots: number[] }
   | { readonly k: "runsub"; readonly space: string }
-  | { readonly k: "rec"; readonly space: string; readonly event: RecordEvent };
+  | { readonly k: "rec"; readonly space: string; readonly event: RecordEvent }
+  /** A cells bucket file was rewritten: watchers of its cells read it again. */
+  | { readonly k: "cell"; readonly bucket: number };
 
 /** A line, parsed and checked. */
 export type Incoming =
@@ -193,6 +198,8 @@ function push(o: Obj): Push {
       return { k: "runsub", space: string(o.space, "space") };
     case "rec":
       return { k: "rec", space: string(o.space, "space"), event: recordEvent(o.event) };
+    case "cell":
+      return { k: "cell", bucket: integer(o.bucket, "bucket", 0, MAX_BUCKET) };
     default:
       return fail("unknown push");
   }

@@ -19,6 +19,7 @@ import type {
 } from "../../core/driver.js";
 import { InvalidStateError } from "../../core/errors.js";
 import type { QueueEntry } from "../../core/queue-table.js";
+import { memoryCells } from "./cells.js";
 import { type HolderMeta, type MemoryStore, memoryStore } from "./store.js";
 
 // Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
@@ -114,6 +115,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const store = memoryStore(decodeURIComponent(context.url.host + context.url.pathname.replace(/^\/$/, "")));
   const { namespace } = context;
   return {
+    cells: memoryCells(store.cells, namespace, SEP),
     async openSession(hooks) {
       return new MemorySession(store, context, hooks);
     },

@@ -1,6 +1,7 @@
 import { SessionExpiredError } from "../../core/errors.js";
 import { QueueTable } from "../../core/queue-table.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
+import { CellTable } from "./cells.js";
 
 /** Who a queue entry belongs to. */
 export interface HolderMeta {
@@ -30,6 +31,8 @@ export class MemoryStore {
     this.#counters.set(key, next);
     return next;
   });
+  /** Durable (for the process's life) versioned keys, bound to no session. */
+  readonly cells = new CellTable();
   readonly #sessions = new Map<string, MemorySession>();
   readonly #records = new Map<string, Map<string, RecordEntry>>();
   readonly #watchers = new Map<string, Set<(event: RecordEvent) => void>>();

@@ -32,6 +32,12 @@ export class Control {
   #chain: Promise<void> = Promise.resolve();
   readonly #watchers = new Set<Watcher>();
   readonly #semaphores = new SemaphoreWakeups();
+  /**
+   * Cell watchers, called with the changed cell's space and key ('cell' NOTIFY events), or
+   * with `null` after a reconnect (anything may have changed meanwhile: read again).
+   */
+  readonly cellChanges = new Set<(space: string, key: string) => void>();
+  readonly cellResyncs = new Set<() => void>();
   /** Live backend pids of this coordinator's connections: two equal ones mean a pooler. */
   readonly pids = new Set<number>();
 
@@ -153,6 +159,7 @@ export class Control {
     if (reconnect) {
       // Whatever was notified while we were away is lost: resync and wake queue heads.
       this.#semaphores.wakeAll();
+      for (const resync of this.cellResyncs) resync();
       void this.#enqueue(() => this.#resyncAll()).catch(() => {});
     }
     return connection;
@@ -167,6 +174,11 @@ export class Control {
     }
     if (event.t === "sem") {
       this.#semaphores.wake(event.k);
+      return;
+    }
+    if (event.t === "cell") {
+      if (typeof event.s !== "string" || typeof event.k !== "string") return;
+      for (const listener of this.cellChanges) listener(event.s, event.k);
       return;
     }
     void this.#enqueue(() => this.#dispatch(event)).catch(() => {});
@@ -343,7 +355,7 @@ interface RecordPayload {
   big?: boolean;
 }
 
-type NotifyPayload = RecordPayload | { t: "sem"; k: string };
+type NotifyPayload = RecordPayload | { t: "sem"; k: string } | { t: "cell"; s: unknown; k: unknown };
 
 function parseSnapshot(text: string): Snapshot {
   const [xmin = "0", xmax = "0", xip = ""] = text.split(":");

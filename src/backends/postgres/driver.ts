@@ -11,8 +11,9 @@
  *
  * @module
  */
-import type { Driver, DriverContext, DriverSession, RecordEntry } from "../../core/driver.js";
+import type { Driver, DriverCells, DriverContext, DriverSession, RecordEntry } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
+import { postgresCells } from "./cells.js";
 import type { ClientClass } from "./connection.js";
 import { Control, toEntry } from "./control.js";
 import { translate } from "./errors.js";
@@ -57,10 +58,12 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
 class PostgresDriver implements Driver {
   readonly #c: SessionContext;
   readonly #q: string;
+  readonly cells: DriverCells;
 
   constructor(context: SessionContext) {
     this.#c = context;
     this.#q = quoteIdent(context.settings.schema);
+    this.cells = postgresCells(context.control, context.settings.schema, context.namespace);
   }
 
   async openSession(hooks: Parameters<Driver["openSession"]>[0]): Promise<DriverSession> {

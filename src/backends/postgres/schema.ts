@@ -464,6 +464,33 @@ END $$;
 CREATE TRIGGER records_notify AFTER INSERT OR UPDATE OR DELETE ON @s.records
   FOR EACH ROW EXECUTE FUNCTION @s.records_notify();
 `,
+  // v2
+  `
+-- Versions of cells: one sequence for all, so a cell's version increases across delete and
+-- re-create. Every write takes nextval() after it has locked the row, so the later of two
+-- writers of a row always gets the higher version.
+CREATE SEQUENCE @s.cell_versions;
+-- Durable versioned keys (cells, and other durable records in spaces of their own). A
+-- deleted key keeps its row with value NULL: its version and its highest fence live on.
+CREATE TABLE @s.cells (
+  namespace text NOT NULL,
+  space text NOT NULL,
+  key text NOT NULL,
+  value text,
+  version bigint NOT NULL,
+  fence bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (namespace, space, key)
+);
+-- Tells watchers which cell changed; they read it (values may exceed a NOTIFY payload).
+CREATE FUNCTION @s.cells_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify(@s.channel(NEW.namespace),
+    json_build_object('t', 'cell', 's', NEW.space, 'k', NEW.key)::text);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER cells_notify AFTER INSERT OR UPDATE ON @s.cells
+  FOR EACH ROW EXECUTE FUNCTION @s.cells_notify();
+`,
 ];
 
 /** The schema version this code expects. */
