@@ -18,8 +18,9 @@ npx tsc -p tsconfig.json --noEmit
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
 
 # Tests that compare rates measured in one run (a grant rate during a fault against the
-# fault-free rate) run alone afterwards, so that another test file's CPU load does not
-# skew one side of the comparison on a 2-core machine.
+# fault-free rate), and the chaos runs that load the machine with many client processes,
+# run alone afterwards (*.alone.test.ts): on a 2-core machine another file's CPU load would
+# skew one side of a comparison, or starve the other file's TTL-bound fault tests.
 mapfile -t files < <(find test -name '*.test.ts' ! -name '*.alone.test.ts' | sort)
 mapfile -t alone < <(find test -name '*.alone.test.ts' | sort)
 node --import tsx --test --test-concurrency=2 --test-timeout=300000 "${files[@]}"
