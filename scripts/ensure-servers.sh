@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Ensure the server binaries needed by the real-server test harness exist.
 #
-#   bash scripts/ensure-servers.sh [etcd] [postgres]
+#   bash scripts/ensure-servers.sh [etcd] [postgres] [zookeeper]
 #
-# With no arguments, both are ensured. Idempotent and fast when everything is
+# With no arguments, all are ensured. Idempotent and fast when everything is
 # already installed (no apt-get calls at all in that case). Installs missing
 # Debian packages with apt-get, without letting them start system services:
 # the harness (test/harness/*.ts) runs its own throwaway server processes on
@@ -13,20 +13,23 @@ set -euo pipefail
 
 want_etcd=0
 want_pg=0
+want_zk=0
 if [ "$#" -eq 0 ]; then
   want_etcd=1
   want_pg=1
+  want_zk=1
 fi
 for arg in "$@"; do
   case "$arg" in
     etcd) want_etcd=1 ;;
     postgres | postgresql | pg) want_pg=1 ;;
+    zookeeper | zk) want_zk=1 ;;
     -h | --help)
       sed -n '2,10p' "$0"
       exit 0
       ;;
     *)
-      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres)" >&2
+      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, zookeeper)" >&2
       exit 2
       ;;
   esac
@@ -48,10 +51,14 @@ pg_bindir() {
   return 1
 }
 have_pg() { pg_bindir >/dev/null && id -u postgres >/dev/null 2>&1; }
+# The harness runs the server class straight from Debian's jars with its own
+# zoo.cfg (test/harness/zookeeper.ts), so it needs the jars and a java binary.
+have_zk() { [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; }
 
 packages=()
 if [ "$want_etcd" -eq 1 ] && ! have_etcd; then packages+=(etcd-server); fi
 if [ "$want_pg" -eq 1 ] && ! have_pg; then packages+=(postgresql); fi
+if [ "$want_zk" -eq 1 ] && ! have_zk; then packages+=(zookeeper); fi
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -99,6 +106,11 @@ if [ "${#packages[@]}" -gt 0 ]; then
       "${SUDO[@]}" update-rc.d etcd disable >/dev/null 2>&1 || true
     fi
   fi
+  if [[ " ${packages[*]} " == *" zookeeper "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      "${SUDO[@]}" systemctl disable --now zookeeper.service >/dev/null 2>&1 || true
+    fi
+  fi
   if [[ " ${packages[*]} " == *" postgresql "* ]]; then
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
       "${SUDO[@]}" systemctl disable --now postgresql.service >/dev/null 2>&1 || true
@@ -126,6 +138,14 @@ if [ "$want_pg" -eq 1 ]; then
     log "postgres: $bindir ($("$bindir/postgres" --version 2>/dev/null))"
   else
     log "postgres: NOT available (need /usr/lib/postgresql/*/bin and a 'postgres' user)"
+    status=1
+  fi
+fi
+if [ "$want_zk" -eq 1 ]; then
+  if have_zk; then
+    log "zookeeper: /usr/share/java/zookeeper.jar ($(readlink -f /usr/share/java/zookeeper.jar))"
+  else
+    log "zookeeper: NOT available (need /usr/share/java/zookeeper.jar and java)"
     status=1
   fi
 fi

@@ -9,6 +9,7 @@ import { registerBackend } from "../core/registry.js";
 import { etcdBackend } from "./etcd/definition.js";
 import { fileBackend } from "./file/definition.js";
 import { postgresBackend } from "./postgres/definition.js";
+import { zookeeperBackend } from "./zookeeper/definition.js";
 
 /** In-process backend: coordinators of one process. */
 export const memoryBackend: BackendDefinition = {
@@ -32,6 +33,12 @@ export const memoryBackend: BackendDefinition = {
 };
 
 /** Every built-in backend, in documentation order. */
-export const builtinBackends: readonly BackendDefinition[] = [memoryBackend, fileBackend, etcdBackend, postgresBackend];
+export const builtinBackends: readonly BackendDefinition[] = [
+  memoryBackend,
+  fileBackend,
+  etcdBackend,
+  postgresBackend,
+  zookeeperBackend,
+];
 
 for (const backend of builtinBackends) registerBackend(backend);

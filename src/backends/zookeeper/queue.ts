@@ -1,0 +1,113 @@
+/**
+ * The granting rules of `QueueTable`, applied to a queue read from ZooKeeper: its children
+ * ordered by sequence number, each node's name giving its mode and limit.
+ *
+ * - exclusive lock or election: granted when it is the oldest node;
+ * - shared lock: granted when no older node is exclusive (held or waiting: FIFO, so
+ *   writers are not starved) and no upgrade marker older than it exists;
+ * - semaphore: granted when fewer than `limit` nodes are older.
+ *
+ * A shared holder upgrading creates a marker node; readers that came after the marker
+ * wait for it, and the upgrade completes once every other holder has left. Holding is
+ * decided by position alone, so it never changes under a holder; the fencing token is a
+ * zxid fixed at the grant (see `tokenOf`).
+ *
+ * @module
+ */
+import type { LockMode, QueueKind } from "../../core/driver.js";
+import type { Stat } from "./client.js";
+import type { NodeData, QueueNode } from "./paths.js";
+import { parseNode } from "./paths.js";
+
+/** One queue as of one read. */
+export interface QueueView {
+  /** Queue nodes, oldest first. */
+  readonly nodes: readonly QueueNode[];
+  /** Upgrade markers, oldest first. */
+  readonly markers: readonly QueueNode[];
+  /** The parent's stat at the read. */
+  readonly stat: Stat;
+  /** Current modes of nodes converted since they were created, where they were read. */
+  readonly modes: ReadonlyMap<string, LockMode>;
+}
+
+export function viewOf(children: readonly string[], stat: Stat, modes: ReadonlyMap<string, LockMode>): QueueView {
+  const parsed = children.map(parseNode).filter((n): n is QueueNode => n !== null);
+  parsed.sort((a, b) => a.seq - b.seq);
+  return {
+    nodes: parsed.filter((n) => n.type === "node"),
+    markers: parsed.filter((n) => n.type === "marker"),
+    stat,
+    modes,
+  };
+}
+
+export function modeOf(view: QueueView, node: QueueNode): LockMode {
+  return view.modes.get(node.name) ?? node.mode;
+}
+
+/** What the rules say about one node. */
+export type Decision =
+  | { readonly type: "missing" }
+  | { readonly type: "mismatch"; readonly limit: number }
+  /** `unchanged`: nothing joined or left since the node was created (it was granted then). */
+  | { readonly type: "grant"; readonly me: QueueNode; readonly unchanged: boolean }
+  /** Wait for one of `watch` to change, or (`children`) for any child to come or go. */
+  | { readonly type: "wait"; readonly me: QueueNode; readonly watch: readonly string[]; readonly children: boolean };
+
+export function decide(view: QueueView, name: string, kind: QueueKind, mode: LockMode, limit: number): Decision {
+  const index = view.nodes.findIndex((n) => n.name === name);
+  const me = view.nodes[index];
+  if (!me) return { type: "missing" };
+  const other = view.nodes.find((n) => n.limit !== limit);
+  if (other) return { type: "mismatch", limit: other.limit };
+  // The sequence number is the parent's child version when the node was created, so the
+  // queue is exactly as it was at our create if the version moved only by that create.
+  const unchanged = view.stat.cversion === me.seq + 1;
+  const earlier = view.nodes.slice(0, index);
+  if (kind === "semaphore") {
+    return earlier.length < limit ? { type: "grant", me, unchanged } : { type: "wait", me, watch: [], children: true };
+  }
+  if (mode === "exclusive") {
+    return earlier.length === 0
+      ? { type: "grant", me, unchanged }
+      : { type: "wait", me, watch: [(earlier.at(-1) as QueueNode).name], children: false };
+  }
+  const lastWriter = earlier.findLast((n) => modeOf(view, n) === "exclusive");
+  const marker = view.markers[0];
+  const blockingMarker = marker !== undefined && marker.seq < me.seq ? marker : undefined;
+  if (!lastWriter && !blockingMarker) return { type: "grant", me, unchanged };
+  const watch = [lastWriter?.name, blockingMarker?.name].filter((n): n is string => n !== undefined);
+  return { type: "wait", me, watch, children: false };
+}
+
+/** What the rules say about an upgrade whose marker is `marker`. */
+export type UpgradeDecision =
+  | { readonly type: "missing" }
+  | { readonly type: "deadlock" }
+  | { readonly type: "grant" }
+  | { readonly type: "wait" };
+
+export function decideUpgrade(view: QueueView, name: string, marker: string): UpgradeDecision {
+  const me = view.nodes.find((n) => n.name === name);
+  const mine = view.markers.find((m) => m.name === marker);
+  if (!me || !mine) return { type: "missing" };
+  if (view.markers[0]?.name !== marker) return { type: "deadlock" };
+  // The other holders: every node before the first writer that joined before the marker.
+  const firstWriter = view.nodes.findIndex((n) => n !== me && modeOf(view, n) === "exclusive");
+  const holders = (firstWriter < 0 ? view.nodes : view.nodes.slice(0, firstWriter)).filter(
+    (n) => n !== me && n.seq < mine.seq,
+  );
+  return holders.length === 0 ? { type: "grant" } : { type: "wait" };
+}
+
+/** The fencing token of a node, from its stat and data. */
+export function tokenOf(stat: Stat, data: NodeData | null): bigint {
+  if (data?.t !== undefined) return BigInt(data.t);
+  return BigInt(data?.r ? stat.mzxid : stat.czxid);
+}
+
+export function isGranted(view: QueueView, node: QueueNode, kind: QueueKind): boolean {
+  const decision = decide(view, node.name, kind, modeOf(view, node), node.limit);
+  return decision.type === "grant";
+}
