@@ -8,6 +8,7 @@
  * from which the ensemble's leader is read ("Peer state changed: leading").
  */
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { freePort } from "./ports.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
@@ -153,32 +154,45 @@ export class ZooKeeperMember {
 }
 
 /**
- * Probes with a real ZooKeeper session (the four-letter words are off): connected within a
- * second means the server serves clients, which in an ensemble needs a quorum.
+ * Probes with a real ZooKeeper session handshake (the four-letter words are off): a
+ * ConnectResponse with a positive timeout means the server serves clients, which in an
+ * ensemble needs a quorum. The session is closed at once.
  */
-async function serves(port: number): Promise<boolean> {
-  const { default: ZooKeeper } = (await import("zookeeper")) as unknown as {
-    default: new (
-      c: object,
-    ) => {
-      init(c: object): void;
-      close(): void;
-      once(e: string, f: () => void): void;
+function serves(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    let received = Buffer.alloc(0);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
     };
-  };
-  const zk = new ZooKeeper({ connect: `${HOST}:${port}`, timeout: 2000, debug_level: 0 });
-  try {
-    return await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 1000);
-      zk.once("connect", () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-      zk.init({});
+    const timer = setTimeout(() => done(false), 1000);
+    socket.on("error", () => done(false));
+    socket.on("close", () => done(false));
+    socket.on("connect", () => {
+      // ConnectRequest: protocol 0, last zxid 0, timeout 2000 ms, session 0, 16-byte password.
+      const body = Buffer.alloc(4 + 8 + 4 + 8 + 4 + 16);
+      body.writeInt32BE(2000, 12);
+      body.writeInt32BE(16, 24);
+      const frame = Buffer.alloc(4);
+      frame.writeInt32BE(body.length);
+      socket.write(Buffer.concat([frame, body]));
     });
-  } finally {
-    zk.close();
-  }
+    socket.on("data", (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      if (received.length < 12) return;
+      const timeout = received.readInt32BE(8);
+      // closeSession: xid 1, type -11, so the probe leaves no session behind.
+      const close = Buffer.alloc(12);
+      close.writeInt32BE(8, 0);
+      close.writeInt32BE(1, 4);
+      close.writeInt32BE(-11, 8);
+      clearTimeout(timer);
+      resolve(timeout > 0);
+      socket.end(close);
+    });
+  });
 }
 
 async function allocate(root: string, n: number): Promise<MemberConfig[]> {

@@ -1,7 +1,8 @@
 /**
- * A thin promise layer over one handle of the `zookeeper` package (the official C client):
- * keeps result codes (the package's own promises flatten them into message text), and
- * records when the server last answered, which the session's local deadline counts from.
+ * A thin promise layer over one `node-zookeeper-client` client (pure JavaScript; see
+ * docs/backends/zookeeper.md for why not the C binding): result codes kept, zxids as
+ * bigints, every call bounded by the caller's signal, and the send time of the last
+ * request the server answered, which the session's local deadline counts from.
  *
  * @module
  */
@@ -10,54 +11,113 @@ import { BackendUnavailableError } from "../../core/errors.js";
 import type { ZkConfig } from "./config.js";
 import { BACKEND, RC, ZkError } from "./errors.js";
 
-/** A znode's stat, as the C client reports it. zxids fit a double exactly below epoch 2^21. */
+/** A znode's stat. */
 export interface Stat {
-  readonly czxid: number;
-  readonly mzxid: number;
-  readonly pzxid: number;
+  readonly czxid: bigint;
+  readonly mzxid: bigint;
+  readonly pzxid: bigint;
   readonly version: number;
-  readonly numChildren: number;
   readonly cversion: number;
+  readonly numChildren: number;
+  /** Session id (hex) of an ephemeral node's owner; all zeros for other nodes. */
   readonly ephemeralOwner: string;
-  readonly ctime: Date;
+  /** Epoch ms of creation. */
+  readonly ctime: number;
 }
 
 /** Node kinds (CreateMode). */
 export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
 
-/** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 child). */
+/** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 children). */
 export type Watcher = (type: number) => void;
-const SESSION_EVENT = -1;
 
-type Cb = (rc: number, error: string, ...rest: unknown[]) => void;
-type WatchCb = (type: number, state: number, path: string) => void;
-interface NativeHandle {
-  readonly timeout: number;
-  readonly client_id: string;
-  init(config: object): void;
+type Cb = (error: unknown, ...rest: unknown[]) => void;
+interface RawStat {
+  czxid: Buffer;
+  mzxid: Buffer;
+  pzxid: Buffer;
+  ctime: Buffer;
+  version: number;
+  cversion: number;
+  numChildren: number;
+  ephemeralOwner: Buffer;
+}
+interface RawEvent {
+  readonly type: number;
+}
+interface RawClient {
+  connect(): void;
   close(): void;
   on(event: string, listener: (...args: unknown[]) => void): void;
-  a_create(path: string, data: string, flags: number, cb: Cb): number;
-  a_exists(path: string, watch: boolean, cb: Cb): number;
-  aw_exists(path: string, watch: WatchCb, cb: Cb): number;
-  a_get(path: string, watch: boolean, cb: Cb): number;
-  a_get_children2(path: string, watch: boolean, cb: Cb): number;
-  aw_get_children2(path: string, watch: WatchCb, cb: Cb): number;
-  a_set(path: string, data: string, version: number, cb: Cb): number;
-  a_delete_(path: string, version: number, cb: Cb): number;
-  add_auth(scheme: string, auth: string, cb: Cb): number;
-  a_set_acl(path: string, version: number, acl: readonly object[], cb: Cb): number;
+  getSessionId(): Buffer;
+  getSessionTimeout(): number;
+  addAuthInfo(scheme: string, auth: Buffer): void;
+  create(path: string, data: Buffer, acls: readonly object[], mode: number, cb: Cb): void;
+  exists(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
+  getData(path: string, cb: Cb): void;
+  getChildren(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
+  setData(path: string, data: Buffer, version: number, cb: Cb): void;
+  remove(path: string, version: number, cb: Cb): void;
+  connectionManager?: Manager;
 }
-type NativeCtor = new (config: object) => NativeHandle;
+interface Library {
+  createClient(connect: string, options: object): RawClient;
+  ACL: new (perms: number, id: object) => { toRecord(): object };
+  Id: new (scheme: string, id: string) => object;
+}
+/** The package's wire records, for the one request it has no method for. */
+interface Jute {
+  protocol: { RequestHeader: new () => { type: number }; CreateRequest: new () => Record<string, unknown> };
+  Request: new (header: object, payload: object) => { toBuffer(): Buffer };
+}
+interface Queue {
+  queue(request: object, cb: (error: unknown, response: unknown) => void): void;
+}
+interface Manager extends Queue {
+  socket?: { destroy(): void };
+  pendingBuffer: Buffer | null;
+  onSocketConnected(...args: unknown[]): unknown;
+  onSocketData(...args: unknown[]): unknown;
+}
 
-let loaded: Promise<NativeCtor> | undefined;
-function library(): Promise<NativeCtor> {
-  loaded ??= import("zookeeper").then(
-    (m) => ((m as { default?: unknown }).default ?? m) as NativeCtor,
+/**
+ * Two defects of the package that a failover hits: the unparsed tail of a connection's
+ * last packet is kept and prepended to the next connection's data, and the garbage that
+ * makes is thrown from a socket handler (the process would die). The tail is dropped at
+ * each new connection, and a packet that cannot be parsed drops the connection instead,
+ * which the package then reopens (requests in flight fail with a connection loss).
+ */
+function harden(manager: Manager | undefined): void {
+  if (!manager) return;
+  const { onSocketConnected, onSocketData } = manager;
+  manager.onSocketConnected = function (this: Manager, ...args: unknown[]) {
+    this.pendingBuffer = null;
+    return onSocketConnected.apply(this, args);
+  };
+  manager.onSocketData = function (this: Manager, ...args: unknown[]) {
+    try {
+      return onSocketData.apply(this, args);
+    } catch {
+      this.pendingBuffer = null;
+      this.socket?.destroy();
+      return undefined;
+    }
+  };
+}
+
+let loaded: Promise<Library & { jute: Jute }> | undefined;
+function library(): Promise<Library & { jute: Jute }> {
+  // A variable specifier: the package has no type declarations; `Library` is what is used.
+  const name = "node-zookeeper-client";
+  loaded ??= Promise.all([import(name), import(`${name}/lib/jute/index.js`)]).then(
+    ([m, j]) => ({
+      ...(((m as { default?: unknown }).default ?? m) as Library),
+      jute: ((j as { default?: unknown }).default ?? j) as Jute,
+    }),
     (cause: unknown) => {
       loaded = undefined;
       throw new BackendUnavailableError(
-        'the zookeeper:// backend needs the "zookeeper" package (npm install zookeeper); it could not be loaded',
+        'the zookeeper:// backend needs the "node-zookeeper-client" package (npm install node-zookeeper-client); it could not be loaded',
         { backend: BACKEND, cause },
       );
     },
@@ -65,14 +125,14 @@ function library(): Promise<NativeCtor> {
   return loaded;
 }
 
-/** Why a handle ended: closed by us, or by the C client (session expired, auth failed). */
+/** Why a handle ended: closed by us, or by the server (session expired, auth failed). */
 export type EndReason = "closed" | "expired";
 
-/** One ZooKeeper handle: one connection, one server session. */
+/** One ZooKeeper client: one connection at a time, one server session. */
 export class ZkHandle {
-  readonly #native: NativeHandle;
-  readonly #digest: string | undefined;
-  readonly #acl: readonly object[] | undefined;
+  readonly #raw: RawClient;
+  readonly #acl: readonly { toRecord(): object }[];
+  readonly #jute: Jute;
   #connected = false;
   #ended: EndReason | null = null;
   readonly #waiting = new Set<() => void>();
@@ -85,31 +145,40 @@ export class ZkHandle {
    * `connectTimeoutMs`, or if the digest credentials are refused.
    */
   static async open(config: ZkConfig, connectTimeoutMs: number): Promise<ZkHandle> {
-    const Ctor = await library();
-    const native = new Ctor({
-      connect: config.connect,
-      timeout: config.sessionTimeoutMs,
-      debug_level: 0, // the C client's own logging off: Baton reports through its errors
-      host_order_deterministic: false,
+    const lib = await library();
+    const raw = lib.createClient(config.connect, {
+      sessionTimeout: config.sessionTimeoutMs,
+      spinDelay: 100,
+      retries: 0, // Baton retries itself, knowing what is safe to send again
     });
-    const handle = new ZkHandle(native, config.digest);
+    // With credentials, only this user may change or delete Baton's nodes; anyone may read.
+    const acl = config.digest
+      ? [new lib.ACL(31, new lib.Id("auth", "")), new lib.ACL(1, new lib.Id("world", "anyone"))]
+      : [new lib.ACL(31, new lib.Id("world", "anyone"))];
+    harden(raw.connectionManager);
+    const handle = new ZkHandle(raw, acl, lib.jute);
     const sentAt = performance.now();
-    native.init({});
+    if (config.digest) raw.addAuthInfo("digest", Buffer.from(config.digest));
+    raw.connect();
     const connected = await handle.#firstConnect(connectTimeoutMs);
     if (!connected) {
+      const refused = handle.#ended === "expired";
       handle.close();
       throw new BackendUnavailableError(
-        `no ZooKeeper server at ${config.connect} answered within ${connectTimeoutMs} ms`,
+        refused
+          ? `ZooKeeper at ${config.connect} refused the credentials`
+          : `no ZooKeeper server at ${config.connect} answered within ${connectTimeoutMs} ms`,
         { backend: BACKEND },
       );
     }
     handle.lastAckSentAt = sentAt;
-    if (handle.#digest !== undefined) {
+    if (config.digest) {
+      // Authentication is checked by the server after connecting: one read shows the result.
       try {
-        await handle.#call("authenticating", (cb) => native.add_auth("digest", handle.#digest as string, cb));
+        await handle.exists("/");
       } catch (cause) {
         handle.close();
-        throw new BackendUnavailableError(`ZooKeeper refused the credentials for ${config.connect}`, {
+        throw new BackendUnavailableError(`ZooKeeper at ${config.connect} refused the credentials`, {
           backend: BACKEND,
           cause,
         });
@@ -118,36 +187,30 @@ export class ZkHandle {
     return handle;
   }
 
-  private constructor(native: NativeHandle, digest: string | undefined) {
-    this.#native = native;
-    this.#digest = digest;
-    // With credentials, only this user may change or delete Baton's nodes; anyone may read.
-    this.#acl =
-      digest === undefined
-        ? undefined
-        : [
-            { perms: 31, scheme: "auth", auth: "" },
-            { perms: 1, scheme: "world", auth: "anyone" },
-          ];
+  private constructor(raw: RawClient, acl: readonly { toRecord(): object }[], jute: Jute) {
+    this.#raw = raw;
+    this.#acl = acl;
+    this.#jute = jute;
     this.lastAckSentAt = performance.now();
-    native.on("connect", () => {
+    raw.on("connected", () => {
       this.#connected = true;
       for (const wake of [...this.#waiting]) wake();
     });
-    native.on("connecting", () => {
+    raw.on("disconnected", () => {
       this.#connected = false;
     });
-    native.on("close", () => this.#end("expired"));
+    raw.on("expired", () => this.#end("expired"));
+    raw.on("authenticationFailed", () => this.#end("expired"));
   }
 
   /** The server's session id, in hex. */
   get sessionId(): string {
-    return String(this.#native.client_id);
+    return this.#raw.getSessionId().toString("hex");
   }
 
   /** The session timeout the server granted (never the requested one). */
   get negotiatedTimeoutMs(): number {
-    return this.#native.timeout;
+    return this.#raw.getSessionTimeout();
   }
 
   get connected(): boolean {
@@ -163,11 +226,11 @@ export class ZkHandle {
     this.#endListeners.add(listener);
   }
 
-  /** Resolves once connected (at once if connected), rejects when `signal` aborts or the handle ends. */
+  /** Resolves once connected (at once if connected); rejects when `signal` aborts or the handle ends. */
   waitConnected(signal: AbortSignal): Promise<void> {
     if (this.connected) return Promise.resolve();
     if (signal.aborted) return Promise.reject(signal.reason);
-    if (this.#ended) return Promise.reject(new ZkError(RC.SESSIONEXPIRED, "the ZooKeeper handle has ended"));
+    if (this.#ended) return Promise.reject(endedError("waiting for a connection"));
     return new Promise((resolve, reject) => {
       const done = (error?: unknown) => {
         this.#waiting.delete(wake);
@@ -175,8 +238,7 @@ export class ZkHandle {
         if (error === undefined) resolve();
         else reject(error);
       };
-      const wake = () =>
-        done(this.#ended ? new ZkError(RC.SESSIONEXPIRED, "the ZooKeeper handle has ended") : undefined);
+      const wake = () => done(this.#ended ? endedError("waiting for a connection") : undefined);
       const onAbort = () => done(signal.reason);
       this.#waiting.add(wake);
       signal.addEventListener("abort", onAbort, { once: true });
@@ -184,40 +246,51 @@ export class ZkHandle {
   }
 
   create(path: string, data: string, flags: number): Promise<string> {
-    const created = this.#call(`creating ${path}`, (cb) => this.#native.a_create(path, data, flags, cb)) as Promise<
-      [string]
-    >;
-    const acl = this.#acl;
-    if (acl === undefined) return created.then(([p]) => p);
-    // The C binding creates with an open ACL; the ACL is set right behind the create on the
-    // same connection, so the window in which another client could touch it is one request.
-    return created.then(async ([p]) => {
-      await this.#call(`securing ${p}`, (cb) => this.#native.a_set_acl(p, -1, acl, cb)).catch(() => {});
-      return p;
-    });
+    return this.#call(`creating ${path}`, (cb) => this.#raw.create(path, Buffer.from(data), this.#acl, flags, cb)).then(
+      ([created]) => created as string,
+    );
   }
 
-  /** The node's stat, or `null` if it does not exist. With `watch`, one event is delivered. */
+  /**
+   * Creates a container node (ZooKeeper 3.5+): the server deletes it some time after its
+   * last child is gone, so lock and group parents leave no litter. The package has no method
+   * for it, so the request goes out as CREATE_CONTAINER (opcode 19) and its answer is read
+   * as a CREATE's (the path comes first; the stat after it is skipped with the packet).
+   */
+  createContainer(path: string): Promise<void> {
+    const { protocol, Request } = this.#jute;
+    const header = new protocol.RequestHeader();
+    header.type = 1;
+    const payload = new protocol.CreateRequest();
+    payload.path = path;
+    payload.data = Buffer.alloc(0);
+    payload.acl = this.#acl.map((a) => a.toRecord());
+    payload.flags = FLAGS.container;
+    const request = new Request(header, payload);
+    const toBuffer = request.toBuffer.bind(request);
+    request.toBuffer = () => {
+      header.type = 19;
+      try {
+        return toBuffer();
+      } finally {
+        header.type = 1;
+      }
+    };
+    const manager = this.#raw.connectionManager as Manager;
+    return this.#call(`creating ${path}`, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
+  }
+
+  /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
   async exists(path: string, watch?: Watcher): Promise<Stat | null> {
-    try {
-      const [stat] = (await this.#call(`reading ${path}`, (cb) =>
-        watch ? this.#native.aw_exists(path, nodeWatch(watch), cb) : this.#native.a_exists(path, false, cb),
-      )) as [Stat];
-      return stat;
-    } catch (error) {
-      if (error instanceof ZkError && error.rc === RC.NONODE) return null;
-      throw error;
-    }
+    const [stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.exists(path, event(watch), cb));
+    return stat ? toStat(stat as RawStat) : null;
   }
 
   /** Data (UTF-8) and stat, or `null` if the node does not exist. */
   async get(path: string): Promise<{ stat: Stat; data: string } | null> {
     try {
-      const [stat, data] = (await this.#call(`reading ${path}`, (cb) => this.#native.a_get(path, false, cb))) as [
-        Stat,
-        Buffer | string | null,
-      ];
-      return { stat, data: data === null || data === undefined ? "" : data.toString() };
+      const [data, stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.getData(path, cb));
+      return { stat: toStat(stat as RawStat), data: data ? (data as Buffer).toString() : "" };
     } catch (error) {
       if (error instanceof ZkError && error.rc === RC.NONODE) return null;
       throw error;
@@ -227,12 +300,10 @@ export class ZkHandle {
   /** Children names and the parent's stat, or `null` if the parent does not exist. */
   async children(path: string, watch?: Watcher): Promise<{ children: string[]; stat: Stat } | null> {
     try {
-      const [children, stat] = (await this.#call(`listing ${path}`, (cb) =>
-        watch
-          ? this.#native.aw_get_children2(path, nodeWatch(watch), cb)
-          : this.#native.a_get_children2(path, false, cb),
-      )) as [string[], Stat];
-      return { children, stat };
+      const [children, stat] = await this.#call(`listing ${path}`, (cb) =>
+        this.#raw.getChildren(path, event(watch), cb),
+      );
+      return { children: children as string[], stat: toStat(stat as RawStat) };
     } catch (error) {
       if (error instanceof ZkError && error.rc === RC.NONODE) return null;
       throw error;
@@ -240,14 +311,14 @@ export class ZkHandle {
   }
 
   async set(path: string, data: string, version = -1): Promise<Stat> {
-    const [stat] = (await this.#call(`writing ${path}`, (cb) => this.#native.a_set(path, data, version, cb))) as [Stat];
-    return stat;
+    const [stat] = await this.#call(`writing ${path}`, (cb) => this.#raw.setData(path, Buffer.from(data), version, cb));
+    return toStat(stat as RawStat);
   }
 
   /** Deletes; resolves `false` if it was already gone. */
   async delete(path: string, version = -1): Promise<boolean> {
     try {
-      await this.#call(`deleting ${path}`, (cb) => this.#native.a_delete_(path, version, cb));
+      await this.#call(`deleting ${path}`, (cb) => this.#raw.remove(path, version, cb));
       return true;
     } catch (error) {
       if (error instanceof ZkError && error.rc === RC.NONODE) return false;
@@ -255,15 +326,21 @@ export class ZkHandle {
     }
   }
 
-  /** Closes the session: the server deletes its ephemeral nodes at once. */
+  /** Closes the session: the server deletes its ephemeral nodes at once (if it hears of it). */
   close(): void {
-    if (this.#ended) return;
+    if (this.#ended === "closed") return;
+    const wasConnected = this.connected;
     this.#end("closed");
     try {
-      this.#native.close();
+      this.#raw.close();
     } catch {
-      // already closed by the C client
+      // already closed
     }
+    // The close request cannot leave while the network is silent; drop the socket then,
+    // and the server expires the session on its own.
+    const drop = () => this.#raw.connectionManager?.socket?.destroy();
+    if (!wasConnected) drop();
+    else setTimeout(drop, 2000).unref();
   }
 
   #end(reason: EndReason): void {
@@ -283,34 +360,56 @@ export class ZkHandle {
         this.#waiting.delete(wake);
         resolve(ok);
       };
-      const wake = () => done(this.#connected);
+      const wake = () => done(this.connected);
       this.#waiting.add(wake);
     });
   }
 
-  #call(what: string, send: (cb: Cb) => number): Promise<unknown[]> {
-    if (this.#ended) return Promise.reject(new ZkError(RC.SESSIONEXPIRED, `${what}: the handle has ended`));
+  #call(what: string, send: (cb: Cb) => void): Promise<unknown[]> {
+    if (this.#ended) return Promise.reject(endedError(what));
     const sentAt = performance.now();
     return new Promise((resolve, reject) => {
-      const rc = send((code, error, ...rest) => {
+      send((error, ...rest) => {
+        const rc = error ? codeOf(error) : RC.OK;
         // Any answer but a local connection loss comes from a server that still knows us.
-        if (code !== RC.CONNECTIONLOSS && code !== RC.OPERATIONTIMEOUT && code !== RC.CLOSING) {
-          if (sentAt > this.lastAckSentAt) this.lastAckSentAt = sentAt;
+        if (rc !== RC.CONNECTIONLOSS && rc !== RC.OPERATIONTIMEOUT && sentAt > this.lastAckSentAt) {
+          this.lastAckSentAt = sentAt;
         }
-        if (code === RC.OK) resolve(rest);
-        else reject(new ZkError(code, `${what}: ${error}`));
+        if (rc === RC.OK) resolve(rest);
+        else reject(new ZkError(rc, `${what}: ${error instanceof Error ? error.message : String(error)}`));
       });
-      if (typeof rc === "number" && rc < 0) reject(new ZkError(rc, `${what}: refused by the client`));
     });
   }
 }
 
-function nodeWatch(watch: Watcher): WatchCb {
+function endedError(what: string): ZkError {
+  return new ZkError(RC.SESSIONEXPIRED, `${what}: the ZooKeeper session has ended`);
+}
+
+function codeOf(error: unknown): number {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "number" ? code : RC.SYSTEMERROR;
+}
+
+function event(watch: Watcher | undefined): ((e: RawEvent) => void) | undefined {
+  if (!watch) return undefined;
   let fired = false;
-  return (type) => {
-    // Session events reach every watcher; the session layer handles them.
-    if (type === SESSION_EVENT || fired) return;
+  return (e) => {
+    if (fired) return;
     fired = true;
-    watch(type);
+    watch(e.type);
+  };
+}
+
+function toStat(raw: RawStat): Stat {
+  return {
+    czxid: raw.czxid.readBigInt64BE(0),
+    mzxid: raw.mzxid.readBigInt64BE(0),
+    pzxid: raw.pzxid.readBigInt64BE(0),
+    version: raw.version,
+    cversion: raw.cversion,
+    numChildren: raw.numChildren,
+    ephemeralOwner: raw.ephemeralOwner.toString("hex"),
+    ctime: Number(raw.ctime.readBigInt64BE(0)),
   };
 }

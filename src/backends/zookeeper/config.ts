@@ -28,11 +28,9 @@ export interface ZkConfig {
 /** Parses the driver context; throws `InvalidArgumentError` for anything malformed. */
 export function parseConfig(context: DriverContext): ZkConfig {
   const { url, options } = context;
-  const hosts = url.host
-    .split(",")
-    .map((h) => h.trim())
-    .filter(Boolean)
-    .map((h) => (/:\d+$/.test(h) && !/^\[[^\]]*\]$/.test(h) ? h : `${h}:${DEFAULT_PORT}`));
+  const hosts = [...splitHosts(url.host), ...endpointOption(options.endpoints)].map((h) =>
+    /:\d+$/.test(h) && !/^\[[^\]]*\]$/.test(h) ? h : `${h}:${DEFAULT_PORT}`,
+  );
   if (hosts.length === 0) {
     throw new InvalidArgumentError(
       "the ZooKeeper URL needs at least one host, as in zookeeper://127.0.0.1:2181[,host:port...][/chroot]",
@@ -59,6 +57,24 @@ export function parseConfig(context: DriverContext): ZkConfig {
     sessionTimeoutMs: sessionTimeout(options.sessionTimeout) ?? context.ttlMs,
     ...(username !== undefined ? { digest: `${username}:${password}` } : {}),
   };
+}
+
+function splitHosts(text: string): string[] {
+  return text
+    .split(",")
+    .map((h) => h.trim())
+    .filter(Boolean);
+}
+
+/** The other hosts of `zookeeper://h1,h2,h3` (connect() passes them as `endpoints`). */
+function endpointOption(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (typeof value === "string") return splitHosts(value);
+  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value.flatMap(splitHosts);
+  throw new InvalidArgumentError(
+    `endpoints must be "host:port,host:port" or an array of "host:port" strings, got ${describe(value)}`,
+    { backend: BACKEND },
+  );
 }
 
 function sessionTimeout(raw: unknown): number | undefined {

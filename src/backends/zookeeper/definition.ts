@@ -16,8 +16,8 @@ export const zookeeperBackend: BackendDefinition = {
     pushEvents: true,
     crashRelease: "ttl",
   },
-  clientLibraries: ["zookeeper"],
+  clientLibraries: ["node-zookeeper-client"],
   // Parsed by config.ts.
-  optionNames: ["sessionTimeout"],
+  optionNames: ["endpoints", "sessionTimeout"],
   load: () => import("./driver.js"),
 };

@@ -132,7 +132,7 @@ class ZkDriver implements Driver {
                 sessionId: stat.ephemeralOwner,
                 mode: modeOf(view, n),
                 token: tokenOf(stat, data),
-                since: data?.s ?? stat.ctime.getTime(),
+                since: data?.s ?? stat.ctime,
               };
             }),
             waiters: waiters.map((n) => {
@@ -141,7 +141,7 @@ class ZkDriver implements Driver {
                 memberId: data?.id ?? "",
                 sessionId: stat.ephemeralOwner,
                 mode: modeOf(view, n),
-                since: data?.s ?? stat.ctime.getTime(),
+                since: data?.s ?? stat.ctime,
               };
             }),
           });

@@ -10,6 +10,7 @@ export const BACKEND = "zookeeper";
 /** ZooKeeper C client result codes Baton reacts to (zookeeper.h). */
 export const RC = {
   OK: 0,
+  SYSTEMERROR: -1,
   CONNECTIONLOSS: -4,
   OPERATIONTIMEOUT: -7,
   INVALIDSTATE: -9,

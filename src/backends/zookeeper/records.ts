@@ -91,7 +91,7 @@ export async function watchRecords(
   const parent = layout.recordSpace(space);
   const known = new Map<string, RecordEntry>();
   /** What was last reported of each node: which node (czxid) and its version. */
-  const seen = new Map<string, { czxid: number; version: number }>();
+  const seen = new Map<string, { czxid: bigint; version: number }>();
   /** Children whose data watch is armed and has not fired. */
   const watched = new Set<string>();
   // Set before a watch is sent, cleared by its event: the event may run before the answer's

@@ -60,7 +60,8 @@ export async function ensurePath(handle: ZkHandle, chroot: string, path: string,
       `creating ${prefix}`,
       async () => {
         try {
-          await handle.create(prefix, "", i <= skip ? FLAGS.persistent : FLAGS.container);
+          if (i <= skip) await handle.create(prefix, "", FLAGS.persistent);
+          else await handle.createContainer(prefix);
         } catch (error) {
           if (!hasCode(error, RC.NODEEXISTS)) throw error;
         }
