@@ -4,9 +4,11 @@
  * Upgrade: the shared holder creates an upgrade marker (EPHEMERAL_SEQUENTIAL, so it goes
  * with the session). Readers that join after it wait for it; writers wait anyway (the
  * upgrader's node is older). Once every other holder has left, the upgrader rewrites its
- * node as exclusive: that write's zxid is the new token. If an older marker exists, another
- * holder is upgrading: both would wait for each other forever, so this one withdraws its
- * marker and gets `DeadlockError` at once. The marker stays until release or downgrade.
+ * node as exclusive: that write's zxid is the new token. If a marker exists already, another
+ * holder is upgrading: both would wait for each other forever, so this one gets
+ * `DeadlockError` at once. Two upgraders that both found none and made markers at once are
+ * told apart by their nodes: the older holder wins, the other withdraws its marker and gets
+ * `DeadlockError`. The marker stays until release or downgrade.
  *
  * Downgrade rewrites the node as shared (keeping the token) and drops the marker; readers
  * waiting on it watch the node and the marker, so they are woken by that write.
@@ -63,21 +65,19 @@ async function upgrade(scope: Scope, grant: ZkGrant, signal: AbortSignal): Promi
   const controller = new AbortController();
   grant.upgrade = controller;
   const stop = AbortSignal.any([signal, scope.ended, controller.signal]);
-  const prefix = markerPrefix(scope.nextTag());
+  const prefix = markerPrefix(scope.nextTag(), seqOf(grant.name));
   let marker: string | null = null;
   try {
+    // An upgrade already under way (its marker exists): this one is the second.
+    const before = await readView(scope, grant.parent, false, stop);
+    if (before && before.markers.length > 0) throw deadlock();
     marker = await createProtected(scope, grant.parent, prefix, grant.name, stop);
     const markerName = marker.slice(grant.parent.length + 1);
     for (;;) {
       const view = await readView(scope, grant.parent, true, stop);
       const decision = view ? decideUpgrade(view, grant.name, markerName) : { type: "missing" as const };
       if (decision.type === "missing") throw lost(grant);
-      if (decision.type === "deadlock") {
-        throw new DeadlockError(
-          "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-          { backend: BACKEND },
-        );
-      }
+      if (decision.type === "deadlock") throw deadlock();
       if (decision.type === "grant") {
         const stat = await write(scope, grant, grant.data(scope, { m: "x", r: 1 }), stop);
         grant.token = BigInt(stat.mzxid);
@@ -105,6 +105,18 @@ async function write(scope: Scope, grant: ZkGrant, data: string, stop: AbortSign
     if (hasCode((error as { cause?: unknown }).cause, RC.NONODE)) throw lost(grant);
     throw error;
   }
+}
+
+function deadlock(): DeadlockError {
+  return new DeadlockError(
+    "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
+    { backend: BACKEND },
+  );
+}
+
+/** The sequence number at the end of a queue node's name. */
+function seqOf(name: string): number {
+  return Number(name.slice(-10));
 }
 
 function lost(grant: ZkGrant): LockLostError {

@@ -3,7 +3,7 @@
  * granting rule needs, so that one `getChildren` is enough to decide.
  *
  *     <chroot>/baton/<namespace>/q/<kind>/<name>/n-<tag>-<x|s>-<limit>-<seq>  queue nodes
- *     <chroot>/baton/<namespace>/q/<kind>/<name>/u-<tag>-<seq>                upgrade markers
+ *     <chroot>/baton/<namespace>/q/<kind>/<name>/u-<tag>-<holder seq>-<seq>   upgrade markers
  *     <chroot>/baton/<namespace>/r/<space>/<key>                              records
  *
  * Every parent is a container node (the server deletes it once it is empty), so nothing is
@@ -58,18 +58,21 @@ export interface QueueNode {
   readonly limit: number;
   /** The parent's sequence number: creation order among siblings. */
   readonly seq: number;
+  /** For a marker: the sequence number of the upgrading holder's node. */
+  readonly holderSeq?: number;
 }
 
 export function nodePrefix(tag: string, mode: LockMode, limit: number): string {
   return `n-${tag}-${mode === "exclusive" ? "x" : "s"}-${limit}-`;
 }
 
-export function markerPrefix(tag: string): string {
-  return `u-${tag}-`;
+/** An upgrade marker's name also gives the sequence number of the upgrader's node. */
+export function markerPrefix(tag: string, holderSeq: number): string {
+  return `u-${tag}-${holderSeq}-`;
 }
 
 const NODE = /^n-([0-9a-z_]+)-([xs])-(\d+)-(\d{10})$/;
-const MARKER = /^u-([0-9a-z_]+)-(\d{10})$/;
+const MARKER = /^u-([0-9a-z_]+)-(\d+)-(\d{10})$/;
 
 /** Parses a child of a queue; `null` for anything Baton did not create. */
 export function parseNode(name: string): QueueNode | null {
@@ -86,7 +89,15 @@ export function parseNode(name: string): QueueNode | null {
   }
   const marker = MARKER.exec(name);
   if (marker) {
-    return { name, type: "marker", tag: marker[1] as string, mode: "exclusive", limit: 0, seq: Number(marker[2]) };
+    return {
+      name,
+      type: "marker",
+      tag: marker[1] as string,
+      mode: "exclusive",
+      limit: 0,
+      seq: Number(marker[3]),
+      holderSeq: Number(marker[2]),
+    };
   }
   return null;
 }

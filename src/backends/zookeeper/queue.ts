@@ -92,7 +92,9 @@ export function decideUpgrade(view: QueueView, name: string, marker: string): Up
   const me = view.nodes.find((n) => n.name === name);
   const mine = view.markers.find((m) => m.name === marker);
   if (!me || !mine) return { type: "missing" };
-  if (view.markers[0]?.name !== marker) return { type: "deadlock" };
+  // Upgraders that both found no marker before making theirs: the older holder wins, so the
+  // outcome does not depend on which marker the server happened to create first.
+  if (view.markers.some((m) => m !== mine && (m.holderSeq ?? -1) < me.seq)) return { type: "deadlock" };
   // The other holders: every node before the first writer that joined before the marker.
   const firstWriter = view.nodes.findIndex((n) => n !== me && modeOf(view, n) === "exclusive");
   const holders = (firstWriter < 0 ? view.nodes : view.nodes.slice(0, firstWriter)).filter(
