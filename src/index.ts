@@ -3,7 +3,7 @@
  * Node.js, behind one API over pluggable backends.
  *
  * ```ts
- * import { connect } from "baton";
+ * import { connect } from "baton-coord";
  * await using coord = await connect("file:"); // or memory://, etcd://, postgres://
  * await using lock = await coord.lock("invoice-42").acquire({ timeoutMs: 5000 });
  * await resource.write(data, { fence: lock.token, signal: lock.signal });
@@ -54,7 +54,16 @@ export type {
 } from "./core/driver.js";
 export { parseDuration } from "./core/duration.js";
 export { statusPage } from "./status-page.js";
-export { MAX_NAME_BYTES, MAX_NAMESPACE_BYTES, MIN_TTL_MS, MAX_TTL_MS, DEFAULT_TTL_MS } from "./core/validate.js";
+export { inspectionToJson, type InspectionJson, type LockJson } from "./status/json.js";
+export { formatStatus } from "./status/text.js";
+export {
+  MAX_NAME_BYTES,
+  MAX_NAMESPACE_BYTES,
+  MIN_TTL_MS,
+  MAX_TTL_MS,
+  DEFAULT_TTL_MS,
+  MAX_TIMER_MS,
+} from "./core/validate.js";
 export {
   AbortedError,
   BackendUnavailableError,

@@ -6,7 +6,8 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { formatStatus, statusJson } from "./cli/status.js";
+import { inspectionToJson } from "./status/json.js";
+import { formatStatus } from "./status/text.js";
 import type { Coordinator } from "./core/coordinator.js";
 
 const PAGE = `<!doctype html>
@@ -79,7 +80,7 @@ export function statusPage(coordinator: Coordinator): (request: IncomingMessage,
           "content-type": json ? "application/json" : "text/plain; charset=utf-8",
           "cache-control": "no-store",
         });
-        response.end(json ? JSON.stringify(statusJson(info)) : formatStatus(info));
+        response.end(json ? JSON.stringify(inspectionToJson(info)) : formatStatus(info));
       },
       (error: unknown) => {
         response.writeHead(503, { "content-type": "text/plain" });

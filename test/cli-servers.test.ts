@@ -4,17 +4,27 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import pg from "pg";
 import { waitFor } from "./conformance/helpers.js";
+import { connect } from "../src/index.js";
 import { baton, start } from "./fixtures/cli.js";
+import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-baton.js";
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
+import { startProxy } from "./harness/proxy.js";
 
 interface Target {
   name: string;
   url: () => string;
+  /** The server's address, for a proxy in front of it. */
+  address: () => { host: string; port: number };
+  /** The URL through a proxy listening on `port`. */
+  viaProxy: (port: number) => string;
   /** Makes the backend drop the session holding locks in `namespace`. */
   cut: (namespace: string) => Promise<void>;
 }
@@ -26,6 +36,11 @@ const targets: Target[] = [
   {
     name: "etcd",
     url: () => etcd!.url,
+    address: () => {
+      const [host, port] = etcd!.endpoints[0]!.split(":");
+      return { host: host!, port: Number(port) };
+    },
+    viaProxy: (port) => `etcd://127.0.0.1:${port}`,
     cut: async () => {
       // Revoke every lease: the holder's next keep-alive learns its session is gone.
       const client = new Etcd3({ hosts: etcd!.endpoints });
@@ -40,6 +55,8 @@ const targets: Target[] = [
   {
     name: "postgres",
     url: () => postgres!.url,
+    address: () => ({ host: postgres!.host, port: postgres!.port }),
+    viaProxy: (port) => postgres!.url.replace(`:${postgres!.port}/`, `:${port}/`),
     cut: async () => {
       // Terminate the connections holding advisory locks, as an operator (or a failover) would.
       const client = new pg.Client({ connectionString: postgres!.url });
@@ -116,6 +133,70 @@ describe("baton CLI against servers", () => {
         await waitFor(() => b.out().includes("lead-b"), "b to lead");
         b.child.kill("SIGTERM");
         await b.exit;
+      });
+
+      for (const [kind, extra] of [
+        ["lock", []],
+        ["semaphore", ["--limit", "1"]],
+        ["elect", []],
+      ] as const) {
+        it(`${kind}: a SIGKILLed baton takes its command and the command's children with it`, async () => {
+          const url = `${target.url()}${target.url().includes("?") ? "&" : "?"}namespace=cli-k-${randomUUID().slice(0, 8)}`;
+          const me = await connect(url);
+          try {
+            await killBatonWhileItsCommandRuns(kind, "orphan", ["--url", url, "--ttl", "2s", ...extra], env(), () =>
+              waitQueued(me, kind, "orphan"),
+            );
+          } finally {
+            await me.close();
+          }
+        });
+      }
+
+      // On etcd the lease runs out a TTL after baton's death whatever the watchdog does; on
+      // PostgreSQL the connection is the lock, and the watchdog keeps it open.
+      if (target.name === "postgres") {
+        it("keeps the lock until the watchdog has killed the command (watchdog stalled)", async () => {
+          const url = `${target.url()}${target.url().includes("?") ? "&" : "?"}namespace=cli-s-${randomUUID().slice(0, 8)}`;
+          const me = await connect(url);
+          try {
+            await killBatonWhileItsCommandRuns(
+              "lock",
+              "stalled",
+              ["--url", url, "--ttl", "2s"],
+              env(),
+              () => waitQueued(me, "lock", "stalled"),
+              true,
+            );
+          } finally {
+            await me.close();
+          }
+        });
+      }
+
+      it("exits within about a second when its command ended and the release cannot be confirmed", async () => {
+        const proxy = await startProxy(target.address());
+        const flag = join(tmpdir(), `baton-done-${randomUUID()}`);
+        try {
+          const url = `${target.viaProxy(proxy.port)}${target.url().includes("?") ? "&" : "?"}namespace=cli-c-${randomUUID().slice(0, 8)}`;
+          const script = 'echo ready; while [ ! -e "$FLAG" ]; do sleep 0.02; done';
+          const run = start(["lock", "cut", "--url", url, "--ttl", "20s", "--", "sh", "-c", script], {
+            ...env(),
+            FLAG: flag,
+          });
+          await waitFor(() => run.out().includes("ready"), "the command to start");
+          proxy.cut();
+          writeFileSync(flag, "");
+          const ended = Date.now();
+          assert.equal(await run.exit, 0, run.out());
+          const took = Date.now() - ended;
+          // Unbounded, baton waits on the silent connection for the 20 s TTL or longer.
+          assert.ok(took < 3000, `baton took ${took} ms to exit after its command ended`);
+          assert.match(run.out(), /the release of lock "cut" was not confirmed/);
+        } finally {
+          rmSync(flag, { force: true });
+          await proxy.close();
+        }
       });
 
       it("exits 76 after SIGTERM then SIGKILL when the lock is lost while the command runs", async () => {

@@ -4,14 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import { type Coordinator, connect } from "../src/index.js";
 import { waitFor, waitForWaiters } from "./conformance/helpers.js";
 import { BIN, baton, start } from "./fixtures/cli.js";
+import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-baton.js";
 
 describe("baton CLI", () => {
   let dir: string;
@@ -39,15 +40,105 @@ describe("baton CLI", () => {
     assert.ok(BigInt(second.stdout.trim()) > BigInt(token!), "tokens increase from one run to the next");
   });
 
-  it("exits with the command's own status, 127 for a missing command, 64 for bad usage", async () => {
+  it("exits with the command's own status, 127 for a missing command", async () => {
     assert.equal((await baton(["lock", "x", "--", "sh", "-c", "exit 3"], env)).status, 3);
-    assert.equal((await baton(["lock", "x", "--", "no-such-command-here"], env)).status, 127);
-    const bad = await baton(["lock", "x", "--timeout", "5 parsecs", "--", "true"], env);
-    assert.equal(bad.status, 64);
-    assert.match(bad.stderr, /not a duration; use a number with ms, s, m or h/);
-    assert.equal((await baton(["lock", "x"], env)).status, 64, "a command is required");
-    assert.equal((await baton(["frobnicate"], env)).status, 64);
-    assert.equal((await baton(["semaphore", "s", "--limit", "zero", "--", "true"], env)).status, 64);
+    const missing = await baton(["lock", "x", "--", "no-such-command-here"], env);
+    assert.equal(missing.status, 127);
+    assert.match(missing.stderr, /baton: cannot run no-such-command-here: command not found/);
+  });
+
+  // Every usage error exits 64 and says, in terms of the flag, what was wrong and what is allowed.
+  const usageErrors: [string[], RegExp][] = [
+    [
+      ["semaphore", "s", "--limit", "abc", "--", "true"],
+      /--limit must be a positive integer from 1 to 1000000, got "abc"/,
+    ],
+    [["semaphore", "s", "--limit", "1.5", "--", "true"], /--limit must be a positive integer .*got "1\.5"/],
+    [["semaphore", "s", "--limit", "0", "--", "true"], /--limit must be a positive integer .*got "0"/],
+    [["semaphore", "s", "--", "true"], /required option '--limit <n>' not specified/],
+    [["status", "--serve", "banana"], /--serve must be a port 0-65535 .*got "banana"/],
+    [["status", "--serve", "99999"], /--serve must be a port 0-65535 .*got "99999"/],
+    [
+      ["lock", "x", "--timeout", "5 parsecs", "--", "true"],
+      /--timeout must be a duration .*500ms, 10s, 2m or 1h .*got "5 parsecs"/,
+    ],
+    [
+      ["lock", "x", "--timeout", "100000000h", "--", "true"],
+      /--timeout must be a duration from 0ms to 2147483647ms \(about 24\.8 days\)/,
+    ],
+    [["lock", "x", "--kill-after", "forever", "--", "true"], /--kill-after must be a duration .*got "forever"/],
+    [["lock", "x", "--ttl", "500ms", "--", "true"], /--ttl must be a duration from 1s to 24h/],
+    [["lock", "x", "--ttl", "2d", "--", "true"], /--ttl must be a duration from 1s to 24h/],
+    [["lock", "x", "--namespace", "", "--", "true"], /--namespace must not be empty/],
+    [["status", "--namespace", "a\u0001b"], /--namespace contains the control character U\+0001/],
+    [["lock", "x", "--bogus", "--", "true"], /unknown option '--bogus'/],
+    [["lock", "x"], /missing required argument 'command'/],
+    [["frobnicate"], /unknown command 'frobnicate'/],
+  ];
+  for (const [args, message] of usageErrors) {
+    it(`exits 64 with a message for: baton ${args.join(" ")}`, async () => {
+      const result = await baton(args, env);
+      assert.equal(result.status, 64, result.stderr);
+      assert.match(result.stderr, message);
+    });
+  }
+
+  it("takes a bare number for a duration as seconds, prints --version, and shows --kill-after's default as 10s", async () => {
+    const held = await me.lock("bare").acquire();
+    try {
+      const timedOut = await baton(["lock", "bare", "--timeout", "0.3", "--", "true"], env);
+      assert.equal(timedOut.status, 75);
+      assert.match(timedOut.stderr, /timed out after 300 ms/);
+    } finally {
+      await held.release();
+    }
+    const version = await baton(["--version"], env);
+    assert.equal(version.status, 0);
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+    assert.equal(version.stdout.trim(), pkg.version);
+    assert.match((await baton(["lock", "--help"], env)).stdout, /SIGTERM \(default: 10s\)/);
+  });
+
+  it("says who holds a busy lock with --no-wait: member, pid, host and since", async () => {
+    const holder = start(["lock", "who", "--", "sh", "-c", "echo in; exec sleep 30"], env);
+    try {
+      await waitFor(() => holder.out().includes("in"), "the holder");
+      const busy = await baton(["lock", "who", "--no-wait", "--", "true"], env);
+      assert.equal(busy.status, 75);
+      assert.match(
+        busy.stderr,
+        new RegExp(
+          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+ \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
+        ),
+      );
+    } finally {
+      holder.child.kill("SIGTERM");
+      await holder.exit;
+    }
+  });
+
+  it("keeps names of each --namespace apart, and status names the other namespaces in use", async () => {
+    const holder = start(["lock", "nsjob", "--namespace", "ci", "--", "sh", "-c", "echo in; exec sleep 30"], env);
+    try {
+      await waitFor(() => holder.out().includes("in"), "the holder");
+      assert.equal((await baton(["lock", "nsjob", "--no-wait", "--", "true"], env)).status, 0, "another namespace");
+      assert.equal((await baton(["lock", "nsjob", "--namespace", "ci", "--no-wait", "--", "true"], env)).status, 75);
+      const inCi = JSON.parse((await baton(["status", "--json", "--namespace", "ci"], env)).stdout) as {
+        namespace: string;
+        locks: { name: string }[];
+      };
+      assert.equal(inCi.namespace, "ci");
+      assert.ok(inCi.locks.some((l) => l.name === "nsjob"));
+      const plain = await baton(["status"], env);
+      assert.doesNotMatch(plain.stdout, /nsjob/);
+      assert.match(plain.stdout, /Also in use: namespace "ci"; baton status --namespace NAME shows one/);
+      const inCiPlain = await baton(["status", "--namespace", "ci"], env);
+      assert.match(inCiPlain.stdout, /nsjob/);
+      assert.doesNotMatch(inCiPlain.stdout, /Also in use/, "nothing is live in the default namespace");
+    } finally {
+      holder.child.kill("SIGTERM");
+      await holder.exit;
+    }
   });
 
   it("exits 69 when the backend cannot be reached", async () => {
@@ -84,6 +175,22 @@ describe("baton CLI", () => {
     assert.ok(h, "released after the command exited");
     await h.release();
   });
+
+  for (const [kind, extra] of [
+    ["lock", []],
+    ["semaphore", ["--limit", "1"]],
+    ["elect", []],
+  ] as const) {
+    it(`${kind}: a SIGKILLed baton takes its command and the command's children with it`, async () => {
+      const name = `orphan-${kind}`;
+      await killBatonWhileItsCommandRuns(kind, name, [...extra], env, () => waitQueued(me, kind, name));
+    });
+
+    it(`${kind}: the lock stays taken until the watchdog has killed the command (watchdog stalled)`, async () => {
+      const name = `stalled-${kind}`;
+      await killBatonWhileItsCommandRuns(kind, name, [...extra], env, () => waitQueued(me, kind, name), true);
+    });
+  }
 
   it("shares a --shared lock between commands and limits a semaphore", async () => {
     const readers = [0, 1].map(() =>
@@ -178,6 +285,21 @@ describe("baton CLI", () => {
     } finally {
       await held.release();
     }
+  });
+
+  it("passes Ctrl-C on a terminal to the command's whole group", async () => {
+    // script(1) runs baton on a pseudo-terminal; a ^C written to it becomes SIGINT for the
+    // terminal's foreground group (baton), which forwards it to the command's group.
+    const inner = `trap 'echo got-int; exit 5' INT; sleep 30 & echo ready; wait`;
+    const command = `${process.execPath} ${BIN} lock ctrlc -- sh -c "${inner}"`;
+    const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    const status = new Promise<number | null>((resolve) => child.once("close", resolve));
+    await waitFor(() => out.includes("ready"), "the command to start");
+    child.stdin.write("\u0003");
+    assert.equal(await status, 5, out);
+    assert.match(out, /got-int/);
   });
 
   it("serves a live status page and its JSON with status --serve", async () => {

@@ -6,44 +6,55 @@
  *
  * @module
  */
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, Option } from "commander";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { connect, type Coordinator, type LockHandle, parseDuration, statusPage } from "../index.js";
+import { connect, type Coordinator, type LockHandle, statusPage } from "../index.js";
+import { durationFlag, namespaceFlag, portFlag, positiveIntFlag, ttlFlag } from "./flags.js";
+import { heldDescriptors } from "./guard.js";
+import { whoHolds } from "./holders.js";
+import { closeWithin, releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
 
-const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h";
-
-function duration(what: string) {
-  return (value: string) => parseDuration(value, what);
-}
+const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h; a bare number is seconds";
 
 interface HoldOptions {
   url?: string;
+  namespace?: string;
   timeout?: number;
   ttl?: number;
   wait: boolean;
   killAfter: number;
 }
 
+const urlOption = () => new Option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)");
+const namespaceOption = () =>
+  new Option("--namespace <ns>", "namespace of the names (default: none, or ?namespace= in the URL)").argParser(
+    namespaceFlag,
+  );
+
 function holdOptions(command: Command): Command {
   return command
-    .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
-    .option("--timeout <duration>", `give up after this long (exit ${EXIT.notAcquired})`, duration("--timeout"))
-    .option("--ttl <duration>", "session TTL on lease-based backends", duration("--ttl"))
-    .option("--no-wait", `fail at once if busy (exit ${EXIT.notAcquired})`)
-    .option(
-      "--kill-after <duration>",
-      "after a loss, SIGKILL the command this long after SIGTERM",
-      duration("--kill-after"),
-      10_000,
+    .addOption(urlOption())
+    .addOption(namespaceOption())
+    .option("--timeout <duration>", `give up after this long (exit ${EXIT.notAcquired})`, durationFlag("--timeout"))
+    .option("--ttl <duration>", "session TTL on lease-based backends (1s to 24h)", ttlFlag)
+    .option("--no-wait", `fail at once if busy (exit ${EXIT.notAcquired}), saying who holds it`)
+    .addOption(
+      new Option("--kill-after <duration>", "after a loss, SIGKILL the command this long after SIGTERM")
+        .argParser(durationFlag("--kill-after"))
+        .default(10_000, "10s"),
     )
     .argument("<command...>", "the command to run, after --");
 }
 
-async function open(options: HoldOptions): Promise<Coordinator> {
-  return connect(options.url, options.ttl === undefined ? {} : { ttlMs: options.ttl });
+async function open(options: { url?: string; namespace?: string; ttl?: number }): Promise<Coordinator> {
+  return connect(options.url, {
+    ...(options.ttl === undefined ? {} : { ttlMs: options.ttl }),
+    ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
+  });
 }
 
 /** Cancels waiting when the user interrupts baton before the command started. */
@@ -60,7 +71,16 @@ function interruptible(): { signal: AbortSignal; dispose: () => void } {
   };
 }
 
-/** Acquires with `get`, runs the command, releases, and returns the exit status. */
+/**
+ * Set when a release or close could not be confirmed in time: `main` then exits at once
+ * instead of letting the pending calls keep the process alive.
+ */
+let abandoned = false;
+
+/**
+ * Acquires with `get`, runs the command, releases, and returns the exit status. The
+ * release and close are bounded (release.ts): a dead backend never keeps baton waiting.
+ */
 async function hold(
   options: HoldOptions,
   argv: string[],
@@ -73,6 +93,7 @@ async function hold(
   ) => Promise<{ handle: LockHandle | null; env: Record<string, string>; release: () => Promise<unknown> }>,
 ): Promise<number> {
   const coord = await open(options);
+  let closed = false;
   try {
     const stop = interruptible();
     const clear = options.wait ? showWaiting(label, coord, waitingOn.kind, waitingOn.name) : () => {};
@@ -87,20 +108,38 @@ async function hold(
       stop.dispose();
     }
     if (!got.handle) {
-      process.stderr.write(`baton: ${label} is busy\n`);
+      const who = await whoHolds(coord, waitingOn.kind, waitingOn.name);
+      process.stderr.write(`baton: ${label} is busy${who ? `: ${who}` : ""}\n`);
       return EXIT.notAcquired;
     }
-    const status = await runHolding(argv, { ...process.env, ...got.env }, got.handle.signal, options.killAfter);
-    await got.release();
+    const status = await runHolding(
+      argv,
+      { ...process.env, ...got.env },
+      got.handle.signal,
+      options.killAfter,
+      heldDescriptors(),
+    );
+    if (!(await releaseWithin(label, got.release, () => coord.close()))) abandoned = true;
+    closed = true;
     return status;
   } finally {
-    await coord.close();
+    if (!closed && !(await closeWithin(() => coord.close()))) abandoned = true;
+  }
+}
+
+/** The version in the package.json above this file (dist/src/cli or src/cli). */
+function packageVersion(): string {
+  for (let dir = new URL(".", import.meta.url); ; dir = new URL("..", dir)) {
+    const file = new URL("package.json", dir);
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+    if (dir.pathname === "/") return "unknown";
   }
 }
 
 function program(): Command {
   const root = new Command("baton")
     .description("Locks, semaphores and leader election for shell commands and scripts, on one host or a cluster.")
+    .version(packageVersion(), "-V, --version", "print the version")
     .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
@@ -154,11 +193,7 @@ Examples:
       .command("semaphore")
       .description("run a command while holding one of --limit permits")
       .argument("<name>", "semaphore name")
-      .requiredOption("--limit <n>", "permits in all (every user must give the same)", (v) => {
-        if (!/^\d+$/.test(v))
-          throw new CommanderError(EXIT.usage, "baton.usage", `--limit must be a positive integer, got "${v}"`);
-        return Number(v);
-      }),
+      .requiredOption("--limit <n>", "permits in all (every user must give the same)", positiveIntFlag("--limit")),
   )
     .addHelpText(
       "after",
@@ -233,22 +268,21 @@ Examples:
   root
     .command("status")
     .description("show locks (holders, waiters and wait times), semaphores, groups and leaders")
-    .option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)")
-    .option("--namespace <ns>", "namespace to show (default: none)")
+    .addOption(urlOption())
+    .addOption(namespaceOption())
     .option("--json", "print stable JSON (see docs/cli.md) instead of a table")
-    .option("--serve <port>", "serve a live status page on 127.0.0.1:<port> until interrupted", (v) => {
-      if (!/^\d+$/.test(v) || Number(v) > 65535) {
-        throw new CommanderError(EXIT.usage, "baton.usage", `--serve must be a port number, got "${v}"`);
-      }
-      return Number(v);
-    })
+    .option(
+      "--serve <port>",
+      "serve a live status page on 127.0.0.1:<port> until interrupted (0: any free port)",
+      portFlag("--serve"),
+    )
     .option("--host <address>", "address for --serve", "127.0.0.1")
     .addHelpText(
       "after",
       "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'\n  baton status --serve 8080   # then open http://127.0.0.1:8080/",
     )
     .action(async (options: { url?: string; namespace?: string; json?: boolean; serve?: number; host: string }) => {
-      const coord = await connect(options.url, options.namespace ? { namespace: options.namespace } : {});
+      const coord = await open(options);
       if (options.serve !== undefined) {
         await serveStatus(coord, options.host, options.serve);
         return;
@@ -256,6 +290,8 @@ Examples:
       try {
         const info = await coord.inspect();
         process.stdout.write(options.json ? `${JSON.stringify(statusJson(info), null, 2)}\n` : formatStatus(info));
+        // inspect() sees one namespace: say where else something is live.
+        if (!options.json) process.stdout.write(await otherNamespaces(coord, info.namespace));
       } finally {
         await coord.close();
       }
@@ -264,11 +300,27 @@ Examples:
   return root;
 }
 
+/** A line naming the other namespaces in use (none: nothing), or saying they cannot be listed. */
+async function otherNamespaces(coord: Coordinator, shown: string): Promise<string> {
+  const label = (ns: string) => (ns === "" ? '"" (the default)' : JSON.stringify(ns));
+  try {
+    const others = (await coord.namespaces()).filter((ns) => ns !== shown);
+    if (others.length === 0) return "";
+    return `\nAlso in use: namespace${others.length > 1 ? "s" : ""} ${others.map(label).join(", ")}; baton status --namespace NAME shows one\n`;
+  } catch {
+    return `\n(namespace ${label(shown)} only; this backend cannot list the others)\n`;
+  }
+}
+
 /** Serves the status page until SIGINT/SIGTERM, then closes the coordinator. */
 async function serveStatus(coord: Coordinator, host: string, port: number): Promise<void> {
   const server = createServer(statusPage(coord));
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", async (error: NodeJS.ErrnoException) => {
+      await closeWithin(() => coord.close());
+      const why = error.code === "EADDRINUSE" ? "the port is in use" : (error.code ?? error.message);
+      reject(new Error(`cannot serve the status page on ${host}:${port} (${why}); check --host and --serve`));
+    });
     server.listen(port, host, () => resolve());
   });
   const address = server.address() as AddressInfo;
@@ -294,6 +346,8 @@ async function main(): Promise<void> {
     }
     process.exitCode = exitStatusFor(error);
   }
+  // Pending calls to an unreachable backend must not keep baton alive.
+  if (abandoned) process.exit();
 }
 
 await main();

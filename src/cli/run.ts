@@ -1,7 +1,7 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Coordinator } from "../core/coordinator.js";
 import { BackendUnavailableError, BatonError, InvalidArgumentError, TimeoutError } from "../core/errors.js";
+import { type GuardedCommand, startGuarded } from "./guard.js";
 
 /** Exit statuses of the `baton` CLI, after sysexits(3). */
 export const EXIT = {
@@ -74,53 +74,48 @@ export function showWaiting(
 }
 
 /**
- * Runs `argv` while something is held. When `lost` aborts, the command gets SIGTERM and,
- * `killAfterMs` later, SIGKILL; the result is then {@link EXIT.lost}. Signals sent to this
- * process are forwarded to the command. Resolves with the exit status to use.
+ * Runs `argv` while something is held, in a process group of its own that dies with this
+ * process (see guard.ts); `keepOpen` are the descriptors the lock lives on, which the
+ * watchdog keeps open until the group is dead. When `lost` aborts, the group gets SIGTERM
+ * and, `killAfterMs` later, SIGKILL; the result is then {@link EXIT.lost}. Signals sent to
+ * this process are forwarded to the group. When the command exits, whatever it left in
+ * its group is killed before this resolves, so nothing of it runs once the caller
+ * releases. Resolves with the exit status to use.
  */
-export function runHolding(
+export async function runHolding(
   argv: readonly string[],
   env: NodeJS.ProcessEnv,
   lost: AbortSignal,
   killAfterMs: number,
+  keepOpen: readonly number[] = [],
 ): Promise<number> {
-  const [command, ...args] = argv;
+  let guarded: GuardedCommand;
+  try {
+    guarded = await startGuarded(argv, env, keepOpen);
+  } catch (error) {
+    process.stderr.write(`baton: cannot run ${argv[0]}: ${(error as Error).message}\n`);
+    return 126;
+  }
+  const { child } = guarded;
   return new Promise<number>((resolve) => {
-    let child: ChildProcess;
-    try {
-      child = spawn(command as string, args, { stdio: "inherit", env });
-    } catch (error) {
-      process.stderr.write(`baton: cannot run ${command}: ${(error as Error).message}\n`);
-      resolve(127);
-      return;
-    }
     let wasLost = false;
     let killTimer: NodeJS.Timeout | null = null;
-    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    const forward = (signal: NodeJS.Signals) => guarded.signalGroup(signal);
     for (const signal of FORWARDED) process.on(signal, forward);
     const onLost = () => {
       wasLost = true;
       process.stderr.write(`baton: ${(lost.reason as Error)?.message ?? "lost"}; stopping the command\n`);
-      child.kill("SIGTERM");
-      killTimer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+      guarded.signalGroup("SIGTERM");
+      killTimer = setTimeout(() => guarded.signalGroup("SIGKILL"), killAfterMs);
     };
     if (lost.aborted) onLost();
     else lost.addEventListener("abort", onLost, { once: true });
-    child.once("error", (error: NodeJS.ErrnoException) => {
-      process.stderr.write(`baton: cannot run ${command}: ${error.message}\n`);
-      finish(error.code === "ENOENT" ? 127 : 126);
-    });
     child.once("exit", (code, signal) => {
-      finish(wasLost ? EXIT.lost : (code ?? 128 + ((signal && constants.signals[signal]) || 0)));
-    });
-    let finished = false;
-    function finish(status: number) {
-      if (finished) return;
-      finished = true;
+      guarded.finish();
       if (killTimer) clearTimeout(killTimer);
       lost.removeEventListener("abort", onLost);
-      for (const signal of FORWARDED) process.off(signal, forward);
-      resolve(status);
-    }
+      for (const s of FORWARDED) process.off(s, forward);
+      resolve(wasLost ? EXIT.lost : (code ?? 128 + ((signal && constants.signals[signal]) || 0)));
+    });
   });
 }

@@ -1,5 +1,6 @@
 import { AbortedError, TimeoutError } from "./errors.js";
 import type { LiveSession } from "./session.js";
+import { holdProcess } from "./keep-alive.js";
 
 /** A signal combining a caller's signal, a timeout and internal stop signals. */
 export interface Cancellation {
@@ -24,6 +25,8 @@ export function cancellation(options: {
   what: string;
   backend: string;
   timeoutMs?: number | undefined;
+  /** The timeout to name in the `TimeoutError`, when it differs from `timeoutMs`. */
+  reportedTimeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
   internal?: readonly AbortSignal[];
   /**
@@ -67,10 +70,10 @@ export function cancellation(options: {
     follow(signal, () => new AbortedError(`${what} was cancelled`, { backend, cause: signal.reason }));
   }
   if (timeoutMs !== undefined && !aborted) {
-    const timer = setTimeout(
-      () => abort(new TimeoutError(`${what} timed out after ${timeoutMs} ms`, timeoutMs, { backend })),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      const reported = options.reportedTimeoutMs ?? timeoutMs;
+      abort(new TimeoutError(`${what} timed out after ${reported} ms`, reported, { backend }));
+    }, timeoutMs);
     detach.push(() => clearTimeout(timer));
   }
   return {
@@ -84,6 +87,9 @@ export function cancellation(options: {
       if (!controller) {
         controller = new AbortController();
         if (aborted) controller.abort(reason);
+        // Someone reads `signal` only to wait on it: that wait keeps the process alive,
+        // as the background timers (session renewal, lease expiry) do not.
+        else detach.push(holdProcess());
       }
       return controller.signal;
     },

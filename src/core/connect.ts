@@ -11,22 +11,34 @@ import { checkName, checkTtl, describe, MAX_NAMESPACE_BYTES } from "./validate.j
 /** The URL used when none is given and `BATON_URL` is unset: the file backend's default directory. */
 export const DEFAULT_URL = "file:";
 
-/** Options of {@link connect}. Explicit options win over the URL's query string. */
+/**
+ * Options of {@link connect}. Every option may be given in the URL's query string
+ * (`?namespace=app&ttl=5s`) or in this object, with the same meaning; this object wins
+ * where both give one. An option `undefined` here counts as not given.
+ */
 export interface ConnectOptions {
   /**
    * This client's id in groups and `inspect()`. Default: `host:pid:random`. Two live
    * coordinators must not share one.
    */
-  memberId?: string;
+  memberId?: string | undefined;
   /** Prefix isolating one application's names from another's on the same backend. Default `""`. */
-  namespace?: string;
+  namespace?: string | undefined;
   /**
    * Session TTL in ms (1000 to 86,400,000; default 10,000): how long a dead or cut-off
    * client keeps its locks on TTL-based backends, and the base of the keep-alive period.
    */
-  ttlMs?: number;
-  /** Guarantees to insist on; see {@link Requirement}. */
-  require?: Requirement;
+  ttlMs?: number | undefined;
+  /**
+   * Session TTL as a duration string (`"5s"`, `"1500ms"`, `"2m"`), the same as `?ttl=5s` in
+   * the URL. Give `ttl` or `ttlMs`, not both.
+   */
+  ttl?: string | undefined;
+  /**
+   * Guarantees to insist on; see {@link Requirement}. A comma-separated string
+   * (`"fencing,fifo"`) is accepted too, as in the query string.
+   */
+  require?: Requirement | string | undefined;
   /** Backend-specific options (see each backend's docs). */
   [option: string]: unknown;
 }
@@ -45,7 +57,8 @@ const CORE_QUERY = new Set(["memberId", "namespace", "ttlMs", "ttl", "require"])
  * backend or its client library cannot be reached or loaded.
  */
 export async function connect(url?: string | URL, options: ConnectOptions = {}): Promise<Coordinator> {
-  const parsed = parseUrl(url ?? process.env.BATON_URL ?? DEFAULT_URL);
+  const written = url ?? process.env.BATON_URL ?? DEFAULT_URL;
+  const parsed = parseUrl(written);
   if (typeof options !== "object" || options === null) {
     throw new InvalidArgumentError(`connect options must be an object, got ${describe(options)}`);
   }
@@ -53,13 +66,8 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
 
   const query: Record<string, unknown> = {};
   for (const [key, value] of parsed.searchParams) query[key] = value;
-  const merged: Record<string, unknown> = { ...query };
-  if (merged.ttl !== undefined) {
-    merged.ttlMs = parseDuration(String(merged.ttl), "ttl");
-    delete merged.ttl;
-  } else if (typeof merged.ttlMs === "string") merged.ttlMs = parseDuration(merged.ttlMs, "ttlMs");
-  if (typeof merged.require === "string") merged.require = merged.require.split(",").filter(Boolean);
-  for (const [key, value] of Object.entries(options)) if (value !== undefined) merged[key] = value;
+  // Both sources are read by one rule, so an option means the same in either.
+  const merged: Record<string, unknown> = { ...coreOptions(query, "the URL"), ...coreOptions(options, "options") };
 
   const backendOptions: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(merged)) {
@@ -92,7 +100,14 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
   }
   let driver: Awaited<ReturnType<typeof driverModule.createDriver>>;
   try {
-    driver = await driverModule.createDriver({ url: parsed, memberId, namespace, ttlMs, options: backendOptions });
+    driver = await driverModule.createDriver({
+      url: parsed,
+      href: written instanceof URL ? written.href : written,
+      memberId,
+      namespace,
+      ttlMs,
+      options: backendOptions,
+    });
   } catch (error) {
     if (error instanceof BatonError) throw error;
     throw new BackendUnavailableError(
@@ -111,7 +126,33 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
     namespace,
     ttlMs,
   });
-  return new Coordinator(core);
+  return Coordinator.create(core);
+}
+
+/**
+ * Normalises one source of options (the query string, whose values are strings, or the
+ * options object): drops `undefined` values, turns `ttl` (a duration such as `"5s"`) or a
+ * string `ttlMs` into a number `ttlMs`, and a comma-separated `require` into a list.
+ */
+function coreOptions(source: Record<string, unknown>, where: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(source)) if (value !== undefined) out[key] = value;
+  if (out.ttl !== undefined) {
+    if (out.ttlMs !== undefined) {
+      throw new InvalidArgumentError(`${where} gives both ttl and ttlMs; give one (ttl: "5s", or ttlMs: 5000)`);
+    }
+    if (typeof out.ttl !== "string") {
+      throw new InvalidArgumentError(
+        `ttl must be a duration string such as "5s" or "1500ms", got ${describe(out.ttl)}; use ttlMs for a number of milliseconds`,
+      );
+    }
+    out.ttlMs = parseDuration(out.ttl, "ttl");
+    delete out.ttl;
+  } else if (typeof out.ttlMs === "string") {
+    out.ttlMs = /^\d+$/.test(out.ttlMs) ? Number(out.ttlMs) : parseDuration(out.ttlMs, "ttlMs");
+  }
+  if (typeof out.require === "string") out.require = out.require.split(",").filter(Boolean);
+  return out;
 }
 
 function parseUrl(url: string | URL): URL {

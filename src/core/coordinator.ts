@@ -1,11 +1,13 @@
 import type { CoordinatorCore } from "./core.js";
 import type { LockMode } from "./driver.js";
 import { Election, type Leader, toLeader } from "./election.js";
+import { UnsupportedError } from "./errors.js";
 import { Group, type Member, toMembers } from "./group.js";
 import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
 import type { Session } from "./session.js";
+import { type InspectionJson, inspectionToJson } from "../status/json.js";
 import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
 
 /** A holder of a lock or semaphore, as `inspect()` reports it. */
@@ -38,7 +40,10 @@ export interface LockInfo {
   readonly waiters: readonly WaiterInfo[];
 }
 
-/** What `inspect()` returns: everything live in the coordinator's namespace. */
+/**
+ * What `inspect()` returns: everything live in the coordinator's namespace. Tokens are
+ * `bigint` here; `JSON.stringify(inspection)` works as it is, through {@link toJSON}.
+ */
 export interface Inspection {
   readonly backend: string;
   readonly namespace: string;
@@ -52,6 +57,12 @@ export interface Inspection {
     readonly leader: Leader | null;
     readonly candidates: readonly WaiterInfo[];
   }[];
+  /**
+   * The stable JSON form (what `baton status --json` prints): tokens as decimal strings,
+   * times in epoch ms. Called by `JSON.stringify`; not enumerable, so spreading or
+   * comparing inspections ignores it.
+   */
+  toJSON(): InspectionJson;
 }
 
 /** Options of {@link Coordinator.semaphore}. */
@@ -64,15 +75,20 @@ export interface SemaphoreOptions {
  * A client of one backend: one member id, one namespace, one session at a time. Made by
  * `connect()`. Everything it acquires is bound to its session: when the session is lost,
  * their signals abort; the coordinator then opens a new session for later calls by itself.
- * `close()` (or `await using`) releases everything promptly.
+ * `close()` (or `await using`) releases everything promptly. A forgotten `close()` does
+ * not keep the process alive by itself (background renewal is unref'd); a pending wait does.
  */
 export class Coordinator implements AsyncDisposable {
   readonly #core: CoordinatorCore;
   readonly #groups = new Map<string, Group>();
 
-  /** @internal Use `connect()`. */
-  constructor(core: CoordinatorCore) {
+  private constructor(core: CoordinatorCore) {
     this.#core = core;
+  }
+
+  /** @internal Use `connect()`. */
+  static create(core: CoordinatorCore): Coordinator {
+    return new Coordinator(core);
   }
 
   /** The backend's name (`memory`, `file`, `etcd`, `postgres`, ...). */
@@ -121,32 +137,39 @@ export class Coordinator implements AsyncDisposable {
   /** A named lock (no I/O until acquired). See {@link Lock}. */
   lock(name: string): Lock {
     this.#core.assertOpen();
-    return new Lock(this.#core, checkName("lock name", name));
+    return Lock.create(this.#core, checkName("lock name", name));
   }
 
   /** A named counting semaphore. See {@link Semaphore}. */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
     this.#core.assertOpen();
     const { limit } = checkOptions("semaphore options", options);
-    return new Semaphore(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
+    return Semaphore.create(this.#core, checkName("semaphore name", name), checkPositiveInt("limit", limit));
   }
 
-  /** A named group. The same object is returned for the same id. See {@link Group}. */
-  group(id: string): Group {
+  /**
+   * A named group. The same object is returned for the same id. `Caps` types the
+   * capabilities this application joins with and reads back (a promise the application
+   * makes, not a check: other members may store anything JSON). See {@link Group}.
+   */
+  group<Caps = unknown>(id: string): Group<Caps> {
     this.#core.assertOpen();
     checkName("group id", id);
     let group = this.#groups.get(id);
     if (!group) {
-      group = new Group(this.#core, id);
+      group = Group.create<unknown>(this.#core, id);
       this.#groups.set(id, group);
     }
-    return group;
+    return group as Group<Caps>;
   }
 
-  /** A named election. See {@link Election}. */
-  election(id: string): Election {
+  /**
+   * A named election. `Value` types the values campaigned with and observed (a promise
+   * the application makes, as for {@link group}). See {@link Election}.
+   */
+  election<Value = unknown>(id: string): Election<Value> {
     this.#core.assertOpen();
-    return new Election(this.#core, checkName("election id", id));
+    return Election.create<Value>(this.#core, checkName("election id", id));
   }
 
   /**
@@ -155,7 +178,7 @@ export class Coordinator implements AsyncDisposable {
    */
   async partitioner(groupId: string, options?: PartitionerOptions): Promise<Partitioner> {
     const checked = checkOptions("partitioner options", options);
-    return new Partitioner(this.#core, this.group(groupId), checked).start();
+    return Partitioner.create(this.#core, this.group(groupId), checked).start();
   }
 
   /**
@@ -173,6 +196,26 @@ export class Coordinator implements AsyncDisposable {
       return await fn(handle.signal, handle);
     } finally {
       await handle.release();
+    }
+  }
+
+  /**
+   * Every namespace on this backend in which something is live (a holder, a waiter or a
+   * record), this one included if it is, sorted. For operators: `inspect()` sees one
+   * namespace, and this tells where else to look. Rejects with `UnsupportedError` on a
+   * backend that cannot tell. Not a consistent snapshot: a namespace may fill or empty
+   * while it is read.
+   */
+  async namespaces(): Promise<string[]> {
+    this.#core.assertOpen();
+    const driver = this.#core.driver;
+    if (!driver.namespaces) {
+      throw new UnsupportedError(`the ${this.backend} backend cannot list namespaces`, { backend: this.backend });
+    }
+    try {
+      return (await driver.namespaces()).sort();
+    } catch (error) {
+      throw this.#core.translate(error);
     }
   }
 
@@ -219,7 +262,7 @@ export class Coordinator implements AsyncDisposable {
       elections.set(q.name, election);
     }
     groups.sort((a, b) => (a.id < b.id ? -1 : 1));
-    return {
+    const inspection = {
       backend: this.backend,
       namespace: this.namespace,
       at,
@@ -227,7 +270,9 @@ export class Coordinator implements AsyncDisposable {
       semaphores,
       groups,
       elections: [...elections.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
-    };
+    } as Omit<Inspection, "toJSON"> as Inspection;
+    Object.defineProperty(inspection, "toJSON", { value: () => inspectionToJson(inspection) });
+    return inspection;
   }
 
   /**

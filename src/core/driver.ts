@@ -139,6 +139,12 @@ export interface Driver {
    */
   watchRecords(space: string, listener: (event: RecordEvent) => void, signal: AbortSignal): Promise<RecordEntry[]>;
   inspect(): Promise<DriverSnapshot>;
+  /**
+   * Every namespace in which something is live on this backend (a holder, a waiter or a
+   * record), in any order; for operators (`baton status`). Optional: a driver without it
+   * cannot tell, and the coordinator says so.
+   */
+  namespaces?(): Promise<string[]>;
   /** Frees the driver's connections. Sessions are closed before this is called. */
   close(): Promise<void>;
 }
@@ -147,6 +153,11 @@ export interface Driver {
 export interface DriverContext {
   /** The URL the user gave, parsed. Options already taken out of the query string. */
   readonly url: URL;
+  /**
+   * The URL exactly as the user wrote it, for what parsing loses (WHATWG parsing turns
+   * `file:rel/dir` into `file:///rel/dir`).
+   */
+  readonly href: string;
   readonly memberId: string;
   readonly namespace: string;
   readonly ttlMs: number;

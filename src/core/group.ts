@@ -1,52 +1,59 @@
 import type { CoordinatorCore } from "./core.js";
 import type { RecordEntry, RecordEvent } from "./driver.js";
 import { InvalidStateError, LockLostError } from "./errors.js";
-import type { Dependent, LiveSession } from "./session.js";
+import type { LiveSession } from "./session.js";
 import { EventStream } from "./stream.js";
 import { checkJson, checkOptions, checkSignal } from "./validate.js";
 
-/** A member of a group. */
-export interface Member {
+/**
+ * A member of a group. `Caps` is the shape the application gives its capabilities; Baton
+ * stores them as JSON and does not check other members' against it.
+ */
+export interface Member<Caps = unknown> {
   readonly memberId: string;
   /** What the member declared at join or last update (any JSON value). */
-  readonly capabilities: unknown;
+  readonly capabilities: Caps;
   /** Epoch ms when it joined. */
   readonly joinedAt: number;
 }
 
 /** A change of a group's membership, pushed by the backend. */
-export type GroupEvent =
+export type GroupEvent<Caps = unknown> =
   | {
       readonly type: "join";
-      readonly member: Member;
+      readonly member: Member<Caps>;
       /** True for members already present when the watch started. */
       readonly existing: boolean;
     }
-  | { readonly type: "update"; readonly member: Member }
+  | { readonly type: "update"; readonly member: Member<Caps> }
   | { readonly type: "leave"; readonly memberId: string };
 
 /** Options of {@link Group.watch}. */
 export interface WatchOptions {
   /** Ends the iteration when aborted. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /**
  * This coordinator's membership of a group. It lasts until `leave()`, `close()`, or the
  * loss of the session (then `signal` aborts and the other members see a `leave`).
  */
-export class Membership implements AsyncDisposable, Dependent {
+export class Membership<Caps = unknown> implements AsyncDisposable {
   /** The group's id. */
   readonly groupId: string;
   /** This member's id (the coordinator's). */
   readonly memberId: string;
-  readonly #group: Group;
+  readonly #group: Group<Caps>;
   readonly #session: LiveSession;
   readonly #controller = new AbortController();
   #active = true;
 
-  /** @internal */
-  constructor(group: Group, session: LiveSession, memberId: string) {
+  /** @internal Use `group.join()`. */
+  static create<Caps>(group: Group<Caps>, session: LiveSession, memberId: string): Membership<Caps> {
+    return new Membership(group, session, memberId);
+  }
+
+  private constructor(group: Group<Caps>, session: LiveSession, memberId: string) {
     this.#group = group;
     this.#session = session;
     this.groupId = group.id;
@@ -78,21 +85,24 @@ export class Membership implements AsyncDisposable, Dependent {
     );
   }
 
-  /** @internal */
-  deactivate(): void {
-    this.#deactivate();
-  }
-
-  /** Leaves the group. Never throws; see {@link Group.leave}. */
+  /**
+   * Leaves the group; other members see a `leave` event. Idempotent and never throws:
+   * a second call, a call after the membership was lost or the coordinator closed, and
+   * `Symbol.asyncDispose` after an explicit call do nothing. When the backend cannot be
+   * reached, the session's expiry removes the member.
+   */
   async leave(): Promise<void> {
-    await this.#group.leave();
+    if (!this.#active) return;
+    this.#deactivate();
+    await this.#group.removeRecord(this.#session);
   }
 
   /** Replaces this member's capabilities. */
-  async update(capabilities: unknown): Promise<void> {
+  async update(capabilities: Caps): Promise<void> {
     await this.#group.update(capabilities);
   }
 
+  /** Leaves (for `await using`); does nothing after an explicit `leave()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.leave();
   }
@@ -109,16 +119,20 @@ export class Membership implements AsyncDisposable, Dependent {
  * coordinator's session, so a member whose process died disappears within its TTL (at once
  * on backends that detect process death). Events are pushed, never polled.
  */
-export class Group {
+export class Group<Caps = unknown> {
   /** The group's id. */
   readonly id: string;
   readonly #core: CoordinatorCore;
-  #membership: Membership | null = null;
+  #membership: Membership<Caps> | null = null;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, id: string) {
+  private constructor(core: CoordinatorCore, id: string) {
     this.#core = core;
     this.id = id;
+  }
+
+  /** @internal Use `coordinator.group(id)`. */
+  static create<Caps>(core: CoordinatorCore, id: string): Group<Caps> {
+    return new Group<Caps>(core, id);
   }
 
   /** @internal Record space holding the members, keyed by member id. */
@@ -130,7 +144,7 @@ export class Group {
    * Joins the group as this coordinator's member id with `capabilities` (any JSON value,
    * at most 64 KiB). Throws `InvalidStateError` if this coordinator is already a member.
    */
-  async join(capabilities: unknown = {}): Promise<Membership> {
+  async join(capabilities: Caps = {} as Caps): Promise<Membership<Caps>> {
     const value = checkJson("capabilities", capabilities);
     this.#core.assertOpen();
     if (this.#membership?.active) {
@@ -142,34 +156,36 @@ export class Group {
     } catch (error) {
       throw this.#core.translate(error);
     }
-    const membership = new Membership(this, session, this.#core.memberId);
+    const membership = Membership.create(this, session, this.#core.memberId);
     this.#membership = membership;
     return membership;
   }
 
   /**
-   * Leaves the group; other members see a `leave` event. Never throws because the backend
-   * is unreachable (the session's expiry removes the member then); throws
-   * `InvalidStateError` if this coordinator is not a member.
+   * Leaves the group: {@link Membership.leave} of this coordinator's membership. Throws
+   * `InvalidStateError` if this coordinator is not a member (a misuse worth telling);
+   * `Membership.leave()` is the idempotent form that never throws.
    */
   async leave(): Promise<void> {
     const membership = this.#membership;
     if (!membership?.active) {
       throw new InvalidStateError(`member "${this.#core.memberId}" is not in group "${this.id}"`);
     }
-    membership.deactivate();
+    await membership.leave();
+  }
+
+  /** @internal Deletes this member's record, bounded by the TTL. Never throws. */
+  async removeRecord(session: LiveSession): Promise<void> {
+    if (session.lost) return; // The backend removed it with the session.
     try {
-      await this.#core.bounded(
-        membership.session.driver.deleteRecord(this.space, this.#core.memberId),
-        this.#core.ttlMs,
-      );
+      await this.#core.bounded(session.driver.deleteRecord(this.space, this.#core.memberId), this.#core.ttlMs);
     } catch {
       // The session's expiry removes the record.
     }
   }
 
   /** Replaces this member's capabilities; others see an `update` event. */
-  async update(capabilities: unknown): Promise<void> {
+  async update(capabilities: Caps): Promise<void> {
     const value = checkJson("capabilities", capabilities);
     this.#core.assertOpen();
     const membership = this.#membership;
@@ -184,10 +200,10 @@ export class Group {
   }
 
   /** The current members, oldest first. */
-  async members(): Promise<Member[]> {
+  async members(): Promise<Member<Caps>[]> {
     this.#core.assertOpen();
     try {
-      return toMembers(await this.#core.driver.listRecords(this.space));
+      return toMembers<Caps>(await this.#core.driver.listRecords(this.space));
     } catch (error) {
       throw this.#core.translate(error);
     }
@@ -198,33 +214,35 @@ export class Group {
    * each current member, then `join`, `update` and `leave` events. Ends when `signal`
    * aborts, when the loop breaks, or when the coordinator closes.
    */
-  watch(options?: WatchOptions): AsyncIterableIterator<GroupEvent> {
+  watch(options?: WatchOptions): AsyncIterableIterator<GroupEvent<Caps>> {
     const { signal } = checkOptions("watch options", options);
     const userSignal = checkSignal("signal", signal);
     this.#core.assertOpen();
-    return watchSpace<GroupEvent>(this.#core, this.space, userSignal, (known) => ({
-      snapshot: (entries) => toMembers(entries).map((member) => ({ type: "join", member, existing: true })),
+    return watchSpace<GroupEvent<Caps>>(this.#core, this.space, userSignal, (known) => ({
+      snapshot: (entries) => toMembers<Caps>(entries).map((member) => ({ type: "join", member, existing: true })),
       event: (event) => {
         if (event.type === "delete") return known.has(event.key) ? [{ type: "leave", memberId: event.key }] : [];
-        const member = toMember(event.entry);
+        const member = toMember<Caps>(event.entry);
         return [known.has(event.entry.key) ? { type: "update", member } : { type: "join", member, existing: false }];
       },
     }));
   }
 
   /** @internal */
-  forget(membership: Membership): void {
+  forget(membership: Membership<Caps>): void {
     if (this.#membership === membership) this.#membership = null;
   }
 }
 
-function toMember(entry: RecordEntry): Member {
-  return { memberId: entry.key, capabilities: JSON.parse(entry.value), joinedAt: entry.createdAt };
+function toMember<Caps>(entry: RecordEntry): Member<Caps> {
+  return { memberId: entry.key, capabilities: JSON.parse(entry.value) as Caps, joinedAt: entry.createdAt };
 }
 
 /** @internal */
-export function toMembers(entries: readonly RecordEntry[]): Member[] {
-  return entries.map(toMember).sort((a, b) => a.joinedAt - b.joinedAt || (a.memberId < b.memberId ? -1 : 1));
+export function toMembers<Caps = unknown>(entries: readonly RecordEntry[]): Member<Caps>[] {
+  return entries
+    .map((entry) => toMember<Caps>(entry))
+    .sort((a, b) => a.joinedAt - b.joinedAt || (a.memberId < b.memberId ? -1 : 1));
 }
 
 /**

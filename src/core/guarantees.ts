@@ -1,4 +1,5 @@
 import { InvalidArgumentError, MissingGuaranteeError } from "./errors.js";
+import { checkDuration } from "./validate.js";
 
 /**
  * What a backend promises, as data. A caller can demand any of these at connect time
@@ -49,7 +50,7 @@ export const GUARANTEE_NAMES: readonly GuaranteeName[] = [
  */
 export type Requirement =
   | readonly GuaranteeName[]
-  | (Partial<Record<GuaranteeName, boolean>> & { crashReleaseMs?: number });
+  | ({ [K in GuaranteeName]?: boolean | undefined } & { crashReleaseMs?: number | undefined });
 
 /**
  * Throws {@link MissingGuaranteeError} naming every requirement `guarantees` does not meet.
@@ -69,13 +70,10 @@ export function checkRequirements(
   } else if (typeof requirement === "object" && requirement !== null) {
     for (const [key, value] of Object.entries(requirement)) {
       if (key === "crashReleaseMs") {
-        if (typeof value !== "number" || !(value >= 0)) {
-          throw new InvalidArgumentError(
-            `require.crashReleaseMs must be a non-negative number of milliseconds, got ${String(value)}`,
-          );
-        }
-        crashBound = value;
-      } else if (value === true) wanted.push(key);
+        if (value === undefined) continue;
+        crashBound = checkDuration("require.crashReleaseMs", value);
+      } else if (value === undefined) continue;
+      else if (value === true) wanted.push(key);
       else if (value !== false) {
         throw new InvalidArgumentError(`require.${key} must be true or false, got ${String(value)}`);
       }

@@ -4,7 +4,7 @@ import { checkName, checkPositiveInt } from "./validate.js";
 /** Options of a {@link HashRing}. */
 export interface HashRingOptions {
   /** Points on the ring per unit of weight (default 128); more points, better balance. */
-  vnodes?: number;
+  vnodes?: number | undefined;
 }
 
 /**

@@ -1,7 +1,8 @@
+import { acquireGrant, blockingGrant } from "./acquire.js";
 import { cancellation } from "./cancel.js";
 import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
-import { InvalidStateError, LockLostError, TimeoutError, UnsupportedError } from "./errors.js";
-import type { Dependent, LiveSession } from "./session.js";
+import { InvalidStateError, LockLostError, UnsupportedError } from "./errors.js";
+import type { LiveSession } from "./session.js";
 import type { CoordinatorCore } from "./core.js";
 import { checkDuration, checkMode, checkOptions, checkSignal } from "./validate.js";
 
@@ -10,32 +11,33 @@ export type { LockMode } from "./driver.js";
 /** Options of a blocking acquire. */
 export interface AcquireOptions {
   /** `"exclusive"` (default) or `"shared"`. Locks only. */
-  mode?: LockMode;
+  mode?: LockMode | undefined;
   /**
    * Give up after this many milliseconds with a {@link TimeoutError}. `0` tries once and
-   * fails at once if busy. Omitted: wait until granted or cancelled.
+   * fails at once if busy. Omitted: wait until granted or cancelled. At most
+   * `MAX_TIMER_MS` (2^31-1); more is an `InvalidArgumentError`.
    */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /**
    * Cancels the wait: the call rejects with an `AbortedError` (name `"AbortError"`, cause
    * the signal's reason), the waiter is withdrawn with no trace, and nothing is held.
    * Aborting after the grant does nothing to the grant.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of a non-blocking try. */
 export interface TryAcquireOptions {
   /** `"exclusive"` (default) or `"shared"`. Locks only. */
-  mode?: LockMode;
+  mode?: LockMode | undefined;
 }
 
 /** Options of an upgrade. */
 export interface UpgradeOptions {
   /** Give up after this many milliseconds; the shared lock is still held then. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Cancels the wait; the shared lock is still held then. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** What `release()` did. It never throws. */
@@ -55,7 +57,7 @@ export interface ReleaseResult {
  * A granted lock, semaphore permit or leadership. Holds until `release()`, the coordinator's
  * `close()`, or loss (its `signal` aborts). Use with `await using` to release on scope exit.
  */
-export class LockHandle implements AsyncDisposable, Dependent {
+export class LockHandle implements AsyncDisposable {
   /** The lock (semaphore, election) name. */
   readonly name: string;
   /** What was acquired. */
@@ -71,8 +73,7 @@ export class LockHandle implements AsyncDisposable, Dependent {
   #state: "held" | "released" | "lost" = "held";
   #busy = false;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, session: LiveSession, kind: QueueKind, name: string, grant: DriverGrant) {
+  private constructor(core: CoordinatorCore, session: LiveSession, kind: QueueKind, name: string, grant: DriverGrant) {
     this.#core = core;
     this.#session = session;
     this.kind = kind;
@@ -80,6 +81,17 @@ export class LockHandle implements AsyncDisposable, Dependent {
     this.#grant = grant;
     this.acquiredAt = Date.now();
     session.dependents.add(this);
+  }
+
+  /** @internal Use the acquisition calls. */
+  static create(
+    core: CoordinatorCore,
+    session: LiveSession,
+    kind: QueueKind,
+    name: string,
+    grant: DriverGrant,
+  ): LockHandle {
+    return new LockHandle(core, session, kind, name, grant);
   }
 
   /**
@@ -139,6 +151,8 @@ export class LockHandle implements AsyncDisposable, Dependent {
     const wasLost = this.#state === "lost";
     this.#state = "released";
     this.#session.dependents.delete(this);
+    // A lost session took its grants with it (and may be closed, so unable to answer).
+    if (wasLost && this.#session.lost) return { status: "lost" };
     try {
       await this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs);
       return wasLost ? { status: "lost" } : { status: "released" };
@@ -173,7 +187,7 @@ export class LockHandle implements AsyncDisposable, Dependent {
     await this.#convert("shared", undefined, undefined);
   }
 
-  /** Releases the grant (for `await using`). */
+  /** Releases the grant (for `await using`); does nothing after an explicit `release()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
   }
@@ -212,80 +226,6 @@ export class LockHandle implements AsyncDisposable, Dependent {
   }
 }
 
-/** Shared by locks, semaphores and elections: one blocking or trying acquisition. */
-export async function acquireGrant(
-  core: CoordinatorCore,
-  kind: QueueKind,
-  name: string,
-  limit: number,
-  mode: LockMode,
-  wait: "block" | "try" | "zero",
-  timeoutMs: number | undefined,
-  signal: AbortSignal | undefined,
-): Promise<LockHandle | null> {
-  const session = await core.liveSession();
-  const what = `acquiring ${kind} "${name}"`;
-  const cancel = cancellation({
-    what,
-    backend: core.backend,
-    timeoutMs: wait === "block" ? timeoutMs : undefined,
-    signal,
-    session,
-  });
-  let handle: LockHandle | null = null;
-  let lostEarly: Error | null = null;
-  try {
-    // An already-cancelled call must not take anything, even if it is free.
-    if (cancel.aborted) throw cancel.reason;
-    const grant = await session.driver.acquire({
-      kind,
-      name,
-      mode,
-      limit,
-      wait: wait === "block",
-      get signal() {
-        return cancel.signal;
-      },
-      onLost: (error) => {
-        if (handle) handle.lose(error);
-        else lostEarly = error;
-      },
-    });
-    if (!grant) {
-      if (wait === "try") return null;
-      throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
-    }
-    handle = new LockHandle(core, session, kind, name, grant);
-    if (lostEarly) handle.lose(lostEarly);
-    else if (session.lost) handle.lose(session.signal.reason as Error);
-    return handle;
-  } catch (error) {
-    throw core.translate(error);
-  } finally {
-    cancel.dispose();
-  }
-}
-
-/**
- * A blocking acquisition with validated `timeoutMs` and `signal` (`timeoutMs: 0` tries once
- * and fails with `TimeoutError`): what `Lock.acquire`, `Semaphore.acquire` and
- * `Election.campaign` share.
- */
-export async function blockingGrant(
-  core: CoordinatorCore,
-  kind: QueueKind,
-  name: string,
-  limit: number,
-  mode: LockMode,
-  options: { timeoutMs?: unknown; signal?: unknown },
-): Promise<LockHandle> {
-  const timeout = checkDuration("timeoutMs", options.timeoutMs);
-  const signal = checkSignal("signal", options.signal);
-  core.assertOpen();
-  const wait = timeout === 0 ? "zero" : "block";
-  return (await acquireGrant(core, kind, name, limit, mode, wait, timeout, signal)) as LockHandle;
-}
-
 /**
  * A named lock: exclusive or shared (reader/writer), with fencing tokens. Obtain with
  * `coordinator.lock(name)`. The object itself holds nothing; each acquisition returns a
@@ -297,10 +237,14 @@ export class Lock {
   readonly name: string;
   readonly #core: CoordinatorCore;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, name: string) {
+  private constructor(core: CoordinatorCore, name: string) {
     this.#core = core;
     this.name = name;
+  }
+
+  /** @internal Use `coordinator.lock(name)`. */
+  static create(core: CoordinatorCore, name: string): Lock {
+    return new Lock(core, name);
   }
 
   /**
@@ -309,13 +253,20 @@ export class Lock {
    * holders and earlier exclusive waiters.
    *
    * Cancellation: `timeoutMs` rejects with {@link TimeoutError}; `signal` rejects with an
-   * `AbortedError`; loss of the session or `close()` reject too. In every case the waiter
-   * is withdrawn and nothing is held.
+   * `AbortedError`; `close()` rejects with `ClosedError`. In every case the waiter is
+   * withdrawn and nothing is held.
+   *
+   * Session loss does not end the wait: a waiter holds nothing, so when its session is lost
+   * (e.g. the process was paused past its TTL) it queues again on a fresh session and goes
+   * on waiting until granted or until its own `timeoutMs`, counted from this call. Its old
+   * place in the queue went with the old session: it queues again at the back, behind
+   * everyone who queued meanwhile. Only a failure to open the fresh session
+   * (`BackendUnavailableError`) ends the wait.
    */
   async acquire(options?: AcquireOptions): Promise<LockHandle> {
     const checked = checkOptions("acquire options", options);
     const mode = this.#checkMode(checked.mode);
-    return blockingGrant(this.#core, "lock", this.name, 1, mode, checked);
+    return blockingGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode }, checked);
   }
 
   /** Takes the lock only if it is free right now (and nobody waits for it); else `null`. */
@@ -323,7 +274,7 @@ export class Lock {
     const { mode } = checkOptions("tryAcquire options", options);
     const checkedMode = this.#checkMode(mode);
     this.#core.assertOpen();
-    return acquireGrant(this.#core, "lock", this.name, 1, checkedMode, "try", undefined, undefined);
+    return acquireGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode: checkedMode, wait: "try" });
   }
 
   #checkMode(mode: unknown): LockMode {
@@ -340,9 +291,9 @@ export class Lock {
 /** Options of a semaphore acquire. */
 export interface SemaphoreAcquireOptions {
   /** As for locks: `0` tries once; omitted waits until granted or cancelled. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Cancels the wait; nothing is held then. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /**
@@ -357,22 +308,36 @@ export class Semaphore {
   readonly limit: number;
   readonly #core: CoordinatorCore;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, name: string, limit: number) {
+  private constructor(core: CoordinatorCore, name: string, limit: number) {
     this.#core = core;
     this.name = name;
     this.limit = limit;
   }
 
-  /** Waits for a permit. Cancellation as for {@link Lock.acquire}. */
+  /** @internal Use `coordinator.semaphore(name, { limit })`. */
+  static create(core: CoordinatorCore, name: string, limit: number): Semaphore {
+    return new Semaphore(core, name, limit);
+  }
+
+  /** Waits for a permit. Cancellation and session loss as for {@link Lock.acquire}. */
   async acquire(options?: SemaphoreAcquireOptions): Promise<LockHandle> {
     const checked = checkOptions("acquire options", options);
-    return blockingGrant(this.#core, "semaphore", this.name, this.limit, "exclusive", checked);
+    return blockingGrant(
+      this.#core,
+      { kind: "semaphore", name: this.name, limit: this.limit, mode: "exclusive" },
+      checked,
+    );
   }
 
   /** Takes a permit only if one is free right now; else `null`. */
   async tryAcquire(): Promise<LockHandle | null> {
     this.#core.assertOpen();
-    return acquireGrant(this.#core, "semaphore", this.name, this.limit, "exclusive", "try", undefined, undefined);
+    return acquireGrant(this.#core, {
+      kind: "semaphore",
+      name: this.name,
+      limit: this.limit,
+      mode: "exclusive",
+      wait: "try",
+    });
   }
 }

@@ -8,11 +8,11 @@ import { checkPositiveInt } from "./validate.js";
 /** Options of `coordinator.partitioner()`. */
 export interface PartitionerOptions {
   /** This member's share of the ring relative to others (integer 1..1000, default 1). */
-  weight?: number;
+  weight?: number | undefined;
   /** Ring points per unit of weight (default 128). Every member must use the same value. */
-  vnodes?: number;
+  vnodes?: number | undefined;
   /** Extra capabilities published with the membership (`weight` is added). */
-  capabilities?: Record<string, unknown>;
+  capabilities?: Record<string, unknown> | undefined;
 }
 
 /** Ownership moved because members joined, left or changed weight. */
@@ -40,8 +40,12 @@ export class Partitioner implements AsyncDisposable {
   readonly #streams = new Set<EventStream<PartitionChange>>();
   #membership: Membership | null = null;
 
-  /** @internal */
-  constructor(core: CoordinatorCore, group: Group, options: PartitionerOptions) {
+  /** @internal Use `coordinator.partitioner(groupId)`. */
+  static create(core: CoordinatorCore, group: Group, options: PartitionerOptions): Partitioner {
+    return new Partitioner(core, group, options);
+  }
+
+  private constructor(core: CoordinatorCore, group: Group, options: PartitionerOptions) {
     this.#core = core;
     this.#group = group;
     this.groupId = group.id;
@@ -96,7 +100,7 @@ export class Partitioner implements AsyncDisposable {
     return stream;
   }
 
-  /** Leaves the group and stops watching. Never throws. */
+  /** Leaves the group and stops watching. Idempotent and never throws, after `close()` too. */
   async close(): Promise<void> {
     if (this.#stop.signal.aborted) return;
     this.#shutdown();

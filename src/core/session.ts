@@ -16,7 +16,7 @@ export interface Session {
   readonly signal: AbortSignal;
 }
 
-/** Something bound to a session that must be told, synchronously, when it is lost. */
+/** Something bound to a session that must be told, synchronously, when it is lost. @internal */
 export interface Dependent {
   lose(error: Error): void;
 }
@@ -121,12 +121,17 @@ export class LiveSession implements Session {
       },
       Math.max(0, delay),
     );
+    this.#deadlineTimer.unref();
   }
 
   #scheduleRenewal(delayMs: number): void {
-    // Ref'd on purpose: like a database pool, an open coordinator keeps the process alive
-    // until close(), so a lease is never dropped just because the event loop went idle.
+    // Unref'd: renewal alone must not keep a process alive that forgot close() (it would
+    // never exit). What the process is doing keeps it alive: an in-flight wait holds a
+    // ref'd handle (see cancel.ts), and so does any work the application still has. When
+    // the process exits, its lease expires within the TTL (at once on backends that see
+    // the process die).
     this.#renewTimer = setTimeout(() => void this.#renew(), delayMs);
+    this.#renewTimer.unref();
   }
 
   async #renew(): Promise<void> {

@@ -1,3 +1,5 @@
+import { holdProcess } from "./keep-alive.js";
+
 /**
  * A push-fed async iterator: the producer pushes values, the consumer iterates. Ending the
  * iteration early (`break`, `return()`) runs `onClose` once, which detaches the producer.
@@ -42,7 +44,11 @@ export class EventStream<T> implements AsyncIterableIterator<T> {
       this.#error = undefined;
       return error === undefined ? Promise.resolve({ value: undefined, done: true }) : Promise.reject(error);
     }
-    return new Promise((resolve, reject) => this.#pending.push({ resolve, reject }));
+    // A consumer blocked on the next event keeps the process alive until it comes.
+    const release = holdProcess();
+    return new Promise<IteratorResult<T>>((resolve, reject) => this.#pending.push({ resolve, reject })).finally(
+      release,
+    );
   }
 
   return(): Promise<IteratorResult<T>> {

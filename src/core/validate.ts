@@ -10,6 +10,12 @@ export const MIN_TTL_MS = 1000;
 export const MAX_TTL_MS = 86_400_000;
 /** Default session TTL, in milliseconds. */
 export const DEFAULT_TTL_MS = 10_000;
+/**
+ * Longest duration (timeout, TTL, delay) Baton accepts anywhere, in milliseconds: Node's
+ * timer limit, 2^31-1 ms (about 24.8 days). Node fires a longer timer after 1 ms instead,
+ * so a longer duration is refused rather than turned into an immediate timeout.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
 
 // C0 controls, DEL and C1 controls: they break logs, terminals and key encodings.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: that is the point.
@@ -42,15 +48,29 @@ export function checkName(what: string, name: unknown, maxBytes = MAX_NAME_BYTES
   return name;
 }
 
-/** Checks an optional duration in milliseconds: a finite number >= 0. */
+/**
+ * Checks an optional duration in milliseconds: a finite number from 0 to
+ * {@link MAX_TIMER_MS}. Every duration of the API goes through here (or {@link checkMaxTimer}),
+ * so none can overflow a timer.
+ */
 export function checkDuration(what: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
     throw new InvalidArgumentError(
-      `${what} must be a finite number of milliseconds >= 0 (or omitted), got ${describe(value)}`,
+      `${what} must be a finite number of milliseconds from 0 to ${MAX_TIMER_MS} (or omitted), got ${describe(value)}`,
     );
   }
-  return value;
+  return checkMaxTimer(what, value);
+}
+
+/** Refuses a duration above {@link MAX_TIMER_MS}, naming the maximum. */
+export function checkMaxTimer(what: string, ms: number): number {
+  if (ms > MAX_TIMER_MS) {
+    throw new InvalidArgumentError(
+      `${what} is ${ms} ms; the longest duration is ${MAX_TIMER_MS} ms (2^31-1 ms, about 24.8 days), Node's timer limit`,
+    );
+  }
+  return ms;
 }
 
 /** Checks a session TTL. */

@@ -196,6 +196,17 @@ describe("etcd client faults", () => {
       assert.equal((await held.release()).status, "lost");
 
       proxy.heal();
+      // gRPC reconnects with a backoff: calls made in the first moments after the heal may
+      // still fail fast with BackendUnavailableError. Recovery means a fresh session once
+      // it is through (releasing the lost handle above used to take long enough to hide this).
+      await waitFor(
+        () =>
+          cut.openSession().then(
+            () => true,
+            () => false,
+          ),
+        "the cut client to reach etcd again",
+      );
       const again = cut.lock("cut").acquire({ timeoutMs: 30_000 });
       await next.release();
       const recovered = await again;

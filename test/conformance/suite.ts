@@ -26,6 +26,12 @@ import {
   connect,
 } from "../../src/index.js";
 import { suspendKeepAlive } from "../../src/testing.js";
+import type { SuiteContext } from "./context.js";
+import { inspectJsonSuite } from "./inspect-json.js";
+import { namespacesSuite } from "./namespaces.js";
+import { optionsSuite } from "./options.js";
+import { releaseSuite } from "./release.js";
+import { sessionWaitSuite } from "./session-wait.js";
 import {
   ExclusionChecker,
   OrderLog,
@@ -97,6 +103,13 @@ export function conformance(target: ConformanceTarget): void {
       await Promise.all(open.map((c) => c.close()));
       await target.teardown?.();
     });
+
+    const context: SuiteContext = { guarantees, shortTtlMs: target.shortTtlMs, client, ns, loseSession };
+    releaseSuite(context);
+    optionsSuite(context, target.url);
+    sessionWaitSuite(context);
+    inspectJsonSuite(context);
+    namespacesSuite(context);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");

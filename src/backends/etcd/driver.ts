@@ -22,7 +22,7 @@ import type {
 import { createClient, op, rangeAt } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
-import { Keyspace, prefixEnd } from "./keys.js";
+import { Keyspace, namespaceOf, prefixEnd, ROOT } from "./keys.js";
 import { isGranted, type QueueEntry, toEntry, tokenOf } from "./queue.js";
 import { listRecords, toRecordEntry, watchRecords } from "./records.js";
 import { type DriverShared, EtcdSession } from "./session.js";
@@ -95,6 +95,23 @@ class EtcdDriver implements Driver {
     } catch (error) {
       throw translate(error, `watching ${space}`);
     }
+  }
+
+  /** Every namespace with a key (queue entries and records are bound to live leases). */
+  async namespaces(): Promise<string[]> {
+    let kvs: ReturnType<typeof rangeAt>;
+    try {
+      const response = await this.#client.kv.txn({ compare: [], success: [op.scan(ROOT)], failure: [] });
+      kvs = rangeAt(response, 0);
+    } catch (error) {
+      throw translate(error, "listing namespaces");
+    }
+    const found = new Set<string>();
+    for (const kv of kvs) {
+      const namespace = namespaceOf(kv.key.toString());
+      if (namespace !== null) found.add(namespace);
+    }
+    return [...found];
   }
 
   /** Everything in the namespace, from the keys themselves, in one read. */

@@ -12,6 +12,7 @@ import {
   isRecoverableError,
 } from "etcd3";
 import { BackendUnavailableError, BatonError, ClosedError, SessionExpiredError } from "../../core/errors.js";
+import { explain, explainNetwork, networkFailure } from "../explain.js";
 
 export const BACKEND = "etcd";
 
@@ -33,7 +34,21 @@ export function translate(error: unknown, what: string): BatonError {
     );
   }
   if (error instanceof ClientClosedError) return new ClosedError(`${what}: the etcd client is closed`, options);
-  return new BackendUnavailableError(`${what}: etcd failed: ${message}`, options);
+  const failure = networkFailure(error);
+  if (failure) return new BackendUnavailableError(explainNetwork(what, "etcd", failure), options);
+  if (/^14 UNAVAILABLE/.test(message)) {
+    return new BackendUnavailableError(
+      explain(
+        what,
+        "etcd",
+        "is unavailable (no connection could be established)",
+        "that etcd runs and the URL's hosts",
+      ),
+      options,
+    );
+  }
+  // gRPC's own text ("... Resolution note: ...") stays in `cause`; show its first sentence.
+  return new BackendUnavailableError(`${what}: etcd failed: ${message.split(". ")[0]}`, options);
 }
 
 /** Whether retrying may help: network trouble, timeouts, leader changes, a resting host. */

@@ -40,6 +40,18 @@ export type ParsedKey =
   | { readonly type: "record"; readonly space: string; readonly key: string }
   | { readonly type: "marker" };
 
+/** The namespace of any key Baton wrote (`baton/<namespace>/...`); null for others. */
+export function namespaceOf(key: string): string | null {
+  if (!key.startsWith(ROOT)) return null;
+  const end = key.indexOf("/", ROOT.length);
+  if (end < 0) return null;
+  try {
+    return decodeURIComponent(key.slice(ROOT.length, end));
+  } catch {
+    return null;
+  }
+}
+
 /** Key layout of one namespace. */
 export class Keyspace {
   /** `baton/<namespace>/` */

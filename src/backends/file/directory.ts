@@ -1,9 +1,10 @@
 import { closeSync, constants, lstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BackendUnavailableError, InvalidArgumentError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
+import { explain } from "../explain.js";
 
 /** The few files a Baton directory ever holds, whatever the number of names. */
 export const FILES = {
@@ -32,8 +33,25 @@ export function defaultDirectory(): string {
   return join(tmpdir(), `baton-${userInfo().uid}`);
 }
 
-/** Resolves a `file:` URL to a directory path (`file:` alone: the default). */
-export function directoryFromUrl(url: URL): string {
+/**
+ * Resolves a `file:` URL to a directory path: `file:` alone is the default directory,
+ * `file:///abs/dir` (or `file:/abs/dir`) an absolute one, and `file:rel/dir` (no slash after
+ * the colon) is resolved against the current working directory. `written` is the URL as the
+ * user wrote it: the parsed `URL` cannot tell `file:rel` from `file:/rel`, as WHATWG
+ * parsing makes both `file:///rel`, and taking it as absolute would create a directory at
+ * the file system's root that the user never named.
+ */
+export function directoryFromUrl(url: URL, written: string = url.href): string {
+  const relative = /^file:(?![/\\])([^?#]+)/i.exec(written)?.[1];
+  if (relative !== undefined) {
+    const path = decodeURIComponent(relative);
+    if (path === "~" || path.startsWith("~/")) {
+      throw new InvalidArgumentError(
+        `file URL ${JSON.stringify(written)}: "~" is not expanded in URLs; give the directory as file:///absolute/path or as a path relative to the working directory`,
+      );
+    }
+    return resolve(process.cwd(), path);
+  }
   if (url.host !== "" && url.host !== "localhost") {
     throw new InvalidArgumentError(
       `file URLs name a local directory; got host "${url.host}". Use file:///absolute/path (the file backend does not work across hosts)`,
@@ -54,22 +72,19 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
     makeDirectory(path);
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
-    throw unavailable(path, `cannot be created (${code ?? "error"})`, cause);
+    throw unavailable(path, `cannot be created (${code ?? "error"})`, "that its parent is writable by you", cause);
   }
   let stat: ReturnType<typeof statSync>;
   try {
     stat = statSync(path);
   } catch (cause) {
-    throw unavailable(path, "cannot be read", cause);
+    throw unavailable(path, "cannot be read", "its permissions", cause);
   }
-  if (!stat.isDirectory()) throw unavailable(path, "is not a directory");
+  if (!stat.isDirectory()) throw unavailable(path, "is not a directory", "the path in the URL");
   const uid = process.getuid?.();
   if (isDefault && uid !== undefined && stat.uid !== uid) {
     // Another user's private directory at our default path: refuse rather than share it.
-    throw unavailable(
-      path,
-      `is owned by uid ${stat.uid}, not by you (uid ${uid}); remove it or pass file:///another/dir`,
-    );
+    throw unavailable(path, `is owned by uid ${stat.uid}, not by you (uid ${uid})`, "who made it; remove it");
   }
   for (const name of [FILES.tokens, FILES.semaphores, ...Array.from({ length: 64 }, (_, i) => lockFileName(i))]) {
     const file = join(path, name);
@@ -83,7 +98,7 @@ export function openDirectory(path: string, isDefault: boolean): Directory {
           : code === "EROFS"
             ? "is on a read-only file system"
             : `cannot hold Baton's files (${code ?? "error"})`;
-      throw unavailable(path, why, cause);
+      throw unavailable(path, why, "its owner and mode (yours, 0700)", cause);
     }
   }
   checkPeersFolder(path, stat.uid);
@@ -100,19 +115,20 @@ function checkPeersFolder(path: string, owner: number): void {
     mkdirSync(folder, { mode: 0o700 });
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code !== "EEXIST")
-      throw unavailable(path, "cannot hold its peers folder", cause);
+      throw unavailable(path, "cannot hold its peers folder", "its owner and mode (yours, 0700)", cause);
   }
   let stat: ReturnType<typeof lstatSync>;
   try {
     stat = lstatSync(folder);
   } catch (cause) {
-    throw unavailable(path, "cannot hold its peers folder", cause);
+    throw unavailable(path, "cannot hold its peers folder", "its owner and mode (yours, 0700)", cause);
   }
   const ours = stat.uid === owner || stat.uid === process.getuid?.();
   if (!stat.isDirectory() || !ours || (stat.mode & 0o022) !== 0) {
     throw unavailable(
       path,
-      `has a peers folder that is not a directory owned by uid ${owner} and writable by it alone; remove ${folder}`,
+      `has a peers folder that is not a directory owned by uid ${owner} and writable by it alone`,
+      `who made ${folder}; remove it`,
     );
   }
 }
@@ -151,6 +167,9 @@ function makeDirectory(path: string): void {
   }
 }
 
-function unavailable(path: string, why: string, cause?: unknown): BackendUnavailableError {
-  return new BackendUnavailableError(`Baton directory ${path} ${why}`, { backend: "file", cause });
+function unavailable(path: string, why: string, check: string, cause?: unknown): BackendUnavailableError {
+  return new BackendUnavailableError(
+    explain("", `Baton directory ${path}`, why, `${check}, or pass another directory (file:///path)`),
+    { backend: "file", cause },
+  );
 }

@@ -19,9 +19,10 @@ import type {
   RecordEntry,
   SessionHooks,
 } from "../../core/driver.js";
-import { DeadlockError, InvalidArgumentError, InvalidStateError, UnsupportedError } from "../../core/errors.js";
+import { DeadlockError, InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
 import { kernel, LockFiles, limitBase, nextToken, slotOf, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
+import { platformRefusal } from "./platform.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 
 const SEP = "\u0000";
@@ -425,13 +426,11 @@ class FileSession implements DriverSession, SessionView {
 
 /** Creates a file driver. */
 export async function createDriver(context: DriverContext): Promise<Driver> {
-  if (process.platform !== "linux") {
-    throw new UnsupportedError(
-      `the file backend needs Linux open-file-description locks; this is ${process.platform}`,
-      { backend: "file" },
-    );
+  const refusal = platformRefusal(process.platform);
+  if (refusal) {
+    throw refusal;
   }
-  const path = directoryFromUrl(context.url);
+  const path = directoryFromUrl(context.url, context.href);
   const directory = openDirectory(path, path === defaultDirectory());
   const node = await FileNode.acquire(directory);
   const prefix = `${context.namespace}${SEP}`;
@@ -452,6 +451,9 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     async inspect() {
       const { queues, records } = await node.inspect(context.namespace, prefix);
       return { queues, records: records.map((r) => ({ space: r.space.slice(prefix.length), entries: r.entries })) };
+    },
+    async namespaces() {
+      return node.namespaces();
     },
     async close() {
       if (closed) return;

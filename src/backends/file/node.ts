@@ -81,7 +81,8 @@ export class FileNode {
     this.mesh = new Mesh(this.#directoryFd, {
       request: (link, request) => this.#request(link, request),
       push: (link, message) => this.#push(link, message),
-      joined: (link) => void this.#joined(link),
+      // A peer whose answers break the protocol has its link closed; nothing may throw here.
+      joined: (link) => void this.#joined(link).catch(() => link.destroy()),
       left: (link) => this.#left(link),
     });
   }
@@ -448,6 +449,25 @@ export class FileNode {
     return { queues: [...queues.values()], records: [...merged].map(([space, entries]) => ({ space, entries })) };
   }
 
+  /** The namespaces this process has something live in. */
+  localNamespaces(): string[] {
+    const found = new Set<string>();
+    for (const session of this.sessions.values()) for (const q of session.queueState()) found.add(q.namespace);
+    for (const space of this.#records.keys()) found.add(space.slice(0, space.indexOf("\u0000")));
+    return [...found];
+  }
+
+  /** Every namespace any process of this directory has something live in. */
+  async namespaces(): Promise<string[]> {
+    await this.#discover();
+    const found = new Set(this.localNamespaces());
+    const peers = await Promise.all(
+      this.mesh.links.map((l) => l.request("namespaces", {}, answers.namespaces, 2000).catch(() => null)),
+    );
+    for (const list of peers) for (const namespace of list ?? []) found.add(namespace);
+    return [...found];
+  }
+
   // ---- peer protocol -------------------------------------------------------------------
 
   #request(link: Link, request: Request): Message {
@@ -469,6 +489,8 @@ export class FileNode {
         return { entries: [...(this.#records.get(request.space)?.values() ?? [])].map((r) => r.entry) };
       case "inspect":
         return { queues: this.localQueues(request.namespace), spaces: this.localSpaces(request.prefix) };
+      case "namespaces":
+        return { namespaces: this.localNamespaces() };
     }
   }
 

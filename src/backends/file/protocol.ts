@@ -46,7 +46,8 @@ export type Request =
   | { readonly op: "sub"; readonly slots: number[] }
   | { readonly op: "rsub"; readonly space: string }
   | { readonly op: "list"; readonly space: string }
-  | { readonly op: "inspect"; readonly namespace: string; readonly prefix: string };
+  | { readonly op: "inspect"; readonly namespace: string; readonly prefix: string }
+  | { readonly op: "namespaces" };
 
 /** A message pushed without an answer. */
 export type Push =
@@ -161,6 +162,7 @@ export const answers = {
     queues: list(body.queues, "queues", queueState),
     spaces: list(body.spaces, "spaces", spaceEntries),
   }),
+  namespaces: (body: Obj): string[] => list(body.namespaces, "namespaces", (v) => string(v, "namespace")),
   none: (_body: Obj): null => null,
 };
 
@@ -173,6 +175,8 @@ function request(o: Obj): Request {
       return { op: o.op, space: string(o.space, "space") };
     case "inspect":
       return { op: "inspect", namespace: string(o.namespace, "namespace"), prefix: string(o.prefix, "prefix") };
+    case "namespaces":
+      return { op: "namespaces" };
     default:
       return fail("unknown request");
   }

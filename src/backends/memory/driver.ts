@@ -157,6 +157,10 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
       }
       return { queues, records };
     },
+    async namespaces() {
+      const keys = [...store.table.snapshot().map((q) => q.key), ...store.recordSpaces().map((r) => r.space)];
+      return [...new Set(keys.map((key) => key.slice(0, key.indexOf(SEP))))];
+    },
     async close() {},
   };
 }

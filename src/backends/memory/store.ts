@@ -53,7 +53,9 @@ export class MemoryStore {
     if (!session) throw new SessionExpiredError(`memory session ${id} has expired`, { backend: "memory" });
     session.expiresAt = Date.now() + session.ttlMs;
     if (session.timer) clearTimeout(session.timer);
+    // Unref'd: a lease's expiry must not keep the process alive by itself.
     session.timer = setTimeout(() => this.expireSession(id), session.ttlMs);
+    session.timer.unref();
   }
 
   hasSession(id: string): boolean {

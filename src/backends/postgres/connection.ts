@@ -19,6 +19,7 @@ export class PgConnection {
   serverVersion = 0;
   #death: Error | null = null;
   #tail: Promise<void> = Promise.resolve();
+  #inFlight = 0;
   readonly #deathListeners = new Set<(error: Error) => void>();
 
   private constructor(client: Client) {
@@ -130,6 +131,32 @@ export class PgConnection {
     prepareAs?: string,
   ): Promise<QueryResult<R>> {
     if (this.#death) throw this.#death;
+    this.#busy(1);
+    try {
+      return await this.#run<R>(text, params, timeoutMs, prepareAs);
+    } finally {
+      this.#busy(-1);
+    }
+  }
+
+  /**
+   * Refs the socket while a statement is in flight and unrefs it when idle: an idle
+   * connection must not keep a process that forgot `close()` alive, while a statement
+   * (a lock wait included) the program awaits must.
+   */
+  #busy(delta: number): void {
+    this.#inFlight += delta;
+    const socket = (this.client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+    if (this.#inFlight === 0) socket?.unref?.();
+    else if (delta > 0 && this.#inFlight === 1) socket?.ref?.();
+  }
+
+  async #run<R extends QueryResultRow>(
+    text: string,
+    params: readonly unknown[],
+    timeoutMs: number | undefined,
+    prepareAs: string | undefined,
+  ): Promise<QueryResult<R>> {
     // One statement at a time, in call order (node-postgres' own queue is deprecated).
     const previous = this.#tail;
     const pending = previous.then(() => {

@@ -16,7 +16,7 @@ import { BackendUnavailableError } from "../../core/errors.js";
 import type { ClientClass } from "./connection.js";
 import { Control, toEntry } from "./control.js";
 import { translate } from "./errors.js";
-import { inspect } from "./inspect.js";
+import { inspect, namespaces } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { quoteIdent } from "./schema.js";
 import { PgSession, type SessionContext } from "./session.js";
@@ -98,6 +98,14 @@ class PostgresDriver implements Driver {
       return await this.#c.control.watch(space, listener, signal);
     } catch (error) {
       throw translate(error, `watching ${space}`);
+    }
+  }
+
+  async namespaces(): Promise<string[]> {
+    try {
+      return await namespaces(this.#c.control, this.#c.settings.schema);
+    } catch (error) {
+      throw translate(error, "listing namespaces");
     }
   }
 

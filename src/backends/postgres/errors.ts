@@ -13,6 +13,7 @@ import {
   SessionExpiredError,
   UnsupportedError,
 } from "../../core/errors.js";
+import { explain, explainNetwork, networkFailure } from "../explain.js";
 
 const backend = "postgres";
 
@@ -94,7 +95,20 @@ export function translate(error: unknown, what: string): BatonError {
     return new BackendUnavailableError(`${what}: authentication failed: ${message}`, { backend, cause: error });
   }
   if (state === "3D000") {
-    return new BackendUnavailableError(`${what}: ${message}`, { backend, cause: error });
+    return new BackendUnavailableError(
+      explain(what, "PostgreSQL", `answered: ${message}`, "the database name in the URL"),
+      {
+        backend,
+        cause: error,
+      },
+    );
+  }
+  const failure = state === undefined ? networkFailure(error) : undefined;
+  if (failure) {
+    return new BackendUnavailableError(explainNetwork(what, "PostgreSQL", failure), {
+      backend,
+      cause: error,
+    });
   }
   return new BackendUnavailableError(`${what}: ${message}`, { backend, cause: error });
 }

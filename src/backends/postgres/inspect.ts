@@ -165,3 +165,21 @@ function assemble(rows: readonly LockRow[], sems: readonly SemRow[]): QueueSnaps
       .map(({ head: _head, ...w }) => ({ ...w, since: Math.floor(w.since) })),
   }));
 }
+
+/**
+ * Every namespace with a lock held or awaited (an advisory lock in `pg_locks` of a
+ * registered key) or a record. One round trip.
+ */
+export async function namespaces(control: Control, schema: string): Promise<string[]> {
+  const q = `"${schema}"`;
+  const result = await control.query<{ namespace: string }>(
+    `SELECT DISTINCT k.namespace FROM pg_locks l
+       JOIN ${q}.keys k ON k.key = ((l.classid::bigint << 32) | l.objid::bigint)
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     UNION
+     SELECT DISTINCT namespace FROM ${q}.records`,
+    [],
+  );
+  return result.rows.map((row) => row.namespace);
+}

@@ -1,6 +1,7 @@
 import type { ClientConfig } from "pg";
 import type { DriverContext } from "../../core/driver.js";
 import { InvalidArgumentError } from "../../core/errors.js";
+import { describe } from "../../core/validate.js";
 
 /** Option names the postgres backend accepts (query string or `connect()` options). */
 export const POSTGRES_OPTION_NAMES = [
@@ -54,13 +55,16 @@ export function parseSettings(context: DriverContext): PostgresSettings {
     base.searchParams.set(name, value);
   }
   const client: ClientConfig = { connectionString: base.href, connectionTimeoutMillis: connectTimeoutMs };
-  if (options.ssl !== undefined) {
-    if (typeof options.ssl !== "boolean" && (typeof options.ssl !== "object" || options.ssl === null)) {
-      throw new InvalidArgumentError("ssl must be a boolean or a tls.ConnectionOptions object", {
-        backend: "postgres",
-      });
+  // From the query string, ssl is the text "true" or "false".
+  const ssl = options.ssl === "true" ? true : options.ssl === "false" ? false : options.ssl;
+  if (ssl !== undefined) {
+    if (typeof ssl !== "boolean" && (typeof ssl !== "object" || ssl === null)) {
+      throw new InvalidArgumentError(
+        `ssl must be true, false or a tls.ConnectionOptions object (in the URL: ssl=true or ssl=false), got ${describe(ssl)}`,
+        { backend: "postgres" },
+      );
     }
-    client.ssl = options.ssl as ClientConfig["ssl"] & object;
+    client.ssl = ssl as ClientConfig["ssl"] & object;
   }
   const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || "(default)";
   return { schema, maxConnections, connectTimeoutMs, client, target: `${url.host || "localhost"}/${database}` };

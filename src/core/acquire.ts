@@ -1,0 +1,141 @@
+/**
+ * The acquisition path every lock, semaphore permit and leadership takes: one try, or a
+ * blocking wait that survives the loss of its session.
+ *
+ * @module
+ * @internal
+ */
+import { performance } from "node:perf_hooks";
+import { cancellation } from "./cancel.js";
+import type { CoordinatorCore } from "./core.js";
+import type { LockMode, QueueKind } from "./driver.js";
+import { BatonError, TimeoutError } from "./errors.js";
+import { LockHandle } from "./lock.js";
+import type { LiveSession } from "./session.js";
+import { checkDuration, checkSignal } from "./validate.js";
+
+/** What is acquired. */
+export interface Target {
+  readonly kind: QueueKind;
+  readonly name: string;
+  /** Holders allowed at once: 1 for locks and elections. */
+  readonly limit: number;
+  readonly mode: LockMode;
+}
+
+/** One attempt: `try` resolves `null` when busy; `zero` rejects with a 0 ms `TimeoutError`. */
+export interface Attempt extends Target {
+  readonly wait: "block" | "try" | "zero";
+  /** For `block`: the time left of the caller's timeout. */
+  readonly timeoutMs?: number | undefined;
+  /** The caller's own timeout, for the `TimeoutError` (a retry has less left than that). */
+  readonly reportedTimeoutMs?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Raised by an attempt whose session was lost while it waited: the wait goes on. */
+class SessionLostWhileWaiting {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    this.error = error;
+  }
+}
+
+/**
+ * One acquisition on the current session. With `wait: "block"`, a loss of the session
+ * while waiting rejects with a `SessionLostWhileWaiting` (for {@link blockingGrant} to
+ * retry) unless the coordinator closed or the caller cancelled.
+ */
+export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
+  const { kind, name, limit, mode, wait, signal } = attempt;
+  const session = await core.liveSession();
+  const what = `acquiring ${kind} "${name}"`;
+  const cancel = cancellation({
+    what,
+    backend: core.backend,
+    timeoutMs: wait === "block" ? attempt.timeoutMs : undefined,
+    reportedTimeoutMs: attempt.reportedTimeoutMs,
+    signal,
+    session,
+  });
+  let handle: LockHandle | null = null;
+  let lostEarly: Error | null = null;
+  try {
+    // An already-cancelled call must not take anything, even if it is free.
+    if (cancel.aborted) throw cancel.reason;
+    const grant = await session.driver.acquire({
+      kind,
+      name,
+      mode,
+      limit,
+      wait: wait === "block",
+      get signal() {
+        return cancel.signal;
+      },
+      onLost: (error) => {
+        if (handle) handle.lose(error);
+        else lostEarly = error;
+      },
+    });
+    if (!grant) {
+      if (wait === "try") return null;
+      throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
+    }
+    handle = LockHandle.create(core, session, kind, name, grant);
+    if (lostEarly) handle.lose(lostEarly);
+    else if (session.lost) handle.lose(session.signal.reason as Error);
+    if (wait === "block" && !handle.held && lostWhileWaiting(core, session, signal)) {
+      // Granted just as the session went: nothing is held, so it is one more lost wait.
+      await handle.release();
+      throw new SessionLostWhileWaiting(session.signal.reason);
+    }
+    return handle;
+  } catch (error) {
+    if (error instanceof SessionLostWhileWaiting) throw error;
+    if (wait === "block" && !(error instanceof TimeoutError) && !core.closed && !signal?.aborted) {
+      // The backend may tell the waiter before it tells the session: the session is lost.
+      if (error instanceof BatonError && error.code === "SESSION_EXPIRED") session.lose(error);
+      if (lostWhileWaiting(core, session, signal)) throw new SessionLostWhileWaiting(error);
+    }
+    throw core.translate(error);
+  } finally {
+    cancel.dispose();
+  }
+}
+
+function lostWhileWaiting(core: CoordinatorCore, session: LiveSession, signal: AbortSignal | undefined): boolean {
+  return session.lost && !core.closed && !signal?.aborted;
+}
+
+/**
+ * A blocking acquisition with validated `timeoutMs` and `signal` (`timeoutMs: 0` tries once
+ * and fails with `TimeoutError`): what `Lock.acquire`, `Semaphore.acquire` and
+ * `Election.campaign` share.
+ *
+ * A wait whose session is lost (its lease expired while the process was paused, a
+ * connection dropped) holds nothing, so it goes on waiting on a fresh session until its
+ * own deadline: it joins the queue again at the back, behind everyone who queued while it
+ * was away, as its place went with the old session. If the fresh session cannot be opened,
+ * that error (`BackendUnavailableError`) ends the wait.
+ */
+export async function blockingGrant(
+  core: CoordinatorCore,
+  target: Target,
+  options: { timeoutMs?: unknown; signal?: unknown },
+): Promise<LockHandle> {
+  const timeout = checkDuration("timeoutMs", options.timeoutMs);
+  const signal = checkSignal("signal", options.signal);
+  core.assertOpen();
+  if (timeout === 0) return (await acquireGrant(core, { ...target, wait: "zero", signal })) as LockHandle;
+  const deadline = timeout === undefined ? undefined : performance.now() + timeout;
+  for (;;) {
+    const left = deadline === undefined ? undefined : Math.max(0, Math.ceil(deadline - performance.now()));
+    try {
+      const attempt = { ...target, wait: "block", timeoutMs: left, reportedTimeoutMs: timeout, signal } as const;
+      return (await acquireGrant(core, attempt)) as LockHandle;
+    } catch (error) {
+      if (!(error instanceof SessionLostWhileWaiting)) throw error;
+      // The next turn opens a fresh session (liveSession) and queues again.
+    }
+  }
+}

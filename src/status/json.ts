@@ -1,0 +1,107 @@
+/**
+ * The stable JSON form of an inspection, shared by `baton status --json`, the status page
+ * and `JSON.stringify(await coord.inspect())`.
+ *
+ * @module
+ */
+import type { Inspection, LockInfo } from "../core/coordinator.js";
+import type { LockMode } from "../core/driver.js";
+
+/** A lock or semaphore in {@link InspectionJson}. */
+export interface LockJson {
+  readonly name: string;
+  readonly limit: number;
+  readonly holders: readonly {
+    readonly memberId: string;
+    readonly sessionId: string;
+    readonly mode: LockMode;
+    /** The fencing token as a decimal string (JSON has no 64-bit integers). */
+    readonly token: string;
+    readonly since: number;
+    readonly heldMs: number;
+  }[];
+  readonly waiters: readonly {
+    readonly memberId: string;
+    readonly sessionId: string;
+    readonly mode: LockMode;
+    readonly since: number;
+    readonly waitingMs: number;
+  }[];
+}
+
+/**
+ * The stable JSON form of an {@link Inspection} (version 1, documented in docs/cli.md):
+ * what `baton status --json` prints and `JSON.stringify(inspection)` gives. Tokens are
+ * decimal strings (parse with `BigInt()`), times epoch milliseconds, durations milliseconds.
+ */
+export interface InspectionJson {
+  readonly version: 1;
+  readonly backend: string;
+  readonly namespace: string;
+  readonly at: number;
+  readonly locks: readonly LockJson[];
+  readonly semaphores: readonly LockJson[];
+  readonly groups: readonly {
+    readonly id: string;
+    readonly members: readonly {
+      readonly memberId: string;
+      readonly capabilities: unknown;
+      readonly joinedAt: number;
+    }[];
+  }[];
+  readonly elections: readonly {
+    readonly id: string;
+    readonly leader: {
+      readonly memberId: string;
+      readonly value: unknown;
+      readonly token: string;
+      readonly since: number;
+    } | null;
+    readonly candidates: readonly { readonly memberId: string; readonly since: number; readonly waitingMs: number }[];
+  }[];
+}
+
+/**
+ * Turns an inspection into its stable JSON form ({@link InspectionJson}): plain data that
+ * `JSON.stringify` takes as it is. `Inspection.toJSON()` calls this.
+ */
+export function inspectionToJson(info: Inspection): InspectionJson {
+  const lock = (l: LockInfo): LockJson => ({
+    name: l.name,
+    limit: l.limit,
+    holders: l.holders.map((h) => ({
+      memberId: h.memberId,
+      sessionId: h.sessionId,
+      mode: h.mode,
+      token: String(h.token),
+      since: h.since,
+      heldMs: h.heldMs,
+    })),
+    waiters: l.waiters.map((w) => ({
+      memberId: w.memberId,
+      sessionId: w.sessionId,
+      mode: w.mode,
+      since: w.since,
+      waitingMs: w.waitingMs,
+    })),
+  });
+  return {
+    version: 1 as const,
+    backend: info.backend,
+    namespace: info.namespace,
+    at: info.at,
+    locks: info.locks.map(lock),
+    semaphores: info.semaphores.map(lock),
+    groups: info.groups.map((g) => ({
+      id: g.id,
+      members: g.members.map((m) => ({ memberId: m.memberId, capabilities: m.capabilities, joinedAt: m.joinedAt })),
+    })),
+    elections: info.elections.map((e) => ({
+      id: e.id,
+      leader: e.leader
+        ? { memberId: e.leader.memberId, value: e.leader.value, token: String(e.leader.token), since: e.leader.since }
+        : null,
+      candidates: e.candidates.map((c) => ({ memberId: c.memberId, since: c.since, waitingMs: c.waitingMs })),
+    })),
+  };
+}
