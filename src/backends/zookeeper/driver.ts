@@ -160,6 +160,31 @@ class ZkDriver implements Driver {
     }
   }
 
+  /** The namespaces with a live queue node or record, sorted (empty parents linger a while). */
+  async namespaces(): Promise<string[]> {
+    const handle = await this.#live();
+    const stop = this.#closed.signal;
+    const list = async (path: string) =>
+      (await retrying(handle, "listing namespaces", () => handle.children(path), stop))?.children ?? [];
+    const live = async (path: string, depth: number): Promise<boolean> => {
+      const children = await list(path);
+      if (depth === 0) return children.length > 0;
+      for (const child of children) if (await live(`${path}/${child}`, depth - 1)) return true;
+      return false;
+    };
+    try {
+      const found: string[] = [];
+      for (const encoded of await list(`${this.#shared.config.chroot}/baton`)) {
+        const layout = new Layout(this.#shared.config.chroot, decodeSegment(encoded));
+        // q/<kind>/<name>/<node> and r/<space>/<record>
+        if ((await live(layout.queues, 2)) || (await live(layout.records, 1))) found.push(decodeSegment(encoded));
+      }
+      return found.sort();
+    } catch (error) {
+      throw translate(error, "listing namespaces");
+    }
+  }
+
   async close(): Promise<void> {
     this.#closed.abort(new ClosedError("the driver is closed", { backend: BACKEND }));
     this.#handle.close();
