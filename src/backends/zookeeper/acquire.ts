@@ -16,7 +16,7 @@
  * @module
  */
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
-import { InvalidArgumentError, SessionExpiredError } from "../../core/errors.js";
+import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import type { Watcher } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
@@ -178,7 +178,7 @@ async function wait(
       case "grant": {
         const since = Date.now();
         if (decision.unchanged && view) {
-          return new ZkGrant(request, parent, path, tag, BigInt(view.stat.pzxid), since);
+          return guard(scope, new ZkGrant(request, parent, path, tag, BigInt(view.stat.pzxid), since));
         }
         const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: since, r: 1 });
         let token: bigint;
@@ -196,7 +196,7 @@ async function wait(
           }
           throw error;
         }
-        return new ZkGrant(request, parent, path, tag, token, since);
+        return guard(scope, new ZkGrant(request, parent, path, tag, token, since));
       }
       case "wait":
         if (!request.wait) throw new Busy();
@@ -205,6 +205,37 @@ async function wait(
     }
   }
 }
+
+/**
+ * Watches a granted node, so that its deletion by anyone but its holder (an operator, or
+ * the server expiring the session while this client still thinks it alive) is reported as
+ * a loss at once. Not waited for: the grant does not take longer for it.
+ */
+export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
+  const arm = () => {
+    if (grant.released || scope.ended.aborted) return;
+    scope.handle
+      .exists(grant.path, (type) => {
+        if (grant.released || scope.ended.aborted) return;
+        if (type !== DELETED) return arm(); // our own conversion rewrote it
+        grant.onLost(
+          new LockLostError(`the node of ${grant.kind} "${grant.path}" was deleted while held`, { backend: BACKEND }),
+        );
+      })
+      .then((stat) => {
+        if (stat === null && !grant.released && !scope.ended.aborted) {
+          grant.onLost(new LockLostError(`the node of ${grant.path} is gone`, { backend: BACKEND }));
+        }
+      })
+      .catch(() => {
+        // Disconnected: the session's deadline decides; reconnection re-arms server watches.
+      });
+  };
+  arm();
+  return grant;
+}
+
+const DELETED = 2;
 
 /** Resolves when something the waiter depends on changes (or at once if it already has). */
 export function nextChange(
