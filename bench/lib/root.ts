@@ -7,11 +7,11 @@ function find(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const manifest = join(dir, "package.json");
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "baton") {
+    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "baton-coord") {
       return dir;
     }
     const parent = dirname(dir);
-    if (parent === dir) throw new Error("bench: cannot find the repository root (package.json of baton)");
+    if (parent === dir) throw new Error("bench: cannot find the repository root (package.json of baton-coord)");
     dir = parent;
   }
 }
