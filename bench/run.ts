@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres] [--only a,b] [--out DIR]`
+ * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,zookeeper] [--only a,b] [--out DIR]`
  * `node .bench/dist/bench/run.js --report-only RESULTS.json [--out DIR]`: render a run's report again
  *
  * Baton side by side with the libraries users would pick instead and with each backend's
@@ -64,7 +64,7 @@ function parseArgs(argv: string[]) {
     else if (arg.startsWith("--report-only")) reportOnly = value("--report-only");
     else if (arg === "--help" || arg === "-h") {
       process.stdout.write(
-        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
+        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,zookeeper] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
@@ -108,7 +108,15 @@ async function main(): Promise<void> {
   const cleanups: (() => Promise<void> | void)[] = [];
   const unavailable = new Map<string, string>();
   const versions: Record<string, string | null> = {
-    ...packageVersions(["async-mutex", "proper-lockfile", "advisory-lock", "etcd3", "pg", "fs-native-extensions"]),
+    ...packageVersions([
+      "async-mutex",
+      "proper-lockfile",
+      "advisory-lock",
+      "etcd3",
+      "pg",
+      "node-zookeeper-client",
+      "fs-native-extensions",
+    ]),
   };
   const pool = new Pool(base);
   const stopAll = async () => {
@@ -158,6 +166,20 @@ async function main(): Promise<void> {
         for (const id of ["baton-postgres", "advisory-lock", "raw-pg"]) {
           unavailable.set(id, `PostgreSQL did not start: ${error}`);
         }
+      }
+    }
+
+    if (args.backends.includes("zookeeper")) {
+      try {
+        const { startZooKeeper } = await import("../test/harness/zookeeper.js");
+        const zk = await startZooKeeper();
+        cleanups.push(() => zk.stop());
+        env.zkUrl = zk.url;
+        env.zkAddress = zk.address;
+        versions.zookeeper = commandVersion("sh", ["-c", "readlink -f /usr/share/java/zookeeper.jar"]);
+        progress(`zookeeper up at ${zk.url}`);
+      } catch (error) {
+        for (const id of ["baton-zookeeper", "raw-zookeeper"]) unavailable.set(id, `ZooKeeper did not start: ${error}`);
       }
     }
 

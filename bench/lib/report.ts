@@ -14,6 +14,7 @@ const BACKEND_TITLE: Record<string, string> = {
   file: "file:// (processes on one host)",
   etcd: "etcd:// (single local member)",
   postgres: "postgres:// (local server)",
+  zookeeper: "zookeeper:// (standalone local server)",
 };
 
 function table(header: string[], rows: string[][]): string {
@@ -110,7 +111,7 @@ export function writeReport(r: Results, outDir: string, json: string): string[] 
     for (const [id, why] of unavailable) md.push(`- \`${id}\`: ${why.replace(/\n/g, " ")}`);
     md.push("");
   }
-  const notRun = ["memory", "file", "etcd", "postgres"].filter((b) => !r.meta.backends.includes(b));
+  const notRun = ["memory", "file", "etcd", "postgres", "zookeeper"].filter((b) => !r.meta.backends.includes(b));
   if (notRun.length) {
     md.push(`Backends not selected in this run: ${notRun.join(", ")}.`);
     md.push("");

@@ -8,10 +8,11 @@
  * semaphore waiter watches the children (any release moves it up). A release therefore
  * wakes one lock waiter, not all.
  *
- * Tokens: a node granted by the very read that followed its create, with nothing joined or
- * left in between, was granted at its creation: its czxid is the token. Any other grant is
- * recorded by a write to the node, whose zxid is the token; it also checks that the node
- * still exists (a grant is never made to a node whose session has expired).
+ * Tokens: right after the read that grants a node, a write to the queue's parent (its data
+ * is unused) takes a zxid, which is the token: every earlier holder's token was taken
+ * before that holder left, and the granting read saw it gone, so tokens grow with every
+ * grant and upgrade. When uncontended that write goes out with the create and the read, so
+ * a grant costs one round trip. The token is then written into the node for `inspect()`.
  *
  * @module
  */
@@ -76,7 +77,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   try {
     const joined = await join(scope, parent, prefix, stop);
     path = joined.path;
-    return await wait(scope, request, parent, path, tag, joined.view, stop);
+    return await wait(scope, request, parent, path, tag, joined, stop);
   } catch (error) {
     const removal = withdraw(scope, parent, path ? { path } : { prefix });
     // Waiting for the server is pointless once the session is ending (it takes the node).
@@ -94,18 +95,26 @@ async function join(
   parent: string,
   prefix: string,
   stop: AbortSignal,
-): Promise<{ path: string; view: QueueView | null }> {
+): Promise<{ path: string; view: QueueView | null; token: bigint | null }> {
   const { handle } = scope;
   const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now() });
   for (;;) {
     if (stop.aborted) throw stop.reason;
     const created = handle.create(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
     const listed = handle.children(parent);
+    // Sent behind the read: its zxid is the token if the read grants us.
+    const stamped = handle.set(parent, "");
     listed.catch(() => {});
+    stamped.catch(() => {});
     try {
       const path = await created;
       const first = await listed.catch(() => null);
-      return { path, view: first ? viewOf(first.children, first.stat, new Map()) : null };
+      const stamp = await stamped.catch(() => null);
+      return {
+        path,
+        view: first ? viewOf(first.children, first.stat, new Map()) : null,
+        token: first && stamp ? stamp.mzxid : null,
+      };
     } catch (error) {
       if (hasCode(error, RC.NONODE)) {
         await ensurePath(handle, scope.chroot, parent, stop);
@@ -113,9 +122,9 @@ async function join(
       }
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
       const found = await findByPrefix(scope, parent, prefix, stop);
-      if (found) return { path: found, view: null };
+      if (found) return { path: found, view: null, token: null };
       // Not there: the create never reached a server. createProtected goes on from here.
-      return { path: await createProtected(scope, parent, prefix, data, stop), view: null };
+      return { path: await createProtected(scope, parent, prefix, data, stop), view: null, token: null };
     }
   }
 }
@@ -157,13 +166,18 @@ async function wait(
   parent: string,
   path: string,
   tag: string,
-  first: QueueView | null,
+  joined: { view: QueueView | null; token: bigint | null },
   stop: AbortSignal,
 ): Promise<ZkGrant> {
   const { kind, mode, limit } = request;
   const name = path.slice(parent.length + 1);
   const needModes = kind === "lock" && mode === "shared";
-  let view = first && needModes ? await withModes(scope, parent, first, stop) : first;
+  let view = joined.view && needModes ? await withModes(scope, parent, joined.view, stop) : joined.view;
+  // The stamp sent with the first read is the token only if that read alone decides.
+  let stamp =
+    view && view.modes.size === 0 && !(needModes && view.nodes.some((n) => n.mode === "exclusive"))
+      ? joined.token
+      : null;
   for (;;) {
     view ??= await readView(scope, parent, needModes, stop);
     const decision: Decision = view ? decide(view, name, kind, mode, limit) : { type: "missing" };
@@ -177,31 +191,18 @@ async function wait(
         );
       case "grant": {
         const since = Date.now();
-        if (decision.unchanged && view) {
-          return guard(scope, new ZkGrant(request, parent, path, tag, BigInt(view.stat.pzxid), since));
-        }
-        const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: since, r: 1 });
-        let token: bigint;
-        try {
-          const stat = await retrying(
-            scope.handle,
-            `recording a grant of ${path}`,
-            () => scope.handle.set(path, data),
-            stop,
-          );
-          token = BigInt(stat.mzxid);
-        } catch (error) {
-          if (error instanceof Error && hasCode((error as { cause?: unknown }).cause, RC.NONODE)) {
-            throw vanished(scope, request);
-          }
-          throw error;
-        }
-        return guard(scope, new ZkGrant(request, parent, path, tag, token, since));
+        const token =
+          stamp ?? (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid;
+        const grant = new ZkGrant(request, parent, path, tag, token, since);
+        // For inspect(); the token is already fixed. A node gone by now is seen by the guard.
+        scope.handle.set(path, grant.data(scope, { t: token.toString() })).catch(() => {});
+        return guard(scope, grant);
       }
       case "wait":
         if (!request.wait) throw new Busy();
         await nextChange(scope, parent, decision, view as QueueView, stop);
         view = null;
+        stamp = null;
     }
   }
 }

@@ -3,8 +3,8 @@
  *
  * Upgrade: the shared holder creates an upgrade marker (EPHEMERAL_SEQUENTIAL, so it goes
  * with the session). Readers that join after it wait for it; writers wait anyway (the
- * upgrader's node is older). Once every other holder has left, the upgrader rewrites its
- * node as exclusive: that write's zxid is the new token. If a marker exists already, another
+ * upgrader's node is older). Once every other holder has left, the upgrader takes a new
+ * token (a write to the queue's parent, as for a grant) and rewrites its node as exclusive. If a marker exists already, another
  * holder is upgrading: both would wait for each other forever, so this one gets
  * `DeadlockError` at once. Two upgraders that both found none and made markers at once are
  * told apart by their nodes: the older holder wins, the other withdraws its marker and gets
@@ -79,8 +79,14 @@ async function upgrade(scope: Scope, grant: ZkGrant, signal: AbortSignal): Promi
       if (decision.type === "missing") throw lost(grant);
       if (decision.type === "deadlock") throw deadlock();
       if (decision.type === "grant") {
-        const stat = await write(scope, grant, grant.data(scope, { m: "x", r: 1 }), stop);
-        grant.token = BigInt(stat.mzxid);
+        const stamp = await retrying(
+          scope.handle,
+          `upgrading ${grant.path}`,
+          () => scope.handle.set(grant.parent, ""),
+          stop,
+        );
+        await write(scope, grant, grant.data(scope, { m: "x", t: stamp.mzxid.toString() }), stop);
+        grant.token = stamp.mzxid;
         grant.mode = "exclusive";
         grant.marker = marker;
         marker = null;

@@ -15,12 +15,15 @@
  */
 import type { LockMode, QueueKind } from "../../core/driver.js";
 
+/** The empty string (the default namespace) as a node name: a lone `%` is never an escape. */
+const EMPTY = "%";
+
 export function encodeSegment(text: string): string {
-  return encodeURIComponent(text).replace(/\./g, "%2E");
+  return text === "" ? EMPTY : encodeURIComponent(text).replace(/\./g, "%2E");
 }
 
 export function decodeSegment(text: string): string {
-  return decodeURIComponent(text);
+  return text === EMPTY ? "" : decodeURIComponent(text);
 }
 
 /** The paths of one namespace. */
@@ -112,9 +115,7 @@ export interface NodeData {
   readonly s: number;
   /** Current mode when it differs from the name's (after an upgrade or downgrade). */
   readonly m?: "x" | "s";
-  /** Set when the grant was recorded by a write: the token is that write's zxid... */
-  readonly r?: 1;
-  /** ...unless the token is given here (a downgrade rewrote the data). */
+  /** The fencing token, written once granted. */
   readonly t?: string;
 }
 

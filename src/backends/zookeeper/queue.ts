@@ -9,8 +9,9 @@
  *
  * A shared holder upgrading creates a marker node; readers that came after the marker
  * wait for it, and the upgrade completes once every other holder has left. Holding is
- * decided by position alone, so it never changes under a holder; the fencing token is a
- * zxid fixed at the grant (see `tokenOf`).
+ * decided by position alone, so it never changes under a holder; the fencing token is the
+ * zxid of a write to the queue's parent made just after the read that granted it, kept in
+ * the node's data for `inspect()` (see `tokenOf`).
  *
  * @module
  */
@@ -50,8 +51,7 @@ export function modeOf(view: QueueView, node: QueueNode): LockMode {
 export type Decision =
   | { readonly type: "missing" }
   | { readonly type: "mismatch"; readonly limit: number }
-  /** `unchanged`: nothing joined or left since the node was created (it was granted then). */
-  | { readonly type: "grant"; readonly me: QueueNode; readonly unchanged: boolean }
+  | { readonly type: "grant"; readonly me: QueueNode }
   /** Wait for one of `watch` to change, or (`children`) for any child to come or go. */
   | { readonly type: "wait"; readonly me: QueueNode; readonly watch: readonly string[]; readonly children: boolean };
 
@@ -61,22 +61,19 @@ export function decide(view: QueueView, name: string, kind: QueueKind, mode: Loc
   if (!me) return { type: "missing" };
   const other = view.nodes.find((n) => n.limit !== limit);
   if (other) return { type: "mismatch", limit: other.limit };
-  // The sequence number is the parent's child version when the node was created, so the
-  // queue is exactly as it was at our create if the version moved only by that create.
-  const unchanged = view.stat.cversion === me.seq + 1;
   const earlier = view.nodes.slice(0, index);
   if (kind === "semaphore") {
-    return earlier.length < limit ? { type: "grant", me, unchanged } : { type: "wait", me, watch: [], children: true };
+    return earlier.length < limit ? { type: "grant", me } : { type: "wait", me, watch: [], children: true };
   }
   if (mode === "exclusive") {
     return earlier.length === 0
-      ? { type: "grant", me, unchanged }
+      ? { type: "grant", me }
       : { type: "wait", me, watch: [(earlier.at(-1) as QueueNode).name], children: false };
   }
   const lastWriter = earlier.findLast((n) => modeOf(view, n) === "exclusive");
   const marker = view.markers[0];
   const blockingMarker = marker !== undefined && marker.seq < me.seq ? marker : undefined;
-  if (!lastWriter && !blockingMarker) return { type: "grant", me, unchanged };
+  if (!lastWriter && !blockingMarker) return { type: "grant", me };
   const watch = [lastWriter?.name, blockingMarker?.name].filter((n): n is string => n !== undefined);
   return { type: "wait", me, watch, children: false };
 }
@@ -103,10 +100,10 @@ export function decideUpgrade(view: QueueView, name: string, marker: string): Up
   return holders.length === 0 ? { type: "grant" } : { type: "wait" };
 }
 
-/** The fencing token of a node, from its stat and data. */
+/** The fencing token of a held node, as its holder wrote it into the node's data. */
 export function tokenOf(stat: Stat, data: NodeData | null): bigint {
-  if (data?.t !== undefined) return BigInt(data.t);
-  return BigInt(data?.r ? stat.mzxid : stat.czxid);
+  // Written just after the grant, without waiting: for a moment the creation zxid stands in.
+  return data?.t !== undefined ? BigInt(data.t) : stat.czxid;
 }
 
 export function isGranted(view: QueueView, node: QueueNode, kind: QueueKind): boolean {
