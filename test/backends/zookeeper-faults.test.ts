@@ -17,7 +17,7 @@ import { startZooKeeper, startZooKeeperEnsemble, type ZooKeeperServer } from "..
 const TTL_MS = 2000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe("zookeeper ensemble faults", () => {
+describe("zookeeper ensemble faults", { timeout: 180_000 }, () => {
   it("keeps one holder at a time and growing tokens while the leader, then a second member, die and return", async (t) => {
     const ensemble = await startZooKeeperEnsemble(3);
     const coords: Coordinator[] = [];
@@ -112,7 +112,7 @@ describe("zookeeper ensemble faults", () => {
   });
 });
 
-describe("zookeeper client faults", () => {
+describe("zookeeper client faults", { timeout: 180_000 }, () => {
   let server: ZooKeeperServer;
   const coords: Coordinator[] = [];
   const holders: Holder[] = [];
