@@ -218,4 +218,29 @@ describe("etcd client faults", () => {
       await proxy.close();
     }
   });
+
+  it("answers a release it cannot confirm with unconfirmed within one call deadline; the lease frees the lock", async () => {
+    const [host, port] = server.endpoints[0]!.split(":");
+    const proxy = await startProxy({ host: host!, port: Number(port) });
+    try {
+      const cut = await client(`etcd://${proxy.address}`, { ttlMs: TTL_MS, memberId: "cut-release" });
+      const other = await client(server.url, { memberId: "other-release" });
+      const held = await cut.lock("release").acquire();
+      const waiting = other.lock("release").acquire({ timeoutMs: 30_000 });
+      await waitForWaiters(other, "release", 1);
+
+      proxy.cut();
+      const started = performance.now();
+      const result = await held.release();
+      const tookMs = performance.now() - started;
+      assert.equal(result.status, "unconfirmed");
+      // One call attempt (at most a quarter of the TTL), not retries for seconds.
+      assert.ok(tookMs < TTL_MS / 2, `release took ${Math.round(tookMs)} ms`);
+      const next = await waiting;
+      assert.ok(next.token > held.token);
+      await next.release();
+    } finally {
+      await proxy.close();
+    }
+  });
 });

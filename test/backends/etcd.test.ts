@@ -89,6 +89,27 @@ describe("etcd specifics", () => {
     await again.release();
   });
 
+  it("keeps many acquisitions in flight on one coordinator without a MaxListenersExceededWarning", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => {
+      if (warning.name === "MaxListenersExceededWarning") warnings.push(warning.message);
+    };
+    process.on("warning", onWarning);
+    try {
+      const [holder, waiter] = [await client({ memberId: "holder" }), await client({ memberId: "waiter" })];
+      const names = Array.from({ length: 15 }, (_, i) => `many-${i}`);
+      const held = await Promise.all(names.map((name) => holder.lock(name).acquire()));
+      const waiting = names.map((name) => waiter.lock(name).acquire({ timeoutMs: 10_000 }));
+      for (const name of names) await waitForWaiters(holder, name, 1);
+      await Promise.all(held.map((h) => h.release()));
+      for (const handle of await Promise.all(waiting)) await handle.release();
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on a later tick
+    } finally {
+      process.off("warning", onWarning);
+    }
+    assert.deepEqual(warnings, []);
+  });
+
   it("rejects a bad configuration at connect", async () => {
     await assert.rejects(connect(own.url, { ca: "/nonexistent.pem" }), /ca, cert and key options need TLS/);
     await assert.rejects(connect(own.url.replace("etcd:", "etcds:"), { cert: "/x.pem" }), /both the "cert" and "key"/);

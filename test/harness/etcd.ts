@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { freePort } from "./ports.js";
+import { type Proxy as TcpProxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
 const HOST = "127.0.0.1";
@@ -44,6 +45,9 @@ interface MemberConfig {
   name: string;
   clientPort: number;
   peerPort: number;
+  /** Where clients and peers are told to connect (a proxy port, or the real one). */
+  advertisedClientPort: number;
+  advertisedPeerPort: number;
   dataDir: string;
   logFile: string;
 }
@@ -57,11 +61,11 @@ function memberArgs(m: MemberConfig, initialCluster: string, token: string, stat
     "--listen-client-urls",
     `http://${HOST}:${m.clientPort}`,
     "--advertise-client-urls",
-    `http://${HOST}:${m.clientPort}`,
+    `http://${HOST}:${m.advertisedClientPort}`,
     "--listen-peer-urls",
     `http://${HOST}:${m.peerPort}`,
     "--initial-advertise-peer-urls",
-    `http://${HOST}:${m.peerPort}`,
+    `http://${HOST}:${m.advertisedPeerPort}`,
     "--initial-cluster",
     initialCluster,
     "--initial-cluster-token",
@@ -112,7 +116,7 @@ async function maintenanceStatus(clientPort: number): Promise<StatusResponse> {
 
 export interface EtcdMember {
   readonly name: string;
-  /** "127.0.0.1:PORT" */
+  /** "127.0.0.1:PORT" where clients connect (the member's proxy in a proxied cluster). */
   readonly clientEndpoint: string;
   readonly clientPort: number;
   readonly peerPort: number;
@@ -131,6 +135,17 @@ export interface EtcdMember {
   /** SIGSTOP / SIGCONT. */
   pause(): void;
   resume(): void;
+  /**
+   * Proxied clusters only: silences the member, as a failed switch does: every connection
+   * opened to it (by clients, and by peers, which receive its raft messages on them) stops
+   * forwarding, and none is closed. It still hears its peers on the connections it opened
+   * to them, so between members the cut is one-way: a cut follower keeps hearing the
+   * leader and starts no elections; a cut leader's followers elect another one, whom it
+   * then hears and follows.
+   */
+  cut(): void;
+  /** Ends a `cut()`: connections that were silenced carry on, with what was held back. */
+  heal(): void;
 }
 
 class Member implements EtcdMember {
@@ -143,13 +158,15 @@ class Member implements EtcdMember {
     private readonly token: string,
     /** Health probes for restarts need quorum, i.e. the other members. */
     private readonly healthTimeoutMs: number,
+    private readonly proxies: readonly TcpProxy[] = [],
+    private readonly extraArgs: readonly string[] = [],
   ) {}
 
   get name(): string {
     return this.cfg.name;
   }
   get clientEndpoint(): string {
-    return `${HOST}:${this.cfg.clientPort}`;
+    return `${HOST}:${this.cfg.advertisedClientPort}`;
   }
   get clientPort(): number {
     return this.cfg.clientPort;
@@ -183,7 +200,7 @@ class Member implements EtcdMember {
     this.proc = new ServerProcess(
       `etcd ${this.name}`,
       etcdBinary(),
-      memberArgs(this.cfg, this.initialCluster, this.token, state),
+      [...memberArgs(this.cfg, this.initialCluster, this.token, state), ...this.extraArgs],
       { env: etcdEnv(), logFile: this.cfg.logFile, cwd: path.dirname(this.cfg.dataDir) },
     );
     return this.proc;
@@ -218,6 +235,21 @@ class Member implements EtcdMember {
   resume(): void {
     this.proc?.signal("SIGCONT");
   }
+
+  cut(): void {
+    if (this.proxies.length === 0)
+      throw new Error(`etcd ${this.name}: cut() needs startEtcdCluster(n, { proxied: true })`);
+    for (const proxy of this.proxies) proxy.cut();
+  }
+
+  heal(): void {
+    if (this.proxies.length === 0) throw new Error(`etcd ${this.name}: heal() needs a proxied cluster`);
+    for (const proxy of this.proxies) proxy.heal({ resumeExisting: true });
+  }
+
+  async closeProxies(): Promise<void> {
+    await Promise.all(this.proxies.map((p) => p.close()));
+  }
 }
 
 async function allocateMembers(names: readonly string[], root: string): Promise<MemberConfig[]> {
@@ -225,10 +257,14 @@ async function allocateMembers(names: readonly string[], root: string): Promise<
   for (const name of names) {
     const dir = path.join(root, name);
     fs.mkdirSync(dir, { recursive: true });
+    const clientPort = await freePort();
+    const peerPort = await freePort();
     cfgs.push({
       name,
-      clientPort: await freePort(),
-      peerPort: await freePort(),
+      clientPort,
+      peerPort,
+      advertisedClientPort: clientPort,
+      advertisedPeerPort: peerPort,
       dataDir: path.join(dir, "data"),
       logFile: path.join(dir, "etcd.log"),
     });
@@ -330,30 +366,54 @@ export interface EtcdCluster {
   /** "etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
   readonly url: string;
   /**
-   * The current leader, as agreed by the running members. Waits (bounded)
-   * through an election in progress.
+   * The current leader, as agreed by the running members (or only by those in
+   * `among`). Waits (bounded) through an election in progress.
    */
-  leader(opts?: { timeoutMs?: number }): Promise<EtcdMember>;
+  leader(opts?: { timeoutMs?: number; among?: readonly EtcdMember[] }): Promise<EtcdMember>;
   /** Running members other than the current leader. */
   followers(opts?: { timeoutMs?: number }): Promise<EtcdMember[]>;
   /** Stop all members and remove all data dirs. Idempotent. */
   stop(): Promise<void>;
 }
 
-export function startEtcdCluster(size = 3): Promise<EtcdCluster> {
-  if (!Number.isInteger(size) || size < 1) throw new Error(`startEtcdCluster: bad size ${size}`);
-  return retryOnAddressInUse(() => startEtcdClusterOnce(size));
+export interface StartEtcdClusterOptions {
+  /**
+   * Put a TCP proxy (test/harness/proxy.ts) in front of each member's client port and
+   * peer port, so that `member.cut()` can silence it. The harness itself (health,
+   * `leader()`) still talks to the members directly.
+   */
+  proxied?: boolean;
+  /** More etcd flags for every member, e.g. `["--pre-vote"]`. */
+  extraArgs?: readonly string[];
 }
 
-async function startEtcdClusterOnce(size: number): Promise<EtcdCluster> {
+export function startEtcdCluster(size = 3, opts: StartEtcdClusterOptions = {}): Promise<EtcdCluster> {
+  if (!Number.isInteger(size) || size < 1) throw new Error(`startEtcdCluster: bad size ${size}`);
+  return retryOnAddressInUse(() => startEtcdClusterOnce(size, opts));
+}
+
+async function startEtcdClusterOnce(size: number, opts: StartEtcdClusterOptions): Promise<EtcdCluster> {
   const root = makeTempDir("baton-etcd-cluster-");
   const members: Member[] = [];
+  const proxies: TcpProxy[] = [];
   try {
     const names = Array.from({ length: size }, (_, i) => `m${i + 1}`);
     const cfgs = await allocateMembers(names, root);
-    const initialCluster = cfgs.map((c) => `${c.name}=http://${HOST}:${c.peerPort}`).join(",");
+    const memberProxies: TcpProxy[][] = [];
+    for (const [i, cfg] of cfgs.entries()) {
+      memberProxies[i] = [];
+      if (!opts.proxied) continue;
+      const client = await startProxy({ host: HOST, port: cfg.clientPort });
+      const peer = await startProxy({ host: HOST, port: cfg.peerPort });
+      proxies.push(client, peer);
+      memberProxies[i] = [client, peer];
+      cfgs[i] = { ...cfg, advertisedClientPort: client.port, advertisedPeerPort: peer.port };
+    }
+    const initialCluster = cfgs.map((c) => `${c.name}=http://${HOST}:${c.advertisedPeerPort}`).join(",");
     const token = `baton-${randomBytes(6).toString("hex")}`;
-    for (const cfg of cfgs) members.push(new Member(cfg, initialCluster, token, STARTUP_TIMEOUT_MS));
+    for (const [i, cfg] of cfgs.entries()) {
+      members.push(new Member(cfg, initialCluster, token, STARTUP_TIMEOUT_MS, memberProxies[i], opts.extraArgs));
+    }
     // Start members one at a time, each once the previous one serves peer
     // HTTP. Started all at once, a new member's bootstrap check
     // (isMemberBootstrapped) asks peers that are listening but not yet
@@ -370,18 +430,19 @@ async function startEtcdClusterOnce(size: number): Promise<EtcdCluster> {
     await Promise.all(members.map((m) => m.waitHealthy()));
   } catch (err) {
     await Promise.all(members.map((m) => m.kill()));
+    await Promise.all(proxies.map((p) => p.close()));
     removeTempDir(root);
     throw err;
   }
 
   const endpoints = members.map((m) => m.clientEndpoint);
 
-  async function findLeader(timeoutMs: number): Promise<Member> {
+  async function findLeader(timeoutMs: number, among: readonly EtcdMember[] = members): Promise<Member> {
     let found: Member | undefined;
     await waitUntil(
       "etcd cluster leader",
       async () => {
-        const running = members.filter((m) => m.running);
+        const running = members.filter((m) => m.running && among.includes(m));
         const statuses = await Promise.allSettled(running.map((m) => maintenanceStatus(m.clientPort)));
         const byId = new Map<string, Member>();
         const leaders = new Set<string>();
@@ -409,7 +470,7 @@ async function startEtcdClusterOnce(size: number): Promise<EtcdCluster> {
     members,
     endpoints,
     url: `etcd://${endpoints.join(",")}`,
-    leader: (opts) => findLeader(opts?.timeoutMs ?? 10_000),
+    leader: (opts) => findLeader(opts?.timeoutMs ?? 10_000, opts?.among),
     async followers(opts) {
       const leader = await findLeader(opts?.timeoutMs ?? 10_000);
       return members.filter((m) => m !== leader && m.running);
@@ -420,6 +481,7 @@ async function startEtcdClusterOnce(size: number): Promise<EtcdCluster> {
       // Kill rather than SIGTERM: a graceful leader stop tries to transfer
       // leadership to members that are going away too, which only adds delay.
       await Promise.all(members.map((m) => m.kill()));
+      await Promise.all(members.map((m) => m.closeProxies()));
       removeTempDir(root);
     },
   };

@@ -12,14 +12,14 @@
  * @module
  */
 import { randomBytes } from "node:crypto";
-import type { ICompare, IRequestOp, ITxnResponse } from "etcd3";
+import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { ClosedError, InvalidArgumentError, SessionExpiredError } from "../../core/errors.js";
-import { op, rangeAt, when } from "./client.js";
-import { BACKEND } from "./errors.js";
+import { op, raceSignal, sleep, when } from "./client.js";
+import { BACKEND, isTransient, translate } from "./errors.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
-import { linked, removeKeys, retrying, type Scope } from "./scope.js";
+import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import { KeyWatch, nextChange, type WatchedEvent } from "./watch.js";
 
 /** More older exclusive keys than this and a shared waiter re-reads instead of comparing each. */
@@ -72,15 +72,14 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Et
   const { signal } = request;
   if (signal.aborted) throw signal.reason;
   const queue = scope.keys.queue(request.kind, request.name);
-  const key = `${queue.prefix}${scope.sessionId}-${randomBytes(6).toString("hex")}`;
   const stop = linked([signal, scope.ended]);
-  const attempt = new Attempt(scope, request, queue, key, stop.signal);
+  const attempt = new Attempt(scope, request, queue, stop.signal);
   try {
     return await attempt.run();
   } catch (error) {
     // Withdraw the key. Waiting for etcd is pointless when the session is ending (its
     // lease takes the key), and at most a request timeout otherwise.
-    const removal = removeKeys(scope, [key], attempt.inflight);
+    const removal = attempt.withdraw();
     if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
     if (signal.aborted) {
       // The coordinator is closing: settle with close() itself, as an in-process backend
@@ -99,16 +98,21 @@ class Attempt {
   readonly #scope: Scope;
   readonly #request: AcquireRequest;
   readonly #queue: QueueKeys;
-  readonly #key: string;
+  /** Our queue key: a new one after each join whose outcome was unknown. */
+  #key: string;
   readonly #signal: AbortSignal;
-  /** The last write sent, which may still create the key after an abort. */
+  /** The last write sent after joining, which may still be applied after an abort. */
   inflight: Promise<unknown> | undefined;
+  /** The join sent and not answered: it may create `key` whenever etcd gets it. */
+  #unknown: { fence: string; key: string } | null = null;
+  /** Fencing off `#unknown`, while it lasts. */
+  #fencing: Promise<void> | null = null;
 
-  constructor(scope: Scope, request: AcquireRequest, queue: QueueKeys, key: string, signal: AbortSignal) {
+  constructor(scope: Scope, request: AcquireRequest, queue: QueueKeys, signal: AbortSignal) {
     this.#scope = scope;
     this.#request = request;
     this.#queue = queue;
-    this.#key = key;
+    this.#key = this.#newKey();
     this.#signal = signal;
   }
 
@@ -116,31 +120,79 @@ class Attempt {
     const { kind, mode, wait } = this.#request;
     // An exclusive try never has to queue: it is granted only if the queue is empty.
     const tryOnly = !wait && kind !== "semaphore" && mode === "exclusive";
-    // Put self in the queue; if nobody is in it, the key is created already granted (one
-    // transaction when uncontended). Otherwise the same transaction reads the queue, so
-    // the decision below sees exactly the queue this key joined.
-    const first = await this.#txn(
-      "acquiring",
-      [when.empty(this.#queue.prefix)],
-      [op.put(this.#key, this.#value(false), this.#scope.leaseId)],
-      tryOnly
-        ? [op.get(this.#key)]
-        : [
-            op.put(this.#key, this.#value(true), this.#scope.leaseId),
-            op.scan(this.#queue.prefix),
-            op.get(this.#queue.marker),
-          ],
-    );
+    const first = await this.#join(tryOnly);
     if (first.succeeded) {
       const revision = BigInt(first.header.revision);
       return this.#grant(revision, revision);
     }
-    if (tryOnly) {
-      // Our key exists only if an earlier attempt whose answer was lost created it.
-      if (rangeAt(first, 0).length > 0) throw new Busy();
-      return null;
-    }
+    if (tryOnly) return null;
     return this.#loop(viewOf(first, 1, 2));
+  }
+
+  /**
+   * Deletes what this attempt may have put in the queue (after `acquire` failed or was
+   * cancelled), fencing off a join whose outcome is unknown.
+   */
+  withdraw(): Promise<void> {
+    if (this.#fencing) return this.#fencing;
+    if (this.#unknown) return fenceOff(this.#scope, this.#unknown.fence, this.#unknown.key);
+    return removeKeys(this.#scope, [this.#key], this.inflight);
+  }
+
+  /**
+   * Puts our key in the queue; if nobody is in it, the key is created already granted (one
+   * transaction when uncontended). Otherwise the same transaction reads the queue, so the
+   * decision that follows sees exactly the queue this key joined.
+   *
+   * A join that got no answer may still be applied by etcd at any later time: a member cut
+   * off silently gets the request when the network heals, long after we gave up on it,
+   * retried and perhaps released the lock; the key it creates then would be a waiter
+   * nobody ever removes, and the queue would stall behind it. So each join requires a
+   * fresh fence key to be absent, and before trying again with a new key the lost one is
+   * fenced off (`fenceOff`: the fence put and the key deleted in one transaction), which
+   * makes any later application of it fail.
+   */
+  async #join(tryOnly: boolean): Promise<ITxnResponse> {
+    const { client, keys, leaseId, sessionId } = this.#scope;
+    const what = `acquiring ${this.#request.kind} "${this.#request.name}"`;
+    for (let delay = FIRST_RETRY_DELAY_MS; ; delay = nextDelay(delay)) {
+      const fence = keys.fence(sessionId);
+      const key = this.#key;
+      const join: ITxnRequest = {
+        compare: [when.empty(this.#queue.prefix)],
+        success: [op.put(key, this.#value(false), leaseId)],
+        failure: tryOnly
+          ? []
+          : [op.put(key, this.#value(true), leaseId), op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
+      };
+      this.#unknown = { fence, key };
+      try {
+        const sent = client.kv.txn({ compare: [when.absent(fence)], success: [{ request_txn: join }], failure: [] });
+        const response = await raceSignal(sent, this.#signal);
+        this.#unknown = null;
+        const nested = response.responses[0]?.response_txn as ITxnResponse | undefined;
+        if (!response.succeeded || !nested) throw new Error(`etcd found the new fence ${fence} already there`);
+        return { ...nested, header: response.header };
+      } catch (error) {
+        if (this.#signal.aborted) throw this.#signal.reason;
+        const translated = translate(error, what);
+        if (translated instanceof SessionExpiredError) {
+          this.#scope.lost(translated);
+          throw translated;
+        }
+        if (!isTransient(error)) throw translated;
+        this.#fencing = fenceOff(this.#scope, fence, key);
+        await raceSignal(this.#fencing, this.#signal);
+        this.#fencing = null;
+        this.#unknown = null;
+        this.#key = this.#newKey();
+        await sleep(delay, this.#signal);
+      }
+    }
+  }
+
+  #newKey(): string {
+    return `${this.#queue.prefix}${this.#scope.sessionId}-${randomBytes(6).toString("hex")}`;
   }
 
   async #loop(initial: QueueView): Promise<EtcdGrant | null> {

@@ -1,6 +1,7 @@
 /**
- * The `etcd3` client as the driver uses it: raw KV, lease and watch RPCs with deadlines,
- * fault handling tuned for quick fail-over, and small builders for transactions.
+ * The `etcd3` clients as the driver uses them: raw KV, lease and watch RPCs with deadlines
+ * tied to the TTL, calls kept off members that do not answer (members.ts), keep-alives over
+ * every member (keepalive.ts), and small builders for transactions.
  *
  * @module
  */
@@ -8,61 +9,176 @@ import {
   CompareResult,
   CompareTarget,
   Etcd3,
-  GRPCDeadlineExceededError,
   type ICompare,
   type IKeyValue,
   type IOptions,
   type IRangeResponse,
   type IRequestOp,
   type ITxnResponse,
-  isRecoverableError,
   SortOrder,
   SortTarget,
 } from "etcd3";
 import type { EtcdConfig } from "./config.js";
-import { HostResting } from "./errors.js";
+import { HostResting, isTransient } from "./errors.js";
+import { KeepAlivePaths } from "./keepalive.js";
 import { prefixEnd } from "./keys.js";
+import { bare, MemberHealth } from "./members.js";
 
 type FaultHandling = NonNullable<IOptions["faultHandling"]>;
 
-/** How long a host that failed twice in a row is skipped while others are tried. */
-const HOST_REST_MS = 500;
-/** Attempts per call, each on the next host (the client's own fail-over). */
+/** Attempts per call, each on another member that is up (the client's own fail-over). */
 const ATTEMPTS = 3;
+/** The shortest deadline a call attempt gets, whatever the TTL. */
+const MIN_CALL_TIMEOUT_MS = 250;
 
-/** Creates the client. It connects lazily, on the first call. */
-export function createClient(config: EtcdConfig): Etcd3 {
-  const many = config.hosts.length > 1;
-  const options: IOptions = {
-    hosts: config.hosts,
+/** What one driver talks to etcd through. */
+export interface EtcdClients {
+  /** Unary calls and watches, on a member that is up. */
+  readonly pool: Etcd3;
+  readonly keepAlives: KeepAlivePaths;
+  /** Deadline of each call attempt. */
+  readonly callTimeoutMs: number;
+  /**
+   * Runs `call` on every member at once, each through its own client; resolves with the
+   * first success and rejects with the first error when all fail. Every member that
+   * answers is marked up, now or whenever its answer comes.
+   */
+  reachAny<T>(call: (client: Etcd3) => Promise<T>): Promise<T>;
+  close(): void;
+}
+
+/**
+ * The deadline of one call attempt: `requestTimeoutMs`, but at most a quarter of the TTL,
+ * so that an attempt lost on a silent member still leaves time to retry on another one
+ * well before the session's local deadline (TTL minus a fifth).
+ */
+export function callTimeout(requestTimeoutMs: number, ttlMs: number): number {
+  return Math.min(requestTimeoutMs, Math.max(MIN_CALL_TIMEOUT_MS, Math.floor(ttlMs / 4)));
+}
+
+/**
+ * Reads (and the lease grant that opens a session) retry transient failures for two call
+ * attempts' deadlines: enough to get past a member that went silent and a reconnection.
+ */
+export function readBudget(callTimeoutMs: number): number {
+  return 2 * callTimeoutMs;
+}
+
+/** Creates the clients. They connect lazily, on the first call. */
+export function createClients(config: EtcdConfig, ttlMs: number): EtcdClients {
+  const callTimeoutMs = callTimeout(config.requestTimeoutMs, ttlMs);
+  const health = new MemberHealth(config.hosts);
+  const pool = new Etcd3(
+    options(config, config.hosts, callTimeoutMs, true, {
+      global: retryPolicy(),
+      host: (host: string) => health.policy(host),
+      watchBackoff: backoff(50),
+    }),
+  );
+  // One client per member for keep-alives: no retries, no circuit breaker (the etcd3
+  // default would stop calling a member for 5 s after three failures).
+  const perMember = new Map<string, Etcd3>();
+  for (const host of config.hosts) {
+    const direct = { execute: async <T>(fn: (context: unknown) => Promise<T>) => fn({}) };
+    perMember.set(
+      bare(host),
+      new Etcd3(
+        options(config, [host], callTimeoutMs, false, {
+          global: direct,
+          host: () => direct,
+          watchBackoff: backoff(50),
+        }),
+      ),
+    );
+  }
+  return {
+    pool,
+    keepAlives: new KeepAlivePaths(perMember, health),
+    callTimeoutMs,
+    reachAny<T>(call: (client: Etcd3) => Promise<T>): Promise<T> {
+      const calls = [...perMember].map(async ([host, client]) => {
+        const result = await call(client);
+        health.answered(host);
+        return result;
+      });
+      return Promise.any(calls).catch((error: unknown) => {
+        throw error instanceof AggregateError ? error.errors[0] : error;
+      });
+    },
+    close() {
+      pool.close();
+      for (const client of perMember.values()) client.close();
+    },
+  };
+}
+
+/**
+ * `leader`: mark calls as requiring a leader (the pool). Not for the per-member clients: a
+ * keep-alive sent to a follower during an election waits there for the new leader and is
+ * answered as soon as it exists, and connect()'s serializable read needs no leader at all.
+ */
+function options(
+  config: EtcdConfig,
+  hosts: string[],
+  callTimeoutMs: number,
+  leader: boolean,
+  faultHandling: unknown,
+): IOptions {
+  return {
+    hosts,
+    grpcOptions: {
+      interceptors: leader ? [requireLeader] : [],
+      // gRPC waits 1 s, growing to 2 min, before reconnecting after a failure; a lock
+      // service wants a healed member back within a fraction of a TTL.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 1000,
+    },
     ...(config.credentials ? { credentials: config.credentials as NonNullable<IOptions["credentials"]> } : {}),
     ...(config.auth ? { auth: config.auth } : {}),
     // A unary call that gets no answer (a partition, a stopped process) fails after this
     // instead of hanging; streams (watches, keep-alives) set their own deadlines.
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + config.requestTimeoutMs }),
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     // Plain objects with `execute`: all the etcd3 client calls on its policies.
-    faultHandling: {
-      global: retryPolicy(many),
-      host: (host: string) => restPolicy(host, many),
-      watchBackoff: backoff(50),
-    } as unknown as FaultHandling,
+    faultHandling: faultHandling as FaultHandling,
   };
-  return new Etcd3(options);
 }
 
-/** Retries recoverable failures on the next host; a timeout only when there is another host. */
-function retryPolicy(many: boolean) {
+/** The part of a grpc-js intercepting call that `requireLeader` touches. */
+interface StartableCall {
+  start(metadata: { set(key: string, value: string): void }, listener: unknown): void;
+}
+
+/**
+ * Marks every call as requiring a leader (the metadata of etcd's Go `WithRequireLeader`):
+ * a member that has lost touch with its leader then refuses a call at once with
+ * "etcdserver: no leader" instead of holding it until its deadline, and cancels such
+ * streams (watches) when it loses the leader, so that they move to a member that has one.
+ */
+function requireLeader<C extends StartableCall>(options: unknown, nextCall: (options: unknown) => C): C {
+  const call = nextCall(options);
+  const start = call.start.bind(call);
+  call.start = (metadata, listener) => {
+    metadata.set("hasleader", "true");
+    start(metadata, listener);
+  };
+  return call;
+}
+
+/**
+ * Moves on to the next member only when the call was never sent (`HostResting`). A call
+ * that was sent and got no answer may still be applied later (a silent member gets it
+ * when the network heals), so whether to send it again is the caller's decision: reads use
+ * `idempotent`, the session's writes `retrying` (scope.ts), and joining a queue fences off
+ * a lost attempt first (acquire.ts).
+ */
+function retryPolicy() {
   return {
     async execute<T>(fn: (context: { attempt: number }) => Promise<T>): Promise<T> {
       for (let attempt = 1; ; attempt++) {
         try {
           return await fn({ attempt });
         } catch (error) {
-          const retry =
-            attempt < ATTEMPTS &&
-            (error instanceof HostResting ||
-              (isRecoverableError(error as Error) && (many || !(error instanceof GRPCDeadlineExceededError))));
-          if (!retry) throw error;
+          if (attempt >= ATTEMPTS || !(error instanceof HostResting)) throw error;
           await sleep(20 * attempt);
         }
       }
@@ -70,26 +186,21 @@ function retryPolicy(many: boolean) {
   };
 }
 
-/** Skips a host for a moment after two failures in a row, so calls go to the others. */
-function restPolicy(host: string, many: boolean) {
-  let failures = 0;
-  let restUntil = 0;
-  return {
-    async execute<T>(fn: (context: unknown) => Promise<T>): Promise<T> {
-      if (many && Date.now() < restUntil) throw new HostResting(host);
-      try {
-        const result = await fn({});
-        failures = 0;
-        return result;
-      } catch (error) {
-        if (isRecoverableError(error as Error) && ++failures >= 2) {
-          failures = 0;
-          restUntil = Date.now() + HOST_REST_MS;
-        }
-        throw error;
-      }
-    },
-  };
+/**
+ * Runs a call that is safe to repeat (a read; a lease grant, whose lost duplicate just
+ * expires) again while it fails transiently, for up to `budgetMs` (with delays from 20 ms
+ * doubling to 250 ms, enough for a reconnection); each attempt goes to a member that is up.
+ */
+export async function idempotent<T>(call: () => Promise<T>, budgetMs: number): Promise<T> {
+  const deadline = Date.now() + budgetMs;
+  for (let delay = 20; ; delay = Math.min(250, delay * 2)) {
+    try {
+      return await call();
+    } catch (error) {
+      if (Date.now() + delay > deadline || !isTransient(error)) throw error;
+      await sleep(delay);
+    }
+  }
 }
 
 /** Watch-stream reconnection delays: 50 ms doubling to 1 s. */
@@ -131,6 +242,28 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise
       },
       (error: unknown) => {
         signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps
+ * running; its outcome is then ignored).
+ */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  promise.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
         reject(error);
       },
     );

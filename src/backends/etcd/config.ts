@@ -19,7 +19,10 @@ export interface EtcdConfig {
   readonly tls: boolean;
   readonly credentials?: { rootCertificate?: Buffer; privateKey?: Buffer; certChain?: Buffer };
   readonly auth?: { username: string; password: string };
-  /** Deadline of every unary request; streams are not bounded by it. */
+  /**
+   * Deadline of each unary call attempt as configured; the driver caps it at a quarter of
+   * the TTL (`callTimeout` in client.ts). Streams are not bounded by it.
+   */
   readonly requestTimeoutMs: number;
 }
 

@@ -15,15 +15,19 @@
  */
 import type { LockMode } from "../../core/driver.js";
 import { DeadlockError, InvalidStateError, LockLostError } from "../../core/errors.js";
-import { op, raceSignal, rangeAt, sleep, when } from "./client.js";
+import { op, raceSignal, rangeAt, sleep, when, within } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
 import type { EtcdGrant } from "./acquire.js";
 import { encodeQueueValue } from "./keys.js";
 import { isGranted, type QueueView, viewOf } from "./queue.js";
-import { linked, removeKeys, retrying, type Scope } from "./scope.js";
+import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import { nextChange } from "./watch.js";
 
-/** Deletes the grant's key (and its upgrade marker). */
+/**
+ * Deletes the grant's key (and its upgrade marker). Waits at most one call attempt's
+ * deadline for etcd to confirm; otherwise it rejects (the core reports `unconfirmed`) and
+ * keeps deleting in the background, ending the session if etcd refuses for a whole TTL.
+ */
 export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   if (grant.released) return;
   grant.released = true;
@@ -40,7 +44,7 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
         })
       : scope.client.kv.deleteRange({ key: Buffer.from(key) });
   try {
-    await sent;
+    await within<unknown>(sent, scope.requestTimeoutMs);
     grant.marker = false;
   } catch (error) {
     // Keep trying in the background; if etcd keeps refusing, the session ends and its
@@ -208,7 +212,7 @@ async function withdrawMarker(scope: Scope, grant: EtcdGrant, inflight: Promise<
   if (inflight) await inflight.catch(() => {});
   const { queue, key } = grant;
   const deadline = Date.now() + scope.ttlMs;
-  for (let delay = 50; ; delay = Math.min(1000, delay * 2)) {
+  for (let delay = FIRST_RETRY_DELAY_MS; ; delay = nextDelay(delay)) {
     if (scope.ended.aborted) return;
     try {
       await scope.client.kv.txn({

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { setMaxListeners } from "node:events";
 import type { Etcd3 } from "etcd3";
 import type {
   Driver,
@@ -19,7 +20,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
-import { createClient, op, rangeAt } from "./client.js";
+import { createClients, type EtcdClients, idempotent, op, rangeAt, readBudget } from "./client.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace, namespaceOf, prefixEnd, ROOT } from "./keys.js";
@@ -31,30 +32,44 @@ import type { KeyWatch, WatchRegistry } from "./watch.js";
 /** Creates an etcd driver; checks that etcd answers (and lets this user read the prefix). */
 export async function createDriver(context: DriverContext): Promise<Driver> {
   const config = parseConfig(context);
-  const client = createClient(config);
+  const clients = createClients(config, context.ttlMs);
+  const client = clients.pool;
   const keys = new Keyspace(context.namespace);
   try {
-    await client.kv.range({
-      key: Buffer.from(keys.prefix),
-      range_end: prefixEnd(keys.prefix),
-      limit: 1,
-      keys_only: true,
-    });
+    // Asks every member: the first answer lets connect() return, and whoever has not
+    // answered yet is not used until it does.
+    await idempotent(
+      () =>
+        clients.reachAny((member) =>
+          member.kv.range({
+            key: Buffer.from(keys.prefix),
+            range_end: prefixEnd(keys.prefix),
+            limit: 1,
+            keys_only: true,
+            // Answered by the member itself: connecting works during an election too.
+            serializable: true,
+          }),
+        ),
+      readBudget(clients.callTimeoutMs),
+    );
   } catch (error) {
-    client.close();
+    clients.close();
     throw translate(error, `connecting to etcd at ${config.hosts.join(",")}`);
   }
   const closing = new AbortController();
+  // Every watch and every closing acquisition listens to it.
+  setMaxListeners(0, closing.signal);
   const shared = {
     client,
+    keepAlives: clients.keepAlives,
     keys,
     memberId: context.memberId,
     ttlMs: context.ttlMs,
-    requestTimeoutMs: config.requestTimeoutMs,
+    requestTimeoutMs: clients.callTimeoutMs,
     watches: new Set<KeyWatch>(),
     closing: closing.signal,
   };
-  return new EtcdDriver(shared, closing);
+  return new EtcdDriver(shared, clients, closing);
 }
 
 class EtcdDriver implements Driver {
@@ -63,13 +78,20 @@ class EtcdDriver implements Driver {
   readonly #keys: Keyspace;
   readonly #watches: WatchRegistry;
   readonly #closed: AbortController;
+  readonly #clients: EtcdClients;
 
-  constructor(shared: DriverShared, closed: AbortController) {
+  constructor(shared: DriverShared, clients: EtcdClients, closed: AbortController) {
     this.#shared = shared;
+    this.#clients = clients;
     this.#closed = closed;
     this.#client = shared.client;
     this.#keys = shared.keys;
     this.#watches = shared.watches;
+  }
+
+  /** How long a read keeps retrying transient failures. */
+  get #readBudgetMs(): number {
+    return readBudget(this.#shared.requestTimeoutMs);
   }
 
   openSession(hooks: SessionHooks): Promise<EtcdSession> {
@@ -78,7 +100,7 @@ class EtcdDriver implements Driver {
 
   async listRecords(space: string): Promise<RecordEntry[]> {
     try {
-      return (await listRecords(this.#client, this.#keys, space)).entries;
+      return (await listRecords(this.#client, this.#keys, space, this.#readBudgetMs)).entries;
     } catch (error) {
       throw translate(error, `listing ${space}`);
     }
@@ -91,7 +113,7 @@ class EtcdDriver implements Driver {
   ): Promise<RecordEntry[]> {
     const stop = AbortSignal.any([signal, this.#closed.signal]);
     try {
-      return await watchRecords(this.#client, this.#keys, space, listener, stop, this.#watches);
+      return await watchRecords(this.#client, this.#keys, space, listener, stop, this.#watches, this.#readBudgetMs);
     } catch (error) {
       throw translate(error, `watching ${space}`);
     }
@@ -118,7 +140,10 @@ class EtcdDriver implements Driver {
   async inspect(): Promise<DriverSnapshot> {
     let kvs: ReturnType<typeof rangeAt>;
     try {
-      const response = await this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] });
+      const response = await idempotent(
+        () => this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] }),
+        this.#readBudgetMs,
+      );
       kvs = rangeAt(response, 0);
     } catch (error) {
       throw translate(error, "inspecting");
@@ -149,7 +174,7 @@ class EtcdDriver implements Driver {
   async close(): Promise<void> {
     this.#closed.abort();
     for (const watch of [...this.#watches]) watch.close();
-    this.#client.close();
+    this.#clients.close();
   }
 }
 

@@ -5,6 +5,8 @@
  *   its session's lease; ordered by create revision (the queue order).
  * - `u/<kind>/<name>`: the upgrade marker of a lock, held by at most one shared holder.
  * - `r/<space>/<key>`: records (group members, election leaders), bound to a lease.
+ * - `x/<lease-hex>-<random>`: a fence, bound to a lease: an attempt to join a queue whose
+ *   outcome is unknown, which must never take effect later (see acquire.ts).
  *
  * User-supplied parts (namespace, names, spaces, record keys) are encoded with
  * `encodeURIComponent`, which never yields `/`: one name can never be a prefix of another
@@ -12,6 +14,7 @@
  *
  * @module
  */
+import { randomBytes } from "node:crypto";
 import type { LockMode, QueueKind } from "../../core/driver.js";
 
 /** Root of every key Baton writes. */
@@ -38,7 +41,8 @@ export interface QueueKeys {
 export type ParsedKey =
   | { readonly type: "queue"; readonly kind: QueueKind; readonly name: string }
   | { readonly type: "record"; readonly space: string; readonly key: string }
-  | { readonly type: "marker" };
+  | { readonly type: "marker" }
+  | { readonly type: "fence" };
 
 /** The namespace of any key Baton wrote (`baton/<namespace>/...`); null for others. */
 export function namespaceOf(key: string): string | null {
@@ -74,6 +78,11 @@ export class Keyspace {
     return this.recordPrefix(space) + segment(key);
   }
 
+  /** A new fence key of session `sessionId`. */
+  fence(sessionId: string): string {
+    return `${this.prefix}x/${sessionId}-${randomBytes(6).toString("hex")}`;
+  }
+
   /** Decodes a key of this namespace; `null` for anything Baton did not write. */
   parse(key: string): ParsedKey | null {
     if (!key.startsWith(this.prefix)) return null;
@@ -88,6 +97,7 @@ export class Keyspace {
         return { type: "record", space: decodeURIComponent(parts[1]!), key: decodeURIComponent(parts[2]!) };
       }
       if (parts[0] === "u" && parts.length === 3) return { type: "marker" };
+      if (parts[0] === "x" && parts.length === 2) return { type: "fence" };
     } catch {
       // Malformed percent-encoding: not ours.
     }

@@ -6,8 +6,9 @@
  */
 import type { Etcd3, IKeyValue } from "etcd3";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
-import { op, rangeAt, sleep } from "./client.js";
+import { idempotent, op, rangeAt, sleep } from "./client.js";
 import { decodeRecordValue, type Keyspace } from "./keys.js";
+import { FIRST_RETRY_DELAY_MS, nextDelay } from "./scope.js";
 import { KeyWatch, type WatchRegistry } from "./watch.js";
 
 /** A record key-value as a `RecordEntry`; `null` for anything Baton did not write. */
@@ -25,8 +26,12 @@ interface Listing {
   readonly versions: Map<string, bigint>;
 }
 
-export async function listRecords(client: Etcd3, keys: Keyspace, space: string): Promise<Listing> {
-  const response = await client.kv.txn({ compare: [], success: [op.scan(keys.recordPrefix(space))], failure: [] });
+/** Reads a record space, retrying transient failures for up to `budgetMs`. */
+export async function listRecords(client: Etcd3, keys: Keyspace, space: string, budgetMs: number): Promise<Listing> {
+  const response = await idempotent(
+    () => client.kv.txn({ compare: [], success: [op.scan(keys.recordPrefix(space))], failure: [] }),
+    budgetMs,
+  );
   const entries: RecordEntry[] = [];
   const versions = new Map<string, bigint>();
   for (const kv of rangeAt(response, 0)) {
@@ -51,6 +56,7 @@ export async function watchRecords(
   listener: (event: RecordEvent) => void,
   signal: AbortSignal,
   registry: WatchRegistry,
+  budgetMs: number,
 ): Promise<RecordEntry[]> {
   const prefix = keys.recordPrefix(space);
   const known = new Map<string, bigint>();
@@ -86,10 +92,10 @@ export async function watchRecords(
   };
 
   const resync = async () => {
-    for (let delay = 50; !signal.aborted; delay = Math.min(1000, delay * 2)) {
+    for (let delay = FIRST_RETRY_DELAY_MS; !signal.aborted; delay = nextDelay(delay)) {
       let listing: Listing;
       try {
-        listing = await listRecords(client, keys, space);
+        listing = await listRecords(client, keys, space, budgetMs);
       } catch {
         await sleep(delay, signal).catch(() => {});
         continue;
@@ -111,7 +117,7 @@ export async function watchRecords(
     }
   };
 
-  const first = await listRecords(client, keys, space);
+  const first = await listRecords(client, keys, space, budgetMs);
   for (const [key, version] of first.versions) known.set(key, version);
   follow(first.revision);
   return first.entries;

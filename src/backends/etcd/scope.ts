@@ -6,7 +6,7 @@
  */
 import type { Etcd3 } from "etcd3";
 import { SessionExpiredError } from "../../core/errors.js";
-import { raceSignal, sleep } from "./client.js";
+import { op, raceSignal, sleep } from "./client.js";
 import { isTransient, translate } from "./errors.js";
 import type { Keyspace } from "./keys.js";
 import type { WatchRegistry } from "./watch.js";
@@ -33,9 +33,20 @@ export interface Scope {
   lost(error: Error): void;
 }
 
+/** First delay before retrying a transient failure. */
+export const FIRST_RETRY_DELAY_MS = 50;
+
+/**
+ * The delay after `delay`: doubling up to a quarter second, so that a caller is back
+ * within that long of the cluster's recovery (a new leader, a healed network).
+ */
+export function nextDelay(delay: number): number {
+  return Math.min(250, delay * 2);
+}
+
 /**
  * Runs `attempt` until it succeeds, retrying transient failures (with backoff: 50 ms
- * doubling to 1 s) for as long as `signal` allows. Rejects with `signal.reason` once it
+ * doubling to 250 ms) for as long as `signal` allows. Rejects with `signal.reason` once it
  * aborts, with a `SessionExpiredError` (after telling the session) when the lease is gone,
  * and with the translated error for anything else.
  */
@@ -45,7 +56,7 @@ export async function retrying<T>(
   attempt: () => Promise<T>,
   signal: AbortSignal,
 ): Promise<T> {
-  let delay = 50;
+  let delay = FIRST_RETRY_DELAY_MS;
   for (;;) {
     try {
       return await raceSignal(attempt(), signal);
@@ -58,7 +69,7 @@ export async function retrying<T>(
       }
       if (!isTransient(error)) throw translated;
       await sleep(delay, signal);
-      delay = Math.min(1000, delay * 2);
+      delay = nextDelay(delay);
     }
   }
 }
@@ -79,21 +90,44 @@ export async function removeKeys(scope: Scope, keys: readonly string[], inflight
   }
 }
 
-async function deleteOrEnd(scope: Scope, keys: readonly string[]): Promise<void> {
+function deleteOrEnd(scope: Scope, keys: readonly string[]): Promise<void> {
+  return persistOrEnd(scope, "removing an abandoned queue key", () =>
+    Promise.all(keys.map((key) => scope.client.kv.deleteRange({ key: Buffer.from(key) }))),
+  );
+}
+
+/**
+ * Fences off an attempt to create `key` whose outcome is unknown: one transaction puts
+ * `fence` (which that attempt required to be absent) and deletes `key`. Whenever etcd
+ * applies the attempt, before this transaction (then the key is deleted) or after it
+ * (then the attempt fails), the key does not outlive the fence. Retries like `removeKeys`.
+ */
+export function fenceOff(scope: Scope, fence: string, key: string): Promise<void> {
+  return persistOrEnd(scope, "fencing off an abandoned queue key", () =>
+    scope.client.kv.txn({
+      compare: [],
+      success: [op.put(fence, Buffer.alloc(0), scope.leaseId), op.del(key)],
+      failure: [],
+    }),
+  );
+}
+
+/** Retries `action` for up to one TTL; if etcd still refuses, ends the session. */
+async function persistOrEnd(scope: Scope, what: string, action: () => Promise<unknown>): Promise<void> {
   const deadline = Date.now() + scope.ttlMs;
-  let delay = 50;
+  let delay = FIRST_RETRY_DELAY_MS;
   for (;;) {
     if (scope.ended.aborted) return; // the lease is revoked or expiring: it takes the keys
     try {
-      await Promise.all(keys.map((key) => scope.client.kv.deleteRange({ key: Buffer.from(key) })));
+      await action();
       return;
     } catch (error) {
       if (Date.now() + delay > deadline || !isTransient(error)) {
-        scope.lost(translate(error, "removing an abandoned queue key; ending the session to free it"));
+        scope.lost(translate(error, `${what}; ending the session to free it`));
         return;
       }
       await sleep(delay);
-      delay = Math.min(1000, delay * 2);
+      delay = nextDelay(delay);
     }
   }
 }

@@ -5,14 +5,16 @@
  *
  * @module
  */
+import { setMaxListeners } from "node:events";
 import type { Etcd3, ILeaseKeepAliveResponse } from "etcd3";
 import { castGrpcError, EtcdLeaseInvalidError } from "etcd3";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { acquire, type EtcdGrant } from "./acquire.js";
-import { op, when } from "./client.js";
+import { idempotent, op, readBudget, when, within } from "./client.js";
 import { convert, release } from "./convert.js";
 import { BACKEND, translate } from "./errors.js";
+import type { KeepAlivePaths } from "./keepalive.js";
 import { encodeRecordValue, type Keyspace } from "./keys.js";
 import { retrying, type Scope } from "./scope.js";
 import type { WatchRegistry } from "./watch.js";
@@ -20,9 +22,11 @@ import type { WatchRegistry } from "./watch.js";
 /** What every session of one driver shares. */
 export interface DriverShared {
   readonly client: Etcd3;
+  readonly keepAlives: KeepAlivePaths;
   readonly keys: Keyspace;
   readonly memberId: string;
   readonly ttlMs: number;
+  /** Deadline of one call attempt (see `callTimeout`). */
   readonly requestTimeoutMs: number;
   readonly watches: WatchRegistry;
   /** Aborts when the driver closes. */
@@ -40,12 +44,19 @@ export class EtcdSession implements DriverSession {
   /** createdAt of the records this session put, to keep it across updates. */
   readonly #createdAt = new Map<string, number>();
 
-  /** Grants a lease and wraps it. */
+  /**
+   * Grants a lease and wraps it. Retries transient failures for up to one TTL (but at
+   * least two call attempts' deadlines): a lease needs the leader, and a session that
+   * could not survive an election would be lost anyway.
+   */
   static async open(shared: DriverShared, hooks: SessionHooks): Promise<EtcdSession> {
     const ttlSeconds = Math.ceil(shared.ttlMs / 1000);
     let leaseId: string;
     try {
-      const response = await shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds });
+      const response = await idempotent(
+        () => shared.client.leaseClient.leaseGrant({ TTL: ttlSeconds }),
+        Math.max(readBudget(shared.requestTimeoutMs), shared.ttlMs),
+      );
       if (response.error) throw new Error(response.error);
       leaseId = String(response.ID);
     } catch (error) {
@@ -59,6 +70,8 @@ export class EtcdSession implements DriverSession {
     this.#leaseId = leaseId;
     this.#hooks = hooks;
     this.id = BigInt(leaseId).toString(16).padStart(16, "0");
+    // Every acquisition in flight listens to it: any number of them is normal.
+    setMaxListeners(0, this.#ended.signal);
     this.#scope = {
       client: shared.client,
       keys: shared.keys,
@@ -75,27 +88,32 @@ export class EtcdSession implements DriverSession {
   }
 
   /**
-   * One keep-alive round trip, bounded by a third of the TTL so that a silent network
-   * leaves time for retries before the local deadline.
+   * One keep-alive round, sent to every member at once (keepalive.ts) and bounded by one
+   * call attempt's deadline (at most a quarter of the TTL): the core retries soon after a
+   * failure, and presumes the session lost only at TTL minus a fifth after the last
+   * acknowledged renewal.
    */
   async keepAlive(): Promise<void> {
     if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
-    const boundMs = Math.max(250, Math.min(this.#shared.requestTimeoutMs, Math.floor(this.#shared.ttlMs / 3)));
+    await this.#renew();
+    // Halfway to the next renewal, one more round, only to hear from every member: a member
+    // that fell silent is then found within a sixth of the TTL (plus a grace) rather than a
+    // third, and the watches on it move sooner. Renewing early is always safe: it only
+    // pushes etcd's expiry later than the core's deadline assumes.
+    const probe = setTimeout(
+      () => {
+        if (!this.#ended.signal.aborted) this.#renew().catch(() => {});
+      },
+      Math.floor(this.#shared.ttlMs / 6),
+    );
+    probe.unref();
+  }
+
+  /** One keep-alive round; reports the session lost when etcd says the lease is gone. */
+  async #renew(): Promise<void> {
     let response: ILeaseKeepAliveResponse;
     try {
-      const stream = await this.#shared.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + boundMs });
-      response = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
-        stream.on("data", resolve);
-        stream.on("error", (error) => reject(castGrpcError(error)));
-        stream.on("end", () => reject(new Error("the keep-alive stream ended without an answer")));
-        stream.write({ ID: this.#leaseId });
-      }).finally(() => {
-        try {
-          stream.end();
-        } catch {
-          // already closed by an error
-        }
-      });
+      response = await this.#shared.keepAlives.renew(this.#leaseId, this.#shared.requestTimeoutMs);
     } catch (error) {
       throw translate(error, "renewing the session's lease");
     }
@@ -157,11 +175,15 @@ export class EtcdSession implements DriverSession {
     );
   }
 
-  /** Revokes the lease: etcd deletes every key bound to it at once. */
+  /**
+   * Revokes the lease: etcd deletes every key bound to it at once. Waits at most one call
+   * attempt's deadline: if etcd does not confirm by then, it rejects while the revocation
+   * goes on in the background, and the lease expires within the TTL anyway.
+   */
   async close(): Promise<void> {
     if (!this.#ended.signal.aborted) this.#ended.abort(this.#expired("the session was closed"));
     try {
-      await this.#shared.client.leaseClient.leaseRevoke({ ID: this.#leaseId });
+      await within(this.#shared.client.leaseClient.leaseRevoke({ ID: this.#leaseId }), this.#shared.requestTimeoutMs);
     } catch (error) {
       const cast = error instanceof Error ? castGrpcError(error) : error;
       if (cast instanceof EtcdLeaseInvalidError) return; // expired already
