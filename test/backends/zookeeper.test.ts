@@ -71,6 +71,18 @@ describe("zookeeper specifics", () => {
     assert.equal(((await b._core.liveSession()).driver as unknown as { timeoutMs: number }).timeoutMs, 4000);
   });
 
+  it("refuses a server that would make sessions longer than the TTL (crash release within the TTL)", async () => {
+    const strict = await startZooKeeper({ minSessionTimeoutMs: 5000 });
+    try {
+      await assert.rejects(connect(strict.url, { ttlMs: 2000 }), /grants sessions of at least 5000 ms/);
+      const ok = await connect(strict.url, { ttlMs: 5000 });
+      await (await ok.lock("x").acquire()).release();
+      await ok.close();
+    } finally {
+      await strict.stop();
+    }
+  });
+
   it("keeps everything under the URL's chroot", async () => {
     const a = await client({}, `${own.url}/apps/one`);
     const h = await a.lock("c").acquire();

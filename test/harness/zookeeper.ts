@@ -44,7 +44,7 @@ export class ZooKeeperMember {
   readonly #cfg: MemberConfig;
   readonly #peers: readonly MemberConfig[];
 
-  constructor(cfg: MemberConfig, peers: readonly MemberConfig[]) {
+  constructor(cfg: MemberConfig, peers: readonly MemberConfig[], minSessionTimeoutMs = 2 * TICK_MS) {
     this.#cfg = cfg;
     this.#peers = peers;
     fs.mkdirSync(path.join(cfg.dir, "data"), { recursive: true });
@@ -58,7 +58,7 @@ export class ZooKeeperMember {
       `clientPortAddress=${HOST}`,
       "admin.enableServer=false",
       "4lw.commands.whitelist=",
-      `minSessionTimeout=${2 * TICK_MS}`,
+      `minSessionTimeout=${minSessionTimeoutMs}`,
       "maxSessionTimeout=60000",
       "maxClientCnxns=0",
       "autopurge.purgeInterval=0",
@@ -221,11 +221,12 @@ export interface ZooKeeperServer {
   stop(): Promise<void>;
 }
 
-export function startZooKeeper(): Promise<ZooKeeperServer> {
+/** `minSessionTimeoutMs`: the shortest session the server grants (default 200 ms). */
+export function startZooKeeper(options: { minSessionTimeoutMs?: number } = {}): Promise<ZooKeeperServer> {
   return retryOnAddressInUse(async () => {
     const root = makeTempDir("baton-zk-");
     const [cfg] = await allocate(root, 1);
-    const member = new ZooKeeperMember(cfg as MemberConfig, [cfg as MemberConfig]);
+    const member = new ZooKeeperMember(cfg as MemberConfig, [cfg as MemberConfig], options.minSessionTimeoutMs);
     try {
       await member.start();
     } catch (error) {

@@ -18,7 +18,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
-import { ClosedError } from "../../core/errors.js";
+import { ClosedError, InvalidArgumentError } from "../../core/errors.js";
 import { type Stat, ZkHandle } from "./client.js";
 import { parseConfig } from "./config.js";
 import { BACKEND, translate } from "./errors.js";
@@ -35,6 +35,15 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const config = parseConfig(context);
   const connectTimeoutMs = Math.min(15_000, Math.max(2_000, config.sessionTimeoutMs));
   const handle = await ZkHandle.open(config, connectTimeoutMs);
+  // Crash release within the TTL holds only if the server does not lengthen the session.
+  if (handle.negotiatedTimeoutMs > config.sessionTimeoutMs) {
+    const granted = handle.negotiatedTimeoutMs;
+    handle.close();
+    throw new InvalidArgumentError(
+      `ZooKeeper at ${config.connect} grants sessions of at least ${granted} ms, more than the ${config.sessionTimeoutMs} ms asked for (the TTL or sessionTimeout); ask for ${granted} ms or more, or lower the server's minSessionTimeout`,
+      { backend: BACKEND },
+    );
+  }
   const shared: DriverShared = {
     config,
     layout: new Layout(config.chroot, context.namespace),
