@@ -5,6 +5,7 @@
  */
 import { BackendUnavailableError, BatonError, ClosedError, SessionExpiredError } from "../../core/errors.js";
 
+/** The backend name, for errors. */
 export const BACKEND = "zookeeper";
 
 /** ZooKeeper C client result codes Baton reacts to (zookeeper.h). */
@@ -35,6 +36,7 @@ export class ZkError extends Error {
   }
 }
 
+/** Whether `error` is a ZooKeeper failure with result code `rc`. */
 export function hasCode(error: unknown, rc: number): boolean {
   return error instanceof ZkError && error.rc === rc;
 }

@@ -18,10 +18,12 @@ import type { LockMode, QueueKind } from "../../core/driver.js";
 /** The empty string (the default namespace) as a node name: a lone `%` is never an escape. */
 const EMPTY = "%";
 
+/** A name as one znode name: percent-encoded, dots too. */
 export function encodeSegment(text: string): string {
   return text === "" ? EMPTY : encodeURIComponent(text).replace(/\./g, "%2E");
 }
 
+/** The inverse of `encodeSegment`. */
 export function decodeSegment(text: string): string {
   return text === EMPTY ? "" : decodeURIComponent(text);
 }
@@ -65,6 +67,7 @@ export interface QueueNode {
   readonly holderSeq?: number;
 }
 
+/** The name of a queue node before the server appends its sequence number. */
 export function nodePrefix(tag: string, mode: LockMode, limit: number): string {
   return `n-${tag}-${mode === "exclusive" ? "x" : "s"}-${limit}-`;
 }
@@ -119,10 +122,12 @@ export interface NodeData {
   readonly t?: string;
 }
 
+/** Queue node data as stored. */
 export function encodeData(data: NodeData): string {
   return JSON.stringify(data);
 }
 
+/** Queue node data as read; `null` for anything Baton did not write. */
 export function decodeData(text: string): NodeData | null {
   try {
     const value = JSON.parse(text) as NodeData;

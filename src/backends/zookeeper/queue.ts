@@ -32,6 +32,7 @@ export interface QueueView {
   readonly modes: ReadonlyMap<string, LockMode>;
 }
 
+/** Parses a queue read (children and the parent's stat) into nodes and markers, oldest first. */
 export function viewOf(children: readonly string[], stat: Stat, modes: ReadonlyMap<string, LockMode>): QueueView {
   const parsed = children.map(parseNode).filter((n): n is QueueNode => n !== null);
   parsed.sort((a, b) => a.seq - b.seq);
@@ -43,6 +44,7 @@ export function viewOf(children: readonly string[], stat: Stat, modes: ReadonlyM
   };
 }
 
+/** A node's current mode: its name's, unless its data says it was converted. */
 export function modeOf(view: QueueView, node: QueueNode): LockMode {
   return view.modes.get(node.name) ?? node.mode;
 }
@@ -55,6 +57,7 @@ export type Decision =
   /** Wait for one of `watch` to change, or (`children`) for any child to come or go. */
   | { readonly type: "wait"; readonly me: QueueNode; readonly watch: readonly string[]; readonly children: boolean };
 
+/** Applies the granting rule to node `name` of the view. Pure: the same view, the same answer. */
 export function decide(view: QueueView, name: string, kind: QueueKind, mode: LockMode, limit: number): Decision {
   const index = view.nodes.findIndex((n) => n.name === name);
   const me = view.nodes[index];
@@ -85,6 +88,7 @@ export type UpgradeDecision =
   | { readonly type: "grant" }
   | { readonly type: "wait" };
 
+/** Whether the holder of `name`, whose marker is `marker`, may finish upgrading now. */
 export function decideUpgrade(view: QueueView, name: string, marker: string): UpgradeDecision {
   const me = view.nodes.find((n) => n.name === name);
   const mine = view.markers.find((m) => m.name === marker);
@@ -106,6 +110,7 @@ export function tokenOf(stat: Stat, data: NodeData | null): bigint {
   return data?.t !== undefined ? BigInt(data.t) : stat.czxid;
 }
 
+/** Whether `node` holds, by the rule (for `inspect()`). */
 export function isGranted(view: QueueView, node: QueueNode, kind: QueueKind): boolean {
   const decision = decide(view, node.name, kind, modeOf(view, node), node.limit);
   return decision.type === "grant";

@@ -23,6 +23,7 @@ interface RecordData {
   readonly h?: readonly (readonly [number, string])[];
 }
 
+/** Record node data as stored. */
 export function encodeRecord(data: RecordData): string {
   return JSON.stringify(data);
 }
@@ -43,6 +44,7 @@ function parseRecord(text: string): RecordData | null {
   }
 }
 
+/** A record node as a `RecordEntry`; `null` for anything Baton did not write. */
 export function decodeRecord(key: string, text: string): RecordEntry | null {
   const data = parseRecord(text);
   return data ? { key, value: data.v, sessionId: data.sid, createdAt: data.c } : null;

@@ -11,6 +11,7 @@ import { FLAGS } from "./client.js";
 import { hasCode, isTransient, RC, translate } from "./errors.js";
 import type { Layout } from "./paths.js";
 
+/** What every operation of one session needs. */
 export interface Scope {
   readonly handle: ZkHandle;
   readonly layout: Layout;

@@ -31,6 +31,10 @@ export interface DriverShared {
   readonly connectTimeoutMs: number;
 }
 
+/**
+ * A Baton session on ZooKeeper. Its loss signal fires from the local deadline, or when the
+ * server reports the session expired; `close()` ends the server session at once.
+ */
 export class ZkSession implements DriverSession {
   /** The server's session id, in hex. */
   readonly id: string;
