@@ -74,24 +74,30 @@ interface Queue {
   queue(request: object, cb: (error: unknown, response: unknown) => void): void;
 }
 interface Manager extends Queue {
-  socket?: { destroy(): void };
+  socket?: { destroy(): void; setTimeout(ms: number, listener: () => void): void };
   pendingBuffer: Buffer | null;
   onSocketConnected(...args: unknown[]): unknown;
   onSocketData(...args: unknown[]): unknown;
 }
 
 /**
- * Two defects of the package that a failover hits: the unparsed tail of a connection's
- * last packet is kept and prepended to the next connection's data, and the garbage that
- * makes is thrown from a socket handler (the process would die). The tail is dropped at
- * each new connection, and a packet that cannot be parsed drops the connection instead,
- * which the package then reopens (requests in flight fail with a connection loss).
+ * Three defects of the package that a failover hits: the unparsed tail of a connection's
+ * last packet is kept and prepended to the next connection's data; the garbage that makes
+ * is thrown from a socket handler (the process would die); and a server that accepts the
+ * TCP connection but does not answer the handshake (one still starting) is waited for
+ * without any bound. The tail is dropped at each new connection, a packet that cannot be
+ * parsed drops the connection instead (the package then reopens it; requests in flight
+ * fail with a connection loss), and an unanswered handshake is dropped after `handshakeMs`.
  */
-function harden(manager: Manager | undefined): void {
+function harden(manager: Manager | undefined, handshaking: () => boolean, handshakeMs: number): void {
   if (!manager) return;
   const { onSocketConnected, onSocketData } = manager;
   manager.onSocketConnected = function (this: Manager, ...args: unknown[]) {
     this.pendingBuffer = null;
+    const socket = this.socket;
+    socket?.setTimeout(handshakeMs, () => {
+      if (handshaking() && this.socket === socket) socket?.destroy();
+    });
     return onSocketConnected.apply(this, args);
   };
   manager.onSocketData = function (this: Manager, ...args: unknown[]) {
@@ -155,8 +161,12 @@ export class ZkHandle {
     const acl = config.digest
       ? [new lib.ACL(31, new lib.Id("auth", "")), new lib.ACL(1, new lib.Id("world", "anyone"))]
       : [new lib.ACL(31, new lib.Id("world", "anyone"))];
-    harden(raw.connectionManager);
     const handle = new ZkHandle(raw, acl, lib.jute);
+    harden(
+      raw.connectionManager,
+      () => !handle.#connected && handle.#ended === null,
+      Math.min(2000, config.sessionTimeoutMs / 3),
+    );
     const sentAt = performance.now();
     if (config.digest) raw.addAuthInfo("digest", Buffer.from(config.digest));
     raw.connect();
