@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,zookeeper] [--only a,b] [--out DIR]`
+ * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--only a,b] [--out DIR]`
  * `node .bench/dist/bench/run.js --report-only RESULTS.json [--out DIR]`: render a run's report again
  *
  * Baton side by side with the libraries users would pick instead and with each backend's
@@ -64,7 +64,7 @@ function parseArgs(argv: string[]) {
     else if (arg.startsWith("--report-only")) reportOnly = value("--report-only");
     else if (arg === "--help" || arg === "-h") {
       process.stdout.write(
-        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,zookeeper] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
+        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
@@ -114,8 +114,12 @@ async function main(): Promise<void> {
       "advisory-lock",
       "etcd3",
       "pg",
-      "node-zookeeper-client",
       "fs-native-extensions",
+      "redis",
+      "redlock",
+      "redis-semaphore",
+      "ioredis",
+      "node-zookeeper-client",
     ]),
   };
   const pool = new Pool(base);
@@ -165,6 +169,22 @@ async function main(): Promise<void> {
       } catch (error) {
         for (const id of ["baton-postgres", "advisory-lock", "raw-pg"]) {
           unavailable.set(id, `PostgreSQL did not start: ${error}`);
+        }
+      }
+    }
+
+    if (args.backends.includes("redis")) {
+      try {
+        const { startRedis } = await import("../test/harness/redis.js");
+        const redis = await startRedis({ name: "baton-bench" });
+        cleanups.push(() => redis.stop());
+        env.redisUrl = redis.url;
+        servers.redisPid = redis.pid;
+        versions.redis = commandVersion("redis-server", ["--version"]);
+        progress(`redis up at ${redis.url}`);
+      } catch (error) {
+        for (const id of ["baton-redis", "redlock", "redis-semaphore", "raw-redis"]) {
+          unavailable.set(id, `Redis did not start: ${error}`);
         }
       }
     }

@@ -107,6 +107,10 @@ const ops: Record<string, (p: Params) => Promise<unknown>> = {
     counters.tryLock = 0;
     return {};
   },
+  async redisWakes() {
+    const { wakeStats } = await import("../src/backends/redis/wakeups.js");
+    return { ...wakeStats };
+  },
   async counters() {
     return { ...counters };
   },

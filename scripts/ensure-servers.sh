@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ensure the server binaries needed by the real-server test harness exist.
 #
-#   bash scripts/ensure-servers.sh [etcd] [postgres] [zookeeper]
+#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis] [zookeeper]
 #
 # With no arguments, all are ensured. Idempotent and fast when everything is
 # already installed (no apt-get calls at all in that case). Installs missing
@@ -13,23 +13,26 @@ set -euo pipefail
 
 want_etcd=0
 want_pg=0
+want_redis=0
 want_zk=0
 if [ "$#" -eq 0 ]; then
   want_etcd=1
   want_pg=1
+  want_redis=1
   want_zk=1
 fi
 for arg in "$@"; do
   case "$arg" in
     etcd) want_etcd=1 ;;
     postgres | postgresql | pg) want_pg=1 ;;
+    redis) want_redis=1 ;;
     zookeeper | zk) want_zk=1 ;;
     -h | --help)
       sed -n '2,10p' "$0"
       exit 0
       ;;
     *)
-      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, zookeeper)" >&2
+      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis, zookeeper)" >&2
       exit 2
       ;;
   esac
@@ -54,10 +57,12 @@ have_pg() { pg_bindir >/dev/null && id -u postgres >/dev/null 2>&1; }
 # The harness runs the server class straight from Debian's jars with its own
 # zoo.cfg (test/harness/zookeeper.ts), so it needs the jars and a java binary.
 have_zk() { [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; }
+have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1; }
 
 packages=()
 if [ "$want_etcd" -eq 1 ] && ! have_etcd; then packages+=(etcd-server); fi
 if [ "$want_pg" -eq 1 ] && ! have_pg; then packages+=(postgresql); fi
+if [ "$want_redis" -eq 1 ] && ! have_redis; then packages+=(redis-server redis-sentinel); fi
 if [ "$want_zk" -eq 1 ] && ! have_zk; then packages+=(zookeeper); fi
 
 if [ "${#packages[@]}" -gt 0 ]; then
@@ -111,6 +116,16 @@ if [ "${#packages[@]}" -gt 0 ]; then
       "${SUDO[@]}" systemctl disable --now zookeeper.service >/dev/null 2>&1 || true
     fi
   fi
+  for svc in redis-server redis-sentinel; do
+    if [[ " ${packages[*]} " == *" $svc "* ]]; then
+      if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        "${SUDO[@]}" systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+      else
+        "${SUDO[@]}" service "$svc" stop >/dev/null 2>&1 || true
+        "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
+      fi
+    fi
+  done
   if [[ " ${packages[*]} " == *" postgresql "* ]]; then
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
       "${SUDO[@]}" systemctl disable --now postgresql.service >/dev/null 2>&1 || true
@@ -138,6 +153,14 @@ if [ "$want_pg" -eq 1 ]; then
     log "postgres: $bindir ($("$bindir/postgres" --version 2>/dev/null))"
   else
     log "postgres: NOT available (need /usr/lib/postgresql/*/bin and a 'postgres' user)"
+    status=1
+  fi
+fi
+if [ "$want_redis" -eq 1 ]; then
+  if have_redis; then
+    log "redis: $(command -v redis-server) ($(redis-server --version 2>/dev/null | head -n 1))"
+  else
+    log "redis: NOT available (need redis-server and redis-sentinel)"
     status=1
   fi
 fi

@@ -1,5 +1,5 @@
 /**
- * `baton lock` / `elect` / `status` against real etcd and PostgreSQL servers, including a
+ * `baton lock` / `elect` / `status` against real etcd, PostgreSQL and Redis servers, including a
  * lock lost while the command runs (exit 76, SIGTERM then SIGKILL).
  */
 import assert from "node:assert/strict";
@@ -17,6 +17,7 @@ import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-bato
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
 import { startProxy } from "./harness/proxy.js";
+import { type RedisServer, rawCommand, startRedis } from "./harness/redis.js";
 import { startZooKeeper, type ZooKeeperServer } from "./harness/zookeeper.js";
 
 interface Target {
@@ -32,6 +33,7 @@ interface Target {
 
 let etcd: EtcdServer | undefined;
 let postgres: PgServer | undefined;
+let redis: RedisServer | undefined;
 let zookeeper: ZooKeeperServer | undefined;
 
 const targets: Target[] = [
@@ -70,6 +72,16 @@ const targets: Target[] = [
       } finally {
         await client.end();
       }
+    },
+  },
+  {
+    name: "redis",
+    url: () => redis!.url,
+    address: () => ({ host: "127.0.0.1", port: redis!.port }),
+    viaProxy: (port) => `redis://127.0.0.1:${port}`,
+    cut: async () => {
+      // Drop everything, as a restart without persistence would: the session keys go.
+      assert.match(await rawCommand(redis!.port, "FLUSHALL"), /^\+OK/);
     },
   },
   {
@@ -116,10 +128,15 @@ interface RawZk {
 
 describe("baton CLI against servers", () => {
   before(async () => {
-    [etcd, postgres, zookeeper] = await Promise.all([startEtcd(), startPostgres(), startZooKeeper()]);
+    [etcd, postgres, redis, zookeeper] = await Promise.all([
+      startEtcd(),
+      startPostgres(),
+      startRedis(),
+      startZooKeeper(),
+    ]);
   });
   after(async () => {
-    await Promise.all([etcd?.stop(), postgres?.stop(), zookeeper?.stop()]);
+    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop(), zookeeper?.stop()]);
   });
 
   for (const target of targets) {

@@ -11,8 +11,8 @@ import type { Coordinator } from "../../src/index.js";
 
 const require = createRequire(import.meta.url);
 
-export type Backend = "memory" | "file" | "etcd" | "postgres" | "zookeeper";
-export const BACKENDS: readonly Backend[] = ["memory", "file", "etcd", "postgres", "zookeeper"];
+export type Backend = "memory" | "file" | "etcd" | "postgres" | "redis" | "zookeeper";
+export const BACKENDS: readonly Backend[] = ["memory", "file", "etcd", "postgres", "redis", "zookeeper"];
 export type Mode = "exclusive" | "shared";
 export type Release = () => Promise<void>;
 
@@ -22,6 +22,7 @@ export interface Env {
   etcdUrl?: string;
   etcdEndpoints?: string[];
   pgUrl?: string;
+  redisUrl?: string;
   zkUrl?: string;
   /** "127.0.0.1:PORT" */
   zkAddress?: string;
@@ -188,6 +189,46 @@ export const IMPLS: readonly ImplInfo[] = [
     shared: true,
     inProcess: false,
   },
+  {
+    id: "baton-redis",
+    backend: "redis",
+    label: "Baton redis://",
+    role: "baton",
+    waits: true,
+    waiting: "pub/sub message to the waiter the release granted",
+    shared: true,
+    inProcess: false,
+  },
+  {
+    id: "redlock",
+    backend: "redis",
+    label: "redlock (one server)",
+    role: "peer",
+    waits: true,
+    waiting: "polls: 10 retries 200 ms apart (+ up to 200 ms jitter), retried here when they run out",
+    shared: false,
+    inProcess: false,
+  },
+  {
+    id: "redis-semaphore",
+    backend: "redis",
+    label: "redis-semaphore Mutex",
+    role: "peer",
+    waits: true,
+    waiting: "polls every 10 ms (retryInterval) for up to 10 s, retried here when it gives up",
+    shared: false,
+    inProcess: false,
+  },
+  {
+    id: "raw-redis",
+    backend: "redis",
+    label: "raw SET NX PX + compare-and-delete script (node-redis)",
+    role: "floor",
+    waits: false,
+    waiting: "n/a",
+    shared: false,
+    inProcess: false,
+  },
 ];
 
 export function implInfo(id: string): ImplInfo {
@@ -238,6 +279,14 @@ export async function createClient(id: string, env: Env): Promise<Client> {
       return advisoryLock(need(env.pgUrl, "pgUrl"));
     case "raw-pg":
       return rawPg(need(env.pgUrl, "pgUrl"));
+    case "baton-redis":
+      return baton(need(env.redisUrl, "redisUrl"), env);
+    case "redlock":
+      return redlock(need(env.redisUrl, "redisUrl"));
+    case "redis-semaphore":
+      return redisSemaphore(need(env.redisUrl, "redisUrl"));
+    case "raw-redis":
+      return rawRedis(need(env.redisUrl, "redisUrl"));
     default:
       throw new Error(`unknown implementation ${id}`);
   }
@@ -494,5 +543,117 @@ async function rawPg(url: string): Promise<Client> {
       await unlock(key);
     },
     close: () => client.end(),
+  };
+}
+
+// ---- Redis -------------------------------------------------------------------------------
+
+interface IoRedisLike {
+  quit(): Promise<unknown>;
+}
+
+function ioredis(url: string): IoRedisLike {
+  const mod = require("ioredis") as { default?: new (url: string) => IoRedisLike } & (new (url: string) => IoRedisLike);
+  const Redis = mod.default ?? mod;
+  return new Redis(url);
+}
+
+interface RedlockLock {
+  release(): Promise<unknown>;
+}
+
+async function redlock(url: string): Promise<Client> {
+  const mod = require("redlock") as {
+    default: new (
+      clients: IoRedisLike[],
+      settings?: object,
+    ) => {
+      acquire(resources: string[], durationMs: number): Promise<RedlockLock>;
+    };
+  };
+  const client = ioredis(url);
+  // Defaults: 10 retries, 200 ms apart, up to 200 ms jitter; a 10 s lock like the others.
+  const redlock = new mod.default([client]);
+  const take = async (name: string) => {
+    for (;;) {
+      try {
+        return await redlock.acquire([`redlock:${name}`], 10_000);
+      } catch (error) {
+        if ((error as Error).name !== "ExecutionError") throw error;
+      }
+    }
+  };
+  return {
+    async acquire(name) {
+      const lock = await take(name);
+      return async () => {
+        await lock.release();
+      };
+    },
+    async cycle(name) {
+      const lock = await redlock.acquire([`redlock:${name}`], 10_000);
+      await lock.release();
+    },
+    close: async () => {
+      await client.quit();
+    },
+  };
+}
+
+async function redisSemaphore(url: string): Promise<Client> {
+  const { Mutex } = require("redis-semaphore") as {
+    Mutex: new (client: IoRedisLike, key: string) => { acquire(): Promise<void>; release(): Promise<void> };
+  };
+  const client = ioredis(url);
+  const take = async (name: string) => {
+    for (;;) {
+      const mutex = new Mutex(client, `rs:${name}`);
+      try {
+        await mutex.acquire();
+        return mutex;
+      } catch (error) {
+        if ((error as Error).name !== "TimeoutError") throw error;
+      }
+    }
+  };
+  return {
+    async acquire(name) {
+      const mutex = await take(name);
+      return () => mutex.release();
+    },
+    async cycle(name) {
+      const mutex = new Mutex(client, `rs:${name}`);
+      await mutex.acquire();
+      await mutex.release();
+    },
+    close: async () => {
+      await client.quit();
+    },
+  };
+}
+
+const COMPARE_AND_DELETE =
+  "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+async function rawRedis(url: string): Promise<Client> {
+  const { createClient } = (await import("redis")) as typeof import("redis");
+  const client = createClient({ url });
+  client.on("error", () => {});
+  await client.connect();
+  const sha = (await client.sendCommand(["SCRIPT", "LOAD", COMPARE_AND_DELETE])) as string;
+  let seq = 0;
+  return {
+    async acquire() {
+      throw new Error("raw SET NX + compare-and-delete is not a lock that waits");
+    },
+    async cycle(name) {
+      const token = String(++seq);
+      const set = await client.sendCommand(["SET", `raw:${name}`, token, "NX", "PX", "10000"]);
+      if (String(set) !== "OK") throw new Error("raw redis lock is held");
+      await client.sendCommand(["EVALSHA", sha, "1", `raw:${name}`, token]);
+    },
+    close: async () => {
+      await client.close();
+    },
   };
 }

@@ -7,10 +7,9 @@ function find(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const manifest = join(dir, "package.json");
-    if (
-      existsSync(manifest) &&
-      (JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "baton-coord"
-    ) {
+    // The package is published as baton-coord (the name baton is taken on the registry).
+    const name = existsSync(manifest) ? (JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name : "";
+    if (name === "baton-coord" || name === "baton") {
       return dir;
     }
     const parent = dirname(dir);

@@ -27,7 +27,7 @@ export function settings(quick: boolean): Settings {
         handoff: { waiters: [8, 64], durationMs: 2500, holdMs: 1, thinkMs: 1 },
         keyspace: { clients: 32, names: 1000, durationMs: 2500, processes: 4 },
         failover: { runs: 3, slowRuns: 1, shortTtlMs: 2000 },
-        scale: { memory: 100_000, file: 100_000, etcd: 10_000, postgres: 10_000, zookeeper: 10_000 },
+        scale: { memory: 100_000, file: 100_000, etcd: 10_000, postgres: 10_000, redis: 10_000, zookeeper: 10_000 },
         herd: { waiters: 250, processes: 10, releases: 8, postgresWaiters: 90 },
         shared: { readers: 32, writers: 1, durationMs: 2500, processes: 4 },
       }
@@ -37,7 +37,14 @@ export function settings(quick: boolean): Settings {
         handoff: { waiters: [8, 64], durationMs: 8000, holdMs: 1, thinkMs: 1 },
         keyspace: { clients: 32, names: 1000, durationMs: 8000, processes: 4 },
         failover: { runs: 5, slowRuns: 3, shortTtlMs: 2000 },
-        scale: { memory: 100_000, file: 1_000_000, etcd: 100_000, postgres: 100_000, zookeeper: 100_000 },
+        scale: {
+          memory: 100_000,
+          file: 1_000_000,
+          etcd: 100_000,
+          postgres: 100_000,
+          redis: 100_000,
+          zookeeper: 100_000,
+        },
         herd: { waiters: 1000, processes: 20, releases: 20, postgresWaiters: 90 },
         shared: { readers: 32, writers: 1, durationMs: 8000, processes: 4 },
       };
@@ -52,7 +59,7 @@ export interface Context {
   unavailable: Map<string, string>;
   progress(message: string): void;
   /** Server process ids, for server-side RSS and metrics. */
-  servers: { etcdPid?: number; etcdMetricsUrl?: string; pgPid?: number; pgLog?: string };
+  servers: { etcdPid?: number; etcdMetricsUrl?: string; pgPid?: number; pgLog?: string; redisPid?: number };
   now(): number;
 }
 
@@ -433,7 +440,13 @@ export async function scale(ctx: Context): Promise<ScaleRow[]> {
   for (const impl of usable(ctx, (i) => i.role === "baton")) {
     const n = ctx.settings.scale[impl.backend];
     const serverPid =
-      impl.backend === "etcd" ? ctx.servers.etcdPid : impl.backend === "postgres" ? ctx.servers.pgPid : undefined;
+      impl.backend === "etcd"
+        ? ctx.servers.etcdPid
+        : impl.backend === "postgres"
+          ? ctx.servers.pgPid
+          : impl.backend === "redis"
+            ? ctx.servers.redisPid
+            : undefined;
     const row: ScaleRow = {
       backend: impl.backend,
       impl: impl.id,
@@ -623,6 +636,16 @@ export async function herd(ctx: Context): Promise<HerdRow[]> {
           return Object.fromEntries(counts.map((c, i) => [`p${i}`, c.tryLock]));
         }
         if (impl.backend === "etcd") return etcdCounters(ctx.servers.etcdMetricsUrl);
+        if (impl.backend === "redis") {
+          // Baton's own counters in every waiting process: messages received, re-checks
+          // made, and which of the two each grant came from.
+          const counts = await Promise.all(
+            waiterGroups.map((g) => g.worker.call<Record<string, number>>("redisWakes")),
+          );
+          const sum: Record<string, number> = {};
+          for (const c of counts) for (const [k, v] of Object.entries(c)) sum[k] = (sum[k] ?? 0) + v;
+          return sum;
+        }
         return { logOffset: statSync(ctx.servers.pgLog!).size };
       };
       const STEP_MS = 250;

@@ -2,19 +2,23 @@
 import { fmtNs, fmtRatio } from "./stats.js";
 import type { Results, Target } from "./types.js";
 
-const PEERS: Record<string, string> = {
-  memory: "async-mutex",
-  file: "proper-lockfile",
-  etcd: "etcd3-lock",
-  postgres: "advisory-lock",
+const PEERS: Record<string, readonly string[]> = {
+  memory: ["async-mutex"],
+  file: ["proper-lockfile"],
+  etcd: ["etcd3-lock"],
+  postgres: ["advisory-lock"],
+  redis: ["redlock", "redis-semaphore"],
 };
-// No ZooKeeper lock library for Node.js is maintained enough to compare with; the floor is.
 const FLOORS: Record<string, { id: string; max: number } | undefined> = {
   etcd: { id: "raw-etcd", max: 1.2 },
   postgres: { id: "raw-pg", max: 1.5 },
+  redis: { id: "raw-redis", max: 1.3 },
   zookeeper: { id: "raw-zookeeper", max: 1.2 },
 };
-const POLLING_PEERS: Record<string, string> = { file: "proper-lockfile" };
+const POLLING_PEERS: Record<string, readonly string[]> = {
+  file: ["proper-lockfile"],
+  redis: ["redlock", "redis-semaphore"],
+};
 
 export function computeTargets(r: Results): Target[] {
   const out: Target[] = [];
@@ -33,10 +37,9 @@ export function computeTargets(r: Results): Target[] {
         note: "",
       });
     }
-    const peerId = PEERS[backend];
-    const peer = peerId ? unc(peerId) : null;
-    const ratio = baton && peer ? peer.p50 / baton.p50 : Number.NaN;
-    if (peerId)
+    for (const peerId of PEERS[backend] ?? []) {
+      const peer = unc(peerId);
+      const ratio = baton && peer ? peer.p50 / baton.p50 : Number.NaN;
       out.push({
         what: `uncontended ${backend}: faster than ${peerId} (p50)`,
         measured:
@@ -47,6 +50,7 @@ export function computeTargets(r: Results): Target[] {
         met: Number.isFinite(ratio) ? ratio > 1 : null,
         note: "",
       });
+    }
     for (const h of r.handoff.filter((x) => x.impl === `baton-${backend}` && x.handoff)) {
       const limit = baton ? 2 * baton.p50 : Number.NaN;
       out.push({
@@ -56,11 +60,8 @@ export function computeTargets(r: Results): Target[] {
         met: Number.isFinite(limit) ? h.handoff!.p50 <= limit : null,
         note: "",
       });
-      const pollerId = POLLING_PEERS[backend];
-      const poller = pollerId
-        ? r.handoff.find((x) => x.impl === pollerId && x.waiters === h.waiters && x.handoff)
-        : undefined;
-      if (pollerId) {
+      for (const pollerId of POLLING_PEERS[backend] ?? []) {
+        const poller = r.handoff.find((x) => x.impl === pollerId && x.waiters === h.waiters && x.handoff);
         const better = poller ? poller.handoff!.p50 / h.handoff!.p50 : Number.NaN;
         out.push({
           what: `handoff p50 ${backend}, ${h.waiters} waiters: >= 10x better than ${pollerId}`,
@@ -81,7 +82,7 @@ export function computeTargets(r: Results): Target[] {
         ? 50
         : f.backend === "postgres"
           ? 1000
-          : f.backend === "etcd" || f.backend === "zookeeper"
+          : f.backend === "etcd" || f.backend === "redis" || f.backend === "zookeeper"
             ? ttl + 1000
             : Number.NaN;
     out.push({

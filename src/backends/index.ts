@@ -9,6 +9,7 @@ import { registerBackend } from "../core/registry.js";
 import { etcdBackend } from "./etcd/definition.js";
 import { fileBackend } from "./file/definition.js";
 import { postgresBackend } from "./postgres/definition.js";
+import { redisBackend } from "./redis/definition.js";
 import { zookeeperBackend } from "./zookeeper/definition.js";
 
 /** In-process backend: coordinators of one process. */
@@ -38,6 +39,7 @@ export const builtinBackends: readonly BackendDefinition[] = [
   fileBackend,
   etcdBackend,
   postgresBackend,
+  redisBackend,
   zookeeperBackend,
 ];
 

@@ -5,7 +5,8 @@ export const fileBackend: BackendDefinition = {
   name: "file",
   schemes: ["file"],
   urlForm: "file:///path/to/dir  (file: alone: a private per-user directory)",
-  summary: "Processes on one host, no server: kernel byte-range locks in one file. Not across hosts; not on NFS.",
+  summary:
+    "Processes on one host, no server: kernel byte-range locks in a constant set of 64 lock files. Not across hosts; not on NFS.",
   guarantees: {
     acrossProcesses: true,
     acrossHosts: false,

@@ -1,9 +1,9 @@
 /**
  * `file:///dir` (default `file:`): coordination between processes on **one host**, with no
- * server. Locks are Linux open-file-description byte-range locks on one empty file, at
- * offsets derived from the names, so any number of names needs three files and nothing is
- * ever left to clean up; the kernel frees a dead process's locks at once. Not across hosts,
- * and not on NFS. See docs/backends/file.md.
+ * server. Locks are Linux open-file-description byte-range locks in 64 empty lock files, at
+ * offsets derived from the names, so any number of names needs a constant set of files
+ * (plus one mesh socket per live process); the kernel frees a dead process's locks at once.
+ * Not across hosts, and not on NFS. See docs/backends/file.md.
  *
  * @module
  */

@@ -1,0 +1,244 @@
+/**
+ * Acquiring (one ACQUIRE script; waiting for the grant message), releasing (one RELEASE
+ * script) and converting (one CONVERT script; waiting for the upgrade message) a queue
+ * entry.
+ *
+ * @module
+ */
+import { randomBytes } from "node:crypto";
+import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import {
+  DeadlockError,
+  InvalidArgumentError,
+  InvalidStateError,
+  LockLostError,
+  SessionExpiredError,
+} from "../../core/errors.js";
+import { BACKEND } from "./errors.js";
+import { ACQUIRE, CANCEL_UPGRADE, CHECK, CONVERT, RELEASE } from "./lua.js";
+import { freeOrEnd, replicated, runRetrying, type Scope } from "./scope.js";
+import { type Mailbox, recheckDelay, wakeStats } from "./wakeups.js";
+
+/** A grant: its queue entry, and what a conversion or release needs. */
+export class RedisGrant implements DriverGrant {
+  token: bigint;
+  mode: LockMode;
+  readonly kind: QueueKind;
+  readonly name: string;
+  readonly queue: string;
+  readonly entry: string;
+  readonly onLost: (error: Error) => void;
+  released = false;
+  /** Aborts a pending upgrade when the grant is released. */
+  upgrade: AbortController | null = null;
+
+  constructor(request: AcquireRequest, queue: string, entry: string, token: bigint) {
+    this.kind = request.kind;
+    this.name = request.name;
+    this.mode = request.mode;
+    this.queue = queue;
+    this.entry = entry;
+    this.token = token;
+    this.onLost = request.onLost;
+  }
+}
+
+type Reply = [string, ...unknown[]];
+
+const code = (mode: LockMode) => (mode === "exclusive" ? "x" : "s");
+
+/**
+ * Asks for `request`: granted at once in one round trip when free; otherwise the entry
+ * waits in the queue until a release publishes its grant. Resolves `null` for a try that
+ * found it busy; on abort the entry is withdrawn and the promise rejects with the reason.
+ */
+export async function acquire(scope: Scope, request: AcquireRequest): Promise<RedisGrant | null> {
+  const queue = scope.keys.queue(request.kind, request.name);
+  const entry = randomBytes(9).toString("base64url");
+  const args = [
+    queue,
+    request.kind,
+    request.name,
+    entry,
+    scope.sessionId,
+    scope.memberId,
+    code(request.mode),
+    String(request.limit),
+    request.wait ? "1" : "0",
+    String(scope.ttlMs),
+  ];
+  // The core checked cancellation before calling; the signal is built (by the core) and
+  // read only when this does not end in the first round trip.
+  const box = scope.wakeups.open(entry);
+  scope.track(queue, 1);
+  let first: Reply | null = null;
+  try {
+    first = (await scope.link.run(ACQUIRE, [scope.keys.prefix, ...args])) as Reply;
+  } catch {
+    // Retried below, with the signal; the script is idempotent per entry.
+  }
+  if (first && scope.replicas === 0 && (first[0] === "granted" || first[0] === "busy")) {
+    box.dispose();
+    if (first[0] === "granted") return new RedisGrant(request, queue, entry, BigInt(first[1] as string));
+    scope.track(queue, -1);
+    return null;
+  }
+  return slowAcquire(scope, request, queue, entry, args, box, first);
+}
+
+async function slowAcquire(
+  scope: Scope,
+  request: AcquireRequest,
+  queue: string,
+  entry: string,
+  args: string[],
+  box: Mailbox,
+  first: Reply | null,
+): Promise<RedisGrant | null> {
+  const { signal } = request;
+  const what = `acquiring ${request.kind} "${request.name}"`;
+  const stop = AbortSignal.any([signal, scope.ended]);
+  try {
+    let reply = first ?? ((await runRetrying(scope, what, ACQUIRE, args, stop)) as Reply);
+    for (;;) {
+      switch (reply[0]) {
+        case "granted": {
+          const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string));
+          await replicated(scope, what);
+          return grant;
+        }
+        case "busy":
+          scope.track(queue, -1);
+          return null;
+        case "limit":
+          throw new InvalidArgumentError(
+            `limit ${request.limit} does not match the limit ${reply[1]} its current holders and waiters use; every user of one semaphore must give the same limit`,
+            { backend: BACKEND },
+          );
+        case "lost":
+        case "missing":
+          throw vanished(scope, `the session's key is gone (expired or the server lost it) while ${what}`);
+        case "waiting": {
+          const wake = await box.next(recheckDelay(Number(reply[1]), scope.ttlMs), stop);
+          if (wake.type === "message" && wake.kind === "g") {
+            wakeStats.grantsByMessage++;
+            reply = ["granted", String(wake.token)];
+            continue;
+          }
+          wakeStats.checks++;
+          reply = (await runRetrying(scope, what, CHECK, [queue, entry], stop)) as Reply;
+          if (reply[0] === "granted") wakeStats.grantsByCheck++;
+          continue;
+        }
+        default:
+          throw new InvalidStateError(`unexpected answer from Redis while ${what}: ${String(reply[0])}`, {
+            backend: BACKEND,
+          });
+      }
+    }
+  } catch (error) {
+    // Withdraw the entry, granted or not: a grant nobody will use must not stay held.
+    const removal = freeOrEnd(scope, `withdrawing from ${request.kind} "${request.name}"`, RELEASE, [queue, entry]);
+    scope.track(queue, -1);
+    if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
+    if (signal.aborted) throw signal.reason;
+    throw error;
+  } finally {
+    box.dispose();
+  }
+}
+
+/** Frees a grant (idempotent). A failure is retried in the background and reported. */
+export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
+  if (grant.released) return;
+  grant.released = true;
+  scope.track(grant.queue, -1);
+  grant.upgrade?.abort(
+    new InvalidStateError("the lock was released while its upgrade was pending", { backend: BACKEND }),
+  );
+  try {
+    await scope.link.run(RELEASE, [scope.keys.prefix, grant.queue, grant.entry]);
+  } catch (error) {
+    void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, [grant.queue, grant.entry]);
+    throw error;
+  }
+}
+
+/** Upgrades (waits, ahead of every queued waiter) or downgrades (never waits) a lock grant. */
+export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
+  if (grant.released) throw new InvalidStateError("the lock is not held", { backend: BACKEND });
+  if (grant.mode === mode) return;
+  if (signal.aborted) throw signal.reason;
+  const what = `${mode === "shared" ? "downgrading" : "upgrading"} lock "${grant.name}"`;
+  const controller = new AbortController();
+  const stop = AbortSignal.any([signal, controller.signal, scope.ended]);
+  const box: Mailbox | null = mode === "exclusive" ? scope.wakeups.open(grant.entry) : null;
+  if (box) grant.upgrade = controller;
+  let reply: Reply | undefined;
+  try {
+    reply = (await runRetrying(scope, what, CONVERT, [grant.queue, grant.entry, code(mode)], stop)) as Reply;
+    for (;;) {
+      switch (reply[0]) {
+        case "done":
+          // Not replicated in time: the catch below turns the upgrade back.
+          if (mode === "exclusive") await replicated(scope, what);
+          grant.mode = mode;
+          grant.token = BigInt(reply[1] as string);
+          return;
+        case "deadlock":
+          throw new DeadlockError(
+            "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
+            { backend: BACKEND },
+          );
+        case "missing":
+          throw lost(grant);
+        case "waiting": {
+          const wake = await box!.next(recheckDelay(Number(reply[1]), scope.ttlMs), stop);
+          if (wake.type === "message" && wake.kind === "u") {
+            reply = ["done", String(wake.token)];
+            continue;
+          }
+          reply = (await runRetrying(scope, what, CONVERT, [grant.queue, grant.entry, "x"], stop)) as Reply;
+          continue;
+        }
+        default:
+          throw new InvalidStateError(`unexpected answer from Redis while ${what}: ${String(reply[0])}`, {
+            backend: BACKEND,
+          });
+      }
+    }
+  } catch (error) {
+    if (box && !grant.released && grant.mode === "shared" && reply?.[0] !== "deadlock") {
+      // Give the upgrade back (the grant stays shared).
+      const removal = freeOrEnd(scope, `withdrawing the upgrade of lock "${grant.name}"`, CANCEL_UPGRADE, [
+        grant.queue,
+        grant.entry,
+      ]);
+      if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
+    }
+    if (controller.signal.aborted) throw controller.signal.reason;
+    if (signal.aborted) throw signal.reason;
+    throw error;
+  } finally {
+    box?.dispose();
+    if (grant.upgrade === controller) grant.upgrade = null;
+  }
+}
+
+function vanished(scope: Scope, why: string): SessionExpiredError {
+  const error = new SessionExpiredError(why, { backend: BACKEND });
+  scope.lost(error);
+  return error;
+}
+
+function lost(grant: RedisGrant): LockLostError {
+  const error = new LockLostError(`lock "${grant.name}" is gone from Redis: the session's key expired`, {
+    backend: BACKEND,
+  });
+  grant.onLost(error);
+  return error;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -1,0 +1,235 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { wakeStats } from "../../src/backends/redis/wakeups.js";
+import {
+  BackendUnavailableError,
+  type Coordinator,
+  connect,
+  InvalidArgumentError,
+  type LockHandle,
+} from "../../src/index.js";
+import { waitForWaiters } from "../conformance/helpers.js";
+import { conformance } from "../conformance/suite.js";
+import { freePort } from "../harness/ports.js";
+import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
+import { type RedisServer, rawCommand, startRedis } from "../harness/redis.js";
+
+// Real redis-server from Debian (scripts/ensure-servers.sh redis) on a free loopback port
+// with a temporary directory, no persistence.
+let server: RedisServer | undefined;
+
+conformance({
+  name: "redis",
+  url: () => server?.url ?? "redis://127.0.0.1:6379",
+  shortTtlMs: 3000,
+  contention: { clients: 20, rounds: 20 },
+  setup: async () => {
+    server = await startRedis();
+  },
+  teardown: async () => {
+    await server?.stop();
+  },
+});
+
+describe("redis specifics", () => {
+  let own: RedisServer;
+  const coords: Coordinator[] = [];
+  const client = async (options: Record<string, unknown> = {}, url = own.url) => {
+    const coord = await connect(url, { namespace: "specifics", ...options });
+    coords.push(coord);
+    return coord;
+  };
+
+  before(async () => {
+    own = await startRedis();
+  });
+
+  after(async () => {
+    await Promise.all(coords.map((c) => c.close()));
+    await own.stop();
+  });
+
+  it("wakes exactly the waiter a release grants, by a message, not a re-check", async () => {
+    const holder = await client({ memberId: "holder" });
+    const waiters = await Promise.all(Array.from({ length: 5 }, (_, i) => client({ memberId: `w${i}` })));
+    let handle = await holder.lock("herd").acquire();
+    const pending = waiters.map((w) => w.lock("herd").acquire({ timeoutMs: 20_000 }));
+    await waitForWaiters(holder, "herd", 5);
+    const before = { ...wakeStats };
+    const order: LockHandle[] = [];
+    for (let i = 0; i < 5; i++) {
+      const messagesBefore = wakeStats.messages;
+      await handle.release();
+      handle = await pending[i]!;
+      order.push(handle);
+      assert.equal(wakeStats.messages - messagesBefore, 1, "one message per release");
+    }
+    await handle.release();
+    assert.equal(wakeStats.grantsByMessage - before.grantsByMessage, 5);
+    assert.equal(wakeStats.grantsByCheck - before.grantsByCheck, 0);
+    // FIFO, and every token larger than the one before.
+    for (let i = 1; i < order.length; i++) assert.ok(order[i]!.token > order[i - 1]!.token);
+  });
+
+  it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
+    const holder = await client({ memberId: "long-holder" });
+    // Thousands of scripts queue behind each other on one connection: a loaded machine
+    // needs more than the default 5 s for the last of them.
+    const crowd = await client({ memberId: "crowd", requestTimeoutMs: 60_000 });
+    const held = await holder.lock("long").acquire();
+    const stop = new AbortController();
+    const waits: Promise<unknown>[] = [];
+    for (let batch = 1; batch <= 8; batch++) {
+      for (let i = 0; i < (batch < 8 ? 1000 : 1200); i++) {
+        waits.push(
+          crowd
+            .lock("long")
+            .acquire({ signal: stop.signal })
+            .then(
+              () => assert.fail("must not be granted"),
+              (e: unknown) => e,
+            ),
+        );
+      }
+      await waitForWaiters(holder, "long", waits.length);
+    }
+    const seen = await waitForWaiters(holder, "long", 8200);
+    assert.equal(seen.locks.find((l) => l.name === "long")?.holders.length, 1);
+    stop.abort();
+    for (const outcome of await Promise.all(waits)) assert.ok(outcome instanceof Error);
+    await waitForWaiters(holder, "long", 0);
+    await held.release();
+  });
+
+  it("keeps every namespace and database apart", async () => {
+    const a = await client({ namespace: "one" });
+    const b = await client({ namespace: "two" });
+    const c = await client({ namespace: "one" }, `${own.url}/3`);
+    const held = await a.lock("same").acquire();
+    const other = await b.lock("same").tryAcquire();
+    const otherDb = await c.lock("same").tryAcquire();
+    assert.ok(other && otherDb, "other namespaces and databases are free");
+    await Promise.all([held.release(), other.release(), otherDb.release()]);
+  });
+
+  it("rejects malformed URLs and options with InvalidArgumentError", async () => {
+    const port = own.port;
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      [`redis://127.0.0.1:${port}/x`, {}, /database number/],
+      [`redis://127.0.0.1:${port},127.0.0.1:${port}`, {}, /one host/],
+      ["redis+sentinel://127.0.0.1:26379", {}, /name the master/],
+      [`redis://127.0.0.1:${port}`, { requestTimeoutMs: "soon" }, /requestTimeoutMs/],
+      [`redis://127.0.0.1:${port}`, { replicas: -1 }, /replicas/],
+      [`redis://127.0.0.1:${port}`, { ca: "/x.pem" }, /needs TLS/],
+      ["redis://127.0.0.1:99999", {}, /out of range|not a URL/],
+    ];
+    for (const [url, options, message] of cases) {
+      await assert.rejects(connect(url, options), (e: unknown) => {
+        assert.ok(e instanceof InvalidArgumentError, `${url}: ${String(e)}`);
+        assert.match((e as Error).message, message);
+        return true;
+      });
+    }
+  });
+
+  it("fails fast with BackendUnavailableError when Redis is not there", async () => {
+    const started = performance.now();
+    await assert.rejects(connect("redis://127.0.0.1:1", { requestTimeoutMs: 1000 }), BackendUnavailableError);
+    assert.ok(performance.now() - started < 5000);
+  });
+
+  it("refuses a grant that the asked-for replicas did not acknowledge (replicas=1, none attached)", async () => {
+    const a = await client({ replicas: 1, requestTimeoutMs: 300 });
+    await assert.rejects(a.lock("w").acquire(), BackendUnavailableError);
+    const b = await client();
+    const free = await b.lock("w").tryAcquire();
+    assert.ok(free, "the refused grant was withdrawn");
+    await free.release();
+  });
+
+  it("authenticates with user:password@ and refuses wrong credentials", async () => {
+    // Last: it turns authentication on for this server.
+    assert.match(await rawCommand(own.port, "ACL SETUSER baton on >s3cret ~* &* +@all"), /^\+OK/);
+    const url = own.url.replace("redis://", "redis://baton:s3cret@");
+    const a = await client({}, url);
+    const h = await a.lock("auth").acquire();
+    assert.ok(h.token > 0n);
+    await h.release();
+    await assert.rejects(connect(own.url.replace("redis://", "redis://baton:wrong@")), BackendUnavailableError);
+  });
+});
+
+const noOpenssl = (() => {
+  try {
+    execFileSync("openssl", ["version"], { stdio: "ignore" });
+    return false;
+  } catch {
+    return "needs the openssl binary to make certificates";
+  }
+})();
+
+describe("redis over TLS", { skip: noOpenssl }, () => {
+  let dir: string;
+  let proc: ServerProcess | undefined;
+  let port: number;
+  const pem = (name: string) => join(dir, name);
+
+  before(async () => {
+    dir = makeTempDir("baton-redis-tls-");
+    // A throwaway CA and a server certificate for 127.0.0.1, made in `dir`.
+    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
+    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
+    writeFileSync(pem("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    openssl(`req ${ec} -keyout server.key -out server.csr -subj /CN=server`);
+    openssl(
+      "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
+    );
+    port = await freePort();
+    const args = [
+      "--port 0 --bind 127.0.0.1 --appendonly no --protected-mode no",
+      `--tls-port ${port} --tls-cert-file server.pem --tls-key-file server.key --tls-ca-cert-file ca.pem`,
+      "--tls-auth-clients no",
+    ];
+    proc = new ServerProcess("redis (TLS)", "redis-server", args.join(" ").split(" ").filter(Boolean), {
+      logFile: pem("redis.log"),
+      cwd: dir,
+    });
+    await waitUntil(
+      "redis over TLS",
+      async () => {
+        const probe = await connect(`rediss://127.0.0.1:${port}`, { ca: pem("ca.pem"), requestTimeoutMs: 1000 });
+        await probe.close();
+        return true;
+      },
+      { timeoutMs: 30_000, procs: [proc] },
+    );
+  });
+
+  after(async () => {
+    await proc?.stop();
+    removeTempDir(dir);
+  });
+
+  it("locks over rediss:// with the CA given", async () => {
+    const coord = await connect(`rediss://127.0.0.1:${port}`, { ca: pem("ca.pem"), requestTimeoutMs: 2000 });
+    try {
+      const handle = await coord.lock("tls").acquire();
+      assert.ok(handle.token > 0n);
+      await handle.release();
+    } finally {
+      await coord.close();
+    }
+  });
+
+  it("refuses a server whose certificate it cannot verify", async () => {
+    await assert.rejects(connect(`rediss://127.0.0.1:${port}`, { requestTimeoutMs: 1000 }), (e: unknown) => {
+      assert.ok(e instanceof BackendUnavailableError, String(e));
+      assert.match(`${e.message} ${String((e.cause as Error | undefined)?.message)}`, /certificate/i);
+      return true;
+    });
+  });
+});
