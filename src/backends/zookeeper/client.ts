@@ -54,7 +54,7 @@ interface RawClient {
   addAuthInfo(scheme: string, auth: Buffer): void;
   create(path: string, data: Buffer, acls: readonly object[], mode: number, cb: Cb): void;
   exists(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
-  getData(path: string, cb: Cb): void;
+  getData(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
   getChildren(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
   setData(path: string, data: Buffer, version: number, cb: Cb): void;
   remove(path: string, version: number, cb: Cb): void;
@@ -296,10 +296,10 @@ export class ZkHandle {
     return stat ? toStat(stat as RawStat) : null;
   }
 
-  /** Data (UTF-8) and stat, or `null` if the node does not exist. */
-  async get(path: string): Promise<{ stat: Stat; data: string } | null> {
+  /** Data (UTF-8) and stat, or `null` if the node does not exist (then no watch is set). */
+  async get(path: string, watch?: Watcher): Promise<{ stat: Stat; data: string } | null> {
     try {
-      const [data, stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.getData(path, cb));
+      const [data, stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.getData(path, event(watch), cb));
       return { stat: toStat(stat as RawStat), data: data ? (data as Buffer).toString() : "" };
     } catch (error) {
       if (error instanceof ZkError && error.rc === RC.NONODE) return null;

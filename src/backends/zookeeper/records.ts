@@ -125,24 +125,33 @@ export async function watchRecords(
       listed = await retrying(handle, `watching ${space}`, listChildren, signal);
     }
     const present = new Set(listed?.children ?? []);
-    for (const child of present) {
-      if (watched.has(child)) continue;
-      watched.add(child);
-      const path = `${parent}/${child}`;
-      const stat = await retrying(
-        handle,
-        `watching ${space}`,
-        () =>
-          handle.exists(path, () => {
-            watched.delete(child);
-            schedule();
-          }),
-        signal,
-      );
-      const read = stat ? await retrying(handle, `reading ${space}`, () => handle.get(path), signal) : null;
+    // Every new or changed record is read (and watched) at once, in one round trip: a
+    // record that lives only a few round trips must be read before it goes.
+    const fresh = [...present].filter((child) => !watched.has(child));
+    for (const child of fresh) watched.add(child);
+    const reads = await Promise.all(
+      fresh.map((child) =>
+        retrying(
+          handle,
+          `watching ${space}`,
+          () =>
+            handle.get(`${parent}/${child}`, () => {
+              watched.delete(child);
+              schedule();
+            }),
+          signal,
+        ),
+      ),
+    ).catch((error: unknown) => {
+      for (const child of fresh) watched.delete(child);
+      throw error;
+    });
+    for (const [i, child] of fresh.entries()) {
+      const read = reads[i] ?? null;
       const key = decodeSegment(child);
       const entry = read ? decodeRecord(key, read.data) : null;
       if (!read || !entry) {
+        if (!read) watched.delete(child); // gone: no watch was set
         present.delete(child);
         continue;
       }
