@@ -99,12 +99,17 @@ export async function watchRecords(
   // Set before a watch is sent, cleared by its event: the event may run before the answer's
   // continuation does.
   let childArmed = false;
+  // The children are listed again only when they changed: a changed record alone is read
+  // at once, before a quick delete can take it.
+  let childrenDirty = true;
+  let lastChildren: string[] = [];
   const listChildren = () => {
     if (childArmed) return handle.children(parent);
     childArmed = true;
     return handle
       .children(parent, () => {
         childArmed = false;
+        childrenDirty = true;
         schedule();
       })
       .catch((error: unknown) => {
@@ -117,14 +122,18 @@ export async function watchRecords(
 
   const sync = async (emit: boolean): Promise<void> => {
     if (signal.aborted) return;
-    let listed = await retrying(handle, `watching ${space}`, listChildren, signal);
-    if (!listed) {
-      // The space's container is gone (it was emptied): make it again and watch that.
-      childArmed = false;
-      await ensurePath(handle, chroot, parent, signal);
-      listed = await retrying(handle, `watching ${space}`, listChildren, signal);
+    if (childrenDirty || !childArmed) {
+      childrenDirty = false;
+      let listed = await retrying(handle, `watching ${space}`, listChildren, signal);
+      if (!listed) {
+        // The space's container is gone (it was emptied): make it again and watch that.
+        childArmed = false;
+        await ensurePath(handle, chroot, parent, signal);
+        listed = await retrying(handle, `watching ${space}`, listChildren, signal);
+      }
+      lastChildren = listed?.children ?? [];
     }
-    const present = new Set(listed?.children ?? []);
+    const present = new Set(lastChildren);
     // Every new or changed record is read (and watched) at once, in one round trip: a
     // record that lives only a few round trips must be read before it goes.
     const fresh = [...present].filter((child) => !watched.has(child));
