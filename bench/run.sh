@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis] [--out DIR]
+# npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--out DIR]
 #
 # Compiles Baton and the bench with tsc (the same compiler options as `npm run build`) into
 # .bench/dist (not dist/, which other work rebuilds at any time: a run must measure one build) and
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-backends="memory,file,etcd,postgres,redis"
+backends="memory,file,etcd,postgres,redis,zookeeper"
 prev=""
 for arg in "$@"; do
   if [ "$prev" = "--backends" ]; then backends="$arg"; fi
@@ -19,6 +19,7 @@ servers=()
 case ",$backends," in *,etcd,*) servers+=(etcd) ;; esac
 case ",$backends," in *,postgres,*) servers+=(postgres) ;; esac
 case ",$backends," in *,redis,*) servers+=(redis) ;; esac
+case ",$backends," in *,zookeeper,*) servers+=(zookeeper) ;; esac
 if [ "${#servers[@]}" -gt 0 ]; then bash scripts/ensure-servers.sh "${servers[@]}"; fi
 
 echo "bench: compiling (tsc -p bench/tsconfig.json)" >&2

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis] [--only a,b] [--out DIR]`
+ * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--only a,b] [--out DIR]`
  * `node .bench/dist/bench/run.js --report-only RESULTS.json [--out DIR]`: render a run's report again
  *
  * Baton side by side with the libraries users would pick instead and with each backend's
@@ -64,7 +64,7 @@ function parseArgs(argv: string[]) {
     else if (arg.startsWith("--report-only")) reportOnly = value("--report-only");
     else if (arg === "--help" || arg === "-h") {
       process.stdout.write(
-        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
+        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
@@ -119,6 +119,7 @@ async function main(): Promise<void> {
       "redlock",
       "redis-semaphore",
       "ioredis",
+      "node-zookeeper-client",
     ]),
   };
   const pool = new Pool(base);
@@ -185,6 +186,20 @@ async function main(): Promise<void> {
         for (const id of ["baton-redis", "redlock", "redis-semaphore", "raw-redis"]) {
           unavailable.set(id, `Redis did not start: ${error}`);
         }
+      }
+    }
+
+    if (args.backends.includes("zookeeper")) {
+      try {
+        const { startZooKeeper } = await import("../test/harness/zookeeper.js");
+        const zk = await startZooKeeper();
+        cleanups.push(() => zk.stop());
+        env.zkUrl = zk.url;
+        env.zkAddress = zk.address;
+        versions.zookeeper = commandVersion("sh", ["-c", "readlink -f /usr/share/java/zookeeper.jar"]);
+        progress(`zookeeper up at ${zk.url}`);
+      } catch (error) {
+        for (const id of ["baton-zookeeper", "raw-zookeeper"]) unavailable.set(id, `ZooKeeper did not start: ${error}`);
       }
     }
 

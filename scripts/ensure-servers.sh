@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ensure the server binaries needed by the real-server test harness exist.
 #
-#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis]
+#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis] [zookeeper]
 #
 # With no arguments, all are ensured. Idempotent and fast when everything is
 # already installed (no apt-get calls at all in that case). Installs missing
@@ -14,22 +14,25 @@ set -euo pipefail
 want_etcd=0
 want_pg=0
 want_redis=0
+want_zk=0
 if [ "$#" -eq 0 ]; then
   want_etcd=1
   want_pg=1
   want_redis=1
+  want_zk=1
 fi
 for arg in "$@"; do
   case "$arg" in
     etcd) want_etcd=1 ;;
     postgres | postgresql | pg) want_pg=1 ;;
     redis) want_redis=1 ;;
+    zookeeper | zk) want_zk=1 ;;
     -h | --help)
       sed -n '2,10p' "$0"
       exit 0
       ;;
     *)
-      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis)" >&2
+      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis, zookeeper)" >&2
       exit 2
       ;;
   esac
@@ -51,12 +54,16 @@ pg_bindir() {
   return 1
 }
 have_pg() { pg_bindir >/dev/null && id -u postgres >/dev/null 2>&1; }
+# The harness runs the server class straight from Debian's jars with its own
+# zoo.cfg (test/harness/zookeeper.ts), so it needs the jars and a java binary.
+have_zk() { [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; }
 have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1; }
 
 packages=()
 if [ "$want_etcd" -eq 1 ] && ! have_etcd; then packages+=(etcd-server); fi
 if [ "$want_pg" -eq 1 ] && ! have_pg; then packages+=(postgresql); fi
 if [ "$want_redis" -eq 1 ] && ! have_redis; then packages+=(redis-server redis-sentinel); fi
+if [ "$want_zk" -eq 1 ] && ! have_zk; then packages+=(zookeeper); fi
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -104,6 +111,11 @@ if [ "${#packages[@]}" -gt 0 ]; then
       "${SUDO[@]}" update-rc.d etcd disable >/dev/null 2>&1 || true
     fi
   fi
+  if [[ " ${packages[*]} " == *" zookeeper "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      "${SUDO[@]}" systemctl disable --now zookeeper.service >/dev/null 2>&1 || true
+    fi
+  fi
   for svc in redis-server redis-sentinel; do
     if [[ " ${packages[*]} " == *" $svc "* ]]; then
       if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
@@ -149,6 +161,14 @@ if [ "$want_redis" -eq 1 ]; then
     log "redis: $(command -v redis-server) ($(redis-server --version 2>/dev/null | head -n 1))"
   else
     log "redis: NOT available (need redis-server and redis-sentinel)"
+    status=1
+  fi
+fi
+if [ "$want_zk" -eq 1 ]; then
+  if have_zk; then
+    log "zookeeper: /usr/share/java/zookeeper.jar ($(readlink -f /usr/share/java/zookeeper.jar))"
+  else
+    log "zookeeper: NOT available (need /usr/share/java/zookeeper.jar and java)"
     status=1
   fi
 fi

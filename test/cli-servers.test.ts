@@ -18,6 +18,7 @@ import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
 import { startProxy } from "./harness/proxy.js";
 import { type RedisServer, rawCommand, startRedis } from "./harness/redis.js";
+import { startZooKeeper, type ZooKeeperServer } from "./harness/zookeeper.js";
 
 interface Target {
   name: string;
@@ -33,6 +34,7 @@ interface Target {
 let etcd: EtcdServer | undefined;
 let postgres: PgServer | undefined;
 let redis: RedisServer | undefined;
+let zookeeper: ZooKeeperServer | undefined;
 
 const targets: Target[] = [
   {
@@ -82,14 +84,59 @@ const targets: Target[] = [
       assert.match(await rawCommand(redis!.port, "FLUSHALL"), /^\+OK/);
     },
   },
+  {
+    name: "zookeeper",
+    url: () => zookeeper!.url,
+    address: () => {
+      const [host, port] = zookeeper!.address.split(":");
+      return { host: host!, port: Number(port) };
+    },
+    viaProxy: (port) => `zookeeper://127.0.0.1:${port}`,
+    cut: async (namespace) => {
+      // Delete the holders' nodes, as an operator would; a holder watches its own node.
+      const { default: zk } = (await import("node-zookeeper-client" as string)) as { default: RawZk };
+      const client = zk.createClient(zookeeper!.address);
+      await new Promise<void>((resolve) => {
+        client.once("connected", () => resolve());
+        client.connect();
+      });
+      const call = <T>(f: (cb: (error: unknown, value: T) => void) => void) =>
+        new Promise<T>((resolve, reject) => f((error, value) => (error ? reject(error) : resolve(value))));
+      try {
+        const locks = `/baton/${namespace}/q/lock`;
+        for (const name of await call<string[]>((cb) => client.getChildren(locks, cb))) {
+          for (const node of await call<string[]>((cb) => client.getChildren(`${locks}/${name}`, cb))) {
+            await call((cb) => client.remove(`${locks}/${name}/${node}`, cb));
+          }
+        }
+      } finally {
+        client.close();
+      }
+    },
+  },
 ];
+
+interface RawZk {
+  createClient(address: string): {
+    connect(): void;
+    close(): void;
+    once(event: string, listener: () => void): void;
+    getChildren(path: string, cb: (error: unknown, children: string[]) => void): void;
+    remove(path: string, cb: (error: unknown, value?: unknown) => void): void;
+  };
+}
 
 describe("baton CLI against servers", () => {
   before(async () => {
-    [etcd, postgres, redis] = await Promise.all([startEtcd(), startPostgres(), startRedis()]);
+    [etcd, postgres, redis, zookeeper] = await Promise.all([
+      startEtcd(),
+      startPostgres(),
+      startRedis(),
+      startZooKeeper(),
+    ]);
   });
   after(async () => {
-    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop()]);
+    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop(), zookeeper?.stop()]);
   });
 
   for (const target of targets) {

@@ -11,8 +11,8 @@ import type { Coordinator } from "../../src/index.js";
 
 const require = createRequire(import.meta.url);
 
-export type Backend = "memory" | "file" | "etcd" | "postgres" | "redis";
-export const BACKENDS: readonly Backend[] = ["memory", "file", "etcd", "postgres", "redis"];
+export type Backend = "memory" | "file" | "etcd" | "postgres" | "redis" | "zookeeper";
+export const BACKENDS: readonly Backend[] = ["memory", "file", "etcd", "postgres", "redis", "zookeeper"];
 export type Mode = "exclusive" | "shared";
 export type Release = () => Promise<void>;
 
@@ -23,6 +23,9 @@ export interface Env {
   etcdEndpoints?: string[];
   pgUrl?: string;
   redisUrl?: string;
+  zkUrl?: string;
+  /** "127.0.0.1:PORT" */
+  zkAddress?: string;
   /** Baton session TTL (failover runs). */
   ttlMs?: number;
 }
@@ -137,6 +140,26 @@ export const IMPLS: readonly ImplInfo[] = [
     inProcess: false,
   },
   {
+    id: "baton-zookeeper",
+    backend: "zookeeper",
+    label: "Baton zookeeper://",
+    role: "baton",
+    waits: true,
+    waiting: "watch on the predecessor node",
+    shared: true,
+    inProcess: false,
+  },
+  {
+    id: "raw-zookeeper",
+    backend: "zookeeper",
+    label: "raw create + delete (node-zookeeper-client)",
+    role: "floor",
+    waits: false,
+    waiting: "n/a",
+    shared: false,
+    inProcess: false,
+  },
+  {
     id: "baton-postgres",
     backend: "postgres",
     label: "Baton postgres://",
@@ -238,6 +261,10 @@ export async function createClient(id: string, env: Env): Promise<Client> {
       return baton(need(env.etcdUrl, "etcdUrl"), env);
     case "baton-postgres":
       return baton(need(env.pgUrl, "pgUrl"), env);
+    case "baton-zookeeper":
+      return baton(need(env.zkUrl, "zkUrl"), env);
+    case "raw-zookeeper":
+      return rawZooKeeper(need(env.zkAddress, "zkAddress"));
     case "async-mutex":
       return asyncMutex();
     case "proper-lockfile":
@@ -419,6 +446,42 @@ function rawEtcd(endpoints: string[]): Client {
     async cycle(name) {
       await client.put(`raw/${name}`).value("");
       await client.delete().key(`raw/${name}`);
+    },
+    async close() {
+      client.close();
+    },
+  };
+}
+
+interface ZkRaw {
+  connect(): void;
+  close(): void;
+  once(event: string, listener: () => void): void;
+  create(path: string, data: Buffer, mode: number, cb: (error: unknown) => void): void;
+  remove(path: string, version: number, cb: (error: unknown) => void): void;
+}
+
+/** The floor: one ephemeral create and one delete, under a parent made once. */
+async function rawZooKeeper(address: string): Promise<Client> {
+  const zk = require("node-zookeeper-client") as { createClient(a: string, o: object): ZkRaw };
+  const client = zk.createClient(address, { sessionTimeout: 10_000 });
+  await new Promise<void>((resolve) => {
+    client.once("connected", resolve);
+    client.connect();
+  });
+  const call = (f: (cb: (error: unknown) => void) => void, ok: readonly number[] = []) =>
+    new Promise<void>((resolve, reject) =>
+      f((error) => (error && !ok.includes((error as { code: number }).code) ? reject(error) : resolve())),
+    );
+  await call((cb) => client.create("/raw", Buffer.alloc(0), 0, cb), [-110]);
+  return {
+    async acquire() {
+      throw new Error("raw create + delete is not a lock that waits");
+    },
+    async cycle(name) {
+      const path = `/raw/${encodeURIComponent(name)}`;
+      await call((cb) => client.create(path, Buffer.alloc(0), 1, cb));
+      await call((cb) => client.remove(path, -1, cb));
     },
     async close() {
       client.close();

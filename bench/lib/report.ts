@@ -15,6 +15,7 @@ const BACKEND_TITLE: Record<string, string> = {
   etcd: "etcd:// (single local member)",
   postgres: "postgres:// (local server)",
   redis: "redis:// (local server, no persistence)",
+  zookeeper: "zookeeper:// (standalone local server)",
 };
 
 function table(header: string[], rows: string[][]): string {
@@ -111,7 +112,9 @@ export function writeReport(r: Results, outDir: string, json: string): string[] 
     for (const [id, why] of unavailable) md.push(`- \`${id}\`: ${why.replace(/\n/g, " ")}`);
     md.push("");
   }
-  const notRun = ["memory", "file", "etcd", "postgres", "redis"].filter((b) => !r.meta.backends.includes(b));
+  const notRun = ["memory", "file", "etcd", "postgres", "redis", "zookeeper"].filter(
+    (b) => !r.meta.backends.includes(b),
+  );
   if (notRun.length) {
     md.push(`Backends not selected in this run: ${notRun.join(", ")}.`);
     md.push("");

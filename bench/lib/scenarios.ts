@@ -27,7 +27,7 @@ export function settings(quick: boolean): Settings {
         handoff: { waiters: [8, 64], durationMs: 2500, holdMs: 1, thinkMs: 1 },
         keyspace: { clients: 32, names: 1000, durationMs: 2500, processes: 4 },
         failover: { runs: 3, slowRuns: 1, shortTtlMs: 2000 },
-        scale: { memory: 100_000, file: 100_000, etcd: 10_000, postgres: 10_000, redis: 10_000 },
+        scale: { memory: 100_000, file: 100_000, etcd: 10_000, postgres: 10_000, redis: 10_000, zookeeper: 10_000 },
         herd: { waiters: 250, processes: 10, releases: 8, postgresWaiters: 90 },
         shared: { readers: 32, writers: 1, durationMs: 2500, processes: 4 },
       }
@@ -37,7 +37,14 @@ export function settings(quick: boolean): Settings {
         handoff: { waiters: [8, 64], durationMs: 8000, holdMs: 1, thinkMs: 1 },
         keyspace: { clients: 32, names: 1000, durationMs: 8000, processes: 4 },
         failover: { runs: 5, slowRuns: 3, shortTtlMs: 2000 },
-        scale: { memory: 100_000, file: 1_000_000, etcd: 100_000, postgres: 100_000, redis: 100_000 },
+        scale: {
+          memory: 100_000,
+          file: 1_000_000,
+          etcd: 100_000,
+          postgres: 100_000,
+          redis: 100_000,
+          zookeeper: 100_000,
+        },
         herd: { waiters: 1000, processes: 20, releases: 20, postgresWaiters: 90 },
         shared: { readers: 32, writers: 1, durationMs: 8000, processes: 4 },
       };

@@ -13,6 +13,7 @@ const FLOORS: Record<string, { id: string; max: number } | undefined> = {
   etcd: { id: "raw-etcd", max: 1.2 },
   postgres: { id: "raw-pg", max: 1.5 },
   redis: { id: "raw-redis", max: 1.3 },
+  zookeeper: { id: "raw-zookeeper", max: 1.2 },
 };
 const POLLING_PEERS: Record<string, readonly string[]> = {
   file: ["proper-lockfile"],
@@ -81,7 +82,7 @@ export function computeTargets(r: Results): Target[] {
         ? 50
         : f.backend === "postgres"
           ? 1000
-          : f.backend === "etcd" || f.backend === "redis"
+          : f.backend === "etcd" || f.backend === "redis" || f.backend === "zookeeper"
             ? ttl + 1000
             : Number.NaN;
     out.push({

@@ -10,6 +10,7 @@ import { etcdBackend } from "./etcd/definition.js";
 import { fileBackend } from "./file/definition.js";
 import { postgresBackend } from "./postgres/definition.js";
 import { redisBackend } from "./redis/definition.js";
+import { zookeeperBackend } from "./zookeeper/definition.js";
 
 /** In-process backend: coordinators of one process. */
 export const memoryBackend: BackendDefinition = {
@@ -39,6 +40,7 @@ export const builtinBackends: readonly BackendDefinition[] = [
   etcdBackend,
   postgresBackend,
   redisBackend,
+  zookeeperBackend,
 ];
 
 for (const backend of builtinBackends) registerBackend(backend);

@@ -5,123 +5,15 @@
  * stopped afterwards.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
 import { OrderLog, waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { FencedResource, Holder } from "../harness/holder.js";
 import { type EtcdServer, startEtcd, startEtcdCluster } from "../harness/etcd.js";
 import { startProxy } from "../harness/proxy.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..", "..");
 const TTL_MS = 2000;
-
-/**
- * The resource a lock protects, checking fencing tokens the way it should: a write with a
- * token lower than the highest one seen is rejected.
- */
-class FencedResource {
-  highest = -1n;
-  readonly rejected: { token: bigint; who: string }[] = [];
-
-  write(token: bigint, who: string): boolean {
-    if (token < this.highest) {
-      this.rejected.push({ token, who });
-      return false;
-    }
-    this.highest = token;
-    return true;
-  }
-
-  /** Serves `POST {token, who}` -> `{accepted}` on a loopback port, for other processes. */
-  async serve(): Promise<{ url: string; close: () => Promise<void> }> {
-    const server: Server = createServer((request, response) => {
-      let body = "";
-      request.on("data", (chunk: Buffer) => {
-        body += chunk.toString();
-      });
-      request.on("end", () => {
-        const { token, who } = JSON.parse(body) as { token: string; who: string };
-        const accepted = this.write(BigInt(token), who);
-        response.setHeader("content-type", "application/json");
-        response.end(JSON.stringify({ accepted }));
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const address = server.address();
-    const port = typeof address === "object" && address ? address.port : 0;
-    return {
-      url: `http://127.0.0.1:${port}/write`,
-      close: () =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    };
-  }
-}
-
-interface HolderEvent {
-  event: string;
-  message?: string;
-  token?: string;
-  session?: string;
-  why?: string;
-  accepted?: boolean;
-  lost?: boolean;
-  reason?: string;
-}
-
-/** A holder process (fixtures/etcd-holder.ts) and the events it printed. */
-class Holder {
-  readonly child: ChildProcess;
-  readonly events: HolderEvent[] = [];
-  readonly #exited: Promise<void>;
-  #stderr = "";
-
-  constructor(url: string, lockName: string, ttlMs: number, resource?: string) {
-    const args = ["--import", "tsx", join(here, "fixtures", "etcd-holder.ts"), url, lockName, String(ttlMs)];
-    if (resource) args.push(resource);
-    this.child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
-    this.#exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
-    createInterface({ input: this.child.stdout! }).on("line", (line) => {
-      this.events.push(JSON.parse(line) as HolderEvent);
-    });
-    this.child.stderr!.on("data", (chunk: Buffer) => {
-      this.#stderr += chunk.toString();
-    });
-  }
-
-  /** Waits for the first event matching `match`. */
-  async next(match: (e: HolderEvent) => boolean, what: string, timeoutMs = 30_000): Promise<HolderEvent> {
-    await waitFor(
-      () => {
-        if (this.child.exitCode !== null) assert.fail(`holder exited (${this.child.exitCode}): ${this.#stderr}`);
-        const failed = this.events.find((e) => e.event === "error");
-        if (failed) assert.fail(`holder failed: ${JSON.stringify(failed)}`);
-        return this.events.some(match);
-      },
-      what,
-      timeoutMs,
-    );
-    return this.events.find(match)!;
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
-  }
-
-  async stop(): Promise<void> {
-    this.signal("SIGCONT");
-    this.signal("SIGKILL");
-    await this.#exited;
-  }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

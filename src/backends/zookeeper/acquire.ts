@@ -1,0 +1,296 @@
+/**
+ * Joining a queue and waiting in it: Curator's lock recipe, with its gaps closed.
+ *
+ * The request creates an EPHEMERAL_SEQUENTIAL node named with a tag unique to it, and reads
+ * the queue in the same round trip (ZooKeeper answers one session's requests in order, so
+ * the read sees the node). A waiter watches only what it waits for: an exclusive one the
+ * node just before it, a shared one the last older writer and the upgrade marker; a
+ * semaphore waiter watches the children (any release moves it up). A release therefore
+ * wakes one lock waiter, not all.
+ *
+ * Tokens: right after the read that grants a node, a write to the queue's parent (its data
+ * is unused) takes a zxid, which is the token: every earlier holder's token was taken
+ * before that holder left, and the granting read saw it gone, so tokens grow with every
+ * grant and upgrade. When uncontended that write goes out with the create and the read, so
+ * a grant costs one round trip. The token is then written into the node for `inspect()`.
+ *
+ * @module
+ */
+import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
+import type { Watcher } from "./client.js";
+import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
+import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
+import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
+import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
+import { FLAGS } from "./client.js";
+
+/** A grant: its node, and what a conversion or release needs. */
+export class ZkGrant implements DriverGrant {
+  token: bigint;
+  mode: LockMode;
+  readonly kind: QueueKind;
+  readonly limit: number;
+  readonly parent: string;
+  readonly path: string;
+  readonly name: string;
+  readonly tag: string;
+  readonly onLost: (error: Error) => void;
+  since: number;
+  /** The path of this grant's upgrade marker, while upgrading or upgraded. */
+  marker: string | null = null;
+  released = false;
+  /** Aborts a pending upgrade when the grant is released. */
+  upgrade: AbortController | null = null;
+
+  constructor(request: AcquireRequest, parent: string, path: string, tag: string, token: bigint, since: number) {
+    this.kind = request.kind;
+    this.limit = request.limit;
+    this.mode = request.mode;
+    this.parent = parent;
+    this.path = path;
+    this.name = path.slice(parent.length + 1);
+    this.tag = tag;
+    this.token = token;
+    this.since = since;
+    this.onLost = request.onLost;
+  }
+
+  data(scope: Scope, extra: Partial<NodeData> = {}): string {
+    return encodeData({ id: scope.memberId, sid: scope.sessionId, s: this.since, ...extra });
+  }
+}
+
+/**
+ * Asks for `request`. Resolves with the grant, `null` when `request.wait` is false and it
+ * is not free, or rejects with `request.signal.reason` after withdrawing the node.
+ */
+export async function acquire(scope: Scope, request: AcquireRequest): Promise<ZkGrant | null> {
+  const { signal } = request;
+  if (signal.aborted) throw signal.reason;
+  if (scope.ended.aborted) throw scope.ended.reason;
+  const parent = scope.layout.queue(request.kind, request.name);
+  const tag = scope.nextTag();
+  const prefix = nodePrefix(tag, request.mode, request.limit);
+  const stop = AbortSignal.any([signal, scope.ended]);
+  let path: string | null = null;
+  try {
+    const joined = await join(scope, parent, prefix, stop);
+    path = joined.path;
+    return await wait(scope, request, parent, path, tag, joined, stop);
+  } catch (error) {
+    const removal = withdraw(scope, parent, path ? { path } : { prefix });
+    // Waiting for the server is pointless once the session is ending (it takes the node).
+    if (!scope.ended.aborted) await Promise.race([removal, delay(2000)]);
+    if (signal.aborted) throw signal.reason;
+    if (error instanceof Busy) return null;
+    if (scope.ended.aborted && !(error instanceof InvalidArgumentError)) throw scope.ended.reason;
+    throw error;
+  }
+}
+
+/** Creates the node and reads the queue in one round trip. */
+async function join(
+  scope: Scope,
+  parent: string,
+  prefix: string,
+  stop: AbortSignal,
+): Promise<{ path: string; view: QueueView | null; token: bigint | null }> {
+  const { handle } = scope;
+  const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now() });
+  for (;;) {
+    if (stop.aborted) throw stop.reason;
+    const created = handle.create(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
+    const listed = handle.children(parent);
+    // Sent behind the read: its zxid is the token if the read grants us.
+    const stamped = handle.set(parent, "");
+    listed.catch(() => {});
+    stamped.catch(() => {});
+    try {
+      const path = await created;
+      const first = await listed.catch(() => null);
+      const stamp = await stamped.catch(() => null);
+      return {
+        path,
+        view: first ? viewOf(first.children, first.stat, new Map()) : null,
+        token: first && stamp ? stamp.mzxid : null,
+      };
+    } catch (error) {
+      if (hasCode(error, RC.NONODE)) {
+        await ensurePath(handle, scope.chroot, parent, stop);
+        continue;
+      }
+      if (!isTransient(error)) throw translate(error, `joining ${parent}`);
+      const found = await findByPrefix(scope, parent, prefix, stop);
+      if (found) return { path: found, view: null, token: null };
+      // Not there: the create never reached a server. createProtected goes on from here.
+      return { path: await createProtected(scope, parent, prefix, data, stop), view: null, token: null };
+    }
+  }
+}
+
+/** Reads the queue, and the current mode of every converted writer a shared request must know. */
+export async function readView(
+  scope: Scope,
+  parent: string,
+  needModes: boolean,
+  stop: AbortSignal,
+): Promise<QueueView | null> {
+  const { handle } = scope;
+  const listed = await retrying(handle, `reading ${parent}`, () => handle.children(parent), stop);
+  if (!listed) return null;
+  const view = viewOf(listed.children, listed.stat, new Map());
+  return needModes ? withModes(scope, parent, view, stop) : view;
+}
+
+/** Adds the current modes of the view's writer nodes (a downgrade rewrites the data). */
+export async function withModes(scope: Scope, parent: string, view: QueueView, stop: AbortSignal): Promise<QueueView> {
+  const writers = view.nodes.filter((n) => n.mode === "exclusive");
+  if (writers.length === 0) return view;
+  const modes = new Map<string, LockMode>();
+  const reads = await Promise.all(
+    writers.map((n) =>
+      retrying(scope.handle, `reading ${parent}/${n.name}`, () => scope.handle.get(`${parent}/${n.name}`), stop),
+    ),
+  );
+  reads.forEach((read, i) => {
+    const data = read ? decodeData(read.data) : null;
+    if (data?.m === "s") modes.set((writers[i] as { name: string }).name, "shared");
+  });
+  return { ...view, modes };
+}
+
+async function wait(
+  scope: Scope,
+  request: AcquireRequest,
+  parent: string,
+  path: string,
+  tag: string,
+  joined: { view: QueueView | null; token: bigint | null },
+  stop: AbortSignal,
+): Promise<ZkGrant> {
+  const { kind, mode, limit } = request;
+  const name = path.slice(parent.length + 1);
+  const needModes = kind === "lock" && mode === "shared";
+  let view = joined.view && needModes ? await withModes(scope, parent, joined.view, stop) : joined.view;
+  // The stamp sent with the first read is the token only if that read alone decides.
+  let stamp =
+    view && view.modes.size === 0 && !(needModes && view.nodes.some((n) => n.mode === "exclusive"))
+      ? joined.token
+      : null;
+  for (;;) {
+    view ??= await readView(scope, parent, needModes, stop);
+    const decision: Decision = view ? decide(view, name, kind, mode, limit) : { type: "missing" };
+    switch (decision.type) {
+      case "missing":
+        throw vanished(scope, request);
+      case "mismatch":
+        throw new InvalidArgumentError(
+          `limit ${limit} does not match the limit ${decision.limit} its current holders and waiters use; every user of one semaphore must give the same limit`,
+          { backend: BACKEND },
+        );
+      case "grant": {
+        const since = Date.now();
+        const token =
+          stamp ?? (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid;
+        const grant = new ZkGrant(request, parent, path, tag, token, since);
+        // For inspect(); the token is already fixed. A node gone by now is seen by the guard.
+        scope.handle.set(path, grant.data(scope, { t: token.toString() })).catch(() => {});
+        return guard(scope, grant);
+      }
+      case "wait":
+        if (!request.wait) throw new Busy();
+        await nextChange(scope, parent, decision, view as QueueView, stop);
+        view = null;
+        stamp = null;
+    }
+  }
+}
+
+/**
+ * Watches a granted node, so that its deletion by anyone but its holder (an operator, or
+ * the server expiring the session while this client still thinks it alive) is reported as
+ * a loss at once. Not waited for: the grant does not take longer for it.
+ */
+export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
+  const arm = () => {
+    if (grant.released || scope.ended.aborted) return;
+    scope.handle
+      .exists(grant.path, (type) => {
+        if (grant.released || scope.ended.aborted) return;
+        if (type !== DELETED) return arm(); // our own conversion rewrote it
+        grant.onLost(
+          new LockLostError(`the node of ${grant.kind} "${grant.path}" was deleted while held`, { backend: BACKEND }),
+        );
+      })
+      .then((stat) => {
+        if (stat === null && !grant.released && !scope.ended.aborted) {
+          grant.onLost(new LockLostError(`the node of ${grant.path} is gone`, { backend: BACKEND }));
+        }
+      })
+      .catch(() => {
+        // Disconnected: the session's deadline decides; reconnection re-arms server watches.
+      });
+  };
+  arm();
+  return grant;
+}
+
+const DELETED = 2;
+
+/** Resolves when something the waiter depends on changes (or at once if it already has). */
+export function nextChange(
+  scope: Scope,
+  parent: string,
+  decision: { readonly watch: readonly string[]; readonly children: boolean },
+  view: QueueView,
+  stop: AbortSignal,
+): Promise<void> {
+  if (stop.aborted) return Promise.reject(stop.reason);
+  const { handle } = scope;
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const finish = (error?: unknown) => {
+      if (settled) return;
+      settled = true;
+      stop.removeEventListener("abort", onAbort);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const onAbort = () => finish(stop.reason);
+    stop.addEventListener("abort", onAbort, { once: true });
+    const fire: Watcher = () => finish();
+    const arm = async () => {
+      if (decision.children) {
+        const listed = await handle.children(parent, fire);
+        const before = [...view.nodes, ...view.markers].map((n) => n.name).sort();
+        if (!listed || listed.children.filter((c) => before.includes(c)).length !== before.length) finish();
+        else if (listed.children.length !== before.length) finish();
+        return;
+      }
+      const stats = await Promise.all(decision.watch.map((n) => handle.exists(`${parent}/${n}`, fire)));
+      if (stats.some((s) => s === null)) finish();
+    };
+    arm().catch((error: unknown) => {
+      // A lost connection: read again once reconnected (watches are re-armed then).
+      if (isTransient(error)) handle.waitConnected(stop).then(() => finish(), finish);
+      else finish(stop.aborted ? stop.reason : translate(error, `watching ${parent}`));
+    });
+  });
+}
+
+function vanished(scope: Scope, request: AcquireRequest): SessionExpiredError {
+  const error = new SessionExpiredError(
+    `the queue node of ${request.kind} "${request.name}" is gone: the ZooKeeper session expired`,
+    { backend: BACKEND },
+  );
+  scope.lost(error);
+  return error;
+}
+
+/** A try found the queue busy: the node is withdrawn and the caller gets `null`. */
+class Busy extends Error {}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -1,0 +1,425 @@
+/**
+ * A thin promise layer over one `node-zookeeper-client` client (pure JavaScript; see
+ * docs/backends/zookeeper.md for why not the C binding): result codes kept, zxids as
+ * bigints, every call bounded by the caller's signal, and the send time of the last
+ * request the server answered, which the session's local deadline counts from.
+ *
+ * @module
+ */
+import { performance } from "node:perf_hooks";
+import { BackendUnavailableError } from "../../core/errors.js";
+import type { ZkConfig } from "./config.js";
+import { BACKEND, RC, ZkError } from "./errors.js";
+
+/** A znode's stat. */
+export interface Stat {
+  readonly czxid: bigint;
+  readonly mzxid: bigint;
+  readonly pzxid: bigint;
+  readonly version: number;
+  readonly cversion: number;
+  readonly numChildren: number;
+  /** Session id (hex) of an ephemeral node's owner; all zeros for other nodes. */
+  readonly ephemeralOwner: string;
+  /** Epoch ms of creation. */
+  readonly ctime: number;
+}
+
+/** Node kinds (CreateMode). */
+export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
+
+/** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 children). */
+export type Watcher = (type: number) => void;
+
+type Cb = (error: unknown, ...rest: unknown[]) => void;
+interface RawStat {
+  czxid: Buffer;
+  mzxid: Buffer;
+  pzxid: Buffer;
+  ctime: Buffer;
+  version: number;
+  cversion: number;
+  numChildren: number;
+  ephemeralOwner: Buffer;
+}
+interface RawEvent {
+  readonly type: number;
+}
+interface RawClient {
+  connect(): void;
+  close(): void;
+  on(event: string, listener: (...args: unknown[]) => void): void;
+  getSessionId(): Buffer;
+  getSessionTimeout(): number;
+  addAuthInfo(scheme: string, auth: Buffer): void;
+  create(path: string, data: Buffer, acls: readonly object[], mode: number, cb: Cb): void;
+  exists(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
+  getData(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
+  getChildren(path: string, watcher: ((event: RawEvent) => void) | undefined, cb: Cb): void;
+  setData(path: string, data: Buffer, version: number, cb: Cb): void;
+  remove(path: string, version: number, cb: Cb): void;
+  connectionManager?: Manager;
+}
+interface Library {
+  createClient(connect: string, options: object): RawClient;
+  ACL: new (perms: number, id: object) => { toRecord(): object };
+  Id: new (scheme: string, id: string) => object;
+}
+/** The package's wire records, for the one request it has no method for. */
+interface Jute {
+  protocol: { RequestHeader: new () => { type: number }; CreateRequest: new () => Record<string, unknown> };
+  Request: new (header: object, payload: object) => { toBuffer(): Buffer };
+}
+interface Queue {
+  queue(request: object, cb: (error: unknown, response: unknown) => void): void;
+}
+interface Manager extends Queue {
+  socket?: { destroy(): void; setTimeout(ms: number, listener: () => void): void };
+  pendingBuffer: Buffer | null;
+  onSocketConnected(...args: unknown[]): unknown;
+  onSocketData(...args: unknown[]): unknown;
+}
+
+/**
+ * Three defects of the package that a failover hits: the unparsed tail of a connection's
+ * last packet is kept and prepended to the next connection's data; the garbage that makes
+ * is thrown from a socket handler (the process would die); and a server that accepts the
+ * TCP connection but does not answer the handshake (one still starting) is waited for
+ * without any bound. The tail is dropped at each new connection, a packet that cannot be
+ * parsed drops the connection instead (the package then reopens it; requests in flight
+ * fail with a connection loss), and an unanswered handshake is dropped after `handshakeMs`.
+ */
+function harden(manager: Manager | undefined, handshaking: () => boolean, handshakeMs: number): void {
+  if (!manager) return;
+  const { onSocketConnected, onSocketData } = manager;
+  manager.onSocketConnected = function (this: Manager, ...args: unknown[]) {
+    this.pendingBuffer = null;
+    const socket = this.socket;
+    socket?.setTimeout(handshakeMs, () => {
+      if (handshaking() && this.socket === socket) socket?.destroy();
+    });
+    return onSocketConnected.apply(this, args);
+  };
+  manager.onSocketData = function (this: Manager, ...args: unknown[]) {
+    try {
+      return onSocketData.apply(this, args);
+    } catch {
+      this.pendingBuffer = null;
+      this.socket?.destroy();
+      return undefined;
+    }
+  };
+}
+
+let loaded: Promise<Library & { jute: Jute }> | undefined;
+function library(): Promise<Library & { jute: Jute }> {
+  // A variable specifier: the package has no type declarations; `Library` is what is used.
+  const name = "node-zookeeper-client";
+  loaded ??= Promise.all([import(name), import(`${name}/lib/jute/index.js`)]).then(
+    ([m, j]) => ({
+      ...(((m as { default?: unknown }).default ?? m) as Library),
+      jute: ((j as { default?: unknown }).default ?? j) as Jute,
+    }),
+    (cause: unknown) => {
+      loaded = undefined;
+      throw new BackendUnavailableError(
+        'the zookeeper:// backend needs the "node-zookeeper-client" package (npm install node-zookeeper-client); it could not be loaded',
+        { backend: BACKEND, cause },
+      );
+    },
+  );
+  return loaded;
+}
+
+/** Why a handle ended: closed by us, or by the server (session expired, auth failed). */
+export type EndReason = "closed" | "expired";
+
+/** One ZooKeeper client: one connection at a time, one server session. */
+export class ZkHandle {
+  readonly #raw: RawClient;
+  readonly #acl: readonly { toRecord(): object }[];
+  readonly #jute: Jute;
+  #connected = false;
+  #ended: EndReason | null = null;
+  readonly #waiting = new Set<() => void>();
+  readonly #endListeners = new Set<(reason: EndReason) => void>();
+  /** performance.now() at which the last answered request was sent. */
+  lastAckSentAt: number;
+
+  /**
+   * Connects; rejects with `BackendUnavailableError` if no server answers within
+   * `connectTimeoutMs`, or if the digest credentials are refused.
+   */
+  static async open(config: ZkConfig, connectTimeoutMs: number): Promise<ZkHandle> {
+    const lib = await library();
+    const raw = lib.createClient(config.connect, {
+      sessionTimeout: config.sessionTimeoutMs,
+      spinDelay: 100,
+      retries: 0, // Baton retries itself, knowing what is safe to send again
+    });
+    // With credentials, only this user may change or delete Baton's nodes; anyone may read.
+    const acl = config.digest
+      ? [new lib.ACL(31, new lib.Id("auth", "")), new lib.ACL(1, new lib.Id("world", "anyone"))]
+      : [new lib.ACL(31, new lib.Id("world", "anyone"))];
+    const handle = new ZkHandle(raw, acl, lib.jute);
+    harden(
+      raw.connectionManager,
+      () => !handle.#connected && handle.#ended === null,
+      Math.min(2000, config.sessionTimeoutMs / 3),
+    );
+    const sentAt = performance.now();
+    if (config.digest) raw.addAuthInfo("digest", Buffer.from(config.digest));
+    raw.connect();
+    const connected = await handle.#firstConnect(connectTimeoutMs);
+    if (!connected) {
+      const refused = handle.#ended === "expired";
+      handle.close();
+      throw new BackendUnavailableError(
+        refused
+          ? `ZooKeeper at ${config.connect} refused the credentials`
+          : `no ZooKeeper server at ${config.connect} answered within ${connectTimeoutMs} ms`,
+        { backend: BACKEND },
+      );
+    }
+    handle.lastAckSentAt = sentAt;
+    if (config.digest) {
+      // Authentication is checked by the server after connecting: one read shows the result.
+      try {
+        await handle.exists("/");
+      } catch (cause) {
+        handle.close();
+        throw new BackendUnavailableError(`ZooKeeper at ${config.connect} refused the credentials`, {
+          backend: BACKEND,
+          cause,
+        });
+      }
+    }
+    return handle;
+  }
+
+  private constructor(raw: RawClient, acl: readonly { toRecord(): object }[], jute: Jute) {
+    this.#raw = raw;
+    this.#acl = acl;
+    this.#jute = jute;
+    this.lastAckSentAt = performance.now();
+    raw.on("connected", () => {
+      this.#connected = true;
+      for (const wake of [...this.#waiting]) wake();
+    });
+    raw.on("disconnected", () => {
+      this.#connected = false;
+    });
+    raw.on("expired", () => this.#end("expired"));
+    raw.on("authenticationFailed", () => this.#end("expired"));
+  }
+
+  /** The server's session id, in hex. */
+  get sessionId(): string {
+    return this.#raw.getSessionId().toString("hex");
+  }
+
+  /** The session timeout the server granted (never the requested one). */
+  get negotiatedTimeoutMs(): number {
+    return this.#raw.getSessionTimeout();
+  }
+
+  get connected(): boolean {
+    return this.#connected && this.#ended === null;
+  }
+
+  get ended(): EndReason | null {
+    return this.#ended;
+  }
+
+  /** Called once when the handle ends. */
+  onEnd(listener: (reason: EndReason) => void): void {
+    this.#endListeners.add(listener);
+  }
+
+  /** Resolves once connected (at once if connected); rejects when `signal` aborts or the handle ends. */
+  waitConnected(signal: AbortSignal): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    if (signal.aborted) return Promise.reject(signal.reason);
+    if (this.#ended) return Promise.reject(endedError("waiting for a connection"));
+    return new Promise((resolve, reject) => {
+      const done = (error?: unknown) => {
+        this.#waiting.delete(wake);
+        signal.removeEventListener("abort", onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const wake = () => done(this.#ended ? endedError("waiting for a connection") : undefined);
+      const onAbort = () => done(signal.reason);
+      this.#waiting.add(wake);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  create(path: string, data: string, flags: number): Promise<string> {
+    return this.#call(`creating ${path}`, (cb) => this.#raw.create(path, Buffer.from(data), this.#acl, flags, cb)).then(
+      ([created]) => created as string,
+    );
+  }
+
+  /**
+   * Creates a container node (ZooKeeper 3.5+): the server deletes it some time after its
+   * last child is gone, so lock and group parents leave no litter. The package has no method
+   * for it, so the request goes out as CREATE_CONTAINER (opcode 19) and its answer is read
+   * as a CREATE's (the path comes first; the stat after it is skipped with the packet).
+   */
+  createContainer(path: string): Promise<void> {
+    const { protocol, Request } = this.#jute;
+    const header = new protocol.RequestHeader();
+    header.type = 1;
+    const payload = new protocol.CreateRequest();
+    payload.path = path;
+    payload.data = Buffer.alloc(0);
+    payload.acl = this.#acl.map((a) => a.toRecord());
+    payload.flags = FLAGS.container;
+    const request = new Request(header, payload);
+    const toBuffer = request.toBuffer.bind(request);
+    request.toBuffer = () => {
+      header.type = 19;
+      try {
+        return toBuffer();
+      } finally {
+        header.type = 1;
+      }
+    };
+    const manager = this.#raw.connectionManager as Manager;
+    return this.#call(`creating ${path}`, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
+  }
+
+  /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
+  async exists(path: string, watch?: Watcher): Promise<Stat | null> {
+    const [stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.exists(path, event(watch), cb));
+    return stat ? toStat(stat as RawStat) : null;
+  }
+
+  /** Data (UTF-8) and stat, or `null` if the node does not exist (then no watch is set). */
+  async get(path: string, watch?: Watcher): Promise<{ stat: Stat; data: string } | null> {
+    try {
+      const [data, stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.getData(path, event(watch), cb));
+      return { stat: toStat(stat as RawStat), data: data ? (data as Buffer).toString() : "" };
+    } catch (error) {
+      if (error instanceof ZkError && error.rc === RC.NONODE) return null;
+      throw error;
+    }
+  }
+
+  /** Children names and the parent's stat, or `null` if the parent does not exist. */
+  async children(path: string, watch?: Watcher): Promise<{ children: string[]; stat: Stat } | null> {
+    try {
+      const [children, stat] = await this.#call(`listing ${path}`, (cb) =>
+        this.#raw.getChildren(path, event(watch), cb),
+      );
+      return { children: children as string[], stat: toStat(stat as RawStat) };
+    } catch (error) {
+      if (error instanceof ZkError && error.rc === RC.NONODE) return null;
+      throw error;
+    }
+  }
+
+  async set(path: string, data: string, version = -1): Promise<Stat> {
+    const [stat] = await this.#call(`writing ${path}`, (cb) => this.#raw.setData(path, Buffer.from(data), version, cb));
+    return toStat(stat as RawStat);
+  }
+
+  /** Deletes; resolves `false` if it was already gone. */
+  async delete(path: string, version = -1): Promise<boolean> {
+    try {
+      await this.#call(`deleting ${path}`, (cb) => this.#raw.remove(path, version, cb));
+      return true;
+    } catch (error) {
+      if (error instanceof ZkError && error.rc === RC.NONODE) return false;
+      throw error;
+    }
+  }
+
+  /** Closes the session: the server deletes its ephemeral nodes at once (if it hears of it). */
+  close(): void {
+    if (this.#ended === "closed") return;
+    const wasConnected = this.connected;
+    this.#end("closed");
+    try {
+      this.#raw.close();
+    } catch {
+      // already closed
+    }
+    // The close request cannot leave while the network is silent; drop the socket then,
+    // and the server expires the session on its own.
+    const drop = () => this.#raw.connectionManager?.socket?.destroy();
+    if (!wasConnected) drop();
+    else setTimeout(drop, 2000).unref();
+  }
+
+  #end(reason: EndReason): void {
+    if (this.#ended) return;
+    this.#ended = reason;
+    this.#connected = false;
+    for (const wake of [...this.#waiting]) wake();
+    for (const listener of [...this.#endListeners]) listener(reason);
+    this.#endListeners.clear();
+  }
+
+  #firstConnect(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), timeoutMs);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.#waiting.delete(wake);
+        resolve(ok);
+      };
+      const wake = () => done(this.connected);
+      this.#waiting.add(wake);
+    });
+  }
+
+  #call(what: string, send: (cb: Cb) => void): Promise<unknown[]> {
+    if (this.#ended) return Promise.reject(endedError(what));
+    const sentAt = performance.now();
+    return new Promise((resolve, reject) => {
+      send((error, ...rest) => {
+        const rc = error ? codeOf(error) : RC.OK;
+        // Any answer but a local connection loss comes from a server that still knows us.
+        if (rc !== RC.CONNECTIONLOSS && rc !== RC.OPERATIONTIMEOUT && sentAt > this.lastAckSentAt) {
+          this.lastAckSentAt = sentAt;
+        }
+        if (rc === RC.OK) resolve(rest);
+        else reject(new ZkError(rc, `${what}: ${error instanceof Error ? error.message : String(error)}`));
+      });
+    });
+  }
+}
+
+function endedError(what: string): ZkError {
+  return new ZkError(RC.SESSIONEXPIRED, `${what}: the ZooKeeper session has ended`);
+}
+
+function codeOf(error: unknown): number {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "number" ? code : RC.SYSTEMERROR;
+}
+
+function event(watch: Watcher | undefined): ((e: RawEvent) => void) | undefined {
+  if (!watch) return undefined;
+  let fired = false;
+  return (e) => {
+    if (fired) return;
+    fired = true;
+    watch(e.type);
+  };
+}
+
+function toStat(raw: RawStat): Stat {
+  return {
+    czxid: raw.czxid.readBigInt64BE(0),
+    mzxid: raw.mzxid.readBigInt64BE(0),
+    pzxid: raw.pzxid.readBigInt64BE(0),
+    version: raw.version,
+    cversion: raw.cversion,
+    numChildren: raw.numChildren,
+    ephemeralOwner: raw.ephemeralOwner.toString("hex"),
+    ctime: Number(raw.ctime.readBigInt64BE(0)),
+  };
+}

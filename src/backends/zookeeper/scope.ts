@@ -1,0 +1,129 @@
+/**
+ * What every operation of one session needs, and the retry rule: a call that failed only
+ * because the connection dropped is sent again once the C client has reconnected (the
+ * server session, and with it every ephemeral node and watch, survives that), until the
+ * caller's signal or the session ends.
+ *
+ * @module
+ */
+import type { ZkHandle } from "./client.js";
+import { FLAGS } from "./client.js";
+import { hasCode, isTransient, RC, translate } from "./errors.js";
+import type { Layout } from "./paths.js";
+
+/** What every operation of one session needs. */
+export interface Scope {
+  readonly handle: ZkHandle;
+  readonly layout: Layout;
+  readonly chroot: string;
+  readonly memberId: string;
+  readonly sessionId: string;
+  /** Aborts when the session ends (lost or closed). */
+  readonly ended: AbortSignal;
+  /** A tag unique to one create request. */
+  nextTag(): string;
+  /** The session is gone (a node of ours vanished, the server expired it). */
+  lost(error: Error): void;
+}
+
+/** Runs `call`, again after each reconnection while it fails with a connection loss. */
+export async function retrying<T>(
+  handle: ZkHandle,
+  what: string,
+  call: () => Promise<T>,
+  signal: AbortSignal,
+): Promise<T> {
+  for (;;) {
+    if (signal.aborted) throw signal.reason;
+    try {
+      return await call();
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      if (!isTransient(error)) throw translate(error, what);
+      await handle.waitConnected(signal).catch((e: unknown) => {
+        throw signal.aborted ? signal.reason : translate(e, what);
+      });
+    }
+  }
+}
+
+/**
+ * Creates `path` and its missing ancestors below `chroot` as container nodes (the server
+ * removes each once its last child is gone), tolerating concurrent creators.
+ */
+export async function ensurePath(handle: ZkHandle, chroot: string, path: string, signal: AbortSignal): Promise<void> {
+  const parts = path.slice(1).split("/");
+  const skip = chroot === "" ? 0 : chroot.slice(1).split("/").length;
+  for (let i = 1; i <= parts.length; i++) {
+    const prefix = `/${parts.slice(0, i).join("/")}`;
+    await retrying(
+      handle,
+      `creating ${prefix}`,
+      async () => {
+        try {
+          if (i <= skip) await handle.create(prefix, "", FLAGS.persistent);
+          else await handle.createContainer(prefix);
+        } catch (error) {
+          if (!hasCode(error, RC.NODEEXISTS)) throw error;
+        }
+      },
+      signal,
+    );
+  }
+}
+
+/**
+ * Creates a sequential node whose name starts with `prefix` (unique to this request). If
+ * the answer was lost with the connection, the node is looked for by its prefix before
+ * creating again, so there is never an orphan or a second one.
+ */
+export async function createProtected(
+  scope: Scope,
+  parent: string,
+  prefix: string,
+  data: string,
+  signal: AbortSignal,
+): Promise<string> {
+  const { handle } = scope;
+  for (;;) {
+    if (signal.aborted) throw signal.reason;
+    try {
+      return await handle.create(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
+    } catch (error) {
+      if (hasCode(error, RC.NONODE)) {
+        await ensurePath(handle, scope.chroot, parent, signal);
+        continue;
+      }
+      if (!isTransient(error)) throw translate(error, `creating a node under ${parent}`);
+      const found = await findByPrefix(scope, parent, prefix, signal);
+      if (found) return found;
+    }
+  }
+}
+
+/** The child of `parent` whose name starts with `prefix`, once connected; `null` if none. */
+export async function findByPrefix(
+  scope: Scope,
+  parent: string,
+  prefix: string,
+  signal: AbortSignal,
+): Promise<string | null> {
+  const listed = await retrying(scope.handle, `listing ${parent}`, () => scope.handle.children(parent), signal);
+  const name = listed?.children.find((c) => c.startsWith(prefix));
+  return name === undefined ? null : `${parent}/${name}`;
+}
+
+/**
+ * Deletes a node of this session, retrying across reconnections until it is gone or the
+ * session ends (which removes it anyway). With only a prefix (a create whose answer never
+ * came), it is looked for first.
+ */
+export async function withdraw(scope: Scope, parent: string, target: { path: string } | { prefix: string }) {
+  const signal = scope.ended;
+  try {
+    const path = "path" in target ? target.path : await findByPrefix(scope, parent, target.prefix, signal);
+    if (path) await retrying(scope.handle, `deleting ${path}`, () => scope.handle.delete(path), signal);
+  } catch {
+    // The session ended: the server deletes its ephemeral nodes.
+  }
+}

@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { BackendUnavailableError, type Coordinator, connect, InvalidArgumentError } from "../../src/index.js";
+import { expireSession } from "../../src/testing.js";
+import { waitFor } from "../conformance/helpers.js";
+import { conformance } from "../conformance/suite.js";
+import { startZooKeeper, type ZooKeeperServer } from "../harness/zookeeper.js";
+
+// Real ZooKeeper from Debian's package (scripts/ensure-servers.sh zookeeper), standalone,
+// on a free loopback port with a temporary data directory.
+let server: ZooKeeperServer | undefined;
+
+conformance({
+  name: "zookeeper",
+  url: () => server?.url ?? "zookeeper://127.0.0.1:2181",
+  shortTtlMs: 3000,
+  contention: { clients: 20, rounds: 20 },
+  // The core presumes the session lost and closes it; the server then deletes its nodes.
+  loseSession: async (coord) => {
+    await expireSession(coord);
+  },
+  setup: async () => {
+    server = await startZooKeeper();
+  },
+  teardown: async () => {
+    await server?.stop();
+  },
+});
+
+describe("zookeeper specifics", () => {
+  let own: ZooKeeperServer;
+  let raw: RawClient;
+  const coords: Coordinator[] = [];
+  const client = async (options: Record<string, unknown> = {}, url = own.url) => {
+    const coord = await connect(url, { namespace: "specifics", ...options });
+    coords.push(coord);
+    return coord;
+  };
+
+  before(async () => {
+    own = await startZooKeeper();
+    raw = await rawClient(own.address);
+  });
+
+  after(async () => {
+    await Promise.all(coords.map((c) => c.close()));
+    raw.close();
+    await own.stop();
+  });
+
+  it("keeps each name in its own node and leaves no empty parent behind", async () => {
+    const a = await client();
+    const names = ["a", "a/b", "a%2Fb", ".", "..", "ünï ✓"];
+    const handles = [];
+    for (const name of names) handles.push(await a.lock(name).acquire({ timeoutMs: 2000 }));
+    const children = await list(raw, "/baton/specifics/q/lock");
+    assert.deepEqual(children.map(decodeURIComponent).sort(), [...names].sort());
+    for (const h of handles) await h.release();
+    // Container nodes: the server removes them once empty (checked every 500 ms here).
+    await waitFor(async () => (await list(raw, "/baton")).length === 0, "every Baton node to be gone", 10_000);
+  });
+
+  it("uses the session timeout the server negotiated, not the requested one", async () => {
+    // The harness allows 200 ms to 60 s; a longer request is clamped to 60 s.
+    const a = await client({ ttlMs: 120_000 });
+    await (await a.lock("t").acquire()).release();
+    const session = (await a._core.liveSession()).driver as unknown as { timeoutMs: number };
+    assert.equal(session.timeoutMs, 60_000);
+    const b = await client({}, `${own.url}?sessionTimeout=4s`);
+    await (await b.lock("t").acquire()).release();
+    assert.equal(((await b._core.liveSession()).driver as unknown as { timeoutMs: number }).timeoutMs, 4000);
+  });
+
+  it("refuses a server that would make sessions longer than the TTL (crash release within the TTL)", async () => {
+    const strict = await startZooKeeper({ minSessionTimeoutMs: 5000 });
+    try {
+      await assert.rejects(connect(strict.url, { ttlMs: 2000 }), /grants sessions of at least 5000 ms/);
+      const ok = await connect(strict.url, { ttlMs: 5000 });
+      await (await ok.lock("x").acquire()).release();
+      await ok.close();
+    } finally {
+      await strict.stop();
+    }
+  });
+
+  it("keeps everything under the URL's chroot", async () => {
+    const a = await client({}, `${own.url}/apps/one`);
+    const h = await a.lock("c").acquire();
+    assert.deepEqual(await list(raw, "/apps/one/baton/specifics/q/lock"), ["c"]);
+    await h.release();
+  });
+
+  it("rejects a bad configuration at connect, and fails fast when no server is there", async () => {
+    await assert.rejects(connect(`${own.url}?sessionTimeout=soon`), InvalidArgumentError);
+    await assert.rejects(connect(`${own.url}?sessionTimeout=10`), InvalidArgumentError);
+    await assert.rejects(connect(`${own.url}/bad//path`), InvalidArgumentError);
+    await assert.rejects(connect(`zookeeper://user@${own.address}`), InvalidArgumentError);
+    const started = performance.now();
+    await assert.rejects(connect("zk://127.0.0.1:1", { ttlMs: 2000 }), BackendUnavailableError);
+    assert.ok(performance.now() - started < 5000);
+  });
+
+  it("with user:password@, protects its nodes with a digest ACL", async () => {
+    const a = await client({ memberId: "owner" }, own.url.replace("zookeeper://", "zookeeper://baton:s3cret@"));
+    const h = await a.lock("acl").acquire();
+    const [node] = await list(raw, "/baton/specifics/q/lock/acl");
+    assert.ok(node);
+    // Another client of the ensemble, without the credentials, may read but not delete.
+    await assert.rejects(remove(raw, `/baton/specifics/q/lock/acl/${node}`), /NO_AUTH|-102/);
+    const info = await (await client()).inspect();
+    assert.equal(info.locks.find((l) => l.name === "acl")?.holders[0]?.memberId, "owner");
+    await h.release();
+  });
+});
+
+interface RawClient {
+  close(): void;
+  getChildren(path: string, cb: (error: Error | null, children: string[]) => void): void;
+  remove(path: string, cb: (error: Error | null) => void): void;
+}
+
+async function rawClient(address: string): Promise<RawClient> {
+  const { default: zookeeper } = (await import("node-zookeeper-client" as string)) as {
+    default: { createClient(c: string): RawClient & { connect(): void; once(e: string, f: () => void): void } };
+  };
+  const zk = zookeeper.createClient(address);
+  await new Promise<void>((resolve) => {
+    zk.once("connected", resolve);
+    zk.connect();
+  });
+  return zk;
+}
+
+function list(zk: RawClient, path: string): Promise<string[]> {
+  return new Promise((resolve, reject) =>
+    zk.getChildren(path, (error, children) => {
+      if (error && (error as { code?: number }).code === -101) resolve([]);
+      else if (error) reject(error);
+      else resolve(children);
+    }),
+  );
+}
+
+function remove(zk: RawClient, path: string): Promise<void> {
+  return new Promise((resolve, reject) => zk.remove(path, (error) => (error ? reject(error) : resolve())));
+}

@@ -1,0 +1,304 @@
+/**
+ * Real ZooKeeper servers for tests, from Debian's `zookeeper` package (see
+ * scripts/ensure-servers.sh): a standalone server (`startZooKeeper`) or a 3-member
+ * ensemble (`startZooKeeperEnsemble`). Each member runs QuorumPeerMain straight from the
+ * package's jars with a zoo.cfg written to a temp dir: free loopback ports, tickTime 100 ms
+ * (sessions may be as short as 200 ms; the suites use about 2-4 s), no admin server, no
+ * four-letter words. Logs go to a file (slf4j-simple), whose tail is in startup errors and
+ * from which the ensemble's leader is read ("Peer state changed: leading").
+ */
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { freePort } from "./ports.js";
+import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
+
+const HOST = "127.0.0.1";
+const STARTUP_TIMEOUT_MS = 60_000;
+const TICK_MS = 100;
+const CLASSPATH = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"].join(":");
+const JVM = [
+  "-Xmx192m",
+  "-XX:+UseSerialGC",
+  "-XX:TieredStopAtLevel=1",
+  "-Xshare:auto",
+  "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+  "-Dorg.slf4j.simpleLogger.showDateTime=true",
+  "-Dzookeeper.jmx.log4j.disable=true",
+  // Empty containers are removed within a second, so "no litter" is observable in tests.
+  "-Dznode.container.checkIntervalMs=500",
+  "-Dzookeeper.admin.enableServer=false",
+];
+
+interface MemberConfig {
+  readonly id: number;
+  readonly dir: string;
+  readonly clientPort: number;
+  readonly quorumPort: number;
+  readonly electionPort: number;
+}
+
+/** One ZooKeeper process; restartable on the same ports and data. */
+export class ZooKeeperMember {
+  #proc: ServerProcess | undefined;
+  readonly #cfg: MemberConfig;
+  readonly #peers: readonly MemberConfig[];
+
+  constructor(cfg: MemberConfig, peers: readonly MemberConfig[], minSessionTimeoutMs = 2 * TICK_MS) {
+    this.#cfg = cfg;
+    this.#peers = peers;
+    fs.mkdirSync(path.join(cfg.dir, "data"), { recursive: true });
+    if (peers.length > 1) fs.writeFileSync(path.join(cfg.dir, "data", "myid"), `${cfg.id}\n`);
+    const lines = [
+      `tickTime=${TICK_MS}`,
+      "initLimit=100",
+      "syncLimit=20",
+      `dataDir=${path.join(cfg.dir, "data")}`,
+      `clientPort=${cfg.clientPort}`,
+      `clientPortAddress=${HOST}`,
+      "admin.enableServer=false",
+      "4lw.commands.whitelist=",
+      `minSessionTimeout=${minSessionTimeoutMs}`,
+      "maxSessionTimeout=60000",
+      "maxClientCnxns=0",
+      "autopurge.purgeInterval=0",
+      "forceSync=no",
+      ...(peers.length > 1
+        ? peers.map((p) => `server.${p.id}=${HOST}:${p.quorumPort}:${p.electionPort}`)
+        : ["standaloneEnabled=true"]),
+    ];
+    fs.writeFileSync(this.configFile, `${lines.join("\n")}\n`);
+  }
+
+  get id(): number {
+    return this.#cfg.id;
+  }
+  get clientPort(): number {
+    return this.#cfg.clientPort;
+  }
+  get address(): string {
+    return `${HOST}:${this.#cfg.clientPort}`;
+  }
+  get logFile(): string {
+    return path.join(this.#cfg.dir, "zookeeper.log");
+  }
+  get configFile(): string {
+    return path.join(this.#cfg.dir, "zoo.cfg");
+  }
+  get running(): boolean {
+    return this.#proc?.running ?? false;
+  }
+  get pid(): number {
+    if (!this.#proc) throw new Error(`zookeeper ${this.id}: never started`);
+    return this.#proc.pid;
+  }
+  get process(): ServerProcess | undefined {
+    return this.#proc;
+  }
+
+  spawn(): ServerProcess {
+    if (this.#proc?.running) throw new Error(`zookeeper ${this.id}: already running`);
+    fs.appendFileSync(this.logFile, "\n[harness] starting\n");
+    this.#proc = new ServerProcess(
+      `zookeeper ${this.id}`,
+      "java",
+      [...JVM, "-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain", this.configFile],
+      { logFile: this.logFile, cwd: this.#cfg.dir },
+    );
+    return this.#proc;
+  }
+
+  /** Waits until it serves clients (in an ensemble: until it has joined a quorum). */
+  async waitServing(timeoutMs = STARTUP_TIMEOUT_MS): Promise<void> {
+    const proc = this.#proc;
+    if (!proc) throw new Error(`zookeeper ${this.id}: not started`);
+    await waitUntil(`zookeeper ${this.id} on ${this.address}`, () => serves(this.#cfg.clientPort), {
+      timeoutMs,
+      intervalMs: 100,
+      procs: [proc],
+    });
+  }
+
+  async start(): Promise<void> {
+    this.spawn();
+    await this.waitServing();
+  }
+
+  /** Whether its log says it leads, since its last start. */
+  leads(): boolean {
+    const text = fs.readFileSync(this.logFile, "utf8");
+    const since = text.slice(text.lastIndexOf("[harness] starting"));
+    const states = [...since.matchAll(/Peer state changed: (\w+)/g)].map((m) => m[1]);
+    return states.at(-1) === "leading";
+  }
+
+  async stop(): Promise<void> {
+    await this.#proc?.stop("SIGTERM", 10_000);
+  }
+  async kill(): Promise<void> {
+    await this.#proc?.kill();
+  }
+  pause(): void {
+    this.#proc?.signal("SIGSTOP");
+  }
+  resume(): void {
+    this.#proc?.signal("SIGCONT");
+  }
+  /** Used by the peers list only. */
+  get config(): MemberConfig {
+    return this.#cfg;
+  }
+  get peers(): readonly MemberConfig[] {
+    return this.#peers;
+  }
+}
+
+/**
+ * Probes with a real ZooKeeper session handshake (the four-letter words are off): a
+ * ConnectResponse with a positive timeout means the server serves clients, which in an
+ * ensemble needs a quorum. The session is closed at once.
+ */
+function serves(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    let received = Buffer.alloc(0);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), 1000);
+    socket.on("error", () => done(false));
+    socket.on("close", () => done(false));
+    socket.on("connect", () => {
+      // ConnectRequest: protocol 0, last zxid 0, timeout 2000 ms, session 0, 16-byte password.
+      const body = Buffer.alloc(4 + 8 + 4 + 8 + 4 + 16);
+      body.writeInt32BE(2000, 12);
+      body.writeInt32BE(16, 24);
+      const frame = Buffer.alloc(4);
+      frame.writeInt32BE(body.length);
+      socket.write(Buffer.concat([frame, body]));
+    });
+    socket.on("data", (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      if (received.length < 12) return;
+      const timeout = received.readInt32BE(8);
+      // closeSession: xid 1, type -11, so the probe leaves no session behind.
+      const close = Buffer.alloc(12);
+      close.writeInt32BE(8, 0);
+      close.writeInt32BE(1, 4);
+      close.writeInt32BE(-11, 8);
+      clearTimeout(timer);
+      resolve(timeout > 0);
+      socket.end(close);
+    });
+  });
+}
+
+async function allocate(root: string, n: number): Promise<MemberConfig[]> {
+  const cfgs: MemberConfig[] = [];
+  for (let id = 1; id <= n; id++) {
+    cfgs.push({
+      id,
+      dir: path.join(root, `zk${id}`),
+      clientPort: await freePort(),
+      quorumPort: await freePort(),
+      electionPort: await freePort(),
+    });
+  }
+  return cfgs;
+}
+
+/** A standalone server. */
+export interface ZooKeeperServer {
+  readonly member: ZooKeeperMember;
+  /** "zookeeper://127.0.0.1:PORT" */
+  readonly url: string;
+  readonly address: string;
+  /** SIGKILL, then start again on the same port and data; waits until it serves. */
+  restart(): Promise<void>;
+  /** Stops the server and removes its directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** `minSessionTimeoutMs`: the shortest session the server grants (default 200 ms). */
+export function startZooKeeper(options: { minSessionTimeoutMs?: number } = {}): Promise<ZooKeeperServer> {
+  return retryOnAddressInUse(async () => {
+    const root = makeTempDir("baton-zk-");
+    const [cfg] = await allocate(root, 1);
+    const member = new ZooKeeperMember(cfg as MemberConfig, [cfg as MemberConfig], options.minSessionTimeoutMs);
+    try {
+      await member.start();
+    } catch (error) {
+      await member.kill();
+      removeTempDir(root);
+      throw error;
+    }
+    let stopped = false;
+    return {
+      member,
+      url: `zookeeper://${member.address}`,
+      address: member.address,
+      async restart() {
+        await member.kill();
+        await member.start();
+      },
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        await member.kill();
+        removeTempDir(root);
+      },
+    };
+  });
+}
+
+/** A 3-member (or `size`) ensemble. */
+export interface ZooKeeperEnsemble {
+  readonly members: readonly ZooKeeperMember[];
+  /** "zookeeper://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
+  readonly url: string;
+  /** The running member that leads, once the running members agree (bounded wait). */
+  leader(timeoutMs?: number): Promise<ZooKeeperMember>;
+  stop(): Promise<void>;
+}
+
+export function startZooKeeperEnsemble(size = 3): Promise<ZooKeeperEnsemble> {
+  return retryOnAddressInUse(async () => {
+    const root = makeTempDir("baton-zk-ensemble-");
+    const cfgs = await allocate(root, size);
+    const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs));
+    try {
+      for (const m of members) m.spawn();
+      await Promise.all(members.map((m) => m.waitServing()));
+    } catch (error) {
+      await Promise.all(members.map((m) => m.kill()));
+      removeTempDir(root);
+      throw error;
+    }
+    let stopped = false;
+    return {
+      members,
+      url: `zookeeper://${members.map((m) => m.address).join(",")}`,
+      async leader(timeoutMs = 30_000) {
+        let found: ZooKeeperMember | undefined;
+        await waitUntil(
+          "zookeeper ensemble leader",
+          async () => {
+            const leaders = members.filter((m) => m.running && m.leads());
+            found = leaders.length === 1 ? leaders[0] : undefined;
+            return found !== undefined && (await serves(found.clientPort));
+          },
+          { timeoutMs, intervalMs: 100 },
+        );
+        return found as ZooKeeperMember;
+      },
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        await Promise.all(members.map((m) => m.kill()));
+        removeTempDir(root);
+      },
+    };
+  });
+}
