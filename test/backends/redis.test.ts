@@ -56,8 +56,13 @@ describe("redis specifics", () => {
     const holder = await client({ memberId: "holder" });
     const waiters = await Promise.all(Array.from({ length: 5 }, (_, i) => client({ memberId: `w${i}` })));
     let handle = await holder.lock("herd").acquire();
-    const pending = waiters.map((w) => w.lock("herd").acquire({ timeoutMs: 20_000 }));
-    await waitForWaiters(holder, "herd", 5);
+    // Queued one after another: five clients sending at once reach Redis in any order, and
+    // the loop below releases in the order it expects the grants.
+    const pending: Promise<LockHandle>[] = [];
+    for (const [i, w] of waiters.entries()) {
+      pending.push(w.lock("herd").acquire({ timeoutMs: 20_000 }));
+      await waitForWaiters(holder, "herd", i + 1);
+    }
     const before = { ...wakeStats };
     const order: LockHandle[] = [];
     for (let i = 0; i < 5; i++) {
