@@ -11,7 +11,7 @@ import { type Coordinator, connect, type LockHandle, LockLostError } from "../..
 import { OrderLog, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startProxy } from "../harness/proxy.js";
 import { type RedisServer, startRedis, startSentinelSetup } from "../harness/redis.js";
-import { FencedResource, Holder } from "./fixtures/holders.js";
+import { FencedResource, Holder } from "../harness/holder.js";
 
 const TTL_MS = 2000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
