@@ -10,7 +10,8 @@ import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
 import { OrderLog, waitFor, waitForWaiters } from "../conformance/helpers.js";
-import { FencedResource, Holder } from "../harness/holder.js";
+import { FencedResource, type Holder } from "../harness/holder.js";
+import { holderFaultTests } from "./fixtures/holder-faults.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper, startZooKeeperEnsemble, type ZooKeeperServer } from "../harness/zookeeper.js";
 
@@ -132,49 +133,12 @@ describe("zookeeper client faults", { timeout: 180_000 }, () => {
     await server.stop();
   });
 
-  it("frees a SIGKILLed holder's lock within the session timeout + 1 s", async () => {
-    const holder = new Holder(`${server.url}?namespace=client-faults`, "kill", TTL_MS);
-    holders.push(holder);
-    const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
-    const waiter = await client(server.url);
-    const waiting = waiter.lock("kill").acquire();
-    await waitForWaiters(waiter, "kill", 1);
-    const killedAt = performance.now();
-    holder.signal("SIGKILL");
-    const handle = await waiting;
-    const freedAfterMs = performance.now() - killedAt;
-    assert.ok(freedAfterMs <= TTL_MS + 1000, `lock freed ${Math.round(freedAfterMs)} ms after SIGKILL`);
-    assert.ok(handle.token > BigInt(acquired.token!));
-    await handle.release();
-  });
-
-  it("fences out a holder paused past its session timeout, whose signal fires on resume", async () => {
-    const resource = new FencedResource();
-    const served = await resource.serve();
-    try {
-      const holder = new Holder(`${server.url}?namespace=client-faults`, "pause", TTL_MS, served.url);
-      holders.push(holder);
-      const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
-      const firstWrite = await holder.next((e) => e.event === "write", "the holder's first write");
-      assert.equal(firstWrite.accepted, true);
-
-      holder.signal("SIGSTOP");
-      const next = await client(server.url);
-      const handle = await next.lock("pause").acquire({ timeoutMs: 30_000 });
-      const staleToken = BigInt(acquired.token!);
-      assert.ok(handle.token > staleToken, "the next holder's token is higher");
-      assert.equal(resource.write(handle.token, "next"), true);
-
-      holder.signal("SIGCONT");
-      const resumed = await holder.next((e) => e.event === "write" && e.why === "resumed", "the resumed write");
-      assert.equal(resumed.accepted, false, "the stale holder's write must be rejected");
-      const lost = await holder.next((e) => e.event === "lost", "the stale holder's signal");
-      assert.equal(lost.reason, "LockLostError");
-      assert.deepEqual(resource.rejected, [{ token: staleToken, who: `holder-${holder.child.pid}` }]);
-      await handle.release();
-    } finally {
-      await served.close();
-    }
+  holderFaultTests({
+    url: () => server.url,
+    client,
+    holders,
+    ttlMs: TTL_MS,
+    ttlWord: "session timeout",
   });
 
   it("signals a client cut off by the network before anyone else is granted, and recovers it after heal", async () => {
