@@ -102,24 +102,29 @@ async function hold(
     try {
       got = await get(coord, stop.signal, options.wait ? options.timeout : 0);
     } catch (error) {
+      stop.dispose();
       if (stop.signal.aborted) return 130;
       throw error;
     } finally {
       clear();
-      stop.dispose();
     }
     if (!got.handle) {
+      stop.dispose();
       const who = await whoHolds(coord, waitingOn.kind, waitingOn.name);
       process.stderr.write(`baton: ${label} is busy${who ? `: ${who}` : ""}\n`);
       return EXIT.notAcquired;
     }
-    const status = await runHolding(
+    // runHolding puts its signal forwarding in place synchronously; only then are the
+    // wait's handlers removed, so a signal never meets the default action in between.
+    const running = runHolding(
       argv,
       { ...process.env, ...got.env },
       got.handle.signal,
       options.killAfter,
       heldDescriptors(),
     );
+    stop.dispose();
+    const status = await running;
     if (!(await releaseWithin(label, got.release, () => coord.close()))) abandoned = true;
     closed = true;
     return status;

@@ -101,32 +101,44 @@ export async function runHolding(
   killAfterMs: number,
   keepOpen: readonly number[] = [],
 ): Promise<number> {
-  let guarded: GuardedCommand;
+  // The forwarding handlers go in before anything is awaited: the caller removes its own
+  // (which cancel the wait) only after this call, so there is no moment where a Ctrl-C
+  // finds no handler and the kernel's default kills baton while the command runs on. A
+  // signal that arrives while the command is being started is delivered once it exists.
+  let guarded: GuardedCommand | null = null;
+  const early: NodeJS.Signals[] = [];
+  const forward = (signal: NodeJS.Signals) => (guarded ? guarded.signalGroup(signal) : early.push(signal));
+  for (const signal of FORWARDED) process.on(signal, forward);
+  const unforward = () => {
+    for (const s of FORWARDED) process.off(s, forward);
+  };
+  let started: GuardedCommand;
   try {
-    guarded = await startGuarded(argv, env, keepOpen);
+    started = await startGuarded(argv, env, keepOpen);
   } catch (error) {
+    unforward();
     process.stderr.write(`baton: cannot run ${argv[0]}: ${(error as Error).message}\n`);
     return 126;
   }
-  const { child } = guarded;
+  guarded = started;
+  for (const signal of early) started.signalGroup(signal);
+  const { child } = started;
   return new Promise<number>((resolve) => {
     let wasLost = false;
     let killTimer: NodeJS.Timeout | null = null;
-    const forward = (signal: NodeJS.Signals) => guarded.signalGroup(signal);
-    for (const signal of FORWARDED) process.on(signal, forward);
     const onLost = () => {
       wasLost = true;
       process.stderr.write(`baton: ${(lost.reason as Error)?.message ?? "lost"}; stopping the command\n`);
-      guarded.signalGroup("SIGTERM");
-      killTimer = setTimeout(() => guarded.signalGroup("SIGKILL"), killAfterMs);
+      started.signalGroup("SIGTERM");
+      killTimer = setTimeout(() => started.signalGroup("SIGKILL"), killAfterMs);
     };
     if (lost.aborted) onLost();
     else lost.addEventListener("abort", onLost, { once: true });
     child.once("exit", (code, signal) => {
-      guarded.finish();
+      started.finish();
       if (killTimer) clearTimeout(killTimer);
       lost.removeEventListener("abort", onLost);
-      for (const s of FORWARDED) process.off(s, forward);
+      unforward();
       resolve(wasLost ? EXIT.lost : (code ?? 128 + ((signal && constants.signals[signal]) || 0)));
     });
   });
