@@ -261,6 +261,24 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       assert.deepEqual(await operator.revoke("rv"), [], "nobody holds it");
     });
 
+    it("revoke works without takeover tracking too (on any backend): the holder's signal fires, the lock is free", async () => {
+      const ns = suite.ns();
+      const a = await doomed(ns, "rv0", {});
+      const operator = await client(ns);
+      if (operator.backend === "file") {
+        await assert.rejects(operator.revoke("rv0"), CannotRevokeError);
+        return;
+      }
+      assert.deepEqual(
+        (await operator.revoke("rv0")).map((r) => r.token),
+        [a.token],
+      );
+      await a.lost();
+      const handle = await operator.lock("rv0").acquire({ timeoutMs: 30_000 });
+      assert.ok(handle.token > a.token);
+      await handle.release();
+    });
+
     it("refuses bad takeover input with InvalidArgumentError, before any I/O", async (t) => {
       if (!(await needCells(t))) return;
       const coord = await client(suite.ns());

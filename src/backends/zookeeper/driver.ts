@@ -25,6 +25,7 @@ import { BACKEND, translate } from "./errors.js";
 import { decodeData, decodeSegment, Layout, type NodeData } from "./paths.js";
 import { isGranted, modeOf, tokenOf, viewOf } from "./queue.js";
 import { listRecords, watchRecords } from "./records.js";
+import { revokeNodes } from "./revoke.js";
 import { retrying } from "./scope.js";
 import { type DriverShared, ZkSession } from "./session.js";
 
@@ -191,6 +192,15 @@ class ZkDriver implements Driver {
       return found.sort();
     } catch (error) {
       throw translate(error, "listing namespaces");
+    }
+  }
+
+  async revokeSession(sessionId: string): Promise<void> {
+    const handle = await this.#live();
+    try {
+      await revokeNodes(handle, this.#shared.layout, sessionId, this.#closed.signal);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
     }
   }
 
