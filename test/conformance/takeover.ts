@@ -15,6 +15,7 @@ import {
   MAX_FENCE_INFO_BYTES,
   type Takeover,
   TimeoutError,
+  UnsupportedError,
   connect,
 } from "../../src/index.js";
 import { Holder } from "../harness/holder.js";
@@ -279,8 +280,15 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       await handle.release();
     });
 
-    it("refuses bad takeover input with InvalidArgumentError, before any I/O", async (t) => {
-      if (!(await needCells(t))) return;
+    it("without cells, takeover options are UnsupportedError (and nothing is acquired)", async (t) => {
+      const coord = await client(suite.ns());
+      if (coord.cellsSupported) return t.skip("backend has cells");
+      await assert.rejects(coord.lock("u").acquire({ fenceInfo: 1 }), UnsupportedError);
+      await assert.rejects(coord.lock("u").tryAcquire({ lockDelayMs: 5 }), UnsupportedError);
+      assert.deepEqual((await coord.inspect()).locks, []);
+    });
+
+    it("refuses bad takeover input with InvalidArgumentError, before any I/O (on any backend)", async () => {
       const coord = await client(suite.ns());
       const lock = coord.lock("bad");
       const cyclic: Record<string, unknown> = {};
