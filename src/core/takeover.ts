@@ -181,7 +181,7 @@ export interface ClaimTarget {
 }
 
 /**
- * Claims a fresh grant for a tracked acquisition: reads the previous record, waits out its
+ * Claims a fresh grant for a tracked acquisition: finds the previous record, waits out its
  * lock delay (or answers `"delayed"` when the caller does not wait), runs the hook, then
  * writes this holding's record fenced by its token. Rejects with the cancellation's reason
  * when `signal` aborts, with {@link FenceFailedError} when the hook throws. The caller
@@ -196,7 +196,23 @@ export async function claim(
   signal: AbortSignal,
 ): Promise<{ claim: TakeoverClaim; takeover: Takeover | null } | "delayed"> {
   const cells = core.driver.cells as DriverCells;
-  const current = await cells.get(TAKEOVER_SPACE, grant.name);
+  const record: StoredTakeover = {
+    m: core.memberId,
+    s: grant.sessionId,
+    t: String(grant.token),
+    at: grant.acquiredAt,
+    f: JSON.parse(request.fenceInfo) as unknown,
+    d: request.lockDelayMs,
+  };
+  const text = JSON.stringify(record);
+  const superseded = () =>
+    new LockLostError(`lock "${grant.name}" was taken over while it was being claimed`, { backend: core.backend });
+  // The common case, a lock that was free or cleanly released, costs one write: created
+  // only if no record is there. A refusal carries the record found, the previous holding.
+  const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
+  if (created.ok) return { claim: { cells, version: created.version }, takeover: null };
+  if (created.reason === "fenced") throw superseded();
+  const current = created.current;
   const found = parseTakeover(current);
   // A record at or above our token is no predecessor: it was written after us (we were
   // superseded), and the fenced write below says so.
@@ -231,20 +247,8 @@ export async function claim(
     }
   }
   if (signal.aborted) throw signal.reason;
-  const record: StoredTakeover = {
-    m: core.memberId,
-    s: grant.sessionId,
-    t: String(grant.token),
-    at: grant.acquiredAt,
-    f: JSON.parse(request.fenceInfo) as unknown,
-    d: request.lockDelayMs,
-  };
-  const written = await cells.put(TAKEOVER_SPACE, grant.name, JSON.stringify(record), { fence: grant.token });
-  if (!written.ok) {
-    throw new LockLostError(`lock "${grant.name}" was taken over while it was being claimed`, {
-      backend: core.backend,
-    });
-  }
+  const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
+  if (!written.ok) throw superseded();
   return { claim: { cells, version: written.version }, takeover: previous ? (takeover as Takeover) : null };
 }
 
