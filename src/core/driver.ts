@@ -201,7 +201,11 @@ export interface DriverCells {
 
 /** A connected backend. */
 export interface Driver {
-  /** Durable versioned keys; absent on a backend that does not implement them yet. */
+  /**
+   * Durable versioned keys; absent on a backend that does not implement them yet. Takeover
+   * (fence info, `handle.takeover`, `onTakeover`, lock delay; src/core/takeover.ts) is built
+   * on them with no further driver code: a backend gets it by implementing `cells`.
+   */
   readonly cells?: DriverCells;
   openSession(hooks: SessionHooks): Promise<DriverSession>;
   listRecords(space: string): Promise<RecordEntry[]>;
