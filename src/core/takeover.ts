@@ -231,11 +231,11 @@ export async function claim(
       await delay(left, signal);
     }
   }
-  const { delayedUntil: _, ...takeover } = previous ?? { delayedUntil: null };
-  if (previous && request.onTakeover) {
+  const takeover = previous && withoutDelay(previous);
+  if (previous && takeover && request.onTakeover) {
     const both = AbortSignal.any([signal, grant.lost]);
     try {
-      await request.onTakeover(takeover as Takeover, both);
+      await request.onTakeover(takeover, both);
     } catch (error) {
       if (both.aborted) throw both.reason;
       throw new FenceFailedError(
@@ -249,7 +249,12 @@ export async function claim(
   if (signal.aborted) throw signal.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
-  return { claim: { cells, version: written.version }, takeover: previous ? (takeover as Takeover) : null };
+  return { claim: { cells, version: written.version }, takeover };
+}
+
+function withoutDelay(record: Takeover & { readonly delayedUntil: number | null }): Takeover {
+  const { delayedUntil: _, ...takeover } = record;
+  return takeover;
 }
 
 /** Deletes a clean holding's record: only its own (a successor's stays). @internal */
