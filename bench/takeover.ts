@@ -60,7 +60,8 @@ try {
     let url: string;
     if (backend === "memory") url = "memory://bench";
     else if (backend === "file") {
-      const dir = mkdtempSync(join(tmpdir(), "baton-bench-takeover-"));
+      // Where the servers keep their data too (BATON_HARNESS_TMPDIR, /dev/shm in bench/run.sh).
+      const dir = mkdtempSync(join(process.env.BATON_HARNESS_TMPDIR ?? tmpdir(), "baton-bench-takeover-"));
       stops.push(async () => rmSync(dir, { recursive: true, force: true }));
       url = pathToFileURL(dir).href;
     } else if (backend === "etcd") {
