@@ -81,13 +81,19 @@ export interface Inspection {
 export interface TakeoverRecordInfo {
   /** The lock's name. */
   readonly name: string;
+  /** `held`: a holder with this token holds the lock; `lost`: it ended without a release. */
   readonly state: "held" | "lost";
+  /** Member id of the holding's coordinator. */
   readonly memberId: string;
+  /** Its session id. */
   readonly sessionId: string;
+  /** Its fencing token. */
   readonly token: bigint;
   /** Epoch ms of the grant. */
   readonly since: number;
+  /** The fence info it acquired with (`null` if none). */
   readonly fenceInfo: unknown;
+  /** The lock delay it acquired with. */
   readonly lockDelayMs: number;
   /** Epoch ms until which nobody is handed the lock (a lost holding's delay, once begun). */
   readonly delayedUntil: number | null;

@@ -201,7 +201,9 @@ export class FenceFailedError extends BatonError {
 
 /** Who holds what a revoke could not end, as far as the backend can tell. */
 export interface RevokeHolderInfo {
+  /** The holder's member id. */
   readonly memberId: string;
+  /** The holder's session id. */
   readonly sessionId: string;
   /** Process id of the holding process, where the backend knows it (file backend). */
   readonly pid?: number | undefined;
@@ -215,6 +217,7 @@ export interface RevokeHolderInfo {
  * says who holds it, with pid and host where known, so an operator can end that process.
  */
 export class CannotRevokeError extends BatonError {
+  /** The holders that could not be revoked. */
   readonly holders: readonly RevokeHolderInfo[];
   constructor(message: string, holders: readonly RevokeHolderInfo[], options?: BatonErrorOptions) {
     super("CANNOT_REVOKE", message, options);

@@ -21,8 +21,11 @@ export interface RevokeOptions {
 
 /** One holding a revoke ended. */
 export interface RevokedHolder {
+  /** The holder's member id. */
   readonly memberId: string;
+  /** The session that was revoked (everything it held is lost). */
   readonly sessionId: string;
+  /** The holding's fencing token, which the next holder's `takeover.token` names. */
   readonly token: bigint;
 }
 
