@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { type Host, type Hosts, hostsUnavailable, startHosts } from "./hosts.js";
@@ -156,4 +157,23 @@ test("a process interrupted with SIGINT leaves no namespace and no process behin
   const deadline = Date.now() + 5000;
   while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.ok(!alive(pid), "the process started in the host was killed");
+});
+
+test("a gateway reaches a server in a host from the test process, split or not", { skip }, async () => {
+  const gw = await hosts.host("c").gateway(PORT);
+  const echo = async (): Promise<string> => {
+    const s = net.connect(gw.port, "127.0.0.1");
+    s.write("via-gateway");
+    const [data] = await once(s, "data");
+    s.destroy();
+    return String(data);
+  };
+  try {
+    assert.equal(await echo(), "via-gateway");
+    await hosts.isolate("c");
+    assert.equal(await echo(), "via-gateway");
+  } finally {
+    await hosts.heal();
+    await gw.close();
+  }
 });

@@ -16,6 +16,10 @@
  * sweeps what a SIGKILLed run left behind.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
+import net from "node:net";
+import path from "node:path";
+import { freePort } from "./ports.js";
 import { makeTempDir, onProcessExit, removeTempDir, ServerProcess, type SpawnOptions } from "./proc.js";
 
 const IP = "/usr/sbin/ip";
@@ -33,8 +37,45 @@ export interface Host {
   spawn(label: string, command: string, args: readonly string[], opts: SpawnOptions): ServerProcess;
   /** Starts a Node script inside the host with an IPC channel (`process.send` works in it). */
   fork(script: string, args: readonly string[], opts?: { execArgv?: readonly string[] }): ChildProcess;
+  /**
+   * A TCP port on 127.0.0.1 of this process's own namespace that leads to `port` on the
+   * host's address, through a Unix socket (those cross namespaces): the test process can
+   * reach a server in a host this way. Splits do not cut it (it enters the host locally).
+   */
+  gateway(port: number): Promise<Gateway>;
   /** Runs a command inside the host to completion; rejects on a non-zero exit or after `timeoutMs`. */
   run(command: string, args: readonly string[], timeoutMs?: number): Promise<string>;
+}
+
+/** A way into a host from the test process: see `Host.gateway`. */
+export interface Gateway {
+  /** "127.0.0.1:PORT" */
+  readonly address: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** The in-host half of a gateway: Unix socket in, TCP to the host's own address out. */
+const GATEWAY_SCRIPT = `const net = require("net");
+const [path, host, port] = process.argv.slice(1);
+net.createServer((c) => {
+  const u = net.connect(Number(port), host);
+  c.pipe(u); u.pipe(c);
+  c.on("error", () => u.destroy()); u.on("error", () => c.destroy());
+  c.on("close", () => u.destroy()); u.on("close", () => c.destroy());
+}).listen(path, () => process.send("up"));`;
+
+function pipeTo(client: net.Socket, connectUpstream: () => net.Socket): void {
+  const upstream = connectUpstream();
+  client.pipe(upstream);
+  upstream.pipe(client);
+  for (const [a, b] of [
+    [client, upstream],
+    [upstream, client],
+  ] as const) {
+    a.on("error", () => b.destroy());
+    a.on("close", () => b.destroy());
+  }
 }
 
 /** A run's hosts and switch. */
@@ -145,6 +186,8 @@ export async function startHosts(names: readonly string[]): Promise<Hosts> {
   const children = new Set<ChildProcess>();
   const logDir = makeTempDir("baton-hosts-");
   let closed = false;
+  let gateways = 0;
+  const servers = new Set<() => Promise<void>>();
 
   const killAllSync = (): void => {
     for (const p of processes) p.killSync();
@@ -202,7 +245,7 @@ export async function startHosts(names: readonly string[]): Promise<Hosts> {
 
   function makeHost(name: string, netns: string, address: string): Host {
     const exec = (command: string, args: readonly string[]) => ["netns", "exec", netns, command, ...args];
-    return {
+    const host: Host = {
       name,
       netns,
       address,
@@ -221,6 +264,31 @@ export async function startHosts(names: readonly string[]): Promise<Hosts> {
         child.once("exit", () => children.delete(child));
         return child;
       },
+      async gateway(port) {
+        const sock = path.join(logDir, `gw-${name}-${port}-${gateways++}.sock`);
+        const child = host.fork("-e", [GATEWAY_SCRIPT, sock, address, String(port)], { execArgv: [] });
+        const [first] = (await Promise.race([once(child, "message"), once(child, "exit")])) as unknown[];
+        if (first !== "up") throw new Error(`gateway into host ${name}: the forwarder exited (${String(first)})`);
+        const sockets = new Set<net.Socket>();
+        const server = net.createServer((client) => {
+          sockets.add(client);
+          client.once("close", () => sockets.delete(client));
+          pipeTo(client, () => net.connect(sock));
+        });
+        const local = await freePort();
+        await new Promise<void>((resolve, reject) => {
+          server.once("error", reject);
+          server.listen({ host: "127.0.0.1", port: local }, () => resolve());
+        });
+        server.unref();
+        const close = async () => {
+          for (const c of sockets) c.destroy();
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+          child.kill("SIGKILL");
+        };
+        servers.add(close);
+        return { address: `127.0.0.1:${local}`, port: local, close };
+      },
       run(command, args, timeoutMs = 10_000) {
         return new Promise((resolve, reject) => {
           execFile(IP, exec(command, args), { timeout: timeoutMs }, (err, stdout, stderr) => {
@@ -230,6 +298,7 @@ export async function startHosts(names: readonly string[]): Promise<Hosts> {
         });
       },
     };
+    return host;
   }
 
   const moveAll = async (): Promise<void> => {
@@ -279,6 +348,7 @@ export async function startHosts(names: readonly string[]): Promise<Hosts> {
     async close() {
       if (closed) return;
       closed = true;
+      await Promise.all([...servers].map((close) => close()));
       await Promise.all([...processes].map((p) => p.kill()));
       await Promise.all(
         [...children].map(
