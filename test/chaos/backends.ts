@@ -32,6 +32,8 @@ export interface PartitionHooks {
   holders(): readonly ClientLink[];
   /** Links of clients waiting in an upgrade now. */
   upgrading(): readonly ClientLink[];
+  /** Call just before a split with the links about to be cut off from a quorum: they hold on. */
+  cutting(minority: readonly ClientLink[]): void;
   /** Call once a split is in force, with the links of the clients cut off from a quorum. */
   split(minority: readonly ClientLink[]): void;
   /** Call once the network is whole again. */

@@ -43,16 +43,20 @@ let stopping = false;
  */
 let stretched = false;
 let untilHeal = false;
+let healSeen = false;
 let wake: () => void = () => {};
-let healed: () => void = () => {};
+let poke: () => void = () => {};
 process.on("message", (message: Record<string, unknown>) => {
   if (message.op === "stop") stopping = true;
   else if (message.op === "stretch") {
     stretched = true;
     untilHeal = message.untilHeal === true;
+    healSeen = false;
     wake();
-  } else if (message.op === "healed") healed();
-  else pending.get(message.id as number)?.(message);
+  } else if (message.op === "healed") {
+    healSeen = true;
+    poke();
+  } else pending.get(message.id as number)?.(message);
 });
 // A runner that died takes its clients with it.
 process.on("disconnect", () => process.exit(0));
@@ -116,8 +120,24 @@ async function upgrade(handle: LockHandle, name: string, shared: unknown): Promi
   await handle.release();
 }
 
+/** Resolves once `done()` holds (checked on every poke) or after `ms`. */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!done() && Date.now() < end) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, end - Date.now());
+      poke = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}
+
 await rpc({ op: "ready" });
 while (!stopping) {
+  // A stretch that found nothing held is over once the network healed.
+  if (healSeen) stretched = untilHeal = false;
   const roll = random();
   const mode = roll < 0.7 ? "exclusive" : roll < 0.85 ? "shared" : "semaphore";
   const name = mode === "semaphore" ? config.semaphore : pick(config.locks);
@@ -151,30 +171,12 @@ while (!stopping) {
   });
   if (stretched && typeof handle !== "bigint") {
     // Cut off from the backend, this client keeps working until its signal aborts, as it
-    // should: the backend must not grant the lock to anyone before that.
+    // should: the backend must not grant the lock to anyone before that. A split that
+    // heals first (shorter than the TTL) ends the wait too: the lock was never lost.
     const signal = handle.signal;
-    if (!signal.aborted) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 3 * config.ttlMs);
-        signal.addEventListener(
-          "abort",
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          { once: true },
-        );
-      });
-    }
-  }
-  if (stretched && untilHeal) {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 10_000);
-      healed = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    signal.addEventListener("abort", () => poke(), { once: true });
+    await until(() => signal.aborted || healSeen, 3 * config.ttlMs);
+    if (untilHeal) await until(() => healSeen, 10_000);
   }
   stretched = false;
   untilHeal = false;

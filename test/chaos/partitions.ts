@@ -47,17 +47,21 @@ export function hostedTarget(
   };
   /** Splits `side` off the rest; tells the hooks which clients lost the quorum. */
   const split = async (side: readonly string[], hooks: PartitionHooks): Promise<void> => {
-    await hosts.split(side);
     const inSide = side.filter((h) => servers.hosts.includes(h)).length;
     const minorityIsSide = inSide < quorum;
     const minority = [...hostOf].filter(([, h]) => side.includes(h) === minorityIsSide).map(([l]) => l);
+    // Told first, so that a holder cut off is still holding when the split is in force.
+    hooks.cutting(minority);
+    await hosts.split(side);
     hooks.split(minority);
   };
   const heal = async (hooks: PartitionHooks): Promise<void> => {
     await hosts.heal();
     hooks.healed();
   };
-  const hold = (random: () => number) => ttlMs + 1500 + Math.floor(random() * 1000);
+  // Long enough for the majority side to let the cut-off holders' sessions expire and grant
+  // again (etcd renews every lease when it elects a leader), so that late writes are stale.
+  const hold = (random: () => number) => 2 * ttlMs + 1500 + Math.floor(random() * 1000);
   return {
     url: base.url,
     async link() {

@@ -250,13 +250,18 @@ export async function runChaos(options: RunOptions): Promise<History> {
           live()
             .filter((c) => c.upgrading)
             .map((c) => c.link),
+        cutting(minority) {
+          for (const c of live()) {
+            if (minority.includes(c.link) && c.child.connected)
+              c.child.send({ op: "stretch", untilHeal: true }, () => {});
+          }
+        },
         split(minority) {
           const at = now();
           split++;
           // Every client is hit: one cut off from the quorum, or one whose server was.
           open = live().map((c) => {
             const cutOff = minority.includes(c.link);
-            if (cutOff && c.child.connected) c.child.send({ op: "stretch", untilHeal: true }, () => {});
             return { kind, at, until: at, pid: c.pid, name: c.active?.name, detail: "", minority: cutOff };
           });
           history.faults.push(...open);
