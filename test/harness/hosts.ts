@@ -15,7 +15,7 @@
  * by the process-exit hook of proc.ts (a failed test, SIGINT, SIGTERM), and a later run
  * sweeps what a SIGKILLed run left behind.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, type StdioOptions, spawn } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
 import path from "node:path";
@@ -37,6 +37,8 @@ export interface Host {
   spawn(label: string, command: string, args: readonly string[], opts: SpawnOptions): ServerProcess;
   /** Starts a Node script inside the host with an IPC channel (`process.send` works in it). */
   fork(script: string, args: readonly string[], opts?: { execArgv?: readonly string[] }): ChildProcess;
+  /** Starts any command inside the host with the given stdio; killed by `Hosts.close()`. */
+  child(command: string, args: readonly string[], stdio: StdioOptions): ChildProcess;
   /**
    * A TCP port on 127.0.0.1 of this process's own namespace that leads to `port` on the
    * host's address, through a Unix socket (those cross namespaces): the test process can
@@ -257,9 +259,12 @@ export async function startHosts(names: readonly string[]): Promise<Hosts> {
         return p;
       },
       fork(script, args, opts = {}) {
+        const argv = [...(opts.execArgv ?? ["--import", "tsx"]), script, ...args];
+        return host.child(process.execPath, argv, ["ignore", "inherit", "inherit", "ipc"]);
+      },
+      child(command, args, stdio) {
         if (closed) throw new Error(`host ${name}: the hosts are closed`);
-        const argv = exec(process.execPath, [...(opts.execArgv ?? ["--import", "tsx"]), script, ...args]);
-        const child = spawn(IP, argv, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+        const child = spawn(IP, exec(command, args), { stdio });
         children.add(child);
         child.once("exit", () => children.delete(child));
         return child;
