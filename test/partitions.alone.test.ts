@@ -7,6 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { backendNamed } from "./chaos/backends.js";
+import { check } from "./chaos/checker.js";
+import { runChaos } from "./chaos/runner.js";
 import { startHostedEtcd } from "./harness/etcd-hosts.js";
 import { hostsUnavailable, startHosts } from "./harness/hosts.js";
 import { minoritySplit, SCENARIO_HOSTS } from "./fixtures/minority-split.js";
@@ -39,4 +42,23 @@ test("etcd: the leader cut off with a client: its signal aborts before the major
   } finally {
     await hosts.close();
   }
+});
+
+test("etcd on hosts: a 16 s chaos run of partitions (leader with a client, then a symmetric split) passes the checker", {
+  skip,
+}, async (t) => {
+  const backend = backendNamed("etcd-hosts");
+  // ttl 1 s: two partitions, each long enough for the majority to take over, fit in 16 s.
+  const history = await runChaos({ backend, seconds: 16, clients: 4, nemeses: ["partition"], seed: 19, ttlMs: 1000 });
+  const report = check(history);
+  t.diagnostic(report.verdict);
+  t.diagnostic(JSON.stringify(report.faults.partition));
+  assert.ok(report.ok, `${report.verdict}\n${report.violations.slice(0, 5).join("\n")}`);
+  const details = new Set(history.faults.map((f) => f.detail));
+  assert.ok(details.size >= 2, `only ${details.size} partitions: ${[...details].join("; ")}`);
+  assert.ok(
+    history.faults.some((f) => f.minority === true),
+    "some client was cut off from the quorum",
+  );
+  assert.equal(report.faults.partition?.minorityGrants ?? 0, 0);
 });
