@@ -83,3 +83,43 @@ test("bad latency settings are refused with what is allowed", async () => {
     await proxy.close();
   }
 });
+
+test("the proxy adds no Nagle delay: write-write-read exchanges do not wait for delayed ACKs", async () => {
+  // A server that answers in two writes once it has both halves of a request, sent as two writes.
+  const server = net.createServer((s) => {
+    let got = "";
+    s.on("error", () => {});
+    s.on("data", (d) => {
+      got += d;
+      if (got.length >= 2) {
+        got = "";
+        s.write("o");
+        setImmediate(() => s.write("k"));
+      }
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const proxy = await startProxy({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port });
+  const socket = net.connect({ port: proxy.port, host: "127.0.0.1", noDelay: true });
+  try {
+    await once(socket, "connect");
+    const samples: number[] = [];
+    for (let i = 0; i < 21; i++) {
+      const t0 = performance.now();
+      socket.write("a");
+      await new Promise((r) => setImmediate(r));
+      socket.write("b");
+      let answer = "";
+      while (answer.length < 2) answer += (await once(socket, "data"))[0];
+      samples.push(performance.now() - t0);
+    }
+    samples.sort((x, y) => x - y);
+    // With Nagle on the proxy's sockets every exchange waits ~40 ms for a delayed ACK.
+    assert.ok((samples[10] as number) < 20, `median exchange ${samples[10]?.toFixed(1)} ms`);
+  } finally {
+    socket.destroy();
+    await proxy.close();
+    server.close();
+  }
+});
