@@ -85,16 +85,18 @@ test("bad latency settings are refused with what is allowed", async () => {
 });
 
 test("the proxy adds no Nagle delay: write-write-read exchanges do not wait for delayed ACKs", async () => {
-  // A server that answers in two writes once it has both halves of a request, sent as two writes.
+  // A server (no Nagle of its own) that answers in two writes 2 ms apart once it has both
+  // halves of a request: the proxy receives the second while the first is unacknowledged.
   const server = net.createServer((s) => {
     let got = "";
+    s.setNoDelay(true);
     s.on("error", () => {});
     s.on("data", (d) => {
       got += d;
       if (got.length >= 2) {
         got = "";
         s.write("o");
-        setImmediate(() => s.write("k"));
+        setTimeout(() => s.write("k"), 2);
       }
     });
   });
