@@ -12,6 +12,7 @@ import { check } from "./chaos/checker.js";
 import { runChaos } from "./chaos/runner.js";
 import { startHostedEtcd } from "./harness/etcd-hosts.js";
 import { hostsUnavailable, startHosts } from "./harness/hosts.js";
+import { startPostgres } from "./harness/postgres.js";
 import { minoritySplit, SCENARIO_HOSTS } from "./fixtures/minority-split.js";
 
 const skip = hostsUnavailable() ?? false;
@@ -61,4 +62,28 @@ test("etcd on hosts: a 16 s chaos run of partitions (leader with a client, then 
     "some client was cut off from the quorum",
   );
   assert.equal(report.faults.partition?.minorityGrants ?? 0, 0);
+});
+
+test("postgres: a client host cut off from the server: its signal aborts before the server frees its lock, its late write refused", {
+  skip,
+}, async (t) => {
+  const hosts = await startHosts(["db", ...SCENARIO_HOSTS]);
+  try {
+    const server = await startPostgres({ host: hosts.host("db") });
+    try {
+      const r = await minoritySplit({ hosts, url: server.url, ttlMs: TTL_MS, split: () => hosts.isolate("cmin") });
+      t.diagnostic(
+        `cmin cut off from db: loss signal after ${Math.round(r.lossMs)} ms, grant to cmaj after ${Math.round(r.grantMs)} ms`,
+      );
+      assert.ok(r.lossMs < r.grantMs, `signal at ${r.lossMs} ms, grant at ${r.grantMs} ms`);
+      assert.ok(r.takerToken > r.holderToken, `tokens ${r.holderToken} then ${r.takerToken}`);
+      assert.match(r.minorityOutcome, /TimeoutError|BackendUnavailableError|ConnectionLostError/);
+      assert.equal(r.takerWrite, 200);
+      assert.deepEqual(r.lateWrite, { status: 409, body: String(r.takerToken) });
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await hosts.close();
+  }
 });

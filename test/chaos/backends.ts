@@ -12,7 +12,7 @@ import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
 import { startProxy } from "../harness/proxy.js";
 import { startRedis } from "../harness/redis.js";
 import type { FaultKind } from "./history.js";
-import { startEtcdHosts } from "./partitions.js";
+import { startEtcdHosts, startPostgresHosts } from "./partitions.js";
 
 /** A client's way in: its URL and, on server backends, a cuttable connection. */
 export interface ClientLink {
@@ -179,6 +179,13 @@ export const BACKENDS: readonly ChaosBackend[] = [
     nemeses: ["kill", "pause", "partition"],
     hosts: true,
     start: ({ ttlMs }) => startEtcdHosts(ttlMs),
+  },
+  {
+    name: "postgres-hosts",
+    // The server on one host, four client hosts; partitions between them.
+    nemeses: ["kill", "pause", "partition"],
+    hosts: true,
+    start: ({ ttlMs }) => startPostgresHosts(ttlMs),
   },
 ];
 

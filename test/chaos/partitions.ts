@@ -4,7 +4,8 @@
  * client hosts. Clients are spread round-robin over their own hosts; each partition is one
  * of, in turn:
  *
- * - `leader`: the leader (or the one server) with one client host, cut off from the rest;
+ * - `leader`: the leader with one client host, cut off from the rest;
+ * - `client` (a single server): one client host cut off from everything;
  * - `symmetric`: one member and half the client hosts against the others;
  * - `flap`: 4 short splits of a member and a client host, 150-600 ms each, 150-600 ms apart;
  * - `upgrade`: a client that is upgrading a shared lock cut off, healed before its TTL runs
@@ -16,11 +17,15 @@
  */
 import { startHostedEtcd } from "../harness/etcd-hosts.js";
 import { type Hosts, startHosts } from "../harness/hosts.js";
+import { startPostgres } from "../harness/postgres.js";
 import { delay } from "../harness/proc.js";
 import type { ChaosTarget, ClientLink, PartitionHooks } from "./backends.js";
 
 const CLIENT_HOSTS = ["c1", "c2", "c3", "c4"];
-const KINDS = ["leader", "symmetric", "flap", "upgrade"] as const;
+type Kind = "leader" | "client" | "symmetric" | "flap" | "upgrade";
+/** A cluster starts with its leader; a single server with one client host cut off from it. */
+const CLUSTER_KINDS: readonly Kind[] = ["leader", "symmetric", "flap", "upgrade"];
+const SINGLE_KINDS: readonly Kind[] = ["client", "symmetric", "flap", "upgrade"];
 
 /** What a hosted target knows about its servers, for the nemesis. */
 interface Servers {
@@ -79,7 +84,16 @@ export function hostedTarget(
     },
     upgradeShare: 0.3,
     async partition(random, hooks) {
-      const kind = KINDS[round++ % KINDS.length] as (typeof KINDS)[number];
+      const kinds = servers.hosts.length > 1 ? CLUSTER_KINDS : SINGLE_KINDS;
+      const kind = kinds[round++ % kinds.length] as Kind;
+      if (kind === "client") {
+        const client = pickClientHost(random, hooks.holders());
+        const ms = hold(random);
+        await split([client], hooks);
+        await delay(ms);
+        await heal(hooks);
+        return `client host ${client} cut off for ${ms} ms`;
+      }
       if (kind === "leader") {
         const leader = await servers.leader();
         const client = pickClientHost(random, hooks.holders());
@@ -144,6 +158,24 @@ export async function startEtcdHosts(ttlMs: number): Promise<ChaosTarget> {
       leader: async () => (await cluster.leader()).name,
     };
     return hostedTarget(hosts, servers, { url: cluster.gatewayUrl, clientUrl: cluster.url, stop: cluster.stop }, ttlMs);
+  } catch (err) {
+    await hosts.close();
+    throw err;
+  }
+}
+
+/** PostgreSQL on host `db`, clients on 4 other hosts. */
+export async function startPostgresHosts(ttlMs: number): Promise<ChaosTarget> {
+  const hosts = await startHosts(["db", ...CLIENT_HOSTS]);
+  try {
+    const server = await startPostgres({ host: hosts.host("db") });
+    const servers: Servers = { hosts: ["db"], leader: async () => "db" };
+    return hostedTarget(
+      hosts,
+      servers,
+      { url: server.localUrl, clientUrl: server.url, stop: () => server.stop() },
+      ttlMs,
+    );
   } catch (err) {
     await hosts.close();
     throw err;
