@@ -36,7 +36,7 @@ export interface PartitionHooks {
   cutting(minority: readonly ClientLink[]): void;
   /** Call once a split is in force, with the links of the clients cut off from a quorum. */
   split(minority: readonly ClientLink[]): void;
-  /** Call once the network is whole again. */
+  /** Call as the heal begins (from then on packets may cross again). */
   healed(): void;
 }
 

@@ -60,9 +60,10 @@ export function hostedTarget(
     await hosts.split(side);
     hooks.split(minority);
   };
+  // The fault ends when the heal begins: the first link moved back carries packets already.
   const heal = async (hooks: PartitionHooks): Promise<void> => {
-    await hosts.heal();
     hooks.healed();
+    await hosts.heal();
   };
   // Long enough for the majority side to let the cut-off holders' sessions expire and grant
   // again (etcd renews every lease when it elects a leader), so that late writes are stale.
