@@ -10,6 +10,7 @@
  */
 import type {
   Driver,
+  DriverCells,
   DriverContext,
   DriverSnapshot,
   LockMode,
@@ -18,6 +19,7 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
+import { redisCells } from "./cells.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace } from "./keys.js";
@@ -57,6 +59,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
 type Row = [string, string, string, string, string];
 
 class RedisDriver implements Driver {
+  readonly cells: DriverCells;
   readonly #shared: DriverShared;
   readonly #link: Link;
   readonly #closed = new AbortController();
@@ -66,6 +69,7 @@ class RedisDriver implements Driver {
     this.#shared = shared;
     this.#link = shared.link;
     this.#stopChecks = stopChecks;
+    this.cells = redisCells(shared.link, shared.keys);
   }
 
   openSession(hooks: SessionHooks): Promise<RedisSession> {
