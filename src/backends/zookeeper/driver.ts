@@ -9,6 +9,7 @@
  */
 import type {
   Driver,
+  DriverCells,
   DriverContext,
   DriverSnapshot,
   LockMode,
@@ -19,6 +20,7 @@ import type {
   SessionHooks,
 } from "../../core/driver.js";
 import { ClosedError, InvalidArgumentError } from "../../core/errors.js";
+import { zkCells } from "./cells.js";
 import { type Stat, ZkHandle } from "./client.js";
 import { parseConfig } from "./config.js";
 import { BACKEND, translate } from "./errors.js";
@@ -55,6 +57,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
 }
 
 class ZkDriver implements Driver {
+  readonly cells: DriverCells;
   readonly #shared: DriverShared;
   /** For reads and watches; holds no nodes. Reopened if its session ends. */
   #handle: ZkHandle;
@@ -64,6 +67,7 @@ class ZkDriver implements Driver {
   constructor(shared: DriverShared, handle: ZkHandle) {
     this.#shared = shared;
     this.#handle = handle;
+    this.cells = zkCells(() => this.#live(), shared.layout, shared.config.chroot, this.#closed.signal);
   }
 
   openSession(hooks: SessionHooks): Promise<ZkSession> {
