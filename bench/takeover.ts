@@ -13,8 +13,10 @@ import { pathToFileURL } from "node:url";
 import { connect } from "../src/index.js";
 import { startEtcd } from "../test/harness/etcd.js";
 import { startPostgres } from "../test/harness/postgres.js";
+import { startRedis } from "../test/harness/redis.js";
+import { startZooKeeper } from "../test/harness/zookeeper.js";
 
-const backends = (process.argv[2] ?? "memory,file,etcd,postgres").split(",");
+const backends = (process.argv[2] ?? "memory,file,etcd,postgres,redis,zookeeper").split(",");
 const blockMs = Number(process.argv[3] ?? 1000);
 const BLOCKS = 3;
 
@@ -70,6 +72,14 @@ try {
       url = server.url;
     } else if (backend === "postgres") {
       const server = await startPostgres();
+      stops.push(() => server.stop());
+      url = server.url;
+    } else if (backend === "redis") {
+      const server = await startRedis({ name: "baton-bench-takeover" });
+      stops.push(() => server.stop());
+      url = server.url;
+    } else if (backend === "zookeeper") {
+      const server = await startZooKeeper();
       stops.push(() => server.stop());
       url = server.url;
     } else throw new Error(`unknown backend ${backend}`);
