@@ -46,6 +46,7 @@ test("zookeeper: the leader cut off with a client: its signal aborts before the 
 
 test("redis + sentinel: the primary cut off with a client: the majority fails over and grants with a higher token, the late write is refused", {
   skip,
+  todo: REDIS_TODO,
 }, async (t) => {
   const hosts = await startHosts(["r1", "r2", "r3", ...SCENARIO_HOSTS]);
   try {
@@ -56,6 +57,7 @@ test("redis + sentinel: the primary cut off with a client: the majority fails ov
         url: sentinel.url,
         ttlMs: TTL_MS,
         split: () => hosts.split(["r1", "cmin"]),
+        grantTimeoutMs: 15_000,
       });
       const primary = await sentinel.primaryHost();
       // Not partition-safe (docs/backends/redis.md): the old primary goes on granting on its
