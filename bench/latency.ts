@@ -17,7 +17,7 @@ import { connect } from "../src/index.js";
 import { startEtcd } from "../test/harness/etcd.js";
 import { startPostgres } from "../test/harness/postgres.js";
 import { delay } from "../test/harness/proc.js";
-import { type Proxy, startProxy } from "../test/harness/proxy.js";
+import { type Proxy as TcpProxy, startProxy } from "../test/harness/proxy.js";
 import { startRedis } from "../test/harness/redis.js";
 import { startZooKeeper } from "../test/harness/zookeeper.js";
 
@@ -72,7 +72,7 @@ const median = (xs: number[]): number => {
 };
 
 /** Medians in ms of acquire, release and handoff with `rtt` ms added. */
-async function measure(server: Server, proxy: Proxy, rtt: number, rounds: number) {
+async function measure(server: Server, proxy: TcpProxy, rtt: number, rounds: number) {
   proxy.setLatency(rtt === 0 ? {} : { up: { ms: rtt / 2 }, down: { ms: rtt / 2 } });
   const namespace = `latency-${rtt}-${process.pid}`;
   const url = server.url(proxy.port);

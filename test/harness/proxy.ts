@@ -133,7 +133,10 @@ export async function startProxy(target: ProxyTarget, options: ProxyOptions = {}
     };
     const later = (fn: () => void): void => {
       const ms = delayOf(latency[direction]);
-      if (ms <= 0 && queue.length === 0) return fn();
+      if (ms <= 0 && queue.length === 0) {
+        fn();
+        return;
+      }
       const at = Math.max(queue.at(-1)?.at ?? 0, performance.now() + ms);
       queue.push({ at, fn });
       if (timer === undefined) timer = setTimeout(drain, Math.max(1, Math.ceil(at - performance.now())));
