@@ -279,12 +279,16 @@ export function check(history: History): Report {
     // A partition hits every client; only those cut off were holding through it.
     if (f.name !== undefined && (f.kind !== "partition" || f.minority === true)) {
       const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid);
-      if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
       // A cut holder's process runs on: its signal must abort before anyone else is granted
       // its lock (the README's first promise), give or take the IPC race between processes.
       const hit = history.sections.find(
         (s) => s.pid === f.pid && s.name === f.name && s.start <= f.at && end(s) >= f.at,
       );
+      // A partition's takeover is a re-grant while the cut-off holder still held (it holds
+      // on until the heal); a grant after its release at the heal is ordinary.
+      const regrant =
+        f.kind !== "partition" || (hit !== undefined && takeover !== undefined && takeover.start < end(hit));
+      if (takeover !== undefined && regrant) sample.takeover.push(takeover.start - f.at);
       if (f.kind === "partition" && hit?.lostAt !== undefined) sample.lossSignal.push(hit.lostAt - f.at);
       const runsOn = f.kind === "cut" || f.kind === "partition";
       if (runsOn && hit !== undefined && takeover !== undefined && hit.mode !== "semaphore") {

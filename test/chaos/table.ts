@@ -4,8 +4,11 @@
  */
 import fs from "node:fs";
 import type { Report, Spread } from "./checker.js";
+import type { History } from "./history.js";
 
-const reports = process.argv.slice(2).map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as Report);
+const reports = process.argv
+  .slice(2)
+  .map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as Report & { history?: History });
 const spread = (s: Spread | undefined) => (s === undefined ? "–" : `${s.median} / ${s.max}`);
 const lines = [
   "| backend (seed) | run | verdict | sections (excl / shared / sem) | faults | overlaps explained (pairs / older holders, by fault) | stale writes rejected | client errors |",
@@ -39,6 +42,24 @@ for (const r of reports) {
     const lead = f.signalLeadMs === undefined ? "–" : `${f.signalLeadMs.min} / ${f.signalLeadMs.median}`;
     lines.push(
       `| ${r.backend} | ${kind} | ${f.count} | ${spread(f.takeoverMs)} | ${spread(f.recoveryMs)} | ${lead} | ${f.grantsDuring} |`,
+    );
+  }
+}
+const partitioned = reports.filter((r) => r.faults.partition !== undefined);
+if (partitioned.length > 0) {
+  lines.push(
+    "",
+    "| backend | splits | client faults (cut off) | split to loss signal ms (median / max) | split to re-grant ms (median / max) | signal lead ms (min / median) | grants on the minority side | stale writes rejected | recovery ms (median / max) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const r of partitioned) {
+    const f = r.faults.partition as NonNullable<Report["faults"]["partition"]>;
+    const faults = (r.history?.faults ?? []).filter((x) => x.kind === "partition");
+    const splits = new Set(faults.map((x) => x.at)).size;
+    const cutOff = faults.filter((x) => x.minority === true).length;
+    const lead = f.signalLeadMs === undefined ? "–" : `${f.signalLeadMs.min} / ${f.signalLeadMs.median}`;
+    lines.push(
+      `| ${r.backend} | ${splits} | ${f.count} (${cutOff}) | ${spread(f.lossSignalMs)} | ${spread(f.takeoverMs)} | ${lead} | ${f.minorityGrants ?? 0} | ${r.writes.staleRejected} / ${r.writes.stale} | ${spread(f.recoveryMs)} |`,
     );
   }
 }
