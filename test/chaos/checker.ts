@@ -141,8 +141,11 @@ export function check(history: History): Report {
   const explain = (older: Section, newer: Section): { fault: Fault; late: number } | string => {
     const from = Math.min(older.start, newer.start);
     const to = Math.max(older.start, newer.start);
+    // A session starved of keep-alives during a split can still expire up to one TTL after
+    // the heal: a partition reaches that far (and then only with the signal first, below).
+    const reach = (f: Fault) => (f.kind === "partition" ? f.until + (history.ttlMs ?? 0) : f.until);
     const fault = history.faults.find(
-      (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && f.until >= from && f.at <= end(older),
+      (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && reach(f) >= from && f.at <= end(older),
     );
     if (fault === undefined) return "the older holder was not faulted";
     // A partitioned holder runs on: it may overlap only once its signal told it it lost.
