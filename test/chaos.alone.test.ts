@@ -245,6 +245,15 @@ describe("chaos checker", () => {
       /overlap: .*not faulted/,
     ],
     [
+      "a shared holder cut off while another client shares the lock passes (nothing was taken over)",
+      history(
+        [section(1, "x", "shared", 1, 0, 100), section(2, "x", "shared", 2, 50, 60), elsewhere],
+        [],
+        [{ ...pause(1, 10, 110, "x"), kind: "cut" }],
+      ),
+      undefined,
+    ],
+    [
       "a grant on the side without a quorum fails",
       history(
         [section(1, "z", "exclusive", 1, 300, 310), elsewhere],
