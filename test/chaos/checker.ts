@@ -282,11 +282,11 @@ export function check(history: History): Report {
     // A partition hits every client; only those cut off were holding through it.
     if (f.name !== undefined && (f.kind !== "partition" || f.minority === true)) {
       // A cut holder's process runs on: its signal must abort before anyone else is granted
-      // its lock (the README's first promise), give or take the IPC race between processes.
+      // its lock in a conflicting mode (the README's first promise), give or take the IPC
+      // race between processes. Another shared holder beside a shared one takes nothing over.
       const hit = history.sections.find(
         (s) => s.pid === f.pid && s.name === f.name && s.start <= f.at && end(s) >= f.at,
       );
-      // Another shared holder of a shared lock takes nothing over.
       const takes = (s: Section) => hit === undefined || hit.mode === "semaphore" || conflicts(s, hit);
       const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid && takes(s));
       // A partition's takeover is a re-grant while the cut-off holder still held (it holds
