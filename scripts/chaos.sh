@@ -22,6 +22,7 @@ case "$backend" in
   etcd*) bash scripts/ensure-servers.sh etcd ;;
   postgres-hosts) bash scripts/ensure-servers.sh postgres hosts ;;
   postgres) bash scripts/ensure-servers.sh postgres ;;
+  zookeeper-hosts) bash scripts/ensure-servers.sh zookeeper hosts ;;
   redis) bash scripts/ensure-servers.sh redis ;;
 esac
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
