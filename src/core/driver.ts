@@ -223,12 +223,34 @@ export interface Driver {
    */
   namespaces?(): Promise<string[]>;
   /**
+   * First step of an operator's revoke (src/core/revoke.ts): marks another client's session
+   * (one `inspect()` listed) revoked at the backend, atomically with respect to its
+   * renewals, so that every keep-alive (or ping) it sends from now on fails, and frees
+   * nothing. Its client then learns the loss (its signals fire) at its next renewal or, if
+   * it cannot hear the backend, at its own local deadline, which the core's session rule
+   * (session.ts) bounds by the lease the backend last granted it.
+   *
+   * Resolves with the milliseconds, counted from when this resolves, after which that local
+   * deadline has certainly passed (Redis: the session key's PTTL read in the marking
+   * script; PostgreSQL: the row's `expires_at - now()` read in the marking statement; etcd:
+   * the lease's granted TTL, since its keep-alive reads the marker before renewing), or
+   * `null` when the session is already gone. The core waits that long, or until the
+   * session has left `inspect()` (its client closed it on learning the loss), and only then
+   * calls {@link Driver.revokeSession}: so the holder's signal fires before anyone else can
+   * be granted what it held. A driver that implements `revokeSession` must implement this
+   * too, unless its `revokeSession` itself tells the holder before freeing (memory: one
+   * process). A driver for a new backend (MySQL: e.g. a `revoked` column its heartbeat
+   * checks) follows the same rule: the mark and the renewal must be ordered by the server.
+   */
+  fenceSession?(sessionId: string): Promise<number | null>;
+  /**
    * Ends another client's session (one `inspect()` listed) at the backend, as if its
-   * process had died: everything it holds is freed and its waiters withdrawn, and its own
-   * client learns it (its grants' `onLost`/session `onLost` fire, at the latest when its
-   * next keep-alive fails). Resolves once the backend has freed the holdings, or when the
-   * session is already gone. A backend that cannot take a holding from a live holder
-   * throws `CannotRevokeError` naming the holder (pid and host where it knows them).
+   * process had died: everything it holds is freed and its waiters withdrawn. Called by
+   * the core after {@link Driver.fenceSession}'s wait (or at once for `revoke(name, {
+   * immediate: true })`); it must not be relied on to tell the holder first. Resolves once
+   * the backend has freed the holdings, or when the session is already gone; also removes
+   * any revoke marker `fenceSession` left. A backend that cannot take a holding from a live
+   * holder throws `CannotRevokeError` naming the holder (pid and host where it knows them).
    * Optional: without it `coord.revoke()` is `UnsupportedError`. For operators
    * (`coord.revoke()`, `baton unlock`); the takeover record the revoked holder wrote stays,
    * so the next holder is handed a takeover (src/core/revoke.ts, docs/takeover.md).

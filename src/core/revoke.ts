@@ -1,13 +1,20 @@
 /**
  * An operator's revoke: ends the session of a stuck holder of a lock, semaphore or
- * leadership, through the backend's `revokeSession` (etcd: revoke its lease; PostgreSQL:
- * terminate its connections; ...). See docs/takeover.md.
+ * leadership as a forced early expiry, never faster than the holder's own deadline. First
+ * `Driver.fenceSession` marks the session revoked at the backend so its renewals fail;
+ * then the core waits until the holder's local deadline must have passed (or until its
+ * client, having learnt the loss, closed the session); only then `Driver.revokeSession`
+ * frees what it held (etcd: revoke its lease; PostgreSQL: terminate its connections; ...).
+ * So the revoked holder's signal fires before anyone else is granted its lock. See
+ * docs/takeover.md.
  *
  * @module
  * @internal
  */
+import { performance } from "node:perf_hooks";
 import type { CoordinatorCore } from "./core.js";
-import type { QueueKind } from "./driver.js";
+import type { Driver, QueueKind } from "./driver.js";
+import { delay } from "./takeover.js";
 import { InvalidArgumentError, UnsupportedError } from "./errors.js";
 import { checkName, checkOptions, describe } from "./validate.js";
 
@@ -17,6 +24,12 @@ export interface RevokeOptions {
   memberId?: string | undefined;
   /** What `name` names: `"lock"` (default), `"semaphore"` or `"election"`. */
   kind?: QueueKind | undefined;
+  /**
+   * Free the holdings at once, without waiting for the holder to learn its loss. Its
+   * signal may then fire after another client was granted its lock: safe only where every
+   * protected resource checks fencing tokens. Default `false`.
+   */
+  immediate?: boolean | undefined;
 }
 
 /** One holding a revoke ended. */
@@ -37,7 +50,10 @@ export async function revoke(
   name: string,
   options: RevokeOptions | undefined,
 ): Promise<RevokedHolder[]> {
-  const { memberId, kind = "lock" } = checkOptions("revoke options", options);
+  const { memberId, kind = "lock", immediate = false } = checkOptions("revoke options", options);
+  if (typeof immediate !== "boolean") {
+    throw new InvalidArgumentError(`immediate must be a boolean, got ${describe(immediate)}`);
+  }
   checkName("name", name);
   if (!KINDS.includes(kind)) {
     throw new InvalidArgumentError(`kind must be one of ${KINDS.join(", ")}, got ${describe(kind)}`);
@@ -55,9 +71,47 @@ export async function revoke(
     const queue = snapshot.queues.find((q) => q.kind === kind && q.name === name);
     const holders = (queue?.holders ?? []).filter((h) => memberId === undefined || h.memberId === memberId);
     // One session may hold several permits of a semaphore: revoke it once.
-    for (const sessionId of new Set(holders.map((h) => h.sessionId))) await driver.revokeSession(sessionId);
+    const sessions = [...new Set(holders.map((h) => h.sessionId))];
+    if (!immediate && driver.fenceSession) await fenceAndWait(driver, sessions, core.closedSignal);
+    const revokeSession = driver.revokeSession.bind(driver);
+    for (const sessionId of sessions) await revokeSession(sessionId);
     return holders.map((h) => ({ memberId: h.memberId, sessionId: h.sessionId, token: h.token }));
   } catch (error) {
     throw core.translate(error);
+  }
+}
+
+/** Slack added to a driver's bound, for timer lateness. */
+const SLACK_MS = 50;
+
+/**
+ * Marks every session revoked, then waits until each holder's local deadline must have
+ * passed, or until each session has left `inspect()` (its client learnt the loss and closed
+ * it), whichever comes first. Aborted only by the coordinator's close.
+ */
+async function fenceAndWait(driver: Driver, sessions: readonly string[], closed: AbortSignal): Promise<void> {
+  const fence = driver.fenceSession?.bind(driver);
+  if (!fence) return;
+  const started = performance.now();
+  let longest = 0;
+  const pending = new Set<string>();
+  for (const sessionId of sessions) {
+    const bound = await fence(sessionId);
+    if (bound === null) continue;
+    pending.add(sessionId);
+    longest = Math.max(longest, performance.now() - started + bound + SLACK_MS);
+  }
+  if (pending.size === 0) return;
+  const pollMs = Math.max(50, Math.min(1000, Math.floor(longest / 10)));
+  for (;;) {
+    const left = started + longest - performance.now();
+    if (left <= 0) return;
+    await delay(Math.min(left, pollMs), closed);
+    const snapshot = await driver.inspect();
+    const live = new Set<string>();
+    for (const q of snapshot.queues) for (const e of [...q.holders, ...q.waiters]) live.add(e.sessionId);
+    for (const r of snapshot.records) for (const e of r.entries) live.add(e.sessionId);
+    for (const sessionId of pending) if (!live.has(sessionId)) pending.delete(sessionId);
+    if (pending.size === 0) return;
   }
 }

@@ -262,7 +262,8 @@ export async function unclaim(name: string, claimed: TakeoverClaim): Promise<voi
   await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version });
 }
 
-function delay(ms: number, signal: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or rejects with `signal`'s reason when it aborts first. @internal */
+export function delay(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {

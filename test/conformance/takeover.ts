@@ -33,8 +33,8 @@ interface Doomed {
    * `kill`. For the tests about what follows a loss rather than about the loss itself.
    */
   end(): Promise<void>;
-  /** Resolves when the holder saw its lock lost (its signal fired). */
-  lost(): Promise<void>;
+  /** Resolves, with the epoch ms it happened, when the holder saw its lock lost (its signal fired). */
+  lost(): Promise<number>;
   readonly pid: number | undefined;
 }
 
@@ -77,14 +77,12 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
           if (operator.backend !== "file") await operator.revoke(name);
           await kill();
         },
-        lost: async () => {
-          await holder.next((e) => e.event === "lost", "the revoked holder's signal");
-        },
+        lost: async () => (await holder.next((e) => e.event === "lost", "the revoked holder's signal")).at ?? 0,
       };
     }
     const coord = await client(namespace);
     const handle = await coord.lock(name).acquire(options);
-    const fired = new Promise<void>((resolve) => handle.signal.addEventListener("abort", () => resolve()));
+    const fired = new Promise<number>((resolve) => handle.signal.addEventListener("abort", () => resolve(Date.now())));
     return {
       token: handle.token,
       memberId: coord.memberId,
@@ -259,13 +257,28 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
         return;
       }
       assert.deepEqual(await operator.revoke("rv", { memberId: "someone-else" }), [], "only that member's");
+      // A waiter queues first: the revoke must not let it in before the holder knows.
+      const waiter = await client(ns);
+      let grantedAt = 0;
+      const next = waiter
+        .lock("rv")
+        .acquire({ takeover: true, timeoutMs: 30_000 })
+        .then((h) => {
+          grantedAt = Date.now();
+          return h;
+        });
+      await waitForWaiters(operator, "rv", 1);
       const revoked = await operator.revoke("rv");
       assert.deepEqual(
         revoked.map((r) => [r.memberId, r.token]),
         [[a.memberId, a.token]],
       );
-      await a.lost();
-      const handle = await operator.lock("rv").acquire({ takeover: true, timeoutMs: 30_000 });
+      const handle = await next;
+      const lostAt = await a.lost();
+      assert.ok(
+        lostAt > 0 && lostAt <= grantedAt,
+        `the holder lost it at ${lostAt}, the waiter was granted at ${grantedAt}`,
+      );
       assert.deepEqual(pick(handle.takeover), {
         memberId: a.memberId,
         token: a.token,

@@ -69,6 +69,8 @@ export interface HolderEvent {
   accepted?: boolean;
   lost?: boolean;
   reason?: string;
+  /** Epoch ms of the event (`lost`). */
+  at?: number;
 }
 
 /** A holder process (fixtures/etcd-holder.ts) and the events it printed. */

@@ -108,6 +108,10 @@ class EtcdDriver implements Driver {
     return EtcdSession.open(this.#shared, hooks);
   }
 
+  fenceSession(sessionId: string): Promise<number | null> {
+    return EtcdSession.fence(this.#shared, sessionId);
+  }
+
   revokeSession(sessionId: string): Promise<void> {
     return EtcdSession.revoke(this.#shared, sessionId);
   }

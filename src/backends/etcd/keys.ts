@@ -98,6 +98,14 @@ export class Keyspace {
     return `${this.prefix}x/${sessionId}-${randomBytes(6).toString("hex")}`;
   }
 
+  /**
+   * The revoke marker of session `sessionId` (bound to its lease): its keep-alive reads it
+   * before renewing and fails once it exists (see `EtcdSession.fence`).
+   */
+  revoked(sessionId: string): string {
+    return `${this.prefix}v/${sessionId}`;
+  }
+
   /** Decodes a key of this namespace; `null` for anything Baton did not write. */
   parse(key: string): ParsedKey | null {
     if (!key.startsWith(this.prefix)) return null;

@@ -95,6 +95,7 @@ export class EtcdSession implements DriverSession {
    */
   async keepAlive(): Promise<void> {
     if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
+    await this.#checkRevoked();
     await this.#renew();
     // Halfway to the next renewal, one more round, only to hear from every member: a member
     // that fell silent is then found within a sixth of the TTL (plus a grace) rather than a
@@ -107,6 +108,30 @@ export class EtcdSession implements DriverSession {
       Math.floor(this.#shared.ttlMs / 6),
     );
     probe.unref();
+  }
+
+  /**
+   * A linearizable read of the revoke marker, before the renewal: once an operator's
+   * revoke has put it, no renewal is sent again, so the core's deadline (armed from a send
+   * time read before this check) passes within the lease's TTL of the mark.
+   */
+  async #checkRevoked(): Promise<void> {
+    let count: number;
+    try {
+      const key = Buffer.from(this.#shared.keys.revoked(this.id));
+      const response = await within(
+        this.#shared.client.kv.range({ key, count_only: true }),
+        this.#shared.requestTimeoutMs,
+      );
+      count = Number(response.count);
+    } catch (error) {
+      throw translate(error, "checking whether the session was revoked");
+    }
+    if (count > 0) {
+      const error = this.#expired("an operator revoked it");
+      this.#lost(error);
+      throw error;
+    }
   }
 
   /** One keep-alive round; reports the session lost when etcd says the lease is gone. */
@@ -192,10 +217,31 @@ export class EtcdSession implements DriverSession {
   }
 
   /**
-   * Revokes another client's lease (`Driver.revokeSession`): etcd deletes every key bound
-   * to it in the same step, so its locks are free when this resolves, and its client learns
-   * it from its key watches or, at the latest, its next keep-alive. An unknown lease is
-   * already gone.
+   * Marks another client's session revoked (`Driver.fenceSession`): puts its revoke marker,
+   * bound to its own lease, which its next keep-alive reads and fails on. Replies the
+   * lease's granted TTL (no renewal follows the mark, and the core's deadline counts from
+   * before the check); `null` for an unknown lease (already gone).
+   */
+  static async fence(shared: DriverShared, sessionId: string): Promise<number | null> {
+    if (!/^[0-9a-f]{1,16}$/.test(sessionId)) return null;
+    const ID = BigInt(`0x${sessionId}`).toString();
+    try {
+      const key = Buffer.from(shared.keys.revoked(sessionId));
+      await within(shared.client.kv.put({ key, value: Buffer.from("1"), lease: ID }), shared.requestTimeoutMs);
+      const lease = await within(shared.client.leaseClient.leaseTimeToLive({ ID }), shared.requestTimeoutMs);
+      if (Number(lease.TTL) <= 0) return null;
+      return Number(lease.grantedTTL) * 1000;
+    } catch (error) {
+      const cast = error instanceof Error ? castGrpcError(error) : error;
+      if (cast instanceof EtcdLeaseInvalidError || /lease not found/i.test(String(cast))) return null;
+      throw translate(cast, `revoking lease ${sessionId}`);
+    }
+  }
+
+  /**
+   * Revokes another client's lease (`Driver.revokeSession`, after `fence`'s wait): etcd
+   * deletes every key bound to it in the same step (its revoke marker too), so its locks
+   * are free when this resolves. An unknown lease is already gone.
    */
   static async revoke(shared: DriverShared, sessionId: string): Promise<void> {
     if (!/^[0-9a-f]{1,16}$/.test(sessionId)) return;

@@ -121,6 +121,26 @@ class PostgresDriver implements Driver {
   }
 
   /**
+   * Marks the session revoked (its next heartbeat fails: heartbeat() renews only a session
+   * that is not) and replies its row's `expires_at - now()`, which the last renewal set no
+   * earlier than its client's own deadline. The update is ordered with heartbeats by the
+   * row lock, so no renewal follows it.
+   */
+  async fenceSession(sessionId: string): Promise<number | null> {
+    try {
+      const result = await this.#c.control.query<{ left_ms: number }>(
+        `UPDATE ${this.#q}.sessions SET revoked = true WHERE id = $1
+         RETURNING greatest(0, ceil(extract(epoch FROM expires_at - now()) * 1000))::int AS left_ms`,
+        [sessionId],
+      );
+      const row = result.rows[0];
+      return row ? Number(row.left_ms) : null;
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
+    }
+  }
+
+  /**
    * Terminates every connection of the session (`pg_terminate_backend`, waiting for each
    * to exit, so its advisory locks are free when this resolves) and deletes its row (its
    * records go with it, and its next heartbeat reports the session expired).

@@ -491,6 +491,21 @@ END $$;
 CREATE TRIGGER cells_notify AFTER INSERT OR UPDATE ON @s.cells
   FOR EACH ROW EXECUTE FUNCTION @s.cells_notify();
 `,
+  // v3
+  `
+-- An operator's revoke marks the session first (its heartbeat then fails, so its client's
+-- signals fire) and frees its holdings only once its deadline must have passed.
+ALTER TABLE @s.sessions ADD COLUMN revoked boolean NOT NULL DEFAULT false;
+CREATE OR REPLACE FUNCTION @s.heartbeat(p_session text, p_ttl_ms int, p_lanes int[], OUT o_alive bool, OUT o_lanes int[])
+LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE @s.sessions SET expires_at = now() + p_ttl_ms * interval '1 millisecond'
+    WHERE id = p_session AND NOT revoked;
+  o_alive := FOUND;
+  o_lanes := ARRAY(SELECT pid FROM pg_stat_activity WHERE pid = ANY (p_lanes));
+  PERFORM @s.sweep();
+END $$;
+`,
 ];
 
 /** The schema version this code expects. */

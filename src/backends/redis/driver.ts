@@ -24,7 +24,7 @@ import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace } from "./keys.js";
 import { type Link, openLink } from "./link.js";
-import { CLOSE, INSPECT } from "./lua.js";
+import { CLOSE, FENCE, INSPECT } from "./lua.js";
 import { listRecords, watchRecords } from "./records.js";
 import { type DriverShared, RedisSession } from "./session.js";
 import { Wakeups } from "./wakeups.js";
@@ -174,10 +174,23 @@ class RedisDriver implements Driver {
   }
 
   /**
+   * Marks another session revoked (one FENCE script): its next keep-alive fails, so its
+   * client's signals fire; replies how long until its local deadline has surely passed.
+   */
+  async fenceSession(sessionId: string): Promise<number | null> {
+    try {
+      const left = Number(await this.#link.run(FENCE, [this.#shared.keys.prefix, sessionId]));
+      return left < 0 ? null : left;
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
+    }
+  }
+
+  /**
    * Ends another session as its own close() would (one CLOSE script: its key deleted, its
    * entries out of the queues the snapshot shows it in, waiters behind granted, its records
-   * deleted); anything the snapshot missed counts as a dead session's from then on. Its
-   * client learns it at its next keep-alive, within a third of the TTL.
+   * deleted); anything the snapshot missed counts as a dead session's from then on. Called
+   * after {@link RedisDriver.fenceSession}'s wait, so its client already learnt the loss.
    */
   async revokeSession(sessionId: string): Promise<void> {
     const { keys } = this.#shared;

@@ -6,7 +6,8 @@
  * and counting only while that session's key exists.
  *
  * Keys under the namespace prefix P (`baton:<namespace>:`):
- * - `P s:<sid>`: the session (value: member id), with the session TTL. Which queues and
+ * - `P s:<sid>`: the session (value: member id), with the session TTL; `P v:<sid>`: set
+ *   while an operator's revoke waits out its deadline (RENEW then refuses it). Which queues and
  *   records a session has is known to its client, which names them when it closes.
  * - `P q:<kind>:<name>`: a queue Q; `Q:o` (zset: entry id -> arrival), `Q:e` (hash: entry
  *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since}),
@@ -387,11 +388,31 @@ return 1
 `,
 );
 
-/** ARGV: P, session, ttlMs. Replies 1 when renewed, 0 when the session is gone. */
+/**
+ * ARGV: P, session, ttlMs. Replies 1 when renewed, 0 when the session is gone or revoked
+ * (`P v:<sid>`, set by FENCE: a revoked session is never renewed again).
+ */
 export const RENEW = script(
   "renew",
   `
+if redis.call('EXISTS', P .. 'v:' .. ARGV[2]) == 1 then return 0 end
 return redis.call('PEXPIRE', P .. 's:' .. ARGV[2], ARGV[3])
+`,
+);
+
+/**
+ * ARGV: P, session. Marks the session revoked (`P v:<sid>`, outliving its key) so RENEW
+ * refuses it from now on, and replies the session key's PTTL: no renewal can follow, so its
+ * client's local deadline (at most its last renewal's send time plus the TTL) has passed
+ * once that much time has. Replies -1 when the session is gone.
+ */
+export const FENCE = script(
+  "fence",
+  `
+local left = redis.call('PTTL', P .. 's:' .. ARGV[2])
+if left < 0 then return -1 end
+redis.call('SET', P .. 'v:' .. ARGV[2], '1', 'PX', left + 60000)
+return left
 `,
 );
 
@@ -405,7 +426,7 @@ export const CLOSE = script(
   "close",
   `
 local sid = ARGV[2]
-redis.call('DEL', P .. 's:' .. sid)
+redis.call('DEL', P .. 's:' .. sid, P .. 'v:' .. sid)
 for _, Q in ipairs(cjson.decode(ARGV[3])) do process(Q) end
 for _, r in ipairs(cjson.decode(ARGV[4])) do drop_record(r[1], r[2], sid) end
 return 1

@@ -27,7 +27,7 @@ import { BACKEND, translate } from "./errors.js";
 import { decodeData, decodeSegment, Layout, type NodeData } from "./paths.js";
 import { isGranted, modeOf, tokenOf, viewOf } from "./queue.js";
 import { listRecords, watchRecords } from "./records.js";
-import { revokeNodes } from "./revoke.js";
+import { fenceNodes, revokeNodes } from "./revoke.js";
 import { retrying } from "./scope.js";
 import { type DriverShared, ZkSession } from "./session.js";
 
@@ -196,6 +196,16 @@ class ZkDriver implements Driver {
       return found.sort();
     } catch (error) {
       throw translate(error, "listing namespaces");
+    }
+  }
+
+  async fenceSession(sessionId: string): Promise<number | null> {
+    const handle = await this.#live();
+    const { layout, config } = this.#shared;
+    try {
+      return await fenceNodes(handle, layout, config.chroot, sessionId, config.sessionTimeoutMs, this.#closed.signal);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
     }
   }
 

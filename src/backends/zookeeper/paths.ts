@@ -5,6 +5,7 @@
  *     <chroot>/baton/<namespace>/q/<kind>/<name>/n-<tag>-<x|s>-<limit>-<seq>  queue nodes
  *     <chroot>/baton/<namespace>/q/<kind>/<name>/u-<tag>-<holder seq>-<seq>   upgrade markers
  *     <chroot>/baton/<namespace>/r/<space>/<key>                              records
+ *     <chroot>/baton/<namespace>/v/<session id>                               revoke markers
  *
  * Every parent is a container node (the server deletes it once it is empty), so nothing is
  * left behind. `<tag>` is unique per create request (the session id and a counter):
@@ -33,11 +34,18 @@ export class Layout {
   readonly root: string;
   readonly queues: string;
   readonly records: string;
+  readonly revokes: string;
 
   constructor(chroot: string, namespace: string) {
     this.root = `${chroot}/baton/${encodeSegment(namespace)}`;
     this.queues = `${this.root}/q`;
     this.records = `${this.root}/r`;
+    this.revokes = `${this.root}/v`;
+  }
+
+  /** The revoke marker of a session (persistent): the session watches it (session.ts). */
+  revoked(sessionId: string): string {
+    return `${this.revokes}/${encodeSegment(sessionId)}`;
   }
 
   queue(kind: QueueKind, name: string): string {

@@ -1,15 +1,50 @@
 /**
- * Revoke on ZooKeeper (`Driver.revokeSession`): no client may end another's session, so
- * the revoke deletes every node that session owns in the namespace (queue nodes, held or
- * waiting, and records). The holder's guard watch on its granted node reports the loss at
- * once (acquire.ts `guard`); a waiter finds its node missing; the session itself lives on.
+ * Revoke on ZooKeeper. No client may end another's session, so it goes in two steps.
+ * `fenceNodes` (`Driver.fenceSession`) creates the session's revoke marker, which the
+ * session watches (session.ts): its client learns the loss at once and closes its session,
+ * which frees its nodes; a client that cannot hear the server reaches its own deadline.
+ * After the core's wait, `revokeNodes` (`Driver.revokeSession`) deletes every node that
+ * session still owns in the namespace (queue nodes, held or waiting, and records), then
+ * the marker.
  *
  * @module
  * @internal
  */
-import type { ZkHandle } from "./client.js";
+import { FLAGS, type ZkHandle } from "./client.js";
+import { hasCode, RC } from "./errors.js";
 import type { Layout } from "./paths.js";
-import { retrying } from "./scope.js";
+import { ensurePath, retrying } from "./scope.js";
+
+/**
+ * Creates the revoke marker of `sessionId` and replies `boundMs`: the session timeout
+ * holders of this namespace are configured with (a client sees the marker's watch event
+ * before the answer to any request the server handles after it, so one that has not seen it
+ * has had no answer to a later request, and its deadline passes within its timeout).
+ */
+export async function fenceNodes(
+  handle: ZkHandle,
+  layout: Layout,
+  chroot: string,
+  sessionId: string,
+  boundMs: number,
+  stop: AbortSignal,
+): Promise<number> {
+  const path = layout.revoked(sessionId);
+  await ensurePath(handle, chroot, layout.revokes, stop);
+  await retrying(
+    handle,
+    `revoking session ${sessionId}`,
+    async () => {
+      try {
+        await handle.create(path, "", FLAGS.persistent);
+      } catch (error) {
+        if (!hasCode(error, RC.NODEEXISTS)) throw error;
+      }
+    },
+    stop,
+  );
+  return boundMs;
+}
 
 /** Deletes the nodes of `sessionId` (ZooKeeper's ephemeral owner, as `inspect()` shows it). */
 export async function revokeNodes(handle: ZkHandle, layout: Layout, sessionId: string, stop: AbortSignal) {
@@ -28,4 +63,5 @@ export async function revokeNodes(handle: ZkHandle, layout: Layout, sessionId: s
       await retrying(handle, `revoking ${path}`, () => handle.delete(path, read.stat.version), stop);
     }
   }
+  await retrying(handle, "removing the revoke marker", () => handle.delete(layout.revoked(sessionId)), stop);
 }

@@ -74,6 +74,28 @@ export class ZkSession implements DriverSession {
       if (reason === "expired") this.#lost(this.#expired("the ZooKeeper server expired the session"));
     });
     this.#tick();
+    this.#watchRevoked();
+  }
+
+  /**
+   * Watches this session's revoke marker (revoke.ts): once an operator creates it, the
+   * session is lost at once, before the operator's revoke frees anything. Re-armed after
+   * every event; a failed read retries at the next ping interval (the deadline covers a
+   * client that cannot hear the server).
+   */
+  #watchRevoked(): void {
+    if (this.#ended.signal.aborted) return;
+    this.handle
+      .exists(this.#shared.layout.revoked(this.id), () => this.#watchRevoked())
+      .then(
+        (stat) => {
+          if (stat) this.#lost(this.#expired("an operator revoked it"));
+        },
+        () => {
+          const retry = setTimeout(() => this.#watchRevoked(), Math.max(50, Math.floor(this.timeoutMs / 4)));
+          retry.unref();
+        },
+      );
   }
 
   /** Time left after the last answered request before the session is presumed lost. */
