@@ -59,11 +59,16 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
   };
 
   /** Acquires `name` with `options` in a holder that can be made lost. */
-  const doomed = async (namespace: string, name: string, options: Record<string, unknown>): Promise<Doomed> => {
+  const doomed = async (
+    namespace: string,
+    name: string,
+    options: Record<string, unknown>,
+    busyMs?: number,
+  ): Promise<Doomed> => {
     if (suite.guarantees.acrossProcesses) {
       const base = new URL(url());
       base.searchParams.set("namespace", namespace);
-      const holder = new Holder(base.href, name, suite.shortTtlMs, undefined, options);
+      const holder = new Holder(base.href, name, suite.shortTtlMs, undefined, options, busyMs);
       holders.push(holder);
       const acquired = await holder.next((e) => e.event === "acquired", "the holder's grant");
       const kill = async () => holder.stop();
@@ -74,7 +79,8 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
         kill,
         end: async () => {
           const operator = await client(namespace);
-          if (operator.backend !== "file") await operator.revoke(name);
+          // Immediate: these tests are about what follows the loss, and the holder dies next.
+          if (operator.backend !== "file") await operator.revoke(name, { immediate: true });
           await kill();
         },
         lost: async () => (await holder.next((e) => e.event === "lost", "the revoked holder's signal")).at ?? 0,
@@ -89,7 +95,7 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       pid: undefined,
       kill: () => suite.loseSession(coord),
       end: async () => {
-        await coord.revoke(name);
+        await coord.revoke(name, { immediate: true });
       },
       lost: () => fired,
     };
@@ -244,7 +250,9 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
     it("revoke ends a stuck holder: its signal fires and the next holder is handed a takeover", async (t) => {
       if (!(await needCells(t))) return;
       const ns = suite.ns();
-      const a = await doomed(ns, "rv", { fenceInfo: { vm: "i-0042" } });
+      // A holder slow to hear anything (its event loop busy in bursts): a revoke that frees
+      // its lock before it has learnt the loss lets the waiter in first.
+      const a = await doomed(ns, "rv", { fenceInfo: { vm: "i-0042" } }, 200);
       const operator = await client(ns);
       if (suite.guarantees.acrossProcesses && a.pid !== undefined && operator.backend === "file") {
         const refused = await operator.revoke("rv").then(

@@ -80,11 +80,23 @@ export class Holder {
   readonly #exited: Promise<void>;
   #stderr = "";
 
-  /** `acquire`: extra acquire options (JSON), e.g. `{ fenceInfo, lockDelayMs }`. */
-  constructor(url: string, lockName: string, ttlMs: number, resource?: string, acquire?: Record<string, unknown>) {
+  /**
+   * `acquire`: extra acquire options (JSON), e.g. `{ fenceInfo, lockDelayMs }`; `busyMs`:
+   * block the holder's event loop that long in every `busyMs + 50` ms once it holds.
+   */
+  constructor(
+    url: string,
+    lockName: string,
+    ttlMs: number,
+    resource?: string,
+    acquire?: Record<string, unknown>,
+    busyMs?: number,
+  ) {
     const args = ["--import", "tsx", join(fixtures, "etcd-holder.ts"), url, lockName, String(ttlMs)];
     if (resource) args.push(resource);
-    const env = acquire ? { ...process.env, BATON_HOLDER_ACQUIRE: JSON.stringify(acquire) } : process.env;
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    if (acquire) env.BATON_HOLDER_ACQUIRE = JSON.stringify(acquire);
+    if (busyMs) env.BATON_HOLDER_BUSY_MS = String(busyMs);
     this.child = spawn(process.execPath, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     this.#exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     createInterface({ input: this.child.stdout! }).on("line", (line) => {
