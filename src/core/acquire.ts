@@ -138,6 +138,12 @@ async function claimOrRelease(
   }
   if (outcome === "delayed") return outcome;
   handle.claimed(outcome.claim, outcome.takeover);
+  // Lost between the claim's last check and now: never hand out a lost handle.
+  if (!handle.held) {
+    const reason = handle.signal.reason as Error;
+    await handle.release();
+    throw reason;
+  }
   return "claimed";
 }
 

@@ -184,8 +184,10 @@ export interface ClaimTarget {
  * Claims a fresh grant for a tracked acquisition: finds the previous record, waits out its
  * lock delay (or answers `"delayed"` when the caller does not wait), runs the hook, then
  * writes this holding's record fenced by its token. Rejects with the cancellation's reason
- * when `signal` aborts, with {@link FenceFailedError} when the hook throws. The caller
- * releases the grant on any outcome but success.
+ * when `signal` aborts and with a `LockLostError` when the grant is lost (during the delay,
+ * the hook, or before the write), at once even if the hook ignores its signal; with
+ * {@link FenceFailedError} when the hook throws. The caller releases the grant on any
+ * outcome but success.
  * @internal
  */
 export async function claim(
@@ -217,6 +219,8 @@ export async function claim(
   // A record at or above our token is no predecessor: it was written after us (we were
   // superseded), and the fenced write below says so.
   const previous = found && found.token < grant.token ? found : null;
+  // Cancellation, timeout and the loss of the grant all end the claim.
+  const both = AbortSignal.any([signal, grant.lost]);
   if (previous && previous.lockDelayMs > 0 && current) {
     let until = previous.delayedUntil;
     if (until === null) {
@@ -228,14 +232,13 @@ export async function claim(
     const left = until - Date.now();
     if (left > 0) {
       if (!wait) return "delayed";
-      await delay(left, signal);
+      await delay(left, both);
     }
   }
   const takeover = previous && withoutDelay(previous);
   if (previous && takeover && request.onTakeover) {
-    const both = AbortSignal.any([signal, grant.lost]);
     try {
-      await request.onTakeover(takeover, both);
+      await untilAborted(request.onTakeover, takeover, both);
     } catch (error) {
       if (both.aborted) throw both.reason;
       throw new FenceFailedError(
@@ -246,10 +249,34 @@ export async function claim(
       );
     }
   }
-  if (signal.aborted) throw signal.reason;
+  if (both.aborted) throw both.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
   return { claim: { cells, version: written.version }, takeover };
+}
+
+/**
+ * Runs the hook, but settles no later than `signal` aborts (with its reason): a hook that
+ * ignores its signal cannot hold `acquire()` past its timeout or cancellation. What it
+ * still does afterwards is its own; its late outcome is dropped.
+ */
+function untilAborted(hook: OnTakeover, previous: Takeover, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  const running = Promise.resolve().then(() => hook(previous, signal));
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    running.then(
+      () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function withoutDelay(record: Takeover & { readonly delayedUntil: number | null }): Takeover {

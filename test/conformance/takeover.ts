@@ -297,6 +297,41 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       assert.deepEqual(await operator.revoke("rv"), [], "nobody holds it");
     });
 
+    it("a grant lost while its hook runs is never handed out (revoked with immediate: true meanwhile)", async (t) => {
+      if (!(await needCells(t))) return;
+      const ns = suite.ns();
+      const a = await doomed(ns, "lm", { fenceInfo: "lm" });
+      const operator = await client(ns);
+      if (operator.backend === "file") return t.skip("the file backend cannot revoke");
+      await a.end();
+      const b = await client(ns);
+      let calls = 0;
+      const outcome = await b
+        .lock("lm")
+        .acquire({
+          timeoutMs: 30_000,
+          onTakeover: async (_previous, signal) => {
+            calls++;
+            if (calls > 1) return;
+            // The grant is taken from under the claim (ZooKeeper keeps the session then).
+            await operator.revoke("lm", { memberId: b.memberId, immediate: true });
+            if (!signal.aborted) await new Promise((resolve) => signal.addEventListener("abort", resolve));
+          },
+        })
+        .then(
+          (handle) => handle,
+          (error: unknown) => error,
+        );
+      if (outcome instanceof Error) {
+        assert.equal(outcome.name, "LockLostError", String(outcome));
+      } else {
+        const handle = outcome as Awaited<ReturnType<ReturnType<Coordinator["lock"]>["acquire"]>>;
+        assert.equal(handle.held, true, "acquire() resolved with a handle that is already lost");
+        assert.equal(calls, 2, "a fresh grant is fenced again");
+        await handle.release();
+      }
+    });
+
     it("revoke works without takeover tracking too (on any backend): the holder's signal fires, the lock is free", async () => {
       const ns = suite.ns();
       const a = await doomed(ns, "rv0", {});
