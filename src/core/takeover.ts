@@ -140,7 +140,18 @@ export function checkTakeover(
     );
   }
   const text = fenceInfo === undefined ? "null" : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
-  const tracked = takeover ?? (fenceInfo !== undefined || onTakeover !== undefined || lockDelayMs !== undefined);
+  const given = [
+    ["fenceInfo", fenceInfo],
+    ["onTakeover", onTakeover],
+    ["lockDelayMs", lockDelayMs],
+  ].filter(([, v]) => v !== undefined);
+  if (takeover === false && given.length > 0) {
+    // It would be silently dropped: the hook never run, the fence info never stored.
+    throw new InvalidArgumentError(
+      `takeover: false cannot be combined with ${given.map(([k]) => k).join(", ")}: they need takeover tracking (omit takeover or set it to true)`,
+    );
+  }
+  const tracked = takeover ?? given.length > 0;
   if (!tracked) return undefined;
   if (mode !== "exclusive") {
     throw new InvalidArgumentError(
