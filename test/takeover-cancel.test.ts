@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
 import { describe, it } from "node:test";
 import { type Coordinator, type Takeover, TimeoutError, connect } from "../src/index.js";
 import { expireSession } from "../src/testing.js";
@@ -114,6 +115,25 @@ describe("takeover claim cancellation", () => {
     controller.abort();
     await assert.rejects(settlesWithin(attempt, 10_000, "acquire"), { name: "AbortError" });
     assert.deepEqual(await holders(b, "h3"), []);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it("a release after the local deadline passed (its timer not run yet) is lost and keeps the record", async () => {
+    const url = `memory://takeover-cancel-${randomUUID()}`;
+    const a = await connect(url, { memberId: "a", ttlMs: 1000 });
+    const held = await a.lock("late").acquire({ fenceInfo: "late" });
+    // Paused past the TTL: no timer (the deadline's, the store's expiry) runs meanwhile.
+    const end = performance.now() + 1200;
+    while (performance.now() < end) {
+      // Busy on purpose.
+    }
+    const result = await held.release();
+    assert.equal(result.status, "lost");
+    assert.equal(held.signal.aborted, true, "the signal fired");
+    const b = await connect(url, { memberId: "b" });
+    const next = await b.lock("late").acquire({ takeover: true, timeoutMs: 10_000 });
+    assert.equal(next.takeover?.token, held.token, "the lost holding's record was kept");
+    await next.release();
     await Promise.all([a.close(), b.close()]);
   });
 

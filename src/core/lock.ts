@@ -175,6 +175,9 @@ export class LockHandle implements AsyncDisposable {
    */
   async release(): Promise<ReleaseResult> {
     if (this.#state === "released") return { status: "already-released" };
+    // Past the local deadline (paused, or its timer not run yet): the backend may have
+    // freed it and a successor may hold it, so it is lost, and its record must stay.
+    if (this.#state === "held" && this.#session.pastDeadline) this.#session.loseAtDeadline();
     const wasLost = this.#state === "lost";
     this.#state = "released";
     this.#session.dependents.delete(this);

@@ -39,6 +39,8 @@ export class LiveSession implements Session {
   readonly dependents = new Set<Dependent>();
   readonly #controller = new AbortController();
   #deadlineTimer: NodeJS.Timeout | null = null;
+  /** `performance.now()` at which the session is presumed lost; Infinity without keep-alives. */
+  #deadlineAt = Number.POSITIVE_INFINITY;
   #renewTimer: NodeJS.Timeout | null = null;
   #suspended = false;
   #ended = false;
@@ -69,6 +71,14 @@ export class LiveSession implements Session {
   /** Time left after the last acknowledged renewal before the session is presumed lost. */
   get marginMs(): number {
     return Math.max(100, Math.floor(this.ttlMs / 5));
+  }
+
+  /**
+   * Whether the local deadline has passed, even if its timer has not run yet (a process
+   * paused past it, or a busy event loop): what it held may already be someone else's.
+   */
+  get pastDeadline(): boolean {
+    return performance.now() >= this.#deadlineAt;
   }
 
   /** Declares the session lost: aborts its signal, then every dependent's, synchronously. */
@@ -109,19 +119,20 @@ export class LiveSession implements Session {
   }
 
   #armDeadline(sentAt: number): void {
-    const delay = sentAt + this.ttlMs - this.marginMs - performance.now();
+    this.#deadlineAt = sentAt + this.ttlMs - this.marginMs;
+    const delay = this.#deadlineAt - performance.now();
     if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = setTimeout(
-      () => {
-        this.lose(
-          new SessionExpiredError(
-            `session ${this.id} had no acknowledged keep-alive for ${this.ttlMs - this.marginMs} ms (TTL ${this.ttlMs} ms minus a ${this.marginMs} ms safety margin); presumed lost`,
-          ),
-        );
-      },
-      Math.max(0, delay),
-    );
+    this.#deadlineTimer = setTimeout(() => this.loseAtDeadline(), Math.max(0, delay));
     this.#deadlineTimer.unref();
+  }
+
+  /** Declares the session lost because its local deadline passed. */
+  loseAtDeadline(): void {
+    this.lose(
+      new SessionExpiredError(
+        `session ${this.id} had no acknowledged keep-alive for ${this.ttlMs - this.marginMs} ms (TTL ${this.ttlMs} ms minus a ${this.marginMs} ms safety margin); presumed lost`,
+      ),
+    );
   }
 
   #scheduleRenewal(delayMs: number): void {
