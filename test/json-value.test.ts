@@ -18,11 +18,13 @@ function doubling(depth: number): unknown {
 
 // biome-ignore lint/suspicious/noSparseArray: the hole is what is tested
 const sparse = [, 1];
+// biome-ignore lint/suspicious/noSparseArray: the hole is what is tested
+const deeper = { a: [1, , 3] };
 
 describe("strict JSON values (fence info, cells)", () => {
   const bad: [string, unknown, RegExp][] = [
     ["a hole of a sparse array", sparse, /\[0\] is a hole of a sparse array/],
-    ["a hole deeper down", { a: [1, , 3] }, /\.a\[1\] is a hole/],
+    ["a hole deeper down", deeper, /\.a\[1\] is a hole/],
     ["an array with length but no elements", new Array(3), /\[0\] is a hole/],
     ["a shared part repeated 2^40 times", doubling(40), /at least \d+ bytes as JSON; the limit is/],
   ];
