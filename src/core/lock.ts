@@ -81,6 +81,7 @@ export class LockHandle implements AsyncDisposable {
     this.#grant = grant;
     this.acquiredAt = Date.now();
     session.dependents.add(this);
+    core.telemetry.holdStarted(kind, name, grant.token);
   }
 
   /** @internal Use the acquisition calls. */
@@ -134,6 +135,7 @@ export class LockHandle implements AsyncDisposable {
     if (this.#state !== "held") return;
     this.#state = "lost";
     this.#session.dependents.delete(this);
+    this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt, error);
     this.#lostReason = new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
       backend: this.#core.backend,
       cause: error,
@@ -149,6 +151,7 @@ export class LockHandle implements AsyncDisposable {
   async release(): Promise<ReleaseResult> {
     if (this.#state === "released") return { status: "already-released" };
     const wasLost = this.#state === "lost";
+    if (!wasLost) this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt);
     this.#state = "released";
     this.#session.dependents.delete(this);
     // A lost session took its grants with it (and may be closed, so unable to answer).
