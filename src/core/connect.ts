@@ -231,7 +231,8 @@ function hostListToEndpoints(url: string): string {
   return `${scheme}${userinfo}${first ?? ""}${body}${joiner}endpoints=${encodeURIComponent(others.join(","))}`;
 }
 
-function defaultMemberId(): string {
+/** The default member id, `host:pid:random` (see src/status/member.ts for what reads it). */
+export function defaultMemberId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
 }
 
