@@ -108,7 +108,7 @@ describe("baton CLI", () => {
       assert.match(
         busy.stderr,
         new RegExp(
-          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+ \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
+          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+ sh -c echo in; exec sleep 30 \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
         ),
       );
     } finally {
@@ -257,7 +257,7 @@ describe("baton CLI", () => {
     assert.equal(lock?.waiters.length, 1);
     assert.ok(lock!.waiters[0]!.waitingMs >= 0);
     const table = await baton(["status"], env);
-    assert.match(table.stdout, /NAME\s+STATE\s+MODE\s+MEMBER\s+FOR\s+TOKEN/);
+    assert.match(table.stdout, /NAME\s+STATE\s+MODE\s+HELD\s+WAITING\s+TOKEN\s+MEMBER/);
     assert.match(table.stdout, /shown\s+holds\s+exclusive/);
     assert.match(table.stdout, /shown\s+waits\s+exclusive/);
     holder.child.kill("SIGTERM");

@@ -122,8 +122,11 @@ describe("metrics", () => {
     const samples = await scrape();
     assert.equal(total(samples, "baton_acquisitions_total", { baton_namespace: "named", baton_name: "invoice-7" }), 1);
     await assert.rejects(connect("memory://m?metrics=loud"), InvalidArgumentError);
-    await assert.rejects(connect("memory://m", { metrics: { lockName: true } }), /unknown metrics option "lockName"/);
-    await assert.rejects(connect("memory://m", { metrics: { meterProvider: {} } }), /MeterProvider/);
+    await assert.rejects(
+      connect("memory://m", { metrics: { lockName: true } as never }),
+      /unknown metrics option "lockName"/,
+    );
+    await assert.rejects(connect("memory://m", { metrics: { meterProvider: {} } as never }), /MeterProvider/);
   });
 
   it("records nothing when turned off", async () => {
