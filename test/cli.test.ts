@@ -72,7 +72,8 @@ describe("baton CLI", () => {
     [["lock", "x", "--namespace", "", "--", "true"], /--namespace must not be empty/],
     [["status", "--namespace", "a\u0001b"], /--namespace contains the control character U\+0001/],
     [["lock", "x", "--bogus", "--", "true"], /unknown option '--bogus'/],
-    [["lock", "x"], /missing required argument 'command'/],
+    [["lock"], /missing required argument 'name'/],
+    [["status", "--interval", "10ms", "--watch"], /--interval must be a duration from 100ms/],
     [["frobnicate"], /unknown command 'frobnicate'/],
   ];
   for (const [args, message] of usageErrors) {
