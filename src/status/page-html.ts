@@ -30,6 +30,8 @@ const dur = (ms) => ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1)
 const td = (v, cls) => "<td" + (cls ? ' class="' + cls + '"' : "") + ">" + v + "</td>";
 const waited = (ms) => td(dur(ms), ms >= LONG ? "long" : "");
 const proc = (m) => m.process ? td(m.process.pid) + td(esc(m.process.host)) + td("<code>" + esc(m.process.command || "") + "</code>") : td("") + td("") + td("");
+// The member column leaves out the command the id carries: it has a column of its own.
+const member = (m) => td(esc(m.process && m.process.command ? m.memberId.slice(0, -(m.process.command.length + 1)) : m.memberId));
 function table(head, rows) {
   if (!rows.length) return '<p class="muted">none</p>';
   return "<table><tr>" + head.map((h) => "<th>" + h + "</th>").join("") + "</tr>" + rows.join("") + "</table>";
@@ -38,8 +40,8 @@ function locks(list, permits) {
   const rows = [];
   for (const l of list) {
     const name = td("<code>" + esc(l.name) + "</code>") + (permits ? td(l.holders.length + " / " + l.limit) : "");
-    for (const h of l.holders) rows.push('<tr class="holder">' + name + td("holds") + td(h.mode) + td(dur(h.heldMs)) + td("") + td(h.token) + proc(h) + td(esc(h.memberId)) + "</tr>");
-    for (const w of l.waiters) rows.push('<tr class="waiter">' + name + td("waits") + td(w.mode) + td("") + waited(w.waitingMs) + td("") + proc(w) + td(esc(w.memberId)) + "</tr>");
+    for (const h of l.holders) rows.push('<tr class="holder">' + name + td("holds") + td(h.mode) + td(dur(h.heldMs)) + td("") + td(h.token) + proc(h) + member(h) + "</tr>");
+    for (const w of l.waiters) rows.push('<tr class="waiter">' + name + td("waits") + td(w.mode) + td("") + waited(w.waitingMs) + td("") + proc(w) + member(w) + "</tr>");
   }
   return table(["name"].concat(permits ? ["permits used"] : [], ["state", "mode", "held for", "waiting for", "token", "pid", "host", "command", "member"]), rows);
 }
@@ -47,8 +49,8 @@ function elections(s) {
   const rows = [];
   for (const e of s.elections) {
     const l = e.leader;
-    rows.push('<tr class="leader">' + td("<code>" + esc(e.id) + "</code>") + (l ? td("leads") + td(dur(Math.max(0, s.at - l.since))) + td("") + td("<code>" + esc(JSON.stringify(l.value)) + "</code>") + proc(l) + td(esc(l.memberId)) : td('<span class="muted">no leader</span>') + td("") + td("") + td("") + proc({}) + td("")) + "</tr>");
-    for (const c of e.candidates) rows.push('<tr class="waiter">' + td("<code>" + esc(e.id) + "</code>") + td("candidate") + td("") + waited(c.waitingMs) + td("") + proc(c) + td(esc(c.memberId)) + "</tr>");
+    rows.push('<tr class="leader">' + td("<code>" + esc(e.id) + "</code>") + (l ? td("leads") + td(dur(Math.max(0, s.at - l.since))) + td("") + td("<code>" + esc(JSON.stringify(l.value)) + "</code>") + proc(l) + member(l) : td('<span class="muted">no leader</span>') + td("") + td("") + td("") + proc({}) + td("")) + "</tr>");
+    for (const c of e.candidates) rows.push('<tr class="waiter">' + td("<code>" + esc(e.id) + "</code>") + td("candidate") + td("") + waited(c.waitingMs) + td("") + proc(c) + member(c) + "</tr>");
   }
   return table(["election", "state", "leads for", "waiting for", "value", "pid", "host", "command", "member"], rows);
 }
