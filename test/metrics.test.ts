@@ -12,6 +12,7 @@ import { connect, InvalidArgumentError } from "../src/index.js";
 import { type PrometheusMetrics, prometheusMetrics } from "../src/metrics/prometheus.js";
 import { expireSession } from "../src/testing.js";
 import { waitFor } from "./conformance/helpers.js";
+import { startRedis } from "./harness/redis.js";
 
 /** One sample line: `name{labels} value`, labels as an object. */
 interface Sample {
@@ -160,6 +161,30 @@ describe("metrics", () => {
       assert.equal(total(samples, "baton_held", mine), 0);
     } finally {
       await coord.close();
+    }
+  });
+
+  it("counts backend errors by kind and failed renewals when the server dies", async () => {
+    const server = await startRedis();
+    const coord = await connect(server.url, {
+      namespace: "errors",
+      ttlMs: 2000,
+      metrics: { meterProvider: metrics.meterProvider },
+    });
+    try {
+      const handle = await coord.lock("x").acquire();
+      await server.kill();
+      await assert.rejects(coord.lock("x").tryAcquire());
+      assert.equal(handle.held, false);
+      const samples = await scrape();
+      const mine = { baton_backend: "redis", baton_namespace: "errors" };
+      assert.ok(total(samples, "baton_backend_errors_total", { ...mine, error_type: "BACKEND_UNAVAILABLE" }) >= 1);
+      assert.ok(total(samples, "baton_session_renewals_total", { ...mine, baton_outcome: "failed" }) >= 1);
+      assert.equal(total(samples, "baton_session_losses_total", mine), 1);
+      assert.equal(total(samples, "baton_acquisitions_total", { ...mine, baton_outcome: "error" }), 1);
+    } finally {
+      await coord.close();
+      await server.stop();
     }
   });
 
