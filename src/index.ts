@@ -73,7 +73,7 @@ export { inspectionToJson, type InspectionJson, type LockJson, type ProcessJson 
 export { formatStatus, LONG_WAIT_MS, type StatusTextOptions } from "./status/text.js";
 export { memberDetails, type MemberDetails } from "./status/member.js";
 export { PROMETHEUS_PACKAGES, prometheusMetrics, type PrometheusMetrics } from "./metrics/prometheus.js";
-export { METRIC, type AcquireOutcome, type MetricsOptions } from "./core/telemetry.js";
+export { METRIC, type AcquireOutcome, type MeterProviderLike, type MetricsOptions } from "./core/telemetry.js";
 export {
   MAX_NAME_BYTES,
   MAX_NAMESPACE_BYTES,

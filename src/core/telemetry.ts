@@ -5,13 +5,20 @@
  * backend reports anything itself. docs/observability.md lists every instrument.
  *
  * @module
- * @internal
  */
-import type { Attributes, Counter, Histogram, Meter, MeterProvider, UpDownCounter } from "@opentelemetry/api";
+import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from "@opentelemetry/api";
 import { debug } from "./debug.js";
 import type { LockMode, QueueKind } from "./driver.js";
 import { BatonError } from "./errors.js";
 import { describe } from "./validate.js";
+
+/**
+ * An OpenTelemetry `MeterProvider` (of `@opentelemetry/api`), written out so that Baton's
+ * published types do not need that optional package installed.
+ */
+export interface MeterProviderLike {
+  getMeter(name: string, version?: string, options?: object): unknown;
+}
 
 /**
  * Options of the `metrics` connect option. Metrics go to `meterProvider`, else to the
@@ -20,7 +27,7 @@ import { describe } from "./validate.js";
  */
 export interface MetricsOptions {
   /** Where the instruments are created. Default: `metrics.getMeterProvider()` of `@opentelemetry/api`. */
-  meterProvider?: MeterProvider | undefined;
+  meterProvider?: MeterProviderLike | undefined;
   /**
    * Adds the `baton.name` attribute (the lock, semaphore or election name). Off by
    * default: names are unbounded and would make one time series each. In the URL:
@@ -116,7 +123,7 @@ export class Telemetry {
   static async create(backend: string, namespace: string, options: MetricsOptions | undefined): Promise<Telemetry> {
     const base = { "baton.backend": backend, "baton.namespace": namespace };
     if (options?.enabled === false) return Telemetry.off(backend, namespace);
-    let provider = options?.meterProvider;
+    let provider: MeterProviderLike | undefined = options?.meterProvider;
     if (!provider) {
       try {
         provider = (await import("@opentelemetry/api")).metrics.getMeterProvider();
@@ -124,7 +131,7 @@ export class Telemetry {
         return Telemetry.off(backend, namespace);
       }
     }
-    return new Telemetry(base, options?.lockNames === true, instruments(provider.getMeter("baton-coord")));
+    return new Telemetry(base, options?.lockNames === true, instruments(provider.getMeter("baton-coord") as Meter));
   }
 
   #attributes(kind: QueueKind, name: string, extra?: Attributes): Attributes {

@@ -7,6 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { MeterProvider } from "@opentelemetry/api";
+import type { MeterProviderLike } from "../core/telemetry.js";
 import type { Coordinator, Inspection } from "../core/coordinator.js";
 import { UnsupportedError } from "../core/errors.js";
 
@@ -20,7 +21,7 @@ export const PROMETHEUS_PACKAGES = [
 /** What {@link prometheusMetrics} returns. */
 export interface PrometheusMetrics {
   /** Pass to `connect(url, { metrics: { meterProvider } })` so a coordinator's instruments are served. */
-  readonly meterProvider: MeterProvider;
+  readonly meterProvider: MeterProviderLike;
   /** Serves the Prometheus text format (any path: mount it at `/metrics`). */
   readonly handler: (request: IncomingMessage, response: ServerResponse) => void;
   /**
