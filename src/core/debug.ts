@@ -9,8 +9,13 @@
  */
 import { debuglog } from "node:util";
 
-/** Writes a `util.format`-style line to stderr when `NODE_DEBUG` names `baton`. */
-export const debug: (message: string, ...args: unknown[]) => void = debuglog("baton");
+const log = debuglog("baton");
 
-/** Whether the debug log is on (to skip building costly messages). */
-export const debugEnabled = (): boolean => debuglog("baton").enabled;
+/** Writes a `util.format`-style line to stderr when `NODE_DEBUG` names `baton`. */
+export const debug: (message: string, ...args: unknown[]) => void = log;
+
+/**
+ * Whether the debug log is on, read once (`NODE_DEBUG` is read at startup): callers test it
+ * before building a message's arguments on the acquisition path.
+ */
+export const DEBUG: boolean = log.enabled;

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from "@opentelemetry/api";
-import { debug } from "./debug.js";
+import { DEBUG, debug } from "./debug.js";
 import type { LockMode, QueueKind } from "./driver.js";
 import { BatonError } from "./errors.js";
 import { describe } from "./validate.js";
@@ -140,14 +140,16 @@ export class Telemetry {
 
   /** A blocking acquisition starts waiting; the returned function ends the wait (once). */
   waitStarted(kind: QueueKind, name: string): () => void {
-    debug("waiting for %s %s", kind, JSON.stringify(name));
+    if (DEBUG) debug("waiting for %s %s", kind, JSON.stringify(name));
+    const waiting = this.#instruments?.waiting;
+    if (!waiting) return () => {};
     const attributes = this.#attributes(kind, name);
-    this.#instruments?.waiting.add(1, attributes);
+    waiting.add(1, attributes);
     let done = false;
     return () => {
       if (done) return;
       done = true;
-      this.#instruments?.waiting.add(-1, attributes);
+      waiting.add(-1, attributes);
     };
   }
 
@@ -160,7 +162,8 @@ export class Telemetry {
     waitedMs: number,
     detail = "",
   ): void {
-    debug("%s %s %s %s after %d ms%s", outcome, kind, JSON.stringify(name), mode, Math.round(waitedMs), detail);
+    if (DEBUG)
+      debug("%s %s %s %s after %d ms%s", outcome, kind, JSON.stringify(name), mode, Math.round(waitedMs), detail);
     if (!this.#instruments) return;
     const attributes = this.#attributes(kind, name, { "baton.mode": mode, "baton.outcome": outcome });
     this.#instruments.acquisitions.add(1, attributes);
@@ -169,30 +172,32 @@ export class Telemetry {
 
   /** A wait's session was lost: it queues again on a fresh one. */
   retried(kind: QueueKind, name: string, error: unknown): void {
-    debug(
-      "retry %s %s: its session was lost while it waited (%s); queueing again",
-      kind,
-      JSON.stringify(name),
-      errorText(error),
-    );
+    if (DEBUG)
+      debug(
+        "retry %s %s: its session was lost while it waited (%s); queueing again",
+        kind,
+        JSON.stringify(name),
+        errorText(error),
+      );
   }
 
   /** A grant is held from now on. */
   holdStarted(kind: QueueKind, name: string, token: bigint): void {
-    debug("holding %s %s with token %s", kind, JSON.stringify(name), String(token));
+    if (DEBUG) debug("holding %s %s with token %s", kind, JSON.stringify(name), String(token));
     this.#instruments?.held.add(1, this.#attributes(kind, name));
   }
 
   /** A grant ends: released, or lost with `error`. */
   holdEnded(kind: QueueKind, name: string, heldMs: number, error?: Error): void {
-    debug(
-      "%s %s %s after %d ms%s",
-      error ? "lost" : "released",
-      kind,
-      JSON.stringify(name),
-      heldMs,
-      error ? `: ${error.message}` : "",
-    );
+    if (DEBUG)
+      debug(
+        "%s %s %s after %d ms%s",
+        error ? "lost" : "released",
+        kind,
+        JSON.stringify(name),
+        heldMs,
+        error ? `: ${error.message}` : "",
+      );
     if (!this.#instruments) return;
     const attributes = this.#attributes(kind, name);
     this.#instruments.held.add(-1, attributes);
@@ -204,21 +209,21 @@ export class Telemetry {
 
   /** A session keep-alive was acknowledged, or failed with `error`. */
   renewal(sessionId: string, error?: unknown): void {
-    if (error === undefined) debug("renewed session %s", sessionId);
-    else debug("renewal of session %s failed (%s); retrying", sessionId, errorText(error));
+    if (DEBUG && error === undefined) debug("renewed session %s", sessionId);
+    else if (DEBUG) debug("renewal of session %s failed (%s); retrying", sessionId, errorText(error));
     this.#instruments?.renewals.add(1, { ...this.#base, "baton.outcome": error === undefined ? "ok" : "failed" });
     if (error !== undefined) this.backendError(error);
   }
 
   /** A session was lost (not closed). */
   sessionLost(sessionId: string, error: Error): void {
-    debug("session %s lost: %s", sessionId, error.message);
+    if (DEBUG) debug("session %s lost: %s", sessionId, error.message);
     this.#instruments?.losses.add(1, { ...this.#base, "error.type": errorKind(error) });
   }
 
   /** A grant was taken over from another holder. */
   takeover(kind: QueueKind, name: string): void {
-    debug("took over %s %s", kind, JSON.stringify(name));
+    if (DEBUG) debug("took over %s %s", kind, JSON.stringify(name));
     this.#instruments?.takeovers.add(1, this.#attributes(kind, name));
   }
 
