@@ -4,7 +4,7 @@
  * the status columns, --watch, /metrics on --serve, and the completion scripts.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -120,6 +120,25 @@ describe("baton CLI for operators", () => {
       watch.child.kill("SIGINT");
       assert.equal(await watch.exit, 0);
     }
+  });
+
+  it("status --watch on a terminal redraws in place on the alternate screen and restores it", async () => {
+    const held = await me.lock("on-tty").acquire();
+    // script(1) gives baton a pseudo-terminal.
+    const command = `${process.execPath} ${BIN} status --watch --interval 100ms`;
+    const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    const status = new Promise<number | null>((resolve) => child.once("close", resolve));
+    try {
+      await waitFor(() => out.split("\u001b[H\u001b[2J").length > 2 && /on-tty\s+holds/.test(out), "two redraws");
+      assert.ok(out.startsWith("\u001b[?1049h"), "the alternate screen first");
+    } finally {
+      child.stdin.write("\u0003");
+      await held.release();
+    }
+    assert.equal(await status, 0, out);
+    assert.ok(out.includes("\u001b[?1049l"), "the screen restored on Ctrl-C");
   });
 
   it("status --serve answers /metrics in the Prometheus format", async () => {

@@ -250,3 +250,30 @@ describe("debug log", () => {
     }
   });
 });
+
+describe("without OpenTelemetry installed", () => {
+  it("locks work, nothing is recorded, and the Prometheus endpoint says what to install", async () => {
+    const script = `
+      import assert from "node:assert/strict";
+      import { connect, prometheusMetrics } from "./src/index.js";
+      await assert.rejects(import("@opentelemetry/api"), { code: "ERR_MODULE_NOT_FOUND" });
+      const coord = await connect("memory://no-otel");
+      await (await coord.lock("x").acquire()).release();
+      await coord.close();
+      await assert.rejects(prometheusMetrics(), {
+        code: "UNSUPPORTED",
+        message: /npm install @opentelemetry\\/api @opentelemetry\\/sdk-metrics @opentelemetry\\/exporter-prometheus/,
+      });
+    `;
+    const hide = new URL("./fixtures/no-otel.mjs", import.meta.url).href;
+    const child = spawn(process.execPath, ["--import", "tsx", "--import", hide, "--input-type=module", "-e", script], {
+      cwd: new URL("..", import.meta.url),
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    assert.equal(await new Promise((resolve) => child.once("exit", resolve)), 0, stderr);
+  });
+});
