@@ -104,6 +104,7 @@ export class Telemetry {
   readonly #base: Attributes;
   readonly #names: boolean;
   readonly #instruments: Instruments | null;
+  readonly #cache = new Map<string, Attributes>();
 
   private constructor(base: Attributes, names: boolean, found: Instruments | null) {
     this.#base = base;
@@ -134,8 +135,28 @@ export class Telemetry {
     return new Telemetry(base, options?.lockNames === true, instruments(provider.getMeter("baton-coord") as Meter));
   }
 
-  #attributes(kind: QueueKind, name: string, extra?: Attributes): Attributes {
-    return { ...this.#base, "baton.kind": kind, ...(this.#names ? { "baton.name": name } : {}), ...extra };
+  /**
+   * The attributes of one data point. Without names they are few and made once each:
+   * building them for every call cost a third of an uncontended acquire-and-release on
+   * the memory backend, even into the no-op provider (bench/metrics-overhead.ts).
+   */
+  #attributes(kind: QueueKind, name: string, mode?: LockMode, outcome?: string): Attributes {
+    if (this.#names) return this.#build(kind, name, mode, outcome);
+    const key = `${kind}/${mode ?? ""}/${outcome ?? ""}`;
+    let found = this.#cache.get(key);
+    if (!found) {
+      found = Object.freeze(this.#build(kind, undefined, mode, outcome));
+      this.#cache.set(key, found);
+    }
+    return found;
+  }
+
+  #build(kind: QueueKind, name: string | undefined, mode?: LockMode, outcome?: string): Attributes {
+    const attributes: Attributes = { ...this.#base, "baton.kind": kind };
+    if (name !== undefined) attributes["baton.name"] = name;
+    if (mode !== undefined) attributes["baton.mode"] = mode;
+    if (outcome !== undefined) attributes["baton.outcome"] = outcome;
+    return attributes;
   }
 
   /** A blocking acquisition starts waiting; the returned function ends the wait (once). */
@@ -165,7 +186,7 @@ export class Telemetry {
     if (DEBUG)
       debug("%s %s %s %s after %d ms%s", outcome, kind, JSON.stringify(name), mode, Math.round(waitedMs), detail);
     if (!this.#instruments) return;
-    const attributes = this.#attributes(kind, name, { "baton.mode": mode, "baton.outcome": outcome });
+    const attributes = this.#attributes(kind, name, mode, outcome);
     this.#instruments.acquisitions.add(1, attributes);
     this.#instruments.waitDuration.record(waitedMs / 1000, attributes);
   }
@@ -199,12 +220,11 @@ export class Telemetry {
         error ? `: ${error.message}` : "",
       );
     if (!this.#instruments) return;
-    const attributes = this.#attributes(kind, name);
-    this.#instruments.held.add(-1, attributes);
-    this.#instruments.holdDuration.record(heldMs / 1000, {
-      ...attributes,
-      "baton.outcome": error ? "lost" : "released",
-    });
+    this.#instruments.held.add(-1, this.#attributes(kind, name));
+    this.#instruments.holdDuration.record(
+      heldMs / 1000,
+      this.#attributes(kind, name, undefined, error ? "lost" : "released"),
+    );
   }
 
   /** A session keep-alive was acknowledged, or failed with `error`. */
