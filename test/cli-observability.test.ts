@@ -13,6 +13,7 @@ import { pathToFileURL } from "node:url";
 import { type Coordinator, connect } from "../src/index.js";
 import { waitFor, waitForWaiters } from "./conformance/helpers.js";
 import { BIN, baton, start } from "./fixtures/cli.js";
+import { startRedis } from "./harness/redis.js";
 
 describe("baton CLI for operators", () => {
   let dir: string;
@@ -57,6 +58,19 @@ describe("baton CLI for operators", () => {
     assert.match(waiter.out(), /baton: waiting for lock "behind", held by member test-parent since/);
     await held.release();
     assert.equal(await waiter.exit, 0);
+  });
+
+  it("lock with no command exits 76 when the lock is lost (its Redis server killed)", async () => {
+    const server = await startRedis();
+    try {
+      const holder = start(["lock", "fragile", "--url", server.url, "--ttl", "2s"], env);
+      await waitFor(() => /^\d+$/m.test(holder.out()), "the token on stdout");
+      await server.kill();
+      assert.equal(await holder.exit, 76);
+      assert.match(holder.out(), /baton: lock "fragile" was lost/);
+    } finally {
+      await server.stop();
+    }
   });
 
   it("elect --listen prints the leader and each change", async () => {
