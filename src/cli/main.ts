@@ -15,15 +15,13 @@ import { cellCommand } from "./cell.js";
 import { completionCommand } from "./completion.js";
 import { holdUntilSignal } from "./hold-open.js";
 import { listen } from "./listen.js";
-import { serveStatus } from "./serve.js";
+import { statusCommand } from "./status-command.js";
 import { steps } from "./verbose.js";
-import { watchStatus } from "./watch.js";
-import { durationFlag, namespaceFlag, portFlag, positiveIntFlag, ttlFlag } from "./flags.js";
+import { durationFlag, namespaceFlag, positiveIntFlag, ttlFlag } from "./flags.js";
 import { heldDescriptors } from "./guard.js";
 import { whoHolds } from "./holders.js";
 import { closeWithin, releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
-import { formatStatus, statusJson } from "./status.js";
 
 const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h; a bare number is seconds";
 
@@ -301,74 +299,11 @@ Examples:
       );
     });
 
-  root
-    .command("status")
-    .description("show locks (holders, waiters and wait times), semaphores, groups and leaders")
-    .addOption(urlOption())
-    .addOption(namespaceOption())
-    .option("--json", "print stable JSON (see docs/cli.md) instead of a table")
-    .option(
-      "--serve <port>",
-      "serve a live status page on 127.0.0.1:<port> until interrupted (0: any free port)",
-      portFlag("--serve"),
-    )
-    .option("--host <address>", "address for --serve", "127.0.0.1")
-    .option("--watch", "redraw the table in place every --interval until interrupted")
-    .option("--interval <duration>", "refresh period of --watch", durationFlag("--interval", 100), 1000)
-    .option("--long-wait <duration>", "highlight waits at least this long (default 30s)", durationFlag("--long-wait"))
-    .addHelpText(
-      "after",
-      "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'\n  baton status --serve 8080   # then open http://127.0.0.1:8080/, scrape /metrics\n  baton status --watch",
-    )
-    .action(async (options: StatusOptions) => {
-      const coord = await open(options);
-      if (options.serve !== undefined) {
-        await serveStatus(
-          coord,
-          (namespace) => open({ ...options, namespace }),
-          options.host,
-          options.serve,
-          options.longWait,
-        );
-        return;
-      }
-      if (options.watch) {
-        try {
-          process.exitCode = await watchStatus(coord, { intervalMs: options.interval, longWaitMs: options.longWait });
-        } finally {
-          await closeWithin(() => coord.close());
-        }
-        return;
-      }
-      try {
-        const info = await coord.inspect();
-        process.stdout.write(
-          options.json
-            ? `${JSON.stringify(statusJson(info), null, 2)}\n`
-            : formatStatus(info, { longWaitMs: options.longWait, color: process.stdout.isTTY === true }),
-        );
-        // inspect() sees one namespace: say where else something is live.
-        if (!options.json) process.stdout.write(await otherNamespaces(coord, info.namespace));
-      } finally {
-        await coord.close();
-      }
-    });
-
+  statusCommand(root, { url: urlOption, namespace: namespaceOption }, open);
   cellCommand(root, { url: urlOption, namespace: namespaceOption }, open);
   completionCommand(root);
 
   return root;
-}
-
-interface StatusOptions {
-  url?: string;
-  namespace?: string;
-  json?: boolean;
-  serve?: number;
-  host: string;
-  watch?: boolean;
-  interval: number;
-  longWait?: number;
 }
 
 /** `baton elect NAME --listen`: observe, never campaign. */
@@ -382,18 +317,6 @@ async function listenOnly(election: string, argv: string[], options: HoldOptions
     return await listen(coord, election);
   } finally {
     await closeWithin(() => coord.close());
-  }
-}
-
-/** A line naming the other namespaces in use (none: nothing), or saying they cannot be listed. */
-async function otherNamespaces(coord: Coordinator, shown: string): Promise<string> {
-  const label = (ns: string) => (ns === "" ? '"" (the default)' : JSON.stringify(ns));
-  try {
-    const others = (await coord.namespaces()).filter((ns) => ns !== shown);
-    if (others.length === 0) return "";
-    return `\nAlso in use: namespace${others.length > 1 ? "s" : ""} ${others.map(label).join(", ")}; baton status --namespace NAME shows one\n`;
-  } catch {
-    return `\n(namespace ${label(shown)} only; this backend cannot list the others)\n`;
   }
 }
 
