@@ -51,6 +51,12 @@ describe("baton CLI for operators", () => {
       assert.match(holder.out(), step);
     }
     assert.equal((await baton(["lock", "held-open", "--no-wait", "--", "true"], env)).status, 0, "released");
+    const secret = await baton(
+      ["lock", "x", "--verbose", "--url", "postgres://app:s3cret@127.0.0.1:1/db", "--", "true"],
+      env,
+    );
+    assert.match(secret.stderr, /connecting to postgres:\/\/app:\*\*\*@127\.0\.0\.1:1\/db/);
+    assert.doesNotMatch(secret.stderr, /s3cret/, "no password in the steps");
 
     const held = await me.lock("behind").acquire();
     const waiter = start(["lock", "behind", "--verbose", "--", "true"], env);

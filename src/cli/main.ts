@@ -16,7 +16,7 @@ import { completionCommand } from "./completion.js";
 import { holdUntilSignal } from "./hold-open.js";
 import { listen } from "./listen.js";
 import { statusCommand } from "./status-command.js";
-import { steps } from "./verbose.js";
+import { redactedUrl, steps } from "./verbose.js";
 import { durationFlag, namespaceFlag, positiveIntFlag, ttlFlag } from "./flags.js";
 import { heldDescriptors } from "./guard.js";
 import { whoHolds } from "./holders.js";
@@ -106,7 +106,8 @@ async function hold(
   ) => Promise<{ handle: LockHandle | null; env: Record<string, string>; release: () => Promise<unknown> }>,
 ): Promise<number> {
   const step = steps(options.verbose === true);
-  step(`connecting to ${options.url ?? process.env.BATON_URL ?? "the file backend (default)"}`);
+  const url = options.url ?? process.env.BATON_URL;
+  step(`connecting to ${url === undefined ? "the file backend (default)" : redactedUrl(url)}`);
   // The command goes into the member id: `baton status` shows who runs what.
   const coord = await open({ ...options, memberId: memberIdWithCommand(defaultMemberId(), argv) });
   step(`connected to the ${coord.backend} backend as member ${coord.memberId}`);
@@ -192,6 +193,7 @@ Examples:
   baton lock db-migrate --timeout 2m -- npm run migrate
   baton lock cache --shared -- ./read-cache.sh
   baton lock deploy --no-wait -- ./deploy.sh || echo "someone else is deploying"
+  baton lock maintenance          # no command: prints the token, holds until Ctrl-C or SIGTERM
   BATON_URL=etcd://10.0.0.5:2379 baton lock leader-task -- ./task.sh`,
     )
     .action(async (name: string, argv: string[], options: HoldOptions & { shared?: boolean }) => {

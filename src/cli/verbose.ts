@@ -26,3 +26,15 @@ export function steps(verbose: boolean): Steps {
   };
   return report;
 }
+
+/** `url` with any password replaced by `***`, for printing. */
+export function redactedUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (!parsed.password) return url;
+    parsed.password = "***";
+    return parsed.href;
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@/]*@/, "//$1:***@");
+  }
+}
