@@ -54,6 +54,10 @@ function elections(s) {
   }
   return table(["election", "state", "leads for", "waiting for", "value", "pid", "host", "command", "member"], rows);
 }
+function takeovers(s) {
+  const rows = (s.takeovers || []).map((t) => '<tr class="takeover">' + td("<code>" + esc(t.name) + "</code>") + td(esc(t.state)) + td(esc(t.memberId)) + td(t.token) + td(t.delayedUntil !== null && t.delayedUntil > s.at ? "delayed " + dur(t.delayedUntil - s.at) + " more" : (t.lockDelayMs ? "lock delay " + dur(t.lockDelayMs) : "")) + td("<code>" + esc(JSON.stringify(t.fenceInfo)) + "</code>") + "</tr>");
+  return table(["lock", "state", "member", "token", "delay", "fence info"], rows);
+}
 async function namespaces() {
   try {
     const n = await (await fetch("namespaces.json", { cache: "no-store" })).json();
@@ -78,7 +82,8 @@ async function refresh() {
     document.getElementById("content").innerHTML =
       "<h2>Locks</h2>" + locks(s.locks, false) + "<h2>Semaphores</h2>" + locks(s.semaphores, true) +
       "<h2>Elections</h2>" + elections(s) +
-      "<h2>Groups</h2>" + table(["group", "member", "for", "capabilities"], groups);
+      "<h2>Groups</h2>" + table(["group", "member", "for", "capabilities"], groups) +
+      "<h2>Takeover records</h2>" + takeovers(s);
   } catch (error) {
     document.getElementById("meta").textContent = "(update failed: " + error.message + ")";
   }
