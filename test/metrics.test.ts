@@ -188,6 +188,37 @@ describe("metrics", () => {
     }
   });
 
+  it("counts a takeover of a lost holding, and a lock-delayed try as busy", async () => {
+    const a = await connect("memory://metrics-takeover", {
+      namespace: "takeover",
+      metrics: { meterProvider: metrics.meterProvider },
+    });
+    const b = await connect("memory://metrics-takeover", {
+      namespace: "takeover",
+      metrics: { meterProvider: metrics.meterProvider },
+    });
+    try {
+      const mine = { baton_namespace: "takeover", baton_kind: "lock" };
+      await (await a.lock("clean").acquire({ takeover: true })).release();
+      await (await b.lock("clean").acquire({ takeover: true })).release();
+      assert.equal(total(await scrape(), "baton_takeovers_total", mine), 0, "a clean release is no takeover");
+      await a.lock("img").acquire({ fenceInfo: { pid: 1 }, lockDelayMs: 60_000 });
+      await expireSession(a);
+      assert.equal(await b.lock("img").tryAcquire({ takeover: true }), null, "under the lock delay");
+      assert.equal(total(await scrape(), "baton_acquisitions_total", { ...mine, baton_outcome: "busy" }), 1);
+      await (await b.lock("plain").acquire({ fenceInfo: "x" })).release();
+      await b.lock("lost").acquire({ fenceInfo: "first" });
+      await expireSession(b);
+      const next = await a.lock("lost").acquire({ takeover: true });
+      assert.deepEqual(next.takeover?.fenceInfo, "first");
+      assert.equal(total(await scrape(), "baton_takeovers_total", mine), 1);
+      await next.release();
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it("serves what inspect() sees for the whole namespace", async () => {
     const holder = await connect("memory://metrics-status", { namespace: "status" });
     const waiter = await connect("memory://metrics-status", { namespace: "status" });
