@@ -107,7 +107,7 @@ describe("baton CLI for operators", () => {
       assert.match(
         shown.stdout,
         new RegExp(
-          `cols\\s+holds\\s+exclusive\\s+\\d\\S*\\s+\\d+\\s+\\S+:${pid}:\\w+\\s+${pid}\\s+${hostname()}\\s+sh -c echo in; exec sleep 30`,
+          `cols\\s+holds\\s+exclusive\\s+\\d\\S*\\s+\\d+\\s+\\S+:${pid}:\\w+/sh%20-c%20echo%20in;%20exec%20sleep%2030\\s+${pid}\\s+${hostname()}\\s+sh -c echo in; exec sleep 30`,
         ),
       );
       assert.match(shown.stdout, /cols\s+waits\s+exclusive\s+\d\S* !\s+test-parent/, "a long wait is marked");

@@ -109,7 +109,7 @@ describe("baton CLI", () => {
       assert.match(
         busy.stderr,
         new RegExp(
-          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+ sh -c echo in; exec sleep 30 \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
+          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+/sh%20-c%20echo%20in;%20exec%20sleep%2030 \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
         ),
       );
     } finally {

@@ -30,8 +30,7 @@ const dur = (ms) => ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1)
 const td = (v, cls) => "<td" + (cls ? ' class="' + cls + '"' : "") + ">" + v + "</td>";
 const waited = (ms) => td(dur(ms), ms >= LONG ? "long" : "");
 const proc = (m) => m.process ? td(m.process.pid) + td(esc(m.process.host)) + td("<code>" + esc(m.process.command || "") + "</code>") : td("") + td("") + td("");
-// The member column leaves out the command the id carries: it has a column of its own.
-const member = (m) => td(esc(m.process && m.process.command ? m.memberId.slice(0, -(m.process.command.length + 1)) : m.memberId));
+const member = (m) => td(esc(m.memberId));
 function table(head, rows) {
   if (!rows.length) return '<p class="muted">none</p>';
   return "<table><tr>" + head.map((h) => "<th>" + h + "</th>").join("") + "</tr>" + rows.join("") + "</table>";

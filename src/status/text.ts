@@ -43,12 +43,10 @@ function table(header: string[], rows: Cell[][], color: boolean): string {
   return [line(header), ...rows.map(line)].join("\n");
 }
 
-/** MEMBER, PID, HOST, COMMAND cells: the id without the command it carries, and what it tells. */
+/** MEMBER, PID, HOST, COMMAND cells: the id as it is (what `baton unlock --member` takes), and what it tells. */
 function who(memberId: string): string[] {
   const details = memberDetails(memberId);
-  if (!details) return [memberId, "", "", ""];
-  const id = details.command === undefined ? memberId : memberId.slice(0, memberId.length - details.command.length - 1);
-  return [id, String(details.pid), details.host, details.command ?? ""];
+  return details ? [memberId, String(details.pid), details.host, details.command ?? ""] : [memberId, "", "", ""];
 }
 
 /** The human-readable form of `baton status`. */
