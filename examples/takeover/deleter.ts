@@ -5,6 +5,9 @@
  * step; waits for a line on stdin before it starts (its pid goes into the lock's fence info
  * first).
  *
+ * A paced deleter (pace > 0: the stuck task of the demo) then goes on checking, one journal
+ * line per pace, until it is killed, as a hung task would.
+ *
  *   deleter.ts <image dir> <journal> <chunks> <pace ms>
  */
 import { appendFileSync, rmSync } from "node:fs";
@@ -19,4 +22,8 @@ for (let k = 0; k < Number(chunks); k++) {
   rmSync(join(dir, `chunk-${k}`), { force: true });
   appendFileSync(journal, `${JSON.stringify({ who, what: `deleted chunk-${k}` })}\n`);
   if (Number(pace) > 0) await sleep(Number(pace));
+}
+while (Number(pace) > 0) {
+  appendFileSync(journal, `${JSON.stringify({ who, what: "still at it" })}\n`);
+  await sleep(Number(pace));
 }

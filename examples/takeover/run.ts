@@ -53,11 +53,16 @@ export async function demo(fence: boolean, chunks = 200): Promise<TakeoverResult
   for (let k = 0; k < chunks; k++) writeFileSync(join(image, `chunk-${k}`), "x");
   writeFileSync(journal, "");
   const env = { ...process.env, BATON_URL: pathToFileURL(join(dir, "locks")).href };
-  const ager = (pace: number, ...flags: string[]) =>
-    spawn(process.execPath, ["--import", "tsx", AGER, image, journal, String(chunks), String(pace), ...flags], {
-      env,
-      stdio: ["ignore", "inherit", "inherit"],
-    });
+  const agers: ReturnType<typeof spawn>[] = [];
+  const ager = (pace: number, ...flags: string[]) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", AGER, image, journal, String(chunks), String(pace), ...flags],
+      { env, stdio: ["ignore", "inherit", "inherit"] },
+    );
+    agers.push(child);
+    return child;
+  };
   const observer = await connect(env.BATON_URL);
   const deleters = () => [...new Set(journalOf(journal).flatMap((l) => (l.who.startsWith("deleter-") ? [l.who] : [])))];
   try {
@@ -85,7 +90,9 @@ export async function demo(fence: boolean, chunks = 200): Promise<TakeoverResult
     const handedOver = lines.find((l) => l.what.startsWith("takeover"))?.what ?? "(no takeover)";
     return { staleSteps, remaining: readdirSync(image).length, handedOver };
   } finally {
-    // Without fencing, A's deleter is still at it: stop it before removing its directory.
+    // Without fencing, A's deleter is still at it (and after a failure, anything may be):
+    // stop them all before removing their directory.
+    for (const child of agers) child.kill("SIGKILL");
     for (const d of deleters()) {
       try {
         process.kill(Number(d.slice("deleter-".length)), "SIGKILL");

@@ -28,6 +28,11 @@ interface Doomed {
   readonly memberId: string;
   /** Makes it lost the hard way: SIGKILL, or (memory) a lost session. */
   kill(): Promise<void>;
+  /**
+   * Makes it lost quickly: revoked where the backend can (no TTL to wait out), else as
+   * `kill`. For the tests about what follows a loss rather than about the loss itself.
+   */
+  end(): Promise<void>;
   /** Resolves when the holder saw its lock lost (its signal fired). */
   lost(): Promise<void>;
   readonly pid: number | undefined;
@@ -61,11 +66,17 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       const holder = new Holder(base.href, name, suite.shortTtlMs, undefined, options);
       holders.push(holder);
       const acquired = await holder.next((e) => e.event === "acquired", "the holder's grant");
+      const kill = async () => holder.stop();
       return {
         token: BigInt(acquired.token ?? ""),
         memberId: `holder-${holder.child.pid}`,
         pid: holder.child.pid,
-        kill: async () => holder.stop(),
+        kill,
+        end: async () => {
+          const operator = await client(namespace);
+          if (operator.backend !== "file") await operator.revoke(name);
+          await kill();
+        },
         lost: async () => {
           await holder.next((e) => e.event === "lost", "the revoked holder's signal");
         },
@@ -79,6 +90,9 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       memberId: coord.memberId,
       pid: undefined,
       kill: () => suite.loseSession(coord),
+      end: async () => {
+        await coord.revoke(name);
+      },
       lost: () => fired,
     };
   };
@@ -131,7 +145,7 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       if (!(await needCells(t))) return;
       const ns = suite.ns();
       const a = await doomed(ns, "h", { fenceInfo: { pid: 4242 } });
-      await a.kill();
+      await a.end();
       const b = await client(ns);
       const calls: Takeover[] = [];
       let resolved = false;
@@ -163,7 +177,7 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       if (!(await needCells(t))) return;
       const ns = suite.ns();
       const a = await doomed(ns, "f", { fenceInfo: "stonith:rack4" });
-      await a.kill();
+      await a.end();
       const b = await client(ns);
       const cause = new Error("the PDU did not answer");
       const failed = await b
@@ -216,7 +230,7 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
       if (!(await needCells(t))) return;
       const ns = suite.ns();
       const a = await doomed(ns, "dt", { lockDelayMs: 60_000 });
-      await a.kill();
+      await a.end();
       const b = await client(ns);
       await waitFor(async () => {
         // A try answers null while the lost holding is still held at the backend, and also
