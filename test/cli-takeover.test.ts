@@ -107,17 +107,44 @@ describe("baton CLI takeover (file backend)", () => {
     }
   });
 
-  it("baton unlock cannot revoke on the file backend: exit 78 with the holder's pid; --kill ends it", async () => {
-    const a = await holder("stuck", [], env);
+  it("a timed-out --on-takeover is killed with everything it started (its process group)", async () => {
+    const a = await holder("g", ["--fence-info", '"g"'], env);
+    a.child.kill("SIGKILL");
+    await a.exit;
+    const pidFile = join(dir, "hook-child.pid");
+    const hook = `sleep 300 & echo $! > ${pidFile}; wait`;
+    const timedOut = await baton(["lock", "g", "--timeout", "1s", "--on-takeover", hook, "--", "true"], env);
+    assert.equal(timedOut.status, 75, timedOut.stderr);
+    await waitFor(() => existsSync(pidFile) && readFileSync(pidFile, "utf8").trim() !== "", "the hook's child pid");
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    const alive = () => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(() => !alive(), "the hook's background child to be killed", 10_000);
+    const info = await me.inspect();
+    assert.deepEqual(info.locks.find((l) => l.name === "g")?.holders ?? [], [], "nothing held");
+  });
+
+  it("baton unlock cannot revoke on the file backend: exit 78 with the holder's pid; --kill SIGKILLs it, so the next holder gets the takeover", async () => {
+    const a = await holder("stuck", ["--fence-info", '{"job":"nightly"}'], env);
+    const token = (await me.inspect()).takeovers?.find((t) => t.name === "stuck")?.token;
     const refused = await baton(["unlock", "stuck"], env);
     assert.equal(refused.status, 78, refused.stderr);
     assert.match(refused.stderr, new RegExp(`process ${a.child.pid} `));
     const killed = await baton(["unlock", "stuck", "--kill"], env);
     assert.equal(killed.status, 0, killed.stderr);
-    assert.match(killed.stdout, new RegExp(`pid ${a.child.pid}`));
+    assert.match(killed.stdout, new RegExp(`SIGKILL to .* \\(pid ${a.child.pid}\\)`));
     await a.exit;
-    const free = await me.lock("stuck").acquire({ timeoutMs: 10_000 });
-    await free.release();
+    assert.equal(a.child.signalCode, "SIGKILL");
+    const next = await me.lock("stuck").acquire({ takeover: true, timeoutMs: 10_000 });
+    assert.equal(next.takeover?.token, token, "a lost holding, not a clean release");
+    assert.deepEqual(next.takeover?.fenceInfo, { job: "nightly" });
+    await next.release();
     const none = await baton(["unlock", "stuck"], env);
     assert.equal(none.status, 0);
     assert.match(none.stderr, /not held/);

@@ -53,15 +53,16 @@ export interface GuardedCommand {
 
 /**
  * Starts `argv` behind the gate, arms a watchdog for its process group, then opens the
- * gate. Rejects if the watchdog cannot be armed (the command then never runs).
+ * gate. `stdin: "ignore"` for a command that must not take baton's input (a hook). Rejects if the watchdog cannot be armed (the command then never runs).
  */
 export async function startGuarded(
   argv: readonly string[],
   env: NodeJS.ProcessEnv,
   keepOpen: readonly number[] = [],
+  stdin: "inherit" | "ignore" = "inherit",
 ): Promise<GuardedCommand> {
   const child = spawn("/bin/sh", ["-c", GATE, "baton", ...argv], {
-    stdio: ["inherit", "inherit", "inherit", "pipe"],
+    stdio: [stdin, "inherit", "inherit", "pipe"],
     env,
     detached: true,
   });

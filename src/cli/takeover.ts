@@ -5,14 +5,15 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
-import { hostname } from "node:os";
+import { once } from "node:events";
 import { type Command, Option } from "commander";
 import type { Coordinator } from "../core/coordinator.js";
 import { CannotRevokeError, InvalidArgumentError } from "../core/errors.js";
 import type { Takeover, TakeoverOptions } from "../core/takeover.js";
 import { MAX_LOCK_DELAY_MS } from "../core/takeover.js";
 import { durationFlag } from "./flags.js";
+import { processStartTime } from "../backends/file/identity.js";
+import { startGuarded } from "./guard.js";
 import { EXIT } from "./run.js";
 
 /** The takeover flags of `baton lock`, as parsed. */
@@ -64,9 +65,11 @@ export function previousEnv(takeover: Takeover | null): Record<string, string> {
 
 /**
  * The acquire options of the takeover flags. `--on-takeover` runs `/bin/sh -c CMD` with
- * the previous holding in BATON_PREVIOUS_*; a non-zero exit makes the hook throw (so the
- * lock is released and `baton` exits {@link EXIT.fenceFailed}); a cancelled acquisition
- * kills it.
+ * the previous holding in BATON_PREVIOUS_*, in a process group of its own under a watchdog
+ * (guard.ts, as the command is run): a non-zero exit makes the hook throw (so the lock is
+ * released and `baton` exits {@link EXIT.fenceFailed}); a cancelled or timed-out
+ * acquisition SIGKILLs the whole group, so nothing the hook started runs on, and so does
+ * baton's death.
  */
 export function takeoverOptions(flags: TakeoverFlags, name: string): TakeoverOptions {
   const options: TakeoverOptions = {};
@@ -74,16 +77,25 @@ export function takeoverOptions(flags: TakeoverFlags, name: string): TakeoverOpt
   if (flags.lockDelay !== undefined) options.lockDelayMs = flags.lockDelay;
   const cmd = flags.onTakeover;
   if (cmd !== undefined) {
-    options.onTakeover = (previous, signal) =>
-      new Promise<void>((resolve, reject) => {
-        const env = { ...process.env, BATON_LOCK_NAME: name, ...previousEnv(previous) };
-        const child = spawn("/bin/sh", ["-c", cmd], { stdio: ["ignore", "inherit", "inherit"], env, signal });
-        child.once("error", reject);
-        child.once("exit", (code, sig) => {
-          if (code === 0) resolve();
-          else reject(new Error(`--on-takeover command ${JSON.stringify(cmd)} exited with ${sig ?? code}`));
-        });
-      });
+    options.onTakeover = async (previous, signal) => {
+      const env = { ...process.env, BATON_LOCK_NAME: name, ...previousEnv(previous) };
+      const hook = await startGuarded(["/bin/sh", "-c", cmd], env, [], "ignore");
+      const stop = () => hook.signalGroup("SIGKILL");
+      signal.addEventListener("abort", stop, { once: true });
+      if (signal.aborted) stop();
+      try {
+        const { child } = hook;
+        const [code, sig] =
+          child.exitCode !== null || child.signalCode !== null
+            ? [child.exitCode, child.signalCode]
+            : ((await once(child, "exit")) as [number | null, NodeJS.Signals | null]);
+        if (code !== 0) throw new Error(`--on-takeover command ${JSON.stringify(cmd)} exited with ${sig ?? code}`);
+      } finally {
+        signal.removeEventListener("abort", stop);
+        // Whatever it left running in its group goes too: nothing of it outlives the hook.
+        hook.finish();
+      }
+    };
   }
   return options;
 }
@@ -94,6 +106,7 @@ interface UnlockOptions {
   member?: string;
   kind: "lock" | "semaphore" | "election";
   kill?: boolean;
+  immediate?: boolean;
 }
 
 /** Registers `baton unlock NAME`. */
@@ -112,27 +125,39 @@ export function unlockCommand(
     .addOption(
       new Option("--kind <kind>", "what NAME names").choices(["lock", "semaphore", "election"]).default("lock"),
     )
-    .option("--kill", "where the backend cannot revoke (file), send SIGTERM to the holding process on this host")
+    .option(
+      "--kill",
+      "where the backend cannot revoke (file), SIGKILL the holding process once its identity is verified",
+    )
+    .option(
+      "--immediate",
+      "free the holdings at once, without waiting for the holder to learn it (fencing tokens only)",
+    )
     .addHelpText(
       "after",
       `
-Revokes the backend session of every holder of NAME (or of --member's): etcd revokes its
-lease, PostgreSQL terminates its connections, ZooKeeper deletes its nodes, Redis ends its
-session key. Everything that session held is lost, its signal fires, and the next holder
-is handed the takeover (fence info and token) of a tracked holding. Prints one line per
-holder revoked. The file backend cannot take a kernel lock from a live process: it prints
-the holder's pid and host and exits ${EXIT.cannotRevoke}, unless --kill signals that process.
+Revokes the backend session of every holder of NAME (or of --member's) as a forced early
+expiry: the session is first marked revoked, so its renewals fail and its signal fires;
+its holdings are freed (etcd revokes its lease, PostgreSQL terminates its connections,
+ZooKeeper deletes its nodes, Redis ends its session key) once the holder confirmed the
+loss or its TTL has run out, so this can take up to the holder's TTL. --immediate frees at
+once (the holder may still believe it holds: safe only with fencing tokens). Everything
+that session held is lost, and the next holder is handed the takeover (fence info and
+token) of a tracked holding. Prints one line per holder revoked. The file backend cannot
+take a kernel lock from a live process: it prints the holder's pid and host and exits
+${EXIT.cannotRevoke}, unless --kill SIGKILLs that process (after checking it is the holder).
 
 Examples:
   baton unlock image-7
   baton unlock image-7 --member nova-3
-  baton unlock nightly --kill            # file backend: SIGTERM to the holder`,
+  baton unlock nightly --kill            # file backend: SIGKILL to the holder`,
     )
     .action(async (name: string, options: UnlockOptions) => {
       const coord = await open(options);
       try {
         const revoked = await coord.revoke(name, {
           kind: options.kind,
+          immediate: options.immediate === true,
           ...(options.member === undefined ? {} : { memberId: options.member }),
         });
         if (revoked.length === 0) process.stderr.write(`baton: ${options.kind} "${name}" is not held\n`);
@@ -148,7 +173,13 @@ Examples:
     });
 }
 
-/** `--kill`: SIGTERM to the holders on this host; else explains and says how. */
+/**
+ * `--kill`: SIGKILL to each holder whose identity the backend verified (its pid holds the
+ * holder's mesh socket) and whose start time still matches right before the signal (the
+ * pid was not reused). SIGKILL, not SIGTERM: a `baton lock` holder ending on SIGTERM
+ * releases cleanly, leaving no takeover for the next holder to fence. Left: the instant
+ * between the start-time check and kill(2), which only a pidfd would close (Node has none).
+ */
 function kill(error: CannotRevokeError, really: boolean): number {
   if (!really) {
     process.stderr.write(`baton: ${error.message}\n`);
@@ -156,16 +187,25 @@ function kill(error: CannotRevokeError, really: boolean): number {
   }
   let status: number = EXIT.cannotRevoke;
   for (const holder of error.holders) {
-    if (holder.pid === undefined || holder.host !== hostname()) {
-      process.stderr.write(`baton: cannot signal ${holder.memberId}: not a process on this host\n`);
+    const { pid, startTime } = holder;
+    if (pid === undefined || startTime === undefined) {
+      process.stderr.write(
+        `baton: not signalling ${holder.memberId}: cannot verify that pid ${pid ?? "(unknown)"} is the holding process (another PID or network namespace, or no permission to read its /proc entry)\n`,
+      );
+      continue;
+    }
+    if (processStartTime(pid) !== startTime) {
+      process.stderr.write(
+        `baton: not signalling pid ${pid}: it is no longer the holder (it exited, or the pid was reused)\n`,
+      );
       continue;
     }
     try {
-      process.kill(holder.pid, "SIGTERM");
-      process.stdout.write(`sent SIGTERM to ${holder.memberId} (pid ${holder.pid})\n`);
+      process.kill(pid, "SIGKILL");
+      process.stdout.write(`sent SIGKILL to ${holder.memberId} (pid ${pid})\n`);
       status = 0;
     } catch (cause) {
-      process.stderr.write(`baton: cannot signal pid ${holder.pid}: ${(cause as Error).message}\n`);
+      process.stderr.write(`baton: cannot signal pid ${pid}: ${(cause as Error).message}\n`);
     }
   }
   return status;

@@ -209,6 +209,13 @@ export interface RevokeHolderInfo {
   readonly pid?: number | undefined;
   /** Host name of the holding process, where the backend knows it (file backend). */
   readonly host?: string | undefined;
+  /**
+   * The holding process's start time (field 22 of Linux's /proc/<pid>/stat), given only
+   * when the backend verified that `pid` is the holder (file backend: the process holds
+   * the holder's mesh socket). Compare it right before signalling `pid`: a pid reused
+   * since has another start time.
+   */
+  readonly startTime?: string | undefined;
 }
 
 /**
