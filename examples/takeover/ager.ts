@@ -1,8 +1,9 @@
 /**
  * One image-cache ager (Nova's): takes the image's lock with its deleter's pid as fence
  * info, and has the deleter delete the image. If the previous ager was lost in the middle,
- * `onTakeover` fences its deleter first (SIGKILL the pid from its fence info, wait until it
- * is gone), and only then does this ager go on. With `--no-fence` it skips that, to show
+ * `onTakeover` fences its deleter first (SIGKILL the pid from its fence info once its start
+ * time, also in the fence info, proves the pid was not reused; wait until it is gone), and
+ * only then does this ager go on. With `--no-fence` it skips that, to show
  * what goes wrong.
  *
  *   ager.ts <image dir> <journal> <chunks> <pace ms> [--no-fence]
@@ -27,11 +28,27 @@ function running(pid: number): boolean {
   }
 }
 
+/**
+ * A process's start time (field 22 of /proc/<pid>/stat, clock ticks since boot), `null` if
+ * there is none: with the pid it names one process, since a reused pid starts later.
+ */
+function startTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /** The fencing driver: kill the previous ager's deleter and wait until it is gone. */
 async function fenceDeleter(previous: Takeover, signal: AbortSignal): Promise<void> {
-  const { deleter } = previous.fenceInfo as { deleter: number };
+  const { deleter, started } = previous.fenceInfo as { deleter: number; started: string | null };
   log(`takeover of token ${previous.token} from ${previous.memberId}: deleter ${deleter} may still run`);
   if (!fence) return;
+  // Not that process any more (it exited, its pid was reused): nothing to fence. The
+  // instant between this check and kill(2) remains; a pidfd would close it.
+  if (started === null || startTime(deleter) !== started) return;
   try {
     process.kill(deleter, "SIGKILL");
   } catch (error) {
@@ -50,7 +67,11 @@ const deleter = spawn(
 );
 await using coord = await connect(process.env.BATON_URL, { memberId: who });
 const lock = await coord.lock("image-7").acquire({
-  fenceInfo: { deleter: deleter.pid, host: "compute-1" },
+  fenceInfo: {
+    deleter: deleter.pid,
+    started: deleter.pid === undefined ? null : startTime(deleter.pid),
+    host: "compute-1",
+  },
   onTakeover: fenceDeleter,
 });
 log(fence ? `fenced; deleting with token ${lock.token}` : `not fenced; deleting with token ${lock.token}`);

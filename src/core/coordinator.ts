@@ -353,8 +353,15 @@ export class Coordinator implements AsyncDisposable {
    * `memberId`'s. Everything those sessions hold is lost, not only `name`: a session is the
    * unit the backend can end (etcd: its lease is revoked; PostgreSQL: its connections are
    * terminated; memory: its session expires). Their clients' signals fire, and a tracked
-   * holding's record stays, so the next holder is handed a `takeover`. Resolves with the
-   * holders revoked (empty if nobody held it). The file backend throws
+   * holding's record stays, so the next holder is handed a `takeover`.
+   *
+   * Never faster than the holder's own deadline: the session is first marked revoked so
+   * its renewals fail, and its holdings are freed only once its client closed it on
+   * learning the loss or its deadline must have passed; so the revoked holder's signal
+   * fires before anyone else is granted its lock, and this call takes up to the holder's
+   * TTL (about a third of it for a live holder). `{ immediate: true }` frees at once
+   * (safe only where resources check fencing tokens). Cancelled only by `close()`.
+   * Resolves with the holders revoked (empty if nobody held it). The file backend throws
    * `CannotRevokeError` with the holder's pid and host: only its death frees its lock.
    * `UnsupportedError` on a backend without revoke.
    */
