@@ -8,6 +8,7 @@ import type { BackendDefinition } from "../core/driver.js";
 import { registerBackend } from "../core/registry.js";
 import { etcdBackend } from "./etcd/definition.js";
 import { fileBackend } from "./file/definition.js";
+import { mysqlBackend } from "./mysql/definition.js";
 import { postgresBackend } from "./postgres/definition.js";
 import { redisBackend } from "./redis/definition.js";
 import { zookeeperBackend } from "./zookeeper/definition.js";
@@ -41,6 +42,7 @@ export const builtinBackends: readonly BackendDefinition[] = [
   postgresBackend,
   redisBackend,
   zookeeperBackend,
+  mysqlBackend,
 ];
 
 for (const backend of builtinBackends) registerBackend(backend);

@@ -1,0 +1,344 @@
+/**
+ * The tables and procedures the mysql backend creates in the URL's database, as versioned
+ * migrations. The table prefix is the only thing ever put into SQL text: it is validated as
+ * a plain lower-case identifier (see options.ts). Every name and value is a parameter.
+ *
+ * How a grant works (see docs/backends/mysql.md): every request is a row of `entries`
+ * whose connection holds a `GET_LOCK` on the row's random `lock_key`, so the row lives
+ * exactly as long as that connection (a dead connection's rows are deleted by whoever
+ * meets them). A request is granted by the queue's granting rule, evaluated under the
+ * queue row's InnoDB lock; a waiter sleeps server-side in `GET_LOCK` on the key of the
+ * entry it waits for, and wakes when that entry's connection releases it or dies.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+/**
+ * One migration per version, applied in order under `GET_LOCK` (DDL commits implicitly in
+ * MySQL, so a transaction cannot serialise it). `@p` is the table prefix. Never edit a
+ * released version: add a new one.
+ */
+const MIGRATIONS: readonly (readonly string[])[] = [
+  [
+    `CREATE TABLE IF NOT EXISTS @psessions (
+      id CHAR(36) NOT NULL PRIMARY KEY,
+      namespace VARCHAR(512) NOT NULL,
+      member_id VARCHAR(512) NOT NULL,
+      ttl_ms INT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      KEY (expires_at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    // Which session a lock-holding connection serves, so an expired session's connections
+    // can be killed (their GET_LOCKs, and so their grants, end with them).
+    `CREATE TABLE IF NOT EXISTS @planes (
+      conn BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+      session_id CHAR(36) NOT NULL,
+      KEY (session_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    // One row per (namespace, kind, name), never deleted: the registry of hashed names (a
+    // different name under the same hash is refused) and the fencing counter.
+    `CREATE TABLE IF NOT EXISTS @pqueues (
+      qid BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+      qkey BINARY(32) NOT NULL UNIQUE,
+      namespace VARCHAR(512) NOT NULL,
+      kind VARCHAR(16) NOT NULL,
+      name TEXT NOT NULL,
+      token BIGINT UNSIGNED NOT NULL DEFAULT 0,
+      lim INT NOT NULL DEFAULT 1
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    // Holders (token set) and waiters (token NULL) in arrival order (id).
+    `CREATE TABLE IF NOT EXISTS @pentries (
+      id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+      qid BIGINT NOT NULL,
+      lock_key VARCHAR(64) NOT NULL,
+      conn BIGINT UNSIGNED NOT NULL,
+      session_id CHAR(36) NOT NULL,
+      member_id VARCHAR(512) NOT NULL,
+      mode VARCHAR(10) NOT NULL,
+      token BIGINT UNSIGNED NULL,
+      since BIGINT NOT NULL,
+      KEY (qid, id),
+      UNIQUE KEY (lock_key)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    `CREATE TABLE IF NOT EXISTS @precords (
+      rkey BINARY(32) NOT NULL PRIMARY KEY,
+      sp BINARY(32) NOT NULL,
+      namespace VARCHAR(512) NOT NULL,
+      space TEXT NOT NULL,
+      rname TEXT NOT NULL,
+      value LONGTEXT NOT NULL,
+      session_id CHAR(36) NOT NULL,
+      created_at BIGINT NOT NULL,
+      KEY (sp, created_at),
+      CONSTRAINT @precords_session FOREIGN KEY (session_id) REFERENCES @psessions (id) ON DELETE CASCADE
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    // Durable versioned keys. A deleted key keeps its row (value NULL): its version and its
+    // highest fence live on.
+    `CREATE TABLE IF NOT EXISTS @pcells (
+      ckey BINARY(32) NOT NULL PRIMARY KEY,
+      sp BINARY(32) NOT NULL,
+      namespace VARCHAR(512) NOT NULL,
+      space TEXT NOT NULL,
+      cname TEXT NOT NULL,
+      value LONGTEXT NULL,
+      version BIGINT UNSIGNED NOT NULL,
+      fence BIGINT UNSIGNED NOT NULL DEFAULT 0,
+      KEY (sp)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    "DROP PROCEDURE IF EXISTS @peval",
+    // The granting rule, evaluated for entry p_id inside the caller's transaction, which
+    // holds the queue row FOR UPDATE (so grants of one queue are serialised and every
+    // entry inserted before is visible: sessions run READ COMMITTED). Deletes entries whose
+    // connection is gone. o_token: the grant's token, or NULL with o_block the key of an
+    // entry this one must wait for; o_gone: the entry no longer exists.
+    `CREATE PROCEDURE @peval(IN p_id BIGINT, OUT o_token BIGINT UNSIGNED, OUT o_block VARCHAR(64), OUT o_gone INT)
+    BEGIN
+      DECLARE v_qid BIGINT DEFAULT NULL;
+      DECLARE v_mode VARCHAR(10);
+      DECLARE v_token BIGINT UNSIGNED;
+      DECLARE v_kind VARCHAR(16);
+      DECLARE v_lim INT;
+      DECLARE v_ahead INT;
+      SET o_token = NULL, o_block = NULL, o_gone = 0;
+      SELECT qid INTO v_qid FROM @pentries WHERE id = p_id;
+      IF v_qid IS NULL THEN
+        SET o_gone = 1;
+      ELSE
+        SELECT kind, lim INTO v_kind, v_lim FROM @pqueues WHERE qid = v_qid FOR UPDATE;
+        DELETE FROM @pentries WHERE qid = v_qid AND IS_USED_LOCK(lock_key) IS NULL;
+        SELECT mode, token INTO v_mode, v_token FROM @pentries WHERE id = p_id;
+        IF v_mode IS NULL THEN
+          SET o_gone = 1;
+        ELSEIF v_kind = 'semaphore' THEN
+          SELECT COUNT(*) INTO v_ahead FROM @pentries
+            WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL);
+          IF v_token IS NOT NULL THEN SET o_token = v_token;
+          ELSEIF v_ahead < v_lim THEN SET o_token = 0;
+          ELSE
+            SELECT lock_key INTO o_block FROM @pentries
+              WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) ORDER BY id LIMIT 1;
+          END IF;
+        ELSEIF v_mode = 'upgrading' THEN
+          -- Ahead of every waiter: only the other holders count.
+          SELECT lock_key INTO o_block FROM @pentries
+            WHERE qid = v_qid AND id <> p_id AND token IS NOT NULL ORDER BY id DESC LIMIT 1;
+          IF o_block IS NULL THEN SET o_token = 0; END IF;
+        ELSEIF v_token IS NOT NULL THEN
+          SET o_token = v_token;
+        ELSEIF v_mode = 'shared' THEN
+          SELECT lock_key INTO o_block FROM @pentries
+            WHERE qid = v_qid AND id <> p_id AND mode IN ('exclusive', 'upgrading')
+              AND (id < p_id OR token IS NOT NULL) ORDER BY id DESC LIMIT 1;
+          IF o_block IS NULL THEN SET o_token = 0; END IF;
+        ELSE
+          SELECT lock_key INTO o_block FROM @pentries
+            WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) ORDER BY id DESC LIMIT 1;
+          IF o_block IS NULL THEN SET o_token = 0; END IF;
+        END IF;
+        IF o_token = 0 THEN
+          -- Granted now: the counter is bumped in the same transaction as the grant.
+          UPDATE @pqueues SET token = token + 1 WHERE qid = v_qid;
+          SELECT token INTO o_token FROM @pqueues WHERE qid = v_qid;
+          UPDATE @pentries SET token = o_token, since = ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000),
+            mode = IF(mode = 'upgrading', 'exclusive', mode) WHERE id = p_id;
+        END IF;
+      END IF;
+    END`,
+    "DROP PROCEDURE IF EXISTS @pwait",
+    // Waits server-side until entry p_key (of this connection) is granted, for at most
+    // p_chunk_ms (then returns a NULL token and the client calls again: a client that died
+    // silently stops calling, and its idle connection then times out). Sleeps in GET_LOCK
+    // on the key of the entry it waits for; a semaphore waiter also wakes every
+    // p_sem_poll_ms (a permit freed by another holder releases no key it could wait on).
+    `CREATE PROCEDURE @pwait(IN p_key VARCHAR(64), IN p_chunk_ms INT, IN p_sem_poll_ms INT)
+    BEGIN
+      DECLARE v_id BIGINT DEFAULT NULL;
+      DECLARE v_token BIGINT UNSIGNED;
+      DECLARE v_block VARCHAR(64);
+      DECLARE v_gone INT DEFAULT 0;
+      DECLARE v_sem INT DEFAULT 0;
+      DECLARE v_got INT;
+      DECLARE v_int INT DEFAULT 0;
+      DECLARE v_end DOUBLE DEFAULT UNIX_TIMESTAMP(NOW(6)) + p_chunk_ms / 1000;
+      DECLARE v_left DOUBLE;
+      ROLLBACK;
+      SELECT e.id, q.kind = 'semaphore' INTO v_id, v_sem FROM @pentries e JOIN @pqueues q ON q.qid = e.qid
+        WHERE e.lock_key = p_key AND e.conn = CONNECTION_ID();
+      waiting: LOOP
+        IF v_id IS NULL THEN SET v_gone = 1; LEAVE waiting; END IF;
+        START TRANSACTION;
+        CALL @peval(v_id, v_token, v_block, v_gone);
+        COMMIT;
+        IF v_token IS NOT NULL OR v_gone = 1 THEN LEAVE waiting; END IF;
+        SET v_left = v_end - UNIX_TIMESTAMP(NOW(6));
+        IF v_left <= 0 THEN LEAVE waiting; END IF;
+        IF v_sem THEN SET v_left = LEAST(v_left, p_sem_poll_ms / 1000); END IF;
+        SET v_got = GET_LOCK(v_block, v_left);
+        -- NULL: interrupted (KILL QUERY: cancelled or preempted by the client).
+        IF v_got IS NULL THEN SET v_int = 1; LEAVE waiting; END IF;
+        IF v_got = 1 THEN DO RELEASE_LOCK(v_block); END IF;
+      END LOOP;
+      SELECT v_token AS token, v_gone AS gone, v_int AS interrupted;
+    END`,
+    "DROP PROCEDURE IF EXISTS @pacquire",
+    // Enqueues a request under a fresh key (held by this connection for the entry's life,
+    // taken before the row exists so the row is never seen without it), then tries once;
+    // a failed try leaves no trace. p_chunk_ms > 0 waits as @pwait does.
+    `CREATE PROCEDURE @pacquire(IN p_qkey BINARY(32), IN p_ns VARCHAR(512), IN p_kind VARCHAR(16), IN p_name TEXT,
+      IN p_mode VARCHAR(10), IN p_lim INT, IN p_key VARCHAR(64), IN p_session CHAR(36), IN p_member VARCHAR(512),
+      IN p_chunk_ms INT, IN p_sem_poll_ms INT)
+    BEGIN
+      DECLARE v_qid BIGINT;
+      DECLARE v_ns VARCHAR(512);
+      DECLARE v_kind VARCHAR(16);
+      DECLARE v_name TEXT;
+      DECLARE v_lim INT;
+      DECLARE v_id BIGINT;
+      DECLARE v_token BIGINT UNSIGNED;
+      DECLARE v_block VARCHAR(64);
+      DECLARE v_gone INT;
+      DECLARE v_held INT;
+      DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; DO RELEASE_LOCK(p_key); RESIGNAL; END;
+      IF GET_LOCK(p_key, 0) IS NOT TRUE THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: entry key already in use', MYSQL_ERRNO = 32001;
+      END IF;
+      START TRANSACTION;
+      INSERT INTO @pqueues (qkey, namespace, kind, name, lim) VALUES (p_qkey, p_ns, p_kind, p_name, p_lim)
+        ON DUPLICATE KEY UPDATE qid = qid;
+      SELECT qid, namespace, kind, name, lim INTO v_qid, v_ns, v_kind, v_name, v_lim
+        FROM @pqueues WHERE qkey = p_qkey FOR UPDATE;
+      IF v_ns <> p_ns OR v_kind <> p_kind OR v_name <> p_name THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: name hash collision', MYSQL_ERRNO = 32002;
+      END IF;
+      IF v_lim <> p_lim THEN
+        SELECT COUNT(*) INTO v_held FROM @pentries WHERE qid = v_qid AND IS_USED_LOCK(lock_key) IS NOT NULL;
+        IF v_held > 0 THEN
+          SET @baton_limit = v_lim;
+          SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: semaphore limit mismatch', MYSQL_ERRNO = 32003;
+        END IF;
+        UPDATE @pqueues SET lim = p_lim WHERE qid = v_qid;
+      END IF;
+      INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, since)
+        VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
+      SET v_id = LAST_INSERT_ID();
+      CALL @peval(v_id, v_token, v_block, v_gone);
+      IF v_token IS NULL AND p_chunk_ms <= 0 THEN
+        ROLLBACK;
+        DO RELEASE_LOCK(p_key);
+        SELECT NULL AS token, 1 AS gone, 0 AS interrupted;
+      ELSEIF v_token IS NOT NULL THEN
+        COMMIT;
+        SELECT v_token AS token, 0 AS gone, 0 AS interrupted;
+      ELSE
+        COMMIT;
+        CALL @pwait(p_key, p_chunk_ms, p_sem_poll_ms);
+      END IF;
+    END`,
+    "DROP PROCEDURE IF EXISTS @pwithdraw",
+    // Frees entry p_key of this connection (a grant, or a waiter withdrawn), then its key,
+    // which wakes whoever waits for it.
+    `CREATE PROCEDURE @pwithdraw(IN p_key VARCHAR(64))
+    BEGIN
+      ROLLBACK;
+      DELETE FROM @pentries WHERE lock_key = p_key AND conn = CONNECTION_ID();
+      SELECT RELEASE_LOCK(p_key) AS released;
+    END`,
+    "DROP PROCEDURE IF EXISTS @pmode",
+    // Changes a granted lock entry's mode to p_mode ('shared': downgrade or an upgrade given
+    // up; 'upgrading': an upgrade starts) under a new key, then releases the old key: whoever
+    // waited on it looks again (readers behind a writer that became a reader get in).
+    // A second upgrade of one lock is refused (it would wait for the first forever).
+    `CREATE PROCEDURE @pmode(IN p_key VARCHAR(64), IN p_new_key VARCHAR(64), IN p_mode VARCHAR(10))
+    BEGIN
+      DECLARE v_id BIGINT DEFAULT NULL;
+      DECLARE v_qid BIGINT;
+      DECLARE v_other INT;
+      DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; DO RELEASE_LOCK(p_new_key); RESIGNAL; END;
+      IF GET_LOCK(p_new_key, 0) IS NOT TRUE THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: entry key already in use', MYSQL_ERRNO = 32001;
+      END IF;
+      START TRANSACTION;
+      SELECT id, qid INTO v_id, v_qid FROM @pentries WHERE lock_key = p_key AND conn = CONNECTION_ID();
+      IF v_id IS NULL THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: not held', MYSQL_ERRNO = 32004;
+      END IF;
+      SELECT qid INTO v_qid FROM @pqueues WHERE qid = v_qid FOR UPDATE;
+      IF p_mode = 'upgrading' THEN
+        SELECT COUNT(*) INTO v_other FROM @pentries
+          WHERE qid = v_qid AND id <> v_id AND mode = 'upgrading' AND IS_USED_LOCK(lock_key) IS NOT NULL;
+        IF v_other > 0 THEN
+          SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: concurrent upgrade', MYSQL_ERRNO = 32005;
+        END IF;
+      END IF;
+      UPDATE @pentries SET lock_key = p_new_key, mode = p_mode WHERE id = v_id;
+      COMMIT;
+      DO RELEASE_LOCK(p_key);
+      SELECT 1 AS ok;
+    END`,
+    "DROP PROCEDURE IF EXISTS @pheartbeat",
+    // Renews a session's lease on the server's clock (it cannot expire before the client's
+    // own deadline), ends expired sessions (their records go with them) and returns the
+    // connections they held locks on, for the caller to kill.
+    `CREATE PROCEDURE @pheartbeat(IN p_session CHAR(36), IN p_ttl_ms INT)
+    BEGIN
+      DECLARE v_now BIGINT DEFAULT ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000);
+      DECLARE v_alive INT;
+      UPDATE @psessions SET expires_at = v_now + p_ttl_ms WHERE id = p_session;
+      SET v_alive = ROW_COUNT();
+      SELECT v_alive AS alive, (SELECT GROUP_CONCAT(l.conn) FROM @planes l JOIN @psessions s ON s.id = l.session_id
+        WHERE s.expires_at < v_now) AS conns;
+      DELETE l FROM @planes l JOIN @psessions s ON s.id = l.session_id WHERE s.expires_at < v_now;
+      DELETE FROM @psessions WHERE expires_at < v_now;
+    END`,
+  ],
+];
+
+/** The schema version this code expects. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Renders a statement for the validated table prefix. */
+export function render(sql: string, prefix: string): string {
+  return sql.replaceAll("@p", prefix);
+}
+
+/** What migrate() needs of a connection. */
+export interface Migrator {
+  query<R>(sql: string, params?: readonly unknown[]): Promise<R[]>;
+}
+
+/**
+ * Brings the tables up to {@link SCHEMA_VERSION}. Idempotent; concurrent callers serialise
+ * on a `GET_LOCK` named after the database and prefix, so one applies each missing version.
+ */
+export async function migrate(connection: Migrator, prefix: string): Promise<void> {
+  const [db] = await connection.query<{ db: string | null }>("SELECT DATABASE() AS db");
+  const lockName = `baton-migrate:${hashHex(`${db?.db ?? ""}\u001f${prefix}`).slice(0, 40)}`;
+  const [got] = await connection.query<{ got: number | null }>("SELECT GET_LOCK(?, 60) AS got", [lockName]);
+  if (got?.got !== 1) throw new Error("could not take the migration lock within 60 s");
+  try {
+    await connection.query(
+      `CREATE TABLE IF NOT EXISTS ${prefix}migrations (version INT NOT NULL PRIMARY KEY) ENGINE=InnoDB`,
+    );
+    const [row] = await connection.query<{ v: number | null }>(`SELECT MAX(version) AS v FROM ${prefix}migrations`);
+    const from = row?.v ?? 0;
+    if (from > SCHEMA_VERSION) {
+      throw new Error(`tables ${prefix}* are at version ${from}, newer than this Baton (${SCHEMA_VERSION}); upgrade Baton`);
+    }
+    for (let version = from + 1; version <= SCHEMA_VERSION; version++) {
+      for (const statement of MIGRATIONS[version - 1] ?? []) await connection.query(render(statement, prefix));
+      await connection.query(`INSERT INTO ${prefix}migrations (version) VALUES (?)`, [version]);
+    }
+  } finally {
+    await connection.query("DO RELEASE_LOCK(?)", [lockName]);
+  }
+}
+
+/** SHA-256 of the parts joined by U+001F: the fixed-size key of a name, record or cell. */
+export function nameHash(...parts: string[]): Buffer {
+  return createHash("sha256").update(parts.join("\u001f"), "utf8").digest();
+}
+
+function hashHex(text: string): string {
+  return createHash("sha256").update(text, "utf8").digest("hex");
+}
