@@ -63,6 +63,7 @@ const tuning = [
   "--skip-grant-tables",
   "--max-connections=400",
   "--performance-schema=OFF",
+  "--innodb-print-all-deadlocks=ON",
 ];
 
 export function startMariadb(): Promise<MariadbServer> {

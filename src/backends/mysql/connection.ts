@@ -151,10 +151,8 @@ export class MyConnection {
     }
     this.#die(reason);
     try {
-      await withTimeout(
-        new Promise<void>((resolve) => this.#conn.end(() => resolve())),
-        timeoutMs,
-        () => this.#conn.destroy(),
+      await withTimeout(new Promise<void>((resolve) => this.#conn.end(() => resolve())), timeoutMs, () =>
+        this.#conn.destroy(),
       );
     } catch {
       this.#conn.destroy();

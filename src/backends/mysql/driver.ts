@@ -16,7 +16,7 @@ import type { Driver, DriverCells, DriverContext, DriverSession, RecordEntry } f
 import { BackendUnavailableError } from "../../core/errors.js";
 import { ConnectionBudget } from "../postgres/slots.js";
 import { mysqlCells } from "./cells.js";
-import type { CreateConnection } from "./connection.js";
+import { type CreateConnection, MyConnection } from "./connection.js";
 import { Control } from "./control.js";
 import { translate } from "./errors.js";
 import { inspect, namespaces } from "./inspect.js";
@@ -64,7 +64,11 @@ class MysqlDriver implements Driver {
   constructor(context: SessionContext) {
     this.#c = context;
     this.#p = context.settings.prefix;
-    this.#watches = new RecordWatches(context.control, this.#p, context.namespace);
+    this.#watches = new RecordWatches(
+      () => MyConnection.open(context.create, context.settings.client, context.ttlMs),
+      this.#p,
+      context.namespace,
+    );
     this.cells = mysqlCells(context.control, this.#p, context.namespace);
   }
 
@@ -113,7 +117,7 @@ class MysqlDriver implements Driver {
   }
 
   async close(): Promise<void> {
-    this.#watches.close();
+    await this.#watches.close();
     await this.#c.control.close();
   }
 }

@@ -90,10 +90,13 @@ export function translate(error: unknown, what: string): BatonError {
     case ERRNO.accessDenied:
       return new BackendUnavailableError(`${what}: authentication failed: ${message}`, { backend, cause: error });
     case ERRNO.badDatabase:
-      return new BackendUnavailableError(explain(what, "MySQL", `answered: ${message}`, "the database name in the URL"), {
-        backend,
-        cause: error,
-      });
+      return new BackendUnavailableError(
+        explain(what, "MySQL", `answered: ${message}`, "the database name in the URL"),
+        {
+          backend,
+          cause: error,
+        },
+      );
   }
   const failure = errno(error) === undefined ? networkFailure(error) : undefined;
   if (failure) return new BackendUnavailableError(explainNetwork(what, "MySQL", failure), { backend, cause: error });

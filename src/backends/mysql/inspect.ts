@@ -48,7 +48,13 @@ export async function inspect(control: Control, prefix: string, namespace: strin
     const id = `${row.kind}\u0000${row.name}`;
     let queue = queues.get(id);
     if (!queue) {
-      queue = { kind: row.kind, name: row.name, limit: row.kind === "semaphore" ? row.lim : 1, holders: [], waiters: [] };
+      queue = {
+        kind: row.kind,
+        name: row.name,
+        limit: row.kind === "semaphore" ? row.lim : 1,
+        holders: [],
+        waiters: [],
+      };
       queues.set(id, queue);
     }
     const who = { memberId: row.member_id, sessionId: row.session_id, since: Number(row.since) };

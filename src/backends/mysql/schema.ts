@@ -73,6 +73,33 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       KEY (sp, created_at),
       CONSTRAINT @precords_session FOREIGN KEY (session_id) REFERENCES @psessions (id) ON DELETE CASCADE
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    // The change log of records, written by triggers, read by watches (MySQL has no
+    // LISTEN/NOTIFY): every put and delete, in commit order per key. Pruned by heartbeats.
+    `CREATE TABLE IF NOT EXISTS @precord_events (
+      seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+      sp BINARY(32) NOT NULL,
+      op CHAR(3) NOT NULL,
+      rname TEXT NOT NULL,
+      value LONGTEXT NULL,
+      session_id CHAR(36) NULL,
+      created_at BIGINT NULL,
+      at BIGINT NOT NULL,
+      KEY (sp, seq),
+      KEY (at)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    "DROP TRIGGER IF EXISTS @precords_put",
+    `CREATE TRIGGER @precords_put AFTER INSERT ON @precords FOR EACH ROW
+      INSERT INTO @precord_events (sp, op, rname, value, session_id, created_at, at)
+      VALUES (NEW.sp, 'put', NEW.rname, NEW.value, NEW.session_id, NEW.created_at, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000))`,
+    "DROP TRIGGER IF EXISTS @precords_update",
+    `CREATE TRIGGER @precords_update AFTER UPDATE ON @precords FOR EACH ROW
+      INSERT INTO @precord_events (sp, op, rname, value, session_id, created_at, at)
+      VALUES (NEW.sp, 'put', NEW.rname, NEW.value, NEW.session_id, NEW.created_at, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000))`,
+    // Foreign-key cascades fire no triggers: sessions' records are deleted explicitly.
+    "DROP TRIGGER IF EXISTS @precords_delete",
+    `CREATE TRIGGER @precords_delete AFTER DELETE ON @precords FOR EACH ROW
+      INSERT INTO @precord_events (sp, op, rname, at)
+      VALUES (OLD.sp, 'del', OLD.rname, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000))`,
     // Durable versioned keys. A deleted key keeps its row (value NULL): its version and its
     // highest fence live on.
     `CREATE TABLE IF NOT EXISTS @pcells (
@@ -89,9 +116,11 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     "DROP PROCEDURE IF EXISTS @peval",
     // The granting rule, evaluated for entry p_id inside the caller's transaction, which
     // holds the queue row FOR UPDATE (so grants of one queue are serialised and every
-    // entry inserted before is visible: sessions run READ COMMITTED). Deletes entries whose
-    // connection is gone. o_token: the grant's token, or NULL with o_block the key of an
-    // entry this one must wait for; o_gone: the entry no longer exists.
+    // entry inserted before is visible: sessions run READ COMMITTED). Entries whose
+    // connection is gone (key no longer held) do not count; they are read without row
+    // locks (deleting them here would lock rows of other queues in a scan and deadlock with
+    // their grants) and deleted by heartbeats. o_token: the grant's token, or NULL with
+    // o_block the key of an entry this one must wait for; o_gone: the entry is gone.
     `CREATE PROCEDURE @peval(IN p_id BIGINT, OUT o_token BIGINT UNSIGNED, OUT o_block VARCHAR(64), OUT o_gone INT)
     BEGIN
       DECLARE v_qid BIGINT DEFAULT NULL;
@@ -106,34 +135,34 @@ const MIGRATIONS: readonly (readonly string[])[] = [
         SET o_gone = 1;
       ELSE
         SELECT kind, lim INTO v_kind, v_lim FROM @pqueues WHERE qid = v_qid FOR UPDATE;
-        DELETE FROM @pentries WHERE qid = v_qid AND IS_USED_LOCK(lock_key) IS NULL;
         SELECT mode, token INTO v_mode, v_token FROM @pentries WHERE id = p_id;
-        IF v_mode IS NULL THEN
-          SET o_gone = 1;
-        ELSEIF v_kind = 'semaphore' THEN
+        IF v_kind = 'semaphore' THEN
           SELECT COUNT(*) INTO v_ahead FROM @pentries
-            WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL);
+            WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL;
           IF v_token IS NOT NULL THEN SET o_token = v_token;
           ELSEIF v_ahead < v_lim THEN SET o_token = 0;
           ELSE
             SELECT lock_key INTO o_block FROM @pentries
-              WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) ORDER BY id LIMIT 1;
+              WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL
+              ORDER BY id LIMIT 1;
           END IF;
         ELSEIF v_mode = 'upgrading' THEN
           -- Ahead of every waiter: only the other holders count.
           SELECT lock_key INTO o_block FROM @pentries
-            WHERE qid = v_qid AND id <> p_id AND token IS NOT NULL ORDER BY id DESC LIMIT 1;
+            WHERE qid = v_qid AND id <> p_id AND token IS NOT NULL AND IS_USED_LOCK(lock_key) IS NOT NULL
+            ORDER BY id DESC LIMIT 1;
           IF o_block IS NULL THEN SET o_token = 0; END IF;
         ELSEIF v_token IS NOT NULL THEN
           SET o_token = v_token;
         ELSEIF v_mode = 'shared' THEN
           SELECT lock_key INTO o_block FROM @pentries
             WHERE qid = v_qid AND id <> p_id AND mode IN ('exclusive', 'upgrading')
-              AND (id < p_id OR token IS NOT NULL) ORDER BY id DESC LIMIT 1;
+              AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL ORDER BY id DESC LIMIT 1;
           IF o_block IS NULL THEN SET o_token = 0; END IF;
         ELSE
           SELECT lock_key INTO o_block FROM @pentries
-            WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) ORDER BY id DESC LIMIT 1;
+            WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL
+            ORDER BY id DESC LIMIT 1;
           IF o_block IS NULL THEN SET o_token = 0; END IF;
         END IF;
         IF o_token = 0 THEN
@@ -289,7 +318,10 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       SELECT v_alive AS alive, (SELECT GROUP_CONCAT(l.conn) FROM @planes l JOIN @psessions s ON s.id = l.session_id
         WHERE s.expires_at < v_now) AS conns;
       DELETE l FROM @planes l JOIN @psessions s ON s.id = l.session_id WHERE s.expires_at < v_now;
+      DELETE r FROM @precords r JOIN @psessions s ON s.id = r.session_id WHERE s.expires_at < v_now;
       DELETE FROM @psessions WHERE expires_at < v_now;
+      DELETE FROM @pentries WHERE IS_USED_LOCK(lock_key) IS NULL;
+      DELETE FROM @precord_events WHERE at < v_now - 60000;
     END`,
   ],
 ];
@@ -323,7 +355,9 @@ export async function migrate(connection: Migrator, prefix: string): Promise<voi
     const [row] = await connection.query<{ v: number | null }>(`SELECT MAX(version) AS v FROM ${prefix}migrations`);
     const from = row?.v ?? 0;
     if (from > SCHEMA_VERSION) {
-      throw new Error(`tables ${prefix}* are at version ${from}, newer than this Baton (${SCHEMA_VERSION}); upgrade Baton`);
+      throw new Error(
+        `tables ${prefix}* are at version ${from}, newer than this Baton (${SCHEMA_VERSION}); upgrade Baton`,
+      );
     }
     for (let version = from + 1; version <= SCHEMA_VERSION; version++) {
       for (const statement of MIGRATIONS[version - 1] ?? []) await connection.query(render(statement, prefix));

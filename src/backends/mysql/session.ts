@@ -240,7 +240,7 @@ export class MySession implements DriverSession {
 
   /**
    * Ends the session: closes its lanes (the server frees their locks at once) and deletes
-   * its row (and with it its records).
+   * its records and its row.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -253,7 +253,10 @@ export class MySession implements DriverSession {
     await Promise.allSettled([
       ...waiting.map((id) => this.#c.control.kill(id)),
       ...lanes.map((lane) => lane.close()),
-      this.#c.control.query(`DELETE FROM ${this.#p}sessions WHERE id = ?`, [this.id]),
+      // Records first and explicitly: a foreign-key cascade would not log their deletion.
+      this.#c.control
+        .query(`DELETE FROM ${this.#p}records WHERE session_id = ?`, [this.id])
+        .then(() => this.#c.control.query(`DELETE FROM ${this.#p}sessions WHERE id = ?`, [this.id])),
     ]);
   }
 
@@ -269,11 +272,14 @@ export class MySession implements DriverSession {
 
   async #acquireOnce(request: AcquireRequest): Promise<MyGrant | null> {
     const id = `${request.kind}\u0000${request.name}`;
-    // Prefer a lane that holds nothing for a wait (it keeps lanes with grants free to be
-    // pinged and released without preempting); any usable one for a try.
-    const lane =
-      (request.wait ? this.#reserve((l) => l.empty && !l.ids.has(id), id) : null) ??
-      (await this.#obtain((l) => l.usable && !l.ids.has(id), id, request.signal));
+    // A wait runs only on a lane that holds nothing: a connection that holds a lock while
+    // it waits in GET_LOCK is an edge in the server's deadlock graph that the application
+    // never asked for. A try may use any usable lane.
+    const lane = await this.#obtain(
+      request.wait ? (l) => l.empty && !l.ids.has(id) : (l) => l.usable && !l.ids.has(id),
+      id,
+      request.signal,
+    );
     let grant: MyGrant | null = null;
     const key = entryKey();
     const ns = this.#c.namespace;
