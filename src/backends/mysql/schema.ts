@@ -160,9 +160,17 @@ const MIGRATIONS: readonly (readonly string[])[] = [
               AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL ORDER BY id DESC LIMIT 1;
           IF o_block IS NULL THEN SET o_token = 0; END IF;
         ELSE
+          -- Wait for the entry just ahead, or, deeper in the queue, for the 17th from the
+          -- front: the server treats a chain of GET_LOCK waits deeper than 32 as a deadlock,
+          -- so chains stay at most 17 long (and the waiters far back wake once per 16 grants).
           SELECT lock_key INTO o_block FROM @pentries
             WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL
-            ORDER BY id DESC LIMIT 1;
+            ORDER BY id LIMIT 1 OFFSET 16;
+          IF o_block IS NULL THEN
+            SELECT lock_key INTO o_block FROM @pentries
+              WHERE qid = v_qid AND id <> p_id AND (id < p_id OR token IS NOT NULL) AND IS_USED_LOCK(lock_key) IS NOT NULL
+              ORDER BY id DESC LIMIT 1;
+          END IF;
           IF o_block IS NULL THEN SET o_token = 0; END IF;
         END IF;
         IF o_token = 0 THEN
@@ -218,7 +226,7 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       IN p_mode VARCHAR(10), IN p_lim INT, IN p_key VARCHAR(64), IN p_session CHAR(36), IN p_member VARCHAR(512),
       IN p_chunk_ms INT, IN p_sem_poll_ms INT)
     BEGIN
-      DECLARE v_qid BIGINT;
+      DECLARE v_qid BIGINT DEFAULT NULL;
       DECLARE v_ns VARCHAR(512);
       DECLARE v_kind VARCHAR(16);
       DECLARE v_name TEXT;
@@ -233,10 +241,15 @@ const MIGRATIONS: readonly (readonly string[])[] = [
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: entry key already in use', MYSQL_ERRNO = 32001;
       END IF;
       START TRANSACTION;
-      INSERT INTO @pqueues (qkey, namespace, kind, name, lim) VALUES (p_qkey, p_ns, p_kind, p_name, p_lim)
-        ON DUPLICATE KEY UPDATE qid = qid;
+      -- Lock the existing row first: INSERT ... ON DUPLICATE KEY UPDATE takes a shared lock
+      -- on the duplicate before its exclusive one, and two such requests deadlock.
       SELECT qid, namespace, kind, name, lim INTO v_qid, v_ns, v_kind, v_name, v_lim
         FROM @pqueues WHERE qkey = p_qkey FOR UPDATE;
+      IF v_qid IS NULL THEN
+        INSERT IGNORE INTO @pqueues (qkey, namespace, kind, name, lim) VALUES (p_qkey, p_ns, p_kind, p_name, p_lim);
+        SELECT qid, namespace, kind, name, lim INTO v_qid, v_ns, v_kind, v_name, v_lim
+          FROM @pqueues WHERE qkey = p_qkey FOR UPDATE;
+      END IF;
       IF v_ns <> p_ns OR v_kind <> p_kind OR v_name <> p_name THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: name hash collision', MYSQL_ERRNO = 32002;
       END IF;
@@ -313,14 +326,40 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     BEGIN
       DECLARE v_now BIGINT DEFAULT ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000);
       DECLARE v_alive INT;
+      DECLARE v_id CHAR(36);
+      DECLARE v_entry BIGINT;
+      DECLARE v_done INT DEFAULT 0;
+      DECLARE expired CURSOR FOR SELECT id FROM @pgone;
+      DECLARE dead CURSOR FOR SELECT id FROM @pentries WHERE IS_USED_LOCK(lock_key) IS NULL LIMIT 100;
+      DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
+      -- The sweep is best-effort (the next heartbeat sweeps again); the renewal, committed
+      -- first, is what counts.
+      DECLARE CONTINUE HANDLER FOR 1213 BEGIN END;
       UPDATE @psessions SET expires_at = v_now + p_ttl_ms WHERE id = p_session;
       SET v_alive = ROW_COUNT();
-      SELECT v_alive AS alive, (SELECT GROUP_CONCAT(l.conn) FROM @planes l JOIN @psessions s ON s.id = l.session_id
-        WHERE s.expires_at < v_now) AS conns;
-      DELETE l FROM @planes l JOIN @psessions s ON s.id = l.session_id WHERE s.expires_at < v_now;
-      DELETE r FROM @precords r JOIN @psessions s ON s.id = r.session_id WHERE s.expires_at < v_now;
-      DELETE FROM @psessions WHERE expires_at < v_now;
-      DELETE FROM @pentries WHERE IS_USED_LOCK(lock_key) IS NULL;
+      -- Victims are picked by plain reads and deleted one by one by primary key: a locking
+      -- scan would wait for, and deadlock with, the renewals and releases it meets.
+      CREATE TEMPORARY TABLE IF NOT EXISTS @pgone (id CHAR(36) NOT NULL PRIMARY KEY) ENGINE=MEMORY;
+      DELETE FROM @pgone;
+      INSERT INTO @pgone SELECT id FROM @psessions WHERE expires_at < v_now LIMIT 100;
+      SELECT v_alive AS alive, (SELECT GROUP_CONCAT(l.conn) FROM @planes l WHERE l.session_id IN (SELECT id FROM @pgone)) AS conns;
+      OPEN expired;
+      sessions: LOOP
+        FETCH expired INTO v_id;
+        IF v_done THEN LEAVE sessions; END IF;
+        DELETE FROM @planes WHERE session_id = v_id;
+        DELETE FROM @precords WHERE session_id = v_id;
+        DELETE FROM @psessions WHERE id = v_id AND expires_at < v_now;
+      END LOOP;
+      CLOSE expired;
+      SET v_done = 0;
+      OPEN dead;
+      entries: LOOP
+        FETCH dead INTO v_entry;
+        IF v_done THEN LEAVE entries; END IF;
+        DELETE FROM @pentries WHERE id = v_entry AND IS_USED_LOCK(lock_key) IS NULL;
+      END LOOP;
+      CLOSE dead;
       DELETE FROM @precord_events WHERE at < v_now - 60000;
     END`,
   ],
