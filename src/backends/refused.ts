@@ -2,7 +2,7 @@
  * Stores Baton refuses to put locks on, with the reason: the seeds' driver compliance
  * policy removes drivers that cannot meet the guarantees rather than ship them weak.
  * `connect()` answers these schemes with an `UnsupportedError` that says why and names the
- * backends to use instead; docs/backends/README.md lists them too.
+ * backends to use instead; the README's backend section lists them too.
  *
  * @module
  */

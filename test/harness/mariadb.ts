@@ -66,11 +66,17 @@ const tuning = [
   "--innodb-print-all-deadlocks=ON",
 ];
 
-export function startMariadb(): Promise<MariadbServer> {
-  return retryOnAddressInUse(startOnce);
+/** Options of {@link startMariadb}. */
+export interface MariadbOptions {
+  /** Extra mariadbd arguments (e.g. `--wsrep-on=ON` to look like a Galera node). */
+  readonly args?: readonly string[];
 }
 
-async function startOnce(): Promise<MariadbServer> {
+export function startMariadb(options: MariadbOptions = {}): Promise<MariadbServer> {
+  return retryOnAddressInUse(() => startOnce(options));
+}
+
+async function startOnce(options: MariadbOptions): Promise<MariadbServer> {
   const dir = makeTempDir("baton-mariadb-");
   const dataDir = path.join(dir, "data");
   const logFile = path.join(dir, "mariadb.log");
@@ -105,6 +111,7 @@ async function startOnce(): Promise<MariadbServer> {
       `--pid-file=${path.join(dir, "mysqld.pid")}`,
       "--user=root",
       ...tuning,
+      ...(options.args ?? []),
     ];
     const spawnServer = () => {
       fs.appendFileSync(logFile, `\n[harness] starting mariadbd on ${HOST}:${port}\n`);
