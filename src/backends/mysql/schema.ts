@@ -236,6 +236,7 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       DECLARE v_block VARCHAR(64);
       DECLARE v_gone INT;
       DECLARE v_held INT;
+      DECLARE v_busy BIGINT DEFAULT NULL;
       DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; DO RELEASE_LOCK(p_key); RESIGNAL; END;
       IF GET_LOCK(p_key, 0) IS NOT TRUE THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: entry key already in use', MYSQL_ERRNO = 32001;
@@ -261,10 +262,22 @@ const MIGRATIONS: readonly (readonly string[])[] = [
         END IF;
         UPDATE @pqueues SET lim = p_lim WHERE qid = v_qid;
       END IF;
-      INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, since)
-        VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
-      SET v_id = LAST_INSERT_ID();
-      CALL @peval(v_id, v_token, v_block, v_gone);
+      -- The uncontended lock: nothing live it would wait for, so it is granted as it is
+      -- queued (the rule below would say the same, in more statements).
+      -- (A plain SELECT ... INTO: a subquery in IF would take shared row locks.)
+      SELECT id INTO v_busy FROM @pentries WHERE qid = v_qid
+        AND (p_mode = 'exclusive' OR mode <> 'shared') AND IS_USED_LOCK(lock_key) IS NOT NULL LIMIT 1;
+      IF p_kind <> 'semaphore' AND v_busy IS NULL THEN
+        UPDATE @pqueues SET token = LAST_INSERT_ID(token + 1) WHERE qid = v_qid;
+        SET v_token = LAST_INSERT_ID();
+        INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, token, since)
+          VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, v_token, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
+      ELSE
+        INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, since)
+          VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
+        SET v_id = LAST_INSERT_ID();
+        CALL @peval(v_id, v_token, v_block, v_gone);
+      END IF;
       IF v_token IS NULL AND p_chunk_ms <= 0 THEN
         ROLLBACK;
         DO RELEASE_LOCK(p_key);
@@ -279,10 +292,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     END`,
     "DROP PROCEDURE IF EXISTS @pwithdraw",
     // Frees entry p_key of this connection (a grant, or a waiter withdrawn), then its key,
-    // which wakes whoever waits for it.
+    // which wakes whoever waits for it. (An interrupted wait was rolled back by the client.)
     `CREATE PROCEDURE @pwithdraw(IN p_key VARCHAR(64))
     BEGIN
-      ROLLBACK;
       DELETE FROM @pentries WHERE lock_key = p_key AND conn = CONNECTION_ID();
       SELECT RELEASE_LOCK(p_key) AS released;
     END`,

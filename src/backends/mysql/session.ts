@@ -337,6 +337,8 @@ export class MySession implements DriverSession {
     }
     if (!lane.connection.alive) return;
     try {
+      // A failed statement may have left its transaction (and the queue row's lock) open.
+      await lane.connection.query("ROLLBACK", [], this.#quickMs);
       await lane.connection.query(`CALL ${this.#p}withdraw(?)`, [key], this.#quickMs);
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
