@@ -106,11 +106,14 @@ describe("mysql backend", () => {
     await (await waiting).release();
   });
 
-  it("refuses a bad prefix or a URL without a database with InvalidArgumentError", async () => {
+  it("refuses a bad prefix, or a URL without a database or a host, with InvalidArgumentError", async () => {
     const url = (await ensureServer()).url;
     await assert.rejects(connect(`${url}?prefix=Bad-Prefix`), InvalidArgumentError);
     await assert.rejects(connect(url.replace(/\/baton$/, "/")), InvalidArgumentError);
     await assert.rejects(connect(`${url}?maxConnections=1`), InvalidArgumentError);
+    // No host and no socket: refused before anything reaches the network.
+    await assert.rejects(connect("mysql:$"), InvalidArgumentError);
+    await assert.rejects(connect("mysql:///baton"), InvalidArgumentError);
   });
 
   it("answers mariadb:// like mysql://", async () => {

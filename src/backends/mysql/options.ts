@@ -57,6 +57,12 @@ export function parseSettings(context: DriverContext): MysqlSettings {
       backend,
     });
   }
+  if (!url.hostname && !socketPath) {
+    throw new InvalidArgumentError(
+      `the URL must name a host: mysql://user:password@host:3306/database (or give socketPath), got ${JSON.stringify(url.href)}`,
+      { backend },
+    );
+  }
   const host = url.hostname.replace(/^\[|\]$/g, "") || "localhost";
   const port = url.port ? Number(url.port) : 3306;
   const client: MysqlClientConfig = {
