@@ -2,10 +2,11 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { ClosedError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
 import type { ConnectionBudget } from "../postgres/slots.js";
-import { type CreateConnection, MyConnection } from "./connection.js";
+import type { CreateConnection } from "./connection.js";
 import type { Control } from "./control.js";
-import { ConnectionLostError, isConnectionError, translate, upgradeDeadlock } from "./errors.js";
-import { Lane, type MyGrant } from "./lane.js";
+import { ConnectionLostError, ERRNO, errno, isConnectionError, translate, upgradeDeadlock } from "./errors.js";
+import type { Lane, MyGrant } from "./lane.js";
+import { LanePool } from "./lanes.js";
 import type { MysqlSettings } from "./options.js";
 import { nameHash } from "./schema.js";
 
@@ -22,9 +23,6 @@ export interface SessionContext {
 
 /** Locks with an upgrade under way in this process (see MySession.convert). */
 const upgrading = new Set<string>();
-
-/** Lanes holding nothing are closed after this long unused. */
-const IDLE_LANE_MS = 3000;
 
 /**
  * How long one server-side wait lasts before the client asks again. A client that died
@@ -50,8 +48,7 @@ export class MySession implements DriverSession {
   readonly #c: SessionContext;
   readonly #hooks: SessionHooks;
   readonly #p: string;
-  readonly #lanes = new Set<Lane>();
-  readonly #reaper: NodeJS.Timeout;
+  readonly #pool: LanePool;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -59,8 +56,7 @@ export class MySession implements DriverSession {
     this.#c = context;
     this.#hooks = hooks;
     this.#p = context.settings.prefix;
-    this.#reaper = setInterval(() => this.#reap(), 1000);
-    this.#reaper.unref();
+    this.#pool = new LanePool(context, id);
   }
 
   /** Creates the session row; its lease starts now, on the server's clock. */
@@ -86,7 +82,7 @@ export class MySession implements DriverSession {
    */
   async keepAlive(): Promise<void> {
     if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "mysql" });
-    const pings = [...this.#lanes]
+    const pings = this.#pool.all
       .filter((lane) => lane.alive && lane.grants.size > 0 && !lane.waiting)
       .map((lane) => lane.query("DO 1", [], this.#quickMs).catch(() => {}));
     const [beat] = await Promise.all([
@@ -117,8 +113,12 @@ export class MySession implements DriverSession {
         if (signal.aborted) return this.#aborted(signal);
         // A wait whose connection broke (server restart, network) was never granted: ask
         // again on another connection, until the caller or the session gives up.
-        if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
-        await sleep(Math.min(1000, 50 * 2 ** attempt), signal);
+        // An InnoDB deadlock rolled the request's transaction back, so it holds nothing: ask
+        // again (a few times). GET_LOCK waits cannot form a cycle here: they run only on
+        // connections that hold nothing else.
+        const retry = errno(error) === ERRNO.deadlock ? attempt < 5 : request.wait && isConnectionError(error);
+        if (this.#closed || !retry) throw translate(error, what());
+        await sleep(Math.min(1000, 20 * 2 ** attempt), signal);
       }
     }
   }
@@ -245,8 +245,7 @@ export class MySession implements DriverSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#reaper);
-    const lanes = [...this.#lanes];
+    const lanes = this.#pool.close();
     // A connection blocked in a wait does not read its socket: end it from the server side.
     const waiting = lanes.filter((lane) => lane.alive && lane.waiting).map((lane) => lane.connection.id);
     for (const lane of lanes) lane.closing = true;
@@ -275,7 +274,7 @@ export class MySession implements DriverSession {
     // A wait runs only on a lane that holds nothing: a connection that holds a lock while
     // it waits in GET_LOCK is an edge in the server's deadlock graph that the application
     // never asked for. A try may use any usable lane.
-    const lane = await this.#obtain(
+    const lane = await this.#pool.obtain(
       request.wait ? (l) => l.empty && !l.ids.has(id) : (l) => l.usable && !l.ids.has(id),
       id,
       request.signal,
@@ -346,69 +345,6 @@ export class MySession implements DriverSession {
     }
   }
 
-  /** Picks a lane matching `pred` and reserves it (synchronously) for grant `id`. */
-  #reserve(pred: (lane: Lane) => boolean, id: string): Lane | null {
-    let best: Lane | null = null;
-    for (const lane of this.#lanes) {
-      // Prefer lanes that already hold grants: keep empty ones free for waits.
-      if (pred(lane) && (!best || lane.grants.size > best.grants.size)) best = lane;
-    }
-    if (best) {
-      best.reservations++;
-      best.ids.add(id);
-    }
-    return best;
-  }
-
-  /**
-   * A lane matching `pred`, reserved for `id`: an existing one, a new connection within
-   * the budget, or (budget exhausted) the first to match once something changes.
-   */
-  async #obtain(pred: (lane: Lane) => boolean, id: string, signal: AbortSignal): Promise<Lane> {
-    for (;;) {
-      if (signal.aborted) throw signal.reason;
-      this.#assertOpen();
-      const found = this.#reserve(pred, id);
-      if (found) return found;
-      if (this.#c.budget.take()) {
-        const lane = await this.#openLane();
-        lane.reservations++;
-        lane.ids.add(id);
-        return lane;
-      }
-      await this.#c.budget.changed.wait(signal);
-    }
-  }
-
-  async #openLane(): Promise<Lane> {
-    let connection: MyConnection;
-    try {
-      connection = await MyConnection.open(this.#c.create, this.#c.settings.client, this.#c.ttlMs);
-    } catch (error) {
-      this.#c.budget.give();
-      throw error;
-    }
-    connection.onDeath(() => this.#c.budget.give());
-    const lane = new Lane(connection, this.#c.control, () => this.#c.budget.changed.notify());
-    connection.onDeath(() => this.#lanes.delete(lane));
-    try {
-      await connection.query(
-        `INSERT INTO ${this.#p}lanes (conn, session_id) VALUES (?, ?) ON DUPLICATE KEY UPDATE session_id = VALUES(session_id)`,
-        [connection.id, this.id],
-        this.#quickMs,
-      );
-    } catch (error) {
-      connection.destroy(error as Error);
-      throw error;
-    }
-    if (this.#closed) {
-      await lane.close();
-      this.#assertOpen();
-    }
-    this.#lanes.add(lane);
-    return lane;
-  }
-
   #grant(lane: Lane, request: AcquireRequest, id: string, key: string, token: bigint): MyGrant {
     const grant: MyGrant = {
       token,
@@ -428,17 +364,6 @@ export class MySession implements DriverSession {
       request.onLost(new ConnectionLostError("the MySQL connection was lost just after the grant"));
     }
     return grant;
-  }
-
-  /** Closes lanes that held nothing for a while, giving their connection back. */
-  #reap(): void {
-    const cutoff = Date.now() - IDLE_LANE_MS;
-    for (const lane of this.#lanes) {
-      if (lane.empty && lane.idleSince < cutoff) {
-        this.#lanes.delete(lane);
-        void lane.close();
-      }
-    }
   }
 }
 
