@@ -20,8 +20,17 @@ export {
   type Inspection,
   type LockInfo,
   type SemaphoreOptions,
+  type TakeoverRecordInfo,
   type WaiterInfo,
 } from "./core/coordinator.js";
+export {
+  MAX_FENCE_INFO_BYTES,
+  MAX_LOCK_DELAY_MS,
+  type OnTakeover,
+  type Takeover,
+  type TakeoverOptions,
+} from "./core/takeover.js";
+export type { RevokedHolder, RevokeOptions } from "./core/revoke.js";
 export {
   Lock,
   LockHandle,
@@ -68,9 +77,12 @@ export type {
   RecordEvent,
 } from "./core/driver.js";
 export { parseDuration } from "./core/duration.js";
-export { statusPage } from "./status-page.js";
-export { inspectionToJson, type InspectionJson, type LockJson } from "./status/json.js";
-export { formatStatus } from "./status/text.js";
+export { statusPage, type StatusPageOptions } from "./status-page.js";
+export { inspectionToJson, type InspectionJson, type LockJson, type ProcessJson } from "./status/json.js";
+export { formatStatus, LONG_WAIT_MS, type StatusTextOptions } from "./status/text.js";
+export { memberDetails, type MemberDetails } from "./status/member.js";
+export { PROMETHEUS_PACKAGES, prometheusMetrics, type PrometheusMetrics } from "./metrics/prometheus.js";
+export { METRIC, type AcquireOutcome, type MeterProviderLike, type MetricsOptions } from "./core/telemetry.js";
 export {
   MAX_NAME_BYTES,
   MAX_NAMESPACE_BYTES,
@@ -83,10 +95,12 @@ export {
   AbortedError,
   BackendUnavailableError,
   BatonError,
+  CannotRevokeError,
   ClosedError,
   ConflictError,
   DeadlockError,
   FencedError,
+  FenceFailedError,
   InvalidArgumentError,
   InvalidStateError,
   LockLostError,
@@ -97,4 +111,5 @@ export {
   type BatonErrorCode,
   type BatonErrorOptions,
   type CellStateInfo,
+  type RevokeHolderInfo,
 } from "./core/errors.js";
