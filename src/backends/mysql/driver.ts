@@ -19,7 +19,7 @@ import { mysqlCells } from "./cells.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import { Control } from "./control.js";
 import { translate } from "./errors.js";
-import { inspect, namespaces } from "./inspect.js";
+import { inspect, namespaces, revokeSession } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { RecordWatches, listRecords } from "./records.js";
 import { MySession, type SessionContext } from "./session.js";
@@ -113,6 +113,19 @@ class MysqlDriver implements Driver {
       return await inspect(this.#c.control, this.#p, this.#c.namespace);
     } catch (error) {
       throw translate(error, "inspecting");
+    }
+  }
+
+  /**
+   * Kills every connection of the session (its GET_LOCKs, and so its grants and waits, end
+   * with them), waits until the server has ended them (bounded), and deletes its records
+   * and its row, so its next heartbeat reports the session expired.
+   */
+  async revokeSession(sessionId: string): Promise<void> {
+    try {
+      await revokeSession(this.#c.control, this.#p, sessionId);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
     }
   }
 

@@ -93,3 +93,31 @@ export async function namespaces(control: Control, prefix: string): Promise<stri
   );
   return rows.map((row) => row.namespace).sort();
 }
+
+/** How long a revoke waits for the server to end the killed connections. */
+const REVOKE_WAIT_MS = 5000;
+
+/**
+ * Ends session `sessionId` as if its process had died: kills its lock connections, waits
+ * until the server no longer has them (so their GET_LOCKs are free), then deletes its
+ * records (one by one, so watchers are told) and its row. Already gone: nothing to do.
+ */
+export async function revokeSession(control: Control, prefix: string, sessionId: string): Promise<void> {
+  const lanes = await control.query<{ conn: string | number }>(`SELECT conn FROM ${prefix}lanes WHERE session_id = ?`, [
+    sessionId,
+  ]);
+  const conns = lanes.map((row) => Number(row.conn));
+  for (const conn of conns) await control.kill(conn);
+  const deadline = Date.now() + REVOKE_WAIT_MS;
+  while (conns.length > 0 && Date.now() < deadline) {
+    const [left] = await control.query<{ n: string | number }>(
+      `SELECT COUNT(*) AS n FROM information_schema.processlist WHERE id IN (${conns.map(() => "?").join(", ")})`,
+      conns,
+    );
+    if (Number(left?.n ?? 0) === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await control.query(`DELETE FROM ${prefix}lanes WHERE session_id = ?`, [sessionId]);
+  await control.query(`DELETE FROM ${prefix}records WHERE session_id = ?`, [sessionId]);
+  await control.query(`DELETE FROM ${prefix}sessions WHERE id = ?`, [sessionId]);
+}
