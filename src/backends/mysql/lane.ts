@@ -161,9 +161,16 @@ export class Lane {
     }
   }
 
-  /** Ends the connection (the server frees its GET_LOCKs at once). */
+  /**
+   * Ends the connection, first freeing its GET_LOCKs and entries while it still answers:
+   * the server frees them on disconnect too, but only once it has read the goodbye, and
+   * `close()` promises they are free when it resolves.
+   */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.connection.alive && !this.waiting && this.grants.size > 0) {
+      await this.connection.query("DO RELEASE_ALL_LOCKS()", [], 2000).catch(() => {});
+    }
     await this.connection.end();
   }
 }
