@@ -1,5 +1,10 @@
 /**
  * The objects the postgres backend creates in its own schema, as versioned migrations.
+ * The granting rule (`src/core/grant-rule.ts`) is carried out here by the server's lock
+ * manager: an advisory lock's wait queue is FIFO and a request that conflicts with a queued
+ * one waits (readers behind an earlier writer), semaphore permits queue on a turnstile, and
+ * an upgrade takes an intent key first (a second upgrader is refused). The conformance
+ * suite replays the rule's table (`test/grant-rule-cases.ts`) through this backend.
  * The schema name is the only thing ever put into SQL text: it is validated as a plain
  * lower-case identifier (see options.ts) and quoted. Every name and value is a parameter.
  *
