@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import type { Gateway, Host } from "./hosts.js";
 import { freePort } from "./ports.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
@@ -30,8 +31,10 @@ const JVM = [
   "-Dzookeeper.admin.enableServer=false",
 ];
 
-interface MemberConfig {
+/** One member's settings; `host` (hosts.ts) runs it inside that host, on its address. */
+export interface MemberConfig {
   readonly id: number;
+  readonly host?: Host;
   readonly dir: string;
   readonly clientPort: number;
   readonly quorumPort: number;
@@ -55,7 +58,7 @@ export class ZooKeeperMember {
       "syncLimit=20",
       `dataDir=${path.join(cfg.dir, "data")}`,
       `clientPort=${cfg.clientPort}`,
-      `clientPortAddress=${HOST}`,
+      `clientPortAddress=${cfg.host?.address ?? HOST}`,
       "admin.enableServer=false",
       "4lw.commands.whitelist=",
       `minSessionTimeout=${minSessionTimeoutMs}`,
@@ -64,7 +67,7 @@ export class ZooKeeperMember {
       "autopurge.purgeInterval=0",
       "forceSync=no",
       ...(peers.length > 1
-        ? peers.map((p) => `server.${p.id}=${HOST}:${p.quorumPort}:${p.electionPort}`)
+        ? peers.map((p) => `server.${p.id}=${p.host?.address ?? HOST}:${p.quorumPort}:${p.electionPort}`)
         : ["standaloneEnabled=true"]),
     ];
     fs.writeFileSync(this.configFile, `${lines.join("\n")}\n`);
@@ -77,7 +80,7 @@ export class ZooKeeperMember {
     return this.#cfg.clientPort;
   }
   get address(): string {
-    return `${HOST}:${this.#cfg.clientPort}`;
+    return `${this.#cfg.host?.address ?? HOST}:${this.#cfg.clientPort}`;
   }
   get logFile(): string {
     return path.join(this.#cfg.dir, "zookeeper.log");
@@ -99,12 +102,12 @@ export class ZooKeeperMember {
   spawn(): ServerProcess {
     if (this.#proc?.running) throw new Error(`zookeeper ${this.id}: already running`);
     fs.appendFileSync(this.logFile, "\n[harness] starting\n");
-    this.#proc = new ServerProcess(
-      `zookeeper ${this.id}`,
-      "java",
-      [...JVM, "-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain", this.configFile],
-      { logFile: this.logFile, cwd: this.#cfg.dir },
-    );
+    const args = [...JVM, "-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain", this.configFile];
+    const opts = { logFile: this.logFile, cwd: this.#cfg.dir };
+    const host = this.#cfg.host;
+    this.#proc = host
+      ? host.spawn(`zookeeper ${this.id}`, "java", args, opts)
+      : new ServerProcess(`zookeeper ${this.id}`, "java", args, opts);
     return this.#proc;
   }
 
@@ -112,11 +115,27 @@ export class ZooKeeperMember {
   async waitServing(timeoutMs = STARTUP_TIMEOUT_MS): Promise<void> {
     const proc = this.#proc;
     if (!proc) throw new Error(`zookeeper ${this.id}: not started`);
-    await waitUntil(`zookeeper ${this.id} on ${this.address}`, () => serves(this.#cfg.clientPort), {
+    const port = await this.localPort();
+    await waitUntil(`zookeeper ${this.id} on ${this.address}`, () => serves(port), {
       timeoutMs,
       intervalMs: 100,
       procs: [proc],
     });
+  }
+
+  #gateway: Gateway | undefined;
+  /** Its client port as the test process reaches it (through a gateway when in a host). */
+  async localPort(): Promise<number> {
+    const host = this.#cfg.host;
+    if (host === undefined) return this.#cfg.clientPort;
+    this.#gateway ??= await host.gateway(this.#cfg.clientPort);
+    return this.#gateway.port;
+  }
+
+  /** Closes the gateway, if any (the hosts' close() does too). */
+  async closeGateway(): Promise<void> {
+    await this.#gateway?.close();
+    this.#gateway = undefined;
   }
 
   async start(): Promise<void> {
@@ -266,39 +285,65 @@ export interface ZooKeeperEnsemble {
 export function startZooKeeperEnsemble(size = 3): Promise<ZooKeeperEnsemble> {
   return retryOnAddressInUse(async () => {
     const root = makeTempDir("baton-zk-ensemble-");
-    const cfgs = await allocate(root, size);
-    const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs));
-    try {
-      for (const m of members) m.spawn();
-      await Promise.all(members.map((m) => m.waitServing()));
-    } catch (error) {
-      await Promise.all(members.map((m) => m.kill()));
-      removeTempDir(root);
-      throw error;
-    }
-    let stopped = false;
-    return {
-      members,
-      url: `zookeeper://${members.map((m) => m.address).join(",")}`,
-      async leader(timeoutMs = 30_000) {
-        let found: ZooKeeperMember | undefined;
-        await waitUntil(
-          "zookeeper ensemble leader",
-          async () => {
-            const leaders = members.filter((m) => m.running && m.leads());
-            found = leaders.length === 1 ? leaders[0] : undefined;
-            return found !== undefined && (await serves(found.clientPort));
-          },
-          { timeoutMs, intervalMs: 100 },
-        );
-        return found as ZooKeeperMember;
-      },
-      async stop() {
-        if (stopped) return;
-        stopped = true;
-        await Promise.all(members.map((m) => m.kill()));
-        removeTempDir(root);
-      },
-    };
+    return ensembleOf(await allocate(root, size), async () => removeTempDir(root));
   });
+}
+
+/** Starts the members of `cfgs` and waits until each serves; `cleanup` runs on stop or failure. */
+async function ensembleOf(cfgs: MemberConfig[], cleanup: () => Promise<void>): Promise<ZooKeeperEnsemble> {
+  const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs));
+  const closeAll = async () => {
+    await Promise.all(members.map((m) => m.kill()));
+    await Promise.all(members.map((m) => m.closeGateway()));
+    await cleanup();
+  };
+  try {
+    for (const m of members) m.spawn();
+    await Promise.all(members.map((m) => m.waitServing()));
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+  let stopped = false;
+  return {
+    members,
+    url: `zookeeper://${members.map((m) => m.address).join(",")}`,
+    async leader(timeoutMs = 30_000) {
+      let found: ZooKeeperMember | undefined;
+      await waitUntil(
+        "zookeeper ensemble leader",
+        async () => {
+          const leaders = members.filter((m) => m.running && m.leads());
+          found = leaders.length === 1 ? leaders[0] : undefined;
+          return found !== undefined && (await serves(await found.localPort()));
+        },
+        { timeoutMs, intervalMs: 100 },
+      );
+      return found as ZooKeeperMember;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await closeAll();
+    },
+  };
+}
+
+/**
+ * An ensemble with member i on host `on[i]` (hosts.ts), on each host's address and the
+ * standard ports; `url` names the hosts' addresses, for clients in other hosts.
+ */
+export async function startHostedZooKeeperEnsemble(
+  hosts: { dir: string; host(name: string): Host },
+  on: readonly string[],
+): Promise<ZooKeeperEnsemble> {
+  const cfgs: MemberConfig[] = on.map((name, i) => ({
+    id: i + 1,
+    host: hosts.host(name),
+    dir: path.join(hosts.dir, `zk-${name}`),
+    clientPort: 2181,
+    quorumPort: 2888,
+    electionPort: 3888,
+  }));
+  return ensembleOf(cfgs, async () => {});
 }
