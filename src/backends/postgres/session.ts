@@ -8,7 +8,8 @@ import type { Control } from "./control.js";
 import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
 import { Lane, type PgGrant } from "./lane.js";
 import type { PostgresSettings } from "./options.js";
-import { advisoryKey, quoteIdent } from "./schema.js";
+import { advisoryKey } from "./keys.js";
+import { quoteIdent } from "./schema.js";
 import type { ConnectionBudget } from "./slots.js";
 
 /** What every session of one coordinator shares. */
