@@ -23,4 +23,6 @@ export const builtinBackends: readonly BackendDefinition[] = [
   zookeeperBackend,
 ];
 
+export { memoryBackend };
+
 for (const backend of builtinBackends) registerBackend(backend);

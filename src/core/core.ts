@@ -18,6 +18,8 @@ export class CoordinatorCore {
   readonly #closed = new AbortController();
   #session: LiveSession | null = null;
   #opening: Promise<LiveSession> | null = null;
+  /** Held grants tracked for takeover: `close()` releases them cleanly (their records go). */
+  readonly claimed = new Set<{ release(): Promise<unknown> }>();
 
   constructor(options: {
     backend: string;
@@ -100,6 +102,8 @@ export class CoordinatorCore {
     const opening = this.#opening?.catch(() => null);
     const session = this.#session ?? (await opening) ?? null;
     this.#session = null;
+    // A close is a clean release: a tracked grant's record is deleted, not left as a takeover.
+    await Promise.allSettled([...this.claimed].map((handle) => handle.release()));
     await session?.close(error);
     try {
       await this.driver.close();

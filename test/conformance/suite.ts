@@ -26,6 +26,7 @@ import { namespacesSuite } from "./namespaces.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import { sessionWaitSuite } from "./session-wait.js";
+import { takeoverSuite } from "./takeover.js";
 
 export type { ConformanceTarget } from "./context.js";
 
@@ -76,6 +77,7 @@ export function conformance(target: ConformanceTarget): void {
     inspectJsonSuite(context);
     namespacesSuite(context);
     cellsSuite(context, target.url);
+    takeoverSuite(context, target.url);
     grantingSuite(context);
 
     // One file per recipe.
