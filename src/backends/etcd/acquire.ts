@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { abortable, raceSignal, sleep } from "../../core/abortable.js";
+import { raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
