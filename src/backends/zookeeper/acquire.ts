@@ -16,8 +16,10 @@
  *
  * @module
  */
+import { abortable } from "../../core/abortable.js";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
+import { limitMismatch } from "../../core/refusals.js";
 import type { Watcher } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
@@ -185,10 +187,7 @@ async function wait(
       case "missing":
         throw vanished(scope, request);
       case "mismatch":
-        throw new InvalidArgumentError(
-          `limit ${limit} does not match the limit ${decision.limit} its current holders and waiters use; every user of one semaphore must give the same limit`,
-          { backend: BACKEND },
-        );
+        throw limitMismatch(limit, decision.limit, { backend: BACKEND });
       case "grant": {
         const since = Date.now();
         const token =
@@ -246,19 +245,9 @@ export function nextChange(
   view: QueueView,
   stop: AbortSignal,
 ): Promise<void> {
-  if (stop.aborted) return Promise.reject(stop.reason);
   const { handle } = scope;
-  return new Promise<void>((resolve, reject) => {
-    let settled = false;
-    const finish = (error?: unknown) => {
-      if (settled) return;
-      settled = true;
-      stop.removeEventListener("abort", onAbort);
-      if (error === undefined) resolve();
-      else reject(error);
-    };
-    const onAbort = () => finish(stop.reason);
-    stop.addEventListener("abort", onAbort, { once: true });
+  return abortable<void>(stop, (resolve, reject) => {
+    const finish = (error?: unknown) => (error === undefined ? resolve() : reject(error));
     const fire: Watcher = () => finish();
     const arm = async () => {
       if (decision.children) {
@@ -276,6 +265,7 @@ export function nextChange(
       if (isTransient(error)) handle.waitConnected(stop).then(() => finish(), finish);
       else finish(stop.aborted ? stop.reason : translate(error, `watching ${parent}`));
     });
+    return undefined;
   });
 }
 

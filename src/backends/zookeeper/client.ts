@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { abortable } from "../../core/abortable.js";
 import { performance } from "node:perf_hooks";
 import { BackendUnavailableError } from "../../core/errors.js";
 import type { ZkConfig } from "./config.js";
@@ -241,17 +242,10 @@ export class ZkHandle {
     if (this.connected) return Promise.resolve();
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.#ended) return Promise.reject(endedError("waiting for a connection"));
-    return new Promise((resolve, reject) => {
-      const done = (error?: unknown) => {
-        this.#waiting.delete(wake);
-        signal.removeEventListener("abort", onAbort);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const wake = () => done(this.#ended ? endedError("waiting for a connection") : undefined);
-      const onAbort = () => done(signal.reason);
+    return abortable<void>(signal, (resolve, reject) => {
+      const wake = () => (this.#ended ? reject(endedError("waiting for a connection")) : resolve());
       this.#waiting.add(wake);
-      signal.addEventListener("abort", onAbort, { once: true });
+      return () => this.#waiting.delete(wake);
     });
   }
 
