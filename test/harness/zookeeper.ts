@@ -11,6 +11,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { freePort } from "./ports.js";
+import { type Proxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
 const HOST = "127.0.0.1";
@@ -44,14 +45,35 @@ export class ZooKeeperMember {
   readonly #cfg: MemberConfig;
   readonly #peers: readonly MemberConfig[];
 
-  constructor(cfg: MemberConfig, peers: readonly MemberConfig[], minSessionTimeoutMs = 2 * TICK_MS) {
+  readonly #proxies: Proxy[];
+  readonly #clientAddress: string;
+
+  /**
+   * `links`: this member's view of its peers' quorum and election ports (proxies, in a
+   * proxied ensemble); `proxies`: every proxy a `cut()` silences (its client proxy and the
+   * peer links into and out of it).
+   */
+  constructor(
+    cfg: MemberConfig,
+    peers: readonly MemberConfig[],
+    minSessionTimeoutMs = 2 * TICK_MS,
+    wiring: {
+      links?: ReadonlyMap<number, { quorumPort: number; electionPort: number }>;
+      proxies?: Proxy[];
+      clientPort?: number;
+    } = {},
+  ) {
     this.#cfg = cfg;
     this.#peers = peers;
+    this.#proxies = wiring.proxies ?? [];
+    this.#clientAddress = `${HOST}:${wiring.clientPort ?? cfg.clientPort}`;
     fs.mkdirSync(path.join(cfg.dir, "data"), { recursive: true });
     if (peers.length > 1) fs.writeFileSync(path.join(cfg.dir, "data", "myid"), `${cfg.id}\n`);
     const lines = [
       `tickTime=${TICK_MS}`,
-      "initLimit=100",
+      // A leader elected in a round its followers missed waits initLimit for them before a new
+      // election (seen after a silent leader cut): keep that short.
+      "initLimit=20",
       "syncLimit=20",
       `dataDir=${path.join(cfg.dir, "data")}`,
       `clientPort=${cfg.clientPort}`,
@@ -64,7 +86,10 @@ export class ZooKeeperMember {
       "autopurge.purgeInterval=0",
       "forceSync=no",
       ...(peers.length > 1
-        ? peers.map((p) => `server.${p.id}=${HOST}:${p.quorumPort}:${p.electionPort}`)
+        ? peers.map((p) => {
+            const link = p.id === cfg.id ? undefined : wiring.links?.get(p.id);
+            return `server.${p.id}=${HOST}:${link?.quorumPort ?? p.quorumPort}:${link?.electionPort ?? p.electionPort}`;
+          })
         : ["standaloneEnabled=true"]),
     ];
     fs.writeFileSync(this.configFile, `${lines.join("\n")}\n`);
@@ -76,8 +101,9 @@ export class ZooKeeperMember {
   get clientPort(): number {
     return this.#cfg.clientPort;
   }
+  /** Where clients connect: its client proxy in a proxied ensemble. */
   get address(): string {
-    return `${HOST}:${this.#cfg.clientPort}`;
+    return this.#clientAddress;
   }
   get logFile(): string {
     return path.join(this.#cfg.dir, "zookeeper.log");
@@ -124,12 +150,14 @@ export class ZooKeeperMember {
     await this.waitServing();
   }
 
-  /** Whether its log says it leads, since its last start. */
+  /** Whether its log says it leads and serves (broadcast phase), since its last start. */
   leads(): boolean {
     const text = fs.readFileSync(this.logFile, "utf8");
     const since = text.slice(text.lastIndexOf("[harness] starting"));
-    const states = [...since.matchAll(/Peer state changed: (\w+)/g)].map((m) => m[1]);
-    return states.at(-1) === "leading";
+    // "leading" alone is still in discovery (a leader elected by a minority that is waiting
+    // out initLimit for followers that will never come); only "broadcast" serves.
+    const states = [...since.matchAll(/Peer state changed: ([\w -]+)/g)].map((m) => m[1]?.trim());
+    return states.at(-1) === "leading - broadcast";
   }
 
   async stop(): Promise<void> {
@@ -143,6 +171,18 @@ export class ZooKeeperMember {
   }
   resume(): void {
     this.#proc?.signal("SIGCONT");
+  }
+  /**
+   * Silences it (a proxied ensemble only): nothing reaches it or leaves it, from clients or
+   * peers, but no connection is closed, as when a switch fails or a VM freezes.
+   */
+  cut(): void {
+    if (this.#proxies.length === 0) throw new Error(`zookeeper ${this.id}: cut() needs a proxied ensemble`);
+    for (const proxy of this.#proxies) proxy.cut();
+  }
+  /** Ends a `cut()`: the silenced connections carry on with what was held back. */
+  heal(): void {
+    for (const proxy of this.#proxies) proxy.heal({ resumeExisting: true });
   }
   /** Used by the peers list only. */
   get config(): MemberConfig {
@@ -258,21 +298,69 @@ export interface ZooKeeperEnsemble {
   readonly members: readonly ZooKeeperMember[];
   /** "zookeeper://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
   readonly url: string;
-  /** The running member that leads, once the running members agree (bounded wait). */
-  leader(timeoutMs?: number): Promise<ZooKeeperMember>;
+  /**
+   * The running member that leads, once the running members (or those of `among`) agree
+   * (bounded wait).
+   */
+  leader(timeoutMs?: number, among?: readonly ZooKeeperMember[]): Promise<ZooKeeperMember>;
   stop(): Promise<void>;
 }
 
-export function startZooKeeperEnsemble(size = 3): Promise<ZooKeeperEnsemble> {
+/**
+ * `proxied`: a TCP proxy in front of each member's client port, and one for each direction
+ * of each peer link (quorum and election ports; each member's zoo.cfg names its peers by
+ * their proxies), so that `member.cut()` silences it from clients and peers alike.
+ */
+export function startZooKeeperEnsemble(size = 3, opts: { proxied?: boolean } = {}): Promise<ZooKeeperEnsemble> {
   return retryOnAddressInUse(async () => {
     const root = makeTempDir("baton-zk-ensemble-");
     const cfgs = await allocate(root, size);
-    const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs));
+    const allProxies: Proxy[] = [];
+    const members: ZooKeeperMember[] = [];
     try {
+      if (!opts.proxied) {
+        members.push(...cfgs.map((c) => new ZooKeeperMember(c, cfgs)));
+      } else {
+        const touching = new Map<number, Proxy[]>(cfgs.map((c) => [c.id, []]));
+        const links = new Map<number, Map<number, { quorumPort: number; electionPort: number }>>();
+        const proxy = async (port: number, ...ids: number[]) => {
+          const p = await startProxy({ host: HOST, port });
+          allProxies.push(p);
+          for (const id of ids) touching.get(id)?.push(p);
+          return p;
+        };
+        const clientPorts = new Map<number, number>();
+        for (const from of cfgs) {
+          clientPorts.set(from.id, (await proxy(from.clientPort, from.id)).port);
+          const mine = new Map<number, { quorumPort: number; electionPort: number }>();
+          for (const to of cfgs) {
+            if (to.id === from.id) continue;
+            const quorum = await proxy(to.quorumPort, from.id, to.id);
+            // A member that reaches a higher-numbered peer's election port is dropped and
+            // called back at the address it announced, its own real port: a path around
+            // every proxy. So only the higher-numbered one calls (through a proxy); the
+            // lower one is given a port where nothing listens, which changes nothing else.
+            const election =
+              to.id > from.id ? { port: await freePort() } : await proxy(to.electionPort, from.id, to.id);
+            mine.set(to.id, { quorumPort: quorum.port, electionPort: election.port });
+          }
+          links.set(from.id, mine);
+        }
+        for (const c of cfgs) {
+          members.push(
+            new ZooKeeperMember(c, cfgs, undefined, {
+              links: links.get(c.id) as Map<number, { quorumPort: number; electionPort: number }>,
+              proxies: touching.get(c.id) as Proxy[],
+              clientPort: clientPorts.get(c.id) as number,
+            }),
+          );
+        }
+      }
       for (const m of members) m.spawn();
       await Promise.all(members.map((m) => m.waitServing()));
     } catch (error) {
       await Promise.all(members.map((m) => m.kill()));
+      await Promise.all(allProxies.map((p) => p.close()));
       removeTempDir(root);
       throw error;
     }
@@ -280,12 +368,12 @@ export function startZooKeeperEnsemble(size = 3): Promise<ZooKeeperEnsemble> {
     return {
       members,
       url: `zookeeper://${members.map((m) => m.address).join(",")}`,
-      async leader(timeoutMs = 30_000) {
+      async leader(timeoutMs = 30_000, among = members) {
         let found: ZooKeeperMember | undefined;
         await waitUntil(
           "zookeeper ensemble leader",
           async () => {
-            const leaders = members.filter((m) => m.running && m.leads());
+            const leaders = among.filter((m) => m.running && m.leads());
             found = leaders.length === 1 ? leaders[0] : undefined;
             return found !== undefined && (await serves(found.clientPort));
           },
@@ -297,6 +385,7 @@ export function startZooKeeperEnsemble(size = 3): Promise<ZooKeeperEnsemble> {
         if (stopped) return;
         stopped = true;
         await Promise.all(members.map((m) => m.kill()));
+        await Promise.all(allProxies.map((p) => p.close()));
         removeTempDir(root);
       },
     };

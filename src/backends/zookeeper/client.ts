@@ -89,11 +89,18 @@ interface Manager extends Queue {
  * parsed drops the connection instead (the package then reopens it; requests in flight
  * fail with a connection loss), and an unanswered handshake is dropped after `handshakeMs`.
  */
-function harden(manager: Manager | undefined, handshaking: () => boolean, handshakeMs: number): void {
+function harden(
+  manager: Manager | undefined,
+  handshaking: () => boolean,
+  handshakeMs: number,
+  seen: { handshakeSentAt: number; heardAt: number },
+): void {
   if (!manager) return;
   const { onSocketConnected, onSocketData } = manager;
   manager.onSocketConnected = function (this: Manager, ...args: unknown[]) {
     this.pendingBuffer = null;
+    // The handshake is written by the original handler, right after this.
+    seen.handshakeSentAt = performance.now();
     const socket = this.socket;
     socket?.setTimeout(handshakeMs, () => {
       if (handshaking() && this.socket === socket) socket?.destroy();
@@ -101,6 +108,7 @@ function harden(manager: Manager | undefined, handshaking: () => boolean, handsh
     return onSocketConnected.apply(this, args);
   };
   manager.onSocketData = function (this: Manager, ...args: unknown[]) {
+    seen.heardAt = performance.now();
     try {
       return onSocketData.apply(this, args);
     } catch {
@@ -145,6 +153,10 @@ export class ZkHandle {
   readonly #endListeners = new Set<(reason: EndReason) => void>();
   /** performance.now() at which the last answered request was sent. */
   lastAckSentAt: number;
+  /** When the current connection's handshake was sent, and when the server was last heard. */
+  readonly #seen = { handshakeSentAt: 0, heardAt: 0 };
+  #connectedAt = 0;
+  #watchdog: NodeJS.Timeout | null = null;
 
   /**
    * Connects; rejects with `BackendUnavailableError` if no server answers within
@@ -166,6 +178,7 @@ export class ZkHandle {
       raw.connectionManager,
       () => !handle.#connected && handle.#ended === null,
       Math.min(2000, config.sessionTimeoutMs / 3),
+      handle.#seen,
     );
     const sentAt = performance.now();
     if (config.digest) raw.addAuthInfo("digest", Buffer.from(config.digest));
@@ -181,7 +194,8 @@ export class ZkHandle {
         { backend: BACKEND },
       );
     }
-    handle.lastAckSentAt = sentAt;
+    handle.lastAckSentAt = Math.max(handle.lastAckSentAt, sentAt);
+    handle.#watch();
     if (config.digest) {
       // Authentication is checked by the server after connecting: one read shows the result.
       try {
@@ -204,6 +218,10 @@ export class ZkHandle {
     this.lastAckSentAt = performance.now();
     raw.on("connected", () => {
       this.#connected = true;
+      this.#connectedAt = performance.now();
+      // The server answered a handshake naming our session: it renewed it no earlier than
+      // the handshake was sent.
+      if (this.#seen.handshakeSentAt > this.lastAckSentAt) this.lastAckSentAt = this.#seen.handshakeSentAt;
       for (const wake of [...this.#waiting]) wake();
     });
     raw.on("disconnected", () => {
@@ -353,8 +371,43 @@ export class ZkHandle {
     else setTimeout(drop, 2000).unref();
   }
 
+  /**
+   * Drops a connection whose server has gone silent. The package notices only a closed
+   * connection, and a server cut off by a failed switch, or frozen, never closes it: the
+   * package would wait on it until the session is lost, while the ensemble's other servers
+   * could serve. So a request goes out whenever the server has not been heard for half the
+   * silence bound, and a connection silent for the whole bound (a quarter of the timeout,
+   * at least 1 s) is dropped; the package then connects to the next server, early enough
+   * to renew the session there before the local deadline (four fifths of the timeout).
+   */
+  #watch(): void {
+    const timeout = this.negotiatedTimeoutMs;
+    const silentMs = Math.max(1000, Math.floor(timeout / 4));
+    let probing = false;
+    const check = () => {
+      if (this.#ended) return;
+      const now = performance.now();
+      const heard = Math.max(this.#seen.heardAt, this.#connectedAt);
+      if (this.#connected && now - heard >= silentMs) {
+        this.#connected = false;
+        this.#raw.connectionManager?.socket?.destroy();
+      } else if (this.#connected && now - heard >= silentMs / 2 && !probing) {
+        probing = true;
+        this.exists("/")
+          .catch(() => {})
+          .finally(() => {
+            probing = false;
+          });
+      }
+      this.#watchdog = setTimeout(check, Math.floor(silentMs / 5));
+      this.#watchdog.unref();
+    };
+    check();
+  }
+
   #end(reason: EndReason): void {
     if (this.#ended) return;
+    if (this.#watchdog) clearTimeout(this.#watchdog);
     this.#ended = reason;
     this.#connected = false;
     for (const wake of [...this.#waiting]) wake();
