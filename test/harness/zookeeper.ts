@@ -11,7 +11,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { freePort } from "./ports.js";
-import { type Proxy, startProxy } from "./proxy.js";
+import { type Proxy as TcpProxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
 const HOST = "127.0.0.1";
@@ -45,7 +45,7 @@ export class ZooKeeperMember {
   readonly #cfg: MemberConfig;
   readonly #peers: readonly MemberConfig[];
 
-  readonly #proxies: Proxy[];
+  readonly #proxies: TcpProxy[];
   readonly #clientAddress: string;
 
   /**
@@ -59,7 +59,7 @@ export class ZooKeeperMember {
     minSessionTimeoutMs = 2 * TICK_MS,
     wiring: {
       links?: ReadonlyMap<number, { quorumPort: number; electionPort: number }>;
-      proxies?: Proxy[];
+      proxies?: TcpProxy[];
       clientPort?: number;
     } = {},
   ) {
@@ -315,13 +315,13 @@ export function startZooKeeperEnsemble(size = 3, opts: { proxied?: boolean } = {
   return retryOnAddressInUse(async () => {
     const root = makeTempDir("baton-zk-ensemble-");
     const cfgs = await allocate(root, size);
-    const allProxies: Proxy[] = [];
+    const allProxies: TcpProxy[] = [];
     const members: ZooKeeperMember[] = [];
     try {
       if (!opts.proxied) {
         members.push(...cfgs.map((c) => new ZooKeeperMember(c, cfgs)));
       } else {
-        const touching = new Map<number, Proxy[]>(cfgs.map((c) => [c.id, []]));
+        const touching = new Map<number, TcpProxy[]>(cfgs.map((c) => [c.id, []]));
         const links = new Map<number, Map<number, { quorumPort: number; electionPort: number }>>();
         const proxy = async (port: number, ...ids: number[]) => {
           const p = await startProxy({ host: HOST, port });
@@ -350,7 +350,7 @@ export function startZooKeeperEnsemble(size = 3, opts: { proxied?: boolean } = {
           members.push(
             new ZooKeeperMember(c, cfgs, undefined, {
               links: links.get(c.id) as Map<number, { quorumPort: number; electionPort: number }>,
-              proxies: touching.get(c.id) as Proxy[],
+              proxies: touching.get(c.id) as TcpProxy[],
               clientPort: clientPorts.get(c.id) as number,
             }),
           );
