@@ -251,21 +251,44 @@ describe("file backend mesh security", () => {
       ),
       { seed, numRuns: 400 },
     );
-    let link = await rawLink(socketPath);
-    link.socket.write(`${JSON.stringify({ t: "hello", peer: "1-deadbeef" })}\n`);
+    const open = async () => {
+      const next = await rawLink(socketPath);
+      let closed = false;
+      void next.closed.then(() => (closed = true));
+      next.socket.write(`${JSON.stringify({ t: "hello", peer: "1-deadbeef" })}\n`);
+      return { ...next, isClosed: () => closed };
+    };
+    // After each fuzzed line a valid request follows: the holder either answers it (the
+    // line was harmless) or has closed the link (the line broke the protocol). Waiting for
+    // one of the two makes the count below independent of scheduling.
+    const probeAnsweredOrClosed = (link: Awaited<ReturnType<typeof open>>, id: number) =>
+      new Promise<void>((resolve) => {
+        const marker = new RegExp(`"t":"res","id":${id}[,}]`);
+        const check = () => {
+          if (!link.isClosed() && !marker.test(link.received())) return;
+          link.socket.off("data", check);
+          resolve();
+        };
+        link.socket.on("data", check);
+        void link.closed.then(check);
+        check();
+      });
+    let link = await open();
     let links = 1;
+    let probe = 1_000_000;
     for (const line of lines) {
-      if (link.socket.destroyed || link.socket.writableEnded) {
-        link = await rawLink(socketPath);
-        link.socket.write(`${JSON.stringify({ t: "hello", peer: "1-deadbeef" })}\n`);
+      if (link.isClosed()) {
+        link = await open();
         links++;
       }
-      link.socket.write(`${line.replaceAll("\n", " ")}\n`);
-      // Let the holder read it (and close the link if it broke the protocol).
-      await new Promise((resolve) => setImmediate(resolve));
+      probe++;
+      const request = { t: "req", id: probe, op: "inspect", namespace: "default", prefix: "" };
+      link.socket.write(`${line.replaceAll("\n", " ")}\n${JSON.stringify(request)}\n`);
+      await probeAnsweredOrClosed(link, probe);
     }
     link.socket.destroy();
     assert.ok(links > 1, `some fuzzed lines closed the link (seed ${seed})`);
+    assert.ok(links < lines.length, `some fuzzed lines were harmless and answered after (seed ${seed})`);
     await waitFor(async () => (await view()).holders !== undefined, "the holder still answers");
     assert.equal(holder.child.exitCode, null, `the holder is alive (seed ${seed})`);
     const after = await view();
