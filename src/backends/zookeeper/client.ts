@@ -25,11 +25,25 @@ export interface Stat {
   readonly ctime: number;
 }
 
+/** Opcodes of the requests sent by hand. */
+const OP = { create: 1, delete: 2, removeWatches: 18, createContainer: 19, addWatch: 106 } as const;
+
 /** Node kinds (CreateMode). */
 export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
 
 /** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 children). */
 export type Watcher = (type: number) => void;
+
+/** A persistent recursive watch's listener. */
+export interface PersistentListener {
+  /** One change below the watched path, in the server's order: its type and the node's path. */
+  event(type: number, path: string): void;
+  /**
+   * The connection was replaced and the watch added again: changes made meanwhile were not
+   * reported, so everything must be read again.
+   */
+  reset(): void;
+}
 
 type Cb = (error: unknown, ...rest: unknown[]) => void;
 interface RawStat {
@@ -44,6 +58,7 @@ interface RawStat {
 }
 interface RawEvent {
   readonly type: number;
+  readonly path?: string;
 }
 interface RawClient {
   connect(): void;
@@ -67,7 +82,11 @@ interface Library {
 }
 /** The package's wire records, for the one request it has no method for. */
 interface Jute {
-  protocol: { RequestHeader: new () => { type: number }; CreateRequest: new () => Record<string, unknown> };
+  protocol: {
+    RequestHeader: new () => { type: number };
+    CreateRequest: new () => Record<string, unknown>;
+    DeleteRequest: new () => Record<string, unknown>;
+  };
   Request: new (header: object, payload: object) => { toBuffer(): Buffer };
 }
 interface Queue {
@@ -75,6 +94,7 @@ interface Queue {
 }
 interface Manager extends Queue {
   socket?: { destroy(): void; setTimeout(ms: number, listener: () => void): void };
+  watcherManager?: { emit(event: RawEvent): unknown };
   pendingBuffer: Buffer | null;
   onSocketConnected(...args: unknown[]): unknown;
   onSocketData(...args: unknown[]): unknown;
@@ -157,6 +177,9 @@ export class ZkHandle {
   readonly #seen = { handshakeSentAt: 0, heardAt: 0 };
   #connectedAt = 0;
   #watchdog: NodeJS.Timeout | null = null;
+  /** Persistent recursive watches, by path; re-added after every reconnection. */
+  readonly #persistent = new Map<string, Set<PersistentListener>>();
+  #everConnected = false;
 
   /**
    * Connects; rejects with `BackendUnavailableError` if no server answers within
@@ -216,7 +239,19 @@ export class ZkHandle {
     this.#acl = acl;
     this.#jute = jute;
     this.lastAckSentAt = performance.now();
+    // Events of persistent watches are for paths the package knows no watcher of; it drops
+    // them, so they are taken here first.
+    const watchers = raw.connectionManager?.watcherManager;
+    if (watchers) {
+      const emit = watchers.emit.bind(watchers);
+      watchers.emit = (e: RawEvent) => {
+        if (e.path !== undefined) this.#dispatch(e.type, e.path);
+        return emit(e);
+      };
+    }
     raw.on("connected", () => {
+      if (this.#everConnected) this.#rewatch();
+      this.#everConnected = true;
       this.#connected = true;
       this.#connectedAt = performance.now();
       // The server answered a handshake naming our session: it renewed it no earlier than
@@ -286,26 +321,96 @@ export class ZkHandle {
    * as a CREATE's (the path comes first; the stat after it is skipped with the packet).
    */
   createContainer(path: string): Promise<void> {
-    const { protocol, Request } = this.#jute;
-    const header = new protocol.RequestHeader();
-    header.type = 1;
-    const payload = new protocol.CreateRequest();
+    const payload = new this.#jute.protocol.CreateRequest();
     payload.path = path;
     payload.data = Buffer.alloc(0);
     payload.acl = this.#acl.map((a) => a.toRecord());
     payload.flags = FLAGS.container;
+    return this.#sendAs(`creating ${path}`, OP.create, OP.createContainer, payload);
+  }
+
+  /**
+   * Watches every create, delete and data change below `path` (ZooKeeper 3.6+: ADD_WATCH,
+   * opcode 106, mode PERSISTENT_RECURSIVE), until the returned function is called. Unlike
+   * one-shot watches nothing slips between an event and the next read: every change is
+   * reported, in order. The package knows no ADD_WATCH, so it goes out in a DELETE's shape
+   * (a path and an int, and an empty answer). Across a reconnection the package cannot
+   * carry it (its SET_WATCHES has no persistent kind), so it is added again and the
+   * listener told to read everything again (`reset`). Resolves once the server has it.
+   */
+  async watchBelow(path: string, listener: PersistentListener): Promise<() => void> {
+    let listeners = this.#persistent.get(path);
+    const first = !listeners;
+    if (!listeners) this.#persistent.set(path, (listeners = new Set()));
+    listeners.add(listener);
+    try {
+      if (first) await this.#addWatch(path);
+    } catch (error) {
+      this.#unwatch(path, listener);
+      throw error;
+    }
+    return () => this.#unwatch(path, listener);
+  }
+
+  #addWatch(path: string): Promise<void> {
+    const payload = new this.#jute.protocol.DeleteRequest();
+    payload.path = path;
+    payload.version = 1; // AddWatchMode.PERSISTENT_RECURSIVE
+    return this.#sendAs(`watching ${path}`, OP.delete, OP.addWatch, payload);
+  }
+
+  #unwatch(path: string, listener: PersistentListener): void {
+    const listeners = this.#persistent.get(path);
+    if (!listeners?.delete(listener) || listeners.size > 0) return;
+    this.#persistent.delete(path);
+    // REMOVE_WATCHES (opcode 18), kind PERSISTENT_RECURSIVE (5); the same shape again.
+    const payload = new this.#jute.protocol.DeleteRequest();
+    payload.path = path;
+    payload.version = 5;
+    if (this.connected) this.#sendAs(`unwatching ${path}`, OP.delete, OP.removeWatches, payload).catch(() => {});
+  }
+
+  #dispatch(type: number, path: string): void {
+    for (const [root, listeners] of this.#persistent) {
+      if (path !== root && !path.startsWith(`${root}/`)) continue;
+      for (const listener of [...listeners]) listener.event(type, path);
+    }
+  }
+
+  /** After a reconnection: the server forgot the persistent watches with the old connection. */
+  #rewatch(): void {
+    for (const [path, listeners] of this.#persistent) {
+      this.#addWatch(path).then(
+        () => {
+          for (const listener of [...listeners]) listener.reset();
+        },
+        () => {
+          // Lost again: the next reconnection adds it again.
+        },
+      );
+    }
+  }
+
+  /**
+   * Sends a request the package has no method for: serialized as `payload` with opcode
+   * `wire`, its answer parsed as the package parses answers to `parseAs`.
+   */
+  #sendAs(what: string, parseAs: number, wire: number, payload: object): Promise<void> {
+    const { protocol, Request } = this.#jute;
+    const header = new protocol.RequestHeader();
+    header.type = parseAs;
     const request = new Request(header, payload);
     const toBuffer = request.toBuffer.bind(request);
     request.toBuffer = () => {
-      header.type = 19;
+      header.type = wire;
       try {
         return toBuffer();
       } finally {
-        header.type = 1;
+        header.type = parseAs;
       }
     };
     const manager = this.#raw.connectionManager as Manager;
-    return this.#call(`creating ${path}`, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
+    return this.#call(what, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
   }
 
   /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
