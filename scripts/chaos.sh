@@ -14,6 +14,7 @@ case "$backend" in
   etcd*) bash scripts/ensure-servers.sh etcd ;;
   postgres) bash scripts/ensure-servers.sh postgres ;;
   redis) bash scripts/ensure-servers.sh redis ;;
+  zookeeper*) bash scripts/ensure-servers.sh zookeeper ;;
 esac
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
 if [ "${CHAOS_SOAK:-}" = 1 ]; then

@@ -10,6 +10,7 @@ import { startPostgres } from "../harness/postgres.js";
 import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
 import { startProxy } from "../harness/proxy.js";
 import { startRedis } from "../harness/redis.js";
+import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
 import type { FaultKind } from "./history.js";
 
 /** A client's way in: its URL and, on server backends, a cuttable connection. */
@@ -146,6 +147,54 @@ export const BACKENDS: readonly ChaosBackend[] = [
           return "redis SIGKILL and start (AOF, fsync always)";
         },
         stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "zookeeper",
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      const server = await startZooKeeper();
+      const [host, port] = server.address.split(":") as [string, string];
+      return {
+        url: server.url,
+        link: () => proxiedLink(host, Number(port), (p) => `zookeeper://${host}:${p}`),
+        async restart() {
+          await server.restart();
+          return "zookeeper SIGKILL and start (sessions and nodes are on disk)";
+        },
+        stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "zookeeper-ensemble",
+    nemeses: ["kill", "pause", "member"],
+    async start() {
+      // Proxied: a member can be silenced (cut) as well as killed.
+      const ensemble = await startZooKeeperEnsemble(3, { proxied: true });
+      return {
+        url: ensemble.url,
+        link: async () => directLink(ensemble.url),
+        async member(random) {
+          const leader = await ensemble.leader();
+          // Half the time the leader, which forces an election.
+          const followers = ensemble.members.filter((m) => m !== leader && m.running);
+          const victim = random() < 0.5 || followers.length === 0 ? leader : followers[0]!;
+          const name = `zk${victim.id}${victim === leader ? " (leader)" : ""}`;
+          const ms = 500 + Math.floor(random() * 2500);
+          if (random() < 0.5) {
+            victim.cut();
+            await delay(ms);
+            victim.heal();
+            return `${name} cut for ${ms} ms`;
+          }
+          await victim.kill();
+          await delay(ms);
+          await victim.start();
+          return `${name} killed for ${ms} ms and restarted`;
+        },
+        stop: () => ensemble.stop(),
       };
     },
   },
