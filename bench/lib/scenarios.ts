@@ -296,7 +296,9 @@ export async function handoff(ctx: Context): Promise<HandoffRow[]> {
 export async function keyspace(ctx: Context): Promise<KeyspaceRow[]> {
   const { clients, names, durationMs, processes } = ctx.settings.keyspace;
   const rows: KeyspaceRow[] = [];
-  for (const impl of usable(ctx, (i) => i.waits)) {
+  // Waiting locks, and the raw floors that cannot wait (they cycle: issue 17's throughput
+  // floors for etcd, ZooKeeper and Redis).
+  for (const impl of usable(ctx, (i) => i.waits || i.role === "floor")) {
     const nproc = impl.inProcess ? 1 : processes;
     const row: KeyspaceRow = {
       backend: impl.backend,
@@ -321,7 +323,7 @@ export async function keyspace(ctx: Context): Promise<KeyspaceRow[]> {
         placed.map((p, i) =>
           p.worker.call<{ ops: number; latency: number[]; errors: string[] }[]>(
             "keyspace",
-            { key: p.key, names, seed: 12345 + i * 7919, startAt, endAt },
+            { key: p.key, names, seed: 12345 + i * 7919, startAt, endAt, cycle: !impl.waits },
             durationMs + 120_000,
           ),
         ),

@@ -1,4 +1,7 @@
-/** Issue 6's targets, each as measured / target, from the results of this run only. */
+/**
+ * Issue 6's targets and issue 17's (closer to each floor, in the tail and in throughput),
+ * each as measured / target, from the results of this run only.
+ */
 import { fmtNs, fmtRatio } from "./stats.js";
 import type { Results, Target } from "./types.js";
 
@@ -92,6 +95,106 @@ export function computeTargets(r: Results): Target[] {
       met: f.runs.length && Number.isFinite(limitMs) ? f.p50 < limitMs * 1e6 : null,
       note: "",
     });
+  }
+  out.push(...closerToFloors(r));
+  return out;
+}
+
+/** Uncontended p50 of Baton against a floor or peer: at most `max` times it (issue 17). */
+const UNCONTENDED_VS: Record<string, { id: string; max: number }> = {
+  memory: { id: "async-mutex", max: 2 },
+  file: { id: "raw-ofd", max: 3 },
+};
+/** Handoff p50 (8 waiters) against a raw blocking floor: at most `max` times it. */
+const HANDOFF_VS: Record<string, { id: string; max: number }> = {
+  file: { id: "raw-ofd", max: 2 },
+  postgres: { id: "raw-pg", max: 1.3 },
+};
+/** Handoff p99 (8 waiters): at most `maxMs`, and below the poller's p99. */
+const HANDOFF_TAIL: Record<string, { maxMs: number; poller: string }> = {
+  etcd: { maxMs: 15, poller: "etcd3-lock" },
+};
+/** Throughput across 1000 names: at least `min` times the floor's. */
+const KEYSPACE_VS: Record<string, { id: string; min: number }> = {
+  memory: { id: "async-mutex", min: 0.3 },
+  file: { id: "raw-ofd", min: 0.3 },
+  etcd: { id: "raw-etcd", min: 0.8 },
+  postgres: { id: "raw-pg", min: 0.6 },
+};
+
+function closerToFloors(r: Results): Target[] {
+  const out: Target[] = [];
+  const row = (what: string, measured: string, target: string, met: boolean | null): Target => ({
+    what,
+    measured,
+    target,
+    met,
+    note: "issue 17",
+  });
+  const unc = (impl: string) => r.uncontended.find((u) => u.impl === impl && u.stats)?.stats ?? null;
+  const hand = (impl: string) =>
+    r.handoff.find((h) => h.impl === impl && h.waiters === 8 && h.handoff)?.handoff ?? null;
+  const keys = (impl: string) => r.keyspace.find((k) => k.impl === impl && Number.isFinite(k.opsPerSec)) ?? null;
+  for (const backend of r.meta.backends) {
+    const u = UNCONTENDED_VS[backend];
+    if (u) {
+      const baton = unc(`baton-${backend}`);
+      const base = unc(u.id);
+      const ratio = baton && base ? baton.p50 / base.p50 : Number.NaN;
+      out.push(
+        row(
+          `uncontended ${backend}: Baton / ${u.id} (p50)`,
+          baton && base ? `${fmtRatio(ratio)} (${fmtNs(baton.p50)} vs ${fmtNs(base.p50)})` : "not measured",
+          `<= ${u.max}x`,
+          Number.isFinite(ratio) ? ratio <= u.max : null,
+        ),
+      );
+    }
+    const h = HANDOFF_VS[backend];
+    if (h) {
+      const baton = hand(`baton-${backend}`);
+      const base = hand(h.id);
+      const ratio = baton && base ? baton.p50 / base.p50 : Number.NaN;
+      out.push(
+        row(
+          `handoff p50 ${backend}, 8 waiters: Baton / ${h.id}`,
+          baton && base ? `${fmtRatio(ratio)} (${fmtNs(baton.p50)} vs ${fmtNs(base.p50)})` : "not measured",
+          `<= ${h.max}x`,
+          Number.isFinite(ratio) ? ratio <= h.max : null,
+        ),
+      );
+    }
+    const t = HANDOFF_TAIL[backend];
+    if (t) {
+      const baton = hand(`baton-${backend}`);
+      const poller = hand(t.poller);
+      out.push(
+        row(
+          `handoff p99 ${backend}, 8 waiters: <= ${t.maxMs} ms and below ${t.poller}'s p99`,
+          baton
+            ? `${fmtNs(baton.p99)} (max ${fmtNs(baton.max)})${poller ? ` vs ${fmtNs(poller.p99)}` : ""}`
+            : "not measured",
+          `<= ${t.maxMs} ms, < ${t.poller}`,
+          baton && poller ? baton.p99 <= t.maxMs * 1e6 && baton.p99 < poller.p99 : null,
+        ),
+      );
+    }
+    const k = KEYSPACE_VS[backend];
+    if (k) {
+      const baton = keys(`baton-${backend}`);
+      const base = keys(k.id);
+      const ratio = baton && base ? baton.opsPerSec / base.opsPerSec : Number.NaN;
+      out.push(
+        row(
+          `throughput ${backend}, ${baton?.processes ?? "?"} processes x ${baton ? baton.clients / baton.processes : "?"} loops over ${baton?.names ?? "?"} names: Baton / ${k.id}`,
+          baton && base
+            ? `${fmtRatio(ratio)} (${baton.opsPerSec.toFixed(0)}/s vs ${base.opsPerSec.toFixed(0)}/s)`
+            : "not measured",
+          `>= ${k.min}x`,
+          Number.isFinite(ratio) ? ratio >= k.min : null,
+        ),
+      );
+    }
   }
   return out;
 }

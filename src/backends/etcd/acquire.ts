@@ -20,7 +20,11 @@ import { BACKEND, isTransient, translate } from "./errors.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
-import { KeyWatch, nextChange, type WatchedEvent } from "./watch.js";
+import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
+
+type WaitDecision = Extract<Decision, { type: "wait" }>;
+
+const isDelete = (event: WatchedEvent) => event.type === "delete";
 
 /** More older exclusive keys than this and a shared waiter re-reads instead of comparing each. */
 const MAX_COMPARED_BLOCKERS = 64;
@@ -218,9 +222,9 @@ class Attempt {
         }
         case "wait": {
           if (!this.#request.wait) throw new Busy();
-          const next = await this.#waitStep(decision, view.revision);
-          if (next === "reread") {
-            view = await this.#read();
+          const next = await this.#waitStep(decision);
+          if (!Array.isArray(next)) {
+            view = next;
             continue;
           }
           const outcome = await this.#record(decision.me, next);
@@ -233,72 +237,89 @@ class Attempt {
 
   /**
    * Waits for the change that may grant us, and returns the conditions under which we are
-   * granted (tried at once, in the recording transaction), or `"reread"`.
+   * granted (tried at once, in the recording transaction), or a fresh view to decide on.
+   *
+   * The watch starts at the server's current revision, so etcd serves it from the start
+   * (one started at the view's revision, once anything was written since, is caught up only
+   * every 100 ms: the handoff tail of issue 17). Once etcd has created it, the queue is read
+   * again: what happened between the view and the watch shows in that read, everything
+   * after it in the watch.
    */
-  async #waitStep(decision: Extract<Decision, { type: "wait" }>, revision: bigint): Promise<ICompare[] | "reread"> {
-    const { me } = decision;
-    const from = revision + 1n;
-    const { client, watches } = this.#scope;
-    if (this.#request.kind === "semaphore") return this.#waitSemaphore(decision, from);
-    if (this.#request.mode === "exclusive") {
-      // Wait for the key just before ours to go; then we are first unless an older one is
-      // still there, which the recording transaction checks.
-      const predecessor = decision.earlier.at(-1)!.key;
-      const change = await nextChange(
-        client,
-        [{ key: predecessor, deletesOnly: true }],
-        from,
-        (e) => e.type === "delete",
-        this.#signal,
-        watches,
-      );
-      return change === "broken" ? "reread" : this.#conditions(me, []);
-    }
-    // Shared: wait for the last older exclusive key to go or turn shared, and for the
-    // upgrade marker to go.
-    const last = decision.blockers.at(-1);
-    const targets = [
-      ...(last ? [{ key: last.key }] : []),
-      ...(decision.markerBlocks ? [{ key: this.#queue.marker, deletesOnly: true }] : []),
-    ];
-    const change = await nextChange(client, targets, from, relevantToShared(this.#queue.marker), this.#signal, watches);
-    if (change === "broken" || decision.blockers.length > MAX_COMPARED_BLOCKERS) return "reread";
-    return this.#conditions(me, decision.blockers);
-  }
-
-  /**
-   * A semaphore waiter keeps the set of older keys and removes each one etcd reports
-   * deleted; once fewer than `limit` are left it is granted (older keys never come back,
-   * and newer ones do not count).
-   */
-  #waitSemaphore(decision: Extract<Decision, { type: "wait" }>, from: bigint): Promise<ICompare[] | "reread"> {
-    const older = new Set(decision.earlier.map((e) => e.key));
-    const { limit } = this.#request;
+  async #waitStep(decision: Extract<Decision, { type: "wait" }>): Promise<ICompare[] | QueueView> {
+    const { kind, mode, limit } = this.#request;
     const signal = this.#signal;
-    if (signal.aborted) return Promise.reject(signal.reason);
-    return new Promise((resolve, reject) => {
-      const finish = (outcome: ICompare[] | "reread" | null) => {
-        signal.removeEventListener("abort", onAbort);
-        watch.close();
-        if (outcome === null) reject(signal.reason);
-        else resolve(outcome);
-      };
-      const onAbort = () => finish(null);
-      const watch = new KeyWatch(
-        this.#scope.client,
-        [{ key: this.#queue.prefix, prefix: true, deletesOnly: true }],
-        from,
-        {
-          events: (events) => {
-            for (const event of events) older.delete(event.kv.key.toString());
-            if (older.size < limit) finish(this.#conditions(decision.me, []));
-          },
-          broken: () => finish("reread"),
+    signal.throwIfAborted();
+    let targets: WatchTarget[];
+    // What a later decision must share with this one for the watch to still be the right one.
+    let same: (again: WaitDecision) => boolean;
+    if (kind === "semaphore") {
+      targets = [{ key: this.#queue.prefix, prefix: true, deletesOnly: true }];
+      same = () => true;
+    } else if (mode === "exclusive") {
+      // The key just before ours; once it goes we are first unless an older one is still
+      // there, which the recording transaction checks.
+      const predecessor = decision.earlier.at(-1)!.key;
+      targets = [{ key: predecessor, deletesOnly: true }];
+      same = (again) => again.earlier.at(-1)?.key === predecessor;
+    } else {
+      // The last older exclusive key going or turning shared, and the upgrade marker going.
+      const last = decision.blockers.at(-1)?.key;
+      targets = [
+        ...(last ? [{ key: last }] : []),
+        ...(decision.markerBlocks ? [{ key: this.#queue.marker, deletesOnly: true }] : []),
+      ];
+      same = (again) => again.blockers.at(-1)?.key === last && again.markerBlocks === decision.markerBlocks;
+    }
+    const relevant = kind === "semaphore" || mode === "exclusive" ? isDelete : relevantToShared(this.#queue.marker);
+    // Semaphores: the older keys still there, and every deletion seen since the watch began.
+    let older: Set<string> | null = null;
+    const deleted = new Set<string>();
+    let current = decision;
+    let settle!: (outcome: "changed" | "broken" | null) => void;
+    const outcome = new Promise<"changed" | "broken" | null>((resolve) => (settle = resolve));
+    const watch = new KeyWatch(
+      this.#scope.client,
+      targets,
+      "now",
+      {
+        events: (events) => {
+          if (kind !== "semaphore") {
+            if (events.some(relevant)) settle("changed");
+            return;
+          }
+          for (const event of events) {
+            const key = event.kv.key.toString();
+            deleted.add(key);
+            older?.delete(key);
+          }
+          if (older && older.size < limit) settle("changed");
         },
-        this.#scope.watches,
-      );
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+        broken: () => settle("broken"),
+      },
+      this.#scope.watches,
+    );
+    const onAbort = () => settle(null);
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      const first = await Promise.race([watch.created.then(() => "created" as const), outcome]);
+      if (first === "created") {
+        const fresh = await this.#read();
+        const again = decide(fresh, this.#key, kind, mode, limit);
+        if (again.type !== "wait" || !same(again)) return fresh;
+        current = again;
+        if (kind === "semaphore") {
+          older = new Set(again.earlier.map((e) => e.key).filter((key) => !deleted.has(key)));
+          if (older.size < limit) settle("changed");
+        }
+      }
+      const settled = await outcome;
+      if (settled === null) throw signal.reason;
+      if (settled === "broken" || current.blockers.length > MAX_COMPARED_BLOCKERS) return await this.#read();
+      return this.#conditions(current.me, current.blockers);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      watch.close();
+    }
   }
 
   /** The conditions under which `me` is granted, beyond what the view already showed. */

@@ -35,30 +35,45 @@ export class KeyWatch {
   readonly #handlers: WatchHandlers;
   readonly #registry: WatchRegistry;
   #closed = false;
+  /**
+   * Resolves once etcd has created every watch of this set (it never rejects: a watch that
+   * breaks first reports `broken`). From then on the watch reports every change after the
+   * revision at which it was created.
+   */
+  readonly created: Promise<void>;
 
-  /** Starts at `fromRevision` (inclusive): pass the revision of the read plus one. */
+  /**
+   * Starts at `fromRevision` (inclusive): pass the revision of the read plus one. Or
+   * `"now"`: at the server's current revision. A watch that starts at a revision already
+   * past is "unsynced" in etcd, which catches those up only every 100 ms (its
+   * watchResyncPeriod), so a waiter that starts it from an older read is woken up to
+   * 100 ms late whenever anything was written meanwhile; one started `"now"` is synced at
+   * once, and the caller re-reads after {@link created} to learn what came before.
+   */
   constructor(
     client: Etcd3,
     targets: readonly WatchTarget[],
-    fromRevision: bigint,
+    fromRevision: bigint | "now",
     handlers: WatchHandlers,
     registry: WatchRegistry,
   ) {
     this.#handlers = handlers;
     this.#registry = registry;
     registry.add(this);
+    const created: Promise<void>[] = [];
     for (const target of targets) {
       let builder = client.watch();
       builder = target.prefix ? builder.prefix(target.key) : builder.key(target.key);
       if (target.deletesOnly) builder = builder.only("delete");
-      builder = builder.startRevision(fromRevision.toString());
-      // No need to wait for the "created" answer: the watch replays from fromRevision.
+      if (fromRevision !== "now") builder = builder.startRevision(fromRevision.toString());
       const watcher = builder.watcher();
+      created.push(new Promise<void>((resolve) => watcher.once("connected", () => resolve())));
       watcher.on("data", (response: IWatchResponse) => this.#data(response));
       watcher.on("disconnected", (error) => this.#broken(error));
       watcher.on("error", (error) => this.#broken(error));
       this.#watchers.push(watcher);
     }
+    this.created = Promise.all(created).then(() => {});
   }
 
   get closed(): boolean {
