@@ -9,7 +9,7 @@ import { startEtcd, startEtcdCluster } from "../harness/etcd.js";
 import { startPostgres } from "../harness/postgres.js";
 import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
 import { startProxy } from "../harness/proxy.js";
-import { startRedis } from "../harness/redis.js";
+import { startRedis, startSentinelSetup } from "../harness/redis.js";
 import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
 import type { FaultKind } from "./history.js";
 
@@ -147,6 +147,37 @@ export const BACKENDS: readonly ChaosBackend[] = [
           return "redis SIGKILL and start (AOF, fsync always)";
         },
         stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "redis-sentinel",
+    nemeses: ["kill", "pause", "member"],
+    async start() {
+      // Proxied: every process announces its proxy, so a cut silences it for everyone.
+      const setup = await startSentinelSetup({ proxied: true });
+      const proxies = setup.proxies!;
+      return {
+        url: setup.url,
+        link: async () => directLink(setup.url),
+        async member(random) {
+          const ms = 500 + Math.floor(random() * 2500);
+          // Half the time the primary (a failover follows a cut past 1 s), else a sentinel.
+          if (random() < 0.5) {
+            const port = await setup.currentPrimaryPort(2).catch(() => proxies.primary.port);
+            const victim = port === proxies.replica.port ? proxies.replica : proxies.primary;
+            victim.cut();
+            await delay(ms);
+            victim.heal({ resumeExisting: true });
+            return `primary :${port} cut for ${ms} ms`;
+          }
+          const i = Math.floor(random() * proxies.sentinels.length);
+          proxies.sentinels[i]!.cut();
+          await delay(ms);
+          proxies.sentinels[i]!.heal({ resumeExisting: true });
+          return `sentinel ${i} cut for ${ms} ms`;
+        },
+        stop: () => setup.stop(),
       };
     },
   },
