@@ -18,7 +18,7 @@
  */
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
-import type { Watcher } from "./client.js";
+import type { Stat, Watcher } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
 import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
@@ -75,7 +75,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   const stop = AbortSignal.any([signal, scope.ended]);
   let path: string | null = null;
   try {
-    const joined = await join(scope, parent, prefix, stop);
+    const joined = await join(scope, parent, prefix, isSole(request), stop);
     path = joined.path;
     return await wait(scope, request, parent, path, tag, joined, stop);
   } catch (error) {
@@ -94,6 +94,7 @@ async function join(
   scope: Scope,
   parent: string,
   prefix: string,
+  sole: boolean,
   stop: AbortSignal,
 ): Promise<{ path: string; view: QueueView | null; token: bigint | null }> {
   const { handle } = scope;
@@ -102,14 +103,15 @@ async function join(
     if (stop.aborted) throw stop.reason;
     const created = handle.create(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
     const listed = handle.children(parent);
-    // Sent behind the read: its zxid is the token if the read grants us.
-    const stamped = handle.set(parent, "");
+    // Sent behind the read: its zxid is the token if the read grants us (a sole holder's
+    // token comes from the read itself: see soleToken).
+    const stamped = sole ? null : handle.set(parent, "");
     listed.catch(() => {});
-    stamped.catch(() => {});
+    stamped?.catch(() => {});
     try {
       const path = await created;
       const first = await listed.catch(() => null);
-      const stamp = await stamped.catch(() => null);
+      const stamp = sole ? (first ? { mzxid: soleToken(first.stat) } : null) : await stamped?.catch(() => null);
       return {
         path,
         view: first ? viewOf(first.children, first.stat, new Map()) : null,
@@ -192,7 +194,10 @@ async function wait(
       case "grant": {
         const since = Date.now();
         const token =
-          stamp ?? (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid;
+          stamp ??
+          (isSole(request) && view
+            ? soleToken(view.stat)
+            : (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid);
         const grant = new ZkGrant(request, parent, path, tag, token, since);
         // For inspect(); the token is already fixed. A node gone by now is seen by the guard.
         scope.handle.set(path, grant.data(scope, { t: token.toString() })).catch(() => {});
@@ -205,6 +210,22 @@ async function wait(
         stamp = null;
     }
   }
+}
+
+/** Whether a grant of `request` is held by no one else at the same time (an exclusive lock, a leader). */
+function isSole(request: AcquireRequest): boolean {
+  return request.kind !== "semaphore" && request.mode === "exclusive";
+}
+
+/**
+ * The token of a sole holder: the zxid of the last child created or deleted (pzxid) as the
+ * granting read saw it, so no write is needed. Every earlier holder's token was taken
+ * before that holder's node was deleted, and the granting read saw that deletion, so it is
+ * larger; a sole holder has no one granted beside it that could get the same value.
+ * Shared holders and permits can be granted by the same state, so they take a write's zxid.
+ */
+function soleToken(stat: Stat): bigint {
+  return stat.pzxid;
 }
 
 /**
