@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--out DIR]
+# npm run bench -- --latency [--backends etcd,postgres,redis,zookeeper] [--rtt 10,50] [--rounds N]
 #
 # Compiles Baton and the bench with tsc (the same compiler options as `npm run build`) into
 # .bench/dist (not dist/, which other work rebuilds at any time: a run must measure one build) and
@@ -31,4 +32,8 @@ fi
 
 # Servers keep their data in memory, as in the test suite.
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
+# npm run bench -- --latency ...: the round-trip bench (bench/latency.ts) instead.
+for arg in "$@"; do
+  if [ "$arg" = "--latency" ]; then exec node .bench/dist/bench/latency.js "$@"; fi
+done
 exec node .bench/dist/bench/run.js "$@"

@@ -204,6 +204,33 @@ describe("chaos checker", () => {
       ),
       undefined,
     ],
+    [
+      "a partitioned holder overlapping a later holder before its signal aborted fails",
+      history(
+        [a, b, elsewhere],
+        [...aWrites, ...bWrites],
+        [{ ...pause(1, 10, 110, "x"), kind: "partition", minority: true }],
+      ),
+      /partitioned older holder never saw its signal abort/,
+    ],
+    [
+      "a partitioned holder whose signal aborted before the re-grant, its late write refused, passes",
+      history(
+        [{ ...a, lostAt: 40 }, b, elsewhere],
+        [...aWrites, ...bWrites],
+        [{ ...pause(1, 10, 110, "x"), kind: "partition", minority: true }],
+      ),
+      undefined,
+    ],
+    [
+      "a grant on the side without a quorum fails",
+      history(
+        [section(1, "z", "exclusive", 1, 300, 310), elsewhere],
+        [],
+        [{ ...pause(1, 10, 500), kind: "partition", minority: true }],
+      ),
+      /minority: .*side without a quorum/,
+    ],
     ["something left held fails", { ...history([]), leftHeld: ["x token 3 by chaos-1"] }, /still held/],
     [
       "a crashed client fails",

@@ -4,6 +4,7 @@
  * be cut), and which nemeses make sense. A new backend (ZooKeeper, Redis, MySQL) plugs in
  * with one more entry here; the runner and the checker need nothing else.
  */
+import type { ChildProcess } from "node:child_process";
 import path from "node:path";
 import { startEtcd, startEtcdCluster } from "../harness/etcd.js";
 import { startPostgres } from "../harness/postgres.js";
@@ -12,6 +13,7 @@ import { startProxy } from "../harness/proxy.js";
 import { startRedis, startSentinelSetup } from "../harness/redis.js";
 import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
 import type { FaultKind } from "./history.js";
+import { startEtcdHosts, startPostgresHosts } from "./partitions.js";
 
 /** A client's way in: its URL and, on server backends, a cuttable connection. */
 export interface ClientLink {
@@ -20,7 +22,23 @@ export interface ClientLink {
   readonly cut?: () => void;
   /** Forwards again; the blackholed connections are destroyed. */
   readonly heal?: () => void;
+  /** Starts the client process where this link lives (a host of hosts.ts); default: fork here. */
+  readonly fork?: (script: string, args: readonly string[]) => ChildProcess;
   close(): Promise<void>;
+}
+
+/** What a partition nemesis is told of the clients, and tells the runner. */
+export interface PartitionHooks {
+  /** Links of clients holding something now (a nemesis cuts these off by preference). */
+  holders(): readonly ClientLink[];
+  /** Links of clients waiting in an upgrade now. */
+  upgrading(): readonly ClientLink[];
+  /** Call just before a split with the links about to be cut off from a quorum: they hold on. */
+  cutting(minority: readonly ClientLink[]): void;
+  /** Call once a split is in force, with the links of the clients cut off from a quorum. */
+  split(minority: readonly ClientLink[]): void;
+  /** Call as the heal begins (from then on packets may cross again). */
+  healed(): void;
 }
 
 /** A running target of a chaos run. */
@@ -33,6 +51,10 @@ export interface ChaosTarget {
   restart?(): Promise<string>;
   /** Kills one cluster member, waits, starts it again. Returns which member. */
   member?(random: () => number): Promise<string>;
+  /** Splits the network (one or more times, calling `hooks`), heals it; says what it did. */
+  partition?(random: () => number, hooks: PartitionHooks): Promise<string>;
+  /** Clients upgrade this share of their shared sections (default none). */
+  readonly upgradeShare?: number;
   stop(): Promise<void>;
 }
 
@@ -41,7 +63,9 @@ export interface ChaosBackend {
   readonly name: string;
   /** The nemeses that apply (a default run uses all of them). */
   readonly nemeses: readonly FaultKind[];
-  start(): Promise<ChaosTarget>;
+  /** Whether it needs root for network namespaces (see hostsUnavailable). */
+  readonly hosts?: boolean;
+  start(options: { ttlMs: number }): Promise<ChaosTarget>;
 }
 
 /** A link through a private TCP proxy to host:port; `url(port)` spells the proxied URL. */
@@ -228,6 +252,20 @@ export const BACKENDS: readonly ChaosBackend[] = [
         stop: () => ensemble.stop(),
       };
     },
+  },
+  {
+    name: "etcd-hosts",
+    // Three members and four client hosts in network namespaces; partitions between them.
+    nemeses: ["kill", "pause", "partition"],
+    hosts: true,
+    start: ({ ttlMs }) => startEtcdHosts(ttlMs),
+  },
+  {
+    name: "postgres-hosts",
+    // The server on one host, four client hosts; partitions between them.
+    nemeses: ["kill", "pause", "partition"],
+    hosts: true,
+    start: ({ ttlMs }) => startPostgresHosts(ttlMs),
   },
 ];
 

@@ -53,6 +53,10 @@ export interface FaultFigures {
   signalLeadMs?: Spread | undefined;
   /** Grants (by other clients) while the fault lasted. */
   grantsDuring: number;
+  /** Partitions: from the split to the cut-off holder's signal aborting. */
+  lossSignalMs?: Spread | undefined;
+  /** Partitions: grants to clients cut off from the quorum while the split lasted (must be 0). */
+  minorityGrants?: number;
 }
 
 /** The checker's verdict and figures; written as the JSON report. */
@@ -141,6 +145,10 @@ export function check(history: History): Report {
       (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && f.until >= from && f.at <= end(older),
     );
     if (fault === undefined) return "the older holder was not faulted";
+    // A partitioned holder runs on: it may overlap only once its signal told it it lost.
+    if (fault.kind === "partition" && (older.lostAt ?? Number.POSITIVE_INFINITY) > newer.start + SIGNAL_TOLERANCE_MS) {
+      return `the partitioned older holder ${older.lostAt === undefined ? "never saw its signal abort" : `saw its signal abort only at ${older.lostAt}`}`;
+    }
     const after = firstOpAt(newer);
     const late = (opsBySection.get(older.id) ?? []).filter((op) => op.kind === "write" && op.at > after);
     if (late.some((op) => op.accepted)) return "a late write of the older holder was accepted";
@@ -238,10 +246,13 @@ export function check(history: History): Report {
   // Progress and recovery.
   const starts = [...history.sections].sort((a, b) => a.start - b.start);
   const faults: Partial<Record<FaultKind, FaultFigures>> = {};
-  const samples = new Map<FaultKind, { takeover: number[]; recovery: number[]; signalLead: number[] }>();
+  const samples = new Map<
+    FaultKind,
+    { takeover: number[]; recovery: number[]; signalLead: number[]; lossSignal: number[] }
+  >();
   for (const f of history.faults) {
     const figures = (faults[f.kind] ??= { count: 0, takeoverMs: undefined, recoveryMs: undefined, grantsDuring: 0 });
-    const sample = samples.get(f.kind) ?? { takeover: [], recovery: [], signalLead: [] };
+    const sample = samples.get(f.kind) ?? { takeover: [], recovery: [], signalLead: [], lossSignal: [] };
     samples.set(f.kind, sample);
     figures.count++;
     const others = (s: Section) => f.pid === undefined || s.pid !== f.pid;
@@ -256,7 +267,17 @@ export function check(history: History): Report {
     // fault, anyone's; after a kill, the takeover below says it.
     const own = f.pid === undefined ? next : starts.find((s) => s.start > f.until && s.pid === f.pid);
     if (f.kind !== "kill" && own !== undefined) sample.recovery.push(own.start - f.until);
-    if (f.name !== undefined) {
+    if (f.minority === true) {
+      // No quorum on its side: nothing can be granted there until the heal.
+      const granted = starts.filter(
+        (s) => s.pid === f.pid && s.start > f.at + SIGNAL_TOLERANCE_MS && s.start < f.until,
+      );
+      figures.minorityGrants = (figures.minorityGrants ?? 0) + granted.length;
+      for (const s of granted)
+        violate(`minority: ${describe(s)} was granted on the side without a quorum [${f.at}, ${f.until}]`);
+    }
+    // A partition hits every client; only those cut off were holding through it.
+    if (f.name !== undefined && (f.kind !== "partition" || f.minority === true)) {
       const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid);
       if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
       // A cut holder's process runs on: its signal must abort before anyone else is granted
@@ -264,12 +285,14 @@ export function check(history: History): Report {
       const hit = history.sections.find(
         (s) => s.pid === f.pid && s.name === f.name && s.start <= f.at && end(s) >= f.at,
       );
-      if (f.kind === "cut" && hit !== undefined && takeover !== undefined && hit.mode !== "semaphore") {
+      if (f.kind === "partition" && hit?.lostAt !== undefined) sample.lossSignal.push(hit.lostAt - f.at);
+      const runsOn = f.kind === "cut" || f.kind === "partition";
+      if (runsOn && hit !== undefined && takeover !== undefined && hit.mode !== "semaphore") {
         if (hit.lostAt !== undefined) sample.signalLead.push(takeover.start - hit.lostAt);
         const lead = hit.lostAt === undefined ? Number.NEGATIVE_INFINITY : takeover.start - hit.lostAt;
         if (takeover.start < end(hit) && lead < -SIGNAL_TOLERANCE_MS) {
           violate(
-            `signal: ${describe(takeover)} was granted while the cut holder ${describe(hit)} ${hit.lostAt === undefined ? "never saw its signal abort" : `saw its signal abort only at ${hit.lostAt}`}`,
+            `signal: ${describe(takeover)} was granted while the ${f.kind} holder ${describe(hit)} ${hit.lostAt === undefined ? "never saw its signal abort" : `saw its signal abort only at ${hit.lostAt}`}`,
           );
         }
       }
@@ -280,6 +303,7 @@ export function check(history: History): Report {
     figures.takeoverMs = stats(sample.takeover);
     figures.recoveryMs = stats(sample.recovery);
     figures.signalLeadMs = stats(sample.signalLead);
+    if (kind === "partition") figures.lossSignalMs = stats(sample.lossSignal);
   }
   const tail = starts.filter((s) => s.start > (history.faults.at(-1)?.until ?? history.startedAt));
   if (tail.length === 0) violate("no grant after the last fault");

@@ -24,6 +24,8 @@ export interface ClientConfig {
   semaphoreLimit: number;
   acquireTimeoutMs: number;
   holdMs: [number, number];
+  /** The share of shared holders that upgrade to exclusive (a new section, a new token). */
+  upgradeShare?: number;
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as ClientConfig;
@@ -34,14 +36,26 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let nextId = 0;
 const pending = new Map<number, (reply: Record<string, unknown>) => void>();
 let stopping = false;
-/** Set by the runner when it cut this client off: hold on until the signal says the lock is lost. */
+/**
+ * Set by the runner when it cut this client off: hold on until the signal says the lock is
+ * lost, and with `untilHeal` (partitions) on until the network heals, so that the late write
+ * reaches the register after the majority side may have granted the lock again.
+ */
 let stretched = false;
+let untilHeal = false;
+let healSeen = false;
 let wake: () => void = () => {};
+let poke: () => void = () => {};
 process.on("message", (message: Record<string, unknown>) => {
   if (message.op === "stop") stopping = true;
   else if (message.op === "stretch") {
     stretched = true;
+    untilHeal = message.untilHeal === true;
+    healSeen = false;
     wake();
+  } else if (message.op === "healed") {
+    healSeen = true;
+    poke();
   } else pending.get(message.id as number)?.(message);
 });
 // A runner that died takes its clients with it.
@@ -71,8 +85,59 @@ async function acquire(name: string, mode: "exclusive" | "shared" | "semaphore")
   return coord.lock(name).acquire({ mode, timeoutMs });
 }
 
+/**
+ * Shared -> exclusive: the shared section ends once the upgrade is granted and an exclusive
+ * one with the new token begins (the gap between the two stamps is inside the real hold).
+ * On failure the shared section ends as usual.
+ */
+async function upgrade(handle: LockHandle, name: string, shared: unknown): Promise<void> {
+  await rpc({ op: "upgrading", section: shared });
+  try {
+    await handle.upgrade({ timeoutMs: config.acquireTimeoutMs });
+  } catch (error) {
+    await rpc({ op: "error", message: `upgrade ${name}: ${(error as Error).name}: ${(error as Error).message}` });
+    await rpc({ op: "end", section: shared, lost: handle.signal.aborted });
+    await handle.release();
+    return;
+  }
+  await rpc({ op: "end", section: shared, lost: handle.signal.aborted });
+  const { section } = await rpc({ op: "begin", name, mode: "exclusive", token: String(handle.token) });
+  let lost = handle.signal.aborted;
+  if (!lost) {
+    handle.signal.addEventListener(
+      "abort",
+      () => {
+        lost = true;
+        void rpc({ op: "lost", section });
+      },
+      { once: true },
+    );
+  } else await rpc({ op: "lost", section });
+  await rpc({ op: "write", section, name, token: String(handle.token) });
+  await sleep(config.holdMs[0] + random() * (config.holdMs[1] - config.holdMs[0]));
+  await rpc({ op: "write", section, name, token: String(handle.token) });
+  await rpc({ op: "end", section, lost });
+  await handle.release();
+}
+
+/** Resolves once `done()` holds (checked on every poke) or after `ms`. */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!done() && Date.now() < end) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, end - Date.now());
+      poke = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}
+
 await rpc({ op: "ready" });
 while (!stopping) {
+  // A stretch that found nothing held is over once the network healed.
+  if (healSeen) stretched = untilHeal = false;
   const roll = random();
   const mode = roll < 0.7 ? "exclusive" : roll < 0.85 ? "shared" : "semaphore";
   const name = mode === "semaphore" ? config.semaphore : pick(config.locks);
@@ -106,23 +171,19 @@ while (!stopping) {
   });
   if (stretched && typeof handle !== "bigint") {
     // Cut off from the backend, this client keeps working until its signal aborts, as it
-    // should: the backend must not grant the lock to anyone before that.
+    // should: the backend must not grant the lock to anyone before that. A split that
+    // heals first (shorter than the TTL) ends the wait too: the lock was never lost.
     const signal = handle.signal;
-    if (!signal.aborted) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 3 * config.ttlMs);
-        signal.addEventListener(
-          "abort",
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          { once: true },
-        );
-      });
-    }
+    signal.addEventListener("abort", () => poke(), { once: true });
+    await until(() => signal.aborted || healSeen, 3 * config.ttlMs);
+    if (untilHeal) await until(() => healSeen, 10_000);
   }
   stretched = false;
+  untilHeal = false;
+  if (mode === "shared" && typeof handle !== "bigint" && !lost && random() < (config.upgradeShare ?? 0)) {
+    await upgrade(handle, name, section);
+    continue;
+  }
   if (registerOp === "write") await rpc({ op: "write", section, name, token: String(token) });
   await rpc({ op: "end", section, lost });
   if (typeof handle !== "bigint") await handle.release();

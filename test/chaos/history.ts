@@ -40,7 +40,7 @@ export interface RegisterOp {
 }
 
 /** Kinds of fault the nemesis injects. */
-export type FaultKind = "kill" | "pause" | "cut" | "restart" | "member";
+export type FaultKind = "kill" | "pause" | "cut" | "restart" | "member" | "partition";
 
 /** One injected fault. */
 export interface Fault {
@@ -54,6 +54,8 @@ export interface Fault {
   readonly name: string | undefined;
   /** Free text: which member, how long. */
   readonly detail: string;
+  /** Partitions: the client was on a side without a quorum of the servers. */
+  readonly minority?: boolean;
 }
 
 /** The whole record of a run. */

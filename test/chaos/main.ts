@@ -13,7 +13,7 @@ import { check } from "./checker.js";
 import type { FaultKind } from "./history.js";
 import { runChaos } from "./runner.js";
 
-const KINDS: readonly FaultKind[] = ["kill", "pause", "cut", "restart", "member"];
+const KINDS: readonly FaultKind[] = ["kill", "pause", "cut", "restart", "member", "partition"];
 
 function usage(message: string): never {
   process.stderr.write(

@@ -38,6 +38,8 @@ interface Client {
   readonly link: ClientLink;
   readonly pid: number;
   active: Section | undefined;
+  /** Between its `upgrading` report and the end of that shared section. */
+  upgrading: boolean;
   /** Set when the runner kills it or it said goodbye: its exit is expected. */
   expectedExit: boolean;
   paused: boolean;
@@ -79,7 +81,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
   let clientSeed = seed * 7919;
   let running = true;
 
-  const target: ChaosTarget = await backend.start();
+  const target: ChaosTarget = await backend.start({ ttlMs });
 
   const onMessage = (client: Client, message: Record<string, unknown>): void => {
     const reply = (extra: Record<string, unknown> = {}) => {
@@ -133,10 +135,17 @@ export async function runChaos(options: RunOptions): Promise<History> {
           section.endedBy = "release";
           section.lost = message.lost === true;
         }
-        if (client.active === section) client.active = undefined;
+        if (client.active === section) {
+          client.active = undefined;
+          client.upgrading = false;
+        }
         reply();
         return;
       }
+      case "upgrading":
+        client.upgrading = true;
+        reply();
+        return;
       case "lost": {
         const section = history.sections[Number(message.section)];
         if (section !== undefined && section.lostAt === undefined) section.lostAt = at;
@@ -174,11 +183,14 @@ export async function runChaos(options: RunOptions): Promise<History> {
       semaphoreLimit: SEMAPHORE_LIMIT,
       acquireTimeoutMs: 1000,
       holdMs: [2, 40],
+      ...(target.upgradeShare !== undefined ? { upgradeShare: target.upgradeShare } : {}),
     };
-    const child = fork(CLIENT, [JSON.stringify(config)], {
-      execArgv: ["--import", "tsx"],
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
+    const child = link.fork
+      ? link.fork(CLIENT, [JSON.stringify(config)])
+      : fork(CLIENT, [JSON.stringify(config)], {
+          execArgv: ["--import", "tsx"],
+          stdio: ["ignore", "inherit", "inherit", "ipc"],
+        });
     let markReady: () => void = () => {};
     const ready = new Promise<void>((resolve) => {
       markReady = resolve;
@@ -189,6 +201,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
       link,
       pid: child.pid as number,
       active: undefined,
+      upgrading: false,
       expectedExit: false,
       paused: false,
       exited,
@@ -223,6 +236,51 @@ export async function runChaos(options: RunOptions): Promise<History> {
   };
 
   const inject = async (kind: FaultKind): Promise<void> => {
+    if (kind === "partition") {
+      const live = () => [...clients.values()].filter((c) => !c.expectedExit && !c.paused);
+      let open: Fault[] = [];
+      let split = 0;
+      const started = now();
+      const detail = await target.partition?.(random, {
+        holders: () =>
+          live()
+            .filter((c) => c.active !== undefined)
+            .map((c) => c.link),
+        upgrading: () =>
+          live()
+            .filter((c) => c.upgrading)
+            .map((c) => c.link),
+        cutting(minority) {
+          for (const c of live()) {
+            if (minority.includes(c.link) && c.child.connected)
+              c.child.send({ op: "stretch", untilHeal: true }, () => {});
+          }
+        },
+        split(minority) {
+          const at = now();
+          split++;
+          // Every client is hit: one cut off from the quorum, or one whose server was.
+          open = live().map((c) => {
+            const cutOff = minority.includes(c.link);
+            return { kind, at, until: at, pid: c.pid, name: c.active?.name, detail: "", minority: cutOff };
+          });
+          history.faults.push(...open);
+        },
+        healed() {
+          const until = now();
+          for (const f of open) {
+            (f as { until: number }).until = until;
+            const c = clients.get(f.pid as number);
+            if (f.minority && c?.child.connected) c.child.send({ op: "healed" }, () => {});
+          }
+          open = [];
+        },
+      });
+      for (const f of history.faults)
+        if (f.kind === kind && f.at >= started) (f as { detail: string }).detail = detail ?? "";
+      log(`[${started.toFixed(0)} ms] partition: ${detail} (${split} split${split === 1 ? "" : "s"})`);
+      return;
+    }
     if (kind === "restart" || kind === "member") {
       const at = now();
       const fault: Fault = { kind, at, until: at, pid: undefined, name: undefined, detail: "" };
@@ -283,7 +341,13 @@ export async function runChaos(options: RunOptions): Promise<History> {
       await delay(300 + random() * 700);
       // Only start a fault expected to end before the quiet tail.
       const expectedMs = (kind: FaultKind) =>
-        kind === "pause" || kind === "cut" ? ttlMs + 2500 : kind === "kill" ? 1500 : 4000;
+        kind === "pause" || kind === "cut"
+          ? ttlMs + 2500
+          : kind === "kill"
+            ? 1500
+            : kind === "partition"
+              ? ttlMs + 4000
+              : 4000;
       for (;;) {
         const fitting = options.nemeses.filter((k) => now() + expectedMs(k) <= nemesisEnd);
         if (fitting.length === 0) break;

@@ -19,7 +19,7 @@ const STOP_TIMEOUT_MS = 10_000;
 /** Fast raft timing for tests. */
 const TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"];
 
-function etcdBinary(): string {
+export function etcdBinary(): string {
   const fromEnv = process.env.ETCD_BIN;
   if (fromEnv) return fromEnv;
   for (const candidate of ["/usr/bin/etcd", "/usr/local/bin/etcd"]) {
@@ -28,7 +28,7 @@ function etcdBinary(): string {
   return "etcd"; // PATH lookup; spawn reports ENOENT if missing
 }
 
-function etcdEnv(): NodeJS.ProcessEnv {
+export function etcdEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   // Don't let ETCD_* from the environment reconfigure our servers.
   for (const key of Object.keys(env)) if (key.startsWith("ETCD_")) delete env[key];
@@ -41,8 +41,10 @@ function etcdEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-interface MemberConfig {
+/** One member's command-line settings (`host` defaults to 127.0.0.1; hosts.ts gives others). */
+export interface MemberConfig {
   name: string;
+  host?: string;
   clientPort: number;
   peerPort: number;
   /** Where clients and peers are told to connect (a proxy port, or the real one). */
@@ -52,20 +54,27 @@ interface MemberConfig {
   logFile: string;
 }
 
-function memberArgs(m: MemberConfig, initialCluster: string, token: string, state: "new" | "existing"): string[] {
+/** etcd's arguments for member `m`, with this harness's fast raft timing. */
+export function memberArgs(
+  m: MemberConfig,
+  initialCluster: string,
+  token: string,
+  state: "new" | "existing",
+): string[] {
+  const host = m.host ?? HOST;
   return [
     "--name",
     m.name,
     "--data-dir",
     m.dataDir,
     "--listen-client-urls",
-    `http://${HOST}:${m.clientPort}`,
+    `http://${host}:${m.clientPort}`,
     "--advertise-client-urls",
-    `http://${HOST}:${m.advertisedClientPort}`,
+    `http://${host}:${m.advertisedClientPort}`,
     "--listen-peer-urls",
-    `http://${HOST}:${m.peerPort}`,
+    `http://${host}:${m.peerPort}`,
     "--initial-advertise-peer-urls",
-    `http://${HOST}:${m.advertisedPeerPort}`,
+    `http://${host}:${m.advertisedPeerPort}`,
     "--initial-cluster",
     initialCluster,
     "--initial-cluster-token",

@@ -13,10 +13,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
+import type { Gateway, Host } from "./hosts.js";
 import { freePort } from "./ports.js";
 import { makeTempDir, onProcessExit, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
-const HOST = "127.0.0.1";
+const LOOPBACK = "127.0.0.1";
 const STARTUP_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 const DATABASE = "baton";
@@ -24,6 +25,8 @@ const DATABASE = "baton";
 export interface PgServer {
   /** "postgres://postgres@127.0.0.1:PORT/baton" */
   readonly url: string;
+  /** `url` as the test process reaches it (through a gateway when the server runs in a host). */
+  readonly localUrl: string;
   readonly host: string;
   readonly port: number;
   readonly database: string;
@@ -240,11 +243,22 @@ function removeStaleShmem(dataDir: string): void {
   }
 }
 
-export function startPostgres(): Promise<PgServer> {
-  return retryOnAddressInUse(startPostgresOnce);
+/**
+ * `host`: run the server inside that host of hosts.ts, on its address and port 5432; `url`
+ * then names that address (for clients in other hosts) and `localUrl` a gateway to it.
+ */
+export interface StartPostgresOptions {
+  host?: Host;
 }
 
-async function startPostgresOnce(): Promise<PgServer> {
+export function startPostgres(opts: StartPostgresOptions = {}): Promise<PgServer> {
+  return retryOnAddressInUse(() => startPostgresOnce(opts));
+}
+
+async function startPostgresOnce(opts: StartPostgresOptions): Promise<PgServer> {
+  const inHost = opts.host;
+  const listenHost = inHost?.address ?? LOOPBACK;
+  let gateway: Gateway | undefined;
   const root = makeTempDir("baton-pg-");
   const dataDir = path.join(root, "data");
   const logFile = path.join(root, "postgres.log");
@@ -253,8 +267,10 @@ async function startPostgresOnce(): Promise<PgServer> {
   try {
     fs.writeFileSync(logFile, "");
     chownTree(root);
-    const port = await freePort();
+    const port = inHost ? 5432 : await freePort();
     await prepareDataDir(root, dataDir, logFile);
+    // initdb trusts 127.0.0.1 only; clients in other hosts come from 127.1.0.x.
+    if (inHost) fs.appendFileSync(path.join(dataDir, "pg_hba.conf"), "host all all 127.0.0.0/8 trust\n");
 
     const args = [
       "-D",
@@ -262,7 +278,7 @@ async function startPostgresOnce(): Promise<PgServer> {
       "-p",
       String(port),
       "-h",
-      HOST,
+      listenHost,
       "-k",
       root,
       "-c",
@@ -288,20 +304,25 @@ async function startPostgresOnce(): Promise<PgServer> {
       "-c",
       "log_connections=off",
     ];
-    const baseUrl = (db: string) => `postgres://postgres@${HOST}:${port}/${db}`;
+    const baseUrl = (db: string) => `postgres://postgres@${listenHost}:${port}/${db}`;
+    if (inHost) gateway = await inHost.gateway(port);
+    const localUrl = (db: string) => (gateway ? `postgres://postgres@${gateway.address}/${db}` : baseUrl(db));
 
     const spawnServer = (): ServerProcess => {
-      fs.appendFileSync(logFile, `\n[harness] starting postgres on ${HOST}:${port}\n`);
-      proc = new ServerProcess("postgres", path.join(pgBinDir(), "postgres"), args, {
-        env: serverEnv(root),
-        logFile,
-        cwd: root,
-        ...runAs(),
-      });
+      fs.appendFileSync(logFile, `\n[harness] starting postgres on ${listenHost}:${port}\n`);
+      const bin = path.join(pgBinDir(), "postgres");
+      const spawnOpts = { env: serverEnv(root), logFile, cwd: root };
+      if (inHost) {
+        // `ip netns exec` needs root: drop to the postgres user after it.
+        const { uid, gid } = runAs();
+        const drop = uid === undefined ? [] : ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups"];
+        const [cmd, ...rest] = [...drop, bin, ...args] as [string, ...string[]];
+        proc = inHost.spawn("postgres", cmd, rest, spawnOpts);
+      } else proc = new ServerProcess("postgres", bin, args, { ...spawnOpts, ...runAs() });
       return proc;
     };
     const waitReady = async (p: ServerProcess, db: string): Promise<void> => {
-      await waitUntil(`postgres on ${HOST}:${port}`, () => canQuery(baseUrl(db)), {
+      await waitUntil(`postgres on ${listenHost}:${port}`, () => canQuery(localUrl(db)), {
         timeoutMs: STARTUP_TIMEOUT_MS,
         procs: [p],
       });
@@ -320,7 +341,8 @@ async function startPostgresOnce(): Promise<PgServer> {
     let stopped = false;
     const server: PgServer = {
       url: baseUrl(DATABASE),
-      host: HOST,
+      localUrl: localUrl(DATABASE),
+      host: listenHost,
       port,
       database: DATABASE,
       user: "postgres",
@@ -336,6 +358,7 @@ async function startPostgresOnce(): Promise<PgServer> {
         if (stopped) return;
         stopped = true;
         await shutdown();
+        await gateway?.close();
         removeStaleShmem(dataDir);
         unregisterExit?.();
         removeTempDir(root);
@@ -360,6 +383,7 @@ async function startPostgresOnce(): Promise<PgServer> {
       await proc.kill();
       await waitGroupGone(proc.pid).catch(() => {});
     }
+    await gateway?.close();
     removeStaleShmem(dataDir);
     unregisterExit?.();
     removeTempDir(root);

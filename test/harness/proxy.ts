@@ -9,6 +9,10 @@
  *             blackholed are destroyed (or resumed with `resumeExisting`).
  * - `reset()` destroys every connection with an RST.
  * - `close()` stops listening and destroys everything.
+ *
+ * With `latency`, every chunk is held back for a delay per direction (fixed, or uniform in
+ * `ms ± jitterMs`), never reordered: a round trip of tens of milliseconds between a client
+ * and a server on one machine, as kernel queueing disciplines (netem) are not available.
  */
 import net from "node:net";
 import { freePort } from "./ports.js";
@@ -29,6 +33,32 @@ export interface HealOptions {
   resumeExisting?: boolean;
 }
 
+/** An added one-way delay: `ms`, or uniform in [ms - jitterMs, ms + jitterMs]. */
+export interface Delay {
+  ms: number;
+  jitterMs?: number;
+}
+
+/** Added delays per direction: `up` client to server, `down` server to client. */
+export interface Latency {
+  up?: Delay;
+  down?: Delay;
+}
+
+export interface ProxyOptions {
+  latency?: Latency;
+}
+
+function checkDelay(what: string, d: Delay | undefined): void {
+  if (d === undefined) return;
+  const jitter = d.jitterMs ?? 0;
+  if (!Number.isFinite(d.ms) || d.ms < 0 || !Number.isFinite(jitter) || jitter < 0 || jitter > d.ms) {
+    throw new RangeError(
+      `proxy latency ${what}: ms must be a finite number >= 0 and jitterMs between 0 and ms, got ${JSON.stringify(d)}`,
+    );
+  }
+}
+
 export interface Proxy {
   readonly port: number;
   /** "127.0.0.1:PORT" */
@@ -43,6 +73,8 @@ export interface Proxy {
   readonly acceptedCount: number;
   cut(): void;
   heal(opts?: HealOptions): void;
+  /** Changes the added latency for what is sent from now on (`{}`: none). */
+  setLatency(latency: Latency): void;
   reset(): void;
   close(): Promise<void>;
 }
@@ -55,8 +87,17 @@ interface Pair {
   blackholed: boolean;
 }
 
-export async function startProxy(target: ProxyTarget): Promise<Proxy> {
+export async function startProxy(target: ProxyTarget, options: ProxyOptions = {}): Promise<Proxy> {
   const pairs = new Set<Pair>();
+  let latency: Latency = {};
+  const setLatency = (l: Latency): void => {
+    checkDelay("up", l.up);
+    checkDelay("down", l.down);
+    latency = { ...l };
+  };
+  setLatency(options.latency ?? {});
+  const delayOf = (d: Delay | undefined): number =>
+    d === undefined ? 0 : d.ms + (d.jitterMs ? (Math.random() * 2 - 1) * d.jitterMs : 0);
   let cut = false;
   let accepted = 0;
   let closed = false;
@@ -76,8 +117,30 @@ export async function startProxy(target: ProxyTarget): Promise<Proxy> {
     }
   };
 
-  /** Forward `from` -> `to`, respecting backpressure and the blackhole flag. */
-  const forward = (pair: Pair, from: net.Socket, to: net.Socket): void => {
+  /**
+   * Forward `from` -> `to`, respecting backpressure and the blackhole flag; with a delay
+   * for the direction, each chunk (and the end) goes out at its time, in order.
+   */
+  const forward = (pair: Pair, from: net.Socket, to: net.Socket, direction: "up" | "down"): void => {
+    // One queue and one timer per direction: chunks leave in order, never before their time.
+    const queue: { at: number; fn: () => void }[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const drain = (): void => {
+      timer = undefined;
+      while (queue.length > 0 && (queue[0] as { at: number }).at <= performance.now()) queue.shift()?.fn();
+      const head = queue[0];
+      if (head !== undefined) timer = setTimeout(drain, Math.max(1, Math.ceil(head.at - performance.now())));
+    };
+    const later = (fn: () => void): void => {
+      const ms = delayOf(latency[direction]);
+      if (ms <= 0 && queue.length === 0) {
+        fn();
+        return;
+      }
+      const at = Math.max(queue.at(-1)?.at ?? 0, performance.now() + ms);
+      queue.push({ at, fn });
+      if (timer === undefined) timer = setTimeout(drain, Math.max(1, Math.ceil(at - performance.now())));
+    };
     from.on("data", (chunk: Buffer) => {
       if (pair.blackholed) {
         // Read before pause() took effect: push it back, so it is delivered
@@ -86,36 +149,45 @@ export async function startProxy(target: ProxyTarget): Promise<Proxy> {
         from.unshift(chunk);
         return;
       }
-      if (!to.write(chunk)) {
-        from.pause();
-        to.once("drain", () => {
-          if (!pair.blackholed) from.resume();
-        });
-      }
+      later(() => {
+        if (to.destroyed) return;
+        if (!to.write(chunk)) {
+          from.pause();
+          to.once("drain", () => {
+            if (!pair.blackholed) from.resume();
+          });
+        }
+      });
     });
     from.on("end", () => {
-      if (!pair.blackholed && !to.destroyed) to.end();
+      later(() => {
+        if (!pair.blackholed && !to.destroyed) to.end();
+      });
     });
     from.on("close", () => {
       if (pair.blackholed) return; // silence: the other side learns nothing
       pairs.delete(pair);
-      if (to.destroyed) return;
-      // Mirror an RST as an RST; a clean close was already mirrored by end().
-      if (from.errored) to.resetAndDestroy();
-      else to.end();
+      const errored = from.errored;
+      // After the chunks still held back by a delay.
+      later(() => {
+        if (to.destroyed) return;
+        // Mirror an RST as an RST; a clean close was already mirrored by end().
+        if (errored) to.resetAndDestroy();
+        else to.end();
+      });
     });
   };
 
   const wire = (pair: Pair, upstream: net.Socket): void => {
     pair.wired = true;
-    forward(pair, pair.client, upstream);
-    forward(pair, upstream, pair.client);
+    forward(pair, pair.client, upstream, "up");
+    forward(pair, upstream, pair.client, "down");
     pair.client.resume();
     upstream.resume();
   };
 
   const connectUpstream = (pair: Pair): void => {
-    const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
     pair.upstream = upstream;
     upstream.on("error", () => {
       // Before connecting: refuse the client like the target refused us.
@@ -131,7 +203,9 @@ export async function startProxy(target: ProxyTarget): Promise<Proxy> {
     });
   };
 
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+  // noDelay: Nagle on the proxy's own sockets held small writes back for the peer's delayed
+  // ACK (40 ms a request on gRPC), a delay no real network path adds.
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => {
     accepted++;
     const pair: Pair = { client, upstream: undefined, wired: false, blackholed: false };
     pairs.add(pair);
@@ -195,6 +269,7 @@ export async function startProxy(target: ProxyTarget): Promise<Proxy> {
         }
       }
     },
+    setLatency,
     reset() {
       for (const pair of [...pairs]) destroyPair(pair, true);
     },

@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import type { Gateway, Host } from "./hosts.js";
 import { freePort } from "./ports.js";
 import { type Proxy as TcpProxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
@@ -31,8 +32,10 @@ const JVM = [
   "-Dzookeeper.admin.enableServer=false",
 ];
 
-interface MemberConfig {
+/** One member's settings; `host` (hosts.ts) runs it inside that host, on its address. */
+export interface MemberConfig {
   readonly id: number;
+  readonly host?: Host;
   readonly dir: string;
   readonly clientPort: number;
   readonly quorumPort: number;
@@ -66,7 +69,7 @@ export class ZooKeeperMember {
     this.#cfg = cfg;
     this.#peers = peers;
     this.#proxies = wiring.proxies ?? [];
-    this.#clientAddress = `${HOST}:${wiring.clientPort ?? cfg.clientPort}`;
+    this.#clientAddress = `${cfg.host?.address ?? HOST}:${wiring.clientPort ?? cfg.clientPort}`;
     fs.mkdirSync(path.join(cfg.dir, "data"), { recursive: true });
     if (peers.length > 1) fs.writeFileSync(path.join(cfg.dir, "data", "myid"), `${cfg.id}\n`);
     const lines = [
@@ -77,7 +80,7 @@ export class ZooKeeperMember {
       "syncLimit=20",
       `dataDir=${path.join(cfg.dir, "data")}`,
       `clientPort=${cfg.clientPort}`,
-      `clientPortAddress=${HOST}`,
+      `clientPortAddress=${cfg.host?.address ?? HOST}`,
       "admin.enableServer=false",
       "4lw.commands.whitelist=",
       `minSessionTimeout=${minSessionTimeoutMs}`,
@@ -88,7 +91,8 @@ export class ZooKeeperMember {
       ...(peers.length > 1
         ? peers.map((p) => {
             const link = p.id === cfg.id ? undefined : wiring.links?.get(p.id);
-            return `server.${p.id}=${HOST}:${link?.quorumPort ?? p.quorumPort}:${link?.electionPort ?? p.electionPort}`;
+            const at = p.host?.address ?? HOST;
+            return `server.${p.id}=${at}:${link?.quorumPort ?? p.quorumPort}:${link?.electionPort ?? p.electionPort}`;
           })
         : ["standaloneEnabled=true"]),
     ];
@@ -125,12 +129,12 @@ export class ZooKeeperMember {
   spawn(): ServerProcess {
     if (this.#proc?.running) throw new Error(`zookeeper ${this.id}: already running`);
     fs.appendFileSync(this.logFile, "\n[harness] starting\n");
-    this.#proc = new ServerProcess(
-      `zookeeper ${this.id}`,
-      "java",
-      [...JVM, "-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain", this.configFile],
-      { logFile: this.logFile, cwd: this.#cfg.dir },
-    );
+    const args = [...JVM, "-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain", this.configFile];
+    const opts = { logFile: this.logFile, cwd: this.#cfg.dir };
+    const host = this.#cfg.host;
+    this.#proc = host
+      ? host.spawn(`zookeeper ${this.id}`, "java", args, opts)
+      : new ServerProcess(`zookeeper ${this.id}`, "java", args, opts);
     return this.#proc;
   }
 
@@ -138,11 +142,27 @@ export class ZooKeeperMember {
   async waitServing(timeoutMs = STARTUP_TIMEOUT_MS): Promise<void> {
     const proc = this.#proc;
     if (!proc) throw new Error(`zookeeper ${this.id}: not started`);
-    await waitUntil(`zookeeper ${this.id} on ${this.address}`, () => serves(this.#cfg.clientPort), {
+    const port = await this.localPort();
+    await waitUntil(`zookeeper ${this.id} on ${this.address}`, () => serves(port), {
       timeoutMs,
       intervalMs: 100,
       procs: [proc],
     });
+  }
+
+  #gateway: Gateway | undefined;
+  /** Its client port as the test process reaches it (through a gateway when in a host). */
+  async localPort(): Promise<number> {
+    const host = this.#cfg.host;
+    if (host === undefined) return this.#cfg.clientPort;
+    this.#gateway ??= await host.gateway(this.#cfg.clientPort);
+    return this.#gateway.port;
+  }
+
+  /** Closes the gateway, if any (the hosts' close() does too). */
+  async closeGateway(): Promise<void> {
+    await this.#gateway?.close();
+    this.#gateway = undefined;
   }
 
   async start(): Promise<void> {
@@ -298,10 +318,7 @@ export interface ZooKeeperEnsemble {
   readonly members: readonly ZooKeeperMember[];
   /** "zookeeper://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
   readonly url: string;
-  /**
-   * The running member that leads, once the running members (or those of `among`) agree
-   * (bounded wait).
-   */
+  /** The running member that leads, once the running members agree (bounded wait). */
   leader(timeoutMs?: number, among?: readonly ZooKeeperMember[]): Promise<ZooKeeperMember>;
   stop(): Promise<void>;
 }
@@ -315,79 +332,109 @@ export function startZooKeeperEnsemble(size = 3, opts: { proxied?: boolean } = {
   return retryOnAddressInUse(async () => {
     const root = makeTempDir("baton-zk-ensemble-");
     const cfgs = await allocate(root, size);
-    const allProxies: TcpProxy[] = [];
-    const members: ZooKeeperMember[] = [];
-    try {
-      if (!opts.proxied) {
-        members.push(...cfgs.map((c) => new ZooKeeperMember(c, cfgs)));
-      } else {
-        const touching = new Map<number, TcpProxy[]>(cfgs.map((c) => [c.id, []]));
-        const links = new Map<number, Map<number, { quorumPort: number; electionPort: number }>>();
-        const proxy = async (port: number, ...ids: number[]) => {
-          const p = await startProxy({ host: HOST, port });
-          allProxies.push(p);
-          for (const id of ids) touching.get(id)?.push(p);
-          return p;
-        };
-        const clientPorts = new Map<number, number>();
-        for (const from of cfgs) {
-          clientPorts.set(from.id, (await proxy(from.clientPort, from.id)).port);
-          const mine = new Map<number, { quorumPort: number; electionPort: number }>();
-          for (const to of cfgs) {
-            if (to.id === from.id) continue;
-            const quorum = await proxy(to.quorumPort, from.id, to.id);
-            // A member that reaches a higher-numbered peer's election port is dropped and
-            // called back at the address it announced, its own real port: a path around
-            // every proxy. So only the higher-numbered one calls (through a proxy); the
-            // lower one is given a port where nothing listens, which changes nothing else.
-            const election =
-              to.id > from.id ? { port: await freePort() } : await proxy(to.electionPort, from.id, to.id);
-            mine.set(to.id, { quorumPort: quorum.port, electionPort: election.port });
-          }
-          links.set(from.id, mine);
-        }
-        for (const c of cfgs) {
-          members.push(
-            new ZooKeeperMember(c, cfgs, undefined, {
-              links: links.get(c.id) as Map<number, { quorumPort: number; electionPort: number }>,
-              proxies: touching.get(c.id) as TcpProxy[],
-              clientPort: clientPorts.get(c.id) as number,
-            }),
-          );
-        }
-      }
-      for (const m of members) m.spawn();
-      await Promise.all(members.map((m) => m.waitServing()));
-    } catch (error) {
-      await Promise.all(members.map((m) => m.kill()));
-      await Promise.all(allProxies.map((p) => p.close()));
+    const proxies: TcpProxy[] = [];
+    const cleanup = async () => {
+      await Promise.all(proxies.map((p) => p.close()));
       removeTempDir(root);
+    };
+    try {
+      return await ensembleOf(cfgs, cleanup, opts.proxied ? await proxyWiring(cfgs, proxies) : undefined);
+    } catch (error) {
+      await Promise.all(proxies.map((p) => p.close()));
       throw error;
     }
-    let stopped = false;
-    return {
-      members,
-      url: `zookeeper://${members.map((m) => m.address).join(",")}`,
-      async leader(timeoutMs = 30_000, among = members) {
-        let found: ZooKeeperMember | undefined;
-        await waitUntil(
-          "zookeeper ensemble leader",
-          async () => {
-            const leaders = among.filter((m) => m.running && m.leads());
-            found = leaders.length === 1 ? leaders[0] : undefined;
-            return found !== undefined && (await serves(found.clientPort));
-          },
-          { timeoutMs, intervalMs: 100 },
-        );
-        return found as ZooKeeperMember;
-      },
-      async stop() {
-        if (stopped) return;
-        stopped = true;
-        await Promise.all(members.map((m) => m.kill()));
-        await Promise.all(allProxies.map((p) => p.close()));
-        removeTempDir(root);
-      },
-    };
   });
+}
+
+type Wiring = ConstructorParameters<typeof ZooKeeperMember>[3];
+
+/** The proxies of a proxied ensemble (pushed to `all`), and each member's view of them. */
+async function proxyWiring(cfgs: readonly MemberConfig[], all: TcpProxy[]): Promise<Map<number, Wiring>> {
+  const touching = new Map<number, TcpProxy[]>(cfgs.map((c) => [c.id, []]));
+  const proxy = async (port: number, ...ids: number[]) => {
+    const p = await startProxy({ host: HOST, port });
+    all.push(p);
+    for (const id of ids) touching.get(id)?.push(p);
+    return p;
+  };
+  const wiring = new Map<number, Wiring>();
+  for (const from of cfgs) {
+    const clientPort = (await proxy(from.clientPort, from.id)).port;
+    const links = new Map<number, { quorumPort: number; electionPort: number }>();
+    for (const to of cfgs) {
+      if (to.id === from.id) continue;
+      const quorum = await proxy(to.quorumPort, from.id, to.id);
+      // A member that reaches a higher-numbered peer's election port is dropped and called
+      // back at the address it announced, its own real port: a path around every proxy. So
+      // only the higher-numbered one calls (through a proxy); the lower one is given a port
+      // where nothing listens, which changes nothing else.
+      const election = to.id > from.id ? { port: await freePort() } : await proxy(to.electionPort, from.id, to.id);
+      links.set(to.id, { quorumPort: quorum.port, electionPort: election.port });
+    }
+    wiring.set(from.id, { links, proxies: touching.get(from.id) as TcpProxy[], clientPort });
+  }
+  return wiring;
+}
+
+/** Starts the members of `cfgs` and waits until each serves; `cleanup` runs on stop or failure. */
+async function ensembleOf(
+  cfgs: MemberConfig[],
+  cleanup: () => Promise<void>,
+  wiring?: ReadonlyMap<number, Wiring>,
+): Promise<ZooKeeperEnsemble> {
+  const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs, undefined, wiring?.get(c.id)));
+  const closeAll = async () => {
+    await Promise.all(members.map((m) => m.kill()));
+    await Promise.all(members.map((m) => m.closeGateway()));
+    await cleanup();
+  };
+  try {
+    for (const m of members) m.spawn();
+    await Promise.all(members.map((m) => m.waitServing()));
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+  let stopped = false;
+  return {
+    members,
+    url: `zookeeper://${members.map((m) => m.address).join(",")}`,
+    async leader(timeoutMs = 30_000, among = members) {
+      let found: ZooKeeperMember | undefined;
+      await waitUntil(
+        "zookeeper ensemble leader",
+        async () => {
+          const leaders = among.filter((m) => m.running && m.leads());
+          found = leaders.length === 1 ? leaders[0] : undefined;
+          return found !== undefined && (await serves(await found.localPort()));
+        },
+        { timeoutMs, intervalMs: 100 },
+      );
+      return found as ZooKeeperMember;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await closeAll();
+    },
+  };
+}
+
+/**
+ * An ensemble with member i on host `on[i]` (hosts.ts), on each host's address and the
+ * standard ports; `url` names the hosts' addresses, for clients in other hosts.
+ */
+export async function startHostedZooKeeperEnsemble(
+  hosts: { dir: string; host(name: string): Host },
+  on: readonly string[],
+): Promise<ZooKeeperEnsemble> {
+  const cfgs: MemberConfig[] = on.map((name, i) => ({
+    id: i + 1,
+    host: hosts.host(name),
+    dir: path.join(hosts.dir, `zk-${name}`),
+    clientPort: 2181,
+    quorumPort: 2888,
+    electionPort: 3888,
+  }));
+  return ensembleOf(cfgs, async () => {});
 }
