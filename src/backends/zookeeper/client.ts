@@ -89,6 +89,11 @@ interface Jute {
   };
   Request: new (header: object, payload: object) => { toBuffer(): Buffer };
 }
+/** An answer as the package passes it to a queued request's callback. */
+interface RawResponse {
+  readonly header: { readonly zxid: Buffer | number };
+  readonly payload: { readonly path?: string } | null;
+}
 interface Queue {
   queue(request: object, cb: (error: unknown, response: unknown) => void): void;
 }
@@ -309,9 +314,34 @@ export class ZkHandle {
   }
 
   create(path: string, data: string, flags: number): Promise<string> {
-    return this.#call(`creating ${path}`, (cb) => this.#raw.create(path, Buffer.from(data), this.#acl, flags, cb)).then(
-      ([created]) => created as string,
-    );
+    return this.createNode(path, data, flags).then((created) => created.path);
+  }
+
+  /**
+   * Creates a node; resolves with its path and creation zxid. The zxid is the answer's
+   * header's (the server puts the zxid of the transaction it just applied there, and it
+   * applies one session's writes in order), which the package's `create` does not pass on.
+   */
+  createNode(path: string, data: string, flags: number): Promise<{ path: string; czxid: bigint }> {
+    const payload = new this.#jute.protocol.CreateRequest();
+    payload.path = path;
+    payload.data = Buffer.from(data);
+    payload.acl = this.#acl.map((a) => a.toRecord());
+    payload.flags = flags;
+    const header = new this.#jute.protocol.RequestHeader();
+    header.type = OP.create;
+    const request = new this.#jute.Request(header, payload);
+    const manager = this.#raw.connectionManager as Manager;
+    return this.#call(`creating ${path}`, (cb) =>
+      manager.queue(request, (error, response) => cb(error, response as RawResponse)),
+    ).then(([response]) => {
+      const { header: reply, payload: created } = response as RawResponse;
+      const zxid = reply.zxid;
+      return {
+        path: created?.path as string,
+        czxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number),
+      };
+    });
   }
 
   /**
