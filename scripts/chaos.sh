@@ -13,7 +13,7 @@ done
 case "$backend" in
   etcd*) bash scripts/ensure-servers.sh etcd ;;
   postgres) bash scripts/ensure-servers.sh postgres ;;
-  redis) bash scripts/ensure-servers.sh redis ;;
+  redis*) bash scripts/ensure-servers.sh redis ;;
   zookeeper*) bash scripts/ensure-servers.sh zookeeper ;;
 esac
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
