@@ -205,6 +205,35 @@ describe("chaos checker", () => {
       undefined,
     ],
     [
+      "a cut shared holder beside a later shared holder passes; a later exclusive one before its signal fails",
+      (() => {
+        // The writer comes 400 ms before the cut reader's signal: beyond the IPC tolerance.
+        const reader = section(1, "x", "shared", 1, 0, 1000);
+        const other = section(2, "x", "shared", 2, 50, 60);
+        const writer = section(3, "x", "exclusive", 3, 500, 1500);
+        return history(
+          [{ ...reader, lostAt: 900 }, other, writer, section(4, "y", "exclusive", 1, 20, 30)],
+          [op(writer, 501, true)],
+          [{ ...pause(1, 10, 1100, "x"), kind: "cut" }],
+        );
+      })(),
+      /signal: exclusive x token 3 .*saw its signal abort only at 900/,
+    ],
+    [
+      "a cut shared holder whose signal aborted before the next writer passes, whatever readers came meanwhile",
+      history(
+        [
+          { ...section(1, "x", "shared", 1, 0, 400), lostAt: 400 },
+          section(2, "x", "shared", 2, 50, 60),
+          section(3, "x", "exclusive", 3, 450, 550),
+          section(4, "y", "exclusive", 1, 20, 30),
+        ],
+        [op(section(3, "x", "exclusive", 3, 450, 550), 451, true)],
+        [{ ...pause(1, 10, 500, "x"), kind: "cut" }],
+      ),
+      undefined,
+    ],
+    [
       "a partitioned holder overlapping a later holder before its signal aborted fails",
       history(
         [a, b, elsewhere],

@@ -278,13 +278,20 @@ export function check(history: History): Report {
     }
     // A partition hits every client; only those cut off were holding through it.
     if (f.name !== undefined && (f.kind !== "partition" || f.minority === true)) {
-      const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid);
-      if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
       // A cut holder's process runs on: its signal must abort before anyone else is granted
-      // its lock (the README's first promise), give or take the IPC race between processes.
+      // its lock in a conflicting mode (the README's first promise), give or take the IPC
+      // race between processes. Another shared holder beside a shared one takes nothing over.
       const hit = history.sections.find(
         (s) => s.pid === f.pid && s.name === f.name && s.start <= f.at && end(s) >= f.at,
       );
+      const takeover = starts.find(
+        (s) =>
+          s.start > f.at &&
+          s.name === f.name &&
+          s.pid !== f.pid &&
+          (hit === undefined || hit.mode !== "shared" || s.mode !== "shared"),
+      );
+      if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
       if (f.kind === "partition" && hit?.lostAt !== undefined) sample.lossSignal.push(hit.lostAt - f.at);
       const runsOn = f.kind === "cut" || f.kind === "partition";
       if (runsOn && hit !== undefined && takeover !== undefined && hit.mode !== "semaphore") {
