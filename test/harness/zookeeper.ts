@@ -255,6 +255,18 @@ function serves(port: number): Promise<boolean> {
   });
 }
 
+/** Whether something accepts TCP connections on the loopback port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
 async function allocate(root: string, n: number): Promise<MemberConfig[]> {
   const cfgs: MemberConfig[] = [];
   for (let id = 1; id <= n; id++) {
@@ -326,7 +338,9 @@ export interface ZooKeeperEnsemble {
 /**
  * `proxied`: a TCP proxy in front of each member's client port, and one for each direction
  * of each peer link (quorum and election ports; each member's zoo.cfg names its peers by
- * their proxies), so that `member.cut()` silences it from clients and peers alike.
+ * their proxies), so that `member.cut()` silences it from clients and peers alike. A member
+ * may be cut and healed, not restarted: its election links to higher-numbered peers lead
+ * nowhere (see proxyWiring), so a restarted member hears of them only if they call it.
  */
 export function startZooKeeperEnsemble(size = 3, opts: { proxied?: boolean } = {}): Promise<ZooKeeperEnsemble> {
   return retryOnAddressInUse(async () => {
@@ -389,7 +403,19 @@ async function ensembleOf(
     await cleanup();
   };
   try {
-    for (const m of members) m.spawn();
+    for (const m of members) {
+      const proc = m.spawn();
+      // Proxied, only a higher-numbered member calls a lower one: start them in order, each
+      // once its election port listens, so every call finds its callee (an early call that
+      // fails is retried only after a backoff that doubles up to a minute).
+      if (wiring) {
+        await waitUntil(`zookeeper ${m.id} election port`, () => listening(m.config.electionPort), {
+          timeoutMs: STARTUP_TIMEOUT_MS,
+          intervalMs: 50,
+          procs: [proc],
+        });
+      }
+    }
     await Promise.all(members.map((m) => m.waitServing()));
   } catch (error) {
     await closeAll();
