@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ "${CI:-}" = "true" ] || [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
-bash scripts/ensure-servers.sh etcd postgres redis zookeeper
+bash scripts/ensure-servers.sh etcd postgres redis zookeeper hosts
 
 npm run --silent build
 npx biome check .

@@ -20,8 +20,17 @@ export {
   type Inspection,
   type LockInfo,
   type SemaphoreOptions,
+  type TakeoverRecordInfo,
   type WaiterInfo,
 } from "./core/coordinator.js";
+export {
+  MAX_FENCE_INFO_BYTES,
+  MAX_LOCK_DELAY_MS,
+  type OnTakeover,
+  type Takeover,
+  type TakeoverOptions,
+} from "./core/takeover.js";
+export type { RevokedHolder, RevokeOptions } from "./core/revoke.js";
 export {
   Lock,
   LockHandle,
@@ -83,10 +92,12 @@ export {
   AbortedError,
   BackendUnavailableError,
   BatonError,
+  CannotRevokeError,
   ClosedError,
   ConflictError,
   DeadlockError,
   FencedError,
+  FenceFailedError,
   InvalidArgumentError,
   InvalidStateError,
   LockLostError,
@@ -97,4 +108,5 @@ export {
   type BatonErrorCode,
   type BatonErrorOptions,
   type CellStateInfo,
+  type RevokeHolderInfo,
 } from "./core/errors.js";

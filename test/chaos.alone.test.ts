@@ -101,6 +101,18 @@ function history(sections: Section[], ops: RegisterOp[] = [], faults: Fault[] = 
   };
 }
 
+/** A partition [5, 20] of pid 1, then pid 1 holding x [100, 200] (lost at 140) and pid 2 from 150. */
+function afterHeal(): History {
+  const older = { ...section(1, "x", "exclusive", 1, 100, 200), lostAt: 140 };
+  const newer = section(2, "x", "exclusive", 2, 150, 250);
+  const during = section(3, "y", "exclusive", 1, 10, 12);
+  return history(
+    [older, newer, during],
+    [op(older, 101, true), op(newer, 151, true), op(older, 190, false)],
+    [{ ...pause(1, 5, 20, "x"), kind: "partition" }],
+  );
+}
+
 describe("chaos checker", () => {
   const a = section(1, "x", "exclusive", 1, 0, 100);
   const b = section(2, "x", "exclusive", 2, 50, 150);
@@ -250,6 +262,16 @@ describe("chaos checker", () => {
         [{ ...pause(1, 10, 110, "x"), kind: "partition", minority: true }],
       ),
       undefined,
+    ],
+    [
+      "an overlap within one TTL after a partition healed, signal first and late write refused, passes",
+      { ...afterHeal(), ttlMs: 100 },
+      undefined,
+    ],
+    [
+      "an overlap more than one TTL after a partition healed is not explained by it",
+      { ...afterHeal(), ttlMs: 10 },
+      /overlap: .*not faulted/,
     ],
     [
       "a grant on the side without a quorum fails",

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { race } from "../examples/image-cache/run.js";
+import { demo as takeoverDemo } from "../examples/takeover/run.js";
 import { race as volumeRace } from "../examples/volume-states/run.js";
 
 describe("examples/image-cache", () => {
@@ -21,5 +22,16 @@ describe("examples/volume-states", () => {
     assert.equal(cas.transitions, cas.expected, "each transition of each cycle happened once");
     const naive = await volumeRace("naive", 3, 2, 3);
     assert.ok(naive.duplicates > 0, `expected read-then-set to repeat transitions, got ${JSON.stringify(naive)}`);
+  });
+});
+
+describe("examples/takeover", () => {
+  it("the next ager fences the lost one's deleter before going on; unfenced, the deleter goes on deleting", async () => {
+    const fenced = await takeoverDemo(true, 100);
+    assert.equal(fenced.staleSteps, 0, "a fenced deleter takes no step after the takeover");
+    assert.equal(fenced.remaining, 0, "the image is deleted");
+    assert.match(fenced.handedOver, /^takeover of token \d+ from ager-\d+: deleter \d+ may still run$/);
+    const unfenced = await takeoverDemo(false, 100);
+    assert.ok(unfenced.staleSteps > 0, `expected the unfenced deleter to go on, got ${JSON.stringify(unfenced)}`);
   });
 });

@@ -18,6 +18,7 @@ import { whoHolds } from "./holders.js";
 import { closeWithin, releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
 import { formatStatus, statusJson } from "./status.js";
+import { previousEnv, type TakeoverFlags, takeoverFlags, takeoverOptions, unlockCommand } from "./takeover.js";
 
 const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h; a bare number is seconds";
 
@@ -151,28 +152,36 @@ function program(): Command {
     .exitOverride();
 
   holdOptions(
-    root
-      .command("lock")
-      .description("run a command while holding a lock")
-      .argument("<name>", "lock name")
-      .option("--shared", "take a shared (reader) lock instead of an exclusive one"),
+    takeoverFlags(
+      root
+        .command("lock")
+        .description("run a command while holding a lock")
+        .argument("<name>", "lock name")
+        .option("--shared", "take a shared (reader) lock instead of an exclusive one"),
+    ),
   )
     .addHelpText(
       "after",
       `
-The command gets BATON_LOCK_NAME and BATON_FENCING_TOKEN in its environment.
+The command gets BATON_LOCK_NAME and BATON_FENCING_TOKEN in its environment, and after a
+takeover (the previous holder, acquired with --fence-info, --lock-delay or --on-takeover, was
+lost rather than released) BATON_PREVIOUS_FENCE_INFO, BATON_PREVIOUS_TOKEN and
+BATON_PREVIOUS_MEMBER, which --on-takeover's command gets too, before the command runs.
 Exit status: the command's own; ${EXIT.usage} bad usage; ${EXIT.unavailable} backend unreachable;
 ${EXIT.notAcquired} not acquired (busy with --no-wait, or timed out); ${EXIT.lost} the lock was lost while
-the command ran (it got SIGTERM, then SIGKILL after --kill-after). ${DURATION_HELP}.
+the command ran (it got SIGTERM, then SIGKILL after --kill-after); ${EXIT.fenceFailed} --on-takeover failed
+(the lock was released, the command did not run). ${DURATION_HELP}.
 
 Examples:
   baton lock nightly-report -- ./report.sh
   baton lock db-migrate --timeout 2m -- npm run migrate
   baton lock cache --shared -- ./read-cache.sh
   baton lock deploy --no-wait -- ./deploy.sh || echo "someone else is deploying"
+  baton lock image-7 --fence-info '{"host":"nova-3"}' --lock-delay 5s \\
+    --on-takeover './fence.sh "$BATON_PREVIOUS_FENCE_INFO"' -- ./age-image.sh
   BATON_URL=etcd://10.0.0.5:2379 baton lock leader-task -- ./task.sh`,
     )
-    .action(async (name: string, argv: string[], options: HoldOptions & { shared?: boolean }) => {
+    .action(async (name: string, argv: string[], options: HoldOptions & TakeoverFlags & { shared?: boolean }) => {
       process.exitCode = await hold(
         options,
         argv,
@@ -181,13 +190,18 @@ Examples:
         async (coord, signal, timeoutMs) => {
           const mode = options.shared ? "shared" : "exclusive";
           const lock = coord.lock(name);
+          const takeover = takeoverOptions(options, name);
           const handle =
             timeoutMs === 0
-              ? await lock.tryAcquire({ mode })
-              : await lock.acquire({ mode, signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+              ? await lock.tryAcquire({ mode, ...takeover })
+              : await lock.acquire({ mode, signal, ...takeover, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
           return {
             handle,
-            env: { BATON_LOCK_NAME: name, BATON_FENCING_TOKEN: String(handle?.token ?? "") },
+            env: {
+              BATON_LOCK_NAME: name,
+              BATON_FENCING_TOKEN: String(handle?.token ?? ""),
+              ...previousEnv(handle?.takeover ?? null),
+            },
             release: () => handle?.release() ?? Promise.resolve(),
           };
         },
@@ -304,6 +318,7 @@ Examples:
     });
 
   cellCommand(root, { url: urlOption, namespace: namespaceOption }, open);
+  unlockCommand(root, { url: urlOption, namespace: namespaceOption }, open);
 
   return root;
 }

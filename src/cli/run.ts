@@ -5,6 +5,7 @@ import {
   BatonError,
   ConflictError,
   FencedError,
+  FenceFailedError,
   InvalidArgumentError,
   TimeoutError,
 } from "../core/errors.js";
@@ -24,6 +25,10 @@ export const EXIT = {
   notAcquired: 75,
   /** The lock was lost while the command ran (it got SIGTERM, then SIGKILL). */
   lost: 76,
+  /** `--on-takeover` failed: the lock was released and the command did not run. */
+  fenceFailed: 77,
+  /** `baton unlock`: the backend cannot revoke a live holder (file), and no `--kill`. */
+  cannotRevoke: 78,
 } as const;
 
 /** Signals forwarded to the command. */
@@ -35,6 +40,7 @@ export function exitStatusFor(error: unknown): number {
   process.stderr.write(`baton: ${message}\n`);
   if (error instanceof InvalidArgumentError) return EXIT.usage;
   if (error instanceof TimeoutError) return EXIT.notAcquired;
+  if (error instanceof FenceFailedError) return EXIT.fenceFailed;
   if (error instanceof ConflictError || error instanceof FencedError) return EXIT.conflict;
   if (error instanceof BackendUnavailableError) return EXIT.unavailable;
   if (error instanceof BatonError && error.code === "MISSING_GUARANTEE") return EXIT.usage;

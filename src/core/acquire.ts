@@ -12,6 +12,7 @@ import type { LockMode, QueueKind } from "./driver.js";
 import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
+import { claim, type TakeoverRequest } from "./takeover.js";
 import { checkDuration, checkSignal } from "./validate.js";
 
 /** What is acquired. */
@@ -21,6 +22,8 @@ export interface Target {
   /** Holders allowed at once: 1 for locks and elections. */
   readonly limit: number;
   readonly mode: LockMode;
+  /** Takeover tracking (exclusive locks only), already checked. */
+  readonly takeover?: TakeoverRequest | undefined;
 }
 
 /** One attempt: `try` resolves `null` when busy; `zero` rejects with a 0 ms `TimeoutError`. */
@@ -89,6 +92,13 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
       await handle.release();
       throw new SessionLostWhileWaiting(session.signal.reason);
     }
+    if (attempt.takeover && handle.held) {
+      const claimed = await claimOrRelease(core, handle, session, attempt.takeover, wait === "block", cancel.signal);
+      if (claimed === "delayed") {
+        if (wait === "try") return null;
+        throw new TimeoutError(`${what} timed out after 0 ms: it is under a lock delay`, 0, { backend: core.backend });
+      }
+    }
     return handle;
   } catch (error) {
     if (error instanceof SessionLostWhileWaiting) throw error;
@@ -101,6 +111,34 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
   } finally {
     cancel.dispose();
   }
+}
+
+/** Claims a tracked grant (see takeover.ts); releases it unless claimed. */
+async function claimOrRelease(
+  core: CoordinatorCore,
+  handle: LockHandle,
+  session: LiveSession,
+  request: TakeoverRequest,
+  wait: boolean,
+  signal: AbortSignal,
+): Promise<"claimed" | "delayed"> {
+  let outcome: Awaited<ReturnType<typeof claim>> | undefined;
+  try {
+    const target = {
+      name: handle.name,
+      token: handle.token,
+      acquiredAt: handle.acquiredAt,
+      sessionId: session.id,
+      lost: handle.signal,
+    };
+    outcome = await claim(core, target, request, wait, signal);
+  } finally {
+    // Nothing is held silently: a grant that was not claimed goes back at once.
+    if (outcome === undefined || outcome === "delayed") await handle.release();
+  }
+  if (outcome === "delayed") return outcome;
+  handle.claimed(outcome.claim, outcome.takeover);
+  return "claimed";
 }
 
 function lostWhileWaiting(core: CoordinatorCore, session: LiveSession, signal: AbortSignal | undefined): boolean {

@@ -8,7 +8,9 @@ import type { Guarantees } from "./guarantees.js";
 import { type AcquireOptions, Lock, type LockHandle, Semaphore } from "./lock.js";
 import { acquireLocks, type MultiLockHandle, type MultiLockOptions } from "./multi-lock.js";
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
+import { type RevokedHolder, type RevokeOptions, revoke } from "./revoke.js";
 import type { Session } from "./session.js";
+import { parseTakeover, TAKEOVER_SPACE } from "./takeover.js";
 import { type InspectionJson, inspectionToJson } from "../status/json.js";
 import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
 
@@ -61,12 +63,40 @@ export interface Inspection {
   }[];
   /** Live cells, by name; absent on a backend without cells. */
   readonly cells?: readonly { readonly name: string; readonly value: unknown; readonly version: bigint }[];
+  /** Takeover records of locks, by name; absent on a backend without cells. */
+  readonly takeovers?: readonly TakeoverRecordInfo[];
   /**
    * The stable JSON form (what `baton status --json` prints): tokens as decimal strings,
    * times in epoch ms. Called by `JSON.stringify`; not enumerable, so spreading or
    * comparing inspections ignores it.
    */
   toJSON(): InspectionJson;
+}
+
+/**
+ * A lock's takeover record, as `inspect()` reports it: the tracked holding that holds it
+ * (`state: "held"`), or one that ended without a release and will be handed to the next
+ * holder as its `takeover` (`state: "lost"`), with the lock delay it imposes.
+ */
+export interface TakeoverRecordInfo {
+  /** The lock's name. */
+  readonly name: string;
+  /** `held`: a holder with this token holds the lock; `lost`: it ended without a release. */
+  readonly state: "held" | "lost";
+  /** Member id of the holding's coordinator. */
+  readonly memberId: string;
+  /** Its session id. */
+  readonly sessionId: string;
+  /** Its fencing token. */
+  readonly token: bigint;
+  /** Epoch ms of the grant. */
+  readonly since: number;
+  /** The fence info it acquired with (`null` if none). */
+  readonly fenceInfo: unknown;
+  /** The lock delay it acquired with. */
+  readonly lockDelayMs: number;
+  /** Epoch ms until which nobody is handed the lock (a lost holding's delay, once begun). */
+  readonly delayedUntil: number | null;
 }
 
 /** Options of {@link Coordinator.semaphore}. */
@@ -252,8 +282,13 @@ export class Coordinator implements AsyncDisposable {
     this.#core.assertOpen();
     let snapshot: Awaited<ReturnType<CoordinatorCore["driver"]["inspect"]>>;
     let cells: CellEntry[] | undefined;
+    let records: CellEntry[] | undefined;
     try {
-      [snapshot, cells] = await Promise.all([this.#core.driver.inspect(), this.#core.driver.cells?.list(CELL_SPACE)]);
+      [snapshot, cells, records] = await Promise.all([
+        this.#core.driver.inspect(),
+        this.#core.driver.cells?.list(CELL_SPACE),
+        this.#core.driver.cells?.list(TAKEOVER_SPACE),
+      ]);
     } catch (error) {
       throw this.#core.translate(error);
     }
@@ -306,9 +341,25 @@ export class Coordinator implements AsyncDisposable {
               .sort(byName),
           }
         : {}),
+      ...(records ? { takeovers: takeoverInfo(records, locks) } : {}),
     } as Omit<Inspection, "toJSON"> as Inspection;
     Object.defineProperty(inspection, "toJSON", { value: () => inspectionToJson(inspection) });
     return inspection;
+  }
+
+  /**
+   * Ends the holding of a stuck holder, for operators: revokes the backend session of every
+   * holder of lock `name` (or of the semaphore or election, by `kind`), or only of
+   * `memberId`'s. Everything those sessions hold is lost, not only `name`: a session is the
+   * unit the backend can end (etcd: its lease is revoked; PostgreSQL: its connections are
+   * terminated; memory: its session expires). Their clients' signals fire, and a tracked
+   * holding's record stays, so the next holder is handed a `takeover`. Resolves with the
+   * holders revoked (empty if nobody held it). The file backend throws
+   * `CannotRevokeError` with the holder's pid and host: only its death frees its lock.
+   * `UnsupportedError` on a backend without revoke.
+   */
+  async revoke(name: string, options?: RevokeOptions): Promise<RevokedHolder[]> {
+    return revoke(this.#core, name, options);
   }
 
   /**
@@ -329,4 +380,16 @@ export class Coordinator implements AsyncDisposable {
   get _core(): CoordinatorCore {
     return this.#core;
   }
+}
+
+function takeoverInfo(records: readonly CellEntry[], locks: readonly LockInfo[]): TakeoverRecordInfo[] {
+  const list: TakeoverRecordInfo[] = [];
+  for (const entry of records) {
+    const record = parseTakeover(entry);
+    if (!record) continue;
+    const lock = locks.find((l) => l.name === entry.key);
+    const held = lock?.holders.some((h) => h.token === record.token) ?? false;
+    list.push({ name: entry.key, state: held ? "held" : "lost", ...record });
+  }
+  return list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

@@ -19,6 +19,8 @@ export class CoordinatorCore {
   #session: LiveSession | null = null;
   #opening: Promise<LiveSession> | null = null;
   readonly #lostListeners = new Set<(error: Error) => void>();
+  /** Held grants tracked for takeover: `close()` releases them cleanly (their records go). */
+  readonly claimed = new Set<{ release(): Promise<unknown> }>();
 
   constructor(options: {
     backend: string;
@@ -108,6 +110,8 @@ export class CoordinatorCore {
     const opening = this.#opening?.catch(() => null);
     const session = this.#session ?? (await opening) ?? null;
     this.#session = null;
+    // A close is a clean release: a tracked grant's record is deleted, not left as a takeover.
+    await Promise.allSettled([...this.claimed].map((handle) => handle.release()));
     await session?.close(error);
     try {
       await this.driver.close();

@@ -201,7 +201,11 @@ export interface DriverCells {
 
 /** A connected backend. */
 export interface Driver {
-  /** Durable versioned keys; absent on a backend that does not implement them yet. */
+  /**
+   * Durable versioned keys; absent on a backend that does not implement them yet. Takeover
+   * (fence info, `handle.takeover`, `onTakeover`, lock delay; src/core/takeover.ts) is built
+   * on them with no further driver code: a backend gets it by implementing `cells`.
+   */
   readonly cells?: DriverCells;
   openSession(hooks: SessionHooks): Promise<DriverSession>;
   listRecords(space: string): Promise<RecordEntry[]>;
@@ -218,6 +222,18 @@ export interface Driver {
    * cannot tell, and the coordinator says so.
    */
   namespaces?(): Promise<string[]>;
+  /**
+   * Ends another client's session (one `inspect()` listed) at the backend, as if its
+   * process had died: everything it holds is freed and its waiters withdrawn, and its own
+   * client learns it (its grants' `onLost`/session `onLost` fire, at the latest when its
+   * next keep-alive fails). Resolves once the backend has freed the holdings, or when the
+   * session is already gone. A backend that cannot take a holding from a live holder
+   * throws `CannotRevokeError` naming the holder (pid and host where it knows them).
+   * Optional: without it `coord.revoke()` is `UnsupportedError`. For operators
+   * (`coord.revoke()`, `baton unlock`); the takeover record the revoked holder wrote stays,
+   * so the next holder is handed a takeover (src/core/revoke.ts, docs/takeover.md).
+   */
+  revokeSession?(sessionId: string): Promise<void>;
   /** Frees the driver's connections. Sessions are closed before this is called. */
   close(): Promise<void>;
 }

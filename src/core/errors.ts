@@ -20,7 +20,9 @@ export type BatonErrorCode =
   | "MISSING_GUARANTEE"
   | "CLOSED"
   | "CONFLICT"
-  | "FENCED";
+  | "FENCED"
+  | "FENCE_FAILED"
+  | "CANNOT_REVOKE";
 
 /** Options common to every Baton error. */
 export interface BatonErrorOptions {
@@ -176,5 +178,49 @@ export class FencedError extends BatonError {
     this.fence = fence;
     this.seen = seen;
     this.current = current;
+  }
+}
+
+/**
+ * An `onTakeover` hook threw (or rejected): the previous holder could not be fenced. The
+ * lock was released again before this was thrown and the previous holder's takeover record
+ * was left in place, so the next acquirer (a retry of this one included) is handed the
+ * same takeover and must fence it too. `cause` is what the hook threw.
+ */
+export class FenceFailedError extends BatonError {
+  /** The lock's name. */
+  readonly lockName: string;
+  /** The fencing token of the unfenced previous holding. */
+  readonly previousToken: bigint;
+  constructor(message: string, lockName: string, previousToken: bigint, options?: BatonErrorOptions) {
+    super("FENCE_FAILED", message, options);
+    this.lockName = lockName;
+    this.previousToken = previousToken;
+  }
+}
+
+/** Who holds what a revoke could not end, as far as the backend can tell. */
+export interface RevokeHolderInfo {
+  /** The holder's member id. */
+  readonly memberId: string;
+  /** The holder's session id. */
+  readonly sessionId: string;
+  /** Process id of the holding process, where the backend knows it (file backend). */
+  readonly pid?: number | undefined;
+  /** Host name of the holding process, where the backend knows it (file backend). */
+  readonly host?: string | undefined;
+}
+
+/**
+ * `coord.revoke()` cannot end this holding: the backend has no way to take a lock from a
+ * live holder (the file backend: only the holder's death frees its kernel lock). `holders`
+ * says who holds it, with pid and host where known, so an operator can end that process.
+ */
+export class CannotRevokeError extends BatonError {
+  /** The holders that could not be revoked. */
+  readonly holders: readonly RevokeHolderInfo[];
+  constructor(message: string, holders: readonly RevokeHolderInfo[], options?: BatonErrorOptions) {
+    super("CANNOT_REVOKE", message, options);
+    this.holders = holders;
   }
 }

@@ -4,12 +4,17 @@ import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { InvalidStateError, LockLostError, UnsupportedError } from "./errors.js";
 import type { LiveSession } from "./session.js";
 import type { CoordinatorCore } from "./core.js";
+import { checkTakeover, type Takeover, type TakeoverClaim, type TakeoverOptions, unclaim } from "./takeover.js";
 import { checkDuration, checkMode, checkOptions, checkSignal } from "./validate.js";
 
 export type { LockMode } from "./driver.js";
 
-/** Options of a blocking acquire. */
-export interface AcquireOptions {
+/**
+ * Options of a blocking acquire. The takeover options (`fenceInfo`, `onTakeover`,
+ * `lockDelayMs`, `takeover`) are described in {@link TakeoverOptions}; a lock delay counts
+ * against `timeoutMs`, and cancellation during the delay or the hook releases the lock.
+ */
+export interface AcquireOptions extends TakeoverOptions {
   /** `"exclusive"` (default) or `"shared"`. Locks only. */
   mode?: LockMode | undefined;
   /**
@@ -26,8 +31,11 @@ export interface AcquireOptions {
   signal?: AbortSignal | undefined;
 }
 
-/** Options of a non-blocking try. */
-export interface TryAcquireOptions {
+/**
+ * Options of a non-blocking try. With takeover options, a lock under a lock delay answers
+ * `null` like a held one; an `onTakeover` hook is awaited before the try resolves.
+ */
+export interface TryAcquireOptions extends TakeoverOptions {
   /** `"exclusive"` (default) or `"shared"`. Locks only. */
   mode?: LockMode | undefined;
 }
@@ -72,6 +80,8 @@ export class LockHandle implements AsyncDisposable {
   #lostReason: LockLostError | null = null;
   #state: "held" | "released" | "lost" = "held";
   #busy = false;
+  #claim: TakeoverClaim | null = null;
+  #takeover: Takeover | null = null;
 
   private constructor(core: CoordinatorCore, session: LiveSession, kind: QueueKind, name: string, grant: DriverGrant) {
     this.#core = core;
@@ -104,6 +114,22 @@ export class LockHandle implements AsyncDisposable {
     return this.#grant.token;
   }
 
+  /**
+   * The previous holding, when it ended without a release (lost, died, cut off, revoked)
+   * and was tracked: see {@link TakeoverOptions}. `null` when the lock was free or cleanly
+   * released before this grant, and always `null` for an untracked acquisition.
+   */
+  get takeover(): Takeover | null {
+    return this.#takeover;
+  }
+
+  /** @internal Marks the grant as tracked for takeover (acquire.ts). */
+  claimed(claim: TakeoverClaim, takeover: Takeover | null): void {
+    this.#claim = claim;
+    this.#takeover = takeover;
+    if (this.#state === "held") this.#core.claimed.add(this);
+  }
+
   /** Current mode. */
   get mode(): LockMode {
     return this.#grant.mode;
@@ -134,6 +160,7 @@ export class LockHandle implements AsyncDisposable {
     if (this.#state !== "held") return;
     this.#state = "lost";
     this.#session.dependents.delete(this);
+    this.#core.claimed.delete(this);
     this.#lostReason = new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
       backend: this.#core.backend,
       cause: error,
@@ -151,8 +178,16 @@ export class LockHandle implements AsyncDisposable {
     const wasLost = this.#state === "lost";
     this.#state = "released";
     this.#session.dependents.delete(this);
+    this.#core.claimed.delete(this);
     // A lost session took its grants with it (and may be closed, so unable to answer).
     if (wasLost && this.#session.lost) return { status: "lost" };
+    try {
+      // The record goes first: once the grant is freed, the next holder reads it. A lost
+      // holding keeps its record, for the next holder to fence.
+      if (this.#claim && !wasLost) await this.#core.bounded(unclaim(this.name, this.#claim), this.#session.ttlMs);
+    } catch {
+      // The grant is still freed; the next holder then reports a takeover of this holding.
+    }
     try {
       await this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs);
       return wasLost ? { status: "lost" } : { status: "released" };
@@ -204,6 +239,10 @@ export class LockHandle implements AsyncDisposable {
       throw new InvalidStateError(`cannot ${op} "${this.name}": it is ${this.#state === "lost" ? "lost" : "released"}`);
     }
     if (this.#busy) throw new InvalidStateError(`cannot ${op} "${this.name}": an upgrade or downgrade is under way`);
+    if (this.#claim) {
+      // Its takeover record names one exclusive holder; shared holders would share it.
+      throw new InvalidStateError(`cannot ${op} "${this.name}": it is tracked for takeover (exclusive only)`);
+    }
   }
 
   async #convert(mode: LockMode, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<void> {
@@ -266,15 +305,17 @@ export class Lock {
   async acquire(options?: AcquireOptions): Promise<LockHandle> {
     const checked = checkOptions("acquire options", options);
     const mode = this.#checkMode(checked.mode);
-    return blockingGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode }, checked);
+    const takeover = checkTakeover(this.#core, checked, mode);
+    return blockingGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, takeover }, checked);
   }
 
   /** Takes the lock only if it is free right now (and nobody waits for it); else `null`. */
   async tryAcquire(options?: TryAcquireOptions): Promise<LockHandle | null> {
-    const { mode } = checkOptions("tryAcquire options", options);
-    const checkedMode = this.#checkMode(mode);
+    const checked = checkOptions("tryAcquire options", options);
+    const mode = this.#checkMode(checked.mode);
+    const takeover = checkTakeover(this.#core, checked, mode);
     this.#core.assertOpen();
-    return acquireGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode: checkedMode, wait: "try" });
+    return acquireGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, wait: "try", takeover });
   }
 
   #checkMode(mode: unknown): LockMode {

@@ -61,6 +61,18 @@ export interface InspectionJson {
   }[];
   /** Cells, by name (absent on a backend without cells). Versions are decimal strings. */
   readonly cells?: readonly { readonly name: string; readonly value: unknown; readonly version: string }[];
+  /** Takeover records of locks (absent on a backend without cells). Tokens are decimal strings. */
+  readonly takeovers?: readonly {
+    readonly name: string;
+    readonly state: "held" | "lost";
+    readonly memberId: string;
+    readonly sessionId: string;
+    readonly token: string;
+    readonly since: number;
+    readonly fenceInfo: unknown;
+    readonly lockDelayMs: number;
+    readonly delayedUntil: number | null;
+  }[];
 }
 
 /**
@@ -108,5 +120,6 @@ export function inspectionToJson(info: Inspection): InspectionJson {
     ...(info.cells
       ? { cells: info.cells.map((c) => ({ name: c.name, value: c.value, version: String(c.version) })) }
       : {}),
+    ...(info.takeovers ? { takeovers: info.takeovers.map((t) => ({ ...t, token: String(t.token) })) } : {}),
   };
 }

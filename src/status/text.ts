@@ -77,5 +77,16 @@ export function formatStatus(info: Inspection): string {
     const rows = info.cells.map((c) => [c.name, String(c.version), JSON.stringify(c.value)]);
     parts.push(`cells:\n${table(["CELL", "VERSION", "VALUE"], rows)}`);
   }
+  if (info.takeovers && info.takeovers.length > 0) {
+    const rows = info.takeovers.map((t) => [
+      t.name,
+      t.state,
+      t.memberId,
+      String(t.token),
+      t.delayedUntil !== null && t.delayedUntil > info.at ? `delayed ${ms(t.delayedUntil - info.at)} more` : "",
+      JSON.stringify(t.fenceInfo),
+    ]);
+    parts.push(`takeover records:\n${table(["LOCK", "STATE", "MEMBER", "TOKEN", "DELAY", "FENCE INFO"], rows)}`);
+  }
   return `${parts.join("\n\n")}\n`;
 }

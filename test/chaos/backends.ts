@@ -13,7 +13,7 @@ import { startProxy } from "../harness/proxy.js";
 import { startRedis, startSentinelSetup } from "../harness/redis.js";
 import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
 import type { FaultKind } from "./history.js";
-import { startEtcdHosts, startPostgresHosts } from "./partitions.js";
+import { startEtcdHosts, startPostgresHosts, startZooKeeperHosts } from "./partitions.js";
 
 /** A client's way in: its URL and, on server backends, a cuttable connection. */
 export interface ClientLink {
@@ -262,6 +262,13 @@ export const BACKENDS: readonly ChaosBackend[] = [
     nemeses: ["kill", "pause", "partition"],
     hosts: true,
     start: ({ ttlMs }) => startPostgresHosts(ttlMs),
+  },
+  {
+    name: "zookeeper-hosts",
+    // Three servers and four client hosts; partitions between them.
+    nemeses: ["kill", "pause", "partition"],
+    hosts: true,
+    start: ({ ttlMs }) => startZooKeeperHosts(ttlMs),
   },
 ];
 

@@ -141,8 +141,11 @@ export function check(history: History): Report {
   const explain = (older: Section, newer: Section): { fault: Fault; late: number } | string => {
     const from = Math.min(older.start, newer.start);
     const to = Math.max(older.start, newer.start);
+    // A session starved of keep-alives during a split can still expire up to one TTL after
+    // the heal: a partition reaches that far (and then only with the signal first, below).
+    const reach = (f: Fault) => (f.kind === "partition" ? f.until + (history.ttlMs ?? 0) : f.until);
     const fault = history.faults.find(
-      (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && f.until >= from && f.at <= end(older),
+      (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && reach(f) >= from && f.at <= end(older),
     );
     if (fault === undefined) return "the older holder was not faulted";
     // A partitioned holder runs on: it may overlap only once its signal told it it lost.
@@ -284,14 +287,13 @@ export function check(history: History): Report {
       const hit = history.sections.find(
         (s) => s.pid === f.pid && s.name === f.name && s.start <= f.at && end(s) >= f.at,
       );
-      const takeover = starts.find(
-        (s) =>
-          s.start > f.at &&
-          s.name === f.name &&
-          s.pid !== f.pid &&
-          (hit === undefined || hit.mode !== "shared" || s.mode !== "shared"),
-      );
-      if (takeover !== undefined) sample.takeover.push(takeover.start - f.at);
+      const takes = (s: Section) => hit === undefined || hit.mode === "semaphore" || conflicts(s, hit);
+      const takeover = starts.find((s) => s.start > f.at && s.name === f.name && s.pid !== f.pid && takes(s));
+      // A partition's takeover is a re-grant while the cut-off holder still held (it holds
+      // on until the heal); a grant after its release at the heal is ordinary.
+      const regrant =
+        f.kind !== "partition" || (hit !== undefined && takeover !== undefined && takeover.start < end(hit));
+      if (takeover !== undefined && regrant) sample.takeover.push(takeover.start - f.at);
       if (f.kind === "partition" && hit?.lostAt !== undefined) sample.lossSignal.push(hit.lostAt - f.at);
       const runsOn = f.kind === "cut" || f.kind === "partition";
       if (runsOn && hit !== undefined && takeover !== undefined && hit.mode !== "semaphore") {

@@ -9,7 +9,7 @@
  *
  * With `noop` it takes no locks at all and makes tokens up: the negative control.
  */
-import { connect, type LockHandle } from "../../src/index.js";
+import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
 import { mulberry32 } from "./rng.js";
 
 /** What the runner gives each client. */
@@ -72,9 +72,27 @@ function rpc(message: Record<string, unknown>): Promise<Record<string, unknown>>
   });
 }
 
-const coord = config.noop
-  ? undefined
-  : await connect(config.url, { namespace: config.namespace, ttlMs: config.ttlMs, memberId: `chaos-${process.pid}` });
+/**
+ * Connecting is not under test: on a loaded machine the first call can miss a short TTL's
+ * deadline (or a split can be in force), so a few failures are reported and retried.
+ */
+async function connectRetrying(): Promise<Coordinator> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await connect(config.url, {
+        namespace: config.namespace,
+        ttlMs: config.ttlMs,
+        memberId: `chaos-${process.pid}`,
+      });
+    } catch (error) {
+      if (attempt >= 5 || (error as Error).name !== "BackendUnavailableError") throw error;
+      await rpc({ op: "error", message: `connect: ${(error as Error).name}: ${(error as Error).message}` });
+      await sleep(200);
+    }
+  }
+}
+
+const coord = config.noop ? undefined : await connectRetrying();
 // Unique per client (pid-prefixed) so the control fails on overlaps and order, not only duplicates.
 let fakeToken = BigInt(process.pid) * 1_000_000n;
 

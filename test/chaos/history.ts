@@ -66,6 +66,8 @@ export interface History {
   readonly startedAt: number;
   endedAt: number;
   readonly semaphoreLimit: number;
+  /** The clients' session TTL (partitions explain overlaps up to one TTL after the heal). */
+  readonly ttlMs?: number;
   readonly sections: Section[];
   readonly ops: RegisterOp[];
   readonly faults: Fault[];

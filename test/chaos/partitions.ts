@@ -19,6 +19,7 @@ import { startHostedEtcd } from "../harness/etcd-hosts.js";
 import { type Hosts, startHosts } from "../harness/hosts.js";
 import { startPostgres } from "../harness/postgres.js";
 import { delay } from "../harness/proc.js";
+import { startHostedZooKeeperEnsemble } from "../harness/zookeeper.js";
 import type { ChaosTarget, ClientLink, PartitionHooks } from "./backends.js";
 
 const CLIENT_HOSTS = ["c1", "c2", "c3", "c4"];
@@ -177,6 +178,22 @@ export async function startPostgresHosts(ttlMs: number): Promise<ChaosTarget> {
       { url: server.localUrl, clientUrl: server.url, stop: () => server.stop() },
       ttlMs,
     );
+  } catch (err) {
+    await hosts.close();
+    throw err;
+  }
+}
+
+/** ZooKeeper, 3 servers each on its own host, clients on 4 other hosts. */
+export async function startZooKeeperHosts(ttlMs: number): Promise<ChaosTarget> {
+  const on = ["z1", "z2", "z3"];
+  const hosts = await startHosts([...on, ...CLIENT_HOSTS]);
+  try {
+    const ensemble = await startHostedZooKeeperEnsemble(hosts, on);
+    const local = await Promise.all(ensemble.members.map(async (m) => `127.0.0.1:${await m.localPort()}`));
+    const servers: Servers = { hosts: on, leader: async () => on[(await ensemble.leader()).id - 1] as string };
+    const base = { url: `zookeeper://${local.join(",")}`, clientUrl: ensemble.url, stop: () => ensemble.stop() };
+    return hostedTarget(hosts, servers, base, ttlMs);
   } catch (err) {
     await hosts.close();
     throw err;

@@ -68,6 +68,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
     startedAt: 0,
     endedAt: 0,
     semaphoreLimit: SEMAPHORE_LIMIT,
+    ttlMs,
     sections: [],
     ops: [],
     faults: [],

@@ -33,6 +33,7 @@ import { namespacesSuite } from "./namespaces.js";
 import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import { sessionWaitSuite } from "./session-wait.js";
+import { takeoverSuite } from "./takeover.js";
 import {
   ExclusionChecker,
   OrderLog,
@@ -112,6 +113,7 @@ export function conformance(target: ConformanceTarget): void {
     inspectJsonSuite(context);
     namespacesSuite(context);
     cellsSuite(context, target.url);
+    takeoverSuite(context, target.url);
 
     const shared = () => (guarantees.sharedLocks ? false : "backend has no shared locks");
     const fifo = () => (guarantees.fifo ? false : "backend does not declare fifo");

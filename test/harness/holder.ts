@@ -78,10 +78,12 @@ export class Holder {
   readonly #exited: Promise<void>;
   #stderr = "";
 
-  constructor(url: string, lockName: string, ttlMs: number, resource?: string) {
+  /** `acquire`: extra acquire options (JSON), e.g. `{ fenceInfo, lockDelayMs }`. */
+  constructor(url: string, lockName: string, ttlMs: number, resource?: string, acquire?: Record<string, unknown>) {
     const args = ["--import", "tsx", join(fixtures, "etcd-holder.ts"), url, lockName, String(ttlMs)];
     if (resource) args.push(resource);
-    this.child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const env = acquire ? { ...process.env, BATON_HOLDER_ACQUIRE: JSON.stringify(acquire) } : process.env;
+    this.child = spawn(process.execPath, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     this.#exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     createInterface({ input: this.child.stdout! }).on("line", (line) => {
       this.events.push(JSON.parse(line) as HolderEvent);

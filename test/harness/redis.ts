@@ -15,7 +15,7 @@ import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUnt
 const HOST = "127.0.0.1";
 const STARTUP_TIMEOUT_MS = 30_000;
 
-function binary(name: "redis-server" | "redis-sentinel"): string {
+export function binary(name: "redis-server" | "redis-sentinel"): string {
   for (const dir of ["/usr/bin", "/usr/local/bin"]) {
     const candidate = path.join(dir, name);
     if (fs.existsSync(candidate)) return candidate;
@@ -78,12 +78,19 @@ export interface StartRedisOptions {
   readonly dir?: string;
 }
 
-function serverArgs(port: number, dir: string, opts: StartRedisOptions): string[] {
+/** redis-server's arguments; `bind` and the primary's address default to 127.0.0.1 (hosts.ts gives others). */
+export function serverArgs(
+  port: number,
+  dir: string,
+  opts: StartRedisOptions,
+  bind = HOST,
+  primaryHost = HOST,
+): string[] {
   return [
     "--port",
     String(port),
     "--bind",
-    HOST,
+    bind,
     "--dir",
     dir,
     "--daemonize",
@@ -95,7 +102,7 @@ function serverArgs(port: number, dir: string, opts: StartRedisOptions): string[
     "--logfile",
     "",
     ...(opts.persistence ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]),
-    ...(opts.replicaOf !== undefined ? ["--replicaof", HOST, String(opts.replicaOf)] : []),
+    ...(opts.replicaOf !== undefined ? ["--replicaof", primaryHost, String(opts.replicaOf)] : []),
   ];
 }
 
@@ -282,7 +289,8 @@ export async function startSentinelSetup(opts: { proxied?: boolean } = {}): Prom
   }
 }
 
-async function synced(port: number): Promise<boolean> {
+/** Whether the replica on 127.0.0.1:`port` reports its link to the primary up. */
+export async function synced(port: number): Promise<boolean> {
   const socket = await new Promise<string>((resolve, reject) => {
     const s = net.connect({ host: HOST, port });
     let text = "";

@@ -22,6 +22,7 @@ import {
   Membership,
   Partitioner,
   Semaphore,
+  type Takeover,
 } from "../../dist/src/index.js";
 
 interface Caps {
@@ -48,6 +49,26 @@ export async function consumer(): Promise<void> {
   await coord.partitioner("p", { weight: undefined, vnodes: undefined, capabilities: undefined });
   await connect("memory://", { require: { fencing: true, fifo: undefined, crashReleaseMs: cfg.timeoutMs } });
   lock.token satisfies bigint;
+
+  // Takeover options take undefined too; the hook and the takeover are typed.
+  const trackedOptions: AcquireOptions = {
+    fenceInfo: cfg.namespace,
+    lockDelayMs: cfg.timeoutMs,
+    onTakeover: undefined,
+    takeover: undefined,
+  };
+  const tracked = await coord.lock("t").acquire({
+    ...trackedOptions,
+    onTakeover: async (previous, signal) => {
+      previous.token satisfies bigint;
+      previous.fenceInfo satisfies unknown;
+      signal satisfies AbortSignal;
+    },
+  });
+  tracked.takeover satisfies Takeover | null;
+  (await coord.revoke("t", { memberId: cfg.namespace, kind: undefined }))[0]?.token satisfies bigint | undefined;
+  // @ts-expect-error marking a handle as claimed is internal
+  tracked.claimed;
 
   // Group capabilities are generic.
   const group = coord.group<Caps>("workers");

@@ -108,6 +108,10 @@ class EtcdDriver implements Driver {
     return EtcdSession.open(this.#shared, hooks);
   }
 
+  revokeSession(sessionId: string): Promise<void> {
+    return EtcdSession.revoke(this.#shared, sessionId);
+  }
+
   async listRecords(space: string): Promise<RecordEntry[]> {
     try {
       return (await listRecords(this.#client, this.#keys, space, this.#readBudgetMs)).entries;

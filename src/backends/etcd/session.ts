@@ -191,6 +191,26 @@ export class EtcdSession implements DriverSession {
     }
   }
 
+  /**
+   * Revokes another client's lease (`Driver.revokeSession`): etcd deletes every key bound
+   * to it in the same step, so its locks are free when this resolves, and its client learns
+   * it from its key watches or, at the latest, its next keep-alive. An unknown lease is
+   * already gone.
+   */
+  static async revoke(shared: DriverShared, sessionId: string): Promise<void> {
+    if (!/^[0-9a-f]{1,16}$/.test(sessionId)) return;
+    try {
+      await within(
+        shared.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${sessionId}`).toString() }),
+        shared.requestTimeoutMs,
+      );
+    } catch (error) {
+      const cast = error instanceof Error ? castGrpcError(error) : error;
+      if (cast instanceof EtcdLeaseInvalidError) return;
+      throw translate(cast, `revoking lease ${sessionId}`);
+    }
+  }
+
   #lost(error: Error): void {
     if (this.#ended.signal.aborted) return;
     this.#ended.abort(error);

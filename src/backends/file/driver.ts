@@ -24,6 +24,7 @@ import { fileCells } from "./cells.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
 import { kernel, LockFiles, limitBase, nextToken, slotOf, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
+import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 
 const SEP = "\u0000";
@@ -457,6 +458,9 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     },
     async namespaces() {
       return node.namespaces();
+    },
+    async revokeSession(sessionId) {
+      throw cannotRevoke(sessionId, await node.inspect(context.namespace, prefix));
     },
     async close() {
       if (closed) return;

@@ -163,6 +163,10 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
       const keys = [...store.table.snapshot().map((q) => q.key), ...store.recordSpaces().map((r) => r.space)];
       return [...new Set(keys.map((key) => key.slice(0, key.indexOf(SEP))))];
     },
+    async revokeSession(sessionId) {
+      // As if its lease ran out: its owner is told first, then its grants are freed.
+      store.expireSession(sessionId);
+    },
     async close() {},
   };
 }

@@ -120,6 +120,24 @@ class PostgresDriver implements Driver {
     }
   }
 
+  /**
+   * Terminates every connection of the session (`pg_terminate_backend`, waiting for each
+   * to exit, so its advisory locks are free when this resolves) and deletes its row (its
+   * records go with it, and its next heartbeat reports the session expired).
+   */
+  async revokeSession(sessionId: string): Promise<void> {
+    const waitMs = Math.max(100, Math.floor(this.#c.control.timeoutMs / 2));
+    try {
+      await this.#c.control.query(
+        `SELECT pg_terminate_backend(pid, $2::int) FROM ${this.#q}.backends WHERE session_id = $1`,
+        [sessionId, waitMs],
+      );
+      await this.#c.control.query(`DELETE FROM ${this.#q}.sessions WHERE id = $1`, [sessionId]);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
+    }
+  }
+
   async close(): Promise<void> {
     await this.#c.control.close();
   }

@@ -10,6 +10,7 @@
  */
 import type {
   Driver,
+  DriverCells,
   DriverContext,
   DriverSnapshot,
   LockMode,
@@ -18,11 +19,12 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
+import { redisCells } from "./cells.js";
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace } from "./keys.js";
 import { type Link, openLink } from "./link.js";
-import { INSPECT } from "./lua.js";
+import { CLOSE, INSPECT } from "./lua.js";
 import { listRecords, watchRecords } from "./records.js";
 import { type DriverShared, RedisSession } from "./session.js";
 import { Wakeups } from "./wakeups.js";
@@ -57,6 +59,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
 type Row = [string, string, string, string, string];
 
 class RedisDriver implements Driver {
+  readonly cells: DriverCells;
   readonly #shared: DriverShared;
   readonly #link: Link;
   readonly #closed = new AbortController();
@@ -66,6 +69,7 @@ class RedisDriver implements Driver {
     this.#shared = shared;
     this.#link = shared.link;
     this.#stopChecks = stopChecks;
+    this.cells = redisCells(shared.link, shared.keys);
   }
 
   openSession(hooks: SessionHooks): Promise<RedisSession> {
@@ -167,6 +171,29 @@ class RedisDriver implements Driver {
         })),
       })),
     };
+  }
+
+  /**
+   * Ends another session as its own close() would (one CLOSE script: its key deleted, its
+   * entries out of the queues the snapshot shows it in, waiters behind granted, its records
+   * deleted); anything the snapshot missed counts as a dead session's from then on. Its
+   * client learns it at its next keep-alive, within a third of the TTL.
+   */
+  async revokeSession(sessionId: string): Promise<void> {
+    const { keys } = this.#shared;
+    const snapshot = await this.inspect();
+    const mine = (list: readonly { sessionId: string }[]) => list.some((e) => e.sessionId === sessionId);
+    const queues = snapshot.queues
+      .filter((q) => mine(q.holders) || mine(q.waiters))
+      .map((q) => keys.queue(q.kind, q.name));
+    const records = snapshot.records.flatMap(({ space, entries }) =>
+      entries.filter((e) => e.sessionId === sessionId).map((e) => [keys.space(space), e.key]),
+    );
+    try {
+      await this.#link.run(CLOSE, [keys.prefix, sessionId, JSON.stringify(queues), JSON.stringify(records)]);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
+    }
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@
  */
 import type {
   Driver,
+  DriverCells,
   DriverContext,
   DriverSnapshot,
   LockMode,
@@ -19,12 +20,14 @@ import type {
   SessionHooks,
 } from "../../core/driver.js";
 import { ClosedError, InvalidArgumentError } from "../../core/errors.js";
+import { zkCells } from "./cells.js";
 import { type Stat, ZkHandle } from "./client.js";
 import { parseConfig } from "./config.js";
 import { BACKEND, translate } from "./errors.js";
 import { decodeData, decodeSegment, Layout, type NodeData } from "./paths.js";
 import { isGranted, modeOf, tokenOf, viewOf } from "./queue.js";
 import { listRecords, watchRecords } from "./records.js";
+import { revokeNodes } from "./revoke.js";
 import { retrying } from "./scope.js";
 import { type DriverShared, ZkSession } from "./session.js";
 
@@ -54,6 +57,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
 }
 
 class ZkDriver implements Driver {
+  readonly cells: DriverCells;
   readonly #shared: DriverShared;
   /** For reads and watches; holds no nodes. Reopened if its session ends. */
   #handle: ZkHandle;
@@ -63,6 +67,7 @@ class ZkDriver implements Driver {
   constructor(shared: DriverShared, handle: ZkHandle) {
     this.#shared = shared;
     this.#handle = handle;
+    this.cells = zkCells(() => this.#live(), shared.layout, shared.config.chroot, this.#closed.signal);
   }
 
   openSession(hooks: SessionHooks): Promise<ZkSession> {
@@ -191,6 +196,15 @@ class ZkDriver implements Driver {
       return found.sort();
     } catch (error) {
       throw translate(error, "listing namespaces");
+    }
+  }
+
+  async revokeSession(sessionId: string): Promise<void> {
+    const handle = await this.#live();
+    try {
+      await revokeNodes(handle, this.#shared.layout, sessionId, this.#closed.signal);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
     }
   }
 

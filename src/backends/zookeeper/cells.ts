@@ -1,0 +1,154 @@
+/**
+ * Cells on ZooKeeper: one persistent node per key, `<root>/c/<space>/<key>`, whose data is
+ * `{"f": fence, "x": value}` (`x: null` in a deleted key's tombstone: the node stays, so
+ * version and fence survive). The version is the node's mzxid, ZooKeeper's global
+ * transaction id, so it increases per key with every write and across restarts.
+ *
+ * A write reads the node, decides with the shared rule (cell-rule.ts) and sets the data
+ * under the node's znode version, which ZooKeeper checks atomically with the write; a
+ * version mismatch (someone wrote in between) reads again. A key's first write creates its
+ * node (a tombstone) first. Reads retry transient failures; a write is sent once, so a lost
+ * answer means its outcome is unknown. Watches re-read on every event, re-arm, and re-read
+ * every few seconds as a safety net (a watch set on a session that then expired is gone).
+ *
+ * @module
+ * @internal
+ */
+import { decideCellWrite } from "../../core/cell-rule.js";
+import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
+import { FLAGS, type ZkHandle } from "./client.js";
+import { hasCode, RC, translate } from "./errors.js";
+import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
+import { ensurePath, retrying } from "./scope.js";
+
+/** Bounded: each retry follows a write by another client between our read and our write. */
+const MAX_ATTEMPTS = 16;
+/** A watch re-reads this often even without an event. */
+const RESYNC_MS = 5000;
+
+interface CellData {
+  readonly f: string;
+  readonly x: string | null;
+}
+
+/** The cells of one driver; `live` gives its current read handle, `chroot` its chroot. */
+export function zkCells(
+  live: () => Promise<ZkHandle>,
+  layout: Layout,
+  chroot: string,
+  closing: AbortSignal,
+): DriverCells {
+  const spacePath = (space: string) => `${layout.root}/c/${encodeSegment(space)}`;
+  const path = (space: string, key: string) => `${spacePath(space)}/${encodeSegment(key)}`;
+
+  const read = async (space: string, key: string, watch?: (type: number) => void) => {
+    const handle = await live();
+    const node = await retrying(handle, "reading a cell", () => handle.get(path(space, key), watch), closing);
+    if (!node) return null;
+    const data = JSON.parse(node.data || '{"f":"0","x":null}') as CellData;
+    const entry: CellEntry = { key, value: data.x, version: node.stat.mzxid, fence: BigInt(data.f) };
+    return { entry, znodeVersion: node.stat.version };
+  };
+
+  const write = async (
+    space: string,
+    key: string,
+    value: string | null,
+    condition: CellCondition,
+  ): Promise<CellWriteResult> => {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const current = await read(space, key);
+      const decision = decideCellWrite(current?.entry ?? null, condition, value === null);
+      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current: current?.entry ?? null };
+      if (decision.action === "noop") return { ok: true, version: 0n };
+      const handle = await live();
+      if (!current) {
+        await ensurePath(handle, chroot, spacePath(space), closing);
+        try {
+          await handle.create(path(space, key), JSON.stringify({ f: "0", x: null }), FLAGS.persistent);
+        } catch (error) {
+          if (!hasCode(error, RC.NODEEXISTS)) throw error;
+        }
+        // Decided again against the node as it now is (another writer may have been first).
+        continue;
+      }
+      const data: CellData = { f: String(decision.fence), x: value };
+      try {
+        const stat = await handle.set(path(space, key), JSON.stringify(data), current.znodeVersion);
+        return { ok: true, version: stat.mzxid };
+      } catch (error) {
+        if (!hasCode(error, RC.BADVERSION)) throw error;
+      }
+    }
+    throw new Error(`cell "${key}" changed ${MAX_ATTEMPTS} times while it was being written`);
+  };
+
+  const wrap =
+    <A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await fn(...args);
+      } catch (error) {
+        throw translate(error, what);
+      }
+    };
+
+  return {
+    get: wrap("reading a cell", async (space: string, key: string) => (await read(space, key))?.entry ?? null),
+    put: wrap("writing a cell", (space: string, key: string, value: string, condition: CellCondition) =>
+      write(space, key, value, condition),
+    ),
+    delete: wrap("deleting a cell", (space: string, key: string, condition: CellCondition) =>
+      write(space, key, null, condition),
+    ),
+    list: wrap("listing cells", async (space: string) => {
+      const handle = await live();
+      const listed = await retrying(handle, "listing cells", () => handle.children(spacePath(space)), closing);
+      const entries = await Promise.all(
+        (listed?.children ?? []).map(async (child) => (await read(space, decodeSegment(child)))?.entry ?? null),
+      );
+      return entries.filter((e): e is CellEntry => e !== null && e.value !== null);
+    }),
+    watch: wrap(
+      "watching a cell",
+      async (space: string, key: string, listener: (entry: CellEntry) => void, signal: AbortSignal) => {
+        const stop = AbortSignal.any([signal, closing]);
+        // One watch at a time: the client keeps every watcher it is given until its event,
+        // so the resync reads without one while a watch is pending.
+        let armed = false;
+        const onEvent = () => {
+          armed = false;
+          deliver();
+        };
+        const arm = async (): Promise<CellEntry | null> => {
+          armed = true;
+          try {
+            const found = await read(space, key, onEvent);
+            if (found) return found.entry;
+            // Not there yet: be told when it is created.
+            const handle = await live();
+            await retrying(handle, "watching a cell", () => handle.exists(path(space, key), onEvent), stop);
+            return (await read(space, key))?.entry ?? null;
+          } catch (error) {
+            armed = false;
+            throw error;
+          }
+        };
+        const deliver = () => {
+          if (stop.aborted) return;
+          const reading = armed ? read(space, key).then((found) => found?.entry ?? null) : arm();
+          reading.then(
+            (entry) => {
+              if (entry && !stop.aborted) listener(entry);
+            },
+            () => {},
+          );
+        };
+        const timer = setInterval(deliver, RESYNC_MS);
+        timer.unref();
+        stop.addEventListener("abort", () => clearInterval(timer), { once: true });
+        return arm();
+      },
+    ),
+  };
+}

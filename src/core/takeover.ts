@@ -1,0 +1,278 @@
+/**
+ * Takeover: fence info stored with a lock grant, handed to the next holder when this
+ * holding is lost rather than released, an `onTakeover` fencing hook, and Chubby's lock
+ * delay. Written once here over the durable-record seam (`Driver.cells`, in the space
+ * {@link TAKEOVER_SPACE}), so every backend with cells has it, with no driver code.
+ *
+ * The record of lock `name` is written by each tracked holder right after its grant (a
+ * cell write fenced by its token) and deleted by its clean release (conditioned on the
+ * version it wrote). A record found by the next holder therefore belongs to a holding that
+ * ended without a release: lost, died, cut off or revoked.
+ *
+ * @module
+ */
+import type { CoordinatorCore } from "./core.js";
+import type { CellEntry, DriverCells, LockMode } from "./driver.js";
+import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
+import { canonicalJson } from "./json-value.js";
+import { describe } from "./validate.js";
+
+/** The driver cell space of takeover records (apart from user cells). @internal */
+export const TAKEOVER_SPACE = "takeover";
+
+/** Largest fence info, in UTF-8 bytes of its JSON text. */
+export const MAX_FENCE_INFO_BYTES = 4096;
+
+/** Longest lock delay: Consul's upper bound too. Longer is an `InvalidArgumentError`. */
+export const MAX_LOCK_DELAY_MS = 60_000;
+
+/**
+ * The previous holding of a lock, handed to its next holder because it ended without a
+ * release (its session expired, its process died, its connection dropped, or it was
+ * revoked). Only holdings acquired with takeover tracking leave one (see
+ * {@link TakeoverOptions}).
+ */
+export interface Takeover {
+  /** Member id of the previous holder's coordinator. */
+  readonly memberId: string;
+  /** Its session id, as `inspect()` showed it. */
+  readonly sessionId: string;
+  /** Its fencing token: lower than the new holder's. */
+  readonly token: bigint;
+  /** Epoch ms of its grant. */
+  readonly since: number;
+  /** The fence info it acquired with (`null` if none). */
+  readonly fenceInfo: unknown;
+  /** The lock delay it acquired with (0 if none). */
+  readonly lockDelayMs: number;
+}
+
+/**
+ * The fencing hook: fence the previous holder (kill its process, end its hypervisor
+ * session, STONITH) and resolve, or throw. Runs after the grant, before `acquire()`
+ * resolves. `signal` aborts when the acquisition is cancelled, times out or its grant is
+ * lost; then stop and throw.
+ */
+export type OnTakeover = (previous: Takeover, signal: AbortSignal) => Promise<void> | void;
+
+/** Takeover options of a lock acquisition (exclusive locks only). */
+export interface TakeoverOptions {
+  /**
+   * A small JSON value (at most {@link MAX_FENCE_INFO_BYTES} bytes) stored with the grant:
+   * what the next holder needs to fence this one if it is lost (a pid, a host, a session
+   * id). Shown by `inspect()`. Implies `takeover: true`.
+   */
+  fenceInfo?: unknown;
+  /**
+   * Runs once per takeover (when `handle.takeover` would be set), before `acquire()`
+   * resolves. If it throws, `acquire()` rejects with {@link FenceFailedError} and the lock
+   * is released; the previous holder's record stays, so the next acquirer fences it again.
+   * Fencing actions should therefore be idempotent. Implies `takeover: true`.
+   */
+  onTakeover?: OnTakeover | undefined;
+  /**
+   * If this holding is lost rather than released, the next tracked acquirer is not handed
+   * the lock until this many milliseconds after it was granted at the backend (which is no
+   * earlier than the moment the backend freed the lost holding), so the lost holder's
+   * in-flight writes drain. From 0 to {@link MAX_LOCK_DELAY_MS}. A clean release is never
+   * delayed. Implies `takeover: true`.
+   */
+  lockDelayMs?: number | undefined;
+  /**
+   * Track this holding for takeover (write its record with the grant, delete it on
+   * release) and read the previous one. Costs a cell read and write per grant and a delete
+   * per release (see docs/takeover.md). Every acquirer of one lock name should track: an
+   * untracked holding neither reports nor leaves a takeover.
+   */
+  takeover?: boolean | undefined;
+}
+
+/** Checked takeover options. @internal */
+export interface TakeoverRequest {
+  readonly fenceInfo: string;
+  readonly onTakeover: OnTakeover | undefined;
+  readonly lockDelayMs: number;
+}
+
+/** What a tracked holding keeps to delete its record on release. @internal */
+export interface TakeoverClaim {
+  readonly cells: DriverCells;
+  readonly version: bigint;
+}
+
+/** The stored record (short keys: it is written with every tracked grant). */
+interface StoredTakeover {
+  readonly m: string;
+  readonly s: string;
+  readonly t: string;
+  readonly at: number;
+  readonly f: unknown;
+  readonly d: number;
+  /** Epoch ms until which the lock is delayed, once a successor started the delay. */
+  readonly u?: number;
+}
+
+/**
+ * Validates the takeover options of an acquisition; `undefined` when it does not track.
+ * @internal
+ */
+export function checkTakeover(
+  core: CoordinatorCore,
+  options: TakeoverOptions,
+  mode: LockMode,
+): TakeoverRequest | undefined {
+  const { fenceInfo, onTakeover, lockDelayMs, takeover } = options;
+  if (takeover !== undefined && typeof takeover !== "boolean") {
+    throw new InvalidArgumentError(`takeover must be a boolean, got ${describe(takeover)}`);
+  }
+  if (onTakeover !== undefined && typeof onTakeover !== "function") {
+    throw new InvalidArgumentError(`onTakeover must be a function, got ${describe(onTakeover)}`);
+  }
+  if (
+    lockDelayMs !== undefined &&
+    (typeof lockDelayMs !== "number" ||
+      !Number.isInteger(lockDelayMs) ||
+      lockDelayMs < 0 ||
+      lockDelayMs > MAX_LOCK_DELAY_MS)
+  ) {
+    throw new InvalidArgumentError(
+      `lockDelayMs must be an integer number of milliseconds from 0 to ${MAX_LOCK_DELAY_MS}, got ${describe(lockDelayMs)}`,
+    );
+  }
+  const text = fenceInfo === undefined ? "null" : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
+  const tracked = takeover ?? (fenceInfo !== undefined || onTakeover !== undefined || lockDelayMs !== undefined);
+  if (!tracked) return undefined;
+  if (mode !== "exclusive") {
+    throw new InvalidArgumentError(
+      "takeover tracking (fenceInfo, onTakeover, lockDelayMs) is for exclusive locks only",
+    );
+  }
+  if (!core.driver.cells) {
+    throw new UnsupportedError(`the ${core.backend} backend has no durable records (cells) yet, so no takeover`, {
+      backend: core.backend,
+    });
+  }
+  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0 };
+}
+
+/** The takeover a record describes, or `null` for none (absent or deleted). @internal */
+export function parseTakeover(entry: CellEntry | null): (Takeover & { readonly delayedUntil: number | null }) | null {
+  if (!entry || entry.value === null) return null;
+  const r = JSON.parse(entry.value) as StoredTakeover;
+  return {
+    memberId: r.m,
+    sessionId: r.s,
+    token: BigInt(r.t),
+    since: r.at,
+    fenceInfo: r.f,
+    lockDelayMs: r.d,
+    delayedUntil: r.u ?? null,
+  };
+}
+
+/** What a grant being claimed is. */
+export interface ClaimTarget {
+  readonly name: string;
+  readonly token: bigint;
+  readonly acquiredAt: number;
+  readonly sessionId: string;
+  /** Aborts when the grant is lost. */
+  readonly lost: AbortSignal;
+}
+
+/**
+ * Claims a fresh grant for a tracked acquisition: finds the previous record, waits out its
+ * lock delay (or answers `"delayed"` when the caller does not wait), runs the hook, then
+ * writes this holding's record fenced by its token. Rejects with the cancellation's reason
+ * when `signal` aborts, with {@link FenceFailedError} when the hook throws. The caller
+ * releases the grant on any outcome but success.
+ * @internal
+ */
+export async function claim(
+  core: CoordinatorCore,
+  grant: ClaimTarget,
+  request: TakeoverRequest,
+  wait: boolean,
+  signal: AbortSignal,
+): Promise<{ claim: TakeoverClaim; takeover: Takeover | null } | "delayed"> {
+  const cells = core.driver.cells as DriverCells;
+  const record: StoredTakeover = {
+    m: core.memberId,
+    s: grant.sessionId,
+    t: String(grant.token),
+    at: grant.acquiredAt,
+    f: JSON.parse(request.fenceInfo) as unknown,
+    d: request.lockDelayMs,
+  };
+  const text = JSON.stringify(record);
+  const superseded = () =>
+    new LockLostError(`lock "${grant.name}" was taken over while it was being claimed`, { backend: core.backend });
+  // The common case, a lock that was free or cleanly released, costs one write: created
+  // only if no record is there. A refusal carries the record found, the previous holding.
+  const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
+  if (created.ok) return { claim: { cells, version: created.version }, takeover: null };
+  if (created.reason === "fenced") throw superseded();
+  const current = created.current;
+  const found = parseTakeover(current);
+  // A record at or above our token is no predecessor: it was written after us (we were
+  // superseded), and the fenced write below says so.
+  const previous = found && found.token < grant.token ? found : null;
+  if (previous && previous.lockDelayMs > 0 && current) {
+    let until = previous.delayedUntil;
+    if (until === null) {
+      until = Date.now() + previous.lockDelayMs;
+      // Stored so that inspect() shows it and a successor of ours keeps the same deadline.
+      const stored = { ...(JSON.parse(current.value as string) as StoredTakeover), u: until };
+      await cells.put(TAKEOVER_SPACE, grant.name, JSON.stringify(stored), { ifVersion: current.version });
+    }
+    const left = until - Date.now();
+    if (left > 0) {
+      if (!wait) return "delayed";
+      await delay(left, signal);
+    }
+  }
+  const takeover = previous && withoutDelay(previous);
+  if (previous && takeover && request.onTakeover) {
+    const both = AbortSignal.any([signal, grant.lost]);
+    try {
+      await request.onTakeover(takeover, both);
+    } catch (error) {
+      if (both.aborted) throw both.reason;
+      throw new FenceFailedError(
+        `fencing the previous holder of lock "${grant.name}" (member ${previous.memberId}, token ${previous.token}) failed: ${error instanceof Error ? error.message : String(error)}; the lock was released and its takeover record kept`,
+        grant.name,
+        previous.token,
+        { backend: core.backend, cause: error },
+      );
+    }
+  }
+  if (signal.aborted) throw signal.reason;
+  const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
+  if (!written.ok) throw superseded();
+  return { claim: { cells, version: written.version }, takeover };
+}
+
+function withoutDelay(record: Takeover & { readonly delayedUntil: number | null }): Takeover {
+  const { delayedUntil: _, ...takeover } = record;
+  return takeover;
+}
+
+/** Deletes a clean holding's record: only its own (a successor's stays). @internal */
+export async function unclaim(name: string, claimed: TakeoverClaim): Promise<void> {
+  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version });
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
