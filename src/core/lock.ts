@@ -91,6 +91,7 @@ export class LockHandle implements AsyncDisposable {
     this.#grant = grant;
     this.acquiredAt = Date.now();
     session.dependents.add(this);
+    core.telemetry.holdStarted(kind, name, grant.token);
   }
 
   /** @internal Use the acquisition calls. */
@@ -161,6 +162,7 @@ export class LockHandle implements AsyncDisposable {
     this.#state = "lost";
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);
+    this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt, error);
     this.#lostReason = new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
       backend: this.#core.backend,
       cause: error,
@@ -176,6 +178,7 @@ export class LockHandle implements AsyncDisposable {
   async release(): Promise<ReleaseResult> {
     if (this.#state === "released") return { status: "already-released" };
     const wasLost = this.#state === "lost";
+    if (!wasLost) this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt);
     this.#state = "released";
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);
