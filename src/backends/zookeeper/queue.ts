@@ -114,7 +114,8 @@ export function decideUpgrade(view: QueueView, name: string, marker: string): Up
 
 /** The fencing token of a held node, as its holder wrote it into the node's data. */
 export function tokenOf(stat: Stat, data: NodeData | null): bigint {
-  // Written just after the grant, without waiting: for a moment the creation zxid stands in.
+  // No note: the token is the creation zxid (an exclusive grant whose granting read saw its
+  // own create as the last change), or the note is still on its way (written unawaited).
   return data?.t !== undefined ? BigInt(data.t) : stat.czxid;
 }
 
