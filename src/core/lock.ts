@@ -1,4 +1,4 @@
-import { acquireGrant, blockingGrant } from "./acquire.js";
+import { blockingGrant, tryGrant } from "./acquire.js";
 import { cancellation } from "./cancel.js";
 import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { InvalidStateError, LockLostError, UnsupportedError } from "./errors.js";
@@ -60,6 +60,8 @@ export interface ReleaseResult {
   /** The backend's error, for `unconfirmed`. */
   readonly error?: unknown;
 }
+
+const RELEASED: ReleaseResult = Object.freeze({ status: "released" });
 
 /**
  * A granted lock, semaphore permit or leadership. Holds until `release()`, the coordinator's
@@ -181,6 +183,16 @@ export class LockHandle implements AsyncDisposable {
     this.#core.claimed.delete(this);
     // A lost session took its grants with it (and may be closed, so unable to answer).
     if (wasLost && this.#session.lost) return { status: "lost" };
+    const { driver } = this.#session;
+    if (!wasLost && !this.#claim && driver.releaseNow) {
+      // A local, synchronous release cannot hang: no bounding timer, no promise race.
+      try {
+        driver.releaseNow(this.#grant);
+        return RELEASED;
+      } catch (error) {
+        return { status: "unconfirmed", error };
+      }
+    }
     try {
       // The record goes first: once the grant is freed, the next holder reads it. A lost
       // holding keeps its record, for the next holder to fence.
@@ -314,8 +326,7 @@ export class Lock {
     const checked = checkOptions("tryAcquire options", options);
     const mode = this.#checkMode(checked.mode);
     const takeover = checkTakeover(this.#core, checked, mode);
-    this.#core.assertOpen();
-    return acquireGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, wait: "try", takeover });
+    return tryGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, takeover });
   }
 
   #checkMode(mode: unknown): LockMode {
@@ -372,13 +383,6 @@ export class Semaphore {
 
   /** Takes a permit only if one is free right now; else `null`. */
   async tryAcquire(): Promise<LockHandle | null> {
-    this.#core.assertOpen();
-    return acquireGrant(this.#core, {
-      kind: "semaphore",
-      name: this.name,
-      limit: this.limit,
-      mode: "exclusive",
-      wait: "try",
-    });
+    return tryGrant(this.#core, { kind: "semaphore", name: this.name, limit: this.limit, mode: "exclusive" });
   }
 }

@@ -77,12 +77,10 @@ export class QueueTable<M> {
     key: string,
     request: { mode: LockMode; limit: number; wait: boolean; signal: AbortSignal; meta: M },
   ): Promise<QueueEntry<M> | null> {
+    const granted = this.grantNow(key, request);
+    if (granted) return Promise.resolve(granted);
     const queue = this.#queue(key, request.limit);
     const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: Date.now() };
-    if (queue.waiters.length === 0 && this.#compatible(queue, entry.mode)) {
-      this.#grant(queue, entry);
-      return Promise.resolve(entry);
-    }
     if (!request.wait) {
       this.#dropIfIdle(queue);
       return Promise.resolve(null);
@@ -105,6 +103,21 @@ export class QueueTable<M> {
       signal.addEventListener("abort", onAbort, { once: true });
       queue.waiters.push(waiter);
     });
+  }
+
+  /**
+   * Grants `key` synchronously if {@link acquire} would grant it at once; else `null`,
+   * leaving no trace. Throws `InvalidArgumentError` on a limit mismatch, as `acquire` does.
+   */
+  grantNow(key: string, request: { mode: LockMode; limit: number; meta: M }): QueueEntry<M> | null {
+    const queue = this.#queue(key, request.limit);
+    if (queue.waiters.length === 0 && this.#compatible(queue, request.mode)) {
+      const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: 0 };
+      this.#grant(queue, entry);
+      return entry;
+    }
+    this.#dropIfIdle(queue);
+    return null;
   }
 
   /** Frees a held entry and grants whoever may go next. No-op if not held. */

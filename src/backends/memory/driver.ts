@@ -11,6 +11,7 @@ import type {
   DriverContext,
   DriverGrant,
   DriverSession,
+  ImmediateRequest,
   LockMode,
   QueueKind,
   RecordEntry,
@@ -33,11 +34,14 @@ class MemorySession implements DriverSession {
   readonly id: string;
   readonly #store: MemoryStore;
   readonly #context: DriverContext;
+  // A memory grant is only lost with its session, which the core already watches.
+  readonly #meta: HolderMeta;
 
   constructor(store: MemoryStore, context: DriverContext, hooks: SessionHooks) {
     this.#store = store;
     this.#context = context;
     this.id = store.openSession(context.memberId, context.ttlMs, hooks.onLost);
+    this.#meta = { sessionId: this.id, memberId: context.memberId };
   }
 
   async keepAlive(): Promise<void> {
@@ -46,8 +50,6 @@ class MemorySession implements DriverSession {
 
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
     const key = queueKey(this.#context.namespace, request.kind, request.name);
-    // A memory grant is only lost with its session, which the core already watches.
-    const meta: HolderMeta = { sessionId: this.id, memberId: this.#context.memberId };
     const entry = await this.#store.table.acquire(key, {
       mode: request.mode,
       limit: request.limit,
@@ -55,13 +57,23 @@ class MemorySession implements DriverSession {
       get signal() {
         return request.signal;
       },
-      meta,
+      meta: this.#meta,
     });
     if (!entry) return null;
     return new GrantView(entry);
   }
 
+  grantNow(request: ImmediateRequest): DriverGrant | null {
+    const key = queueKey(this.#context.namespace, request.kind, request.name);
+    const entry = this.#store.table.grantNow(key, { mode: request.mode, limit: request.limit, meta: this.#meta });
+    return entry && new GrantView(entry);
+  }
+
   async release(grant: DriverGrant): Promise<void> {
+    this.releaseNow(grant);
+  }
+
+  releaseNow(grant: DriverGrant): void {
     this.#store.table.release((grant as MemoryGrant).entry);
   }
 
