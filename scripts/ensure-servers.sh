@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Ensure the server binaries needed by the real-server test harness exist.
 #
-#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis] [zookeeper] [hosts]
+#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis] [zookeeper] [hosts] [chromium]
 #
 # `hosts`: iproute2 (`ip netns`, veth, bridges) and setpriv, for the network-namespace
 # hosts of test/harness/hosts.ts (partition tests; they also need root).
+# `chromium`: the browser of the status page's test (test/harness/chromium.ts), from
+# Debian's packages: no browser download.
 #
 # With no arguments, all are ensured. Idempotent and fast when everything is
 # already installed (no apt-get calls at all in that case). Installs missing
@@ -19,8 +21,10 @@ want_pg=0
 want_redis=0
 want_zk=0
 want_hosts=0
+want_chromium=0
 if [ "$#" -eq 0 ]; then
   want_hosts=1
+  want_chromium=1
   want_etcd=1
   want_pg=1
   want_redis=1
@@ -33,12 +37,13 @@ for arg in "$@"; do
     redis) want_redis=1 ;;
     zookeeper | zk) want_zk=1 ;;
     hosts) want_hosts=1 ;;
+    chromium) want_chromium=1 ;;
     -h | --help)
       sed -n '2,10p' "$0"
       exit 0
       ;;
     *)
-      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis, zookeeper, hosts)" >&2
+      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis, zookeeper, hosts, chromium)" >&2
       exit 2
       ;;
   esac
@@ -63,6 +68,7 @@ have_pg() { pg_bindir >/dev/null && id -u postgres >/dev/null 2>&1; }
 # The harness runs the server class straight from Debian's jars with its own
 # zoo.cfg (test/harness/zookeeper.ts), so it needs the jars and a java binary.
 have_zk() { [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; }
+have_chromium() { [ -x /usr/bin/chromium ]; }
 have_hosts() { [ -x /usr/sbin/ip ] && command -v setpriv >/dev/null 2>&1; }
 have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1; }
 
@@ -72,6 +78,7 @@ if [ "$want_pg" -eq 1 ] && ! have_pg; then packages+=(postgresql); fi
 if [ "$want_redis" -eq 1 ] && ! have_redis; then packages+=(redis-server redis-sentinel); fi
 if [ "$want_zk" -eq 1 ] && ! have_zk; then packages+=(zookeeper); fi
 if [ "$want_hosts" -eq 1 ] && ! have_hosts; then packages+=(iproute2 util-linux); fi
+if [ "$want_chromium" -eq 1 ] && ! have_chromium; then packages+=(chromium); fi
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -185,6 +192,14 @@ if [ "$want_hosts" -eq 1 ]; then
     log "hosts: /usr/sbin/ip ($(/usr/sbin/ip -V 2>/dev/null)), $(command -v setpriv)"
   else
     log "hosts: NOT available (need /usr/sbin/ip from iproute2 and setpriv from util-linux)"
+    status=1
+  fi
+fi
+if [ "$want_chromium" -eq 1 ]; then
+  if have_chromium; then
+    log "chromium: /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null | head -n 1))"
+  else
+    log "chromium: NOT available (need /usr/bin/chromium)"
     status=1
   fi
 fi

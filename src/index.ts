@@ -77,9 +77,12 @@ export type {
   RecordEvent,
 } from "./core/driver.js";
 export { parseDuration } from "./core/duration.js";
-export { statusPage } from "./status-page.js";
-export { inspectionToJson, type InspectionJson, type LockJson } from "./status/json.js";
-export { formatStatus } from "./status/text.js";
+export { statusPage, type StatusPageOptions } from "./status-page.js";
+export { inspectionToJson, type InspectionJson, type LockJson, type ProcessJson } from "./status/json.js";
+export { formatStatus, LONG_WAIT_MS, type StatusTextOptions } from "./status/text.js";
+export { memberDetails, type MemberDetails } from "./status/member.js";
+export { PROMETHEUS_PACKAGES, prometheusMetrics, type PrometheusMetrics } from "./metrics/prometheus.js";
+export { METRIC, type AcquireOutcome, type MeterProviderLike, type MetricsOptions } from "./core/telemetry.js";
 export {
   MAX_NAME_BYTES,
   MAX_NAMESPACE_BYTES,

@@ -1,91 +1,93 @@
 /**
  * A status page: who holds what, who waits and since when, as HTML (refreshing itself) and
- * as the stable JSON of `baton status --json`. Mount it in an existing HTTP server, or run
- * `baton status --serve 8080`.
+ * as the stable JSON of `baton status --json`, with Prometheus metrics beside it. Mount it
+ * in an existing HTTP server, or run `baton status --serve 8080`.
  *
  * @module
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { inspectionToJson } from "./status/json.js";
-import { formatStatus } from "./status/text.js";
 import type { Coordinator } from "./core/coordinator.js";
+import { checkName, MAX_NAMESPACE_BYTES } from "./core/validate.js";
+import { inspectionToJson } from "./status/json.js";
+import { statusPageHtml } from "./status/page-html.js";
+import { formatStatus, LONG_WAIT_MS } from "./status/text.js";
 
-const PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Baton status</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222}
-h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.5rem}
-table{border-collapse:collapse;min-width:40rem}th,td{text-align:left;padding:.25rem .75rem;border-bottom:1px solid #ddd}
-th{background:#f4f4f4}.waits{color:#a15c00}.muted{color:#777}code{font-size:.9em}
-</style></head><body>
-<h1>Baton <span class="muted" id="meta"></span></h1>
-<div id="content"><p class="muted">loading...</p></div>
-<script>
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
-const dur = (ms) => ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.floor(ms / 60000) + " min " + Math.floor(ms % 60000 / 1000) + " s";
-function table(head, rows) {
-  if (!rows.length) return '<p class="muted">none</p>';
-  return "<table><tr>" + head.map((h) => "<th>" + h + "</th>").join("") + "</tr>" + rows.join("") + "</table>";
+/** Options of {@link statusPage}. */
+export interface StatusPageOptions {
+  /**
+   * Serves `/metrics` with this handler, e.g. `(await prometheusMetrics()).handler`.
+   * Without it `/metrics` is a 404.
+   */
+  metrics?: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
+  /**
+   * A coordinator for another namespace, for the page's namespace picker (`?namespace=`).
+   * The page owns nothing it gets here: closing them is the caller's. Without it only the
+   * coordinator's own namespace is shown and the picker is disabled.
+   */
+  forNamespace?: ((namespace: string) => Coordinator | Promise<Coordinator>) | undefined;
+  /** Waits at least this long (ms) are highlighted. Default 30 s. */
+  longWaitMs?: number | undefined;
 }
-function locks(list, withLimit) {
-  const rows = [];
-  for (const l of list) {
-    for (const h of l.holders) rows.push("<tr><td><code>" + esc(l.name) + "</code></td>" + (withLimit ? "<td>" + l.limit + "</td>" : "") + "<td>holds</td><td>" + h.mode + "</td><td>" + esc(h.memberId) + "</td><td>" + dur(h.heldMs) + "</td><td>" + h.token + "</td></tr>");
-    for (const w of l.waiters) rows.push('<tr class="waits"><td><code>' + esc(l.name) + "</code></td>" + (withLimit ? "<td>" + l.limit + "</td>" : "") + "<td>waits</td><td>" + w.mode + "</td><td>" + esc(w.memberId) + "</td><td>" + dur(w.waitingMs) + "</td><td></td></tr>");
-  }
-  return table(["name"].concat(withLimit ? ["limit"] : [], ["state", "mode", "member", "for", "token"]), rows);
+
+function send(response: ServerResponse, status: number, type: string, body: string): void {
+  response.writeHead(status, { "content-type": type, "cache-control": "no-store" });
+  response.end(body);
 }
-async function refresh() {
-  try {
-    const s = await (await fetch("status.json", { cache: "no-store" })).json();
-    document.getElementById("meta").textContent = "backend " + s.backend + (s.namespace ? ", namespace " + s.namespace : "") + ", " + new Date(s.at).toLocaleTimeString();
-    const groups = s.groups.flatMap((g) => g.members.map((m) => "<tr><td><code>" + esc(g.id) + "</code></td><td>" + esc(m.memberId) + "</td><td>" + dur(Math.max(0, s.at - m.joinedAt)) + "</td><td><code>" + esc(JSON.stringify(m.capabilities)) + "</code></td></tr>"));
-    const elections = s.elections.map((e) => "<tr><td><code>" + esc(e.id) + "</code></td><td>" + (e.leader ? esc(e.leader.memberId) : '<span class="muted">none</span>') + "</td><td>" + (e.leader ? "<code>" + esc(JSON.stringify(e.leader.value)) + "</code>" : "") + "</td><td>" + e.candidates.length + "</td></tr>");
-    document.getElementById("content").innerHTML =
-      "<h2>Locks</h2>" + locks(s.locks, false) + "<h2>Semaphores</h2>" + locks(s.semaphores, true) +
-      "<h2>Groups</h2>" + table(["group", "member", "for", "capabilities"], groups) +
-      "<h2>Elections</h2>" + table(["election", "leader", "value", "candidates"], elections);
-  } catch (error) {
-    document.getElementById("meta").textContent = "(update failed: " + error + ")";
-  }
-}
-refresh();
-setInterval(refresh, 1000);
-</script></body></html>`;
+
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /**
- * An HTTP request handler serving Baton's status for `coordinator`'s namespace: `/` (or
- * any path ending in `/`) is an HTML page that refreshes itself every second,
- * `status.json` the stable JSON of `baton status --json`, `status.txt` the text table.
- * Read-only. Answers 503 with the error when the backend cannot be inspected, 404 otherwise.
+ * An HTTP request handler serving Baton's status for `coordinator`'s namespace (or, with
+ * `forNamespace`, another one given as `?namespace=`): `/` (or any path ending in `/`) is
+ * an HTML page that refreshes itself every second, `status.json` the stable JSON of
+ * `baton status --json`, `status.txt` the text table, `namespaces.json` the namespaces in
+ * use, `metrics` the Prometheus metrics when `options.metrics` is given. Read-only.
+ * Answers 400 for a malformed or unswitchable namespace, 503 with the error when the
+ * backend cannot be inspected, 404 otherwise.
  */
-export function statusPage(coordinator: Coordinator): (request: IncomingMessage, response: ServerResponse) => void {
+export function statusPage(
+  coordinator: Coordinator,
+  options: StatusPageOptions = {},
+): (request: IncomingMessage, response: ServerResponse) => void {
+  const longWaitMs = options.longWaitMs ?? LONG_WAIT_MS;
+  const page = statusPageHtml(longWaitMs);
+  const pick = async (url: URL): Promise<Coordinator> => {
+    const wanted = url.searchParams.get("namespace");
+    if (wanted === null || wanted === coordinator.namespace) return coordinator;
+    if (wanted !== "") checkName("namespace", wanted, MAX_NAMESPACE_BYTES);
+    if (!options.forNamespace) throw new RangeError(`this page shows namespace "${coordinator.namespace}" only`);
+    return options.forNamespace(wanted);
+  };
   return (request, response) => {
-    const path = new URL(request.url ?? "/", "http://localhost").pathname;
-    if (path.endsWith("/")) {
-      response.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
-      response.end(PAGE);
+    const url = new URL(request.url ?? "/", "http://localhost");
+    const path = url.pathname;
+    if (path.endsWith("/")) return send(response, 200, "text/html; charset=utf-8", page);
+    if (path.endsWith("/metrics") && options.metrics) return options.metrics(request, response);
+    if (path.endsWith("/namespaces.json")) {
+      coordinator.namespaces().then(
+        (namespaces) => {
+          const body = { current: coordinator.namespace, namespaces, switchable: options.forNamespace !== undefined };
+          send(response, 200, "application/json", JSON.stringify(body));
+        },
+        () => {
+          const body = { current: coordinator.namespace, namespaces: [], switchable: false };
+          send(response, 200, "application/json", JSON.stringify(body));
+        },
+      );
       return;
     }
     const json = path.endsWith("/status.json");
-    if (!json && !path.endsWith("/status.txt")) {
-      response.writeHead(404, { "content-type": "text/plain" });
-      response.end("not found\n");
-      return;
-    }
-    coordinator.inspect().then(
-      (info) => {
-        response.writeHead(200, {
-          "content-type": json ? "application/json" : "text/plain; charset=utf-8",
-          "cache-control": "no-store",
-        });
-        response.end(json ? JSON.stringify(inspectionToJson(info)) : formatStatus(info));
-      },
-      (error: unknown) => {
-        response.writeHead(503, { "content-type": "text/plain" });
-        response.end(`${error instanceof Error ? error.message : String(error)}\n`);
-      },
+    if (!json && !path.endsWith("/status.txt")) return send(response, 404, "text/plain", "not found\n");
+    pick(url).then(
+      (coord) =>
+        coord.inspect().then(
+          (info) =>
+            json
+              ? send(response, 200, "application/json", JSON.stringify(inspectionToJson(info)))
+              : send(response, 200, "text/plain; charset=utf-8", formatStatus(info, { longWaitMs })),
+          (error: unknown) => send(response, 503, "text/plain", `${message(error)}\n`),
+        ),
+      (error: unknown) => send(response, 400, "text/plain", `${message(error)}\n`),
     );
   };
 }

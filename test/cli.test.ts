@@ -72,7 +72,8 @@ describe("baton CLI", () => {
     [["lock", "x", "--namespace", "", "--", "true"], /--namespace must not be empty/],
     [["status", "--namespace", "a\u0001b"], /--namespace contains the control character U\+0001/],
     [["lock", "x", "--bogus", "--", "true"], /unknown option '--bogus'/],
-    [["lock", "x"], /missing required argument 'command'/],
+    [["lock"], /missing required argument 'name'/],
+    [["status", "--interval", "10ms", "--watch"], /--interval must be a duration from 100ms/],
     [["frobnicate"], /unknown command 'frobnicate'/],
   ];
   for (const [args, message] of usageErrors) {
@@ -108,7 +109,7 @@ describe("baton CLI", () => {
       assert.match(
         busy.stderr,
         new RegExp(
-          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+ \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
+          `lock "who" is busy: held by member \\S+:${holder.child.pid}:\\w+/sh%20-c%20echo%20in;%20exec%20sleep%2030 \\(pid ${holder.child.pid} on ${hostname()}\\) since \\d\\d:\\d\\d:\\d\\d UTC \\(\\d+\\.\\ds ago\\)`,
         ),
       );
     } finally {
@@ -257,7 +258,7 @@ describe("baton CLI", () => {
     assert.equal(lock?.waiters.length, 1);
     assert.ok(lock!.waiters[0]!.waitingMs >= 0);
     const table = await baton(["status"], env);
-    assert.match(table.stdout, /NAME\s+STATE\s+MODE\s+MEMBER\s+FOR\s+TOKEN/);
+    assert.match(table.stdout, /NAME\s+STATE\s+MODE\s+HELD\s+WAITING\s+TOKEN\s+MEMBER/);
     assert.match(table.stdout, /shown\s+holds\s+exclusive/);
     assert.match(table.stdout, /shown\s+waits\s+exclusive/);
     holder.child.kill("SIGTERM");

@@ -5,14 +5,12 @@
  * @module
  */
 import type { Coordinator } from "../core/coordinator.js";
-
-/** The default member id, `host:pid:random` (see connect.ts), split into host and pid. */
-const DEFAULT_MEMBER = /^(.+):(\d+):[0-9a-f]{6}$/;
+import { memberDetails } from "../status/member.js";
 
 /** `member m (pid 12 on host) since 09:40:01 UTC (3.2s ago)`. */
 export function describeHolder(memberId: string, since: number, now: number): string {
-  const parts = DEFAULT_MEMBER.exec(memberId);
-  const where = parts ? ` (pid ${parts[2]} on ${parts[1]})` : "";
+  const details = memberDetails(memberId);
+  const where = details ? ` (pid ${details.pid} on ${details.host})` : "";
   const at = new Date(since).toISOString().slice(11, 19);
   return `member ${memberId}${where} since ${at} UTC (${((now - since) / 1000).toFixed(1)}s ago)`;
 }

@@ -8,16 +8,20 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { existsSync, readFileSync } from "node:fs";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
-import { connect, type Coordinator, type LockHandle, statusPage } from "../index.js";
+import { connect, type Coordinator, type LockHandle } from "../index.js";
+import { defaultMemberId } from "../core/connect.js";
+import { memberIdWithCommand } from "../status/member.js";
 import { cellCommand } from "./cell.js";
-import { durationFlag, namespaceFlag, portFlag, positiveIntFlag, ttlFlag } from "./flags.js";
+import { completionCommand } from "./completion.js";
+import { holdUntilSignal } from "./hold-open.js";
+import { listen } from "./listen.js";
+import { statusCommand } from "./status-command.js";
+import { redactedUrl, steps } from "./verbose.js";
+import { durationFlag, namespaceFlag, positiveIntFlag, ttlFlag } from "./flags.js";
 import { heldDescriptors } from "./guard.js";
 import { whoHolds } from "./holders.js";
 import { closeWithin, releaseWithin } from "./release.js";
 import { EXIT, exitStatusFor, runHolding, showWaiting } from "./run.js";
-import { formatStatus, statusJson } from "./status.js";
 import { previousEnv, type TakeoverFlags, takeoverFlags, takeoverOptions, unlockCommand } from "./takeover.js";
 
 const DURATION_HELP = "durations: 500ms, 10s, 2m, 1h; a bare number is seconds";
@@ -29,6 +33,7 @@ interface HoldOptions {
   ttl?: number;
   wait: boolean;
   killAfter: number;
+  verbose?: boolean;
 }
 
 const urlOption = () => new Option("--url <url>", "backend URL (default: $BATON_URL, else the file backend)");
@@ -49,11 +54,18 @@ function holdOptions(command: Command): Command {
         .argParser(durationFlag("--kill-after"))
         .default(10_000, "10s"),
     )
-    .argument("<command...>", "the command to run, after --");
+    .option("--verbose", "report each step on stderr: connecting, waiting behind whom, granted, lost, released")
+    .argument("[command...]", "the command to run, after --; none: hold until SIGINT/SIGTERM, printing the token");
 }
 
-async function open(options: { url?: string; namespace?: string; ttl?: number }): Promise<Coordinator> {
+async function open(options: {
+  url?: string;
+  namespace?: string;
+  ttl?: number;
+  memberId?: string;
+}): Promise<Coordinator> {
   return connect(options.url, {
+    ...(options.memberId === undefined ? {} : { memberId: options.memberId }),
     ...(options.ttl === undefined ? {} : { ttlMs: options.ttl }),
     ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
   });
@@ -94,20 +106,33 @@ async function hold(
     timeoutMs: number | undefined,
   ) => Promise<{ handle: LockHandle | null; env: Record<string, string>; release: () => Promise<unknown> }>,
 ): Promise<number> {
-  const coord = await open(options);
+  const step = steps(options.verbose === true);
+  const url = options.url ?? process.env.BATON_URL;
+  step(`connecting to ${url === undefined ? "the file backend (default)" : redactedUrl(url)}`);
+  // The command goes into the member id: `baton status` shows who runs what.
+  const coord = await open({ ...options, memberId: memberIdWithCommand(defaultMemberId(), argv) });
+  step(`connected to the ${coord.backend} backend as member ${coord.memberId}`);
   let closed = false;
   try {
     const stop = interruptible();
     const clear = options.wait ? showWaiting(label, coord, waitingOn.kind, waitingOn.name) : () => {};
     let got: Awaited<ReturnType<typeof get>>;
     try {
+      await step.behind(coord, waitingOn.kind, waitingOn.name, label);
       got = await get(coord, stop.signal, options.wait ? options.timeout : 0);
     } catch (error) {
       stop.dispose();
+      step(`gave up on ${label}: ${(error as Error).message}`);
       if (stop.signal.aborted) return 130;
       throw error;
     } finally {
       clear();
+    }
+    if (got.handle) {
+      step(`granted ${label} with fencing token ${got.env.BATON_FENCING_TOKEN}`);
+      got.handle.signal.addEventListener("abort", () =>
+        step(`lost ${label}: ${(got.handle?.signal.reason as Error)?.message}`),
+      );
     }
     if (!got.handle) {
       stop.dispose();
@@ -115,18 +140,16 @@ async function hold(
       process.stderr.write(`baton: ${label} is busy${who ? `: ${who}` : ""}\n`);
       return EXIT.notAcquired;
     }
-    // runHolding puts its signal forwarding in place synchronously; only then are the
-    // wait's handlers removed, so a signal never meets the default action in between.
-    const running = runHolding(
-      argv,
-      { ...process.env, ...got.env },
-      got.handle.signal,
-      options.killAfter,
-      heldDescriptors(),
-    );
+    // runHolding (and holdUntilSignal) put their signal handlers in place synchronously;
+    // only then are the wait's handlers removed, so a signal never meets the default action.
+    const running =
+      argv.length === 0
+        ? holdUntilSignal(label, BigInt(got.env.BATON_FENCING_TOKEN ?? "0"), got.handle.signal)
+        : runHolding(argv, { ...process.env, ...got.env }, got.handle.signal, options.killAfter, heldDescriptors());
     stop.dispose();
     const status = await running;
     if (!(await releaseWithin(label, got.release, () => coord.close()))) abandoned = true;
+    else step(`released ${label}`);
     closed = true;
     return status;
   } finally {
@@ -177,6 +200,7 @@ Examples:
   baton lock db-migrate --timeout 2m -- npm run migrate
   baton lock cache --shared -- ./read-cache.sh
   baton lock deploy --no-wait -- ./deploy.sh || echo "someone else is deploying"
+  baton lock maintenance          # no command: prints the token, holds until Ctrl-C or SIGTERM
   baton lock image-7 --fence-info '{"host":"nova-3"}' --lock-delay 5s \\
     --on-takeover './fence.sh "$BATON_PREVIOUS_FENCE_INFO"' -- ./age-image.sh
   BATON_URL=etcd://10.0.0.5:2379 baton lock leader-task -- ./task.sh`,
@@ -250,7 +274,8 @@ Examples:
       .command("elect")
       .description("run a command only while this process is the elected leader")
       .argument("<election>", "election name")
-      .option("--value <value>", "value announced to observers while leading (default: the member id)"),
+      .option("--value <value>", "value announced to observers while leading (default: the member id)")
+      .option("--listen", "do not campaign: print the leader and each change of leader until interrupted"),
   )
     .addHelpText(
       "after",
@@ -260,9 +285,14 @@ leadership is lost (exit ${EXIT.lost}). It gets BATON_ELECTION_NAME and BATON_FE
 
 Examples:
   baton elect scheduler -- ./run-scheduler.sh
-  baton elect primary --value "$(hostname):8080" -- ./serve.sh`,
+  baton elect primary --value "$(hostname):8080" -- ./serve.sh
+  baton elect primary --listen                # one line per change of leader`,
     )
-    .action(async (election: string, argv: string[], options: HoldOptions & { value?: string }) => {
+    .action(async (election: string, argv: string[], options: HoldOptions & { value?: string; listen?: boolean }) => {
+      if (options.listen) {
+        process.exitCode = await listenOnly(election, argv, options);
+        return;
+      }
       process.exitCode = await hold(
         options,
         argv,
@@ -285,74 +315,26 @@ Examples:
       );
     });
 
-  root
-    .command("status")
-    .description("show locks (holders, waiters and wait times), semaphores, groups and leaders")
-    .addOption(urlOption())
-    .addOption(namespaceOption())
-    .option("--json", "print stable JSON (see docs/cli.md) instead of a table")
-    .option(
-      "--serve <port>",
-      "serve a live status page on 127.0.0.1:<port> until interrupted (0: any free port)",
-      portFlag("--serve"),
-    )
-    .option("--host <address>", "address for --serve", "127.0.0.1")
-    .addHelpText(
-      "after",
-      "\nExamples:\n  baton status\n  baton status --json | jq '.locks[] | select(.waiters | length > 0)'\n  baton status --serve 8080   # then open http://127.0.0.1:8080/",
-    )
-    .action(async (options: { url?: string; namespace?: string; json?: boolean; serve?: number; host: string }) => {
-      const coord = await open(options);
-      if (options.serve !== undefined) {
-        await serveStatus(coord, options.host, options.serve);
-        return;
-      }
-      try {
-        const info = await coord.inspect();
-        process.stdout.write(options.json ? `${JSON.stringify(statusJson(info), null, 2)}\n` : formatStatus(info));
-        // inspect() sees one namespace: say where else something is live.
-        if (!options.json) process.stdout.write(await otherNamespaces(coord, info.namespace));
-      } finally {
-        await coord.close();
-      }
-    });
-
+  statusCommand(root, { url: urlOption, namespace: namespaceOption }, open);
   cellCommand(root, { url: urlOption, namespace: namespaceOption }, open);
   unlockCommand(root, { url: urlOption, namespace: namespaceOption }, open);
+  completionCommand(root);
 
   return root;
 }
 
-/** A line naming the other namespaces in use (none: nothing), or saying they cannot be listed. */
-async function otherNamespaces(coord: Coordinator, shown: string): Promise<string> {
-  const label = (ns: string) => (ns === "" ? '"" (the default)' : JSON.stringify(ns));
-  try {
-    const others = (await coord.namespaces()).filter((ns) => ns !== shown);
-    if (others.length === 0) return "";
-    return `\nAlso in use: namespace${others.length > 1 ? "s" : ""} ${others.map(label).join(", ")}; baton status --namespace NAME shows one\n`;
-  } catch {
-    return `\n(namespace ${label(shown)} only; this backend cannot list the others)\n`;
+/** `baton elect NAME --listen`: observe, never campaign. */
+async function listenOnly(election: string, argv: string[], options: HoldOptions): Promise<number> {
+  if (argv.length > 0) {
+    process.stderr.write("baton: --listen takes no command: it only prints the leader's changes\n");
+    return EXIT.usage;
   }
-}
-
-/** Serves the status page until SIGINT/SIGTERM, then closes the coordinator. */
-async function serveStatus(coord: Coordinator, host: string, port: number): Promise<void> {
-  const server = createServer(statusPage(coord));
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", async (error: NodeJS.ErrnoException) => {
-      await closeWithin(() => coord.close());
-      const why = error.code === "EADDRINUSE" ? "the port is in use" : (error.code ?? error.message);
-      reject(new Error(`cannot serve the status page on ${host}:${port} (${why}); check --host and --serve`));
-    });
-    server.listen(port, host, () => resolve());
-  });
-  const address = server.address() as AddressInfo;
-  process.stdout.write(`baton: status page on http://${host}:${address.port}/ (Ctrl-C to stop)\n`);
-  await new Promise<void>((resolve) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
-  });
-  server.close();
-  await coord.close();
+  const coord = await open(options);
+  try {
+    return await listen(coord, election);
+  } finally {
+    await closeWithin(() => coord.close());
+  }
 }
 
 async function main(): Promise<void> {

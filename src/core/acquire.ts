@@ -13,6 +13,7 @@ import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
 import { claim, type TakeoverRequest } from "./takeover.js";
+import type { AcquireOutcome } from "./telemetry.js";
 import { checkDuration, checkSignal } from "./validate.js";
 
 /** What is acquired. */
@@ -34,6 +35,15 @@ export interface Attempt extends Target {
   /** The caller's own timeout, for the `TimeoutError` (a retry has less left than that). */
   readonly reportedTimeoutMs?: number | undefined;
   readonly signal?: AbortSignal | undefined;
+  /** `performance.now()` of the caller's call, for the wait time across retries. */
+  readonly startedAt?: number | undefined;
+}
+
+/** The `baton.outcome` of a failed acquisition. */
+function failureOutcome(error: unknown, wait: Attempt["wait"]): AcquireOutcome {
+  if (error instanceof TimeoutError) return wait === "zero" ? "busy" : "timed_out";
+  if (error instanceof BatonError && (error.code === "ABORTED" || error.code === "CLOSED")) return "aborted";
+  return "error";
 }
 
 /** Raised by an attempt whose session was lost while it waited: the wait goes on. */
@@ -51,7 +61,20 @@ class SessionLostWhileWaiting {
  */
 export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
   const { kind, name, limit, mode, wait, signal } = attempt;
-  const session = await core.liveSession();
+  const startedAt = attempt.startedAt ?? performance.now();
+  let reported = false;
+  const report = (outcome: AcquireOutcome, detail?: string) => {
+    if (reported) return;
+    reported = true;
+    core.telemetry.acquired(kind, name, mode, outcome, performance.now() - startedAt, detail);
+  };
+  let session: LiveSession;
+  try {
+    session = await core.liveSession();
+  } catch (error) {
+    report(failureOutcome(error, wait), `: ${(error as Error).message}`);
+    throw error;
+  }
   const what = `acquiring ${kind} "${name}"`;
   const cancel = cancellation({
     what,
@@ -63,6 +86,7 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
   });
   let handle: LockHandle | null = null;
   let lostEarly: Error | null = null;
+  const endWait = wait === "block" ? core.telemetry.waitStarted(kind, name) : () => {};
   try {
     // An already-cancelled call must not take anything, even if it is free.
     if (cancel.aborted) throw cancel.reason;
@@ -81,6 +105,7 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
       },
     });
     if (!grant) {
+      report("busy");
       if (wait === "try") return null;
       throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
     }
@@ -95,20 +120,33 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
     if (attempt.takeover && handle.held) {
       const claimed = await claimOrRelease(core, handle, session, attempt.takeover, wait === "block", cancel.signal);
       if (claimed === "delayed") {
-        if (wait === "try") return null;
+        if (wait === "try") {
+          report("busy", " (lock delay)");
+          return null;
+        }
         throw new TimeoutError(`${what} timed out after 0 ms: it is under a lock delay`, 0, { backend: core.backend });
       }
     }
+    report("granted", ` (token ${handle.token})`);
     return handle;
   } catch (error) {
-    if (error instanceof SessionLostWhileWaiting) throw error;
+    if (error instanceof SessionLostWhileWaiting) {
+      core.telemetry.retried(kind, name, error.error);
+      throw error;
+    }
     if (wait === "block" && !(error instanceof TimeoutError) && !core.closed && !signal?.aborted) {
       // The backend may tell the waiter before it tells the session: the session is lost.
       if (error instanceof BatonError && error.code === "SESSION_EXPIRED") session.lose(error);
-      if (lostWhileWaiting(core, session, signal)) throw new SessionLostWhileWaiting(error);
+      if (lostWhileWaiting(core, session, signal)) {
+        core.telemetry.retried(kind, name, error);
+        throw new SessionLostWhileWaiting(error);
+      }
     }
-    throw core.translate(error);
+    const translated = core.translate(error);
+    report(failureOutcome(translated, wait), `: ${translated.message}`);
+    throw translated;
   } finally {
+    endWait();
     cancel.dispose();
   }
 }
@@ -138,6 +176,7 @@ async function claimOrRelease(
   }
   if (outcome === "delayed") return outcome;
   handle.claimed(outcome.claim, outcome.takeover);
+  if (outcome.takeover) core.telemetry.takeover(handle.kind, handle.name);
   return "claimed";
 }
 
@@ -164,7 +203,8 @@ export function blockingGrant(
   const timeout = checkDuration("timeoutMs", options.timeoutMs);
   const signal = checkSignal("signal", options.signal);
   core.assertOpen();
-  return grantAtOnce(core, target, signal) ?? waitForGrant(core, target, timeout, signal);
+  const startedAt = performance.now();
+  return grantAtOnce(core, target, signal, startedAt) ?? waitForGrant(core, target, timeout, signal, startedAt);
 }
 
 /**
@@ -173,7 +213,8 @@ export function blockingGrant(
  */
 export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Promise<LockHandle | null> {
   core.assertOpen();
-  return grantAtOnce(core, target, undefined) ?? acquireGrant(core, { ...target, wait: "try" });
+  const startedAt = performance.now();
+  return grantAtOnce(core, target, undefined, startedAt) ?? acquireGrant(core, { ...target, wait: "try", startedAt });
 }
 
 /**
@@ -183,7 +224,12 @@ export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Pr
  * path, which checks everything again; so a grant made here is one `acquireGrant` would
  * have made at once, with the same handle and the same loss signal.
  */
-function grantAtOnce(core: CoordinatorCore, target: Target, signal: AbortSignal | undefined): LockHandle | null {
+function grantAtOnce(
+  core: CoordinatorCore,
+  target: Target,
+  signal: AbortSignal | undefined,
+  startedAt: number,
+): LockHandle | null {
   const session = core.currentSession;
   if (!session || session.lost || target.takeover || signal?.aborted) return null;
   const { driver } = session;
@@ -208,6 +254,17 @@ function grantAtOnce(core: CoordinatorCore, target: Target, signal: AbortSignal 
   if (!grant) return null;
   handle = LockHandle.create(core, session, target.kind, target.name, grant);
   if (lostEarly) handle.lose(lostEarly);
+  // Guarded: without metrics or the debug log, the report's arguments are not even built.
+  if (core.telemetry.recording) {
+    core.telemetry.acquired(
+      target.kind,
+      target.name,
+      target.mode,
+      "granted",
+      performance.now() - startedAt,
+      ` (token ${handle.token})`,
+    );
+  }
   return handle;
 }
 
@@ -216,13 +273,21 @@ async function waitForGrant(
   target: Target,
   timeout: number | undefined,
   signal: AbortSignal | undefined,
+  startedAt: number,
 ): Promise<LockHandle> {
-  if (timeout === 0) return (await acquireGrant(core, { ...target, wait: "zero", signal })) as LockHandle;
+  if (timeout === 0) return (await acquireGrant(core, { ...target, wait: "zero", signal, startedAt })) as LockHandle;
   const deadline = timeout === undefined ? undefined : performance.now() + timeout;
   for (;;) {
     const left = deadline === undefined ? undefined : Math.max(0, Math.ceil(deadline - performance.now()));
     try {
-      const attempt = { ...target, wait: "block", timeoutMs: left, reportedTimeoutMs: timeout, signal } as const;
+      const attempt = {
+        ...target,
+        wait: "block",
+        timeoutMs: left,
+        reportedTimeoutMs: timeout,
+        signal,
+        startedAt,
+      } as const;
       return (await acquireGrant(core, attempt)) as LockHandle;
     } catch (error) {
       if (!(error instanceof SessionLostWhileWaiting)) throw error;

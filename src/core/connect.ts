@@ -6,6 +6,7 @@ import { parseDuration } from "./duration.js";
 import { BackendUnavailableError, BatonError, InvalidArgumentError } from "./errors.js";
 import { checkRequirements, GUARANTEE_NAMES, type GuaranteeName, type Requirement } from "./guarantees.js";
 import { backendForScheme } from "./registry.js";
+import { type MetricsOptions, Telemetry } from "./telemetry.js";
 import { checkName, checkTtl, describe, MAX_NAMESPACE_BYTES } from "./validate.js";
 
 /** The URL used when none is given and `BATON_URL` is unset: the file backend's default directory. */
@@ -39,11 +40,17 @@ export interface ConnectOptions {
    * (`"fencing,fifo"`) is accepted too, as in the query string.
    */
   require?: Requirement | string | undefined;
+  /**
+   * OpenTelemetry metrics (docs/observability.md). Default: recorded through the global
+   * `@opentelemetry/api` meter provider when that package is installed, without lock names.
+   * In the URL: `?metrics=off`, `?metrics=on` or `?metrics=names` (with lock names).
+   */
+  metrics?: MetricsOptions | undefined;
   /** Backend-specific options (see each backend's docs). */
   [option: string]: unknown;
 }
 
-const CORE_QUERY = new Set(["memberId", "namespace", "ttlMs", "ttl", "require"]);
+const CORE_QUERY = new Set(["memberId", "namespace", "ttlMs", "ttl", "require", "metrics"]);
 
 /**
  * Connects to a backend chosen by the URL's scheme and returns a {@link Coordinator}.
@@ -87,6 +94,7 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
   const ttlMs = checkTtl(merged.ttlMs);
   checkRequirements(definition.name, definition.guarantees, merged.require as Requirement | undefined, ttlMs);
 
+  const metrics = checkMetrics(merged.metrics);
   for (const key of [...parsed.searchParams.keys()]) parsed.searchParams.delete(key);
   let driverModule: Awaited<ReturnType<typeof definition.load>>;
   try {
@@ -125,6 +133,7 @@ export async function connect(url?: string | URL, options: ConnectOptions = {}):
     memberId,
     namespace,
     ttlMs,
+    telemetry: await Telemetry.create(definition.name, namespace, metrics),
   });
   return Coordinator.create(core);
 }
@@ -153,6 +162,43 @@ function coreOptions(source: Record<string, unknown>, where: string): Record<str
   }
   if (typeof out.require === "string") out.require = out.require.split(",").filter(Boolean);
   return out;
+}
+
+const METRICS_WORDS: Record<string, MetricsOptions> = {
+  on: {},
+  off: { enabled: false },
+  names: { lockNames: true },
+};
+
+/** The `metrics` option: an object, or in the query string one of `on`, `off`, `names`. */
+function checkMetrics(value: unknown): MetricsOptions | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "string") {
+    const known = METRICS_WORDS[value];
+    if (known) return known;
+    throw new InvalidArgumentError(`metrics must be "on", "off" or "names", got ${describe(value)}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new InvalidArgumentError(
+      `metrics must be an object ({ meterProvider?, lockNames?, enabled? }) or "on"/"off"/"names", got ${describe(value)}`,
+    );
+  }
+  const options = value as Record<string, unknown>;
+  for (const key of Object.keys(options)) {
+    if (!["meterProvider", "lockNames", "enabled"].includes(key)) {
+      throw new InvalidArgumentError(`unknown metrics option "${key}"; allowed: meterProvider, lockNames, enabled`);
+    }
+  }
+  const provider = options.meterProvider as { getMeter?: unknown } | undefined;
+  if (provider !== undefined && typeof provider?.getMeter !== "function") {
+    throw new InvalidArgumentError(`metrics.meterProvider must be an OpenTelemetry MeterProvider (with getMeter())`);
+  }
+  for (const flag of ["lockNames", "enabled"] as const) {
+    if (options[flag] !== undefined && typeof options[flag] !== "boolean") {
+      throw new InvalidArgumentError(`metrics.${flag} must be a boolean, got ${describe(options[flag])}`);
+    }
+  }
+  return options as MetricsOptions;
 }
 
 function parseUrl(url: string | URL): URL {
@@ -185,7 +231,8 @@ function hostListToEndpoints(url: string): string {
   return `${scheme}${userinfo}${first ?? ""}${body}${joiner}endpoints=${encodeURIComponent(others.join(","))}`;
 }
 
-function defaultMemberId(): string {
+/** The default member id, `host:pid:random` (see src/status/member.ts for what reads it). */
+export function defaultMemberId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
 }
 

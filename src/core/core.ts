@@ -2,6 +2,7 @@ import type { Driver } from "./driver.js";
 import { BackendUnavailableError, BatonError, ClosedError } from "./errors.js";
 import type { Guarantees } from "./guarantees.js";
 import { LiveSession } from "./session.js";
+import { Telemetry } from "./telemetry.js";
 
 /**
  * What every recipe (lock, semaphore, group, election, partitioner) shares: the driver,
@@ -15,6 +16,8 @@ export class CoordinatorCore {
   readonly memberId: string;
   readonly namespace: string;
   readonly ttlMs: number;
+  /** Metrics and the debug log: every recipe reports through this one object. */
+  readonly telemetry: Telemetry;
   readonly #closed = new AbortController();
   #session: LiveSession | null = null;
   #opening: Promise<LiveSession> | null = null;
@@ -29,6 +32,7 @@ export class CoordinatorCore {
     memberId: string;
     namespace: string;
     ttlMs: number;
+    telemetry?: Telemetry | undefined;
   }) {
     this.backend = options.backend;
     this.guarantees = options.guarantees;
@@ -36,6 +40,7 @@ export class CoordinatorCore {
     this.memberId = options.memberId;
     this.namespace = options.namespace;
     this.ttlMs = options.ttlMs;
+    this.telemetry = options.telemetry ?? Telemetry.off(options.backend, options.namespace);
   }
 
   /** Aborts (reason: {@link ClosedError}) when the coordinator closes. */
@@ -81,7 +86,7 @@ export class CoordinatorCore {
       const driverSession = await this.driver.openSession({
         onLost: (error) => session?.lose(error),
       });
-      session = new LiveSession(driverSession, this.ttlMs);
+      session = new LiveSession(driverSession, this.ttlMs, this.telemetry);
     } catch (error) {
       throw this.translate(error);
     }
@@ -122,6 +127,7 @@ export class CoordinatorCore {
 
   /** Makes any error a Baton error, keeping Baton errors as they are. */
   translate(error: unknown): BatonError {
+    if (!(error instanceof BatonError) || error.code === "BACKEND_UNAVAILABLE") this.telemetry.backendError(error);
     if (error instanceof BatonError) return error;
     const message = error instanceof Error ? error.message : String(error);
     return new BackendUnavailableError(`${this.backend} backend failed: ${message}`, {

@@ -93,6 +93,7 @@ export class LockHandle implements AsyncDisposable {
     this.#grant = grant;
     this.acquiredAt = Date.now();
     session.dependents.add(this);
+    core.telemetry.holdStarted(kind, name, grant.token);
   }
 
   /** @internal Use the acquisition calls. */
@@ -163,6 +164,7 @@ export class LockHandle implements AsyncDisposable {
     this.#state = "lost";
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);
+    this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt, error);
     this.#lostReason = new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
       backend: this.#core.backend,
       cause: error,
@@ -178,6 +180,8 @@ export class LockHandle implements AsyncDisposable {
   async release(): Promise<ReleaseResult> {
     if (this.#state === "released") return { status: "already-released" };
     const wasLost = this.#state === "lost";
+    const { telemetry } = this.#core;
+    if (!wasLost && telemetry.recording) telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt);
     this.#state = "released";
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);

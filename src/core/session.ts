@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 import type { DriverSession } from "./driver.js";
 import { BatonError, SessionExpiredError } from "./errors.js";
+import { Telemetry } from "./telemetry.js";
 
 /**
  * A coordinator's session (lease). Everything acquired through it is bound to it: when the
@@ -42,9 +43,11 @@ export class LiveSession implements Session {
   #renewTimer: NodeJS.Timeout | null = null;
   #suspended = false;
   #ended = false;
+  readonly #telemetry: Telemetry;
 
-  constructor(driver: DriverSession, ttlMs: number) {
+  constructor(driver: DriverSession, ttlMs: number, telemetry: Telemetry = Telemetry.off("", "")) {
     this.id = driver.id;
+    this.#telemetry = telemetry;
     this.ttlMs = ttlMs;
     this.driver = driver;
     if (driver.keepAlive) {
@@ -75,6 +78,7 @@ export class LiveSession implements Session {
   lose(error: Error): void {
     if (this.#controller.signal.aborted) return;
     this.#stopTimers();
+    this.#telemetry.sessionLost(this.id, error);
     this.#controller.abort(error);
     for (const dependent of [...this.dependents]) dependent.lose(error);
     this.dependents.clear();
@@ -140,10 +144,12 @@ export class LiveSession implements Session {
     try {
       await this.driver.keepAlive?.();
       if (this.lost) return;
+      this.#telemetry.renewal(this.id);
       this.#armDeadline(sentAt);
       this.#scheduleRenewal(this.renewIntervalMs);
     } catch (error) {
       if (this.lost) return;
+      this.#telemetry.renewal(this.id, error);
       if (error instanceof SessionExpiredError) return this.lose(error);
       if (error instanceof BatonError && error.code === "SESSION_EXPIRED") return this.lose(error);
       // Transient: retry sooner; the deadline timer decides when to give up.

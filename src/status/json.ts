@@ -6,12 +6,26 @@
  */
 import type { Inspection, LockInfo } from "../core/coordinator.js";
 import type { LockMode } from "../core/driver.js";
+import { type MemberDetails, memberDetails } from "./member.js";
+
+/**
+ * The process behind a member, where its id tells it (see {@link memberDetails}); absent
+ * for ids of another form.
+ */
+export interface ProcessJson {
+  readonly process?: MemberDetails;
+}
+
+function processOf(memberId: string): ProcessJson {
+  const details = memberDetails(memberId);
+  return details ? { process: details } : {};
+}
 
 /** A lock or semaphore in {@link InspectionJson}. */
 export interface LockJson {
   readonly name: string;
   readonly limit: number;
-  readonly holders: readonly {
+  readonly holders: readonly (ProcessJson & {
     readonly memberId: string;
     readonly sessionId: string;
     readonly mode: LockMode;
@@ -19,14 +33,14 @@ export interface LockJson {
     readonly token: string;
     readonly since: number;
     readonly heldMs: number;
-  }[];
-  readonly waiters: readonly {
+  })[];
+  readonly waiters: readonly (ProcessJson & {
     readonly memberId: string;
     readonly sessionId: string;
     readonly mode: LockMode;
     readonly since: number;
     readonly waitingMs: number;
-  }[];
+  })[];
 }
 
 /**
@@ -51,13 +65,19 @@ export interface InspectionJson {
   }[];
   readonly elections: readonly {
     readonly id: string;
-    readonly leader: {
+    readonly leader:
+      | (ProcessJson & {
+          readonly memberId: string;
+          readonly value: unknown;
+          readonly token: string;
+          readonly since: number;
+        })
+      | null;
+    readonly candidates: readonly (ProcessJson & {
       readonly memberId: string;
-      readonly value: unknown;
-      readonly token: string;
       readonly since: number;
-    } | null;
-    readonly candidates: readonly { readonly memberId: string; readonly since: number; readonly waitingMs: number }[];
+      readonly waitingMs: number;
+    })[];
   }[];
   /** Cells, by name (absent on a backend without cells). Versions are decimal strings. */
   readonly cells?: readonly { readonly name: string; readonly value: unknown; readonly version: string }[];
@@ -90,6 +110,7 @@ export function inspectionToJson(info: Inspection): InspectionJson {
       token: String(h.token),
       since: h.since,
       heldMs: h.heldMs,
+      ...processOf(h.memberId),
     })),
     waiters: l.waiters.map((w) => ({
       memberId: w.memberId,
@@ -97,6 +118,7 @@ export function inspectionToJson(info: Inspection): InspectionJson {
       mode: w.mode,
       since: w.since,
       waitingMs: w.waitingMs,
+      ...processOf(w.memberId),
     })),
   });
   return {
@@ -113,9 +135,20 @@ export function inspectionToJson(info: Inspection): InspectionJson {
     elections: info.elections.map((e) => ({
       id: e.id,
       leader: e.leader
-        ? { memberId: e.leader.memberId, value: e.leader.value, token: String(e.leader.token), since: e.leader.since }
+        ? {
+            memberId: e.leader.memberId,
+            value: e.leader.value,
+            token: String(e.leader.token),
+            since: e.leader.since,
+            ...processOf(e.leader.memberId),
+          }
         : null,
-      candidates: e.candidates.map((c) => ({ memberId: c.memberId, since: c.since, waitingMs: c.waitingMs })),
+      candidates: e.candidates.map((c) => ({
+        memberId: c.memberId,
+        since: c.since,
+        waitingMs: c.waitingMs,
+        ...processOf(c.memberId),
+      })),
     })),
     ...(info.cells
       ? { cells: info.cells.map((c) => ({ name: c.name, value: c.value, version: String(c.version) })) }

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, lstatSync, renameSync, unlinkSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { createServer, type Server, type Socket, connect as netConnect } from "node:net";
-import { debuglog } from "node:util";
+import { debug } from "../../core/debug.js";
 import { PEERS_FOLDER } from "./directory.js";
 import { MAX_LINE_CHARS, PEER_ID, type Push, parseLine, ProtocolError, type Request } from "./protocol.js";
 
@@ -28,7 +28,6 @@ const HELLO_WAIT_MS = 300;
 /** How long an accepted connection has to say hello. */
 const HELLO_DEADLINE_MS = 5000;
 
-const log = debuglog("baton");
 let lastWarning = 0;
 
 /** A message sent to a peer. */
@@ -177,7 +176,7 @@ export class Link {
   #broken(error: unknown): void {
     if (this.closed) return;
     const why = error instanceof Error ? error.message : String(error);
-    log("closing the link to peer %s: %s", this.peerId ?? "(before hello)", why);
+    debug("closing the link to peer %s: %s", this.peerId ?? "(before hello)", why);
     if (Date.now() - lastWarning > 10_000) {
       lastWarning = Date.now();
       process.emitWarning(`baton: closed a file-backend mesh link that broke the protocol (${why})`, {
