@@ -26,9 +26,11 @@ import { type HolderMeta, type MemoryStore, memoryStore } from "./store.js";
 // Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
 const SEP = "\u0000";
 
-interface MemoryGrant extends DriverGrant {
-  readonly entry: QueueEntry<HolderMeta>;
-}
+/**
+ * The queue entry is the grant itself: its `token` and `mode` are what a grant reports, and
+ * upgrades change them in place (one object per grant, not two).
+ */
+type MemoryGrant = QueueEntry<HolderMeta>;
 
 class MemorySession implements DriverSession {
   readonly id: string;
@@ -60,13 +62,13 @@ class MemorySession implements DriverSession {
       meta: this.#meta,
     });
     if (!entry) return null;
-    return new GrantView(entry);
+    return entry;
   }
 
   grantNow(request: ImmediateRequest): DriverGrant | null {
     const key = queueKey(this.#context.namespace, request.kind, request.name);
     const entry = this.#store.table.grantNow(key, { mode: request.mode, limit: request.limit, meta: this.#meta });
-    return entry && new GrantView(entry);
+    return entry;
   }
 
   async release(grant: DriverGrant): Promise<void> {
@@ -74,11 +76,11 @@ class MemorySession implements DriverSession {
   }
 
   releaseNow(grant: DriverGrant): void {
-    this.#store.table.release((grant as MemoryGrant).entry);
+    this.#store.table.release(grant as MemoryGrant);
   }
 
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
-    await this.#store.table.convert((grant as MemoryGrant).entry, mode, signal);
+    await this.#store.table.convert(grant as MemoryGrant, mode, signal);
   }
 
   async putRecord(space: string, key: string, value: string): Promise<void> {
@@ -92,20 +94,6 @@ class MemorySession implements DriverSession {
 
   async close(): Promise<void> {
     this.#store.closeSession(this.id);
-  }
-}
-
-/** Reads token and mode live from the queue entry, which upgrades change in place. */
-class GrantView implements MemoryGrant {
-  readonly entry: QueueEntry<HolderMeta>;
-  constructor(entry: QueueEntry<HolderMeta>) {
-    this.entry = entry;
-  }
-  get token(): bigint {
-    return this.entry.token;
-  }
-  get mode(): LockMode {
-    return this.entry.mode;
   }
 }
 
