@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--out DIR]
+# npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper,mysql] [--out DIR]
 # npm run bench -- --latency [--backends etcd,postgres,redis,zookeeper] [--rtt 10,50] [--rounds N]
 #
 # Compiles Baton and the bench with tsc (the same compiler options as `npm run build`) into
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-backends="memory,file,etcd,postgres,redis,zookeeper"
+backends="memory,file,etcd,postgres,redis,zookeeper,mysql"
 prev=""
 for arg in "$@"; do
   if [ "$prev" = "--backends" ]; then backends="$arg"; fi
@@ -21,6 +21,7 @@ case ",$backends," in *,etcd,*) servers+=(etcd) ;; esac
 case ",$backends," in *,postgres,*) servers+=(postgres) ;; esac
 case ",$backends," in *,redis,*) servers+=(redis) ;; esac
 case ",$backends," in *,zookeeper,*) servers+=(zookeeper) ;; esac
+case ",$backends," in *,mysql,*) servers+=(mariadb) ;; esac
 if [ "${#servers[@]}" -gt 0 ]; then bash scripts/ensure-servers.sh "${servers[@]}"; fi
 
 echo "bench: compiling (tsc -p bench/tsconfig.json)" >&2

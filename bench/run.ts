@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--only a,b] [--out DIR]`
+ * `npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper,mysql] [--only a,b] [--out DIR]`
  * `node .bench/dist/bench/run.js --report-only RESULTS.json [--out DIR]`: render a run's report again
  *
  * Baton side by side with the libraries users would pick instead and with each backend's
@@ -64,7 +64,7 @@ function parseArgs(argv: string[]) {
     else if (arg.startsWith("--report-only")) reportOnly = value("--report-only");
     else if (arg === "--help" || arg === "-h") {
       process.stdout.write(
-        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
+        "npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper,mysql] [--only uncontended,handoff,keyspace,failover,scale,herd,shared] [--out DIR] [--report-only RESULTS.json]\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
@@ -120,6 +120,7 @@ async function main(): Promise<void> {
       "redis-semaphore",
       "ioredis",
       "node-zookeeper-client",
+      "mysql2",
     ]),
   };
   const pool = new Pool(base);
@@ -170,6 +171,19 @@ async function main(): Promise<void> {
         for (const id of ["baton-postgres", "advisory-lock", "raw-pg"]) {
           unavailable.set(id, `PostgreSQL did not start: ${error}`);
         }
+      }
+    }
+
+    if (args.backends.includes("mysql")) {
+      try {
+        const { startMariadb } = await import("../test/harness/mariadb.js");
+        const mariadb = await startMariadb();
+        cleanups.push(() => mariadb.stop());
+        env.mysqlUrl = mariadb.url;
+        versions.mariadb = commandVersion("/usr/sbin/mariadbd", ["--version"]);
+        progress(`mariadb up at ${mariadb.url}`);
+      } catch (error) {
+        for (const id of ["baton-mysql", "raw-mysql"]) unavailable.set(id, `MariaDB did not start: ${error}`);
       }
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ensure the server binaries needed by the real-server test harness exist.
 #
-#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis] [zookeeper] [hosts] [chromium]
+#   bash scripts/ensure-servers.sh [etcd] [postgres] [redis] [zookeeper] [mariadb] [hosts] [chromium]
 #
 # `hosts`: iproute2 (`ip netns`, veth, bridges) and setpriv, for the network-namespace
 # hosts of test/harness/hosts.ts (partition tests; they also need root).
@@ -20,6 +20,7 @@ want_etcd=0
 want_pg=0
 want_redis=0
 want_zk=0
+want_mariadb=0
 want_hosts=0
 want_chromium=0
 if [ "$#" -eq 0 ]; then
@@ -29,6 +30,7 @@ if [ "$#" -eq 0 ]; then
   want_pg=1
   want_redis=1
   want_zk=1
+  want_mariadb=1
 fi
 for arg in "$@"; do
   case "$arg" in
@@ -36,6 +38,7 @@ for arg in "$@"; do
     postgres | postgresql | pg) want_pg=1 ;;
     redis) want_redis=1 ;;
     zookeeper | zk) want_zk=1 ;;
+    mariadb | mysql) want_mariadb=1 ;;
     hosts) want_hosts=1 ;;
     chromium) want_chromium=1 ;;
     -h | --help)
@@ -43,7 +46,7 @@ for arg in "$@"; do
       exit 0
       ;;
     *)
-      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis, zookeeper, hosts, chromium)" >&2
+      echo "ensure-servers: unknown server '$arg' (expected: etcd, postgres, redis, zookeeper, mariadb, hosts, chromium)" >&2
       exit 2
       ;;
   esac
@@ -68,6 +71,8 @@ have_pg() { pg_bindir >/dev/null && id -u postgres >/dev/null 2>&1; }
 # The harness runs the server class straight from Debian's jars with its own
 # zoo.cfg (test/harness/zookeeper.ts), so it needs the jars and a java binary.
 have_zk() { [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1; }
+# The harness runs mariadb-install-db and mariadbd itself (test/harness/mariadb.ts).
+have_mariadb() { [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1; }
 have_chromium() { [ -x /usr/bin/chromium ]; }
 have_hosts() { [ -x /usr/sbin/ip ] && command -v setpriv >/dev/null 2>&1; }
 have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1; }
@@ -77,6 +82,7 @@ if [ "$want_etcd" -eq 1 ] && ! have_etcd; then packages+=(etcd-server); fi
 if [ "$want_pg" -eq 1 ] && ! have_pg; then packages+=(postgresql); fi
 if [ "$want_redis" -eq 1 ] && ! have_redis; then packages+=(redis-server redis-sentinel); fi
 if [ "$want_zk" -eq 1 ] && ! have_zk; then packages+=(zookeeper); fi
+if [ "$want_mariadb" -eq 1 ] && ! have_mariadb; then packages+=(mariadb-server); fi
 if [ "$want_hosts" -eq 1 ] && ! have_hosts; then packages+=(iproute2 util-linux); fi
 if [ "$want_chromium" -eq 1 ] && ! have_chromium; then packages+=(chromium); fi
 
@@ -141,6 +147,14 @@ if [ "${#packages[@]}" -gt 0 ]; then
       fi
     fi
   done
+  if [[ " ${packages[*]} " == *" mariadb-server "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      "${SUDO[@]}" systemctl disable --now mariadb.service >/dev/null 2>&1 || true
+    else
+      "${SUDO[@]}" service mariadb stop >/dev/null 2>&1 || true
+      "${SUDO[@]}" update-rc.d mariadb disable >/dev/null 2>&1 || true
+    fi
+  fi
   if [[ " ${packages[*]} " == *" postgresql "* ]]; then
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
       "${SUDO[@]}" systemctl disable --now postgresql.service >/dev/null 2>&1 || true
@@ -184,6 +198,14 @@ if [ "$want_zk" -eq 1 ]; then
     log "zookeeper: /usr/share/java/zookeeper.jar ($(readlink -f /usr/share/java/zookeeper.jar))"
   else
     log "zookeeper: NOT available (need /usr/share/java/zookeeper.jar and java)"
+    status=1
+  fi
+fi
+if [ "$want_mariadb" -eq 1 ]; then
+  if have_mariadb; then
+    log "mariadb: /usr/sbin/mariadbd ($(/usr/sbin/mariadbd --version 2>/dev/null | head -n 1))"
+  else
+    log "mariadb: NOT available (need /usr/sbin/mariadbd and mariadb-install-db)"
     status=1
   fi
 fi

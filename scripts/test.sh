@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (npm packages, Debian's etcd,
-# PostgreSQL, Redis, ZooKeeper and Chromium), builds, lints, type-checks, then runs every test file. Servers are started
+# PostgreSQL, Redis, ZooKeeper, MariaDB and Chromium), builds, lints, type-checks, then runs every test file. Servers are started
 # by the tests themselves on free loopback ports with temporary data directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ "${CI:-}" = "true" ] || [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
-bash scripts/ensure-servers.sh etcd postgres redis zookeeper hosts chromium
+bash scripts/ensure-servers.sh etcd postgres redis zookeeper mariadb hosts chromium
 
 npm run --silent build
 npx biome check .

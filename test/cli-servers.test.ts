@@ -1,5 +1,5 @@
 /**
- * `baton lock` / `elect` / `status` against real etcd, PostgreSQL and Redis servers, including a
+ * `baton lock` / `elect` / `status` against real etcd, PostgreSQL, Redis, ZooKeeper and MariaDB servers, including a
  * lock lost while the command runs (exit 76, SIGTERM then SIGKILL).
  */
 import assert from "node:assert/strict";
@@ -15,6 +15,7 @@ import { connect } from "../src/index.js";
 import { baton, start } from "./fixtures/cli.js";
 import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-baton.js";
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
+import { type MariadbServer, startMariadb } from "./harness/mariadb.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
 import { startProxy } from "./harness/proxy.js";
 import { type RedisServer, rawCommand, startRedis } from "./harness/redis.js";
@@ -35,6 +36,7 @@ let etcd: EtcdServer | undefined;
 let postgres: PgServer | undefined;
 let redis: RedisServer | undefined;
 let zookeeper: ZooKeeperServer | undefined;
+let mariadb: MariadbServer | undefined;
 
 const targets: Target[] = [
   {
@@ -114,6 +116,21 @@ const targets: Target[] = [
       }
     },
   },
+  {
+    name: "mysql",
+    url: () => mariadb!.url,
+    address: () => ({ host: mariadb!.host, port: mariadb!.port }),
+    viaProxy: (port) => mariadb!.url.replace(`:${mariadb!.port}/`, `:${port}/`),
+    cut: async (namespace) => {
+      // Kill the connections holding the namespace's locks, as an operator (or a failover) would.
+      const rows = await mariadb!.query<{ conn: string | number }>(
+        `SELECT DISTINCT e.conn FROM baton.baton_entries e JOIN baton.baton_queues q ON q.qid = e.qid
+         WHERE q.namespace = ? AND IS_USED_LOCK(e.lock_key) = e.conn`,
+        [namespace],
+      );
+      for (const row of rows) await mariadb!.query(`KILL CONNECTION ${Number(row.conn)}`);
+    },
+  },
 ];
 
 interface RawZk {
@@ -128,15 +145,16 @@ interface RawZk {
 
 describe("baton CLI against servers", () => {
   before(async () => {
-    [etcd, postgres, redis, zookeeper] = await Promise.all([
+    [etcd, postgres, redis, zookeeper, mariadb] = await Promise.all([
       startEtcd(),
       startPostgres(),
       startRedis(),
       startZooKeeper(),
+      startMariadb(),
     ]);
   });
   after(async () => {
-    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop(), zookeeper?.stop()]);
+    await Promise.all([etcd?.stop(), postgres?.stop(), redis?.stop(), zookeeper?.stop(), mariadb?.stop()]);
   });
 
   for (const target of targets) {

@@ -155,7 +155,7 @@ describe("properties of inputs", () => {
 
   it("a URL that is not a backend's is refused at once with InvalidArgumentError", async () => {
     // Only schemes no backend has: nothing may reach the network.
-    const scheme = fc.constantFrom("http", "ftp", "mysql", "etcdx", "zz", "memory2", "", "file2");
+    const scheme = fc.constantFrom("http", "ftp", "mysqlx", "etcdx", "zz", "memory2", "", "file2");
     const rest = fc.oneof(anyString, fc.webPath());
     await fc.assert(
       fc.asyncProperty(scheme, rest, async (s, r) => {

@@ -11,8 +11,8 @@ import type { Coordinator } from "../../src/index.js";
 
 const require = createRequire(import.meta.url);
 
-export type Backend = "memory" | "file" | "etcd" | "postgres" | "redis" | "zookeeper";
-export const BACKENDS: readonly Backend[] = ["memory", "file", "etcd", "postgres", "redis", "zookeeper"];
+export type Backend = "memory" | "file" | "etcd" | "postgres" | "redis" | "zookeeper" | "mysql";
+export const BACKENDS: readonly Backend[] = ["memory", "file", "etcd", "postgres", "redis", "zookeeper", "mysql"];
 export type Mode = "exclusive" | "shared";
 export type Release = () => Promise<void>;
 
@@ -22,6 +22,7 @@ export interface Env {
   etcdUrl?: string;
   etcdEndpoints?: string[];
   pgUrl?: string;
+  mysqlUrl?: string;
   redisUrl?: string;
   zkUrl?: string;
   /** "127.0.0.1:PORT" */
@@ -190,6 +191,26 @@ export const IMPLS: readonly ImplInfo[] = [
     inProcess: false,
   },
   {
+    id: "baton-mysql",
+    backend: "mysql",
+    label: "Baton mysql://",
+    role: "baton",
+    waits: true,
+    waiting: "server-side (GET_LOCK on the entry ahead)",
+    shared: true,
+    inProcess: false,
+  },
+  {
+    id: "raw-mysql",
+    backend: "mysql",
+    label: "raw GET_LOCK + RELEASE_LOCK (one connection)",
+    role: "floor",
+    waits: true,
+    waiting: "server-side GET_LOCK",
+    shared: false,
+    inProcess: false,
+  },
+  {
     id: "baton-redis",
     backend: "redis",
     label: "Baton redis://",
@@ -279,6 +300,10 @@ export async function createClient(id: string, env: Env): Promise<Client> {
       return advisoryLock(need(env.pgUrl, "pgUrl"));
     case "raw-pg":
       return rawPg(need(env.pgUrl, "pgUrl"));
+    case "baton-mysql":
+      return baton(need(env.mysqlUrl, "mysqlUrl"), env);
+    case "raw-mysql":
+      return rawMysql(need(env.mysqlUrl, "mysqlUrl"));
     case "baton-redis":
       return baton(need(env.redisUrl, "redisUrl"), env);
     case "redlock":
@@ -634,6 +659,33 @@ async function redisSemaphore(url: string): Promise<Client> {
 
 const COMPARE_AND_DELETE =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+interface MysqlConnection {
+  query(sql: string, values: unknown[], cb: (error: Error | null) => void): void;
+  end(cb: () => void): void;
+  on(event: "error", listener: (error: Error) => void): void;
+}
+
+/** The MySQL floor: GET_LOCK and RELEASE_LOCK on one connection, nothing else. */
+async function rawMysql(url: string): Promise<Client> {
+  const mysql = require("mysql2") as { createConnection(uri: string): MysqlConnection };
+  const connection = mysql.createConnection(url);
+  connection.on("error", () => {});
+  const run = (sql: string, name: string) =>
+    new Promise<void>((resolve, reject) => connection.query(sql, [name], (e) => (e ? reject(e) : resolve())));
+  const key = (name: string) => `bench:${name}`.slice(0, 64);
+  return {
+    async acquire(name) {
+      await run("SELECT GET_LOCK(?, -1)", key(name));
+      return () => run("SELECT RELEASE_LOCK(?)", key(name));
+    },
+    async cycle(name) {
+      await run("SELECT GET_LOCK(?, -1)", key(name));
+      await run("SELECT RELEASE_LOCK(?)", key(name));
+    },
+    close: () => new Promise<void>((resolve) => connection.end(() => resolve())),
+  };
+}
 
 async function rawRedis(url: string): Promise<Client> {
   const { createClient } = (await import("redis")) as typeof import("redis");

@@ -16,6 +16,7 @@ const BACKEND_TITLE: Record<string, string> = {
   postgres: "postgres:// (local server)",
   redis: "redis:// (local server, no persistence)",
   zookeeper: "zookeeper:// (standalone local server)",
+  mysql: "mysql:// (local MariaDB server)",
 };
 
 function table(header: string[], rows: string[][]): string {
@@ -112,7 +113,7 @@ export function writeReport(r: Results, outDir: string, json: string): string[] 
     for (const [id, why] of unavailable) md.push(`- \`${id}\`: ${why.replace(/\n/g, " ")}`);
     md.push("");
   }
-  const notRun = ["memory", "file", "etcd", "postgres", "redis", "zookeeper"].filter(
+  const notRun = ["memory", "file", "etcd", "postgres", "redis", "zookeeper", "mysql"].filter(
     (b) => !r.meta.backends.includes(b),
   );
   if (notRun.length) {

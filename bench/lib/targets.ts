@@ -17,6 +17,7 @@ const FLOORS: Record<string, { id: string; max: number } | undefined> = {
   postgres: { id: "raw-pg", max: 1.5 },
   redis: { id: "raw-redis", max: 1.3 },
   zookeeper: { id: "raw-zookeeper", max: 1.2 },
+  mysql: { id: "raw-mysql", max: 1.5 },
 };
 const POLLING_PEERS: Record<string, readonly string[]> = {
   file: ["proper-lockfile"],

@@ -5,11 +5,13 @@
  * @module
  */
 import type { BackendDefinition } from "../core/driver.js";
-import { registerBackend } from "../core/registry.js";
+import { refuseScheme, registerBackend } from "../core/registry.js";
 import { etcdBackend } from "./etcd/definition.js";
 import { fileBackend } from "./file/definition.js";
+import { mysqlBackend } from "./mysql/definition.js";
 import { postgresBackend } from "./postgres/definition.js";
 import { redisBackend } from "./redis/definition.js";
+import { refusedSchemes } from "./refused.js";
 import { zookeeperBackend } from "./zookeeper/definition.js";
 
 /** In-process backend: coordinators of one process. */
@@ -41,6 +43,8 @@ export const builtinBackends: readonly BackendDefinition[] = [
   postgresBackend,
   redisBackend,
   zookeeperBackend,
+  mysqlBackend,
 ];
 
 for (const backend of builtinBackends) registerBackend(backend);
+for (const refusal of refusedSchemes) refuseScheme(refusal);

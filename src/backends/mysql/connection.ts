@@ -1,0 +1,199 @@
+import type { Socket } from "node:net";
+import type { Connection, ConnectionOptions } from "mysql2";
+import { BackendUnavailableError, UnsupportedError } from "../../core/errors.js";
+import { ConnectionLostError } from "./errors.js";
+import type { MysqlClientConfig } from "./options.js";
+
+/** mysql2's `createConnection`, loaded lazily by the driver. */
+export type CreateConnection = (config: ConnectionOptions) => Connection;
+
+/**
+ * One MySQL connection (one server thread): its id, its death, and statements with an
+ * optional client-side timeout that drops the connection rather than leave it hanging (a
+ * silently cut connection never answers). Statements run one at a time, in call order.
+ */
+export class MyConnection {
+  readonly #conn: Connection;
+  /** `CONNECTION_ID()`, fixed for the connection's life. */
+  id = 0;
+  #death: Error | null = null;
+  #tail: Promise<void> = Promise.resolve();
+  #inFlight = 0;
+  readonly #deathListeners = new Set<(error: Error) => void>();
+
+  private constructor(conn: Connection) {
+    this.#conn = conn;
+    // An 'error' event without a listener would crash the process.
+    conn.on("error", (error: Error) => this.#die(new ConnectionLostError(`connection lost: ${error.message}`, error)));
+    conn.on("end", () => this.#die(new ConnectionLostError("connection closed")));
+  }
+
+  /**
+   * Connects and tunes the session: READ COMMITTED (the granting rule must see every
+   * committed entry), and `wait_timeout` so that the server drops a silent client, and frees
+   * its locks, no sooner than `ttlMs` + 2 s after it last heard from it. Refuses a proxy that
+   * moves statements between server connections.
+   */
+  static async open(create: CreateConnection, config: MysqlClientConfig, ttlMs: number): Promise<MyConnection> {
+    const conn = create({
+      ...config,
+      enableKeepAlive: true,
+      keepAliveInitialDelay: 1000,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+      multipleStatements: false,
+      charset: "utf8mb4_bin",
+    });
+    const connection = new MyConnection(conn);
+    const timeout = config.connectTimeout;
+    try {
+      await withTimeout(
+        new Promise<void>((resolve, reject) => conn.connect((error) => (error ? reject(error) : resolve()))),
+        timeout,
+        () => connection.destroy(new ConnectionLostError("connect timed out")),
+      );
+      const idle = Math.ceil((ttlMs + 2000) / 1000) + 1;
+      await connection.query(
+        "SET SESSION wait_timeout = ?, SESSION interactive_timeout = ?, SESSION innodb_lock_wait_timeout = 60, SESSION lock_wait_timeout = 60",
+        [idle, idle],
+        timeout,
+      );
+      await connection.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", [], timeout);
+      const [row] = await connection.query<{ id: string }>("SELECT CONNECTION_ID() AS id", [], timeout);
+      connection.id = Number(row?.id ?? 0);
+      if (!connection.id) throw new BackendUnavailableError("connection setup returned nothing", { backend: "mysql" });
+      if (conn.threadId !== null && conn.threadId !== connection.id) throw proxyError();
+      connection.#busy(0);
+      return connection;
+    } catch (error) {
+      connection.destroy(error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+  }
+
+  /** Whether the connection is still usable. */
+  get alive(): boolean {
+    return this.#death === null;
+  }
+
+  /** Calls `listener` once when the connection dies (at once if it already has). */
+  onDeath(listener: (error: Error) => void): () => void {
+    if (this.#death) {
+      listener(this.#death);
+      return () => {};
+    }
+    this.#deathListeners.add(listener);
+    return () => this.#deathListeners.delete(listener);
+  }
+
+  /**
+   * Runs one statement and resolves with its rows (for a CALL: the rows of its one result
+   * set). With `timeoutMs`, a statement without an answer by then drops the connection.
+   */
+  async query<R>(sql: string, params: readonly unknown[] = [], timeoutMs?: number): Promise<R[]> {
+    if (this.#death) throw this.#death;
+    this.#busy(1);
+    try {
+      const previous = this.#tail;
+      const pending = previous.then(() => this.#run<R>(sql, params));
+      this.#tail = pending.then(
+        () => {},
+        () => {},
+      );
+      if (timeoutMs === undefined) return await pending;
+      return await withTimeout(pending, timeoutMs, () =>
+        this.destroy(new ConnectionLostError(`MySQL did not answer within ${timeoutMs} ms; connection dropped`)),
+      );
+    } finally {
+      this.#busy(-1);
+    }
+  }
+
+  #run<R>(sql: string, params: readonly unknown[]): Promise<R[]> {
+    return new Promise<R[]>((resolve, reject) => {
+      if (this.#death) {
+        reject(this.#death);
+        return;
+      }
+      this.#conn.query({ sql, values: params as unknown[] }, (error, result) => {
+        if (error) {
+          reject(this.#death && (error as { fatal?: boolean }).fatal ? this.#death : error);
+          return;
+        }
+        resolve(rowsOf<R>(result));
+      });
+    });
+  }
+
+  /**
+   * Refs the socket while a statement is in flight and unrefs it when idle: an idle
+   * connection must not keep a process that forgot `close()` alive.
+   */
+  #busy(delta: number): void {
+    this.#inFlight += delta;
+    const socket = (this.#conn as unknown as { stream?: Socket }).stream;
+    if (this.#inFlight === 0) socket?.unref?.();
+    else if (delta > 0 && this.#inFlight === 1) socket?.ref?.();
+  }
+
+  /** Drops the connection at once (no goodbye), e.g. when it stopped answering. */
+  destroy(error: Error): void {
+    this.#die(error);
+    this.#conn.destroy();
+  }
+
+  /** Ends the connection politely, dropping it if that takes longer than `timeoutMs`. */
+  async end(timeoutMs = 2000): Promise<void> {
+    const reason = new ConnectionLostError("connection closed by Baton");
+    if (this.#death) {
+      this.destroy(reason);
+      return;
+    }
+    this.#die(reason);
+    try {
+      await withTimeout(new Promise<void>((resolve) => this.#conn.end(() => resolve())), timeoutMs, () =>
+        this.#conn.destroy(),
+      );
+    } catch {
+      this.#conn.destroy();
+    }
+  }
+
+  #die(error: Error): void {
+    if (this.#death) return;
+    this.#death = error;
+    for (const listener of [...this.#deathListeners]) listener(error);
+    this.#deathListeners.clear();
+  }
+}
+
+/** The rows of a query or of a CALL's (single) result set. */
+function rowsOf<R>(result: unknown): R[] {
+  if (!Array.isArray(result)) return [];
+  // A CALL answers [rows of each SELECT..., status]; a SELECT answers its rows.
+  if (result.length > 0 && Array.isArray(result[0])) {
+    const sets = result.filter((part) => Array.isArray(part)) as R[][];
+    return sets[sets.length - 1] ?? [];
+  }
+  return result as R[];
+}
+
+/** The error for a connection whose statements do not all run in one server connection. */
+export function proxyError(): UnsupportedError {
+  return new UnsupportedError(
+    "the connection id changed between statements: this looks like a multiplexing proxy (e.g. ProxySQL with multiplexing), where GET_LOCK cannot work. Connect to MySQL directly or disable multiplexing for Baton's user",
+    { backend: "mysql" },
+  );
+}
+
+/** Rejects after `ms` (running `onTimeout` first). */
+export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new ConnectionLostError(`MySQL did not answer within ${ms} ms; connection dropped`));
+    }, ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

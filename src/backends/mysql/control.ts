@@ -1,0 +1,129 @@
+import { UnsupportedError } from "../../core/errors.js";
+import { type CreateConnection, MyConnection } from "./connection.js";
+import type { MysqlSettings } from "./options.js";
+import { migrate } from "./schema.js";
+
+/**
+ * The coordinator's control connection: heartbeats, records, cells, inspection and killing
+ * waits on other connections. It never holds a lock and never blocks, so it is always free
+ * for those. Reconnects on demand; the first connection migrates the tables and refuses a
+ * Galera cluster.
+ */
+export class Control {
+  readonly #create: CreateConnection;
+  readonly #settings: MysqlSettings;
+  readonly #ttlMs: number;
+  #connection: MyConnection | null = null;
+  #connecting: Promise<MyConnection> | null = null;
+  #checked = false;
+  #closed = false;
+  #resolveClosed: () => void = () => {};
+  readonly #closedPromise = new Promise<void>((resolve) => {
+    this.#resolveClosed = resolve;
+  });
+
+  constructor(create: CreateConnection, settings: MysqlSettings, ttlMs: number) {
+    this.#create = create;
+    this.#settings = settings;
+    this.#ttlMs = ttlMs;
+  }
+
+  /** Default timeout of a control statement: a third of the TTL, at least 1 s. */
+  get timeoutMs(): number {
+    return Math.max(1000, Math.floor(this.#ttlMs / 3));
+  }
+
+  /** The connected control connection, connecting (and migrating, the first time) if needed. */
+  connection(): Promise<MyConnection> {
+    if (this.#closed) return Promise.reject(new Error("the coordinator is closed"));
+    if (this.#connection?.alive) return Promise.resolve(this.#connection);
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = null;
+    });
+    return this.#connecting;
+  }
+
+  /** Runs a statement on the control connection (reconnecting if needed), with a timeout. */
+  async query<R>(sql: string, params: readonly unknown[] = [], timeoutMs = this.timeoutMs): Promise<R[]> {
+    const connection = await this.connection();
+    return connection.query<R>(sql, params, timeoutMs);
+  }
+
+  /**
+   * Interrupts connection `id`'s statement (a wait in GET_LOCK). The caller sends nothing
+   * else on that connection until this resolves: the server clears a KILL QUERY that finds
+   * the connection idle before its next statement, so a late one cannot hit that statement.
+   */
+  async interrupt(id: number): Promise<void> {
+    await this.query(`KILL QUERY ${Number(id)}`, [], 2000).catch((error: unknown) => {
+      // 1094: no such thread (it is gone already, which ends its wait too).
+      if ((error as { errno?: number }).errno !== 1094) throw error;
+    });
+  }
+
+  /** Ends connection `id` (an expired session's, or one blocked in a wait at close). */
+  async kill(id: number): Promise<void> {
+    await this.query(`KILL CONNECTION ${Number(id)}`, [], 2000).catch(() => {});
+  }
+
+  /** Resolves once {@link close} has finished. */
+  get closed(): Promise<void> {
+    return this.#closedPromise;
+  }
+
+  /** Closes the connection for good. */
+  async close(): Promise<void> {
+    if (this.#closed) return this.closed;
+    this.#closed = true;
+    try {
+      const connection = this.#connection ?? (await this.#connecting?.catch(() => null)) ?? null;
+      this.#connection = null;
+      await connection?.end();
+    } finally {
+      this.#resolveClosed();
+    }
+  }
+
+  async #connect(): Promise<MyConnection> {
+    const connection = await MyConnection.open(this.#create, this.#settings.client, this.#ttlMs);
+    try {
+      if (!this.#checked) {
+        await refuseGalera(connection);
+        await migrate(connection, this.#settings.prefix);
+        this.#checked = true;
+      }
+    } catch (error) {
+      connection.destroy(error as Error);
+      throw error;
+    }
+    if (this.#closed) {
+      await connection.end();
+      throw new Error("the coordinator is closed");
+    }
+    this.#connection = connection;
+    return connection;
+  }
+}
+
+/**
+ * Galera (MariaDB Galera Cluster, Percona XtraDB Cluster) does not replicate GET_LOCK: two
+ * clients on two nodes would both hold one lock. Refused at connect time.
+ */
+async function refuseGalera(connection: MyConnection): Promise<void> {
+  const rows = await connection.query<{ Variable_name: string; Value: string }>(
+    "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_provider')",
+  );
+  const reason = galeraReason(Object.fromEntries(rows.map((r) => [r.Variable_name, r.Value])));
+  if (reason) throw new UnsupportedError(reason, { backend: "mysql" });
+}
+
+/**
+ * Why the server's `wsrep` variables show a Galera node (`null` when they do not): GET_LOCK,
+ * which every Baton grant rests on, is local to one node.
+ */
+export function galeraReason(variables: Readonly<Record<string, string>>): string | null {
+  const on = (variables.wsrep_on ?? "").toUpperCase();
+  const provider = (variables.wsrep_provider ?? "none").trim().toLowerCase();
+  if (on !== "ON" && on !== "1") return null;
+  return `the server is a Galera cluster node (wsrep_on=ON, wsrep_provider=${provider || "none"}): Galera does not replicate GET_LOCK, so clients on two nodes could hold one lock at once. Connect to a single MySQL/MariaDB server (or a primary with asynchronous replicas), or use etcd or ZooKeeper for a replicated lock service`;
+}

@@ -1,0 +1,176 @@
+import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import type { MyConnection } from "./connection.js";
+import type { Control } from "./control.js";
+import { ERRNO, errno } from "./errors.js";
+
+/** A grant as the mysql driver keeps it: which entry key, on which connection. */
+export interface MyGrant extends DriverGrant {
+  token: bigint;
+  mode: LockMode;
+  readonly kind: QueueKind;
+  readonly name: string;
+  /** `kind NUL name`: a lane holds at most one grant per id. */
+  readonly id: string;
+  /** The GET_LOCK key of the grant's entry (changes when its mode changes). */
+  key: string;
+  readonly lane: Lane;
+  readonly onLost: (error: Error) => void;
+  released: boolean;
+  /** A pending upgrade: `stop` ends it (the grant stays shared), `done` settles after. */
+  upgrade: { readonly stop: (reason: Error) => void; readonly done: Promise<unknown> } | null;
+}
+
+/** What the wait procedures answer. */
+export interface WaitRow {
+  token: string | null;
+  gone: number | string;
+  interrupted: number | string;
+}
+
+/** How a wait ended. */
+export type WaitOutcome = { readonly outcome: "granted"; readonly token: bigint } | { readonly outcome: "gone" };
+
+/**
+ * A lock-holding connection of one session: its GET_LOCKs hold the session's entries, so
+ * every grant stays on the lane that got it. A wait occupies its lane server-side; any
+ * other statement for the lane (a release, a keep-alive ping) preempts it: the wait is
+ * interrupted (KILL QUERY from the control connection), the statement runs, and the wait
+ * is asked again, keeping its entry and so its place in the queue.
+ */
+export class Lane {
+  readonly connection: MyConnection;
+  readonly grants = new Set<MyGrant>();
+  /** Grant ids held or being acquired here. */
+  readonly ids = new Set<string>();
+  /** Picked for a statement that has not started yet. */
+  reservations = 0;
+  closing = false;
+  idleSince = Date.now();
+  readonly #control: Control;
+  readonly #changed: () => void;
+  /** The wait in flight, if any: interrupting it, and its settling. */
+  #wait: { interrupt: () => Promise<void>; settled: Promise<unknown> } | null = null;
+  /** Statements waiting for the wait to step aside. */
+  #preempting = 0;
+
+  constructor(connection: MyConnection, control: Control, changed: () => void) {
+    this.connection = connection;
+    this.#control = control;
+    this.#changed = changed;
+    connection.onDeath((error) => {
+      for (const grant of [...this.grants]) {
+        this.grants.delete(grant);
+        if (!grant.released) grant.onLost(error);
+      }
+      this.ids.clear();
+      this.#changed();
+    });
+  }
+
+  get alive(): boolean {
+    return this.connection.alive && !this.closing;
+  }
+
+  /** Alive and not occupied by a wait. */
+  get usable(): boolean {
+    return this.alive && this.#wait === null && this.reservations === 0;
+  }
+
+  /** Usable and holding nothing. */
+  get empty(): boolean {
+    return this.usable && this.grants.size === 0;
+  }
+
+  get waiting(): boolean {
+    return this.#wait !== null;
+  }
+
+  /** The lane's state changed (a grant left, a wait ended): waiters for lanes look again. */
+  changed(): void {
+    if (this.grants.size === 0) this.idleSince = Date.now();
+    this.#changed();
+  }
+
+  /** Runs a statement on the lane, first making a wait in flight step aside. */
+  async query<R>(sql: string, params: readonly unknown[], timeoutMs: number): Promise<R[]> {
+    while (this.#wait) {
+      this.#preempting++;
+      try {
+        const wait = this.#wait;
+        await wait.interrupt();
+        await wait.settled;
+      } finally {
+        this.#preempting--;
+      }
+    }
+    return this.connection.query<R>(sql, params, timeoutMs);
+  }
+
+  /**
+   * Waits server-side (the `@pwait` procedure, in chunks of `chunkMs`) until entry `key` is
+   * granted or gone. `first` is the statement that starts the wait (an enqueue). When
+   * `signal` aborts, the wait is interrupted and rejects with `signal.reason`, leaving the
+   * entry for the caller to withdraw.
+   */
+  async wait(
+    first: { sql: string; params: readonly unknown[] } | null,
+    waitSql: string,
+    waitParams: readonly unknown[],
+    signal: AbortSignal,
+  ): Promise<WaitOutcome> {
+    let statement = first ?? { sql: waitSql, params: waitParams };
+    for (;;) {
+      if (signal.aborted) throw signal.reason;
+      // Let a preempting statement run first (it is queued behind the wait otherwise).
+      while (this.#preempting > 0) await Promise.resolve();
+      let interrupted = false;
+      let killing: Promise<void> | null = null;
+      const interrupt = () => {
+        if (!interrupted) {
+          interrupted = true;
+          killing = this.#control.interrupt(this.connection.id);
+        }
+        return killing ?? Promise.resolve();
+      };
+      const onAbort = () => void interrupt().catch(() => {});
+      const running = this.connection.query<WaitRow>(statement.sql, statement.params);
+      const settled = running.then(
+        () => killing,
+        () => killing,
+      );
+      this.#wait = { interrupt, settled: settled.catch(() => {}) };
+      signal.addEventListener("abort", onAbort, { once: true });
+      let row: WaitRow | undefined;
+      try {
+        [row] = await running;
+      } catch (error) {
+        if (errno(error) !== ERRNO.interrupted || !interrupted) throw error;
+        row = { token: null, gone: 0, interrupted: 1 };
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+        // Nothing else is sent on this connection before a KILL QUERY sent for it is done.
+        await settled.catch(() => {});
+        // An interrupted procedure may leave its transaction (and the queue row lock) open.
+        if (interrupted && this.connection.alive) await this.connection.query("ROLLBACK").catch(() => {});
+        this.#wait = null;
+      }
+      statement = { sql: waitSql, params: waitParams };
+      if (row?.token !== null && row?.token !== undefined) return { outcome: "granted", token: BigInt(row.token) };
+      if (Number(row?.gone ?? 0) === 1) return { outcome: "gone" };
+      // Interrupted (cancelled: the loop throws; preempted: it asks again) or a chunk ended.
+    }
+  }
+
+  /**
+   * Ends the connection, first freeing its GET_LOCKs and entries while it still answers:
+   * the server frees them on disconnect too, but only once it has read the goodbye, and
+   * `close()` promises they are free when it resolves.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.connection.alive && !this.waiting && this.grants.size > 0) {
+      await this.connection.query("DO RELEASE_ALL_LOCKS()", [], 2000).catch(() => {});
+    }
+    await this.connection.end();
+  }
+}

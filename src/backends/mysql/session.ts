@@ -1,0 +1,382 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
+import { ClosedError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
+import type { ConnectionBudget } from "../postgres/slots.js";
+import type { CreateConnection } from "./connection.js";
+import type { Control } from "./control.js";
+import { ConnectionLostError, ERRNO, errno, isConnectionError, translate, upgradeDeadlock } from "./errors.js";
+import type { Lane, MyGrant } from "./lane.js";
+import { LanePool } from "./lanes.js";
+import type { MysqlSettings } from "./options.js";
+import { nameHash } from "./schema.js";
+
+/** What every session of one coordinator shares. */
+export interface SessionContext {
+  readonly create: CreateConnection;
+  readonly settings: MysqlSettings;
+  readonly control: Control;
+  readonly budget: ConnectionBudget;
+  readonly namespace: string;
+  readonly memberId: string;
+  readonly ttlMs: number;
+}
+
+/** Locks with an upgrade under way in this process (see MySession.convert). */
+const upgrading = new Set<string>();
+
+/**
+ * How long one server-side wait lasts before the client asks again. A client that died
+ * silently stops asking, so its connection goes idle and `wait_timeout` ends it.
+ */
+const chunkMs = (ttlMs: number) => Math.max(1000, Math.min(ttlMs, 10_000));
+
+/**
+ * How often a semaphore waiter looks again besides its wake-up: a permit freed by a holder
+ * other than the one it sleeps on releases nothing it can wait for.
+ */
+const SEM_POLL_MS = 50;
+
+/** A fresh GET_LOCK key for one entry: random, so it never names anything (64 characters at most). */
+const entryKey = () => `baton:${randomBytes(16).toString("hex")}`;
+
+/**
+ * One Baton session: a row in `sessions` (lease renewed by keep-alives, bound records)
+ * and the lanes (connections) holding its entries. See docs/backends/mysql.md.
+ */
+export class MySession implements DriverSession {
+  readonly id: string;
+  readonly #c: SessionContext;
+  readonly #hooks: SessionHooks;
+  readonly #p: string;
+  readonly #pool: LanePool;
+  #closed = false;
+
+  private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
+    this.id = id;
+    this.#c = context;
+    this.#hooks = hooks;
+    this.#p = context.settings.prefix;
+    this.#pool = new LanePool(context, id);
+  }
+
+  /** Creates the session row; its lease starts now, on the server's clock. */
+  static async open(context: SessionContext, hooks: SessionHooks): Promise<MySession> {
+    const id = randomUUID();
+    await context.control.query(
+      `INSERT INTO ${context.settings.prefix}sessions (id, namespace, member_id, ttl_ms, expires_at)
+       VALUES (?, ?, ?, ?, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ?)`,
+      [id, context.namespace, context.memberId, context.ttlMs, context.ttlMs],
+    );
+    return new MySession(context, hooks, id);
+  }
+
+  get #quickMs(): number {
+    return this.#c.control.timeoutMs;
+  }
+
+  /**
+   * Renews the lease, ends expired sessions (killing their connections), and proves every
+   * lock-holding connection still answers: the server drops a silent one (freeing its
+   * locks) no sooner than ttl + 2 s after it last heard from it, so locks on a lane whose
+   * ping fails are reported lost before that.
+   */
+  async keepAlive(): Promise<void> {
+    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "mysql" });
+    const pings = this.#pool.all
+      .filter((lane) => lane.alive && lane.grants.size > 0 && !lane.waiting)
+      .map((lane) => lane.query("DO 1", [], this.#quickMs).catch(() => {}));
+    const [beat] = await Promise.all([
+      this.#c.control.query<{ alive: number | string; conns: string | null }>(`CALL ${this.#p}heartbeat(?, ?)`, [
+        this.id,
+        this.#c.ttlMs,
+      ]),
+      ...pings,
+    ]);
+    const row = beat[0];
+    for (const conn of row?.conns?.split(",") ?? []) if (/^\d+$/.test(conn)) await this.#c.control.kill(Number(conn));
+    if (Number(row?.alive ?? 0) !== 1) {
+      throw new SessionExpiredError(`session ${this.id} expired on the server (no heartbeat within its TTL)`, {
+        backend: "mysql",
+      });
+    }
+  }
+
+  async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
+    const what = () => `acquiring ${request.kind} "${request.name}"`;
+    const { signal } = request;
+    for (let attempt = 0; ; attempt++) {
+      if (signal.aborted) return this.#aborted(signal);
+      this.#assertOpen();
+      try {
+        return await this.#acquireOnce(request);
+      } catch (error) {
+        if (signal.aborted) return this.#aborted(signal);
+        // A wait whose connection broke (server restart, network) was never granted: ask
+        // again on another connection, until the caller or the session gives up.
+        // An InnoDB deadlock rolled the request's transaction back, so it holds nothing: ask
+        // again (a few times). GET_LOCK waits cannot form a cycle here: they run only on
+        // connections that hold nothing else.
+        const retry = errno(error) === ERRNO.deadlock ? attempt < 5 : request.wait && isConnectionError(error);
+        if (this.#closed || !retry) throw translate(error, what());
+        await sleep(Math.min(1000, 20 * 2 ** attempt), signal);
+      }
+    }
+  }
+
+  async release(grant: DriverGrant): Promise<void> {
+    const g = grant as MyGrant;
+    if (g.released) return;
+    g.released = true;
+    if (g.upgrade) {
+      g.upgrade.stop(new InvalidStateError("the lock was released while its upgrade was pending"));
+      await g.upgrade.done;
+    }
+    const lane = g.lane;
+    if (!lane.grants.has(g)) return;
+    try {
+      await lane.query(`CALL ${this.#p}withdraw(?)`, [g.key], this.#quickMs);
+    } catch (error) {
+      // Whatever went wrong, the lock must not stay held behind our back.
+      if (lane.connection.alive) lane.connection.destroy(error as Error);
+      throw translate(error, `releasing ${g.kind} "${g.name}"`);
+    } finally {
+      lane.grants.delete(g);
+      lane.ids.delete(g.id);
+      lane.changed();
+    }
+  }
+
+  async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
+    const g = grant as MyGrant;
+    if (g.mode === mode) return;
+    if (g.released || !g.lane.grants.has(g)) throw new InvalidStateError("the lock is not held");
+    if (mode === "shared") {
+      await this.#setMode(g, "shared");
+      g.mode = "shared";
+      return;
+    }
+    if (signal.aborted) return this.#aborted(signal);
+    // Two upgrades from one process are ordered by call, not by which reaches the server
+    // first: the later one is refused at once, as the server would refuse it.
+    const local = `${this.#c.settings.target}\u0000${this.#p}\u0000${this.#c.namespace}\u0000${g.id}`;
+    if (upgrading.has(local)) throw upgradeDeadlock();
+    upgrading.add(local);
+    try {
+      await this.#setMode(g, "upgrading");
+      const stop = new AbortController();
+      const run = this.#upgrade(g, AbortSignal.any([signal, stop.signal]));
+      g.upgrade = { stop: (reason) => stop.abort(reason), done: run.catch(() => {}) };
+      try {
+        await run;
+      } catch (error) {
+        if (error === signal.reason) return this.#aborted(signal);
+        throw error;
+      } finally {
+        g.upgrade = null;
+      }
+    } finally {
+      upgrading.delete(local);
+    }
+  }
+
+  async #upgrade(g: MyGrant, signal: AbortSignal): Promise<void> {
+    try {
+      const waited = await g.lane.wait(
+        null,
+        `CALL ${this.#p}wait(?, ?, ?)`,
+        [g.key, chunkMs(this.#c.ttlMs), SEM_POLL_MS],
+        signal,
+      );
+      if (waited.outcome === "gone") throw new ConnectionLostError("the lock's entry vanished during the upgrade");
+      g.token = waited.token;
+      g.mode = "exclusive";
+      if (signal.aborted) throw signal.reason;
+    } catch (error) {
+      // Back to exactly shared, as cancellation promises (also when granted as it arrived).
+      if (g.lane.connection.alive) {
+        await this.#setMode(g, "shared").catch((e: unknown) => g.lane.connection.destroy(e as Error));
+      }
+      g.mode = "shared";
+      throw error === signal.reason ? error : translate(error, `upgrading lock "${g.name}"`);
+    }
+  }
+
+  /** Changes a granted entry's mode under a new key (which wakes whoever waited on the old one). */
+  async #setMode(g: MyGrant, mode: "shared" | "upgrading"): Promise<void> {
+    const next = entryKey();
+    try {
+      await g.lane.query(`CALL ${this.#p}mode(?, ?, ?)`, [g.key, next, mode], this.#quickMs);
+    } catch (error) {
+      throw translate(error, `changing lock "${g.name}" to ${mode}`);
+    }
+    g.key = next;
+  }
+
+  async putRecord(space: string, key: string, value: string): Promise<void> {
+    this.#assertOpen();
+    const ns = this.#c.namespace;
+    try {
+      await this.#c.control.query(
+        `INSERT INTO ${this.#p}records (rkey, sp, namespace, space, rname, value, session_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000))
+         ON DUPLICATE KEY UPDATE value = VALUES(value),
+           created_at = IF(session_id = VALUES(session_id), created_at, VALUES(created_at)),
+           session_id = VALUES(session_id)`,
+        [nameHash(ns, space, key), nameHash(ns, space), ns, space, key, value, this.id],
+      );
+    } catch (error) {
+      const translated = translate(error, `storing ${space}/${key}`);
+      if (translated instanceof SessionExpiredError) this.#hooks.onLost(translated);
+      throw translated;
+    }
+  }
+
+  async deleteRecord(space: string, key: string): Promise<void> {
+    await this.#c.control.query(`DELETE FROM ${this.#p}records WHERE rkey = ? AND session_id = ?`, [
+      nameHash(this.#c.namespace, space, key),
+      this.id,
+    ]);
+  }
+
+  /**
+   * Ends the session: closes its lanes (the server frees their locks at once) and deletes
+   * its records and its row.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const lanes = this.#pool.close();
+    // A connection blocked in a wait does not read its socket: end it from the server side.
+    const waiting = lanes.filter((lane) => lane.alive && lane.waiting).map((lane) => lane.connection.id);
+    for (const lane of lanes) lane.closing = true;
+    await Promise.allSettled([
+      ...waiting.map((id) => this.#c.control.kill(id)),
+      ...lanes.map((lane) => lane.close()),
+      // Records first and explicitly: a foreign-key cascade would not log their deletion.
+      this.#c.control
+        .query(`DELETE FROM ${this.#p}records WHERE session_id = ?`, [this.id])
+        .then(() => this.#c.control.query(`DELETE FROM ${this.#p}sessions WHERE id = ?`, [this.id])),
+    ]);
+  }
+
+  /** Rejects with the abort reason; when the coordinator is closing, once its close is done. */
+  async #aborted(signal: AbortSignal): Promise<never> {
+    if (signal.reason instanceof ClosedError) await this.#c.control.closed;
+    throw signal.reason;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: "mysql" });
+  }
+
+  async #acquireOnce(request: AcquireRequest): Promise<MyGrant | null> {
+    const id = `${request.kind}\u0000${request.name}`;
+    // A wait runs only on a lane that holds nothing: a connection that holds a lock while
+    // it waits in GET_LOCK is an edge in the server's deadlock graph that the application
+    // never asked for. A try may use any usable lane.
+    const lane = await this.#pool.obtain(
+      request.wait ? (l) => l.empty && !l.ids.has(id) : (l) => l.usable && !l.ids.has(id),
+      id,
+      request.signal,
+    );
+    let grant: MyGrant | null = null;
+    const key = entryKey();
+    const ns = this.#c.namespace;
+    const params = [
+      nameHash(ns, request.kind, request.name),
+      ns,
+      request.kind,
+      request.name,
+      request.mode,
+      request.limit,
+      key,
+      this.id,
+      this.#c.memberId,
+    ];
+    try {
+      if (!request.wait) {
+        const [row] = await lane.connection.query<{ token: string | null }>(
+          `CALL ${this.#p}acquire(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)`,
+          params,
+          this.#quickMs,
+        );
+        if (row?.token) grant = this.#grant(lane, request, id, key, BigInt(row.token));
+        return grant;
+      }
+      const waited = await lane.wait(
+        {
+          sql: `CALL ${this.#p}acquire(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          params: [...params, chunkMs(this.#c.ttlMs), SEM_POLL_MS],
+        },
+        `CALL ${this.#p}wait(?, ?, ?)`,
+        [key, chunkMs(this.#c.ttlMs), SEM_POLL_MS],
+        request.signal,
+      );
+      if (waited.outcome === "gone") throw new ConnectionLostError("the request's entry vanished while it waited");
+      grant = this.#grant(lane, request, id, key, waited.token);
+      // Granted as the cancel arrived: withdrawn below, as the signal asks.
+      if (request.signal.aborted) throw request.signal.reason;
+      return grant;
+    } catch (error) {
+      await this.#withdraw(lane, key, grant);
+      grant = null;
+      throw error;
+    } finally {
+      lane.reservations--;
+      if (!grant) lane.ids.delete(id);
+      if (lane.usable) lane.changed();
+    }
+  }
+
+  /** After a failed or withdrawn acquisition: frees whatever the request left on the server. */
+  async #withdraw(lane: Lane, key: string, grant: MyGrant | null): Promise<void> {
+    if (grant) {
+      grant.released = true;
+      lane.grants.delete(grant);
+    }
+    if (!lane.connection.alive) return;
+    try {
+      // A failed statement may have left its transaction (and the queue row's lock) open.
+      await lane.connection.query("ROLLBACK", [], this.#quickMs);
+      await lane.connection.query(`CALL ${this.#p}withdraw(?)`, [key], this.#quickMs);
+    } catch (error) {
+      // Cannot tell what is held: dropping the connection frees it all.
+      lane.connection.destroy(error as Error);
+    }
+  }
+
+  #grant(lane: Lane, request: AcquireRequest, id: string, key: string, token: bigint): MyGrant {
+    const grant: MyGrant = {
+      token,
+      mode: request.mode,
+      kind: request.kind,
+      name: request.name,
+      id,
+      key,
+      lane,
+      onLost: request.onLost,
+      released: false,
+      upgrade: null,
+    };
+    lane.grants.add(grant);
+    if (!lane.connection.alive) {
+      lane.grants.delete(grant);
+      request.onLost(new ConnectionLostError("the MySQL connection was lost just after the grant"));
+    }
+    return grant;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

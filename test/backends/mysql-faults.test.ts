@@ -1,0 +1,132 @@
+/**
+ * The mysql backend under real faults, on a private MariaDB server: holder processes
+ * SIGKILLed or paused past their TTL (the shared holder-fault tests), a holder's
+ * connection killed by the server (KILL CONNECTION), a server restart under contention,
+ * and a holder cut off silently by a TCP proxy (no FIN, no RST).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { Holder } from "../harness/holder.js";
+import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
+import { startProxy } from "../harness/proxy.js";
+import { holderFaultTests } from "./fixtures/holder-faults.js";
+
+const TTL_MS = 2000;
+const NAMESPACE = "client-faults";
+
+describe("mysql faults", { timeout: 120_000 }, () => {
+  let server: MariadbServer;
+  const coords: Coordinator[] = [];
+  const holders: Holder[] = [];
+  const client = async (url: string, options: Record<string, unknown> = {}) => {
+    const coord = await connect(url, { namespace: NAMESPACE, ...options });
+    coords.push(coord);
+    return coord;
+  };
+  /** The server connection whose GET_LOCK holds lock `name`'s grant. */
+  const holderConnection = async (name: string): Promise<number> => {
+    const rows = await server.query<{ conn: string | number }>(
+      `SELECT e.conn FROM baton.baton_entries e JOIN baton.baton_queues q ON q.qid = e.qid
+       WHERE q.namespace = ? AND q.kind = 'lock' AND q.name = ? AND e.token IS NOT NULL
+         AND IS_USED_LOCK(e.lock_key) = e.conn`,
+      [NAMESPACE, name],
+    );
+    assert.equal(rows.length, 1, `one holder of ${name}: ${JSON.stringify(rows)}`);
+    return Number(rows[0]!.conn);
+  };
+
+  before(async () => {
+    server = await startMariadb();
+  });
+
+  after(async () => {
+    await Promise.all(holders.map((h) => h.stop()));
+    await Promise.all(coords.map((c) => c.close()));
+    await server.stop();
+  });
+
+  holderFaultTests({ url: () => server.url, client, holders, ttlMs: TTL_MS, ttlWord: "TTL" });
+
+  it("fires the holder's signal when the server kills its connection, and grants the next waiter", async () => {
+    const holder = new Holder(`${server.url}?namespace=${NAMESPACE}`, "killed-conn", TTL_MS);
+    holders.push(holder);
+    const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
+    const waiter = await client(server.url);
+    const waiting = waiter.lock("killed-conn").acquire({ timeoutMs: 20_000 });
+    await waitForWaiters(waiter, "killed-conn", 1);
+    await server.query(`KILL CONNECTION ${await holderConnection("killed-conn")}`);
+    const lost = await holder.next((e) => e.event === "lost", "the holder's signal", 10_000);
+    assert.equal(lost.reason, "LockLostError");
+    const next = await waiting;
+    assert.ok(next.token > BigInt(acquired.token!));
+    await next.release();
+  });
+
+  it("recovers from a server restart under contention without restarting the clients", async () => {
+    const loopers = await Promise.all([0, 1, 2, 3].map((i) => client(server.url, { memberId: `r${i}`, ttlMs: 3000 })));
+    const tokens: bigint[][] = loopers.map(() => []);
+    let restarted = false;
+    let stop = false;
+    const loop = async (coord: Coordinator, mine: bigint[]) => {
+      let inside = 0;
+      while (!stop) {
+        let handle: LockHandle;
+        try {
+          handle = await coord.lock("restart").acquire({ timeoutMs: 30_000 });
+        } catch (error) {
+          if (stop) return;
+          throw error;
+        }
+        assert.equal(++inside, 1);
+        mine.push(handle.token);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        inside--;
+        await handle.release();
+      }
+    };
+    const running = loopers.map((coord, i) => loop(coord, tokens[i]!));
+    await waitFor(() => tokens.every((t) => t.length >= 3), "every client to be granted before the restart");
+    await server.restart();
+    restarted = true;
+    const counts = tokens.map((t) => t.length);
+    // Every client makes progress again on its own.
+    await waitFor(() => tokens.every((t, i) => t.length >= counts[i]! + 3), "progress after the restart", 60_000);
+    stop = true;
+    await Promise.all(running);
+    assert.ok(restarted);
+    const all = tokens.flat();
+    assert.equal(new Set(all).size, all.length, "no token is handed out twice");
+    for (const mine of tokens) {
+      for (let i = 1; i < mine.length; i++) assert.ok(mine[i]! > mine[i - 1]!, `tokens ${mine.join(",")}`);
+    }
+  });
+
+  it("signals a silently cut holder before the server frees its lock, and only then grants the waiter", async () => {
+    const proxy = await startProxy({ host: server.host, port: server.port });
+    try {
+      const viaProxy = server.url.replace(`:${server.port}/`, `:${proxy.port}/`);
+      const holder = new Holder(`${viaProxy}?namespace=${NAMESPACE}`, "cut", TTL_MS);
+      holders.push(holder);
+      const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
+      const waiter = await client(server.url);
+      const waiting = waiter.lock("cut").acquire({ timeoutMs: 30_000 });
+      await waitForWaiters(waiter, "cut", 1);
+      const cutAt = performance.now();
+      proxy.cut();
+      const next = await waiting;
+      const grantedAfterMs = performance.now() - cutAt;
+      // The holder's own deadline fired first: the server kept the lock until then.
+      assert.ok(
+        holder.events.some((e) => e.event === "lost"),
+        `the holder was not told before the waiter was granted ${Math.round(grantedAfterMs)} ms after the cut`,
+      );
+      assert.ok(next.token > BigInt(acquired.token!));
+      assert.ok(grantedAfterMs < 15_000, `takeover took ${Math.round(grantedAfterMs)} ms`);
+      await next.release();
+    } finally {
+      await proxy.close();
+    }
+  });
+});
