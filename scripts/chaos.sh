@@ -23,7 +23,8 @@ case "$backend" in
   postgres-hosts) bash scripts/ensure-servers.sh postgres hosts ;;
   postgres) bash scripts/ensure-servers.sh postgres ;;
   zookeeper-hosts) bash scripts/ensure-servers.sh zookeeper hosts ;;
-  redis) bash scripts/ensure-servers.sh redis ;;
+  redis*) bash scripts/ensure-servers.sh redis ;;
+  zookeeper*) bash scripts/ensure-servers.sh zookeeper ;;
 esac
 export BATON_HARNESS_TMPDIR="${BATON_HARNESS_TMPDIR:-/dev/shm}"
 if [ "${CHAOS_SOAK:-}" = 1 ]; then

@@ -236,5 +236,5 @@ export function defaultMemberId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
 }
 
-/** Guarantee names accepted by `require`, for documentation and CLI help. */
+/** Guarantee names accepted by `require`. @deprecated The same list as {@link GUARANTEE_NAMES}; use that. */
 export const requirableGuarantees: readonly GuaranteeName[] = GUARANTEE_NAMES;

@@ -21,7 +21,6 @@ export class CoordinatorCore {
   readonly #closed = new AbortController();
   #session: LiveSession | null = null;
   #opening: Promise<LiveSession> | null = null;
-  readonly #lostListeners = new Set<(error: Error) => void>();
   /** Held grants tracked for takeover: `close()` releases them cleanly (their records go). */
   readonly claimed = new Set<{ release(): Promise<unknown> }>();
 
@@ -74,12 +73,6 @@ export class CoordinatorCore {
     return this.#opening;
   }
 
-  /** Calls `listener` whenever a session is lost (for recipes that re-establish state). */
-  onSessionLost(listener: (error: Error) => void): () => void {
-    this.#lostListeners.add(listener);
-    return () => this.#lostListeners.delete(listener);
-  }
-
   async #open(): Promise<LiveSession> {
     let session: LiveSession | null = null;
     try {
@@ -99,7 +92,6 @@ export class CoordinatorCore {
       "abort",
       () => {
         if (this.#session === opened) this.#session = null;
-        for (const listener of this.#lostListeners) listener(opened.signal.reason as Error);
       },
       { once: true },
     );

@@ -1,5 +1,7 @@
-import { DeadlockError, InvalidArgumentError, InvalidStateError } from "./errors.js";
+import { abortable } from "./abortable.js";
 import type { LockMode } from "./driver.js";
+import { decide, decideUpgrade, type RuleEntry, type RuleQueue } from "./grant-rule.js";
+import { limitMismatch, notHeld, releasedWhileUpgrading, upgradeDeadlock } from "./refusals.js";
 
 /**
  * A holder in a {@link QueueTable}. `token` is set by the table's token source at every
@@ -18,16 +20,12 @@ interface Waiter<M> {
   readonly entry: QueueEntry<M>;
   readonly resolve: (entry: QueueEntry<M>) => void;
   readonly reject: (error: unknown) => void;
-  readonly signal: AbortSignal;
-  readonly onAbort: () => void;
 }
 
 interface Upgrade<M> {
   readonly entry: QueueEntry<M>;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
-  readonly signal: AbortSignal;
-  readonly onAbort: () => void;
 }
 
 interface Queue<M> {
@@ -47,16 +45,10 @@ export interface QueueTableSnapshot<M> {
 }
 
 /**
- * In-process FIFO queues of lock requests: the granting rules every Baton lock follows,
- * written once. Used as the whole memory backend, and by the file backend to arbitrate
- * between the coordinators of one process before it touches the kernel's locks.
- *
- * Rules: a request is granted when it is compatible with the current holders and nobody
- * queued before it is still waiting (FIFO, so writers are not starved by readers). Shared
- * requests are compatible with shared holders; exclusive ones need fewer than `limit`
- * holders and no shared holder (`limit` > 1 makes a semaphore). A pending upgrade goes
- * ahead of every waiter; a second concurrent upgrade on one queue is a deadlock.
- * Everything happens synchronously; promises settle on the next microtask.
+ * In-process FIFO queues of lock requests, granted by the rule of `grant-rule.ts` (each
+ * queue is shown to it as its holders, in grant order, then its waiters): the whole memory
+ * backend, and the reference the other backends are checked against. Everything happens
+ * synchronously; promises settle on the next microtask.
  */
 export class QueueTable<M> {
   readonly #queues = new Map<string, Queue<M>>();
@@ -91,33 +83,36 @@ export class QueueTable<M> {
       this.#dropIfIdle(queue);
       return Promise.reject(signal.reason);
     }
-    return new Promise<QueueEntry<M>>((resolve, reject) => {
-      const onAbort = () => {
+    return abortable<QueueEntry<M>>(signal, (resolve, reject) => {
+      const waiter: Waiter<M> = { entry, resolve, reject };
+      queue.waiters.push(waiter);
+      // Still queued only when cancelled: a grant or a removal took it out first.
+      return () => {
         const index = queue.waiters.indexOf(waiter);
-        if (index >= 0) queue.waiters.splice(index, 1);
-        reject(signal.reason);
+        if (index < 0) return;
+        queue.waiters.splice(index, 1);
         // The head waiter leaving may let the ones behind it in.
         this.#process(queue);
       };
-      const waiter: Waiter<M> = { entry, resolve, reject, signal, onAbort };
-      signal.addEventListener("abort", onAbort, { once: true });
-      queue.waiters.push(waiter);
     });
   }
 
   /**
-   * Grants `key` synchronously if {@link acquire} would grant it at once; else `null`,
-   * leaving no trace. Throws `InvalidArgumentError` on a limit mismatch, as `acquire` does.
+   * Grants `key` synchronously if the rule grants it at once (what {@link acquire} does
+   * first); else `null`, leaving no trace. Throws `InvalidArgumentError` on a limit mismatch.
    */
   grantNow(key: string, request: { mode: LockMode; limit: number; meta: M }): QueueEntry<M> | null {
     const queue = this.#queue(key, request.limit);
-    if (queue.waiters.length === 0 && this.#compatible(queue, request.mode)) {
-      const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: 0 };
-      this.#grant(queue, entry);
-      return entry;
+    const view = this.#view(queue, { mode: request.mode, limit: request.limit });
+    const verdict = decide(view, view.entries.length - 1);
+    if (verdict.type === "mismatch") throw limitMismatch(request.limit, verdict.limit);
+    if (verdict.type !== "grant") {
+      this.#dropIfIdle(queue);
+      return null;
     }
-    this.#dropIfIdle(queue);
-    return null;
+    const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: 0 };
+    this.#grant(queue, entry);
+    return entry;
   }
 
   /** Frees a held entry and grants whoever may go next. No-op if not held. */
@@ -127,16 +122,10 @@ export class QueueTable<M> {
     if (queue.upgrading?.entry === entry) {
       const upgrade = queue.upgrading;
       queue.upgrading = null;
-      upgrade.signal.removeEventListener("abort", upgrade.onAbort);
-      upgrade.reject(new InvalidStateError("the lock was released while its upgrade was pending"));
+      upgrade.reject(releasedWhileUpgrading());
     }
     this.#process(queue);
     return true;
-  }
-
-  /** Whether `entry` is currently held. */
-  holds(entry: QueueEntry<M>): boolean {
-    return this.#queues.get(entry.key)?.holders.has(entry) ?? false;
   }
 
   /**
@@ -146,35 +135,28 @@ export class QueueTable<M> {
    */
   convert(entry: QueueEntry<M>, mode: LockMode, signal: AbortSignal): Promise<void> {
     const queue = this.#queues.get(entry.key);
-    if (!queue?.holders.has(entry)) return Promise.reject(new InvalidStateError("the lock is not held"));
+    if (!queue?.holders.has(entry)) return Promise.reject(notHeld());
     if (entry.mode === mode) return Promise.resolve();
     if (mode === "shared") {
       entry.mode = "shared";
       this.#process(queue);
       return Promise.resolve();
     }
-    if (queue.upgrading) {
-      return Promise.reject(
-        new DeadlockError(
-          "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-        ),
-      );
-    }
+    const verdict = decideUpgrade(this.#view(queue), [...queue.holders].indexOf(entry));
+    if (verdict.type === "deadlock") return Promise.reject(upgradeDeadlock());
     if (signal.aborted) return Promise.reject(signal.reason);
-    if (queue.holders.size === 1) {
+    if (verdict.type === "grant") {
       this.#upgradeNow(entry);
       return Promise.resolve();
     }
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
+    return abortable<void>(signal, (resolve, reject) => {
+      const upgrade: Upgrade<M> = { entry, resolve, reject };
+      queue.upgrading = upgrade;
+      return () => {
         if (queue.upgrading !== upgrade) return;
         queue.upgrading = null;
-        reject(signal.reason);
         this.#process(queue);
       };
-      const upgrade: Upgrade<M> = { entry, resolve, reject, signal, onAbort };
-      signal.addEventListener("abort", onAbort, { once: true });
-      queue.upgrading = upgrade;
     });
   }
 
@@ -192,14 +174,12 @@ export class QueueTable<M> {
         if (queue.upgrading?.entry === entry) {
           const upgrade = queue.upgrading;
           queue.upgrading = null;
-          upgrade.signal.removeEventListener("abort", upgrade.onAbort);
           upgrade.reject(error);
         }
       }
       for (const waiter of [...queue.waiters]) {
         if (!match(waiter.entry.meta)) continue;
         queue.waiters.splice(queue.waiters.indexOf(waiter), 1);
-        waiter.signal.removeEventListener("abort", waiter.onAbort);
         waiter.reject(error);
         changed = true;
       }
@@ -222,20 +202,24 @@ export class QueueTable<M> {
     if (!queue) {
       queue = { key, limit, holders: new Set(), waiters: [], upgrading: null };
       this.#queues.set(key, queue);
-    } else if (queue.limit !== limit) {
-      throw new InvalidArgumentError(
-        `limit ${limit} does not match the limit ${queue.limit} its current holders and waiters use; every user of one semaphore must give the same limit`,
-      );
     }
     return queue;
   }
 
-  #compatible(queue: Queue<M>, mode: LockMode): boolean {
-    if (queue.upgrading) return false;
-    let shared = 0;
-    for (const holder of queue.holders) if (holder.mode === "shared") shared++;
-    if (mode === "shared") return shared === queue.holders.size;
-    return shared === 0 && queue.holders.size < queue.limit;
+  /**
+   * The queue as the rule sees it: holders in grant order, then waiters, then `extra`. A
+   * pending upgrade started before every current waiter (they all wait behind it).
+   */
+  #view(queue: Queue<M>, extra?: RuleEntry): RuleQueue {
+    const entries: RuleEntry[] = [];
+    let upgrader = -1;
+    for (const holder of queue.holders) {
+      if (queue.upgrading?.entry === holder) upgrader = entries.length;
+      entries.push({ mode: holder.mode, limit: queue.limit });
+    }
+    for (const waiter of queue.waiters) entries.push({ mode: waiter.entry.mode, limit: queue.limit });
+    if (extra) entries.push(extra);
+    return queue.upgrading ? { entries, upgrades: [{ holder: upgrader, before: queue.holders.size }] } : { entries };
   }
 
   #grant(queue: Queue<M>, entry: QueueEntry<M>): void {
@@ -252,18 +236,19 @@ export class QueueTable<M> {
   #process(queue: Queue<M>): void {
     const upgrade = queue.upgrading;
     if (upgrade) {
-      if (queue.holders.size !== 1) return;
+      const index = [...queue.holders].indexOf(upgrade.entry);
+      if (decideUpgrade(this.#view(queue), index).type !== "grant") return;
       queue.upgrading = null;
-      upgrade.signal.removeEventListener("abort", upgrade.onAbort);
       this.#upgradeNow(upgrade.entry);
       upgrade.resolve();
       return;
     }
-    for (;;) {
+    // Granting the head waiter makes it the newest holder: the view's order stays right.
+    const view = this.#view(queue);
+    for (let index = queue.holders.size; ; index++) {
       const head = queue.waiters[0];
-      if (!head || !this.#compatible(queue, head.entry.mode)) break;
+      if (!head || decide(view, index).type !== "grant") break;
       queue.waiters.shift();
-      head.signal.removeEventListener("abort", head.onAbort);
       this.#grant(queue, head.entry);
       head.resolve(head.entry);
     }

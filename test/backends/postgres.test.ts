@@ -7,7 +7,8 @@ import { randomUUID } from "node:crypto";
 import { after, describe, it } from "node:test";
 import pg from "pg";
 import { PgConnection } from "../../src/backends/postgres/connection.js";
-import { SCHEMA_VERSION, advisoryKey } from "../../src/backends/postgres/schema.js";
+import { advisoryKey } from "../../src/backends/postgres/keys.js";
+import { SCHEMA_VERSION } from "../../src/backends/postgres/schema.js";
 import {
   type Coordinator,
   connect,

@@ -48,6 +48,45 @@ describe("zookeeper specifics", () => {
     await own.stop();
   });
 
+  it("reports a member whose record is deleted and made again at once as a leave and a join", async () => {
+    // One-shot watches are re-armed by a read: a delete and a create landing before that read
+    // looked like an update (the leave was lost). The persistent watch reports both.
+    const member = await client({ memberId: "m1" });
+    await member.group("gap").join({ n: 1 });
+    const watcher = await client({ memberId: "w" });
+    const events = watcher.group("gap").watch();
+    const first = await events.next();
+    assert.equal(first.value?.type, "join");
+    const spaces = await list(raw, "/baton/specifics/r");
+    const space = spaces.find((s) => decodeURIComponent(s).includes("gap"));
+    assert.ok(space, `a record space for the group among ${spaces.join(", ")}`);
+    const [key] = await list(raw, `/baton/specifics/r/${space}`);
+    const path = `/baton/specifics/r/${space}/${key}`;
+    const data = await new Promise<Buffer>((resolve, reject) =>
+      raw.getData(path, (error, d) => (error ? reject(error) : resolve(d))),
+    );
+    // Sent back to back on one connection: both are applied before any watcher's next read.
+    const removed = remove(raw, path);
+    const created = new Promise<void>((resolve, reject) =>
+      raw.create(path, data, 0, (error) => (error ? reject(error) : resolve())),
+    );
+    await Promise.all([removed, created]);
+    try {
+      const seen: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const next = await Promise.race([
+          events.next(),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`only ${seen.join(", ")}`)), 5000)),
+        ]);
+        seen.push(next.value?.type ?? "end");
+      }
+      assert.deepEqual(seen, ["leave", "join"]);
+    } finally {
+      await events.return?.();
+      await remove(raw, path).catch(() => {});
+    }
+  });
+
   it("keeps each name in its own node and leaves no empty parent behind", async () => {
     const a = await client();
     const names = ["a", "a/b", "a%2Fb", ".", "..", "ünï ✓"];
@@ -115,6 +154,8 @@ describe("zookeeper specifics", () => {
 
 interface RawClient {
   close(): void;
+  getData(path: string, cb: (error: Error | null, data: Buffer) => void): void;
+  create(path: string, data: Buffer, mode: number, cb: (error: Error | null) => void): void;
   getChildren(path: string, cb: (error: Error | null, children: string[]) => void): void;
   remove(path: string, cb: (error: Error | null) => void): void;
 }

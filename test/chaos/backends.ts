@@ -10,7 +10,8 @@ import { startEtcd, startEtcdCluster } from "../harness/etcd.js";
 import { startPostgres } from "../harness/postgres.js";
 import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
 import { startProxy } from "../harness/proxy.js";
-import { startRedis } from "../harness/redis.js";
+import { startRedis, startSentinelSetup } from "../harness/redis.js";
+import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
 import type { FaultKind } from "./history.js";
 import { startEtcdHosts, startPostgresHosts, startZooKeeperHosts } from "./partitions.js";
 
@@ -170,6 +171,81 @@ export const BACKENDS: readonly ChaosBackend[] = [
           return "redis SIGKILL and start (AOF, fsync always)";
         },
         stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "redis-sentinel",
+    nemeses: ["kill", "pause", "member"],
+    async start() {
+      // Proxied: every process announces its proxy, so a cut silences it for everyone.
+      const setup = await startSentinelSetup({ proxied: true });
+      const proxies = setup.proxies!;
+      return {
+        url: setup.url,
+        link: async () => directLink(setup.url),
+        async member(random) {
+          const ms = 500 + Math.floor(random() * 2500);
+          // Half the time the primary (a failover follows a cut past 1 s), else a sentinel.
+          if (random() < 0.5) {
+            const port = await setup.currentPrimaryPort(2).catch(() => proxies.primary.port);
+            const victim = port === proxies.replica.port ? proxies.replica : proxies.primary;
+            victim.cut();
+            await delay(ms);
+            victim.heal({ resumeExisting: true });
+            return `primary :${port} cut for ${ms} ms`;
+          }
+          const i = Math.floor(random() * proxies.sentinels.length);
+          proxies.sentinels[i]!.cut();
+          await delay(ms);
+          proxies.sentinels[i]!.heal({ resumeExisting: true });
+          return `sentinel ${i} cut for ${ms} ms`;
+        },
+        stop: () => setup.stop(),
+      };
+    },
+  },
+  {
+    name: "zookeeper",
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      const server = await startZooKeeper();
+      const [host, port] = server.address.split(":") as [string, string];
+      return {
+        url: server.url,
+        link: () => proxiedLink(host, Number(port), (p) => `zookeeper://${host}:${p}`),
+        async restart() {
+          await server.restart();
+          return "zookeeper SIGKILL and start (sessions and nodes are on disk)";
+        },
+        stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "zookeeper-ensemble",
+    nemeses: ["kill", "pause", "member"],
+    async start() {
+      // Proxied, so a member can be silenced; killed members are not restarted here (in a
+      // proxied ensemble a restarted member may not reach its higher-numbered peers: see
+      // startZooKeeperEnsemble), so the member nemesis only cuts.
+      const ensemble = await startZooKeeperEnsemble(3, { proxied: true });
+      return {
+        url: ensemble.url,
+        link: async () => directLink(ensemble.url),
+        async member(random) {
+          const leader = await ensemble.leader();
+          // Half the time the leader, which forces an election.
+          const followers = ensemble.members.filter((m) => m !== leader && m.running);
+          const victim = random() < 0.5 || followers.length === 0 ? leader : followers[0]!;
+          const name = `zk${victim.id}${victim === leader ? " (leader)" : ""}`;
+          const ms = 500 + Math.floor(random() * 2500);
+          victim.cut();
+          await delay(ms);
+          victim.heal();
+          return `${name} cut for ${ms} ms`;
+        },
+        stop: () => ensemble.stop(),
       };
     },
   },

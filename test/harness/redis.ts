@@ -9,6 +9,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { freePort } from "./ports.js";
+import { type Proxy as TcpProxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
 const HOST = "127.0.0.1";
@@ -174,32 +175,66 @@ export interface SentinelSetup {
   readonly sentinelPorts: readonly number[];
   /** "redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/baton" */
   readonly url: string;
-  /** The port the sentinels currently name as the primary. */
-  currentPrimaryPort(): Promise<number>;
+  /** The port the sentinels currently name as the primary (asked of sentinel `ask`, default 0). */
+  currentPrimaryPort(ask?: number): Promise<number>;
+  /**
+   * With `proxied`: the proxies that silence each process, for everyone (clients, sentinels,
+   * the replica): `primary` and `replica` are in front of the first primary and replica,
+   * `sentinels[i]` in front of sentinel i. Every process announces its proxy's port.
+   */
+  readonly proxies?: { primary: TcpProxy; replica: TcpProxy; sentinels: readonly TcpProxy[] };
   stop(): Promise<void>;
 }
 
 /** Sentinels that decide quickly: down after 1 s, failover timeout 3 s. */
-export async function startSentinelSetup(): Promise<SentinelSetup> {
+export async function startSentinelSetup(opts: { proxied?: boolean } = {}): Promise<SentinelSetup> {
   const root = makeTempDir("baton-redis-sentinel-");
   const masterName = "baton";
   const procs: ServerProcess[] = [];
+  const proxies: TcpProxy[] = [];
   let primary: RedisServer | undefined;
   let replica: RedisServer | undefined;
+  /** A proxy in front of `port` when proxied; the port others use to reach it. */
+  const front = async (port: number) => {
+    if (!opts.proxied) return { port, proxy: undefined };
+    const proxy = await startProxy({ host: HOST, port });
+    proxies.push(proxy);
+    return { port: proxy.port, proxy };
+  };
+  /** A server announces its proxy as its address (to its primary, hence to the sentinels). */
+  const announce = async (server: RedisServer, port: number) => {
+    if (!opts.proxied) return;
+    await rawCommand(server.port, `CONFIG SET replica-announce-ip ${HOST}`);
+    await rawCommand(server.port, `CONFIG SET replica-announce-port ${port}`);
+  };
   try {
     fs.mkdirSync(path.join(root, "primary"));
     fs.mkdirSync(path.join(root, "replica"));
     primary = await startRedis({ name: "primary", dir: path.join(root, "primary") });
-    replica = await startRedis({ name: "replica", dir: path.join(root, "replica"), replicaOf: primary.port });
-    const primaryPort = primary.port;
+    const primaryFront = await front(primary.port);
+    await announce(primary, primaryFront.port);
+    // Proxied, the replica announces its proxy before it replicates: set during the sync
+    // handshake, the setting stalled the handshake now and then (about 1 start in 5).
+    replica = await startRedis({
+      name: "replica",
+      dir: path.join(root, "replica"),
+      ...(opts.proxied ? {} : { replicaOf: primaryFront.port }),
+    });
+    const replicaFront = await front(replica.port);
+    await announce(replica, replicaFront.port);
+    if (opts.proxied) await rawCommand(replica.port, `REPLICAOF ${HOST} ${primaryFront.port}`);
+    const primaryPort = primaryFront.port;
     await waitUntil(
       "replica in sync",
       async () => (await rawCommand(replica!.port, "INFO replication")).length > 0 && (await synced(replica!.port)),
       { timeoutMs: STARTUP_TIMEOUT_MS, intervalMs: 50, procs: [] },
     );
     const sentinelPorts: number[] = [];
+    const sentinelFronts: TcpProxy[] = [];
     for (let i = 0; i < 3; i++) {
       const port = await freePort();
+      const sentinelFront = await front(port);
+      if (sentinelFront.proxy) sentinelFronts.push(sentinelFront.proxy);
       const dir = path.join(root, `sentinel${i}`);
       fs.mkdirSync(dir);
       const conf = path.join(dir, "sentinel.conf");
@@ -214,6 +249,7 @@ export async function startSentinelSetup(): Promise<SentinelSetup> {
           `sentinel down-after-milliseconds ${masterName} 1000`,
           `sentinel failover-timeout ${masterName} 3000`,
           `sentinel parallel-syncs ${masterName} 1`,
+          ...(opts.proxied ? [`sentinel announce-ip ${HOST}`, `sentinel announce-port ${sentinelFront.port}`] : []),
           "",
         ].join("\n"),
       );
@@ -222,7 +258,7 @@ export async function startSentinelSetup(): Promise<SentinelSetup> {
         cwd: dir,
       });
       procs.push(proc);
-      sentinelPorts.push(port);
+      sentinelPorts.push(sentinelFront.port);
       await waitUntil(`sentinel on :${port}`, async () => (await rawCommand(port, "PING", 1000)).startsWith("+PONG"), {
         timeoutMs: STARTUP_TIMEOUT_MS,
         intervalMs: 20,
@@ -235,14 +271,18 @@ export async function startSentinelSetup(): Promise<SentinelSetup> {
       replica,
       sentinelPorts,
       url: `redis+sentinel://${sentinelPorts.map((p) => `${HOST}:${p}`).join(",")}/${masterName}`,
-      async currentPrimaryPort() {
-        const reply = await rawCommand(sentinelPorts[0]!, `SENTINEL get-master-addr-by-name ${masterName}`);
+      ...(opts.proxied
+        ? { proxies: { primary: primaryFront.proxy!, replica: replicaFront.proxy!, sentinels: sentinelFronts } }
+        : {}),
+      async currentPrimaryPort(ask = 0) {
+        const reply = await rawCommand(sentinelPorts[ask]!, `SENTINEL get-master-addr-by-name ${masterName}`);
         const lines = reply.split("\r\n");
         return Number(lines[4]);
       },
       async stop() {
         await Promise.all(procs.map((p) => p.kill()));
         await Promise.all([primary?.kill(), replica?.kill()]);
+        await Promise.all(proxies.map((p) => p.close()));
         removeTempDir(root);
       },
     };
@@ -250,6 +290,7 @@ export async function startSentinelSetup(): Promise<SentinelSetup> {
   } catch (error) {
     await Promise.all(procs.map((p) => p.kill()));
     await Promise.all([primary?.kill(), replica?.kill()]);
+    await Promise.all(proxies.map((p) => p.close()));
     removeTempDir(root);
     throw error;
   }

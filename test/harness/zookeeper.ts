@@ -12,6 +12,7 @@ import net from "node:net";
 import path from "node:path";
 import type { Gateway, Host } from "./hosts.js";
 import { freePort } from "./ports.js";
+import { type Proxy as TcpProxy, startProxy } from "./proxy.js";
 import { makeTempDir, removeTempDir, retryOnAddressInUse, ServerProcess, waitUntil } from "./proc.js";
 
 const HOST = "127.0.0.1";
@@ -47,14 +48,35 @@ export class ZooKeeperMember {
   readonly #cfg: MemberConfig;
   readonly #peers: readonly MemberConfig[];
 
-  constructor(cfg: MemberConfig, peers: readonly MemberConfig[], minSessionTimeoutMs = 2 * TICK_MS) {
+  readonly #proxies: TcpProxy[];
+  readonly #clientAddress: string;
+
+  /**
+   * `links`: this member's view of its peers' quorum and election ports (proxies, in a
+   * proxied ensemble); `proxies`: every proxy a `cut()` silences (its client proxy and the
+   * peer links into and out of it).
+   */
+  constructor(
+    cfg: MemberConfig,
+    peers: readonly MemberConfig[],
+    minSessionTimeoutMs = 2 * TICK_MS,
+    wiring: {
+      links?: ReadonlyMap<number, { quorumPort: number; electionPort: number }>;
+      proxies?: TcpProxy[];
+      clientPort?: number;
+    } = {},
+  ) {
     this.#cfg = cfg;
     this.#peers = peers;
+    this.#proxies = wiring.proxies ?? [];
+    this.#clientAddress = `${cfg.host?.address ?? HOST}:${wiring.clientPort ?? cfg.clientPort}`;
     fs.mkdirSync(path.join(cfg.dir, "data"), { recursive: true });
     if (peers.length > 1) fs.writeFileSync(path.join(cfg.dir, "data", "myid"), `${cfg.id}\n`);
     const lines = [
       `tickTime=${TICK_MS}`,
-      "initLimit=100",
+      // A leader elected in a round its followers missed waits initLimit for them before a new
+      // election (seen after a silent leader cut): keep that short.
+      "initLimit=20",
       "syncLimit=20",
       `dataDir=${path.join(cfg.dir, "data")}`,
       `clientPort=${cfg.clientPort}`,
@@ -67,7 +89,11 @@ export class ZooKeeperMember {
       "autopurge.purgeInterval=0",
       "forceSync=no",
       ...(peers.length > 1
-        ? peers.map((p) => `server.${p.id}=${p.host?.address ?? HOST}:${p.quorumPort}:${p.electionPort}`)
+        ? peers.map((p) => {
+            const link = p.id === cfg.id ? undefined : wiring.links?.get(p.id);
+            const at = p.host?.address ?? HOST;
+            return `server.${p.id}=${at}:${link?.quorumPort ?? p.quorumPort}:${link?.electionPort ?? p.electionPort}`;
+          })
         : ["standaloneEnabled=true"]),
     ];
     fs.writeFileSync(this.configFile, `${lines.join("\n")}\n`);
@@ -79,8 +105,9 @@ export class ZooKeeperMember {
   get clientPort(): number {
     return this.#cfg.clientPort;
   }
+  /** Where clients connect: its client proxy in a proxied ensemble. */
   get address(): string {
-    return `${this.#cfg.host?.address ?? HOST}:${this.#cfg.clientPort}`;
+    return this.#clientAddress;
   }
   get logFile(): string {
     return path.join(this.#cfg.dir, "zookeeper.log");
@@ -143,12 +170,14 @@ export class ZooKeeperMember {
     await this.waitServing();
   }
 
-  /** Whether its log says it leads, since its last start. */
+  /** Whether its log says it leads and serves (broadcast phase), since its last start. */
   leads(): boolean {
     const text = fs.readFileSync(this.logFile, "utf8");
     const since = text.slice(text.lastIndexOf("[harness] starting"));
-    const states = [...since.matchAll(/Peer state changed: (\w+)/g)].map((m) => m[1]);
-    return states.at(-1) === "leading";
+    // "leading" alone is still in discovery (a leader elected by a minority that is waiting
+    // out initLimit for followers that will never come); only "broadcast" serves.
+    const states = [...since.matchAll(/Peer state changed: ([\w -]+)/g)].map((m) => m[1]?.trim());
+    return states.at(-1) === "leading - broadcast";
   }
 
   async stop(): Promise<void> {
@@ -162,6 +191,18 @@ export class ZooKeeperMember {
   }
   resume(): void {
     this.#proc?.signal("SIGCONT");
+  }
+  /**
+   * Silences it (a proxied ensemble only): nothing reaches it or leaves it, from clients or
+   * peers, but no connection is closed, as when a switch fails or a VM freezes.
+   */
+  cut(): void {
+    if (this.#proxies.length === 0) throw new Error(`zookeeper ${this.id}: cut() needs a proxied ensemble`);
+    for (const proxy of this.#proxies) proxy.cut();
+  }
+  /** Ends a `cut()`: the silenced connections carry on with what was held back. */
+  heal(): void {
+    for (const proxy of this.#proxies) proxy.heal({ resumeExisting: true });
   }
   /** Used by the peers list only. */
   get config(): MemberConfig {
@@ -211,6 +252,18 @@ function serves(port: number): Promise<boolean> {
       resolve(timeout > 0);
       socket.end(close);
     });
+  });
+}
+
+/** Whether something accepts TCP connections on the loopback port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
   });
 }
 
@@ -278,27 +331,91 @@ export interface ZooKeeperEnsemble {
   /** "zookeeper://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
   readonly url: string;
   /** The running member that leads, once the running members agree (bounded wait). */
-  leader(timeoutMs?: number): Promise<ZooKeeperMember>;
+  leader(timeoutMs?: number, among?: readonly ZooKeeperMember[]): Promise<ZooKeeperMember>;
   stop(): Promise<void>;
 }
 
-export function startZooKeeperEnsemble(size = 3): Promise<ZooKeeperEnsemble> {
+/**
+ * `proxied`: a TCP proxy in front of each member's client port, and one for each direction
+ * of each peer link (quorum and election ports; each member's zoo.cfg names its peers by
+ * their proxies), so that `member.cut()` silences it from clients and peers alike. A member
+ * may be cut and healed, not restarted: its election links to higher-numbered peers lead
+ * nowhere (see proxyWiring), so a restarted member hears of them only if they call it.
+ */
+export function startZooKeeperEnsemble(size = 3, opts: { proxied?: boolean } = {}): Promise<ZooKeeperEnsemble> {
   return retryOnAddressInUse(async () => {
     const root = makeTempDir("baton-zk-ensemble-");
-    return ensembleOf(await allocate(root, size), async () => removeTempDir(root));
+    const cfgs = await allocate(root, size);
+    const proxies: TcpProxy[] = [];
+    const cleanup = async () => {
+      await Promise.all(proxies.map((p) => p.close()));
+      removeTempDir(root);
+    };
+    try {
+      return await ensembleOf(cfgs, cleanup, opts.proxied ? await proxyWiring(cfgs, proxies) : undefined);
+    } catch (error) {
+      await Promise.all(proxies.map((p) => p.close()));
+      throw error;
+    }
   });
 }
 
+type Wiring = ConstructorParameters<typeof ZooKeeperMember>[3];
+
+/** The proxies of a proxied ensemble (pushed to `all`), and each member's view of them. */
+async function proxyWiring(cfgs: readonly MemberConfig[], all: TcpProxy[]): Promise<Map<number, Wiring>> {
+  const touching = new Map<number, TcpProxy[]>(cfgs.map((c) => [c.id, []]));
+  const proxy = async (port: number, ...ids: number[]) => {
+    const p = await startProxy({ host: HOST, port });
+    all.push(p);
+    for (const id of ids) touching.get(id)?.push(p);
+    return p;
+  };
+  const wiring = new Map<number, Wiring>();
+  for (const from of cfgs) {
+    const clientPort = (await proxy(from.clientPort, from.id)).port;
+    const links = new Map<number, { quorumPort: number; electionPort: number }>();
+    for (const to of cfgs) {
+      if (to.id === from.id) continue;
+      const quorum = await proxy(to.quorumPort, from.id, to.id);
+      // A member that reaches a higher-numbered peer's election port is dropped and called
+      // back at the address it announced, its own real port: a path around every proxy. So
+      // only the higher-numbered one calls (through a proxy); the lower one is given a port
+      // where nothing listens, which changes nothing else.
+      const election = to.id > from.id ? { port: await freePort() } : await proxy(to.electionPort, from.id, to.id);
+      links.set(to.id, { quorumPort: quorum.port, electionPort: election.port });
+    }
+    wiring.set(from.id, { links, proxies: touching.get(from.id) as TcpProxy[], clientPort });
+  }
+  return wiring;
+}
+
 /** Starts the members of `cfgs` and waits until each serves; `cleanup` runs on stop or failure. */
-async function ensembleOf(cfgs: MemberConfig[], cleanup: () => Promise<void>): Promise<ZooKeeperEnsemble> {
-  const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs));
+async function ensembleOf(
+  cfgs: MemberConfig[],
+  cleanup: () => Promise<void>,
+  wiring?: ReadonlyMap<number, Wiring>,
+): Promise<ZooKeeperEnsemble> {
+  const members = cfgs.map((c) => new ZooKeeperMember(c, cfgs, undefined, wiring?.get(c.id)));
   const closeAll = async () => {
     await Promise.all(members.map((m) => m.kill()));
     await Promise.all(members.map((m) => m.closeGateway()));
     await cleanup();
   };
   try {
-    for (const m of members) m.spawn();
+    for (const m of members) {
+      const proc = m.spawn();
+      // Proxied, only a higher-numbered member calls a lower one: start them in order, each
+      // once its election port listens, so every call finds its callee (an early call that
+      // fails is retried only after a backoff that doubles up to a minute).
+      if (wiring) {
+        await waitUntil(`zookeeper ${m.id} election port`, () => listening(m.config.electionPort), {
+          timeoutMs: STARTUP_TIMEOUT_MS,
+          intervalMs: 50,
+          procs: [proc],
+        });
+      }
+    }
     await Promise.all(members.map((m) => m.waitServing()));
   } catch (error) {
     await closeAll();
@@ -308,12 +425,12 @@ async function ensembleOf(cfgs: MemberConfig[], cleanup: () => Promise<void>): P
   return {
     members,
     url: `zookeeper://${members.map((m) => m.address).join(",")}`,
-    async leader(timeoutMs = 30_000) {
+    async leader(timeoutMs = 30_000, among = members) {
       let found: ZooKeeperMember | undefined;
       await waitUntil(
         "zookeeper ensemble leader",
         async () => {
-          const leaders = members.filter((m) => m.running && m.leads());
+          const leaders = among.filter((m) => m.running && m.leads());
           found = leaders.length === 1 ? leaders[0] : undefined;
           return found !== undefined && (await serves(await found.localPort()));
         },

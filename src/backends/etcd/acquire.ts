@@ -11,11 +11,13 @@
  *
  * @module
  */
+import { raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
-import { ClosedError, InvalidArgumentError, SessionExpiredError } from "../../core/errors.js";
-import { op, raceSignal, sleep, when } from "./client.js";
+import { ClosedError, SessionExpiredError } from "../../core/errors.js";
+import { limitMismatch } from "../../core/refusals.js";
+import { op, when } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
@@ -208,10 +210,7 @@ class Attempt {
         case "missing":
           throw this.#vanished();
         case "mismatch":
-          throw new InvalidArgumentError(
-            `limit ${limit} does not match the limit ${decision.limit} its current holders and waiters use; every user of one semaphore must give the same limit`,
-            { backend: BACKEND },
-          );
+          throw limitMismatch(limit, decision.limit, { backend: BACKEND });
         case "held":
           return this.#grant(decision.me.createRevision, tokenOf(decision.me));
         case "grant": {
@@ -414,15 +413,5 @@ function delay(ms: number): Promise<void> {
 
 /** Resolves when `signal` aborts, or after `ms`. */
 function settled(signal: AbortSignal, ms: number): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener("abort", done, { once: true });
-  });
+  return sleep(ms, signal, { unref: true }).catch(() => {});
 }

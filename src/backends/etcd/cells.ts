@@ -13,6 +13,7 @@ import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestO
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { idempotent, op, rangeAt, sleep, when } from "./client.js";
+import { cellGuard } from "../cell-calls.js";
 import { translate } from "./errors.js";
 import type { Keyspace } from "./keys.js";
 import { KeyWatch, type WatchRegistry } from "./watch.js";
@@ -88,15 +89,7 @@ export function etcdCells(
     throw new Error(`cell "${key}" changed under ${MAX_ATTEMPTS} write attempts in a row`);
   };
 
-  const guarded =
-    <A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
-      try {
-        return await fn(...args);
-      } catch (error) {
-        throw translate(error, `${what} a cell`);
-      }
-    };
+  const guarded = cellGuard(translate);
 
   return {
     get: guarded("reading", async (space, key) => (await read(space, key)).entry),

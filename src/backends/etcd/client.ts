@@ -208,45 +208,9 @@ function backoff(ms: number): { duration: number; next: () => ReturnType<typeof 
   return { duration: ms, next: () => backoff(Math.min(1000, ms * 2)) };
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/**
- * Settles like `promise`, or rejects with `signal.reason` as soon as `signal` aborts (the
- * promise keeps running; its outcome is then ignored).
- */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    promise.catch(() => {});
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
-}
+// The abortable waits live in core; re-exported for the etcd modules that import them from here.
+export { raceSignal, sleep } from "../../core/abortable.js";
+import { sleep } from "../../core/abortable.js";
 
 /**
  * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import type { DriverContext } from "../../core/driver.js";
 import { InvalidArgumentError } from "../../core/errors.js";
+import { hostsOf } from "../host-list.js";
 import { describe } from "../../core/validate.js";
 import { BACKEND } from "./errors.js";
 
@@ -31,7 +32,7 @@ export function parseConfig(context: DriverContext): EtcdConfig {
   const { url, options } = context;
   const tls = url.protocol === "etcds:";
   const scheme = tls ? "https" : "http";
-  const hostList = [...splitHosts(url.host), ...endpointOption(options.endpoints)];
+  const hostList = hostsOf(url, options.endpoints, BACKEND);
   if (hostList.length === 0) {
     throw new InvalidArgumentError(
       `the etcd URL needs at least one host, as in etcd://127.0.0.1:2379 (or the "endpoints" option)`,
@@ -76,23 +77,6 @@ export function parseConfig(context: DriverContext): EtcdConfig {
     ...(username !== undefined ? { auth: { username, password: password ?? "" } } : {}),
     requestTimeoutMs,
   };
-}
-
-function splitHosts(text: string): string[] {
-  return text
-    .split(",")
-    .map((h) => h.trim())
-    .filter(Boolean);
-}
-
-function endpointOption(value: unknown): string[] {
-  if (value === undefined) return [];
-  if (typeof value === "string") return splitHosts(value);
-  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value.flatMap(splitHosts);
-  throw new InvalidArgumentError(
-    `endpoints must be "host:port,host:port" or an array of "host:port" strings, got ${describe(value)}`,
-    { backend: BACKEND },
-  );
 }
 
 function withPort(host: string): string {

@@ -14,12 +14,13 @@
  * @module
  */
 import type { LockMode } from "../../core/driver.js";
-import { DeadlockError, InvalidStateError, LockLostError } from "../../core/errors.js";
+import { LockLostError } from "../../core/errors.js";
+import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { op, raceSignal, rangeAt, sleep, when, within } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
 import type { EtcdGrant } from "./acquire.js";
 import { encodeQueueValue } from "./keys.js";
-import { isGranted, type QueueView, viewOf } from "./queue.js";
+import { type QueueView, upgradeBlockers, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import { nextChange } from "./watch.js";
 
@@ -33,7 +34,7 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   grant.released = true;
   const upgrading = grant.upgrade;
   grant.upgrade = null;
-  upgrading?.abort(new InvalidStateError("the lock was released while its upgrade was pending", { backend: BACKEND }));
+  upgrading?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   const { queue, key } = grant;
   const sent =
     grant.marker || upgrading
@@ -56,7 +57,7 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
 
 /** Upgrades (waits) or downgrades (never waits) a lock grant. */
 export async function convert(scope: Scope, grant: EtcdGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
-  if (grant.released) throw new InvalidStateError("the lock is not held", { backend: BACKEND });
+  if (grant.released) throw notHeld({ backend: BACKEND });
   if (grant.mode === mode) return;
   if (mode === "shared") return downgrade(scope, grant, signal);
   return upgrade(scope, grant, signal);
@@ -119,18 +120,14 @@ async function upgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): Pro
       mayOwnMarker = owner === key;
       if (rangeAt(claim, 1).length === 0) throw lost(grant);
       if (owner !== key) {
-        throw new DeadlockError(
-          "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-          { backend: BACKEND },
-        );
+        throw upgradeDeadlock({ backend: BACKEND });
       }
       view = await read(scope, grant, stop.signal); // ours: an earlier attempt's answer was lost
     }
     grant.marker = true;
     for (;;) {
       if (!view.entries.some((e) => e.key === key)) throw lost(grant);
-      const others = view.entries.filter((e) => e.key !== key && isGranted(e));
-      const first = others[0];
+      const first = upgradeBlockers(view, key)[0];
       if (first) {
         // Wait for one of them to leave, then look again (one read per holder leaving).
         const change = await nextChange(

@@ -1,11 +1,7 @@
 /**
- * The granting rules of `QueueTable`, applied to a queue read from etcd: keys ordered by
- * create revision, each saying its mode, limit and whether its grant was recorded.
- *
- * - exclusive lock or election: granted when it is the oldest key;
- * - shared lock: granted when no older key is exclusive (held or waiting) and no shared
- *   holder is upgrading (the lock's upgrade marker exists);
- * - semaphore: granted when fewer than `limit` keys are older.
+ * The granting rule (`core/grant-rule.ts`), applied to a queue read from etcd: keys ordered
+ * by create revision, each saying its mode, limit and whether its grant was recorded, and
+ * the lock's upgrade marker (which holds back every shared key not yet recorded).
  *
  * A grant is always *recorded* (the key is rewritten without its waiting flag) by a
  * transaction that re-checks the rule, and the fencing token is the revision of that
@@ -16,6 +12,7 @@
  */
 import type { IKeyValue, ITxnResponse } from "etcd3";
 import type { LockMode, QueueKind } from "../../core/driver.js";
+import * as rule from "../../core/grant-rule.js";
 import { rangeAt } from "./client.js";
 import { decodeQueueValue, type QueueValue } from "./keys.js";
 
@@ -85,26 +82,55 @@ export type Decision =
       readonly markerBlocks: boolean;
     };
 
+/**
+ * The view as the rule sees it, for the waiting key at `index`. Only keys not yet recorded
+ * are ever decided, and a marker keeps every one of them out (their grants require it
+ * absent), so the upgrade counts as started before the first of them.
+ */
+function ruleQueue(view: QueueView, index: number, mode: LockMode, limit: number): rule.RuleQueue {
+  const entries = view.entries.map((e, i) =>
+    i === index
+      ? { mode, limit }
+      : {
+          mode: e.value.m === "x" ? ("exclusive" as const) : ("shared" as const),
+          limit: Number.isNaN(e.value.l) ? limit : e.value.l,
+        },
+  );
+  if (view.marker === null) return { entries };
+  const before = view.entries.findIndex((e) => !isGranted(e));
+  const holder = view.entries.findIndex((e) => e.key === view.marker);
+  return { entries, upgrades: [{ holder, before: before < 0 ? entries.length : before }] };
+}
+
 export function decide(view: QueueView, key: string, kind: QueueKind, mode: LockMode, limit: number): Decision {
   const index = view.entries.findIndex((e) => e.key === key);
   const me = view.entries[index];
   if (!me) return { type: "missing" };
   if (isGranted(me)) return { type: "held", me };
-  const other = view.entries.find((e) => e.key !== key && e.value.l !== limit && !Number.isNaN(e.value.l));
-  if (other) return { type: "mismatch", limit: other.value.l };
+  const verdict = rule.decide(ruleQueue(view, index, mode, limit), index);
+  if (verdict.type === "mismatch") return verdict;
+  if (verdict.type === "grant") return { type: "grant", me };
   const earlier = view.entries.slice(0, index);
-  if (kind === "semaphore") {
-    return earlier.length < limit
-      ? { type: "grant", me }
-      : { type: "wait", me, earlier, blockers: [], markerBlocks: false };
-  }
-  if (mode === "exclusive") {
-    return earlier.length === 0
-      ? { type: "grant", me }
-      : { type: "wait", me, earlier, blockers: [], markerBlocks: false };
-  }
-  const blockers = earlier.filter((e) => e.value.m === "x");
-  const markerBlocks = view.marker !== null;
-  if (blockers.length === 0 && !markerBlocks) return { type: "grant", me };
-  return { type: "wait", me, earlier, blockers, markerBlocks };
+  // What a shared waiter watches and requires absent when it records its grant.
+  const shared = kind !== "semaphore" && mode === "shared";
+  const blockers = shared ? verdict.writers.map((i) => view.entries[i] as QueueEntry) : [];
+  return { type: "wait", me, earlier, blockers, markerBlocks: shared && verdict.upgrade };
+}
+
+/**
+ * The other holders the upgrade of `key` (whose marker is in place) still waits for, by
+ * the rule. Here holding means recorded: the view is shown to the rule as the recorded
+ * keys, then the others (as the memory table orders its holders and waiters), with the
+ * upgrade started before the first unrecorded one, since none can be recorded after it.
+ */
+export function upgradeBlockers(view: QueueView, key: string): readonly QueueEntry[] {
+  const ordered = [...view.entries.filter(isGranted), ...view.entries.filter((e) => !isGranted(e))];
+  const index = ordered.findIndex((e) => e.key === key);
+  const entries = ordered.map((e) => ({
+    mode: e.value.m === "x" ? ("exclusive" as const) : ("shared" as const),
+    limit: 1,
+  }));
+  const before = view.entries.filter(isGranted).length;
+  const verdict = rule.decideUpgrade({ entries, upgrades: [{ holder: index, before }] }, index);
+  return verdict.type === "wait" ? verdict.holders.map((i) => ordered[i] as QueueEntry) : [];
 }

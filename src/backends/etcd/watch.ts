@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { abortable } from "../../core/abortable.js";
 import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3";
 
 export interface WatchTarget {
@@ -115,27 +116,19 @@ export function nextChange(
   signal: AbortSignal,
   registry: WatchRegistry,
 ): Promise<WatchedEvent[] | "broken"> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const finish = (outcome: WatchedEvent[] | "broken" | null) => {
-      signal.removeEventListener("abort", onAbort);
-      watch.close();
-      if (outcome === null) reject(signal.reason);
-      else resolve(outcome);
-    };
-    const onAbort = () => finish(null);
+  return abortable<WatchedEvent[] | "broken">(signal, (resolve) => {
     const watch = new KeyWatch(
       client,
       targets,
       fromRevision,
       {
         events: (events) => {
-          if (events.some(relevant)) finish(events);
+          if (events.some(relevant)) resolve(events);
         },
-        broken: () => finish("broken"),
+        broken: () => resolve("broken"),
       },
       registry,
     );
-    signal.addEventListener("abort", onAbort, { once: true });
+    return () => watch.close();
   });
 }

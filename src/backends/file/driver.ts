@@ -5,6 +5,13 @@
  * (plus one mesh socket per live process); the kernel frees a dead process's locks at once.
  * Not across hosts, and not on NFS. See docs/backends/file.md.
  *
+ * The granting rule (`src/core/grant-rule.ts`) is applied by the kernel's byte locks plus
+ * two intent bytes per slot: a writer that waits takes the writer-intent byte and an
+ * upgrader the upgrade-intent byte, and a reader first probes both, so readers do not
+ * overtake a waiting writer or a pending upgrade, and a second upgrader finds the byte
+ * taken and is refused. The kernel does not queue in order, so the backend does not
+ * declare `fifo`; the conformance suite replays the rule's table through it, gated by that.
+ *
  * @module
  */
 import { closeSync } from "node:fs";
@@ -20,7 +27,8 @@ import type {
   RecordEntry,
   SessionHooks,
 } from "../../core/driver.js";
-import { DeadlockError, InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
+import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
+import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
 import { kernel, LockFiles, limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
@@ -39,6 +47,8 @@ interface FileGrant extends DriverGrant {
   since: number;
   /** Whether this grant holds its slot's writer intent (see {@link FileSession.claimWriterIntent}). */
   writerIntent: boolean;
+  /** Ends this grant's pending upgrade (release does, so the upgrade does not wait forever). */
+  upgrade?: AbortController | undefined;
 }
 
 interface Held {
@@ -169,6 +179,7 @@ class FileSession implements DriverSession, SessionView {
   releaseNow(driverGrant: DriverGrant): void {
     const grant = driverGrant as FileGrant;
     if (!this.#grants.delete(grant) || this.#closed) return;
+    grant.upgrade?.abort(releasedWhileUpgrading({ backend: "file" }));
     const held = this.#held.get(grant.slot);
     if (held && --held.count === 0) {
       this.#held.delete(grant.slot);
@@ -183,7 +194,7 @@ class FileSession implements DriverSession, SessionView {
     const grant = driverGrant as FileGrant;
     this.#checkOpen();
     const held = this.#held.get(grant.slot);
-    if (!this.#grants.has(grant) || !held) throw new InvalidStateError("the lock is not held");
+    if (!this.#grants.has(grant) || !held) throw notHeld({ backend: "file" });
     if (mode === "shared") {
       // Converting our own exclusive lock to shared never conflicts.
       this.#locks.tryLock(grant.slot, true);
@@ -196,19 +207,18 @@ class FileSession implements DriverSession, SessionView {
     }
     const intent = grant.slot + UPGRADE_INTENT;
     if (this.#upgrading.has(grant.slot) || !this.#takeIntent(intent)) {
-      throw new DeadlockError(
-        `another shared holder of "${grant.name}" is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead`,
-        { backend: "file" },
-      );
+      throw upgradeDeadlock({ backend: "file" });
     }
     this.#upgrading.add(grant.slot);
+    const ended = new AbortController();
+    grant.upgrade = ended;
     try {
       const attempt = () => held.count === 1 && this.#locks.tryLock(grant.slot, false);
       if (!attempt()) {
         await this.#wait(
           [grant.slot],
           attempt,
-          { signal },
+          { signal: AbortSignal.any([signal, ended.signal]) },
           { kind: grant.kind, name: grant.name, limit: 1, mode: "exclusive" },
         );
       }
@@ -216,6 +226,7 @@ class FileSession implements DriverSession, SessionView {
       grant.mode = "exclusive";
       grant.token = await nextToken(this.#node.tokensFd);
     } finally {
+      grant.upgrade = undefined;
       this.#upgrading.delete(grant.slot);
       if (!this.#closed) this.#locks.unlock(intent);
     }

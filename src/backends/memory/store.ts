@@ -9,7 +9,7 @@ export interface HolderMeta {
   readonly memberId: string;
 }
 
-interface MemorySession {
+interface StoredSession {
   readonly id: string;
   readonly memberId: string;
   readonly ttlMs: number;
@@ -33,7 +33,7 @@ export class MemoryStore {
   });
   /** Durable (for the process's life) versioned keys, bound to no session. */
   readonly cells = new CellTable();
-  readonly #sessions = new Map<string, MemorySession>();
+  readonly #sessions = new Map<string, StoredSession>();
   readonly #records = new Map<string, Map<string, RecordEntry>>();
   readonly #watchers = new Map<string, Set<(event: RecordEvent) => void>>();
   #nextSession = 0;
@@ -44,7 +44,7 @@ export class MemoryStore {
 
   openSession(memberId: string, ttlMs: number, onLost: (error: Error) => void): string {
     const id = `${this.name || "default"}-${++this.#nextSession}`;
-    const session: MemorySession = { id, memberId, ttlMs, expiresAt: 0, timer: null, onLost };
+    const session: StoredSession = { id, memberId, ttlMs, expiresAt: 0, timer: null, onLost };
     this.#sessions.set(id, session);
     this.keepAlive(id);
     return id;
@@ -85,7 +85,7 @@ export class MemoryStore {
     if (session) this.#endSession(session, new SessionExpiredError(`memory session ${id} was closed`));
   }
 
-  #endSession(session: MemorySession, error: Error): void {
+  #endSession(session: StoredSession, error: Error): void {
     if (session.timer) clearTimeout(session.timer);
     this.#sessions.delete(session.id);
     this.table.removeWhere((meta) => meta.sessionId === session.id, error);

@@ -10,6 +10,7 @@
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import type { Control } from "./control.js";
+import { cellGuard } from "../cell-calls.js";
 import { translate } from "./errors.js";
 import { quoteIdent } from "./schema.js";
 
@@ -96,15 +97,7 @@ export function postgresCells(control: Control, schema: string, namespace: strin
     throw new Error(`cell "${key}" changed under ${MAX_ATTEMPTS} write attempts in a row`);
   };
 
-  const guarded =
-    <A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
-      try {
-        return await fn(...args);
-      } catch (error) {
-        throw translate(error, `${what} a cell`);
-      }
-    };
+  const guarded = cellGuard(translate);
 
   return {
     get: guarded("reading", read),

@@ -1,3 +1,4 @@
+import { abortable } from "../../core/abortable.js";
 import { createHash } from "node:crypto";
 import type { Notification, QueryResult, QueryResultRow } from "pg";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
@@ -281,19 +282,10 @@ export class SemaphoreWakeups {
       version: () => current.version,
       changed: (seen, signal) => {
         if (current.version !== seen) return Promise.resolve();
-        if (signal.aborted) return Promise.reject(signal.reason);
-        return new Promise<void>((resolve, reject) => {
-          const done = () => {
-            signal.removeEventListener("abort", onAbort);
-            current.waiters.delete(done);
-            resolve();
-          };
-          const onAbort = () => {
-            current.waiters.delete(done);
-            reject(signal.reason);
-          };
+        return abortable<void>(signal, (resolve) => {
+          const done = () => resolve();
           current.waiters.add(done);
-          signal.addEventListener("abort", onAbort, { once: true });
+          return () => current.waiters.delete(done);
         });
       },
       dispose: () => {

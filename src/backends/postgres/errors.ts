@@ -17,7 +17,7 @@ import { explain, explainNetwork, networkFailure } from "../explain.js";
 
 const backend = "postgres";
 
-/** Baton's own SQLSTATEs, raised by the functions in schema.ts. */
+/** Baton's own SQLSTATEs, raised by the functions in migrations.ts. */
 export const SQLSTATE = {
   collision: "BT001",
   limitMismatch: "BT002",

@@ -1,12 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { ClosedError, DeadlockError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
+import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
+import { sleep } from "../../core/abortable.js";
 import { type ClientClass, PgConnection, poolingError } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
 import { Lane, type PgGrant } from "./lane.js";
 import type { PostgresSettings } from "./options.js";
-import { advisoryKey, quoteIdent } from "./schema.js";
+import { advisoryKey } from "./keys.js";
+import { quoteIdent } from "./schema.js";
 import type { ConnectionBudget } from "./slots.js";
 
 /** What every session of one coordinator shares. */
@@ -153,7 +156,7 @@ export class PgSession implements DriverSession {
     if (g.released) return;
     g.released = true;
     if (g.upgrade) {
-      g.upgrade.stop(new InvalidStateError("the lock was released while its upgrade was pending"));
+      g.upgrade.stop(releasedWhileUpgrading({ backend: "postgres" }));
       await g.upgrade.done;
     }
     const lane = g.lane;
@@ -189,7 +192,7 @@ export class PgSession implements DriverSession {
     const g = grant as PgGrant;
     if (g.mode === mode) return;
     const lane = g.lane;
-    if (g.released || !lane.grants.has(g)) throw new InvalidStateError("the lock is not held");
+    if (g.released || !lane.grants.has(g)) throw notHeld({ backend: "postgres" });
     if (mode === "shared") {
       const result = await lane.query<{ o_pid: number }>(
         `SELECT * FROM ${this.#q}.downgrade($1)`,
@@ -204,7 +207,7 @@ export class PgSession implements DriverSession {
     // Two upgrades from one process are ordered by call, not by which reaches the server
     // first: the later one is refused at once, as it would be by the server's intent lock.
     const local = this.#queueName(g.id);
-    if (upgrading.has(local)) throw upgradeDeadlock();
+    if (upgrading.has(local)) throw upgradeDeadlock({ backend: "postgres" });
     upgrading.add(local);
     try {
       await this.#upgradeFrom(g, signal);
@@ -222,7 +225,7 @@ export class PgSession implements DriverSession {
     );
     const started = begin.rows[0];
     lane.checkPid(started?.o_pid);
-    if (!started?.o_ok) throw upgradeDeadlock();
+    if (!started?.o_ok) throw upgradeDeadlock({ backend: "postgres" });
     if (g.released) {
       await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [started.o_intent], this.#quickMs);
       throw new InvalidStateError("the lock was released while its upgrade was starting");
@@ -681,25 +684,4 @@ export class PgSession implements DriverSession {
       }
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function upgradeDeadlock(): DeadlockError {
-  return new DeadlockError(
-    "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-    { backend: "postgres" },
-  );
 }

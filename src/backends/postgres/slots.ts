@@ -1,21 +1,15 @@
+import { abortable } from "../../core/abortable.js";
+
 /** Wakes everyone waiting for "something changed" (a lane freed, a connection closed). */
 export class Notifier {
   readonly #waiters = new Set<() => void>();
 
   /** Resolves at the next {@link notify}; rejects with `signal.reason` if it aborts first. */
   wait(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.reject(signal.reason);
-    return new Promise<void>((resolve, reject) => {
-      const done = () => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      };
-      const onAbort = () => {
-        this.#waiters.delete(done);
-        reject(signal.reason);
-      };
+    return abortable<void>(signal, (resolve) => {
+      const done = () => resolve();
       this.#waiters.add(done);
-      signal.addEventListener("abort", onAbort, { once: true });
+      return () => this.#waiters.delete(done);
     });
   }
 

@@ -7,13 +7,8 @@
  */
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
-import {
-  DeadlockError,
-  InvalidArgumentError,
-  InvalidStateError,
-  LockLostError,
-  SessionExpiredError,
-} from "../../core/errors.js";
+import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
+import { limitMismatch, notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { BACKEND } from "./errors.js";
 import { ACQUIRE, CANCEL_UPGRADE, CHECK, CONVERT, RELEASE } from "./lua.js";
 import { freeOrEnd, replicated, runRetrying, type Scope } from "./scope.js";
@@ -111,10 +106,7 @@ async function slowAcquire(
           scope.track(queue, -1);
           return null;
         case "limit":
-          throw new InvalidArgumentError(
-            `limit ${request.limit} does not match the limit ${reply[1]} its current holders and waiters use; every user of one semaphore must give the same limit`,
-            { backend: BACKEND },
-          );
+          throw limitMismatch(request.limit, Number(reply[1]), { backend: BACKEND });
         case "lost":
         case "missing":
           throw vanished(scope, `the session's key is gone (expired or the server lost it) while ${what}`);
@@ -153,9 +145,7 @@ export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   if (grant.released) return;
   grant.released = true;
   scope.track(grant.queue, -1);
-  grant.upgrade?.abort(
-    new InvalidStateError("the lock was released while its upgrade was pending", { backend: BACKEND }),
-  );
+  grant.upgrade?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   try {
     await scope.link.run(RELEASE, [scope.keys.prefix, grant.queue, grant.entry]);
   } catch (error) {
@@ -166,7 +156,7 @@ export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
 
 /** Upgrades (waits, ahead of every queued waiter) or downgrades (never waits) a lock grant. */
 export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
-  if (grant.released) throw new InvalidStateError("the lock is not held", { backend: BACKEND });
+  if (grant.released) throw notHeld({ backend: BACKEND });
   if (grant.mode === mode) return;
   if (signal.aborted) throw signal.reason;
   const what = `${mode === "shared" ? "downgrading" : "upgrading"} lock "${grant.name}"`;
@@ -186,10 +176,7 @@ export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, s
           grant.token = BigInt(reply[1] as string);
           return;
         case "deadlock":
-          throw new DeadlockError(
-            "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-            { backend: BACKEND },
-          );
+          throw upgradeDeadlock({ backend: BACKEND });
         case "missing":
           throw lost(grant);
         case "waiting": {

@@ -8,11 +8,12 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { createClient, createSentinel, type RedisClientOptions } from "redis";
+import { createClient, type RedisClientOptions } from "redis";
 import { BackendUnavailableError } from "../../core/errors.js";
 import type { RedisConfig } from "./config.js";
 import { BACKEND, translate } from "./errors.js";
 import type { Script } from "./lua.js";
+import { followPrimary } from "./sentinel.js";
 
 type Args = readonly string[];
 type Listener = (message: string) => void;
@@ -157,38 +158,20 @@ export async function openLink(config: RedisConfig): Promise<Link> {
   let link: RedisLink;
   let ends: Ends;
   if (config.masterName !== undefined) {
-    const node = { ...auth, socket };
-    const sentinel = createSentinel({
-      name: config.masterName,
-      sentinelRootNodes: config.nodes.map((n) => ({ host: n.host, port: n.port })),
-      nodeClientOptions: node as never,
-      sentinelClientOptions: { socket } as never,
-      // node-redis learns of a promotion by asking the sentinels at this interval: it adds to
-      // every failover's downtime, and one query per half second is cheap.
-      scanInterval: 500,
-    });
-    sentinel.on("error", () => {}); // reported through the commands that fail
-    ends = {
-      send: (args) => sentinel.sendCommand(false, args as string[]),
-      subscribe: (channel, listener) => sentinel.subscribe(channel, listener),
-      unsubscribe: (channel, listener) => sentinel.unsubscribe(channel, listener as never),
-      close: async () => {
-        await shut(sentinel, config.requestTimeoutMs);
-      },
-    };
-    link = new RedisLink(ends, config.requestTimeoutMs);
-    sentinel.on("topology-change", (event: { type?: string }) => {
-      // node-redis moves its pub/sub connection to the new primary without telling when it
-      // is done: look again soon, and once more when it surely is.
-      if (event?.type !== "MASTER_CHANGE") return;
-      for (const ms of [100, 1000]) setTimeout(() => link.resubscribed(), ms).unref();
-    });
-    try {
-      await withTimeout(sentinel.connect(), 2 * config.requestTimeoutMs, "connecting");
-    } catch (error) {
-      await sentinel.destroy().catch(() => {});
+    // Not node-redis's Sentinel client: one silent sentinel stalls it (see sentinel.ts).
+    let resubscribed = () => {};
+    const followed = await followPrimary(config, {
+      socket,
+      auth,
+      onResubscribed: () => resubscribed(),
+      timed: withTimeout,
+      shut,
+    }).catch((error: unknown) => {
       throw translate(error, `connecting to Redis through Sentinel at ${where} (master ${config.masterName})`);
-    }
+    });
+    ends = followed;
+    link = new RedisLink(ends, config.requestTimeoutMs);
+    resubscribed = () => link.resubscribed();
   } else {
     const node = config.nodes[0]!;
     const options: RedisClientOptions = {

@@ -1,9 +1,11 @@
 /**
  * The Lua scripts: every decision (acquire, release, convert, renew, records) is one script,
  * run atomically by the server. They share {@link PRELUDE}: the granting rule of
- * `QueueTable` (FIFO, readers behind earlier writers, semaphores, a pending upgrade ahead
- * of every waiter) applied to a queue stored in Redis, with every entry naming its session
- * and counting only while that session's key exists.
+ * `src/core/grant-rule.ts` (FIFO, readers behind earlier writers, semaphores, a pending
+ * upgrade ahead of every waiter, the second upgrader refused), transcribed into Lua because
+ * it must run inside the server, applied to a queue stored in Redis, with every entry
+ * naming its session and counting only while that session's key exists. The conformance
+ * suite replays the rule's table (`test/grant-rule-cases.ts`) through this backend.
  *
  * Keys under the namespace prefix P (`baton:<namespace>:`):
  * - `P s:<sid>`: the session (value: member id), with the session TTL. Which queues and

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { sleep as abortableSleep } from "../../core/abortable.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { isTransient, translate } from "./errors.js";
 import type { Keyspace } from "./keys.js";
@@ -95,18 +96,7 @@ export async function replicated(scope: Scope, what: string): Promise<void> {
   }
 }
 
+/** An abortable sleep that does not keep the process alive (background retries). */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    timer.unref();
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+  return abortableSleep(ms, signal, { unref: true });
 }

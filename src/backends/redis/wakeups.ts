@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { abortable } from "../../core/abortable.js";
 
 /** Counters for benchmarks: whether grants come from messages or from re-checks. */
 export const wakeStats = { messages: 0, checks: 0, grantsByMessage: 0, grantsByCheck: 0 };
@@ -39,27 +40,14 @@ export class Mailbox {
   next(recheckMs: number, signal: AbortSignal): Promise<Wake> {
     const queued = this.#queue.shift();
     if (queued) return Promise.resolve(queued);
-    if (signal.aborted) return Promise.reject(signal.reason);
-    return new Promise<Wake>((resolve, reject) => {
-      const finish = () => {
+    return abortable<Wake>(signal, (resolve) => {
+      const timer = setTimeout(() => resolve({ type: "check" }), recheckMs);
+      timer.unref();
+      this.#notify = () => resolve(this.#queue.shift()!);
+      return () => {
         clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
         this.#notify = null;
       };
-      const onAbort = () => {
-        finish();
-        reject(signal.reason);
-      };
-      const timer = setTimeout(() => {
-        finish();
-        resolve({ type: "check" });
-      }, recheckMs);
-      timer.unref();
-      this.#notify = () => {
-        finish();
-        resolve(this.#queue.shift()!);
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
     });
   }
 

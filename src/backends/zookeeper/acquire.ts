@@ -16,9 +16,11 @@
  *
  * @module
  */
+import { abortable } from "../../core/abortable.js";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
-import type { Watcher } from "./client.js";
+import { limitMismatch } from "../../core/refusals.js";
+import type { Stat, Watcher } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
 import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
@@ -75,7 +77,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   const stop = AbortSignal.any([signal, scope.ended]);
   let path: string | null = null;
   try {
-    const joined = await join(scope, parent, prefix, stop);
+    const joined = await join(scope, parent, prefix, isSole(request), stop);
     path = joined.path;
     return await wait(scope, request, parent, path, tag, joined, stop);
   } catch (error) {
@@ -90,28 +92,25 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
 }
 
 /** Creates the node and reads the queue in one round trip. */
-async function join(
-  scope: Scope,
-  parent: string,
-  prefix: string,
-  stop: AbortSignal,
-): Promise<{ path: string; view: QueueView | null; token: bigint | null }> {
+async function join(scope: Scope, parent: string, prefix: string, sole: boolean, stop: AbortSignal): Promise<Joined> {
   const { handle } = scope;
   const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now() });
   for (;;) {
     if (stop.aborted) throw stop.reason;
-    const created = handle.create(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
+    const created = handle.createNode(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
     const listed = handle.children(parent);
-    // Sent behind the read: its zxid is the token if the read grants us.
-    const stamped = handle.set(parent, "");
+    // Sent behind the read: its zxid is the token if the read grants us (a sole holder's
+    // token comes from the read itself: see soleToken).
+    const stamped = sole ? null : handle.set(parent, "");
     listed.catch(() => {});
-    stamped.catch(() => {});
+    stamped?.catch(() => {});
     try {
-      const path = await created;
+      const { path, czxid } = await created;
       const first = await listed.catch(() => null);
-      const stamp = await stamped.catch(() => null);
+      const stamp = sole ? (first ? { mzxid: soleToken(first.stat) } : null) : await stamped?.catch(() => null);
       return {
         path,
+        czxid,
         view: first ? viewOf(first.children, first.stat, new Map()) : null,
         token: first && stamp ? stamp.mzxid : null,
       };
@@ -122,11 +121,20 @@ async function join(
       }
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
       const found = await findByPrefix(scope, parent, prefix, stop);
-      if (found) return { path: found, view: null, token: null };
+      if (found) return { path: found, czxid: null, view: null, token: null };
       // Not there: the create never reached a server. createProtected goes on from here.
-      return { path: await createProtected(scope, parent, prefix, data, stop), view: null, token: null };
+      const path = await createProtected(scope, parent, prefix, data, stop);
+      return { path, czxid: null, view: null, token: null };
     }
   }
+}
+
+/** A joined queue node: its path, creation zxid (when the answer came), first read and token. */
+interface Joined {
+  readonly path: string;
+  readonly czxid: bigint | null;
+  readonly view: QueueView | null;
+  readonly token: bigint | null;
 }
 
 /** Reads the queue, and the current mode of every converted writer a shared request must know. */
@@ -166,7 +174,7 @@ async function wait(
   parent: string,
   path: string,
   tag: string,
-  joined: { view: QueueView | null; token: bigint | null },
+  joined: Joined,
   stop: AbortSignal,
 ): Promise<ZkGrant> {
   const { kind, mode, limit } = request;
@@ -185,17 +193,22 @@ async function wait(
       case "missing":
         throw vanished(scope, request);
       case "mismatch":
-        throw new InvalidArgumentError(
-          `limit ${limit} does not match the limit ${decision.limit} its current holders and waiters use; every user of one semaphore must give the same limit`,
-          { backend: BACKEND },
-        );
+        throw limitMismatch(limit, decision.limit, { backend: BACKEND });
       case "grant": {
         const since = Date.now();
         const token =
-          stamp ?? (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid;
+          stamp ??
+          (isSole(request) && view
+            ? soleToken(view.stat)
+            : (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid);
         const grant = new ZkGrant(request, parent, path, tag, token, since);
-        // For inspect(); the token is already fixed. A node gone by now is seen by the guard.
-        scope.handle.set(path, grant.data(scope, { t: token.toString() })).catch(() => {});
+        // For inspect(), which takes a node without a note to hold its creation zxid: needed
+        // only when the token is another one (uncontended, the read right behind the create
+        // sees that create as the last change). The token is already fixed; a node gone by
+        // now is seen by the guard.
+        if (token !== joined.czxid) {
+          scope.handle.set(path, grant.data(scope, { t: token.toString() })).catch(() => {});
+        }
         return guard(scope, grant);
       }
       case "wait":
@@ -205,6 +218,22 @@ async function wait(
         stamp = null;
     }
   }
+}
+
+/** Whether a grant of `request` is held by no one else at the same time (an exclusive lock, a leader). */
+function isSole(request: AcquireRequest): boolean {
+  return request.kind !== "semaphore" && request.mode === "exclusive";
+}
+
+/**
+ * The token of a sole holder: the zxid of the last child created or deleted (pzxid) as the
+ * granting read saw it, so no write is needed. Every earlier holder's token was taken
+ * before that holder's node was deleted, and the granting read saw that deletion, so it is
+ * larger; a sole holder has no one granted beside it that could get the same value.
+ * Shared holders and permits can be granted by the same state, so they take a write's zxid.
+ */
+function soleToken(stat: Stat): bigint {
+  return stat.pzxid;
 }
 
 /**
@@ -246,19 +275,9 @@ export function nextChange(
   view: QueueView,
   stop: AbortSignal,
 ): Promise<void> {
-  if (stop.aborted) return Promise.reject(stop.reason);
   const { handle } = scope;
-  return new Promise<void>((resolve, reject) => {
-    let settled = false;
-    const finish = (error?: unknown) => {
-      if (settled) return;
-      settled = true;
-      stop.removeEventListener("abort", onAbort);
-      if (error === undefined) resolve();
-      else reject(error);
-    };
-    const onAbort = () => finish(stop.reason);
-    stop.addEventListener("abort", onAbort, { once: true });
+  return abortable<void>(stop, (resolve, reject) => {
+    const finish = (error?: unknown) => (error === undefined ? resolve() : reject(error));
     const fire: Watcher = () => finish();
     const arm = async () => {
       if (decision.children) {
@@ -276,6 +295,7 @@ export function nextChange(
       if (isTransient(error)) handle.waitConnected(stop).then(() => finish(), finish);
       else finish(stop.aborted ? stop.reason : translate(error, `watching ${parent}`));
     });
+    return undefined;
   });
 }
 

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { abortable } from "../../core/abortable.js";
 import { performance } from "node:perf_hooks";
 import { BackendUnavailableError } from "../../core/errors.js";
 import type { ZkConfig } from "./config.js";
@@ -25,11 +26,25 @@ export interface Stat {
   readonly ctime: number;
 }
 
+/** Opcodes of the requests sent by hand. */
+const OP = { create: 1, delete: 2, removeWatches: 18, createContainer: 19, addWatch: 106 } as const;
+
 /** Node kinds (CreateMode). */
 export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
 
 /** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 children). */
 export type Watcher = (type: number) => void;
+
+/** A persistent recursive watch's listener. */
+export interface PersistentListener {
+  /** One change below the watched path, in the server's order: its type and the node's path. */
+  event(type: number, path: string): void;
+  /**
+   * The connection was replaced and the watch added again: changes made meanwhile were not
+   * reported, so everything must be read again.
+   */
+  reset(): void;
+}
 
 type Cb = (error: unknown, ...rest: unknown[]) => void;
 interface RawStat {
@@ -44,6 +59,7 @@ interface RawStat {
 }
 interface RawEvent {
   readonly type: number;
+  readonly path?: string;
 }
 interface RawClient {
   connect(): void;
@@ -67,14 +83,24 @@ interface Library {
 }
 /** The package's wire records, for the one request it has no method for. */
 interface Jute {
-  protocol: { RequestHeader: new () => { type: number }; CreateRequest: new () => Record<string, unknown> };
+  protocol: {
+    RequestHeader: new () => { type: number };
+    CreateRequest: new () => Record<string, unknown>;
+    DeleteRequest: new () => Record<string, unknown>;
+  };
   Request: new (header: object, payload: object) => { toBuffer(): Buffer };
+}
+/** An answer as the package passes it to a queued request's callback. */
+interface RawResponse {
+  readonly header: { readonly zxid: Buffer | number };
+  readonly payload: { readonly path?: string } | null;
 }
 interface Queue {
   queue(request: object, cb: (error: unknown, response: unknown) => void): void;
 }
 interface Manager extends Queue {
   socket?: { destroy(): void; setTimeout(ms: number, listener: () => void): void };
+  watcherManager?: { emit(event: RawEvent): unknown };
   pendingBuffer: Buffer | null;
   onSocketConnected(...args: unknown[]): unknown;
   onSocketData(...args: unknown[]): unknown;
@@ -89,11 +115,18 @@ interface Manager extends Queue {
  * parsed drops the connection instead (the package then reopens it; requests in flight
  * fail with a connection loss), and an unanswered handshake is dropped after `handshakeMs`.
  */
-function harden(manager: Manager | undefined, handshaking: () => boolean, handshakeMs: number): void {
+function harden(
+  manager: Manager | undefined,
+  handshaking: () => boolean,
+  handshakeMs: number,
+  seen: { handshakeSentAt: number; heardAt: number },
+): void {
   if (!manager) return;
   const { onSocketConnected, onSocketData } = manager;
   manager.onSocketConnected = function (this: Manager, ...args: unknown[]) {
     this.pendingBuffer = null;
+    // The handshake is written by the original handler, right after this.
+    seen.handshakeSentAt = performance.now();
     const socket = this.socket;
     socket?.setTimeout(handshakeMs, () => {
       if (handshaking() && this.socket === socket) socket?.destroy();
@@ -101,6 +134,7 @@ function harden(manager: Manager | undefined, handshaking: () => boolean, handsh
     return onSocketConnected.apply(this, args);
   };
   manager.onSocketData = function (this: Manager, ...args: unknown[]) {
+    seen.heardAt = performance.now();
     try {
       return onSocketData.apply(this, args);
     } catch {
@@ -145,6 +179,13 @@ export class ZkHandle {
   readonly #endListeners = new Set<(reason: EndReason) => void>();
   /** performance.now() at which the last answered request was sent. */
   lastAckSentAt: number;
+  /** When the current connection's handshake was sent, and when the server was last heard. */
+  readonly #seen = { handshakeSentAt: 0, heardAt: 0 };
+  #connectedAt = 0;
+  #watchdog: NodeJS.Timeout | null = null;
+  /** Persistent recursive watches, by path; re-added after every reconnection. */
+  readonly #persistent = new Map<string, Set<PersistentListener>>();
+  #everConnected = false;
 
   /**
    * Connects; rejects with `BackendUnavailableError` if no server answers within
@@ -166,6 +207,7 @@ export class ZkHandle {
       raw.connectionManager,
       () => !handle.#connected && handle.#ended === null,
       Math.min(2000, config.sessionTimeoutMs / 3),
+      handle.#seen,
     );
     const sentAt = performance.now();
     if (config.digest) raw.addAuthInfo("digest", Buffer.from(config.digest));
@@ -181,7 +223,8 @@ export class ZkHandle {
         { backend: BACKEND },
       );
     }
-    handle.lastAckSentAt = sentAt;
+    handle.lastAckSentAt = Math.max(handle.lastAckSentAt, sentAt);
+    handle.#watch();
     if (config.digest) {
       // Authentication is checked by the server after connecting: one read shows the result.
       try {
@@ -202,8 +245,24 @@ export class ZkHandle {
     this.#acl = acl;
     this.#jute = jute;
     this.lastAckSentAt = performance.now();
+    // Events of persistent watches are for paths the package knows no watcher of; it drops
+    // them, so they are taken here first.
+    const watchers = raw.connectionManager?.watcherManager;
+    if (watchers) {
+      const emit = watchers.emit.bind(watchers);
+      watchers.emit = (e: RawEvent) => {
+        if (e.path !== undefined) this.#dispatch(e.type, e.path);
+        return emit(e);
+      };
+    }
     raw.on("connected", () => {
+      if (this.#everConnected) this.#rewatch();
+      this.#everConnected = true;
       this.#connected = true;
+      this.#connectedAt = performance.now();
+      // The server answered a handshake naming our session: it renewed it no earlier than
+      // the handshake was sent.
+      if (this.#seen.handshakeSentAt > this.lastAckSentAt) this.lastAckSentAt = this.#seen.handshakeSentAt;
       for (const wake of [...this.#waiting]) wake();
     });
     raw.on("disconnected", () => {
@@ -241,24 +300,42 @@ export class ZkHandle {
     if (this.connected) return Promise.resolve();
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.#ended) return Promise.reject(endedError("waiting for a connection"));
-    return new Promise((resolve, reject) => {
-      const done = (error?: unknown) => {
-        this.#waiting.delete(wake);
-        signal.removeEventListener("abort", onAbort);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const wake = () => done(this.#ended ? endedError("waiting for a connection") : undefined);
-      const onAbort = () => done(signal.reason);
+    return abortable<void>(signal, (resolve, reject) => {
+      const wake = () => (this.#ended ? reject(endedError("waiting for a connection")) : resolve());
       this.#waiting.add(wake);
-      signal.addEventListener("abort", onAbort, { once: true });
+      return () => this.#waiting.delete(wake);
     });
   }
 
   create(path: string, data: string, flags: number): Promise<string> {
-    return this.#call(`creating ${path}`, (cb) => this.#raw.create(path, Buffer.from(data), this.#acl, flags, cb)).then(
-      ([created]) => created as string,
-    );
+    return this.createNode(path, data, flags).then((created) => created.path);
+  }
+
+  /**
+   * Creates a node; resolves with its path and creation zxid. The zxid is the answer's
+   * header's (the server puts the zxid of the transaction it just applied there, and it
+   * applies one session's writes in order), which the package's `create` does not pass on.
+   */
+  createNode(path: string, data: string, flags: number): Promise<{ path: string; czxid: bigint }> {
+    const payload = new this.#jute.protocol.CreateRequest();
+    payload.path = path;
+    payload.data = Buffer.from(data);
+    payload.acl = this.#acl.map((a) => a.toRecord());
+    payload.flags = flags;
+    const header = new this.#jute.protocol.RequestHeader();
+    header.type = OP.create;
+    const request = new this.#jute.Request(header, payload);
+    const manager = this.#raw.connectionManager as Manager;
+    return this.#call(`creating ${path}`, (cb) =>
+      manager.queue(request, (error, response) => cb(error, response as RawResponse)),
+    ).then(([response]) => {
+      const { header: reply, payload: created } = response as RawResponse;
+      const zxid = reply.zxid;
+      return {
+        path: created?.path as string,
+        czxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number),
+      };
+    });
   }
 
   /**
@@ -268,26 +345,96 @@ export class ZkHandle {
    * as a CREATE's (the path comes first; the stat after it is skipped with the packet).
    */
   createContainer(path: string): Promise<void> {
-    const { protocol, Request } = this.#jute;
-    const header = new protocol.RequestHeader();
-    header.type = 1;
-    const payload = new protocol.CreateRequest();
+    const payload = new this.#jute.protocol.CreateRequest();
     payload.path = path;
     payload.data = Buffer.alloc(0);
     payload.acl = this.#acl.map((a) => a.toRecord());
     payload.flags = FLAGS.container;
+    return this.#sendAs(`creating ${path}`, OP.create, OP.createContainer, payload);
+  }
+
+  /**
+   * Watches every create, delete and data change below `path` (ZooKeeper 3.6+: ADD_WATCH,
+   * opcode 106, mode PERSISTENT_RECURSIVE), until the returned function is called. Unlike
+   * one-shot watches nothing slips between an event and the next read: every change is
+   * reported, in order. The package knows no ADD_WATCH, so it goes out in a DELETE's shape
+   * (a path and an int, and an empty answer). Across a reconnection the package cannot
+   * carry it (its SET_WATCHES has no persistent kind), so it is added again and the
+   * listener told to read everything again (`reset`). Resolves once the server has it.
+   */
+  async watchBelow(path: string, listener: PersistentListener): Promise<() => void> {
+    let listeners = this.#persistent.get(path);
+    const first = !listeners;
+    if (!listeners) this.#persistent.set(path, (listeners = new Set()));
+    listeners.add(listener);
+    try {
+      if (first) await this.#addWatch(path);
+    } catch (error) {
+      this.#unwatch(path, listener);
+      throw error;
+    }
+    return () => this.#unwatch(path, listener);
+  }
+
+  #addWatch(path: string): Promise<void> {
+    const payload = new this.#jute.protocol.DeleteRequest();
+    payload.path = path;
+    payload.version = 1; // AddWatchMode.PERSISTENT_RECURSIVE
+    return this.#sendAs(`watching ${path}`, OP.delete, OP.addWatch, payload);
+  }
+
+  #unwatch(path: string, listener: PersistentListener): void {
+    const listeners = this.#persistent.get(path);
+    if (!listeners?.delete(listener) || listeners.size > 0) return;
+    this.#persistent.delete(path);
+    // REMOVE_WATCHES (opcode 18), kind PERSISTENT_RECURSIVE (5); the same shape again.
+    const payload = new this.#jute.protocol.DeleteRequest();
+    payload.path = path;
+    payload.version = 5;
+    if (this.connected) this.#sendAs(`unwatching ${path}`, OP.delete, OP.removeWatches, payload).catch(() => {});
+  }
+
+  #dispatch(type: number, path: string): void {
+    for (const [root, listeners] of this.#persistent) {
+      if (path !== root && !path.startsWith(`${root}/`)) continue;
+      for (const listener of [...listeners]) listener.event(type, path);
+    }
+  }
+
+  /** After a reconnection: the server forgot the persistent watches with the old connection. */
+  #rewatch(): void {
+    for (const [path, listeners] of this.#persistent) {
+      this.#addWatch(path).then(
+        () => {
+          for (const listener of [...listeners]) listener.reset();
+        },
+        () => {
+          // Lost again: the next reconnection adds it again.
+        },
+      );
+    }
+  }
+
+  /**
+   * Sends a request the package has no method for: serialized as `payload` with opcode
+   * `wire`, its answer parsed as the package parses answers to `parseAs`.
+   */
+  #sendAs(what: string, parseAs: number, wire: number, payload: object): Promise<void> {
+    const { protocol, Request } = this.#jute;
+    const header = new protocol.RequestHeader();
+    header.type = parseAs;
     const request = new Request(header, payload);
     const toBuffer = request.toBuffer.bind(request);
     request.toBuffer = () => {
-      header.type = 19;
+      header.type = wire;
       try {
         return toBuffer();
       } finally {
-        header.type = 1;
+        header.type = parseAs;
       }
     };
     const manager = this.#raw.connectionManager as Manager;
-    return this.#call(`creating ${path}`, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
+    return this.#call(what, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
   }
 
   /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
@@ -353,8 +500,43 @@ export class ZkHandle {
     else setTimeout(drop, 2000).unref();
   }
 
+  /**
+   * Drops a connection whose server has gone silent. The package notices only a closed
+   * connection, and a server cut off by a failed switch, or frozen, never closes it: the
+   * package would wait on it until the session is lost, while the ensemble's other servers
+   * could serve. So a request goes out whenever the server has not been heard for half the
+   * silence bound, and a connection silent for the whole bound (a quarter of the timeout,
+   * at least 1 s) is dropped; the package then connects to the next server, early enough
+   * to renew the session there before the local deadline (four fifths of the timeout).
+   */
+  #watch(): void {
+    const timeout = this.negotiatedTimeoutMs;
+    const silentMs = Math.max(1000, Math.floor(timeout / 4));
+    let probing = false;
+    const check = () => {
+      if (this.#ended) return;
+      const now = performance.now();
+      const heard = Math.max(this.#seen.heardAt, this.#connectedAt);
+      if (this.#connected && now - heard >= silentMs) {
+        this.#connected = false;
+        this.#raw.connectionManager?.socket?.destroy();
+      } else if (this.#connected && now - heard >= silentMs / 2 && !probing) {
+        probing = true;
+        this.exists("/")
+          .catch(() => {})
+          .finally(() => {
+            probing = false;
+          });
+      }
+      this.#watchdog = setTimeout(check, Math.floor(silentMs / 5));
+      this.#watchdog.unref();
+    };
+    check();
+  }
+
   #end(reason: EndReason): void {
     if (this.#ended) return;
+    if (this.#watchdog) clearTimeout(this.#watchdog);
     this.#ended = reason;
     this.#connected = false;
     for (const wake of [...this.#waiting]) wake();

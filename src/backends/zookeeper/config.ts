@@ -8,6 +8,7 @@
 import type { DriverContext } from "../../core/driver.js";
 import { parseDuration } from "../../core/duration.js";
 import { InvalidArgumentError } from "../../core/errors.js";
+import { hostsOf } from "../host-list.js";
 import { describe, MAX_TTL_MS, MIN_TTL_MS } from "../../core/validate.js";
 import { BACKEND } from "./errors.js";
 
@@ -28,7 +29,7 @@ export interface ZkConfig {
 /** Parses the driver context; throws `InvalidArgumentError` for anything malformed. */
 export function parseConfig(context: DriverContext): ZkConfig {
   const { url, options } = context;
-  const hosts = [...splitHosts(url.host), ...endpointOption(options.endpoints)].map((h) =>
+  const hosts = hostsOf(url, options.endpoints, BACKEND).map((h) =>
     /:\d+$/.test(h) && !/^\[[^\]]*\]$/.test(h) ? h : `${h}:${DEFAULT_PORT}`,
   );
   if (hosts.length === 0) {
@@ -57,24 +58,6 @@ export function parseConfig(context: DriverContext): ZkConfig {
     sessionTimeoutMs: sessionTimeout(options.sessionTimeout) ?? context.ttlMs,
     ...(username !== undefined ? { digest: `${username}:${password}` } : {}),
   };
-}
-
-function splitHosts(text: string): string[] {
-  return text
-    .split(",")
-    .map((h) => h.trim())
-    .filter(Boolean);
-}
-
-/** The other hosts of `zookeeper://h1,h2,h3` (connect() passes them as `endpoints`). */
-function endpointOption(value: unknown): string[] {
-  if (value === undefined) return [];
-  if (typeof value === "string") return splitHosts(value);
-  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value.flatMap(splitHosts);
-  throw new InvalidArgumentError(
-    `endpoints must be "host:port,host:port" or an array of "host:port" strings, got ${describe(value)}`,
-    { backend: BACKEND },
-  );
 }
 
 function sessionTimeout(raw: unknown): number | undefined {

@@ -16,7 +16,8 @@
  * @module
  */
 import type { LockMode } from "../../core/driver.js";
-import { DeadlockError, InvalidStateError, LockLostError } from "../../core/errors.js";
+import { type DeadlockError, InvalidStateError, LockLostError } from "../../core/errors.js";
+import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import type { ZkGrant } from "./acquire.js";
 import { nextChange, readView } from "./acquire.js";
 import { BACKEND, hasCode, RC } from "./errors.js";
@@ -30,7 +31,7 @@ export async function release(scope: Scope, grant: ZkGrant): Promise<void> {
   grant.released = true;
   const upgrading = grant.upgrade;
   grant.upgrade = null;
-  upgrading?.abort(new InvalidStateError("the lock was released while its upgrade was pending", { backend: BACKEND }));
+  upgrading?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   const marker = grant.marker;
   grant.marker = null;
   // Both deletes go out at once; the session's end would delete both anyway.
@@ -42,7 +43,7 @@ export async function release(scope: Scope, grant: ZkGrant): Promise<void> {
 
 /** Upgrades (waits) or downgrades (never waits) a lock grant. */
 export async function convert(scope: Scope, grant: ZkGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
-  if (grant.released) throw new InvalidStateError("the lock is not held", { backend: BACKEND });
+  if (grant.released) throw notHeld({ backend: BACKEND });
   if (grant.mode === mode) return;
   if (mode === "shared") return downgrade(scope, grant, signal);
   return upgrade(scope, grant, signal);
@@ -114,10 +115,7 @@ async function write(scope: Scope, grant: ZkGrant, data: string, stop: AbortSign
 }
 
 function deadlock(): DeadlockError {
-  return new DeadlockError(
-    "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-    { backend: BACKEND },
-  );
+  return upgradeDeadlock({ backend: BACKEND });
 }
 
 /** The sequence number at the end of a queue node's name. */

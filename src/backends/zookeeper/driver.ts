@@ -93,7 +93,7 @@ class ZkDriver implements Driver {
     const handle = await this.#live();
     const stop = AbortSignal.any([signal, this.#closed.signal]);
     try {
-      return await watchRecords(handle, this.#shared.layout, this.#shared.config.chroot, space, listener, stop);
+      return await watchRecords(handle, this.#shared.layout, space, listener, stop);
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       throw translate(error, `watching ${space}`);

@@ -1,11 +1,9 @@
 /**
- * The granting rules of `QueueTable`, applied to a queue read from ZooKeeper: its children
- * ordered by sequence number, each node's name giving its mode and limit.
- *
- * - exclusive lock or election: granted when it is the oldest node;
- * - shared lock: granted when no older node is exclusive (held or waiting: FIFO, so
- *   writers are not starved) and no upgrade marker older than it exists;
- * - semaphore: granted when fewer than `limit` nodes are older.
+ * The granting rule (`core/grant-rule.ts`), applied to a queue read from ZooKeeper: its
+ * children ordered by sequence number, each node's name giving its mode and limit, and the
+ * upgrade markers among them. This file only translates the view for the rule and picks
+ * what a waiter watches: an exclusive node its predecessor, a shared node the last older
+ * writer and the marker that holds it back, a semaphore node the children.
  *
  * A shared holder upgrading creates a marker node; readers that came after the marker
  * wait for it, and the upgrade completes once every other holder has left. Holding is
@@ -16,6 +14,7 @@
  * @module
  */
 import type { LockMode, QueueKind } from "../../core/driver.js";
+import * as rule from "../../core/grant-rule.js";
 import type { Stat } from "./client.js";
 import type { NodeData, QueueNode } from "./paths.js";
 import { parseNode } from "./paths.js";
@@ -57,27 +56,40 @@ export type Decision =
   /** Wait for one of `watch` to change, or (`children`) for any child to come or go. */
   | { readonly type: "wait"; readonly me: QueueNode; readonly watch: readonly string[]; readonly children: boolean };
 
+/**
+ * The view as the rule sees it. A marker's upgrade started when the nodes older than the
+ * marker had joined; its holder is found by sequence number (a holder that left sits half
+ * way between its neighbours, so it still compares as older or younger).
+ */
+function ruleQueue(view: QueueView, override?: { index: number; mode: LockMode; limit: number }): rule.RuleQueue {
+  const entries = view.nodes.map((n, i) =>
+    i === override?.index ? { mode: override.mode, limit: override.limit } : { mode: modeOf(view, n), limit: n.limit },
+  );
+  const olderThan = (seq: number) => view.nodes.filter((n) => n.seq < seq).length;
+  const upgrades = view.markers.map((m) => {
+    const holder = m.holderSeq === undefined ? -1 : view.nodes.findIndex((n) => n.seq === m.holderSeq);
+    return {
+      holder: holder >= 0 || m.holderSeq === undefined ? holder : olderThan(m.holderSeq) - 0.5,
+      before: olderThan(m.seq),
+    };
+  });
+  return { entries, upgrades };
+}
+
 /** Applies the granting rule to node `name` of the view. Pure: the same view, the same answer. */
 export function decide(view: QueueView, name: string, kind: QueueKind, mode: LockMode, limit: number): Decision {
   const index = view.nodes.findIndex((n) => n.name === name);
   const me = view.nodes[index];
   if (!me) return { type: "missing" };
-  const other = view.nodes.find((n) => n.limit !== limit);
-  if (other) return { type: "mismatch", limit: other.limit };
-  const earlier = view.nodes.slice(0, index);
-  if (kind === "semaphore") {
-    return earlier.length < limit ? { type: "grant", me } : { type: "wait", me, watch: [], children: true };
-  }
-  if (mode === "exclusive") {
-    return earlier.length === 0
-      ? { type: "grant", me }
-      : { type: "wait", me, watch: [(earlier.at(-1) as QueueNode).name], children: false };
-  }
-  const lastWriter = earlier.findLast((n) => modeOf(view, n) === "exclusive");
-  const marker = view.markers[0];
-  const blockingMarker = marker !== undefined && marker.seq < me.seq ? marker : undefined;
-  if (!lastWriter && !blockingMarker) return { type: "grant", me };
-  const watch = [lastWriter?.name, blockingMarker?.name].filter((n): n is string => n !== undefined);
+  const verdict = rule.decide(ruleQueue(view, { index, mode, limit }), index);
+  if (verdict.type === "mismatch") return verdict;
+  if (verdict.type === "grant") return { type: "grant", me };
+  if (kind === "semaphore") return { type: "wait", me, watch: [], children: true };
+  if (mode === "exclusive")
+    return { type: "wait", me, watch: [(view.nodes[index - 1] as QueueNode).name], children: false };
+  const lastWriter = view.nodes[verdict.writers.at(-1) ?? -1];
+  const marker = verdict.upgrade ? view.markers.find((m) => m.seq < me.seq) : undefined;
+  const watch = [lastWriter?.name, marker?.name].filter((n): n is string => n !== undefined);
   return { type: "wait", me, watch, children: false };
 }
 
@@ -88,25 +100,22 @@ export type UpgradeDecision =
   | { readonly type: "grant" }
   | { readonly type: "wait" };
 
-/** Whether the holder of `name`, whose marker is `marker`, may finish upgrading now. */
+/**
+ * Whether the holder of `name`, whose marker is `marker`, may finish upgrading now. Of two
+ * upgraders that both found no marker before making theirs, the older holder wins, so the
+ * outcome does not depend on which marker the server happened to create first.
+ */
 export function decideUpgrade(view: QueueView, name: string, marker: string): UpgradeDecision {
-  const me = view.nodes.find((n) => n.name === name);
-  const mine = view.markers.find((m) => m.name === marker);
-  if (!me || !mine) return { type: "missing" };
-  // Upgraders that both found no marker before making theirs: the older holder wins, so the
-  // outcome does not depend on which marker the server happened to create first.
-  if (view.markers.some((m) => m !== mine && (m.holderSeq ?? -1) < me.seq)) return { type: "deadlock" };
-  // The other holders: every node before the first writer that joined before the marker.
-  const firstWriter = view.nodes.findIndex((n) => n !== me && modeOf(view, n) === "exclusive");
-  const holders = (firstWriter < 0 ? view.nodes : view.nodes.slice(0, firstWriter)).filter(
-    (n) => n !== me && n.seq < mine.seq,
-  );
-  return holders.length === 0 ? { type: "grant" } : { type: "wait" };
+  const index = view.nodes.findIndex((n) => n.name === name);
+  if (index < 0 || !view.markers.some((m) => m.name === marker)) return { type: "missing" };
+  const verdict = rule.decideUpgrade(ruleQueue(view), index);
+  return { type: verdict.type };
 }
 
 /** The fencing token of a held node, as its holder wrote it into the node's data. */
 export function tokenOf(stat: Stat, data: NodeData | null): bigint {
-  // Written just after the grant, without waiting: for a moment the creation zxid stands in.
+  // No note: the token is the creation zxid (an exclusive grant whose granting read saw its
+  // own create as the last change), or the note is still on its way (written unawaited).
   return data?.t !== undefined ? BigInt(data.t) : stat.czxid;
 }
 

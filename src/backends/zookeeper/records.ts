@@ -1,15 +1,13 @@
 /**
  * Records (group members, election values) as ephemeral nodes under `r/<space>/`, and
- * watching a space with no gap: the children watch and one watch per record are re-armed
- * by every read, each read is compared with what was last reported, and the differences
- * are pushed. A change made while a watch was being re-armed is seen by that read.
+ * watching a space with no gap: one persistent recursive watch (see `watchRecords`).
  *
  * @module
  */
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
-import type { ZkHandle } from "./client.js";
-import { decodeSegment, type Layout } from "./paths.js";
-import { ensurePath, retrying } from "./scope.js";
+import type { Stat, ZkHandle } from "./client.js";
+import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
+import { retrying } from "./scope.js";
 
 /** How many earlier values a record node keeps, so that a watcher misses none of them. */
 const HISTORY = 16;
@@ -78,14 +76,24 @@ export async function listRecords(
   return reads.filter((e): e is RecordEntry => e !== null).sort((a, b) => (a.key < b.key ? -1 : 1));
 }
 
+/** Event types of a watch. */
+const DELETED = 2;
+
 /**
  * Pushes the changes of one space to `listener` until `signal` aborts. Resolves with the
  * records present when the watch began.
+ *
+ * One persistent recursive watch on the space reports every create, delete and change in
+ * order, so nothing slips between two reads (one-shot watches must be re-armed by a read,
+ * and a record deleted and made again before that read looked merely changed). A delete
+ * is reported at once; a create or change is read, and the read counts only if no later
+ * event of that record came before its answer (the package may run an answer's callback
+ * after an event that arrived behind it in the same packet). After a reconnection the
+ * space is read again in full and the differences are reported.
  */
 export async function watchRecords(
   handle: ZkHandle,
   layout: Layout,
-  chroot: string,
   space: string,
   listener: (event: RecordEvent) => void,
   signal: AbortSignal,
@@ -94,123 +102,90 @@ export async function watchRecords(
   const known = new Map<string, RecordEntry>();
   /** What was last reported of each node: which node (czxid) and its version. */
   const seen = new Map<string, { czxid: bigint; version: number }>();
-  /** Children whose data watch is armed and has not fired. */
-  const watched = new Set<string>();
-  // Set before a watch is sent, cleared by its event: the event may run before the answer's
-  // continuation does.
-  let childArmed = false;
-  // The children are listed again only when they changed: a changed record alone is read
-  // at once, before a quick delete can take it.
-  let childrenDirty = true;
-  let lastChildren: string[] = [];
-  const listChildren = () => {
-    if (childArmed) return handle.children(parent);
-    childArmed = true;
-    return handle
-      .children(parent, () => {
-        childArmed = false;
-        childrenDirty = true;
-        schedule();
-      })
-      .catch((error: unknown) => {
-        childArmed = false;
-        throw error;
-      });
+  /** Per child: bumped by each of its events, so that older reads are dropped. */
+  const generation = new Map<string, number>();
+  let emitting = false;
+  const bump = (child: string) => {
+    const next = (generation.get(child) ?? 0) + 1;
+    generation.set(child, next);
+    return next;
   };
-  let running: Promise<void> | null = null;
-  let again = false;
 
-  const sync = async (emit: boolean): Promise<void> => {
-    if (signal.aborted) return;
-    if (childrenDirty || !childArmed) {
-      childrenDirty = false;
-      let listed = await retrying(handle, `watching ${space}`, listChildren, signal);
-      if (!listed) {
-        // The space's container is gone (it was emptied): make it again and watch that.
-        childArmed = false;
-        await ensurePath(handle, chroot, parent, signal);
-        listed = await retrying(handle, `watching ${space}`, listChildren, signal);
-      }
-      lastChildren = listed?.children ?? [];
+  const forget = (key: string) => {
+    seen.delete(key);
+    if (known.delete(key) && emitting) listener({ type: "delete", key });
+  };
+
+  /** Applies a read of `child`, if nothing newer came since it was sent. */
+  const apply = (child: string, sentAt: number, read: { stat: Stat; data: string } | null) => {
+    if (generation.get(child) !== sentAt || signal.aborted) return;
+    const key = decodeSegment(child);
+    const entry = read ? decodeRecord(key, read.data) : null;
+    if (!read || !entry) return forget(key);
+    const last = seen.get(key);
+    const from = last && last.czxid === read.stat.czxid ? last.version : -1;
+    if (last && last.czxid !== read.stat.czxid) forget(key); // replaced by a new node
+    seen.set(key, { czxid: read.stat.czxid, version: read.stat.version });
+    known.set(key, entry);
+    if (!emitting) return;
+    // Every value since the last one reported, so quick successive updates are not merged.
+    for (const value of valuesSince(read.data, read.stat.version, from)) {
+      listener({ type: "put", entry: { ...entry, value } });
     }
-    const present = new Set(lastChildren);
-    // Every new or changed record is read (and watched) at once, in one round trip: a
-    // record that lives only a few round trips must be read before it goes.
-    const fresh = [...present].filter((child) => !watched.has(child));
-    for (const child of fresh) watched.add(child);
-    const reads = await Promise.all(
-      fresh.map((child) =>
-        retrying(
-          handle,
-          `watching ${space}`,
-          () =>
-            handle.get(`${parent}/${child}`, () => {
-              watched.delete(child);
-              schedule();
-            }),
-          signal,
-        ),
-      ),
-    ).catch((error: unknown) => {
-      for (const child of fresh) watched.delete(child);
-      throw error;
-    });
-    for (const [i, child] of fresh.entries()) {
-      const read = reads[i] ?? null;
-      const key = decodeSegment(child);
-      const entry = read ? decodeRecord(key, read.data) : null;
-      if (!read || !entry) {
-        if (!read) watched.delete(child); // gone: no watch was set
-        present.delete(child);
-        continue;
-      }
-      const last = seen.get(key);
-      const from = last && last.czxid === read.stat.czxid ? last.version : -1;
-      seen.set(key, { czxid: read.stat.czxid, version: read.stat.version });
-      known.set(key, entry);
-      if (!emit) continue;
-      // Every value since the last one reported, so quick successive updates are not merged.
-      for (const value of valuesSince(read.data, read.stat.version, from)) {
-        listener({ type: "put", entry: { ...entry, value } });
-      }
-    }
+  };
+
+  const read = (child: string): Promise<void> => {
+    const sentAt = bump(child);
+    return handle.get(`${parent}/${child}`).then(
+      (result) => apply(child, sentAt, result),
+      () => {
+        // A lost connection: the reset after reconnecting reads everything again.
+      },
+    );
+  };
+
+  /** Reads the whole space; reports what differs from what was known. */
+  const readAll = async (): Promise<void> => {
+    const listed = await retrying(handle, `watching ${space}`, () => handle.children(parent), signal);
+    const children = listed?.children ?? [];
+    const present = new Set(children.map(decodeSegment));
     for (const key of [...known.keys()]) {
-      const child = [...present].find((c) => decodeSegment(c) === key);
-      if (child !== undefined) continue;
-      known.delete(key);
-      seen.delete(key);
-      if (emit) listener({ type: "delete", key });
+      if (!present.has(key)) {
+        bump(encodeChild(children, key));
+        forget(key);
+      }
     }
+    await Promise.all(children.map(read));
   };
 
-  const schedule = () => {
-    if (signal.aborted) return;
-    if (running) {
-      again = true;
-      return;
-    }
-    running = (async () => {
-      do {
-        again = false;
-        try {
-          await sync(true);
-        } catch {
-          // Retried at the next event; a broken handle ends the driver's watches.
-          if (!signal.aborted) setTimeout(schedule, 100).unref();
-        }
-      } while (again && !signal.aborted);
-      running = null;
-    })();
-  };
-
-  await ensurePath(handle, chroot, parent, signal);
-  // Events during the first read are folded into a second one, which reports them.
-  running = sync(false);
+  const unwatch = await handle.watchBelow(parent, {
+    event(type, path) {
+      const child = path.slice(parent.length + 1);
+      if (child === "" || child.includes("/") || signal.aborted) return;
+      if (type === DELETED) {
+        bump(child);
+        forget(decodeSegment(child));
+      } else {
+        void read(child);
+      }
+    },
+    reset() {
+      if (!signal.aborted) readAll().catch(() => {});
+    },
+  });
+  signal.addEventListener("abort", unwatch, { once: true });
+  if (signal.aborted) unwatch();
   try {
-    await running;
-  } finally {
-    running = null;
+    await readAll();
+  } catch (error) {
+    unwatch();
+    throw error;
   }
-  if (again) schedule();
+  emitting = true;
   return [...known.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
+}
+
+/** The child name of `key`: as listed if it is there, else as Baton encodes keys. */
+function encodeChild(children: readonly string[], key: string): string {
+  return children.find((c) => decodeSegment(c) === key) ?? encodeSegment(key);
 }

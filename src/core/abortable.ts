@@ -1,0 +1,65 @@
+/**
+ * The one way Baton waits for something with an `AbortSignal`: settle on the event, or
+ * reject with `signal.reason` as soon as it aborts, and in every case remove the abort
+ * listener and stop the wait exactly once. Drivers and the core build their waits on it
+ * instead of hand-rolling the promise, the listener and the clean-up each time.
+ *
+ * @module
+ */
+
+/**
+ * Starts a wait with `start(resolve, reject)`, which returns how to stop it (remove a
+ * waiter from a set, clear a timer, close a watch) or nothing. The promise settles with
+ * the first of `resolve`, `reject` or `signal` aborting (then with `signal.reason`); after
+ * that the stop function has run and the listener is gone, and later calls are ignored.
+ * An already-aborted signal rejects without starting.
+ */
+export function abortable<T>(
+  signal: AbortSignal | undefined,
+  start: (resolve: (value: T) => void, reject: (error: unknown) => void) => (() => unknown) | undefined,
+): Promise<T> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    let stop: (() => unknown) | undefined;
+    const finish = (settle: () => void) => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener("abort", onAbort);
+      stop?.();
+      settle();
+    };
+    const onAbort = () => finish(() => reject(signal?.reason));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    stop = start(
+      (value) => finish(() => resolve(value)),
+      (error) => finish(() => reject(error)),
+    );
+    // `start` may have settled synchronously, before `stop` was known.
+    if (settled) stop?.();
+  });
+}
+
+/**
+ * Resolves after `ms`, or rejects with `signal.reason` when it aborts first. `unref`: the
+ * timer does not keep the process alive (background retries).
+ */
+export function sleep(ms: number, signal?: AbortSignal, options: { unref?: boolean } = {}): Promise<void> {
+  return abortable<void>(signal, (resolve) => {
+    const timer = setTimeout(resolve, ms);
+    if (options.unref) timer.unref();
+    return () => clearTimeout(timer);
+  });
+}
+
+/**
+ * Settles like `promise`, or rejects with `signal.reason` as soon as `signal` aborts (the
+ * promise keeps running; its outcome is then ignored).
+ */
+export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) promise.catch(() => {});
+  return abortable<T>(signal, (resolve, reject) => {
+    promise.then(resolve, reject);
+    return undefined;
+  });
+}
