@@ -103,7 +103,8 @@ export class QueueTable<M> {
    */
   grantNow(key: string, request: { mode: LockMode; limit: number; meta: M }): QueueEntry<M> | null {
     const queue = this.#queue(key, request.limit);
-    const view = this.#view(queue, { mode: request.mode, limit: request.limit });
+    // The request is its own rule entry (mode and limit): no copy per call.
+    const view = this.#view(queue, request);
     const verdict = decide(view, view.entries.length - 1);
     if (verdict.type === "mismatch") throw limitMismatch(request.limit, verdict.limit);
     if (verdict.type !== "grant") {
