@@ -217,6 +217,32 @@ describe("chaos checker", () => {
       undefined,
     ],
     [
+      "a holder paused just before its begin, told it lost before the next grant, its late write refused, passes",
+      (() => {
+        const older = { ...section(1, "x", "exclusive", 1, 200, 300), lostAt: 203 };
+        const newer = section(2, "x", "exclusive", 2, 250, 350);
+        return history(
+          [older, newer, elsewhere],
+          [op(older, 201, true), op(newer, 251, true), op(older, 290, false)],
+          [pause(1, 10, 190)],
+        );
+      })(),
+      undefined,
+    ],
+    [
+      "the same overlap with the holder never told it lost fails",
+      (() => {
+        const older = section(1, "x", "exclusive", 1, 200, 300);
+        const newer = section(2, "x", "exclusive", 2, 250, 350);
+        return history(
+          [older, newer, elsewhere],
+          [op(older, 201, true), op(newer, 251, true), op(older, 290, false)],
+          [pause(1, 10, 190)],
+        );
+      })(),
+      /overlap: .*the older holder was not faulted/,
+    ],
+    [
       "a cut shared holder beside a later shared holder passes; a later exclusive one before its signal fails",
       (() => {
         // The writer comes 400 ms before the cut reader's signal: beyond the IPC tolerance.

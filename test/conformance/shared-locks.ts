@@ -152,15 +152,26 @@ export function sharedLocksSuite(context: RecipeContext): void {
       const [a, b] = await clients(ns(), 2);
       const ra = await a!.lock("dl2").acquire({ mode: "shared" });
       const rb = await b!.lock("dl2").acquire({ mode: "shared" });
-      const winner = ra.upgrade();
-      await assert.rejects(rb.upgrade(), DeadlockError);
-      assert.equal(rb.held, true);
-      assert.equal(rb.mode, "shared");
-      assert.equal(await settlesWithin(winner, 50), false);
-      await rb.release();
-      await winner;
-      assert.equal(ra.mode, "exclusive");
-      await ra.release();
+      // Sent at once from two clients, the upgrades may reach a server in either order:
+      // whichever comes second is the loser.
+      const upgrades = [ra.upgrade(), rb.upgrade()];
+      const outcomes = upgrades.map((p, index) =>
+        p.then(
+          () => ({ index, kind: "upgraded" }),
+          (error: unknown) => (error instanceof DeadlockError ? { index, kind: "deadlock" } : Promise.reject(error)),
+        ),
+      );
+      const first = await Promise.race(outcomes);
+      assert.equal(first.kind, "deadlock", "the second upgrader is refused at once; the first waits for it to leave");
+      const [loser, winner] = first.index === 0 ? [ra, rb] : [rb, ra];
+      const winning = upgrades[1 - first.index]!;
+      assert.equal(loser.held, true);
+      assert.equal(loser.mode, "shared");
+      assert.equal(await settlesWithin(winning, 50), false);
+      await loser.release();
+      await winning;
+      assert.equal(winner.mode, "exclusive");
+      await winner.release();
     });
 
     it("downgrades at once and lets waiting readers in, not writers", { skip: shared() }, async () => {

@@ -99,7 +99,12 @@ interface Queue {
   queue(request: object, cb: (error: unknown, response: unknown) => void): void;
 }
 interface Manager extends Queue {
-  socket?: { destroy(): void; setTimeout(ms: number, listener: () => void): void };
+  socket?: {
+    destroy(): void;
+    setTimeout(ms: number, listener: () => void): void;
+    readonly destroyed: boolean;
+    once(event: "close", listener: () => void): unknown;
+  };
   watcherManager?: { emit(event: RawEvent): unknown };
   pendingBuffer: Buffer | null;
   onSocketConnected(...args: unknown[]): unknown;
@@ -175,6 +180,7 @@ export class ZkHandle {
   readonly #jute: Jute;
   #connected = false;
   #ended: EndReason | null = null;
+  #closing: Promise<void> = Promise.resolve();
   readonly #waiting = new Set<() => void>();
   readonly #endListeners = new Set<(reason: EndReason) => void>();
   /** performance.now() at which the last answered request was sent. */
@@ -215,7 +221,7 @@ export class ZkHandle {
     const connected = await handle.#firstConnect(connectTimeoutMs);
     if (!connected) {
       const refused = handle.#ended === "expired";
-      handle.close();
+      void handle.close();
       throw new BackendUnavailableError(
         refused
           ? `ZooKeeper at ${config.connect} refused the credentials`
@@ -230,7 +236,7 @@ export class ZkHandle {
       try {
         await handle.exists("/");
       } catch (cause) {
-        handle.close();
+        void handle.close();
         throw new BackendUnavailableError(`ZooKeeper at ${config.connect} refused the credentials`, {
           backend: BACKEND,
           cause,
@@ -483,21 +489,30 @@ export class ZkHandle {
     }
   }
 
-  /** Closes the session: the server deletes its ephemeral nodes at once (if it hears of it). */
-  close(): void {
-    if (this.#ended === "closed") return;
+  /**
+   * Closes the session: the server deletes its ephemeral nodes at once (if it hears of it).
+   * Resolves once the server has answered the close (it then closes the connection), so a
+   * caller that awaits it knows the nodes are gone, or after 2 s when the network is silent
+   * (the server then expires the session on its own).
+   */
+  close(): Promise<void> {
+    if (this.#ended === "closed") return this.#closing;
     const wasConnected = this.connected;
     this.#end("closed");
+    const socket = this.#raw.connectionManager?.socket;
+    this.#closing =
+      socket && !socket.destroyed && wasConnected
+        ? new Promise<void>((resolve) => socket.once("close", resolve))
+        : Promise.resolve();
     try {
       this.#raw.close();
     } catch {
       // already closed
     }
-    // The close request cannot leave while the network is silent; drop the socket then,
-    // and the server expires the session on its own.
     const drop = () => this.#raw.connectionManager?.socket?.destroy();
     if (!wasConnected) drop();
     else setTimeout(drop, 2000).unref();
+    return this.#closing;
   }
 
   /**

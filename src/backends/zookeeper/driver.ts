@@ -41,7 +41,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   // Crash release within the TTL holds only if the server does not lengthen the session.
   if (handle.negotiatedTimeoutMs > config.sessionTimeoutMs) {
     const granted = handle.negotiatedTimeoutMs;
-    handle.close();
+    void handle.close();
     throw new InvalidArgumentError(
       `ZooKeeper at ${config.connect} grants sessions of at least ${granted} ms, more than the ${config.sessionTimeoutMs} ms asked for (the TTL or sessionTimeout); ask for ${granted} ms or more, or lower the server's minSessionTimeout`,
       { backend: BACKEND },
@@ -210,7 +210,7 @@ class ZkDriver implements Driver {
 
   async close(): Promise<void> {
     this.#closed.abort(new ClosedError("the driver is closed", { backend: BACKEND }));
-    this.#handle.close();
+    await this.#handle.close();
   }
 
   /** The read handle, reopened after its server session expired. */

@@ -162,7 +162,7 @@ export class ZkSession implements DriverSession {
   async close(): Promise<void> {
     if (!this.#ended.signal.aborted) this.#ended.abort(this.#expired("the session was closed"));
     this.#stop();
-    this.handle.close();
+    await this.handle.close();
   }
 
   /** Pings while due and checks the deadline; re-arms itself. */
