@@ -8,7 +8,7 @@
 import { performance } from "node:perf_hooks";
 import { cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
-import type { LockMode, QueueKind } from "./driver.js";
+import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
@@ -201,15 +201,86 @@ function lostWhileWaiting(core: CoordinatorCore, session: LiveSession, signal: A
  * was away, as its place went with the old session. If the fresh session cannot be opened,
  * that error (`BackendUnavailableError`) ends the wait.
  */
-export async function blockingGrant(
+export function blockingGrant(
   core: CoordinatorCore,
   target: Target,
   options: { timeoutMs?: unknown; signal?: unknown },
-): Promise<LockHandle> {
+): LockHandle | Promise<LockHandle> {
   const timeout = checkDuration("timeoutMs", options.timeoutMs);
   const signal = checkSignal("signal", options.signal);
   core.assertOpen();
   const startedAt = performance.now();
+  return grantAtOnce(core, target, signal, startedAt) ?? waitForGrant(core, target, timeout, signal, startedAt);
+}
+
+/**
+ * A try (`tryAcquire`): the handle, or `null` when busy. Like {@link blockingGrant}, the
+ * free case is answered synchronously where the driver can.
+ */
+export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Promise<LockHandle | null> {
+  core.assertOpen();
+  const startedAt = performance.now();
+  return grantAtOnce(core, target, undefined, startedAt) ?? acquireGrant(core, { ...target, wait: "try", startedAt });
+}
+
+/**
+ * The uncontended case with no timer, no signal, no listener and no promise: taken when
+ * the session is live, the driver has `grantNow`, the call is not already cancelled and
+ * not tracked for takeover (a claim needs round trips). `null` hands the call to the full
+ * path, which checks everything again; so a grant made here is one `acquireGrant` would
+ * have made at once, with the same handle and the same loss signal.
+ */
+function grantAtOnce(
+  core: CoordinatorCore,
+  target: Target,
+  signal: AbortSignal | undefined,
+  startedAt: number,
+): LockHandle | null {
+  const session = core.currentSession;
+  if (!session || session.lost || target.takeover || signal?.aborted) return null;
+  const { driver } = session;
+  if (!driver.grantNow) return null;
+  let handle: LockHandle | null = null;
+  let lostEarly: Error | null = null;
+  let grant: DriverGrant | null;
+  try {
+    grant = driver.grantNow({
+      kind: target.kind,
+      name: target.name,
+      mode: target.mode,
+      limit: target.limit,
+      onLost: (error) => {
+        if (handle) handle.lose(error);
+        else lostEarly = error;
+      },
+    });
+  } catch {
+    return null;
+  }
+  if (!grant) return null;
+  handle = LockHandle.create(core, session, target.kind, target.name, grant);
+  if (lostEarly) handle.lose(lostEarly);
+  // Guarded: without metrics or the debug log, the report's arguments are not even built.
+  if (core.telemetry.recording) {
+    core.telemetry.acquired(
+      target.kind,
+      target.name,
+      target.mode,
+      "granted",
+      performance.now() - startedAt,
+      ` (token ${handle.token})`,
+    );
+  }
+  return handle;
+}
+
+async function waitForGrant(
+  core: CoordinatorCore,
+  target: Target,
+  timeout: number | undefined,
+  signal: AbortSignal | undefined,
+  startedAt: number,
+): Promise<LockHandle> {
   if (timeout === 0) return (await acquireGrant(core, { ...target, wait: "zero", signal, startedAt })) as LockHandle;
   const deadline = timeout === undefined ? undefined : performance.now() + timeout;
   for (;;) {

@@ -43,6 +43,9 @@ export interface AcquireRequest {
   readonly onLost: (error: Error) => void;
 }
 
+/** A request to {@link DriverSession.grantNow}: it never waits, so it has no `wait` or `signal`. */
+export type ImmediateRequest = Omit<AcquireRequest, "wait" | "signal">;
+
 /** What a driver returns for a grant. Drivers may extend it with their own fields. */
 export interface DriverGrant {
   /** Fencing token: strictly increasing per (namespace, kind, name). */
@@ -84,8 +87,22 @@ export interface DriverSession {
    */
   keepAlive?(): Promise<void>;
   acquire(request: AcquireRequest): Promise<DriverGrant | null>;
+  /**
+   * Optional fast path, for drivers that decide locally (memory, the file backend's
+   * try-lock): grants `request` synchronously when that needs no wait and no round trip,
+   * exactly as `acquire()` would have granted it at once. `null` means "not at once": it
+   * must leave no trace, and the core then calls `acquire()`, which decides again. A throw
+   * is treated like `null`.
+   */
+  grantNow?(request: ImmediateRequest): DriverGrant | null;
   /** Frees a grant. May throw when the backend is unreachable; the core reports it. */
   release(grant: DriverGrant): Promise<void>;
+  /**
+   * Optional synchronous `release()`, for drivers whose release is a local step that
+   * cannot hang (so the core arms no bounding timer for it). A throw is reported like a
+   * rejected `release()`.
+   */
+  releaseNow?(grant: DriverGrant): void;
   /**
    * Changes a lock grant's mode. To `"exclusive"` (upgrade) it waits for the other shared
    * holders to leave, ahead of every queued waiter, and updates `grant.token` and

@@ -67,6 +67,9 @@ export type UpgradeVerdict =
   /** `holders`: indexes of the other holders it waits for. */
   | { readonly type: "wait"; readonly holders: readonly number[] };
 
+// One shared verdict: `decide` runs on every acquisition (the hot path of the memory backend).
+const GRANT: Verdict = Object.freeze({ type: "grant" });
+
 /**
  * Applies the rule to `queue.entries[index]`. Pure: the same queue, the same answer. For an
  * entry already granted it says `"grant"` (holders satisfy the rule they were granted by),
@@ -86,10 +89,10 @@ export function decide(queue: RuleQueue, index: number): Verdict {
     else shared++;
   }
   if (me.mode === "exclusive") {
-    return index < me.limit && shared === 0 ? { type: "grant" } : { type: "wait", writers, upgrade: false };
+    return index < me.limit && shared === 0 ? GRANT : { type: "wait", writers, upgrade: false };
   }
   const upgrade = (queue.upgrades ?? []).some((u) => u.holder !== index && index >= u.before);
-  return writers.length === 0 && !upgrade ? { type: "grant" } : { type: "wait", writers, upgrade };
+  return writers.length === 0 && !upgrade ? GRANT : { type: "wait", writers, upgrade };
 }
 
 /** Whether `queue.entries[index]` holds by the rule. */

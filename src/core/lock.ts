@@ -1,4 +1,4 @@
-import { acquireGrant, blockingGrant } from "./acquire.js";
+import { blockingGrant, tryGrant } from "./acquire.js";
 import { cancellation } from "./cancel.js";
 import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { InvalidStateError, LockLostError, UnsupportedError } from "./errors.js";
@@ -60,6 +60,8 @@ export interface ReleaseResult {
   /** The backend's error, for `unconfirmed`. */
   readonly error?: unknown;
 }
+
+const RELEASED: ReleaseResult = Object.freeze({ status: "released" });
 
 /**
  * A granted lock, semaphore permit or leadership. Holds until `release()`, the coordinator's
@@ -181,12 +183,23 @@ export class LockHandle implements AsyncDisposable {
     // freed it and a successor may hold it, so it is lost, and its record must stay.
     if (this.#state === "held" && this.#session.pastDeadline) this.#session.loseAtDeadline();
     const wasLost = this.#state === "lost";
-    if (!wasLost) this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt);
+    const { telemetry } = this.#core;
+    if (!wasLost && telemetry.recording) telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt);
     this.#state = "released";
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);
     // A lost session took its grants with it (and may be closed, so unable to answer).
     if (wasLost && this.#session.lost) return { status: "lost" };
+    const { driver } = this.#session;
+    if (!wasLost && !this.#claim && driver.releaseNow) {
+      // A local, synchronous release cannot hang: no bounding timer, no promise race.
+      try {
+        driver.releaseNow(this.#grant);
+        return RELEASED;
+      } catch (error) {
+        return { status: "unconfirmed", error };
+      }
+    }
     try {
       // The record goes first: once the grant is freed, the next holder reads it. A lost
       // holding keeps its record, for the next holder to fence.
@@ -320,8 +333,7 @@ export class Lock {
     const checked = checkOptions("tryAcquire options", options);
     const mode = this.#checkMode(checked.mode);
     const takeover = checkTakeover(this.#core, checked, mode);
-    this.#core.assertOpen();
-    return acquireGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, wait: "try", takeover });
+    return tryGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, takeover });
   }
 
   #checkMode(mode: unknown): LockMode {
@@ -378,13 +390,6 @@ export class Semaphore {
 
   /** Takes a permit only if one is free right now; else `null`. */
   async tryAcquire(): Promise<LockHandle | null> {
-    this.#core.assertOpen();
-    return acquireGrant(this.#core, {
-      kind: "semaphore",
-      name: this.name,
-      limit: this.limit,
-      mode: "exclusive",
-      wait: "try",
-    });
+    return tryGrant(this.#core, { kind: "semaphore", name: this.name, limit: this.limit, mode: "exclusive" });
   }
 }

@@ -69,15 +69,10 @@ export class QueueTable<M> {
     key: string,
     request: { mode: LockMode; limit: number; wait: boolean; signal: AbortSignal; meta: M },
   ): Promise<QueueEntry<M> | null> {
+    const granted = this.grantNow(key, request);
+    if (granted) return Promise.resolve(granted);
     const queue = this.#queue(key, request.limit);
     const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: Date.now() };
-    const view = this.#view(queue, { mode: request.mode, limit: request.limit });
-    const verdict = decide(view, view.entries.length - 1);
-    if (verdict.type === "mismatch") throw limitMismatch(request.limit, verdict.limit);
-    if (verdict.type === "grant") {
-      this.#grant(queue, entry);
-      return Promise.resolve(entry);
-    }
     if (!request.wait) {
       this.#dropIfIdle(queue);
       return Promise.resolve(null);
@@ -100,6 +95,25 @@ export class QueueTable<M> {
         this.#process(queue);
       };
     });
+  }
+
+  /**
+   * Grants `key` synchronously if the rule grants it at once (what {@link acquire} does
+   * first); else `null`, leaving no trace. Throws `InvalidArgumentError` on a limit mismatch.
+   */
+  grantNow(key: string, request: { mode: LockMode; limit: number; meta: M }): QueueEntry<M> | null {
+    const queue = this.#queue(key, request.limit);
+    // The request is its own rule entry (mode and limit): no copy per call.
+    const view = this.#view(queue, request);
+    const verdict = decide(view, view.entries.length - 1);
+    if (verdict.type === "mismatch") throw limitMismatch(request.limit, verdict.limit);
+    if (verdict.type !== "grant") {
+      this.#dropIfIdle(queue);
+      return null;
+    }
+    const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: 0 };
+    this.#grant(queue, entry);
+    return entry;
   }
 
   /** Frees a held entry and grants whoever may go next. No-op if not held. */

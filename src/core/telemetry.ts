@@ -124,10 +124,18 @@ export class Telemetry {
   static async create(backend: string, namespace: string, options: MetricsOptions | undefined): Promise<Telemetry> {
     const base = { "baton.backend": backend, "baton.namespace": namespace };
     if (options?.enabled === false) return Telemetry.off(backend, namespace);
-    let provider: MeterProviderLike | undefined = options?.meterProvider;
+    const provider: MeterProviderLike | undefined = options?.meterProvider;
     if (!provider) {
       try {
-        provider = (await import("@opentelemetry/api")).metrics.getMeterProvider();
+        const api = await import("@opentelemetry/api");
+        const meter = api.metrics.getMeterProvider().getMeter("baton-coord");
+        // No SDK registered: the API's no-op meter, which never records (the metrics API has
+        // no proxy, so an SDK registered later does not reach it). Reporting into it would
+        // only cost the hot path its attribute lookups.
+        if (meter instanceof (api.createNoopMeter().constructor as new () => unknown)) {
+          return Telemetry.off(backend, namespace);
+        }
+        return new Telemetry(base, options?.lockNames === true, instruments(meter));
       } catch {
         return Telemetry.off(backend, namespace);
       }
@@ -157,6 +165,11 @@ export class Telemetry {
     if (mode !== undefined) attributes["baton.mode"] = mode;
     if (outcome !== undefined) attributes["baton.outcome"] = outcome;
     return attributes;
+  }
+
+  /** Whether anything is recorded (metrics or the debug log): hot paths skip building reports when not. */
+  get recording(): boolean {
+    return DEBUG || this.#instruments !== null;
   }
 
   /** A blocking acquisition starts waiting; the returned function ends the wait (once). */

@@ -21,6 +21,7 @@ import type {
   DriverContext,
   DriverGrant,
   DriverSession,
+  ImmediateRequest,
   LockMode,
   QueueKind,
   RecordEntry,
@@ -30,7 +31,7 @@ import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
-import { kernel, LockFiles, limitBase, nextToken, slotOf, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
+import { kernel, LockFiles, limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
 import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
@@ -145,7 +146,37 @@ class FileSession implements DriverSession, SessionView {
     return grant;
   }
 
+  /**
+   * A lock whose slot is free right now: one kernel try-lock and the token, no wait. A
+   * semaphore (its limit check may wait) and a busy slot go to `acquire()`.
+   */
+  grantNow(request: ImmediateRequest): DriverGrant | null {
+    if (this.#closed || request.kind === "semaphore") return null;
+    const slot = slotOf(`${this.#context.namespace}${SEP}${request.kind}${SEP}${request.name}`);
+    if (!this.#tryLock(slot, request.mode)) return null;
+    const token = tokenNow(this.#node.tokensFd);
+    const grant: FileGrant = {
+      token: token ?? 0n,
+      mode: request.mode,
+      kind: request.kind,
+      name: request.name,
+      limit: request.limit,
+      slot,
+      since: Date.now(),
+      writerIntent: false,
+    };
+    this.#grants.add(grant);
+    if (token !== null) return grant;
+    // The counter is busy: give the slot back (waking whoever tried meanwhile) and wait.
+    this.releaseNow(grant);
+    return null;
+  }
+
   async release(driverGrant: DriverGrant): Promise<void> {
+    this.releaseNow(driverGrant);
+  }
+
+  releaseNow(driverGrant: DriverGrant): void {
     const grant = driverGrant as FileGrant;
     if (!this.#grants.delete(grant) || this.#closed) return;
     grant.upgrade?.abort(releasedWhileUpgrading({ backend: "file" }));

@@ -76,23 +76,37 @@ export function limitBase(key: string): number {
  * microseconds; contention is met by retrying, never by blocking a thread.
  */
 export async function nextToken(tokensFd: number): Promise<bigint> {
-  let spins = 0;
-  // The mutex is a lock on the counter's own bytes, on a file no other lock lives in.
-  while (!kernel.tryLock(tokensFd, 0, false, 8)) {
-    if (++spins % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
+  for (;;) {
+    const token = tokenNow(tokensFd);
+    if (token !== null) return token;
+    await new Promise((resolve) => setImmediate(resolve));
   }
-  try {
-    const buffer = Buffer.alloc(8);
-    const read = readSync(tokensFd, buffer, 0, 8, 0);
-    const stored = read === 8 ? buffer.readBigUInt64LE(0) : 0n;
-    const floor = BigInt(Date.now()) * 1000n;
-    const next = stored === 0n ? floor : stored + 1n;
-    buffer.writeBigUInt64LE(next, 0);
-    writeSync(tokensFd, buffer, 0, 8, 0);
-    return next;
-  } finally {
-    kernel.unlock(tokensFd, 0, 8);
+}
+
+// Only used between a lock and an unlock of the counter, with no await in between.
+const counter = Buffer.alloc(8);
+
+/**
+ * {@link nextToken} without yielding: `null` when the counter's mutex stayed taken over
+ * `tries` attempts (another process is in its few microseconds, or was stopped there).
+ */
+export function tokenNow(tokensFd: number, tries = 64): bigint | null {
+  for (let i = 0; i < tries; i++) {
+    // The mutex is a lock on the counter's own bytes, on a file no other lock lives in.
+    if (!kernel.tryLock(tokensFd, 0, false, 8)) continue;
+    try {
+      const read = readSync(tokensFd, counter, 0, 8, 0);
+      const stored = read === 8 ? counter.readBigUInt64LE(0) : 0n;
+      const floor = BigInt(Date.now()) * 1000n;
+      const next = stored === 0n ? floor : stored + 1n;
+      counter.writeBigUInt64LE(next, 0);
+      writeSync(tokensFd, counter, 0, 8, 0);
+      return next;
+    } finally {
+      kernel.unlock(tokensFd, 0, 8);
+    }
   }
+  return null;
 }
 
 /**

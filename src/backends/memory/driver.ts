@@ -11,6 +11,7 @@ import type {
   DriverContext,
   DriverGrant,
   DriverSession,
+  ImmediateRequest,
   LockMode,
   QueueKind,
   RecordEntry,
@@ -25,19 +26,24 @@ import { type HolderMeta, type MemoryStore, memoryStore } from "./store.js";
 // Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
 const SEP = "\u0000";
 
-interface MemoryGrant extends DriverGrant {
-  readonly entry: QueueEntry<HolderMeta>;
-}
+/**
+ * The queue entry is the grant itself: its `token` and `mode` are what a grant reports, and
+ * upgrades change them in place (one object per grant, not two).
+ */
+type MemoryGrant = QueueEntry<HolderMeta>;
 
 class MemorySession implements DriverSession {
   readonly id: string;
   readonly #store: MemoryStore;
   readonly #context: DriverContext;
+  // A memory grant is only lost with its session, which the core already watches.
+  readonly #meta: HolderMeta;
 
   constructor(store: MemoryStore, context: DriverContext, hooks: SessionHooks) {
     this.#store = store;
     this.#context = context;
     this.id = store.openSession(context.memberId, context.ttlMs, hooks.onLost);
+    this.#meta = { sessionId: this.id, memberId: context.memberId };
   }
 
   async keepAlive(): Promise<void> {
@@ -46,8 +52,6 @@ class MemorySession implements DriverSession {
 
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
     const key = queueKey(this.#context.namespace, request.kind, request.name);
-    // A memory grant is only lost with its session, which the core already watches.
-    const meta: HolderMeta = { sessionId: this.id, memberId: this.#context.memberId };
     const entry = await this.#store.table.acquire(key, {
       mode: request.mode,
       limit: request.limit,
@@ -55,18 +59,28 @@ class MemorySession implements DriverSession {
       get signal() {
         return request.signal;
       },
-      meta,
+      meta: this.#meta,
     });
     if (!entry) return null;
-    return new GrantView(entry);
+    return entry;
+  }
+
+  grantNow(request: ImmediateRequest): DriverGrant | null {
+    const key = queueKey(this.#context.namespace, request.kind, request.name);
+    const entry = this.#store.table.grantNow(key, { mode: request.mode, limit: request.limit, meta: this.#meta });
+    return entry;
   }
 
   async release(grant: DriverGrant): Promise<void> {
-    this.#store.table.release((grant as MemoryGrant).entry);
+    this.releaseNow(grant);
+  }
+
+  releaseNow(grant: DriverGrant): void {
+    this.#store.table.release(grant as MemoryGrant);
   }
 
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
-    await this.#store.table.convert((grant as MemoryGrant).entry, mode, signal);
+    await this.#store.table.convert(grant as MemoryGrant, mode, signal);
   }
 
   async putRecord(space: string, key: string, value: string): Promise<void> {
@@ -80,20 +94,6 @@ class MemorySession implements DriverSession {
 
   async close(): Promise<void> {
     this.#store.closeSession(this.id);
-  }
-}
-
-/** Reads token and mode live from the queue entry, which upgrades change in place. */
-class GrantView implements MemoryGrant {
-  readonly entry: QueueEntry<HolderMeta>;
-  constructor(entry: QueueEntry<HolderMeta>) {
-    this.entry = entry;
-  }
-  get token(): bigint {
-    return this.entry.token;
-  }
-  get mode(): LockMode {
-    return this.entry.mode;
   }
 }
 
