@@ -19,7 +19,7 @@ import { mysqlCells } from "./cells.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import { Control } from "./control.js";
 import { translate } from "./errors.js";
-import { inspect, namespaces, revokeSession } from "./inspect.js";
+import { fenceSession, inspect, namespaces, revokeSession } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { RecordWatches, listRecords } from "./records.js";
 import { MySession, type SessionContext } from "./session.js";
@@ -113,6 +113,18 @@ class MysqlDriver implements Driver {
       return await inspect(this.#c.control, this.#p, this.#c.namespace);
     } catch (error) {
       throw translate(error, "inspecting");
+    }
+  }
+
+  /**
+   * Marks the session revoked so its heartbeats renew nothing (see `Driver.fenceSession`);
+   * resolves with what is left of its lease.
+   */
+  async fenceSession(sessionId: string): Promise<number | null> {
+    try {
+      return await fenceSession(this.#c.control, this.#p, sessionId);
+    } catch (error) {
+      throw translate(error, `revoking session ${sessionId}`);
     }
   }
 

@@ -98,6 +98,20 @@ export async function namespaces(control: Control, prefix: string): Promise<stri
 const REVOKE_WAIT_MS = 5000;
 
 /**
+ * Marks session `sessionId` revoked: its heartbeats renew nothing from now on (the row lock
+ * orders the mark against them), so its client's own deadline passes within what is left
+ * of its lease, which this returns (server clock), or `null` when the session is gone.
+ */
+export async function fenceSession(control: Control, prefix: string, sessionId: string): Promise<number | null> {
+  await control.query(`UPDATE ${prefix}sessions SET revoked = 1 WHERE id = ?`, [sessionId]);
+  const [row] = await control.query<{ left: string | number }>(
+    `SELECT expires_at - ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS \`left\` FROM ${prefix}sessions WHERE id = ?`,
+    [sessionId],
+  );
+  return row === undefined ? null : Math.max(0, Number(row.left));
+}
+
+/**
  * Ends session `sessionId` as if its process had died: kills its lock connections, waits
  * until the server no longer has them (so their GET_LOCKs are free), then deletes its
  * records (one by one, so watchers are told) and its row. Already gone: nothing to do.

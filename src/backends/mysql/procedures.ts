@@ -272,3 +272,22 @@ export const PROCEDURES_V1: readonly string[] = [
       DELETE FROM @precord_events WHERE at < v_now - 60000;
     END`,
 ];
+
+/**
+ * Version 2: a session an operator revoked (`fenceSession`) is no longer renewed, so its
+ * holder's own deadline fires its signal before anything of it is freed. The heartbeat is
+ * version 1's with that one condition.
+ */
+export const PROCEDURES_V2: readonly string[] = (() => {
+  const heartbeat = PROCEDURES_V1.find((sql) => sql.startsWith("CREATE PROCEDURE @pheartbeat"));
+  const renewal = "UPDATE @psessions SET expires_at = v_now + p_ttl_ms WHERE id = p_session;";
+  if (!heartbeat?.includes(renewal)) throw new Error("the version 1 heartbeat changed: write version 2 in full");
+  return [
+    "ALTER TABLE @psessions ADD COLUMN IF NOT EXISTS revoked TINYINT NOT NULL DEFAULT 0",
+    "DROP PROCEDURE IF EXISTS @pheartbeat",
+    heartbeat.replace(
+      renewal,
+      "UPDATE @psessions SET expires_at = v_now + p_ttl_ms WHERE id = p_session AND revoked = 0;",
+    ),
+  ];
+})();

@@ -13,7 +13,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { PROCEDURES_V1 } from "./procedures.js";
+import { PROCEDURES_V1, PROCEDURES_V2 } from "./procedures.js";
 
 /**
  * One migration per version, applied in order under `GET_LOCK` (DDL commits implicitly in
@@ -116,6 +116,7 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
     ...PROCEDURES_V1,
   ],
+  PROCEDURES_V2,
 ];
 
 /** The schema version this code expects. */
