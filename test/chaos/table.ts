@@ -1,14 +1,19 @@
 /**
  * node --import tsx test/chaos/table.ts <report.json...>: the figures of chaos reports as
- * the Markdown tables of docs/reliability.md.
+ * the Markdown tables of docs/reliability.md. With --recheck, each history is checked again.
  */
 import fs from "node:fs";
 import { check, type Report, type Spread } from "./checker.js";
 import type { History } from "./history.js";
 
+// --recheck: the figures of each report's history checked again by this checker (a report
+// keeps the verdict of the checker that wrote it).
+const recheck = process.argv.includes("--recheck");
 const reports = process.argv
   .slice(2)
-  .map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as Report & { history?: History });
+  .filter((arg) => arg !== "--recheck")
+  .map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as Report & { history?: History })
+  .map((r) => (recheck && r.history ? { ...check(r.history), history: r.history } : r));
 const spread = (s: Spread | undefined) => (s === undefined ? "–" : `${s.median} / ${s.max}`);
 const lines = [
   "| backend (seed) | run | verdict | sections (excl / shared / sem) | faults | overlaps explained (pairs / older holders, by fault) | stale writes rejected | client errors |",
