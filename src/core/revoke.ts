@@ -11,10 +11,11 @@
  * @module
  * @internal
  */
+import { sleep } from "./abortable.js";
 import { performance } from "node:perf_hooks";
 import type { CoordinatorCore } from "./core.js";
 import type { Driver, QueueKind } from "./driver.js";
-import { delay } from "./takeover.js";
+
 import { InvalidArgumentError, UnsupportedError } from "./errors.js";
 import { checkName, checkOptions, describe } from "./validate.js";
 
@@ -106,7 +107,7 @@ async function fenceAndWait(driver: Driver, sessions: readonly string[], closed:
   for (;;) {
     const left = started + longest - performance.now();
     if (left <= 0) return;
-    await delay(Math.min(left, pollMs), closed);
+    await sleep(Math.min(left, pollMs), closed);
     const snapshot = await driver.inspect();
     const live = new Set<string>();
     for (const q of snapshot.queues) for (const e of [...q.holders, ...q.waiters]) live.add(e.sessionId);

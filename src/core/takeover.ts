@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
 import type { CellEntry, DriverCells, LockMode } from "./driver.js";
 import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
@@ -243,7 +244,7 @@ export async function claim(
     const left = until - Date.now();
     if (left > 0) {
       if (!wait) return "delayed";
-      await delay(left, both);
+      await sleep(left, both);
     }
   }
   const takeover = previous && withoutDelay(previous);
@@ -298,20 +299,4 @@ function withoutDelay(record: Takeover & { readonly delayedUntil: number | null 
 /** Deletes a clean holding's record: only its own (a successor's stays). @internal */
 export async function unclaim(name: string, claimed: TakeoverClaim): Promise<void> {
   await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version });
-}
-
-/** Resolves after `ms`, or rejects with `signal`'s reason when it aborts first. @internal */
-export function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
