@@ -145,7 +145,9 @@ describe("baton CLI for operators", () => {
   it("status --watch on a terminal redraws in place on the alternate screen and restores it", async () => {
     const held = await me.lock("on-tty").acquire();
     // script(1) gives baton a pseudo-terminal.
-    const command = `${process.execPath} ${BIN} status --watch --interval 100ms`;
+    // exec: script(1) runs this with $SHELL -c, and a dash that stays as the parent would
+    // itself die of the SIGINT (status 130) whatever baton does.
+    const command = `exec ${process.execPath} ${BIN} status --watch --interval 100ms`;
     const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d) => (out += d));

@@ -292,7 +292,9 @@ describe("baton CLI", () => {
     // script(1) runs baton on a pseudo-terminal; a ^C written to it becomes SIGINT for the
     // terminal's foreground group (baton), which forwards it to the command's group.
     const inner = `trap 'echo got-int; exit 5' INT; sleep 30 & echo ready; wait`;
-    const command = `${process.execPath} ${BIN} lock ctrlc -- sh -c "${inner}"`;
+    // exec: script(1) runs this with $SHELL -c, and a dash that stays as the parent would
+    // itself die of the SIGINT (status 130) whatever baton does.
+    const command = `exec ${process.execPath} ${BIN} lock ctrlc -- sh -c "${inner}"`;
     const child = spawn("script", ["-qec", command, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d) => (out += d));
