@@ -21,8 +21,8 @@ export class CoordinatorCore {
   readonly #closed = new AbortController();
   #session: LiveSession | null = null;
   #opening: Promise<LiveSession> | null = null;
-  /** Held grants tracked for takeover: `close()` releases them cleanly (their records go). */
-  readonly claimed = new Set<{ release(): Promise<unknown> }>();
+  /** Held grants tracked for takeover: `close()` deletes their records (a clean end). */
+  readonly claimed = new Set<{ dropRecord(): Promise<void> }>();
 
   constructor(options: {
     backend: string;
@@ -107,8 +107,9 @@ export class CoordinatorCore {
     const opening = this.#opening?.catch(() => null);
     const session = this.#session ?? (await opening) ?? null;
     this.#session = null;
-    // A close is a clean release: a tracked grant's record is deleted, not left as a takeover.
-    await Promise.allSettled([...this.claimed].map((handle) => handle.release()));
+    // A close is a clean end: a tracked grant's record is deleted before its session frees
+    // it, not left as a takeover; its handle is then lost with the session, as any other.
+    await Promise.allSettled([...this.claimed].map((handle) => handle.dropRecord()));
     await session?.close(error);
     try {
       await this.driver.close();

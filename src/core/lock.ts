@@ -130,6 +130,8 @@ export class LockHandle implements AsyncDisposable {
   claimed(claim: TakeoverClaim, takeover: Takeover | null): void {
     this.#claim = claim;
     this.#takeover = takeover;
+    // A driver with native records deletes it with the release, at the version claimed.
+    if (this.#core.driver.nativeRecords) this.#grant.recordVersion = claim.version;
     if (this.#state === "held") this.#core.claimed.add(this);
   }
 
@@ -162,6 +164,8 @@ export class LockHandle implements AsyncDisposable {
   lose(error: Error): void {
     if (this.#state !== "held") return;
     this.#state = "lost";
+    // A lost holding keeps its record, for the next holder to fence.
+    this.#grant.recordVersion = undefined;
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);
     this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt, error);
@@ -191,7 +195,8 @@ export class LockHandle implements AsyncDisposable {
     // A lost session took its grants with it (and may be closed, so unable to answer).
     if (wasLost && this.#session.lost) return { status: "lost" };
     const { driver } = this.#session;
-    if (!wasLost && !this.#claim && driver.releaseNow) {
+    const native = this.#core.driver.nativeRecords === true;
+    if (!wasLost && (native || !this.#claim) && driver.releaseNow) {
       // A local, synchronous release cannot hang: no bounding timer, no promise race.
       try {
         driver.releaseNow(this.#grant);
@@ -203,7 +208,9 @@ export class LockHandle implements AsyncDisposable {
     try {
       // The record goes first: once the grant is freed, the next holder reads it. A lost
       // holding keeps its record, for the next holder to fence.
-      if (this.#claim && !wasLost) await this.#core.bounded(unclaim(this.name, this.#claim), this.#session.ttlMs);
+      if (this.#claim && !wasLost && !native) {
+        await this.#core.bounded(unclaim(this.name, this.#claim), this.#session.ttlMs);
+      }
     } catch {
       // The grant is still freed; the next holder then reports a takeover of this holding.
     }
@@ -238,6 +245,7 @@ export class LockHandle implements AsyncDisposable {
     if (this.#grant.mode === "shared") {
       throw new InvalidStateError(`cannot downgrade "${this.name}": it is already held shared`);
     }
+    await this.#untrack();
     await this.#convert("shared", undefined, undefined);
   }
 
@@ -258,10 +266,42 @@ export class LockHandle implements AsyncDisposable {
       throw new InvalidStateError(`cannot ${op} "${this.name}": it is ${this.#state === "lost" ? "lost" : "released"}`);
     }
     if (this.#busy) throw new InvalidStateError(`cannot ${op} "${this.name}": an upgrade or downgrade is under way`);
-    if (this.#claim) {
+    if (this.#claim?.explicit) {
       // Its takeover record names one exclusive holder; shared holders would share it.
       throw new InvalidStateError(`cannot ${op} "${this.name}": it is tracked for takeover (exclusive only)`);
     }
+  }
+
+  /**
+   * Ends the default tracking of a holding that stops being exclusive: its record goes, as
+   * with a clean release, so a shared holding leaves no takeover.
+   */
+  async #untrack(): Promise<void> {
+    const claim = this.#claim;
+    if (!claim) return;
+    try {
+      await unclaim(this.name, claim);
+    } catch (error) {
+      throw this.#core.translate(error);
+    }
+    this.#forget();
+  }
+
+  /** @internal For `close()`: deletes the record of a held grant, which then ends untracked. */
+  async dropRecord(): Promise<void> {
+    const claim = this.#claim;
+    if (!claim || this.#state !== "held") return;
+    try {
+      await this.#core.bounded(unclaim(this.name, claim), this.#session.ttlMs);
+    } finally {
+      this.#forget();
+    }
+  }
+
+  #forget(): void {
+    this.#claim = null;
+    this.#grant.recordVersion = undefined;
+    this.#core.claimed.delete(this);
   }
 
   async #convert(mode: LockMode, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<void> {

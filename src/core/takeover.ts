@@ -13,7 +13,7 @@
  */
 import { sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
-import type { CellEntry, DriverCells, LockMode } from "./driver.js";
+import { type CellEntry, type DriverCells, type DriverGrant, type LockMode, sealRecord } from "./driver.js";
 import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
 import { canonicalJson } from "./json-value.js";
 import { describe } from "./validate.js";
@@ -93,12 +93,26 @@ export interface TakeoverRequest {
   readonly fenceInfo: string;
   readonly onTakeover: OnTakeover | undefined;
   readonly lockDelayMs: number;
+  /** Asked for by the options (not only the default): such a lock cannot be downgraded. */
+  readonly explicit: boolean;
+}
+
+/** The untracked default request's parts, shared (most acquisitions pass no takeover options). */
+const NO_FENCE_INFO = "null";
+
+/**
+ * A holding's record before {@link sealRecord} adds its token and grant time: member,
+ * session, fence info, lock delay. @internal
+ */
+export function recordText(memberId: string, sessionId: string, request: TakeoverRequest): string {
+  return `{"m":${JSON.stringify(memberId)},"s":${JSON.stringify(sessionId)},"f":${request.fenceInfo},"d":${request.lockDelayMs}}`;
 }
 
 /** What a tracked holding keeps to delete its record on release. @internal */
 export interface TakeoverClaim {
   readonly cells: DriverCells;
   readonly version: bigint;
+  readonly explicit: boolean;
 }
 
 /** The stored record (short keys: it is written with every tracked grant). */
@@ -140,7 +154,7 @@ export function checkTakeover(
       `lockDelayMs must be an integer number of milliseconds from 0 to ${MAX_LOCK_DELAY_MS}, got ${describe(lockDelayMs)}`,
     );
   }
-  const text = fenceInfo === undefined ? "null" : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
+  const text = fenceInfo === undefined ? NO_FENCE_INFO : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
   const given = [
     ["fenceInfo", fenceInfo],
     ["onTakeover", onTakeover],
@@ -152,19 +166,23 @@ export function checkTakeover(
       `takeover: false cannot be combined with ${given.map(([k]) => k).join(", ")}: they need takeover tracking (omit takeover or set it to true)`,
     );
   }
-  const tracked = takeover ?? given.length > 0;
-  if (!tracked) return undefined;
+  // Tracking is the default for exclusive locks; asking for it is what makes a shared
+  // lock or a backend without records an error rather than untracked.
+  if (takeover === false) return undefined;
+  const explicit = takeover === true || given.length > 0;
   if (mode !== "exclusive") {
+    if (!explicit) return undefined;
     throw new InvalidArgumentError(
-      "takeover tracking (fenceInfo, onTakeover, lockDelayMs) is for exclusive locks only",
+      "takeover tracking (fenceInfo, onTakeover, lockDelayMs, takeover: true) is for exclusive locks only",
     );
   }
   if (!core.driver.cells) {
+    if (!explicit) return undefined;
     throw new UnsupportedError(`the ${core.backend} backend has no durable records (cells) yet, so no takeover`, {
       backend: core.backend,
     });
   }
-  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0 };
+  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0, explicit };
 }
 
 /** The takeover a record describes, or `null` for none (absent or deleted). @internal */
@@ -206,34 +224,34 @@ export async function claim(
   core: CoordinatorCore,
   grant: ClaimTarget,
   request: TakeoverRequest,
+  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
   wait: boolean,
   signal: AbortSignal,
 ): Promise<{ claim: TakeoverClaim; takeover: Takeover | null } | "delayed"> {
   const cells = core.driver.cells as DriverCells;
-  const record: StoredTakeover = {
-    m: core.memberId,
-    s: grant.sessionId,
-    t: String(grant.token),
-    at: grant.acquiredAt,
-    f: JSON.parse(request.fenceInfo) as unknown,
-    d: request.lockDelayMs,
-  };
-  const text = JSON.stringify(record);
+  const { explicit } = request;
+  // Written by the driver with the grant: the lock was free or cleanly released.
+  if (native.recordVersion !== undefined)
+    return { claim: { cells, version: native.recordVersion, explicit }, takeover: null };
+  const text = sealRecord(recordText(core.memberId, grant.sessionId, request), grant.token, grant.acquiredAt);
   const superseded = () =>
     new LockLostError(`lock "${grant.name}" was taken over while it was being claimed`, { backend: core.backend });
-  // The common case, a lock that was free or cleanly released, costs one write: created
-  // only if no record is there. A refusal carries the record found, the previous holding.
-  const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
-  if (created.ok) return { claim: { cells, version: created.version }, takeover: null };
-  if (created.reason === "fenced") throw superseded();
-  const current = created.current;
+  let current = native.previousRecord;
+  if (current === undefined) {
+    // Without native records, the common case (free or cleanly released) costs one write:
+    // created only if no record is there. A refusal carries the record found.
+    const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
+    if (created.ok) return { claim: { cells, version: created.version, explicit }, takeover: null };
+    if (created.reason === "fenced" || !created.current) throw superseded();
+    current = created.current;
+  }
   const found = parseTakeover(current);
   // A record at or above our token is no predecessor: it was written after us (we were
   // superseded), and the fenced write below says so.
   const previous = found && found.token < grant.token ? found : null;
   // Cancellation, timeout and the loss of the grant all end the claim.
   const both = AbortSignal.any([signal, grant.lost]);
-  if (previous && previous.lockDelayMs > 0 && current) {
+  if (previous && previous.lockDelayMs > 0) {
     let until = previous.delayedUntil;
     if (until === null) {
       until = Date.now() + previous.lockDelayMs;
@@ -264,7 +282,7 @@ export async function claim(
   if (both.aborted) throw both.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
-  return { claim: { cells, version: written.version }, takeover };
+  return { claim: { cells, version: written.version, explicit }, takeover };
 }
 
 /**
