@@ -23,6 +23,7 @@ import { join } from "node:path";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
@@ -51,20 +52,73 @@ interface Bucket {
   cells: Record<string, StoredCell>;
 }
 
-export function bucketFileName(bucket: number): string {
-  return `${FILES.cells}.${bucket.toString(16).padStart(2, "0")}`;
+export function bucketFileName(bucket: number, files: string = FILES.cells): string {
+  return `${files}.${bucket.toString(16).padStart(2, "0")}`;
 }
 
-/** The cells of one namespace; `close()` frees the lock file's descriptor (call it once). */
+/** The bucket files of one kind of cells. */
+interface Store {
+  /** Prefix of its bucket file names. */
+  readonly files: string;
+  /** Its first bucket's byte in `cells.lock` and number in the mesh's `cell` messages. */
+  readonly base: number;
+  /**
+   * Whether a write is fsynced (file and directory) before it resolves. Without: it
+   * survives the death of the writing process (the page cache is the kernel's), not a crash
+   * of the host, after which a bucket may read as garbage, and is then taken as empty.
+   */
+  readonly durable: boolean;
+}
+
+const USER_CELLS: Store = { files: FILES.cells, base: 0, durable: true };
+/**
+ * Takeover records (src/core/takeover.ts): written with every exclusive grant, so cheap
+ * (no fsync) and apart from user cells (whose buckets a host crash must not damage). A
+ * host crash ends every holder of a file lock (they are all on this host) and may lose
+ * the records; a holder's own death does not.
+ */
+const TAKEOVER_RECORDS: Store = { files: FILES.takeover, base: BUCKETS, durable: false };
+
+/** A synchronous cell write for a lock holder (under its kernel lock): `null` if the bucket stayed busy. */
+export type WriteNow = (key: string, value: string | null, condition: CellCondition) => CellWriteResult | null;
+
+/**
+ * The cells of one namespace, with the takeover space in buckets of its own (and
+ * `takeoverNow`, its synchronous writes); `close()` frees the lock file's descriptor (call
+ * it once).
+ */
 export function fileCells(
   directory: Directory,
   namespace: string,
   notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
-): DriverCells & { close(): void } {
+): DriverCells & { close(): void; takeoverNow: WriteNow } {
   const lockFd = openFile(directory, FILES.cellsLock);
+  const user = cellStore(directory, namespace, notify, lockFd, USER_CELLS);
+  const takeover = cellStore(directory, namespace, notify, lockFd, TAKEOVER_RECORDS);
+  const of = (space: string) => (space === TAKEOVER_SPACE ? takeover : user);
+  return {
+    close: () => closeSync(lockFd),
+    takeoverNow: (key, value, condition) => takeover.writeNow(TAKEOVER_SPACE, key, value, condition),
+    get: (space, key) => of(space).get(space, key),
+    put: (space, key, value, condition) => of(space).put(space, key, value, condition),
+    delete: (space, key, condition) => of(space).delete(space, key, condition),
+    list: (space) => of(space).list(space),
+    watch: (space, key, listener, signal) => of(space).watch(space, key, listener, signal),
+  };
+}
+
+function cellStore(
+  directory: Directory,
+  namespace: string,
+  notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
+  lockFd: number,
+  store: Store,
+): DriverCells & {
+  writeNow(space: string, key: string, value: string | null, condition: CellCondition): CellWriteResult | null;
+} {
   const id = (space: string, key: string) => `${namespace}${SEP}${space}${SEP}${key}`;
   const bucketOf = (cellId: string) => hash53(cellId) % BUCKETS;
-  const pathOf = (bucket: number) => join(directory.path, bucketFileName(bucket));
+  const pathOf = (bucket: number) => join(directory.path, bucketFileName(bucket, store.files));
 
   const load = (bucket: number): Bucket => {
     let text: string;
@@ -79,6 +133,8 @@ export function fileCells(
       if (typeof parsed.next !== "string" || typeof parsed.cells !== "object" || parsed.cells === null) throw 0;
       return parsed;
     } catch (cause) {
+      // Torn by a host crash, not by a process's death (writes rename a whole file).
+      if (!store.durable) return { next: "0", cells: {} };
       throw unavailable(directory, bucket, "is not a Baton cells file (was it edited by hand?)", cause);
     }
   };
@@ -91,17 +147,49 @@ export function fileCells(
     const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
     try {
       writeSync(fd, JSON.stringify(data));
-      fsyncSync(fd);
+      if (store.durable) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(temp, pathOf(bucket));
+    if (!store.durable) return;
     // The rename is durable only once the directory entry is.
     const dirFd = openSync(directory.path, constants.O_RDONLY | constants.O_DIRECTORY);
     try {
       fsyncSync(dirFd);
     } finally {
       closeSync(dirFd);
+    }
+  };
+
+  /** One read-check-write; the caller holds the bucket's byte lock. */
+  const writeLocked = (
+    bucket: number,
+    cellId: string,
+    key: string,
+    value: string | null,
+    condition: CellCondition,
+  ): CellWriteResult => {
+    try {
+      const data = load(bucket);
+      const current = entryOf(key, data.cells[cellId]);
+      const decision = decideCellWrite(current, condition, value === null);
+      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
+      if (decision.action === "noop") return { ok: true, version: 0n };
+      const version = BigInt(data.next) + 1n;
+      data.next = version.toString();
+      // A takeover record's fence is its holder's kernel lock: its tombstone would only grow the bucket.
+      if (value === null && (decision.fence === 0n || !store.durable)) delete data.cells[cellId];
+      else data.cells[cellId] = { v: value, n: version.toString(), f: decision.fence.toString() };
+      try {
+        save(bucket, data);
+      } catch (cause) {
+        throw unavailable(directory, bucket, "cannot be written", cause);
+      }
+      return { ok: true, version };
+    } finally {
+      kernel.unlock(lockFd, store.base + bucket);
+      notify.cellWritten(store.base + bucket);
     }
   };
 
@@ -114,30 +202,20 @@ export function fileCells(
     const cellId = id(space, key);
     const bucket = bucketOf(cellId);
     let spins = 0;
-    // Held for one read-check-write, all synchronous below, so never across an await.
-    while (!kernel.tryLock(lockFd, bucket, false)) {
+    // Held for one read-check-write, all synchronous, so never across an await.
+    while (!kernel.tryLock(lockFd, store.base + bucket, false)) {
       if (++spins % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
-    try {
-      const data = load(bucket);
-      const current = entryOf(key, data.cells[cellId]);
-      const decision = decideCellWrite(current, condition, value === null);
-      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
-      if (decision.action === "noop") return { ok: true, version: 0n };
-      const version = BigInt(data.next) + 1n;
-      data.next = version.toString();
-      if (value === null && decision.fence === 0n) delete data.cells[cellId];
-      else data.cells[cellId] = { v: value, n: version.toString(), f: decision.fence.toString() };
-      try {
-        save(bucket, data);
-      } catch (cause) {
-        throw unavailable(directory, bucket, "cannot be written", cause);
-      }
-      return { ok: true, version };
-    } finally {
-      kernel.unlock(lockFd, bucket);
-      notify.cellWritten(bucket);
+    return writeLocked(bucket, cellId, key, value, condition);
+  };
+
+  const writeNow = (space: string, key: string, value: string | null, condition: CellCondition) => {
+    const cellId = id(space, key);
+    const bucket = bucketOf(cellId);
+    for (let tries = 0; tries < 64; tries++) {
+      if (kernel.tryLock(lockFd, store.base + bucket, false)) return writeLocked(bucket, cellId, key, value, condition);
     }
+    return null;
   };
 
   const read = (space: string, key: string) => {
@@ -156,7 +234,7 @@ export function fileCells(
   };
 
   return {
-    close: () => closeSync(lockFd),
+    writeNow,
     async get(space, key) {
       return read(space, key);
     },
@@ -190,7 +268,7 @@ export function fileCells(
         }
       };
       // Told before the first read: no write falls between the two unnoticed.
-      const stop = notify.onCellWritten((b) => b === bucket && refresh(true));
+      const stop = notify.onCellWritten((b) => b === store.base + bucket && refresh(true));
       const initial = read(space, key);
       const timer = setInterval(() => refresh(false), WATCH_POLL_MS);
       timer.unref();

@@ -18,6 +18,8 @@ export const FILES = {
   cellsLock: "cells.lock",
   /** Prefix of the cells bucket files `cells.00` ..., rewritten atomically (see cells.ts). */
   cells: "cells",
+  /** Prefix of the takeover record bucket files `takeover.00` ... (see cells.ts). */
+  takeover: "takeover",
 } as const;
 
 /** An opened Baton directory. */
