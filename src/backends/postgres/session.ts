@@ -36,6 +36,25 @@ const LOCK_KEY_CACHE = 10_000;
 interface AcquireRow {
   o_token: string | null;
   o_pid: number;
+  /** lock_acquire_tracked: the takeover record written, or the live one found. */
+  o_version?: string | null;
+  o_found_value?: string | null;
+  o_found_version?: string | null;
+  o_found_fence?: string | null;
+}
+
+/** What the tracked grant statement did with the takeover record. */
+function withRecord(grant: PgGrant, row: AcquireRow): PgGrant {
+  if (row.o_version) grant.recordVersion = BigInt(row.o_version);
+  else if (row.o_found_value && row.o_found_version) {
+    grant.previousRecord = {
+      key: grant.name,
+      value: row.o_found_value,
+      version: BigInt(row.o_found_version),
+      fence: BigInt(row.o_found_fence ?? "0"),
+    };
+  }
+  return grant;
 }
 
 interface SemRow {
@@ -164,18 +183,25 @@ export class PgSession implements DriverSession {
     try {
       // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes.
       const result =
-        g.mode === "exclusive" && g.sem === null
+        g.mode === "exclusive" && g.sem === null && g.recordVersion !== undefined
           ? await lane.query<{ o_pid: number }>(
-              "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
-              [g.key],
+              `SELECT * FROM ${this.#q}.lock_release_tracked($1, $2, $3, $4)`,
+              [g.key, this.#c.namespace, g.name, String(g.recordVersion)],
               this.#quickMs,
-              "baton_unlock",
+              `baton_untrack_${this.#c.settings.schema}`,
             )
-          : await lane.query<{ o_pid: number }>(
-              `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
-              [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
-              this.#quickMs,
-            );
+          : g.mode === "exclusive" && g.sem === null
+            ? await lane.query<{ o_pid: number }>(
+                "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
+                [g.key],
+                this.#quickMs,
+                "baton_unlock",
+              )
+            : await lane.query<{ o_pid: number }>(
+                `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
+                [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
+                this.#quickMs,
+              );
       lane.checkPid(result.rows[0]?.o_pid);
     } catch (error) {
       // Whatever went wrong, the lock must not stay held behind our back.
@@ -487,15 +513,11 @@ export class PgSession implements DriverSession {
         if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
       } else {
         const key = this.#lockKey(request.kind, request.name);
-        const result = await lane.query<AcquireRow>(
-          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, false, $6)`,
-          [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-          this.#quickMs,
-          `baton_try_${this.#c.settings.schema}`,
-        );
+        const [sql, params, name] = this.#lockAcquire(key, request, lane, false);
+        const result = await lane.query<AcquireRow>(sql, params, this.#quickMs, name);
         const row = result.rows[0];
         lane.checkPid(row?.o_pid);
-        if (row?.o_token) grant = this.#grant(lane, request, id, key, row.o_token, null);
+        if (row?.o_token) grant = withRecord(this.#grant(lane, request, id, key, row.o_token, null), row);
       }
       return grant;
     } catch (error) {
@@ -521,23 +543,20 @@ export class PgSession implements DriverSession {
         return grant;
       }
       const key = this.#lockKey(request.kind, request.name);
-      const waited = await lane.wait<AcquireRow>(
-        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, true, $6)`,
-        [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-        signal,
-        preemptible,
-        `baton_acquire_${this.#c.settings.schema}`,
-      );
+      const [sql, params, name] = this.#lockAcquire(key, request, lane, true);
+      const waited = await lane.wait<AcquireRow>(sql, params, signal, preemptible, name);
       if (waited.outcome === "preempted" && !signal.aborted) {
         await this.#cleanup(lane, request);
         return null;
       }
-      // Withdrawn (the catch below gives back a grant that won the race with the cancel).
+      // Withdrawn (the catch below gives back a grant that won the race with the cancel,
+      // after its takeover record: it was never handed out, so it was not lost either).
+      if (waited.outcome === "done" && signal.aborted) await this.#dropRecord(lane, request, waited.result.rows[0]);
       if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
       const row = waited.result.rows[0];
       lane.checkPid(row?.o_pid);
       if (!row?.o_token) throw new Error("lock_acquire returned no token");
-      grant = this.#grant(lane, request, id, key, row.o_token, null);
+      grant = withRecord(this.#grant(lane, request, id, key, row.o_token, null), row);
       return grant;
     } catch (error) {
       if (!grant) await this.#cleanup(lane, request);
@@ -595,6 +614,37 @@ export class PgSession implements DriverSession {
       interest.dispose();
       if (head) lane.heads--;
     }
+  }
+
+  /** Deletes the takeover record a tracked grant statement wrote, if it wrote one. */
+  async #dropRecord(lane: Lane, request: AcquireRequest, row: AcquireRow | undefined): Promise<void> {
+    if (!row?.o_version) return;
+    await lane.query(
+      `DELETE FROM ${this.#q}.cells WHERE namespace = $1 AND space = 'takeover' AND key = $2 AND version = $3`,
+      [this.#c.namespace, request.name, row.o_version],
+      this.#quickMs,
+    );
+  }
+
+  /**
+   * The statement of a lock or election grant: with a takeover record, the tracked
+   * variant, which writes it in the same statement (migrations.ts v4).
+   */
+  #lockAcquire(key: string, request: AcquireRequest, lane: Lane, wait: boolean): [string, unknown[], string] {
+    const { schema } = this.#c.settings;
+    const base = [key, this.#c.namespace, request.kind, request.name];
+    if (request.record !== undefined) {
+      return [
+        `SELECT * FROM ${this.#q}.lock_acquire_tracked($1, $2, $3, $4, ${wait}, $5, $6)`,
+        [...base, lane.epoch, request.record],
+        `baton_${wait ? "acquire" : "try"}_tracked_${schema}`,
+      ];
+    }
+    return [
+      `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, ${wait}, $6)`,
+      [...base, request.mode === "shared", lane.epoch],
+      `baton_${wait ? "acquire" : "try"}_${schema}`,
+    ];
   }
 
   #grant(

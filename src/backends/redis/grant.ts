@@ -6,9 +6,11 @@
  * @module
  */
 import { randomBytes } from "node:crypto";
-import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch, notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
+import { cellKeys } from "./cells.js";
 import { BACKEND } from "./errors.js";
 import { ACQUIRE, CANCEL_UPGRADE, CHECK, CONVERT, RELEASE } from "./lua.js";
 import { freeOrEnd, replicated, runRetrying, type Scope } from "./scope.js";
@@ -26,6 +28,8 @@ export class RedisGrant implements DriverGrant {
   released = false;
   /** Aborts a pending upgrade when the grant is released. */
   upgrade: AbortController | null = null;
+  recordVersion?: bigint | undefined;
+  previousRecord?: CellEntry | undefined;
 
   constructor(request: AcquireRequest, queue: string, entry: string, token: bigint) {
     this.kind = request.kind;
@@ -61,6 +65,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
     String(request.limit),
     request.wait ? "1" : "0",
     String(scope.ttlMs),
+    ...recordArgs(scope, request),
   ];
   // The core checked cancellation before calling; the signal is built (by the core) and
   // read only when this does not end in the first round trip.
@@ -74,7 +79,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
   }
   if (first && scope.replicas === 0 && (first[0] === "granted" || first[0] === "busy")) {
     box.dispose();
-    if (first[0] === "granted") return new RedisGrant(request, queue, entry, BigInt(first[1] as string));
+    if (first[0] === "granted") return granted(request, queue, entry, first);
     scope.track(queue, -1);
     return null;
   }
@@ -93,12 +98,14 @@ async function slowAcquire(
   const { signal } = request;
   const what = `acquiring ${request.kind} "${request.name}"`;
   const stop = AbortSignal.any([signal, scope.ended]);
+  let made: RedisGrant | null = null;
   try {
     let reply = first ?? ((await runRetrying(scope, what, ACQUIRE, args, stop)) as Reply);
     for (;;) {
       switch (reply[0]) {
         case "granted": {
-          const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string));
+          const grant = granted(request, queue, entry, reply);
+          made = grant;
           await replicated(scope, what);
           return grant;
         }
@@ -130,7 +137,13 @@ async function slowAcquire(
     }
   } catch (error) {
     // Withdraw the entry, granted or not: a grant nobody will use must not stay held.
-    const removal = freeOrEnd(scope, `withdrawing from ${request.kind} "${request.name}"`, RELEASE, [queue, entry]);
+    // A grant never handed out was not lost either: its takeover record goes with it.
+    const removal = freeOrEnd(
+      scope,
+      `withdrawing from ${request.kind} "${request.name}"`,
+      RELEASE,
+      made ? releaseArgs(scope, made) : [queue, entry],
+    );
     scope.track(queue, -1);
     if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
     if (signal.aborted) throw signal.reason;
@@ -140,6 +153,34 @@ async function slowAcquire(
   }
 }
 
+/** The ACQUIRE arguments of the takeover record written with the grant ('' for none). */
+function recordArgs(scope: Scope, request: AcquireRequest): string[] {
+  if (request.record === undefined) return [""];
+  return [request.record, ...cellKeys(scope.keys, TAKEOVER_SPACE, request.name)];
+}
+
+/** A grant from an ACQUIRE reply, with what it did with the takeover record (lua.ts). */
+function granted(request: AcquireRequest, queue: string, entry: string, reply: Reply): RedisGrant {
+  const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string));
+  if (reply[3] === "written") grant.recordVersion = BigInt(reply[4] as string);
+  else if (reply[3] === "found") {
+    const [version, fence, value] = reply.slice(4) as string[];
+    grant.previousRecord = {
+      key: request.name,
+      version: BigInt(version ?? "0"),
+      fence: BigInt(fence ?? "0"),
+      value: value ?? null,
+    };
+  }
+  return grant;
+}
+
+/** The RELEASE arguments that delete a clean grant's takeover record with it. */
+function releaseArgs(scope: Scope, grant: RedisGrant): string[] {
+  if (grant.recordVersion === undefined) return [grant.queue, grant.entry];
+  return [grant.queue, grant.entry, String(grant.recordVersion), ...cellKeys(scope.keys, TAKEOVER_SPACE, grant.name)];
+}
+
 /** Frees a grant (idempotent). A failure is retried in the background and reported. */
 export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   if (grant.released) return;
@@ -147,9 +188,9 @@ export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   scope.track(grant.queue, -1);
   grant.upgrade?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   try {
-    await scope.link.run(RELEASE, [scope.keys.prefix, grant.queue, grant.entry]);
+    await scope.link.run(RELEASE, [scope.keys.prefix, ...releaseArgs(scope, grant)]);
   } catch (error) {
-    void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, [grant.queue, grant.entry]);
+    void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, releaseArgs(scope, grant));
     throw error;
   }
 }

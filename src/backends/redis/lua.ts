@@ -251,8 +251,10 @@ function script(name: string, body: string): Script {
 }
 
 /**
- * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0).
- * Replies {granted, token, since} | {waiting, recheckMs} | {busy} | {limit, theirs} | {lost}.
+ * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0), TTL ms, takeover
+ * record ('' for none) and, with one, its cell's keys (cells.ts cellKeys).
+ * Replies {granted, token, since[, written, version | found, version, fence, value]} |
+ * {waiting, recheckMs} | {busy} | {limit, theirs} | {lost}.
  * Idempotent per entry id: a retry after a lost answer reports the entry's state.
  */
 export const ACQUIRE = script(
@@ -261,6 +263,21 @@ export const ACQUIRE = script(
 local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
 if not alive(sid) then return {'lost'} end
+-- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys, as in
+-- cells.ts) is written with the grant, sealed as core/driver.ts sealRecord says, unless a
+-- live record is there, which is replied instead.
+local function granted(t, c)
+  if ARGV[12] == '' then return {'granted', t, tostring(c)} end
+  local k = ARGV[13]
+  local h = redis.call('HMGET', k, 'v', 'f', 'x')
+  if h[3] then return {'granted', t, tostring(c), 'found', h[1], h[2], h[3]} end
+  local v = redis.call('INCR', ARGV[16])
+  local record = string.sub(ARGV[12], 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}'
+  redis.call('HSET', k, 'v', v, 'f', t, 'x', record)
+  redis.call('SADD', ARGV[14], ARGV[17])
+  redis.call('PUBLISH', ARGV[15], v)
+  return {'granted', t, tostring(c), 'written', tostring(v)}
+end
 local meta = Q .. ':m'
 if redis.call('EXISTS', Q .. ':o') == 0 then
   -- Nobody there: granted at once, with the fewest commands.
@@ -269,7 +286,7 @@ if redis.call('EXISTS', Q .. ':o') == 0 then
   redis.call('SADD', P .. 'queues', Q)
   save(Q, e)
   redis.call('ZADD', Q .. ':o', 1, id)
-  return {'granted', e.t, tostring(e.c)}
+  return granted(e.t, e.c)
 end
 if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
 local holders, waiters, marker = process(Q)
@@ -291,7 +308,7 @@ if free then
 end
 save(Q, e)
 redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
-if free then return {'granted', e.t, tostring(e.c)} end
+if free then return granted(e.t, e.c) end
 return {'waiting', tostring(soonest({holders, waiters}, sid))}
 `,
 );
@@ -305,8 +322,9 @@ return state_of(ARGV[2], ARGV[3])
 );
 
 /**
- * ARGV: P, Q, entry. Removes the entry whatever its state (release, or withdrawal of a
- * waiter) and grants whoever may go next. Replies 1 if it was there.
+ * ARGV: P, Q, entry[, record version, its cell's keys (cells.ts cellKeys)]. Removes the
+ * entry whatever its state (release, or withdrawal of a waiter) and grants whoever may go
+ * next. Replies 1 if it was there.
  */
 export const RELEASE = script(
   "release",
@@ -314,6 +332,14 @@ export const RELEASE = script(
 local Q, id = ARGV[2], ARGV[3]
 local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return 0 end
+-- A clean release deletes its takeover record (ARGV[5..9]: its cell's keys, as in
+-- cells.ts) if still at the version it claimed (ARGV[4]). No tombstone: the record's
+-- fence is the lock itself, and a key per lock name ever used would only accumulate.
+if ARGV[4] and ARGV[4] ~= '' and redis.call('HGET', ARGV[5], 'v') == ARGV[4] then
+  redis.call('DEL', ARGV[5])
+  redis.call('SREM', ARGV[6], ARGV[9])
+  redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))
+end
 local e = cjson.decode(raw)
 e.id = id
 remove(Q, e)
