@@ -119,8 +119,9 @@ export class LockHandle implements AsyncDisposable {
 
   /**
    * The previous holding, when it ended without a release (lost, died, cut off, revoked)
-   * and was tracked: see {@link TakeoverOptions}. `null` when the lock was free or cleanly
-   * released before this grant, and always `null` for an untracked acquisition.
+   * and was tracked (every exclusive lock is, unless `takeover: false`): see
+   * {@link TakeoverOptions}. `null` when the lock was free or cleanly released before this
+   * grant, and always `null` for an untracked acquisition (shared, or `takeover: false`).
    */
   get takeover(): Takeover | null {
     return this.#takeover;
@@ -239,7 +240,12 @@ export class LockHandle implements AsyncDisposable {
     await this.#convert("exclusive", timeout, userSignal);
   }
 
-  /** Turns an exclusive lock into a shared one at once; waiting readers may then enter. */
+  /**
+   * Turns an exclusive lock into a shared one at once; waiting readers may then enter. A lock
+   * tracked for takeover by default first deletes its record (a shared holding is
+   * untracked); one acquired with takeover options or `takeover: true` cannot be downgraded
+   * (`InvalidStateError`).
+   */
   async downgrade(): Promise<void> {
     this.#checkConvertible("downgrade");
     if (this.#grant.mode === "shared") {

@@ -2,12 +2,15 @@
  * Takeover: fence info stored with a lock grant, handed to the next holder when this
  * holding is lost rather than released, an `onTakeover` fencing hook, and Chubby's lock
  * delay. Written once here over the durable-record seam (`Driver.cells`, in the space
- * {@link TAKEOVER_SPACE}), so every backend with cells has it, with no driver code.
+ * {@link TAKEOVER_SPACE}), so every backend with cells has it. Every exclusive lock grant
+ * is tracked unless `takeover: false`.
  *
- * The record of lock `name` is written by each tracked holder right after its grant (a
- * cell write fenced by its token) and deleted by its clean release (conditioned on the
- * version it wrote). A record found by the next holder therefore belongs to a holding that
- * ended without a release: lost, died, cut off or revoked.
+ * The record of lock `name` is created with each tracked grant (by the driver in the
+ * grant's own atomic step where it has `nativeRecords`, else by a cell write right after,
+ * fenced by the token) and deleted by its clean release (in the release's own step, or by
+ * a delete conditioned on the version it wrote). A record found by the next holder
+ * therefore belongs to a holding that ended without a release: lost, died, cut off or
+ * revoked.
  *
  * @module
  */
@@ -30,8 +33,8 @@ export const MAX_LOCK_DELAY_MS = 60_000;
 /**
  * The previous holding of a lock, handed to its next holder because it ended without a
  * release (its session expired, its process died, its connection dropped, or it was
- * revoked). Only holdings acquired with takeover tracking leave one (see
- * {@link TakeoverOptions}).
+ * revoked). Every exclusive lock holding leaves one unless acquired with `takeover: false`
+ * (see {@link TakeoverOptions}).
  */
 export interface Takeover {
   /** Member id of the previous holder's coordinator. */
@@ -80,10 +83,15 @@ export interface TakeoverOptions {
    */
   lockDelayMs?: number | undefined;
   /**
-   * Track this holding for takeover (write its record with the grant, delete it on
-   * release) and read the previous one. Costs a cell read and write per grant and a delete
-   * per release (see docs/takeover.md). Every acquirer of one lock name should track: an
-   * untracked holding neither reports nor leaves a takeover.
+   * Takeover tracking: write this holding's record with the grant, delete it on release,
+   * and hand the previous one over. On by default for exclusive locks (`undefined`: tracked
+   * where the backend has cells, untracked for shared locks). `true` insists: an
+   * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
+   * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
+   * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
+   * combined with the other takeover options). Where the driver has native records
+   * (memory, file, Redis, PostgreSQL) tracking costs no extra round trip; elsewhere (etcd,
+   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md).
    */
   takeover?: boolean | undefined;
 }
