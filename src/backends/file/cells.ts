@@ -68,16 +68,21 @@ interface Store {
    * of the host, after which a bucket may read as garbage, and is then taken as empty.
    */
   readonly durable: boolean;
+  /**
+   * Whether a write tells the mesh's processes (for their watches). Without, a watch sees
+   * a change at its next poll ({@link WATCH_POLL_MS}).
+   */
+  readonly pushed: boolean;
 }
 
-const USER_CELLS: Store = { files: FILES.cells, base: 0, durable: true };
+const USER_CELLS: Store = { files: FILES.cells, base: 0, durable: true, pushed: true };
 /**
  * Takeover records (src/core/takeover.ts): written with every exclusive grant, so cheap
- * (no fsync) and apart from user cells (whose buckets a host crash must not damage). A
+ * (no fsync, no message to every process: nobody watches them) and apart from user cells (whose buckets a host crash must not damage). A
  * host crash ends every holder of a file lock (they are all on this host) and may lose
  * the records; a holder's own death does not.
  */
-const TAKEOVER_RECORDS: Store = { files: FILES.takeover, base: BUCKETS, durable: false };
+const TAKEOVER_RECORDS: Store = { files: FILES.takeover, base: BUCKETS, durable: false, pushed: false };
 
 /** A synchronous cell write for a lock holder (under its kernel lock): `null` if the bucket stayed busy. */
 export type WriteNow = (key: string, value: string | null, condition: CellCondition) => CellWriteResult | null;
@@ -189,7 +194,7 @@ function cellStore(
       return { ok: true, version };
     } finally {
       kernel.unlock(lockFd, store.base + bucket);
-      notify.cellWritten(store.base + bucket);
+      if (store.pushed) notify.cellWritten(store.base + bucket);
     }
   };
 
