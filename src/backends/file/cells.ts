@@ -28,6 +28,7 @@ import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
 import type { FileNode } from "./node.js";
+import { takeoverRecords, type WriteNow } from "./records.js";
 
 /** Bucket files the cells are spread over. */
 export const BUCKETS = 32;
@@ -52,58 +53,28 @@ interface Bucket {
   cells: Record<string, StoredCell>;
 }
 
-export function bucketFileName(bucket: number, files: string = FILES.cells): string {
-  return `${files}.${bucket.toString(16).padStart(2, "0")}`;
+export function bucketFileName(bucket: number): string {
+  return `${FILES.cells}.${bucket.toString(16).padStart(2, "0")}`;
 }
 
-/** The bucket files of one kind of cells. */
-interface Store {
-  /** Prefix of its bucket file names. */
-  readonly files: string;
-  /** Its first bucket's byte in `cells.lock` and number in the mesh's `cell` messages. */
-  readonly base: number;
-  /**
-   * Whether a write is fsynced (file and directory) before it resolves. Without: it
-   * survives the death of the writing process (the page cache is the kernel's), not a crash
-   * of the host, after which a bucket may read as garbage, and is then taken as empty.
-   */
-  readonly durable: boolean;
-  /**
-   * Whether a write tells the mesh's processes (for their watches). Without, a watch sees
-   * a change at its next poll ({@link WATCH_POLL_MS}).
-   */
-  readonly pushed: boolean;
-}
-
-const USER_CELLS: Store = { files: FILES.cells, base: 0, durable: true, pushed: true };
 /**
- * Takeover records (src/core/takeover.ts): written with every exclusive grant, so cheap
- * (no fsync, no message to every process: nobody watches them) and apart from user cells (whose buckets a host crash must not damage). A
- * host crash ends every holder of a file lock (they are all on this host) and may lose
- * the records; a holder's own death does not.
- */
-const TAKEOVER_RECORDS: Store = { files: FILES.takeover, base: BUCKETS, durable: false, pushed: false };
-
-/** A synchronous cell write for a lock holder (under its kernel lock): `null` if the bucket stayed busy. */
-export type WriteNow = (key: string, value: string | null, condition: CellCondition) => CellWriteResult | null;
-
-/**
- * The cells of one namespace, with the takeover space in buckets of its own (and
- * `takeoverNow`, its synchronous writes); `close()` frees the lock file's descriptor (call
- * it once).
+ * The cells of one namespace, with the takeover space in a store of its own (records.ts)
+ * and `takeoverNow`, its synchronous writes; `close()` frees the descriptors (call it once).
  */
 export function fileCells(
   directory: Directory,
   namespace: string,
   notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
 ): DriverCells & { close(): void; takeoverNow: WriteNow } {
-  const lockFd = openFile(directory, FILES.cellsLock);
-  const user = cellStore(directory, namespace, notify, lockFd, USER_CELLS);
-  const takeover = cellStore(directory, namespace, notify, lockFd, TAKEOVER_RECORDS);
-  const of = (space: string) => (space === TAKEOVER_SPACE ? takeover : user);
+  const user = userCells(directory, namespace, notify);
+  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE);
+  const of = (space: string): DriverCells => (space === TAKEOVER_SPACE ? takeover : user);
   return {
-    close: () => closeSync(lockFd),
-    takeoverNow: (key, value, condition) => takeover.writeNow(TAKEOVER_SPACE, key, value, condition),
+    close: () => {
+      user.close();
+      takeover.close();
+    },
+    takeoverNow: takeover.writeNow,
     get: (space, key) => of(space).get(space, key),
     put: (space, key, value, condition) => of(space).put(space, key, value, condition),
     delete: (space, key, condition) => of(space).delete(space, key, condition),
@@ -112,18 +83,15 @@ export function fileCells(
   };
 }
 
-function cellStore(
+function userCells(
   directory: Directory,
   namespace: string,
   notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
-  lockFd: number,
-  store: Store,
-): DriverCells & {
-  writeNow(space: string, key: string, value: string | null, condition: CellCondition): CellWriteResult | null;
-} {
+): DriverCells & { close(): void } {
+  const lockFd = openFile(directory, FILES.cellsLock);
   const id = (space: string, key: string) => `${namespace}${SEP}${space}${SEP}${key}`;
   const bucketOf = (cellId: string) => hash53(cellId) % BUCKETS;
-  const pathOf = (bucket: number) => join(directory.path, bucketFileName(bucket, store.files));
+  const pathOf = (bucket: number) => join(directory.path, bucketFileName(bucket));
 
   const load = (bucket: number): Bucket => {
     let text: string;
@@ -138,8 +106,6 @@ function cellStore(
       if (typeof parsed.next !== "string" || typeof parsed.cells !== "object" || parsed.cells === null) throw 0;
       return parsed;
     } catch (cause) {
-      // Torn by a host crash, not by a process's death (writes rename a whole file).
-      if (!store.durable) return { next: "0", cells: {} };
       throw unavailable(directory, bucket, "is not a Baton cells file (was it edited by hand?)", cause);
     }
   };
@@ -152,49 +118,17 @@ function cellStore(
     const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
     try {
       writeSync(fd, JSON.stringify(data));
-      if (store.durable) fsyncSync(fd);
+      fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(temp, pathOf(bucket));
-    if (!store.durable) return;
     // The rename is durable only once the directory entry is.
     const dirFd = openSync(directory.path, constants.O_RDONLY | constants.O_DIRECTORY);
     try {
       fsyncSync(dirFd);
     } finally {
       closeSync(dirFd);
-    }
-  };
-
-  /** One read-check-write; the caller holds the bucket's byte lock. */
-  const writeLocked = (
-    bucket: number,
-    cellId: string,
-    key: string,
-    value: string | null,
-    condition: CellCondition,
-  ): CellWriteResult => {
-    try {
-      const data = load(bucket);
-      const current = entryOf(key, data.cells[cellId]);
-      const decision = decideCellWrite(current, condition, value === null);
-      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
-      if (decision.action === "noop") return { ok: true, version: 0n };
-      const version = BigInt(data.next) + 1n;
-      data.next = version.toString();
-      // A takeover record's fence is its holder's kernel lock: its tombstone would only grow the bucket.
-      if (value === null && (decision.fence === 0n || !store.durable)) delete data.cells[cellId];
-      else data.cells[cellId] = { v: value, n: version.toString(), f: decision.fence.toString() };
-      try {
-        save(bucket, data);
-      } catch (cause) {
-        throw unavailable(directory, bucket, "cannot be written", cause);
-      }
-      return { ok: true, version };
-    } finally {
-      kernel.unlock(lockFd, store.base + bucket);
-      if (store.pushed) notify.cellWritten(store.base + bucket);
     }
   };
 
@@ -207,20 +141,30 @@ function cellStore(
     const cellId = id(space, key);
     const bucket = bucketOf(cellId);
     let spins = 0;
-    // Held for one read-check-write, all synchronous, so never across an await.
-    while (!kernel.tryLock(lockFd, store.base + bucket, false)) {
+    // Held for one read-check-write, all synchronous below, so never across an await.
+    while (!kernel.tryLock(lockFd, bucket, false)) {
       if (++spins % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
-    return writeLocked(bucket, cellId, key, value, condition);
-  };
-
-  const writeNow = (space: string, key: string, value: string | null, condition: CellCondition) => {
-    const cellId = id(space, key);
-    const bucket = bucketOf(cellId);
-    for (let tries = 0; tries < 64; tries++) {
-      if (kernel.tryLock(lockFd, store.base + bucket, false)) return writeLocked(bucket, cellId, key, value, condition);
+    try {
+      const data = load(bucket);
+      const current = entryOf(key, data.cells[cellId]);
+      const decision = decideCellWrite(current, condition, value === null);
+      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
+      if (decision.action === "noop") return { ok: true, version: 0n };
+      const version = BigInt(data.next) + 1n;
+      data.next = version.toString();
+      if (value === null && decision.fence === 0n) delete data.cells[cellId];
+      else data.cells[cellId] = { v: value, n: version.toString(), f: decision.fence.toString() };
+      try {
+        save(bucket, data);
+      } catch (cause) {
+        throw unavailable(directory, bucket, "cannot be written", cause);
+      }
+      return { ok: true, version };
+    } finally {
+      kernel.unlock(lockFd, bucket);
+      notify.cellWritten(bucket);
     }
-    return null;
   };
 
   const read = (space: string, key: string) => {
@@ -239,7 +183,7 @@ function cellStore(
   };
 
   return {
-    writeNow,
+    close: () => closeSync(lockFd),
     async get(space, key) {
       return read(space, key);
     },
@@ -273,7 +217,7 @@ function cellStore(
         }
       };
       // Told before the first read: no write falls between the two unnoticed.
-      const stop = notify.onCellWritten((b) => b === store.base + bucket && refresh(true));
+      const stop = notify.onCellWritten((b) => b === bucket && refresh(true));
       const initial = read(space, key);
       const timer = setInterval(() => refresh(false), WATCH_POLL_MS);
       timer.unref();

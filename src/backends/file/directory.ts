@@ -18,7 +18,7 @@ export const FILES = {
   cellsLock: "cells.lock",
   /** Prefix of the cells bucket files `cells.00` ..., rewritten atomically (see cells.ts). */
   cells: "cells",
-  /** Prefix of the takeover record bucket files `takeover.00` ... (see cells.ts). */
+  /** Sparse; the takeover records, in fixed regions rewritten in place (see records.ts). */
   takeover: "takeover",
 } as const;
 

@@ -29,7 +29,8 @@ import type {
 } from "../../core/driver.js";
 import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
-import { fileCells, type WriteNow } from "./cells.js";
+import { fileCells } from "./cells.js";
+import type { WriteNow } from "./records.js";
 import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
 import { kernel, LockFiles, limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";

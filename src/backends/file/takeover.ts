@@ -11,7 +11,7 @@
  * @internal
  */
 import { type DriverGrant, sealRecord } from "../../core/driver.js";
-import type { WriteNow } from "./cells.js";
+import type { WriteNow } from "./records.js";
 
 /**
  * Writes `record` for a fresh exclusive grant of `name` (`"written"`: the grant carries its
