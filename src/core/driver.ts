@@ -210,6 +210,12 @@ export interface CellCondition {
   readonly ifValue?: string | undefined;
   /** Refused (`fenced`) if a higher fence was already stored; the stored fence becomes this. */
   readonly fence?: bigint | undefined;
+  /**
+   * Deletes only, and not a condition: the delete may leave no tombstone (the key's fence
+   * goes, and a key created again may start its versions again). For keys that one writer
+   * at a time owns (takeover records: their lock's holder); a driver may ignore it.
+   */
+  readonly forget?: boolean | undefined;
 }
 
 /**

@@ -247,16 +247,18 @@ export async function claim(
   let current = native.previousRecord;
   if (current === undefined) {
     // Without native records, the common case (free or cleanly released) costs one write:
-    // created only if no record is there. A refusal carries the record found.
-    const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
+    // created only if no record is there. A refusal carries the record found. Not fenced:
+    // a fence would outlive the record's deletion (a tombstone per lock name ever used);
+    // the token in the record fences the overwrite below instead.
+    const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n });
     if (created.ok) return { claim: { cells, version: created.version, explicit }, takeover: null };
     if (created.reason === "fenced" || !created.current) throw superseded();
     current = created.current;
   }
   const found = parseTakeover(current);
-  // A record at or above our token is no predecessor: it was written after us (we were
-  // superseded), and the fenced write below says so.
-  const previous = found && found.token < grant.token ? found : null;
+  // A record at or above our token was written after our grant: we were superseded.
+  if (found && found.token >= grant.token) throw superseded();
+  const previous = found;
   // Cancellation, timeout and the loss of the grant all end the claim.
   const both = AbortSignal.any([signal, grant.lost]);
   if (previous && previous.lockDelayMs > 0) {
@@ -322,7 +324,11 @@ function withoutDelay(record: Takeover & { readonly delayedUntil: number | null 
   return takeover;
 }
 
-/** Deletes a clean holding's record: only its own (a successor's stays). @internal */
+/**
+ * Deletes a clean holding's record: only its own (a successor's stays), and with no
+ * tombstone where the driver can drop it (one per lock name ever used would accumulate).
+ * @internal
+ */
 export async function unclaim(name: string, claimed: TakeoverClaim): Promise<void> {
-  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version });
+  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version, forget: true });
 }

@@ -72,6 +72,16 @@ export function zkCells(
         // Decided again against the node as it now is (another writer may have been first).
         continue;
       }
+      if (value === null && condition.forget) {
+        // No tombstone: the node goes (and its empty container parents, with the server).
+        try {
+          await handle.delete(path(space, key), current.znodeVersion);
+          return { ok: true, version: current.entry.version + 1n };
+        } catch (error) {
+          if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) throw error;
+          continue;
+        }
+      }
       const data: CellData = { f: String(decision.fence), x: value };
       try {
         const stat = await handle.set(path(space, key), JSON.stringify(data), current.znodeVersion);
