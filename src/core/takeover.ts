@@ -256,8 +256,12 @@ export async function claim(
     current = created.current;
   }
   const found = parseTakeover(current);
-  // A record at or above our token was written after our grant: we were superseded.
-  if (found && found.token >= grant.token) throw superseded();
+  // Our own record (a driver wrote it with the grant but could not say so: a retried
+  // script's answer); tokens are unique per lock.
+  if (found && found.token === grant.token)
+    return { claim: { cells, version: current.version, explicit }, takeover: null };
+  // A record above our token was written after our grant: we were superseded.
+  if (found && found.token > grant.token) throw superseded();
   const previous = found;
   // Cancellation, timeout and the loss of the grant all end the claim.
   const both = AbortSignal.any([signal, grant.lost]);

@@ -121,7 +121,9 @@ async function slowAcquire(
           const wake = await box.next(recheckDelay(Number(reply[1]), scope.ttlMs), stop);
           if (wake.type === "message" && wake.kind === "g") {
             wakeStats.grantsByMessage++;
-            reply = ["granted", String(wake.token)];
+            reply = wake.recordVersion
+              ? ["granted", String(wake.token), "", "written", wake.recordVersion]
+              : ["granted", String(wake.token)];
             continue;
           }
           wakeStats.checks++;

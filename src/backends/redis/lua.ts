@@ -85,8 +85,22 @@ local function remove(Q, e)
   redis.call('ZREM', Q .. ':o', e.id)
   redis.call('HDEL', Q .. ':e', e.id)
 end
+-- A takeover record r (JSON text) written with the grant of token t at c, sealed as
+-- core/driver.ts sealRecord says, in the cell whose keys (cells.ts cellKeys) are k, unless
+-- a live record is there. Replies {'written', version} or {'found', version, fence, value}.
+local function write_record(r, k, t, c)
+  local h = redis.call('HMGET', k[1], 'v', 'f', 'x')
+  if h[3] then return {'found', h[1], h[2], h[3]} end
+  local v = redis.call('INCR', k[4])
+  redis.call('HSET', k[1], 'v', v, 'f', t, 'x', string.sub(r, 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}')
+  redis.call('SADD', k[2], k[5])
+  redis.call('PUBLISH', k[3], v)
+  return {'written', tostring(v)}
+end
+-- A grant message names the entry, its token and, when the grant wrote the entry's
+-- takeover record, its version.
 local function notify(e, what)
-  redis.call('PUBLISH', P .. 'c:' .. e.s, what .. ' ' .. e.id .. ' ' .. e.t)
+  redis.call('PUBLISH', P .. 'c:' .. e.s, what .. ' ' .. e.id .. ' ' .. e.t .. (e.rv and (' ' .. e.rv) or ''))
 end
 local function compatible(holders, shared, mode, limit)
   if mode == 's' then return shared == #holders end
@@ -149,6 +163,11 @@ local function process(Q, upto)
           e.h = 1
           e.t = next_token()
           e.c = now_ms()
+          if e.r then
+            local written = write_record(e.r, e.rk, e.t, e.c)
+            if written[1] == 'written' then e.rv = written[2] end
+            e.r, e.rk = nil, nil
+          end
           save(Q, e)
           holders[#holders + 1] = e
           if e.m == 's' then shared = shared + 1 end
@@ -195,7 +214,10 @@ end
 local function state_of(Q, id)
   local holders, waiters = process(Q, id)
   for _, h in ipairs(holders) do
-    if h.id == id then return {'granted', h.t, tostring(h.c), h.m} end
+    if h.id == id then
+      if h.rv then return {'granted', h.t, tostring(h.c), 'written', h.rv} end
+      return {'granted', h.t, tostring(h.c), h.m}
+    end
   end
   for i, w in ipairs(waiters) do
     if w.id == id then
@@ -263,20 +285,15 @@ export const ACQUIRE = script(
 local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
 if not alive(sid) then return {'lost'} end
--- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys, as in
--- cells.ts) is written with the grant, sealed as core/driver.ts sealRecord says, unless a
--- live record is there, which is replied instead.
+-- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys) is written
+-- with the grant unless a live record is there, which is replied instead. A waiter keeps
+-- it in its entry, for the script that grants it.
+local record = ARGV[12] ~= '' and ARGV[12] or nil
+local record_keys = record and {ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]} or nil
 local function granted(t, c)
-  if ARGV[12] == '' then return {'granted', t, tostring(c)} end
-  local k = ARGV[13]
-  local h = redis.call('HMGET', k, 'v', 'f', 'x')
-  if h[3] then return {'granted', t, tostring(c), 'found', h[1], h[2], h[3]} end
-  local v = redis.call('INCR', ARGV[16])
-  local record = string.sub(ARGV[12], 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}'
-  redis.call('HSET', k, 'v', v, 'f', t, 'x', record)
-  redis.call('SADD', ARGV[14], ARGV[17])
-  redis.call('PUBLISH', ARGV[15], v)
-  return {'granted', t, tostring(c), 'written', tostring(v)}
+  if not record then return {'granted', t, tostring(c)} end
+  local r = write_record(record, record_keys, t, c)
+  return {'granted', t, tostring(c), r[1], r[2], r[3], r[4]}
 end
 local meta = Q .. ':m'
 if redis.call('EXISTS', Q .. ':o') == 0 then
@@ -305,6 +322,8 @@ local e = {s = sid, i = mid, m = mode, h = 0, c = now_ms(), id = id}
 if free then
   e.h = 1
   e.t = next_token()
+else
+  e.r, e.rk = record, record_keys
 end
 save(Q, e)
 redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
