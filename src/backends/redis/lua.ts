@@ -12,8 +12,10 @@
  *   while an operator's revoke waits out its deadline (RENEW then refuses it). Which queues and
  *   records a session has is known to its client, which names them when it closes.
  * - `P q:<kind>:<name>`: a queue Q; `Q:o` (zset: entry id -> arrival), `Q:e` (hash: entry
- *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since}),
- *   `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry).
+ *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since,
+ *   rv: its takeover record's version}), `Q:r` (hash: waiting entry id -> its takeover
+ *   record), `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry, rk the keys
+ *   of the queue's takeover record cell).
  * - `P queues`: every non-empty queue; `P token`: the last fencing token.
  * - `P r:<space>` (hash: key -> JSON {s, c, v}), `P rv:<space>` (change counter),
  *   `P spaces` (hash: encoded space -> space).
@@ -84,6 +86,7 @@ end
 local function remove(Q, e)
   redis.call('ZREM', Q .. ':o', e.id)
   redis.call('HDEL', Q .. ':e', e.id)
+  redis.call('HDEL', Q .. ':r', e.id)
 end
 -- A takeover record r (JSON text) written with the grant of token t at c, sealed as
 -- core/driver.ts sealRecord says, in the cell whose keys (cells.ts cellKeys) are k, unless
@@ -163,10 +166,13 @@ local function process(Q, upto)
           e.h = 1
           e.t = next_token()
           e.c = now_ms()
-          if e.r then
-            local written = write_record(e.r, e.rk, e.t, e.c)
+          -- A waiter's takeover record waits apart from its entry (Q:r), so that walking a
+          -- long queue decodes no more than before; its cell's keys are the queue's (Q:m rk).
+          local r = redis.call('HGET', Q .. ':r', id)
+          if r then
+            local written = write_record(r, cjson.decode(redis.call('HGET', meta, 'rk')), e.t, e.c)
             if written[1] == 'written' then e.rv = written[2] end
-            e.r, e.rk = nil, nil
+            redis.call('HDEL', Q .. ':r', id)
           end
           save(Q, e)
           holders[#holders + 1] = e
@@ -181,7 +187,7 @@ local function process(Q, upto)
   end
   if not settled and marker then marker = settle_upgrade(Q, meta, marker, holders) end
   if #holders == 0 and #waiters == 0 then
-    redis.call('DEL', Q .. ':o', Q .. ':e', meta)
+    redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':r', meta)
     redis.call('SREM', P .. 'queues', Q)
   end
   return holders, waiters, marker
@@ -286,8 +292,8 @@ local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], AR
 local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
 if not alive(sid) then return {'lost'} end
 -- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys) is written
--- with the grant unless a live record is there, which is replied instead. A waiter keeps
--- it in its entry, for the script that grants it.
+-- with the grant unless a live record is there, which is replied instead. A waiter's
+-- waits in Q:r, for the script that grants it.
 local record = ARGV[12] ~= '' and ARGV[12] or nil
 local record_keys = record and {ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]} or nil
 local function granted(t, c)
@@ -322,8 +328,9 @@ local e = {s = sid, i = mid, m = mode, h = 0, c = now_ms(), id = id}
 if free then
   e.h = 1
   e.t = next_token()
-else
-  e.r, e.rk = record, record_keys
+elseif record then
+  redis.call('HSET', Q .. ':r', id, record)
+  redis.call('HSET', meta, 'rk', cjson.encode(record_keys))
 end
 save(Q, e)
 redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
@@ -363,7 +370,7 @@ local e = cjson.decode(raw)
 e.id = id
 remove(Q, e)
 if redis.call('ZCARD', Q .. ':o') == 0 then
-  redis.call('DEL', Q .. ':e', Q .. ':m')
+  redis.call('DEL', Q .. ':e', Q .. ':r', Q .. ':m')
   redis.call('SREM', P .. 'queues', Q)
   return 1
 end
