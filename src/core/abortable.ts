@@ -63,3 +63,19 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise
     return undefined;
   });
 }
+
+/**
+ * Runs `action` once when `signal` aborts: at once if it already has, else on its event.
+ * Returns how to detach (a no-op once `action` ran); `until` aborting detaches too. For
+ * work that must react to a cancel without settling on it (ask a server to cancel a wait,
+ * close a watch, end a stream), where {@link abortable} does not fit.
+ */
+export function onAbort(signal: AbortSignal, action: () => void, until?: AbortSignal): () => void {
+  if (signal.aborted) {
+    action();
+    return () => {};
+  }
+  if (until?.aborted) return () => {};
+  signal.addEventListener("abort", action, until ? { once: true, signal: until } : { once: true });
+  return () => signal.removeEventListener("abort", action);
+}

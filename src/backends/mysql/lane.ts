@@ -1,4 +1,5 @@
 import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import { onAbort } from "../../core/abortable.js";
 import type { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ERRNO, errno } from "./errors.js";
@@ -132,14 +133,13 @@ export class Lane {
         }
         return killing ?? Promise.resolve();
       };
-      const onAbort = () => void interrupt().catch(() => {});
       const running = this.connection.query<WaitRow>(statement.sql, statement.params);
       const settled = running.then(
         () => killing,
         () => killing,
       );
       this.#wait = { interrupt, settled: settled.catch(() => {}) };
-      signal.addEventListener("abort", onAbort, { once: true });
+      const detach = onAbort(signal, () => void interrupt().catch(() => {}));
       let row: WaitRow | undefined;
       try {
         [row] = await running;
@@ -147,7 +147,7 @@ export class Lane {
         if (errno(error) !== ERRNO.interrupted || !interrupted) throw error;
         row = { token: null, gone: 0, interrupted: 1 };
       } finally {
-        signal.removeEventListener("abort", onAbort);
+        detach();
         // Nothing else is sent on this connection before a KILL QUERY sent for it is done.
         await settled.catch(() => {});
         // An interrupted procedure may leave its transaction (and the queue row lock) open.

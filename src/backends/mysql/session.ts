@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
+import { sleep } from "../../core/abortable.js";
 import { ClosedError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
 import type { ConnectionBudget } from "../postgres/slots.js";
 import type { CreateConnection } from "./connection.js";
@@ -365,18 +366,4 @@ export class MySession implements DriverSession {
     }
     return grant;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -1,5 +1,6 @@
 import type { QueryResult, QueryResultRow } from "pg";
 import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import { onAbort, sleep } from "../../core/abortable.js";
 import type { PgConnection } from "./connection.js";
 import { poolingError } from "./connection.js";
 import type { Control } from "./control.js";
@@ -128,7 +129,7 @@ export class Lane {
         // statement may not have reached its wait yet.
         await this.#control.cancelWait(this.pid).catch(() => {});
         if (settled) return;
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await sleep(delay);
         delay = Math.min(delay * 2, 100);
         if (!settled && Date.now() - started > 5000) {
           this.connection.destroy(new ConnectionLostError("a lock wait could not be cancelled; connection dropped"));
@@ -146,10 +147,8 @@ export class Lane {
         }
       },
     };
-    const onAbort = () => long.request("abort");
     this.#long = long;
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
+    const detach = onAbort(signal, () => long.request("abort"));
     try {
       const result = await this.connection.query<R>(text, params, undefined, prepareAs);
       return { outcome: "done", result };
@@ -163,7 +162,7 @@ export class Lane {
       throw error;
     } finally {
       settled = true;
-      signal.removeEventListener("abort", onAbort);
+      detach();
       this.#long = null;
       this.changed();
     }
