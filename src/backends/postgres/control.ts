@@ -1,4 +1,4 @@
-import { abortable } from "../../core/abortable.js";
+import { abortable, onAbort } from "../../core/abortable.js";
 import { createHash } from "node:crypto";
 import type { Notification, QueryResult, QueryResultRow } from "pg";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
@@ -106,7 +106,7 @@ export class Control {
       if (signal.aborted) return entries;
       const watcher: Watcher = { space, listener, snapshot, known: new Map(entries.map((e) => [e.key, e])) };
       this.#watchers.add(watcher);
-      signal.addEventListener("abort", () => this.#watchers.delete(watcher), { once: true });
+      onAbort(signal, () => this.#watchers.delete(watcher));
       return entries;
     });
   }
