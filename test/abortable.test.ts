@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { getEventListeners } from "node:events";
 import { describe, it } from "node:test";
-import { abortable, onAbort, raceSignal, sleep } from "../src/core/abortable.js";
+import { abortable, atMost, onAbort, raceSignal, sleep, within } from "../src/core/abortable.js";
 
 const listeners = (signal: AbortSignal) => getEventListeners(signal, "abort").length;
 
@@ -110,5 +110,24 @@ describe("the wait helper (core/abortable.ts)", () => {
     assert.equal(listeners(source.signal), 0);
     source.abort();
     assert.equal(runs, 0);
+  });
+
+  it("within: the promise's value in time, else a rejection naming the bound", async () => {
+    assert.equal(await within(Promise.resolve(1), 1000), 1);
+    // The slow promise's own timer keeps the process up: the bound's timer is unref'd.
+    await assert.rejects(within(sleep(500), 5), /no answer within 5 ms/);
+  });
+
+  it("atMost: the promise's value in time, undefined after the bound, its rejection before it", async () => {
+    assert.equal(await atMost(Promise.resolve(2), 1000), 2);
+    assert.equal(
+      await atMost(
+        sleep(500).then(() => 3),
+        5,
+      ),
+      undefined,
+    );
+    const failure = new Error("withdraw failed");
+    await assert.rejects(atMost(Promise.reject(failure), 1000), (error) => error === failure);
   });
 });

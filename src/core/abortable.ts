@@ -79,3 +79,31 @@ export function onAbort(signal: AbortSignal, action: () => void, until?: AbortSi
   signal.addEventListener("abort", action, until ? { once: true, signal: until } : { once: true });
   return () => signal.removeEventListener("abort", action);
 }
+
+/**
+ * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps
+ * running; its outcome is then ignored). The timer does not keep the process alive.
+ */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  promise.catch(() => {});
+  return abortable<T>(undefined, (resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+    promise.then(resolve, reject);
+    return () => clearTimeout(timer);
+  });
+}
+
+/**
+ * Waits for `promise`, but at most `ms`: then resolves with `undefined` and stops waiting
+ * (the promise keeps running). A rejection before that rejects. For best-effort clean-up
+ * (withdrawing a queue key) that must not hold up the caller for long.
+ */
+export function atMost<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  return abortable<T | undefined>(undefined, (resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    timer.unref();
+    promise.then(resolve, reject);
+    return () => clearTimeout(timer);
+  });
+}

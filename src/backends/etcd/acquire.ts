@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { abortable, raceSignal, sleep } from "../../core/abortable.js";
+import { abortable, atMost, raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
@@ -86,7 +86,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Et
     // Withdraw the key. Waiting for etcd is pointless when the session is ending (its
     // lease takes the key), and at most a request timeout otherwise.
     const removal = attempt.withdraw();
-    if (!scope.ended.aborted) await Promise.race([removal, sleep(scope.requestTimeoutMs, undefined, { unref: true })]);
+    if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
     if (signal.aborted) {
       // The coordinator is closing: settle with close() itself, as an in-process backend
       // would, rather than while it still waits for etcd.
