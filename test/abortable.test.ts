@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { getEventListeners } from "node:events";
 import { describe, it } from "node:test";
-import { abortable, atMost, onAbort, raceSignal, sleep, within } from "../src/core/abortable.js";
+import { abortable, atMost, linked, onAbort, raceSignal, sleep, within } from "../src/core/abortable.js";
 
 const listeners = (signal: AbortSignal) => getEventListeners(signal, "abort").length;
 
@@ -129,5 +129,25 @@ describe("the wait helper (core/abortable.ts)", () => {
     );
     const failure = new Error("withdraw failed");
     await assert.rejects(atMost(Promise.reject(failure), 1000), (error) => error === failure);
+  });
+
+  it("linked: aborts with the first source's reason, then holds no listener; dispose detaches", () => {
+    const a = new AbortController();
+    const b = new AbortController();
+    const link = linked([a.signal, b.signal]);
+    const reason = new Error("b first");
+    b.abort(reason);
+    assert.equal(link.signal.reason, reason);
+    assert.equal(listeners(a.signal), 0);
+
+    const early = linked([AbortSignal.abort(reason), a.signal]);
+    assert.equal(early.signal.reason, reason);
+    assert.equal(listeners(a.signal), 0);
+
+    const kept = linked([a.signal]);
+    kept.dispose();
+    assert.equal(listeners(a.signal), 0);
+    a.abort();
+    assert.equal(kept.signal.aborted, false);
   });
 });

@@ -107,3 +107,19 @@ export function atMost<T>(promise: Promise<T>, ms: number): Promise<T | undefine
     return () => clearTimeout(timer);
   });
 }
+
+/**
+ * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
+ * detaches from all of them (the signal then never aborts). Once it aborted, it holds no
+ * listener on the others.
+ */
+export function linked(signals: readonly AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const detach = signals.map((source) => onAbort(source, () => controller.abort(source.reason), controller.signal));
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const undo of detach) undo();
+    },
+  };
+}
