@@ -14,7 +14,7 @@
  */
 import type { Driver, DriverCells, DriverContext, DriverSession, RecordEntry } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
-import { ConnectionBudget } from "../postgres/slots.js";
+import { ConnectionBudget } from "../sql/budget.js";
 import { mysqlCells } from "./cells.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import { Control } from "./control.js";

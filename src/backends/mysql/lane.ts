@@ -1,8 +1,10 @@
 import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { onAbort } from "../../core/abortable.js";
-import type { MyConnection } from "./connection.js";
+import type { LaneFactory } from "../sql/lane-pool.js";
+import { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ERRNO, errno } from "./errors.js";
+import type { SessionContext } from "./session.js";
 
 /** A grant as the mysql driver keeps it: which entry key, on which connection. */
 export interface MyGrant extends DriverGrant {
@@ -173,4 +175,24 @@ export class Lane {
     }
     await this.connection.end();
   }
+}
+
+/**
+ * How a MySQL session's lane pool opens lanes: a connection of its own, recorded in
+ * `lanes` under the session so that an expired session's connections can be killed.
+ */
+export function laneFactory(context: SessionContext, sessionId: string): LaneFactory<MyConnection, Lane> {
+  return {
+    backend: "mysql",
+    budget: context.budget,
+    connect: () => MyConnection.open(context.create, context.settings.client, context.ttlMs),
+    lane: (connection, changed) => new Lane(connection, context.control, changed),
+    setup: async (lane) => {
+      await lane.connection.query(
+        `INSERT INTO ${context.settings.prefix}lanes (conn, session_id) VALUES (?, ?) ON DUPLICATE KEY UPDATE session_id = VALUES(session_id)`,
+        [lane.connection.id, sessionId],
+        context.control.timeoutMs,
+      );
+    },
+  };
 }

@@ -2,12 +2,12 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { sleep } from "../../core/abortable.js";
 import { ClosedError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
-import type { ConnectionBudget } from "../postgres/slots.js";
-import type { CreateConnection } from "./connection.js";
+import type { ConnectionBudget } from "../sql/budget.js";
+import type { CreateConnection, MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, ERRNO, errno, isConnectionError, translate, upgradeDeadlock } from "./errors.js";
-import type { Lane, MyGrant } from "./lane.js";
-import { LanePool } from "./lanes.js";
+import { type Lane, laneFactory, type MyGrant } from "./lane.js";
+import { LanePool } from "../sql/lane-pool.js";
 import type { MysqlSettings } from "./options.js";
 import { nameHash } from "./schema.js";
 
@@ -49,7 +49,7 @@ export class MySession implements DriverSession {
   readonly #c: SessionContext;
   readonly #hooks: SessionHooks;
   readonly #p: string;
-  readonly #pool: LanePool;
+  readonly #pool: LanePool<MyConnection, Lane>;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -57,7 +57,7 @@ export class MySession implements DriverSession {
     this.#c = context;
     this.#hooks = hooks;
     this.#p = context.settings.prefix;
-    this.#pool = new LanePool(context, id);
+    this.#pool = new LanePool(laneFactory(context, id), id);
   }
 
   /** Creates the session row; its lease starts now, on the server's clock. */

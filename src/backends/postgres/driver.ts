@@ -21,7 +21,7 @@ import { inspect, namespaces } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { quoteIdent } from "./schema.js";
 import { PgSession, type SessionContext } from "./session.js";
-import { ConnectionBudget } from "./slots.js";
+import { ConnectionBudget } from "../sql/budget.js";
 
 /** Creates a postgres driver: connects, migrates the schema if needed, LISTENs. */
 export async function createDriver(context: DriverContext): Promise<Driver> {

@@ -1,10 +1,12 @@
 import type { QueryResult, QueryResultRow } from "pg";
 import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { onAbort, sleep } from "../../core/abortable.js";
-import type { PgConnection } from "./connection.js";
-import { poolingError } from "./connection.js";
+import type { LaneFactory } from "../sql/lane-pool.js";
+import { PgConnection, poolingError } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, SQLSTATE, sqlState } from "./errors.js";
+import { quoteIdent } from "./schema.js";
+import type { SessionContext } from "./session.js";
 
 /** A grant as the postgres driver keeps it: which advisory key, on which connection. */
 export interface PgGrant extends DriverGrant {
@@ -195,4 +197,41 @@ function lostError(cause: Error): Error {
     `the PostgreSQL connection holding it was lost (${cause.message}); the server released its locks`,
     cause,
   );
+}
+
+/**
+ * How a PostgreSQL session's lane pool opens lanes: a connection of its own (refused when
+ * its backend pid is already one of ours: a pooler between us and the server), set up by
+ * `lane_setup` under the session, which also hands out the lane's token prefix.
+ */
+export function laneFactory(context: SessionContext, sessionId: string): LaneFactory<PgConnection, Lane> {
+  const q = quoteIdent(context.settings.schema);
+  return {
+    backend: "postgres",
+    budget: context.budget,
+    connect: async () => {
+      const connection = await PgConnection.open(context.Client, context.settings.client, context.ttlMs);
+      const { pid } = connection;
+      const pids = context.control.pids;
+      connection.onDeath(() => pids.delete(pid));
+      if (pids.has(pid)) {
+        const error = poolingError();
+        connection.destroy(error);
+        throw error;
+      }
+      pids.add(pid);
+      return connection;
+    },
+    lane: (connection, changed) => new Lane(connection, context.control, changed),
+    setup: async (lane) => {
+      const setup = await lane.connection.query<{ o_pid: number; o_epoch: string }>(
+        `SELECT * FROM ${q}.lane_setup($1, $2)`,
+        [sessionId, context.memberId],
+        context.control.timeoutMs,
+      );
+      lane.checkPid(setup.rows[0]?.o_pid);
+      lane.epoch = setup.rows[0]?.o_epoch ?? "";
+      if (!lane.epoch) throw new Error("lane_setup returned no token prefix");
+    },
+  };
 }

@@ -3,14 +3,15 @@ import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks
 import { ClosedError, DeadlockError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { sleep } from "../../core/abortable.js";
-import { type ClientClass, PgConnection, poolingError } from "./connection.js";
+import { LanePool } from "../sql/lane-pool.js";
+import type { ClientClass, PgConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
-import { Lane, type PgGrant } from "./lane.js";
+import { type Lane, laneFactory, type PgGrant } from "./lane.js";
 import type { PostgresSettings } from "./options.js";
 import { advisoryKey } from "./keys.js";
 import { quoteIdent } from "./schema.js";
-import type { ConnectionBudget } from "./slots.js";
+import type { ConnectionBudget } from "../sql/budget.js";
 
 /** What every session of one coordinator shares. */
 export interface SessionContext {
@@ -25,9 +26,6 @@ export interface SessionContext {
 
 /** Locks with an upgrade under way in this process (see PgSession.convert). */
 const upgrading = new Set<string>();
-
-/** Lanes holding nothing are closed after this long unused. */
-const IDLE_LANE_MS = 3000;
 
 /** Advisory keys of recently used lock and election names (see PgSession.#lockKey). */
 const lockKeys = new Map<string, string>();
@@ -56,8 +54,7 @@ export class PgSession implements DriverSession {
   readonly #c: SessionContext;
   readonly #hooks: SessionHooks;
   readonly #q: string;
-  readonly #lanes = new Set<Lane>();
-  readonly #reaper: NodeJS.Timeout;
+  readonly #pool: LanePool<PgConnection, Lane>;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -65,8 +62,7 @@ export class PgSession implements DriverSession {
     this.#c = context;
     this.#hooks = hooks;
     this.#q = quoteIdent(context.settings.schema);
-    this.#reaper = setInterval(() => this.#reap(), 1000);
-    this.#reaper.unref();
+    this.#pool = new LanePool(laneFactory(context, id), id);
   }
 
   /** Creates the session row; its lease starts now, on the server's clock. */
@@ -92,7 +88,7 @@ export class PgSession implements DriverSession {
    */
   async keepAlive(): Promise<void> {
     if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "postgres" });
-    const lanes = [...this.#lanes].filter((lane) => lane.alive);
+    const lanes = this.#pool.all.filter((lane) => lane.alive);
     const pings = lanes
       .filter((lane) => lane.grants.size > 0)
       .map((lane) => lane.query("SELECT 1", [], this.#quickMs).catch(() => {}));
@@ -125,7 +121,7 @@ export class PgSession implements DriverSession {
       // one), without touching `request.signal` (building it costs more than the try's own
       // client-side work). A contended wait then asks again below, server-side.
       const id = `${request.kind}\u0000${request.name}`;
-      const lane = this.#reserve((l) => l.usable && !l.ids.has(id), id);
+      const lane = this.#pool.reserve((l) => l.usable && !l.ids.has(id), id);
       if (lane) {
         try {
           const grant = await this.#trying(lane, request, id);
@@ -321,8 +317,7 @@ export class PgSession implements DriverSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#reaper);
-    const lanes = [...this.#lanes];
+    const lanes = this.#pool.close();
     // A backend blocked in a lock wait does not read its socket: end it from the server side.
     const waiting = lanes.filter((lane) => lane.alive && !lane.usable).map((lane) => lane.pid);
     for (const lane of lanes) lane.closing = true;
@@ -357,7 +352,7 @@ export class PgSession implements DriverSession {
     const id = `${request.kind}\u0000${request.name}`;
     const fast = (lane: Lane) => lane.usable && !lane.ids.has(id);
     if (!request.wait) {
-      const lane = this.#reserve(fast, id) ?? (await this.#obtain(fast, id, request.signal));
+      const lane = this.#pool.reserve(fast, id) ?? (await this.#pool.obtain(fast, id, request.signal));
       return this.#trying(lane, request, id);
     }
     const tried = new Set<Lane>();
@@ -365,26 +360,22 @@ export class PgSession implements DriverSession {
       if (request.signal.aborted) throw request.signal.reason;
       this.#assertOpen();
       // One round trip when a lane is free for a blocking acquisition (it tries first).
-      const empty = this.#reserve((lane) => lane.empty, id);
+      const empty = this.#pool.reserve((lane) => lane.empty, id);
       if (empty) return this.#blocking(empty, request, id);
       // Else try where it costs no connection; once per lane per change, so that a wait
       // queued here (connections exhausted) still notices the lock has become free.
-      const other = this.#reserve((lane) => fast(lane) && !tried.has(lane), id);
+      const other = this.#pool.reserve((lane) => fast(lane) && !tried.has(lane), id);
       if (other) {
         tried.add(other);
         const grant = await this.#trying(other, request, id);
         if (grant) return grant;
         continue;
       }
-      if (this.#c.budget.take()) {
-        const lane = await this.#openLane();
-        lane.reservations++;
-        lane.ids.add(id);
-        return this.#blocking(lane, request, id);
-      }
+      const opened = await this.#pool.openReserved(id);
+      if (opened) return this.#blocking(opened, request, id);
       // Connections exhausted: wait server-side on a lane that holds grants, preemptibly, so
       // that its pings and releases are never held up (the wait then asks again).
-      const busy = this.#reserve(fast, id);
+      const busy = this.#pool.reserve(fast, id);
       if (busy) {
         const grant = await this.#blocking(busy, request, id, true);
         if (grant) return grant;
@@ -393,83 +384,6 @@ export class PgSession implements DriverSession {
       await this.#c.budget.changed.wait(request.signal);
       tried.clear();
     }
-  }
-
-  /** Picks a lane matching `pred` and reserves it (synchronously) for grant `id`. */
-  #reserve(pred: (lane: Lane) => boolean, id: string): Lane | null {
-    let best: Lane | null = null;
-    for (const lane of this.#lanes) {
-      // Prefer lanes that already hold grants: keep empty ones free for blocking waits.
-      if (pred(lane) && (!best || lane.grants.size > best.grants.size)) best = lane;
-    }
-    if (best) {
-      best.reservations++;
-      best.ids.add(id);
-    }
-    return best;
-  }
-
-  /**
-   * A lane matching `pred`, reserved for `id`: an existing one, a new connection within
-   * the budget, or (budget exhausted) the first to match once something changes, FIFO.
-   */
-  async #obtain(pred: (lane: Lane) => boolean, id: string, signal: AbortSignal): Promise<Lane> {
-    for (;;) {
-      if (signal.aborted) throw signal.reason;
-      this.#assertOpen();
-      const found = this.#reserve(pred, id);
-      if (found) return found;
-      if (this.#c.budget.take()) {
-        const lane = await this.#openLane();
-        lane.reservations++;
-        lane.ids.add(id);
-        return lane;
-      }
-      await this.#c.budget.changed.wait(signal);
-    }
-  }
-
-  async #openLane(): Promise<Lane> {
-    let connection: PgConnection;
-    try {
-      connection = await PgConnection.open(this.#c.Client, this.#c.settings.client, this.#c.ttlMs);
-    } catch (error) {
-      this.#c.budget.give();
-      throw error;
-    }
-    const { pid } = connection;
-    const pids = this.#c.control.pids;
-    connection.onDeath(() => {
-      pids.delete(pid);
-      this.#c.budget.give();
-    });
-    if (pids.has(pid)) {
-      const error = poolingError();
-      connection.destroy(error);
-      throw error;
-    }
-    pids.add(pid);
-    const lane = new Lane(connection, this.#c.control, () => this.#c.budget.changed.notify());
-    connection.onDeath(() => this.#lanes.delete(lane));
-    try {
-      const setup = await connection.query<{ o_pid: number; o_epoch: string }>(
-        `SELECT * FROM ${this.#q}.lane_setup($1, $2)`,
-        [this.id, this.#c.memberId],
-        this.#quickMs,
-      );
-      lane.checkPid(setup.rows[0]?.o_pid);
-      lane.epoch = setup.rows[0]?.o_epoch ?? "";
-      if (!lane.epoch) throw new Error("lane_setup returned no token prefix");
-    } catch (error) {
-      connection.destroy(error as Error);
-      throw error;
-    }
-    if (this.#closed) {
-      await lane.close();
-      this.#assertOpen();
-    }
-    this.#lanes.add(lane);
-    return lane;
   }
 
   /** One non-blocking attempt on a reserved lane; `null` when busy. */
@@ -672,16 +586,5 @@ export class PgSession implements DriverSession {
       lockKeys.set(id, key);
     }
     return key;
-  }
-
-  /** Closes lanes that held nothing for a while, giving their connection back. */
-  #reap(): void {
-    const cutoff = Date.now() - IDLE_LANE_MS;
-    for (const lane of this.#lanes) {
-      if (lane.empty && lane.idleSince < cutoff) {
-        this.#lanes.delete(lane);
-        void lane.close();
-      }
-    }
   }
 }
