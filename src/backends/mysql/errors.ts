@@ -12,6 +12,7 @@ import {
   InvalidStateError,
   SessionExpiredError,
 } from "../../core/errors.js";
+import { upgradeDeadlock } from "../../core/refusals.js";
 import { explain, explainNetwork, networkFailure } from "../explain.js";
 
 const backend = "mysql";
@@ -55,14 +56,6 @@ export function isConnectionError(error: unknown): boolean {
   return typeof e.code === "string" && /^(PROTOCOL_|E[A-Z]+$)/.test(e.code);
 }
 
-/** The error for a second upgrade of one lock while the first waits. */
-export function upgradeDeadlock(cause?: unknown): DeadlockError {
-  return new DeadlockError(
-    "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-    { backend, cause },
-  );
-}
-
 /** Translates any error from mysql2 or the server into a Baton error; `what` is what was being done. */
 export function translate(error: unknown, what: string): BatonError {
   if (error instanceof BatonError) return error;
@@ -79,7 +72,7 @@ export function translate(error: unknown, what: string): BatonError {
         { backend, cause: error },
       );
     case ERRNO.concurrentUpgrade:
-      return upgradeDeadlock(error);
+      return upgradeDeadlock({ backend, cause: error });
     case ERRNO.notHeld:
       return new InvalidStateError(`${what}: the lock is not held on this connection`, { backend, cause: error });
     case ERRNO.deadlock:

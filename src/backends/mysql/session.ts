@@ -1,11 +1,12 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { sleep } from "../../core/abortable.js";
-import { ClosedError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
+import { ClosedError, SessionExpiredError } from "../../core/errors.js";
+import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import type { ConnectionBudget } from "../sql/budget.js";
 import type { CreateConnection, MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
-import { ConnectionLostError, ERRNO, errno, isConnectionError, translate, upgradeDeadlock } from "./errors.js";
+import { ConnectionLostError, ERRNO, errno, isConnectionError, translate } from "./errors.js";
 import { type Lane, laneFactory, type MyGrant } from "./lane.js";
 import { LanePool } from "../sql/lane-pool.js";
 import type { MysqlSettings } from "./options.js";
@@ -129,7 +130,7 @@ export class MySession implements DriverSession {
     if (g.released) return;
     g.released = true;
     if (g.upgrade) {
-      g.upgrade.stop(new InvalidStateError("the lock was released while its upgrade was pending"));
+      g.upgrade.stop(releasedWhileUpgrading({ backend: "mysql" }));
       await g.upgrade.done;
     }
     const lane = g.lane;
@@ -150,7 +151,7 @@ export class MySession implements DriverSession {
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
     const g = grant as MyGrant;
     if (g.mode === mode) return;
-    if (g.released || !g.lane.grants.has(g)) throw new InvalidStateError("the lock is not held");
+    if (g.released || !g.lane.grants.has(g)) throw notHeld({ backend: "mysql" });
     if (mode === "shared") {
       await this.#setMode(g, "shared");
       g.mode = "shared";
@@ -160,7 +161,7 @@ export class MySession implements DriverSession {
     // Two upgrades from one process are ordered by call, not by which reaches the server
     // first: the later one is refused at once, as the server would refuse it.
     const local = `${this.#c.settings.target}\u0000${this.#p}\u0000${this.#c.namespace}\u0000${g.id}`;
-    if (upgrading.has(local)) throw upgradeDeadlock();
+    if (upgrading.has(local)) throw upgradeDeadlock({ backend: "mysql" });
     upgrading.add(local);
     try {
       await this.#setMode(g, "upgrading");
