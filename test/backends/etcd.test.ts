@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import { BackendUnavailableError, type Coordinator, connect, InvalidArgumentError } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
 import { conformance } from "../conformance/suite.js";
+import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
@@ -138,15 +138,6 @@ describe("etcd specifics", () => {
   });
 });
 
-const noOpenssl = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return false;
-  } catch {
-    return "needs the openssl binary to make certificates";
-  }
-})();
-
 describe("etcd over TLS", { skip: noOpenssl }, () => {
   let dir: string;
   let proc: ServerProcess | undefined;
@@ -155,21 +146,11 @@ describe("etcd over TLS", { skip: noOpenssl }, () => {
 
   before(async () => {
     dir = makeTempDir("baton-etcd-tls-");
-    // A throwaway CA, a server certificate for 127.0.0.1 and a client certificate. Every
-    // path is relative to `dir`, the working directory of openssl and etcd.
-    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
-    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
-    for (const [name, usage] of [
+    // Every path is relative to `dir`, the working directory of openssl and etcd.
+    makeCertificates(dir, [
       ["server", "serverAuth"],
       ["client", "clientAuth"],
-    ] as const) {
-      writeFileSync(pem(`${name}.ext`), `subjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
-      openssl(`req ${ec} -keyout ${name}.key -out ${name}.csr -subj /CN=${name}`);
-      openssl(
-        `x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out ${name}.pem -days 1 -extfile ${name}.ext`,
-      );
-    }
+    ]);
     port = await freePort();
     const peer = await freePort();
     const client = `https://127.0.0.1:${port}`;

@@ -1,6 +1,4 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { wakeStats } from "../../src/backends/redis/wakeups.js";
@@ -13,6 +11,7 @@ import {
 } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
 import { conformance } from "../conformance/suite.js";
+import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
 import { type RedisServer, rawCommand, startRedis } from "../harness/redis.js";
@@ -167,15 +166,6 @@ describe("redis specifics", () => {
   });
 });
 
-const noOpenssl = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return false;
-  } catch {
-    return "needs the openssl binary to make certificates";
-  }
-})();
-
 describe("redis over TLS", { skip: noOpenssl }, () => {
   let dir: string;
   let proc: ServerProcess | undefined;
@@ -184,15 +174,7 @@ describe("redis over TLS", { skip: noOpenssl }, () => {
 
   before(async () => {
     dir = makeTempDir("baton-redis-tls-");
-    // A throwaway CA and a server certificate for 127.0.0.1, made in `dir`.
-    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
-    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
-    writeFileSync(pem("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-    openssl(`req ${ec} -keyout server.key -out server.csr -subj /CN=server`);
-    openssl(
-      "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
-    );
+    makeCertificates(dir, [["server", "serverAuth"]]);
     port = await freePort();
     const args = [
       "--port 0 --bind 127.0.0.1 --appendonly no --protected-mode no",
