@@ -3,6 +3,7 @@ import type { Connection, ConnectionOptions } from "mysql2";
 import { BackendUnavailableError, UnsupportedError } from "../../core/errors.js";
 import { SqlConnection } from "../sql/connection.js";
 import { ConnectionLostError } from "./errors.js";
+import { BACKEND } from "./options.js";
 import type { MysqlClientConfig } from "./options.js";
 
 /** mysql2's `createConnection`, loaded lazily by the driver. */
@@ -56,7 +57,7 @@ export class MyConnection extends SqlConnection {
       await connection.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", [], timeout);
       const [row] = await connection.query<{ id: string }>("SELECT CONNECTION_ID() AS id", [], timeout);
       connection.id = Number(row?.id ?? 0);
-      if (!connection.id) throw new BackendUnavailableError("connection setup returned nothing", { backend: "mysql" });
+      if (!connection.id) throw new BackendUnavailableError("connection setup returned nothing", { backend: BACKEND });
       if (conn.threadId !== null && conn.threadId !== connection.id) throw proxyError();
       connection.busy(0);
       return connection;
@@ -123,6 +124,6 @@ function rowsOf<R>(result: unknown): R[] {
 export function proxyError(): UnsupportedError {
   return new UnsupportedError(
     "the connection id changed between statements: this looks like a multiplexing proxy (e.g. ProxySQL with multiplexing), where GET_LOCK cannot work. Connect to MySQL directly or disable multiplexing for Baton's user",
-    { backend: "mysql" },
+    { backend: BACKEND },
   );
 }

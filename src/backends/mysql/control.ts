@@ -3,6 +3,7 @@ import { ControlLink } from "../sql/control-link.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import type { MysqlSettings } from "./options.js";
 import { migrate } from "./schema.js";
+import { BACKEND } from "./options.js";
 
 /**
  * The coordinator's control connection: heartbeats, records, cells, inspection and killing
@@ -82,7 +83,7 @@ async function refuseGalera(connection: MyConnection): Promise<void> {
     "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_provider')",
   );
   const reason = galeraReason(Object.fromEntries(rows.map((r) => [r.Variable_name, r.Value])));
-  if (reason) throw new UnsupportedError(reason, { backend: "mysql" });
+  if (reason) throw new UnsupportedError(reason, { backend: BACKEND });
 }
 
 /**

@@ -4,6 +4,7 @@ import type { LaneFactory } from "../sql/lane-pool.js";
 import { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ERRNO, errno } from "./errors.js";
+import { BACKEND } from "./options.js";
 import type { SessionContext } from "./session.js";
 
 /** A grant as the mysql driver keeps it: which entry key, on which connection. */
@@ -183,7 +184,7 @@ export class Lane {
  */
 export function laneFactory(context: SessionContext, sessionId: string): LaneFactory<MyConnection, Lane> {
   return {
-    backend: "mysql",
+    backend: BACKEND,
     budget: context.budget,
     connect: () => MyConnection.open(context.create, context.settings.client, context.ttlMs),
     lane: (connection, changed) => new Lane(connection, context.control, changed),

@@ -3,6 +3,7 @@ import type { Client, ClientConfig, QueryResult, QueryResultRow } from "pg";
 import { BackendUnavailableError, UnsupportedError } from "../../core/errors.js";
 import { SqlConnection } from "../sql/connection.js";
 import { ConnectionLostError } from "./errors.js";
+import { BACKEND } from "./options.js";
 
 /** The node-postgres `Client` constructor, loaded lazily by the driver. */
 export type ClientClass = new (config: ClientConfig) => Client;
@@ -57,18 +58,18 @@ export class PgConnection extends SqlConnection {
         timeout,
       );
       const row = first.rows[0];
-      if (!row) throw new BackendUnavailableError("connection setup returned nothing", { backend: "postgres" });
+      if (!row) throw new BackendUnavailableError("connection setup returned nothing", { backend: BACKEND });
       connection.pid = row.pid;
       connection.serverVersion = row.version;
       if (row.standby) {
         throw new BackendUnavailableError(
           "the server is a standby (in recovery); Baton needs the primary (writable) server",
-          { backend: "postgres" },
+          { backend: BACKEND },
         );
       }
       if (row.version < 120000) {
         throw new UnsupportedError(`PostgreSQL ${row.version} is too old; the postgres backend needs 12 or later`, {
-          backend: "postgres",
+          backend: BACKEND,
         });
       }
       // A second statement must run in the same backend: behind a transaction-pooling proxy
@@ -151,6 +152,6 @@ export class PgConnection extends SqlConnection {
 export function poolingError(): UnsupportedError {
   return new UnsupportedError(
     "consecutive statements on one connection ran in different PostgreSQL backends: this looks like a transaction-pooling proxy (e.g. PgBouncer with pool_mode=transaction), where session advisory locks cannot work. Connect to PostgreSQL directly or through a session-pooling proxy",
-    { backend: "postgres" },
+    { backend: BACKEND },
   );
 }

@@ -5,6 +5,7 @@ import type { LaneFactory } from "../sql/lane-pool.js";
 import { PgConnection, poolingError } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, SQLSTATE, sqlState } from "./errors.js";
+import { BACKEND } from "./options.js";
 import { quoteIdent } from "./schema.js";
 import type { SessionContext } from "./session.js";
 
@@ -207,7 +208,7 @@ function lostError(cause: Error): Error {
 export function laneFactory(context: SessionContext, sessionId: string): LaneFactory<PgConnection, Lane> {
   const q = quoteIdent(context.settings.schema);
   return {
-    backend: "postgres",
+    backend: BACKEND,
     budget: context.budget,
     connect: async () => {
       const connection = await PgConnection.open(context.Client, context.settings.client, context.ttlMs);

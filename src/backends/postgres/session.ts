@@ -7,6 +7,7 @@ import { LanePool } from "../sql/lane-pool.js";
 import type { ClientClass, PgConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
+import { BACKEND } from "./options.js";
 import { LaneAcquisitions } from "./acquire.js";
 import { type Lane, laneFactory, type PgGrant } from "./lane.js";
 import type { PostgresSettings } from "./options.js";
@@ -71,7 +72,7 @@ export class PgSession implements DriverSession {
    * heard from it, so locks on a lane whose ping fails are reported lost before that.
    */
   async keepAlive(): Promise<void> {
-    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "postgres" });
+    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: BACKEND });
     const lanes = this.#pool.all.filter((lane) => lane.alive);
     const pings = lanes
       .filter((lane) => lane.grants.size > 0)
@@ -87,7 +88,7 @@ export class PgSession implements DriverSession {
     const row = beat.rows[0];
     if (!row?.o_alive) {
       throw new SessionExpiredError(`session ${this.id} expired on the server (no heartbeat within its TTL)`, {
-        backend: "postgres",
+        backend: BACKEND,
       });
     }
     const serverPids = new Set(row.o_lanes);
@@ -136,7 +137,7 @@ export class PgSession implements DriverSession {
     if (g.released) return;
     g.released = true;
     if (g.upgrade) {
-      g.upgrade.stop(releasedWhileUpgrading({ backend: "postgres" }));
+      g.upgrade.stop(releasedWhileUpgrading({ backend: BACKEND }));
       await g.upgrade.done;
     }
     const lane = g.lane;
@@ -172,7 +173,7 @@ export class PgSession implements DriverSession {
     const g = grant as PgGrant;
     if (g.mode === mode) return;
     const lane = g.lane;
-    if (g.released || !lane.grants.has(g)) throw notHeld({ backend: "postgres" });
+    if (g.released || !lane.grants.has(g)) throw notHeld({ backend: BACKEND });
     if (mode === "shared") {
       const result = await lane.query<{ o_pid: number }>(
         `SELECT * FROM ${this.#q}.downgrade($1)`,
@@ -187,7 +188,7 @@ export class PgSession implements DriverSession {
     // Two upgrades from one process are ordered by call, not by which reaches the server
     // first: the later one is refused at once, as it would be by the server's intent lock.
     const local = this.#queueName(g.id);
-    if (upgrading.has(local)) throw upgradeDeadlock({ backend: "postgres" });
+    if (upgrading.has(local)) throw upgradeDeadlock({ backend: BACKEND });
     upgrading.add(local);
     try {
       await this.#upgradeFrom(g, signal);
@@ -205,7 +206,7 @@ export class PgSession implements DriverSession {
     );
     const started = begin.rows[0];
     lane.checkPid(started?.o_pid);
-    if (!started?.o_ok) throw upgradeDeadlock({ backend: "postgres" });
+    if (!started?.o_ok) throw upgradeDeadlock({ backend: BACKEND });
     if (g.released) {
       await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [started.o_intent], this.#quickMs);
       throw new InvalidStateError("the lock was released while its upgrade was starting");
@@ -241,7 +242,7 @@ export class PgSession implements DriverSession {
         if (lane.connection.alive) await abort(false).catch((e: unknown) => lane.connection.destroy(e as Error));
         throw sqlState(error) === SQLSTATE.deadlock
           ? new DeadlockError(`upgrading lock "${g.name}": PostgreSQL detected a deadlock`, {
-              backend: "postgres",
+              backend: BACKEND,
               cause: error,
             })
           : translate(error, `upgrading lock "${g.name}"`);
@@ -329,7 +330,7 @@ export class PgSession implements DriverSession {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: "postgres" });
+    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: BACKEND });
   }
 
   async #acquireOnce(request: AcquireRequest): Promise<PgGrant | null> {
