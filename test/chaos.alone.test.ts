@@ -21,6 +21,7 @@ describe("chaos runs", () => {
     ["postgres", 12, 3],
     ["etcd-cluster", 12, 4],
     ["redis", 10, 5],
+    ["mysql", 12, 6],
   ];
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
