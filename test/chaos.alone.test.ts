@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { backendNamed } from "./chaos/backends.js";
+import { backendNamed, type ChaosBackend } from "./chaos/backends.js";
 import { check, type Report } from "./chaos/checker.js";
 import type { Fault, History, RegisterOp, Section } from "./chaos/history.js";
 import { runChaos } from "./chaos/runner.js";
@@ -57,6 +57,39 @@ describe("chaos runs", () => {
       report.violations.some((v) => v.startsWith("overlap:") && v.includes("the older holder was not faulted")),
       summary(report),
     );
+  });
+});
+
+describe("chaos clients", () => {
+  it("a client whose connect fails for 10 s (its connection cut) journals the failures and runs once healed", async () => {
+    // Five failed attempts took ~6 s: the etcd-cluster run's exit-1 clients under load.
+    const etcd = backendNamed("etcd");
+    const cutAtConnect: ChaosBackend = {
+      name: "etcd",
+      nemeses: [],
+      async start(options) {
+        const target = await etcd.start(options);
+        const healAt = Date.now() + 10_000;
+        return {
+          ...target,
+          async link() {
+            const link = await target.link();
+            link.cut?.();
+            setTimeout(() => link.heal?.(), Math.max(0, healAt - Date.now()));
+            return link;
+          },
+        };
+      },
+    };
+    const history = await runChaos({ backend: cutAtConnect, seconds: 2, clients: 2, nemeses: [], seed: 7 });
+    const report = check(history);
+    assert.deepEqual(history.crashes, []);
+    assert.ok(report.ok, summary(report));
+    assert.ok(
+      history.errors.some((e) => e.message.startsWith("connect: BackendUnavailableError")),
+      JSON.stringify(history.errors.slice(0, 3)),
+    );
+    assert.ok((report.sections.exclusive ?? 0) > 0, JSON.stringify(report.sections));
   });
 });
 
