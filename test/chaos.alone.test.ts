@@ -147,6 +147,21 @@ function afterHeal(): History {
   );
 }
 
+/**
+ * A member fault [10, 90] (say the primary cut off), then pid 1 holding x [100, 200] and pid 2
+ * from 150 with a higher token: the old primary and the promoted replica both granted.
+ */
+function splitBrainHistory(partitionSafe: boolean, ttlMs: number, lateAccepted = false): History {
+  const older = section(1, "x", "exclusive", 1, 100, 200);
+  const newer = section(2, "x", "exclusive", 2, 150, 250);
+  const member: Fault = { kind: "member", at: 10, until: 90, pid: undefined, name: undefined, detail: "primary cut" };
+  return {
+    ...history([older, newer], [op(older, 101, true), op(newer, 151, true), op(older, 190, lateAccepted)], [member]),
+    ttlMs,
+    partitionSafe,
+  };
+}
+
 describe("chaos checker", () => {
   const a = section(1, "x", "exclusive", 1, 0, 100);
   const b = section(2, "x", "exclusive", 2, 50, 150);
@@ -342,6 +357,21 @@ describe("chaos checker", () => {
       ),
       /minority: .*side without a quorum/,
     ],
+    [
+      "a split brain after a member fault fails on a backend declared partition-safe",
+      splitBrainHistory(true, 100),
+      /overlap: .*not faulted/,
+    ],
+    [
+      "a split brain after a member fault, its late write accepted, fails even when not partition-safe",
+      splitBrainHistory(false, 100, true),
+      /a late write of the older holder was accepted/,
+    ],
+    [
+      "an overlap more than two TTLs after a member fault healed is not a split brain",
+      splitBrainHistory(false, 10),
+      /overlap: .*not faulted/,
+    ],
     ["something left held fails", { ...history([]), leftHeld: ["x token 3 by chaos-1"] }, /still held/],
     [
       "a crashed client fails",
@@ -349,6 +379,13 @@ describe("chaos checker", () => {
       /client 4 exit 1/,
     ],
   ];
+  it("a split brain after a member fault, not partition-safe, late write refused, passes and is reported apart", () => {
+    const report = check(splitBrainHistory(false, 100));
+    assert.ok(report.ok, summary(report));
+    assert.equal(report.splitBrainOverlaps, 1);
+    assert.deepEqual(Object.keys(report.overlapsByFault), ["split-brain"]);
+    assert.match(report.verdict, /1 overlaps explained \(1 a split brain: not partition-safe\)/);
+  });
   for (const [title, h, expected] of cases) {
     it(title, () => {
       const report = check(h);

@@ -10,7 +10,7 @@ import { connect } from "../../src/index.js";
 import { delay, raceTimeout } from "../harness/proc.js";
 import type { ChaosBackend, ChaosTarget, ClientLink } from "./backends.js";
 import type { ClientConfig } from "./client.js";
-import type { Fault, FaultKind, History, Section } from "./history.js";
+import { declaredPartitionSafe, type Fault, type FaultKind, type History, type Section } from "./history.js";
 import { mulberry32 } from "./rng.js";
 
 const CLIENT = fileURLToPath(new URL("./client.ts", import.meta.url));
@@ -69,6 +69,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
     endedAt: 0,
     semaphoreLimit: SEMAPHORE_LIMIT,
     ttlMs,
+    partitionSafe: declaredPartitionSafe(backend.name),
     sections: [],
     ops: [],
     faults: [],
