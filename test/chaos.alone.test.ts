@@ -386,6 +386,12 @@ describe("chaos checker", () => {
     assert.deepEqual(Object.keys(report.overlapsByFault), ["split-brain"]);
     assert.match(report.verdict, /1 overlaps explained \(1 a split brain: not partition-safe\)/);
   });
+  it("reports the runner's own stalls, which explain nothing", () => {
+    const h = { ...history([a, b], [...aWrites, ...bWrites]), stalls: [{ at: 40, ms: 1500 }] };
+    const report = check(h);
+    assert.deepEqual(report.runnerStalls, { count: 1, maxMs: 1500 });
+    assert.equal(report.ok, false, "a stall must not explain an overlap");
+  });
   for (const [title, h, expected] of cases) {
     it(title, () => {
       const report = check(h);

@@ -85,6 +85,8 @@ export interface Report {
   readonly writes: { total: number; stale: number; staleRejected: number };
   readonly clientErrors: Record<string, number>;
   readonly crashes: number;
+  /** The runner's own stalls (see History.stalls): the figures around them are the machine's. */
+  readonly runnerStalls: { count: number; maxMs: number };
   readonly leftHeld: readonly string[];
   /** How many violations of each rule (the first word of each violation). */
   readonly violationCounts: Record<string, number>;
@@ -443,6 +445,10 @@ export function check(history: History): Report {
     writes: { total: writes, stale, staleRejected },
     clientErrors,
     crashes: history.crashes.length,
+    runnerStalls: {
+      count: history.stalls?.length ?? 0,
+      maxMs: Math.max(0, ...(history.stalls ?? []).map((x) => x.ms)),
+    },
     leftHeld: history.leftHeld,
     violationCounts,
     violations: violations.slice(0, MAX_LISTED),

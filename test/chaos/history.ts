@@ -78,6 +78,11 @@ export interface History {
   readonly ops: RegisterOp[];
   readonly faults: Fault[];
   readonly errors: { at: number; pid: number; message: string }[];
+  /**
+   * Times the runner's own event loop stood still for over a second (a loaded machine):
+   * clients wait on its answers, so no section can begin or end meanwhile.
+   */
+  readonly stalls?: { at: number; ms: number }[];
   /** Client processes that died without the runner killing them. */
   readonly crashes: { at: number; pid: number; description: string }[];
   /** What `inspect()` still showed held at the end (after waiting out the TTL). */
