@@ -100,10 +100,11 @@ const SIGNAL_TOLERANCE_MS = 100;
 /** How long after a SIGCONT a grant made before the SIGSTOP may still be reported. */
 const PAUSE_REPORT_WINDOW_MS = 1000;
 /**
- * How long after a member fault healed a demoted primary may still grant, in TTLs: until
- * the sentinels see it again and turn it into a replica, and its grantees' sessions run out.
+ * How long after a member fault healed the old primary may still grant (plus one TTL, for
+ * the sessions it granted): until a sentinel reads its INFO again, every 10 s, and demotes
+ * it. A client still connected to it (one paused through the failover) is granted there.
  */
-const SPLIT_BRAIN_TTLS = 2;
+const SPLIT_BRAIN_REACH_MS = 10_000;
 
 const conflicts = (a: Section, b: Section): boolean =>
   a.mode !== "semaphore" && b.mode !== "semaphore" && (a.mode === "exclusive" || b.mode === "exclusive");
@@ -162,9 +163,16 @@ export function check(history: History): Report {
     // A session starved of keep-alives during a split can still expire up to one TTL after
     // the heal: a partition reaches that far (and then only with the signal first, below).
     const reach = (f: Fault) => (f.kind === "partition" ? f.until + (history.ttlMs ?? 0) : f.until);
+    // A member fault hits no holder: a replicated backend must ride it out, and only one not
+    // declared partition-safe may split its brain over it (below).
     const direct =
       history.faults.find(
-        (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && reach(f) >= from && f.at <= end(older),
+        (f) =>
+          f.kind !== "member" &&
+          (f.pid === undefined || f.pid === older.pid) &&
+          f.at <= to &&
+          reach(f) >= from &&
+          f.at <= end(older),
       ) ?? pausedBeforeBegin(older, newer);
     // Older has the lower token (callers see to it), so the fencing token still orders them.
     const split = direct === undefined ? splitBrain(older, newer) : undefined;
@@ -198,13 +206,13 @@ export function check(history: History): Report {
   };
   /**
    * On a backend not declared partition-safe, the member fault (a cut primary or sentinel)
-   * that healed at most SPLIT_BRAIN_TTLS before the two sections met: the old primary may
-   * grant until it is demoted, beside the promoted replica.
+   * that healed at most SPLIT_BRAIN_REACH_MS and a TTL before the two sections met: the old
+   * primary may grant until it is demoted, beside the promoted replica.
    */
   const splitBrain = (older: Section, newer: Section): Fault | undefined => {
     if (history.partitionSafe !== false) return undefined;
     const from = Math.max(older.start, newer.start);
-    const reach = SPLIT_BRAIN_TTLS * (history.ttlMs ?? 0);
+    const reach = SPLIT_BRAIN_REACH_MS + (history.ttlMs ?? 0);
     return history.faults.findLast(
       (f) => f.kind === "member" && f.pid === undefined && f.at <= from && f.until + reach >= from,
     );
