@@ -7,6 +7,49 @@
  * @module
  */
 
+/** The actions waiting on each signal, behind its one listener. */
+const fans = new WeakMap<AbortSignal, { readonly actions: Set<() => void>; readonly listener: () => void }>();
+
+/**
+ * Runs `action` when `signal` (not yet aborted) aborts, through one shared listener per
+ * signal: a caller may pass one signal to thousands of acquisitions, and a listener each
+ * would cost more and make Node print a `MaxListenersExceededWarning` past ten. Returns
+ * how to detach; the listener goes with the last action. Actions run in the order they
+ * were added, each once; one that throws does not keep the others from running (its error
+ * is rethrown asynchronously, as an event listener's would be).
+ */
+function subscribe(signal: AbortSignal, action: () => void): () => void {
+  let fan = fans.get(signal);
+  if (!fan) {
+    const actions = new Set<() => void>();
+    const listener = () => {
+      fans.delete(signal);
+      for (const run of [...actions]) {
+        try {
+          run();
+        } catch (error) {
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+      actions.clear();
+    };
+    fan = { actions, listener };
+    fans.set(signal, fan);
+    signal.addEventListener("abort", listener, { once: true });
+  }
+  const { actions, listener } = fan;
+  // A wrapper, so the same function added twice is two subscriptions, as with listeners.
+  const entry = () => action();
+  actions.add(entry);
+  return () => {
+    if (!actions.delete(entry) || actions.size > 0 || fans.get(signal)?.actions !== actions) return;
+    fans.delete(signal);
+    signal.removeEventListener("abort", listener);
+  };
+}
+
 /**
  * Starts a wait with `start(resolve, reject)`, which returns how to stop it (remove a
  * waiter from a set, clear a timer, close a watch) or nothing. The promise settles with
@@ -22,15 +65,15 @@ export function abortable<T>(
   return new Promise<T>((resolve, reject) => {
     let settled = false;
     let stop: (() => unknown) | undefined;
+    let detach: (() => unknown) | undefined;
     const finish = (settle: () => void) => {
       if (settled) return;
       settled = true;
-      signal?.removeEventListener("abort", onAbort);
+      detach?.();
       stop?.();
       settle();
     };
-    const onAbort = () => finish(() => reject(signal?.reason));
-    signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal) detach = subscribe(signal, () => finish(() => reject(signal.reason)));
     stop = start(
       (value) => finish(() => resolve(value)),
       (error) => finish(() => reject(error)),
@@ -62,4 +105,71 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise
     promise.then(resolve, reject);
     return undefined;
   });
+}
+
+/**
+ * Runs `action` once when `signal` aborts: at once if it already has, else on its event.
+ * Returns how to detach (a no-op once `action` ran); `until` aborting detaches too. For
+ * work that must react to a cancel without settling on it (ask a server to cancel a wait,
+ * close a watch, end a stream), where {@link abortable} does not fit.
+ */
+export function onAbort(signal: AbortSignal, action: () => void, until?: AbortSignal): () => void {
+  if (signal.aborted) {
+    action();
+    return () => {};
+  }
+  if (until?.aborted) return () => {};
+  const detach = subscribe(signal, () => {
+    untilDetach?.();
+    action();
+  });
+  const untilDetach = until ? subscribe(until, detach) : undefined;
+  return () => {
+    detach();
+    untilDetach?.();
+  };
+}
+
+/**
+ * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps
+ * running; its outcome is then ignored). The timer does not keep the process alive.
+ */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  promise.catch(() => {});
+  return abortable<T>(undefined, (resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+    promise.then(resolve, reject);
+    return () => clearTimeout(timer);
+  });
+}
+
+/**
+ * Waits for `promise`, but at most `ms`: then resolves with `undefined` and stops waiting
+ * (the promise keeps running). A rejection before that rejects. For best-effort clean-up
+ * (withdrawing a queue key) that must not hold up the caller for long.
+ */
+export function atMost<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  return abortable<T | undefined>(undefined, (resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    timer.unref();
+    promise.then(resolve, reject);
+    return () => clearTimeout(timer);
+  });
+}
+
+/**
+ * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
+ * detaches from all of them (the signal then never aborts). Once it aborted, it holds no
+ * listener on the others.
+ */
+export function linked(signals: readonly AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const detach = signals.map((source) => onAbort(source, () => controller.abort(source.reason), controller.signal));
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const undo of detach) undo();
+    },
+  };
 }
