@@ -50,6 +50,26 @@ describe("redis specifics", () => {
     for (let i = 1; i < order.length; i++) assert.ok(order[i]!.token > order[i - 1]!.token);
   });
 
+  it("a waiter withdrawn after a release granted it (before it read the grant) leaves no takeover record", async () => {
+    const ns = { namespace: "withdrawn-grant" };
+    const a = await client({ ...ns, memberId: "race" });
+    const held = await a.lock("raced").acquire();
+    const controller = new AbortController();
+    const waiting = a.lock("raced").acquire({ signal: controller.signal, timeoutMs: 20_000 });
+    await waitForWaiters(a, "raced", 1);
+    // One coordinator, one connection: the release's script (which grants the waiter and
+    // writes its record) runs before the withdrawal's, sent after the abort below.
+    const released = held.release();
+    controller.abort();
+    await assert.rejects(waiting, /was cancelled/);
+    assert.equal((await released).status, "released");
+    assert.deepEqual((await a.inspect()).takeovers, [], "the withdrawn grant took its record with it");
+    const b = await client({ ...ns, memberId: "next" });
+    const next = await b.lock("raced").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover, null, "no false takeover of a grant never handed out");
+    await next.release();
+  });
+
   it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
     // The holder's inspections and renewals queue behind the crowd's scripts too: on a
     // loaded machine a default TTL can run out behind them, and the lock go to the crowd.

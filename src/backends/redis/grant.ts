@@ -99,14 +99,12 @@ async function slowAcquire(
   const { signal } = request;
   const what = `acquiring ${request.kind} "${request.name}"`;
   const stop = AbortSignal.any([signal, scope.ended]);
-  let made: RedisGrant | null = null;
   try {
     let reply = first ?? ((await runRetrying(scope, what, ACQUIRE, args, stop)) as Reply);
     for (;;) {
       switch (reply[0]) {
         case "granted": {
           const grant = granted(request, queue, entry, reply);
-          made = grant;
           await replicated(scope, what);
           return grant;
         }
@@ -140,12 +138,13 @@ async function slowAcquire(
     }
   } catch (error) {
     // Withdraw the entry, granted or not: a grant nobody will use must not stay held.
-    // A grant never handed out was not lost either: its takeover record goes with it.
+    // A grant never handed out was not lost either: its takeover record goes with it, also
+    // one written by a grant this client never heard of (the script finds it by token).
     const removal = freeOrEnd(
       scope,
       `withdrawing from ${request.kind} "${request.name}"`,
       RELEASE,
-      made ? releaseArgs(scope, made) : [queue, entry],
+      withdrawArgs(scope, request, queue, entry),
     );
     scope.track(queue, -1);
     if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
@@ -178,10 +177,19 @@ function granted(request: AcquireRequest, queue: string, entry: string, reply: R
   return grant;
 }
 
-/** The RELEASE arguments that delete a clean grant's takeover record with it. */
+/**
+ * The RELEASE arguments that delete a clean grant's own takeover record with it (one the
+ * core claimed); a lost holding's release keeps its record, for the next holder to fence.
+ */
 function releaseArgs(scope: Scope, grant: RedisGrant): string[] {
   if (grant.recordVersion === undefined) return [grant.queue, grant.entry];
-  return [grant.queue, grant.entry, String(grant.recordVersion), ...cellKeys(scope.keys, TAKEOVER_SPACE, grant.name)];
+  return [grant.queue, grant.entry, "1", ...cellKeys(scope.keys, TAKEOVER_SPACE, grant.name)];
+}
+
+/** The RELEASE arguments that withdraw an entry and whatever record its grant wrote. */
+function withdrawArgs(scope: Scope, request: AcquireRequest, queue: string, entry: string): string[] {
+  if (request.record === undefined) return [queue, entry];
+  return [queue, entry, "1", ...cellKeys(scope.keys, TAKEOVER_SPACE, request.name)];
 }
 
 /** Frees a grant (idempotent). A failure is retried in the background and reported. */

@@ -348,9 +348,9 @@ return state_of(ARGV[2], ARGV[3])
 );
 
 /**
- * ARGV: P, Q, entry[, record version, its cell's keys (cells.ts cellKeys)]. Removes the
- * entry whatever its state (release, or withdrawal of a waiter) and grants whoever may go
- * next. Replies 1 if it was there.
+ * ARGV: P, Q, entry[, '1' to delete the entry's own takeover record, its cell's keys
+ * (cells.ts cellKeys)]. Removes the entry whatever its state (release, or withdrawal of a
+ * waiter) and grants whoever may go next. Replies 1 if it was there.
  */
 export const RELEASE = script(
   "release",
@@ -358,15 +358,18 @@ export const RELEASE = script(
 local Q, id = ARGV[2], ARGV[3]
 local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return 0 end
--- A clean release deletes its takeover record (ARGV[5..9]: its cell's keys, as in
--- cells.ts) if still at the version it claimed (ARGV[4]). No tombstone: the record's
--- fence is the lock itself, and a key per lock name ever used would only accumulate.
-if ARGV[4] and ARGV[4] ~= '' and redis.call('HGET', ARGV[5], 'v') == ARGV[4] then
+local e = cjson.decode(raw)
+-- A clean release, or the withdrawal of a grant never handed out, deletes the entry's own
+-- takeover record (ARGV[5..9]: its cell's keys): the one fenced by the entry's token, which
+-- no other holding has (tokens are unique), whatever version the client saw. The script
+-- decides, not the client: a grant made by another script (a release that let this waiter
+-- in) wrote a record the client may never have heard of. No tombstone: the record's fence
+-- is the lock itself, and a key per lock name ever used would only accumulate.
+if ARGV[4] == '1' and e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
   redis.call('DEL', ARGV[5])
   redis.call('SREM', ARGV[6], ARGV[9])
   redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))
 end
-local e = cjson.decode(raw)
 e.id = id
 remove(Q, e)
 if redis.call('ZCARD', Q .. ':o') == 0 then
