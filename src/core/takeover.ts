@@ -121,6 +121,13 @@ export interface TakeoverClaim {
   readonly cells: DriverCells;
   readonly version: bigint;
   readonly explicit: boolean;
+  /**
+   * The record's exact text where the core wrote it (or found it), which names this
+   * holding's token: the delete is conditioned on it too, since a backend that forgets a
+   * deleted key (MySQL drops its row) starts a re-created key's versions again, and a
+   * successor's record may then have the version this holding claimed.
+   */
+  readonly value?: string | undefined;
 }
 
 /** The stored record (short keys: it is written with every tracked grant). */
@@ -251,7 +258,7 @@ export async function claim(
     // a fence would outlive the record's deletion (a tombstone per lock name ever used);
     // the token in the record fences the overwrite below instead.
     const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n });
-    if (created.ok) return { claim: { cells, version: created.version, explicit }, takeover: null };
+    if (created.ok) return { claim: { cells, version: created.version, explicit, value: text }, takeover: null };
     if (created.reason === "fenced" || !created.current) throw superseded();
     current = created.current;
   }
@@ -259,7 +266,7 @@ export async function claim(
   // Our own record (a driver wrote it with the grant but could not say so: a retried
   // script's answer); tokens are unique per lock.
   if (found && found.token === grant.token)
-    return { claim: { cells, version: current.version, explicit }, takeover: null };
+    return { claim: { cells, version: current.version, explicit, value: current.value ?? undefined }, takeover: null };
   // A record above our token was written after our grant: we were superseded.
   if (found && found.token > grant.token) throw superseded();
   const previous = found;
@@ -296,7 +303,7 @@ export async function claim(
   if (both.aborted) throw both.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
-  return { claim: { cells, version: written.version, explicit }, takeover };
+  return { claim: { cells, version: written.version, explicit, value: text }, takeover };
 }
 
 /**
@@ -334,5 +341,6 @@ function withoutDelay(record: Takeover & { readonly delayedUntil: number | null 
  * @internal
  */
 export async function unclaim(name: string, claimed: TakeoverClaim): Promise<void> {
-  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version, forget: true });
+  const { version: ifVersion, value: ifValue } = claimed;
+  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion, ifValue, forget: true });
 }
