@@ -117,7 +117,6 @@ export class LaneAcquisitions {
       }
       // Withdrawn (the catch below gives back a grant that won the race with the cancel,
       // after its takeover record: it was never handed out, so it was not lost either).
-      if (waited.outcome === "done" && signal.aborted) await this.#dropRecord(lane, request, waited.result.rows[0]);
       if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
       const row = waited.result.rows[0];
       lane.checkPid(row?.o_pid);
@@ -182,16 +181,6 @@ export class LaneAcquisitions {
     }
   }
 
-  /** Deletes the takeover record a tracked grant statement wrote, if it wrote one. */
-  async #dropRecord(lane: Lane, request: AcquireRequest, row: AcquireRow | undefined): Promise<void> {
-    if (!row?.o_version) return;
-    await lane.query(
-      `DELETE FROM ${this.#q}.cells WHERE namespace = $1 AND space = 'takeover' AND key = $2 AND version = $3`,
-      [this.#c.namespace, request.name, row.o_version],
-      this.#quickMs,
-    );
-  }
-
   /**
    * The statement of a lock or election grant: with a takeover record, the tracked
    * variant, which writes it in the same statement (migrations.ts v4).
@@ -251,9 +240,17 @@ export class LaneAcquisitions {
     if (lane.empty) lane.changed();
   }
 
-  /** After a failed or withdrawn acquisition: frees whatever the statement may have left held. */
+  /**
+   * After a failed or withdrawn acquisition: frees whatever the statement may have left
+   * held. A tracked grant the statement may have made (its answer lost or too late) was
+   * never handed out, so it was not lost either: its takeover record goes first.
+   */
   async #cleanup(lane: Lane, request: AcquireRequest): Promise<void> {
-    if (!lane.connection.alive) return;
+    const orphan = this.#mayOrphan(lane, request);
+    if (!lane.connection.alive) {
+      if (orphan) await this.#dropOrphanRecord(lane, request);
+      return;
+    }
     try {
       if (request.kind === "semaphore") {
         await lane.query(
@@ -262,15 +259,63 @@ export class LaneAcquisitions {
           this.#quickMs,
         );
       } else {
-        await lane.query(
-          `SELECT ${this.#q}.unlock_key($1)`,
-          [this.#lockKey(request.kind, request.name)],
-          this.#quickMs,
-        );
+        const key = this.#lockKey(request.kind, request.name);
+        if (orphan) {
+          await lane.query(
+            this.#orphanRecordSql("pg_backend_pid()"),
+            [this.#c.namespace, request.name, key, request.kind],
+            this.#quickMs,
+          );
+        }
+        await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [key], this.#quickMs);
       }
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
       lane.connection.destroy(error as Error);
+      if (orphan) await this.#dropOrphanRecord(lane, request);
+    }
+  }
+
+  /** Whether a failed tracked acquisition may have left a record: no grant of its key here. */
+  #mayOrphan(lane: Lane, request: AcquireRequest): boolean {
+    if (request.record === undefined || request.kind === "semaphore") return false;
+    const key = this.#lockKey(request.kind, request.name);
+    for (const grant of lane.grants) if (grant.key === key && grant.kind === request.kind) return false;
+    return true;
+  }
+
+  /**
+   * The record of a grant made to the lane's backend `pid`: the holders row names the token
+   * of its last grant of the key, and a later grant (to another backend) moves the row on,
+   * in the same transaction as its own record.
+   */
+  #orphanRecordSql(pid: string): string {
+    return `DELETE FROM ${this.#q}.cells c USING ${this.#q}.holders h
+      WHERE c.namespace = $1 AND c.space = 'takeover' AND c.key = $2
+        AND h.key = $3 AND h.namespace = $1 AND h.kind = $4 AND h.name = $2 AND h.part = 0
+        AND h.pid = ${pid} AND c.fence = h.token`;
+  }
+
+  /**
+   * For a dropped lane: ends its backend first (a dropped client is noticed only when the
+   * backend next talks to it, so a wait could still be granted and write a record), then
+   * deletes the record of its grant over the control connection. A failure keeps the
+   * record: the next holder then reports a takeover of a grant never handed out.
+   */
+  async #dropOrphanRecord(lane: Lane, request: AcquireRequest): Promise<void> {
+    if (!lane.pid) return;
+    const key = this.#lockKey(request.kind, request.name);
+    try {
+      await this.#c.control.query("SELECT pg_terminate_backend($1, $2)", [lane.pid, Math.floor(this.#quickMs / 2)]);
+      await this.#c.control.query(this.#orphanRecordSql("$5"), [
+        this.#c.namespace,
+        request.name,
+        key,
+        request.kind,
+        lane.pid,
+      ]);
+    } catch {
+      // Kept, as said above.
     }
   }
 
