@@ -242,8 +242,10 @@ export class LockHandle implements AsyncDisposable {
 
   /**
    * Turns an exclusive lock into a shared one at once; waiting readers may then enter. A lock
-   * tracked for takeover by default first deletes its record (a shared holding is
-   * untracked); one acquired with takeover options or `takeover: true` cannot be downgraded
+   * tracked for takeover by default then deletes its record (a shared holding is
+   * untracked); if the convert fails the record stays (the holding is still exclusive, or
+   * lost), and if only the delete fails the record stays until the release deletes it. One
+   * acquired with takeover options or `takeover: true` cannot be downgraded
    * (`InvalidStateError`).
    */
   async downgrade(): Promise<void> {
@@ -251,8 +253,10 @@ export class LockHandle implements AsyncDisposable {
     if (this.#grant.mode === "shared") {
       throw new InvalidStateError(`cannot downgrade "${this.name}": it is already held shared`);
     }
-    await this.#untrack();
+    // Converted first: a crash or failure in between leaves a record of a holding that is
+    // shared (reported as a takeover: the cautious side), never an exclusive one untracked.
     await this.#convert("shared", undefined, undefined);
+    await this.#untrack();
   }
 
   /** Releases the grant (for `await using`); does nothing after an explicit `release()`. */
@@ -284,11 +288,12 @@ export class LockHandle implements AsyncDisposable {
    */
   async #untrack(): Promise<void> {
     const claim = this.#claim;
-    if (!claim) return;
+    if (!claim || this.#state !== "held") return;
     try {
-      await unclaim(this.name, claim);
-    } catch (error) {
-      throw this.#core.translate(error);
+      await this.#core.bounded(unclaim(this.name, claim), this.#session.ttlMs);
+    } catch {
+      // The downgrade is done; the claim stays, for the release to delete the record.
+      return;
     }
     this.#forget();
   }

@@ -70,6 +70,20 @@ describe("redis specifics", () => {
     await next.release();
   });
 
+  it("a downgrade that fails (the grant is gone) keeps its takeover record for the next holder", async () => {
+    const namespace = "failed-downgrade";
+    const a = await client({ namespace, memberId: "downgrader" });
+    const held = await a.lock("dg").acquire();
+    const record = (await a.inspect()).takeovers?.find((r) => r.name === "dg") ?? assert.fail("no record");
+    // The session's key goes behind the client's back: its grant is gone, and it does not know yet.
+    assert.match(await rawCommand(server().port, `DEL baton:${namespace}:s:${record.sessionId}`), /^:1/);
+    await assert.rejects(held.downgrade(), /gone|lost/);
+    const b = await client({ namespace, memberId: "next" });
+    const next = await b.lock("dg").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover?.token, held.token, "the lost exclusive holding is reported");
+    await next.release();
+  });
+
   it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
     // The holder's inspections and renewals queue behind the crowd's scripts too: on a
     // loaded machine a default TTL can run out behind them, and the lock go to the crowd.
