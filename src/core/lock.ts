@@ -119,7 +119,8 @@ export class LockHandle implements AsyncDisposable {
 
   /**
    * The previous holding, when it ended without a release (lost, died, cut off, revoked)
-   * and was tracked (every exclusive lock is, unless `takeover: false`): see
+   * and was tracked (every exclusive acquisition is, unless `takeover: false`; a holding
+   * acquired shared and then upgraded is not, nor one downgraded): see
    * {@link TakeoverOptions}. `null` when the lock was free or cleanly released before this
    * grant, and always `null` for an untracked acquisition (shared, or `takeover: false`).
    */
@@ -227,7 +228,8 @@ export class LockHandle implements AsyncDisposable {
    * Turns a shared lock into an exclusive one, waiting for the other shared holders to
    * leave; it goes ahead of queued waiters. If another shared holder is already upgrading,
    * rejects at once with `DeadlockError`. A new fencing token is issued. On timeout,
-   * cancellation or deadlock the shared lock is still held.
+   * cancellation or deadlock the shared lock is still held. The exclusive holding it makes
+   * is not tracked for takeover (no record: its loss is not reported to the next holder).
    */
   async upgrade(options?: UpgradeOptions): Promise<void> {
     const { timeoutMs, signal } = checkOptions("upgrade options", options);
