@@ -213,8 +213,12 @@ export class LockHandle implements AsyncDisposable {
       if (this.#claim && !wasLost && !native) {
         await this.#core.bounded(unclaim(this.name, this.#claim), this.#session.ttlMs);
       }
-    } catch {
-      // The grant is still freed; the next holder then reports a takeover of this holding.
+    } catch (error) {
+      // The backend did not answer: the release still goes out, but unawaited, as a second
+      // call deadline would double the caller's wait. The record stays, so the next holder
+      // is handed a takeover of this holding, which may indeed be lost.
+      this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs).catch(() => {});
+      return { status: "unconfirmed", error };
     }
     try {
       await this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs);
