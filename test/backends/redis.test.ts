@@ -80,7 +80,8 @@ describe("redis specifics", () => {
   });
 
   it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
-    const holder = await client({ memberId: "long-holder" });
+    // The holder's inspections queue behind the crowd's scripts too.
+    const holder = await client({ memberId: "long-holder", requestTimeoutMs: 60_000 });
     // Thousands of scripts queue behind each other on one connection: a loaded machine
     // needs more than the default 5 s for the last of them.
     const crowd = await client({ memberId: "crowd", requestTimeoutMs: 60_000 });
@@ -99,13 +100,13 @@ describe("redis specifics", () => {
             ),
         );
       }
-      await waitForWaiters(holder, "long", waits.length);
+      await waitForWaiters(holder, "long", waits.length, "locks", 60_000);
     }
-    const seen = await waitForWaiters(holder, "long", 8200);
+    const seen = await waitForWaiters(holder, "long", 8200, "locks", 60_000);
     assert.equal(seen.locks.find((l) => l.name === "long")?.holders.length, 1);
     stop.abort();
     for (const outcome of await Promise.all(waits)) assert.ok(outcome instanceof Error);
-    await waitForWaiters(holder, "long", 0);
+    await waitForWaiters(holder, "long", 0, "locks", 60_000);
     await held.release();
   });
 
@@ -147,7 +148,8 @@ describe("redis specifics", () => {
   });
 
   it("refuses a grant that the asked-for replicas did not acknowledge (replicas=1, none attached)", async () => {
-    const a = await client({ replicas: 1, requestTimeoutMs: 300 });
+    // The connect runs under the same bound: too short a one fails it on a loaded machine.
+    const a = await client({ replicas: 1, requestTimeoutMs: 1500 });
     await assert.rejects(a.lock("w").acquire(), BackendUnavailableError);
     const b = await client();
     const free = await b.lock("w").tryAcquire();

@@ -25,12 +25,17 @@ export async function waitForWaiters(
   name: string,
   count: number,
   kind: "locks" | "semaphores" = "locks",
+  timeoutMs?: number,
 ): Promise<Inspection> {
   let last: Inspection | undefined;
-  await waitFor(async () => {
-    last = await coord.inspect();
-    return (last[kind].find((l) => l.name === name)?.waiters.length ?? 0) === count;
-  }, `${count} waiter(s) on ${name}`);
+  await waitFor(
+    async () => {
+      last = await coord.inspect();
+      return (last[kind].find((l) => l.name === name)?.waiters.length ?? 0) === count;
+    },
+    `${count} waiter(s) on ${name}`,
+    timeoutMs,
+  );
   return last as Inspection;
 }
 
