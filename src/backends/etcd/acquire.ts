@@ -8,9 +8,9 @@
  * Every grant is recorded by a transaction that also checks the waiter's own key still
  * exists with its create revision (Jepsen found etcd 3.4.3 locks granted after the lease
  * expired without that check), and its revision is the fencing token. One exception, the
- * handoff (see {@link Attempt.handedOff}): an exclusive waiter whose only older key was the
- * one it watched is granted by that key's deletion event, with the deletion's revision as
- * its token, and records the grant after returning it: one round trip less per handoff.
+ * handoff (handoff.ts): an exclusive waiter whose only older key was the one it watched is
+ * granted by that key's deletion event, with the deletion's revision as its token, and
+ * records the grant after returning it: one round trip less per handoff.
  *
  * @module
  */
@@ -18,10 +18,11 @@ import { raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
-import { ClosedError, LockLostError, SessionExpiredError } from "../../core/errors.js";
+import { ClosedError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
 import { op, when } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
+import { handoffRevision, recordHandoff } from "./handoff.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
@@ -246,7 +247,7 @@ class Attempt {
   /**
    * Waits for the change that may grant us, and returns the conditions under which we are
    * granted (tried at once, in the recording transaction), a fresh view to decide on, or,
-   * for a handoff (see {@link handedOff}), the revision of the deletion that granted us.
+   * for a handoff (handoff.ts), the revision of the deletion that granted us.
    *
    * The watch starts at the server's current revision, so etcd serves it from the start
    * (one started at the view's revision, once anything was written since, is caught up only
@@ -272,7 +273,7 @@ class Attempt {
       const predecessor = decision.earlier.at(-1)!.key;
       // Second in the queue: watch every deletion in it (the head's, and waiters behind
       // giving up: few), so that our own key's going, if it came first, shows in revision
-      // order before the head's (see handedOff).
+      // order before the head's or in the same batch (see handoff.ts).
       handoff = decision.earlier.length === 1 ? predecessor : null;
       targets = [
         handoff === null
@@ -308,10 +309,9 @@ class Attempt {
         events: (events) => {
           if (woke) return;
           if (handoff !== null) {
-            // The first of our own key and the head's to go decides.
-            const event = events.find((e) => [this.#key, handoff].includes(e.kv.key.toString()));
-            if (event === undefined) return;
-            if (event.kv.key.toString() === handoff) deletedAt = BigInt(event.kv.mod_revision || 0);
+            const revision = handoffRevision(events, this.#key, handoff);
+            if (revision === undefined) return;
+            deletedAt = revision;
             woke = true;
             settle("changed");
             return;
@@ -370,45 +370,10 @@ class Attempt {
     return conditions;
   }
 
-  /**
-   * The handoff: granted by the deletion, at `revision`, of the only key older than ours,
-   * without another round trip. What the recording transaction would check holds at that
-   * revision: no older key can appear after a view showed only that one (create revisions
-   * only grow), and our own key still existed, since the watch (every deletion in the
-   * queue, in revision order, from before the view that `#waitStep` read after creating
-   * it) reported the head's deletion first (the Jepsen check, made from the watch). The
-   * deletion's revision is larger than every earlier grant's token on this name (each was
-   * recorded before the head went) and smaller than any later one's (each comes after our
-   * own key goes), so it is the token. The grant is recorded after it is returned, for
-   * `inspect()` and conversions; a recording that finds our key gone reports the loss.
-   */
+  /** The handoff (handoff.ts): granted by the head's deletion at `revision`. */
   #handedOff(me: QueueEntry, revision: bigint): EtcdGrant {
     const grant = this.#grant(me.createRevision, revision);
-    const scope = this.#scope;
-    const what = `recording a grant of ${this.#request.kind} "${this.#request.name}"`;
-    const value = this.#value(false, revision);
-    grant.recording = retrying(
-      scope,
-      what,
-      () =>
-        scope.client.kv.txn({
-          compare: [when.is(this.#key, me.createRevision)],
-          success: [op.put(this.#key, value, scope.leaseId)],
-          failure: [],
-        }),
-      scope.ended,
-    ).then(
-      (response) => {
-        grant.recording = null;
-        if (!response.succeeded && !grant.released) {
-          grant.onLost(new LockLostError(`${what}: its queue key is gone`, { backend: BACKEND }));
-        }
-      },
-      () => {
-        // The session ended: its end reports the loss.
-        grant.recording = null;
-      },
-    );
+    recordHandoff(this.#scope, grant, this.#value(false, revision));
     return grant;
   }
 

@@ -59,8 +59,10 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
 export async function convert(scope: Scope, grant: EtcdGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
   if (grant.released) throw notHeld({ backend: BACKEND });
   if (grant.mode === mode) return;
-  // A handoff grant still being recorded: that write must not land after this one's.
-  if (grant.recording) await grant.recording;
+  // A handoff grant still being recorded: that write must not land after this one's. The
+  // wait ends with the caller's signal (an outage must not hold a downgrade for a TTL).
+  if (grant.recording) await raceSignal(grant.recording, signal);
+  if (grant.released) throw notHeld({ backend: BACKEND });
   if (mode === "shared") return downgrade(scope, grant, signal);
   return upgrade(scope, grant, signal);
 }
