@@ -74,7 +74,7 @@ describe("etcd specifics", () => {
     // Txns etcd has answered: the waiter's join and its read after creating its watch are
     // two, so once the count has grown by two it waits on the watch.
     const txns = async () => {
-      const text = await (await fetch(`http://127.0.0.1:${own.clientPort}/metrics`)).text();
+      const text = await (await fetch(`http://127.0.0.1:${server().clientPort}/metrics`)).text();
       return Number(/grpc_server_handled_total\{grpc_code="OK",grpc_method="Txn"[^}]*\} (\d+)/.exec(text)?.[1]);
     };
     const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
