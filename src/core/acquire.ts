@@ -229,8 +229,8 @@ export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Pr
 
 /**
  * The uncontended case with no timer, no signal, no listener and no promise: taken when
- * the session is live (not lost, not past its deadline), the driver has `grantNow`, the call is not already cancelled and
- * not tracked for takeover (a claim needs round trips). `null` hands the call to the full
+ * the session is live (not lost, not past its deadline), the driver has `grantNow`, the
+ * call is not already cancelled and not tracked for takeover (a claim needs round trips). `null` hands the call to the full
  * path, which checks everything again; so a grant made here is one `acquireGrant` would
  * have made at once, with the same handle and the same loss signal.
  */
