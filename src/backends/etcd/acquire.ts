@@ -17,11 +17,12 @@
 import { abortable, atMost, raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
-import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import type { AcquireRequest } from "../../core/driver.js";
 import { ClosedError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
 import { op, when } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
+import { EtcdGrant } from "./grant.js";
 import { handoffRevision, recordHandoff } from "./handoff.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
@@ -34,49 +35,6 @@ const isDelete = (event: WatchedEvent) => event.type === "delete";
 
 /** More older exclusive keys than this and a shared waiter re-reads instead of comparing each. */
 const MAX_COMPARED_BLOCKERS = 64;
-
-/** A grant: its queue key, and what a conversion or release needs. */
-export class EtcdGrant implements DriverGrant {
-  token: bigint;
-  mode: LockMode;
-  readonly kind: QueueKind;
-  readonly limit: number;
-  readonly queue: QueueKeys;
-  readonly key: string;
-  readonly createRevision: bigint;
-  readonly onLost: (error: Error) => void;
-  /** Epoch ms of the grant, kept in the key's value. */
-  since: number;
-  /** This grant owns the lock's upgrade marker (upgrading, or upgraded and not downgraded). */
-  marker = false;
-  released = false;
-  /** Aborts a pending upgrade when the grant is released. */
-  upgrade: AbortController | null = null;
-  /**
-   * A handoff grant's recording transaction, while in flight: a conversion waits for it,
-   * or the recording could land after the conversion's write and undo it.
-   */
-  recording: Promise<void> | null = null;
-
-  constructor(
-    request: AcquireRequest,
-    queue: QueueKeys,
-    key: string,
-    createRevision: bigint,
-    token: bigint,
-    since: number,
-  ) {
-    this.kind = request.kind;
-    this.limit = request.limit;
-    this.mode = request.mode;
-    this.queue = queue;
-    this.key = key;
-    this.createRevision = createRevision;
-    this.token = token;
-    this.since = since;
-    this.onLost = request.onLost;
-  }
-}
 
 /**
  * Asks for `request` in the session's queue. Resolves with the grant, `null` when

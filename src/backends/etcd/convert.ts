@@ -19,7 +19,7 @@ import { LockLostError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { op, raceSignal, rangeAt, sleep, when, within } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
-import type { EtcdGrant } from "./acquire.js";
+import type { EtcdGrant } from "./grant.js";
 import { encodeQueueValue } from "./keys.js";
 import { type QueueView, upgradeBlockers, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";

@@ -20,7 +20,7 @@
 import { LockLostError } from "../../core/errors.js";
 import { op, when } from "./client.js";
 import { BACKEND } from "./errors.js";
-import type { EtcdGrant } from "./acquire.js";
+import type { EtcdGrant } from "./grant.js";
 import { removeKeys, retrying, type Scope } from "./scope.js";
 import type { WatchedEvent } from "./watch.js";
 
