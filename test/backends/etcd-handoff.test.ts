@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Etcd3 } from "etcd3";
+import { Etcd3, Range } from "etcd3";
 import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
@@ -138,5 +138,47 @@ describe("etcd handoff", () => {
     } finally {
       await proxy.close();
     }
+  });
+});
+
+describe("etcd handoff whose recording etcd refuses", () => {
+  let server: EtcdServer;
+  let root: Etcd3;
+  const coords: Coordinator[] = [];
+  const writable = { permission: "Readwrite" as const, range: Range.prefix("baton/") };
+  before(async () => {
+    server = await startEtcd();
+    const raw = new Etcd3({ hosts: server.endpoints });
+    await raw.role("root").create();
+    await raw.user("root").create("r00t");
+    await raw.user("root").addRole("root");
+    await raw.role("baton").create();
+    await raw.role("baton").grant(writable);
+    await raw.user("k").create("k3y");
+    await raw.user("k").addRole("baton");
+    await raw.auth.authEnable({});
+    raw.close();
+    root = new Etcd3({ hosts: server.endpoints, auth: { username: "root", password: "r00t" } });
+  });
+  after(async () => {
+    await Promise.all(coords.map((c) => c.close()));
+    root.close();
+    await server.stop();
+  });
+
+  it("reports the loss of a handoff grant whose recording fails for good (permission denied)", async () => {
+    const url = (who: string) => server.url.replace("etcd://", `etcd://${who}@`);
+    const a = await connect(url("root:r00t"), { namespace: "refused", memberId: "a" });
+    const k = await connect(url("k:k3y"), { namespace: "refused", memberId: "k", ttlMs: 10_000 });
+    coords.push(a, k);
+    const h = await a.lock("x").acquire();
+    const { waiting } = await queueSecond(server, k, "x");
+    // K may read the queue but no longer write it: its recording is refused, not delayed.
+    await root.role("baton").revoke(writable);
+    await root.role("baton").grant({ permission: "Read", range: Range.prefix("baton/") });
+    await h.release();
+    const granted = await waiting;
+    await waitFor(() => !granted.held, "the loss signal of the unrecorded grant", 10_000);
+    assert.match((granted.signal.reason as Error).message, /recording a grant .* failed: .*permission/);
   });
 });
