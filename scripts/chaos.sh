@@ -23,6 +23,7 @@ case "$backend" in
   postgres-hosts) bash scripts/ensure-servers.sh postgres hosts ;;
   postgres) bash scripts/ensure-servers.sh postgres ;;
   zookeeper-hosts) bash scripts/ensure-servers.sh zookeeper hosts ;;
+  mysql) bash scripts/ensure-servers.sh mariadb ;;
   redis*) bash scripts/ensure-servers.sh redis ;;
   zookeeper*) bash scripts/ensure-servers.sh zookeeper ;;
 esac

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { backendNamed } from "./chaos/backends.js";
+import { backendNamed, type ChaosBackend } from "./chaos/backends.js";
 import { check, type Report } from "./chaos/checker.js";
 import type { Fault, History, RegisterOp, Section } from "./chaos/history.js";
 import { runChaos } from "./chaos/runner.js";
@@ -21,6 +21,7 @@ describe("chaos runs", () => {
     ["postgres", 12, 3],
     ["etcd-cluster", 12, 4],
     ["redis", 10, 5],
+    ["mysql", 12, 6],
   ];
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
@@ -56,6 +57,39 @@ describe("chaos runs", () => {
       report.violations.some((v) => v.startsWith("overlap:") && v.includes("the older holder was not faulted")),
       summary(report),
     );
+  });
+});
+
+describe("chaos clients", () => {
+  it("a client whose connect fails for 10 s (its connection cut) journals the failures and runs once healed", async () => {
+    // Five failed attempts took ~6 s: the etcd-cluster run's exit-1 clients under load.
+    const etcd = backendNamed("etcd");
+    const cutAtConnect: ChaosBackend = {
+      name: "etcd",
+      nemeses: [],
+      async start(options) {
+        const target = await etcd.start(options);
+        const healAt = Date.now() + 10_000;
+        return {
+          ...target,
+          async link() {
+            const link = await target.link();
+            link.cut?.();
+            setTimeout(() => link.heal?.(), Math.max(0, healAt - Date.now()));
+            return link;
+          },
+        };
+      },
+    };
+    const history = await runChaos({ backend: cutAtConnect, seconds: 2, clients: 2, nemeses: [], seed: 7 });
+    const report = check(history);
+    assert.deepEqual(history.crashes, []);
+    assert.ok(report.ok, summary(report));
+    assert.ok(
+      history.errors.some((e) => e.message.startsWith("connect: BackendUnavailableError")),
+      JSON.stringify(history.errors.slice(0, 3)),
+    );
+    assert.ok((report.sections.exclusive ?? 0) > 0, JSON.stringify(report.sections));
   });
 });
 
@@ -111,6 +145,28 @@ function afterHeal(): History {
     [op(older, 101, true), op(newer, 151, true), op(older, 190, false)],
     [{ ...pause(1, 5, 20, "x"), kind: "partition" }],
   );
+}
+
+/**
+ * A member fault [10, 90] (say the primary cut off), then `after` ms later pid 1 holding x for
+ * 100 ms and pid 2 from its middle with a higher token: the old primary and the promoted
+ * replica both granted.
+ */
+function splitBrainHistory(partitionSafe: boolean, after: number, lateAccepted = false): History {
+  const at = 90 + after;
+  const older = section(1, "x", "exclusive", 1, at, at + 100);
+  const newer = section(2, "x", "exclusive", 2, at + 50, at + 150);
+  const member: Fault = { kind: "member", at: 10, until: 90, pid: undefined, name: undefined, detail: "primary cut" };
+  return {
+    ...history(
+      [older, newer],
+      [op(older, at + 1, true), op(newer, at + 51, true), op(older, at + 90, lateAccepted)],
+      [member],
+    ),
+    endedAt: at + 20_000,
+    ttlMs: 100,
+    partitionSafe,
+  };
 }
 
 describe("chaos checker", () => {
@@ -308,6 +364,26 @@ describe("chaos checker", () => {
       ),
       /minority: .*side without a quorum/,
     ],
+    [
+      "a split brain after a member fault fails on a backend declared partition-safe",
+      splitBrainHistory(true, 10),
+      /overlap: .*not faulted/,
+    ],
+    [
+      "an overlap during a member fault fails on a backend declared partition-safe (a member fault hits no holder)",
+      splitBrainHistory(true, -50),
+      /overlap: .*not faulted/,
+    ],
+    [
+      "a split brain after a member fault, its late write accepted, fails even when not partition-safe",
+      splitBrainHistory(false, 10, true),
+      /a late write of the older holder was accepted/,
+    ],
+    [
+      "an overlap more than 10 s and a TTL after a member fault healed is not a split brain",
+      splitBrainHistory(false, 10_200),
+      /overlap: .*not faulted/,
+    ],
     ["something left held fails", { ...history([]), leftHeld: ["x token 3 by chaos-1"] }, /still held/],
     [
       "a crashed client fails",
@@ -315,6 +391,20 @@ describe("chaos checker", () => {
       /client 4 exit 1/,
     ],
   ];
+  it("a split brain after a member fault, not partition-safe, late write refused, passes and is reported apart", () => {
+    // 5.8 s after the heal: the longest the 10-minute Sentinel run saw (a client paused through it).
+    const report = check(splitBrainHistory(false, 5800));
+    assert.ok(report.ok, summary(report));
+    assert.equal(report.splitBrainOverlaps, 1);
+    assert.deepEqual(Object.keys(report.overlapsByFault), ["split-brain"]);
+    assert.match(report.verdict, /1 overlaps explained \(1 a split brain: not partition-safe\)/);
+  });
+  it("reports the runner's own stalls, which explain nothing", () => {
+    const h = { ...history([a, b], [...aWrites, ...bWrites]), stalls: [{ at: 40, ms: 1500 }] };
+    const report = check(h);
+    assert.deepEqual(report.runnerStalls, { count: 1, maxMs: 1500 });
+    assert.equal(report.ok, false, "a stall must not explain an overlap");
+  });
   for (const [title, h, expected] of cases) {
     it(title, () => {
       const report = check(h);

@@ -7,6 +7,7 @@
 import type { ChildProcess } from "node:child_process";
 import path from "node:path";
 import { startEtcd, startEtcdCluster } from "../harness/etcd.js";
+import { startMariadb } from "../harness/mariadb.js";
 import { startPostgres } from "../harness/postgres.js";
 import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
 import { startProxy } from "../harness/proxy.js";
@@ -151,6 +152,25 @@ export const BACKENDS: readonly ChaosBackend[] = [
         async restart() {
           await server.restart();
           return "postgres fast shutdown and start";
+        },
+        stop: () => server.stop(),
+      };
+    },
+  },
+  {
+    name: "mysql",
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      const server = await startMariadb();
+      return {
+        url: server.url,
+        link: () => proxiedLink(server.host, server.port, (p) => server.url.replace(`:${server.port}/`, `:${p}/`)),
+        async restart() {
+          // A crash, not a shutdown: each commit reaches the redo log in the OS's cache
+          // (harness tuning), so the lock rows and the token counter must survive it.
+          await server.kill();
+          await server.restart();
+          return "mariadb SIGKILL and start";
         },
         stop: () => server.stop(),
       };

@@ -10,6 +10,11 @@
  * - the register refused exactly the stale writes (a lower token than one already seen);
  * - progress: grants went on during every pause and cut (elsewhere), and after every fault;
  * - no client crashed, and nothing was left held at the end.
+ *
+ * On a backend the library does not declare partition-safe (Redis Sentinel), an overlap
+ * shortly after a member fault is the split brain of asynchronous replication: it is
+ * explained only if the newer token is higher and every late write was refused, and it is
+ * reported apart (`split-brain` in the figures, counted in the verdict), never folded in.
  */
 import type { Fault, FaultKind, History, RegisterOp, Section } from "./history.js";
 
@@ -22,6 +27,8 @@ export interface ExplainedOverlap {
   readonly newer: { pid: number; token: string; mode: string };
   readonly overlapMs: number;
   readonly fault: FaultKind;
+  /** Explained as a split brain after a member fault: allowed only when not partition-safe. */
+  readonly splitBrain?: boolean;
   readonly lateWritesRejected: number;
   /**
    * How long before the newer holder's begin the older holder reported its signal aborted
@@ -70,12 +77,16 @@ export interface Report {
   readonly sections: Record<string, number>;
   readonly faults: Partial<Record<FaultKind, FaultFigures>>;
   readonly overlapsExplained: number;
+  /** Of those, split-brain pairs (a backend not declared partition-safe; see the module doc). */
+  readonly splitBrainOverlaps: number;
   /** Explained overlaps by the fault that explains them: pairs, and distinct older sections. */
   readonly overlapsByFault: Record<string, OverlapFigures>;
   readonly overlaps: readonly ExplainedOverlap[];
   readonly writes: { total: number; stale: number; staleRejected: number };
   readonly clientErrors: Record<string, number>;
   readonly crashes: number;
+  /** The runner's own stalls (see History.stalls): the figures around them are the machine's. */
+  readonly runnerStalls: { count: number; maxMs: number };
   readonly leftHeld: readonly string[];
   /** How many violations of each rule (the first word of each violation). */
   readonly violationCounts: Record<string, number>;
@@ -88,6 +99,12 @@ const MAX_LISTED = 50;
 const SIGNAL_TOLERANCE_MS = 100;
 /** How long after a SIGCONT a grant made before the SIGSTOP may still be reported. */
 const PAUSE_REPORT_WINDOW_MS = 1000;
+/**
+ * How long after a member fault healed the old primary may still grant (plus one TTL, for
+ * the sessions it granted): until a sentinel reads its INFO again, every 10 s, and demotes
+ * it. A client still connected to it (one paused through the failover) is granted there.
+ */
+const SPLIT_BRAIN_REACH_MS = 10_000;
 
 const conflicts = (a: Section, b: Section): boolean =>
   a.mode !== "semaphore" && b.mode !== "semaphore" && (a.mode === "exclusive" || b.mode === "exclusive");
@@ -140,16 +157,26 @@ export function check(history: History): Report {
    * holder's process (or the server) between the earlier begin and the later one, and every
    * write it made after the newer holder reached the register was refused.
    */
-  const explain = (older: Section, newer: Section): { fault: Fault; late: number } | string => {
+  const explain = (older: Section, newer: Section): { fault: Fault; late: number; splitBrain: boolean } | string => {
     const from = Math.min(older.start, newer.start);
     const to = Math.max(older.start, newer.start);
     // A session starved of keep-alives during a split can still expire up to one TTL after
     // the heal: a partition reaches that far (and then only with the signal first, below).
     const reach = (f: Fault) => (f.kind === "partition" ? f.until + (history.ttlMs ?? 0) : f.until);
-    const fault =
+    // A member fault hits no holder: a replicated backend must ride it out, and only one not
+    // declared partition-safe may split its brain over it (below).
+    const direct =
       history.faults.find(
-        (f) => (f.pid === undefined || f.pid === older.pid) && f.at <= to && reach(f) >= from && f.at <= end(older),
+        (f) =>
+          f.kind !== "member" &&
+          (f.pid === undefined || f.pid === older.pid) &&
+          f.at <= to &&
+          reach(f) >= from &&
+          f.at <= end(older),
       ) ?? pausedBeforeBegin(older, newer);
+    // Older has the lower token (callers see to it), so the fencing token still orders them.
+    const split = direct === undefined ? splitBrain(older, newer) : undefined;
+    const fault = direct ?? split;
     if (fault === undefined) return "the older holder was not faulted";
     // A partitioned holder runs on: it may overlap only once its signal told it it lost.
     if (fault.kind === "partition" && (older.lostAt ?? Number.POSITIVE_INFINITY) > newer.start + SIGNAL_TOLERANCE_MS) {
@@ -158,7 +185,7 @@ export function check(history: History): Report {
     const after = firstOpAt(newer);
     const late = (opsBySection.get(older.id) ?? []).filter((op) => op.kind === "write" && op.at > after);
     if (late.some((op) => op.accepted)) return "a late write of the older holder was accepted";
-    return { fault, late: late.length };
+    return { fault, late: late.length, splitBrain: split !== undefined };
   };
   /**
    * A holder granted just before a pause reports its grant only after the resume, and its
@@ -177,15 +204,35 @@ export function check(history: History): Report {
         f.until >= older.start - PAUSE_REPORT_WINDOW_MS,
     );
   };
-  const record = (name: string, older: Section, newer: Section, fault: Fault, late: number, kind: string) =>
+  /**
+   * On a backend not declared partition-safe, the member fault (a cut primary or sentinel)
+   * that healed at most SPLIT_BRAIN_REACH_MS and a TTL before the two sections met: the old
+   * primary may grant until it is demoted, beside the promoted replica.
+   */
+  const splitBrain = (older: Section, newer: Section): Fault | undefined => {
+    if (history.partitionSafe !== false) return undefined;
+    const from = Math.max(older.start, newer.start);
+    const reach = SPLIT_BRAIN_REACH_MS + (history.ttlMs ?? 0);
+    return history.faults.findLast(
+      (f) => f.kind === "member" && f.pid === undefined && f.at <= from && f.until + reach >= from,
+    );
+  };
+  const record = (
+    name: string,
+    older: Section,
+    newer: Section,
+    why: { fault: Fault; late: number; splitBrain?: boolean },
+    kind: string,
+  ) =>
     overlaps.push({
       name,
       kind,
       older: { pid: older.pid, token: older.token, mode: older.mode },
       newer: { pid: newer.pid, token: newer.token, mode: newer.mode },
       overlapMs: Math.max(0, Math.round(Math.min(end(older), end(newer)) - Math.max(older.start, newer.start))),
-      fault: fault.kind,
-      lateWritesRejected: late,
+      fault: why.fault.kind,
+      ...(why.splitBrain === true ? { splitBrain: true } : {}),
+      lateWritesRejected: why.late,
       signalLeadMs: older.lostAt === undefined ? undefined : Math.round(newer.start - older.lostAt),
     });
 
@@ -210,7 +257,7 @@ export function check(history: History): Report {
         if (top !== undefined && token < BigInt(top.token)) {
           const why = explain(y, top);
           if (typeof why === "string") violate(`order: ${describe(y)} began after ${describe(top)}: ${why}`);
-          else record(name, y, top, why.fault, why.late, "late-begin");
+          else record(name, y, top, why, "late-begin");
         }
         if (topAny === undefined || token > BigInt(topAny.token)) topAny = y;
         if (y.mode === "exclusive" && (topExclusive === undefined || token > BigInt(topExclusive.token)))
@@ -220,7 +267,7 @@ export function check(history: History): Report {
           const [older, newer] = BigInt(x.token) < token ? [x, y] : [y, x];
           const why = explain(older, newer);
           if (typeof why === "string") violate(`overlap: ${describe(x)} and ${describe(y)}: ${why}`);
-          else record(name, older, newer, why.fault, why.late, "overlap");
+          else record(name, older, newer, why, "overlap");
         }
       } else {
         const others = active.filter((x) => x.mode === "semaphore");
@@ -238,7 +285,7 @@ export function check(history: History): Report {
             );
           } else {
             const [x, fault] = faulted[0] as readonly [Section, Fault];
-            record(name, x, x === y ? (others[0] as Section) : y, fault, 0, "semaphore");
+            record(name, x, x === y ? (others[0] as Section) : y, { fault, late: 0 }, "semaphore");
           }
         }
       }
@@ -351,18 +398,19 @@ export function check(history: History): Report {
   const olderSeen = new Map<string, Set<string>>();
   const leads = new Map<string, number[]>();
   for (const o of overlaps) {
-    const entry = (overlapsByFault[o.fault] ??= { pairs: 0, olderSections: 0, signalLeadMs: undefined });
+    const key = o.splitBrain === true ? "split-brain" : o.fault;
+    const entry = (overlapsByFault[key] ??= { pairs: 0, olderSections: 0, signalLeadMs: undefined });
     if (o.signalLeadMs !== undefined && o.kind === "overlap") {
-      const list = leads.get(o.fault) ?? [];
+      const list = leads.get(key) ?? [];
       list.push(o.signalLeadMs);
-      leads.set(o.fault, list);
+      leads.set(key, list);
     }
     entry.pairs++;
-    const set = olderSeen.get(o.fault) ?? new Set<string>();
-    olderSeen.set(o.fault, set);
-    const key = `${o.name}:${o.older.token}`;
-    if (!set.has(key)) entry.olderSections++;
-    set.add(key);
+    const set = olderSeen.get(key) ?? new Set<string>();
+    olderSeen.set(key, set);
+    const older = `${o.name}:${o.older.token}`;
+    if (!set.has(older)) entry.olderSections++;
+    set.add(older);
   }
   for (const [kind, list] of leads) {
     const sorted = [...list].sort((a, b) => a - b);
@@ -382,9 +430,12 @@ export function check(history: History): Report {
   const faultText = Object.entries(faults)
     .map(([k, v]) => `${k} ${v?.count}`)
     .join(", ");
+  const splitBrainOverlaps = overlaps.filter((o) => o.splitBrain === true).length;
   const verdict =
     `chaos ${history.backend}${history.noop ? " (no-op locks)" : ""} seed ${history.seed}: ${ok ? "PASS" : "FAIL"}` +
-    ` — ${history.sections.length} sections, faults: ${faultText || "none"}, ${overlaps.length} overlaps explained,` +
+    ` — ${history.sections.length} sections, faults: ${faultText || "none"}, ${overlaps.length} overlaps explained` +
+    (splitBrainOverlaps > 0 ? ` (${splitBrainOverlaps} a split brain: not partition-safe)` : "") +
+    "," +
     ` ${staleRejected}/${stale} stale writes rejected, ${violations.length} violations`;
   return {
     ok,
@@ -396,11 +447,16 @@ export function check(history: History): Report {
     sections,
     faults,
     overlapsExplained: overlaps.length,
+    splitBrainOverlaps,
     overlapsByFault,
     overlaps: overlaps.slice(0, MAX_LISTED),
     writes: { total: writes, stale, staleRejected },
     clientErrors,
     crashes: history.crashes.length,
+    runnerStalls: {
+      count: history.stalls?.length ?? 0,
+      maxMs: Math.max(0, ...(history.stalls ?? []).map((x) => x.ms)),
+    },
     leftHeld: history.leftHeld,
     violationCounts,
     violations: violations.slice(0, MAX_LISTED),

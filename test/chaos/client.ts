@@ -72,11 +72,18 @@ function rpc(message: Record<string, unknown>): Promise<Record<string, unknown>>
   });
 }
 
+/** How long a client keeps retrying a connect that fails as unavailable before it gives up. */
+const CONNECT_BUDGET_MS = 30_000;
+
 /**
  * Connecting is not under test: on a loaded machine the first call can miss a short TTL's
- * deadline (or a split can be in force), so a few failures are reported and retried.
+ * deadline (or a member can be cut, or a split in force), and connect() then rejects with
+ * BackendUnavailableError, as documented. Each failure is journaled and retried, backing
+ * off, for longer than any fault lasts; a stop ends the retries. Any other error, or one
+ * that outlasts the budget, still crashes the client: the checker fails the run on it.
  */
-async function connectRetrying(): Promise<Coordinator> {
+async function connectRetrying(): Promise<Coordinator | undefined> {
+  const giveUp = Date.now() + CONNECT_BUDGET_MS;
   for (let attempt = 1; ; attempt++) {
     try {
       return await connect(config.url, {
@@ -85,14 +92,20 @@ async function connectRetrying(): Promise<Coordinator> {
         memberId: `chaos-${process.pid}`,
       });
     } catch (error) {
-      if (attempt >= 5 || (error as Error).name !== "BackendUnavailableError") throw error;
+      if ((error as Error).name !== "BackendUnavailableError" || Date.now() > giveUp) throw error;
       await rpc({ op: "error", message: `connect: ${(error as Error).name}: ${(error as Error).message}` });
-      await sleep(200);
+      if (stopping) return undefined;
+      await sleep(Math.min(1000, 100 * 2 ** Math.min(attempt, 4)));
     }
   }
 }
 
 const coord = config.noop ? undefined : await connectRetrying();
+if (!config.noop && coord === undefined) {
+  // Stopped before it ever connected: nothing to release.
+  await rpc({ op: "bye" });
+  process.exit(0);
+}
 // Unique per client (pid-prefixed) so the control fails on overlaps and order, not only duplicates.
 let fakeToken = BigInt(process.pid) * 1_000_000n;
 

@@ -4,6 +4,7 @@
  * runner's clock), register operations, faults and client errors. Times are milliseconds of
  * the runner's `performance.now()`: one monotonic clock for every process.
  */
+import { builtinBackends } from "../../src/backends/index.js";
 
 /** What a section held. */
 export type SectionMode = "exclusive" | "shared" | "semaphore";
@@ -68,12 +69,32 @@ export interface History {
   readonly semaphoreLimit: number;
   /** The clients' session TTL (partitions explain overlaps up to one TTL after the heal). */
   readonly ttlMs?: number;
+  /**
+   * What the library declares for the backend (absent in older histories: see
+   * declaredPartitionSafe). Only where it is false may a member fault explain a split brain.
+   */
+  readonly partitionSafe?: boolean;
   readonly sections: Section[];
   readonly ops: RegisterOp[];
   readonly faults: Fault[];
   readonly errors: { at: number; pid: number; message: string }[];
+  /**
+   * Times the runner's own event loop stood still for over a second (a loaded machine):
+   * clients wait on its answers, so no section can begin or end meanwhile.
+   */
+  readonly stalls?: { at: number; ms: number }[];
   /** Client processes that died without the runner killing them. */
   readonly crashes: { at: number; pid: number; description: string }[];
   /** What `inspect()` still showed held at the end (after waiting out the TTL). */
   leftHeld: string[];
+}
+
+/**
+ * Whether Baton declares the backend of the chaos entry `name` partition-safe: the entry's
+ * name up to its first dash is the library backend's ("redis-sentinel" is "redis"). Unknown
+ * names count as partition-safe, which leaves the checker at its strictest.
+ */
+export function declaredPartitionSafe(name: string): boolean {
+  const base = name.split("-")[0];
+  return builtinBackends.find((b) => b.name === base)?.guarantees.partitionSafe ?? true;
 }

@@ -10,11 +10,13 @@ import { connect } from "../../src/index.js";
 import { delay, raceTimeout } from "../harness/proc.js";
 import type { ChaosBackend, ChaosTarget, ClientLink } from "./backends.js";
 import type { ClientConfig } from "./client.js";
-import type { Fault, FaultKind, History, Section } from "./history.js";
+import { declaredPartitionSafe, type Fault, type FaultKind, type History, type Section } from "./history.js";
 import { mulberry32 } from "./rng.js";
 
 const CLIENT = fileURLToPath(new URL("./client.ts", import.meta.url));
 const STOP_GRACE_MS = 20_000;
+/** An event-loop gap of the runner past this is journaled as a stall. */
+const STALL_MS = 1000;
 const LOCKS = ["lk-0", "lk-1", "lk-2"];
 const SEMAPHORE = "sem-0";
 const SEMAPHORE_LIMIT = 2;
@@ -69,10 +71,12 @@ export async function runChaos(options: RunOptions): Promise<History> {
     endedAt: 0,
     semaphoreLimit: SEMAPHORE_LIMIT,
     ttlMs,
+    partitionSafe: declaredPartitionSafe(backend.name),
     sections: [],
     ops: [],
     faults: [],
     errors: [],
+    stalls: [],
     crashes: [],
     leftHeld: [],
   };
@@ -331,6 +335,13 @@ export async function runChaos(options: RunOptions): Promise<History> {
     log(`[${at.toFixed(0)} ms] ${kind} ${client.pid} holding ${name ?? "nothing"} for ${holdMs} ms`);
   };
 
+  // Progress and recovery figures mean little while the runner itself stood still.
+  let tick = now();
+  const watchdog = setInterval(() => {
+    const at = now();
+    if (at - tick > STALL_MS) history.stalls?.push({ at: tick, ms: Math.round(at - tick) });
+    tick = at;
+  }, 100);
   try {
     await Promise.all(Array.from({ length: options.clients }, async () => (await spawnClient()).ready));
     const started = now();
@@ -376,6 +387,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
       }),
     );
     history.endedAt = now();
+    clearInterval(watchdog);
     for (const s of history.sections) {
       if (s.end === undefined) {
         s.end = history.endedAt;

@@ -1,5 +1,5 @@
 /**
- * npm run soak -- --backend <file|etcd|postgres|memory> [--seconds N] [--coordinators N]
+ * npm run soak -- --backend <memory|file|etcd|postgres|redis|zookeeper|mysql> [--seconds N] [--coordinators N]
  *   [--names N] [--out FILE]
  *
  * Many coordinators in this one process looping acquire -> hold -> release over many names,
@@ -15,8 +15,11 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { connect, type Coordinator } from "../../src/index.js";
 import { startEtcd } from "../harness/etcd.js";
+import { startMariadb } from "../harness/mariadb.js";
 import { startPostgres } from "../harness/postgres.js";
 import { delay, makeTempDir, removeTempDir } from "../harness/proc.js";
+import { startRedis } from "../harness/redis.js";
+import { startZooKeeper } from "../harness/zookeeper.js";
 import { mulberry32 } from "./rng.js";
 
 const { values } = parseArgs({
@@ -53,8 +56,24 @@ async function startTarget(): Promise<{ url: string; stop: () => Promise<void> }
       const server = await startPostgres();
       return { url: server.url, stop: () => server.stop() };
     }
+    case "redis": {
+      const server = await startRedis();
+      return { url: server.url, stop: () => server.stop() };
+    }
+    case "zookeeper": {
+      const server = await startZooKeeper();
+      return { url: server.url, stop: () => server.stop() };
+    }
+    case "mysql": {
+      // A coordinator holds a control connection and at least one lane: 200 of them need
+      // more than the harness's 400 connections.
+      const server = await startMariadb({ args: ["--max-connections=1000"] });
+      return { url: server.url, stop: () => server.stop() };
+    }
     default:
-      process.stderr.write(`soak: unknown backend ${JSON.stringify(backend)}; known: memory, file, etcd, postgres\n`);
+      process.stderr.write(
+        `soak: unknown backend ${JSON.stringify(backend)}; known: memory, file, etcd, postgres, redis, zookeeper, mysql\n`,
+      );
       process.exit(64);
   }
 }

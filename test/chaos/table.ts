@@ -4,7 +4,7 @@
  */
 import fs from "node:fs";
 import { check, type Report, type Spread } from "./checker.js";
-import type { History } from "./history.js";
+import { declaredPartitionSafe, type History } from "./history.js";
 
 // --recheck: the figures of each report's history checked again by this checker (a report
 // keeps the verdict of the checker that wrote it).
@@ -13,7 +13,12 @@ const reports = process.argv
   .slice(2)
   .filter((arg) => arg !== "--recheck")
   .map((f) => JSON.parse(fs.readFileSync(f, "utf8")) as Report & { history?: History })
-  .map((r) => (recheck && r.history ? { ...check(r.history), history: r.history } : r));
+  .map((r) => {
+    if (!recheck || r.history === undefined) return r;
+    // Histories written before the runner recorded the declared guarantee.
+    const history = { partitionSafe: declaredPartitionSafe(r.history.backend), ...r.history };
+    return { ...check(history), history };
+  });
 const spread = (s: Spread | undefined) => (s === undefined ? "–" : `${s.median} / ${s.max}`);
 const lines = [
   "| backend (seed) | run | verdict | sections (excl / shared / sem) | faults | overlaps explained (pairs / older holders, by fault) | stale writes rejected | client errors |",
