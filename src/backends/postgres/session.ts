@@ -8,9 +8,9 @@ import type { ClientClass, PgConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
 import { BACKEND } from "./options.js";
+import { LaneAcquisitions } from "./acquire.js";
 import { type Lane, laneFactory, type PgGrant } from "./lane.js";
 import type { PostgresSettings } from "./options.js";
-import { advisoryKey } from "./keys.js";
 import { quoteIdent } from "./schema.js";
 import type { ConnectionBudget } from "../sql/budget.js";
 
@@ -28,24 +28,6 @@ export interface SessionContext {
 /** Locks with an upgrade under way in this process (see PgSession.convert). */
 const upgrading = new Set<string>();
 
-/** Advisory keys of recently used lock and election names (see PgSession.#lockKey). */
-const lockKeys = new Map<string, string>();
-const LOCK_KEY_CACHE = 10_000;
-
-interface AcquireRow {
-  o_token: string | null;
-  o_pid: number;
-}
-
-interface SemRow {
-  o_base: string;
-  o_turnstile: string;
-  o_slot: string | null;
-  o_token: string | null;
-  o_pid: number;
-  o_head: boolean;
-}
-
 /**
  * One Baton session: a row in `sessions` (lease renewed by keep-alives, bound records)
  * and the lanes (connections) holding its locks. See docs/backends/postgres.md.
@@ -56,6 +38,7 @@ export class PgSession implements DriverSession {
   readonly #hooks: SessionHooks;
   readonly #q: string;
   readonly #pool: LanePool<PgConnection, Lane>;
+  readonly #lanes: LaneAcquisitions;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -64,6 +47,7 @@ export class PgSession implements DriverSession {
     this.#hooks = hooks;
     this.#q = quoteIdent(context.settings.schema);
     this.#pool = new LanePool(laneFactory(context, id), id);
+    this.#lanes = new LaneAcquisitions(context);
   }
 
   /** Creates the session row; its lease starts now, on the server's clock. */
@@ -125,7 +109,7 @@ export class PgSession implements DriverSession {
       const lane = this.#pool.reserve((l) => l.usable && !l.ids.has(id), id);
       if (lane) {
         try {
-          const grant = await this.#trying(lane, request, id);
+          const grant = await this.#lanes.trying(lane, request, id);
           if (grant || !request.wait) return grant;
         } catch (error) {
           if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
@@ -354,7 +338,7 @@ export class PgSession implements DriverSession {
     const fast = (lane: Lane) => lane.usable && !lane.ids.has(id);
     if (!request.wait) {
       const lane = this.#pool.reserve(fast, id) ?? (await this.#pool.obtain(fast, id, request.signal));
-      return this.#trying(lane, request, id);
+      return this.#lanes.trying(lane, request, id);
     }
     const tried = new Set<Lane>();
     for (;;) {
@@ -362,230 +346,28 @@ export class PgSession implements DriverSession {
       this.#assertOpen();
       // One round trip when a lane is free for a blocking acquisition (it tries first).
       const empty = this.#pool.reserve((lane) => lane.empty, id);
-      if (empty) return this.#blocking(empty, request, id);
+      if (empty) return this.#lanes.blocking(empty, request, id);
       // Else try where it costs no connection; once per lane per change, so that a wait
       // queued here (connections exhausted) still notices the lock has become free.
       const other = this.#pool.reserve((lane) => fast(lane) && !tried.has(lane), id);
       if (other) {
         tried.add(other);
-        const grant = await this.#trying(other, request, id);
+        const grant = await this.#lanes.trying(other, request, id);
         if (grant) return grant;
         continue;
       }
       const opened = await this.#pool.openReserved(id);
-      if (opened) return this.#blocking(opened, request, id);
+      if (opened) return this.#lanes.blocking(opened, request, id);
       // Connections exhausted: wait server-side on a lane that holds grants, preemptibly, so
       // that its pings and releases are never held up (the wait then asks again).
       const busy = this.#pool.reserve(fast, id);
       if (busy) {
-        const grant = await this.#blocking(busy, request, id, true);
+        const grant = await this.#lanes.blocking(busy, request, id, true);
         if (grant) return grant;
         continue;
       }
       await this.#c.budget.changed.wait(request.signal);
       tried.clear();
     }
-  }
-
-  /** One non-blocking attempt on a reserved lane; `null` when busy. */
-  async #trying(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant | null> {
-    let grant: PgGrant | null = null;
-    try {
-      if (request.kind === "semaphore") {
-        const result = await lane.query<SemRow>(
-          `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'try', $4)`,
-          [this.#c.namespace, request.name, request.limit, Date.now()],
-          this.#quickMs,
-        );
-        const row = result.rows[0];
-        lane.checkPid(row?.o_pid);
-        if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
-      } else {
-        const key = this.#lockKey(request.kind, request.name);
-        const result = await lane.query<AcquireRow>(
-          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, false, $6)`,
-          [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-          this.#quickMs,
-          `baton_try_${this.#c.settings.schema}`,
-        );
-        const row = result.rows[0];
-        lane.checkPid(row?.o_pid);
-        if (row?.o_token) grant = this.#grant(lane, request, id, key, row.o_token, null);
-      }
-      return grant;
-    } catch (error) {
-      await this.#cleanup(lane, request);
-      throw error;
-    } finally {
-      this.#unreserve(lane, id, grant);
-    }
-  }
-
-  /**
-   * A blocking acquisition on a reserved lane: the server queues it. On an empty lane it
-   * runs to the end; on a lane holding grants it is `preemptible` and resolves `null` when
-   * another statement for the lane preempted it.
-   */
-  async #blocking(lane: Lane, request: AcquireRequest, id: string, preemptible = false): Promise<PgGrant | null> {
-    const { signal } = request;
-    let grant: PgGrant | null = null;
-    try {
-      if (request.kind === "semaphore") {
-        grant = await this.#blockingSemaphore(lane, request, id, preemptible);
-        if (!grant) await this.#cleanup(lane, request);
-        return grant;
-      }
-      const key = this.#lockKey(request.kind, request.name);
-      const waited = await lane.wait<AcquireRow>(
-        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, true, $6)`,
-        [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-        signal,
-        preemptible,
-        `baton_acquire_${this.#c.settings.schema}`,
-      );
-      if (waited.outcome === "preempted" && !signal.aborted) {
-        await this.#cleanup(lane, request);
-        return null;
-      }
-      // Withdrawn (the catch below gives back a grant that won the race with the cancel).
-      if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
-      const row = waited.result.rows[0];
-      lane.checkPid(row?.o_pid);
-      if (!row?.o_token) throw new Error("lock_acquire returned no token");
-      grant = this.#grant(lane, request, id, key, row.o_token, null);
-      return grant;
-    } catch (error) {
-      if (!grant) await this.#cleanup(lane, request);
-      throw error;
-    } finally {
-      this.#unreserve(lane, id, grant);
-    }
-  }
-
-  /**
-   * Queues on the semaphore's turnstile (FIFO, server-side); the head of the queue holds
-   * the turnstile and scans the permits again whenever one is freed (NOTIFY).
-   */
-  async #blockingSemaphore(
-    lane: Lane,
-    request: AcquireRequest,
-    id: string,
-    preemptible: boolean,
-  ): Promise<PgGrant | null> {
-    const { signal } = request;
-    const base = this.#key("semaphore", request.name, 0);
-    const interest = this.#c.control.semaphores.interest(base);
-    let head = false;
-    try {
-      let seen = interest.version();
-      const waited = await lane.wait<SemRow>(
-        `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'wait', $4)`,
-        [this.#c.namespace, request.name, request.limit, Date.now()],
-        signal,
-        preemptible,
-      );
-      if (waited.outcome === "preempted" && !signal.aborted) return null;
-      if (waited.outcome !== "done") throw signal.reason;
-      let row = waited.result.rows[0];
-      lane.checkPid(row?.o_pid);
-      while (row?.o_head) {
-        if (!head) {
-          head = true;
-          lane.heads++;
-        }
-        await interest.changed(seen, signal);
-        seen = interest.version();
-        const result = await lane.query<SemRow>(
-          `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'scan', $4)`,
-          [this.#c.namespace, request.name, request.limit, Date.now()],
-          this.#quickMs,
-        );
-        row = result.rows[0];
-        lane.checkPid(row?.o_pid);
-      }
-      if (!row?.o_slot || !row.o_token) throw new Error("sem_acquire returned no permit");
-      if (signal.aborted) throw signal.reason;
-      return this.#grant(lane, request, id, row.o_slot, row.o_token, row);
-    } finally {
-      interest.dispose();
-      if (head) lane.heads--;
-    }
-  }
-
-  #grant(
-    lane: Lane,
-    request: AcquireRequest,
-    id: string,
-    key: string,
-    token: string,
-    sem: { o_base: string; o_turnstile: string } | null,
-  ): PgGrant {
-    const grant: PgGrant = {
-      token: BigInt(token),
-      mode: request.mode,
-      kind: request.kind,
-      name: request.name,
-      id,
-      key,
-      sem: sem?.o_base ?? null,
-      turnstile: sem?.o_turnstile ?? null,
-      lane,
-      onLost: request.onLost,
-      released: false,
-      upgrade: null,
-    };
-    lane.grants.add(grant);
-    if (!lane.connection.alive) {
-      lane.grants.delete(grant);
-      request.onLost(new ConnectionLostError("the PostgreSQL connection was lost just after the grant"));
-    }
-    return grant;
-  }
-
-  #unreserve(lane: Lane, id: string, grant: PgGrant | null): void {
-    lane.reservations--;
-    if (!grant) lane.ids.delete(id);
-    // Only a lane that became free is news for waiters: waking them after every failed
-    // try would have them take turns trying forever.
-    if (lane.empty) lane.changed();
-  }
-
-  /** After a failed or withdrawn acquisition: frees whatever the statement may have left held. */
-  async #cleanup(lane: Lane, request: AcquireRequest): Promise<void> {
-    if (!lane.connection.alive) return;
-    try {
-      if (request.kind === "semaphore") {
-        await lane.query(
-          `SELECT ${this.#q}.sem_abort($1, $2)`,
-          [this.#key("semaphore", request.name, 0), this.#key("semaphore", request.name, -1)],
-          this.#quickMs,
-        );
-      } else {
-        await lane.query(
-          `SELECT ${this.#q}.unlock_key($1)`,
-          [this.#lockKey(request.kind, request.name)],
-          this.#quickMs,
-        );
-      }
-    } catch (error) {
-      // Cannot tell what is held: dropping the connection frees it all.
-      lane.connection.destroy(error as Error);
-    }
-  }
-
-  #key(kind: string, name: string, part: number): string {
-    return advisoryKey(this.#c.settings.schema, this.#c.namespace, kind, name, part);
-  }
-
-  /** The advisory key of a lock or election (part 0), cached: every acquisition needs it. */
-  #lockKey(kind: string, name: string): string {
-    const id = `${this.#c.settings.schema}\u0000${this.#c.namespace}\u0000${kind}\u0000${name}`;
-    let key = lockKeys.get(id);
-    if (key === undefined) {
-      if (lockKeys.size >= LOCK_KEY_CACHE) lockKeys.clear();
-      key = this.#key(kind, name, 0);
-      lockKeys.set(id, key);
-    }
-    return key;
   }
 }
