@@ -112,6 +112,10 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
       throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
     }
     handle = LockHandle.create(core, session, kind, name, grant);
+    // Past the local deadline with its timer not run yet (a late event loop, a pause): the
+    // backend may have expired the session, and a grant made from what it said before then
+    // may be someone else's by now, so the session is lost, and so is the grant.
+    if (!session.lost && session.pastDeadline) session.loseAtDeadline();
     if (lostEarly) handle.lose(lostEarly);
     else if (session.lost) handle.lose(session.signal.reason as Error);
     if (wait === "block" && !handle.held && lostWhileWaiting(core, session, signal)) {
@@ -245,9 +249,10 @@ export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Pr
 
 /**
  * The uncontended case with no timer, no signal, no listener and no promise: taken when
- * the session is live, the driver has `grantNow`, the call is not already cancelled and
- * tracked for takeover only where the driver writes the record with the grant (a claim by
- * the core needs round trips; a takeover found runs the async claim). `null` hands the call to the full
+ * the session is live (not lost, not past its deadline), the driver has `grantNow`, the
+ * call is not already cancelled and tracked for takeover only where the driver writes the
+ * record with the grant (a claim by the core needs round trips; a takeover found runs the
+ * async claim). `null` hands the call to the full
  * path, which checks everything again; so a grant made here is one `acquireGrant` would
  * have made at once, with the same handle and the same loss signal.
  */
@@ -258,7 +263,7 @@ function grantAtOnce(
   startedAt: number,
 ): LockHandle | null {
   const session = core.currentSession;
-  if (!session || session.lost || signal?.aborted) return null;
+  if (!session || session.lost || session.pastDeadline || signal?.aborted) return null;
   // A tracked grant is answered here only where the driver writes its record with it.
   if (target.takeover && !core.driver.nativeRecords) return null;
   const { driver } = session;
