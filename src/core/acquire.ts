@@ -59,7 +59,15 @@ class SessionLostWhileWaiting {
  * while waiting rejects with a `SessionLostWhileWaiting` (for {@link blockingGrant} to
  * retry) unless the coordinator closed or the caller cancelled.
  */
-export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
+export function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
+  const running = acquireOnSession(core, attempt);
+  core.acquiring.add(running);
+  const settled = () => core.acquiring.delete(running);
+  running.then(settled, settled);
+  return running;
+}
+
+async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
   const { kind, name, limit, mode, wait, signal } = attempt;
   const startedAt = attempt.startedAt ?? performance.now();
   let reported = false;
@@ -83,6 +91,8 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
     reportedTimeoutMs: attempt.reportedTimeoutMs,
     signal,
     session,
+    // close() waits for acquisitions under way: they end at once, withdrawn.
+    internal: [core.closedSignal],
   });
   let handle: LockHandle | null = null;
   let lostEarly: Error | null = null;

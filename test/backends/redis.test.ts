@@ -84,6 +84,23 @@ describe("redis specifics", () => {
     await next.release();
   });
 
+  it("close() while a waiter's grant is under way leaves no takeover record", async () => {
+    const namespace = "closed-while-granted";
+    const a = await client({ namespace, memberId: "closing" });
+    const held = await a.lock("closing").acquire();
+    const waiting = assert.rejects(a.lock("closing").acquire({ timeoutMs: 20_000 }), /closed/);
+    await waitForWaiters(a, "closing", 1);
+    // One connection: the release's script grants the waiter (and writes its record) first.
+    const released = held.release();
+    await a.close();
+    await waiting;
+    await released;
+    const b = await client({ namespace, memberId: "after" });
+    const next = await b.lock("closing").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover, null, "a grant the closed coordinator never handed out is no takeover");
+    await next.release();
+  });
+
   it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
     // The holder's inspections and renewals queue behind the crowd's scripts too: on a
     // loaded machine a default TTL can run out behind them, and the lock go to the crowd.
