@@ -322,12 +322,8 @@ export class PgSession implements DriverSession {
     ]);
   }
 
-  /**
-   * Rejects with the abort reason. When the coordinator is closing, only once its close
-   * has finished, so callers see pending waits end as `close()` completes.
-   */
+  /** Rejects with the abort reason (a coordinator's close waits for acquisitions to end: core.ts). */
   async #aborted(signal: AbortSignal): Promise<never> {
-    if (signal.reason instanceof ClosedError) await this.#c.control.closed;
     throw signal.reason;
   }
 
