@@ -298,8 +298,10 @@ function grantAtOnce(
   }
   if (!grant) return null;
   if (target.takeover && grant.recordVersion === undefined) {
-    // Against grantNow's contract (a record was there): the full path claims it.
-    driver.releaseNow?.(grant);
+    // Against grantNow's contract (a record was there): given back (never leaked), and the
+    // full path claims it.
+    if (driver.releaseNow) driver.releaseNow(grant);
+    else void driver.release(grant).catch(() => {});
     return null;
   }
   handle = LockHandle.create(core, session, target.kind, target.name, grant);

@@ -241,7 +241,8 @@ export interface DriverCells {
   /**
    * Deletes the key if `condition` holds; its version still increases (the delete's
    * version). Deleting an absent or deleted key without `ifVersion` succeeds with version
-   * `0n` and writes nothing.
+   * `0n` and writes nothing. A delete with `forget` may answer `0n` too: the key is gone,
+   * with no version to report (ZooKeeper).
    */
   delete(space: string, key: string, condition: CellCondition): Promise<CellWriteResult>;
   /** Live (not deleted) keys of `space`. */

@@ -105,7 +105,7 @@ export interface TakeoverRequest {
   readonly explicit: boolean;
 }
 
-/** The untracked default request's parts, shared (most acquisitions pass no takeover options). */
+/** The stored fence info of a tracked request without `fenceInfo` (most of them: the default). */
 const NO_FENCE_INFO = "null";
 
 /**

@@ -82,7 +82,8 @@ export function zkCells(
         // No tombstone: the node goes (and its empty container parents, with the server).
         try {
           await handle.delete(path(space, key), current.znodeVersion);
-          return { ok: true, version: current.entry.version + 1n };
+          // A delete has no zxid of its own to report, and the key is gone: no version.
+          return { ok: true, version: 0n };
         } catch (error) {
           if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) throw error;
           continue;
