@@ -1,8 +1,8 @@
 /**
- * The host list of `etcd://h1,h2,h3` and `zookeeper://h1,h2,h3` URLs: `connect()` keeps the
- * first host in the URL and passes the others as the `endpoints` option (the WHATWG URL
- * parser accepts one host only), which the user may also give directly. Read the same way
- * by every backend that takes several hosts.
+ * The host list of `etcd://h1,h2,h3`, `zookeeper://h1,h2,h3` and `redis+sentinel://h1,h2/m`
+ * URLs: `connect()` keeps the first host in the URL and passes the others as the
+ * `endpoints` option (the WHATWG URL parser accepts one host only), which the user may also
+ * give directly. Read the same way by every backend that takes several hosts.
  *
  * @module
  */

@@ -107,6 +107,7 @@ interface UnlockOptions {
   kind: "lock" | "semaphore" | "election";
   kill?: boolean;
   immediate?: boolean;
+  timeout?: number;
 }
 
 /** Registers `baton unlock NAME`. */
@@ -133,6 +134,11 @@ export function unlockCommand(
       "--immediate",
       "free the holdings at once, without waiting for the holder to learn it (fencing tokens only)",
     )
+    .option(
+      "--timeout <duration>",
+      `give up waiting for the holder after this long (exit ${EXIT.notAcquired}); its session stays marked revoked`,
+      durationFlag("--timeout"),
+    )
     .addHelpText(
       "after",
       `
@@ -140,7 +146,8 @@ Revokes the backend session of every holder of NAME (or of --member's) as a forc
 expiry: the session is first marked revoked, so its renewals fail and its signal fires;
 its holdings are freed (etcd revokes its lease, PostgreSQL terminates its connections,
 ZooKeeper deletes its nodes, Redis ends its session key) once the holder confirmed the
-loss or its TTL has run out, so this can take up to the holder's TTL. --immediate frees at
+loss or its TTL has run out, so this can take up to the holder's TTL (--timeout bounds that wait; the session stays
+marked revoked, so the holder still loses at its deadline). --immediate frees at
 once (the holder may still believe it holds: safe only with fencing tokens). Everything
 that session held is lost, and the next holder is handed the takeover (fence info and
 token) of a tracked holding. Prints one line per holder revoked. The file backend cannot
@@ -159,6 +166,7 @@ Examples:
           kind: options.kind,
           immediate: options.immediate === true,
           ...(options.member === undefined ? {} : { memberId: options.member }),
+          ...(options.timeout === undefined ? {} : { timeoutMs: options.timeout }),
         });
         if (revoked.length === 0) process.stderr.write(`baton: ${options.kind} "${name}" is not held\n`);
         for (const r of revoked) {

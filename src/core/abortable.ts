@@ -63,3 +63,63 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise
     return undefined;
   });
 }
+
+/**
+ * Runs `action` once when `signal` aborts: at once if it already has, else on its event.
+ * Returns how to detach (a no-op once `action` ran); `until` aborting detaches too. For
+ * work that must react to a cancel without settling on it (ask a server to cancel a wait,
+ * close a watch, end a stream), where {@link abortable} does not fit.
+ */
+export function onAbort(signal: AbortSignal, action: () => void, until?: AbortSignal): () => void {
+  if (signal.aborted) {
+    action();
+    return () => {};
+  }
+  if (until?.aborted) return () => {};
+  signal.addEventListener("abort", action, until ? { once: true, signal: until } : { once: true });
+  return () => signal.removeEventListener("abort", action);
+}
+
+/**
+ * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps
+ * running; its outcome is then ignored). The timer does not keep the process alive.
+ */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  promise.catch(() => {});
+  return abortable<T>(undefined, (resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+    promise.then(resolve, reject);
+    return () => clearTimeout(timer);
+  });
+}
+
+/**
+ * Waits for `promise`, but at most `ms`: then resolves with `undefined` and stops waiting
+ * (the promise keeps running). A rejection before that rejects. For best-effort clean-up
+ * (withdrawing a queue key) that must not hold up the caller for long.
+ */
+export function atMost<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  return abortable<T | undefined>(undefined, (resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    timer.unref();
+    promise.then(resolve, reject);
+    return () => clearTimeout(timer);
+  });
+}
+
+/**
+ * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
+ * detaches from all of them (the signal then never aborts). Once it aborted, it holds no
+ * listener on the others.
+ */
+export function linked(signals: readonly AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const detach = signals.map((source) => onAbort(source, () => controller.abort(source.reason), controller.signal));
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const undo of detach) undo();
+    },
+  };
+}

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { onAbort } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "./driver.js";
 import { ConflictError, FencedError, InvalidArgumentError, UnsupportedError } from "./errors.js";
@@ -168,11 +169,7 @@ export class Cell<T = unknown> {
     const stop = new AbortController();
     const stream = new EventStream<CellChange<T>>(() => stop.abort());
     const end = () => stream.end();
-    for (const s of [userSignal, this.#core.closedSignal]) {
-      if (!s) continue;
-      if (s.aborted) end();
-      else s.addEventListener("abort", end, { once: true, signal: stop.signal });
-    }
+    for (const s of [userSignal, this.#core.closedSignal]) if (s) onAbort(s, end, stop.signal);
     // Ended before it began (an aborted signal): attach nothing that could outlive it.
     if (stop.signal.aborted) return stream;
     let last = 0n;

@@ -360,7 +360,9 @@ export class Coordinator implements AsyncDisposable {
    * learning the loss or its deadline must have passed; so the revoked holder's signal
    * fires before anyone else is granted its lock, and this call takes up to the holder's
    * TTL (about a third of it for a live holder). `{ immediate: true }` frees at once
-   * (safe only where resources check fencing tokens). Cancelled only by `close()`.
+   * (safe only where resources check fencing tokens). `timeoutMs` and `signal` bound the
+   * call (`TimeoutError`, `AbortedError`), as does `close()`; sessions already marked revoked
+   * stay so, and their holders lose their holdings at their own deadline.
    * Resolves with the holders revoked (empty if nobody held it). The file backend throws
    * `CannotRevokeError` with the holder's pid and host: only its death frees its lock.
    * `UnsupportedError` on a backend without revoke.

@@ -1,3 +1,4 @@
+import { onAbort } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
 import type { RecordEntry, RecordEvent } from "./driver.js";
 import { InvalidStateError, LockLostError } from "./errors.js";
@@ -263,14 +264,7 @@ export function watchSpace<T>(
   const known = new Set<string>();
   const mapper = makeMapper(known);
   const stream = new EventStream<T>(() => stop.abort());
-  const onStop = () => stream.end();
-  core.closedSignal.addEventListener("abort", onStop, { once: true });
-  signal?.addEventListener("abort", onStop, { once: true });
-  stop.signal.addEventListener("abort", () => {
-    core.closedSignal.removeEventListener("abort", onStop);
-    signal?.removeEventListener("abort", onStop);
-  });
-  if (signal?.aborted) stream.end();
+  for (const s of [core.closedSignal, signal]) if (s) onAbort(s, () => stream.end(), stop.signal);
   const early: RecordEvent[] = [];
   let started = false;
   const apply = (event: RecordEvent) => {

@@ -1,3 +1,4 @@
+import { sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
 import type { RecordEntry } from "./driver.js";
 import type { Group, Membership } from "./group.js";
@@ -124,7 +125,7 @@ export class Partitioner implements AsyncDisposable {
         await this.#join();
         return;
       } catch {
-        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+        await sleep(delay, undefined, { unref: true });
         delay = Math.min(delay * 2, 5000);
       }
     }

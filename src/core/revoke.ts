@@ -11,13 +11,13 @@
  * @module
  * @internal
  */
-import { sleep } from "./abortable.js";
 import { performance } from "node:perf_hooks";
+import { raceSignal, sleep } from "./abortable.js";
+import { cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
 import type { Driver, QueueKind } from "./driver.js";
-
 import { InvalidArgumentError, UnsupportedError } from "./errors.js";
-import { checkName, checkOptions, describe } from "./validate.js";
+import { checkDuration, checkName, checkOptions, checkSignal, describe } from "./validate.js";
 
 /** Options of `coord.revoke()`. */
 export interface RevokeOptions {
@@ -31,6 +31,19 @@ export interface RevokeOptions {
    * protected resource checks fencing tokens. Default `false`.
    */
   immediate?: boolean | undefined;
+  /**
+   * Give up after this many milliseconds with a `TimeoutError` (default: no bound; a
+   * revoke that waits for the holder's deadline takes up to its TTL). See `signal` for what
+   * giving up leaves behind.
+   */
+  timeoutMs?: number | undefined;
+  /**
+   * Cancels the revoke with an `AbortedError`. Sessions already marked revoked stay so: their
+   * renewals keep failing, so their holders lose their holdings at their own deadline and
+   * the backend frees them when their TTL runs out, just not earlier by this call. A session
+   * not yet marked is left untouched.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 /** One holding a revoke ended. */
@@ -51,7 +64,7 @@ export async function revoke(
   name: string,
   options: RevokeOptions | undefined,
 ): Promise<RevokedHolder[]> {
-  const { memberId, kind = "lock", immediate = false } = checkOptions("revoke options", options);
+  const { memberId, kind = "lock", immediate = false, timeoutMs, signal } = checkOptions("revoke options", options);
   if (typeof immediate !== "boolean") {
     throw new InvalidArgumentError(`immediate must be a boolean, got ${describe(immediate)}`);
   }
@@ -60,6 +73,8 @@ export async function revoke(
     throw new InvalidArgumentError(`kind must be one of ${KINDS.join(", ")}, got ${describe(kind)}`);
   }
   if (memberId !== undefined) checkName("memberId", memberId);
+  const bound = checkDuration("timeoutMs", timeoutMs);
+  const callerSignal = checkSignal("signal", signal);
   core.assertOpen();
   const driver = core.driver;
   if (!driver.revokeSession) {
@@ -67,18 +82,31 @@ export async function revoke(
       backend: core.backend,
     });
   }
+  const cancel = cancellation({
+    what: `revoking ${kind} "${name}"`,
+    backend: core.backend,
+    timeoutMs: bound,
+    signal: callerSignal,
+    internal: [core.closedSignal],
+  });
   try {
-    const snapshot = await driver.inspect();
+    if (cancel.aborted) throw cancel.reason;
+    // Each step settles no later than the cancellation; a backend call already sent may
+    // still complete, which a revoke allows (see RevokeOptions.signal).
+    const step = <T>(work: Promise<T>) => raceSignal(work, cancel.signal);
+    const snapshot = await step(driver.inspect());
     const queue = snapshot.queues.find((q) => q.kind === kind && q.name === name);
     const holders = (queue?.holders ?? []).filter((h) => memberId === undefined || h.memberId === memberId);
     // One session may hold several permits of a semaphore: revoke it once.
     const sessions = [...new Set(holders.map((h) => h.sessionId))];
-    if (!immediate && driver.fenceSession) await fenceAndWait(driver, sessions, core.closedSignal);
+    if (!immediate && driver.fenceSession) await fenceAndWait(driver, sessions, cancel.signal, step);
     const revokeSession = driver.revokeSession.bind(driver);
-    for (const sessionId of sessions) await revokeSession(sessionId);
+    for (const sessionId of sessions) await step(revokeSession(sessionId));
     return holders.map((h) => ({ memberId: h.memberId, sessionId: h.sessionId, token: h.token }));
   } catch (error) {
-    throw core.translate(error);
+    throw core.translate(cancel.aborted ? cancel.reason : error);
+  } finally {
+    cancel.dispose();
   }
 }
 
@@ -88,16 +116,22 @@ const SLACK_MS = 50;
 /**
  * Marks every session revoked, then waits until each holder's local deadline must have
  * passed, or until each session has left `inspect()` (its client learnt the loss and closed
- * it), whichever comes first. Aborted only by the coordinator's close.
+ * it), whichever comes first. Ends early (rejecting) when `stop` aborts: a timeout, the
+ * caller's cancellation or the coordinator's close.
  */
-async function fenceAndWait(driver: Driver, sessions: readonly string[], closed: AbortSignal): Promise<void> {
+async function fenceAndWait(
+  driver: Driver,
+  sessions: readonly string[],
+  stop: AbortSignal,
+  step: <T>(work: Promise<T>) => Promise<T>,
+): Promise<void> {
   const fence = driver.fenceSession?.bind(driver);
   if (!fence) return;
   const started = performance.now();
   let longest = 0;
   const pending = new Set<string>();
   for (const sessionId of sessions) {
-    const bound = await fence(sessionId);
+    const bound = await step(fence(sessionId));
     if (bound === null) continue;
     pending.add(sessionId);
     longest = Math.max(longest, performance.now() - started + bound + SLACK_MS);
@@ -107,8 +141,8 @@ async function fenceAndWait(driver: Driver, sessions: readonly string[], closed:
   for (;;) {
     const left = started + longest - performance.now();
     if (left <= 0) return;
-    await sleep(Math.min(left, pollMs), closed);
-    const snapshot = await driver.inspect();
+    await sleep(Math.min(left, pollMs), stop);
+    const snapshot = await step(driver.inspect());
     const live = new Set<string>();
     for (const q of snapshot.queues) for (const e of [...q.holders, ...q.waiters]) live.add(e.sessionId);
     for (const r of snapshot.records) for (const e of r.entries) live.add(e.sessionId);

@@ -1,54 +1,35 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
-import { BackendUnavailableError, type Coordinator, connect, InvalidArgumentError } from "../../src/index.js";
+import { BackendUnavailableError, connect, InvalidArgumentError } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
-import { conformance } from "../conformance/suite.js";
-import { type EtcdServer, startEtcd } from "../harness/etcd.js";
+import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
+import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
+import { startEtcd } from "../harness/etcd.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
 
 // Real etcd from Debian's etcd-server (scripts/ensure-servers.sh etcd), one node on a free
 // loopback port with a temporary data directory.
-let server: EtcdServer | undefined;
-
-conformance({
+conformanceOnOwnServer({
   name: "etcd",
-  url: () => server?.url ?? "etcd://127.0.0.1:2379",
+  idleUrl: "etcd://127.0.0.1:2379",
   // Short enough to keep loss tests quick, long enough that a loaded CI machine (two test
   // files at once on 2 cores) does not miss a keep-alive deadline by accident.
   shortTtlMs: 4000,
   contention: { clients: 20, rounds: 20 },
-  setup: async () => {
-    server = await startEtcd();
-  },
-  teardown: async () => {
-    await server?.stop();
-  },
+  start: () => startEtcd(),
 });
 
 describe("etcd specifics", () => {
-  let own: EtcdServer;
   let raw: Etcd3;
-  const coords: Coordinator[] = [];
-  const client = async (options: Record<string, unknown> = {}, url = own.url) => {
-    const coord = await connect(url, { namespace: "specifics", ...options });
-    coords.push(coord);
-    return coord;
-  };
-
-  before(async () => {
-    own = await startEtcd();
-    raw = new Etcd3({ hosts: own.endpoints });
-  });
-
-  after(async () => {
-    await Promise.all(coords.map((c) => c.close()));
-    raw.close();
-    await own.stop();
+  const { server, client } = ownServer(() => startEtcd(), {
+    started: async (own) => {
+      raw = new Etcd3({ hosts: own.endpoints });
+    },
+    stopping: () => raw.close(),
   });
 
   it("keeps every name in its own key range under baton/<namespace>/, whatever the name", async () => {
@@ -111,9 +92,12 @@ describe("etcd specifics", () => {
   });
 
   it("rejects a bad configuration at connect", async () => {
-    await assert.rejects(connect(own.url, { ca: "/nonexistent.pem" }), /ca, cert and key options need TLS/);
-    await assert.rejects(connect(own.url.replace("etcd:", "etcds:"), { cert: "/x.pem" }), /both the "cert" and "key"/);
-    await assert.rejects(connect(own.url, { requestTimeoutMs: "soon" }), InvalidArgumentError);
+    await assert.rejects(connect(server().url, { ca: "/nonexistent.pem" }), /ca, cert and key options need TLS/);
+    await assert.rejects(
+      connect(server().url.replace("etcd:", "etcds:"), { cert: "/x.pem" }),
+      /both the "cert" and "key"/,
+    );
+    await assert.rejects(connect(server().url, { requestTimeoutMs: "soon" }), InvalidArgumentError);
     await assert.rejects(connect("etcd://", {}), InvalidArgumentError);
   });
 
@@ -129,23 +113,14 @@ describe("etcd specifics", () => {
     await raw.user("root").create("s3cret");
     await raw.user("root").addRole("root");
     await raw.auth.authEnable({});
-    const url = own.url.replace("etcd://", "etcd://root:s3cret@");
+    const url = server().url.replace("etcd://", "etcd://root:s3cret@");
     const a = await client({}, url);
     const h = await a.lock("auth").acquire();
     assert.ok(h.token > 0n);
     await h.release();
-    await assert.rejects(connect(own.url.replace("etcd://", "etcd://root:wrong@")), BackendUnavailableError);
+    await assert.rejects(connect(server().url.replace("etcd://", "etcd://root:wrong@")), BackendUnavailableError);
   });
 });
-
-const noOpenssl = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return false;
-  } catch {
-    return "needs the openssl binary to make certificates";
-  }
-})();
 
 describe("etcd over TLS", { skip: noOpenssl }, () => {
   let dir: string;
@@ -155,21 +130,11 @@ describe("etcd over TLS", { skip: noOpenssl }, () => {
 
   before(async () => {
     dir = makeTempDir("baton-etcd-tls-");
-    // A throwaway CA, a server certificate for 127.0.0.1 and a client certificate. Every
-    // path is relative to `dir`, the working directory of openssl and etcd.
-    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
-    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
-    for (const [name, usage] of [
+    // Every path is relative to `dir`, the working directory of openssl and etcd.
+    makeCertificates(dir, [
       ["server", "serverAuth"],
       ["client", "clientAuth"],
-    ] as const) {
-      writeFileSync(pem(`${name}.ext`), `subjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
-      openssl(`req ${ec} -keyout ${name}.key -out ${name}.csr -subj /CN=${name}`);
-      openssl(
-        `x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out ${name}.pem -days 1 -extfile ${name}.ext`,
-      );
-    }
+    ]);
     port = await freePort();
     const peer = await freePort();
     const client = `https://127.0.0.1:${port}`;

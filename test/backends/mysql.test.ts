@@ -16,24 +16,15 @@ import {
 } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
 import { conformance } from "../conformance/suite.js";
-import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
+import { sharedServer } from "./fixtures/backend-suite.js";
+import { startMariadb } from "../harness/mariadb.js";
 
-let server: MariadbServer | undefined;
-let starting: Promise<MariadbServer> | undefined;
-const ensureServer = async (): Promise<MariadbServer> => {
-  starting ??= startMariadb().then((s) => {
-    server = s;
-    return s;
-  });
-  return starting;
-};
-after(async () => {
-  await server?.stop();
-});
+const shared = sharedServer(() => startMariadb());
+const ensureServer = shared.ensure;
 
 conformance({
   name: "mysql",
-  url: () => server?.url ?? "mysql://127.0.0.1:1/unstarted",
+  url: () => shared.current()?.url ?? "mysql://127.0.0.1:1/unstarted",
   shortTtlMs: 4000,
   contention: { clients: 20, rounds: 30 },
   setup: async () => {

@@ -18,25 +18,16 @@ import {
   UnsupportedError,
 } from "../../src/index.js";
 import { conformance } from "../conformance/suite.js";
+import { sharedServer } from "./fixtures/backend-suite.js";
 import { take, waitForWaiters } from "../conformance/helpers.js";
-import { type PgServer, startPostgres } from "../harness/postgres.js";
+import { startPostgres } from "../harness/postgres.js";
 
-let server: PgServer | undefined;
-let starting: Promise<PgServer> | undefined;
-const ensureServer = async (): Promise<PgServer> => {
-  starting ??= startPostgres().then((s) => {
-    server = s;
-    return s;
-  });
-  return starting;
-};
-after(async () => {
-  await server?.stop();
-});
+const shared = sharedServer(() => startPostgres());
+const ensureServer = shared.ensure;
 
 conformance({
   name: "postgres",
-  url: () => server?.url ?? "postgres://127.0.0.1:1/unstarted",
+  url: () => shared.current()?.url ?? "postgres://127.0.0.1:1/unstarted",
   // Short enough to keep loss tests quick, long enough that a loaded CI machine (two test
   // files at once on 2 cores) does not miss a keep-alive deadline by accident.
   shortTtlMs: 4000,

@@ -6,84 +6,24 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { type Coordinator, connect, type LockHandle, LockLostError } from "../../src/index.js";
-import { OrderLog, waitFor, waitForWaiters } from "../conformance/helpers.js";
-import { startProxy } from "../harness/proxy.js";
-import { type RedisServer, startRedis, startSentinelSetup } from "../harness/redis.js";
-import { FencedResource, type Holder } from "../harness/holder.js";
-import { holderFaultTests } from "./fixtures/holder-faults.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { startRedis, startSentinelSetup } from "../harness/redis.js";
+import { FencedResource } from "../harness/holder.js";
+import { clientFaultSuite } from "./fixtures/client-faults.js";
 
 const TTL_MS = 2000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe("redis client faults", () => {
-  let server: RedisServer;
-  const coords: Coordinator[] = [];
-  const holders: Holder[] = [];
-  const client = async (url: string, options: Record<string, unknown> = {}) => {
-    const coord = await connect(url, { namespace: "client-faults", ...options });
-    coords.push(coord);
-    return coord;
-  };
-
-  before(async () => {
-    server = await startRedis();
-  });
-
-  after(async () => {
-    await Promise.all(holders.map((h) => h.stop()));
-    await Promise.all(coords.map((c) => c.close()));
-    await server.stop();
-  });
-
-  holderFaultTests({
-    url: () => server.url,
-    client,
-    holders,
-    ttlMs: TTL_MS,
-    ttlWord: "TTL",
-  });
-
-  it("signals a client cut off by the network before anyone else is granted, and recovers it after heal", async () => {
-    const proxy = await startProxy({ host: "127.0.0.1", port: server.port });
-    try {
-      const cut = await client(`redis://${proxy.address}`, { ttlMs: TTL_MS, memberId: "cut", requestTimeoutMs: 500 });
-      const other = await client(server.url, { memberId: "other" });
-      const log = new OrderLog();
-      const held = await cut.lock("cut").acquire();
-      const firstSession = cut.session!;
-      held.signal.addEventListener("abort", () => log.add("cut-lost"));
-      const waiting = other
-        .lock("cut")
-        .acquire({ timeoutMs: 30_000 })
-        .then((h) => {
-          log.add("other-granted");
-          return h;
-        });
-      await waitForWaiters(other, "cut", 1);
-
-      proxy.cut();
-      const next = await waiting;
-      assert.ok(
-        log.indexOf("cut-lost") >= 0 && log.indexOf("cut-lost") < log.indexOf("other-granted"),
-        log.events.join(", "),
-      );
-      assert.ok(held.signal.aborted && firstSession.signal.aborted);
-      assert.ok(next.token > held.token);
-      assert.equal((await held.release()).status, "lost");
-
-      proxy.heal();
-      const again = cut.lock("cut").acquire({ timeoutMs: 30_000 });
-      await next.release();
-      const recovered = await again;
-      assert.notEqual(cut.session?.id, firstSession.id, "a new session after heal");
-      assert.ok(recovered.token > next.token);
-      await recovered.release();
-    } finally {
-      await proxy.close();
-    }
-  });
+clientFaultSuite({
+  backend: "redis",
+  scheme: "redis",
+  ttlMs: TTL_MS,
+  ttlWord: "TTL",
+  start: () => startRedis(),
+  target: (server) => ({ host: "127.0.0.1", port: server.port }),
+  cutOptions: { requestTimeoutMs: 500 },
 });
 
 describe("redis-server restarts", () => {

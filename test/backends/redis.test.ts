@@ -1,56 +1,27 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { wakeStats } from "../../src/backends/redis/wakeups.js";
-import {
-  BackendUnavailableError,
-  type Coordinator,
-  connect,
-  InvalidArgumentError,
-  type LockHandle,
-} from "../../src/index.js";
+import { BackendUnavailableError, connect, InvalidArgumentError, type LockHandle } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
-import { conformance } from "../conformance/suite.js";
+import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
+import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
-import { type RedisServer, rawCommand, startRedis } from "../harness/redis.js";
+import { rawCommand, startRedis } from "../harness/redis.js";
 
 // Real redis-server from Debian (scripts/ensure-servers.sh redis) on a free loopback port
 // with a temporary directory, no persistence.
-let server: RedisServer | undefined;
-
-conformance({
+conformanceOnOwnServer({
   name: "redis",
-  url: () => server?.url ?? "redis://127.0.0.1:6379",
+  idleUrl: "redis://127.0.0.1:6379",
   shortTtlMs: 3000,
   contention: { clients: 20, rounds: 20 },
-  setup: async () => {
-    server = await startRedis();
-  },
-  teardown: async () => {
-    await server?.stop();
-  },
+  start: () => startRedis(),
 });
 
 describe("redis specifics", () => {
-  let own: RedisServer;
-  const coords: Coordinator[] = [];
-  const client = async (options: Record<string, unknown> = {}, url = own.url) => {
-    const coord = await connect(url, { namespace: "specifics", ...options });
-    coords.push(coord);
-    return coord;
-  };
-
-  before(async () => {
-    own = await startRedis();
-  });
-
-  after(async () => {
-    await Promise.all(coords.map((c) => c.close()));
-    await own.stop();
-  });
+  const { server, client } = ownServer(() => startRedis());
 
   it("wakes exactly the waiter a release grants, by a message, not a re-check", async () => {
     const holder = await client({ memberId: "holder" });
@@ -113,7 +84,7 @@ describe("redis specifics", () => {
   it("keeps every namespace and database apart", async () => {
     const a = await client({ namespace: "one" });
     const b = await client({ namespace: "two" });
-    const c = await client({ namespace: "one" }, `${own.url}/3`);
+    const c = await client({ namespace: "one" }, `${server().url}/3`);
     const held = await a.lock("same").acquire();
     const other = await b.lock("same").tryAcquire();
     const otherDb = await c.lock("same").tryAcquire();
@@ -122,7 +93,7 @@ describe("redis specifics", () => {
   });
 
   it("rejects malformed URLs and options with InvalidArgumentError", async () => {
-    const port = own.port;
+    const port = server().port;
     const cases: [string, Record<string, unknown>, RegExp][] = [
       [`redis://127.0.0.1:${port}/x`, {}, /database number/],
       [`redis://127.0.0.1:${port},127.0.0.1:${port}`, {}, /one host/],
@@ -159,24 +130,15 @@ describe("redis specifics", () => {
 
   it("authenticates with user:password@ and refuses wrong credentials", async () => {
     // Last: it turns authentication on for this server.
-    assert.match(await rawCommand(own.port, "ACL SETUSER baton on >s3cret ~* &* +@all"), /^\+OK/);
-    const url = own.url.replace("redis://", "redis://baton:s3cret@");
+    assert.match(await rawCommand(server().port, "ACL SETUSER baton on >s3cret ~* &* +@all"), /^\+OK/);
+    const url = server().url.replace("redis://", "redis://baton:s3cret@");
     const a = await client({}, url);
     const h = await a.lock("auth").acquire();
     assert.ok(h.token > 0n);
     await h.release();
-    await assert.rejects(connect(own.url.replace("redis://", "redis://baton:wrong@")), BackendUnavailableError);
+    await assert.rejects(connect(server().url.replace("redis://", "redis://baton:wrong@")), BackendUnavailableError);
   });
 });
-
-const noOpenssl = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return false;
-  } catch {
-    return "needs the openssl binary to make certificates";
-  }
-})();
 
 describe("redis over TLS", { skip: noOpenssl }, () => {
   let dir: string;
@@ -186,15 +148,7 @@ describe("redis over TLS", { skip: noOpenssl }, () => {
 
   before(async () => {
     dir = makeTempDir("baton-redis-tls-");
-    // A throwaway CA and a server certificate for 127.0.0.1, made in `dir`.
-    const openssl = (args: string) => execFileSync("openssl", args.split(" "), { cwd: dir, stdio: "pipe" });
-    const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    openssl(`req -x509 ${ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=baton-test-ca`);
-    writeFileSync(pem("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-    openssl(`req ${ec} -keyout server.key -out server.csr -subj /CN=server`);
-    openssl(
-      "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
-    );
+    makeCertificates(dir, [["server", "serverAuth"]]);
     port = await freePort();
     const args = [
       "--port 0 --bind 127.0.0.1 --appendonly no --protected-mode no",

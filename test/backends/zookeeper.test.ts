@@ -1,51 +1,32 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { BackendUnavailableError, type Coordinator, connect, InvalidArgumentError } from "../../src/index.js";
+import { describe, it } from "node:test";
+import { BackendUnavailableError, connect, InvalidArgumentError } from "../../src/index.js";
 import { expireSession } from "../../src/testing.js";
 import { waitFor } from "../conformance/helpers.js";
-import { conformance } from "../conformance/suite.js";
-import { startZooKeeper, type ZooKeeperServer } from "../harness/zookeeper.js";
+import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
+import { startZooKeeper } from "../harness/zookeeper.js";
 
 // Real ZooKeeper from Debian's package (scripts/ensure-servers.sh zookeeper), standalone,
 // on a free loopback port with a temporary data directory.
-let server: ZooKeeperServer | undefined;
-
-conformance({
+conformanceOnOwnServer({
   name: "zookeeper",
-  url: () => server?.url ?? "zookeeper://127.0.0.1:2181",
+  idleUrl: "zookeeper://127.0.0.1:2181",
   shortTtlMs: 3000,
   contention: { clients: 20, rounds: 20 },
   // The core presumes the session lost and closes it; the server then deletes its nodes.
   loseSession: async (coord) => {
     await expireSession(coord);
   },
-  setup: async () => {
-    server = await startZooKeeper();
-  },
-  teardown: async () => {
-    await server?.stop();
-  },
+  start: () => startZooKeeper(),
 });
 
 describe("zookeeper specifics", () => {
-  let own: ZooKeeperServer;
   let raw: RawClient;
-  const coords: Coordinator[] = [];
-  const client = async (options: Record<string, unknown> = {}, url = own.url) => {
-    const coord = await connect(url, { namespace: "specifics", ...options });
-    coords.push(coord);
-    return coord;
-  };
-
-  before(async () => {
-    own = await startZooKeeper();
-    raw = await rawClient(own.address);
-  });
-
-  after(async () => {
-    await Promise.all(coords.map((c) => c.close()));
-    raw.close();
-    await own.stop();
+  const { server, client } = ownServer(() => startZooKeeper(), {
+    started: async (own) => {
+      raw = await rawClient(own.address);
+    },
+    stopping: () => raw.close(),
   });
 
   it("reports a member whose record is deleted and made again at once as a leave and a join", async () => {
@@ -105,7 +86,7 @@ describe("zookeeper specifics", () => {
     await (await a.lock("t").acquire()).release();
     const session = (await a._core.liveSession()).driver as unknown as { timeoutMs: number };
     assert.equal(session.timeoutMs, 60_000);
-    const b = await client({}, `${own.url}?sessionTimeout=4s`);
+    const b = await client({}, `${server().url}?sessionTimeout=4s`);
     await (await b.lock("t").acquire()).release();
     assert.equal(((await b._core.liveSession()).driver as unknown as { timeoutMs: number }).timeoutMs, 4000);
   });
@@ -123,24 +104,24 @@ describe("zookeeper specifics", () => {
   });
 
   it("keeps everything under the URL's chroot", async () => {
-    const a = await client({}, `${own.url}/apps/one`);
+    const a = await client({}, `${server().url}/apps/one`);
     const h = await a.lock("c").acquire();
     assert.deepEqual(await list(raw, "/apps/one/baton/specifics/q/lock"), ["c"]);
     await h.release();
   });
 
   it("rejects a bad configuration at connect, and fails fast when no server is there", async () => {
-    await assert.rejects(connect(`${own.url}?sessionTimeout=soon`), InvalidArgumentError);
-    await assert.rejects(connect(`${own.url}?sessionTimeout=10`), InvalidArgumentError);
-    await assert.rejects(connect(`${own.url}/bad//path`), InvalidArgumentError);
-    await assert.rejects(connect(`zookeeper://user@${own.address}`), InvalidArgumentError);
+    await assert.rejects(connect(`${server().url}?sessionTimeout=soon`), InvalidArgumentError);
+    await assert.rejects(connect(`${server().url}?sessionTimeout=10`), InvalidArgumentError);
+    await assert.rejects(connect(`${server().url}/bad//path`), InvalidArgumentError);
+    await assert.rejects(connect(`zookeeper://user@${server().address}`), InvalidArgumentError);
     const started = performance.now();
     await assert.rejects(connect("zk://127.0.0.1:1", { ttlMs: 2000 }), BackendUnavailableError);
     assert.ok(performance.now() - started < 5000);
   });
 
   it("with user:password@, protects its nodes with a digest ACL", async () => {
-    const a = await client({ memberId: "owner" }, own.url.replace("zookeeper://", "zookeeper://baton:s3cret@"));
+    const a = await client({ memberId: "owner" }, server().url.replace("zookeeper://", "zookeeper://baton:s3cret@"));
     const h = await a.lock("acl").acquire();
     const [node] = await list(raw, "/baton/specifics/q/lock/acl");
     assert.ok(node);

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { raceSignal, sleep } from "../../core/abortable.js";
+import { abortable, atMost, raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
@@ -86,7 +86,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Et
     // Withdraw the key. Waiting for etcd is pointless when the session is ending (its
     // lease takes the key), and at most a request timeout otherwise.
     const removal = attempt.withdraw();
-    if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
+    if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
     if (signal.aborted) {
       // The coordinator is closing: settle with close() itself, as an in-process backend
       // would, rather than while it still waits for etcd.
@@ -274,8 +274,13 @@ class Attempt {
     let older: Set<string> | null = null;
     const deleted = new Set<string>();
     let current = decision;
-    let settle!: (outcome: "changed" | "broken" | null) => void;
-    const outcome = new Promise<"changed" | "broken" | null>((resolve) => (settle = resolve));
+    let settle!: (outcome: "changed" | "broken") => void;
+    // Rejects with `signal.reason` when the wait is cancelled; the signal was checked above,
+    // so `settle` is bound before the watch can call it.
+    const outcome = abortable<"changed" | "broken">(signal, (resolve) => {
+      settle = resolve;
+      return undefined;
+    });
     const watch = new KeyWatch(
       this.#scope.client,
       targets,
@@ -297,8 +302,6 @@ class Attempt {
       },
       this.#scope.watches,
     );
-    const onAbort = () => settle(null);
-    signal.addEventListener("abort", onAbort, { once: true });
     try {
       const first = await Promise.race([watch.created.then(() => "created" as const), outcome]);
       if (first === "created") {
@@ -312,11 +315,11 @@ class Attempt {
         }
       }
       const settled = await outcome;
-      if (settled === null) throw signal.reason;
       if (settled === "broken" || current.blockers.length > MAX_COMPARED_BLOCKERS) return await this.#read();
       return this.#conditions(current.me, current.blockers);
     } finally {
-      signal.removeEventListener("abort", onAbort);
+      // Ends the wait, so its abort listener goes with it.
+      settle("broken");
       watch.close();
     }
   }
@@ -405,10 +408,6 @@ function relevantToShared(marker: string): (event: WatchedEvent) => boolean {
     if (event.kv.key.toString() === marker) return false;
     return decodeQueueValue(event.kv.value).m === "s";
   };
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 /** Resolves when `signal` aborts, or after `ms`. */

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestOp, type ITxnResponse } from "etcd3";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
@@ -117,7 +118,7 @@ export function etcdCells(
         const stop = AbortSignal.any([signal, closing]);
         const valueKey = keys.cellKey(space, key);
         let watch: KeyWatch | null = null;
-        stop.addEventListener("abort", () => watch?.close(), { once: true });
+        onAbort(stop, () => watch?.close());
         const follow = (revision: bigint) => {
           if (stop.aborted) return;
           watch = new KeyWatch(

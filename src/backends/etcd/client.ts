@@ -209,30 +209,8 @@ function backoff(ms: number): { duration: number; next: () => ReturnType<typeof 
 }
 
 // The abortable waits live in core; re-exported for the etcd modules that import them from here.
-export { raceSignal, sleep } from "../../core/abortable.js";
+export { raceSignal, sleep, within } from "../../core/abortable.js";
 import { sleep } from "../../core/abortable.js";
-
-/**
- * Settles like `promise`, or rejects after `ms` with an error saying so (the promise keeps
- * running; its outcome is then ignored).
- */
-export function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  promise.catch(() => {});
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    timer.unref();
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
 
 const bytes = (text: string): Buffer => Buffer.from(text);
 

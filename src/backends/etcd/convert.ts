@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { atMost } from "../../core/abortable.js";
 import type { LockMode } from "../../core/driver.js";
 import { LockLostError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
@@ -166,8 +167,7 @@ async function upgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): Pro
     // released grant's release already removed it.
     if (mayOwnMarker && !grant.released && grant.mode === "shared") {
       const removal = withdrawMarker(scope, grant, inflight);
-      if (!scope.ended.aborted)
-        await Promise.race([removal, new Promise((r) => setTimeout(r, scope.requestTimeoutMs))]);
+      if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
     }
     if (controller.signal.aborted) throw controller.signal.reason;
     if (signal.aborted) throw signal.reason;

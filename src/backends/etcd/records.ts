@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import type { Etcd3, IKeyValue } from "etcd3";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import { idempotent, op, rangeAt, sleep } from "./client.js";
@@ -62,7 +63,7 @@ export async function watchRecords(
   const known = new Map<string, bigint>();
   let watch: KeyWatch | null = null;
   const stop = () => watch?.close();
-  signal.addEventListener("abort", stop, { once: true });
+  onAbort(signal, stop);
 
   const follow = (revision: bigint) => {
     if (signal.aborted) return;

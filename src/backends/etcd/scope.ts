@@ -11,6 +11,9 @@ import { isTransient, translate } from "./errors.js";
 import type { Keyspace } from "./keys.js";
 import type { WatchRegistry } from "./watch.js";
 
+// Lives in core; re-exported for the etcd modules that import it from here.
+export { linked } from "../../core/abortable.js";
+
 export interface Scope {
   readonly client: Etcd3;
   readonly keys: Keyspace;
@@ -130,30 +133,4 @@ async function persistOrEnd(scope: Scope, what: string, action: () => Promise<un
       delay = nextDelay(delay);
     }
   }
-}
-
-/**
- * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
- * detaches from all of them.
- */
-export function linked(signals: readonly AbortSignal[]): { signal: AbortSignal; dispose: () => void } {
-  const controller = new AbortController();
-  const undo: (() => void)[] = [];
-  const dispose = () => {
-    for (const fn of undo.splice(0)) fn();
-  };
-  for (const source of signals) {
-    if (source.aborted) {
-      controller.abort(source.reason);
-      break;
-    }
-    const onAbort = () => {
-      dispose();
-      controller.abort(source.reason);
-    };
-    source.addEventListener("abort", onAbort, { once: true });
-    undo.push(() => source.removeEventListener("abort", onAbort));
-  }
-  if (controller.signal.aborted) dispose();
-  return { signal: controller.signal, dispose };
 }

@@ -27,6 +27,7 @@ import type {
   RecordEntry,
   SessionHooks,
 } from "../../core/driver.js";
+import { abortable, sleep } from "../../core/abortable.js";
 import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
@@ -293,38 +294,29 @@ class FileSession implements DriverSession, SessionView {
     request: { readonly signal: AbortSignal },
     what: { kind: QueueKind; name: string; limit: number; mode: LockMode },
   ): Promise<void> {
-    const { signal } = request;
-    if (signal.aborted) throw signal.reason;
-    let settle: ((error?: unknown) => void) | null = null;
-    const done = new Promise<void>((resolve, reject) => {
-      settle = (error) => (error === undefined ? resolve() : reject(error));
+    return abortable<void>(request.signal, (resolve) => {
+      const waiter: Waiter = {
+        slots,
+        mode: what.mode,
+        attempt: () => {
+          if (!attempt()) return false;
+          resolve();
+          return true;
+        },
+      };
+      this.#waiting.set(waiter, {
+        namespace: this.#context.namespace,
+        memberId: this.#context.memberId,
+        sessionId: this.id,
+        ...what,
+        since: Date.now(),
+      });
+      this.#node.addWaiter(waiter);
+      return () => {
+        this.#waiting.delete(waiter);
+        this.#node.removeWaiter(waiter);
+      };
     });
-    const waiter: Waiter = {
-      slots,
-      mode: what.mode,
-      attempt: () => {
-        if (!attempt()) return false;
-        finish();
-        return true;
-      },
-    };
-    const finish = (error?: unknown) => {
-      if (!this.#waiting.delete(waiter)) return;
-      this.#node.removeWaiter(waiter);
-      signal.removeEventListener("abort", onAbort);
-      settle?.(error);
-    };
-    const onAbort = () => finish(signal.reason);
-    this.#waiting.set(waiter, {
-      namespace: this.#context.namespace,
-      memberId: this.#context.memberId,
-      sessionId: this.id,
-      ...what,
-      since: Date.now(),
-    });
-    signal.addEventListener("abort", onAbort, { once: true });
-    this.#node.addWaiter(waiter);
-    return done;
   }
 
   /** Takes a lock slot in `mode` with one non-blocking kernel call. */
@@ -432,7 +424,7 @@ class FileSession implements DriverSession, SessionView {
       const above = kernel.tryLock(fd, base + limit + 1, false, span);
       if (above) kernel.unlock(fd, base + limit + 1, span);
       if (below && above) return;
-      await new Promise((resolve) => setTimeout(resolve, attempt < 5 ? 0 : 1));
+      await sleep(attempt < 5 ? 0 : 1);
     }
     throw new InvalidArgumentError(
       `semaphore "${name}" is in use with another limit than ${limit}; every user of one semaphore must give the same limit`,

@@ -1,4 +1,5 @@
 import { closeSync } from "node:fs";
+import { sleep } from "../../core/abortable.js";
 import type { LockMode, QueueKind, QueueSnapshot, RecordEntry, RecordEvent } from "../../core/driver.js";
 import { type Directory, FILES, lockFileName, openDirectoryFd, openFile } from "./directory.js";
 import { LockFiles } from "./kernel.js";
@@ -266,7 +267,7 @@ export class FileNode {
   #discover(): Promise<void> {
     if (this.#discovering) return this.#discovering;
     const wait = Math.max(0, this.#lastDiscovery + 20 - Date.now());
-    this.#discovering = new Promise<void>((resolve) => setTimeout(resolve, wait))
+    this.#discovering = sleep(wait)
       .then(() => this.mesh.discover())
       .finally(() => {
         this.#lastDiscovery = Date.now();

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 
@@ -63,7 +64,7 @@ export function memoryCells(table: CellTable, namespace: string, sep: string): D
     },
     async watch(space, key, listener, signal) {
       const stop = table.watch(id(space, key), listener);
-      signal.addEventListener("abort", stop, { once: true });
+      onAbort(signal, stop);
       return table.get(id(space, key));
     },
   };

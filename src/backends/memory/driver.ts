@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import type {
   AcquireRequest,
   Driver,
@@ -124,7 +125,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     },
     async watchRecords(space, listener: (event: RecordEvent) => void, signal) {
       const stop = store.watch(spaceKey(namespace, space), listener);
-      signal.addEventListener("abort", stop, { once: true });
+      onAbort(signal, stop);
       return store.listRecords(spaceKey(namespace, space));
     },
     async inspect() {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import type { Control } from "./control.js";
@@ -142,7 +143,7 @@ export function mysqlCells(control: Control, prefix: string, namespace: string):
         timer.unref();
       };
       schedule();
-      signal.addEventListener("abort", () => timer && clearTimeout(timer), { once: true });
+      onAbort(signal, () => timer && clearTimeout(timer));
       return first;
     },
   };

@@ -1,7 +1,9 @@
 import type { Socket } from "node:net";
 import type { Connection, ConnectionOptions } from "mysql2";
 import { BackendUnavailableError, UnsupportedError } from "../../core/errors.js";
+import { SqlConnection } from "../sql/connection.js";
 import { ConnectionLostError } from "./errors.js";
+import { BACKEND } from "./options.js";
 import type { MysqlClientConfig } from "./options.js";
 
 /** mysql2's `createConnection`, loaded lazily by the driver. */
@@ -12,20 +14,14 @@ export type CreateConnection = (config: ConnectionOptions) => Connection;
  * optional client-side timeout that drops the connection rather than leave it hanging (a
  * silently cut connection never answers). Statements run one at a time, in call order.
  */
-export class MyConnection {
+export class MyConnection extends SqlConnection {
   readonly #conn: Connection;
   /** `CONNECTION_ID()`, fixed for the connection's life. */
   id = 0;
-  #death: Error | null = null;
-  #tail: Promise<void> = Promise.resolve();
-  #inFlight = 0;
-  readonly #deathListeners = new Set<(error: Error) => void>();
 
   private constructor(conn: Connection) {
+    super({ server: "MySQL", lost: (message, cause) => new ConnectionLostError(message, cause), events: conn });
     this.#conn = conn;
-    // An 'error' event without a listener would crash the process.
-    conn.on("error", (error: Error) => this.#die(new ConnectionLostError(`connection lost: ${error.message}`, error)));
-    conn.on("end", () => this.#die(new ConnectionLostError("connection closed")));
   }
 
   /**
@@ -47,7 +43,7 @@ export class MyConnection {
     const connection = new MyConnection(conn);
     const timeout = config.connectTimeout;
     try {
-      await withTimeout(
+      await connection.bounded(
         new Promise<void>((resolve, reject) => conn.connect((error) => (error ? reject(error) : resolve()))),
         timeout,
         () => connection.destroy(new ConnectionLostError("connect timed out")),
@@ -61,9 +57,9 @@ export class MyConnection {
       await connection.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", [], timeout);
       const [row] = await connection.query<{ id: string }>("SELECT CONNECTION_ID() AS id", [], timeout);
       connection.id = Number(row?.id ?? 0);
-      if (!connection.id) throw new BackendUnavailableError("connection setup returned nothing", { backend: "mysql" });
+      if (!connection.id) throw new BackendUnavailableError("connection setup returned nothing", { backend: BACKEND });
       if (conn.threadId !== null && conn.threadId !== connection.id) throw proxyError();
-      connection.#busy(0);
+      connection.busy(0);
       return connection;
     } catch (error) {
       connection.destroy(error instanceof Error ? error : new Error(String(error)));
@@ -71,57 +67,30 @@ export class MyConnection {
     }
   }
 
-  /** Whether the connection is still usable. */
-  get alive(): boolean {
-    return this.#death === null;
-  }
-
-  /** Calls `listener` once when the connection dies (at once if it already has). */
-  onDeath(listener: (error: Error) => void): () => void {
-    if (this.#death) {
-      listener(this.#death);
-      return () => {};
-    }
-    this.#deathListeners.add(listener);
-    return () => this.#deathListeners.delete(listener);
-  }
-
   /**
    * Runs one statement and resolves with its rows (for a CALL: the rows of its one result
    * set). With `timeoutMs`, a statement without an answer by then drops the connection.
    */
   async query<R>(sql: string, params: readonly unknown[] = [], timeoutMs?: number): Promise<R[]> {
-    if (this.#death) throw this.#death;
-    this.#busy(1);
+    if (this.death) throw this.death;
+    this.busy(1);
     try {
-      const previous = this.#tail;
-      const pending = previous.then(() => this.#run<R>(sql, params));
-      this.#tail = pending.then(
-        () => {},
-        () => {},
-      );
-      if (timeoutMs === undefined) return await pending;
-      return await withTimeout(pending, timeoutMs, () =>
-        this.destroy(new ConnectionLostError(`MySQL did not answer within ${timeoutMs} ms; connection dropped`)),
-      );
+      const pending = this.serial(() => this.#run<R>(sql, params));
+      return await (timeoutMs === undefined ? pending : this.bounded(pending, timeoutMs));
     } finally {
-      this.#busy(-1);
+      this.busy(-1);
     }
   }
 
   #run<R>(sql: string, params: readonly unknown[]): Promise<R[]> {
     return new Promise<R[]>((resolve, reject) => {
-      if (this.#death) {
-        reject(this.#death);
-        return;
-      }
       this.#conn.query({ sql, values: params as unknown[] }, (error, result) => {
         if (error) {
           // mysql2 hands a fatal error (a reset under a statement) to that statement alone,
           // with no 'error' or 'end' event, and closes the connection: it is dead here too.
           if ((error as { fatal?: boolean }).fatal) {
-            this.#die(new ConnectionLostError(`connection lost: ${error.message}`, error));
-            reject(this.#death);
+            this.die(new ConnectionLostError(`connection lost: ${error.message}`, error));
+            reject(this.death);
             return;
           }
           reject(error);
@@ -132,45 +101,18 @@ export class MyConnection {
     });
   }
 
-  /**
-   * Refs the socket while a statement is in flight and unrefs it when idle: an idle
-   * connection must not keep a process that forgot `close()` alive.
-   */
-  #busy(delta: number): void {
-    this.#inFlight += delta;
-    const socket = (this.#conn as unknown as { stream?: Socket }).stream;
-    if (this.#inFlight === 0) socket?.unref?.();
-    else if (delta > 0 && this.#inFlight === 1) socket?.ref?.();
+  protected socket(): Socket | undefined {
+    return (this.#conn as unknown as { stream?: Socket }).stream;
   }
 
-  /** Drops the connection at once (no goodbye), e.g. when it stopped answering. */
-  destroy(error: Error): void {
-    this.#die(error);
+  protected goodbye(): Promise<void> {
+    return new Promise<void>((resolve) => this.#conn.end(() => resolve()));
+  }
+
+  /** Drops the connection at once (no goodbye): mysql2's own destroy also fails what it queued. */
+  override destroy(error: Error): void {
+    this.die(error);
     this.#conn.destroy();
-  }
-
-  /** Ends the connection politely, dropping it if that takes longer than `timeoutMs`. */
-  async end(timeoutMs = 2000): Promise<void> {
-    const reason = new ConnectionLostError("connection closed by Baton");
-    if (this.#death) {
-      this.destroy(reason);
-      return;
-    }
-    this.#die(reason);
-    try {
-      await withTimeout(new Promise<void>((resolve) => this.#conn.end(() => resolve())), timeoutMs, () =>
-        this.#conn.destroy(),
-      );
-    } catch {
-      this.#conn.destroy();
-    }
-  }
-
-  #die(error: Error): void {
-    if (this.#death) return;
-    this.#death = error;
-    for (const listener of [...this.#deathListeners]) listener(error);
-    this.#deathListeners.clear();
   }
 }
 
@@ -189,18 +131,6 @@ function rowsOf<R>(result: unknown): R[] {
 export function proxyError(): UnsupportedError {
   return new UnsupportedError(
     "the connection id changed between statements: this looks like a multiplexing proxy (e.g. ProxySQL with multiplexing), where GET_LOCK cannot work. Connect to MySQL directly or disable multiplexing for Baton's user",
-    { backend: "mysql" },
+    { backend: BACKEND },
   );
-}
-
-/** Rejects after `ms` (running `onTimeout` first). */
-export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onTimeout();
-      reject(new ConnectionLostError(`MySQL did not answer within ${ms} ms; connection dropped`));
-    }, ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

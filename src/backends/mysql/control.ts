@@ -1,7 +1,9 @@
 import { UnsupportedError } from "../../core/errors.js";
+import { ControlLink } from "../sql/control-link.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import type { MysqlSettings } from "./options.js";
 import { migrate } from "./schema.js";
+import { BACKEND } from "./options.js";
 
 /**
  * The coordinator's control connection: heartbeats, records, cells, inspection and killing
@@ -10,37 +12,32 @@ import { migrate } from "./schema.js";
  * Galera cluster.
  */
 export class Control {
-  readonly #create: CreateConnection;
-  readonly #settings: MysqlSettings;
-  readonly #ttlMs: number;
-  #connection: MyConnection | null = null;
-  #connecting: Promise<MyConnection> | null = null;
-  #checked = false;
-  #closed = false;
-  #resolveClosed: () => void = () => {};
-  readonly #closedPromise = new Promise<void>((resolve) => {
-    this.#resolveClosed = resolve;
-  });
+  readonly #link: ControlLink<MyConnection>;
 
   constructor(create: CreateConnection, settings: MysqlSettings, ttlMs: number) {
-    this.#create = create;
-    this.#settings = settings;
-    this.#ttlMs = ttlMs;
+    let checked = false;
+    this.#link = new ControlLink<MyConnection>(
+      {
+        open: () => MyConnection.open(create, settings.client, ttlMs),
+        setup: async (connection) => {
+          if (checked) return;
+          await refuseGalera(connection);
+          await migrate(connection, settings.prefix);
+          checked = true;
+        },
+      },
+      ttlMs,
+    );
   }
 
   /** Default timeout of a control statement: a third of the TTL, at least 1 s. */
   get timeoutMs(): number {
-    return Math.max(1000, Math.floor(this.#ttlMs / 3));
+    return this.#link.timeoutMs;
   }
 
   /** The connected control connection, connecting (and migrating, the first time) if needed. */
   connection(): Promise<MyConnection> {
-    if (this.#closed) return Promise.reject(new Error("the coordinator is closed"));
-    if (this.#connection?.alive) return Promise.resolve(this.#connection);
-    this.#connecting ??= this.#connect().finally(() => {
-      this.#connecting = null;
-    });
-    return this.#connecting;
+    return this.#link.connection();
   }
 
   /** Runs a statement on the control connection (reconnecting if needed), with a timeout. */
@@ -68,40 +65,12 @@ export class Control {
 
   /** Resolves once {@link close} has finished. */
   get closed(): Promise<void> {
-    return this.#closedPromise;
+    return this.#link.closed;
   }
 
   /** Closes the connection for good. */
-  async close(): Promise<void> {
-    if (this.#closed) return this.closed;
-    this.#closed = true;
-    try {
-      const connection = this.#connection ?? (await this.#connecting?.catch(() => null)) ?? null;
-      this.#connection = null;
-      await connection?.end();
-    } finally {
-      this.#resolveClosed();
-    }
-  }
-
-  async #connect(): Promise<MyConnection> {
-    const connection = await MyConnection.open(this.#create, this.#settings.client, this.#ttlMs);
-    try {
-      if (!this.#checked) {
-        await refuseGalera(connection);
-        await migrate(connection, this.#settings.prefix);
-        this.#checked = true;
-      }
-    } catch (error) {
-      connection.destroy(error as Error);
-      throw error;
-    }
-    if (this.#closed) {
-      await connection.end();
-      throw new Error("the coordinator is closed");
-    }
-    this.#connection = connection;
-    return connection;
+  close(): Promise<void> {
+    return this.#link.close();
   }
 }
 
@@ -114,7 +83,7 @@ async function refuseGalera(connection: MyConnection): Promise<void> {
     "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_provider')",
   );
   const reason = galeraReason(Object.fromEntries(rows.map((r) => [r.Variable_name, r.Value])));
-  if (reason) throw new UnsupportedError(reason, { backend: "mysql" });
+  if (reason) throw new UnsupportedError(reason, { backend: BACKEND });
 }
 
 /**

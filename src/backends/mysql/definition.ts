@@ -1,5 +1,5 @@
 import type { BackendDefinition } from "../../core/driver.js";
-import { MYSQL_OPTION_NAMES } from "./options.js";
+import { BACKEND, MYSQL_OPTION_NAMES } from "./options.js";
 
 /**
  * MySQL / MariaDB: coordination on the database a service already runs. Every request is
@@ -9,7 +9,7 @@ import { MYSQL_OPTION_NAMES } from "./options.js";
  * Single server: not partition-safe; Galera is refused. See docs/backends/mysql.md.
  */
 export const mysqlBackend: BackendDefinition = {
-  name: "mysql",
+  name: BACKEND,
   schemes: ["mysql", "mariadb"],
   urlForm: "mysql://user:password@host:3306/database[?prefix=baton_&maxConnections=8]",
   summary:

@@ -14,11 +14,12 @@
  */
 import type { Driver, DriverCells, DriverContext, DriverSession, RecordEntry } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
-import { ConnectionBudget } from "../postgres/slots.js";
+import { ConnectionBudget } from "../sql/budget.js";
 import { mysqlCells } from "./cells.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import { Control } from "./control.js";
 import { translate } from "./errors.js";
+import { BACKEND } from "./options.js";
 import { fenceSession, inspect, namespaces, revokeSession } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { RecordWatches, listRecords } from "./records.js";
@@ -33,7 +34,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     create = (mysql.default?.createConnection ?? mysql.createConnection) as CreateConnection;
   } catch (cause) {
     throw new BackendUnavailableError("the mysql backend needs the mysql2 package: npm install mysql2", {
-      backend: "mysql",
+      backend: BACKEND,
       cause,
     });
   }

@@ -12,9 +12,9 @@ import {
   InvalidStateError,
   SessionExpiredError,
 } from "../../core/errors.js";
+import { upgradeDeadlock } from "../../core/refusals.js";
 import { explain, explainNetwork, networkFailure } from "../explain.js";
-
-const backend = "mysql";
+import { BACKEND } from "./options.js";
 
 /** Server error numbers Baton acts on; 32001+ are raised by the procedures in schema.ts. */
 export const ERRNO = {
@@ -41,7 +41,7 @@ export function errno(error: unknown): number | undefined {
 /** A connection was lost or had to be dropped (timeout, protocol failure). */
 export class ConnectionLostError extends BackendUnavailableError {
   constructor(message: string, cause?: unknown) {
-    super(message, { backend, cause });
+    super(message, { backend: BACKEND, cause });
   }
 }
 
@@ -55,14 +55,6 @@ export function isConnectionError(error: unknown): boolean {
   return typeof e.code === "string" && /^(PROTOCOL_|E[A-Z]+$)/.test(e.code);
 }
 
-/** The error for a second upgrade of one lock while the first waits. */
-export function upgradeDeadlock(cause?: unknown): DeadlockError {
-  return new DeadlockError(
-    "another shared holder of this lock is already upgrading; both would wait for each other forever. Release the shared lock and acquire it exclusively instead",
-    { backend, cause },
-  );
-}
-
 /** Translates any error from mysql2 or the server into a Baton error; `what` is what was being done. */
 export function translate(error: unknown, what: string): BatonError {
   if (error instanceof BatonError) return error;
@@ -71,34 +63,47 @@ export function translate(error: unknown, what: string): BatonError {
     case ERRNO.collision:
       return new InvalidStateError(
         `${what}: its 256-bit name hash is registered for another name; two names sharing a key would exclude each other, so Baton refuses. Rename one of them`,
-        { backend, cause: error },
+        { backend: BACKEND, cause: error },
       );
     case ERRNO.limitMismatch:
       return new InvalidArgumentError(
         `${what}: the limit does not match the limit its current holders use; every user of one semaphore must give the same limit`,
-        { backend, cause: error },
+        { backend: BACKEND, cause: error },
       );
     case ERRNO.concurrentUpgrade:
-      return upgradeDeadlock(error);
+      return upgradeDeadlock({ backend: BACKEND, cause: error });
     case ERRNO.notHeld:
-      return new InvalidStateError(`${what}: the lock is not held on this connection`, { backend, cause: error });
+      return new InvalidStateError(`${what}: the lock is not held on this connection`, {
+        backend: BACKEND,
+        cause: error,
+      });
     case ERRNO.deadlock:
     case ERRNO.userLockDeadlock:
-      return new DeadlockError(`${what}: the server detected a deadlock: ${message}`, { backend, cause: error });
+      return new DeadlockError(`${what}: the server detected a deadlock: ${message}`, {
+        backend: BACKEND,
+        cause: error,
+      });
     case ERRNO.foreignKey:
-      return new SessionExpiredError(`${what}: the session has ended on the server`, { backend, cause: error });
+      return new SessionExpiredError(`${what}: the session has ended on the server`, {
+        backend: BACKEND,
+        cause: error,
+      });
     case ERRNO.accessDenied:
-      return new BackendUnavailableError(`${what}: authentication failed: ${message}`, { backend, cause: error });
+      return new BackendUnavailableError(`${what}: authentication failed: ${message}`, {
+        backend: BACKEND,
+        cause: error,
+      });
     case ERRNO.badDatabase:
       return new BackendUnavailableError(
         explain(what, "MySQL", `answered: ${message}`, "the database name in the URL"),
         {
-          backend,
+          backend: BACKEND,
           cause: error,
         },
       );
   }
   const failure = errno(error) === undefined ? networkFailure(error) : undefined;
-  if (failure) return new BackendUnavailableError(explainNetwork(what, "MySQL", failure), { backend, cause: error });
-  return new BackendUnavailableError(`${what}: ${message}`, { backend, cause: error });
+  if (failure)
+    return new BackendUnavailableError(explainNetwork(what, "MySQL", failure), { backend: BACKEND, cause: error });
+  return new BackendUnavailableError(`${what}: ${message}`, { backend: BACKEND, cause: error });
 }

@@ -1,3 +1,4 @@
+import { sleep } from "../../core/abortable.js";
 import type { DriverSnapshot, QueueKind, QueueSnapshot, RecordEntry } from "../../core/driver.js";
 import type { Control } from "./control.js";
 
@@ -129,7 +130,7 @@ export async function revokeSession(control: Control, prefix: string, sessionId:
       conns,
     );
     if (Number(left?.n ?? 0) === 0) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
   await control.query(`DELETE FROM ${prefix}lanes WHERE session_id = ?`, [sessionId]);
   await control.query(`DELETE FROM ${prefix}records WHERE session_id = ?`, [sessionId]);

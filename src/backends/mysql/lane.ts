@@ -1,7 +1,11 @@
 import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
-import type { MyConnection } from "./connection.js";
+import { onAbort } from "../../core/abortable.js";
+import type { LaneFactory } from "../sql/lane-pool.js";
+import { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ERRNO, errno } from "./errors.js";
+import { BACKEND } from "./options.js";
+import type { SessionContext } from "./session.js";
 
 /** A grant as the mysql driver keeps it: which entry key, on which connection. */
 export interface MyGrant extends DriverGrant {
@@ -132,14 +136,13 @@ export class Lane {
         }
         return killing ?? Promise.resolve();
       };
-      const onAbort = () => void interrupt().catch(() => {});
       const running = this.connection.query<WaitRow>(statement.sql, statement.params);
       const settled = running.then(
         () => killing,
         () => killing,
       );
       this.#wait = { interrupt, settled: settled.catch(() => {}) };
-      signal.addEventListener("abort", onAbort, { once: true });
+      const detach = onAbort(signal, () => void interrupt().catch(() => {}));
       let row: WaitRow | undefined;
       try {
         [row] = await running;
@@ -147,7 +150,7 @@ export class Lane {
         if (errno(error) !== ERRNO.interrupted || !interrupted) throw error;
         row = { token: null, gone: 0, interrupted: 1 };
       } finally {
-        signal.removeEventListener("abort", onAbort);
+        detach();
         // Nothing else is sent on this connection before a KILL QUERY sent for it is done.
         await settled.catch(() => {});
         // An interrupted procedure may leave its transaction (and the queue row lock) open.
@@ -173,4 +176,24 @@ export class Lane {
     }
     await this.connection.end();
   }
+}
+
+/**
+ * How a MySQL session's lane pool opens lanes: a connection of its own, recorded in
+ * `lanes` under the session so that an expired session's connections can be killed.
+ */
+export function laneFactory(context: SessionContext, sessionId: string): LaneFactory<MyConnection, Lane> {
+  return {
+    backend: BACKEND,
+    budget: context.budget,
+    connect: () => MyConnection.open(context.create, context.settings.client, context.ttlMs),
+    lane: (connection, changed) => new Lane(connection, context.control, changed),
+    setup: async (lane) => {
+      await lane.connection.query(
+        `INSERT INTO ${context.settings.prefix}lanes (conn, session_id) VALUES (?, ?) ON DUPLICATE KEY UPDATE session_id = VALUES(session_id)`,
+        [lane.connection.id, sessionId],
+        context.control.timeoutMs,
+      );
+    },
+  };
 }

@@ -1,6 +1,9 @@
 import type { DriverContext } from "../../core/driver.js";
 import { InvalidArgumentError } from "../../core/errors.js";
 
+/** The backend's name: its definition's `name` and the `backend` of every error it raises. */
+export const BACKEND = "mysql";
+
 /** Option names the mysql backend accepts (query string or `connect()` options). */
 export const MYSQL_OPTION_NAMES = ["prefix", "maxConnections", "connectTimeoutMs", "socketPath"] as const;
 
@@ -30,8 +33,6 @@ export interface MysqlSettings {
 // Plain lower-case identifiers only: the prefix is the one thing put into SQL text.
 const PREFIX_RE = /^[a-z][a-z0-9_]{0,23}$/;
 
-const backend = "mysql";
-
 /** Parses the URL and options of a mysql coordinator. */
 export function parseSettings(context: DriverContext): MysqlSettings {
   const { url, options } = context;
@@ -39,7 +40,7 @@ export function parseSettings(context: DriverContext): MysqlSettings {
   if (typeof prefix !== "string" || !PREFIX_RE.test(prefix)) {
     throw new InvalidArgumentError(
       `prefix must be a lower-case identifier (a letter, then letters, digits or _; at most 24 characters), got ${JSON.stringify(prefix)}`,
-      { backend },
+      { backend: BACKEND },
     );
   }
   const maxConnections = intOption(options.maxConnections, "maxConnections", 8, 2, 100);
@@ -48,19 +49,19 @@ export function parseSettings(context: DriverContext): MysqlSettings {
   if (!database || database.includes("/")) {
     throw new InvalidArgumentError(
       `the URL must name a database: mysql://user:password@host:3306/database, got ${JSON.stringify(url.pathname)}`,
-      { backend },
+      { backend: BACKEND },
     );
   }
   const socketPath = options.socketPath;
   if (socketPath !== undefined && (typeof socketPath !== "string" || !socketPath.startsWith("/"))) {
     throw new InvalidArgumentError(`socketPath must be an absolute path, got ${JSON.stringify(socketPath)}`, {
-      backend,
+      backend: BACKEND,
     });
   }
   if (!url.hostname && !socketPath) {
     throw new InvalidArgumentError(
       `the URL must name a host: mysql://user:password@host:3306/database (or give socketPath), got ${JSON.stringify(url.href)}`,
-      { backend },
+      { backend: BACKEND },
     );
   }
   const host = url.hostname.replace(/^\[|\]$/g, "") || "localhost";
@@ -82,7 +83,7 @@ function intOption(value: unknown, name: string, fallback: number, min: number, 
   const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
   if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
     throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`, {
-      backend,
+      backend: BACKEND,
     });
   }
   return n;

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import type { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
@@ -133,7 +134,7 @@ export class RecordWatches {
       return [...current.known.values()];
     }
     current.listeners.add(listener);
-    signal.addEventListener("abort", detach, { once: true });
+    onAbort(signal, detach);
     // Every listener starts from the reader's state, so its first event follows it without a gap.
     return [...current.known.values()];
   }

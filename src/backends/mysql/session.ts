@@ -1,12 +1,15 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
-import { ClosedError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
-import type { ConnectionBudget } from "../postgres/slots.js";
-import type { CreateConnection } from "./connection.js";
+import { sleep } from "../../core/abortable.js";
+import { ClosedError, SessionExpiredError } from "../../core/errors.js";
+import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
+import type { ConnectionBudget } from "../sql/budget.js";
+import type { CreateConnection, MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
-import { ConnectionLostError, ERRNO, errno, isConnectionError, translate, upgradeDeadlock } from "./errors.js";
-import type { Lane, MyGrant } from "./lane.js";
-import { LanePool } from "./lanes.js";
+import { ConnectionLostError, ERRNO, errno, isConnectionError, translate } from "./errors.js";
+import { BACKEND } from "./options.js";
+import { type Lane, laneFactory, type MyGrant } from "./lane.js";
+import { LanePool } from "../sql/lane-pool.js";
 import type { MysqlSettings } from "./options.js";
 import { nameHash } from "./schema.js";
 
@@ -48,7 +51,7 @@ export class MySession implements DriverSession {
   readonly #c: SessionContext;
   readonly #hooks: SessionHooks;
   readonly #p: string;
-  readonly #pool: LanePool;
+  readonly #pool: LanePool<MyConnection, Lane>;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -56,7 +59,7 @@ export class MySession implements DriverSession {
     this.#c = context;
     this.#hooks = hooks;
     this.#p = context.settings.prefix;
-    this.#pool = new LanePool(context, id);
+    this.#pool = new LanePool(laneFactory(context, id), id);
   }
 
   /** Creates the session row; its lease starts now, on the server's clock. */
@@ -81,7 +84,7 @@ export class MySession implements DriverSession {
    * ping fails are reported lost before that.
    */
   async keepAlive(): Promise<void> {
-    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "mysql" });
+    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: BACKEND });
     const pings = this.#pool.all
       .filter((lane) => lane.alive && lane.grants.size > 0 && !lane.waiting)
       .map((lane) => lane.query("DO 1", [], this.#quickMs).catch(() => {}));
@@ -96,7 +99,7 @@ export class MySession implements DriverSession {
     for (const conn of row?.conns?.split(",") ?? []) if (/^\d+$/.test(conn)) await this.#c.control.kill(Number(conn));
     if (Number(row?.alive ?? 0) !== 1) {
       throw new SessionExpiredError(`session ${this.id} expired on the server (no heartbeat within its TTL)`, {
-        backend: "mysql",
+        backend: BACKEND,
       });
     }
   }
@@ -128,7 +131,7 @@ export class MySession implements DriverSession {
     if (g.released) return;
     g.released = true;
     if (g.upgrade) {
-      g.upgrade.stop(new InvalidStateError("the lock was released while its upgrade was pending"));
+      g.upgrade.stop(releasedWhileUpgrading({ backend: BACKEND }));
       await g.upgrade.done;
     }
     const lane = g.lane;
@@ -149,7 +152,7 @@ export class MySession implements DriverSession {
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
     const g = grant as MyGrant;
     if (g.mode === mode) return;
-    if (g.released || !g.lane.grants.has(g)) throw new InvalidStateError("the lock is not held");
+    if (g.released || !g.lane.grants.has(g)) throw notHeld({ backend: BACKEND });
     if (mode === "shared") {
       await this.#setMode(g, "shared");
       g.mode = "shared";
@@ -159,7 +162,7 @@ export class MySession implements DriverSession {
     // Two upgrades from one process are ordered by call, not by which reaches the server
     // first: the later one is refused at once, as the server would refuse it.
     const local = `${this.#c.settings.target}\u0000${this.#p}\u0000${this.#c.namespace}\u0000${g.id}`;
-    if (upgrading.has(local)) throw upgradeDeadlock();
+    if (upgrading.has(local)) throw upgradeDeadlock({ backend: BACKEND });
     upgrading.add(local);
     try {
       await this.#setMode(g, "upgrading");
@@ -266,7 +269,7 @@ export class MySession implements DriverSession {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: "mysql" });
+    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: BACKEND });
   }
 
   async #acquireOnce(request: AcquireRequest): Promise<MyGrant | null> {
@@ -365,18 +368,4 @@ export class MySession implements DriverSession {
     }
     return grant;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -1,7 +1,9 @@
 import type { Socket } from "node:net";
 import type { Client, ClientConfig, QueryResult, QueryResultRow } from "pg";
 import { BackendUnavailableError, UnsupportedError } from "../../core/errors.js";
+import { SqlConnection } from "../sql/connection.js";
 import { ConnectionLostError } from "./errors.js";
+import { BACKEND } from "./options.js";
 
 /** The node-postgres `Client` constructor, loaded lazily by the driver. */
 export type ClientClass = new (config: ClientConfig) => Client;
@@ -11,22 +13,16 @@ export type ClientClass = new (config: ClientConfig) => Client;
  * an optional client-side timeout that drops the connection rather than leave it hanging
  * (a silently cut connection never answers).
  */
-export class PgConnection {
+export class PgConnection extends SqlConnection {
   readonly client: Client;
   /** Backend process id, fixed for the connection's life. */
   pid = 0;
   /** `server_version_num`. */
   serverVersion = 0;
-  #death: Error | null = null;
-  #tail: Promise<void> = Promise.resolve();
-  #inFlight = 0;
-  readonly #deathListeners = new Set<(error: Error) => void>();
 
   private constructor(client: Client) {
+    super({ server: "PostgreSQL", lost: (message, cause) => new ConnectionLostError(message, cause), events: client });
     this.client = client;
-    // An 'error' event without a listener would crash the process.
-    client.on("error", (error) => this.#die(new ConnectionLostError(`connection lost: ${error.message}`, error)));
-    client.on("end", () => this.#die(new ConnectionLostError("connection closed")));
   }
 
   /**
@@ -45,7 +41,7 @@ export class PgConnection {
     const connection = new PgConnection(client);
     const timeout = config.connectionTimeoutMillis ?? 10_000;
     try {
-      await withTimeout(client.connect(), timeout, () =>
+      await connection.bounded(client.connect(), timeout, () =>
         connection.destroy(new ConnectionLostError("connect timed out")),
       );
       const probes = Math.ceil(ttlMs / 1000) + 2;
@@ -62,18 +58,18 @@ export class PgConnection {
         timeout,
       );
       const row = first.rows[0];
-      if (!row) throw new BackendUnavailableError("connection setup returned nothing", { backend: "postgres" });
+      if (!row) throw new BackendUnavailableError("connection setup returned nothing", { backend: BACKEND });
       connection.pid = row.pid;
       connection.serverVersion = row.version;
       if (row.standby) {
         throw new BackendUnavailableError(
           "the server is a standby (in recovery); Baton needs the primary (writable) server",
-          { backend: "postgres" },
+          { backend: BACKEND },
         );
       }
       if (row.version < 120000) {
         throw new UnsupportedError(`PostgreSQL ${row.version} is too old; the postgres backend needs 12 or later`, {
-          backend: "postgres",
+          backend: BACKEND,
         });
       }
       // A second statement must run in the same backend: behind a transaction-pooling proxy
@@ -99,26 +95,6 @@ export class PgConnection {
     }
   }
 
-  /** Whether the connection is still usable. */
-  get alive(): boolean {
-    return this.#death === null;
-  }
-
-  /** Why it died, once dead. */
-  get death(): Error | null {
-    return this.#death;
-  }
-
-  /** Calls `listener` once when the connection dies (at once if it already has). */
-  onDeath(listener: (error: Error) => void): () => void {
-    if (this.#death) {
-      listener(this.#death);
-      return () => {};
-    }
-    this.#deathListeners.add(listener);
-    return () => this.#deathListeners.delete(listener);
-  }
-
   /**
    * Runs one statement. With `timeoutMs`, a statement without an answer by then drops the
    * connection (and rejects with {@link ConnectionLostError}).
@@ -130,25 +106,21 @@ export class PgConnection {
     /** Prepares the statement under this name, once per connection (hot paths). */
     prepareAs?: string,
   ): Promise<QueryResult<R>> {
-    if (this.#death) throw this.#death;
-    this.#busy(1);
+    if (this.death) throw this.death;
+    this.busy(1);
     try {
       return await this.#run<R>(text, params, timeoutMs, prepareAs);
     } finally {
-      this.#busy(-1);
+      this.busy(-1);
     }
   }
 
-  /**
-   * Refs the socket while a statement is in flight and unrefs it when idle: an idle
-   * connection must not keep a process that forgot `close()` alive, while a statement
-   * (a lock wait included) the program awaits must.
-   */
-  #busy(delta: number): void {
-    this.#inFlight += delta;
-    const socket = (this.client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
-    if (this.#inFlight === 0) socket?.unref?.();
-    else if (delta > 0 && this.#inFlight === 1) socket?.ref?.();
+  protected socket(): Socket | undefined {
+    return (this.client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+  }
+
+  protected goodbye(): Promise<void> {
+    return this.client.end();
   }
 
   async #run<R extends QueryResultRow>(
@@ -158,44 +130,11 @@ export class PgConnection {
     prepareAs: string | undefined,
   ): Promise<QueryResult<R>> {
     // One statement at a time, in call order (node-postgres' own queue is deprecated).
-    const previous = this.#tail;
-    const pending = previous.then(() => {
-      if (this.#death) throw this.#death;
+    const pending = this.serial(() => {
       if (prepareAs) return this.client.query<R>({ name: prepareAs, text, values: params as unknown[] });
       return this.client.query<R>(text, params as unknown[]);
     });
-    this.#tail = pending.then(
-      () => {},
-      () => {},
-    );
-    if (timeoutMs === undefined) return this.#settle(pending);
-    return this.#settle(
-      withTimeout(pending, timeoutMs, () =>
-        this.destroy(new ConnectionLostError(`PostgreSQL did not answer within ${timeoutMs} ms; connection dropped`)),
-      ),
-    );
-  }
-
-  /** Drops the connection at once (no goodbye), e.g. when it stopped answering. */
-  destroy(error: Error): void {
-    this.#die(error);
-    const stream = (this.client as unknown as { connection?: { stream?: Socket } }).connection?.stream;
-    stream?.destroy();
-  }
-
-  /** Ends the connection politely, dropping it if that takes longer than `timeoutMs`. */
-  async end(timeoutMs = 2000): Promise<void> {
-    const reason = new ConnectionLostError("connection closed by Baton");
-    if (this.#death) {
-      this.destroy(reason);
-      return;
-    }
-    this.#die(reason);
-    try {
-      await withTimeout(this.client.end(), timeoutMs, () => this.destroy(reason));
-    } catch {
-      this.destroy(reason);
-    }
+    return this.#settle(timeoutMs === undefined ? pending : this.bounded(pending, timeoutMs));
   }
 
   async #settle<R extends QueryResultRow>(pending: Promise<QueryResult<R>>): Promise<QueryResult<R>> {
@@ -203,16 +142,9 @@ export class PgConnection {
       return await pending;
     } catch (error) {
       // After a drop, node-postgres reports "Connection terminated": say why it was dropped.
-      if (this.#death && !(error as { code?: string }).code) throw this.#death;
+      if (this.death && !(error as { code?: string }).code) throw this.death;
       throw error;
     }
-  }
-
-  #die(error: Error): void {
-    if (this.#death) return;
-    this.#death = error;
-    for (const listener of [...this.#deathListeners]) listener(error);
-    this.#deathListeners.clear();
   }
 }
 
@@ -220,17 +152,6 @@ export class PgConnection {
 export function poolingError(): UnsupportedError {
   return new UnsupportedError(
     "consecutive statements on one connection ran in different PostgreSQL backends: this looks like a transaction-pooling proxy (e.g. PgBouncer with pool_mode=transaction), where session advisory locks cannot work. Connect to PostgreSQL directly or through a session-pooling proxy",
-    { backend: "postgres" },
+    { backend: BACKEND },
   );
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onTimeout();
-      reject(new ConnectionLostError(`PostgreSQL did not answer within ${ms} ms; connection dropped`));
-    }, ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

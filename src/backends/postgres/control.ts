@@ -1,7 +1,8 @@
-import { abortable } from "../../core/abortable.js";
+import { abortable, onAbort } from "../../core/abortable.js";
 import { createHash } from "node:crypto";
 import type { Notification, QueryResult, QueryResultRow } from "pg";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
+import { ControlLink } from "../sql/control-link.js";
 import { type ClientClass, PgConnection } from "./connection.js";
 import type { PostgresSettings } from "./options.js";
 import { migrate, quoteIdent } from "./schema.js";
@@ -14,20 +15,12 @@ import { migrate, quoteIdent } from "./schema.js";
  * queue heads.
  */
 export class Control {
-  readonly #Client: ClientClass;
   readonly #settings: PostgresSettings;
-  readonly #ttlMs: number;
   readonly #namespace: string;
   readonly #q: string;
-  #connection: PgConnection | null = null;
-  #connecting: Promise<PgConnection> | null = null;
+  readonly #link: ControlLink<PgConnection>;
   #channel: string | null = null;
   #migrated = false;
-  #closed = false;
-  #resolveClosed: () => void = () => {};
-  readonly #closedPromise = new Promise<void>((resolve) => {
-    this.#resolveClosed = resolve;
-  });
   #generation = 0;
   /** Notifications and resyncs are handled one at a time, in arrival order. */
   #chain: Promise<void> = Promise.resolve();
@@ -43,11 +36,17 @@ export class Control {
   readonly pids = new Set<number>();
 
   constructor(Client: ClientClass, settings: PostgresSettings, ttlMs: number, namespace: string) {
-    this.#Client = Client;
     this.#settings = settings;
-    this.#ttlMs = ttlMs;
     this.#namespace = namespace;
     this.#q = quoteIdent(settings.schema);
+    this.#link = new ControlLink<PgConnection>(
+      {
+        open: () => PgConnection.open(Client, settings.client, ttlMs),
+        setup: (connection) => this.#setup(connection),
+        adopted: (connection) => this.#adopted(connection),
+      },
+      ttlMs,
+    );
   }
 
   /** Semaphore wake-ups (NOTIFY 'sem' events), for queue heads. */
@@ -57,17 +56,12 @@ export class Control {
 
   /** Default timeout of a control statement: a third of the TTL, at least 1 s. */
   get timeoutMs(): number {
-    return Math.max(1000, Math.floor(this.#ttlMs / 3));
+    return this.#link.timeoutMs;
   }
 
   /** The connected control connection, connecting (and migrating, the first time) if needed. */
   connection(): Promise<PgConnection> {
-    if (this.#closed) return Promise.reject(new Error("the coordinator is closed"));
-    if (this.#connection?.alive) return Promise.resolve(this.#connection);
-    this.#connecting ??= this.#connect().finally(() => {
-      this.#connecting = null;
-    });
-    return this.#connecting;
+    return this.#link.connection();
   }
 
   /** Runs a statement on the control connection (reconnecting if needed), with a timeout. */
@@ -106,64 +100,47 @@ export class Control {
       if (signal.aborted) return entries;
       const watcher: Watcher = { space, listener, snapshot, known: new Map(entries.map((e) => [e.key, e])) };
       this.#watchers.add(watcher);
-      signal.addEventListener("abort", () => this.#watchers.delete(watcher), { once: true });
+      onAbort(signal, () => this.#watchers.delete(watcher));
       return entries;
     });
   }
 
   /** Resolves once {@link close} has finished. */
   get closed(): Promise<void> {
-    return this.#closedPromise;
+    return this.#link.closed;
   }
 
   /** Closes the connection for good. */
-  async close(): Promise<void> {
-    if (this.#closed) return this.closed;
-    this.#closed = true;
-    this.#watchers.clear();
-    try {
-      const connection = this.#connection ?? (await this.#connecting?.catch(() => null)) ?? null;
-      this.#connection = null;
-      await connection?.end();
-    } finally {
-      this.#resolveClosed();
-    }
+  close(): Promise<void> {
+    if (!this.#link.isClosed) this.#watchers.clear();
+    return this.#link.close();
   }
 
-  async #connect(): Promise<PgConnection> {
-    const connection = await PgConnection.open(this.#Client, this.#settings.client, this.#ttlMs);
-    try {
-      if (!this.#migrated) {
-        await migrate(connection, this.#settings.schema, migrateKey(this.#settings.schema));
-        this.#migrated = true;
-      }
-      if (this.#channel === null) {
-        const result = await connection.query<{ channel: string }>(`SELECT ${this.#q}.channel($1) AS channel`, [
-          this.#namespace,
-        ]);
-        this.#channel = result.rows[0]?.channel ?? null;
-      }
-      connection.client.on("notification", (message) => this.#onNotification(message));
-      await connection.query(`LISTEN ${quoteIdent(this.#channel ?? "baton")}`, [], this.timeoutMs);
-    } catch (error) {
-      connection.destroy(error as Error);
-      throw error;
+  /** Migrates (the first time), learns the namespace's channel and LISTENs on it. */
+  async #setup(connection: PgConnection): Promise<void> {
+    if (!this.#migrated) {
+      await migrate(connection, this.#settings.schema, migrateKey(this.#settings.schema));
+      this.#migrated = true;
     }
-    if (this.#closed) {
-      await connection.end();
-      throw new Error("the coordinator is closed");
+    if (this.#channel === null) {
+      const result = await connection.query<{ channel: string }>(`SELECT ${this.#q}.channel($1) AS channel`, [
+        this.#namespace,
+      ]);
+      this.#channel = result.rows[0]?.channel ?? null;
     }
+    connection.client.on("notification", (message) => this.#onNotification(message));
+    await connection.query(`LISTEN ${quoteIdent(this.#channel ?? "baton")}`, [], this.timeoutMs);
+  }
+
+  #adopted(connection: PgConnection): void {
     this.pids.add(connection.pid);
     connection.onDeath(() => this.pids.delete(connection.pid));
-    const reconnect = this.#generation++ > 0;
-    this.#connection = connection;
-    if (reconnect) {
+    if (this.#generation++ > 0) {
       // Whatever was notified while we were away is lost: resync and wake queue heads.
       this.#semaphores.wakeAll();
       for (const resync of this.cellResyncs) resync();
       void this.#enqueue(() => this.#resyncAll()).catch(() => {});
     }
-    return connection;
   }
 
   #onNotification(message: Notification): void {

@@ -1,5 +1,5 @@
 import type { BackendDefinition } from "../../core/driver.js";
-import { POSTGRES_OPTION_NAMES } from "./options.js";
+import { BACKEND, POSTGRES_OPTION_NAMES } from "./options.js";
 
 /**
  * PostgreSQL: coordination on the database a service already runs. Locks are session
@@ -8,7 +8,7 @@ import { POSTGRES_OPTION_NAMES } from "./options.js";
  * LISTEN/NOTIFY. Single primary: not partition-safe. See docs/backends/postgres.md.
  */
 export const postgresBackend: BackendDefinition = {
-  name: "postgres",
+  name: BACKEND,
   schemes: ["postgres", "postgresql"],
   urlForm: "postgres://user:password@host:port/database[?schema=baton&maxConnections=8]",
   summary: "A PostgreSQL server: advisory locks, LISTEN/NOTIFY. Single primary: not partition-safe.",

@@ -17,11 +17,12 @@ import { postgresCells } from "./cells.js";
 import type { ClientClass } from "./connection.js";
 import { Control, toEntry } from "./control.js";
 import { translate } from "./errors.js";
+import { BACKEND } from "./options.js";
 import { inspect, namespaces } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { quoteIdent } from "./schema.js";
 import { PgSession, type SessionContext } from "./session.js";
-import { ConnectionBudget } from "./slots.js";
+import { ConnectionBudget } from "../sql/budget.js";
 
 /** Creates a postgres driver: connects, migrates the schema if needed, LISTENs. */
 export async function createDriver(context: DriverContext): Promise<Driver> {
@@ -32,7 +33,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     Client = (pg.default?.Client ?? (pg as unknown as { Client: ClientClass }).Client) as ClientClass;
   } catch (cause) {
     throw new BackendUnavailableError("the postgres backend needs the pg package: npm install pg", {
-      backend: "postgres",
+      backend: BACKEND,
       cause,
     });
   }

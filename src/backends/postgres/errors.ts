@@ -14,8 +14,7 @@ import {
   UnsupportedError,
 } from "../../core/errors.js";
 import { explain, explainNetwork, networkFailure } from "../explain.js";
-
-const backend = "postgres";
+import { BACKEND } from "./options.js";
 
 /** Baton's own SQLSTATEs, raised by the functions in migrations.ts. */
 export const SQLSTATE = {
@@ -44,7 +43,7 @@ export function isConnectionError(error: unknown): boolean {
 /** A connection was lost or had to be dropped (timeout, protocol failure). */
 export class ConnectionLostError extends BackendUnavailableError {
   constructor(message: string, cause?: unknown) {
-    super(message, { backend, cause });
+    super(message, { backend: BACKEND, cause });
   }
 }
 
@@ -66,39 +65,48 @@ export function translate(error: unknown, what: string): BatonError {
             ? `${other.kind} ${JSON.stringify(other.name)} in namespace ${JSON.stringify(other.namespace)}`
             : "another name"
         }; two names sharing a key would exclude each other, so Baton refuses. Rename one of them`,
-        { backend, cause: error },
+        { backend: BACKEND, cause: error },
       );
     }
     case SQLSTATE.limitMismatch:
       return new InvalidArgumentError(
         `${what}: the limit does not match the limit ${detail ?? "?"} its current holders use; every user of one semaphore must give the same limit`,
-        { backend, cause: error },
+        { backend: BACKEND, cause: error },
       );
     case SQLSTATE.deadlock:
-      return new DeadlockError(`${what}: PostgreSQL detected a deadlock: ${message}`, { backend, cause: error });
+      return new DeadlockError(`${what}: PostgreSQL detected a deadlock: ${message}`, {
+        backend: BACKEND,
+        cause: error,
+      });
     case SQLSTATE.foreignKey:
-      return new SessionExpiredError(`${what}: the session has ended on the server`, { backend, cause: error });
+      return new SessionExpiredError(`${what}: the session has ended on the server`, {
+        backend: BACKEND,
+        cause: error,
+      });
     case "25006":
       return new BackendUnavailableError(`${what}: the server is read-only (a standby?): ${message}`, {
-        backend,
+        backend: BACKEND,
         cause: error,
       });
     case "42501":
       return new BackendUnavailableError(
         `${what}: permission denied (${message}); the role needs CREATE on the database (first run) and USAGE/CREATE on the schema`,
-        { backend, cause: error },
+        { backend: BACKEND, cause: error },
       );
     case "0A000":
-      return new UnsupportedError(`${what}: ${message}`, { backend, cause: error });
+      return new UnsupportedError(`${what}: ${message}`, { backend: BACKEND, cause: error });
   }
   if (state?.startsWith("28")) {
-    return new BackendUnavailableError(`${what}: authentication failed: ${message}`, { backend, cause: error });
+    return new BackendUnavailableError(`${what}: authentication failed: ${message}`, {
+      backend: BACKEND,
+      cause: error,
+    });
   }
   if (state === "3D000") {
     return new BackendUnavailableError(
       explain(what, "PostgreSQL", `answered: ${message}`, "the database name in the URL"),
       {
-        backend,
+        backend: BACKEND,
         cause: error,
       },
     );
@@ -106,9 +114,9 @@ export function translate(error: unknown, what: string): BatonError {
   const failure = state === undefined ? networkFailure(error) : undefined;
   if (failure) {
     return new BackendUnavailableError(explainNetwork(what, "PostgreSQL", failure), {
-      backend,
+      backend: BACKEND,
       cause: error,
     });
   }
-  return new BackendUnavailableError(`${what}: ${message}`, { backend, cause: error });
+  return new BackendUnavailableError(`${what}: ${message}`, { backend: BACKEND, cause: error });
 }

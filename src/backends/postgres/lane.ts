@@ -1,9 +1,13 @@
 import type { QueryResult, QueryResultRow } from "pg";
 import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
-import type { PgConnection } from "./connection.js";
-import { poolingError } from "./connection.js";
+import { onAbort, sleep } from "../../core/abortable.js";
+import type { LaneFactory } from "../sql/lane-pool.js";
+import { PgConnection, poolingError } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, SQLSTATE, sqlState } from "./errors.js";
+import { BACKEND } from "./options.js";
+import { quoteIdent } from "./schema.js";
+import type { SessionContext } from "./session.js";
 
 /** A grant as the postgres driver keeps it: which advisory key, on which connection. */
 export interface PgGrant extends DriverGrant {
@@ -128,7 +132,7 @@ export class Lane {
         // statement may not have reached its wait yet.
         await this.#control.cancelWait(this.pid).catch(() => {});
         if (settled) return;
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await sleep(delay);
         delay = Math.min(delay * 2, 100);
         if (!settled && Date.now() - started > 5000) {
           this.connection.destroy(new ConnectionLostError("a lock wait could not be cancelled; connection dropped"));
@@ -146,10 +150,8 @@ export class Lane {
         }
       },
     };
-    const onAbort = () => long.request("abort");
     this.#long = long;
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
+    const detach = onAbort(signal, () => long.request("abort"));
     try {
       const result = await this.connection.query<R>(text, params, undefined, prepareAs);
       return { outcome: "done", result };
@@ -163,7 +165,7 @@ export class Lane {
       throw error;
     } finally {
       settled = true;
-      signal.removeEventListener("abort", onAbort);
+      detach();
       this.#long = null;
       this.changed();
     }
@@ -196,4 +198,41 @@ function lostError(cause: Error): Error {
     `the PostgreSQL connection holding it was lost (${cause.message}); the server released its locks`,
     cause,
   );
+}
+
+/**
+ * How a PostgreSQL session's lane pool opens lanes: a connection of its own (refused when
+ * its backend pid is already one of ours: a pooler between us and the server), set up by
+ * `lane_setup` under the session, which also hands out the lane's token prefix.
+ */
+export function laneFactory(context: SessionContext, sessionId: string): LaneFactory<PgConnection, Lane> {
+  const q = quoteIdent(context.settings.schema);
+  return {
+    backend: BACKEND,
+    budget: context.budget,
+    connect: async () => {
+      const connection = await PgConnection.open(context.Client, context.settings.client, context.ttlMs);
+      const { pid } = connection;
+      const pids = context.control.pids;
+      connection.onDeath(() => pids.delete(pid));
+      if (pids.has(pid)) {
+        const error = poolingError();
+        connection.destroy(error);
+        throw error;
+      }
+      pids.add(pid);
+      return connection;
+    },
+    lane: (connection, changed) => new Lane(connection, context.control, changed),
+    setup: async (lane) => {
+      const setup = await lane.connection.query<{ o_pid: number; o_epoch: string }>(
+        `SELECT * FROM ${q}.lane_setup($1, $2)`,
+        [sessionId, context.memberId],
+        context.control.timeoutMs,
+      );
+      lane.checkPid(setup.rows[0]?.o_pid);
+      lane.epoch = setup.rows[0]?.o_epoch ?? "";
+      if (!lane.epoch) throw new Error("lane_setup returned no token prefix");
+    },
+  };
 }

@@ -3,6 +3,9 @@ import type { DriverContext } from "../../core/driver.js";
 import { InvalidArgumentError } from "../../core/errors.js";
 import { describe } from "../../core/validate.js";
 
+/** The backend's name: its definition's `name` and the `backend` of every error it raises. */
+export const BACKEND = "postgres";
+
 /** Option names the postgres backend accepts (query string or `connect()` options). */
 export const POSTGRES_OPTION_NAMES = [
   "schema",
@@ -39,7 +42,7 @@ export function parseSettings(context: DriverContext): PostgresSettings {
   if (typeof schema !== "string" || !SCHEMA_RE.test(schema) || schema.startsWith("pg_")) {
     throw new InvalidArgumentError(
       `schema must be a lower-case SQL identifier (letters, digits, _; at most 63 bytes; not pg_*), got ${JSON.stringify(schema)}`,
-      { backend: "postgres" },
+      { backend: BACKEND },
     );
   }
   const maxConnections = intOption(options.maxConnections, "maxConnections", 8, 2, 100);
@@ -51,7 +54,7 @@ export function parseSettings(context: DriverContext): PostgresSettings {
   for (const name of ["host", "sslmode", "sslrootcert", "sslcert", "sslkey"] as const) {
     const value = options[name];
     if (value === undefined) continue;
-    if (typeof value !== "string") throw new InvalidArgumentError(`${name} must be a string`, { backend: "postgres" });
+    if (typeof value !== "string") throw new InvalidArgumentError(`${name} must be a string`, { backend: BACKEND });
     base.searchParams.set(name, value);
   }
   const client: ClientConfig = { connectionString: base.href, connectionTimeoutMillis: connectTimeoutMs };
@@ -61,7 +64,7 @@ export function parseSettings(context: DriverContext): PostgresSettings {
     if (typeof ssl !== "boolean" && (typeof ssl !== "object" || ssl === null)) {
       throw new InvalidArgumentError(
         `ssl must be true, false or a tls.ConnectionOptions object (in the URL: ssl=true or ssl=false), got ${describe(ssl)}`,
-        { backend: "postgres" },
+        { backend: BACKEND },
       );
     }
     client.ssl = ssl as ClientConfig["ssl"] & object;
@@ -75,7 +78,7 @@ function intOption(value: unknown, name: string, fallback: number, min: number, 
   const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
   if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
     throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`, {
-      backend: "postgres",
+      backend: BACKEND,
     });
   }
   return n;

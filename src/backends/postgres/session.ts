@@ -3,14 +3,16 @@ import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks
 import { ClosedError, DeadlockError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { sleep } from "../../core/abortable.js";
-import { type ClientClass, PgConnection, poolingError } from "./connection.js";
+import { LanePool } from "../sql/lane-pool.js";
+import type { ClientClass, PgConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, isConnectionError, SQLSTATE, sqlState, translate } from "./errors.js";
-import { Lane, type PgGrant } from "./lane.js";
+import { BACKEND } from "./options.js";
+import { LaneAcquisitions } from "./acquire.js";
+import { type Lane, laneFactory, type PgGrant } from "./lane.js";
 import type { PostgresSettings } from "./options.js";
-import { advisoryKey } from "./keys.js";
 import { quoteIdent } from "./schema.js";
-import type { ConnectionBudget } from "./slots.js";
+import type { ConnectionBudget } from "../sql/budget.js";
 
 /** What every session of one coordinator shares. */
 export interface SessionContext {
@@ -26,27 +28,6 @@ export interface SessionContext {
 /** Locks with an upgrade under way in this process (see PgSession.convert). */
 const upgrading = new Set<string>();
 
-/** Lanes holding nothing are closed after this long unused. */
-const IDLE_LANE_MS = 3000;
-
-/** Advisory keys of recently used lock and election names (see PgSession.#lockKey). */
-const lockKeys = new Map<string, string>();
-const LOCK_KEY_CACHE = 10_000;
-
-interface AcquireRow {
-  o_token: string | null;
-  o_pid: number;
-}
-
-interface SemRow {
-  o_base: string;
-  o_turnstile: string;
-  o_slot: string | null;
-  o_token: string | null;
-  o_pid: number;
-  o_head: boolean;
-}
-
 /**
  * One Baton session: a row in `sessions` (lease renewed by keep-alives, bound records)
  * and the lanes (connections) holding its locks. See docs/backends/postgres.md.
@@ -56,8 +37,8 @@ export class PgSession implements DriverSession {
   readonly #c: SessionContext;
   readonly #hooks: SessionHooks;
   readonly #q: string;
-  readonly #lanes = new Set<Lane>();
-  readonly #reaper: NodeJS.Timeout;
+  readonly #pool: LanePool<PgConnection, Lane>;
+  readonly #lanes: LaneAcquisitions;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -65,8 +46,8 @@ export class PgSession implements DriverSession {
     this.#c = context;
     this.#hooks = hooks;
     this.#q = quoteIdent(context.settings.schema);
-    this.#reaper = setInterval(() => this.#reap(), 1000);
-    this.#reaper.unref();
+    this.#pool = new LanePool(laneFactory(context, id), id);
+    this.#lanes = new LaneAcquisitions(context);
   }
 
   /** Creates the session row; its lease starts now, on the server's clock. */
@@ -91,8 +72,8 @@ export class PgSession implements DriverSession {
    * heard from it, so locks on a lane whose ping fails are reported lost before that.
    */
   async keepAlive(): Promise<void> {
-    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: "postgres" });
-    const lanes = [...this.#lanes].filter((lane) => lane.alive);
+    if (this.#closed) throw new SessionExpiredError(`session ${this.id} is closed`, { backend: BACKEND });
+    const lanes = this.#pool.all.filter((lane) => lane.alive);
     const pings = lanes
       .filter((lane) => lane.grants.size > 0)
       .map((lane) => lane.query("SELECT 1", [], this.#quickMs).catch(() => {}));
@@ -107,7 +88,7 @@ export class PgSession implements DriverSession {
     const row = beat.rows[0];
     if (!row?.o_alive) {
       throw new SessionExpiredError(`session ${this.id} expired on the server (no heartbeat within its TTL)`, {
-        backend: "postgres",
+        backend: BACKEND,
       });
     }
     const serverPids = new Set(row.o_lanes);
@@ -125,10 +106,10 @@ export class PgSession implements DriverSession {
       // one), without touching `request.signal` (building it costs more than the try's own
       // client-side work). A contended wait then asks again below, server-side.
       const id = `${request.kind}\u0000${request.name}`;
-      const lane = this.#reserve((l) => l.usable && !l.ids.has(id), id);
+      const lane = this.#pool.reserve((l) => l.usable && !l.ids.has(id), id);
       if (lane) {
         try {
-          const grant = await this.#trying(lane, request, id);
+          const grant = await this.#lanes.trying(lane, request, id);
           if (grant || !request.wait) return grant;
         } catch (error) {
           if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
@@ -156,7 +137,7 @@ export class PgSession implements DriverSession {
     if (g.released) return;
     g.released = true;
     if (g.upgrade) {
-      g.upgrade.stop(releasedWhileUpgrading({ backend: "postgres" }));
+      g.upgrade.stop(releasedWhileUpgrading({ backend: BACKEND }));
       await g.upgrade.done;
     }
     const lane = g.lane;
@@ -192,7 +173,7 @@ export class PgSession implements DriverSession {
     const g = grant as PgGrant;
     if (g.mode === mode) return;
     const lane = g.lane;
-    if (g.released || !lane.grants.has(g)) throw notHeld({ backend: "postgres" });
+    if (g.released || !lane.grants.has(g)) throw notHeld({ backend: BACKEND });
     if (mode === "shared") {
       const result = await lane.query<{ o_pid: number }>(
         `SELECT * FROM ${this.#q}.downgrade($1)`,
@@ -207,7 +188,7 @@ export class PgSession implements DriverSession {
     // Two upgrades from one process are ordered by call, not by which reaches the server
     // first: the later one is refused at once, as it would be by the server's intent lock.
     const local = this.#queueName(g.id);
-    if (upgrading.has(local)) throw upgradeDeadlock({ backend: "postgres" });
+    if (upgrading.has(local)) throw upgradeDeadlock({ backend: BACKEND });
     upgrading.add(local);
     try {
       await this.#upgradeFrom(g, signal);
@@ -225,7 +206,7 @@ export class PgSession implements DriverSession {
     );
     const started = begin.rows[0];
     lane.checkPid(started?.o_pid);
-    if (!started?.o_ok) throw upgradeDeadlock({ backend: "postgres" });
+    if (!started?.o_ok) throw upgradeDeadlock({ backend: BACKEND });
     if (g.released) {
       await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [started.o_intent], this.#quickMs);
       throw new InvalidStateError("the lock was released while its upgrade was starting");
@@ -261,7 +242,7 @@ export class PgSession implements DriverSession {
         if (lane.connection.alive) await abort(false).catch((e: unknown) => lane.connection.destroy(e as Error));
         throw sqlState(error) === SQLSTATE.deadlock
           ? new DeadlockError(`upgrading lock "${g.name}": PostgreSQL detected a deadlock`, {
-              backend: "postgres",
+              backend: BACKEND,
               cause: error,
             })
           : translate(error, `upgrading lock "${g.name}"`);
@@ -321,8 +302,7 @@ export class PgSession implements DriverSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#reaper);
-    const lanes = [...this.#lanes];
+    const lanes = this.#pool.close();
     // A backend blocked in a lock wait does not read its socket: end it from the server side.
     const waiting = lanes.filter((lane) => lane.alive && !lane.usable).map((lane) => lane.pid);
     for (const lane of lanes) lane.closing = true;
@@ -350,338 +330,44 @@ export class PgSession implements DriverSession {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: "postgres" });
+    if (this.#closed) throw new ClosedError(`session ${this.id} is closed`, { backend: BACKEND });
   }
 
   async #acquireOnce(request: AcquireRequest): Promise<PgGrant | null> {
     const id = `${request.kind}\u0000${request.name}`;
     const fast = (lane: Lane) => lane.usable && !lane.ids.has(id);
     if (!request.wait) {
-      const lane = this.#reserve(fast, id) ?? (await this.#obtain(fast, id, request.signal));
-      return this.#trying(lane, request, id);
+      const lane = this.#pool.reserve(fast, id) ?? (await this.#pool.obtain(fast, id, request.signal));
+      return this.#lanes.trying(lane, request, id);
     }
     const tried = new Set<Lane>();
     for (;;) {
       if (request.signal.aborted) throw request.signal.reason;
       this.#assertOpen();
       // One round trip when a lane is free for a blocking acquisition (it tries first).
-      const empty = this.#reserve((lane) => lane.empty, id);
-      if (empty) return this.#blocking(empty, request, id);
+      const empty = this.#pool.reserve((lane) => lane.empty, id);
+      if (empty) return this.#lanes.blocking(empty, request, id);
       // Else try where it costs no connection; once per lane per change, so that a wait
       // queued here (connections exhausted) still notices the lock has become free.
-      const other = this.#reserve((lane) => fast(lane) && !tried.has(lane), id);
+      const other = this.#pool.reserve((lane) => fast(lane) && !tried.has(lane), id);
       if (other) {
         tried.add(other);
-        const grant = await this.#trying(other, request, id);
+        const grant = await this.#lanes.trying(other, request, id);
         if (grant) return grant;
         continue;
       }
-      if (this.#c.budget.take()) {
-        const lane = await this.#openLane();
-        lane.reservations++;
-        lane.ids.add(id);
-        return this.#blocking(lane, request, id);
-      }
+      const opened = await this.#pool.openReserved(id);
+      if (opened) return this.#lanes.blocking(opened, request, id);
       // Connections exhausted: wait server-side on a lane that holds grants, preemptibly, so
       // that its pings and releases are never held up (the wait then asks again).
-      const busy = this.#reserve(fast, id);
+      const busy = this.#pool.reserve(fast, id);
       if (busy) {
-        const grant = await this.#blocking(busy, request, id, true);
+        const grant = await this.#lanes.blocking(busy, request, id, true);
         if (grant) return grant;
         continue;
       }
       await this.#c.budget.changed.wait(request.signal);
       tried.clear();
-    }
-  }
-
-  /** Picks a lane matching `pred` and reserves it (synchronously) for grant `id`. */
-  #reserve(pred: (lane: Lane) => boolean, id: string): Lane | null {
-    let best: Lane | null = null;
-    for (const lane of this.#lanes) {
-      // Prefer lanes that already hold grants: keep empty ones free for blocking waits.
-      if (pred(lane) && (!best || lane.grants.size > best.grants.size)) best = lane;
-    }
-    if (best) {
-      best.reservations++;
-      best.ids.add(id);
-    }
-    return best;
-  }
-
-  /**
-   * A lane matching `pred`, reserved for `id`: an existing one, a new connection within
-   * the budget, or (budget exhausted) the first to match once something changes, FIFO.
-   */
-  async #obtain(pred: (lane: Lane) => boolean, id: string, signal: AbortSignal): Promise<Lane> {
-    for (;;) {
-      if (signal.aborted) throw signal.reason;
-      this.#assertOpen();
-      const found = this.#reserve(pred, id);
-      if (found) return found;
-      if (this.#c.budget.take()) {
-        const lane = await this.#openLane();
-        lane.reservations++;
-        lane.ids.add(id);
-        return lane;
-      }
-      await this.#c.budget.changed.wait(signal);
-    }
-  }
-
-  async #openLane(): Promise<Lane> {
-    let connection: PgConnection;
-    try {
-      connection = await PgConnection.open(this.#c.Client, this.#c.settings.client, this.#c.ttlMs);
-    } catch (error) {
-      this.#c.budget.give();
-      throw error;
-    }
-    const { pid } = connection;
-    const pids = this.#c.control.pids;
-    connection.onDeath(() => {
-      pids.delete(pid);
-      this.#c.budget.give();
-    });
-    if (pids.has(pid)) {
-      const error = poolingError();
-      connection.destroy(error);
-      throw error;
-    }
-    pids.add(pid);
-    const lane = new Lane(connection, this.#c.control, () => this.#c.budget.changed.notify());
-    connection.onDeath(() => this.#lanes.delete(lane));
-    try {
-      const setup = await connection.query<{ o_pid: number; o_epoch: string }>(
-        `SELECT * FROM ${this.#q}.lane_setup($1, $2)`,
-        [this.id, this.#c.memberId],
-        this.#quickMs,
-      );
-      lane.checkPid(setup.rows[0]?.o_pid);
-      lane.epoch = setup.rows[0]?.o_epoch ?? "";
-      if (!lane.epoch) throw new Error("lane_setup returned no token prefix");
-    } catch (error) {
-      connection.destroy(error as Error);
-      throw error;
-    }
-    if (this.#closed) {
-      await lane.close();
-      this.#assertOpen();
-    }
-    this.#lanes.add(lane);
-    return lane;
-  }
-
-  /** One non-blocking attempt on a reserved lane; `null` when busy. */
-  async #trying(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant | null> {
-    let grant: PgGrant | null = null;
-    try {
-      if (request.kind === "semaphore") {
-        const result = await lane.query<SemRow>(
-          `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'try', $4)`,
-          [this.#c.namespace, request.name, request.limit, Date.now()],
-          this.#quickMs,
-        );
-        const row = result.rows[0];
-        lane.checkPid(row?.o_pid);
-        if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
-      } else {
-        const key = this.#lockKey(request.kind, request.name);
-        const result = await lane.query<AcquireRow>(
-          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, false, $6)`,
-          [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-          this.#quickMs,
-          `baton_try_${this.#c.settings.schema}`,
-        );
-        const row = result.rows[0];
-        lane.checkPid(row?.o_pid);
-        if (row?.o_token) grant = this.#grant(lane, request, id, key, row.o_token, null);
-      }
-      return grant;
-    } catch (error) {
-      await this.#cleanup(lane, request);
-      throw error;
-    } finally {
-      this.#unreserve(lane, id, grant);
-    }
-  }
-
-  /**
-   * A blocking acquisition on a reserved lane: the server queues it. On an empty lane it
-   * runs to the end; on a lane holding grants it is `preemptible` and resolves `null` when
-   * another statement for the lane preempted it.
-   */
-  async #blocking(lane: Lane, request: AcquireRequest, id: string, preemptible = false): Promise<PgGrant | null> {
-    const { signal } = request;
-    let grant: PgGrant | null = null;
-    try {
-      if (request.kind === "semaphore") {
-        grant = await this.#blockingSemaphore(lane, request, id, preemptible);
-        if (!grant) await this.#cleanup(lane, request);
-        return grant;
-      }
-      const key = this.#lockKey(request.kind, request.name);
-      const waited = await lane.wait<AcquireRow>(
-        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, true, $6)`,
-        [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-        signal,
-        preemptible,
-        `baton_acquire_${this.#c.settings.schema}`,
-      );
-      if (waited.outcome === "preempted" && !signal.aborted) {
-        await this.#cleanup(lane, request);
-        return null;
-      }
-      // Withdrawn (the catch below gives back a grant that won the race with the cancel).
-      if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
-      const row = waited.result.rows[0];
-      lane.checkPid(row?.o_pid);
-      if (!row?.o_token) throw new Error("lock_acquire returned no token");
-      grant = this.#grant(lane, request, id, key, row.o_token, null);
-      return grant;
-    } catch (error) {
-      if (!grant) await this.#cleanup(lane, request);
-      throw error;
-    } finally {
-      this.#unreserve(lane, id, grant);
-    }
-  }
-
-  /**
-   * Queues on the semaphore's turnstile (FIFO, server-side); the head of the queue holds
-   * the turnstile and scans the permits again whenever one is freed (NOTIFY).
-   */
-  async #blockingSemaphore(
-    lane: Lane,
-    request: AcquireRequest,
-    id: string,
-    preemptible: boolean,
-  ): Promise<PgGrant | null> {
-    const { signal } = request;
-    const base = this.#key("semaphore", request.name, 0);
-    const interest = this.#c.control.semaphores.interest(base);
-    let head = false;
-    try {
-      let seen = interest.version();
-      const waited = await lane.wait<SemRow>(
-        `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'wait', $4)`,
-        [this.#c.namespace, request.name, request.limit, Date.now()],
-        signal,
-        preemptible,
-      );
-      if (waited.outcome === "preempted" && !signal.aborted) return null;
-      if (waited.outcome !== "done") throw signal.reason;
-      let row = waited.result.rows[0];
-      lane.checkPid(row?.o_pid);
-      while (row?.o_head) {
-        if (!head) {
-          head = true;
-          lane.heads++;
-        }
-        await interest.changed(seen, signal);
-        seen = interest.version();
-        const result = await lane.query<SemRow>(
-          `SELECT * FROM ${this.#q}.sem_acquire($1, $2, $3, 'scan', $4)`,
-          [this.#c.namespace, request.name, request.limit, Date.now()],
-          this.#quickMs,
-        );
-        row = result.rows[0];
-        lane.checkPid(row?.o_pid);
-      }
-      if (!row?.o_slot || !row.o_token) throw new Error("sem_acquire returned no permit");
-      if (signal.aborted) throw signal.reason;
-      return this.#grant(lane, request, id, row.o_slot, row.o_token, row);
-    } finally {
-      interest.dispose();
-      if (head) lane.heads--;
-    }
-  }
-
-  #grant(
-    lane: Lane,
-    request: AcquireRequest,
-    id: string,
-    key: string,
-    token: string,
-    sem: { o_base: string; o_turnstile: string } | null,
-  ): PgGrant {
-    const grant: PgGrant = {
-      token: BigInt(token),
-      mode: request.mode,
-      kind: request.kind,
-      name: request.name,
-      id,
-      key,
-      sem: sem?.o_base ?? null,
-      turnstile: sem?.o_turnstile ?? null,
-      lane,
-      onLost: request.onLost,
-      released: false,
-      upgrade: null,
-    };
-    lane.grants.add(grant);
-    if (!lane.connection.alive) {
-      lane.grants.delete(grant);
-      request.onLost(new ConnectionLostError("the PostgreSQL connection was lost just after the grant"));
-    }
-    return grant;
-  }
-
-  #unreserve(lane: Lane, id: string, grant: PgGrant | null): void {
-    lane.reservations--;
-    if (!grant) lane.ids.delete(id);
-    // Only a lane that became free is news for waiters: waking them after every failed
-    // try would have them take turns trying forever.
-    if (lane.empty) lane.changed();
-  }
-
-  /** After a failed or withdrawn acquisition: frees whatever the statement may have left held. */
-  async #cleanup(lane: Lane, request: AcquireRequest): Promise<void> {
-    if (!lane.connection.alive) return;
-    try {
-      if (request.kind === "semaphore") {
-        await lane.query(
-          `SELECT ${this.#q}.sem_abort($1, $2)`,
-          [this.#key("semaphore", request.name, 0), this.#key("semaphore", request.name, -1)],
-          this.#quickMs,
-        );
-      } else {
-        await lane.query(
-          `SELECT ${this.#q}.unlock_key($1)`,
-          [this.#lockKey(request.kind, request.name)],
-          this.#quickMs,
-        );
-      }
-    } catch (error) {
-      // Cannot tell what is held: dropping the connection frees it all.
-      lane.connection.destroy(error as Error);
-    }
-  }
-
-  #key(kind: string, name: string, part: number): string {
-    return advisoryKey(this.#c.settings.schema, this.#c.namespace, kind, name, part);
-  }
-
-  /** The advisory key of a lock or election (part 0), cached: every acquisition needs it. */
-  #lockKey(kind: string, name: string): string {
-    const id = `${this.#c.settings.schema}\u0000${this.#c.namespace}\u0000${kind}\u0000${name}`;
-    let key = lockKeys.get(id);
-    if (key === undefined) {
-      if (lockKeys.size >= LOCK_KEY_CACHE) lockKeys.clear();
-      key = this.#key(kind, name, 0);
-      lockKeys.set(id, key);
-    }
-    return key;
-  }
-
-  /** Closes lanes that held nothing for a while, giving their connection back. */
-  #reap(): void {
-    const cutoff = Date.now() - IDLE_LANE_MS;
-    for (const lane of this.#lanes) {
-      if (lane.empty && lane.idleSince < cutoff) {
-        this.#lanes.delete(lane);
-        void lane.close();
-      }
     }
   }
 }

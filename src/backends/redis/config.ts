@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import type { DriverContext } from "../../core/driver.js";
 import { InvalidArgumentError } from "../../core/errors.js";
 import { describe } from "../../core/validate.js";
+import { hostsOf } from "../host-list.js";
 import { BACKEND } from "./errors.js";
 
 const DEFAULT_PORT = 6379;
@@ -45,8 +46,8 @@ export function parseConfig(context: DriverContext): RedisConfig {
   const sentinel = url.protocol === "redis+sentinel:";
   const tls = url.protocol === "rediss:";
   // connect() passes the hosts after the first of a list as the "endpoints" option.
-  const nodes = [url.host, ...endpointOption(options.endpoints)].flatMap((text) =>
-    splitHosts(text, sentinel ? DEFAULT_SENTINEL_PORT : DEFAULT_PORT),
+  const nodes = hostsOf(url, options.endpoints, BACKEND).map((host) =>
+    parseNode(host, sentinel ? DEFAULT_SENTINEL_PORT : DEFAULT_PORT),
   );
   if (nodes.length === 0) {
     throw new InvalidArgumentError(
@@ -103,33 +104,18 @@ export function parseConfig(context: DriverContext): RedisConfig {
   };
 }
 
-function splitHosts(text: string, defaultPort: number): RedisNode[] {
-  return text
-    .split(",")
-    .map((h) => h.trim())
-    .filter(Boolean)
-    .map((h) => {
-      const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(h);
-      if (!match)
-        throw new InvalidArgumentError(`cannot read host ${JSON.stringify(h)} in the Redis URL`, { backend: BACKEND });
-      const port = match[2] === undefined ? defaultPort : Number(match[2]);
-      if (port < 1 || port > 65535) {
-        throw new InvalidArgumentError(`port ${port} in the Redis URL is out of range (1 to 65535)`, {
-          backend: BACKEND,
-        });
-      }
-      return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
+/** One `host[:port]` (an IPv6 host in brackets). */
+function parseNode(h: string, defaultPort: number): RedisNode {
+  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(h);
+  if (!match)
+    throw new InvalidArgumentError(`cannot read host ${JSON.stringify(h)} in the Redis URL`, { backend: BACKEND });
+  const port = match[2] === undefined ? defaultPort : Number(match[2]);
+  if (port < 1 || port > 65535) {
+    throw new InvalidArgumentError(`port ${port} in the Redis URL is out of range (1 to 65535)`, {
+      backend: BACKEND,
     });
-}
-
-function endpointOption(value: unknown): string[] {
-  if (value === undefined) return [];
-  if (typeof value === "string") return [value];
-  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value;
-  throw new InvalidArgumentError(
-    `endpoints must be "host:port,host:port" or an array of "host:port" strings, got ${describe(value)}`,
-    { backend: BACKEND },
-  );
+  }
+  return { host: match[1]!.replace(/^\[|\]$/g, ""), port };
 }
 
 function stringOption(options: Readonly<Record<string, unknown>>, name: string): string | undefined {

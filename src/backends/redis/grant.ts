@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { atMost } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
@@ -132,7 +133,7 @@ async function slowAcquire(
     // Withdraw the entry, granted or not: a grant nobody will use must not stay held.
     const removal = freeOrEnd(scope, `withdrawing from ${request.kind} "${request.name}"`, RELEASE, [queue, entry]);
     scope.track(queue, -1);
-    if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
+    if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
     if (signal.aborted) throw signal.reason;
     throw error;
   } finally {
@@ -201,7 +202,7 @@ export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, s
         grant.queue,
         grant.entry,
       ]);
-      if (!scope.ended.aborted) await Promise.race([removal, delay(scope.requestTimeoutMs)]);
+      if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
     }
     if (controller.signal.aborted) throw controller.signal.reason;
     if (signal.aborted) throw signal.reason;
@@ -224,8 +225,4 @@ function lost(grant: RedisGrant): LockLostError {
   });
   grant.onLost(error);
   return error;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

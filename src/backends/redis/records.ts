@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import type { Keyspace } from "./keys.js";
 import type { Link } from "./link.js";
@@ -148,7 +149,7 @@ export async function watchRecords(
     stopResync();
     void link.unsubscribe(channel, onMessage).catch(() => {});
   };
-  signal.addEventListener("abort", stop, { once: true });
+  onAbort(signal, stop);
   let first: Listing;
   try {
     first = await listRecords(link, keys, space);

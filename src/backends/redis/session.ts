@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { within } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
@@ -93,12 +94,7 @@ export class RedisSession implements DriverSession {
     const boundMs = Math.max(250, Math.min(requestTimeoutMs, Math.floor(ttlMs / 3)));
     let renewed: unknown;
     try {
-      renewed = await Promise.race([
-        link.run(RENEW, [keys.prefix, this.id, String(ttlMs)]),
-        new Promise((_, reject) => {
-          setTimeout(() => reject(new Error(`no answer within ${boundMs} ms`)), boundMs).unref();
-        }),
-      ]);
+      renewed = await within(link.run(RENEW, [keys.prefix, this.id, String(ttlMs)]), boundMs);
     } catch (error) {
       throw translate(error, "renewing the session");
     }

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { abortable } from "../../core/abortable.js";
+import { abortable, atMost } from "../../core/abortable.js";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
@@ -83,7 +83,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   } catch (error) {
     const removal = withdraw(scope, parent, path ? { path } : { prefix });
     // Waiting for the server is pointless once the session is ending (it takes the node).
-    if (!scope.ended.aborted) await Promise.race([removal, delay(2000)]);
+    if (!scope.ended.aborted) await atMost(removal, 2000);
     if (signal.aborted) throw signal.reason;
     if (error instanceof Busy) return null;
     if (scope.ended.aborted && !(error instanceof InvalidArgumentError)) throw scope.ended.reason;
@@ -310,7 +310,3 @@ function vanished(scope: Scope, request: AcquireRequest): SessionExpiredError {
 
 /** A try found the queue busy: the node is withdrawn and the caller gets `null`. */
 class Busy extends Error {}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}

@@ -14,6 +14,7 @@
  * @module
  * @internal
  */
+import { onAbort } from "../../core/abortable.js";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { FLAGS, type ZkHandle } from "./client.js";
@@ -146,7 +147,7 @@ export function zkCells(
         };
         const timer = setInterval(deliver, RESYNC_MS);
         timer.unref();
-        stop.addEventListener("abort", () => clearInterval(timer), { once: true });
+        onAbort(stop, () => clearInterval(timer));
         return arm();
       },
     ),

@@ -560,15 +560,14 @@ export class ZkHandle {
   }
 
   #firstConnect(timeoutMs: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => done(false), timeoutMs);
-      const done = (ok: boolean) => {
+    return abortable<boolean>(undefined, (resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const wake = () => resolve(this.connected);
+      this.#waiting.add(wake);
+      return () => {
         clearTimeout(timer);
         this.#waiting.delete(wake);
-        resolve(ok);
       };
-      const wake = () => done(this.connected);
-      this.#waiting.add(wake);
     });
   }
 

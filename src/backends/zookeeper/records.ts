@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { onAbort } from "../../core/abortable.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import type { Stat, ZkHandle } from "./client.js";
 import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
@@ -173,8 +174,7 @@ export async function watchRecords(
       if (!signal.aborted) readAll().catch(() => {});
     },
   });
-  signal.addEventListener("abort", unwatch, { once: true });
-  if (signal.aborted) unwatch();
+  onAbort(signal, unwatch);
   try {
     await readAll();
   } catch (error) {

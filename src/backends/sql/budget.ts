@@ -1,3 +1,9 @@
+/**
+ * The connection budget the SQL backends (PostgreSQL, MySQL) share between a coordinator's
+ * sessions, and the notifier their lane waits use.
+ *
+ * @module
+ */
 import { abortable } from "../../core/abortable.js";
 
 /** Wakes everyone waiting for "something changed" (a lane freed, a connection closed). */
@@ -21,7 +27,10 @@ export class Notifier {
   }
 }
 
-/** The coordinator's connection budget: `maxConnections` minus the control connection. */
+/**
+ * The coordinator's connection budget: `maxConnections` minus the control connection.
+ * `changed` wakes the waiters for a lane when a connection goes or a lane frees.
+ */
 export class ConnectionBudget {
   readonly limit: number;
   #used = 0;
@@ -38,6 +47,7 @@ export class ConnectionBudget {
     return true;
   }
 
+  /** Gives a slot back (its connection closed) and wakes the waiters. */
   give(): void {
     this.#used--;
     this.changed.notify();
