@@ -8,7 +8,7 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { existsSync, readFileSync } from "node:fs";
-import { connect, type Coordinator, type LockHandle } from "../index.js";
+import { connect, type Coordinator } from "../index.js";
 import { defaultMemberId } from "../core/connect.js";
 import { memberIdWithCommand } from "../status/member.js";
 import { cellCommand } from "./cell.js";
@@ -104,7 +104,12 @@ async function hold(
     coord: Coordinator,
     signal: AbortSignal,
     timeoutMs: number | undefined,
-  ) => Promise<{ handle: LockHandle | null; env: Record<string, string>; release: () => Promise<unknown> }>,
+  ) => Promise<{
+    /** What is held (a lock or semaphore handle, a leadership): only its loss signal is read. */
+    handle: { readonly signal: AbortSignal } | null;
+    env: Record<string, string>;
+    release: () => Promise<unknown>;
+  }>,
 ): Promise<number> {
   const step = steps(options.verbose === true);
   const url = options.url ?? process.env.BATON_URL;
@@ -307,7 +312,7 @@ Examples:
               throw error;
             });
           return {
-            handle: leadership ? ({ signal: leadership.signal } as LockHandle) : null,
+            handle: leadership,
             env: { BATON_ELECTION_NAME: election, BATON_FENCING_TOKEN: String(leadership?.token ?? "") },
             release: () => leadership?.resign() ?? Promise.resolve(),
           };

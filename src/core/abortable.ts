@@ -7,6 +7,49 @@
  * @module
  */
 
+/** The actions waiting on each signal, behind its one listener. */
+const fans = new WeakMap<AbortSignal, { readonly actions: Set<() => void>; readonly listener: () => void }>();
+
+/**
+ * Runs `action` when `signal` (not yet aborted) aborts, through one shared listener per
+ * signal: a caller may pass one signal to thousands of acquisitions, and a listener each
+ * would cost more and make Node print a `MaxListenersExceededWarning` past ten. Returns
+ * how to detach; the listener goes with the last action. Actions run in the order they
+ * were added, each once; one that throws does not keep the others from running (its error
+ * is rethrown asynchronously, as an event listener's would be).
+ */
+function subscribe(signal: AbortSignal, action: () => void): () => void {
+  let fan = fans.get(signal);
+  if (!fan) {
+    const actions = new Set<() => void>();
+    const listener = () => {
+      fans.delete(signal);
+      for (const run of [...actions]) {
+        try {
+          run();
+        } catch (error) {
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+      actions.clear();
+    };
+    fan = { actions, listener };
+    fans.set(signal, fan);
+    signal.addEventListener("abort", listener, { once: true });
+  }
+  const { actions, listener } = fan;
+  // A wrapper, so the same function added twice is two subscriptions, as with listeners.
+  const entry = () => action();
+  actions.add(entry);
+  return () => {
+    if (!actions.delete(entry) || actions.size > 0 || fans.get(signal)?.actions !== actions) return;
+    fans.delete(signal);
+    signal.removeEventListener("abort", listener);
+  };
+}
+
 /**
  * Starts a wait with `start(resolve, reject)`, which returns how to stop it (remove a
  * waiter from a set, clear a timer, close a watch) or nothing. The promise settles with
@@ -22,15 +65,15 @@ export function abortable<T>(
   return new Promise<T>((resolve, reject) => {
     let settled = false;
     let stop: (() => unknown) | undefined;
+    let detach: (() => unknown) | undefined;
     const finish = (settle: () => void) => {
       if (settled) return;
       settled = true;
-      signal?.removeEventListener("abort", onAbort);
+      detach?.();
       stop?.();
       settle();
     };
-    const onAbort = () => finish(() => reject(signal?.reason));
-    signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal) detach = subscribe(signal, () => finish(() => reject(signal.reason)));
     stop = start(
       (value) => finish(() => resolve(value)),
       (error) => finish(() => reject(error)),
@@ -76,8 +119,15 @@ export function onAbort(signal: AbortSignal, action: () => void, until?: AbortSi
     return () => {};
   }
   if (until?.aborted) return () => {};
-  signal.addEventListener("abort", action, until ? { once: true, signal: until } : { once: true });
-  return () => signal.removeEventListener("abort", action);
+  const detach = subscribe(signal, () => {
+    untilDetach?.();
+    action();
+  });
+  const untilDetach = until ? subscribe(until, detach) : undefined;
+  return () => {
+    detach();
+    untilDetach?.();
+  };
 }
 
 /**

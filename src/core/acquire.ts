@@ -110,6 +110,10 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
       throw new TimeoutError(`${what} timed out after 0 ms: it is held`, 0, { backend: core.backend });
     }
     handle = LockHandle.create(core, session, kind, name, grant);
+    // Past the local deadline with its timer not run yet (a late event loop, a pause): the
+    // backend may have expired the session, and a grant made from what it said before then
+    // may be someone else's by now, so the session is lost, and so is the grant.
+    if (!session.lost && session.pastDeadline) session.loseAtDeadline();
     if (lostEarly) handle.lose(lostEarly);
     else if (session.lost) handle.lose(session.signal.reason as Error);
     if (wait === "block" && !handle.held && lostWhileWaiting(core, session, signal)) {
@@ -225,8 +229,8 @@ export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Pr
 
 /**
  * The uncontended case with no timer, no signal, no listener and no promise: taken when
- * the session is live, the driver has `grantNow`, the call is not already cancelled and
- * not tracked for takeover (a claim needs round trips). `null` hands the call to the full
+ * the session is live (not lost, not past its deadline), the driver has `grantNow`, the
+ * call is not already cancelled and not tracked for takeover (a claim needs round trips). `null` hands the call to the full
  * path, which checks everything again; so a grant made here is one `acquireGrant` would
  * have made at once, with the same handle and the same loss signal.
  */
@@ -237,7 +241,7 @@ function grantAtOnce(
   startedAt: number,
 ): LockHandle | null {
   const session = core.currentSession;
-  if (!session || session.lost || target.takeover || signal?.aborted) return null;
+  if (!session || session.lost || session.pastDeadline || target.takeover || signal?.aborted) return null;
   const { driver } = session;
   if (!driver.grantNow) return null;
   let handle: LockHandle | null = null;

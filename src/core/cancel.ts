@@ -1,3 +1,4 @@
+import { onAbort } from "./abortable.js";
 import { AbortedError, TimeoutError } from "./errors.js";
 import type { LiveSession } from "./session.js";
 import { holdProcess } from "./keep-alive.js";
@@ -51,10 +52,8 @@ export function cancellation(options: {
   };
   const follow = (source: AbortSignal, why: () => unknown) => {
     if (aborted) return;
-    if (source.aborted) return abort(why());
-    const onAbort = () => abort(why());
-    source.addEventListener("abort", onAbort, { once: true });
-    detach.push(() => source.removeEventListener("abort", onAbort));
+    // onAbort shares one listener per signal: one caller signal may cancel thousands.
+    detach.push(onAbort(source, () => abort(why())));
   };
   const { what, backend, timeoutMs, signal, session } = options;
   if (session) {

@@ -13,6 +13,7 @@ import type { Session } from "./session.js";
 import { parseTakeover, TAKEOVER_SPACE } from "./takeover.js";
 import { type InspectionJson, inspectionToJson } from "../status/json.js";
 import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
+import { spaceOwner } from "./record-spaces.js";
 
 /** A holder of a lock or semaphore, as `inspect()` reports it. */
 export interface HolderInfo {
@@ -311,11 +312,11 @@ export class Coordinator implements AsyncDisposable {
     const groups = [];
     const elections = new Map<string, { id: string; leader: Leader | null; candidates: WaiterInfo[] }>();
     for (const { space, entries } of snapshot.records) {
-      if (space.startsWith("group/")) {
-        const id = space.slice("group/".length);
-        groups.push({ id, members: toMembers(entries) });
-      } else if (space.startsWith("election/")) {
-        const id = space.slice("election/".length);
+      const owner = spaceOwner(space);
+      if (owner?.kind === "group") {
+        groups.push({ id: owner.id, members: toMembers(entries) });
+      } else if (owner?.kind === "election") {
+        const { id } = owner;
         elections.set(id, { id, leader: toLeader(entries.find((e) => e.key === "leader")), candidates: [] });
       }
     }

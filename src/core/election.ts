@@ -5,6 +5,7 @@ import { watchSpace, type WatchOptions } from "./group.js";
 import { blockingGrant } from "./acquire.js";
 import type { LockHandle } from "./lock.js";
 import { checkJson, checkOptions, checkSignal } from "./validate.js";
+import { electionSpace } from "./record-spaces.js";
 
 /** Who leads an election. `Value` is the shape of the values the application campaigns with. */
 export interface Leader<Value = unknown> {
@@ -151,7 +152,7 @@ export class Election<Value = unknown> {
   }
 
   get #space(): string {
-    return `election/${this.id}`;
+    return electionSpace(this.id);
   }
 
   /**

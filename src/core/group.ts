@@ -5,6 +5,7 @@ import { InvalidStateError, LockLostError } from "./errors.js";
 import type { LiveSession } from "./session.js";
 import { EventStream } from "./stream.js";
 import { checkJson, checkOptions, checkSignal } from "./validate.js";
+import { groupSpace } from "./record-spaces.js";
 
 /**
  * A member of a group. `Caps` is the shape the application gives its capabilities; Baton
@@ -138,7 +139,7 @@ export class Group<Caps = unknown> {
 
   /** @internal Record space holding the members, keyed by member id. */
   get space(): string {
-    return `group/${this.id}`;
+    return groupSpace(this.id);
   }
 
   /**

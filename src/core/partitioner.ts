@@ -57,16 +57,21 @@ export class Partitioner implements AsyncDisposable {
 
   /** @internal Joins and loads the current membership. */
   async start(): Promise<this> {
-    const initial = await this.#core.driver.watchRecords(
-      this.#group.space,
-      (event) => {
-        const before = this.members;
-        if (event.type === "delete") this.#ring.delete(event.key);
-        else this.#add(event.entry);
-        this.#emit(before);
-      },
-      this.#stop.signal,
-    );
+    const initial = await this.#core.driver
+      .watchRecords(
+        this.#group.space,
+        (event) => {
+          const before = this.members;
+          if (event.type === "delete") this.#ring.delete(event.key);
+          else this.#add(event.entry);
+          this.#emit(before);
+        },
+        this.#stop.signal,
+      )
+      .catch((error: unknown) => {
+        // As every other watch: a backend's failure reaches the caller as a Baton error.
+        throw this.#core.translate(error);
+      });
     for (const entry of initial) this.#add(entry);
     try {
       await this.#join();

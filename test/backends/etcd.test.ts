@@ -70,6 +70,37 @@ describe("etcd specifics", () => {
     await again.release();
   });
 
+  it("hands a lock to the waiter second in line on the head's deletion: the deletion's revision is its token, no recording round trip first", async () => {
+    // Txns etcd has answered: the waiter's join and its read after creating its watch are
+    // two, so once the count has grown by two it waits on the watch.
+    const txns = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${server().clientPort}/metrics`)).text();
+      return Number(/grpc_server_handled_total\{grpc_code="OK",grpc_method="Txn"[^}]*\} (\d+)/.exec(text)?.[1]);
+    };
+    const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
+    const held = await a.lock("handoff").acquire();
+    const before = await txns();
+    const waiting = b.lock("handoff").acquire();
+    await waitUntil("the waiter watching", async () => (await txns()) >= before + 2, { timeoutMs: 10_000 });
+    const aKey = (await raw.getAll().prefix("baton/specifics/q/lock/handoff/").keys()).find((k) =>
+      k.includes(a.session!.id),
+    );
+    assert.ok(aKey);
+    // The release, as etcd sees it: the head's key deleted, at this revision.
+    const deletion = await raw.kv.deleteRange({ key: Buffer.from(aKey) });
+    const granted = await waiting;
+    assert.equal(granted.token, BigInt(deletion.header.revision));
+    assert.ok(granted.token > held.token);
+    // Recorded right after: inspect() shows the holder with that token.
+    await waitUntil(
+      "the grant recorded",
+      async () => (await b.inspect()).locks.find((l) => l.name === "handoff")?.holders[0]?.token === granted.token,
+      { timeoutMs: 10_000 },
+    );
+    await granted.release();
+    await held.release();
+  });
+
   it("keeps many acquisitions in flight on one coordinator without a MaxListenersExceededWarning", async () => {
     const warnings: string[] = [];
     const onWarning = (warning: Error) => {

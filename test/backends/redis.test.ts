@@ -51,8 +51,9 @@ describe("redis specifics", () => {
   });
 
   it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
-    // The holder's inspections queue behind the crowd's scripts too.
-    const holder = await client({ memberId: "long-holder", requestTimeoutMs: 60_000 });
+    // The holder's inspections and renewals queue behind the crowd's scripts too: on a
+    // loaded machine a default TTL can run out behind them, and the lock go to the crowd.
+    const holder = await client({ memberId: "long-holder", requestTimeoutMs: 60_000, ttlMs: 120_000 });
     // Thousands of scripts queue behind each other on one connection: a loaded machine
     // needs more than the default 5 s for the last of them.
     const crowd = await client({ memberId: "crowd", requestTimeoutMs: 60_000 });

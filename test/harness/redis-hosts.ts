@@ -18,8 +18,17 @@ const STARTUP_TIMEOUT_MS = 30_000;
 export interface HostedSentinel {
   /** `redis+sentinel://` URL naming the sentinels by host address: for clients in hosts. */
   readonly url: string;
-  /** Host name of the server the sentinels now name as the primary. */
+  /** Host name of the server the first sentinel now names as the primary. */
   primaryHost(): Promise<string>;
+  /**
+   * Resolves once the failover to `primary` (a host name) is complete everywhere: every
+   * sentinel names it and every other data node reports itself its replica. A sentinel
+   * that was cut off learns of a failover only from its peers' hello messages after the
+   * heal, and only then is the returning old primary turned into a replica (its data
+   * replaced by the new primary's): until both, a client may still be sent to the old one.
+   * Rejects after `timeoutMs` with what was still different.
+   */
+  failedOver(primary: string, timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -30,6 +39,8 @@ export async function startHostedSentinel(
 ): Promise<HostedSentinel> {
   const procs: ServerProcess[] = [];
   const gateways: Gateway[] = [];
+  const dataGateways = new Map<string, Gateway>();
+  const sentinelGateways: Gateway[] = [];
   const stop = async () => {
     await Promise.all(procs.map((p) => p.kill()));
     await Promise.all(gateways.map((g) => g.close()));
@@ -60,12 +71,12 @@ export async function startHostedSentinel(
       procs.push(proc);
       const gw = await host.gateway(REDIS_PORT);
       gateways.push(gw);
+      dataGateways.set(name, gw);
       await ping(gw, `redis ${role} on ${name}`, proc);
       if (role === "replica") {
         await waitUntil("replica in sync", () => synced(gw.port), { timeoutMs: STARTUP_TIMEOUT_MS, intervalMs: 50 });
       }
     }
-    let sentinelGateway: Gateway | undefined;
     for (const name of placement.sentinels) {
       const host = hosts.host(name);
       const dir = path.join(hosts.dir, `sentinel-${name}`);
@@ -92,16 +103,36 @@ export async function startHostedSentinel(
       procs.push(proc);
       const gw = await host.gateway(SENTINEL_PORT);
       gateways.push(gw);
-      sentinelGateway ??= gw;
+      sentinelGateways.push(gw);
       await ping(gw, `sentinel on ${name}`, proc);
     }
     const addresses = placement.sentinels.map((n) => `${hosts.host(n).address}:${SENTINEL_PORT}`);
+    const named = async (gw: Gateway) => {
+      const reply = await rawCommand(gw.port, `SENTINEL get-master-addr-by-name ${MASTER}`, 1000);
+      const address = reply.split("\r\n")[2] ?? "";
+      return byAddress.get(address) ?? address;
+    };
+    const role = async (gw: Gateway) => /^role:(\w+)/m.exec(await rawCommand(gw.port, "INFO replication", 1000))?.[1];
     return {
       url: `redis+sentinel://${addresses.join(",")}/${MASTER}`,
-      async primaryHost() {
-        const reply = await rawCommand((sentinelGateway as Gateway).port, `SENTINEL get-master-addr-by-name ${MASTER}`);
-        const address = reply.split("\r\n")[2] ?? "";
-        return byAddress.get(address) ?? address;
+      primaryHost: () => named(sentinelGateways[0] as Gateway),
+      async failedOver(want, timeoutMs) {
+        hosts.host(want);
+        let seen = "";
+        const done = async () => {
+          const names = await Promise.all(sentinelGateways.map(named));
+          const roles = await Promise.all([...dataGateways].map(async ([n, gw]) => `${n}:${await role(gw)}`));
+          seen = `sentinels name ${names.join(", ")}; ${roles.join(", ")}`;
+          const replicas = [...dataGateways.keys()].filter((n) => n !== want).map((n) => `${n}:slave`);
+          return (
+            names.every((n) => n === want) &&
+            roles.includes(`${want}:master`) &&
+            replicas.every((r) => roles.includes(r))
+          );
+        };
+        await waitUntil(`failover to ${want}`, done, { timeoutMs, intervalMs: 50, procs }).catch((error: unknown) => {
+          throw new Error(`${(error as Error).message.split("\n")[0]} (${seen})`);
+        });
       },
       stop,
     };

@@ -19,7 +19,7 @@ import { LockLostError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { op, raceSignal, rangeAt, sleep, when, within } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
-import type { EtcdGrant } from "./acquire.js";
+import type { EtcdGrant } from "./grant.js";
 import { encodeQueueValue } from "./keys.js";
 import { type QueueView, upgradeBlockers, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
@@ -60,6 +60,10 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
 export async function convert(scope: Scope, grant: EtcdGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
   if (grant.released) throw notHeld({ backend: BACKEND });
   if (grant.mode === mode) return;
+  // A handoff grant still being recorded: that write must not land after this one's. The
+  // wait ends with the caller's signal (an outage must not hold a downgrade for a TTL).
+  if (grant.recording) await raceSignal(grant.recording, signal);
+  if (grant.released) throw notHeld({ backend: BACKEND });
   if (mode === "shared") return downgrade(scope, grant, signal);
   return upgrade(scope, grant, signal);
 }

@@ -157,12 +157,14 @@ class EtcdDriver implements Driver {
   /** Everything in the namespace, from the keys themselves, in one read. */
   async inspect(): Promise<DriverSnapshot> {
     let kvs: ReturnType<typeof rangeAt>;
+    let revision: bigint;
     try {
       const response = await idempotent(
         () => this.#client.kv.txn({ compare: [], success: [op.scan(this.#keys.prefix)], failure: [] }),
         this.#readBudgetMs,
       );
       kvs = rangeAt(response, 0);
+      revision = BigInt(response.header.revision);
     } catch (error) {
       throw translate(error, "inspecting");
     }
@@ -184,7 +186,7 @@ class EtcdDriver implements Driver {
       }
     }
     return {
-      queues: [...queues.values()].map(snapshotOf),
+      queues: [...queues.values()].map((queue) => snapshotOf(queue, revision)),
       records: [...records].map(([space, entries]) => ({ space, entries })),
     };
   }
@@ -196,21 +198,35 @@ class EtcdDriver implements Driver {
   }
 }
 
-function snapshotOf(queue: { kind: QueueKind; name: string; entries: QueueEntry[] }): QueueSnapshot {
+/**
+ * A lock's or election's exclusive key first in the queue holds it even while it still
+ * says it waits: it was handed off (handoff.ts) and its recording has not landed yet, or
+ * its recording transaction, which cannot fail while it is first, is on its way. Either
+ * way nobody else is granted before it goes, so `inspect()` shows it, and `revoke` ends
+ * it, as the holder. Its token is not in etcd yet: the read's revision stands in for it
+ * (no smaller than the handoff's token, and smaller than any later holder's).
+ */
+function holding(queue: { kind: QueueKind }, entry: QueueEntry, index: number): boolean {
+  return isGranted(entry) || (index === 0 && queue.kind !== "semaphore" && entry.value.m === "x");
+}
+
+function snapshotOf(queue: { kind: QueueKind; name: string; entries: QueueEntry[] }, revision: bigint): QueueSnapshot {
   const mode = (e: QueueEntry) => (e.value.m === "x" ? ("exclusive" as const) : ("shared" as const));
   return {
     kind: queue.kind,
     name: queue.name,
     limit: queue.entries.find((e) => !Number.isNaN(e.value.l))?.value.l ?? 1,
-    holders: queue.entries.filter(isGranted).map((e) => ({
-      memberId: e.value.id,
-      sessionId: e.value.sid,
-      mode: mode(e),
-      token: tokenOf(e),
-      since: e.value.s,
-    })),
+    holders: queue.entries
+      .filter((e, i) => holding(queue, e, i))
+      .map((e) => ({
+        memberId: e.value.id,
+        sessionId: e.value.sid,
+        mode: mode(e),
+        token: isGranted(e) ? tokenOf(e) : revision,
+        since: e.value.s,
+      })),
     waiters: queue.entries
-      .filter((e) => !isGranted(e))
+      .filter((e, i) => !holding(queue, e, i))
       .map((e) => ({ memberId: e.value.id, sessionId: e.value.sid, mode: mode(e), since: e.value.s })),
   };
 }
