@@ -375,6 +375,16 @@ describe("chaos checker", () => {
       /overlap: .*not faulted/,
     ],
     [
+      "an overlap just after a member fault, the older holder told it lost first, passes on a partition-safe backend",
+      (() => {
+        const h = splitBrainHistory(true, 10);
+        const older = h.sections[0] as Section;
+        h.sections[0] = { ...older, lostAt: older.start + 40 };
+        return h;
+      })(),
+      undefined,
+    ],
+    [
       "a split brain after a member fault, its late write accepted, fails even when not partition-safe",
       splitBrainHistory(false, 10, true),
       /a late write of the older holder was accepted/,
