@@ -26,7 +26,7 @@ describe("chaos runs", () => {
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
       const backend = backendNamed(name);
-      const history = await runChaos({ backend, seconds, clients: 4, nemeses: backend.nemeses, seed });
+      const history = await runChaos({ backend, seconds, clients: 4, nemeses: backend.nemeses, seed, minFaults: 2 });
       const report = check(history);
       assert.ok(report.ok, summary(report));
       assert.ok(history.faults.length >= 2, `only ${history.faults.length} faults injected`);
@@ -373,6 +373,16 @@ describe("chaos checker", () => {
       "an overlap during a member fault fails on a backend declared partition-safe (a member fault hits no holder)",
       splitBrainHistory(true, -50),
       /overlap: .*not faulted/,
+    ],
+    [
+      "an overlap just after a member fault, the older holder told it lost first, passes on a partition-safe backend",
+      (() => {
+        const h = splitBrainHistory(true, 10);
+        const older = h.sections[0] as Section;
+        h.sections[0] = { ...older, lostAt: older.start + 40 };
+        return h;
+      })(),
+      undefined,
     ],
     [
       "a split brain after a member fault, its late write accepted, fails even when not partition-safe",

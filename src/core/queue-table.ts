@@ -29,8 +29,9 @@ interface Upgrade<M> {
 }
 
 interface Queue<M> {
-  readonly key: string;
-  readonly limit: number;
+  // Not readonly: an idle queue is kept as the table's spare and reused for another key.
+  key: string;
+  limit: number;
   readonly holders: Set<QueueEntry<M>>;
   readonly waiters: Waiter<M>[];
   upgrading: Upgrade<M> | null;
@@ -52,6 +53,12 @@ export interface QueueTableSnapshot<M> {
  */
 export class QueueTable<M> {
   readonly #queues = new Map<string, Queue<M>>();
+  /**
+   * The last queue that went idle, emptied, for the next name that needs one: a lock taken
+   * and released in a loop would otherwise make and drop a queue, a Set and an array per
+   * cycle. Only one is kept, so memory does not grow with the names ever used.
+   */
+  #spare: Queue<M> | null = null;
   readonly #nextToken: (key: string) => bigint;
 
   /** @param nextToken called at every grant and upgrade; must strictly increase per key. */
@@ -201,7 +208,10 @@ export class QueueTable<M> {
   #queue(key: string, limit: number): Queue<M> {
     let queue = this.#queues.get(key);
     if (!queue) {
-      queue = { key, limit, holders: new Set(), waiters: [], upgrading: null };
+      queue = this.#spare ?? { key, limit, holders: new Set(), waiters: [], upgrading: null };
+      this.#spare = null;
+      queue.key = key;
+      queue.limit = limit;
       this.#queues.set(key, queue);
     }
     return queue;
@@ -258,7 +268,10 @@ export class QueueTable<M> {
 
   #dropIfIdle(queue: Queue<M>): void {
     if (queue.holders.size === 0 && queue.waiters.length === 0 && !queue.upgrading) {
+      // A stale reference (a queue already dropped, maybe reused) must not drop another's.
+      if (this.#queues.get(queue.key) !== queue) return;
       this.#queues.delete(queue.key);
+      this.#spare = queue;
     }
   }
 }

@@ -162,13 +162,16 @@ export function check(history: History): Report {
     const to = Math.max(older.start, newer.start);
     // A session starved of keep-alives during a split can still expire up to one TTL after
     // the heal: a partition reaches that far (and then only with the signal first, below).
-    const reach = (f: Fault) => (f.kind === "partition" ? f.until + (history.ttlMs ?? 0) : f.until);
-    // A member fault hits no holder: a replicated backend must ride it out, and only one not
-    // declared partition-safe may split its brain over it (below).
+    const reach = (f: Fault) =>
+      f.kind === "partition" || f.kind === "member" ? f.until + (history.ttlMs ?? 0) : f.until;
+    // A member fault hits no holder: it explains an overlap only once the older holder's
+    // signal told it it lost (its session ran out during the fault), as with a partition;
+    // else only a backend not declared partition-safe may split its brain over it (below).
+    const toldFirst = (older.lostAt ?? Number.POSITIVE_INFINITY) <= newer.start + SIGNAL_TOLERANCE_MS;
     const direct =
       history.faults.find(
         (f) =>
-          f.kind !== "member" &&
+          (f.kind !== "member" || toldFirst) &&
           (f.pid === undefined || f.pid === older.pid) &&
           f.at <= to &&
           reach(f) >= from &&

@@ -33,6 +33,12 @@ export interface RunOptions {
   readonly ttlMs?: number;
   /** Progress lines (faults as they happen). */
   readonly log?: (line: string) => void;
+  /**
+   * Go on past `seconds` until this many faults were injected, up to three times as long:
+   * on a loaded machine a slow fault (a respawn, a restart) can fill a short run alone, and
+   * a run with one fault proves less than its verdict says. Default 0.
+   */
+  readonly minFaults?: number;
 }
 
 interface Client {
@@ -346,9 +352,11 @@ export async function runChaos(options: RunOptions): Promise<History> {
     await Promise.all(Array.from({ length: options.clients }, async () => (await spawnClient()).ready));
     const started = now();
     (history as { startedAt: number }).startedAt = started;
-    const runEnd = started + seconds * 1000;
+    let runEnd = started + seconds * 1000;
+    const latestEnd = started + seconds * 3000;
     // A quiet tail after the last fault: recovery must show before the run ends.
-    const nemesisEnd = runEnd - Math.min(4000, seconds * 250);
+    const tail = Math.min(4000, seconds * 250);
+    let nemesisEnd = runEnd - tail;
     if (options.nemeses.length > 0) {
       await delay(300 + random() * 700);
       // Only start a fault expected to end before the quiet tail.
@@ -361,7 +369,16 @@ export async function runChaos(options: RunOptions): Promise<History> {
               ? ttlMs + 4000
               : 4000;
       for (;;) {
-        const fitting = options.nemeses.filter((k) => now() + expectedMs(k) <= nemesisEnd);
+        let fitting = options.nemeses.filter((k) => now() + expectedMs(k) <= nemesisEnd);
+        if (fitting.length === 0 && history.faults.length < (options.minFaults ?? 0)) {
+          // Too few faults so far: one more, with its quiet tail after it, if time allows.
+          const quickest = Math.min(...options.nemeses.map(expectedMs));
+          if (now() + quickest + tail <= latestEnd) {
+            nemesisEnd = now() + quickest;
+            runEnd = nemesisEnd + tail;
+            fitting = options.nemeses.filter((k) => expectedMs(k) === quickest);
+          }
+        }
         if (fitting.length === 0) break;
         const kind = fitting[Math.floor(random() * fitting.length)] as FaultKind;
         await inject(kind);

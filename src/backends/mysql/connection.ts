@@ -86,7 +86,14 @@ export class MyConnection extends SqlConnection {
     return new Promise<R[]>((resolve, reject) => {
       this.#conn.query({ sql, values: params as unknown[] }, (error, result) => {
         if (error) {
-          reject(this.death && (error as { fatal?: boolean }).fatal ? this.death : error);
+          // mysql2 hands a fatal error (a reset under a statement) to that statement alone,
+          // with no 'error' or 'end' event, and closes the connection: it is dead here too.
+          if ((error as { fatal?: boolean }).fatal) {
+            this.die(new ConnectionLostError(`connection lost: ${error.message}`, error));
+            reject(this.death);
+            return;
+          }
+          reject(error);
           return;
         }
         resolve(rowsOf<R>(result));

@@ -245,15 +245,15 @@ export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
   const arm = () => {
     if (grant.released || scope.ended.aborted) return;
     scope.handle
-      .exists(grant.path, (type) => {
+      .get(grant.path, (type) => {
         if (grant.released || scope.ended.aborted) return;
         if (type !== DELETED) return arm(); // our own conversion rewrote it
         grant.onLost(
           new LockLostError(`the node of ${grant.kind} "${grant.path}" was deleted while held`, { backend: BACKEND }),
         );
       })
-      .then((stat) => {
-        if (stat === null && !grant.released && !scope.ended.aborted) {
+      .then((read) => {
+        if (read === null && !grant.released && !scope.ended.aborted) {
           grant.onLost(new LockLostError(`the node of ${grant.path} is gone`, { backend: BACKEND }));
         }
       })
@@ -287,8 +287,10 @@ export function nextChange(
         else if (listed.children.length !== before.length) finish();
         return;
       }
-      const stats = await Promise.all(decision.watch.map((n) => handle.exists(`${parent}/${n}`, fire)));
-      if (stats.some((s) => s === null)) finish();
+      // A read, not exists(): on a node already gone, exists() would leave a watch for its
+      // creation, which a sequential node never sees again (a watch leaked per such wait).
+      const reads = await Promise.all(decision.watch.map((n) => handle.get(`${parent}/${n}`, fire)));
+      if (reads.some((r) => r === null)) finish();
     };
     arm().catch((error: unknown) => {
       // A lost connection: read again once reconnected (watches are re-armed then).
