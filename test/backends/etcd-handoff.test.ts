@@ -30,10 +30,7 @@ async function queueSecond(
   name: string,
 ): Promise<{ waiting: Promise<LockHandle> }> {
   const start = await counters(server);
-  // Untracked: these tests are about the handoff's own recording. A tracked grant adds the
-  // core's takeover record write after it (etcd writes it as a cell), which a delayed or
-  // refused write would fail first, before the recording under test.
-  const waiting = coord.lock(name).acquire({ timeoutMs: 60_000, takeover: false });
+  const waiting = coord.lock(name).acquire({ timeoutMs: 60_000 });
   waiting.catch(() => {});
   await waitFor(async () => {
     const now = await counters(server);
