@@ -96,7 +96,8 @@ export class MySession implements DriverSession {
       ...pings,
     ]);
     const row = beat[0];
-    for (const conn of row?.conns?.split(",") ?? []) if (/^\d+$/.test(conn)) await this.#c.control.kill(Number(conn));
+    for (const conn of row?.conns?.split(",") ?? [])
+      if (/^\d+$/.test(conn)) await this.#c.control.killLane(Number(conn));
     if (Number(row?.alive ?? 0) !== 1) {
       throw new SessionExpiredError(`session ${this.id} expired on the server (no heartbeat within its TTL)`, {
         backend: BACKEND,
