@@ -12,7 +12,10 @@ export interface DirectoryInspection {
  * record spaces: no process sees the whole picture, since each knows only what its own
  * sessions hold and wait for. Holders are ordered by token, waiters by when they came.
  */
-export function mergeInspection(states: readonly LocalQueueState[], spaces: readonly SpaceEntries[]): DirectoryInspection {
+export function mergeInspection(
+  states: readonly LocalQueueState[],
+  spaces: readonly SpaceEntries[],
+): DirectoryInspection {
   const queues = new Map<
     string,
     {
