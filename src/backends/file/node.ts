@@ -226,25 +226,10 @@ export class FileNode {
   }
 
   #push(link: Link, push: Push): void {
-    switch (push.k) {
-      case "free":
-        this.#wakeups.offered(link, push.slot);
-        break;
-      case "pass":
-        this.#wakeups.passed(link, push.slot);
-        break;
-      case "unsub":
-        this.#wakeups.unsubscribe(link, push.slots);
-        break;
-      case "runsub":
-        this.#records.unsubscribe(link, push.space);
-        break;
-      case "rec":
-        this.#records.remoteRecord(link, push.space, push.event);
-        break;
-      case "cell":
-        for (const listener of this.#cellListeners) listener(push.bucket);
-        break;
+    if (push.k !== "cell") {
+      if (!this.#wakeups.pushed(link, push)) this.#records.pushed(link, push);
+      return;
     }
+    for (const listener of this.#cellListeners) listener(push.bucket);
   }
 }

@@ -1,6 +1,6 @@
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import type { Link, Mesh } from "./mesh.js";
-import { answers, type SpaceEntries } from "./protocol.js";
+import { answers, type Push, type SpaceEntries } from "./protocol.js";
 
 interface StoredRecord {
   readonly entry: RecordEntry;
@@ -115,13 +115,17 @@ export class RecordReplication {
     return this.entries(space);
   }
 
-  /** A peer no longer watches `space`. */
-  unsubscribe(link: Link, space: string): void {
-    this.#recordSubscribers.get(space)?.delete(link);
+  /** Handles a record message from a peer (`runsub`, `rec`); false for any other. */
+  pushed(link: Link, push: Push): boolean {
+    // A peer no longer watches the space.
+    if (push.k === "runsub") this.#recordSubscribers.get(push.space)?.delete(link);
+    else if (push.k === "rec") this.#remoteRecord(link, push.space, push.event);
+    else return false;
+    return true;
   }
 
   /** A peer changed a record in a space we watch. */
-  remoteRecord(link: Link, space: string, event: RecordEvent): void {
+  #remoteRecord(link: Link, space: string, event: RecordEvent): void {
     this.#track(link, space, event.type === "put" ? event.entry.key : event.key, event.type === "put");
     this.#deliver(space, event);
   }
@@ -131,7 +135,7 @@ export class RecordReplication {
     for (const space of this.#recordListeners.keys()) {
       const entries = await link.request("rsub", { space }, answers.entries).catch(() => null);
       for (const entry of entries ?? []) {
-        this.remoteRecord(link, space, { type: "put", entry });
+        this.#remoteRecord(link, space, { type: "put", entry });
       }
     }
   }

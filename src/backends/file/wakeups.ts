@@ -1,6 +1,6 @@
 import type { LockMode } from "../../core/driver.js";
 import type { Link, Mesh } from "./mesh.js";
-import { answers } from "./protocol.js";
+import { answers, type Push } from "./protocol.js";
 
 /** A pending acquisition or upgrade of this process. */
 export interface Waiter {
@@ -122,8 +122,17 @@ export class Wakeups {
     next.send({ t: "push", k: "free", slot });
   }
 
+  /** Handles a wake-up message from a peer (`free`, `pass`, `unsub`); false for any other. */
+  pushed(link: Link, push: Push): boolean {
+    if (push.k === "free") this.#offered(link, push.slot);
+    else if (push.k === "pass") this.#passed(link, push.slot);
+    else if (push.k === "unsub") this.#unsubscribe(link, push.slots);
+    else return false;
+    return true;
+  }
+
   /** A peer freed `slot` and offers it to us. */
-  offered(link: Link, slot: number): void {
+  #offered(link: Link, slot: number): void {
     const waiters = this.#waiters.get(slot);
     let pass = true;
     for (const waiter of [...(waiters ?? [])]) {
@@ -141,7 +150,7 @@ export class Wakeups {
   }
 
   /** The peer we offered `slot` to passed it on. */
-  passed(link: Link, slot: number): void {
+  #passed(link: Link, slot: number): void {
     const offer = this.#offers.get(slot);
     if (offer?.current === link) this.#offerNext(slot, offer.remaining);
   }
@@ -156,7 +165,7 @@ export class Wakeups {
   }
 
   /** A peer no longer waits for our frees of `slots`. */
-  unsubscribe(link: Link, slots: readonly number[]): void {
+  #unsubscribe(link: Link, slots: readonly number[]): void {
     for (const slot of slots) {
       const set = this.#subscribers.get(slot);
       set?.delete(link);
