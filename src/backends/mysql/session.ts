@@ -1,6 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
-import { sleep } from "../../core/abortable.js";
 import { ClosedError, SessionExpiredError } from "../../core/errors.js";
 import { notHeld } from "../../core/refusals.js";
 import type { ConnectionBudget } from "../sql/budget.js";
@@ -9,7 +8,7 @@ import type { Control } from "./control.js";
 import { ConnectionLostError, ERRNO, errno, isConnectionError, translate } from "./errors.js";
 import { BACKEND } from "./options.js";
 import { type Lane, laneFactory, type MyGrant } from "./lane.js";
-import { asPendingUpgrade, grantFields, onLane, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
+import { asPendingUpgrade, askAgain, grantFields, onLane, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
 import { LanePool } from "../sql/lane-pool.js";
 import type { MysqlSettings } from "./options.js";
 import { nameHash } from "./schema.js";
@@ -104,24 +103,20 @@ export class MySession implements DriverSession {
 
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
     const what = () => `acquiring ${request.kind} "${request.name}"`;
-    const { signal } = request;
-    for (let attempt = 0; ; attempt++) {
-      if (signal.aborted) return this.#aborted(signal);
-      this.#assertOpen();
-      try {
-        return await this.#acquireOnce(request);
-      } catch (error) {
-        if (signal.aborted) return this.#aborted(signal);
-        // A wait whose connection broke (server restart, network) was never granted: ask
-        // again on another connection, until the caller or the session gives up.
-        // An InnoDB deadlock rolled the request's transaction back, so it holds nothing: ask
-        // again (a few times). GET_LOCK waits cannot form a cycle here: they run only on
-        // connections that hold nothing else.
-        const retry = errno(error) === ERRNO.deadlock ? attempt < 5 : request.wait && isConnectionError(error);
-        if (this.#closed || !retry) throw translate(error, what());
-        await sleep(Math.min(1000, 20 * 2 ** attempt), signal);
-      }
-    }
+    return askAgain(request.signal, {
+      once: () => this.#acquireOnce(request),
+      // A wait whose connection broke (server restart, network) was never granted: ask
+      // again on another connection, until the caller or the session gives up.
+      // An InnoDB deadlock rolled the request's transaction back, so it holds nothing: ask
+      // again (a few times). GET_LOCK waits cannot form a cycle here: they run only on
+      // connections that hold nothing else.
+      retry: (error, attempt) =>
+        !this.#closed && (errno(error) === ERRNO.deadlock ? attempt < 5 : request.wait && isConnectionError(error)),
+      fail: (error) => translate(error, what()),
+      assertOpen: () => this.#assertOpen(),
+      aborted: (signal) => this.#aborted(signal),
+      firstDelayMs: 20,
+    });
   }
 
   async release(grant: DriverGrant): Promise<void> {

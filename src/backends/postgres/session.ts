@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { ClosedError, DeadlockError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
 import { notHeld, upgradeDeadlock } from "../../core/refusals.js";
-import { sleep } from "../../core/abortable.js";
-import { asPendingUpgrade, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
+import { asPendingUpgrade, askAgain, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
 import { LanePool } from "../sql/lane-pool.js";
 import type { ClientClass, PgConnection } from "./connection.js";
 import type { Control } from "./control.js";
@@ -114,20 +113,16 @@ export class PgSession implements DriverSession {
         }
       }
     }
-    const { signal } = request;
-    for (let attempt = 0; ; attempt++) {
-      if (signal.aborted) return this.#aborted(signal);
-      this.#assertOpen();
-      try {
-        return await this.#acquireOnce(request);
-      } catch (error) {
-        if (signal.aborted) return this.#aborted(signal);
-        // A wait whose connection broke (server restart, network) was never granted: ask
-        // again on another connection, until the caller or the session gives up.
-        if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
-        await sleep(Math.min(1000, 50 * 2 ** attempt), signal);
-      }
-    }
+    return askAgain(request.signal, {
+      once: () => this.#acquireOnce(request),
+      // A wait whose connection broke (server restart, network) was never granted: ask
+      // again on another connection, until the caller or the session gives up.
+      retry: (error) => request.wait && !this.#closed && isConnectionError(error),
+      fail: (error) => translate(error, what()),
+      assertOpen: () => this.#assertOpen(),
+      aborted: (signal) => this.#aborted(signal),
+      firstDelayMs: 50,
+    });
   }
 
   async release(grant: DriverGrant): Promise<void> {

@@ -1,10 +1,12 @@
 /**
  * What PostgreSQL's and MySQL's sessions share about a grant: its shape, putting it on the
- * lane (connection) that holds it, a release's prologue and epilogue, and the order of
- * upgrades within one process. Each backend adds its keys and its statements.
+ * lane (connection) that holds it, asking again after a failed attempt, a release's
+ * prologue and epilogue, and the order of upgrades within one process. Each backend adds
+ * its keys, its statements and which failures it asks again after.
  *
  * @module
  */
+import { sleep } from "../../core/abortable.js";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 
@@ -136,5 +138,40 @@ export async function asPendingUpgrade(
     await run;
   } finally {
     grant.upgrade = null;
+  }
+}
+
+/** How {@link askAgain} runs one backend's acquisition. */
+export interface AskAgain<T> {
+  /** One attempt. */
+  once(): Promise<T>;
+  /** Whether to ask again after `error` (attempts count from 0); false rejects with `fail(error)`. */
+  retry(error: unknown, attempt: number): boolean;
+  /** The backend's error for a failure not asked again. */
+  fail(error: unknown): Error;
+  /** Throws when the session is closed. */
+  assertOpen(): void;
+  /** Rejects with the signal's reason (the backend may first wait for its close). */
+  aborted(signal: AbortSignal): Promise<never>;
+  /** The first pause before asking again; it doubles, up to 1 s. */
+  readonly firstDelayMs: number;
+}
+
+/**
+ * Runs `once` until it settles without an error `retry` allows, pausing (with backoff)
+ * between attempts. Cancellation: once `signal` aborts, no attempt starts and a failed one
+ * is not retried; the call rejects through `aborted`.
+ */
+export async function askAgain<T>(signal: AbortSignal, how: AskAgain<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    if (signal.aborted) return how.aborted(signal);
+    how.assertOpen();
+    try {
+      return await how.once();
+    } catch (error) {
+      if (signal.aborted) return how.aborted(signal);
+      if (!how.retry(error, attempt)) throw how.fail(error);
+      await sleep(Math.min(1000, how.firstDelayMs * 2 ** attempt), signal);
+    }
   }
 }
