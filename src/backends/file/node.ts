@@ -90,6 +90,7 @@ export class FileNode {
     for (const fd of [this.tokensFd, this.probeSemFd, this.#directoryFd]) closeSync(fd);
   }
 
+  /** A session id unique across the processes of the directory (peer id and a counter). */
   newSessionId(): string {
     return `${this.mesh.peerId}.${++this.#nextSession}`;
   }
@@ -101,6 +102,7 @@ export class FileNode {
     return this.#wakeups.addWaiter(waiter);
   }
 
+  /** See {@link Wakeups.removeWaiter}. */
   removeWaiter(waiter: Waiter): void {
     this.#wakeups.removeWaiter(waiter);
   }
@@ -150,28 +152,34 @@ export class FileNode {
 
   // ---- records (replication.ts) --------------------------------------------------------
 
+  /** See {@link RecordReplication.putRecord}. */
   putRecord(space: string, entry: RecordEntry): void {
     this.#records.putRecord(space, entry);
   }
 
+  /** See {@link RecordReplication.deleteRecord}. */
   deleteRecord(space: string, key: string, sessionId: string): boolean {
     return this.#records.deleteRecord(space, key, sessionId);
   }
 
+  /** See {@link RecordReplication.localRecord}. */
   localRecord(space: string, key: string): RecordEntry | undefined {
     return this.#records.localRecord(space, key);
   }
 
+  /** See {@link RecordReplication.listRecords}. */
   listRecords(space: string): Promise<RecordEntry[]> {
     return this.#records.listRecords(space);
   }
 
+  /** See {@link RecordReplication.watchRecords}: ends when `signal` aborts. */
   watchRecords(space: string, listener: (event: RecordEvent) => void, signal: AbortSignal): Promise<RecordEntry[]> {
     return this.#records.watchRecords(space, listener, signal);
   }
 
   // ---- inspection (inspection.ts) ------------------------------------------------------
 
+  /** What this process's sessions hold and await in `namespace`. */
   localQueues(namespace: string): LocalQueueState[] {
     return localQueues(this.sessions.values(), namespace);
   }

@@ -27,6 +27,7 @@ export class RecordReplication {
     this.#mesh = mesh;
   }
 
+  /** Publishes (or replaces) a record of this process and tells every watcher, here and at peers. */
   putRecord(space: string, entry: RecordEntry): void {
     let records = this.#records.get(space);
     if (!records) this.#records.set(space, (records = new Map()));
@@ -34,6 +35,7 @@ export class RecordReplication {
     this.#publish(space, { type: "put", entry });
   }
 
+  /** Deletes a record if `sessionId` owns it and tells every watcher; false if it did not. */
   deleteRecord(space: string, key: string, sessionId: string): boolean {
     const records = this.#records.get(space);
     if (records?.get(key)?.entry.sessionId !== sessionId) return false;
@@ -43,6 +45,7 @@ export class RecordReplication {
     return true;
   }
 
+  /** A record this process publishes, if any. */
   localRecord(space: string, key: string): RecordEntry | undefined {
     return this.#records.get(space)?.get(key)?.entry;
   }
@@ -52,6 +55,7 @@ export class RecordReplication {
     return [...(this.#records.get(space)?.values() ?? [])].map((r) => r.entry);
   }
 
+  /** Every process's records of `space`; a peer that does not answer within 2 s is left out. */
   async listRecords(space: string): Promise<RecordEntry[]> {
     const out = this.entries(space);
     const lists = await Promise.all(
@@ -61,6 +65,11 @@ export class RecordReplication {
     return out;
   }
 
+  /**
+   * Calls `listener` with every change to `space` in any process, until `signal` aborts
+   * (then the listener is removed, and the last one of a space unsubscribes at peers).
+   * Resolves with the records present when the watch started.
+   */
   async watchRecords(
     space: string,
     listener: (event: RecordEvent) => void,

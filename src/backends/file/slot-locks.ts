@@ -185,12 +185,14 @@ export class SlotLocks {
     );
   }
 
+  /** One more grant of the semaphore at `base` uses `limit`: a shared mark at `base + limit` says so. */
   markLimit(base: number, limit: number): void {
     const count = this.#limitMarks.get(base + limit) ?? 0;
     if (count === 0) kernel.tryLock(this.#semFd, base + limit, true);
     this.#limitMarks.set(base + limit, count + 1);
   }
 
+  /** One grant fewer uses `limit`; the last one removes the mark. */
   unmarkLimit(base: number, limit: number): void {
     const count = (this.#limitMarks.get(base + limit) ?? 1) - 1;
     if (count > 0) this.#limitMarks.set(base + limit, count);

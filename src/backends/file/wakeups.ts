@@ -77,6 +77,7 @@ export class Wakeups {
     return this.#isWaiting(waiter) && waiter.attempt();
   }
 
+  /** Withdraws a waiter (granted, cancelled or closed); its slots stay subscribed a while. */
   removeWaiter(waiter: Waiter): void {
     for (const slot of waiter.slots) {
       const set = this.#waiters.get(slot);
