@@ -2,18 +2,21 @@
  * Takeover: fence info stored with a lock grant, handed to the next holder when this
  * holding is lost rather than released, an `onTakeover` fencing hook, and Chubby's lock
  * delay. Written once here over the durable-record seam (`Driver.cells`, in the space
- * {@link TAKEOVER_SPACE}), so every backend with cells has it, with no driver code.
+ * {@link TAKEOVER_SPACE}), so every backend with cells has it. Every exclusive lock grant
+ * is tracked unless `takeover: false`.
  *
- * The record of lock `name` is written by each tracked holder right after its grant (a
- * cell write fenced by its token) and deleted by its clean release (conditioned on the
- * version it wrote). A record found by the next holder therefore belongs to a holding that
- * ended without a release: lost, died, cut off or revoked.
+ * The record of lock `name` is created with each tracked grant (by the driver in the
+ * grant's own atomic step where it has `nativeRecords`, else by a cell write right after,
+ * fenced by the token) and deleted by its clean release (in the release's own step, or by
+ * a delete conditioned on the version it wrote). A record found by the next holder
+ * therefore belongs to a holding that ended without a release: lost, died, cut off or
+ * revoked.
  *
  * @module
  */
 import { sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
-import type { CellEntry, DriverCells, LockMode } from "./driver.js";
+import { type CellEntry, type DriverCells, type DriverGrant, type LockMode, sealRecord } from "./driver.js";
 import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
 import { canonicalJson } from "./json-value.js";
 import { describe } from "./validate.js";
@@ -30,8 +33,8 @@ export const MAX_LOCK_DELAY_MS = 60_000;
 /**
  * The previous holding of a lock, handed to its next holder because it ended without a
  * release (its session expired, its process died, its connection dropped, or it was
- * revoked). Only holdings acquired with takeover tracking leave one (see
- * {@link TakeoverOptions}).
+ * revoked). Every exclusive lock holding leaves one unless acquired with `takeover: false`
+ * (see {@link TakeoverOptions}).
  */
 export interface Takeover {
   /** Member id of the previous holder's coordinator. */
@@ -80,10 +83,15 @@ export interface TakeoverOptions {
    */
   lockDelayMs?: number | undefined;
   /**
-   * Track this holding for takeover (write its record with the grant, delete it on
-   * release) and read the previous one. Costs a cell read and write per grant and a delete
-   * per release (see docs/takeover.md). Every acquirer of one lock name should track: an
-   * untracked holding neither reports nor leaves a takeover.
+   * Takeover tracking: write this holding's record with the grant, delete it on release,
+   * and hand the previous one over. On by default for exclusive locks (`undefined`: tracked
+   * where the backend has cells, untracked for shared locks). `true` insists: an
+   * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
+   * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
+   * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
+   * combined with the other takeover options). Where the driver has native records
+   * (memory, file, Redis, PostgreSQL) tracking costs no extra round trip; elsewhere (etcd,
+   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md).
    */
   takeover?: boolean | undefined;
 }
@@ -93,12 +101,33 @@ export interface TakeoverRequest {
   readonly fenceInfo: string;
   readonly onTakeover: OnTakeover | undefined;
   readonly lockDelayMs: number;
+  /** Asked for by the options (not only the default): such a lock cannot be downgraded. */
+  readonly explicit: boolean;
+}
+
+/** The stored fence info of a tracked request without `fenceInfo` (most of them: the default). */
+const NO_FENCE_INFO = "null";
+
+/**
+ * A holding's record before {@link sealRecord} adds its token and grant time: member,
+ * session, fence info, lock delay. @internal
+ */
+export function recordText(memberId: string, sessionId: string, request: TakeoverRequest): string {
+  return `{"m":${JSON.stringify(memberId)},"s":${JSON.stringify(sessionId)},"f":${request.fenceInfo},"d":${request.lockDelayMs}}`;
 }
 
 /** What a tracked holding keeps to delete its record on release. @internal */
 export interface TakeoverClaim {
   readonly cells: DriverCells;
   readonly version: bigint;
+  readonly explicit: boolean;
+  /**
+   * The record's exact text where the core wrote it (or found it), which names this
+   * holding's token: the delete is conditioned on it too, since a backend that forgets a
+   * deleted key (MySQL drops its row) starts a re-created key's versions again, and a
+   * successor's record may then have the version this holding claimed.
+   */
+  readonly value?: string | undefined;
 }
 
 /** The stored record (short keys: it is written with every tracked grant). */
@@ -140,7 +169,7 @@ export function checkTakeover(
       `lockDelayMs must be an integer number of milliseconds from 0 to ${MAX_LOCK_DELAY_MS}, got ${describe(lockDelayMs)}`,
     );
   }
-  const text = fenceInfo === undefined ? "null" : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
+  const text = fenceInfo === undefined ? NO_FENCE_INFO : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
   const given = [
     ["fenceInfo", fenceInfo],
     ["onTakeover", onTakeover],
@@ -152,19 +181,23 @@ export function checkTakeover(
       `takeover: false cannot be combined with ${given.map(([k]) => k).join(", ")}: they need takeover tracking (omit takeover or set it to true)`,
     );
   }
-  const tracked = takeover ?? given.length > 0;
-  if (!tracked) return undefined;
+  // Tracking is the default for exclusive locks; asking for it is what makes a shared
+  // lock or a backend without records an error rather than untracked.
+  if (takeover === false) return undefined;
+  const explicit = takeover === true || given.length > 0;
   if (mode !== "exclusive") {
+    if (!explicit) return undefined;
     throw new InvalidArgumentError(
-      "takeover tracking (fenceInfo, onTakeover, lockDelayMs) is for exclusive locks only",
+      "takeover tracking (fenceInfo, onTakeover, lockDelayMs, takeover: true) is for exclusive locks only",
     );
   }
   if (!core.driver.cells) {
+    if (!explicit) return undefined;
     throw new UnsupportedError(`the ${core.backend} backend has no durable records (cells) yet, so no takeover`, {
       backend: core.backend,
     });
   }
-  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0 };
+  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0, explicit };
 }
 
 /** The takeover a record describes, or `null` for none (absent or deleted). @internal */
@@ -206,34 +239,40 @@ export async function claim(
   core: CoordinatorCore,
   grant: ClaimTarget,
   request: TakeoverRequest,
+  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
   wait: boolean,
   signal: AbortSignal,
 ): Promise<{ claim: TakeoverClaim; takeover: Takeover | null } | "delayed"> {
   const cells = core.driver.cells as DriverCells;
-  const record: StoredTakeover = {
-    m: core.memberId,
-    s: grant.sessionId,
-    t: String(grant.token),
-    at: grant.acquiredAt,
-    f: JSON.parse(request.fenceInfo) as unknown,
-    d: request.lockDelayMs,
-  };
-  const text = JSON.stringify(record);
+  const { explicit } = request;
+  // Written by the driver with the grant: the lock was free or cleanly released.
+  if (native.recordVersion !== undefined)
+    return { claim: { cells, version: native.recordVersion, explicit }, takeover: null };
+  const text = sealRecord(recordText(core.memberId, grant.sessionId, request), grant.token, grant.acquiredAt);
   const superseded = () =>
     new LockLostError(`lock "${grant.name}" was taken over while it was being claimed`, { backend: core.backend });
-  // The common case, a lock that was free or cleanly released, costs one write: created
-  // only if no record is there. A refusal carries the record found, the previous holding.
-  const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
-  if (created.ok) return { claim: { cells, version: created.version }, takeover: null };
-  if (created.reason === "fenced") throw superseded();
-  const current = created.current;
+  let current = native.previousRecord;
+  if (current === undefined) {
+    // Without native records, the common case (free or cleanly released) costs one write:
+    // created only if no record is there. A refusal carries the record found. Not fenced:
+    // a fence would outlive the record's deletion (a tombstone per lock name ever used);
+    // the token in the record fences the overwrite below instead.
+    const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n });
+    if (created.ok) return { claim: { cells, version: created.version, explicit, value: text }, takeover: null };
+    if (created.reason === "fenced" || !created.current) throw superseded();
+    current = created.current;
+  }
   const found = parseTakeover(current);
-  // A record at or above our token is no predecessor: it was written after us (we were
-  // superseded), and the fenced write below says so.
-  const previous = found && found.token < grant.token ? found : null;
+  // Our own record (a driver wrote it with the grant but could not say so: a retried
+  // script's answer); tokens are unique per lock.
+  if (found && found.token === grant.token)
+    return { claim: { cells, version: current.version, explicit, value: current.value ?? undefined }, takeover: null };
+  // A record above our token was written after our grant: we were superseded.
+  if (found && found.token > grant.token) throw superseded();
+  const previous = found;
   // Cancellation, timeout and the loss of the grant all end the claim.
   const both = AbortSignal.any([signal, grant.lost]);
-  if (previous && previous.lockDelayMs > 0 && current) {
+  if (previous && previous.lockDelayMs > 0) {
     let until = previous.delayedUntil;
     if (until === null) {
       until = Date.now() + previous.lockDelayMs;
@@ -264,7 +303,7 @@ export async function claim(
   if (both.aborted) throw both.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
-  return { claim: { cells, version: written.version }, takeover };
+  return { claim: { cells, version: written.version, explicit, value: text }, takeover };
 }
 
 /**
@@ -296,7 +335,12 @@ function withoutDelay(record: Takeover & { readonly delayedUntil: number | null 
   return takeover;
 }
 
-/** Deletes a clean holding's record: only its own (a successor's stays). @internal */
+/**
+ * Deletes a clean holding's record: only its own (a successor's stays), and with no
+ * tombstone where the driver can drop it (one per lock name ever used would accumulate).
+ * @internal
+ */
 export async function unclaim(name: string, claimed: TakeoverClaim): Promise<void> {
-  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version });
+  const { version: ifVersion, value: ifValue } = claimed;
+  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion, ifValue, forget: true });
 }

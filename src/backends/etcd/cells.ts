@@ -66,6 +66,8 @@ export function etcdCells(
       const success: IRequestOp[] = [
         value === null ? op.del(valueKey) : { request_put: { key: bytes(valueKey), value: bytes(value) } },
       ];
+      // No tombstone: the fence key goes with the value.
+      if (value === null && condition.forget) success.push(op.del(fenceKey));
       if (condition.fence !== undefined) {
         compare.push(fenceExists ? fenceAtMost(fenceKey, condition.fence) : when.absent(fenceKey));
         success.push({ request_put: { key: bytes(fenceKey), value: bytes(pad(condition.fence)) } });

@@ -23,10 +23,12 @@ import { join } from "node:path";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
 import type { FileNode } from "./node.js";
+import { takeoverRecords, type WriteNow } from "./records.js";
 
 /** Bucket files the cells are spread over. */
 export const BUCKETS = 32;
@@ -55,8 +57,33 @@ export function bucketFileName(bucket: number): string {
   return `${FILES.cells}.${bucket.toString(16).padStart(2, "0")}`;
 }
 
-/** The cells of one namespace; `close()` frees the lock file's descriptor (call it once). */
+/**
+ * The cells of one namespace, with the takeover space in a store of its own (records.ts)
+ * and `takeoverNow`, its synchronous writes; `close()` frees the descriptors (call it once).
+ */
 export function fileCells(
+  directory: Directory,
+  namespace: string,
+  notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
+): DriverCells & { close(): void; takeoverNow: WriteNow } {
+  const user = userCells(directory, namespace, notify);
+  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE);
+  const of = (space: string): DriverCells => (space === TAKEOVER_SPACE ? takeover : user);
+  return {
+    close: () => {
+      user.close();
+      takeover.close();
+    },
+    takeoverNow: takeover.writeNow,
+    get: (space, key) => of(space).get(space, key),
+    put: (space, key, value, condition) => of(space).put(space, key, value, condition),
+    delete: (space, key, condition) => of(space).delete(space, key, condition),
+    list: (space) => of(space).list(space),
+    watch: (space, key, listener, signal) => of(space).watch(space, key, listener, signal),
+  };
+}
+
+function userCells(
   directory: Directory,
   namespace: string,
   notify: Pick<FileNode, "cellWritten" | "onCellWritten">,

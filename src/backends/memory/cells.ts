@@ -46,9 +46,14 @@ export class CellTable {
   }
 }
 
+/** A cell's id in a store's table; `sep` cannot occur in names. */
+export function cellId(namespace: string, sep: string, space: string, key: string): string {
+  return `${namespace}${sep}${space}${sep}${key}`;
+}
+
 /** The `DriverCells` of one namespace over a store's table; `sep` cannot occur in names. */
 export function memoryCells(table: CellTable, namespace: string, sep: string): DriverCells {
-  const id = (space: string, key: string) => `${namespace}${sep}${space}${sep}${key}`;
+  const id = (space: string, key: string) => cellId(namespace, sep, space, key);
   return {
     async get(space, key) {
       return table.get(id(space, key));

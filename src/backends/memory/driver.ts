@@ -19,9 +19,11 @@ import type {
   RecordEvent,
   SessionHooks,
 } from "../../core/driver.js";
+import { sealRecord } from "../../core/driver.js";
 import { InvalidStateError } from "../../core/errors.js";
 import type { QueueEntry } from "../../core/queue-table.js";
-import { memoryCells } from "./cells.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
+import { cellId, memoryCells } from "./cells.js";
 import { type HolderMeta, type MemoryStore, memoryStore } from "./store.js";
 
 // Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
@@ -63,12 +65,16 @@ class MemorySession implements DriverSession {
       meta: this.#meta,
     });
     if (!entry) return null;
+    if (request.record !== undefined) this.#writeRecord(entry, request.name, request.record);
     return entry;
   }
 
   grantNow(request: ImmediateRequest): DriverGrant | null {
+    // A takeover found needs the core's async claim: not at once.
+    if (request.record !== undefined && this.#store.cells.get(this.#recordId(request.name))?.value) return null;
     const key = queueKey(this.#context.namespace, request.kind, request.name);
     const entry = this.#store.table.grantNow(key, { mode: request.mode, limit: request.limit, meta: this.#meta });
+    if (entry && request.record !== undefined) this.#writeRecord(entry, request.name, request.record);
     return entry;
   }
 
@@ -77,7 +83,27 @@ class MemorySession implements DriverSession {
   }
 
   releaseNow(grant: DriverGrant): void {
-    this.#store.table.release(grant as MemoryGrant);
+    const memoryGrant = grant as MemoryGrant;
+    if (grant.recordVersion !== undefined) {
+      // Only lock grants have records; the key ends with the lock's name.
+      const name = memoryGrant.key.slice(queueKey(this.#context.namespace, "lock", "").length);
+      this.#store.cells.write(this.#recordId(name), name, null, { ifVersion: grant.recordVersion });
+    }
+    this.#store.table.release(memoryGrant);
+  }
+
+  /** The takeover record, written in the same synchronous step as the grant (so atomically). */
+  #writeRecord(grant: DriverGrant, name: string, record: string): void {
+    const written = this.#store.cells.write(this.#recordId(name), name, sealRecord(record, grant.token, Date.now()), {
+      ifVersion: 0n,
+      fence: grant.token,
+    });
+    if (written.ok) grant.recordVersion = written.version;
+    else if (written.current) grant.previousRecord = written.current;
+  }
+
+  #recordId(name: string): string {
+    return cellId(this.#context.namespace, SEP, TAKEOVER_SPACE, name);
   }
 
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
@@ -117,6 +143,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const { namespace } = context;
   return {
     cells: memoryCells(store.cells, namespace, SEP),
+    nativeRecords: true,
     async openSession(hooks) {
       return new MemorySession(store, context, hooks);
     },

@@ -7,7 +7,8 @@
  * A write reads the node, decides with the shared rule (cell-rule.ts) and sets the data
  * under the node's znode version, which ZooKeeper checks atomically with the write; a
  * version mismatch (someone wrote in between) reads again. A key's first write creates its
- * node (a tombstone) first. Reads retry transient failures; a write is sent once, so a lost
+ * node with its value (its space's container node first, if the server had removed it); a
+ * delete that may forget (`CellCondition.forget`) deletes the node under its version. Reads retry transient failures; a write is sent once, so a lost
  * answer means its outcome is unknown. Watches re-read on every event, re-arm, and re-read
  * every few seconds as a safety net (a watch set on a session that then expired is gone).
  *
@@ -64,14 +65,29 @@ export function zkCells(
       if (decision.action === "noop") return { ok: true, version: 0n };
       const handle = await live();
       if (!current) {
-        await ensurePath(handle, chroot, spacePath(space), closing);
+        // Created with its value, one round trip while its space's node is there: a
+        // node's creation zxid is its first mzxid. If another writer was first, decided
+        // again against the node as it now is.
+        const data: CellData = { f: String(decision.fence), x: value };
         try {
-          await handle.create(path(space, key), JSON.stringify({ f: "0", x: null }), FLAGS.persistent);
+          const created = await handle.createNode(path(space, key), JSON.stringify(data), FLAGS.persistent);
+          return { ok: true, version: created.czxid };
         } catch (error) {
-          if (!hasCode(error, RC.NODEEXISTS)) throw error;
+          if (hasCode(error, RC.NONODE)) await ensurePath(handle, chroot, spacePath(space), closing);
+          else if (!hasCode(error, RC.NODEEXISTS)) throw error;
         }
-        // Decided again against the node as it now is (another writer may have been first).
         continue;
+      }
+      if (value === null && condition.forget) {
+        // No tombstone: the node goes (and its empty container parents, with the server).
+        try {
+          await handle.delete(path(space, key), current.znodeVersion);
+          // A delete has no zxid of its own to report, and the key is gone: no version.
+          return { ok: true, version: 0n };
+        } catch (error) {
+          if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) throw error;
+          continue;
+        }
       }
       const data: CellData = { f: String(decision.fence), x: value };
       try {
