@@ -5,12 +5,12 @@
  * holder; `takeover: false` opts out as documented. Skipped on a backend without cells.
  */
 import assert from "node:assert/strict";
-import { type TestContext, afterEach, describe, it } from "node:test";
-import { type Coordinator, connect } from "../../src/index.js";
+import { afterEach, describe, it } from "node:test";
+import type { Coordinator } from "../../src/index.js";
 import type { Holder } from "../harness/holder.js";
 import type { SuiteContext } from "./context.js";
 import { doomedHolders } from "./doomed.js";
-import { waitForWaiters } from "./helpers.js";
+import { cellsCheck, waitForWaiters } from "./helpers.js";
 
 /** Registers the default-tracking takeover tests. */
 export function takeoverDefaultSuite(suite: SuiteContext, url: () => string): void {
@@ -22,16 +22,7 @@ export function takeoverDefaultSuite(suite: SuiteContext, url: () => string): vo
     return coord;
   };
   const doomed = doomedHolders(suite, url, holders, client);
-  let supported: boolean | undefined;
-  const needCells = async (t: TestContext): Promise<boolean> => {
-    if (supported === undefined) {
-      const probe = await connect(url());
-      supported = probe.cellsSupported;
-      await probe.close();
-    }
-    if (!supported) t.skip("backend has no cells (durable records), so no takeover");
-    return supported;
-  };
+  const needCells = cellsCheck(url, "backend has no cells (durable records), so no takeover");
 
   afterEach(async () => {
     await Promise.all(holders.splice(0).map((h) => h.stop()));

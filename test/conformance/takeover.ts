@@ -6,7 +6,7 @@
  * whose session is lost. Skipped, by capability, on a backend without cells.
  */
 import assert from "node:assert/strict";
-import { type TestContext, afterEach, describe, it } from "node:test";
+import { afterEach, describe, it } from "node:test";
 import {
   CannotRevokeError,
   type Coordinator,
@@ -16,12 +16,11 @@ import {
   type Takeover,
   TimeoutError,
   UnsupportedError,
-  connect,
 } from "../../src/index.js";
 import type { Holder } from "../harness/holder.js";
 import type { SuiteContext } from "./context.js";
 import { doomedHolders } from "./doomed.js";
-import { waitFor, waitForWaiters } from "./helpers.js";
+import { cellsCheck, waitFor, waitForWaiters } from "./helpers.js";
 
 /** Registers the takeover conformance tests. */
 export function takeoverSuite(suite: SuiteContext, url: () => string): void {
@@ -32,16 +31,7 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
     mine.push(coord);
     return coord;
   };
-  let supported: boolean | undefined;
-  const needCells = async (t: TestContext): Promise<boolean> => {
-    if (supported === undefined) {
-      const probe = await connect(url());
-      supported = probe.cellsSupported;
-      await probe.close();
-    }
-    if (!supported) t.skip("backend has no cells (durable records), so no takeover");
-    return supported;
-  };
+  const needCells = cellsCheck(url, "backend has no cells (durable records), so no takeover");
 
   const doomed = doomedHolders(suite, url, holders, client);
 
