@@ -94,7 +94,8 @@ export function zkCells(
         const stat = await handle.set(path(space, key), JSON.stringify(data), current.znodeVersion);
         return { ok: true, version: stat.mzxid };
       } catch (error) {
-        if (!hasCode(error, RC.BADVERSION)) throw error;
+        // Changed, or deleted by a forgetting delete, since the read: decided again.
+        if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) throw error;
       }
     }
     throw new Error(`cell "${key}" changed ${MAX_ATTEMPTS} times while it was being written`);
