@@ -6,15 +6,23 @@
  * @internal
  */
 import { performance } from "node:perf_hooks";
+import { atMost, onAbort } from "./abortable.js";
 import { cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
 import type { DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
-import { claim, recordText, type TakeoverRequest } from "./takeover.js";
+import { type Claimed, claimWithin, recordText, type TakeoverRequest } from "./takeover.js";
 import type { AcquireOutcome } from "./telemetry.js";
 import { checkDuration, checkSignal } from "./validate.js";
+
+/**
+ * How long a cancelled or timed-out acquisition still waits for the release of a grant it
+ * could not hand out: a release answers in a round trip, so more means the backend stopped
+ * answering.
+ */
+const RELEASE_GRACE_MS = 1000;
 
 /** What is acquired. */
 export interface Target {
@@ -101,7 +109,7 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
   try {
     // An already-cancelled call must not take anything, even if it is free.
     if (cancel.aborted) throw cancel.reason;
-    const grant = await session.driver.acquire({
+    const granting = session.driver.acquire({
       kind,
       name,
       mode,
@@ -116,6 +124,10 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
       },
       record,
     });
+    const grant =
+      wait === "block"
+        ? await withdrawnWithin(granting, cancel.signal, session.ttlMs, (late) => session.driver.release(late))
+        : await granting;
     if (!grant) {
       report("busy");
       if (wait === "try") return null;
@@ -185,19 +197,21 @@ async function claimOrRelease(
   wait: boolean,
   signal: AbortSignal,
 ): Promise<"claimed" | "delayed"> {
-  let outcome: Awaited<ReturnType<typeof claim>> | undefined;
+  let outcome: Claimed | "delayed" | undefined;
   try {
-    const target = {
-      name: handle.name,
-      token: handle.token,
-      acquiredAt: handle.acquiredAt,
-      sessionId: session.id,
-      lost: handle.signal,
-    };
-    outcome = await claim(core, target, request, grant, wait, signal);
+    const target = { name: handle.name, token: handle.token, acquiredAt: handle.acquiredAt, sessionId: session.id };
+    // Cancellation, timeout and the loss of the grant all end the claim.
+    const stop = AbortSignal.any([signal, handle.signal]);
+    outcome = await claimWithin(core, target, request, grant, wait, stop, handle.signal);
   } finally {
-    // Nothing is held silently: a grant that was not claimed goes back at once.
-    if (outcome === undefined || outcome === "delayed") await handle.release();
+    // Nothing is held silently: a grant that was not claimed goes back at once. Once the
+    // acquisition was cancelled or timed out, a backend that stopped answering does not hold
+    // the caller past a short grace: the release goes on (bounded by the TTL), and the
+    // session's expiry frees the lock if it never arrives.
+    if (outcome === undefined || outcome === "delayed") {
+      const giving = handle.release();
+      await (signal.aborted ? atMost(giving, RELEASE_GRACE_MS) : giving);
+    }
   }
   if (outcome === "delayed") return outcome;
   handle.claimed(outcome.claim, outcome.takeover);
@@ -209,6 +223,45 @@ async function claimOrRelease(
   }
   if (outcome.takeover) core.telemetry.takeover(handle.kind, handle.name);
   return "claimed";
+}
+
+/**
+ * Settles like the driver's `granting`, but no later than `graceMs` after `signal` aborts
+ * (then with its reason): a driver withdraws an aborted waiter within that bound, and one
+ * that does not (a request its client never answers) cannot hold the acquisition past its
+ * deadline by more. A grant it makes after that is given back.
+ */
+function withdrawnWithin(
+  granting: Promise<DriverGrant | null>,
+  signal: AbortSignal,
+  graceMs: number,
+  giveBack: (late: DriverGrant) => Promise<void>,
+): Promise<DriverGrant | null> {
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    let abandoned = false;
+    const detach = onAbort(signal, () => {
+      timer = setTimeout(() => {
+        abandoned = true;
+        reject(signal.reason);
+      }, graceMs);
+    });
+    const settle = () => {
+      detach();
+      clearTimeout(timer);
+    };
+    granting.then(
+      (grant) => {
+        settle();
+        if (!abandoned) resolve(grant);
+        else if (grant) giveBack(grant).catch(() => {});
+      },
+      (error: unknown) => {
+        settle();
+        reject(error);
+      },
+    );
+  });
 }
 
 /** The record a driver with native records writes with the grant (see takeover.ts). */

@@ -369,7 +369,10 @@ export class Lock {
    *
    * Cancellation: `timeoutMs` rejects with {@link TimeoutError}; `signal` rejects with an
    * `AbortedError`; `close()` rejects with `ClosedError`. In every case the waiter is
-   * withdrawn and nothing is held.
+   * withdrawn and nothing is held. It settles by then even if the backend stops answering:
+   * the takeover steps after a grant end with it, giving back a grant it could not hand out
+   * adds at most a second (the release goes on in the background, bounded by the TTL), and
+   * a driver that has not withdrawn its waiter within the TTL is not waited for.
    *
    * Session loss does not end the wait: a waiter holds nothing, so when its session is lost
    * (e.g. the process was paused past its TTL) it queues again on a fresh session and goes

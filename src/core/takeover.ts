@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { sleep } from "./abortable.js";
+import { raceSignal, sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
 import { type CellEntry, type DriverCells, type DriverGrant, type LockMode, sealRecord } from "./driver.js";
 import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
@@ -107,6 +107,7 @@ export interface TakeoverRequest {
 
 /** The stored fence info of a tracked request without `fenceInfo` (most of them: the default). */
 const NO_FENCE_INFO = "null";
+
 
 /**
  * A holding's record before {@link sealRecord} adds its token and grant time: member,
@@ -215,22 +216,56 @@ export function parseTakeover(entry: CellEntry | null): (Takeover & { readonly d
   };
 }
 
+/** What a claim made: the record its clean release deletes, and the takeover it found. @internal */
+export interface Claimed {
+  readonly claim: TakeoverClaim;
+  readonly takeover: Takeover | null;
+}
+
+/**
+ * {@link claim}, settled no later than `stop` aborts (then with its reason): a cell call
+ * that is never answered (a backend cut off, a client that dropped the request) cannot hold
+ * an acquisition past its deadline, cancellation or loss. A record written after that
+ * belongs to a grant given back unclaimed, so it is deleted once its answer comes, unless
+ * the grant was lost (`lost`: a lost holding keeps its record, for the next holder).
+ * @internal
+ */
+export function claimWithin(
+  core: CoordinatorCore,
+  grant: ClaimTarget,
+  request: TakeoverRequest,
+  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
+  wait: boolean,
+  stop: AbortSignal,
+  lost: AbortSignal,
+): Promise<Claimed | "delayed"> {
+  const running = claim(core, grant, request, native, wait, stop);
+  return raceSignal(running, stop).catch((error: unknown) => {
+    running.then(
+      (late) => {
+        if (late !== "delayed" && !lost.aborted) unclaim(grant.name, late.claim).catch(() => {});
+      },
+      () => {},
+    );
+    throw error;
+  });
+}
+
 /** What a grant being claimed is. */
 export interface ClaimTarget {
   readonly name: string;
   readonly token: bigint;
   readonly acquiredAt: number;
   readonly sessionId: string;
-  /** Aborts when the grant is lost. */
-  readonly lost: AbortSignal;
 }
 
 /**
  * Claims a fresh grant for a tracked acquisition: finds the previous record, waits out its
  * lock delay (or answers `"delayed"` when the caller does not wait), runs the hook, then
- * writes this holding's record fenced by its token. Rejects with the cancellation's reason
- * when `signal` aborts and with a `LockLostError` when the grant is lost (during the delay,
- * the hook, or before the write), at once even if the hook ignores its signal; with
+ * writes this holding's record fenced by its token. `stop` aborts on cancellation, timeout
+ * and the loss of the grant: the delay and the hook then end at once with its reason (even
+ * a hook that ignores its signal); a cell call under way is not cut here, as the caller
+ * races the whole claim with `stop` ({@link claimWithin}). Rejects with
  * {@link FenceFailedError} when the hook throws. The caller releases the grant on any
  * outcome but success.
  * @internal
@@ -241,8 +276,8 @@ export async function claim(
   request: TakeoverRequest,
   native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
   wait: boolean,
-  signal: AbortSignal,
-): Promise<{ claim: TakeoverClaim; takeover: Takeover | null } | "delayed"> {
+  stop: AbortSignal,
+): Promise<Claimed | "delayed"> {
   const cells = core.driver.cells as DriverCells;
   const { explicit } = request;
   // Written by the driver with the grant: the lock was free or cleanly released.
@@ -270,8 +305,6 @@ export async function claim(
   // A record above our token was written after our grant: we were superseded.
   if (found && found.token > grant.token) throw superseded();
   const previous = found;
-  // Cancellation, timeout and the loss of the grant all end the claim.
-  const both = AbortSignal.any([signal, grant.lost]);
   if (previous && previous.lockDelayMs > 0) {
     let until = previous.delayedUntil;
     if (until === null) {
@@ -283,15 +316,22 @@ export async function claim(
     const left = until - Date.now();
     if (left > 0) {
       if (!wait) return "delayed";
-      await sleep(left, both);
+      await sleep(left, stop);
     }
   }
   const takeover = previous && withoutDelay(previous);
   if (previous && takeover && request.onTakeover) {
+    const hook = request.onTakeover;
+    if (stop.aborted) throw stop.reason;
     try {
-      await untilAborted(request.onTakeover, takeover, both);
+      // Settles no later than `stop`: a hook that ignores its signal cannot hold acquire()
+      // past its timeout; what it still does afterwards is its own.
+      await raceSignal(
+        Promise.resolve().then(() => hook(takeover, stop)),
+        stop,
+      );
     } catch (error) {
-      if (both.aborted) throw both.reason;
+      if (stop.aborted) throw stop.reason;
       throw new FenceFailedError(
         `fencing the previous holder of lock "${grant.name}" (member ${previous.memberId}, token ${previous.token}) failed: ${error instanceof Error ? error.message : String(error)}; the lock was released and its takeover record kept`,
         grant.name,
@@ -300,34 +340,10 @@ export async function claim(
       );
     }
   }
-  if (both.aborted) throw both.reason;
+  if (stop.aborted) throw stop.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
   return { claim: { cells, version: written.version, explicit, value: text }, takeover };
-}
-
-/**
- * Runs the hook, but settles no later than `signal` aborts (with its reason): a hook that
- * ignores its signal cannot hold `acquire()` past its timeout or cancellation. What it
- * still does afterwards is its own; its late outcome is dropped.
- */
-function untilAborted(hook: OnTakeover, previous: Takeover, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  const running = Promise.resolve().then(() => hook(previous, signal));
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    running.then(
-      () => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function withoutDelay(record: Takeover & { readonly delayedUntil: number | null }): Takeover {
