@@ -108,14 +108,28 @@ export interface TakeoverRequest {
 /** The stored fence info of a tracked request without `fenceInfo` (most of them: the default). */
 const NO_FENCE_INFO = "null";
 
+/** The request of a default acquisition: tracked, with no takeover option. */
+const PLAIN: TakeoverRequest = Object.freeze({
+  fenceInfo: NO_FENCE_INFO,
+  onTakeover: undefined,
+  lockDelayMs: 0,
+  explicit: false,
+});
 
 /**
  * A holding's record before {@link sealRecord} adds its token and grant time: member,
  * session, fence info, lock delay. @internal
  */
 export function recordText(memberId: string, sessionId: string, request: TakeoverRequest): string {
-  return `{"m":${JSON.stringify(memberId)},"s":${JSON.stringify(sessionId)},"f":${request.fenceInfo},"d":${request.lockDelayMs}}`;
+  const plain = request.fenceInfo === NO_FENCE_INFO && request.lockDelayMs === 0;
+  // Every default acquisition of a session writes the same text: made once, not per grant.
+  if (plain && lastPlain.memberId === memberId && lastPlain.sessionId === sessionId) return lastPlain.text;
+  const text = `{"m":${JSON.stringify(memberId)},"s":${JSON.stringify(sessionId)},"f":${request.fenceInfo},"d":${request.lockDelayMs}}`;
+  if (plain) lastPlain = { memberId, sessionId, text };
+  return text;
 }
+
+let lastPlain = { memberId: "", sessionId: "", text: "" };
 
 /** What a tracked holding keeps to delete its record on release. @internal */
 export interface TakeoverClaim {
@@ -169,6 +183,10 @@ export function checkTakeover(
     throw new InvalidArgumentError(
       `lockDelayMs must be an integer number of milliseconds from 0 to ${MAX_LOCK_DELAY_MS}, got ${describe(lockDelayMs)}`,
     );
+  }
+  // The default, or only `takeover: false`: nothing more to check or to build.
+  if (takeover !== true && fenceInfo === undefined && onTakeover === undefined && lockDelayMs === undefined) {
+    return takeover === undefined && mode === "exclusive" && core.driver.cells ? PLAIN : undefined;
   }
   const text = fenceInfo === undefined ? NO_FENCE_INFO : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
   const given = [

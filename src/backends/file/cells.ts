@@ -25,6 +25,7 @@ import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../
 import { BackendUnavailableError } from "../../core/errors.js";
 import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import { hash53 } from "../../core/hash.js";
+import { takeoverApart } from "../cell-calls.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
 import type { FileNode } from "./node.js";
@@ -68,18 +69,13 @@ export function fileCells(
 ): DriverCells & { close(): void; takeoverNow: WriteNow } {
   const user = userCells(directory, namespace, notify);
   const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE);
-  const of = (space: string): DriverCells => (space === TAKEOVER_SPACE ? takeover : user);
   return {
+    ...takeoverApart(user, takeover),
     close: () => {
       user.close();
       takeover.close();
     },
     takeoverNow: takeover.writeNow,
-    get: (space, key) => of(space).get(space, key),
-    put: (space, key, value, condition) => of(space).put(space, key, value, condition),
-    delete: (space, key, condition) => of(space).delete(space, key, condition),
-    list: (space) => of(space).list(space),
-    watch: (space, key, listener, signal) => of(space).watch(space, key, listener, signal),
   };
 }
 
