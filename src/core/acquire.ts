@@ -6,14 +6,14 @@
  * @internal
  */
 import { performance } from "node:perf_hooks";
-import { atMost, onAbort } from "./abortable.js";
+import { atMost, graceAfterAbort } from "./abortable.js";
 import { cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
 import type { DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
-import { type Claimed, claimWithin, recordText, type TakeoverRequest } from "./takeover.js";
+import { type Claimed, claimWithin, recordText, type TakeoverClaim, type TakeoverRequest } from "./takeover.js";
 import type { AcquireOutcome } from "./telemetry.js";
 import { checkDuration, checkSignal } from "./validate.js";
 
@@ -126,7 +126,11 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
     });
     const grant =
       wait === "block"
-        ? await withdrawnWithin(granting, cancel.signal, session.ttlMs, (late) => session.driver.release(late))
+        ? // A driver withdraws an aborted waiter within its TTL; one that does not (a request
+          // its client never answers) cannot hold the acquisition longer. A late grant goes back.
+          await graceAfterAbort(granting, cancel.signal, session.ttlMs, (late) => {
+            if (late) session.driver.release(late).catch(() => {});
+          })
         : await granting;
     if (!grant) {
       report("busy");
@@ -145,7 +149,10 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
       await handle.release();
       throw new SessionLostWhileWaiting(session.signal.reason);
     }
-    if (attempt.takeover && handle.held) {
+    if (attempt.takeover && handle.held && grant.recordVersion !== undefined) {
+      // Written by the driver with the grant (free or cleanly released): nothing to claim.
+      handle.claimed(nativeClaim(core, attempt.takeover, grant.recordVersion), null);
+    } else if (attempt.takeover && handle.held) {
       const claimed = await claimOrRelease(
         core,
         handle,
@@ -225,43 +232,9 @@ async function claimOrRelease(
   return "claimed";
 }
 
-/**
- * Settles like the driver's `granting`, but no later than `graceMs` after `signal` aborts
- * (then with its reason): a driver withdraws an aborted waiter within that bound, and one
- * that does not (a request its client never answers) cannot hold the acquisition past its
- * deadline by more. A grant it makes after that is given back.
- */
-function withdrawnWithin(
-  granting: Promise<DriverGrant | null>,
-  signal: AbortSignal,
-  graceMs: number,
-  giveBack: (late: DriverGrant) => Promise<void>,
-): Promise<DriverGrant | null> {
-  return new Promise((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
-    let abandoned = false;
-    const detach = onAbort(signal, () => {
-      timer = setTimeout(() => {
-        abandoned = true;
-        reject(signal.reason);
-      }, graceMs);
-    });
-    const settle = () => {
-      detach();
-      clearTimeout(timer);
-    };
-    granting.then(
-      (grant) => {
-        settle();
-        if (!abandoned) resolve(grant);
-        else if (grant) giveBack(grant).catch(() => {});
-      },
-      (error: unknown) => {
-        settle();
-        reject(error);
-      },
-    );
-  });
+/** The claim of a grant whose record its driver wrote with it, at `version`. */
+function nativeClaim(core: CoordinatorCore, request: TakeoverRequest, version: bigint): TakeoverClaim {
+  return { cells: core.driver.cells as DriverCells, version, explicit: request.explicit };
 }
 
 /** The record a driver with native records writes with the grant (see takeover.ts). */
@@ -356,12 +329,7 @@ function grantAtOnce(core: CoordinatorCore, target: Target, signal: AbortSignal 
   }
   handle = LockHandle.create(core, session, target.kind, target.name, grant);
   if (target.takeover && grant.recordVersion !== undefined) {
-    const claim = {
-      cells: core.driver.cells as DriverCells,
-      version: grant.recordVersion,
-      explicit: target.takeover.explicit,
-    };
-    handle.claimed(claim, null);
+    handle.claimed(nativeClaim(core, target.takeover, grant.recordVersion), null);
   }
   if (lostEarly) handle.lose(lostEarly);
   // Guarded: without metrics or the debug log, the report's arguments are not even built.
