@@ -18,8 +18,9 @@
 import { onAbort } from "../../core/abortable.js";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import { FLAGS, type ZkHandle } from "./client.js";
-import { hasCode, RC, translate } from "./errors.js";
+import { hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
 import { ensurePath, retrying } from "./scope.js";
 
@@ -58,6 +59,14 @@ export function zkCells(
     value: string | null,
     condition: CellCondition,
   ): Promise<CellWriteResult> => {
+    // A takeover record's write is sent again after a lost connection, decided again against
+    // the node as it then is: a record that did land reads as its writer's own (the same
+    // token), which its claim accepts. A user cell's is not: a transition that landed would
+    // read as a conflict, so its outcome stays unknown (a rejection).
+    const again = async (error: unknown) => {
+      if (space !== TAKEOVER_SPACE || !isTransient(error)) throw error;
+      await (await live()).waitConnected(closing);
+    };
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const current = await read(space, key);
       const decision = decideCellWrite(current?.entry ?? null, condition, value === null);
@@ -74,7 +83,7 @@ export function zkCells(
           return { ok: true, version: created.czxid };
         } catch (error) {
           if (hasCode(error, RC.NONODE)) await ensurePath(handle, chroot, spacePath(space), closing);
-          else if (!hasCode(error, RC.NODEEXISTS)) throw error;
+          else if (!hasCode(error, RC.NODEEXISTS)) await again(error);
         }
         continue;
       }
@@ -85,7 +94,7 @@ export function zkCells(
           // A delete has no zxid of its own to report, and the key is gone: no version.
           return { ok: true, version: 0n };
         } catch (error) {
-          if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) throw error;
+          if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) await again(error);
           continue;
         }
       }
@@ -95,7 +104,7 @@ export function zkCells(
         return { ok: true, version: stat.mzxid };
       } catch (error) {
         // Changed, or deleted by a forgetting delete, since the read: decided again.
-        if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) throw error;
+        if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) await again(error);
       }
     }
     throw new Error(`cell "${key}" changed ${MAX_ATTEMPTS} times while it was being written`);
