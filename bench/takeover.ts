@@ -1,8 +1,12 @@
 /**
- * What takeover tracking costs: one client acquires and releases one lock in a loop
- * (uncontended), plain and with `fenceInfo` (a cell read and a fenced write per grant, a
- * conditional delete per release), in alternating blocks so that both see the same machine
- * load. Prints a Markdown table of acquire+release pairs per second and the ratio.
+ * What takeover tracking by default costs: acquire+release of one lock with `takeover:
+ * false` (untracked: what a plain acquire did before tracking was the default) and with
+ * the default (tracked: the record written with the grant, deleted with the release, in
+ * the same round trip where the driver has `nativeRecords`), in alternating blocks so that
+ * both see the same machine load. Two loads: one client on a free lock (uncontended), and
+ * two clients of their own coordinators taking turns on one lock (handoff: nearly every
+ * grant goes to a waiter as the other releases). Prints a Markdown table of
+ * acquire+release pairs per second and the ratios tracked/untracked.
  *
  *   npx tsc -p bench/tsconfig.json && node .bench/dist/bench/takeover.js [backends] [ms per block]
  */
@@ -10,29 +14,57 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { connect } from "../src/index.js";
+import { type Coordinator, connect } from "../src/index.js";
 import { startEtcd } from "../test/harness/etcd.js";
+import { startMariadb } from "../test/harness/mariadb.js";
 import { startPostgres } from "../test/harness/postgres.js";
 import { startRedis } from "../test/harness/redis.js";
 import { startZooKeeper } from "../test/harness/zookeeper.js";
 
-const backends = (process.argv[2] ?? "memory,file,etcd,postgres,redis,zookeeper").split(",");
+const backends = (process.argv[2] ?? "memory,file,etcd,postgres,redis,zookeeper,mysql").split(",");
 const blockMs = Number(process.argv[3] ?? 1000);
 const BLOCKS = 3;
 
-/** Acquire+release pairs per second over `BLOCKS` blocks of each variant, interleaved. */
-async function measure(url: string): Promise<{ plain: number; tracked: number }> {
-  const coord = await connect(url, { namespace: "bench-takeover" });
-  const lock = coord.lock("uncontended");
+type Load = (coords: Coordinator[], tracked: boolean, end: number) => Promise<number>;
+
+/** One client, one free lock. */
+const uncontended: Load = async ([coord], tracked, end) => {
+  const lock = (coord as Coordinator).lock("uncontended");
+  let n = 0;
+  while (performance.now() < end) {
+    await (await lock.acquire(tracked ? {} : { takeover: false })).release();
+    n++;
+  }
+  return n;
+};
+
+/** Two clients taking turns: each grant but the first is a handoff from the other. */
+const handoff: Load = async (coords, tracked, end) => {
+  const counts = await Promise.all(
+    coords.map(async (coord) => {
+      const lock = coord.lock("handoff");
+      let n = 0;
+      while (performance.now() < end) {
+        const handle = await lock.acquire(tracked ? {} : { takeover: false });
+        // Yield while holding, so the other client is queued when this one releases.
+        await new Promise((resolve) => setImmediate(resolve));
+        await handle.release();
+        n++;
+      }
+      return n;
+    }),
+  );
+  return counts.reduce((a, b) => a + b, 0);
+};
+
+/** Pairs per second of each variant over `BLOCKS` blocks, interleaved. */
+async function measure(url: string, load: Load, clients: number): Promise<{ plain: number; tracked: number }> {
+  const coords = await Promise.all(
+    Array.from({ length: clients }, () => connect(url, { namespace: "bench-takeover" })),
+  );
   const block = async (tracked: boolean) => {
-    const end = performance.now() + blockMs;
     const started = performance.now();
-    let n = 0;
-    while (performance.now() < end) {
-      const handle = await lock.acquire(tracked ? { fenceInfo: { pid: process.pid } } : {});
-      await handle.release();
-      n++;
-    }
+    const n = await load(coords, tracked, started + blockMs);
     return { n, ms: performance.now() - started };
   };
   const totals = { plain: { n: 0, ms: 0 }, tracked: { n: 0, ms: 0 } };
@@ -47,7 +79,7 @@ async function measure(url: string): Promise<{ plain: number; tracked: number }>
       }
     }
   } finally {
-    await coord.close();
+    await Promise.all(coords.map((c) => c.close()));
   }
   return {
     plain: (totals.plain.n * 1000) / totals.plain.ms,
@@ -82,13 +114,22 @@ try {
       const server = await startZooKeeper();
       stops.push(() => server.stop());
       url = server.url;
+    } else if (backend === "mysql") {
+      const server = await startMariadb();
+      stops.push(() => server.stop());
+      url = server.url;
     } else throw new Error(`unknown backend ${backend}`);
-    const { plain, tracked } = await measure(url);
-    rows.push(`| ${backend} | ${plain.toFixed(0)} | ${tracked.toFixed(0)} | ${(tracked / plain).toFixed(2)} |`);
+    const one = await measure(url, uncontended, 1);
+    const two = await measure(url, handoff, 2);
+    const cells = [one, two].map(
+      (r) => `${r.plain.toFixed(0)} | ${r.tracked.toFixed(0)} | ${(r.tracked / r.plain).toFixed(2)}`,
+    );
+    rows.push(`| ${backend} | ${cells.join(" | ")} |`);
   }
 } finally {
   for (const stop of stops) await stop();
 }
 process.stdout.write(
-  `| backend | plain acquire+release/s | with fenceInfo /s | ratio |\n| --- | ---: | ---: | ---: |\n${rows.join("\n")}\n`,
+  "| backend | uncontended, untracked /s | tracked /s | ratio | handoff, untracked /s | tracked /s | ratio |\n" +
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n${rows.join("\n")}\n`,
 );

@@ -1,7 +1,16 @@
 import assert from "node:assert/strict";
 import { getEventListeners } from "node:events";
 import { describe, it } from "node:test";
-import { abortable, atMost, linked, onAbort, raceSignal, sleep, within } from "../src/core/abortable.js";
+import {
+  abortable,
+  atMost,
+  graceAfterAbort,
+  linked,
+  onAbort,
+  raceSignal,
+  sleep,
+  within,
+} from "../src/core/abortable.js";
 
 const listeners = (signal: AbortSignal) => getEventListeners(signal, "abort").length;
 
@@ -129,6 +138,46 @@ describe("the wait helper (core/abortable.ts)", () => {
     );
     const failure = new Error("withdraw failed");
     await assert.rejects(atMost(Promise.reject(failure), 1000), (error) => error === failure);
+  });
+
+  it("graceAfterAbort: the promise's outcome, even after an abort within the grace; else the reason, and a late value goes to `late`", async () => {
+    const lates: number[] = [];
+    const late = (value: number) => void lates.push(value);
+    // No abort: waits as long as the promise takes.
+    assert.equal(
+      await graceAfterAbort(
+        sleep(30).then(() => 1),
+        new AbortController().signal,
+        5,
+        late,
+      ),
+      1,
+    );
+    // Aborted, settled within the grace: its own outcome.
+    const quick = new AbortController();
+    const settling = graceAfterAbort(
+      sleep(20).then(() => 2),
+      quick.signal,
+      1000,
+      late,
+    );
+    quick.abort(new Error("cancelled"));
+    assert.equal(await settling, 2);
+    // Aborted, not settled within the grace: the reason; its value comes to `late`.
+    const slow = new AbortController();
+    let finish: (value: number) => void = () => {};
+    const hanging = new Promise<number>((resolve) => {
+      finish = resolve;
+    });
+    const waiting = graceAfterAbort(hanging, slow.signal, 20, late);
+    const reason = new Error("timed out");
+    slow.abort(reason);
+    await assert.rejects(waiting, (error) => error === reason);
+    assert.deepEqual(lates, []);
+    finish(3);
+    await hanging;
+    assert.deepEqual(lates, [3]);
+    assert.equal(getEventListeners(slow.signal, "abort").length, 0);
   });
 
   it("linked: aborts with the first source's reason, then holds no listener; dispose detaches", () => {

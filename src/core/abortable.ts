@@ -159,6 +159,44 @@ export function atMost<T>(promise: Promise<T>, ms: number): Promise<T | undefine
 }
 
 /**
+ * Settles like `promise`, but no later than `graceMs` after `signal` aborts (then with its
+ * reason): for an operation that must clean up after a cancel (withdraw a waiter) yet
+ * cannot be trusted to end. A value it resolves with after that is handed to `late`.
+ */
+export function graceAfterAbort<T>(
+  promise: Promise<T>,
+  signal: AbortSignal,
+  graceMs: number,
+  late: (value: T) => void,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    let abandoned = false;
+    const detach = onAbort(signal, () => {
+      timer = setTimeout(() => {
+        abandoned = true;
+        reject(signal.reason);
+      }, graceMs);
+    });
+    const settle = () => {
+      detach();
+      clearTimeout(timer);
+    };
+    promise.then(
+      (value) => {
+        settle();
+        if (abandoned) late(value);
+        else resolve(value);
+      },
+      (error: unknown) => {
+        settle();
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
  * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
  * detaches from all of them (the signal then never aborts). Once it aborted, it holds no
  * listener on the others.

@@ -6,15 +6,23 @@
  * @internal
  */
 import { performance } from "node:perf_hooks";
+import { atMost, graceAfterAbort } from "./abortable.js";
 import { cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
-import type { DriverGrant, LockMode, QueueKind } from "./driver.js";
+import type { DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
-import { claim, type TakeoverRequest } from "./takeover.js";
+import { type Claimed, claimWithin, recordText, type TakeoverClaim, type TakeoverRequest } from "./takeover.js";
 import type { AcquireOutcome } from "./telemetry.js";
 import { checkDuration, checkSignal } from "./validate.js";
+
+/**
+ * How long a cancelled or timed-out acquisition still waits for the release of a grant it
+ * could not hand out: a release answers in a round trip, so more means the backend stopped
+ * answering.
+ */
+const RELEASE_GRACE_MS = 1000;
 
 /** What is acquired. */
 export interface Target {
@@ -59,7 +67,15 @@ class SessionLostWhileWaiting {
  * while waiting rejects with a `SessionLostWhileWaiting` (for {@link blockingGrant} to
  * retry) unless the coordinator closed or the caller cancelled.
  */
-export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
+export function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
+  const running = acquireOnSession(core, attempt);
+  core.acquiring.add(running);
+  const settled = () => core.acquiring.delete(running);
+  running.then(settled, settled);
+  return running;
+}
+
+async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
   const { kind, name, limit, mode, wait, signal } = attempt;
   const startedAt = attempt.startedAt ?? performance.now();
   let reported = false;
@@ -83,14 +99,17 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
     reportedTimeoutMs: attempt.reportedTimeoutMs,
     signal,
     session,
+    // close() waits for acquisitions under way: they end at once, withdrawn.
+    internal: [core.closedSignal],
   });
   let handle: LockHandle | null = null;
   let lostEarly: Error | null = null;
   const endWait = wait === "block" ? core.telemetry.waitStarted(kind, name) : () => {};
+  const record = nativeRecord(core, attempt.takeover, session.id);
   try {
     // An already-cancelled call must not take anything, even if it is free.
     if (cancel.aborted) throw cancel.reason;
-    const grant = await session.driver.acquire({
+    const granting = session.driver.acquire({
       kind,
       name,
       mode,
@@ -103,7 +122,16 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
         if (handle) handle.lose(error);
         else lostEarly = error;
       },
+      record,
     });
+    const grant =
+      wait === "block"
+        ? // A driver withdraws an aborted waiter within its TTL; one that does not (a request
+          // its client never answers) cannot hold the acquisition longer. A late grant goes back.
+          await graceAfterAbort(granting, cancel.signal, session.ttlMs, (late) => {
+            if (late) session.driver.release(late).catch(() => {});
+          })
+        : await granting;
     if (!grant) {
       report("busy");
       if (wait === "try") return null;
@@ -121,8 +149,19 @@ export async function acquireGrant(core: CoordinatorCore, attempt: Attempt): Pro
       await handle.release();
       throw new SessionLostWhileWaiting(session.signal.reason);
     }
-    if (attempt.takeover && handle.held) {
-      const claimed = await claimOrRelease(core, handle, session, attempt.takeover, wait === "block", cancel.signal);
+    if (attempt.takeover && handle.held && grant.recordVersion !== undefined) {
+      // Written by the driver with the grant (free or cleanly released): nothing to claim.
+      handle.claimed(nativeClaim(core, attempt.takeover, grant.recordVersion), null);
+    } else if (attempt.takeover && handle.held) {
+      const claimed = await claimOrRelease(
+        core,
+        handle,
+        session,
+        attempt.takeover,
+        grant,
+        wait === "block",
+        cancel.signal,
+      );
       if (claimed === "delayed") {
         if (wait === "try") {
           report("busy", " (lock delay)");
@@ -161,22 +200,25 @@ async function claimOrRelease(
   handle: LockHandle,
   session: LiveSession,
   request: TakeoverRequest,
+  grant: DriverGrant,
   wait: boolean,
   signal: AbortSignal,
 ): Promise<"claimed" | "delayed"> {
-  let outcome: Awaited<ReturnType<typeof claim>> | undefined;
+  let outcome: Claimed | "delayed" | undefined;
   try {
-    const target = {
-      name: handle.name,
-      token: handle.token,
-      acquiredAt: handle.acquiredAt,
-      sessionId: session.id,
-      lost: handle.signal,
-    };
-    outcome = await claim(core, target, request, wait, signal);
+    const target = { name: handle.name, token: handle.token, acquiredAt: handle.acquiredAt, sessionId: session.id };
+    // Cancellation, timeout and the loss of the grant all end the claim.
+    const stop = AbortSignal.any([signal, handle.signal]);
+    outcome = await claimWithin(core, target, request, grant, wait, stop, handle.signal);
   } finally {
-    // Nothing is held silently: a grant that was not claimed goes back at once.
-    if (outcome === undefined || outcome === "delayed") await handle.release();
+    // Nothing is held silently: a grant that was not claimed goes back at once. Once the
+    // acquisition was cancelled or timed out, a backend that stopped answering does not hold
+    // the caller past a short grace: the release goes on (bounded by the TTL), and the
+    // session's expiry frees the lock if it never arrives.
+    if (outcome === undefined || outcome === "delayed") {
+      const giving = handle.release();
+      await (signal.aborted ? atMost(giving, RELEASE_GRACE_MS) : giving);
+    }
   }
   if (outcome === "delayed") return outcome;
   handle.claimed(outcome.claim, outcome.takeover);
@@ -188,6 +230,20 @@ async function claimOrRelease(
   }
   if (outcome.takeover) core.telemetry.takeover(handle.kind, handle.name);
   return "claimed";
+}
+
+/** The claim of a grant whose record its driver wrote with it, at `version`. */
+function nativeClaim(core: CoordinatorCore, request: TakeoverRequest, version: bigint): TakeoverClaim {
+  return { cells: core.driver.cells as DriverCells, version, explicit: request.explicit };
+}
+
+/** The record a driver with native records writes with the grant (see takeover.ts). */
+function nativeRecord(
+  core: CoordinatorCore,
+  request: TakeoverRequest | undefined,
+  sessionId: string,
+): string | undefined {
+  return request && core.driver.nativeRecords ? recordText(core.memberId, sessionId, request) : undefined;
 }
 
 function lostWhileWaiting(core: CoordinatorCore, session: LiveSession, signal: AbortSignal | undefined): boolean {
@@ -230,7 +286,9 @@ export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Pr
 /**
  * The uncontended case with no timer, no signal, no listener and no promise: taken when
  * the session is live (not lost, not past its deadline), the driver has `grantNow`, the
- * call is not already cancelled and not tracked for takeover (a claim needs round trips). `null` hands the call to the full
+ * call is not already cancelled and tracked for takeover only where the driver writes the
+ * record with the grant (a claim by the core needs round trips; a takeover found runs the
+ * async claim). `null` hands the call to the full
  * path, which checks everything again; so a grant made here is one `acquireGrant` would
  * have made at once, with the same handle and the same loss signal.
  */
@@ -238,7 +296,9 @@ function grantAtOnce(core: CoordinatorCore, target: Target, signal: AbortSignal 
   // Read only for telemetry: a clock read is a tenth of an uncontended memory cycle.
   const startedAt = core.telemetry.recording ? performance.now() : 0;
   const session = core.currentSession;
-  if (!session || session.lost || session.pastDeadline || target.takeover || signal?.aborted) return null;
+  if (!session || session.lost || session.pastDeadline || signal?.aborted) return null;
+  // A tracked grant is answered here only where the driver writes its record with it.
+  if (target.takeover && !core.driver.nativeRecords) return null;
   const { driver } = session;
   if (!driver.grantNow) return null;
   let handle: LockHandle | null = null;
@@ -254,12 +314,23 @@ function grantAtOnce(core: CoordinatorCore, target: Target, signal: AbortSignal 
         if (handle) handle.lose(error);
         else lostEarly = error;
       },
+      record: nativeRecord(core, target.takeover, session.id),
     });
   } catch {
     return null;
   }
   if (!grant) return null;
+  if (target.takeover && grant.recordVersion === undefined) {
+    // Against grantNow's contract (a record was there): given back (never leaked), and the
+    // full path claims it.
+    if (driver.releaseNow) driver.releaseNow(grant);
+    else void driver.release(grant).catch(() => {});
+    return null;
+  }
   handle = LockHandle.create(core, session, target.kind, target.name, grant);
+  if (target.takeover && grant.recordVersion !== undefined) {
+    handle.claimed(nativeClaim(core, target.takeover, grant.recordVersion), null);
+  }
   if (lostEarly) handle.lose(lostEarly);
   // Guarded: without metrics or the debug log, the report's arguments are not even built.
   if (core.telemetry.recording) {

@@ -21,8 +21,10 @@ export class CoordinatorCore {
   readonly #closed = new AbortController();
   #session: LiveSession | null = null;
   #opening: Promise<LiveSession> | null = null;
-  /** Held grants tracked for takeover: `close()` releases them cleanly (their records go). */
-  readonly claimed = new Set<{ release(): Promise<unknown> }>();
+  /** Held grants tracked for takeover: `close()` deletes their records (a clean end). */
+  readonly claimed = new Set<{ dropRecord(): Promise<void> }>();
+  /** Acquisitions under way (not the synchronous ones): `close()` lets them end first. */
+  readonly acquiring = new Set<Promise<unknown>>();
 
   constructor(options: {
     backend: string;
@@ -107,8 +109,17 @@ export class CoordinatorCore {
     const opening = this.#opening?.catch(() => null);
     const session = this.#session ?? (await opening) ?? null;
     this.#session = null;
-    // A close is a clean release: a tracked grant's record is deleted, not left as a takeover.
-    await Promise.allSettled([...this.claimed].map((handle) => handle.release()));
+    // The close aborted every acquisition under way: each withdraws its grant, and the
+    // record a racing grant wrote with it, while the session can still do that (freed by
+    // the session's close instead, the record would stay: a false takeover); one that won
+    // the race ends claimed, and goes below. Bounded: a backend that does not answer
+    // cannot hold the close.
+    if (this.acquiring.size > 0) {
+      await this.bounded(Promise.allSettled([...this.acquiring]), this.ttlMs).catch(() => {});
+    }
+    // A close is a clean end: a tracked grant's record is deleted before its session frees
+    // it, not left as a takeover; its handle is then lost with the session, as any other.
+    await Promise.allSettled([...this.claimed].map((handle) => handle.dropRecord()));
     await session?.close(error);
     try {
       await this.driver.close();

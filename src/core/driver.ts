@@ -41,6 +41,27 @@ export interface AcquireRequest {
    * else be granted the same thing whenever the driver can know that in advance.
    */
   readonly onLost: (error: Error) => void;
+  /**
+   * Only for exclusive lock grants tracked for takeover, and only on a driver with
+   * {@link Driver.nativeRecords}: this holding's takeover record (src/core/takeover.ts),
+   * JSON text of an object, to be written atomically WITH the grant, in the same round
+   * trip, into the cell `name` of the takeover space (as `cells.put` would store it, with
+   * the same version and fence rules), sealed with the token and grant time by
+   * {@link sealRecord}'s rule. Written only if that cell holds no live record, and fenced
+   * by the new token; the grant then carries `recordVersion`. If a live record is there,
+   * it is left as it is and the grant carries it as `previousRecord`. A waiter that is not
+   * granted writes nothing.
+   */
+  readonly record?: string | undefined;
+}
+
+/**
+ * The rule by which a driver seals a takeover record with its grant's token and the epoch
+ * ms of the grant: the object's closing brace is replaced by `,"t":"<token>","at":<ms>}`.
+ * Drivers that write the record inside their engine (Lua, SQL) apply the same string rule.
+ */
+export function sealRecord(record: string, token: bigint, at: number): string {
+  return `${record.slice(0, -1)},"t":"${token}","at":${at}}`;
 }
 
 /** A request to {@link DriverSession.grantNow}: it never waits, so it has no `wait` or `signal`. */
@@ -51,6 +72,19 @@ export interface DriverGrant {
   /** Fencing token: strictly increasing per (namespace, kind, name). */
   token: bigint;
   mode: LockMode;
+  /**
+   * Set by a driver with {@link Driver.nativeRecords} when it wrote `request.record` with
+   * this grant: the record's cell version. The core updates it when it rewrites the record
+   * and clears it for a holding that was lost; {@link DriverSession.release} then deletes
+   * the record atomically with the release, only if it is still at this version (a
+   * successor's record stays).
+   */
+  recordVersion?: bigint | undefined;
+  /**
+   * Set by a driver with {@link Driver.nativeRecords} when `request.record` was not written
+   * because a live record was there: that record, read atomically with the grant.
+   */
+  previousRecord?: CellEntry | undefined;
 }
 
 /** A stored record: group members and election leaders are records bound to a session. */
@@ -95,7 +129,11 @@ export interface DriverSession {
    * is treated like `null`.
    */
   grantNow?(request: ImmediateRequest): DriverGrant | null;
-  /** Frees a grant. May throw when the backend is unreachable; the core reports it. */
+  /**
+   * Frees a grant. May throw when the backend is unreachable; the core reports it. On a
+   * driver with {@link Driver.nativeRecords}, also deletes the takeover record at
+   * `grant.recordVersion` when that is set, in the same atomic step.
+   */
   release(grant: DriverGrant): Promise<void>;
   /**
    * Optional synchronous `release()`, for drivers whose release is a local step that
@@ -172,6 +210,12 @@ export interface CellCondition {
   readonly ifValue?: string | undefined;
   /** Refused (`fenced`) if a higher fence was already stored; the stored fence becomes this. */
   readonly fence?: bigint | undefined;
+  /**
+   * Deletes only, and not a condition: the delete may leave no tombstone (the key's fence
+   * goes, and a key created again may start its versions again). For keys that one writer
+   * at a time owns (takeover records: their lock's holder); a driver may ignore it.
+   */
+  readonly forget?: boolean | undefined;
 }
 
 /**
@@ -197,7 +241,8 @@ export interface DriverCells {
   /**
    * Deletes the key if `condition` holds; its version still increases (the delete's
    * version). Deleting an absent or deleted key without `ifVersion` succeeds with version
-   * `0n` and writes nothing.
+   * `0n` and writes nothing. A delete with `forget` may answer `0n` too: the key is gone,
+   * with no version to report (ZooKeeper).
    */
   delete(space: string, key: string, condition: CellCondition): Promise<CellWriteResult>;
   /** Live (not deleted) keys of `space`. */
@@ -224,6 +269,15 @@ export interface Driver {
    * on them with no further driver code: a backend gets it by implementing `cells`.
    */
   readonly cells?: DriverCells;
+  /**
+   * The driver writes a tracked grant's takeover record with the grant (`AcquireRequest.record`,
+   * also in `grantNow`, which must then answer `null` while a live record is there) and
+   * deletes it with the release (`DriverGrant.recordVersion`), each in the grant's or
+   * release's own atomic step. Needs `cells` (the record is the cell `name` of the takeover
+   * space). Without it the core writes and deletes the record with `cells` calls of its own,
+   * one more round trip each.
+   */
+  readonly nativeRecords?: boolean;
   openSession(hooks: SessionHooks): Promise<DriverSession>;
   listRecords(space: string): Promise<RecordEntry[]>;
   /**

@@ -119,8 +119,10 @@ export class LockHandle implements AsyncDisposable {
 
   /**
    * The previous holding, when it ended without a release (lost, died, cut off, revoked)
-   * and was tracked: see {@link TakeoverOptions}. `null` when the lock was free or cleanly
-   * released before this grant, and always `null` for an untracked acquisition.
+   * and was tracked (every exclusive acquisition is, unless `takeover: false`; a holding
+   * acquired shared and then upgraded is not, nor one downgraded): see
+   * {@link TakeoverOptions}. `null` when the lock was free or cleanly released before this
+   * grant, and always `null` for an untracked acquisition (shared, or `takeover: false`).
    */
   get takeover(): Takeover | null {
     return this.#takeover;
@@ -130,6 +132,8 @@ export class LockHandle implements AsyncDisposable {
   claimed(claim: TakeoverClaim, takeover: Takeover | null): void {
     this.#claim = claim;
     this.#takeover = takeover;
+    // A driver with native records deletes it with the release, at the version claimed.
+    if (this.#core.driver.nativeRecords) this.#grant.recordVersion = claim.version;
     if (this.#state === "held") this.#core.claimed.add(this);
   }
 
@@ -162,6 +166,8 @@ export class LockHandle implements AsyncDisposable {
   lose(error: Error): void {
     if (this.#state !== "held") return;
     this.#state = "lost";
+    // A lost holding keeps its record, for the next holder to fence.
+    this.#grant.recordVersion = undefined;
     this.#session.dependents.delete(this);
     this.#core.claimed.delete(this);
     this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt, error);
@@ -191,7 +197,8 @@ export class LockHandle implements AsyncDisposable {
     // A lost session took its grants with it (and may be closed, so unable to answer).
     if (wasLost && this.#session.lost) return { status: "lost" };
     const { driver } = this.#session;
-    if (!wasLost && !this.#claim && driver.releaseNow) {
+    const native = this.#core.driver.nativeRecords === true;
+    if (!wasLost && (native || !this.#claim) && driver.releaseNow) {
       // A local, synchronous release cannot hang: no bounding timer, no promise race.
       try {
         driver.releaseNow(this.#grant);
@@ -203,9 +210,15 @@ export class LockHandle implements AsyncDisposable {
     try {
       // The record goes first: once the grant is freed, the next holder reads it. A lost
       // holding keeps its record, for the next holder to fence.
-      if (this.#claim && !wasLost) await this.#core.bounded(unclaim(this.name, this.#claim), this.#session.ttlMs);
-    } catch {
-      // The grant is still freed; the next holder then reports a takeover of this holding.
+      if (this.#claim && !wasLost && !native) {
+        await this.#core.bounded(unclaim(this.name, this.#claim), this.#session.ttlMs);
+      }
+    } catch (error) {
+      // The backend did not answer: the release still goes out, but unawaited, as a second
+      // call deadline would double the caller's wait. The record stays, so the next holder
+      // is handed a takeover of this holding, which may indeed be lost.
+      this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs).catch(() => {});
+      return { status: "unconfirmed", error };
     }
     try {
       await this.#core.bounded(this.#session.driver.release(this.#grant), this.#session.ttlMs);
@@ -219,7 +232,8 @@ export class LockHandle implements AsyncDisposable {
    * Turns a shared lock into an exclusive one, waiting for the other shared holders to
    * leave; it goes ahead of queued waiters. If another shared holder is already upgrading,
    * rejects at once with `DeadlockError`. A new fencing token is issued. On timeout,
-   * cancellation or deadlock the shared lock is still held.
+   * cancellation or deadlock the shared lock is still held. The exclusive holding it makes
+   * is not tracked for takeover (no record: its loss is not reported to the next holder).
    */
   async upgrade(options?: UpgradeOptions): Promise<void> {
     const { timeoutMs, signal } = checkOptions("upgrade options", options);
@@ -232,13 +246,23 @@ export class LockHandle implements AsyncDisposable {
     await this.#convert("exclusive", timeout, userSignal);
   }
 
-  /** Turns an exclusive lock into a shared one at once; waiting readers may then enter. */
+  /**
+   * Turns an exclusive lock into a shared one at once; waiting readers may then enter. A lock
+   * tracked for takeover by default then deletes its record (a shared holding is
+   * untracked); if the convert fails the record stays (the holding is still exclusive, or
+   * lost), and if only the delete fails the record stays until the release deletes it. One
+   * acquired with takeover options or `takeover: true` cannot be downgraded
+   * (`InvalidStateError`).
+   */
   async downgrade(): Promise<void> {
     this.#checkConvertible("downgrade");
     if (this.#grant.mode === "shared") {
       throw new InvalidStateError(`cannot downgrade "${this.name}": it is already held shared`);
     }
+    // Converted first: a crash or failure in between leaves a record of a holding that is
+    // shared (reported as a takeover: the cautious side), never an exclusive one untracked.
     await this.#convert("shared", undefined, undefined);
+    await this.#untrack();
   }
 
   /** Releases the grant (for `await using`); does nothing after an explicit `release()`. */
@@ -258,10 +282,43 @@ export class LockHandle implements AsyncDisposable {
       throw new InvalidStateError(`cannot ${op} "${this.name}": it is ${this.#state === "lost" ? "lost" : "released"}`);
     }
     if (this.#busy) throw new InvalidStateError(`cannot ${op} "${this.name}": an upgrade or downgrade is under way`);
-    if (this.#claim) {
+    if (this.#claim?.explicit) {
       // Its takeover record names one exclusive holder; shared holders would share it.
       throw new InvalidStateError(`cannot ${op} "${this.name}": it is tracked for takeover (exclusive only)`);
     }
+  }
+
+  /**
+   * Ends the default tracking of a holding that stops being exclusive: its record goes, as
+   * with a clean release, so a shared holding leaves no takeover.
+   */
+  async #untrack(): Promise<void> {
+    const claim = this.#claim;
+    if (!claim || this.#state !== "held") return;
+    try {
+      await this.#core.bounded(unclaim(this.name, claim), this.#session.ttlMs);
+    } catch {
+      // The downgrade is done; the claim stays, for the release to delete the record.
+      return;
+    }
+    this.#forget();
+  }
+
+  /** @internal For `close()`: deletes the record of a held grant, which then ends untracked. */
+  async dropRecord(): Promise<void> {
+    const claim = this.#claim;
+    if (!claim || this.#state !== "held") return;
+    try {
+      await this.#core.bounded(unclaim(this.name, claim), this.#session.ttlMs);
+    } finally {
+      this.#forget();
+    }
+  }
+
+  #forget(): void {
+    this.#claim = null;
+    this.#grant.recordVersion = undefined;
+    this.#core.claimed.delete(this);
   }
 
   async #convert(mode: LockMode, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<void> {
@@ -312,7 +369,10 @@ export class Lock {
    *
    * Cancellation: `timeoutMs` rejects with {@link TimeoutError}; `signal` rejects with an
    * `AbortedError`; `close()` rejects with `ClosedError`. In every case the waiter is
-   * withdrawn and nothing is held.
+   * withdrawn and nothing is held. It settles by then even if the backend stops answering:
+   * the takeover steps after a grant end with it, giving back a grant it could not hand out
+   * adds at most a second (the release goes on in the background, bounded by the TTL), and
+   * a driver that has not withdrawn its waiter within the TTL is not waited for.
    *
    * Session loss does not end the wait: a waiter holds nothing, so when its session is lost
    * (e.g. the process was paused past its TTL) it queues again on a fresh session and goes

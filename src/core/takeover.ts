@@ -2,18 +2,21 @@
  * Takeover: fence info stored with a lock grant, handed to the next holder when this
  * holding is lost rather than released, an `onTakeover` fencing hook, and Chubby's lock
  * delay. Written once here over the durable-record seam (`Driver.cells`, in the space
- * {@link TAKEOVER_SPACE}), so every backend with cells has it, with no driver code.
+ * {@link TAKEOVER_SPACE}), so every backend with cells has it. Every exclusive lock grant
+ * is tracked unless `takeover: false`.
  *
- * The record of lock `name` is written by each tracked holder right after its grant (a
- * cell write fenced by its token) and deleted by its clean release (conditioned on the
- * version it wrote). A record found by the next holder therefore belongs to a holding that
- * ended without a release: lost, died, cut off or revoked.
+ * The record of lock `name` is created with each tracked grant (by the driver in the
+ * grant's own atomic step where it has `nativeRecords`, else by a cell write right after,
+ * fenced by the token) and deleted by its clean release (in the release's own step, or by
+ * a delete conditioned on the version it wrote). A record found by the next holder
+ * therefore belongs to a holding that ended without a release: lost, died, cut off or
+ * revoked.
  *
  * @module
  */
-import { sleep } from "./abortable.js";
+import { raceSignal, sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
-import type { CellEntry, DriverCells, LockMode } from "./driver.js";
+import { type CellEntry, type DriverCells, type DriverGrant, type LockMode, sealRecord } from "./driver.js";
 import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
 import { canonicalJson } from "./json-value.js";
 import { describe } from "./validate.js";
@@ -30,8 +33,8 @@ export const MAX_LOCK_DELAY_MS = 60_000;
 /**
  * The previous holding of a lock, handed to its next holder because it ended without a
  * release (its session expired, its process died, its connection dropped, or it was
- * revoked). Only holdings acquired with takeover tracking leave one (see
- * {@link TakeoverOptions}).
+ * revoked). Every exclusive lock holding leaves one unless acquired with `takeover: false`
+ * (see {@link TakeoverOptions}).
  */
 export interface Takeover {
   /** Member id of the previous holder's coordinator. */
@@ -80,10 +83,15 @@ export interface TakeoverOptions {
    */
   lockDelayMs?: number | undefined;
   /**
-   * Track this holding for takeover (write its record with the grant, delete it on
-   * release) and read the previous one. Costs a cell read and write per grant and a delete
-   * per release (see docs/takeover.md). Every acquirer of one lock name should track: an
-   * untracked holding neither reports nor leaves a takeover.
+   * Takeover tracking: write this holding's record with the grant, delete it on release,
+   * and hand the previous one over. On by default for exclusive locks (`undefined`: tracked
+   * where the backend has cells, untracked for shared locks). `true` insists: an
+   * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
+   * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
+   * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
+   * combined with the other takeover options). Where the driver has native records
+   * (memory, file, Redis, PostgreSQL) tracking costs no extra round trip; elsewhere (etcd,
+   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md).
    */
   takeover?: boolean | undefined;
 }
@@ -93,12 +101,48 @@ export interface TakeoverRequest {
   readonly fenceInfo: string;
   readonly onTakeover: OnTakeover | undefined;
   readonly lockDelayMs: number;
+  /** Asked for by the options (not only the default): such a lock cannot be downgraded. */
+  readonly explicit: boolean;
 }
+
+/** The stored fence info of a tracked request without `fenceInfo` (most of them: the default). */
+const NO_FENCE_INFO = "null";
+
+/** The request of a default acquisition: tracked, with no takeover option. */
+const PLAIN: TakeoverRequest = Object.freeze({
+  fenceInfo: NO_FENCE_INFO,
+  onTakeover: undefined,
+  lockDelayMs: 0,
+  explicit: false,
+});
+
+/**
+ * A holding's record before {@link sealRecord} adds its token and grant time: member,
+ * session, fence info, lock delay. @internal
+ */
+export function recordText(memberId: string, sessionId: string, request: TakeoverRequest): string {
+  const plain = request.fenceInfo === NO_FENCE_INFO && request.lockDelayMs === 0;
+  // Every default acquisition of a session writes the same text: made once, not per grant.
+  if (plain && lastPlain.memberId === memberId && lastPlain.sessionId === sessionId) return lastPlain.text;
+  const text = `{"m":${JSON.stringify(memberId)},"s":${JSON.stringify(sessionId)},"f":${request.fenceInfo},"d":${request.lockDelayMs}}`;
+  if (plain) lastPlain = { memberId, sessionId, text };
+  return text;
+}
+
+let lastPlain = { memberId: "", sessionId: "", text: "" };
 
 /** What a tracked holding keeps to delete its record on release. @internal */
 export interface TakeoverClaim {
   readonly cells: DriverCells;
   readonly version: bigint;
+  readonly explicit: boolean;
+  /**
+   * The record's exact text where the core wrote it (or found it), which names this
+   * holding's token: the delete is conditioned on it too, since a backend that forgets a
+   * deleted key (MySQL drops its row) starts a re-created key's versions again, and a
+   * successor's record may then have the version this holding claimed.
+   */
+  readonly value?: string | undefined;
 }
 
 /** The stored record (short keys: it is written with every tracked grant). */
@@ -140,7 +184,11 @@ export function checkTakeover(
       `lockDelayMs must be an integer number of milliseconds from 0 to ${MAX_LOCK_DELAY_MS}, got ${describe(lockDelayMs)}`,
     );
   }
-  const text = fenceInfo === undefined ? "null" : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
+  // The default, or only `takeover: false`: nothing more to check or to build.
+  if (takeover !== true && fenceInfo === undefined && onTakeover === undefined && lockDelayMs === undefined) {
+    return takeover === undefined && mode === "exclusive" && core.driver.cells ? PLAIN : undefined;
+  }
+  const text = fenceInfo === undefined ? NO_FENCE_INFO : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
   const given = [
     ["fenceInfo", fenceInfo],
     ["onTakeover", onTakeover],
@@ -152,19 +200,23 @@ export function checkTakeover(
       `takeover: false cannot be combined with ${given.map(([k]) => k).join(", ")}: they need takeover tracking (omit takeover or set it to true)`,
     );
   }
-  const tracked = takeover ?? given.length > 0;
-  if (!tracked) return undefined;
+  // Tracking is the default for exclusive locks; asking for it is what makes a shared
+  // lock or a backend without records an error rather than untracked.
+  if (takeover === false) return undefined;
+  const explicit = takeover === true || given.length > 0;
   if (mode !== "exclusive") {
+    if (!explicit) return undefined;
     throw new InvalidArgumentError(
-      "takeover tracking (fenceInfo, onTakeover, lockDelayMs) is for exclusive locks only",
+      "takeover tracking (fenceInfo, onTakeover, lockDelayMs, takeover: true) is for exclusive locks only",
     );
   }
   if (!core.driver.cells) {
+    if (!explicit) return undefined;
     throw new UnsupportedError(`the ${core.backend} backend has no durable records (cells) yet, so no takeover`, {
       backend: core.backend,
     });
   }
-  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0 };
+  return { fenceInfo: text, onTakeover, lockDelayMs: lockDelayMs ?? 0, explicit };
 }
 
 /** The takeover a record describes, or `null` for none (absent or deleted). @internal */
@@ -182,22 +234,56 @@ export function parseTakeover(entry: CellEntry | null): (Takeover & { readonly d
   };
 }
 
+/** What a claim made: the record its clean release deletes, and the takeover it found. @internal */
+export interface Claimed {
+  readonly claim: TakeoverClaim;
+  readonly takeover: Takeover | null;
+}
+
+/**
+ * {@link claim}, settled no later than `stop` aborts (then with its reason): a cell call
+ * that is never answered (a backend cut off, a client that dropped the request) cannot hold
+ * an acquisition past its deadline, cancellation or loss. A record written after that
+ * belongs to a grant given back unclaimed, so it is deleted once its answer comes, unless
+ * the grant was lost (`lost`: a lost holding keeps its record, for the next holder).
+ * @internal
+ */
+export function claimWithin(
+  core: CoordinatorCore,
+  grant: ClaimTarget,
+  request: TakeoverRequest,
+  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
+  wait: boolean,
+  stop: AbortSignal,
+  lost: AbortSignal,
+): Promise<Claimed | "delayed"> {
+  const running = claim(core, grant, request, native, wait, stop);
+  return raceSignal(running, stop).catch((error: unknown) => {
+    running.then(
+      (late) => {
+        if (late !== "delayed" && !lost.aborted) unclaim(grant.name, late.claim).catch(() => {});
+      },
+      () => {},
+    );
+    throw error;
+  });
+}
+
 /** What a grant being claimed is. */
 export interface ClaimTarget {
   readonly name: string;
   readonly token: bigint;
   readonly acquiredAt: number;
   readonly sessionId: string;
-  /** Aborts when the grant is lost. */
-  readonly lost: AbortSignal;
 }
 
 /**
  * Claims a fresh grant for a tracked acquisition: finds the previous record, waits out its
  * lock delay (or answers `"delayed"` when the caller does not wait), runs the hook, then
- * writes this holding's record fenced by its token. Rejects with the cancellation's reason
- * when `signal` aborts and with a `LockLostError` when the grant is lost (during the delay,
- * the hook, or before the write), at once even if the hook ignores its signal; with
+ * writes this holding's record fenced by its token. `stop` aborts on cancellation, timeout
+ * and the loss of the grant: the delay and the hook then end at once with its reason (even
+ * a hook that ignores its signal); a cell call under way is not cut here, as the caller
+ * races the whole claim with `stop` ({@link claimWithin}). Rejects with
  * {@link FenceFailedError} when the hook throws. The caller releases the grant on any
  * outcome but success.
  * @internal
@@ -206,34 +292,38 @@ export async function claim(
   core: CoordinatorCore,
   grant: ClaimTarget,
   request: TakeoverRequest,
+  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
   wait: boolean,
-  signal: AbortSignal,
-): Promise<{ claim: TakeoverClaim; takeover: Takeover | null } | "delayed"> {
+  stop: AbortSignal,
+): Promise<Claimed | "delayed"> {
   const cells = core.driver.cells as DriverCells;
-  const record: StoredTakeover = {
-    m: core.memberId,
-    s: grant.sessionId,
-    t: String(grant.token),
-    at: grant.acquiredAt,
-    f: JSON.parse(request.fenceInfo) as unknown,
-    d: request.lockDelayMs,
-  };
-  const text = JSON.stringify(record);
+  const { explicit } = request;
+  // Written by the driver with the grant: the lock was free or cleanly released.
+  if (native.recordVersion !== undefined)
+    return { claim: { cells, version: native.recordVersion, explicit }, takeover: null };
+  const text = sealRecord(recordText(core.memberId, grant.sessionId, request), grant.token, grant.acquiredAt);
   const superseded = () =>
     new LockLostError(`lock "${grant.name}" was taken over while it was being claimed`, { backend: core.backend });
-  // The common case, a lock that was free or cleanly released, costs one write: created
-  // only if no record is there. A refusal carries the record found, the previous holding.
-  const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n, fence: grant.token });
-  if (created.ok) return { claim: { cells, version: created.version }, takeover: null };
-  if (created.reason === "fenced") throw superseded();
-  const current = created.current;
+  let current = native.previousRecord;
+  if (current === undefined) {
+    // Without native records, the common case (free or cleanly released) costs one write:
+    // created only if no record is there. A refusal carries the record found. Not fenced:
+    // a fence would outlive the record's deletion (a tombstone per lock name ever used);
+    // the token in the record fences the overwrite below instead.
+    const created = await cells.put(TAKEOVER_SPACE, grant.name, text, { ifVersion: 0n });
+    if (created.ok) return { claim: { cells, version: created.version, explicit, value: text }, takeover: null };
+    if (created.reason === "fenced" || !created.current) throw superseded();
+    current = created.current;
+  }
   const found = parseTakeover(current);
-  // A record at or above our token is no predecessor: it was written after us (we were
-  // superseded), and the fenced write below says so.
-  const previous = found && found.token < grant.token ? found : null;
-  // Cancellation, timeout and the loss of the grant all end the claim.
-  const both = AbortSignal.any([signal, grant.lost]);
-  if (previous && previous.lockDelayMs > 0 && current) {
+  // Our own record (a driver wrote it with the grant but could not say so: a retried
+  // script's answer); tokens are unique per lock.
+  if (found && found.token === grant.token)
+    return { claim: { cells, version: current.version, explicit, value: current.value ?? undefined }, takeover: null };
+  // A record above our token was written after our grant: we were superseded.
+  if (found && found.token > grant.token) throw superseded();
+  const previous = found;
+  if (previous && previous.lockDelayMs > 0) {
     let until = previous.delayedUntil;
     if (until === null) {
       until = Date.now() + previous.lockDelayMs;
@@ -244,15 +334,22 @@ export async function claim(
     const left = until - Date.now();
     if (left > 0) {
       if (!wait) return "delayed";
-      await sleep(left, both);
+      await sleep(left, stop);
     }
   }
   const takeover = previous && withoutDelay(previous);
   if (previous && takeover && request.onTakeover) {
+    const hook = request.onTakeover;
+    if (stop.aborted) throw stop.reason;
     try {
-      await untilAborted(request.onTakeover, takeover, both);
+      // Settles no later than `stop`: a hook that ignores its signal cannot hold acquire()
+      // past its timeout; what it still does afterwards is its own.
+      await raceSignal(
+        Promise.resolve().then(() => hook(takeover, stop)),
+        stop,
+      );
     } catch (error) {
-      if (both.aborted) throw both.reason;
+      if (stop.aborted) throw stop.reason;
       throw new FenceFailedError(
         `fencing the previous holder of lock "${grant.name}" (member ${previous.memberId}, token ${previous.token}) failed: ${error instanceof Error ? error.message : String(error)}; the lock was released and its takeover record kept`,
         grant.name,
@@ -261,34 +358,10 @@ export async function claim(
       );
     }
   }
-  if (both.aborted) throw both.reason;
+  if (stop.aborted) throw stop.reason;
   const written = await cells.put(TAKEOVER_SPACE, grant.name, text, { fence: grant.token });
   if (!written.ok) throw superseded();
-  return { claim: { cells, version: written.version }, takeover };
-}
-
-/**
- * Runs the hook, but settles no later than `signal` aborts (with its reason): a hook that
- * ignores its signal cannot hold `acquire()` past its timeout or cancellation. What it
- * still does afterwards is its own; its late outcome is dropped.
- */
-function untilAborted(hook: OnTakeover, previous: Takeover, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  const running = Promise.resolve().then(() => hook(previous, signal));
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    running.then(
-      () => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
+  return { claim: { cells, version: written.version, explicit, value: text }, takeover };
 }
 
 function withoutDelay(record: Takeover & { readonly delayedUntil: number | null }): Takeover {
@@ -296,7 +369,12 @@ function withoutDelay(record: Takeover & { readonly delayedUntil: number | null 
   return takeover;
 }
 
-/** Deletes a clean holding's record: only its own (a successor's stays). @internal */
+/**
+ * Deletes a clean holding's record: only its own (a successor's stays), and with no
+ * tombstone where the driver can drop it (one per lock name ever used would accumulate).
+ * @internal
+ */
 export async function unclaim(name: string, claimed: TakeoverClaim): Promise<void> {
-  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion: claimed.version });
+  const { version: ifVersion, value: ifValue } = claimed;
+  await claimed.cells.delete(TAKEOVER_SPACE, name, { ifVersion, ifValue, forget: true });
 }

@@ -133,6 +133,8 @@ describe("file backend across processes", () => {
       "cells.lock",
       "peers",
       "semaphores",
+      // The takeover records: one sparse file of fixed regions (records.ts).
+      "takeover",
       "tokens",
     ];
     assert.deepEqual(readdirSync(dir).sort(), expected.sort());

@@ -129,4 +129,32 @@ describe("mysql faults", { timeout: 120_000 }, () => {
       await proxy.close();
     }
   });
+  it("a late release of a lost holder leaves its successor's takeover record alone (after a forgotten row)", async () => {
+    const proxy = await startProxy({ host: server.host, port: server.port });
+    try {
+      const viaProxy = server.url.replace(`:${server.port}/`, `:${proxy.port}/`);
+      // Long TTL and timeouts: the holder must still believe it holds the lock when it
+      // releases, after its successors came and went.
+      const a = await client(viaProxy, { memberId: "late", ttlMs: 20_000 });
+      const [b, c] = [await client(server.url, { memberId: "b" }), await client(server.url, { memberId: "c" })];
+      const stale = await a.lock("late").acquire();
+      // The server frees the lock; the client hears nothing (its connections are blackholed).
+      proxy.cut();
+      await server.query(`KILL CONNECTION ${await holderConnection("late")}`);
+      const second = await b.lock("late").acquire({ timeoutMs: 20_000 });
+      assert.equal(second.takeover?.token, stale.token, "the lost holding is handed on");
+      assert.equal((await second.release()).status, "released");
+      const third = await c.lock("late").acquire({ timeoutMs: 20_000 });
+      assert.equal(third.takeover, null, "the clean release left nothing");
+      assert.ok(stale.held, "the stale holder has not noticed its loss");
+      const late = stale.release();
+      proxy.heal({ resumeExisting: true });
+      await late;
+      const record = (await c.inspect()).takeovers?.find((r) => r.name === "late");
+      assert.equal(record?.token, third.token, "the successor's record is still there");
+      await third.release();
+    } finally {
+      await proxy.close();
+    }
+  });
 });

@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { type Coordinator, connect } from "../../src/index.js";
-import { waitForWaiters } from "../conformance/helpers.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { type PgServer, startPostgres } from "../harness/postgres.js";
 import { type Proxy as TcpProxy, startProxy } from "../harness/proxy.js";
 
@@ -203,6 +203,34 @@ describe("postgres faults", { timeout: 120_000 }, () => {
       assert.ok(grantedAt - cutAt < 10_000, `takeover took ${grantedAt - cutAt} ms`);
       await next.release();
       await holder.kill();
+    } finally {
+      await proxy.close();
+    }
+  });
+  it("a tracked grant whose answer came too late (after commit) takes its takeover record with it", async () => {
+    const proxy: TcpProxy = await startProxy({ host: server.host, port: server.port });
+    try {
+      const viaProxy = server.url.replace(`:${server.port}/`, `:${proxy.port}/`);
+      const a = await client();
+      // TTL 9 s: a statement gets 3 s to answer; the answer below is held back 5 s.
+      const b = await connect(viaProxy, { ttlMs: 9000 });
+      coords.push(b);
+      // Its lane connected before the answers are held back.
+      await (await b.lock("warm-up").acquire({ takeover: false })).release();
+      const recordOf = async () => (await a.inspect()).takeovers?.find((r) => r.name === "late-answer");
+      proxy.setLatency({ down: { ms: 5000 } });
+      const trying = assert.rejects(
+        b.lock("late-answer").tryAcquire(),
+        "the answer came after the statement's timeout",
+      );
+      // Committed (the grant and its record); its answer, sent before this read's, is held back.
+      await waitFor(async () => (await recordOf()) !== undefined, "the tracked grant to commit");
+      proxy.setLatency({});
+      await trying;
+      assert.equal(await recordOf(), undefined, "a grant never handed out leaves no record");
+      const next = await a.lock("late-answer").acquire({ timeoutMs: 20_000 });
+      assert.equal(next.takeover, null, "no false takeover");
+      await next.release();
     } finally {
       await proxy.close();
     }

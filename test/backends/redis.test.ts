@@ -50,6 +50,57 @@ describe("redis specifics", () => {
     for (let i = 1; i < order.length; i++) assert.ok(order[i]!.token > order[i - 1]!.token);
   });
 
+  it("a waiter withdrawn after a release granted it (before it read the grant) leaves no takeover record", async () => {
+    const ns = { namespace: "withdrawn-grant" };
+    const a = await client({ ...ns, memberId: "race" });
+    const held = await a.lock("raced").acquire();
+    const controller = new AbortController();
+    const waiting = a.lock("raced").acquire({ signal: controller.signal, timeoutMs: 20_000 });
+    await waitForWaiters(a, "raced", 1);
+    // One coordinator, one connection: the release's script (which grants the waiter and
+    // writes its record) runs before the withdrawal's, sent after the abort below.
+    const released = held.release();
+    controller.abort();
+    await assert.rejects(waiting, /was cancelled/);
+    assert.equal((await released).status, "released");
+    assert.deepEqual((await a.inspect()).takeovers, [], "the withdrawn grant took its record with it");
+    const b = await client({ ...ns, memberId: "next" });
+    const next = await b.lock("raced").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover, null, "no false takeover of a grant never handed out");
+    await next.release();
+  });
+
+  it("a downgrade that fails (the grant is gone) keeps its takeover record for the next holder", async () => {
+    const namespace = "failed-downgrade";
+    const a = await client({ namespace, memberId: "downgrader" });
+    const held = await a.lock("dg").acquire();
+    const record = (await a.inspect()).takeovers?.find((r) => r.name === "dg") ?? assert.fail("no record");
+    // The session's key goes behind the client's back: its grant is gone, and it does not know yet.
+    assert.match(await rawCommand(server().port, `DEL baton:${namespace}:s:${record.sessionId}`), /^:1/);
+    await assert.rejects(held.downgrade(), /gone|lost/);
+    const b = await client({ namespace, memberId: "next" });
+    const next = await b.lock("dg").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover?.token, held.token, "the lost exclusive holding is reported");
+    await next.release();
+  });
+
+  it("close() while a waiter's grant is under way leaves no takeover record", async () => {
+    const namespace = "closed-while-granted";
+    const a = await client({ namespace, memberId: "closing" });
+    const held = await a.lock("closing").acquire();
+    const waiting = assert.rejects(a.lock("closing").acquire({ timeoutMs: 20_000 }), /closed/);
+    await waitForWaiters(a, "closing", 1);
+    // One connection: the release's script grants the waiter (and writes its record) first.
+    const released = held.release();
+    await a.close();
+    await waiting;
+    await released;
+    const b = await client({ namespace, memberId: "after" });
+    const next = await b.lock("closing").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover, null, "a grant the closed coordinator never handed out is no takeover");
+    await next.release();
+  });
+
   it("inspects a queue longer than a Lua stack (8200 waiters) and withdraws them all", async () => {
     // The holder's inspections and renewals queue behind the crowd's scripts too: on a
     // loaded machine a default TTL can run out behind them, and the lock go to the crowd.

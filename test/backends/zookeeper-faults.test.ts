@@ -2,17 +2,20 @@
  * The ZooKeeper backend under real faults: a 3-member ensemble losing its leader and then
  * its quorum under 20 contending clients; holder processes killed or paused past their
  * session timeout; a client cut off by a TCP proxy; a server restart; a create whose answer
- * is lost. Every server and process is started here and stopped afterwards.
+ * is lost; a request queued while reconnecting to a session the server expired. Every server and process is started here and stopped afterwards.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { type Coordinator, connect } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { type Coordinator, connect, SessionExpiredError } from "../../src/index.js";
+import { settlesWithin, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { clientFaultSuite } from "./fixtures/client-faults.js";
 import { contend } from "./fixtures/contention.js";
+import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const TTL_MS = 2000;
 
@@ -128,6 +131,41 @@ clientFaultSuite(
         );
       } finally {
         lossy.close();
+      }
+    });
+
+    it("fails a request queued while reconnecting once the server says the session expired (never answered)", async () => {
+      const [host, port] = server().address.split(":");
+      const proxy = await startProxy({ host: host!, port: Number(port) });
+      try {
+        const ttlMs = 4000;
+        const cut = await client(`zookeeper://${proxy.address}`, { ttlMs, memberId: "queued" });
+        const observer = await client(server().url, { memberId: "queued-observer" });
+        const cell = cut.cell("queued");
+        assert.equal(await cell.get(), null);
+        // Its node shows when the server has expired the cut client's sessions.
+        const held = await cut.lock("queued").acquire();
+        proxy.cut();
+        // Past the local deadline every connection of the cut client was dropped long ago
+        // (a silent one goes after a quarter of the timeout), so it is reconnecting: the
+        // read is queued unsent.
+        await waitFor(() => held.signal.aborted, "the cut client's local deadline", 15_000);
+        const reading = cell.get().then(
+          () => null,
+          (error: unknown) => error,
+        );
+        await (await observer.lock("queued").acquire({ timeoutMs: 30_000 })).release();
+        // The cells' handle was last heard at most a ping interval after the session's: one
+        // more timeout and the server has expired it too.
+        await sleep(ttlMs);
+        proxy.heal();
+        assert.ok(await settlesWithin(reading, 15_000), "a read queued while reconnecting was never answered");
+        const error = await reading;
+        assert.ok(error instanceof SessionExpiredError, `a SessionExpiredError, got ${String(error)}`);
+        // The next call opens a fresh handle.
+        assert.equal(await cell.get(), null);
+      } finally {
+        await proxy.close();
       }
     });
   },

@@ -3,7 +3,7 @@
  * capability, on a backend whose driver has no cells.
  */
 import assert from "node:assert/strict";
-import { type TestContext, afterEach, describe, it } from "node:test";
+import { afterEach, describe, it } from "node:test";
 import {
   type CellChange,
   ConflictError,
@@ -18,7 +18,7 @@ import {
 } from "../../src/index.js";
 import { Puppet } from "../fixtures/puppets.js";
 import type { SuiteContext } from "./context.js";
-import { take, waitFor } from "./helpers.js";
+import { cellsCheck, take, waitFor } from "./helpers.js";
 
 /** Registers the cells and multi-lock conformance tests. */
 export function cellsSuite(suite: SuiteContext, url: () => string): void {
@@ -36,17 +36,7 @@ export function cellsSuite(suite: SuiteContext, url: () => string): void {
   const closeMine = async () => {
     await Promise.all(mine.splice(0).map((c) => c.close()));
   };
-  let supported: boolean | undefined;
-  /** Whether the backend has cells; skips the test (by capability) when it has not. */
-  const needCells = async (t: TestContext): Promise<boolean> => {
-    if (supported === undefined) {
-      const probe = await connect(url());
-      supported = probe.cellsSupported;
-      await probe.close();
-    }
-    if (!supported) t.skip("backend has no cells");
-    return supported;
-  };
+  const needCells = cellsCheck(url, "backend has no cells");
 
   describe("cells", () => {
     afterEach(closeMine);

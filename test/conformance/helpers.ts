@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import type { Coordinator, Inspection, LockHandle } from "../../src/index.js";
+import type { TestContext } from "node:test";
+import { type Coordinator, type Inspection, type LockHandle, connect } from "../../src/index.js";
 
 /**
  * Waits until `condition` holds, re-checking after each turn of the event loop (and at most
@@ -158,4 +159,21 @@ export function replacer(_key: string, value: unknown): unknown {
 /** Yields to the event loop a few times, letting another client interleave. */
 export async function interleave(rounds = 1): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A per-suite check that the backend at `url()` has cells (durable records), probed once;
+ * it skips the test by capability, saying `why`, when it has not.
+ */
+export function cellsCheck(url: () => string, why: string): (t: TestContext) => Promise<boolean> {
+  let supported: boolean | undefined;
+  return async (t) => {
+    if (supported === undefined) {
+      const probe = await connect(url());
+      supported = probe.cellsSupported;
+      await probe.close();
+    }
+    if (!supported) t.skip(why);
+    return supported;
+  };
 }

@@ -27,6 +27,7 @@ import { optionsSuite } from "./options.js";
 import { releaseSuite } from "./release.js";
 import { sessionWaitSuite } from "./session-wait.js";
 import { takeoverSuite } from "./takeover.js";
+import { takeoverDefaultSuite } from "./takeover-default.js";
 
 export type { ConformanceTarget } from "./context.js";
 
@@ -78,6 +79,7 @@ export function conformance(target: ConformanceTarget): void {
     namespacesSuite(context);
     cellsSuite(context, target.url);
     takeoverSuite(context, target.url);
+    takeoverDefaultSuite(context, target.url);
     grantingSuite(context);
 
     // One file per recipe.

@@ -6,7 +6,7 @@
  * whose session is lost. Skipped, by capability, on a backend without cells.
  */
 import assert from "node:assert/strict";
-import { type TestContext, afterEach, describe, it } from "node:test";
+import { afterEach, describe, it } from "node:test";
 import {
   CannotRevokeError,
   type Coordinator,
@@ -16,27 +16,11 @@ import {
   type Takeover,
   TimeoutError,
   UnsupportedError,
-  connect,
 } from "../../src/index.js";
-import { Holder } from "../harness/holder.js";
+import type { Holder } from "../harness/holder.js";
 import type { SuiteContext } from "./context.js";
-import { waitFor, waitForWaiters } from "./helpers.js";
-
-/** A holding that will be lost: in a process of its own where the backend allows it. */
-interface Doomed {
-  readonly token: bigint;
-  readonly memberId: string;
-  /** Makes it lost the hard way: SIGKILL, or (memory) a lost session. */
-  kill(): Promise<void>;
-  /**
-   * Makes it lost quickly: revoked where the backend can (no TTL to wait out), else as
-   * `kill`. For the tests about what follows a loss rather than about the loss itself.
-   */
-  end(): Promise<void>;
-  /** Resolves, with the epoch ms it happened, when the holder saw its lock lost (its signal fired). */
-  lost(): Promise<number>;
-  readonly pid: number | undefined;
-}
+import { doomedHolders } from "./doomed.js";
+import { cellsCheck, waitFor, waitForWaiters } from "./helpers.js";
 
 /** Registers the takeover conformance tests. */
 export function takeoverSuite(suite: SuiteContext, url: () => string): void {
@@ -47,59 +31,9 @@ export function takeoverSuite(suite: SuiteContext, url: () => string): void {
     mine.push(coord);
     return coord;
   };
-  let supported: boolean | undefined;
-  const needCells = async (t: TestContext): Promise<boolean> => {
-    if (supported === undefined) {
-      const probe = await connect(url());
-      supported = probe.cellsSupported;
-      await probe.close();
-    }
-    if (!supported) t.skip("backend has no cells (durable records), so no takeover");
-    return supported;
-  };
+  const needCells = cellsCheck(url, "backend has no cells (durable records), so no takeover");
 
-  /** Acquires `name` with `options` in a holder that can be made lost. */
-  const doomed = async (
-    namespace: string,
-    name: string,
-    options: Record<string, unknown>,
-    busyMs?: number,
-  ): Promise<Doomed> => {
-    if (suite.guarantees.acrossProcesses) {
-      const base = new URL(url());
-      base.searchParams.set("namespace", namespace);
-      const holder = new Holder(base.href, name, suite.shortTtlMs, undefined, options, busyMs);
-      holders.push(holder);
-      const acquired = await holder.next((e) => e.event === "acquired", "the holder's grant");
-      const kill = async () => holder.stop();
-      return {
-        token: BigInt(acquired.token ?? ""),
-        memberId: `holder-${holder.child.pid}`,
-        pid: holder.child.pid,
-        kill,
-        end: async () => {
-          const operator = await client(namespace);
-          // Immediate: these tests are about what follows the loss, and the holder dies next.
-          if (operator.backend !== "file") await operator.revoke(name, { immediate: true });
-          await kill();
-        },
-        lost: async () => (await holder.next((e) => e.event === "lost", "the revoked holder's signal")).at ?? 0,
-      };
-    }
-    const coord = await client(namespace);
-    const handle = await coord.lock(name).acquire(options);
-    const fired = new Promise<number>((resolve) => handle.signal.addEventListener("abort", () => resolve(Date.now())));
-    return {
-      token: handle.token,
-      memberId: coord.memberId,
-      pid: undefined,
-      kill: () => suite.loseSession(coord),
-      end: async () => {
-        await coord.revoke(name, { immediate: true });
-      },
-      lost: () => fired,
-    };
-  };
+  const doomed = doomedHolders(suite, url, holders, client);
 
   afterEach(async () => {
     await Promise.all(holders.splice(0).map((h) => h.stop()));

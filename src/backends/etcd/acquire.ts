@@ -18,7 +18,7 @@ import { abortable, atMost, raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest } from "../../core/driver.js";
-import { ClosedError, SessionExpiredError } from "../../core/errors.js";
+import { SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
 import { op, when } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
@@ -54,12 +54,8 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Et
     // lease takes the key), and at most a request timeout otherwise.
     const removal = attempt.withdraw();
     if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
-    if (signal.aborted) {
-      // The coordinator is closing: settle with close() itself, as an in-process backend
-      // would, rather than while it still waits for etcd.
-      if (signal.reason instanceof ClosedError) await settled(scope.closing, 2 * scope.requestTimeoutMs);
-      throw signal.reason;
-    }
+    // A coordinator's close waits for this to end (core.ts), so it must not wait for the close.
+    if (signal.aborted) throw signal.reason;
     if (error instanceof Busy) return null;
     throw error;
   } finally {
@@ -410,9 +406,4 @@ function relevantToShared(marker: string): (event: WatchedEvent) => boolean {
     if (event.kv.key.toString() === marker) return false;
     return decodeQueueValue(event.kv.value).m === "s";
   };
-}
-
-/** Resolves when `signal` aborts, or after `ms`. */
-function settled(signal: AbortSignal, ms: number): Promise<void> {
-  return sleep(ms, signal, { unref: true }).catch(() => {});
 }

@@ -12,6 +12,7 @@
 import { onAbort } from "../../core/abortable.js";
 import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestOp, type ITxnResponse } from "etcd3";
 import { decideCellWrite } from "../../core/cell-rule.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { idempotent, op, rangeAt, sleep, when } from "./client.js";
 import { cellGuard } from "../cell-calls.js";
@@ -27,7 +28,8 @@ const MAX_ATTEMPTS = 8;
 
 /**
  * The cells of a driver. Reads retry transient failures for `readBudgetMs`; a write is sent
- * once (a retried write could apply twice), so its failure means its outcome is unknown.
+ * once (a retried write could apply twice), so its failure means its outcome is unknown,
+ * except a takeover record's (see `write`).
  */
 export function etcdCells(
   client: Etcd3,
@@ -66,15 +68,18 @@ export function etcdCells(
       const success: IRequestOp[] = [
         value === null ? op.del(valueKey) : { request_put: { key: bytes(valueKey), value: bytes(value) } },
       ];
+      // No tombstone: the fence key goes with the value.
+      if (value === null && condition.forget) success.push(op.del(fenceKey));
       if (condition.fence !== undefined) {
         compare.push(fenceExists ? fenceAtMost(fenceKey, condition.fence) : when.absent(fenceKey));
         success.push({ request_put: { key: bytes(fenceKey), value: bytes(pad(condition.fence)) } });
       }
-      const response = await client.kv.txn({
-        compare,
-        success,
-        failure: [op.get(valueKey), op.get(fenceKey)],
-      });
+      const send = () => client.kv.txn({ compare, success, failure: [op.get(valueKey), op.get(fenceKey)] });
+      // A takeover record's write is sent again after a transient failure: its compares make
+      // a landed one fail the second time, and the rule then reads it as its writer's own
+      // (the same token), which its claim accepts. A user cell's is not: a transition that
+      // landed would read as a conflict, so its outcome stays unknown (a rejection).
+      const response = space === TAKEOVER_SPACE ? await idempotent(send, readBudgetMs) : await send();
       if (response.succeeded) {
         if (value !== null) return { ok: true, version: BigInt(response.header.revision) };
         const deleted = response.responses[0]?.response_delete_range?.deleted ?? "0";

@@ -23,10 +23,13 @@ import { join } from "node:path";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { BackendUnavailableError } from "../../core/errors.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import { hash53 } from "../../core/hash.js";
+import { takeoverApart } from "../cell-calls.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
 import type { FileNode } from "./node.js";
+import { takeoverRecords, type WriteNow } from "./records.js";
 
 /** Bucket files the cells are spread over. */
 export const BUCKETS = 32;
@@ -55,8 +58,28 @@ export function bucketFileName(bucket: number): string {
   return `${FILES.cells}.${bucket.toString(16).padStart(2, "0")}`;
 }
 
-/** The cells of one namespace; `close()` frees the lock file's descriptor (call it once). */
+/**
+ * The cells of one namespace, with the takeover space in a store of its own (records.ts)
+ * and `takeoverNow`, its synchronous writes; `close()` frees the descriptors (call it once).
+ */
 export function fileCells(
+  directory: Directory,
+  namespace: string,
+  notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
+): DriverCells & { close(): void; takeoverNow: WriteNow } {
+  const user = userCells(directory, namespace, notify);
+  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE);
+  return {
+    ...takeoverApart(user, takeover),
+    close: () => {
+      user.close();
+      takeover.close();
+    },
+    takeoverNow: takeover.writeNow,
+  };
+}
+
+function userCells(
   directory: Directory,
   namespace: string,
   notify: Pick<FileNode, "cellWritten" | "onCellWritten">,

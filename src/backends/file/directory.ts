@@ -18,6 +18,8 @@ export const FILES = {
   cellsLock: "cells.lock",
   /** Prefix of the cells bucket files `cells.00` ..., rewritten atomically (see cells.ts). */
   cells: "cells",
+  /** Sparse; the takeover records, in fixed regions rewritten in place (see records.ts). */
+  takeover: "takeover",
 } as const;
 
 /** An opened Baton directory. */

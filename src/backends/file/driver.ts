@@ -31,12 +31,14 @@ import { abortable } from "../../core/abortable.js";
 import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
+import type { WriteNow } from "./records.js";
 import { defaultDirectory, directoryFromUrl, openDirectory } from "./directory.js";
 import { limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
 import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 import { LIMIT_SPAN, SlotLocks } from "./slot-locks.js";
+import { deleteRecord, deleteRecordNow, writeRecord, writeRecordNow } from "./takeover.js";
 
 const SEP = "\u0000";
 
@@ -63,9 +65,13 @@ class FileSession implements DriverSession, SessionView {
   readonly #records = new Set<string>();
   #closed = false;
 
-  constructor(node: FileNode, context: DriverContext) {
+  /** Synchronous takeover record writes (cells.ts), for grants and releases. */
+  readonly #takeover: WriteNow;
+
+  constructor(node: FileNode, context: DriverContext, records: WriteNow) {
     this.#node = node;
     this.#context = context;
+    this.#takeover = records;
     this.id = node.newSessionId();
     this.#slots = new SlotLocks(node, () => this.#closed);
     node.sessions.set(this.id, this);
@@ -131,6 +137,14 @@ class FileSession implements DriverSession, SessionView {
       writerIntent: claimed,
     };
     this.#grants.add(grant);
+    if (request.record !== undefined) {
+      try {
+        await writeRecord(this.#takeover, grant, request.name, request.record);
+      } catch (error) {
+        this.releaseNow(grant);
+        throw error;
+      }
+    }
     return grant;
   }
 
@@ -154,10 +168,20 @@ class FileSession implements DriverSession, SessionView {
       writerIntent: false,
     };
     this.#grants.add(grant);
-    if (token !== null) return grant;
-    // The counter is busy: give the slot back (waking whoever tried meanwhile) and wait.
+    // A takeover found needs the core's claim, and a busy counter or bucket a wait: give
+    // the slot back (waking whoever tried meanwhile) and take the full path.
+    if (token !== null && (request.record === undefined || this.#recordNow(grant, request.record))) return grant;
+    grant.previousRecord = undefined;
     this.releaseNow(grant);
     return null;
+  }
+
+  #recordNow(grant: FileGrant, record: string): boolean {
+    try {
+      return writeRecordNow(this.#takeover, grant, grant.name, record) === "written";
+    } catch {
+      return false;
+    }
   }
 
   async release(driverGrant: DriverGrant): Promise<void> {
@@ -166,7 +190,14 @@ class FileSession implements DriverSession, SessionView {
 
   releaseNow(driverGrant: DriverGrant): void {
     const grant = driverGrant as FileGrant;
-    if (!this.#grants.delete(grant) || this.#closed) return;
+    if (!this.#grants.has(grant) || this.#closed) return;
+    // The record goes while the kernel lock still keeps the next holder out.
+    if (!deleteRecordNow(this.#takeover, grant, grant.name)) {
+      const done = () => this.releaseNow(Object.assign(grant, { recordVersion: undefined }));
+      void deleteRecord(this.#takeover, grant, grant.name).then(done, done);
+      return;
+    }
+    this.#grants.delete(grant);
     grant.upgrade?.abort(releasedWhileUpgrading({ backend: "file" }));
     this.#slots.letGo(grant.slot);
     if (grant.writerIntent) this.#slots.dropWriterIntent(grant.slot, false);
@@ -325,8 +356,9 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const cells = fileCells(directory, context.namespace, node);
   return {
     cells,
+    nativeRecords: true,
     async openSession(_hooks: SessionHooks) {
-      const session = new FileSession(node, context);
+      const session = new FileSession(node, context, cells.takeoverNow);
       sessions.add(session);
       return session;
     },

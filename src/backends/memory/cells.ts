@@ -24,10 +24,20 @@ export class CellTable {
     const decision = decideCellWrite(current, condition, value === null);
     if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
     if (decision.action === "noop") return { ok: true, version: 0n };
-    const entry: CellEntry = { key, value, version: ++this.#version, fence: decision.fence };
+    const version = this.nextVersion();
+    this.restore(id, { key, value, version, fence: decision.fence });
+    return { ok: true, version };
+  }
+
+  /** A fresh version, above every one given so far (a write not stored yet takes it). */
+  nextVersion(): bigint {
+    return ++this.#version;
+  }
+
+  /** Stores `entry` as it is: its version came from {@link nextVersion}. */
+  restore(id: string, entry: CellEntry): void {
     this.#entries.set(id, entry);
     for (const listener of this.#watchers.get(id) ?? []) listener(entry);
-    return { ok: true, version: entry.version };
   }
 
   /** Live entries whose id starts with `prefix`. */
@@ -46,9 +56,14 @@ export class CellTable {
   }
 }
 
+/** A cell's id in a store's table; `sep` cannot occur in names. */
+export function cellId(namespace: string, sep: string, space: string, key: string): string {
+  return `${namespace}${sep}${space}${sep}${key}`;
+}
+
 /** The `DriverCells` of one namespace over a store's table; `sep` cannot occur in names. */
 export function memoryCells(table: CellTable, namespace: string, sep: string): DriverCells {
-  const id = (space: string, key: string) => `${namespace}${sep}${space}${sep}${key}`;
+  const id = (space: string, key: string) => cellId(namespace, sep, space, key);
   return {
     async get(space, key) {
       return table.get(id(space, key));

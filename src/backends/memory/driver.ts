@@ -21,7 +21,9 @@ import type {
 } from "../../core/driver.js";
 import { InvalidStateError } from "../../core/errors.js";
 import type { QueueEntry } from "../../core/queue-table.js";
+import { takeoverApart } from "../cell-calls.js";
 import { memoryCells } from "./cells.js";
+import { recordCells } from "./records.js";
 import { type HolderMeta, type MemoryStore, memoryStore } from "./store.js";
 
 // Names and namespaces cannot hold control characters, so NUL separates them unambiguously.
@@ -31,7 +33,7 @@ const SEP = "\u0000";
  * The queue entry is the grant itself: its `token` and `mode` are what a grant reports, and
  * upgrades change them in place (one object per grant, not two).
  */
-type MemoryGrant = QueueEntry<HolderMeta>;
+type MemoryGrant = QueueEntry<HolderMeta> & DriverGrant;
 
 class MemorySession implements DriverSession {
   readonly id: string;
@@ -63,12 +65,25 @@ class MemorySession implements DriverSession {
       meta: this.#meta,
     });
     if (!entry) return null;
+    // Granted by a release, but the session ended before this ran: the grant went with it.
+    if (request.record !== undefined && this.#store.hasSession(this.id))
+      this.#record(entry, request.name, request.record);
     return entry;
   }
 
   grantNow(request: ImmediateRequest): DriverGrant | null {
     const key = queueKey(this.#context.namespace, request.kind, request.name);
-    const entry = this.#store.table.grantNow(key, { mode: request.mode, limit: request.limit, meta: this.#meta });
+    // A takeover found needs the core's async claim: not at once. (A lock's queue key is
+    // its record's cell id.)
+    if (request.record !== undefined && this.#store.records.hasStored(key)) return null;
+    const entry: MemoryGrant | null = this.#store.table.grantNow(key, {
+      mode: request.mode,
+      limit: request.limit,
+      meta: this.#meta,
+    });
+    if (entry && request.record !== undefined) {
+      entry.recordVersion = this.#store.records.track(key, request.name, entry, request.record);
+    }
     return entry;
   }
 
@@ -77,7 +92,26 @@ class MemorySession implements DriverSession {
   }
 
   releaseNow(grant: DriverGrant): void {
-    this.#store.table.release(grant as MemoryGrant);
+    const memoryGrant = grant as MemoryGrant;
+    const { records } = this.#store;
+    if (grant.recordVersion !== undefined && !records.untrack(memoryGrant.key, memoryGrant)) {
+      // Written by the core (a takeover's claim): deleted at the version claimed. Only lock
+      // grants have records; the key ends with the lock's name.
+      const name = memoryGrant.key.slice(queueKey(this.#context.namespace, "lock", "").length);
+      records.write(memoryGrant.key, name, null, { ifVersion: grant.recordVersion });
+    }
+    this.#store.table.release(memoryGrant);
+  }
+
+  /**
+   * The takeover record, taken in the same synchronous step as the grant (so atomically):
+   * kept live unless a stored record (a lost holding's) is there, which the grant carries.
+   */
+  #record(grant: MemoryGrant, name: string, record: string): void {
+    const { records } = this.#store;
+    const stored = records.hasStored(grant.key) ? records.get(grant.key) : null;
+    if (stored) grant.previousRecord = stored;
+    else grant.recordVersion = records.track(grant.key, name, grant, record);
   }
 
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
@@ -116,7 +150,11 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const store = memoryStore(decodeURIComponent(context.url.host + context.url.pathname.replace(/^\/$/, "")));
   const { namespace } = context;
   return {
-    cells: memoryCells(store.cells, namespace, SEP),
+    cells: takeoverApart(
+      memoryCells(store.cells, namespace, SEP),
+      recordCells(store.records, queueKey(namespace, "lock", "")),
+    ),
+    nativeRecords: true,
     async openSession(hooks) {
       return new MemorySession(store, context, hooks);
     },

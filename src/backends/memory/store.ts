@@ -2,6 +2,7 @@ import { SessionExpiredError } from "../../core/errors.js";
 import { QueueTable } from "../../core/queue-table.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import { CellTable } from "./cells.js";
+import { LiveRecords } from "./records.js";
 
 /** Who a queue entry belongs to. */
 export interface HolderMeta {
@@ -33,6 +34,8 @@ export class MemoryStore {
   });
   /** Durable (for the process's life) versioned keys, bound to no session. */
   readonly cells = new CellTable();
+  /** Takeover records, live with their holdings or stored in `cells` (records.ts). */
+  readonly records = new LiveRecords(this.cells);
   readonly #sessions = new Map<string, StoredSession>();
   readonly #records = new Map<string, Map<string, RecordEntry>>();
   readonly #watchers = new Map<string, Set<(event: RecordEvent) => void>>();
@@ -88,6 +91,8 @@ export class MemoryStore {
   #endSession(session: StoredSession, error: Error): void {
     if (session.timer) clearTimeout(session.timer);
     this.#sessions.delete(session.id);
+    // Before its locks are freed (and granted on): a successor must find the records.
+    this.records.storeSession(session.id);
     this.table.removeWhere((meta) => meta.sessionId === session.id, error);
     for (const [space, entries] of this.#records) {
       for (const entry of [...entries.values()]) {

@@ -69,6 +69,12 @@ export function mysqlCells(control: Control, prefix: string, namespace: string):
         return decision.action === "noop" ? { ok: true, version: 0n } : { ok: false, reason: decision.reason, current };
       }
       const version = (current?.version ?? 0n) + 1n;
+      if (value === null && condition.forget) {
+        // No tombstone row (its versions start again if it is created again).
+        await connection.query(`DELETE FROM ${prefix}cells WHERE ckey = ?`, [ckey], control.timeoutMs);
+        await connection.query("COMMIT", [], control.timeoutMs);
+        return { ok: true, version };
+      }
       await connection.query(
         `INSERT INTO ${prefix}cells (ckey, sp, namespace, space, cname, value, version, fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON DUPLICATE KEY UPDATE value = VALUES(value), version = VALUES(version), fence = VALUES(fence)`,

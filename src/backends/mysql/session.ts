@@ -234,9 +234,8 @@ export class MySession implements DriverSession {
     ]);
   }
 
-  /** Rejects with the abort reason; when the coordinator is closing, once its close is done. */
+  /** Rejects with the abort reason (a coordinator's close waits for acquisitions to end: core.ts). */
   async #aborted(signal: AbortSignal): Promise<never> {
-    if (signal.reason instanceof ClosedError) await this.#c.control.closed;
     throw signal.reason;
   }
 

@@ -21,6 +21,25 @@ const LOCK_KEY_CACHE = 10_000;
 interface AcquireRow {
   o_token: string | null;
   o_pid: number;
+  /** lock_acquire_tracked: the takeover record written, or the live one found. */
+  o_version?: string | null;
+  o_found_value?: string | null;
+  o_found_version?: string | null;
+  o_found_fence?: string | null;
+}
+
+/** What the tracked grant statement did with the takeover record. */
+function withRecord(grant: PgGrant, row: AcquireRow): PgGrant {
+  if (row.o_version) grant.recordVersion = BigInt(row.o_version);
+  else if (row.o_found_value && row.o_found_version) {
+    grant.previousRecord = {
+      key: grant.name,
+      value: row.o_found_value,
+      version: BigInt(row.o_found_version),
+      fence: BigInt(row.o_found_fence ?? "0"),
+    };
+  }
+  return grant;
 }
 
 interface SemRow {
@@ -61,15 +80,11 @@ export class LaneAcquisitions {
         if (row?.o_slot && row.o_token) grant = this.#grant(lane, request, id, row.o_slot, row.o_token, row);
       } else {
         const key = this.#lockKey(request.kind, request.name);
-        const result = await lane.query<AcquireRow>(
-          `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, false, $6)`,
-          [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-          this.#quickMs,
-          `baton_try_${this.#c.settings.schema}`,
-        );
+        const [sql, params, name] = this.#lockAcquire(key, request, lane, false);
+        const result = await lane.query<AcquireRow>(sql, params, this.#quickMs, name);
         const row = result.rows[0];
         lane.checkPid(row?.o_pid);
-        if (row?.o_token) grant = this.#grant(lane, request, id, key, row.o_token, null);
+        if (row?.o_token) grant = withRecord(this.#grant(lane, request, id, key, row.o_token, null), row);
       }
       return grant;
     } catch (error) {
@@ -95,23 +110,19 @@ export class LaneAcquisitions {
         return grant;
       }
       const key = this.#lockKey(request.kind, request.name);
-      const waited = await lane.wait<AcquireRow>(
-        `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, true, $6)`,
-        [key, this.#c.namespace, request.kind, request.name, request.mode === "shared", lane.epoch],
-        signal,
-        preemptible,
-        `baton_acquire_${this.#c.settings.schema}`,
-      );
+      const [sql, params, name] = this.#lockAcquire(key, request, lane, true);
+      const waited = await lane.wait<AcquireRow>(sql, params, signal, preemptible, name);
       if (waited.outcome === "preempted" && !signal.aborted) {
         await this.#cleanup(lane, request);
         return null;
       }
-      // Withdrawn (the catch below gives back a grant that won the race with the cancel).
+      // Withdrawn (the catch below gives back a grant that won the race with the cancel,
+      // after its takeover record: it was never handed out, so it was not lost either).
       if (waited.outcome !== "done" || signal.aborted) throw signal.reason;
       const row = waited.result.rows[0];
       lane.checkPid(row?.o_pid);
       if (!row?.o_token) throw new Error("lock_acquire returned no token");
-      grant = this.#grant(lane, request, id, key, row.o_token, null);
+      grant = withRecord(this.#grant(lane, request, id, key, row.o_token, null), row);
       return grant;
     } catch (error) {
       if (!grant) await this.#cleanup(lane, request);
@@ -171,6 +182,27 @@ export class LaneAcquisitions {
     }
   }
 
+  /**
+   * The statement of a lock or election grant: with a takeover record, the tracked
+   * variant, which writes it in the same statement (migrations.ts v4).
+   */
+  #lockAcquire(key: string, request: AcquireRequest, lane: Lane, wait: boolean): [string, unknown[], string] {
+    const { schema } = this.#c.settings;
+    const base = [key, this.#c.namespace, request.kind, request.name];
+    if (request.record !== undefined) {
+      return [
+        `SELECT * FROM ${this.#q}.lock_acquire_tracked($1, $2, $3, $4, ${wait}, $5, $6)`,
+        [...base, lane.epoch, request.record],
+        `baton_${wait ? "acquire" : "try"}_tracked_${schema}`,
+      ];
+    }
+    return [
+      `SELECT * FROM ${this.#q}.lock_acquire($1, $2, $3, $4, $5, ${wait}, $6)`,
+      [...base, request.mode === "shared", lane.epoch],
+      `baton_${wait ? "acquire" : "try"}_${schema}`,
+    ];
+  }
+
   #grant(
     lane: Lane,
     request: AcquireRequest,
@@ -196,9 +228,17 @@ export class LaneAcquisitions {
     if (lane.empty) lane.changed();
   }
 
-  /** After a failed or withdrawn acquisition: frees whatever the statement may have left held. */
+  /**
+   * After a failed or withdrawn acquisition: frees whatever the statement may have left
+   * held. A tracked grant the statement may have made (its answer lost or too late) was
+   * never handed out, so it was not lost either: its takeover record goes first.
+   */
   async #cleanup(lane: Lane, request: AcquireRequest): Promise<void> {
-    if (!lane.connection.alive) return;
+    const orphan = this.#mayOrphan(lane, request);
+    if (!lane.connection.alive) {
+      if (orphan) await this.#dropOrphanRecord(lane, request);
+      return;
+    }
     try {
       if (request.kind === "semaphore") {
         await lane.query(
@@ -207,15 +247,63 @@ export class LaneAcquisitions {
           this.#quickMs,
         );
       } else {
-        await lane.query(
-          `SELECT ${this.#q}.unlock_key($1)`,
-          [this.#lockKey(request.kind, request.name)],
-          this.#quickMs,
-        );
+        const key = this.#lockKey(request.kind, request.name);
+        if (orphan) {
+          await lane.query(
+            this.#orphanRecordSql("pg_backend_pid()"),
+            [this.#c.namespace, request.name, key, request.kind],
+            this.#quickMs,
+          );
+        }
+        await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [key], this.#quickMs);
       }
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
       lane.connection.destroy(error as Error);
+      if (orphan) await this.#dropOrphanRecord(lane, request);
+    }
+  }
+
+  /** Whether a failed tracked acquisition may have left a record: no grant of its key here. */
+  #mayOrphan(lane: Lane, request: AcquireRequest): boolean {
+    if (request.record === undefined || request.kind === "semaphore") return false;
+    const key = this.#lockKey(request.kind, request.name);
+    for (const grant of lane.grants) if (grant.key === key && grant.kind === request.kind) return false;
+    return true;
+  }
+
+  /**
+   * The record of a grant made to the lane's backend `pid`: the holders row names the token
+   * of its last grant of the key, and a later grant (to another backend) moves the row on,
+   * in the same transaction as its own record.
+   */
+  #orphanRecordSql(pid: string): string {
+    return `DELETE FROM ${this.#q}.cells c USING ${this.#q}.holders h
+      WHERE c.namespace = $1 AND c.space = 'takeover' AND c.key = $2
+        AND h.key = $3 AND h.namespace = $1 AND h.kind = $4 AND h.name = $2 AND h.part = 0
+        AND h.pid = ${pid} AND c.fence = h.token`;
+  }
+
+  /**
+   * For a dropped lane: ends its backend first (a dropped client is noticed only when the
+   * backend next talks to it, so a wait could still be granted and write a record), then
+   * deletes the record of its grant over the control connection. A failure keeps the
+   * record: the next holder then reports a takeover of a grant never handed out.
+   */
+  async #dropOrphanRecord(lane: Lane, request: AcquireRequest): Promise<void> {
+    if (!lane.pid) return;
+    const key = this.#lockKey(request.kind, request.name);
+    try {
+      await this.#c.control.query("SELECT pg_terminate_backend($1, $2)", [lane.pid, Math.floor(this.#quickMs / 2)]);
+      await this.#c.control.query(this.#orphanRecordSql("$5"), [
+        this.#c.namespace,
+        request.name,
+        key,
+        request.kind,
+        lane.pid,
+      ]);
+    } catch {
+      // Kept, as said above.
     }
   }
 

@@ -60,6 +60,8 @@ class PostgresDriver implements Driver {
   readonly #c: SessionContext;
   readonly #q: string;
   readonly cells: DriverCells;
+  /** lock_acquire_tracked and lock_release_tracked write and delete takeover records (migrations.ts v4). */
+  readonly nativeRecords = true;
 
   constructor(context: SessionContext) {
     this.#c = context;

@@ -62,4 +62,48 @@ BEGIN
   PERFORM @s.sweep();
 END $$;
 `,
+  // v4
+  `
+-- Takeover records (src/core/takeover.ts: cells of the space 'takeover', one per lock
+-- name) written with an exclusive lock grant and deleted with its release, in the grant's
+-- and the release's own statement. The record is sealed as core/driver.ts sealRecord says.
+-- Its commit is asynchronous: it survives its holder's death at once (the server has it),
+-- while a crash of the server itself may lose the last moments' records (but not a cell).
+CREATE FUNCTION @s.lock_acquire_tracked(p_key bigint, p_ns text, p_kind text, p_name text, p_wait bool,
+  p_epoch bigint, p_record text, OUT o_token bigint, OUT o_pid int, OUT o_version bigint,
+  OUT o_found_value text, OUT o_found_version bigint, OUT o_found_fence bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+  SELECT a.o_token, a.o_pid INTO o_token, o_pid FROM @s.lock_acquire(p_key, p_ns, p_kind, p_name, false, p_wait, p_epoch) a;
+  IF o_token IS NULL THEN RETURN; END IF;
+  PERFORM set_config('synchronous_commit', 'off', true);
+  INSERT INTO @s.cells AS c (namespace, space, key, value, version, fence)
+  VALUES (p_ns, 'takeover', p_name, left(p_record, -1) || ',"t":"' || o_token || '","at":' || @s.now_ms() || '}',
+    nextval('@s.cell_versions'), o_token)
+  ON CONFLICT (namespace, space, key) DO UPDATE
+    SET value = EXCLUDED.value, version = EXCLUDED.version, fence = GREATEST(c.fence, EXCLUDED.fence)
+    WHERE c.value IS NULL
+  RETURNING c.version INTO o_version;
+  IF o_version IS NULL THEN
+    SELECT c.value, c.version, c.fence INTO o_found_value, o_found_version, o_found_fence
+    FROM @s.cells c WHERE c.namespace = p_ns AND c.space = 'takeover' AND c.key = p_name;
+  END IF;
+END $$;
+-- The clean release of a tracked exclusive grant: its record goes if still at the version
+-- it claimed, with no tombstone (the lock itself fences the record's writers, and a row
+-- per lock name ever used would only accumulate), then the lock.
+CREATE FUNCTION @s.lock_release_tracked(p_key bigint, p_ns text, p_name text, p_version bigint,
+  OUT o_released bool, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  DELETE FROM @s.cells WHERE namespace = p_ns AND space = 'takeover' AND key = p_name AND version = p_version;
+  o_released := pg_advisory_unlock(p_key);
+  o_pid := pg_backend_pid();
+END $$;
+-- Nobody watches takeover records; a NOTIFY with each grant would only cost.
+DROP TRIGGER cells_notify ON @s.cells;
+CREATE TRIGGER cells_notify AFTER INSERT OR UPDATE ON @s.cells
+  FOR EACH ROW WHEN (NEW.space <> 'takeover') EXECUTE FUNCTION @s.cells_notify();
+`,
 ];

@@ -132,20 +132,28 @@ export class PgSession implements DriverSession {
 
   async #releaseStatement(g: PgGrant): Promise<void> {
     const lane = g.lane;
-    // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes.
+    // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes (and its
+    // takeover record's delete, in the same statement, when it is tracked).
     const result =
-      g.mode === "exclusive" && g.sem === null
+      g.mode === "exclusive" && g.sem === null && g.recordVersion !== undefined
         ? await lane.query<{ o_pid: number }>(
-            "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
-            [g.key],
+            `SELECT * FROM ${this.#q}.lock_release_tracked($1, $2, $3, $4)`,
+            [g.key, this.#c.namespace, g.name, String(g.recordVersion)],
             this.#quickMs,
-            "baton_unlock",
+            `baton_untrack_${this.#c.settings.schema}`,
           )
-        : await lane.query<{ o_pid: number }>(
-            `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
-            [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
-            this.#quickMs,
-          );
+        : g.mode === "exclusive" && g.sem === null
+          ? await lane.query<{ o_pid: number }>(
+              "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
+              [g.key],
+              this.#quickMs,
+              "baton_unlock",
+            )
+          : await lane.query<{ o_pid: number }>(
+              `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
+              [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
+              this.#quickMs,
+            );
     lane.checkPid(result.rows[0]?.o_pid);
   }
 
@@ -281,12 +289,8 @@ export class PgSession implements DriverSession {
     ]);
   }
 
-  /**
-   * Rejects with the abort reason. When the coordinator is closing, only once its close
-   * has finished, so callers see pending waits end as `close()` completes.
-   */
+  /** Rejects with the abort reason (a coordinator's close waits for acquisitions to end: core.ts). */
   async #aborted(signal: AbortSignal): Promise<never> {
-    if (signal.reason instanceof ClosedError) await this.#c.control.closed;
     throw signal.reason;
   }
 

@@ -62,6 +62,22 @@ return out
 `,
 };
 
+/**
+ * The keys of one cell, as the scripts that write it take them: the cell's hash, its
+ * space's set, its channel, the version counter, and the raw key (a set member).
+ */
+export function cellKeys(keys: Keyspace, space: string, key: string): string[] {
+  const enc = encodeURIComponent;
+  const { prefix } = keys;
+  return [
+    `${prefix}cl:${enc(space)}:${enc(key)}`,
+    `${prefix}cs:${enc(space)}`,
+    `${prefix}cw:${enc(space)}:${enc(key)}`,
+    `${prefix}cv`,
+    key,
+  ];
+}
+
 /** The cells of one driver (one namespace). */
 export function redisCells(link: Link, keys: Keyspace): DriverCells {
   const enc = encodeURIComponent;

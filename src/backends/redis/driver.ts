@@ -60,6 +60,8 @@ type Row = [string, string, string, string, string];
 
 class RedisDriver implements Driver {
   readonly cells: DriverCells;
+  /** The ACQUIRE and RELEASE scripts write and delete takeover records (lua.ts). */
+  readonly nativeRecords = true;
   readonly #shared: DriverShared;
   readonly #link: Link;
   readonly #closed = new AbortController();

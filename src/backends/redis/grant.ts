@@ -7,9 +7,11 @@
  */
 import { atMost } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
-import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch, notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
+import { cellKeys } from "./cells.js";
 import { BACKEND } from "./errors.js";
 import { ACQUIRE, CANCEL_UPGRADE, CHECK, CONVERT, RELEASE } from "./lua.js";
 import { freeOrEnd, replicated, runRetrying, type Scope } from "./scope.js";
@@ -27,6 +29,8 @@ export class RedisGrant implements DriverGrant {
   released = false;
   /** Aborts a pending upgrade when the grant is released. */
   upgrade: AbortController | null = null;
+  recordVersion?: bigint | undefined;
+  previousRecord?: CellEntry | undefined;
 
   constructor(request: AcquireRequest, queue: string, entry: string, token: bigint) {
     this.kind = request.kind;
@@ -62,6 +66,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
     String(request.limit),
     request.wait ? "1" : "0",
     String(scope.ttlMs),
+    ...recordArgs(scope, request),
   ];
   // The core checked cancellation before calling; the signal is built (by the core) and
   // read only when this does not end in the first round trip.
@@ -75,7 +80,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
   }
   if (first && scope.replicas === 0 && (first[0] === "granted" || first[0] === "busy")) {
     box.dispose();
-    if (first[0] === "granted") return new RedisGrant(request, queue, entry, BigInt(first[1] as string));
+    if (first[0] === "granted") return granted(request, queue, entry, first);
     scope.track(queue, -1);
     return null;
   }
@@ -99,7 +104,7 @@ async function slowAcquire(
     for (;;) {
       switch (reply[0]) {
         case "granted": {
-          const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string));
+          const grant = granted(request, queue, entry, reply);
           await replicated(scope, what);
           return grant;
         }
@@ -115,7 +120,9 @@ async function slowAcquire(
           const wake = await box.next(recheckDelay(Number(reply[1]), scope.ttlMs), stop);
           if (wake.type === "message" && wake.kind === "g") {
             wakeStats.grantsByMessage++;
-            reply = ["granted", String(wake.token)];
+            reply = wake.recordVersion
+              ? ["granted", String(wake.token), "", "written", wake.recordVersion]
+              : ["granted", String(wake.token)];
             continue;
           }
           wakeStats.checks++;
@@ -131,7 +138,14 @@ async function slowAcquire(
     }
   } catch (error) {
     // Withdraw the entry, granted or not: a grant nobody will use must not stay held.
-    const removal = freeOrEnd(scope, `withdrawing from ${request.kind} "${request.name}"`, RELEASE, [queue, entry]);
+    // A grant never handed out was not lost either: its takeover record goes with it, also
+    // one written by a grant this client never heard of (the script finds it by token).
+    const removal = freeOrEnd(
+      scope,
+      `withdrawing from ${request.kind} "${request.name}"`,
+      RELEASE,
+      withdrawArgs(scope, request, queue, entry),
+    );
     scope.track(queue, -1);
     if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
     if (signal.aborted) throw signal.reason;
@@ -141,6 +155,43 @@ async function slowAcquire(
   }
 }
 
+/** The ACQUIRE arguments of the takeover record written with the grant ('' for none). */
+function recordArgs(scope: Scope, request: AcquireRequest): string[] {
+  if (request.record === undefined) return [""];
+  return [request.record, ...cellKeys(scope.keys, TAKEOVER_SPACE, request.name)];
+}
+
+/** A grant from an ACQUIRE reply, with what it did with the takeover record (lua.ts). */
+function granted(request: AcquireRequest, queue: string, entry: string, reply: Reply): RedisGrant {
+  const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string));
+  if (reply[3] === "written") grant.recordVersion = BigInt(reply[4] as string);
+  else if (reply[3] === "found") {
+    const [version, fence, value] = reply.slice(4) as string[];
+    grant.previousRecord = {
+      key: request.name,
+      version: BigInt(version ?? "0"),
+      fence: BigInt(fence ?? "0"),
+      value: value ?? null,
+    };
+  }
+  return grant;
+}
+
+/**
+ * The RELEASE arguments that delete a clean grant's own takeover record with it (one the
+ * core claimed); a lost holding's release keeps its record, for the next holder to fence.
+ */
+function releaseArgs(scope: Scope, grant: RedisGrant): string[] {
+  if (grant.recordVersion === undefined) return [grant.queue, grant.entry];
+  return [grant.queue, grant.entry, "1", ...cellKeys(scope.keys, TAKEOVER_SPACE, grant.name)];
+}
+
+/** The RELEASE arguments that withdraw an entry and whatever record its grant wrote. */
+function withdrawArgs(scope: Scope, request: AcquireRequest, queue: string, entry: string): string[] {
+  if (request.record === undefined) return [queue, entry];
+  return [queue, entry, "1", ...cellKeys(scope.keys, TAKEOVER_SPACE, request.name)];
+}
+
 /** Frees a grant (idempotent). A failure is retried in the background and reported. */
 export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   if (grant.released) return;
@@ -148,9 +199,9 @@ export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   scope.track(grant.queue, -1);
   grant.upgrade?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   try {
-    await scope.link.run(RELEASE, [scope.keys.prefix, grant.queue, grant.entry]);
+    await scope.link.run(RELEASE, [scope.keys.prefix, ...releaseArgs(scope, grant)]);
   } catch (error) {
-    void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, [grant.queue, grant.entry]);
+    void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, releaseArgs(scope, grant));
     throw error;
   }
 }

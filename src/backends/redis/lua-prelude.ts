@@ -68,9 +68,24 @@ end
 local function remove(Q, e)
   redis.call('ZREM', Q .. ':o', e.id)
   redis.call('HDEL', Q .. ':e', e.id)
+  redis.call('HDEL', Q .. ':r', e.id)
 end
+-- A takeover record r (JSON text) written with the grant of token t at c, sealed as
+-- core/driver.ts sealRecord says, in the cell whose keys (cells.ts cellKeys) are k, unless
+-- a live record is there. Replies {'written', version} or {'found', version, fence, value}.
+local function write_record(r, k, t, c)
+  local h = redis.call('HMGET', k[1], 'v', 'f', 'x')
+  if h[3] then return {'found', h[1], h[2], h[3]} end
+  local v = redis.call('INCR', k[4])
+  redis.call('HSET', k[1], 'v', v, 'f', t, 'x', string.sub(r, 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}')
+  redis.call('SADD', k[2], k[5])
+  redis.call('PUBLISH', k[3], v)
+  return {'written', tostring(v)}
+end
+-- A grant message names the entry, its token and, when the grant wrote the entry's
+-- takeover record, its version.
 local function notify(e, what)
-  redis.call('PUBLISH', P .. 'c:' .. e.s, what .. ' ' .. e.id .. ' ' .. e.t)
+  redis.call('PUBLISH', P .. 'c:' .. e.s, what .. ' ' .. e.id .. ' ' .. e.t .. (e.rv and (' ' .. e.rv) or ''))
 end
 local function compatible(holders, shared, mode, limit)
   if mode == 's' then return shared == #holders end
@@ -133,6 +148,14 @@ local function process(Q, upto)
           e.h = 1
           e.t = next_token()
           e.c = now_ms()
+          -- A waiter's takeover record waits apart from its entry (Q:r), so that walking a
+          -- long queue decodes no more than before; its cell's keys are the queue's (Q:m rk).
+          local r = redis.call('HGET', Q .. ':r', id)
+          if r then
+            local written = write_record(r, cjson.decode(redis.call('HGET', meta, 'rk')), e.t, e.c)
+            if written[1] == 'written' then e.rv = written[2] end
+            redis.call('HDEL', Q .. ':r', id)
+          end
           save(Q, e)
           holders[#holders + 1] = e
           if e.m == 's' then shared = shared + 1 end
@@ -146,7 +169,7 @@ local function process(Q, upto)
   end
   if not settled and marker then marker = settle_upgrade(Q, meta, marker, holders) end
   if #holders == 0 and #waiters == 0 then
-    redis.call('DEL', Q .. ':o', Q .. ':e', meta)
+    redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':r', meta)
     redis.call('SREM', P .. 'queues', Q)
   end
   return holders, waiters, marker
@@ -179,7 +202,10 @@ end
 local function state_of(Q, id)
   local holders, waiters = process(Q, id)
   for _, h in ipairs(holders) do
-    if h.id == id then return {'granted', h.t, tostring(h.c), h.m} end
+    if h.id == id then
+      if h.rv then return {'granted', h.t, tostring(h.c), 'written', h.rv} end
+      return {'granted', h.t, tostring(h.c), h.m}
+    end
   end
   for i, w in ipairs(waiters) do
     if w.id == id then

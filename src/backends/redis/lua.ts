@@ -9,8 +9,10 @@
  *   while an operator's revoke waits out its deadline (RENEW then refuses it). Which queues and
  *   records a session has is known to its client, which names them when it closes.
  * - `P q:<kind>:<name>`: a queue Q; `Q:o` (zset: entry id -> arrival), `Q:e` (hash: entry
- *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since}),
- *   `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry).
+ *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since,
+ *   rv: its takeover record's version}), `Q:r` (hash: waiting entry id -> its takeover
+ *   record), `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry, rk the keys
+ *   of the queue's takeover record cell).
  * - `P queues`: every non-empty queue; `P token`: the last fencing token.
  * - `P r:<space>` (hash: key -> JSON {s, c, v}), `P rv:<space>` (change counter),
  *   `P spaces` (hash: encoded space -> space).
@@ -28,8 +30,10 @@ export type { Script } from "./lua-prelude.js";
 export { CLOSE, DELETE_RECORD, FENCE, INSPECT, LIST_RECORDS, PUT_RECORD, RENEW } from "./lua-sessions.js";
 
 /**
- * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0).
- * Replies {granted, token, since} | {waiting, recheckMs} | {busy} | {limit, theirs} | {lost}.
+ * ARGV: P, Q, kind, name, entry, session, member, mode (x|s), limit, wait (1|0), TTL ms, takeover
+ * record ('' for none) and, with one, its cell's keys (cells.ts cellKeys).
+ * Replies {granted, token, since[, written, version | found, version, fence, value]} |
+ * {waiting, recheckMs} | {busy} | {limit, theirs} | {lost}.
  * Idempotent per entry id: a retry after a lost answer reports the entry's state.
  */
 export const ACQUIRE = script(
@@ -38,6 +42,16 @@ export const ACQUIRE = script(
 local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
 if not alive(sid) then return {'lost'} end
+-- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys) is written
+-- with the grant unless a live record is there, which is replied instead. A waiter's
+-- waits in Q:r, for the script that grants it.
+local record = ARGV[12] ~= '' and ARGV[12] or nil
+local record_keys = record and {ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]} or nil
+local function granted(t, c)
+  if not record then return {'granted', t, tostring(c)} end
+  local r = write_record(record, record_keys, t, c)
+  return {'granted', t, tostring(c), r[1], r[2], r[3], r[4]}
+end
 local meta = Q .. ':m'
 if redis.call('EXISTS', Q .. ':o') == 0 then
   -- Nobody there: granted at once, with the fewest commands.
@@ -46,7 +60,7 @@ if redis.call('EXISTS', Q .. ':o') == 0 then
   redis.call('SADD', P .. 'queues', Q)
   save(Q, e)
   redis.call('ZADD', Q .. ':o', 1, id)
-  return {'granted', e.t, tostring(e.c)}
+  return granted(e.t, e.c)
 end
 if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
 local holders, waiters, marker = process(Q)
@@ -65,10 +79,13 @@ local e = {s = sid, i = mid, m = mode, h = 0, c = now_ms(), id = id}
 if free then
   e.h = 1
   e.t = next_token()
+elseif record then
+  redis.call('HSET', Q .. ':r', id, record)
+  redis.call('HSET', meta, 'rk', cjson.encode(record_keys))
 end
 save(Q, e)
 redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
-if free then return {'granted', e.t, tostring(e.c)} end
+if free then return granted(e.t, e.c) end
 return {'waiting', tostring(soonest({holders, waiters}, sid))}
 `,
 );
@@ -82,7 +99,8 @@ return state_of(ARGV[2], ARGV[3])
 );
 
 /**
- * ARGV: P, Q, entry. Removes the entry whatever its state (release, or withdrawal of a
+ * ARGV: P, Q, entry[, '1' to delete the entry's own takeover record, its cell's keys
+ * (cells.ts cellKeys)]. Removes the entry whatever its state (release, or withdrawal of a
  * waiter) and grants whoever may go next. Replies 1 if it was there.
  */
 export const RELEASE = script(
@@ -92,10 +110,21 @@ local Q, id = ARGV[2], ARGV[3]
 local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return 0 end
 local e = cjson.decode(raw)
+-- A clean release, or the withdrawal of a grant never handed out, deletes the entry's own
+-- takeover record (ARGV[5..9]: its cell's keys): the one fenced by the entry's token, which
+-- no other holding has (tokens are unique), whatever version the client saw. The script
+-- decides, not the client: a grant made by another script (a release that let this waiter
+-- in) wrote a record the client may never have heard of. No tombstone: the record's fence
+-- is the lock itself, and a key per lock name ever used would only accumulate.
+if ARGV[4] == '1' and e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
+  redis.call('DEL', ARGV[5])
+  redis.call('SREM', ARGV[6], ARGV[9])
+  redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))
+end
 e.id = id
 remove(Q, e)
 if redis.call('ZCARD', Q .. ':o') == 0 then
-  redis.call('DEL', Q .. ':e', Q .. ':m')
+  redis.call('DEL', Q .. ':e', Q .. ':r', Q .. ':m')
   redis.call('SREM', P .. 'queues', Q)
   return 1
 end

@@ -1,6 +1,6 @@
 /**
- * Routing of grant messages to waiters. A grant script publishes `g|u <entry> <token>` on
- * the channel of the session that owns the entry; the driver hands it to that entry's
+ * Routing of grant messages to waiters. A grant script publishes `g|u <entry> <token>`
+ * (and, when the grant wrote the waiter's takeover record, its version) on the channel of the session that owns the entry; the driver hands it to that entry's
  * mailbox. A mailbox also wakes its owner to look again (one CHECK script) when the
  * subscription came back after a disconnection (messages may be lost) and, rarely, when
  * a session ahead of it could have expired without releasing (the script says when).
@@ -13,7 +13,13 @@ import { abortable } from "../../core/abortable.js";
 export const wakeStats = { messages: 0, checks: 0, grantsByMessage: 0, grantsByCheck: 0 };
 
 export type Wake =
-  | { readonly type: "message"; readonly kind: string; readonly token: bigint }
+  | {
+      readonly type: "message";
+      readonly kind: string;
+      readonly token: bigint;
+      /** The version of the takeover record the grant wrote, if it wrote one. */
+      readonly recordVersion: string | undefined;
+    }
   | { readonly type: "check" };
 
 /** One waiting entry's inbox. */
@@ -62,11 +68,11 @@ export class Wakeups {
 
   /** The channel listener: parses a grant message and delivers it. */
   readonly deliver = (message: string): void => {
-    const [kind, id, token] = message.split(" ");
+    const [kind, id, token, recordVersion] = message.split(" ");
     const box = id === undefined ? undefined : this.#boxes.get(id);
     if (!box || kind === undefined || token === undefined) return;
     wakeStats.messages++;
-    box.push({ type: "message", kind, token: BigInt(token) });
+    box.push({ type: "message", kind, token: BigInt(token), recordVersion });
   };
 
   /** Opens the mailbox of an entry, before the script that may grant it is sent. */

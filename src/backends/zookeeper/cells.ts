@@ -7,7 +7,8 @@
  * A write reads the node, decides with the shared rule (cell-rule.ts) and sets the data
  * under the node's znode version, which ZooKeeper checks atomically with the write; a
  * version mismatch (someone wrote in between) reads again. A key's first write creates its
- * node (a tombstone) first. Reads retry transient failures; a write is sent once, so a lost
+ * node with its value (its space's container node first, if the server had removed it); a
+ * delete that may forget (`CellCondition.forget`) deletes the node under its version. Reads retry transient failures; a write is sent once, so a lost
  * answer means its outcome is unknown. Watches re-read on every event, re-arm, and re-read
  * every few seconds as a safety net (a watch set on a session that then expired is gone).
  *
@@ -17,8 +18,9 @@
 import { onAbort } from "../../core/abortable.js";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import { FLAGS, type ZkHandle } from "./client.js";
-import { hasCode, RC, translate } from "./errors.js";
+import { hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
 import { ensurePath, retrying } from "./scope.js";
 
@@ -57,6 +59,14 @@ export function zkCells(
     value: string | null,
     condition: CellCondition,
   ): Promise<CellWriteResult> => {
+    // A takeover record's write is sent again after a lost connection, decided again against
+    // the node as it then is: a record that did land reads as its writer's own (the same
+    // token), which its claim accepts. A user cell's is not: a transition that landed would
+    // read as a conflict, so its outcome stays unknown (a rejection).
+    const again = async (error: unknown) => {
+      if (space !== TAKEOVER_SPACE || !isTransient(error)) throw error;
+      await (await live()).waitConnected(closing);
+    };
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const current = await read(space, key);
       const decision = decideCellWrite(current?.entry ?? null, condition, value === null);
@@ -64,21 +74,37 @@ export function zkCells(
       if (decision.action === "noop") return { ok: true, version: 0n };
       const handle = await live();
       if (!current) {
-        await ensurePath(handle, chroot, spacePath(space), closing);
+        // Created with its value, one round trip while its space's node is there: a
+        // node's creation zxid is its first mzxid. If another writer was first, decided
+        // again against the node as it now is.
+        const data: CellData = { f: String(decision.fence), x: value };
         try {
-          await handle.create(path(space, key), JSON.stringify({ f: "0", x: null }), FLAGS.persistent);
+          const created = await handle.createNode(path(space, key), JSON.stringify(data), FLAGS.persistent);
+          return { ok: true, version: created.czxid };
         } catch (error) {
-          if (!hasCode(error, RC.NODEEXISTS)) throw error;
+          if (hasCode(error, RC.NONODE)) await ensurePath(handle, chroot, spacePath(space), closing);
+          else if (!hasCode(error, RC.NODEEXISTS)) await again(error);
         }
-        // Decided again against the node as it now is (another writer may have been first).
         continue;
+      }
+      if (value === null && condition.forget) {
+        // No tombstone: the node goes (and its empty container parents, with the server).
+        try {
+          await handle.delete(path(space, key), current.znodeVersion);
+          // A delete has no zxid of its own to report, and the key is gone: no version.
+          return { ok: true, version: 0n };
+        } catch (error) {
+          if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) await again(error);
+          continue;
+        }
       }
       const data: CellData = { f: String(decision.fence), x: value };
       try {
         const stat = await handle.set(path(space, key), JSON.stringify(data), current.znodeVersion);
         return { ok: true, version: stat.mzxid };
       } catch (error) {
-        if (!hasCode(error, RC.BADVERSION)) throw error;
+        // Changed, or deleted by a forgetting delete, since the read: decided again.
+        if (!hasCode(error, RC.BADVERSION) && !hasCode(error, RC.NONODE)) await again(error);
       }
     }
     throw new Error(`cell "${key}" changed ${MAX_ATTEMPTS} times while it was being written`);

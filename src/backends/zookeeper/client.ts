@@ -57,6 +57,8 @@ export class ZkHandle {
   #ended: EndReason | null = null;
   #closing: Promise<void> = Promise.resolve();
   readonly #waiting = new Set<() => void>();
+  /** Rejects each call not answered yet: see {@link ZkHandle.#end}. */
+  readonly #unanswered = new Set<() => void>();
   readonly #endListeners = new Set<(reason: EndReason) => void>();
   /** performance.now() at which the last answered request was sent. */
   lastAckSentAt: number;
@@ -332,6 +334,11 @@ export class ZkHandle {
     this.#ended = reason;
     this.#connected = false;
     for (const wake of [...this.#waiting]) wake();
+    // The package never answers a request still queued unsent when the session ends: it
+    // drops its queue on expiry, and a close while reconnecting leaves it behind. Such a
+    // call would wait forever (an acquisition or a cell write hung past every deadline).
+    for (const abandon of [...this.#unanswered]) abandon();
+    this.#unanswered.clear();
     for (const listener of [...this.#endListeners]) listener(reason);
     this.#endListeners.clear();
   }
@@ -352,7 +359,10 @@ export class ZkHandle {
     if (this.#ended) return Promise.reject(endedError(what));
     const sentAt = performance.now();
     return new Promise((resolve, reject) => {
+      const abandon = () => reject(endedError(what));
+      this.#unanswered.add(abandon);
       send((error, ...rest) => {
+        this.#unanswered.delete(abandon);
         const rc = error ? codeOf(error) : RC.OK;
         // Any answer but a local connection loss comes from a server that still knows us.
         if (rc !== RC.CONNECTIONLOSS && rc !== RC.OPERATIONTIMEOUT && sentAt > this.lastAckSentAt) {

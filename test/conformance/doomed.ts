@@ -1,0 +1,72 @@
+/**
+ * A holding that will be lost, for the takeover suites: in a process of its own
+ * (test/harness/holder.ts, SIGKILLed or revoked) where the backend works across processes,
+ * else a coordinator of this process whose session is lost.
+ */
+import type { Coordinator } from "../../src/index.js";
+import { Holder } from "../harness/holder.js";
+import type { SuiteContext } from "./context.js";
+
+/** A holding that will be lost: in a process of its own where the backend allows it. */
+export interface Doomed {
+  readonly token: bigint;
+  readonly memberId: string;
+  /** Makes it lost the hard way: SIGKILL, or (memory) a lost session. */
+  kill(): Promise<void>;
+  /**
+   * Makes it lost quickly: revoked where the backend can (no TTL to wait out), else as
+   * `kill`. For the tests about what follows a loss rather than about the loss itself.
+   */
+  end(): Promise<void>;
+  /** Resolves, with the epoch ms it happened, when the holder saw its lock lost (its signal fired). */
+  lost(): Promise<number>;
+  readonly pid: number | undefined;
+}
+
+/**
+ * Makes doomed holders; the caller stops `holders` and closes the coordinators `client`
+ * made after each test.
+ */
+export function doomedHolders(
+  suite: SuiteContext,
+  url: () => string,
+  holders: Holder[],
+  client: (namespace: string) => Promise<Coordinator>,
+): (namespace: string, name: string, options: Record<string, unknown>, busyMs?: number) => Promise<Doomed> {
+  return async (namespace, name, options, busyMs) => {
+    if (suite.guarantees.acrossProcesses) {
+      const base = new URL(url());
+      base.searchParams.set("namespace", namespace);
+      const holder = new Holder(base.href, name, suite.shortTtlMs, undefined, options, busyMs);
+      holders.push(holder);
+      const acquired = await holder.next((e) => e.event === "acquired", "the holder's grant");
+      const kill = async () => holder.stop();
+      return {
+        token: BigInt(acquired.token ?? ""),
+        memberId: `holder-${holder.child.pid}`,
+        pid: holder.child.pid,
+        kill,
+        end: async () => {
+          const operator = await client(namespace);
+          // Immediate: these tests are about what follows the loss, and the holder dies next.
+          if (operator.backend !== "file") await operator.revoke(name, { immediate: true });
+          await kill();
+        },
+        lost: async () => (await holder.next((e) => e.event === "lost", "the revoked holder's signal")).at ?? 0,
+      };
+    }
+    const coord = await client(namespace);
+    const handle = await coord.lock(name).acquire(options);
+    const fired = new Promise<number>((resolve) => handle.signal.addEventListener("abort", () => resolve(Date.now())));
+    return {
+      token: handle.token,
+      memberId: coord.memberId,
+      pid: undefined,
+      kill: () => suite.loseSession(coord),
+      end: async () => {
+        await coord.revoke(name, { immediate: true });
+      },
+      lost: () => fired,
+    };
+  };
+}
