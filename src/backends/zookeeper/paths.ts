@@ -128,6 +128,11 @@ export interface NodeData {
   readonly m?: "x" | "s";
   /** The fencing token, written once granted. */
   readonly t?: string;
+  /**
+   * Set once the node was granted as an exclusive lock or a leader: every older node was
+   * gone then, so the node behind it is first once this one goes (handoff.ts).
+   */
+  readonly h?: 1;
 }
 
 /** Queue node data as stored. */

@@ -1,0 +1,168 @@
+/**
+ * Handoff round trips on ZooKeeper (issue 19), counted rather than timed: the waiter's own
+ * handle records every request, answer and watch event (`ZkHandle.trace`), and a round trip
+ * on the handoff's path is a request answered between the predecessor's deletion event and
+ * the grant. An exclusive waiter whose predecessor's deletion makes it first is granted by
+ * the event alone (handoff.ts); where the rule cannot tell, it reads the queue as before.
+ * Tokens must still grow, and a waiter whose predecessor withdrew must not be granted while
+ * the holder ahead of both still holds.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { AbortedError, type Coordinator, type LockHandle } from "../../src/index.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { startZooKeeper } from "../harness/zookeeper.js";
+import { ownServer } from "./fixtures/backend-suite.js";
+
+/** Records everything the coordinator's current session's ZooKeeper handle does. */
+async function traced(coord: Coordinator): Promise<TraceEntry[]> {
+  const session = await coord._core.liveSession();
+  const handle = (session.driver as unknown as { handle: ZkHandle }).handle;
+  const entries: TraceEntry[] = [];
+  handle.trace = (entry) => entries.push(entry);
+  return entries;
+}
+
+/** The session's pings (exists "/") come on their own clock: not part of any handoff. */
+const isPing = (e: TraceEntry) => e.what === "reading /";
+
+/** Every request in `entries` has its answer (answers to requests sent before the trace began do not count). */
+function quiet(entries: readonly TraceEntry[]): boolean {
+  const open = new Map<string, number>();
+  for (const e of entries) {
+    const n = open.get(e.what) ?? 0;
+    if (e.kind === "request") open.set(e.what, n + 1);
+    else if (e.kind === "answer" && n > 0) open.set(e.what, n - 1);
+  }
+  return [...open.values()].every((n) => n === 0);
+}
+
+/** The answers the last grant waited for after the last deletion event before it. */
+function roundTrips(entries: readonly TraceEntry[]): string[] {
+  const grant = entries.findLastIndex((e) => e.kind === "grant");
+  assert.ok(grant >= 0, "a grant in the trace");
+  const event = entries.findLastIndex((e, i) => i < grant && e.kind === "event" && e.what.startsWith("deleted "));
+  assert.ok(event >= 0, `a deletion event before the grant in ${JSON.stringify(entries.map((e) => e.what))}`);
+  return entries
+    .slice(event + 1, grant)
+    .filter((e) => e.kind === "answer" && !isPing(e))
+    .map((e) => e.what);
+}
+
+/** Waits until `entries` show a read of the waiter's predecessor answered, and nothing outstanding. */
+async function settled(entries: readonly TraceEntry[], what: string, from = 0): Promise<void> {
+  await waitFor(
+    () =>
+      entries.slice(from).some((e) => e.kind === "answer" && /^reading .*\/n-/.test(e.what)) &&
+      quiet(entries.slice(from)),
+    what,
+  );
+}
+
+describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
+  const { client } = ownServer(() => startZooKeeper());
+
+  it("grants the next exclusive waiter on its predecessor's deletion, with no request in between", async () => {
+    const a = await client({ memberId: "rt-a" });
+    const b = await client({ memberId: "rt-b" });
+    const held = await a.lock("second").acquire();
+    const entries = await traced(b);
+    const waiting = b.lock("second").acquire();
+    await settled(entries, "the waiter to read the node ahead of it");
+    await held.release();
+    const granted = await waiting;
+    assert.deepEqual(roundTrips(entries), [], "answers awaited between the deletion event and the grant");
+    assert.ok(granted.token > held.token, `token ${granted.token} after ${held.token}`);
+    await waitFor(
+      async () => (await a.inspect()).locks.find((l) => l.name === "second")?.holders[0]?.token === granted.token,
+      "inspect() to show the handed-off token",
+    );
+    await granted.release();
+  });
+
+  it("hands off down a queue: the third waiter goes once the second has held, still with no request", async () => {
+    const coords = await Promise.all(["q-a", "q-b", "q-c"].map((memberId) => client({ memberId })));
+    const [a, b, c] = coords as [Coordinator, Coordinator, Coordinator];
+    const first = await a.lock("queue").acquire();
+    const traceB = await traced(b);
+    const traceC = await traced(c);
+    const waitingB = b.lock("queue").acquire();
+    await settled(traceB, "B to wait");
+    const waitingC = c.lock("queue").acquire();
+    await settled(traceC, "C to wait");
+    await first.release();
+    const second = await waitingB;
+    assert.deepEqual(roundTrips(traceB), [], "B's answers awaited after the deletion event");
+    // B's grant note tells C that B was granted: C reads B again and gets ready.
+    const changed = () => traceC.findIndex((e) => e.kind === "event" && e.what.startsWith("changed "));
+    await waitFor(() => changed() >= 0, "C to see B's note");
+    await settled(traceC, "C to read B again", changed());
+    await second.release();
+    const third = await waitingC;
+    assert.deepEqual(roundTrips(traceC), [], "C's answers awaited after the deletion event");
+    assert.ok(
+      first.token < second.token && second.token < third.token,
+      `tokens ${first.token}, ${second.token}, ${third.token}`,
+    );
+    await third.release();
+  });
+
+  it("reads the queue when the node ahead is a reader, whose token its node does not bound", async () => {
+    const a = await client({ memberId: "sh-a" });
+    const b = await client({ memberId: "sh-b" });
+    const reader = await a.lock("after-reader").acquire({ mode: "shared" });
+    const entries = await traced(b);
+    const waiting = b.lock("after-reader").acquire();
+    await settled(entries, "the writer to wait for the reader");
+    await reader.release();
+    const writer = await waiting;
+    assert.equal(roundTrips(entries).filter((w) => w.startsWith("listing ")).length, 1, "one queue read");
+    assert.ok(writer.token > reader.token, `token ${writer.token} after ${reader.token}`);
+    await writer.release();
+  });
+
+  it("does not grant a waiter whose predecessor gave up while the holder ahead still holds", async () => {
+    const coords = await Promise.all(["w-a", "w-b", "w-c"].map((memberId) => client({ memberId })));
+    const [a, b, c] = coords as [Coordinator, Coordinator, Coordinator];
+    const held = await a.lock("withdrawn").acquire();
+    const traceC = await traced(c);
+    const giveUp = new AbortController();
+    const giving = b.lock("withdrawn").acquire({ signal: giveUp.signal });
+    await waitForWaiters(a, "withdrawn", 1);
+    let granted: LockHandle | null = null;
+    const waitingC = c.lock("withdrawn").acquire();
+    void waitingC.then((h) => {
+      granted = h;
+    });
+    await waitForWaiters(a, "withdrawn", 2);
+    await settled(traceC, "C to wait behind B");
+    giveUp.abort();
+    await assert.rejects(giving, AbortedError);
+    // C was woken by B's deletion and must find A still ahead of it.
+    await waitFor(() => {
+      const woken = traceC.findIndex((e) => e.kind === "event" && e.what.startsWith("deleted "));
+      return (
+        woken >= 0 &&
+        traceC.slice(woken).some((e) => e.kind === "answer" && e.what.startsWith("listing ")) &&
+        quiet(traceC)
+      );
+    }, "C to read the queue again after B left");
+    const info = await a.inspect();
+    const queue = info.locks.find((l) => l.name === "withdrawn");
+    assert.deepEqual(
+      queue?.holders.map((h) => h.memberId),
+      ["w-a"],
+    );
+    assert.deepEqual(
+      queue?.waiters.map((w) => w.memberId),
+      ["w-c"],
+    );
+    assert.equal(granted, null, "C granted while A holds");
+    await held.release();
+    const mine = await waitingC;
+    assert.deepEqual(roundTrips(traceC), [], "C, now second, goes on A's deletion alone");
+    assert.ok(mine.token > held.token);
+    await mine.release();
+  });
+});
