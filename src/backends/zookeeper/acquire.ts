@@ -278,7 +278,10 @@ function soleToken(stat: Stat): bigint {
 /**
  * Watches a granted node, so that its deletion by anyone but its holder (an operator, or
  * the server expiring the session while this client still thinks it alive) is reported as
- * a loss at once. Not waited for: the grant does not take longer for it.
+ * a loss at once. Not waited for: the grant does not take longer for it. Armed on the next
+ * turn of the event loop: a holder that releases at once (a short critical section) then
+ * needs no read at all, and one that holds learns of a deletion before arming from the
+ * read's answer (the node is gone).
  */
 export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
   const arm = () => {
@@ -300,7 +303,7 @@ export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
         // Disconnected: the session's deadline decides; reconnection re-arms server watches.
       });
   };
-  arm();
+  setImmediate(arm);
   return grant;
 }
 
