@@ -72,6 +72,12 @@ export interface TraceEntry {
 
 const EVENT_NAMES: Readonly<Record<number, string>> = { 1: "created", 2: "deleted", 3: "changed", 4: "children" };
 
+/**
+ * Counters of this process's handles, for the herd benchmark (how many watch events a
+ * release causes, and requests): one increment per request sent, one per event.
+ */
+export const wakeStats = { events: 0, requests: 0 };
+
 /** Why a handle ended: closed by us, or by the server (session expired, auth failed). */
 export type EndReason = "closed" | "expired";
 
@@ -493,6 +499,7 @@ export class ZkHandle {
     return (e) => {
       if (fired) return;
       fired = true;
+      wakeStats.events++;
       this.trace?.({ kind: "event", what: `${EVENT_NAMES[e.type] ?? e.type} ${e.path ?? ""}`, at: performance.now() });
       watch(e.type);
     };
@@ -501,6 +508,7 @@ export class ZkHandle {
   #call(what: string, send: (cb: Cb) => void): Promise<unknown[]> {
     if (this.#ended) return Promise.reject(endedError(what));
     const sentAt = performance.now();
+    wakeStats.requests++;
     this.trace?.({ kind: "request", what, at: sentAt });
     return new Promise((resolve, reject) => {
       send((error, ...rest) => {
