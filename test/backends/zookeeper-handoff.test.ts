@@ -10,15 +10,22 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
-import { AbortedError, type Coordinator, type LockHandle } from "../../src/index.js";
+import { Layout } from "../../src/backends/zookeeper/paths.js";
+import { revokeNodes } from "../../src/backends/zookeeper/revoke.js";
+import { AbortedError, type Coordinator, type LockHandle, type LockMode } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 
+/** The coordinator's current session: its ZooKeeper handle and the server's session id. */
+async function sessionOf(coord: Coordinator): Promise<{ handle: ZkHandle; id: string }> {
+  const session = await coord._core.liveSession();
+  return session.driver as unknown as { handle: ZkHandle; id: string };
+}
+
 /** Records everything the coordinator's current session's ZooKeeper handle does. */
 async function traced(coord: Coordinator): Promise<TraceEntry[]> {
-  const session = await coord._core.liveSession();
-  const handle = (session.driver as unknown as { handle: ZkHandle }).handle;
+  const { handle } = await sessionOf(coord);
   const entries: TraceEntry[] = [];
   handle.trace = (entry) => entries.push(entry);
   return entries;
@@ -60,8 +67,29 @@ async function settled(entries: readonly TraceEntry[], what: string, from = 0): 
   );
 }
 
+/** Waits until `entries` show a deletion event, then a queue read answered, and nothing outstanding. */
+async function relisted(entries: readonly TraceEntry[], what: string): Promise<void> {
+  await waitFor(() => {
+    const woken = entries.findIndex((e) => e.kind === "event" && e.what.startsWith("deleted "));
+    return (
+      woken >= 0 &&
+      entries.slice(woken).some((e) => e.kind === "answer" && e.what.startsWith("listing ")) &&
+      quiet(entries)
+    );
+  }, what);
+}
+
+/** The path of the waiter's own queue node: the one it writes while it waits. */
+function ownNode(entries: readonly TraceEntry[]): string {
+  const write = entries.find((e) => e.kind === "request" && /^writing .*\/n-[^/]+$/.test(e.what));
+  assert.ok(write, `a write of the waiter's node in ${JSON.stringify(entries.map((e) => e.what))}`);
+  return write.what.slice("writing ".length);
+}
+
+const queueReads = (answers: readonly string[]) => answers.filter((w) => w.startsWith("listing ")).length;
+
 describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
-  const { client } = ownServer(() => startZooKeeper());
+  const { client, server } = ownServer(() => startZooKeeper());
 
   it("grants the next exclusive waiter on its predecessor's deletion, with no request in between", async () => {
     const a = await client({ memberId: "rt-a" });
@@ -140,14 +168,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     giveUp.abort();
     await assert.rejects(giving, AbortedError);
     // C was woken by B's deletion and must find A still ahead of it.
-    await waitFor(() => {
-      const woken = traceC.findIndex((e) => e.kind === "event" && e.what.startsWith("deleted "));
-      return (
-        woken >= 0 &&
-        traceC.slice(woken).some((e) => e.kind === "answer" && e.what.startsWith("listing ")) &&
-        quiet(traceC)
-      );
-    }, "C to read the queue again after B left");
+    await relisted(traceC, "C to read the queue again after B left");
     const info = await a.inspect();
     const queue = info.locks.find((l) => l.name === "withdrawn");
     assert.deepEqual(
@@ -164,5 +185,135 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     assert.deepEqual(roundTrips(traceC), [], "C, now second, goes on A's deletion alone");
     assert.ok(mine.token > held.token);
     await mine.release();
+  });
+
+  it("never grants a waiter whose own node was deleted while it waited: it joins again, behind", async () => {
+    const coords = await Promise.all(["own-a", "own-b", "own-c"].map((memberId) => client({ memberId })));
+    const [a, b, c] = coords as [Coordinator, Coordinator, Coordinator];
+    const held = await a.lock("own-gone").acquire();
+    const traceB = await traced(b);
+    let grantedB: LockHandle | null = null;
+    const waitingB = b.lock("own-gone").acquire();
+    void waitingB.then((h) => {
+      grantedB = h;
+    });
+    await settled(traceB, "B to wait behind A");
+    const traceC = await traced(c);
+    const waitingC = c.lock("own-gone").acquire();
+    await settled(traceC, "C to wait behind B");
+    // As an operator's revoke --immediate does: B's node goes while B still waits.
+    assert.equal(await (await sessionOf(a)).handle.delete(ownNode(traceB)), true, "B's node deleted");
+    await relisted(traceC, "C to read the queue after B's node went");
+    await held.release();
+    const third = await waitingC;
+    // B lost its session's node: as for any lost session, the core waits again in a new one.
+    const waitsAgain = async () =>
+      (await a.inspect()).locks.find((l) => l.name === "own-gone")?.waiters.some((w) => w.memberId === "own-b") ===
+      true;
+    await waitFor(async () => grantedB !== null || (await waitsAgain()), "B granted, or waiting again");
+    assert.equal(grantedB, null, "B, whose node is gone, granted beside C");
+    await third.release();
+    const later = await waitingB;
+    assert.ok(
+      held.token < third.token && third.token < later.token,
+      `tokens ${held.token}, ${third.token}, ${later.token}`,
+    );
+    await later.release();
+  });
+
+  it("revokes a waiting session whose node is written between the revoker's read and delete", async () => {
+    const coords = await Promise.all(["rv-a", "rv-b", "rv-r"].map((memberId) => client({ memberId })));
+    const [a, b, r] = coords as [Coordinator, Coordinator, Coordinator];
+    const held = await a.lock("revoked").acquire();
+    const traceB = await traced(b);
+    const waitingB = b.lock("revoked").acquire();
+    await settled(traceB, "B to wait behind A");
+    const node = ownNode(traceB);
+    const revoker = (await sessionOf(r)).handle;
+    const before = await revoker.get(node);
+    assert.ok(before, "B's node");
+    let wrote = false;
+    revoker.trace = (e) => {
+      if (wrote || e.kind !== "answer" || e.what !== `reading ${node}`) return;
+      wrote = true;
+      // Sent on the revoker's connection before its delete, so the server applies it first:
+      // a write of the waiter landing between the two, made certain.
+      void revoker.set(node, before.data);
+    };
+    const layout = new Layout("", "specifics");
+    await revokeNodes(revoker, layout, (await sessionOf(b)).id, AbortSignal.timeout(30_000));
+    revoker.trace = null;
+    assert.ok(wrote, "the node written between the read and the delete");
+    assert.equal(await revoker.get(node), null, "B's node deleted");
+    await held.release();
+    await (await waitingB).release(); // in a new session, as after any loss
+  });
+
+  it("reads the queue behind a node written by a client without the mark, whose mzxid bounds nothing", async () => {
+    const coords = await Promise.all(["mx-a", "mx-b", "mx-c"].map((memberId) => client({ memberId })));
+    const [a, b, c] = coords as [Coordinator, Coordinator, Coordinator];
+    const held = await a.lock("mixed").acquire();
+    const raw = (await sessionOf(a)).handle;
+    const parent = new Layout("", "specifics").queue("lock", "mixed");
+    const [name] = (await raw.children(parent))?.children ?? [];
+    // A's node as a client before the mark writes it: such a sole holder's token is the
+    // pzxid of its granting read, which can be above its node's mzxid.
+    await raw.set(`${parent}/${name}`, JSON.stringify({ id: "mx-a", sid: "older", s: Date.now() }));
+    const traceB = await traced(b);
+    const waitingB = b.lock("mixed").acquire();
+    await settled(traceB, "B to wait behind A");
+    const traceC = await traced(c);
+    const waitingC = c.lock("mixed").acquire();
+    await settled(traceC, "C to wait behind B");
+    // The token such a holder's read would take now (its note lost with its connection).
+    const older = (await raw.children(parent))?.stat.pzxid ?? 0n;
+    await held.release();
+    const second = await waitingB;
+    assert.ok(second.token > older, `token ${second.token} after ${older}`);
+    assert.equal(queueReads(roundTrips(traceB)), 1, "one queue read");
+    await second.release();
+    const third = await waitingC;
+    assert.ok(third.token > second.token, `token ${third.token} after ${second.token}`);
+    await third.release();
+  });
+
+  const converted: [string, LockMode, (h: LockHandle) => Promise<void>][] = [
+    ["upgraded", "shared", (h) => h.upgrade()],
+    ["downgraded", "exclusive", (h) => h.downgrade()],
+  ];
+  for (const [what, mode, convert] of converted) {
+    it(`grants on the deletion event alone behind a sole holder that ${what}`, async () => {
+      const a = await client({ memberId: `${what}-a` });
+      const b = await client({ memberId: `${what}-b` });
+      const held = await a.lock(what).acquire({ mode });
+      await convert(held);
+      const entries = await traced(b);
+      const waiting = b.lock(what).acquire();
+      await settled(entries, "B to wait behind A");
+      await held.release();
+      const granted = await waiting;
+      assert.deepEqual(roundTrips(entries), [], "answers awaited between the deletion event and the grant");
+      assert.ok(granted.token > held.token, `token ${granted.token} after ${held.token}`);
+      await granted.release();
+    });
+  }
+
+  // Last: the restart reconnects every session of this server.
+  it("reads the queue when the connection was replaced between the read of the node ahead and its deletion", async () => {
+    const a = await client({ memberId: "rc-a", ttlMs: 15_000 });
+    const b = await client({ memberId: "rc-b", ttlMs: 15_000 });
+    const held = await a.lock("reconnected").acquire();
+    const entries = await traced(b);
+    const waiting = b.lock("reconnected").acquire({ timeoutMs: 60_000 });
+    await settled(entries, "B to wait behind A");
+    const { handle } = await sessionOf(b);
+    const epoch = handle.epoch;
+    await server().restart();
+    await waitFor(() => handle.epoch > epoch && handle.connected, "B to reconnect", 30_000);
+    await held.release();
+    const granted = await waiting;
+    assert.equal(queueReads(roundTrips(entries)), 1, "one queue read after the deletion event");
+    assert.ok(granted.token > held.token, `token ${granted.token} after ${held.token}`);
+    await granted.release();
   });
 });

@@ -64,7 +64,7 @@ export class ZkGrant implements DriverGrant {
   }
 
   data(scope: Scope, extra: Partial<NodeData> = {}): string {
-    return encodeData({ id: scope.memberId, sid: scope.sessionId, s: this.since, ...extra });
+    return encodeData({ id: scope.memberId, sid: scope.sessionId, s: this.since, v: 1, ...extra });
   }
 }
 
@@ -99,7 +99,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
 /** Creates the node and reads the queue in one round trip. */
 async function join(scope: Scope, parent: string, prefix: string, sole: boolean, stop: AbortSignal): Promise<Joined> {
   const { handle } = scope;
-  const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now() });
+  const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now(), v: 1 });
   for (;;) {
     if (stop.aborted) throw stop.reason;
     const created = handle.createNode(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);

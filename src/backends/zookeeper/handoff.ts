@@ -22,11 +22,18 @@
  *
  * W may rely on P's deletion making it first when P was the only older node at W's last
  * listing, or P's data says it was granted exclusive (`h`: everything older was gone then,
- * and W's listing showed nothing between them). P's mzxid bounds its tokens when P is an
- * exclusive node (all its grants are sole) or was converted (conversions write the token
- * before taking it). Anything else, a reconnection between the read and the event (the
- * server then re-arms the watch with one event for any number of changes), or a write of
- * W's own node not yet acknowledged, and W reads the queue as before (`relist`).
+ * and W's listing showed nothing between them). P's mzxid bounds its tokens when P's data
+ * carries the mark of clients that keep the rule (`v`; a node of an older client may hold
+ * a token above its mzxid) and P is an exclusive node (all its grants are sole) or was
+ * converted (conversions write the token before taking it). Anything else, a reconnection
+ * between the read and the event (the server then re-arms the watch with one event for any
+ * number of changes), or a write of W's own node not yet acknowledged, and W reads the
+ * queue as before (`relist`).
+ *
+ * W also watches its own node, with a read sent behind its last write of it: a deletion of
+ * it (a revoke, the session's expiry) has a lower zxid than a later deletion of P, so its
+ * event comes first on the connection, and W then reads the queue, finds itself gone and
+ * fails as a lost session, never granted beside the waiter its deletion woke.
  *
  * @module
  */
@@ -47,6 +54,8 @@ export interface OwnNode {
 }
 
 const DELETED = 2;
+/** Not a ZooKeeper event type: the waiter's own node was deleted. */
+const OWN_GONE = -1;
 
 /** Raises `own.bumped` to an acknowledged write's mzxid. */
 export function raise(own: OwnNode, stat: Stat): void {
@@ -82,16 +91,24 @@ export async function awaitTurn(scope: Scope, parent: string, own: OwnNode, view
       (stat) => raise(own, stat),
       () => {},
     );
+    // Sent after our own write, which therefore does not fire it (every later write of it
+    // here arms a new one behind it).
+    let mine = watchOwn(scope, own, () => fire(OWN_GONE));
     let token: bigint | null = null;
     try {
       const got = await read;
       if (!got) return null; // gone by now: read the queue
       const data = decodeData(got.data);
-      const bounded = ahead.mode === "exclusive" || data?.m !== undefined;
-      if (bounded && (alone || data?.h === 1)) {
+      // Only a node of a client that keeps the rule (`v`) has an mzxid bounding its tokens.
+      const bounded = data?.v === 1 && (ahead.mode === "exclusive" || data.m !== undefined);
+      if (bounded && (alone || data.h === 1)) {
         const candidate = (got.stat.mzxid > view.stat.pzxid ? got.stat.mzxid : view.stat.pzxid) + 1n;
         await early;
-        if (own.bumped < candidate) raise(own, await handle.set(own.path, own.data));
+        if (own.bumped < candidate) {
+          const bump = handle.set(own.path, own.data);
+          mine = watchOwn(scope, own, () => fire(OWN_GONE));
+          raise(own, await bump);
+        }
         token = candidate;
       }
     } catch (error) {
@@ -108,9 +125,34 @@ export async function awaitTurn(scope: Scope, parent: string, own: OwnNode, view
       event.then(resolve);
       return undefined;
     });
+    if (type === OWN_GONE) return null; // the listing shows it gone: lost, as before a grant
     if (type !== DELETED) continue; // changed (a grant's note, a conversion): read it again
-    return token !== null && own.bumped >= token && handle.epoch === epoch && !stop.aborted ? token : null;
+    // A deletion of our own node before the predecessor's comes first on this connection:
+    // its event, or the answer of the watch's read, if that is still on its way.
+    const present = await mine.present;
+    return token !== null && present && own.bumped >= token && handle.epoch === epoch && !stop.aborted ? token : null;
   }
+}
+
+/**
+ * Watches the waiter's own node (its data, so a write by the waiter fires it too, and is
+ * ignored: every such write arms a new watch behind it), calling `gone` on its deletion: an
+ * operator's revoke or the session's expiry. Without it, a waiter whose node was deleted
+ * could be granted on its predecessor's deletion, beside whoever was woken by its own.
+ * `present` resolves with whether the read found the node (`false` also on a lost answer).
+ */
+function watchOwn(scope: Scope, own: OwnNode, gone: () => void): { present: Promise<boolean> } {
+  const read = scope.handle.get(own.path, (type) => {
+    if (type === DELETED) gone();
+  });
+  const present = read.then(
+    (got) => {
+      if (!got) gone();
+      return got !== null;
+    },
+    () => false,
+  );
+  return { present };
 }
 
 /**

@@ -133,6 +133,12 @@ export interface NodeData {
    * gone then, so the node behind it is first once this one goes (handoff.ts).
    */
   readonly h?: 1;
+  /**
+   * Written on every node of clients that keep handoff.ts's rule (a sole holder hands out
+   * only tokens at most its node's mzxid). Clients before it lack it: their node's mzxid
+   * bounds nothing, so a waiter behind one reads the queue.
+   */
+  readonly v?: 1;
 }
 
 /** Queue node data as stored. */
