@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 import type { TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
 import { AbortedError, type Coordinator, type LockHandle } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 
@@ -61,7 +62,7 @@ async function settled(entries: readonly TraceEntry[], what: string, from = 0): 
 }
 
 describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
-  const { client } = ownServer(() => startZooKeeper());
+  const { client, server } = ownServer(() => startZooKeeper());
 
   it("grants the next exclusive waiter on its predecessor's deletion, with no request in between", async () => {
     const a = await client({ memberId: "rt-a" });
@@ -164,5 +165,30 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     assert.deepEqual(roundTrips(traceC), [], "C, now second, goes on A's deletion alone");
     assert.ok(mine.token > held.token);
     await mine.release();
+  });
+
+  it("reads the queue when its connection was replaced between its read and the event", async () => {
+    // After a reconnection the server re-arms the watch with one event for any number of
+    // changes: the predecessor's last mzxid may be one the waiter never read.
+    const [host, port] = server().address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    try {
+      const a = await client({ memberId: "rc-a" });
+      const b = await client({ memberId: "rc-b" }, `zookeeper://${proxy.address}`);
+      const held = await a.lock("reconnected").acquire();
+      const entries = await traced(b);
+      const waiting = b.lock("reconnected").acquire();
+      await settled(entries, "the waiter to read the node ahead of it");
+      const accepted = proxy.acceptedCount;
+      proxy.reset();
+      await waitFor(() => proxy.acceptedCount > accepted, "the waiter to reconnect");
+      await held.release();
+      const granted = await waiting;
+      assert.equal(roundTrips(entries).filter((w) => w.startsWith("listing ")).length, 1, "one queue read");
+      assert.ok(granted.token > held.token, `token ${granted.token} after ${held.token}`);
+      await granted.release();
+    } finally {
+      await proxy.close();
+    }
   });
 });
