@@ -663,7 +663,9 @@ export async function herd(ctx: Context): Promise<HerdRow[]> {
           for (const c of counts) for (const [k, v] of Object.entries(c)) sum[k] = (sum[k] ?? 0) + v;
           // A process counts as woken in a window if any watch event reached it (per-process
           // event counts are cumulative, so each is kept under its own key for the delta).
-          if (impl.backend === "zookeeper") counts.forEach((c, i) => (sum[`events p${i}`] = c.events ?? 0));
+          if (impl.backend === "zookeeper") {
+            for (const [i, c] of counts.entries()) sum[`events p${i}`] = c.events ?? 0;
+          }
           return sum;
         }
         return { logOffset: statSync(ctx.servers.pgLog!).size };
