@@ -246,6 +246,14 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     revoker.trace = null;
     assert.ok(wrote, "the node written between the read and the delete");
     assert.equal(await revoker.get(node), null, "B's node deleted");
+    // B saw its node go although the write came first (it watches again after a write),
+    // and waits again in a new session, before A lets go.
+    await waitFor(
+      async () =>
+        (await a.inspect()).locks.find((l) => l.name === "revoked")?.waiters.some((w) => w.memberId === "rv-b") ===
+        true,
+      "B to wait again",
+    );
     await held.release();
     await (await waitingB).release(); // in a new session, as after any loss
   });

@@ -30,9 +30,10 @@
  * number of changes), or a write of W's own node not yet acknowledged, and W reads the
  * queue as before (`relist`).
  *
- * W also watches its own node, with a read sent behind its last write of it: a deletion of
- * it (a revoke, the session's expiry) has a lower zxid than a later deletion of P, so its
- * event comes first on the connection, and W then reads the queue, finds itself gone and
+ * W also watches its own node (armed behind its write of it, and again after every write
+ * that fires it): a deletion of it (a revoke, the session's expiry) has a lower zxid than a
+ * later deletion of P, so its event, or the answer to the watch's read, comes first on the
+ * connection, and W then reads the queue, finds itself gone and
  * fails as a lost session, never granted beside the waiter its deletion woke.
  *
  * @module
@@ -91,27 +92,26 @@ export async function awaitTurn(scope: Scope, parent: string, own: OwnNode, view
       (stat) => raise(own, stat),
       () => {},
     );
-    // Sent after our own write, which therefore does not fire it (every later write of it
-    // here arms a new one behind it).
-    let mine = watchOwn(scope, own, () => fire(OWN_GONE));
+    // Sent after our own write, which therefore does not fire it.
+    const mine = watchOwn(scope, own, () => fire(OWN_GONE));
     let token: bigint | null = null;
     try {
       const got = await read;
-      if (!got) return null; // gone by now: read the queue
+      if (!got) {
+        mine.stop();
+        return null; // gone by now: read the queue
+      }
       const data = decodeData(got.data);
       // Only a node of a client that keeps the rule (`v`) has an mzxid bounding its tokens.
       const bounded = data?.v === 1 && (ahead.mode === "exclusive" || data.m !== undefined);
       if (bounded && (alone || data.h === 1)) {
         const candidate = (got.stat.mzxid > view.stat.pzxid ? got.stat.mzxid : view.stat.pzxid) + 1n;
         await early;
-        if (own.bumped < candidate) {
-          const bump = handle.set(own.path, own.data);
-          mine = watchOwn(scope, own, () => fire(OWN_GONE));
-          raise(own, await bump);
-        }
+        if (own.bumped < candidate) raise(own, await handle.set(own.path, own.data));
         token = candidate;
       }
     } catch (error) {
+      mine.stop();
       if (stop.aborted) throw stop.reason;
       // Our own node gone: the listing shows it (the session expired, or an operator).
       if (hasCode(error, RC.NONODE)) return null;
@@ -124,35 +124,47 @@ export async function awaitTurn(scope: Scope, parent: string, own: OwnNode, view
     const type = await abortable<number>(stop, (resolve) => {
       event.then(resolve);
       return undefined;
-    });
+    }).finally(() => mine.stop());
     if (type === OWN_GONE) return null; // the listing shows it gone: lost, as before a grant
     if (type !== DELETED) continue; // changed (a grant's note, a conversion): read it again
     // A deletion of our own node before the predecessor's comes first on this connection:
     // its event, or the answer of the watch's read, if that is still on its way.
-    const present = await mine.present;
+    const present = await mine.present();
     return token !== null && present && own.bumped >= token && handle.epoch === epoch && !stop.aborted ? token : null;
   }
 }
 
 /**
- * Watches the waiter's own node (its data, so a write by the waiter fires it too, and is
- * ignored: every such write arms a new watch behind it), calling `gone` on its deletion: an
- * operator's revoke or the session's expiry. Without it, a waiter whose node was deleted
- * could be granted on its predecessor's deletion, beside whoever was woken by its own.
- * `present` resolves with whether the read found the node (`false` also on a lost answer).
+ * Watches the waiter's own node, calling `gone` on its deletion: an operator's revoke or
+ * the session's expiry. Without it, a waiter whose node was deleted could be granted on its
+ * predecessor's deletion, beside whoever was woken by its own. A write of the node (the
+ * waiter's own, or anyone's) fires the watch too: it is armed again, until `stop()`.
+ * `present()` resolves with whether the last read found the node (`false` also on a lost
+ * answer).
  */
-function watchOwn(scope: Scope, own: OwnNode, gone: () => void): { present: Promise<boolean> } {
-  const read = scope.handle.get(own.path, (type) => {
-    if (type === DELETED) gone();
-  });
-  const present = read.then(
-    (got) => {
-      if (!got) gone();
-      return got !== null;
+function watchOwn(scope: Scope, own: OwnNode, gone: () => void): { present(): Promise<boolean>; stop(): void } {
+  let stopped = false;
+  let present: Promise<boolean> = Promise.resolve(true);
+  const arm = () => {
+    const read = scope.handle.get(own.path, (type) => {
+      if (type === DELETED) gone();
+      else if (!stopped) arm();
+    });
+    present = read.then(
+      (got) => {
+        if (!got) gone();
+        return got !== null;
+      },
+      () => false,
+    );
+  };
+  arm();
+  return {
+    present: () => present,
+    stop: () => {
+      stopped = true;
     },
-    () => false,
-  );
-  return { present };
+  };
 }
 
 /**
