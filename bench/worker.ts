@@ -111,6 +111,10 @@ const ops: Record<string, (p: Params) => Promise<unknown>> = {
     const { wakeStats } = await import("../src/backends/redis/wakeups.js");
     return { ...wakeStats };
   },
+  async zkWakes() {
+    const { wakeStats } = await import("../src/backends/zookeeper/client.js");
+    return { ...wakeStats };
+  },
   async counters() {
     return { ...counters };
   },

@@ -650,14 +650,22 @@ export async function herd(ctx: Context): Promise<HerdRow[]> {
           return Object.fromEntries(counts.map((c, i) => [`p${i}`, c.tryLock]));
         }
         if (impl.backend === "etcd") return etcdCounters(ctx.servers.etcdMetricsUrl);
-        if (impl.backend === "redis") {
-          // Baton's own counters in every waiting process: messages received, re-checks
-          // made, and which of the two each grant came from.
+        if (impl.backend === "redis" || impl.backend === "zookeeper") {
+          // Baton's own counters in every waiting process: for Redis, messages received,
+          // re-checks made, and which of the two each grant came from; for ZooKeeper, the
+          // watch events delivered, the processes they woke, and the requests sent.
           const counts = await Promise.all(
-            waiterGroups.map((g) => g.worker.call<Record<string, number>>("redisWakes")),
+            waiterGroups.map((g) =>
+              g.worker.call<Record<string, number>>(impl.backend === "redis" ? "redisWakes" : "zkWakes"),
+            ),
           );
           const sum: Record<string, number> = {};
           for (const c of counts) for (const [k, v] of Object.entries(c)) sum[k] = (sum[k] ?? 0) + v;
+          // A process counts as woken in a window if any watch event reached it (per-process
+          // event counts are cumulative, so each is kept under its own key for the delta).
+          if (impl.backend === "zookeeper") {
+            for (const [i, c] of counts.entries()) sum[`events p${i}`] = c.events ?? 0;
+          }
           return sum;
         }
         return { logOffset: statSync(ctx.servers.pgLog!).size };
@@ -678,6 +686,14 @@ export async function herd(ctx: Context): Promise<HerdRow[]> {
           const { statements, sessions } = pgStatements(ctx.servers.pgLog!, before.logOffset!, after.logOffset!);
           (into.statements ??= []).push(statements);
           (into.sessions ??= []).push(sessions);
+        } else if (impl.backend === "zookeeper") {
+          let woken = 0;
+          for (const k of Object.keys(after)) {
+            const d = after[k]! - (before[k] ?? 0);
+            if (k.startsWith("events p")) woken += d > 0 ? 1 : 0;
+            else (into[k] ??= []).push(d);
+          }
+          (into.processesWoken ??= []).push(woken);
         } else {
           for (const k of Object.keys(after)) (into[k] ??= []).push(after[k]! - (before[k] ?? 0));
         }

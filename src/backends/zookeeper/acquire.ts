@@ -8,14 +8,18 @@
  * semaphore waiter watches the children (any release moves it up). A release therefore
  * wakes one lock waiter, not all.
  *
- * Tokens: right after the read that grants a node, a write to the queue's parent (its data
- * is unused) takes a zxid, which is the token: every earlier holder's token was taken
- * before that holder left, and the granting read saw it gone, so tokens grow with every
- * grant and upgrade. When uncontended that write goes out with the create and the read, so
- * a grant costs one round trip. The token is then written into the node for `inspect()`.
+ * Tokens: a shared holder or permit takes the zxid of a write to the queue's parent made
+ * right after the read that grants it (uncontended, it goes out with the create and the
+ * read, so a grant costs one round trip); an exclusive holder or leader takes the pzxid
+ * of its granting read (no write), or, granted by its predecessor's deletion event alone,
+ * one more than what it read before (handoff.ts). Every earlier holder's token is below
+ * the zxid of that holder's deletion, which the granting read or event comes after, so
+ * tokens grow with every grant and upgrade. The token is written into the node for
+ * `inspect()`.
  *
  * @module
  */
+import { performance } from "node:perf_hooks";
 import { abortable, atMost, linked } from "../../core/abortable.js";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
@@ -25,6 +29,7 @@ import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
 import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
 import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
+import { awaitTurn, type OwnNode, raise, relist } from "./handoff.js";
 import { FLAGS } from "./client.js";
 
 /** A grant: its node, and what a conversion or release needs. */
@@ -59,7 +64,7 @@ export class ZkGrant implements DriverGrant {
   }
 
   data(scope: Scope, extra: Partial<NodeData> = {}): string {
-    return encodeData({ id: scope.memberId, sid: scope.sessionId, s: this.since, ...extra });
+    return encodeData({ id: scope.memberId, sid: scope.sessionId, s: this.since, v: 1, ...extra });
   }
 }
 
@@ -98,7 +103,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
 /** Creates the node and reads the queue in one round trip. */
 async function join(scope: Scope, parent: string, prefix: string, sole: boolean, stop: AbortSignal): Promise<Joined> {
   const { handle } = scope;
-  const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now() });
+  const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now(), v: 1 });
   for (;;) {
     if (stop.aborted) throw stop.reason;
     const created = handle.createNode(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
@@ -114,6 +119,7 @@ async function join(scope: Scope, parent: string, prefix: string, sole: boolean,
       const stamp = sole ? (first ? { mzxid: soleToken(first.stat) } : null) : await stamped?.catch(() => null);
       return {
         path,
+        data,
         czxid,
         view: first ? viewOf(first.children, first.stat, new Map()) : null,
         token: first && stamp ? stamp.mzxid : null,
@@ -125,17 +131,18 @@ async function join(scope: Scope, parent: string, prefix: string, sole: boolean,
       }
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
       const found = await findByPrefix(scope, parent, prefix, stop);
-      if (found) return { path: found, czxid: null, view: null, token: null };
+      if (found) return { path: found, data, czxid: null, view: null, token: null };
       // Not there: the create never reached a server. createProtected goes on from here.
       const path = await createProtected(scope, parent, prefix, data, stop);
-      return { path, czxid: null, view: null, token: null };
+      return { path, data, czxid: null, view: null, token: null };
     }
   }
 }
 
-/** A joined queue node: its path, creation zxid (when the answer came), first read and token. */
+/** A joined queue node: its path and data, creation zxid (when the answer came), first read and token. */
 interface Joined {
   readonly path: string;
+  readonly data: string;
   readonly czxid: bigint | null;
   readonly view: QueueView | null;
   readonly token: bigint | null;
@@ -183,7 +190,9 @@ async function wait(
 ): Promise<ZkGrant> {
   const { kind, mode, limit } = request;
   const name = path.slice(parent.length + 1);
+  const sole = isSole(request);
   const needModes = kind === "lock" && mode === "shared";
+  const own: OwnNode = { path, data: joined.data, bumped: joined.czxid ?? 0n };
   let view = joined.view && needModes ? await withModes(scope, parent, joined.view, stop) : joined.view;
   // The stamp sent with the first read is the token only if that read alone decides.
   let stamp =
@@ -191,7 +200,7 @@ async function wait(
       ? joined.token
       : null;
   for (;;) {
-    view ??= await readView(scope, parent, needModes, stop);
+    view ??= sole ? await relist(scope, parent, own, stop) : await readView(scope, parent, needModes, stop);
     const decision: Decision = view ? decide(view, name, kind, mode, limit) : { type: "missing" };
     switch (decision.type) {
       case "missing":
@@ -199,29 +208,58 @@ async function wait(
       case "mismatch":
         throw limitMismatch(limit, decision.limit, { backend: BACKEND });
       case "grant": {
-        const since = Date.now();
         const token =
           stamp ??
-          (isSole(request) && view
+          (sole && view
             ? soleToken(view.stat)
             : (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid);
-        const grant = new ZkGrant(request, parent, path, tag, token, since);
-        // For inspect(), which takes a node without a note to hold its creation zxid: needed
-        // only when the token is another one (uncontended, the read right behind the create
-        // sees that create as the last change). The token is already fixed; a node gone by
-        // now is seen by the guard.
-        if (token !== joined.czxid) {
-          scope.handle.set(path, grant.data(scope, { t: token.toString() })).catch(() => {});
-        }
-        return guard(scope, grant);
+        return granted(scope, request, { parent, own, tag, czxid: joined.czxid }, token, stop);
       }
       case "wait":
         if (!request.wait) throw new Busy();
-        await nextChange(scope, parent, decision, view as QueueView, stop);
+        if (sole) {
+          const token = await awaitTurn(scope, parent, own, view as QueueView, stop);
+          if (token !== null) return granted(scope, request, { parent, own, tag, czxid: joined.czxid }, token, stop);
+        } else {
+          await nextChange(scope, parent, decision, view as QueueView, stop);
+        }
         view = null;
         stamp = null;
     }
   }
+}
+
+/**
+ * Makes the grant with `token`. A sole holder's node must show a zxid at least its token
+ * before the token is handed out (the rule of handoff.ts, which its successor's token
+ * rests on): when no write of it has done so yet (a first read that saw others come or go
+ * after the create), the note is written first; otherwise it goes out unawaited, for
+ * `inspect()` and, with `h`, for the waiter behind (the uncontended case needs neither: its
+ * token is its creation zxid, and anyone behind it joined after its grant).
+ */
+async function granted(
+  scope: Scope,
+  request: AcquireRequest,
+  node: { parent: string; own: OwnNode; tag: string; czxid: bigint | null },
+  token: bigint,
+  stop: AbortSignal,
+): Promise<ZkGrant> {
+  const { parent, own, tag, czxid } = node;
+  const sole = isSole(request);
+  const grant = new ZkGrant(request, parent, own.path, tag, token, Date.now());
+  const note = grant.data(scope, sole ? { t: token.toString(), h: 1 } : { t: token.toString() });
+  if (sole && own.bumped < token) {
+    const write = () => scope.handle.set(own.path, note);
+    const stat = await retrying(scope.handle, `granting ${own.path}`, write, stop).catch((error: unknown) => {
+      throw hasCode((error as { cause?: unknown }).cause, RC.NONODE) ? vanished(scope, request) : error;
+    });
+    raise(own, stat);
+  } else if (token !== czxid) {
+    // The token is already fixed; a node gone by now is seen by the guard.
+    scope.handle.set(own.path, note).catch(() => {});
+  }
+  scope.handle.trace?.({ kind: "grant", what: own.path, at: performance.now() });
+  return guard(scope, grant);
 }
 
 /** Whether a grant of `request` is held by no one else at the same time (an exclusive lock, a leader). */
@@ -230,10 +268,11 @@ function isSole(request: AcquireRequest): boolean {
 }
 
 /**
- * The token of a sole holder: the zxid of the last child created or deleted (pzxid) as the
- * granting read saw it, so no write is needed. Every earlier holder's token was taken
- * before that holder's node was deleted, and the granting read saw that deletion, so it is
- * larger; a sole holder has no one granted beside it that could get the same value.
+ * The token of a sole holder granted by a read: the zxid of the last child created or
+ * deleted (pzxid) as the granting read saw it, so no write is needed. Every earlier
+ * holder's token is below the zxid of its node's deletion (at most its node's mzxid, see
+ * handoff.ts), and the granting read saw that deletion, so it is larger; a sole holder has
+ * no one granted beside it that could get the same value.
  * Shared holders and permits can be granted by the same state, so they take a write's zxid.
  */
 function soleToken(stat: Stat): bigint {
@@ -243,7 +282,10 @@ function soleToken(stat: Stat): bigint {
 /**
  * Watches a granted node, so that its deletion by anyone but its holder (an operator, or
  * the server expiring the session while this client still thinks it alive) is reported as
- * a loss at once. Not waited for: the grant does not take longer for it.
+ * a loss at once. Not waited for: the grant does not take longer for it. Armed on the next
+ * turn of the event loop: a holder that releases at once (a short critical section) then
+ * needs no read at all, and one that holds learns of a deletion before arming from the
+ * read's answer (the node is gone).
  */
 export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
   const arm = () => {
@@ -265,7 +307,7 @@ export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
         // Disconnected: the session's deadline decides; reconnection re-arms server watches.
       });
   };
-  arm();
+  setImmediate(arm);
   return grant;
 }
 

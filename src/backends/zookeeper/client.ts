@@ -45,6 +45,26 @@ export interface Stat {
 /** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 children). */
 export type Watcher = (type: number) => void;
 
+/**
+ * One step as a handle saw it, for tests that count round trips: a request sent (`what`
+ * names it, e.g. `listing /a/b`), its answer, a watch event (`what` is the event's type
+ * and path, e.g. `deleted /a/b/n-...`), or a grant of a queue node (`what` is its path).
+ */
+export interface TraceEntry {
+  readonly kind: "request" | "answer" | "event" | "grant";
+  readonly what: string;
+  /** performance.now() */
+  readonly at: number;
+}
+
+const EVENT_NAMES: Readonly<Record<number, string>> = { 1: "created", 2: "deleted", 3: "changed", 4: "children" };
+
+/**
+ * Counters of this process's handles, for the herd benchmark (how many watch events a
+ * release causes, and requests): one increment per request sent, one per event.
+ */
+export const wakeStats = { events: 0, requests: 0 };
+
 /** Why a handle ended: closed by us, or by the server (session expired, auth failed). */
 export type EndReason = "closed" | "expired";
 
@@ -67,6 +87,9 @@ export class ZkHandle {
   #connectedAt = 0;
   #watchdog: NodeJS.Timeout | null = null;
   #everConnected = false;
+  #epoch = 0;
+  /** Test hook (`zookeeper-handoff.test.ts`): sees every request, answer and watch event. */
+  trace: ((entry: TraceEntry) => void) | null = null;
 
   /**
    * Connects; rejects with `BackendUnavailableError` if no server answers within
@@ -145,6 +168,7 @@ export class ZkHandle {
       if (this.#everConnected) this.#watches.rewatch();
       this.#everConnected = true;
       this.#connected = true;
+      this.#epoch++;
       this.#connectedAt = performance.now();
       // The server answered a handshake naming our session: it renewed it no earlier than
       // the handshake was sent.
@@ -166,6 +190,16 @@ export class ZkHandle {
   /** The session timeout the server granted (never the requested one). */
   get negotiatedTimeoutMs(): number {
     return this.#raw.getSessionTimeout();
+  }
+
+  /**
+   * Counts connections: it changes when a connection replaces the last one. Events that come
+   * on one connection come in the server's order, each after the answers to the requests
+   * the server handled before it; across a reconnection that no longer holds (the server
+   * re-arms watches with one event for any number of changes).
+   */
+  get epoch(): number {
+    return this.#epoch;
   }
 
   get connected(): boolean {
@@ -224,14 +258,14 @@ export class ZkHandle {
 
   /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
   async exists(path: string, watch?: Watcher): Promise<Stat | null> {
-    const [stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.exists(path, event(watch), cb));
+    const [stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.exists(path, this.#event(watch), cb));
     return stat ? toStat(stat as RawStat) : null;
   }
 
   /** Data (UTF-8) and stat, or `null` if the node does not exist (then no watch is set). */
   async get(path: string, watch?: Watcher): Promise<{ stat: Stat; data: string } | null> {
     try {
-      const [data, stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.getData(path, event(watch), cb));
+      const [data, stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.getData(path, this.#event(watch), cb));
       return { stat: toStat(stat as RawStat), data: data ? (data as Buffer).toString() : "" };
     } catch (error) {
       if (error instanceof ZkError && error.rc === RC.NONODE) return null;
@@ -243,7 +277,7 @@ export class ZkHandle {
   async children(path: string, watch?: Watcher): Promise<{ children: string[]; stat: Stat } | null> {
     try {
       const [children, stat] = await this.#call(`listing ${path}`, (cb) =>
-        this.#raw.getChildren(path, event(watch), cb),
+        this.#raw.getChildren(path, this.#event(watch), cb),
       );
       return { children: children as string[], stat: toStat(stat as RawStat) };
     } catch (error) {
@@ -355,14 +389,29 @@ export class ZkHandle {
     });
   }
 
+  #event(watch: Watcher | undefined): ((e: RawEvent) => void) | undefined {
+    if (!watch) return undefined;
+    let fired = false;
+    return (e) => {
+      if (fired) return;
+      fired = true;
+      wakeStats.events++;
+      this.trace?.({ kind: "event", what: `${EVENT_NAMES[e.type] ?? e.type} ${e.path ?? ""}`, at: performance.now() });
+      watch(e.type);
+    };
+  }
+
   #call(what: string, send: (cb: Cb) => void): Promise<unknown[]> {
     if (this.#ended) return Promise.reject(endedError(what));
     const sentAt = performance.now();
+    wakeStats.requests++;
+    this.trace?.({ kind: "request", what, at: sentAt });
     return new Promise((resolve, reject) => {
       const abandon = () => reject(endedError(what));
       this.#unanswered.add(abandon);
       send((error, ...rest) => {
         this.#unanswered.delete(abandon);
+        this.trace?.({ kind: "answer", what, at: performance.now() });
         const rc = error ? codeOf(error) : RC.OK;
         // Any answer but a local connection loss comes from a server that still knows us.
         if (rc !== RC.CONNECTIONLOSS && rc !== RC.OPERATIONTIMEOUT && sentAt > this.lastAckSentAt) {
@@ -382,14 +431,4 @@ function endedError(what: string): ZkError {
 function codeOf(error: unknown): number {
   const code = (error as { code?: unknown }).code;
   return typeof code === "number" ? code : RC.SYSTEMERROR;
-}
-
-function event(watch: Watcher | undefined): ((e: RawEvent) => void) | undefined {
-  if (!watch) return undefined;
-  let fired = false;
-  return (e) => {
-    if (fired) return;
-    fired = true;
-    watch(e.type);
-  };
 }

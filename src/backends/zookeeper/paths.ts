@@ -128,6 +128,17 @@ export interface NodeData {
   readonly m?: "x" | "s";
   /** The fencing token, written once granted. */
   readonly t?: string;
+  /**
+   * Set once the node was granted as an exclusive lock or a leader: every older node was
+   * gone then, so the node behind it is first once this one goes (handoff.ts).
+   */
+  readonly h?: 1;
+  /**
+   * Written on every node of clients that keep handoff.ts's rule (a sole holder hands out
+   * only tokens at most its node's mzxid). Clients before it lack it: their node's mzxid
+   * bounds nothing, so a waiter behind one reads the queue.
+   */
+  readonly v?: 1;
 }
 
 /** Queue node data as stored. */

@@ -56,12 +56,26 @@ export async function revokeNodes(handle: ZkHandle, layout: Layout, sessionId: s
   }
   for (const space of await list(layout.records)) parents.push(`${layout.records}/${space}`);
   for (const parent of parents) {
-    for (const child of await list(parent)) {
-      const path = `${parent}/${child}`;
-      const read = await retrying(handle, "revoking", () => handle.get(path), stop);
-      if (read?.stat.ephemeralOwner !== sessionId) continue;
-      await retrying(handle, `revoking ${path}`, () => handle.delete(path, read.stat.version), stop);
-    }
+    for (const child of await list(parent)) await deleteOwned(handle, `${parent}/${child}`, sessionId, stop);
   }
   await retrying(handle, "removing the revoke marker", () => handle.delete(layout.revoked(sessionId)), stop);
+}
+
+/**
+ * Deletes `path` if `sessionId` owns it. The delete names the version read, so it never
+ * takes a node of another session that got the same name after a queue's parent was
+ * removed and made again; a write in between (a waiter writes its own node while it waits,
+ * handoff.ts) makes it read again instead of failing the revoke.
+ */
+async function deleteOwned(handle: ZkHandle, path: string, sessionId: string, stop: AbortSignal): Promise<void> {
+  for (;;) {
+    const read = await retrying(handle, "revoking", () => handle.get(path), stop);
+    if (read?.stat.ephemeralOwner !== sessionId) return;
+    try {
+      await retrying(handle, `revoking ${path}`, () => handle.delete(path, read.stat.version), stop);
+      return;
+    } catch (error) {
+      if (!hasCode((error as { cause?: unknown }).cause, RC.BADVERSION)) throw error;
+    }
+  }
 }
