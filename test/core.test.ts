@@ -36,8 +36,14 @@ describe("core", () => {
     });
     await assert.rejects(connect("memory://q", { require: { crashReleaseMs: 100 } }), /crashReleaseMs<=100/);
     await assert.rejects(connect("memory://q?ttl=soon"), InvalidArgumentError);
-    // A comma host list becomes the endpoints option, which memory does not take.
-    await assert.rejects(connect("memory://a:1,b:2"), /unknown option "endpoints" for backend "memory"/);
+    // A host list is for the backends that declare one (etcd, ZooKeeper, Redis Sentinel).
+    await assert.rejects(
+      connect("memory://a:1,b:2"),
+      /names several hosts; the memory backend takes one \(host lists are for etcd:\/\//,
+    );
+    await assert.rejects(connect("postgres://u@a:1,b:2/db"), /the postgres backend takes one/);
+    // ... and is still given to those as their endpoints option.
+    await assert.rejects(connect("etcd://127.0.0.1:1,127.0.0.1:2", { endpoints: 3 }), /endpoints/);
   });
 
   it("uses BATON_URL when no URL is given", async () => {

@@ -5,7 +5,7 @@ import { CoordinatorCore } from "./core.js";
 import { parseDuration } from "./duration.js";
 import { BackendUnavailableError, BatonError, InvalidArgumentError } from "./errors.js";
 import { checkRequirements, GUARANTEE_NAMES, type GuaranteeName, type Requirement } from "./guarantees.js";
-import { backendForScheme } from "./registry.js";
+import { backendForScheme, backends } from "./registry.js";
 import { type MetricsOptions, Telemetry } from "./telemetry.js";
 import { checkName, checkTtl, describe, MAX_NAMESPACE_BYTES } from "./validate.js";
 
@@ -206,8 +206,21 @@ function parseUrl(url: string | URL): URL {
   if (typeof url !== "string" || url.length === 0) {
     throw new InvalidArgumentError(`url must be a non-empty string or URL, got ${describe(url)}`);
   }
+  const hosts = HOST_LIST.exec(url);
+  if (hosts) {
+    const definition = backendForScheme(hosts[1]!.slice(0, -3).toLowerCase());
+    if (!definition.hostLists) {
+      const takers = backends()
+        .filter((b) => b.hostLists)
+        .flatMap((b) => b.schemes.map((s) => `${s}://`));
+      throw new InvalidArgumentError(
+        `${JSON.stringify(url)} names several hosts; the ${definition.name} backend takes one (host lists are for ${takers.join(", ")})`,
+        { backend: definition.name },
+      );
+    }
+  }
   try {
-    return new URL(hostListToEndpoints(url));
+    return new URL(hosts ? hostListToEndpoints(hosts) : url);
   } catch (cause) {
     throw new InvalidArgumentError(
       `${JSON.stringify(url)} is not a URL; use e.g. memory://, file:///var/run/app-locks, etcd://host:2379`,
@@ -216,13 +229,14 @@ function parseUrl(url: string | URL): URL {
   }
 }
 
+/** `scheme://[user@]h1:p1,h2:p2/path?q`: a host list, which is not a WHATWG URL. */
+const HOST_LIST = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*@)?([^/?#]*,[^/?#]*)(.*)$/i;
+
 /**
- * `scheme://[user@]h1:p1,h2:p2/path?q` (the etcd and ZooKeeper convention) is not a WHATWG
- * URL: keep the first host and pass the others as the `endpoints` option.
+ * A host list's URL for a backend that declares `hostLists`: the first host stays in the URL,
+ * the others become the `endpoints` option (read by src/backends/host-list.ts).
  */
-function hostListToEndpoints(url: string): string {
-  const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*@)?([^/?#]*,[^/?#]*)(.*)$/i.exec(url);
-  if (!match) return url;
+function hostListToEndpoints(match: RegExpExecArray): string {
   const [, scheme, userinfo = "", hosts = "", rest = ""] = match;
   const [first, ...others] = hosts.split(",").filter(Boolean);
   const hashAt = rest.indexOf("#");

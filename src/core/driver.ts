@@ -313,5 +313,11 @@ export interface BackendDefinition {
   readonly clientLibraries: readonly string[];
   /** Backend-specific option names accepted in the query string or options object. */
   readonly optionNames: readonly string[];
+  /**
+   * The URL may name several hosts (`scheme://h1:p1,h2:p2/...`, which the WHATWG URL parser
+   * refuses): `connect()` then keeps the first in the URL and passes the others as the
+   * `endpoints` option, which such a backend must accept. Other backends refuse a host list.
+   */
+  readonly hostLists?: true;
   readonly load: () => Promise<DriverModule>;
 }

@@ -82,6 +82,39 @@ async function proxiedLink(host: string, port: number, url: (port: number) => st
 
 const directLink = (url: string): ClientLink => ({ url, close: async () => {} });
 
+/** A started single server, as {@link singleServer} needs it. */
+interface SingleServer {
+  /** The direct URL. */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  /** The URL through a proxy listening on `port` of the same host. */
+  via(port: number): string;
+  /** Restarts the server; says how. */
+  restart(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The entry of a backend on one server, each client through its own cuttable proxy, with
+ * every nemesis but the cluster ones: etcd, PostgreSQL, MySQL, Redis and ZooKeeper.
+ */
+function singleServer(name: string, start: () => Promise<SingleServer>): ChaosBackend {
+  return {
+    name,
+    nemeses: ["kill", "pause", "cut", "restart"],
+    async start() {
+      const server = await start();
+      return {
+        url: server.url,
+        link: () => proxiedLink(server.host, server.port, (p) => server.via(p)),
+        restart: () => server.restart(),
+        stop: () => server.stop(),
+      };
+    },
+  };
+}
+
 export const BACKENDS: readonly ChaosBackend[] = [
   {
     name: "file",
@@ -93,23 +126,20 @@ export const BACKENDS: readonly ChaosBackend[] = [
       return { url, link: async () => directLink(url), stop: async () => removeTempDir(dir) };
     },
   },
-  {
-    name: "etcd",
-    nemeses: ["kill", "pause", "cut", "restart"],
-    async start() {
-      const server = await startEtcd();
-      const port = server.clientPort;
-      return {
-        url: server.url,
-        link: () => proxiedLink("127.0.0.1", port, (p) => `etcd://127.0.0.1:${p}`),
-        async restart() {
-          await server.restart();
-          return "etcd stopped and started";
-        },
-        stop: () => server.stop(),
-      };
-    },
-  },
+  singleServer("etcd", async () => {
+    const server = await startEtcd();
+    return {
+      url: server.url,
+      host: "127.0.0.1",
+      port: server.clientPort,
+      via: (p) => `etcd://127.0.0.1:${p}`,
+      restart: async () => {
+        await server.restart();
+        return "etcd stopped and started";
+      },
+      stop: () => server.stop(),
+    };
+  }),
   {
     name: "etcd-cluster",
     nemeses: ["kill", "pause", "member"],
@@ -141,59 +171,53 @@ export const BACKENDS: readonly ChaosBackend[] = [
       };
     },
   },
-  {
-    name: "postgres",
-    nemeses: ["kill", "pause", "cut", "restart"],
-    async start() {
-      const server = await startPostgres();
-      return {
-        url: server.url,
-        link: () => proxiedLink(server.host, server.port, (p) => server.url.replace(`:${server.port}/`, `:${p}/`)),
-        async restart() {
-          await server.restart();
-          return "postgres fast shutdown and start";
-        },
-        stop: () => server.stop(),
-      };
-    },
-  },
-  {
-    name: "mysql",
-    nemeses: ["kill", "pause", "cut", "restart"],
-    async start() {
-      const server = await startMariadb();
-      return {
-        url: server.url,
-        link: () => proxiedLink(server.host, server.port, (p) => server.url.replace(`:${server.port}/`, `:${p}/`)),
-        async restart() {
-          // A crash, not a shutdown: each commit reaches the redo log in the OS's cache
-          // (harness tuning), so the lock rows and the token counter must survive it.
-          await server.kill();
-          await server.restart();
-          return "mariadb SIGKILL and start";
-        },
-        stop: () => server.stop(),
-      };
-    },
-  },
-  {
-    name: "redis",
-    nemeses: ["kill", "pause", "cut", "restart"],
-    async start() {
-      // Persistence on (fsync always): without it a restart forgets every lock and token,
-      // which no lock service may do.
-      const server = await startRedis({ persistence: true });
-      return {
-        url: server.url,
-        link: () => proxiedLink("127.0.0.1", server.port, (p) => `redis://127.0.0.1:${p}`),
-        async restart() {
-          await server.restart();
-          return "redis SIGKILL and start (AOF, fsync always)";
-        },
-        stop: () => server.stop(),
-      };
-    },
-  },
+  singleServer("postgres", async () => {
+    const server = await startPostgres();
+    return {
+      url: server.url,
+      host: server.host,
+      port: server.port,
+      via: (p) => server.url.replace(`:${server.port}/`, `:${p}/`),
+      restart: async () => {
+        await server.restart();
+        return "postgres fast shutdown and start";
+      },
+      stop: () => server.stop(),
+    };
+  }),
+  singleServer("mysql", async () => {
+    const server = await startMariadb();
+    return {
+      url: server.url,
+      host: server.host,
+      port: server.port,
+      via: (p) => server.url.replace(`:${server.port}/`, `:${p}/`),
+      restart: async () => {
+        // A crash, not a shutdown: each commit reaches the redo log in the OS's cache
+        // (harness tuning), so the lock rows and the token counter must survive it.
+        await server.kill();
+        await server.restart();
+        return "mariadb SIGKILL and start";
+      },
+      stop: () => server.stop(),
+    };
+  }),
+  singleServer("redis", async () => {
+    // Persistence on (fsync always): without it a restart forgets every lock and token,
+    // which no lock service may do.
+    const server = await startRedis({ persistence: true });
+    return {
+      url: server.url,
+      host: "127.0.0.1",
+      port: server.port,
+      via: (p) => `redis://127.0.0.1:${p}`,
+      restart: async () => {
+        await server.restart();
+        return "redis SIGKILL and start (AOF, fsync always)";
+      },
+      stop: () => server.stop(),
+    };
+  }),
   {
     name: "redis-sentinel",
     nemeses: ["kill", "pause", "member"],
@@ -225,23 +249,21 @@ export const BACKENDS: readonly ChaosBackend[] = [
       };
     },
   },
-  {
-    name: "zookeeper",
-    nemeses: ["kill", "pause", "cut", "restart"],
-    async start() {
-      const server = await startZooKeeper();
-      const [host, port] = server.address.split(":") as [string, string];
-      return {
-        url: server.url,
-        link: () => proxiedLink(host, Number(port), (p) => `zookeeper://${host}:${p}`),
-        async restart() {
-          await server.restart();
-          return "zookeeper SIGKILL and start (sessions and nodes are on disk)";
-        },
-        stop: () => server.stop(),
-      };
-    },
-  },
+  singleServer("zookeeper", async () => {
+    const server = await startZooKeeper();
+    const [host, port] = server.address.split(":") as [string, string];
+    return {
+      url: server.url,
+      host,
+      port: Number(port),
+      via: (p) => `zookeeper://${host}:${p}`,
+      restart: async () => {
+        await server.restart();
+        return "zookeeper SIGKILL and start (sessions and nodes are on disk)";
+      },
+      stop: () => server.stop(),
+    };
+  }),
   {
     name: "zookeeper-ensemble",
     nemeses: ["kill", "pause", "member"],

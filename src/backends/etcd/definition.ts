@@ -19,5 +19,6 @@ export const etcdBackend: BackendDefinition = {
   clientLibraries: ["etcd3"],
   // Parsed by config.ts.
   optionNames: ["endpoints", "ca", "cert", "key", "username", "password", "requestTimeoutMs"],
+  hostLists: true,
   load: () => import("./driver.js"),
 };

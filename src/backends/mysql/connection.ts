@@ -84,7 +84,12 @@ export class MyConnection extends SqlConnection {
 
   #run<R>(sql: string, params: readonly unknown[]): Promise<R[]> {
     return new Promise<R[]>((resolve, reject) => {
+      // Once mysql2 closed a connection itself (its destroy(), a goodbye that timed out) it
+      // drops the callbacks of the statements in flight: without this they would never
+      // settle, and a lock wait on a connection cut and then dropped would hang for good.
+      const detach = this.onDeath(reject);
       this.#conn.query({ sql, values: params as unknown[] }, (error, result) => {
+        detach();
         if (error) {
           // mysql2 hands a fatal error (a reset under a statement) to that statement alone,
           // with no 'error' or 'end' event, and closes the connection: it is dead here too.
@@ -109,10 +114,14 @@ export class MyConnection extends SqlConnection {
     return new Promise<void>((resolve) => this.#conn.end(() => resolve()));
   }
 
-  /** Drops the connection at once (no goodbye): mysql2's own destroy also fails what it queued. */
+  /**
+   * Drops the connection at once (no goodbye): statements in flight reject with `error`.
+   * mysql2's own destroy() only half-closes the socket (a FIN a cut peer never answers):
+   * the socket is destroyed too, so a dropped connection holds no descriptor.
+   */
   override destroy(error: Error): void {
-    this.die(error);
     this.#conn.destroy();
+    super.destroy(error);
   }
 }
 

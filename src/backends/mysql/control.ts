@@ -13,8 +13,10 @@ import { BACKEND } from "./options.js";
  */
 export class Control {
   readonly #link: ControlLink<MyConnection>;
+  readonly #prefix: string;
 
   constructor(create: CreateConnection, settings: MysqlSettings, ttlMs: number) {
+    this.#prefix = settings.prefix;
     let checked = false;
     this.#link = new ControlLink<MyConnection>(
       {
@@ -61,6 +63,29 @@ export class Control {
   /** Ends connection `id` (an expired session's, or one blocked in a wait at close). */
   async kill(id: number): Promise<void> {
     await this.query(`KILL CONNECTION ${Number(id)}`, [], 2000).catch(() => {});
+  }
+
+  /**
+   * Ends connection `id` of a `lanes` row (an expired or revoked session's) if it is still
+   * that lane: it holds the `GET_LOCK` of an entry recorded for it. A row can outlive its
+   * server (a restart numbers connections from 1 again, and the tables keep the row), and
+   * its id may then name a connection of someone else, even of another application, which
+   * is left alone. A lane holding nothing frees nothing when killed. Resolves whether it
+   * was killed; never rejects (a sweep is best-effort).
+   */
+  async killLane(id: number): Promise<boolean> {
+    try {
+      const held = await this.query(
+        `SELECT 1 AS held FROM ${this.#prefix}entries WHERE conn = ? AND IS_USED_LOCK(lock_key) = ? LIMIT 1`,
+        [id, id],
+        2000,
+      );
+      if (held.length === 0) return false;
+      await this.kill(id);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Resolves once {@link close} has finished. */

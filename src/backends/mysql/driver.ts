@@ -18,7 +18,7 @@ import { ConnectionBudget } from "../sql/budget.js";
 import { mysqlCells } from "./cells.js";
 import { type CreateConnection, MyConnection } from "./connection.js";
 import { Control } from "./control.js";
-import { translate } from "./errors.js";
+import { ConnectionLostError, translate } from "./errors.js";
 import { BACKEND } from "./options.js";
 import { fenceSession, inspect, namespaces, revokeSession } from "./inspect.js";
 import { parseSettings } from "./options.js";
@@ -43,7 +43,13 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     await control.connection();
   } catch (error) {
     await control.close();
-    throw translate(error, `connecting to MySQL at ${settings.target}`);
+    const what = `connecting to MySQL at ${settings.target}`;
+    // connect() rejects with the documented BackendUnavailableError itself, saying what it
+    // was doing, also when the connection died under the set-up (a server that ended it).
+    if (error instanceof ConnectionLostError) {
+      throw new BackendUnavailableError(`${what}: ${error.message}`, { backend: BACKEND, cause: error });
+    }
+    throw translate(error, what);
   }
   return new MysqlDriver({
     create,

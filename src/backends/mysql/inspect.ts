@@ -121,8 +121,8 @@ export async function revokeSession(control: Control, prefix: string, sessionId:
   const lanes = await control.query<{ conn: string | number }>(`SELECT conn FROM ${prefix}lanes WHERE session_id = ?`, [
     sessionId,
   ]);
-  const conns = lanes.map((row) => Number(row.conn));
-  for (const conn of conns) await control.kill(conn);
+  const conns: number[] = [];
+  for (const row of lanes) if (await control.killLane(Number(row.conn))) conns.push(Number(row.conn));
   const deadline = Date.now() + REVOKE_WAIT_MS;
   while (conns.length > 0 && Date.now() < deadline) {
     const [left] = await control.query<{ n: string | number }>(

@@ -1,28 +1,24 @@
-import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { onAbort } from "../../core/abortable.js";
+import type { SqlGrant } from "../sql/grants.js";
 import type { LaneFactory } from "../sql/lane-pool.js";
 import { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
-import { ERRNO, errno } from "./errors.js";
+import { ConnectionLostError, ERRNO, errno } from "./errors.js";
 import { BACKEND } from "./options.js";
 import type { SessionContext } from "./session.js";
 
 /** A grant as the mysql driver keeps it: which entry key, on which connection. */
-export interface MyGrant extends DriverGrant {
-  token: bigint;
-  mode: LockMode;
-  readonly kind: QueueKind;
-  readonly name: string;
-  /** `kind NUL name`: a lane holds at most one grant per id. */
-  readonly id: string;
+export interface MyGrant extends SqlGrant<Lane> {
   /** The GET_LOCK key of the grant's entry (changes when its mode changes). */
   key: string;
-  readonly lane: Lane;
-  readonly onLost: (error: Error) => void;
-  released: boolean;
-  /** A pending upgrade: `stop` ends it (the grant stays shared), `done` settles after. */
-  upgrade: { readonly stop: (reason: Error) => void; readonly done: Promise<unknown> } | null;
 }
+
+/**
+ * How long an interrupted wait may take to end (the KILL QUERY's round trip, then the
+ * wait's answer) before its connection counts as gone. Bounds how far past its timeout
+ * a cancelled acquisition can run.
+ */
+const SETTLE_MS = 2000;
 
 /** What the wait procedures answer. */
 export interface WaitRow {
@@ -132,7 +128,7 @@ export class Lane {
       const interrupt = () => {
         if (!interrupted) {
           interrupted = true;
-          killing = this.#control.interrupt(this.connection.id);
+          killing = this.#interrupt(running);
         }
         return killing ?? Promise.resolve();
       };
@@ -154,7 +150,8 @@ export class Lane {
         // Nothing else is sent on this connection before a KILL QUERY sent for it is done.
         await settled.catch(() => {});
         // An interrupted procedure may leave its transaction (and the queue row lock) open.
-        if (interrupted && this.connection.alive) await this.connection.query("ROLLBACK").catch(() => {});
+        if (interrupted && this.connection.alive)
+          await this.connection.query("ROLLBACK", [], SETTLE_MS).catch(() => {});
         this.#wait = null;
       }
       statement = { sql: waitSql, params: waitParams };
@@ -162,6 +159,35 @@ export class Lane {
       if (Number(row?.gone ?? 0) === 1) return { outcome: "gone" };
       // Interrupted (cancelled: the loop throws; preempted: it asks again) or a chunk ended.
     }
+  }
+
+  /**
+   * Interrupts the wait `running` (KILL QUERY from the control connection). A wait still
+   * running {@link SETTLE_MS} after that, or whose interrupt failed, is on a connection
+   * that no longer answers (a cut): it is dropped, which ends the wait (and frees the
+   * lane's entries and GET_LOCKs once the server notices). Resolves once the KILL QUERY
+   * is done or the connection is gone (nothing more is sent on it then); never rejects.
+   */
+  #interrupt(running: Promise<unknown>): Promise<void> {
+    const drop = (why: string, cause?: unknown) => {
+      if (this.connection.alive) this.connection.destroy(new ConnectionLostError(`${why}; connection dropped`, cause));
+    };
+    const timer = setTimeout(() => drop(`a cancelled lock wait did not end within ${SETTLE_MS} ms`), SETTLE_MS);
+    const settled = () => clearTimeout(timer);
+    running.then(settled, settled);
+    return new Promise<void>((resolve) => {
+      const undo = this.connection.onDeath(() => resolve());
+      this.#control
+        .interrupt(this.connection.id)
+        .catch((error: unknown) => {
+          settled();
+          drop("a lock wait could not be interrupted", error);
+        })
+        .then(() => {
+          undo();
+          resolve();
+        });
+    });
   }
 
   /**

@@ -25,5 +25,6 @@ export const redisBackend: BackendDefinition = {
   },
   clientLibraries: ["redis"],
   optionNames: REDIS_OPTION_NAMES,
+  hostLists: true,
   load: () => import("./driver.js"),
 };

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { raceSignal } from "../../core/abortable.js";
 import { ClosedError } from "../../core/errors.js";
 import type { ConnectionBudget } from "./budget.js";
 
@@ -89,7 +90,9 @@ export class LanePool<C extends PoolConnection, L extends PoolLane> {
   /**
    * A lane matching `pred`, reserved for `id`: an existing one, a new connection within
    * the budget, or (budget exhausted) the first to match once something changes, FIFO.
-   * Rejects with `signal.reason` when it aborts first.
+   * Rejects with `signal.reason` when it aborts first, also while a new connection is
+   * opening (which can take the whole connect timeout through a cut): that lane, once
+   * open, stays in the pool unreserved.
    */
   async obtain(pred: (lane: L) => boolean, id: string, signal: AbortSignal): Promise<L> {
     for (;;) {
@@ -97,10 +100,28 @@ export class LanePool<C extends PoolConnection, L extends PoolLane> {
       this.assertOpen();
       const found = this.reserve(pred, id);
       if (found) return found;
-      const opened = await this.openReserved(id);
+      const opening = this.openReserved(id);
+      let opened: L | null;
+      try {
+        opened = await raceSignal(opening, signal);
+      } catch (error) {
+        if (signal.aborted)
+          opening.then(
+            (lane) => lane && this.#unreserve(lane, id),
+            () => {},
+          );
+        throw error;
+      }
       if (opened) return opened;
       await this.#f.budget.changed.wait(signal);
     }
+  }
+
+  /** Gives back a reservation its caller no longer wants; waiters for a lane look again. */
+  #unreserve(lane: L, id: string): void {
+    lane.reservations--;
+    lane.ids.delete(id);
+    this.#f.budget.changed.notify();
   }
 
   /** A new lane reserved for `id`, or `null` when the budget has no connection left. */

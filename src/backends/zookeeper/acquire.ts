@@ -20,7 +20,7 @@
  * @module
  */
 import { performance } from "node:perf_hooks";
-import { abortable, atMost } from "../../core/abortable.js";
+import { abortable, atMost, linked } from "../../core/abortable.js";
 import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
@@ -79,7 +79,9 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   const parent = scope.layout.queue(request.kind, request.name);
   const tag = scope.nextTag();
   const prefix = nodePrefix(tag, request.mode, request.limit);
-  const stop = AbortSignal.any([signal, scope.ended]);
+  // Not AbortSignal.any: the session's signal would keep every acquisition's composite
+  // signal for the session's life (Node's kDependantSignals), 45 bytes a grant in the soak.
+  const { signal: stop, dispose } = linked([signal, scope.ended]);
   let path: string | null = null;
   try {
     const joined = await join(scope, parent, prefix, isSole(request), stop);
@@ -93,6 +95,8 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
     if (error instanceof Busy) return null;
     if (scope.ended.aborted && !(error instanceof InvalidArgumentError)) throw scope.ended.reason;
     throw error;
+  } finally {
+    dispose();
   }
 }
 

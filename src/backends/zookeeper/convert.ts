@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { linked } from "../../core/abortable.js";
 import type { LockMode } from "../../core/driver.js";
 import { type DeadlockError, InvalidStateError, LockLostError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
@@ -50,9 +51,14 @@ export async function convert(scope: Scope, grant: ZkGrant, mode: LockMode, sign
 }
 
 async function downgrade(scope: Scope, grant: ZkGrant, signal: AbortSignal): Promise<void> {
-  const stop = AbortSignal.any([signal, scope.ended]);
+  // linked(), not AbortSignal.any: see acquire().
+  const { signal: stop, dispose } = linked([signal, scope.ended]);
   const data = grant.data(scope, { m: "s", t: grant.token.toString() });
-  await write(scope, grant, data, stop);
+  try {
+    await write(scope, grant, data, stop);
+  } finally {
+    dispose();
+  }
   grant.mode = "shared";
   const marker = grant.marker;
   grant.marker = null;
@@ -65,7 +71,7 @@ async function upgrade(scope: Scope, grant: ZkGrant, signal: AbortSignal): Promi
   }
   const controller = new AbortController();
   grant.upgrade = controller;
-  const stop = AbortSignal.any([signal, scope.ended, controller.signal]);
+  const { signal: stop, dispose } = linked([signal, scope.ended, controller.signal]);
   const prefix = markerPrefix(scope.nextTag(), seqOf(grant.name));
   let marker: string | null = null;
   try {
@@ -101,6 +107,7 @@ async function upgrade(scope: Scope, grant: ZkGrant, signal: AbortSignal): Promi
     if (signal.aborted) throw signal.reason;
     throw error;
   } finally {
+    dispose();
     if (grant.upgrade === controller) grant.upgrade = null;
   }
 }

@@ -19,5 +19,6 @@ export const zookeeperBackend: BackendDefinition = {
   clientLibraries: ["node-zookeeper-client"],
   // Parsed by config.ts.
   optionNames: ["endpoints", "sessionTimeout"],
+  hostLists: true,
   load: () => import("./driver.js"),
 };
