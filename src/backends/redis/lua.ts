@@ -26,8 +26,12 @@
  * @module
  */
 
-/** Shared definitions; ARGV[1] is always the namespace prefix. */
-const PRELUDE = `
+/**
+ * Shared definitions; ARGV[1] is always the namespace prefix. In two parts: a script's fast
+ * path (see {@link script}) runs between them, and Lua makes a closure for every function
+ * defined each time a script runs, so a call that ends there pays only for {@link BASE}'s.
+ */
+const BASE = `
 local P = ARGV[1]
 -- The server clock, read once per script.
 local clock = nil
@@ -54,6 +58,16 @@ local function next_token()
   redis.call('SET', P .. 'token', text)
   return text
 end
+local function save(Q, e)
+  local id = e.id
+  e.id = nil
+  redis.call('HSET', Q .. ':e', id, cjson.encode(e))
+  e.id = id
+end
+`;
+
+/** The rest of the shared definitions: the granting rule and the records. */
+const PRELUDE = `
 local function entries_of(Q)
   local ids = redis.call('ZRANGE', Q .. ':o', 0, -1)
   local list = {}
@@ -74,12 +88,6 @@ local function entries_of(Q)
     end
   end
   return list
-end
-local function save(Q, e)
-  local id = e.id
-  e.id = nil
-  redis.call('HSET', Q .. ':e', id, cjson.encode(e))
-  e.id = id
 end
 local function remove(Q, e)
   redis.call('ZREM', Q .. ':o', e.id)
@@ -121,8 +129,8 @@ end
 -- waiters walked, and the upgrading entry's id (false if none).
 local function process(Q, upto)
   local meta = Q .. ':m'
-  local limit = tonumber(redis.call('HGET', meta, 'l') or '1')
-  local marker = redis.call('HGET', meta, 'u')
+  local m = redis.call('HMGET', meta, 'l', 'u')
+  local limit, marker = tonumber(m[1] or '1'), m[2]
   local holders, waiters = {}, {}
   local shared = 0
   local settled = false
@@ -246,8 +254,12 @@ export interface Script {
   readonly source: string;
 }
 
-function script(name: string, body: string): Script {
-  return { name, source: `${PRELUDE}\n${body}` };
+/**
+ * A script: {@link BASE}, then `fast` (a path that returns early, before the rest of the
+ * definitions are made; it may leave locals for `body`), then {@link PRELUDE} and `body`.
+ */
+function script(name: string, body: string, fast = ""): Script {
+  return { name, source: `${BASE}\n${fast}\n${PRELUDE}\n${body}` };
 }
 
 /**
@@ -258,19 +270,6 @@ function script(name: string, body: string): Script {
 export const ACQUIRE = script(
   "acquire",
   `
-local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
-if not alive(sid) then return {'lost'} end
-local meta = Q .. ':m'
-if redis.call('EXISTS', Q .. ':o') == 0 then
-  -- Nobody there: granted at once, with the fewest commands.
-  local e = {s = sid, i = mid, m = mode, h = 1, t = next_token(), c = now_ms(), id = id}
-  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1)
-  redis.call('SADD', P .. 'queues', Q)
-  save(Q, e)
-  redis.call('ZADD', Q .. ':o', 1, id)
-  return {'granted', e.t, tostring(e.c)}
-end
 if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
 local holders, waiters, marker = process(Q)
 local empty = #holders + #waiters == 0
@@ -294,6 +293,21 @@ redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
 if free then return {'granted', e.t, tostring(e.c)} end
 return {'waiting', tostring(soonest({holders, waiters}, sid))}
 `,
+  `
+local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
+if not alive(sid) then return {'lost'} end
+local meta = Q .. ':m'
+if redis.call('EXISTS', Q .. ':o') == 0 then
+  -- Nobody there: granted at once, with the fewest commands.
+  local e = {s = sid, i = mid, m = mode, h = 1, t = next_token(), c = now_ms(), id = id}
+  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1)
+  redis.call('SADD', P .. 'queues', Q)
+  save(Q, e)
+  redis.call('ZADD', Q .. ':o', 1, id)
+  return {'granted', e.t, tostring(e.c)}
+end
+`,
 );
 
 /** ARGV: P, Q, entry. Replies like ACQUIRE's state ({granted...} | {waiting...} | {missing}). */
@@ -311,20 +325,20 @@ return state_of(ARGV[2], ARGV[3])
 export const RELEASE = script(
   "release",
   `
+remove(Q, {id = id})
+-- An upgrade this entry had pending is cleared by process(), as a marker whose entry is gone.
+process(Q)
+return 1
+`,
+  `
 local Q, id = ARGV[2], ARGV[3]
-local raw = redis.call('HGET', Q .. ':e', id)
-if not raw then return 0 end
-local e = cjson.decode(raw)
-e.id = id
-remove(Q, e)
-if redis.call('ZCARD', Q .. ':o') == 0 then
-  redis.call('DEL', Q .. ':e', Q .. ':m')
+if redis.call('HEXISTS', Q .. ':e', id) == 0 then return 0 end
+-- The only entry (every entry of Q:e is also in Q:o): the queue goes, nobody to grant.
+if redis.call('ZCARD', Q .. ':o') == 1 then
+  redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':m')
   redis.call('SREM', P .. 'queues', Q)
   return 1
 end
-if redis.call('HGET', Q .. ':m', 'u') == id then redis.call('HDEL', Q .. ':m', 'u') end
-process(Q)
-return 1
 `,
 );
 
