@@ -661,7 +661,7 @@ const COMPARE_AND_DELETE =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 interface MysqlConnection {
-  query(sql: string, values: unknown[], cb: (error: Error | null) => void): void;
+  query(sql: string, values: unknown[], cb: (error: Error | null, rows?: unknown) => void): void;
   end(cb: () => void): void;
   on(event: "error", listener: (error: Error) => void): void;
 }
@@ -671,16 +671,28 @@ async function rawMysql(url: string): Promise<Client> {
   const mysql = require("mysql2") as { createConnection(uri: string): MysqlConnection };
   const connection = mysql.createConnection(url);
   connection.on("error", () => {});
+  // The statement's one value must be 1: GET_LOCK answers 0 on a timeout (and MariaDB does
+  // not read a negative timeout as "forever", as MySQL does), RELEASE_LOCK 0 or NULL when the
+  // lock was not held. An unchecked answer made contended "grants" overlap.
   const run = (sql: string, name: string) =>
-    new Promise<void>((resolve, reject) => connection.query(sql, [name], (e) => (e ? reject(e) : resolve())));
+    new Promise<void>((resolve, reject) =>
+      connection.query(sql, [name], (e, rows) => {
+        if (e) return reject(e);
+        const value = Object.values((rows as Record<string, unknown>[])[0] ?? {})[0];
+        if (Number(value) !== 1) return reject(new Error(`${sql} answered ${String(value)}, not 1`));
+        resolve();
+      }),
+    );
   const key = (name: string) => `bench:${name}`.slice(0, 64);
+  // A year: the longest wait the server accepts without reading it as "do not wait".
+  const GET = "SELECT GET_LOCK(?, 31536000)";
   return {
     async acquire(name) {
-      await run("SELECT GET_LOCK(?, -1)", key(name));
+      await run(GET, key(name));
       return () => run("SELECT RELEASE_LOCK(?)", key(name));
     },
     async cycle(name) {
-      await run("SELECT GET_LOCK(?, -1)", key(name));
+      await run(GET, key(name));
       await run("SELECT RELEASE_LOCK(?)", key(name));
     },
     close: () => new Promise<void>((resolve) => connection.end(() => resolve())),

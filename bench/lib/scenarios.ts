@@ -579,7 +579,10 @@ export async function herd(ctx: Context): Promise<HerdRow[]> {
   const rows: HerdRow[] = [];
   const s = ctx.settings.herd;
   for (const impl of usable(ctx, (i) => i.role === "baton" && !i.inProcess)) {
-    const waiters = impl.backend === "postgres" ? Math.min(s.postgresWaiters, s.waiters) : s.waiters;
+    // PostgreSQL and MySQL waiters each wait on a server connection of their own: the server's
+    // default max_connections (100 and 151) bounds them, not Baton.
+    const serverWait = impl.backend === "postgres" || impl.backend === "mysql";
+    const waiters = serverWait ? Math.min(s.postgresWaiters, s.waiters) : s.waiters;
     const processes = Math.min(s.processes, waiters);
     const row: HerdRow = {
       backend: impl.backend,
