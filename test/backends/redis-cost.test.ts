@@ -18,7 +18,7 @@ async function commandCalls(admin: { sendCommand(args: string[]): Promise<unknow
 describe("redis uncontended cost", () => {
   const { server, client } = ownServer(() => startRedis());
 
-  it("is one script each way, 9 commands to acquire and 4 to release", async () => {
+  it("is one script each way, 8 commands to acquire and 4 to release", async () => {
     // A TTL that no renewal interrupts during the loop.
     const coord = await client({ ttlMs: 60_000 });
     await coord.openSession();
@@ -38,8 +38,8 @@ describe("redis uncontended cost", () => {
     for (const [name, n] of calls) if (!/^(evalsha|eval|info|config\|.*)$/.test(name)) inside += n;
     assert.equal(scripts, 2 * cycles, `scripts: ${JSON.stringify([...calls])}`);
     // ACQUIRE on a free name: the session's and the queue's EXISTS, TIME, the token's GET
-    // and SET, the queue's meta HSET, the queues SADD, the entry's HSET and ZADD. RELEASE
-    // of the only entry: HEXISTS, ZCARD, DEL, SREM.
-    assert.equal(inside, 13 * cycles, `commands: ${JSON.stringify([...calls])}`);
+    // and SET, one HSET (the queue's fields and the entry), the queues SADD, the ZADD.
+    // RELEASE of the only entry: HEXISTS, ZCARD, DEL, SREM.
+    assert.equal(inside, 12 * cycles, `commands: ${JSON.stringify([...calls])}`);
   });
 });

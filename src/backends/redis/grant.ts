@@ -46,7 +46,8 @@ const code = (mode: LockMode) => (mode === "exclusive" ? "x" : "s");
 /**
  * Entry ids: unique in every queue, across processes and over time (a script is idempotent
  * per entry id), from a random prefix per process and a counter; cheaper than random bytes
- * per acquisition.
+ * per acquisition. At least 13 characters: never one of the queue's own field names, which
+ * share the entries' hash (lua.ts).
  */
 const ENTRY_PREFIX = randomBytes(9).toString("base64url");
 let entries = 0;

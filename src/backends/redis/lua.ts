@@ -12,8 +12,9 @@
  *   while an operator's revoke waits out its deadline (RENEW then refuses it). Which queues and
  *   records a session has is known to its client, which names them when it closes.
  * - `P q:<kind>:<name>`: a queue Q; `Q:o` (zset: entry id -> arrival), `Q:e` (hash: entry
- *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since}),
- *   `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry).
+ *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since}, and
+ *   the queue's own fields l limit, k kind, n name, seq, u the upgrading entry: one key fewer
+ *   to create and delete per queue; entry ids are longer than any of those names).
  * - `P queues`: every non-empty queue; `P token`: the last fencing token.
  * - `P r:<space>` (hash: key -> JSON {s, c, v}), `P rv:<space>` (change counter),
  *   `P spaces` (hash: encoded space -> space).
@@ -128,7 +129,7 @@ end
 -- the first waiter is reached. Deletes the queue once empty. Returns the holders, the
 -- waiters walked, and the upgrading entry's id (false if none).
 local function process(Q, upto)
-  local meta = Q .. ':m'
+  local meta = Q .. ':e'
   local m = redis.call('HMGET', meta, 'l', 'u')
   local limit, marker = tonumber(m[1] or '1'), m[2]
   local holders, waiters = {}, {}
@@ -170,7 +171,7 @@ local function process(Q, upto)
   end
   if not settled and marker then marker = settle_upgrade(Q, meta, marker, holders) end
   if #holders == 0 and #waiters == 0 then
-    redis.call('DEL', Q .. ':o', Q .. ':e', meta)
+    redis.call('DEL', Q .. ':o', Q .. ':e')
     redis.call('SREM', P .. 'queues', Q)
   end
   return holders, waiters, marker
@@ -297,15 +298,15 @@ return {'waiting', tostring(soonest({holders, waiters}, sid))}
 local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
 if not alive(sid) then return {'lost'} end
-local meta = Q .. ':m'
+local meta = Q .. ':e'
 if redis.call('EXISTS', Q .. ':o') == 0 then
   -- Nobody there: granted at once, with the fewest commands.
-  local e = {s = sid, i = mid, m = mode, h = 1, t = next_token(), c = now_ms(), id = id}
-  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1)
+  local t, c = next_token(), now_ms()
+  local e = cjson.encode({s = sid, i = mid, m = mode, h = 1, t = t, c = c})
+  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1, id, e)
   redis.call('SADD', P .. 'queues', Q)
-  save(Q, e)
   redis.call('ZADD', Q .. ':o', 1, id)
-  return {'granted', e.t, tostring(e.c)}
+  return {'granted', t, tostring(c)}
 end
 `,
 );
@@ -335,7 +336,7 @@ local Q, id = ARGV[2], ARGV[3]
 if redis.call('HEXISTS', Q .. ':e', id) == 0 then return 0 end
 -- The only entry (every entry of Q:e is also in Q:o): the queue goes, nobody to grant.
 if redis.call('ZCARD', Q .. ':o') == 1 then
-  redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':m')
+  redis.call('DEL', Q .. ':o', Q .. ':e')
   redis.call('SREM', P .. 'queues', Q)
   return 1
 end
@@ -351,7 +352,7 @@ export const CONVERT = script(
   "convert",
   `
 local Q, id, mode = ARGV[2], ARGV[3], ARGV[4]
-local meta = Q .. ':m'
+local meta = Q .. ':e'
 local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return {'missing'} end
 local e = cjson.decode(raw)
@@ -386,7 +387,7 @@ export const CANCEL_UPGRADE = script(
   "cancel-upgrade",
   `
 local Q, id = ARGV[2], ARGV[3]
-local meta = Q .. ':m'
+local meta = Q .. ':e'
 local raw = redis.call('HGET', Q .. ':e', id)
 if redis.call('HGET', meta, 'u') == id then redis.call('HDEL', meta, 'u') end
 if not raw then
@@ -500,7 +501,7 @@ export const INSPECT = script(
   `
 local queues = {}
 for _, Q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
-  local meta = redis.call('HMGET', Q .. ':m', 'k', 'n', 'l')
+  local meta = redis.call('HMGET', Q .. ':e', 'k', 'n', 'l')
   local holders, waiters = all_entries(Q)
   if #holders + #waiters > 0 then
     local hs, ws = {}, {}
