@@ -42,4 +42,26 @@ describe("redis uncontended cost", () => {
     // RELEASE of the only entry: HEXISTS, ZCARD, DEL, SREM.
     assert.equal(inside, 12 * cycles, `commands: ${JSON.stringify([...calls])}`);
   });
+
+  it("arms no per-command AbortSignal.timeout (node-redis's default) on the command connection", async () => {
+    const coord = await client({ ttlMs: 60_000 });
+    await coord.openSession();
+    await (await coord.lock("warm").acquire({ takeover: false })).release();
+    // Counted, not replaced: the signals are still made and work.
+    const original = AbortSignal.timeout;
+    let armed = 0;
+    AbortSignal.timeout = (ms: number) => {
+      armed++;
+      return original.call(AbortSignal, ms);
+    };
+    try {
+      for (let i = 0; i < 20; i++) {
+        const handle = await coord.lock("timers").acquire({ takeover: false });
+        assert.equal((await handle.release()).status, "released");
+      }
+    } finally {
+      AbortSignal.timeout = original;
+    }
+    assert.equal(armed, 0);
+  });
 });
