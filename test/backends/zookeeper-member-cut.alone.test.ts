@@ -4,43 +4,31 @@
  * first a follower, then the leader, under 20 contending clients. See
  * fixtures/member-cut.ts for what must hold.
  */
-import { describe, it } from "node:test";
-import { startZooKeeperEnsemble, type ZooKeeperMember } from "../harness/zookeeper.js";
-import { type Cuttable, memberCutScenario } from "./fixtures/member-cut.js";
+import { startZooKeeperEnsemble } from "../harness/zookeeper.js";
+import { quorumCutTest } from "./fixtures/member-cut.js";
 
-// Longer than etcd's 6 s: a follower needs 2 s (syncLimit) to give up on a silent leader, and
-// on this loaded machine the election that follows took 2-7 s; a session outlives the
-// leaderless time only if four fifths of its timeout are longer than that.
-const TTL_MS = 15_000;
 /** The harness's tickTime is 100 ms, syncLimit 20: a follower gives up on a silent leader after 2 s. */
 const LEADER_LOSS_MS = 2000;
 
-const named = (m: ZooKeeperMember): Cuttable & { member: ZooKeeperMember } => ({
-  member: m,
-  name: `zk${m.id}`,
-  cut: () => m.cut(),
-  heal: () => m.heal(),
-});
-
-describe("zookeeper member cut silently", () => {
-  it("keeps granting to clients that reach a quorum, while a follower and then the leader are cut", async (t) => {
+quorumCutTest(
+  "zookeeper",
+  async () => {
     const ensemble = await startZooKeeperEnsemble(3, { proxied: true });
-    t.after(() => ensemble.stop());
-    await memberCutScenario(t, {
+    return {
       url: ensemble.url,
-      ttlMs: TTL_MS,
-      words: { bystander: "follower", leader: "leader" },
-      // Sessions move to a live server, which re-validates them with the new leader.
-      resumeWithinMs: LEADER_LOSS_MS + 2000,
-      async bystander() {
-        const leader = await ensemble.leader();
-        return named(ensemble.members.find((m) => m !== leader) as ZooKeeperMember);
-      },
-      leader: async () => named(await ensemble.leader()),
-      async successor(old) {
-        const others = ensemble.members.filter((m) => m !== (old as ReturnType<typeof named>).member);
-        return `zk${(await ensemble.leader(15_000, others)).id}`;
-      },
-    });
-  });
-});
+      members: ensemble.members,
+      leader: (among, timeoutMs) => ensemble.leader(timeoutMs, among),
+      nameOf: (m) => `zk${m.id}`,
+      stop: () => ensemble.stop(),
+    };
+  },
+  {
+    // Longer than etcd's 6 s: a follower needs 2 s (syncLimit) to give up on a silent leader,
+    // and on this loaded machine the election that follows took 2-7 s; a session outlives the
+    // leaderless time only if four fifths of its timeout are longer than that.
+    ttlMs: 15_000,
+    // Sessions move to a live server, which re-validates them with the new leader.
+    resumeWithinMs: LEADER_LOSS_MS + 2000,
+    electionWithinMs: 15_000,
+  },
+);

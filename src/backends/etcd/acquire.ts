@@ -25,7 +25,7 @@ import { BACKEND, isTransient, translate } from "./errors.js";
 import { EtcdGrant } from "./grant.js";
 import { handoffRevision, recordHandoff } from "./handoff.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
-import { type Decision, decide, type QueueEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
+import { type Decision, decide, type EtcdEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
 
@@ -319,7 +319,7 @@ class Attempt {
   }
 
   /** The conditions under which `me` is granted, beyond what the view already showed. */
-  #conditions(me: QueueEntry, blockers: readonly QueueEntry[]) {
+  #conditions(me: EtcdEntry, blockers: readonly EtcdEntry[]) {
     const conditions = [when.is(this.#key, me.createRevision)];
     if (this.#request.kind === "semaphore") return conditions;
     if (this.#request.mode === "exclusive") {
@@ -332,14 +332,14 @@ class Attempt {
   }
 
   /** The handoff (handoff.ts): granted by the head's deletion at `revision`. */
-  #handedOff(me: QueueEntry, revision: bigint): EtcdGrant {
+  #handedOff(me: EtcdEntry, revision: bigint): EtcdGrant {
     const grant = this.#grant(me.createRevision, revision);
     recordHandoff(this.#scope, grant, this.#value(false, revision));
     return grant;
   }
 
   /** Records the grant if `conditions` hold; otherwise returns a fresh view. */
-  async #record(me: QueueEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
+  async #record(me: EtcdEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
     const response = await this.#txn(
       "recording a grant",
       conditions,

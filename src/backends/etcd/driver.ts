@@ -26,7 +26,7 @@ import { createClients, type EtcdClients, idempotent, op, rangeAt, readBudget } 
 import { parseConfig } from "./config.js";
 import { translate } from "./errors.js";
 import { Keyspace, namespaceOf, prefixEnd, ROOT } from "./keys.js";
-import { isGranted, type QueueEntry, toEntry, tokenOf } from "./queue.js";
+import { isGranted, type EtcdEntry, toEntry, tokenOf } from "./queue.js";
 import { listRecords, toRecordEntry, watchRecords } from "./records.js";
 import { type DriverShared, EtcdSession } from "./session.js";
 import type { KeyWatch, WatchRegistry } from "./watch.js";
@@ -168,7 +168,7 @@ class EtcdDriver implements Driver {
     } catch (error) {
       throw translate(error, "inspecting");
     }
-    const queues = new Map<string, { kind: QueueKind; name: string; entries: QueueEntry[] }>();
+    const queues = new Map<string, { kind: QueueKind; name: string; entries: EtcdEntry[] }>();
     const records = new Map<string, RecordEntry[]>();
     for (const kv of kvs) {
       const parsed = this.#keys.parse(kv.key.toString());
@@ -206,12 +206,12 @@ class EtcdDriver implements Driver {
  * it, as the holder. Its token is not in etcd yet: the read's revision stands in for it
  * (no smaller than the handoff's token, and smaller than any later holder's).
  */
-function holding(queue: { kind: QueueKind }, entry: QueueEntry, index: number): boolean {
+function holding(queue: { kind: QueueKind }, entry: EtcdEntry, index: number): boolean {
   return isGranted(entry) || (index === 0 && queue.kind !== "semaphore" && entry.value.m === "x");
 }
 
-function snapshotOf(queue: { kind: QueueKind; name: string; entries: QueueEntry[] }, revision: bigint): QueueSnapshot {
-  const mode = (e: QueueEntry) => (e.value.m === "x" ? ("exclusive" as const) : ("shared" as const));
+function snapshotOf(queue: { kind: QueueKind; name: string; entries: EtcdEntry[] }, revision: bigint): QueueSnapshot {
+  const mode = (e: EtcdEntry) => (e.value.m === "x" ? ("exclusive" as const) : ("shared" as const));
   return {
     kind: queue.kind,
     name: queue.name,

@@ -16,7 +16,8 @@ import * as rule from "../../core/grant-rule.js";
 import { rangeAt } from "./client.js";
 import { decodeQueueValue, type QueueValue } from "./keys.js";
 
-export interface QueueEntry {
+/** A queue entry as etcd holds it: its key, revisions, lease and value. */
+export interface EtcdEntry {
   readonly key: string;
   readonly createRevision: bigint;
   readonly modRevision: bigint;
@@ -28,12 +29,12 @@ export interface QueueEntry {
 export interface QueueView {
   readonly revision: bigint;
   /** Oldest first. */
-  readonly entries: readonly QueueEntry[];
+  readonly entries: readonly EtcdEntry[];
   /** The queue key of the shared holder that is upgrading (or upgraded), if any. */
   readonly marker: string | null;
 }
 
-export function toEntry(kv: IKeyValue): QueueEntry {
+export function toEntry(kv: IKeyValue): EtcdEntry {
   return {
     key: kv.key.toString(),
     createRevision: BigInt(kv.create_revision),
@@ -53,11 +54,11 @@ export function viewOf(response: ITxnResponse, scan: number, marker: number): Qu
 }
 
 /** The fencing token of a granted entry. */
-export function tokenOf(entry: QueueEntry): bigint {
+export function tokenOf(entry: EtcdEntry): bigint {
   return entry.value.t !== undefined ? BigInt(entry.value.t) : entry.modRevision;
 }
 
-export function isGranted(entry: QueueEntry): boolean {
+export function isGranted(entry: EtcdEntry): boolean {
   return entry.value.w !== 1;
 }
 
@@ -66,19 +67,19 @@ export type Decision =
   /** The key is gone: its lease expired or was revoked. */
   | { readonly type: "missing" }
   /** Already recorded as granted (by an earlier attempt whose answer was lost). */
-  | { readonly type: "held"; readonly me: QueueEntry }
+  | { readonly type: "held"; readonly me: EtcdEntry }
   /** Another user of the queue gives a different limit. */
   | { readonly type: "mismatch"; readonly limit: number }
-  | { readonly type: "grant"; readonly me: QueueEntry }
+  | { readonly type: "grant"; readonly me: EtcdEntry }
   /**
    * Must wait. `earlier`: every older key. `blockers`: for shared requests, the older
    * exclusive keys. `markerBlocks`: a shared request also waits for the upgrade marker.
    */
   | {
       readonly type: "wait";
-      readonly me: QueueEntry;
-      readonly earlier: readonly QueueEntry[];
-      readonly blockers: readonly QueueEntry[];
+      readonly me: EtcdEntry;
+      readonly earlier: readonly EtcdEntry[];
+      readonly blockers: readonly EtcdEntry[];
       readonly markerBlocks: boolean;
     };
 
@@ -113,7 +114,7 @@ export function decide(view: QueueView, key: string, kind: QueueKind, mode: Lock
   const earlier = view.entries.slice(0, index);
   // What a shared waiter watches and requires absent when it records its grant.
   const shared = kind !== "semaphore" && mode === "shared";
-  const blockers = shared ? verdict.writers.map((i) => view.entries[i] as QueueEntry) : [];
+  const blockers = shared ? verdict.writers.map((i) => view.entries[i] as EtcdEntry) : [];
   return { type: "wait", me, earlier, blockers, markerBlocks: shared && verdict.upgrade };
 }
 
@@ -123,7 +124,7 @@ export function decide(view: QueueView, key: string, kind: QueueKind, mode: Lock
  * keys, then the others (as the memory table orders its holders and waiters), with the
  * upgrade started before the first unrecorded one, since none can be recorded after it.
  */
-export function upgradeBlockers(view: QueueView, key: string): readonly QueueEntry[] {
+export function upgradeBlockers(view: QueueView, key: string): readonly EtcdEntry[] {
   const ordered = [...view.entries.filter(isGranted), ...view.entries.filter((e) => !isGranted(e))];
   const index = ordered.findIndex((e) => e.key === key);
   const entries = ordered.map((e) => ({
@@ -132,5 +133,5 @@ export function upgradeBlockers(view: QueueView, key: string): readonly QueueEnt
   }));
   const before = view.entries.filter(isGranted).length;
   const verdict = rule.decideUpgrade({ entries, upgrades: [{ holder: index, before }] }, index);
-  return verdict.type === "wait" ? verdict.holders.map((i) => ordered[i] as QueueEntry) : [];
+  return verdict.type === "wait" ? verdict.holders.map((i) => ordered[i] as EtcdEntry) : [];
 }

@@ -9,12 +9,12 @@
  * two intent bytes per slot: a writer that waits takes the writer-intent byte and an
  * upgrader the upgrade-intent byte, and a reader first probes both, so readers do not
  * overtake a waiting writer or a pending upgrade, and a second upgrader finds the byte
- * taken and is refused. The kernel does not queue in order, so the backend does not
- * declare `fifo`; the conformance suite replays the rule's table through it, gated by that.
+ * taken and is refused (slot-locks.ts takes those bytes). The kernel does not queue in
+ * order, so the backend does not declare `fifo`; the conformance suite replays the rule's
+ * table through it, gated by that.
  *
  * @module
  */
-import { closeSync } from "node:fs";
 import type {
   AcquireRequest,
   Driver,
@@ -27,18 +27,18 @@ import type {
   RecordEntry,
   SessionHooks,
 } from "../../core/driver.js";
-import { abortable, sleep } from "../../core/abortable.js";
+import { abortable } from "../../core/abortable.js";
 import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
-import { defaultDirectory, directoryFromUrl, FILES, lockFileName, openDirectory, openFile } from "./directory.js";
-import { kernel, LockFiles, limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
+import { defaultDirectory, directoryFromUrl, openDirectory } from "./directory.js";
+import { limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
 import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
+import { LIMIT_SPAN, SlotLocks } from "./slot-locks.js";
 
 const SEP = "\u0000";
-const LIMIT_SPAN = 2 ** 20;
 
 interface FileGrant extends DriverGrant {
   readonly kind: QueueKind;
@@ -52,24 +52,14 @@ interface FileGrant extends DriverGrant {
   upgrade?: AbortController | undefined;
 }
 
-interface Held {
-  mode: LockMode;
-  count: number;
-}
-
 class FileSession implements DriverSession, SessionView {
   readonly id: string;
   readonly #node: FileNode;
   readonly #context: DriverContext;
-  readonly #locks: LockFiles;
-  readonly #semFd: number;
-  readonly #held = new Map<number, Held>();
+  /** The session's own byte locks (its open file descriptions): slot-locks.ts. */
+  readonly #slots: SlotLocks;
   readonly #grants = new Set<FileGrant>();
   readonly #waiting = new Map<Waiter, LocalQueueState>();
-  readonly #upgrading = new Set<number>();
-  /** Slots whose writer-intent byte this session holds, with how many waiters/grants claim it. */
-  readonly #writerIntents = new Map<number, number>();
-  readonly #limitMarks = new Map<number, number>();
   readonly #records = new Set<string>();
   #closed = false;
 
@@ -77,10 +67,7 @@ class FileSession implements DriverSession, SessionView {
     this.#node = node;
     this.#context = context;
     this.id = node.newSessionId();
-    // Each session has its own open file description: the kernel tells sessions apart by it
-    // and drops all of a session's locks when it is closed.
-    this.#locks = new LockFiles((shard) => openFile(node.directory, lockFileName(shard)));
-    this.#semFd = openFile(node.directory, FILES.semaphores);
+    this.#slots = new SlotLocks(node, () => this.#closed);
     node.sessions.set(this.id, this);
   }
 
@@ -95,13 +82,13 @@ class FileSession implements DriverSession, SessionView {
       ? Array.from({ length: request.limit }, (_, i) => slotOf(`${key}${SEP}${i}`))
       : [slotOf(key)];
     const base = isSemaphore ? limitBase(key) : 0;
-    if (isSemaphore) await this.#checkLimit(base, request.limit, request.name);
+    if (isSemaphore) await this.#slots.checkLimit(base, request.limit, request.name);
     let chosen = -1;
     const attempt = (): boolean => {
       if (this.#closed) return false;
       chosen = isSemaphore
-        ? this.#tryPermit(slots)
-        : this.#tryLock(slots[0] as number, request.mode)
+        ? this.#slots.tryPermit(slots)
+        : this.#slots.tryLock(slots[0] as number, request.mode)
           ? (slots[0] as number)
           : -1;
       return chosen >= 0;
@@ -115,7 +102,7 @@ class FileSession implements DriverSession, SessionView {
       if (!request.wait) return null;
       const waitingAttempt = () => {
         if (attempt()) return true;
-        if (writer && !claimed) claimed = this.#claimWriterIntent(slots[0] as number);
+        if (writer && !claimed) claimed = this.#slots.claimWriterIntent(slots[0] as number);
         return false;
       };
       try {
@@ -128,11 +115,11 @@ class FileSession implements DriverSession, SessionView {
           });
         }
       } catch (error) {
-        if (claimed) this.#dropWriterIntent(slots[0] as number, true);
+        if (claimed) this.#slots.dropWriterIntent(slots[0] as number, true);
         throw error;
       }
     }
-    if (isSemaphore) this.#markLimit(base, request.limit);
+    if (isSemaphore) this.#slots.markLimit(base, request.limit);
     const grant: FileGrant = {
       token: await nextToken(this.#node.tokensFd),
       mode: request.mode,
@@ -154,7 +141,7 @@ class FileSession implements DriverSession, SessionView {
   grantNow(request: ImmediateRequest): DriverGrant | null {
     if (this.#closed || request.kind === "semaphore") return null;
     const slot = slotOf(`${this.#context.namespace}${SEP}${request.kind}${SEP}${request.name}`);
-    if (!this.#tryLock(slot, request.mode)) return null;
+    if (!this.#slots.tryLock(slot, request.mode)) return null;
     const token = tokenNow(this.#node.tokensFd);
     const grant: FileGrant = {
       token: token ?? 0n,
@@ -181,40 +168,36 @@ class FileSession implements DriverSession, SessionView {
     const grant = driverGrant as FileGrant;
     if (!this.#grants.delete(grant) || this.#closed) return;
     grant.upgrade?.abort(releasedWhileUpgrading({ backend: "file" }));
-    const held = this.#held.get(grant.slot);
-    if (held && --held.count === 0) {
-      this.#held.delete(grant.slot);
-      this.#locks.unlock(grant.slot);
-    }
-    if (grant.writerIntent) this.#dropWriterIntent(grant.slot, false);
-    if (grant.kind === "semaphore") this.#unmarkLimit(limitBase(this.#key(grant)), grant.limit);
+    this.#slots.letGo(grant.slot);
+    if (grant.writerIntent) this.#slots.dropWriterIntent(grant.slot, false);
+    if (grant.kind === "semaphore") this.#slots.unmarkLimit(limitBase(this.#key(grant)), grant.limit);
     this.#node.freed(grant.slot);
   }
 
   async convert(driverGrant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
     const grant = driverGrant as FileGrant;
     this.#checkOpen();
-    const held = this.#held.get(grant.slot);
+    const held = this.#slots.held.get(grant.slot);
     if (!this.#grants.has(grant) || !held) throw notHeld({ backend: "file" });
     if (mode === "shared") {
       // Converting our own exclusive lock to shared never conflicts.
-      this.#locks.tryLock(grant.slot, true);
+      this.#slots.locks.tryLock(grant.slot, true);
       held.mode = "shared";
       grant.mode = "shared";
-      if (grant.writerIntent) this.#dropWriterIntent(grant.slot, false);
+      if (grant.writerIntent) this.#slots.dropWriterIntent(grant.slot, false);
       grant.writerIntent = false;
       this.#node.freed(grant.slot);
       return;
     }
     const intent = grant.slot + UPGRADE_INTENT;
-    if (this.#upgrading.has(grant.slot) || !this.#takeIntent(intent)) {
+    if (this.#slots.upgrading.has(grant.slot) || !this.#slots.takeIntent(intent)) {
       throw upgradeDeadlock({ backend: "file" });
     }
-    this.#upgrading.add(grant.slot);
+    this.#slots.upgrading.add(grant.slot);
     const ended = new AbortController();
     grant.upgrade = ended;
     try {
-      const attempt = () => held.count === 1 && this.#locks.tryLock(grant.slot, false);
+      const attempt = () => held.count === 1 && this.#slots.locks.tryLock(grant.slot, false);
       if (!attempt()) {
         await this.#wait(
           [grant.slot],
@@ -228,8 +211,8 @@ class FileSession implements DriverSession, SessionView {
       grant.token = await nextToken(this.#node.tokensFd);
     } finally {
       grant.upgrade = undefined;
-      this.#upgrading.delete(grant.slot);
-      if (!this.#closed) this.#locks.unlock(intent);
+      this.#slots.upgrading.delete(grant.slot);
+      if (!this.#closed) this.#slots.locks.unlock(intent);
     }
   }
 
@@ -253,12 +236,7 @@ class FileSession implements DriverSession, SessionView {
     this.#closed = true;
     for (const waiter of this.#waiting.keys()) this.#node.removeWaiter(waiter);
     this.#waiting.clear();
-    // Closing the descriptors drops every kernel lock of the session at once.
-    this.#locks.close();
-    closeSync(this.#semFd);
-    const slots = [...this.#held.keys()];
-    this.#held.clear();
-    this.#writerIntents.clear();
+    const slots = this.#slots.close();
     this.#grants.clear();
     for (const record of this.#records) {
       const cut = record.lastIndexOf(SEP);
@@ -317,134 +295,6 @@ class FileSession implements DriverSession, SessionView {
         this.#node.removeWaiter(waiter);
       };
     });
-  }
-
-  /** Takes a lock slot in `mode` with one non-blocking kernel call. */
-  #tryLock(slot: number, mode: LockMode): boolean {
-    const held = this.#held.get(slot);
-    if (held) {
-      // Our own descriptor would "succeed" again: the session arbitrates its own handles.
-      if (mode === "shared" && held.mode === "shared" && !this.#upgrading.has(slot)) {
-        held.count++;
-        return true;
-      }
-      return false;
-    }
-    if (mode === "shared" && this.#intentPresent(slot)) return false;
-    if (!this.#locks.tryLock(slot, mode === "shared")) return false;
-    this.#held.set(slot, { mode, count: 1 });
-    return true;
-  }
-
-  /** Takes any free permit slot of a semaphore. */
-  #tryPermit(slots: readonly number[]): number {
-    for (const slot of slots) {
-      if (this.#held.has(slot)) continue;
-      if (this.#locks.tryLock(slot, false)) {
-        this.#held.set(slot, { mode: "exclusive", count: 1 });
-        return slot;
-      }
-    }
-    return -1;
-  }
-
-  /**
-   * Whether some session is upgrading or a writer waits (holds the upgrade- or the
-   * writer-intent byte exclusively): one shared probe of both bytes tells.
-   */
-  #intentPresent(slot: number): boolean {
-    if (!this.#node.probes.tryLock(slot + UPGRADE_INTENT, true, 2)) return true;
-    this.#node.probes.unlock(slot + UPGRADE_INTENT, 2);
-    return false;
-  }
-
-  /**
-   * Claims the slot's writer intent for one waiting writer of this session; false if a
-   * writer of another session has it (that one is ahead; this one claims it later). A
-   * reader's shared probe may hold the byte for a few microseconds: retry a little.
-   */
-  #claimWriterIntent(slot: number): boolean {
-    const count = this.#writerIntents.get(slot);
-    if (count !== undefined) {
-      this.#writerIntents.set(slot, count + 1);
-      return true;
-    }
-    for (let i = 0; i < 100; i++) {
-      if (this.#locks.tryLock(slot + WRITER_INTENT, false)) {
-        this.#writerIntents.set(slot, 1);
-        return true;
-      }
-      if (!this.#locks.tryLock(slot + WRITER_INTENT, true)) return false;
-      this.#locks.unlock(slot + WRITER_INTENT);
-    }
-    return false;
-  }
-
-  /**
-   * Drops one claim; the last one frees the byte. A writer that gave up waiting (`wake`)
-   * wakes the readers it held back, who would otherwise wait for the next release.
-   */
-  #dropWriterIntent(slot: number, wake: boolean): void {
-    const count = (this.#writerIntents.get(slot) ?? 1) - 1;
-    if (count > 0) {
-      this.#writerIntents.set(slot, count);
-      return;
-    }
-    this.#writerIntents.delete(slot);
-    if (this.#closed) return;
-    this.#locks.unlock(slot + WRITER_INTENT);
-    if (wake) this.#node.freed(slot);
-  }
-
-  /**
-   * Takes the upgrade intent byte. A shared probe (a reader checking for an upgrade) may
-   * hold it for a few microseconds; only an exclusive holder means a concurrent upgrade.
-   */
-  #takeIntent(intent: number): boolean {
-    for (let i = 0; i < 1000; i++) {
-      if (this.#locks.tryLock(intent, false)) return true;
-      if (!this.#locks.tryLock(intent, true)) return false;
-      this.#locks.unlock(intent);
-    }
-    return false;
-  }
-
-  /**
-   * Refuses a limit other than the one current holders use: holders keep a shared lock on
-   * `base + limit`, so an exclusive probe of every other offset fails if one differs.
-   */
-  async #checkLimit(base: number, limit: number, name: string): Promise<void> {
-    const fd = this.#node.probeSemFd;
-    const span = LIMIT_SPAN - limit - 1;
-    // Another process's probe holds these ranges for a few microseconds too: only a
-    // conflict that persists over several tries is a holder's mark at another limit.
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const below = kernel.tryLock(fd, base, false, limit);
-      if (below) kernel.unlock(fd, base, limit);
-      const above = kernel.tryLock(fd, base + limit + 1, false, span);
-      if (above) kernel.unlock(fd, base + limit + 1, span);
-      if (below && above) return;
-      await sleep(attempt < 5 ? 0 : 1);
-    }
-    throw new InvalidArgumentError(
-      `semaphore "${name}" is in use with another limit than ${limit}; every user of one semaphore must give the same limit`,
-      { backend: "file" },
-    );
-  }
-
-  #markLimit(base: number, limit: number): void {
-    const count = this.#limitMarks.get(base + limit) ?? 0;
-    if (count === 0) kernel.tryLock(this.#semFd, base + limit, true);
-    this.#limitMarks.set(base + limit, count + 1);
-  }
-
-  #unmarkLimit(base: number, limit: number): void {
-    const count = (this.#limitMarks.get(base + limit) ?? 1) - 1;
-    if (count > 0) this.#limitMarks.set(base + limit, count);
-    else {
-      this.#limitMarks.delete(base + limit);
-      kernel.unlock(this.#semFd, base + limit);
-    }
   }
 
   #key(grant: FileGrant): string {

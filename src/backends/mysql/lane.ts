@@ -1,5 +1,5 @@
-import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { onAbort } from "../../core/abortable.js";
+import type { SqlGrant } from "../sql/grants.js";
 import type { LaneFactory } from "../sql/lane-pool.js";
 import { MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
@@ -8,20 +8,9 @@ import { BACKEND } from "./options.js";
 import type { SessionContext } from "./session.js";
 
 /** A grant as the mysql driver keeps it: which entry key, on which connection. */
-export interface MyGrant extends DriverGrant {
-  token: bigint;
-  mode: LockMode;
-  readonly kind: QueueKind;
-  readonly name: string;
-  /** `kind NUL name`: a lane holds at most one grant per id. */
-  readonly id: string;
+export interface MyGrant extends SqlGrant<Lane> {
   /** The GET_LOCK key of the grant's entry (changes when its mode changes). */
   key: string;
-  readonly lane: Lane;
-  readonly onLost: (error: Error) => void;
-  released: boolean;
-  /** A pending upgrade: `stop` ends it (the grant stays shared), `done` settles after. */
-  upgrade: { readonly stop: (reason: Error) => void; readonly done: Promise<unknown> } | null;
 }
 
 /** What the wait procedures answer. */

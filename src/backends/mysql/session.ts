@@ -1,14 +1,14 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
-import { sleep } from "../../core/abortable.js";
 import { ClosedError, SessionExpiredError } from "../../core/errors.js";
-import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
+import { notHeld } from "../../core/refusals.js";
 import type { ConnectionBudget } from "../sql/budget.js";
 import type { CreateConnection, MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, ERRNO, errno, isConnectionError, translate } from "./errors.js";
 import { BACKEND } from "./options.js";
 import { type Lane, laneFactory, type MyGrant } from "./lane.js";
+import { asPendingUpgrade, askAgain, grantFields, onLane, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
 import { LanePool } from "../sql/lane-pool.js";
 import type { MysqlSettings } from "./options.js";
 import { nameHash } from "./schema.js";
@@ -23,9 +23,6 @@ export interface SessionContext {
   readonly memberId: string;
   readonly ttlMs: number;
 }
-
-/** Locks with an upgrade under way in this process (see MySession.convert). */
-const upgrading = new Set<string>();
 
 /**
  * How long one server-side wait lasts before the client asks again. A client that died
@@ -106,47 +103,32 @@ export class MySession implements DriverSession {
 
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
     const what = () => `acquiring ${request.kind} "${request.name}"`;
-    const { signal } = request;
-    for (let attempt = 0; ; attempt++) {
-      if (signal.aborted) return this.#aborted(signal);
-      this.#assertOpen();
-      try {
-        return await this.#acquireOnce(request);
-      } catch (error) {
-        if (signal.aborted) return this.#aborted(signal);
-        // A wait whose connection broke (server restart, network) was never granted: ask
-        // again on another connection, until the caller or the session gives up.
-        // An InnoDB deadlock rolled the request's transaction back, so it holds nothing: ask
-        // again (a few times). GET_LOCK waits cannot form a cycle here: they run only on
-        // connections that hold nothing else.
-        const retry = errno(error) === ERRNO.deadlock ? attempt < 5 : request.wait && isConnectionError(error);
-        if (this.#closed || !retry) throw translate(error, what());
-        await sleep(Math.min(1000, 20 * 2 ** attempt), signal);
-      }
-    }
+    return askAgain(request.signal, {
+      once: () => this.#acquireOnce(request),
+      // A wait whose connection broke (server restart, network) was never granted: ask
+      // again on another connection, until the caller or the session gives up.
+      // An InnoDB deadlock rolled the request's transaction back, so it holds nothing: ask
+      // again (a few times). GET_LOCK waits cannot form a cycle here: they run only on
+      // connections that hold nothing else.
+      retry: (error, attempt) =>
+        !this.#closed && (errno(error) === ERRNO.deadlock ? attempt < 5 : request.wait && isConnectionError(error)),
+      fail: (error) => translate(error, what()),
+      assertOpen: () => this.#assertOpen(),
+      aborted: (signal) => this.#aborted(signal),
+      firstDelayMs: 20,
+    });
   }
 
   async release(grant: DriverGrant): Promise<void> {
     const g = grant as MyGrant;
-    if (g.released) return;
-    g.released = true;
-    if (g.upgrade) {
-      g.upgrade.stop(releasedWhileUpgrading({ backend: BACKEND }));
-      await g.upgrade.done;
-    }
-    const lane = g.lane;
-    if (!lane.grants.has(g)) return;
-    try {
-      await lane.query(`CALL ${this.#p}withdraw(?)`, [g.key], this.#quickMs);
-    } catch (error) {
-      // Whatever went wrong, the lock must not stay held behind our back.
-      if (lane.connection.alive) lane.connection.destroy(error as Error);
-      throw translate(error, `releasing ${g.kind} "${g.name}"`);
-    } finally {
-      lane.grants.delete(g);
-      lane.ids.delete(g.id);
-      lane.changed();
-    }
+    await releaseOnLane(
+      g,
+      BACKEND,
+      async () => {
+        await g.lane.query(`CALL ${this.#p}withdraw(?)`, [g.key], this.#quickMs);
+      },
+      translate,
+    );
   }
 
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
@@ -159,27 +141,16 @@ export class MySession implements DriverSession {
       return;
     }
     if (signal.aborted) return this.#aborted(signal);
-    // Two upgrades from one process are ordered by call, not by which reaches the server
-    // first: the later one is refused at once, as the server would refuse it.
-    const local = `${this.#c.settings.target}\u0000${this.#p}\u0000${this.#c.namespace}\u0000${g.id}`;
-    if (upgrading.has(local)) throw upgradeDeadlock({ backend: BACKEND });
-    upgrading.add(local);
-    try {
+    const queue = `${this.#c.settings.target}\u0000${this.#p}\u0000${this.#c.namespace}\u0000${g.id}`;
+    await oneUpgradeAtATime(BACKEND, queue, async () => {
       await this.#setMode(g, "upgrading");
-      const stop = new AbortController();
-      const run = this.#upgrade(g, AbortSignal.any([signal, stop.signal]));
-      g.upgrade = { stop: (reason) => stop.abort(reason), done: run.catch(() => {}) };
       try {
-        await run;
+        await asPendingUpgrade(g, signal, (upgrade) => this.#upgrade(g, upgrade));
       } catch (error) {
         if (error === signal.reason) return this.#aborted(signal);
         throw error;
-      } finally {
-        g.upgrade = null;
       }
-    } finally {
-      upgrading.delete(local);
-    }
+    });
   }
 
   async #upgrade(g: MyGrant, signal: AbortSignal): Promise<void> {
@@ -349,23 +320,7 @@ export class MySession implements DriverSession {
   }
 
   #grant(lane: Lane, request: AcquireRequest, id: string, key: string, token: bigint): MyGrant {
-    const grant: MyGrant = {
-      token,
-      mode: request.mode,
-      kind: request.kind,
-      name: request.name,
-      id,
-      key,
-      lane,
-      onLost: request.onLost,
-      released: false,
-      upgrade: null,
-    };
-    lane.grants.add(grant);
-    if (!lane.connection.alive) {
-      lane.grants.delete(grant);
-      request.onLost(new ConnectionLostError("the MySQL connection was lost just after the grant"));
-    }
-    return grant;
+    const grant: MyGrant = { ...grantFields(lane, request, id, token), key };
+    return onLane(grant, () => new ConnectionLostError("the MySQL connection was lost just after the grant"));
   }
 }

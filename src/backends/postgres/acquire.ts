@@ -7,6 +7,7 @@
  * @module
  */
 import type { AcquireRequest } from "../../core/driver.js";
+import { grantFields, onLane } from "../sql/grants.js";
 import { ConnectionLostError } from "./errors.js";
 import { advisoryKey } from "./keys.js";
 import type { Lane, PgGrant } from "./lane.js";
@@ -179,25 +180,12 @@ export class LaneAcquisitions {
     sem: { o_base: string; o_turnstile: string } | null,
   ): PgGrant {
     const grant: PgGrant = {
-      token: BigInt(token),
-      mode: request.mode,
-      kind: request.kind,
-      name: request.name,
-      id,
+      ...grantFields(lane, request, id, BigInt(token)),
       key,
       sem: sem?.o_base ?? null,
       turnstile: sem?.o_turnstile ?? null,
-      lane,
-      onLost: request.onLost,
-      released: false,
-      upgrade: null,
     };
-    lane.grants.add(grant);
-    if (!lane.connection.alive) {
-      lane.grants.delete(grant);
-      request.onLost(new ConnectionLostError("the PostgreSQL connection was lost just after the grant"));
-    }
-    return grant;
+    return onLane(grant, () => new ConnectionLostError("the PostgreSQL connection was lost just after the grant"));
   }
 
   #unreserve(lane: Lane, id: string, grant: PgGrant | null): void {

@@ -1,6 +1,6 @@
 import type { QueryResult, QueryResultRow } from "pg";
-import type { DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { onAbort, sleep } from "../../core/abortable.js";
+import type { SqlGrant } from "../sql/grants.js";
 import type { LaneFactory } from "../sql/lane-pool.js";
 import { PgConnection, poolingError } from "./connection.js";
 import type { Control } from "./control.js";
@@ -10,23 +10,12 @@ import { quoteIdent } from "./schema.js";
 import type { SessionContext } from "./session.js";
 
 /** A grant as the postgres driver keeps it: which advisory key, on which connection. */
-export interface PgGrant extends DriverGrant {
-  token: bigint;
-  mode: LockMode;
-  readonly kind: QueueKind;
-  readonly name: string;
-  /** `kind NUL name`: a lane holds at most one grant per id. */
-  readonly id: string;
+export interface PgGrant extends SqlGrant<Lane> {
   /** The advisory key held (the permit's key for a semaphore), as decimal text. */
   readonly key: string;
   /** Semaphores: the base key and the turnstile key. */
   readonly sem: string | null;
   readonly turnstile: string | null;
-  readonly lane: Lane;
-  readonly onLost: (error: Error) => void;
-  released: boolean;
-  /** A pending upgrade: `stop` ends it (the grant stays shared), `done` settles after. */
-  upgrade: { readonly stop: (reason: Error) => void; readonly done: Promise<unknown> } | null;
 }
 
 /** How a blocking statement ended. */

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { ClosedError, DeadlockError, InvalidStateError, SessionExpiredError } from "../../core/errors.js";
-import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
-import { sleep } from "../../core/abortable.js";
+import { notHeld, upgradeDeadlock } from "../../core/refusals.js";
+import { asPendingUpgrade, askAgain, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
 import { LanePool } from "../sql/lane-pool.js";
 import type { ClientClass, PgConnection } from "./connection.js";
 import type { Control } from "./control.js";
@@ -24,9 +24,6 @@ export interface SessionContext {
   readonly memberId: string;
   readonly ttlMs: number;
 }
-
-/** Locks with an upgrade under way in this process (see PgSession.convert). */
-const upgrading = new Set<string>();
 
 /**
  * One Baton session: a row in `sessions` (lease renewed by keep-alives, bound records)
@@ -116,57 +113,40 @@ export class PgSession implements DriverSession {
         }
       }
     }
-    const { signal } = request;
-    for (let attempt = 0; ; attempt++) {
-      if (signal.aborted) return this.#aborted(signal);
-      this.#assertOpen();
-      try {
-        return await this.#acquireOnce(request);
-      } catch (error) {
-        if (signal.aborted) return this.#aborted(signal);
-        // A wait whose connection broke (server restart, network) was never granted: ask
-        // again on another connection, until the caller or the session gives up.
-        if (!request.wait || this.#closed || !isConnectionError(error)) throw translate(error, what());
-        await sleep(Math.min(1000, 50 * 2 ** attempt), signal);
-      }
-    }
+    return askAgain(request.signal, {
+      once: () => this.#acquireOnce(request),
+      // A wait whose connection broke (server restart, network) was never granted: ask
+      // again on another connection, until the caller or the session gives up.
+      retry: (error) => request.wait && !this.#closed && isConnectionError(error),
+      fail: (error) => translate(error, what()),
+      assertOpen: () => this.#assertOpen(),
+      aborted: (signal) => this.#aborted(signal),
+      firstDelayMs: 50,
+    });
   }
 
   async release(grant: DriverGrant): Promise<void> {
     const g = grant as PgGrant;
-    if (g.released) return;
-    g.released = true;
-    if (g.upgrade) {
-      g.upgrade.stop(releasedWhileUpgrading({ backend: BACKEND }));
-      await g.upgrade.done;
-    }
+    await releaseOnLane(g, BACKEND, () => this.#releaseStatement(g), translate);
+  }
+
+  async #releaseStatement(g: PgGrant): Promise<void> {
     const lane = g.lane;
-    if (!lane.grants.has(g)) return;
-    try {
-      // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes.
-      const result =
-        g.mode === "exclusive" && g.sem === null
-          ? await lane.query<{ o_pid: number }>(
-              "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
-              [g.key],
-              this.#quickMs,
-              "baton_unlock",
-            )
-          : await lane.query<{ o_pid: number }>(
-              `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
-              [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
-              this.#quickMs,
-            );
-      lane.checkPid(result.rows[0]?.o_pid);
-    } catch (error) {
-      // Whatever went wrong, the lock must not stay held behind our back.
-      if (lane.connection.alive) lane.connection.destroy(error as Error);
-      throw translate(error, `releasing ${g.kind} "${g.name}"`);
-    } finally {
-      lane.grants.delete(g);
-      lane.ids.delete(g.id);
-      lane.changed();
-    }
+    // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes.
+    const result =
+      g.mode === "exclusive" && g.sem === null
+        ? await lane.query<{ o_pid: number }>(
+            "SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid",
+            [g.key],
+            this.#quickMs,
+            "baton_unlock",
+          )
+        : await lane.query<{ o_pid: number }>(
+            `SELECT * FROM ${this.#q}.release($1, $2, $3, $4, $5)`,
+            [g.key, g.mode === "shared", this.#c.namespace, g.sem, g.turnstile],
+            this.#quickMs,
+          );
+    lane.checkPid(result.rows[0]?.o_pid);
   }
 
   async convert(grant: DriverGrant, mode: LockMode, signal: AbortSignal): Promise<void> {
@@ -185,16 +165,8 @@ export class PgSession implements DriverSession {
       return;
     }
     if (signal.aborted) return this.#aborted(signal);
-    // Two upgrades from one process are ordered by call, not by which reaches the server
-    // first: the later one is refused at once, as it would be by the server's intent lock.
-    const local = this.#queueName(g.id);
-    if (upgrading.has(local)) throw upgradeDeadlock({ backend: BACKEND });
-    upgrading.add(local);
-    try {
-      await this.#upgradeFrom(g, signal);
-    } finally {
-      upgrading.delete(local);
-    }
+    // The server's intent lock would refuse a second upgrader too, but later.
+    await oneUpgradeAtATime(BACKEND, this.#queueName(g.id), () => this.#upgradeFrom(g, signal));
   }
 
   async #upgradeFrom(g: PgGrant, signal: AbortSignal): Promise<void> {
@@ -211,17 +183,11 @@ export class PgSession implements DriverSession {
       await lane.query(`SELECT ${this.#q}.unlock_key($1)`, [started.o_intent], this.#quickMs);
       throw new InvalidStateError("the lock was released while its upgrade was starting");
     }
-    // Releasing the grant ends a pending upgrade.
-    const stop = new AbortController();
-    const run = this.#upgrade(g, started.o_intent, AbortSignal.any([signal, stop.signal]));
-    g.upgrade = { stop: (reason) => stop.abort(reason), done: run.catch(() => {}) };
     try {
-      await run;
+      await asPendingUpgrade(g, signal, (upgrade) => this.#upgrade(g, started.o_intent, upgrade));
     } catch (error) {
       if (error === signal.reason) return this.#aborted(signal);
       throw error;
-    } finally {
-      g.upgrade = null;
     }
   }
 

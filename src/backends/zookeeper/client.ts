@@ -12,17 +12,21 @@ import { BackendUnavailableError } from "../../core/errors.js";
 import type { ZkConfig } from "./config.js";
 import { BACKEND, RC, ZkError } from "./errors.js";
 import {
-  type Cb,
   harden,
-  type Jute,
   library,
+  type Cb,
+  type Jute,
   type Manager,
   type RawClient,
   type RawEvent,
-  type RawResponse,
   type RawStat,
   toStat,
 } from "./package.js";
+import { type PersistentListener, PersistentWatches } from "./persistent-watches.js";
+import { HandBuilt } from "./requests.js";
+
+export type { PersistentListener } from "./persistent-watches.js";
+export { FLAGS } from "./requests.js";
 
 /** A znode's stat. */
 export interface Stat {
@@ -38,25 +42,8 @@ export interface Stat {
   readonly ctime: number;
 }
 
-/** Opcodes of the requests sent by hand. */
-const OP = { create: 1, delete: 2, removeWatches: 18, createContainer: 19, addWatch: 106 } as const;
-
-/** Node kinds (CreateMode). */
-export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
-
 /** A one-shot watch callback: the event type (1 created, 2 deleted, 3 changed, 4 children). */
 export type Watcher = (type: number) => void;
-
-/** A persistent recursive watch's listener. */
-export interface PersistentListener {
-  /** One change below the watched path, in the server's order: its type and the node's path. */
-  event(type: number, path: string): void;
-  /**
-   * The connection was replaced and the watch added again: changes made meanwhile were not
-   * reported, so everything must be read again.
-   */
-  reset(): void;
-}
 
 /** Why a handle ended: closed by us, or by the server (session expired, auth failed). */
 export type EndReason = "closed" | "expired";
@@ -64,8 +51,8 @@ export type EndReason = "closed" | "expired";
 /** One ZooKeeper client: one connection at a time, one server session. */
 export class ZkHandle {
   readonly #raw: RawClient;
-  readonly #acl: readonly { toRecord(): object }[];
-  readonly #jute: Jute;
+  readonly #requests: HandBuilt;
+  readonly #watches: PersistentWatches;
   #connected = false;
   #ended: EndReason | null = null;
   #closing: Promise<void> = Promise.resolve();
@@ -77,8 +64,6 @@ export class ZkHandle {
   readonly #seen = { handshakeSentAt: 0, heardAt: 0 };
   #connectedAt = 0;
   #watchdog: NodeJS.Timeout | null = null;
-  /** Persistent recursive watches, by path; re-added after every reconnection. */
-  readonly #persistent = new Map<string, Set<PersistentListener>>();
   #everConnected = false;
 
   /**
@@ -136,8 +121,13 @@ export class ZkHandle {
 
   private constructor(raw: RawClient, acl: readonly { toRecord(): object }[], jute: Jute) {
     this.#raw = raw;
-    this.#acl = acl;
-    this.#jute = jute;
+    this.#requests = new HandBuilt(
+      jute,
+      acl,
+      () => raw.connectionManager as Manager,
+      (what, send) => this.#call(what, send),
+    );
+    this.#watches = new PersistentWatches(this.#requests, () => this.connected);
     this.lastAckSentAt = performance.now();
     // Events of persistent watches are for paths the package knows no watcher of; it drops
     // them, so they are taken here first.
@@ -145,12 +135,12 @@ export class ZkHandle {
     if (watchers) {
       const emit = watchers.emit.bind(watchers);
       watchers.emit = (e: RawEvent) => {
-        if (e.path !== undefined) this.#dispatch(e.type, e.path);
+        if (e.path !== undefined) this.#watches.dispatch(e.type, e.path);
         return emit(e);
       };
     }
     raw.on("connected", () => {
-      if (this.#everConnected) this.#rewatch();
+      if (this.#everConnected) this.#watches.rewatch();
       this.#everConnected = true;
       this.#connected = true;
       this.#connectedAt = performance.now();
@@ -205,130 +195,29 @@ export class ZkHandle {
     return this.createNode(path, data, flags).then((created) => created.path);
   }
 
-  /**
-   * Creates a node; resolves with its path and creation zxid. The zxid is the answer's
-   * header's (the server puts the zxid of the transaction it just applied there, and it
-   * applies one session's writes in order), which the package's `create` does not pass on.
-   */
+  /** Creates a node; resolves with its path and creation zxid (see {@link HandBuilt.createNode}). */
   createNode(path: string, data: string, flags: number): Promise<{ path: string; czxid: bigint }> {
-    const payload = new this.#jute.protocol.CreateRequest();
-    payload.path = path;
-    payload.data = Buffer.from(data);
-    payload.acl = this.#acl.map((a) => a.toRecord());
-    payload.flags = flags;
-    const header = new this.#jute.protocol.RequestHeader();
-    header.type = OP.create;
-    const request = new this.#jute.Request(header, payload);
-    const manager = this.#raw.connectionManager as Manager;
-    return this.#call(`creating ${path}`, (cb) =>
-      manager.queue(request, (error, response) => cb(error, response as RawResponse)),
-    ).then(([response]) => {
-      const { header: reply, payload: created } = response as RawResponse;
-      const zxid = reply.zxid;
-      return {
-        path: created?.path as string,
-        czxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number),
-      };
-    });
+    return this.#requests.createNode(path, data, flags);
   }
 
   /**
    * Creates a container node (ZooKeeper 3.5+): the server deletes it some time after its
-   * last child is gone, so lock and group parents leave no litter. The package has no method
-   * for it, so the request goes out as CREATE_CONTAINER (opcode 19) and its answer is read
-   * as a CREATE's (the path comes first; the stat after it is skipped with the packet).
+   * last child is gone, so lock and group parents leave no litter.
    */
   createContainer(path: string): Promise<void> {
-    const payload = new this.#jute.protocol.CreateRequest();
-    payload.path = path;
-    payload.data = Buffer.alloc(0);
-    payload.acl = this.#acl.map((a) => a.toRecord());
-    payload.flags = FLAGS.container;
-    return this.#sendAs(`creating ${path}`, OP.create, OP.createContainer, payload);
+    return this.#requests.createContainer(path);
   }
 
   /**
    * Watches every create, delete and data change below `path` (ZooKeeper 3.6+: ADD_WATCH,
    * opcode 106, mode PERSISTENT_RECURSIVE), until the returned function is called. Unlike
    * one-shot watches nothing slips between an event and the next read: every change is
-   * reported, in order. The package knows no ADD_WATCH, so it goes out in a DELETE's shape
-   * (a path and an int, and an empty answer). Across a reconnection the package cannot
-   * carry it (its SET_WATCHES has no persistent kind), so it is added again and the
-   * listener told to read everything again (`reset`). Resolves once the server has it.
+   * reported, in order. Across a reconnection the package cannot carry it (its SET_WATCHES
+   * has no persistent kind), so it is added again and the listener told to read everything
+   * again (`reset`). Resolves once the server has it.
    */
-  async watchBelow(path: string, listener: PersistentListener): Promise<() => void> {
-    let listeners = this.#persistent.get(path);
-    const first = !listeners;
-    if (!listeners) this.#persistent.set(path, (listeners = new Set()));
-    listeners.add(listener);
-    try {
-      if (first) await this.#addWatch(path);
-    } catch (error) {
-      this.#unwatch(path, listener);
-      throw error;
-    }
-    return () => this.#unwatch(path, listener);
-  }
-
-  #addWatch(path: string): Promise<void> {
-    const payload = new this.#jute.protocol.DeleteRequest();
-    payload.path = path;
-    payload.version = 1; // AddWatchMode.PERSISTENT_RECURSIVE
-    return this.#sendAs(`watching ${path}`, OP.delete, OP.addWatch, payload);
-  }
-
-  #unwatch(path: string, listener: PersistentListener): void {
-    const listeners = this.#persistent.get(path);
-    if (!listeners?.delete(listener) || listeners.size > 0) return;
-    this.#persistent.delete(path);
-    // REMOVE_WATCHES (opcode 18), kind PERSISTENT_RECURSIVE (5); the same shape again.
-    const payload = new this.#jute.protocol.DeleteRequest();
-    payload.path = path;
-    payload.version = 5;
-    if (this.connected) this.#sendAs(`unwatching ${path}`, OP.delete, OP.removeWatches, payload).catch(() => {});
-  }
-
-  #dispatch(type: number, path: string): void {
-    for (const [root, listeners] of this.#persistent) {
-      if (path !== root && !path.startsWith(`${root}/`)) continue;
-      for (const listener of [...listeners]) listener.event(type, path);
-    }
-  }
-
-  /** After a reconnection: the server forgot the persistent watches with the old connection. */
-  #rewatch(): void {
-    for (const [path, listeners] of this.#persistent) {
-      this.#addWatch(path).then(
-        () => {
-          for (const listener of [...listeners]) listener.reset();
-        },
-        () => {
-          // Lost again: the next reconnection adds it again.
-        },
-      );
-    }
-  }
-
-  /**
-   * Sends a request the package has no method for: serialized as `payload` with opcode
-   * `wire`, its answer parsed as the package parses answers to `parseAs`.
-   */
-  #sendAs(what: string, parseAs: number, wire: number, payload: object): Promise<void> {
-    const { protocol, Request } = this.#jute;
-    const header = new protocol.RequestHeader();
-    header.type = parseAs;
-    const request = new Request(header, payload);
-    const toBuffer = request.toBuffer.bind(request);
-    request.toBuffer = () => {
-      header.type = wire;
-      try {
-        return toBuffer();
-      } finally {
-        header.type = parseAs;
-      }
-    };
-    const manager = this.#raw.connectionManager as Manager;
-    return this.#call(what, (cb) => manager.queue(request, (error) => cb(error))).then(() => {});
+  watchBelow(path: string, listener: PersistentListener): Promise<() => void> {
+    return this.#watches.watchBelow(path, listener);
   }
 
   /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
