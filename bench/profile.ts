@@ -2,7 +2,7 @@
  * Where the time of one uncontended acquire + release goes, from a V8 CPU profile of the
  * compiled code.
  *
- *   npx tsc -p bench/tsconfig.json && node .bench/dist/bench/profile.js [file|memory] [ops]
+ *   npx tsc -p bench/tsconfig.json && node .bench/dist/bench/profile.js [file|memory|URL] [ops]
  *
  * Runs the loop in a child with --cpu-prof, then prints self time per function (and per
  * source file) as a share of the loop, plus the loop's own per-operation time without the
@@ -25,7 +25,8 @@ interface Node {
 async function child(backend: string, ops: number): Promise<void> {
   const { connect } = await import("../src/index.js");
   const dir = backend === "file" ? mkdtempSync(join(os.tmpdir(), "baton-prof-")) : null;
-  const coord = await connect(dir ? `file://${dir}` : "memory://prof");
+  // A URL (a server the caller started, e.g. redis://127.0.0.1:PORT) is used as it is.
+  const coord = await connect(backend.includes("://") ? backend : dir ? `file://${dir}` : "memory://prof");
   const lock = coord.lock("profiled");
   for (let i = 0; i < 5000; i++) await (await lock.acquire()).release();
   const t0 = process.hrtime.bigint();
@@ -46,16 +47,17 @@ function main(): void {
   const w = args.indexOf("--write");
   const writeDir = w >= 0 ? resolve(args[w + 1] ?? join(ROOT, "docs/benchmarks")) : null;
   const rest = args.filter((_, i) => w < 0 || (i !== w && i !== w + 1));
-  const backend = rest[0] ?? "file";
+  const target = rest[0] ?? "file";
+  const backend = target.includes("://") ? target.slice(0, target.indexOf(":")) : target;
   const ops = Number(rest[1] ?? 200_000);
   const self = fileURLToPath(import.meta.url);
   const plain = JSON.parse(
-    execFileSync(process.execPath, [self, "--child", backend, String(ops)], { encoding: "utf8" }),
+    execFileSync(process.execPath, [self, "--child", target, String(ops)], { encoding: "utf8" }),
   );
   const profDir = mkdtempSync(join(os.tmpdir(), "baton-cpuprof-"));
   execFileSync(
     process.execPath,
-    ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=50", self, "--child", backend, String(ops)],
+    ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-interval=50", self, "--child", target, String(ops)],
     {
       encoding: "utf8",
     },

@@ -40,6 +40,15 @@ export interface RedisConfig {
   readonly replicas: number;
 }
 
+/**
+ * Options of the command connection's client. node-redis 6 bounds every command with its own
+ * `AbortSignal.timeout` (5 s by default): a timer and two listeners per command, the largest
+ * item of the driver's own CPU profile. The link bounds every command itself (link.ts),
+ * so that one is turned off there; the pub/sub connection keeps node-redis's default.
+ */
+export const COMMAND_CLIENT = { commandOptions: { timeout: 0 } } as const;
+export const SUB_CLIENT = { commandOptions: {} } as const;
+
 /** Parses the driver context; throws `InvalidArgumentError` for anything malformed. */
 export function parseConfig(context: DriverContext): RedisConfig {
   const { url, options } = context;

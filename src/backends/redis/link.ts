@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import { createClient, type RedisClientOptions } from "redis";
 import { BackendUnavailableError } from "../../core/errors.js";
-import type { RedisConfig } from "./config.js";
+import { COMMAND_CLIENT, type RedisConfig, SUB_CLIENT } from "./config.js";
 import { BACKEND, translate } from "./errors.js";
 import type { Script } from "./lua.js";
 import { followPrimary } from "./sentinel.js";
@@ -176,11 +176,12 @@ export async function openLink(config: RedisConfig): Promise<Link> {
     const node = config.nodes[0]!;
     const options: RedisClientOptions = {
       ...auth,
+      ...COMMAND_CLIENT,
       database: config.database,
       socket: { ...socket, host: node.host, port: node.port },
     } as RedisClientOptions;
     const main = createClient(options);
-    const sub = main.duplicate();
+    const sub = main.duplicate(SUB_CLIENT);
     main.on("error", () => {});
     sub.on("error", () => {});
     ends = {

@@ -10,8 +10,12 @@
  * @module
  */
 
-/** Shared definitions; ARGV[1] is always the namespace prefix. */
-const PRELUDE = `
+/**
+ * Shared definitions; ARGV[1] is always the namespace prefix. In two parts: a script's fast
+ * path (see {@link script}) runs between them, and Lua makes a closure for every function
+ * defined each time a script runs, so a call that ends there pays only for {@link BASE}'s.
+ */
+const BASE = `
 local P = ARGV[1]
 -- The server clock, read once per script.
 local clock = nil
@@ -38,6 +42,28 @@ local function next_token()
   redis.call('SET', P .. 'token', text)
   return text
 end
+local function save(Q, e)
+  local id = e.id
+  e.id = nil
+  redis.call('HSET', Q .. ':e', id, cjson.encode(e))
+  e.id = id
+end
+-- A takeover record r (JSON text) written with the grant of token t at c, sealed as
+-- core/driver.ts sealRecord says, in the cell whose keys (cells.ts cellKeys) are k, unless
+-- a live record is there. Replies {'written', version} or {'found', version, fence, value}.
+local function write_record(r, k, t, c)
+  local h = redis.call('HMGET', k[1], 'v', 'f', 'x')
+  if h[3] then return {'found', h[1], h[2], h[3]} end
+  local v = redis.call('INCR', k[4])
+  redis.call('HSET', k[1], 'v', v, 'f', t, 'x', string.sub(r, 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}')
+  redis.call('SADD', k[2], k[5])
+  redis.call('PUBLISH', k[3], v)
+  return {'written', tostring(v)}
+end
+`;
+
+/** The rest of the shared definitions: the granting rule and the records. */
+const PRELUDE = `
 local function entries_of(Q)
   local ids = redis.call('ZRANGE', Q .. ':o', 0, -1)
   local list = {}
@@ -59,28 +85,10 @@ local function entries_of(Q)
   end
   return list
 end
-local function save(Q, e)
-  local id = e.id
-  e.id = nil
-  redis.call('HSET', Q .. ':e', id, cjson.encode(e))
-  e.id = id
-end
 local function remove(Q, e)
   redis.call('ZREM', Q .. ':o', e.id)
   redis.call('HDEL', Q .. ':e', e.id)
   redis.call('HDEL', Q .. ':r', e.id)
-end
--- A takeover record r (JSON text) written with the grant of token t at c, sealed as
--- core/driver.ts sealRecord says, in the cell whose keys (cells.ts cellKeys) are k, unless
--- a live record is there. Replies {'written', version} or {'found', version, fence, value}.
-local function write_record(r, k, t, c)
-  local h = redis.call('HMGET', k[1], 'v', 'f', 'x')
-  if h[3] then return {'found', h[1], h[2], h[3]} end
-  local v = redis.call('INCR', k[4])
-  redis.call('HSET', k[1], 'v', v, 'f', t, 'x', string.sub(r, 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}')
-  redis.call('SADD', k[2], k[5])
-  redis.call('PUBLISH', k[3], v)
-  return {'written', tostring(v)}
 end
 -- A grant message names the entry, its token and, when the grant wrote the entry's
 -- takeover record, its version.
@@ -119,9 +127,9 @@ end
 -- the first waiter is reached. Deletes the queue once empty. Returns the holders, the
 -- waiters walked, and the upgrading entry's id (false if none).
 local function process(Q, upto)
-  local meta = Q .. ':m'
-  local limit = tonumber(redis.call('HGET', meta, 'l') or '1')
-  local marker = redis.call('HGET', meta, 'u')
+  local meta = Q .. ':e'
+  local m = redis.call('HMGET', meta, 'l', 'u')
+  local limit, marker = tonumber(m[1] or '1'), m[2]
   local holders, waiters = {}, {}
   local shared = 0
   local settled = false
@@ -169,7 +177,7 @@ local function process(Q, upto)
   end
   if not settled and marker then marker = settle_upgrade(Q, meta, marker, holders) end
   if #holders == 0 and #waiters == 0 then
-    redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':r', meta)
+    redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':r')
     redis.call('SREM', P .. 'queues', Q)
   end
   return holders, waiters, marker
@@ -256,7 +264,11 @@ export interface Script {
   readonly source: string;
 }
 
-/** A script named `name`: the prelude, then `body`. */
-export function script(name: string, body: string): Script {
-  return { name, source: `${PRELUDE}\n${body}` };
+/**
+ * A script named `name`: {@link BASE}, then `fast` (a path that returns early, before the
+ * rest of the definitions are made; it may leave locals for `body`), then {@link PRELUDE}
+ * and `body`.
+ */
+export function script(name: string, body: string, fast = ""): Script {
+  return { name, source: `${BASE}\n${fast}\n${PRELUDE}\n${body}` };
 }

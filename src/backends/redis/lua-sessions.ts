@@ -102,7 +102,7 @@ export const INSPECT = script(
   `
 local queues = {}
 for _, Q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
-  local meta = redis.call('HMGET', Q .. ':m', 'k', 'n', 'l')
+  local meta = redis.call('HMGET', Q .. ':e', 'k', 'n', 'l')
   local holders, waiters = all_entries(Q)
   if #holders + #waiters > 0 then
     local hs, ws = {}, {}

@@ -10,9 +10,10 @@
  *   records a session has is known to its client, which names them when it closes.
  * - `P q:<kind>:<name>`: a queue Q; `Q:o` (zset: entry id -> arrival), `Q:e` (hash: entry
  *   id -> JSON {s: session, i: member, m: "x"|"s", h: 1 when held, t: token, c: since,
- *   rv: its takeover record's version}), `Q:r` (hash: waiting entry id -> its takeover
- *   record), `Q:m` (hash: l limit, k kind, n name, seq, u the upgrading entry, rk the keys
- *   of the queue's takeover record cell).
+ *   rv: its takeover record's version}, and the queue's own fields l limit, k kind, n name,
+ *   seq, u the upgrading entry, rk the keys of the queue's takeover record cell: one key
+ *   fewer to create and delete per queue; entry ids are longer than any of those names),
+ *   `Q:r` (hash: waiting entry id -> its takeover record).
  * - `P queues`: every non-empty queue; `P token`: the last fencing token.
  * - `P r:<space>` (hash: key -> JSON {s, c, v}), `P rv:<space>` (change counter),
  *   `P spaces` (hash: encoded space -> space).
@@ -39,29 +40,6 @@ export { CLOSE, DELETE_RECORD, FENCE, INSPECT, LIST_RECORDS, PUT_RECORD, RENEW }
 export const ACQUIRE = script(
   "acquire",
   `
-local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
-if not alive(sid) then return {'lost'} end
--- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys) is written
--- with the grant unless a live record is there, which is replied instead. A waiter's
--- waits in Q:r, for the script that grants it.
-local record = ARGV[12] ~= '' and ARGV[12] or nil
-local record_keys = record and {ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]} or nil
-local function granted(t, c)
-  if not record then return {'granted', t, tostring(c)} end
-  local r = write_record(record, record_keys, t, c)
-  return {'granted', t, tostring(c), r[1], r[2], r[3], r[4]}
-end
-local meta = Q .. ':m'
-if redis.call('EXISTS', Q .. ':o') == 0 then
-  -- Nobody there: granted at once, with the fewest commands.
-  local e = {s = sid, i = mid, m = mode, h = 1, t = next_token(), c = now_ms(), id = id}
-  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1)
-  redis.call('SADD', P .. 'queues', Q)
-  save(Q, e)
-  redis.call('ZADD', Q .. ':o', 1, id)
-  return granted(e.t, e.c)
-end
 if redis.call('HEXISTS', Q .. ':e', id) == 1 then return state_of(Q, id) end
 local holders, waiters, marker = process(Q)
 local empty = #holders + #waiters == 0
@@ -88,6 +66,31 @@ redis.call('ZADD', Q .. ':o', redis.call('HINCRBY', meta, 'seq', 1), id)
 if free then return granted(e.t, e.c) end
 return {'waiting', tostring(soonest({holders, waiters}, sid))}
 `,
+  `
+local Q, kind, name, id, sid, mid, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local limit, wait = tonumber(ARGV[9]), ARGV[10] == '1'
+if not alive(sid) then return {'lost'} end
+-- The takeover record (ARGV[12], '' for none; ARGV[13..17]: its cell's keys) is written
+-- with the grant unless a live record is there, which is replied instead. A waiter's
+-- waits in Q:r, for the script that grants it.
+local record = ARGV[12] ~= '' and ARGV[12] or nil
+local record_keys = record and {ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]} or nil
+local function granted(t, c)
+  if not record then return {'granted', t, tostring(c)} end
+  local r = write_record(record, record_keys, t, c)
+  return {'granted', t, tostring(c), r[1], r[2], r[3], r[4]}
+end
+local meta = Q .. ':e'
+if redis.call('EXISTS', Q .. ':o') == 0 then
+  -- Nobody there: granted at once, with the fewest commands.
+  local t, c = next_token(), now_ms()
+  local e = cjson.encode({s = sid, i = mid, m = mode, h = 1, t = t, c = c})
+  redis.call('HSET', meta, 'l', limit, 'k', kind, 'n', name, 'seq', 1, id, e)
+  redis.call('SADD', P .. 'queues', Q)
+  redis.call('ZADD', Q .. ':o', 1, id)
+  return granted(t, c)
+end
+`,
 );
 
 /** ARGV: P, Q, entry. Replies like ACQUIRE's state ({granted...} | {waiting...} | {missing}). */
@@ -106,31 +109,35 @@ return state_of(ARGV[2], ARGV[3])
 export const RELEASE = script(
   "release",
   `
+remove(Q, {id = id})
+-- An upgrade this entry had pending is cleared by process(), as a marker whose entry is gone.
+process(Q)
+return 1
+`,
+  `
 local Q, id = ARGV[2], ARGV[3]
 local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return 0 end
-local e = cjson.decode(raw)
 -- A clean release, or the withdrawal of a grant never handed out, deletes the entry's own
 -- takeover record (ARGV[5..9]: its cell's keys): the one fenced by the entry's token, which
 -- no other holding has (tokens are unique), whatever version the client saw. The script
 -- decides, not the client: a grant made by another script (a release that let this waiter
 -- in) wrote a record the client may never have heard of. No tombstone: the record's fence
 -- is the lock itself, and a key per lock name ever used would only accumulate.
-if ARGV[4] == '1' and e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
-  redis.call('DEL', ARGV[5])
-  redis.call('SREM', ARGV[6], ARGV[9])
-  redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))
+if ARGV[4] == '1' then
+  local e = cjson.decode(raw)
+  if e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
+    redis.call('DEL', ARGV[5])
+    redis.call('SREM', ARGV[6], ARGV[9])
+    redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))
+  end
 end
-e.id = id
-remove(Q, e)
-if redis.call('ZCARD', Q .. ':o') == 0 then
-  redis.call('DEL', Q .. ':e', Q .. ':r', Q .. ':m')
+-- The only entry (every entry of Q:e is also in Q:o): the queue goes, nobody to grant.
+if redis.call('ZCARD', Q .. ':o') == 1 then
+  redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':r')
   redis.call('SREM', P .. 'queues', Q)
   return 1
 end
-if redis.call('HGET', Q .. ':m', 'u') == id then redis.call('HDEL', Q .. ':m', 'u') end
-process(Q)
-return 1
 `,
 );
 
@@ -143,7 +150,7 @@ export const CONVERT = script(
   "convert",
   `
 local Q, id, mode = ARGV[2], ARGV[3], ARGV[4]
-local meta = Q .. ':m'
+local meta = Q .. ':e'
 local raw = redis.call('HGET', Q .. ':e', id)
 if not raw then return {'missing'} end
 local e = cjson.decode(raw)
@@ -178,7 +185,7 @@ export const CANCEL_UPGRADE = script(
   "cancel-upgrade",
   `
 local Q, id = ARGV[2], ARGV[3]
-local meta = Q .. ':m'
+local meta = Q .. ':e'
 local raw = redis.call('HGET', Q .. ':e', id)
 if redis.call('HGET', meta, 'u') == id then redis.call('HDEL', meta, 'u') end
 if not raw then

@@ -14,7 +14,7 @@
  */
 import { createClient, type RedisClientOptions } from "redis";
 import { BackendUnavailableError } from "../../core/errors.js";
-import type { RedisConfig } from "./config.js";
+import { COMMAND_CLIENT, type RedisConfig, SUB_CLIENT } from "./config.js";
 import { BACKEND } from "./errors.js";
 
 type Listener = (message: string) => void;
@@ -86,8 +86,8 @@ export async function followPrimary(
     const colon = address.lastIndexOf(":");
     const host = address.slice(0, colon);
     const port = Number(address.slice(colon + 1));
-    const main = createClient({ ...auth, socket: { ...socket, host, port } } as RedisClientOptions);
-    const sub = main.duplicate();
+    const main = createClient({ ...auth, ...COMMAND_CLIENT, socket: { ...socket, host, port } } as RedisClientOptions);
+    const sub = main.duplicate(SUB_CLIENT);
     main.on("error", () => {});
     sub.on("error", () => {});
     let ready = 0;
