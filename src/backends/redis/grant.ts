@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { atMost } from "../../core/abortable.js";
+import { atMost, linked } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
@@ -108,7 +108,9 @@ async function slowAcquire(
 ): Promise<RedisGrant | null> {
   const { signal } = request;
   const what = `acquiring ${request.kind} "${request.name}"`;
-  const stop = AbortSignal.any([signal, scope.ended]);
+  // Not AbortSignal.any: the session's signal would keep every acquisition's composite
+  // for the session's life (Node's kDependantSignals; see zookeeper/acquire.ts).
+  const { signal: stop, dispose } = linked([signal, scope.ended]);
   try {
     let reply = first ?? ((await runRetrying(scope, what, ACQUIRE, args, stop)) as Reply);
     for (;;) {
@@ -162,6 +164,7 @@ async function slowAcquire(
     throw error;
   } finally {
     box.dispose();
+    dispose();
   }
 }
 
@@ -223,7 +226,7 @@ export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, s
   if (signal.aborted) throw signal.reason;
   const what = `${mode === "shared" ? "downgrading" : "upgrading"} lock "${grant.name}"`;
   const controller = new AbortController();
-  const stop = AbortSignal.any([signal, controller.signal, scope.ended]);
+  const { signal: stop, dispose } = linked([signal, controller.signal, scope.ended]);
   const box: Mailbox | null = mode === "exclusive" ? scope.wakeups.open(grant.entry) : null;
   if (box) grant.upgrade = controller;
   let reply: Reply | undefined;
@@ -270,6 +273,7 @@ export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, s
     throw error;
   } finally {
     box?.dispose();
+    dispose();
     if (grant.upgrade === controller) grant.upgrade = null;
   }
 }
