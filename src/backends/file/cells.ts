@@ -30,6 +30,7 @@ import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
 import type { FileNode } from "./node.js";
 import { takeoverRecords, type WriteNow } from "./records.js";
+import { BACKEND } from "./definition.js";
 
 /** Bucket files the cells are spread over. */
 export const BUCKETS = 32;
@@ -232,5 +233,5 @@ function userCells(
 
 function unavailable(directory: Directory, bucket: number, why: string, cause: unknown): BackendUnavailableError {
   const file = join(directory.path, bucketFileName(bucket));
-  return new BackendUnavailableError(`the cells file ${file} ${why}`, { backend: "file", cause });
+  return new BackendUnavailableError(`the cells file ${file} ${why}`, { backend: BACKEND, cause });
 }

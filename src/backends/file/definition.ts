@@ -1,8 +1,11 @@
 import type { BackendDefinition } from "../../core/driver.js";
 
+/** The backend's name, as errors and telemetry report it. */
+export const BACKEND = "file";
+
 /** Local files: many processes on one host, no server. See docs/backends/file.md. */
 export const fileBackend: BackendDefinition = {
-  name: "file",
+  name: BACKEND,
   schemes: ["file"],
   urlForm: "file:///path/to/dir  (file: alone: a private per-user directory)",
   summary:

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { BackendUnavailableError, InvalidArgumentError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
 import { explain } from "../explain.js";
+import { BACKEND } from "./definition.js";
 
 /** The few files a Baton directory ever holds, whatever the number of names. */
 export const FILES = {
@@ -181,6 +182,6 @@ function makeDirectory(path: string): void {
 function unavailable(path: string, why: string, check: string, cause?: unknown): BackendUnavailableError {
   return new BackendUnavailableError(
     explain("", `Baton directory ${path}`, why, `${check}, or pass another directory (file:///path)`),
-    { backend: "file", cause },
+    { backend: BACKEND, cause },
   );
 }

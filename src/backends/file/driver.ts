@@ -39,6 +39,7 @@ import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 import { LIMIT_SPAN, SlotLocks } from "./slot-locks.js";
 import { deleteRecord, deleteRecordNow, writeRecord, writeRecordNow } from "./takeover.js";
+import { BACKEND } from "./definition.js";
 
 const SEP = "\u0000";
 
@@ -198,7 +199,7 @@ class FileSession implements DriverSession, SessionView {
       return;
     }
     this.#grants.delete(grant);
-    grant.upgrade?.abort(releasedWhileUpgrading({ backend: "file" }));
+    grant.upgrade?.abort(releasedWhileUpgrading({ backend: BACKEND }));
     this.#slots.letGo(grant.slot);
     if (grant.writerIntent) this.#slots.dropWriterIntent(grant.slot, false);
     if (grant.kind === "semaphore") this.#slots.unmarkLimit(limitBase(this.#key(grant)), grant.limit);
@@ -209,7 +210,7 @@ class FileSession implements DriverSession, SessionView {
     const grant = driverGrant as FileGrant;
     this.#checkOpen();
     const held = this.#slots.held.get(grant.slot);
-    if (!this.#grants.has(grant) || !held) throw notHeld({ backend: "file" });
+    if (!this.#grants.has(grant) || !held) throw notHeld({ backend: BACKEND });
     if (mode === "shared") {
       // Converting our own exclusive lock to shared never conflicts.
       this.#slots.locks.tryLock(grant.slot, true);
@@ -222,7 +223,7 @@ class FileSession implements DriverSession, SessionView {
     }
     const intent = grant.slot + UPGRADE_INTENT;
     if (this.#slots.upgrading.has(grant.slot) || !this.#slots.takeIntent(intent)) {
-      throw upgradeDeadlock({ backend: "file" });
+      throw upgradeDeadlock({ backend: BACKEND });
     }
     this.#slots.upgrading.add(grant.slot);
     const ended = new AbortController();

@@ -24,6 +24,7 @@ import { BackendUnavailableError } from "../../core/errors.js";
 import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory } from "./directory.js";
 import { kernel } from "./kernel.js";
+import { BACKEND } from "./definition.js";
 
 /** Regions of the file: a record's region is its key's hash modulo this. */
 export const REGIONS = 1024;
@@ -83,7 +84,7 @@ export function takeoverRecords(
     if (text.length > HALF) {
       throw new BackendUnavailableError(
         `the takeover records that hash to region ${region} of ${path} would exceed ${HALF} bytes: too many held locks with large fence info`,
-        { backend: "file" },
+        { backend: BACKEND },
       );
     }
     const base = region * REGION;

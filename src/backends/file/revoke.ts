@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import type { QueueSnapshot } from "../../core/driver.js";
 import { CannotRevokeError } from "../../core/errors.js";
 import { holdsPeerSocket, processStartTime } from "./identity.js";
+import { BACKEND } from "./definition.js";
 
 /**
  * The file backend cannot take a lock from a live holder: the kernel frees an OFD lock only
@@ -28,6 +29,6 @@ export function cannotRevoke(sessionId: string, snapshot: { queues: readonly Que
   return new CannotRevokeError(
     `the file backend cannot revoke a live holder: only the death of process ${pid} on ${host} (member ${memberId}) frees its kernel lock; end that process (baton unlock --kill SIGKILLs it)`,
     [{ memberId, sessionId, pid: known ? pid : undefined, host, ...(startTime === null ? {} : { startTime }) }],
-    { backend: "file" },
+    { backend: BACKEND },
   );
 }

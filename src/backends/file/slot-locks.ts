@@ -15,6 +15,7 @@ import { InvalidArgumentError } from "../../core/errors.js";
 import { FILES, lockFileName, openFile } from "./directory.js";
 import { kernel, LockFiles, UPGRADE_INTENT, WRITER_INTENT } from "./kernel.js";
 import type { FileNode } from "./node.js";
+import { BACKEND } from "./definition.js";
 
 /** Semaphore limits are marked at offsets below this (one range per name). */
 export const LIMIT_SPAN = 2 ** 20;
@@ -181,7 +182,7 @@ export class SlotLocks {
     }
     throw new InvalidArgumentError(
       `semaphore "${name}" is in use with another limit than ${limit}; every user of one semaphore must give the same limit`,
-      { backend: "file" },
+      { backend: BACKEND },
     );
   }
 

@@ -6,9 +6,12 @@
  */
 import type { BackendDefinition } from "../../core/driver.js";
 
+/** The backend's name, as errors and telemetry report it. */
+export const BACKEND = "memory";
+
 /** In-process backend: coordinators of one process. */
 export const memoryBackend: BackendDefinition = {
-  name: "memory",
+  name: BACKEND,
   schemes: ["memory"],
   urlForm: "memory://[store-name]",
   summary: "In one process only: coordinators sharing a named in-memory store. Not shared with other processes.",

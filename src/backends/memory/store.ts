@@ -3,6 +3,7 @@ import { QueueTable } from "../../core/queue-table.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
 import { CellTable } from "./cells.js";
 import { LiveRecords } from "./records.js";
+import { BACKEND } from "./definition.js";
 
 /** Who a queue entry belongs to. */
 export interface HolderMeta {
@@ -56,7 +57,7 @@ export class MemoryStore {
   /** Extends the session's lease by its TTL. Throws if it already expired. */
   keepAlive(id: string): void {
     const session = this.#sessions.get(id);
-    if (!session) throw new SessionExpiredError(`memory session ${id} has expired`, { backend: "memory" });
+    if (!session) throw new SessionExpiredError(`memory session ${id} has expired`, { backend: BACKEND });
     session.expiresAt = Date.now() + session.ttlMs;
     if (session.timer) clearTimeout(session.timer);
     // Unref'd: a lease's expiry must not keep the process alive by itself.
@@ -76,7 +77,7 @@ export class MemoryStore {
     const session = this.#sessions.get(id);
     if (!session) return;
     const error = new SessionExpiredError(`memory session ${id} expired after ${session.ttlMs} ms without keep-alive`, {
-      backend: "memory",
+      backend: BACKEND,
     });
     session.onLost(error);
     this.#endSession(session, error);
