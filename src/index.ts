@@ -92,6 +92,7 @@ export {
   MAX_TIMER_MS,
 } from "./core/validate.js";
 export {
+  AbortError,
   AbortedError,
   BackendUnavailableError,
   BatonError,

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createHook } from "node:async_hooks";
 import { after, describe, it } from "node:test";
-import { AbortedError, connect } from "../src/index.js";
+import { AbortError, connect } from "../src/index.js";
 import { makeTempDir, removeTempDir } from "./harness/proc.js";
 
 const dir = makeTempDir("baton-fast-");
@@ -56,7 +56,7 @@ for (const [backend, url] of [
       await using b = await connect(url);
       const controller = new AbortController();
       controller.abort(new Error("stop"));
-      await assert.rejects(a.lock("x").acquire({ signal: controller.signal }), AbortedError);
+      await assert.rejects(a.lock("x").acquire({ signal: controller.signal }), AbortError);
       assert.equal((await a.inspect()).locks.length, 0);
 
       const first = await a.lock("x").acquire();

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { AbortedError, type Coordinator, InvalidArgumentError, TimeoutError, connect } from "../src/index.js";
+import { AbortError, type Coordinator, InvalidArgumentError, TimeoutError, connect } from "../src/index.js";
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { baton } from "./fixtures/cli.js";
 import { Holder } from "./harness/holder.js";
@@ -52,7 +52,7 @@ describe("revoke with a timeout or a signal", () => {
     await next.release();
   });
 
-  it("an abort ends it at once with AbortedError carrying the caller's reason", async () => {
+  it("an abort ends it at once with AbortError carrying the caller's reason", async () => {
     await stuck("ra");
     const stop = new AbortController();
     const revoking = operator.revoke("ra", { signal: stop.signal });
@@ -64,7 +64,7 @@ describe("revoke with a timeout or a signal", () => {
       () => assert.fail("must not resolve: the holder cannot be confirmed gone"),
       (error: unknown) => error,
     );
-    assert.ok(outcome instanceof AbortedError, String(outcome));
+    assert.ok(outcome instanceof AbortError, String(outcome));
     assert.equal((outcome.cause as Error).message, "operator gave up");
     assert.ok(Date.now() - started < TTL_MS / 2, "it ended long before the holder's deadline");
   });
@@ -73,7 +73,7 @@ describe("revoke with a timeout or a signal", () => {
     const holder = new Holder(etcd.url, "rn", 4000);
     holders.push(holder);
     const acquired = await holder.next((e) => e.event === "acquired", "the holder's grant");
-    await assert.rejects(operator.revoke("rn", { signal: AbortSignal.abort() }), AbortedError);
+    await assert.rejects(operator.revoke("rn", { signal: AbortSignal.abort() }), AbortError);
     const info = await operator.inspect();
     assert.equal(String(info.locks.find((l) => l.name === "rn")?.holders[0]?.token), acquired.token);
     assert.equal(

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { getEventListeners } from "node:events";
 import { describe, it } from "node:test";
-import { AbortedError, connect } from "../src/index.js";
+import { AbortedError, AbortError, connect } from "../src/index.js";
 import { abortable, onAbort } from "../src/core/abortable.js";
 
 const listeners = (signal: AbortSignal) => getEventListeners(signal, "abort").length;
@@ -76,7 +76,12 @@ describe("one signal shared by many waits", () => {
       stop.abort(new Error("enough"));
       const outcomes = await Promise.all(waits);
       // The busy lock's waiters were cancelled; the free names may have been granted first.
-      assert.ok(outcomes.filter((_, i) => i % 2 === 0).every((o) => o instanceof AbortedError));
+      assert.ok(outcomes.filter((_, i) => i % 2 === 0).every((o) => o instanceof AbortError));
+      // The class's old name is the same class; its name and code agree with the platform's.
+      const aborted = outcomes[0] as AbortError;
+      assert.ok(aborted instanceof AbortedError);
+      assert.equal(aborted.name, AbortError.name);
+      assert.equal(aborted.code, "ABORTED");
       await held.release();
       await new Promise((resolve) => setImmediate(resolve));
       assert.deepEqual(warnings, []);

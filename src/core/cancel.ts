@@ -1,5 +1,5 @@
 import { onAbort } from "./abortable.js";
-import { AbortedError, TimeoutError } from "./errors.js";
+import { AbortError, TimeoutError } from "./errors.js";
 import type { LiveSession } from "./session.js";
 import { holdProcess } from "./keep-alive.js";
 
@@ -17,7 +17,7 @@ export interface Cancellation {
 
 /**
  * Combines cancellation sources into one signal whose `reason` is a Baton error: a
- * {@link TimeoutError} when `timeoutMs` elapses, an {@link AbortedError} (cause: the caller's
+ * {@link TimeoutError} when `timeoutMs` elapses, an {@link AbortError} (cause: the caller's
  * reason) when the caller aborts, or an internal source's own reason (session lost, closed).
  * Unlike `AbortSignal.any`, it leaves no listener behind once disposed, and it builds no
  * `AbortController` unless someone reads `signal` (the uncontended path never does).
@@ -66,7 +66,7 @@ export function cancellation(options: {
   }
   for (const source of options.internal ?? []) follow(source, () => source.reason);
   if (signal) {
-    follow(signal, () => new AbortedError(`${what} was cancelled`, { backend, cause: signal.reason }));
+    follow(signal, () => new AbortError(`${what} was cancelled`, { backend, cause: signal.reason }));
   }
   if (timeoutMs !== undefined && !aborted) {
     const timer = setTimeout(() => {

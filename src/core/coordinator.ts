@@ -362,7 +362,7 @@ export class Coordinator implements AsyncDisposable {
    * fires before anyone else is granted its lock, and this call takes up to the holder's
    * TTL (about a third of it for a live holder). `{ immediate: true }` frees at once
    * (safe only where resources check fencing tokens). `timeoutMs` and `signal` bound the
-   * call (`TimeoutError`, `AbortedError`), as does `close()`; sessions already marked revoked
+   * call (`TimeoutError`, `AbortError`), as does `close()`; sessions already marked revoked
    * stay so, and their holders lose their holdings at their own deadline.
    * Resolves with the holders revoked (empty if nobody held it). The file backend throws
    * `CannotRevokeError` with the holder's pid and host: only its death frees its lock.

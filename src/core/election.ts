@@ -22,7 +22,7 @@ export interface Leader<Value = unknown> {
 export interface CampaignOptions {
   /** Give up after this many milliseconds with a `TimeoutError`. */
   timeoutMs?: number | undefined;
-  /** Withdraws the candidacy; rejects with an `AbortedError`. */
+  /** Withdraws the candidacy; rejects with an `AbortError`. */
   signal?: AbortSignal | undefined;
 }
 

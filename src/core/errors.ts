@@ -62,12 +62,20 @@ export class TimeoutError extends BatonError {
  * the waiter is left. `name` is `"AbortError"` like the platform's own cancellations, and
  * `cause` is the signal's `reason`.
  */
-export class AbortedError extends BatonError {
+export class AbortError extends BatonError {
   constructor(message: string, options?: BatonErrorOptions) {
     super("ABORTED", message, options);
     this.name = "AbortError";
   }
 }
+
+/**
+ * The same class as {@link AbortError}, under its first name (`instanceof` either works).
+ * @deprecated Use {@link AbortError}, whose class name agrees with its `name`.
+ */
+export const AbortedError = AbortError;
+/** @deprecated Use {@link AbortError}. */
+export type AbortedError = AbortError;
 
 /** A held lock, permit or leadership was lost (session expired, connection dropped, ...). */
 export class LockLostError extends BatonError {

@@ -24,7 +24,7 @@ export interface AcquireOptions extends TakeoverOptions {
    */
   timeoutMs?: number | undefined;
   /**
-   * Cancels the wait: the call rejects with an `AbortedError` (name `"AbortError"`, cause
+   * Cancels the wait: the call rejects with an `AbortError` (name `"AbortError"`, cause
    * the signal's reason), the waiter is withdrawn with no trace, and nothing is held.
    * Aborting after the grant does nothing to the grant.
    */
@@ -368,7 +368,7 @@ export class Lock {
    * holders and earlier exclusive waiters.
    *
    * Cancellation: `timeoutMs` rejects with {@link TimeoutError}; `signal` rejects with an
-   * `AbortedError`; `close()` rejects with `ClosedError`. In every case the waiter is
+   * `AbortError`; `close()` rejects with `ClosedError`. In every case the waiter is
    * withdrawn and nothing is held. It settles by then even if the backend stops answering:
    * the takeover steps after a grant end with it, giving back a grant it could not hand out
    * adds at most a second (the release goes on in the background, bounded by the TTL), and

@@ -23,7 +23,7 @@ export interface MultiLockOptions {
    * whatever was already taken is released first. Omitted: wait until granted or cancelled.
    */
   timeoutMs?: number | undefined;
-  /** Cancels the wait with an `AbortedError`; whatever was already taken is released first. */
+  /** Cancels the wait with an `AbortError`; whatever was already taken is released first. */
   signal?: AbortSignal | undefined;
 }
 

@@ -38,7 +38,7 @@ export interface RevokeOptions {
    */
   timeoutMs?: number | undefined;
   /**
-   * Cancels the revoke with an `AbortedError`. Sessions already marked revoked stay so: their
+   * Cancels the revoke with an `AbortError`. Sessions already marked revoked stay so: their
    * renewals keep failing, so their holders lose their holdings at their own deadline and
    * the backend frees them when their TTL runs out, just not earlier by this call. A session
    * not yet marked is left untouched.

@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import type { TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
 import { revokeNodes } from "../../src/backends/zookeeper/revoke.js";
-import { AbortedError, type Coordinator, type LockHandle, type LockMode } from "../../src/index.js";
+import { AbortError, type Coordinator, type LockHandle, type LockMode } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
@@ -167,7 +167,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     await waitForWaiters(a, "withdrawn", 2);
     await settled(traceC, "C to wait behind B");
     giveUp.abort();
-    await assert.rejects(giving, AbortedError);
+    await assert.rejects(giving, AbortError);
     // C was woken by B's deletion and must find A still ahead of it.
     await relisted(traceC, "C to read the queue again after B left");
     const info = await a.inspect();

@@ -12,7 +12,7 @@ import {
   InvalidArgumentError,
   MAX_CELL_VALUE_BYTES,
   TimeoutError,
-  AbortedError,
+  AbortError,
   connect,
   formatStatus,
 } from "../../src/index.js";
@@ -315,7 +315,7 @@ export function cellsSuite(suite: SuiteContext, url: () => string): void {
       const abort = new AbortController();
       const pending = asker.locks(["n1", "n2"], { signal: abort.signal });
       setTimeout(() => abort.abort(new Error("stop")), 100);
-      await assert.rejects(pending, AbortedError);
+      await assert.rejects(pending, AbortError);
       const free = await probe.lock("n1").tryAcquire();
       assert.ok(free, "n1 was released after the timeout");
       await free.release();
