@@ -78,8 +78,12 @@ export function etcdCells(
       // A takeover record's write is sent again after a transient failure: its compares make
       // a landed one fail the second time, and the rule then reads it as its writer's own
       // (the same token), which its claim accepts. A user cell's is not: a transition that
-      // landed would read as a conflict, so its outcome stays unknown (a rejection).
-      const response = space === TAKEOVER_SPACE ? await idempotent(send, readBudgetMs) : await send();
+      // landed would read as a conflict, so its outcome stays unknown (a rejection). Nor is a
+      // record's delete: it comes from a release, which must answer within one call deadline
+      // (a delete that did not land leaves the record, so the next holder is told of a
+      // takeover: the cautious side).
+      const again = space === TAKEOVER_SPACE && value !== null;
+      const response = again ? await idempotent(send, readBudgetMs) : await send();
       if (response.succeeded) {
         if (value !== null) return { ok: true, version: BigInt(response.header.revision) };
         const deleted = response.responses[0]?.response_delete_range?.deleted ?? "0";

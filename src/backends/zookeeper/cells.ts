@@ -62,9 +62,11 @@ export function zkCells(
     // A takeover record's write is sent again after a lost connection, decided again against
     // the node as it then is: a record that did land reads as its writer's own (the same
     // token), which its claim accepts. A user cell's is not: a transition that landed would
-    // read as a conflict, so its outcome stays unknown (a rejection).
+    // read as a conflict, so its outcome stays unknown (a rejection). Nor is a record's
+    // delete: it comes from a release, which must not wait for a reconnection (one that
+    // did not land leaves the record: the next holder is told of a takeover, the cautious side).
     const again = async (error: unknown) => {
-      if (space !== TAKEOVER_SPACE || !isTransient(error)) throw error;
+      if (space !== TAKEOVER_SPACE || value === null || !isTransient(error)) throw error;
       await (await live()).waitConnected(closing);
     };
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
