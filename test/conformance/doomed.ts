@@ -3,9 +3,42 @@
  * (test/harness/holder.ts, SIGKILLed or revoked) where the backend works across processes,
  * else a coordinator of this process whose session is lost.
  */
+import { afterEach } from "node:test";
 import type { Coordinator } from "../../src/index.js";
 import { Holder } from "../harness/holder.js";
 import type { SuiteContext } from "./context.js";
+import { cellsCheck } from "./helpers.js";
+
+/**
+ * What both takeover suites start from: coordinators with the suite's short TTL, doomed
+ * holders, the cells check that skips a backend without them; all stopped and closed after
+ * each test.
+ */
+export function takeoverFixture(
+  suite: SuiteContext,
+  url: () => string,
+): {
+  client: (namespace: string) => Promise<Coordinator>;
+  doomed: ReturnType<typeof doomedHolders>;
+  needCells: ReturnType<typeof cellsCheck>;
+} {
+  const holders: Holder[] = [];
+  const mine: Coordinator[] = [];
+  const client = async (namespace: string) => {
+    const coord = await suite.client(namespace, { ttlMs: suite.shortTtlMs });
+    mine.push(coord);
+    return coord;
+  };
+  afterEach(async () => {
+    await Promise.all(holders.splice(0).map((h) => h.stop()));
+    await Promise.all(mine.splice(0).map((c) => c.close()));
+  });
+  return {
+    client,
+    doomed: doomedHolders(suite, url, holders, client),
+    needCells: cellsCheck(url, "backend has no cells (durable records), so no takeover"),
+  };
+}
 
 /** A holding that will be lost: in a process of its own where the backend allows it. */
 export interface Doomed {

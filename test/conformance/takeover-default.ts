@@ -5,29 +5,14 @@
  * holder; `takeover: false` opts out as documented. Skipped on a backend without cells.
  */
 import assert from "node:assert/strict";
-import { afterEach, describe, it } from "node:test";
-import type { Coordinator } from "../../src/index.js";
-import type { Holder } from "../harness/holder.js";
+import { describe, it } from "node:test";
 import type { SuiteContext } from "./context.js";
-import { doomedHolders } from "./doomed.js";
-import { cellsCheck, waitForWaiters } from "./helpers.js";
+import { takeoverFixture } from "./doomed.js";
+import { waitForWaiters } from "./helpers.js";
 
 /** Registers the default-tracking takeover tests. */
 export function takeoverDefaultSuite(suite: SuiteContext, url: () => string): void {
-  const holders: Holder[] = [];
-  const mine: Coordinator[] = [];
-  const client = async (namespace: string) => {
-    const coord = await suite.client(namespace, { ttlMs: suite.shortTtlMs });
-    mine.push(coord);
-    return coord;
-  };
-  const doomed = doomedHolders(suite, url, holders, client);
-  const needCells = cellsCheck(url, "backend has no cells (durable records), so no takeover");
-
-  afterEach(async () => {
-    await Promise.all(holders.splice(0).map((h) => h.stop()));
-    await Promise.all(mine.splice(0).map((c) => c.close()));
-  });
+  const { client, doomed, needCells } = takeoverFixture(suite, url);
 
   describe("takeover by default", () => {
     it("a killed plain acquire() holder is handed to the next plain acquire(), whose token is higher", async (t) => {

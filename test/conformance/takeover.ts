@@ -6,7 +6,7 @@
  * whose session is lost. Skipped, by capability, on a backend without cells.
  */
 import assert from "node:assert/strict";
-import { afterEach, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import {
   CannotRevokeError,
   type Coordinator,
@@ -17,28 +17,13 @@ import {
   TimeoutError,
   UnsupportedError,
 } from "../../src/index.js";
-import type { Holder } from "../harness/holder.js";
 import type { SuiteContext } from "./context.js";
-import { doomedHolders } from "./doomed.js";
-import { cellsCheck, waitFor, waitForWaiters } from "./helpers.js";
+import { takeoverFixture } from "./doomed.js";
+import { waitFor, waitForWaiters } from "./helpers.js";
 
 /** Registers the takeover conformance tests. */
 export function takeoverSuite(suite: SuiteContext, url: () => string): void {
-  const holders: Holder[] = [];
-  const mine: Coordinator[] = [];
-  const client = async (namespace: string) => {
-    const coord = await suite.client(namespace, { ttlMs: suite.shortTtlMs });
-    mine.push(coord);
-    return coord;
-  };
-  const needCells = cellsCheck(url, "backend has no cells (durable records), so no takeover");
-
-  const doomed = doomedHolders(suite, url, holders, client);
-
-  afterEach(async () => {
-    await Promise.all(holders.splice(0).map((h) => h.stop()));
-    await Promise.all(mine.splice(0).map((c) => c.close()));
-  });
+  const { client, doomed, needCells } = takeoverFixture(suite, url);
 
   describe("takeover", () => {
     it("a killed holder's fence info and token are handed to the next holder, whose token is higher", async (t) => {
