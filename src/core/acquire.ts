@@ -209,7 +209,7 @@ async function claimOrRelease(
     const target = { name: handle.name, token: handle.token, acquiredAt: handle.acquiredAt, sessionId: session.id };
     // Cancellation, timeout and the loss of the grant all end the claim.
     const stop = AbortSignal.any([signal, handle.signal]);
-    outcome = await claimWithin(core, target, request, grant, wait, stop, handle.signal);
+    outcome = await claimWithin({ core, grant: target, request, native: grant, wait, stop }, handle.signal);
   } finally {
     // Nothing is held silently: a grant that was not claimed goes back at once. Once the
     // acquisition was cancelled or timed out, a backend that stopped answering does not hold

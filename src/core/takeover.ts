@@ -248,16 +248,9 @@ export interface Claimed {
  * the grant was lost (`lost`: a lost holding keeps its record, for the next holder).
  * @internal
  */
-export function claimWithin(
-  core: CoordinatorCore,
-  grant: ClaimTarget,
-  request: TakeoverRequest,
-  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
-  wait: boolean,
-  stop: AbortSignal,
-  lost: AbortSignal,
-): Promise<Claimed | "delayed"> {
-  const running = claim(core, grant, request, native, wait, stop);
+export function claimWithin(call: ClaimCall, lost: AbortSignal): Promise<Claimed | "delayed"> {
+  const { grant, stop } = call;
+  const running = claim(call);
   return raceSignal(running, stop).catch((error: unknown) => {
     running.then(
       (late) => {
@@ -267,6 +260,18 @@ export function claimWithin(
     );
     throw error;
   });
+}
+
+/** What one claim is given (see {@link claim}). @internal */
+export interface ClaimCall {
+  readonly core: CoordinatorCore;
+  readonly grant: ClaimTarget;
+  readonly request: TakeoverRequest;
+  /** What the driver's grant says of a record it wrote natively. */
+  readonly native: Pick<DriverGrant, "recordVersion" | "previousRecord">;
+  /** Whether the caller waits out a lock delay (else `"delayed"`). */
+  readonly wait: boolean;
+  readonly stop: AbortSignal;
 }
 
 /** What a grant being claimed is. */
@@ -288,14 +293,7 @@ export interface ClaimTarget {
  * outcome but success.
  * @internal
  */
-export async function claim(
-  core: CoordinatorCore,
-  grant: ClaimTarget,
-  request: TakeoverRequest,
-  native: Pick<DriverGrant, "recordVersion" | "previousRecord">,
-  wait: boolean,
-  stop: AbortSignal,
-): Promise<Claimed | "delayed"> {
+export async function claim({ core, grant, request, native, wait, stop }: ClaimCall): Promise<Claimed | "delayed"> {
   const cells = core.driver.cells as DriverCells;
   const { explicit } = request;
   // Written by the driver with the grant: the lock was free or cleanly released.

@@ -95,6 +95,31 @@ interface SingleServer {
   stop(): Promise<void>;
 }
 
+/** A harness server as a {@link SingleServer}: `how` says what its restart does. */
+function onServer(
+  server: { url: string; host?: string; restart(): Promise<void>; stop(): Promise<void> },
+  port: number,
+  via: (port: number) => string,
+  how: string,
+  restart: () => Promise<void> = () => server.restart(),
+): SingleServer {
+  return {
+    url: server.url,
+    host: server.host ?? "127.0.0.1",
+    port,
+    via,
+    restart: async () => {
+      await restart();
+      return how;
+    },
+    stop: () => server.stop(),
+  };
+}
+
+/** `via` for a server whose URL names its port before the path. */
+const swapPort = (server: { url: string; port: number }) => (p: number) =>
+  server.url.replace(`:${server.port}/`, `:${p}/`);
+
 /**
  * The entry of a backend on one server, each client through its own cuttable proxy, with
  * every nemesis but the cluster ones: etcd, PostgreSQL, MySQL, Redis and ZooKeeper.
@@ -128,17 +153,7 @@ export const BACKENDS: readonly ChaosBackend[] = [
   },
   singleServer("etcd", async () => {
     const server = await startEtcd();
-    return {
-      url: server.url,
-      host: "127.0.0.1",
-      port: server.clientPort,
-      via: (p) => `etcd://127.0.0.1:${p}`,
-      restart: async () => {
-        await server.restart();
-        return "etcd stopped and started";
-      },
-      stop: () => server.stop(),
-    };
+    return onServer(server, server.clientPort, (p) => `etcd://127.0.0.1:${p}`, "etcd stopped and started");
   }),
   {
     name: "etcd-cluster",
@@ -173,50 +188,27 @@ export const BACKENDS: readonly ChaosBackend[] = [
   },
   singleServer("postgres", async () => {
     const server = await startPostgres();
-    return {
-      url: server.url,
-      host: server.host,
-      port: server.port,
-      via: (p) => server.url.replace(`:${server.port}/`, `:${p}/`),
-      restart: async () => {
-        await server.restart();
-        return "postgres fast shutdown and start";
-      },
-      stop: () => server.stop(),
-    };
+    return onServer(server, server.port, swapPort(server), "postgres fast shutdown and start");
   }),
   singleServer("mysql", async () => {
     const server = await startMariadb();
-    return {
-      url: server.url,
-      host: server.host,
-      port: server.port,
-      via: (p) => server.url.replace(`:${server.port}/`, `:${p}/`),
-      restart: async () => {
-        // A crash, not a shutdown: each commit reaches the redo log in the OS's cache
-        // (harness tuning), so the lock rows and the token counter must survive it.
-        await server.kill();
-        await server.restart();
-        return "mariadb SIGKILL and start";
-      },
-      stop: () => server.stop(),
-    };
+    // A crash, not a shutdown: each commit reaches the redo log in the OS's cache (harness
+    // tuning), so the lock rows and the token counter must survive it.
+    return onServer(server, server.port, swapPort(server), "mariadb SIGKILL and start", async () => {
+      await server.kill();
+      await server.restart();
+    });
   }),
   singleServer("redis", async () => {
     // Persistence on (fsync always): without it a restart forgets every lock and token,
     // which no lock service may do.
     const server = await startRedis({ persistence: true });
-    return {
-      url: server.url,
-      host: "127.0.0.1",
-      port: server.port,
-      via: (p) => `redis://127.0.0.1:${p}`,
-      restart: async () => {
-        await server.restart();
-        return "redis SIGKILL and start (AOF, fsync always)";
-      },
-      stop: () => server.stop(),
-    };
+    return onServer(
+      server,
+      server.port,
+      (p) => `redis://127.0.0.1:${p}`,
+      "redis SIGKILL and start (AOF, fsync always)",
+    );
   }),
   {
     name: "redis-sentinel",
@@ -252,17 +244,12 @@ export const BACKENDS: readonly ChaosBackend[] = [
   singleServer("zookeeper", async () => {
     const server = await startZooKeeper();
     const [host, port] = server.address.split(":") as [string, string];
-    return {
-      url: server.url,
-      host,
-      port: Number(port),
-      via: (p) => `zookeeper://${host}:${p}`,
-      restart: async () => {
-        await server.restart();
-        return "zookeeper SIGKILL and start (sessions and nodes are on disk)";
-      },
-      stop: () => server.stop(),
-    };
+    return onServer(
+      { url: server.url, host, restart: () => server.restart(), stop: () => server.stop() },
+      Number(port),
+      (p) => `zookeeper://${host}:${p}`,
+      "zookeeper SIGKILL and start (sessions and nodes are on disk)",
+    );
   }),
   {
     name: "zookeeper-ensemble",
