@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- --latency [--backends etcd,postgres,redis,zookeeper] [--rtt 10,50] [--rounds N]`
+ * `npm run bench -- --latency [--backends etcd,postgres,mysql,redis,zookeeper] [--rtt 10,50] [--rounds N]`
  *
  * Latency in round trips (issue 19): every coordinator reaches its server through the
  * harness proxy with an added round-trip time split evenly between the two directions
@@ -18,6 +18,7 @@ import { startEtcd } from "../test/harness/etcd.js";
 import { startPostgres } from "../test/harness/postgres.js";
 import { delay } from "../test/harness/proc.js";
 import { type Proxy as TcpProxy, startProxy } from "../test/harness/proxy.js";
+import { startMariadb } from "../test/harness/mariadb.js";
 import { startRedis } from "../test/harness/redis.js";
 import { startZooKeeper } from "../test/harness/zookeeper.js";
 
@@ -35,6 +36,10 @@ const SERVERS: Record<string, () => Promise<Server>> = {
   },
   async postgres() {
     const s = await startPostgres();
+    return { host: s.host, port: s.port, url: (p) => s.url.replace(`:${s.port}/`, `:${p}/`), stop: () => s.stop() };
+  },
+  async mysql() {
+    const s = await startMariadb();
     return { host: s.host, port: s.port, url: (p) => s.url.replace(`:${s.port}/`, `:${p}/`), stop: () => s.stop() };
   },
   async redis() {

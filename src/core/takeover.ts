@@ -3,7 +3,8 @@
  * holding is lost rather than released, an `onTakeover` fencing hook, and Chubby's lock
  * delay. Written once here over the durable-record seam (`Driver.cells`, in the space
  * {@link TAKEOVER_SPACE}), so every backend with cells has it. Every exclusive lock grant
- * is tracked unless `takeover: false`.
+ * is tracked unless `takeover: false` where the driver has `nativeRecords`; elsewhere only
+ * when asked (`takeover: true` or any takeover option).
  *
  * The record of lock `name` is created with each tracked grant (by the driver in the
  * grant's own atomic step where it has `nativeRecords`, else by a cell write right after,
@@ -84,14 +85,18 @@ export interface TakeoverOptions {
   lockDelayMs?: number | undefined;
   /**
    * Takeover tracking: write this holding's record with the grant, delete it on release,
-   * and hand the previous one over. On by default for exclusive locks (`undefined`: tracked
-   * where the backend has cells, untracked for shared locks). `true` insists: an
+   * and hand the previous one over. On by default for exclusive locks where the backend
+   * writes the record in the grant's own step (memory, file, Redis, PostgreSQL); elsewhere
+   * (etcd, ZooKeeper, MySQL) and for shared locks `undefined` is untracked. `true` insists: an
    * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
    * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
    * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
    * combined with the other takeover options). Where the driver has native records
    * (memory, file, Redis, PostgreSQL) tracking costs no extra round trip; elsewhere (etcd,
-   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md).
+   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md),
+   * which is why it is asked for there (`true` or any other takeover option). A holding
+   * that is not tracked leaves nothing to hand on: track every holder of a name that
+   * needs it.
    */
   takeover?: boolean | undefined;
 }
@@ -186,7 +191,11 @@ export function checkTakeover(
   }
   // The default, or only `takeover: false`: nothing more to check or to build.
   if (takeover !== true && fenceInfo === undefined && onTakeover === undefined && lockDelayMs === undefined) {
-    return takeover === undefined && mode === "exclusive" && core.driver.cells ? PLAIN : undefined;
+    // By default only where the record travels with the grant: the fallback's cell writes
+    // cost round trips (1 to 4 more per acquisition, docs/takeover.md) nobody asked for.
+    return takeover === undefined && mode === "exclusive" && core.driver.cells && core.driver.nativeRecords
+      ? PLAIN
+      : undefined;
   }
   const text = fenceInfo === undefined ? NO_FENCE_INFO : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
   const given = [
