@@ -53,7 +53,8 @@ async function startTarget(): Promise<{ url: string; stop: () => Promise<void> }
       return { url: server.url, stop: () => server.stop() };
     }
     case "postgres": {
-      const server = await startPostgres();
+      // Every coordinator holds a control connection and at least one lane.
+      const server = await startPostgres({ maxConnections: 3 * count + 50 });
       return { url: server.url, stop: () => server.stop() };
     }
     case "redis": {

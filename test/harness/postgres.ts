@@ -249,6 +249,8 @@ function removeStaleShmem(dataDir: string): void {
  */
 export interface StartPostgresOptions {
   host?: Host;
+  /** The server's `max_connections` (default 200): a soak's coordinators each hold two or more. */
+  maxConnections?: number;
 }
 
 export function startPostgres(opts: StartPostgresOptions = {}): Promise<PgServer> {
@@ -288,7 +290,7 @@ async function startPostgresOnce(opts: StartPostgresOptions): Promise<PgServer> 
       "-c",
       "full_page_writes=off",
       "-c",
-      "max_connections=200",
+      `max_connections=${opts.maxConnections ?? 200}`,
       "-c",
       "shared_buffers=32MB",
       "-c",
