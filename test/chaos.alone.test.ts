@@ -22,6 +22,7 @@ describe("chaos runs", () => {
     ["etcd-cluster", 12, 4],
     ["redis", 10, 5],
     ["mysql", 12, 6],
+    ["zookeeper", 12, 7],
   ];
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
