@@ -26,10 +26,23 @@ const SENDS_PER_ROUND = 3;
 const GRACE_FACTOR = 3;
 const MIN_GRACE_MS = 500;
 
-interface Answer {
-  readonly response: ILeaseKeepAliveResponse;
+interface Answer<T> {
+  readonly value: T;
   readonly latencyMs: number;
 }
+
+/** Closes what one send left open; `answered`: whether the member answered. */
+type Closer = (answered: boolean) => void;
+
+/**
+ * Sends one request to a member through `client`: calls `answer` with its answer, `failed`
+ * with each error; returns (or resolves with) what closes the stream it opened, if any.
+ */
+type Send<T> = (
+  client: Etcd3,
+  answer: (value: T) => void,
+  failed: (error: unknown) => void,
+) => Promise<Closer | undefined> | undefined;
 
 /**
  * Renews leases through every member of one driver. A round never throws synchronously;
@@ -54,11 +67,55 @@ export class KeepAlivePaths {
    * it knows the new leader. Rejects with the last error when no member answered in time.
    */
   renew(leaseId: string, boundMs: number): Promise<ILeaseKeepAliveResponse> {
+    return this.#everyMember("the keep-alive", boundMs, (client, answer, failed) => {
+      return client.leaseClient.leaseKeepAlive({ deadline: Date.now() + boundMs }).then(
+        (stream): Closer => {
+          stream.on("error", (error: Error) => failed(castGrpcError(error)));
+          stream.on("data", (response: ILeaseKeepAliveResponse) => answer(response));
+          stream.write({ ID: leaseId });
+          return (answered: boolean) => {
+            try {
+              if (answered) stream.end();
+              else stream.cancel();
+            } catch {
+              // already closed
+            }
+          };
+        },
+        (error: unknown) => {
+          failed(error);
+          return undefined;
+        },
+      );
+    });
+  }
+
+  /**
+   * How many keys `key` names (0 or 1), read linearizably through every member at once
+   * within `boundMs`, each asked again every third of the bound like {@link renew}: the
+   * first answer wins. A follower holds a linearizable read until it knows a leader, so a
+   * read sent during an election is answered once one exists. Rejects with the last error
+   * when no member answered in time.
+   */
+  count(key: Buffer, boundMs: number): Promise<number> {
+    return this.#everyMember("the read", boundMs, (client, answer, failed) => {
+      client.kv.range({ key, count_only: true }).then((response) => answer(Number(response.count)), failed);
+      return undefined;
+    });
+  }
+
+  /**
+   * Sends one request through every member, within `boundMs`; resolves with the first
+   * answer. Members that have not answered are asked again every third of the bound. Every
+   * member that answers is marked up, and the members still silent a grace after the first
+   * answer are marked down (see {@link MemberHealth}).
+   */
+  #everyMember<T>(what: string, boundMs: number, send: Send<T>): Promise<T> {
     const deadline = Date.now() + boundMs;
     const resendMs = Math.max(50, Math.floor(boundMs / SENDS_PER_ROUND));
     const answered = new Set<string>();
     const rounds = [...this.#clients].map(([host, client]) => {
-      const round = this.#member(host, client, leaseId, deadline, resendMs);
+      const round = this.#member<T>(host, what, deadline, resendMs, (answer, failed) => send(client, answer, failed));
       round.then(
         ({ latencyMs }) => {
           answered.add(host);
@@ -80,68 +137,58 @@ export class KeepAlivePaths {
       for (const host of this.#clients.keys()) if (!answered.has(host)) this.#health.failed(host);
     };
     return Promise.any(rounds).then(
-      ({ response }) => response,
-      (error: unknown) => {
+      ({ value }): T => value,
+      (error: unknown): never => {
         const errors = error instanceof AggregateError ? error.errors : [error];
-        throw errors.at(-1) ?? new Error("no etcd member answered the keep-alive");
+        throw errors.at(-1) ?? new Error(`no etcd member answered ${what}`);
       },
     );
   }
 
   /**
    * Asks one member, again every `resendMs`, until it answers or `deadline`. Resolves with
-   * the answer and how long the request it answered took.
+   * the answer and how long the request it answered took; whatever the sends left open
+   * (streams) is closed when it settles.
    */
-  #member(host: string, client: Etcd3, leaseId: string, deadline: number, resendMs: number): Promise<Answer> {
-    return new Promise((resolve, reject) => {
-      const streams = new Set<{ end(): void; cancel(): void }>();
+  #member<T>(
+    host: string,
+    what: string,
+    deadline: number,
+    resendMs: number,
+    send: (answer: (value: T) => void, failed: (error: unknown) => void) => Promise<Closer | undefined> | undefined,
+  ): Promise<Answer<T>> {
+    return new Promise<Answer<T>>((resolve, reject) => {
+      const open = new Set<Closer>();
       let settled = false;
-      let lastError: unknown = new Error(`etcd member ${host} did not answer the keep-alive`);
-      const finish = (answer: Answer | null) => {
+      let lastError: unknown = new Error(`etcd member ${host} did not answer ${what}`);
+      const finish = (answer: Answer<T> | null) => {
         if (settled) return;
         settled = true;
         clearInterval(timer);
         clearTimeout(expiry);
-        for (const stream of streams) {
-          try {
-            if (answer) stream.end();
-            else stream.cancel();
-          } catch {
-            // already closed
-          }
-        }
+        for (const close of open) close(answer !== null);
         if (answer) resolve(answer);
         else reject(lastError);
       };
-      const send = () => {
+      const failed = (error: unknown) => {
+        lastError = error;
+      };
+      const ask = () => {
         if (settled || Date.now() >= deadline) return;
         const sentAt = Date.now();
-        client.leaseClient.leaseKeepAlive({ deadline }).then(
-          (stream) => {
-            stream.on("error", (error: Error) => {
-              lastError = castGrpcError(error);
-            });
-            if (settled) {
-              stream.cancel();
-              return;
-            }
-            streams.add(stream);
-            stream.on("data", (response: ILeaseKeepAliveResponse) =>
-              finish({ response, latencyMs: Date.now() - sentAt }),
-            );
-            stream.write({ ID: leaseId });
-          },
-          (error: unknown) => {
-            lastError = error;
-          },
-        );
+        const opened = send((value) => finish({ value, latencyMs: Date.now() - sentAt }), failed);
+        opened?.then((close) => {
+          if (!close) return;
+          if (settled) close(false);
+          else open.add(close);
+        }, failed);
       };
       // Unref'd: a closing process does not wait for a round to end.
-      const timer = setInterval(send, resendMs);
+      const timer = setInterval(ask, resendMs);
       timer.unref();
       const expiry = setTimeout(() => finish(null), Math.max(0, deadline - Date.now()));
       expiry.unref();
-      send();
+      ask();
     });
   }
 }

@@ -89,15 +89,21 @@ export class EtcdSession implements DriverSession {
   }
 
   /**
-   * One keep-alive round, sent to every member at once (keepalive.ts) and bounded by one
-   * call attempt's deadline (at most a quarter of the TTL): the core retries soon after a
+   * One keep-alive round: the revoke check and the renewal at once, each sent to every
+   * member (keepalive.ts) and bounded by one call attempt's deadline (at most a quarter of
+   * the TTL). The round succeeds only when both do: the core arms its deadline from a send
+   * time taken before either, so a renewal that went out after an operator's revoke mark
+   * never counts (the check, started after that send time, sees the mark). Going through
+   * every member, neither waits on the one member the pool happens to use: a silent leader
+   * costs nothing once another member knows the new one. The core retries soon after a
    * failure, and presumes the session lost only at TTL minus a fifth after the last
-   * acknowledged renewal.
+   * acknowledged round.
    */
   async keepAlive(): Promise<void> {
     if (this.#ended.signal.aborted) throw this.#expired("the session has ended");
-    await this.#checkRevoked();
-    await this.#renew();
+    const [checked, renewed] = await Promise.allSettled([this.#checkRevoked(), this.#renew()]);
+    if (checked.status === "rejected") throw checked.reason;
+    if (renewed.status === "rejected") throw renewed.reason;
     // Halfway to the next renewal, one more round, only to hear from every member: a member
     // that fell silent is then found within a sixth of the TTL (plus a grace) rather than a
     // third, and the watches on it move sooner. Renewing early is always safe: it only
@@ -112,19 +118,15 @@ export class EtcdSession implements DriverSession {
   }
 
   /**
-   * A linearizable read of the revoke marker, before the renewal: once an operator's
-   * revoke has put it, no renewal is sent again, so the core's deadline (armed from a send
+   * A linearizable read of the revoke marker, through every member: once an operator's
+   * revoke has put it, no round succeeds again, so the core's deadline (armed from a send
    * time read before this check) passes within the lease's TTL of the mark.
    */
   async #checkRevoked(): Promise<void> {
     let count: number;
     try {
       const key = Buffer.from(this.#shared.keys.revoked(this.id));
-      const response = await within(
-        this.#shared.client.kv.range({ key, count_only: true }),
-        this.#shared.requestTimeoutMs,
-      );
-      count = Number(response.count);
+      count = await this.#shared.keepAlives.count(key, this.#shared.requestTimeoutMs);
     } catch (error) {
       throw translate(error, "checking whether the session was revoked");
     }
