@@ -10,7 +10,7 @@ import { acquireLocks, type MultiLockHandle, type MultiLockOptions } from "./mul
 import { Partitioner, type PartitionerOptions } from "./partitioner.js";
 import { type RevokedHolder, type RevokeOptions, revoke } from "./revoke.js";
 import type { Session } from "./session.js";
-import { parseTakeover, TAKEOVER_SPACE } from "./takeover.js";
+import { parseTakeover, TAKEOVER_SPACE, type TakeoverOptions, tracksByDefault } from "./takeover.js";
 import { type InspectionJson, inspectionToJson } from "../status/json.js";
 import { checkName, checkOptions, checkPositiveInt } from "./validate.js";
 import { spaceOwner } from "./record-spaces.js";
@@ -197,6 +197,16 @@ export class Coordinator implements AsyncDisposable {
   /** Whether this backend implements {@link cell}. */
   get cellsSupported(): boolean {
     return this.#core.driver.cells !== undefined;
+  }
+
+  /**
+   * Whether a plain exclusive `acquire()` (no takeover option) is tracked for takeover on
+   * this backend: where its driver writes the record in the grant's own step. Elsewhere a
+   * holding is tracked only when asked (`takeover: true` or any takeover option). See
+   * {@link TakeoverOptions.takeover}.
+   */
+  get takeoverByDefault(): boolean {
+    return tracksByDefault(this.#core.driver);
   }
 
   /** A named counting semaphore. See {@link Semaphore}. */

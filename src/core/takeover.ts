@@ -17,7 +17,14 @@
  */
 import { raceSignal, sleep } from "./abortable.js";
 import type { CoordinatorCore } from "./core.js";
-import { type CellEntry, type DriverCells, type DriverGrant, type LockMode, sealRecord } from "./driver.js";
+import {
+  type CellEntry,
+  type Driver,
+  type DriverCells,
+  type DriverGrant,
+  type LockMode,
+  sealRecord,
+} from "./driver.js";
 import { FenceFailedError, InvalidArgumentError, LockLostError, UnsupportedError } from "./errors.js";
 import { canonicalJson } from "./json-value.js";
 import { describe } from "./validate.js";
@@ -86,14 +93,16 @@ export interface TakeoverOptions {
   /**
    * Takeover tracking: write this holding's record with the grant, delete it on release,
    * and hand the previous one over. On by default for exclusive locks where the backend
-   * writes the record in the grant's own step (memory, file, Redis, PostgreSQL); elsewhere
-   * (etcd, ZooKeeper, MySQL) and for shared locks `undefined` is untracked. `true` insists: an
+   * writes the record in the grant's own step (memory, file, etcd, Redis, PostgreSQL;
+   * `coord.takeoverByDefault`); elsewhere (ZooKeeper, MySQL) and for shared locks
+   * `undefined` is untracked. `true` insists: an
    * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
    * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
    * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
    * combined with the other takeover options). Where the driver has native records
-   * (memory, file, Redis, PostgreSQL) tracking costs no extra round trip; elsewhere (etcd,
-   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md),
+   * (memory, file, etcd, Redis, PostgreSQL) tracking costs no extra round trip on an
+   * uncontended grant (etcd: one on a handoff, docs/takeover.md); elsewhere (ZooKeeper,
+   * MySQL) a cell write per grant and a delete per release (docs/takeover.md),
    * which is why it is asked for there (`true` or any other takeover option). A holding
    * that is not tracked leaves nothing to hand on: track every holder of a name that
    * needs it.
@@ -108,6 +117,14 @@ export interface TakeoverRequest {
   readonly lockDelayMs: number;
   /** Asked for by the options (not only the default): such a lock cannot be downgraded. */
   readonly explicit: boolean;
+}
+
+/**
+ * Whether a plain exclusive acquisition (no takeover option) is tracked on `driver`: only
+ * where the record travels with the grant. @internal
+ */
+export function tracksByDefault(driver: Pick<Driver, "cells" | "nativeRecords">): boolean {
+  return driver.cells !== undefined && driver.nativeRecords === true;
 }
 
 /** The stored fence info of a tracked request without `fenceInfo` (most of them: the default). */
@@ -193,9 +210,7 @@ export function checkTakeover(
   if (takeover !== true && fenceInfo === undefined && onTakeover === undefined && lockDelayMs === undefined) {
     // By default only where the record travels with the grant: the fallback's cell writes
     // cost round trips (1 to 4 more per acquisition, docs/takeover.md) nobody asked for.
-    return takeover === undefined && mode === "exclusive" && core.driver.cells && core.driver.nativeRecords
-      ? PLAIN
-      : undefined;
+    return takeover === undefined && mode === "exclusive" && tracksByDefault(core.driver) ? PLAIN : undefined;
   }
   const text = fenceInfo === undefined ? NO_FENCE_INFO : canonicalJson("fenceInfo", fenceInfo, MAX_FENCE_INFO_BYTES);
   const given = [

@@ -80,7 +80,9 @@ describe("etcd specifics", () => {
     const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
     const held = await a.lock("handoff").acquire();
     const before = await txns();
-    const waiting = b.lock("handoff").acquire();
+    // Untracked: a tracked waiter is granted by the transaction that puts its takeover
+    // record (the next test), not by the deletion.
+    const waiting = b.lock("handoff").acquire({ takeover: false });
     await waitUntil("the waiter watching", async () => (await txns()) >= before + 2, { timeoutMs: 10_000 });
     const aKey = (await raw.getAll().prefix("baton/specifics/q/lock/handoff/").keys()).find((k) =>
       k.includes(a.session!.id),
@@ -99,6 +101,41 @@ describe("etcd specifics", () => {
     );
     await granted.release();
     await held.release();
+  });
+
+  it("puts a plain acquire()'s takeover record in its granting transaction and deletes it in the release's (no lease on it)", async () => {
+    const txns = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${server().clientPort}/metrics`)).text();
+      return Number(/grpc_server_handled_total\{grpc_code="OK",grpc_method="Txn"[^}]*\} (\d+)/.exec(text)?.[1]);
+    };
+    const recordKey = "baton/specifics/c/takeover/native";
+    const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
+    assert.equal(a.takeoverByDefault, true);
+    const before = await txns();
+    const held = await a.lock("native").acquire();
+    assert.equal(await txns(), before + 1, "one transaction grants and puts the record");
+    const stored = (await raw.get(recordKey).exec()).kvs[0] ?? assert.fail("no record after acquire()");
+    assert.equal(BigInt(stored.mod_revision), held.token, "put by the granting transaction");
+    assert.equal(stored.lease, "0", "bound to no lease: it outlives a crashed holder");
+    assert.deepEqual(
+      (await b.inspect()).takeovers?.map((r) => [r.name, r.state, r.token, r.memberId]),
+      [["native", "held", held.token, "a"]],
+    );
+    // A waiter second in line, tracked: granted by the transaction that puts its record.
+    const waiting = b.lock("native").acquire({ timeoutMs: 10_000 });
+    await waitForWaiters(a, "native", 1);
+    const released = await txns();
+    assert.equal((await held.release()).status, "released");
+    const next = await waiting;
+    assert.equal(next.takeover, null, "cleanly released");
+    assert.equal(await txns(), released + 2, "the release's transaction, then the waiter's grant");
+    const handed = (await raw.get(recordKey).exec()).kvs[0] ?? assert.fail("no record after the handoff");
+    assert.equal(BigInt(handed.mod_revision), next.token);
+    const end = await txns();
+    assert.equal((await next.release()).status, "released");
+    assert.equal(await txns(), end + 1, "one transaction releases and deletes the record");
+    assert.equal((await raw.getAll().prefix("baton/specifics/c/").keys()).length, 0, "no record");
+    assert.equal((await raw.getAll().prefix("baton/specifics/f/").keys()).length, 0, "no fence tombstone");
   });
 
   it("keeps many acquisitions in flight on one coordinator without a MaxListenersExceededWarning", async () => {

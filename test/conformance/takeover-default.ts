@@ -10,17 +10,12 @@ import type { SuiteContext } from "./context.js";
 import { takeoverFixture } from "./doomed.js";
 import { waitForWaiters } from "./helpers.js";
 
-/**
- * The backends that track a plain exclusive `acquire()` by default: those that write the
- * record in the grant's own step (Driver.nativeRecords). On the others a plain holding is
- * untracked unless asked for (`takeover: true`).
- */
-const TRACKED_BY_DEFAULT = new Set(["memory", "file", "redis", "postgres"]);
-
 /** Registers the default-tracking takeover tests. */
 export function takeoverDefaultSuite(suite: SuiteContext, url: () => string): void {
   const { client, doomed, needCells } = takeoverFixture(suite, url);
-  const byDefault = (coord: { backend: string }) => TRACKED_BY_DEFAULT.has(coord.backend);
+  // Where the driver writes the record in the grant's own step (Driver.nativeRecords), as
+  // the coordinator reports it; elsewhere a plain holding is untracked unless asked for.
+  const byDefault = (coord: { takeoverByDefault: boolean }) => coord.takeoverByDefault;
 
   describe("takeover by default", () => {
     it("a killed plain acquire() holder is handed to the next plain acquire(), whose token is higher", async (t) => {

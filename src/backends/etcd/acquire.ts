@@ -16,10 +16,11 @@
  */
 import { abortable, atMost, raceSignal, sleep } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
-import type { ICompare, IRequestOp, ITxnRequest, ITxnResponse } from "etcd3";
+import type { ICompare, IRequestOp, IResponseOp, ITxnRequest, ITxnResponse } from "etcd3";
 import type { AcquireRequest } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
+import { parseTakeover } from "../../core/takeover.js";
 import { op, when } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
 import { EtcdGrant } from "./grant.js";
@@ -27,6 +28,15 @@ import { handoffRevision, recordHandoff } from "./handoff.js";
 import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
 import { type Decision, decide, type EtcdEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
+import {
+  dropOwnRecordOp,
+  liveRecord,
+  putRecordOp,
+  readRecordOps,
+  recordOutcome,
+  type RecordWrite,
+  recordWrite,
+} from "./takeover.js";
 import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
 
 type WaitDecision = Extract<Decision, { type: "wait" }>;
@@ -72,8 +82,14 @@ class Attempt {
   readonly #signal: AbortSignal;
   /** The last write sent after joining, which may still be applied after an abort. */
   inflight: Promise<unknown> | undefined;
-  /** The join sent and not answered: it may create `key` whenever etcd gets it. */
-  #unknown: { fence: string; key: string } | null = null;
+  /** The join sent and not answered: it may create `key` (and its record) whenever etcd gets it. */
+  #unknown: { fence: string; key: string; record: RecordWrite | null } | null = null;
+  /**
+   * The takeover record the last grant transaction sent would put (takeover.ts): if that
+   * transaction lands after the attempt gave up, the withdrawal deletes this record with
+   * the key, as the grant was never handed out.
+   */
+  #sentRecord: RecordWrite | null = null;
   /** Fencing off `#unknown`, while it lasts. */
   #fencing: Promise<void> | null = null;
 
@@ -92,7 +108,7 @@ class Attempt {
     const first = await this.#join(tryOnly);
     if (first.succeeded) {
       const revision = BigInt(first.header.revision);
-      return this.#grant(revision, revision);
+      return this.#grant(revision, revision, first.responses[1]);
     }
     if (tryOnly) return null;
     return this.#loop(viewOf(first, 1, 2));
@@ -104,8 +120,16 @@ class Attempt {
    */
   withdraw(): Promise<void> {
     if (this.#fencing) return this.#fencing;
-    if (this.#unknown) return fenceOff(this.#scope, this.#unknown.fence, this.#unknown.key);
-    return removeKeys(this.#scope, [this.#key], this.inflight);
+    if (this.#unknown) {
+      const { fence, key, record } = this.#unknown;
+      return fenceOff(this.#scope, fence, key, record ? [dropOwnRecordOp(record)] : []);
+    }
+    return removeKeys(
+      this.#scope,
+      [this.#key],
+      this.inflight,
+      this.#sentRecord ? [dropOwnRecordOp(this.#sentRecord)] : [],
+    );
   }
 
   /**
@@ -127,14 +151,16 @@ class Attempt {
     for (let delay = FIRST_RETRY_DELAY_MS; ; delay = nextDelay(delay)) {
       const fence = keys.fence(sessionId);
       const key = this.#key;
+      // A tracked grant's record, put by the join that grants it (takeover.ts).
+      const record = this.#newRecord();
       const join: ITxnRequest = {
         compare: [when.empty(this.#queue.prefix)],
-        success: [op.put(key, this.#value(false), leaseId)],
+        success: [op.put(key, this.#value(false), leaseId), ...(record ? [putRecordOp(record)] : [])],
         failure: tryOnly
           ? []
           : [op.put(key, this.#value(true), leaseId), op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
       };
-      this.#unknown = { fence, key };
+      this.#unknown = { fence, key, record };
       try {
         const sent = client.kv.txn({ compare: [when.absent(fence)], success: [{ request_txn: join }], failure: [] });
         const response = await raceSignal(sent, this.#signal);
@@ -150,7 +176,7 @@ class Attempt {
           throw translated;
         }
         if (!isTransient(error)) throw translated;
-        this.#fencing = fenceOff(this.#scope, fence, key);
+        this.#fencing = fenceOff(this.#scope, fence, key, record ? [dropOwnRecordOp(record)] : []);
         await raceSignal(this.#fencing, this.#signal);
         this.#fencing = null;
         this.#unknown = null;
@@ -158,6 +184,13 @@ class Attempt {
         await sleep(delay, this.#signal);
       }
     }
+  }
+
+  /** The takeover record a grant transaction sent now would put, for a tracked request. */
+  #newRecord(): RecordWrite | null {
+    const { record, name } = this.#request;
+    this.#sentRecord = record === undefined ? null : recordWrite(this.#scope.keys, name, record);
+    return this.#sentRecord;
   }
 
   #newKey(): string {
@@ -175,7 +208,7 @@ class Attempt {
         case "mismatch":
           throw limitMismatch(limit, decision.limit, { backend: BACKEND });
         case "held":
-          return this.#grant(decision.me.createRevision, tokenOf(decision.me));
+          return this.#heldAlready(decision.me);
         case "grant": {
           const outcome = await this.#record(decision.me, this.#conditions(decision.me, []));
           if (outcome instanceof EtcdGrant) return outcome;
@@ -227,8 +260,11 @@ class Attempt {
       const predecessor = decision.earlier.at(-1)!.key;
       // Second in the queue: watch every deletion in it (the head's, and waiters behind
       // giving up: few), so that our own key's going, if it came first, shows in revision
-      // order before the head's or in the same batch (see handoff.ts).
-      handoff = decision.earlier.length === 1 ? predecessor : null;
+      // order before the head's or in the same batch (see handoff.ts). Not when tracked for
+      // takeover: its record must be put by a transaction of its own grant before
+      // acquire() resolves (a crash just after must leave it), so it is granted by the
+      // recording transaction, which puts it.
+      handoff = decision.earlier.length === 1 && this.#request.record === undefined ? predecessor : null;
       targets = [
         handoff === null
           ? { key: predecessor, deletesOnly: true }
@@ -334,16 +370,37 @@ class Attempt {
     return grant;
   }
 
-  /** Records the grant if `conditions` hold; otherwise returns a fresh view. */
+  /**
+   * Records the grant (and puts its takeover record, if tracked) if `conditions` hold;
+   * otherwise returns a fresh view.
+   */
   async #record(me: EtcdEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
+    const record = this.#newRecord();
     const response = await this.#txn(
       "recording a grant",
       conditions,
-      [op.put(this.#key, this.#value(false), this.#scope.leaseId)],
+      [op.put(this.#key, this.#value(false), this.#scope.leaseId), ...(record ? [putRecordOp(record)] : [])],
       [op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
     );
     if (!response.succeeded) return viewOf(response, 0, 1);
-    return this.#grant(me.createRevision, BigInt(response.header.revision));
+    const revision = BigInt(response.header.revision);
+    return this.#grant(me.createRevision, revision, response.responses[1]);
+  }
+
+  /**
+   * Our key is recorded granted already (a recording whose answer was lost landed). If
+   * tracked, the record is read: ours (put by that recording, with our token), a live one
+   * found instead, or none, which the core then writes itself.
+   */
+  async #heldAlready(me: EtcdEntry): Promise<EtcdGrant> {
+    const grant = this.#grant(me.createRevision, tokenOf(me));
+    const record = this.#sentRecord ?? this.#newRecord();
+    if (!record) return grant;
+    const response = await this.#txn("reading the takeover record of", [], readRecordOps(record), []);
+    const found = liveRecord(record.name, response, 0);
+    if (found && parseTakeover(found)?.token === grant.token) grant.recordVersion = found.version;
+    else if (found) grant.previousRecord = found;
+    return grant;
   }
 
   async #read(): Promise<QueueView> {
@@ -382,8 +439,11 @@ class Attempt {
     });
   }
 
-  #grant(createRevision: bigint, token: bigint): EtcdGrant {
-    return new EtcdGrant(this.#request, this.#queue, this.#key, createRevision, token, Date.now());
+  /** The grant; `recorded` answers its transaction's takeover record op, if it had one. */
+  #grant(createRevision: bigint, token: bigint, recorded?: IResponseOp): EtcdGrant {
+    const grant = new EtcdGrant(this.#request, this.#queue, this.#key, createRevision, token, Date.now());
+    if (this.#sentRecord && recorded) Object.assign(grant, recordOutcome(this.#sentRecord, recorded, token));
+    return grant;
   }
 
   #vanished(): SessionExpiredError {

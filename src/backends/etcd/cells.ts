@@ -18,6 +18,7 @@ import { idempotent, op, rangeAt, sleep, when } from "./client.js";
 import { cellGuard } from "../cell-calls.js";
 import { translate } from "./errors.js";
 import type { Keyspace } from "./keys.js";
+import { cellValue } from "./takeover.js";
 import { KeyWatch, type WatchRegistry } from "./watch.js";
 
 const pad = (fence: bigint) => fence.toString().padStart(20, "0");
@@ -48,7 +49,7 @@ export function etcdCells(
         }),
       readBudgetMs,
     );
-    return { entry: entryOf(key, response, 0), revision: BigInt(response.header.revision) };
+    return { entry: entryOf(space, key, response, 0), revision: BigInt(response.header.revision) };
   };
 
   const write = async (
@@ -63,7 +64,7 @@ export function etcdCells(
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const compare: ICompare[] = [];
       if (condition.ifVersion === 0n) compare.push(when.absent(valueKey));
-      else if (condition.ifVersion !== undefined) compare.push(modIs(valueKey, condition.ifVersion));
+      else if (condition.ifVersion !== undefined) compare.push(when.modIs(valueKey, condition.ifVersion));
       if (condition.ifValue !== undefined) compare.push(when.valueIs(valueKey, condition.ifValue));
       const success: IRequestOp[] = [
         value === null ? op.del(valueKey) : { request_put: { key: bytes(valueKey), value: bytes(value) } },
@@ -89,7 +90,7 @@ export function etcdCells(
         const deleted = response.responses[0]?.response_delete_range?.deleted ?? "0";
         return { ok: true, version: deleted === "0" ? 0n : BigInt(response.header.revision) };
       }
-      const current = entryOf(key, response, 0);
+      const current = entryOf(space, key, response, 0);
       const decision = decideCellWrite(current, condition, value === null);
       if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
       // The compares failed but the rule allows the write: the fence key's existence was
@@ -116,7 +117,7 @@ export function etcdCells(
       );
       return rangeAt(response, 0).map((kv) => ({
         key: decodeURIComponent(kv.key.toString().slice(keys.cellPrefix(space).length)),
-        value: kv.value.toString(),
+        value: cellValue(space, kv),
         version: BigInt(kv.mod_revision),
         fence: 0n,
       }));
@@ -138,7 +139,7 @@ export function etcdCells(
               events: (events) => {
                 for (const { type, kv } of events) {
                   const version = BigInt(kv.mod_revision);
-                  listener({ key, value: type === "delete" ? null : kv.value.toString(), version, fence: 0n });
+                  listener({ key, value: type === "delete" ? null : cellValue(space, kv), version, fence: 0n });
                 }
               },
               // Events may be missing: read the latest state and watch on from there.
@@ -168,21 +169,17 @@ export function etcdCells(
   };
 }
 
-function modIs(key: string, version: bigint): ICompare {
-  return { key: bytes(key), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: version.toString() };
-}
-
 /** The stored fence is at most `fence`: as padded bytes, less than `fence + 1`. */
 function fenceAtMost(key: string, fence: bigint): ICompare {
   return { key: bytes(key), target: CompareTarget.Value, result: CompareResult.Less, value: bytes(pad(fence + 1n)) };
 }
 
 /** The cell read by ops `index` (value) and `index + 1` (fence) of a transaction. */
-function entryOf(key: string, response: ITxnResponse, index: number): CellEntry | null {
+function entryOf(space: string, key: string, response: ITxnResponse, index: number): CellEntry | null {
   const value = rangeAt(response, index)[0];
   const fenceKv = rangeAt(response, index + 1)[0];
   const fence = fenceKv ? BigInt(fenceKv.value.toString()) : 0n;
-  if (value) return { key, value: value.value.toString(), version: BigInt(value.mod_revision), fence };
+  if (value) return { key, value: cellValue(space, value), version: BigInt(value.mod_revision), fence };
   // Deleted (or never written) but fenced: the fence outlives the value.
   return fenceKv ? { key, value: null, version: 0n, fence } : null;
 }

@@ -225,6 +225,15 @@ export const when = {
       create_revision: createRevision.toString(),
     };
   },
+  /** `key` was last written at `revision` (its mod revision: a cell's version). */
+  modIs(key: string, revision: bigint): ICompare {
+    return {
+      key: bytes(key),
+      target: CompareTarget.Mod,
+      result: CompareResult.Equal,
+      mod_revision: revision.toString(),
+    };
+  },
   absent(key: string): ICompare {
     return { key: bytes(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 };
   },

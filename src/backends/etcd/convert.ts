@@ -14,6 +14,7 @@
  * @module
  */
 import { atMost } from "../../core/abortable.js";
+import type { IRequestOp } from "etcd3";
 import type { LockMode } from "../../core/driver.js";
 import { LockLostError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
@@ -23,12 +24,16 @@ import type { EtcdGrant } from "./grant.js";
 import { encodeQueueValue } from "./keys.js";
 import { type QueueView, upgradeBlockers, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
+import { dropRecordOp } from "./takeover.js";
 import { nextChange } from "./watch.js";
 
 /**
- * Deletes the grant's key (and its upgrade marker). Waits at most one call attempt's
+ * Deletes the grant's key (and its upgrade marker, and its takeover record if still at
+ * `grant.recordVersion`), all in one transaction. Waits at most one call attempt's
  * deadline for etcd to confirm; otherwise it rejects (the core reports `unconfirmed`) and
- * keeps deleting in the background, ending the session if etcd refuses for a whole TTL.
+ * keeps deleting the key and marker in the background, ending the session if etcd refuses
+ * for a whole TTL. The record is not deleted again: once the key is gone a successor may
+ * be granted, and a record left behind is reported to it as a takeover (the cautious side).
  */
 export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   if (grant.released) return;
@@ -37,13 +42,17 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   grant.upgrade = null;
   upgrading?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   const { queue, key } = grant;
+  const marked = grant.marker || upgrading !== null;
+  const also: IRequestOp[] = [];
+  if (marked) {
+    also.push({
+      request_txn: { compare: [when.valueIs(queue.marker, key)], success: [op.del(queue.marker)], failure: [] },
+    });
+  }
+  if (grant.recordVersion !== undefined) also.push(dropRecordOp(scope.keys, queue.name, grant.recordVersion));
   const sent =
-    grant.marker || upgrading
-      ? scope.client.kv.txn({
-          compare: [when.valueIs(queue.marker, key)],
-          success: [op.del(key), op.del(queue.marker)],
-          failure: [op.del(key)],
-        })
+    also.length > 0
+      ? scope.client.kv.txn({ compare: [], success: [op.del(key), ...also], failure: [] })
       : scope.client.kv.deleteRange({ key: Buffer.from(key) });
   try {
     await within<unknown>(sent, scope.requestTimeoutMs);
@@ -51,7 +60,7 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   } catch (error) {
     // Keep trying in the background; if etcd keeps refusing, the session ends and its
     // lease frees the lock, so a release is never silently lost.
-    void removeKeys(scope, grant.marker || upgrading ? [key, queue.marker] : [key]);
+    void removeKeys(scope, marked ? [key, queue.marker] : [key]);
     throw translate(error, `releasing ${grant.kind} "${queue.name}"`);
   }
 }

@@ -81,6 +81,8 @@ class EtcdDriver implements Driver {
   readonly #watches: WatchRegistry;
   readonly #closed: AbortController;
   readonly cells: DriverCells;
+  /** Takeover records are put and deleted by the grant's and release's transactions (takeover.ts). */
+  readonly nativeRecords = true;
   readonly #clients: EtcdClients;
 
   constructor(shared: DriverShared, clients: EtcdClients, closed: AbortController) {

@@ -1,10 +1,10 @@
 /**
- * What an etcd grant keeps: its queue key and create revision, its token, and the state a
- * conversion or release needs.
+ * What an etcd grant keeps: its queue key and create revision, its token, its takeover
+ * record, and the state a conversion or release needs.
  *
  * @module
  */
-import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import type { QueueKeys } from "./keys.js";
 
 /** A grant: its queue key, and what a conversion or release needs. */
@@ -29,6 +29,13 @@ export class EtcdGrant implements DriverGrant {
    * or the recording could land after the conversion's write and undo it.
    */
   recording: Promise<void> | null = null;
+  /**
+   * A tracked grant's takeover record (takeover.ts): its version, put by the granting
+   * transaction (the release deletes it if still there), or the live record that
+   * transaction found instead.
+   */
+  recordVersion?: bigint | undefined;
+  previousRecord?: CellEntry | undefined;
 
   constructor(
     request: AcquireRequest,

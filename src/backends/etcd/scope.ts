@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Etcd3 } from "etcd3";
+import type { Etcd3, IRequestOp } from "etcd3";
 import { SessionExpiredError } from "../../core/errors.js";
 import { op, raceSignal, sleep } from "./client.js";
 import { isTransient, translate } from "./errors.js";
@@ -82,20 +82,28 @@ export async function retrying<T>(
  * upgrade marker), after `inflight` (a write that may still create them) settled. Retries
  * for up to one TTL; if etcd still refuses, ends the session, whose lease takes the keys
  * with it. When `inflight` failed its outcome is unknown (etcd may apply it late), so the
- * keys are deleted once more a request timeout later.
+ * keys are deleted once more a request timeout later. `also`: conditional deletions
+ * (a takeover record `inflight` may have put) sent in the same transaction.
  */
-export async function removeKeys(scope: Scope, keys: readonly string[], inflight?: Promise<unknown>): Promise<void> {
+export async function removeKeys(
+  scope: Scope,
+  keys: readonly string[],
+  inflight?: Promise<unknown>,
+  also: readonly IRequestOp[] = [],
+): Promise<void> {
   let ambiguous = false;
   if (inflight) await inflight.catch(() => (ambiguous = true));
-  await deleteOrEnd(scope, keys);
+  await deleteOrEnd(scope, keys, also);
   if (ambiguous && !scope.ended.aborted) {
-    setTimeout(() => void deleteOrEnd(scope, keys), scope.requestTimeoutMs).unref();
+    setTimeout(() => void deleteOrEnd(scope, keys, also), scope.requestTimeoutMs).unref();
   }
 }
 
-function deleteOrEnd(scope: Scope, keys: readonly string[]): Promise<void> {
+function deleteOrEnd(scope: Scope, keys: readonly string[], also: readonly IRequestOp[]): Promise<void> {
   return persistOrEnd(scope, "removing an abandoned queue key", () =>
-    Promise.all(keys.map((key) => scope.client.kv.deleteRange({ key: Buffer.from(key) }))),
+    also.length === 0
+      ? Promise.all(keys.map((key) => scope.client.kv.deleteRange({ key: Buffer.from(key) })))
+      : scope.client.kv.txn({ compare: [], success: [...keys.map((key) => op.del(key)), ...also], failure: [] }),
   );
 }
 
@@ -103,13 +111,14 @@ function deleteOrEnd(scope: Scope, keys: readonly string[]): Promise<void> {
  * Fences off an attempt to create `key` whose outcome is unknown: one transaction puts
  * `fence` (which that attempt required to be absent) and deletes `key`. Whenever etcd
  * applies the attempt, before this transaction (then the key is deleted) or after it
- * (then the attempt fails), the key does not outlive the fence. Retries like `removeKeys`.
+ * (then the attempt fails), the key does not outlive the fence. Retries like `removeKeys`;
+ * `also` as there (the attempt's takeover record, deleted with its key).
  */
-export function fenceOff(scope: Scope, fence: string, key: string): Promise<void> {
+export function fenceOff(scope: Scope, fence: string, key: string, also: readonly IRequestOp[] = []): Promise<void> {
   return persistOrEnd(scope, "fencing off an abandoned queue key", () =>
     scope.client.kv.txn({
       compare: [],
-      success: [op.put(fence, Buffer.alloc(0), scope.leaseId), op.del(key)],
+      success: [op.put(fence, Buffer.alloc(0), scope.leaseId), op.del(key), ...also],
       failure: [],
     }),
   );
