@@ -122,8 +122,10 @@ describe("etcd specifics", () => {
       [["native", "held", held.token, "a"]],
     );
     // A waiter second in line, tracked: granted by the transaction that puts its record.
+    // Its join and its read after creating its watch are two Txns: then it waits.
+    const queued = await txns();
     const waiting = b.lock("native").acquire({ timeoutMs: 10_000 });
-    await waitForWaiters(a, "native", 1);
+    await waitUntil("the waiter watching", async () => (await txns()) >= queued + 2, { timeoutMs: 10_000 });
     const released = await txns();
     assert.equal((await held.release()).status, "released");
     const next = await waiting;
