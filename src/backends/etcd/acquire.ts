@@ -20,19 +20,18 @@ import type { ICompare, IRequestOp, IResponseOp, ITxnRequest, ITxnResponse } fro
 import type { AcquireRequest } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
-import { parseTakeover } from "../../core/takeover.js";
 import { op, when } from "./client.js";
 import { BACKEND, isTransient, translate } from "./errors.js";
 import { EtcdGrant } from "./grant.js";
 import { handoffRevision, recordHandoff } from "./handoff.js";
-import { decodeQueueValue, encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
-import { type Decision, decide, type EtcdEntry, type QueueView, tokenOf, viewOf } from "./queue.js";
+import { encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
+import { type Decision, decide, type EtcdEntry, type QueueView, relevantToShared, tokenOf, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import {
   dropOwnRecordOp,
-  liveRecord,
   putRecordOp,
   readRecordOps,
+  recordFound,
   recordOutcome,
   type RecordWrite,
   recordWrite,
@@ -397,10 +396,7 @@ class Attempt {
     const record = this.#sentRecord ?? this.#newRecord();
     if (!record) return grant;
     const response = await this.#txn("reading the takeover record of", [], readRecordOps(record), []);
-    const found = liveRecord(record.name, response, 0);
-    if (found && parseTakeover(found)?.token === grant.token) grant.recordVersion = found.version;
-    else if (found) grant.previousRecord = found;
-    return grant;
+    return Object.assign(grant, recordFound(record, response, grant.token));
   }
 
   async #read(): Promise<QueueView> {
@@ -458,12 +454,3 @@ class Attempt {
 
 /** A try found the queue busy: the key is withdrawn and the caller gets `null`. */
 class Busy extends Error {}
-
-/** For a shared waiter: the blocker went or turned shared, or the marker went. */
-function relevantToShared(marker: string): (event: WatchedEvent) => boolean {
-  return (event) => {
-    if (event.type === "delete") return true;
-    if (event.kv.key.toString() === marker) return false;
-    return decodeQueueValue(event.kv.value).m === "s";
-  };
-}

@@ -15,6 +15,7 @@ import type { LockMode, QueueKind } from "../../core/driver.js";
 import * as rule from "../../core/grant-rule.js";
 import { rangeAt } from "./client.js";
 import { decodeQueueValue, type QueueValue } from "./keys.js";
+import type { WatchedEvent } from "./watch.js";
 
 /** A queue entry as etcd holds it: its key, revisions, lease and value. */
 export interface EtcdEntry {
@@ -134,4 +135,13 @@ export function upgradeBlockers(view: QueueView, key: string): readonly EtcdEntr
   const before = view.entries.filter(isGranted).length;
   const verdict = rule.decideUpgrade({ entries, upgrades: [{ holder: index, before }] }, index);
   return verdict.type === "wait" ? verdict.holders.map((i) => ordered[i] as EtcdEntry) : [];
+}
+
+/** For a shared waiter: the blocker went or turned shared, or the marker went. */
+export function relevantToShared(marker: string): (event: WatchedEvent) => boolean {
+  return (event) => {
+    if (event.type === "delete") return true;
+    if (event.kv.key.toString() === marker) return false;
+    return decodeQueueValue(event.kv.value).m === "s";
+  };
 }

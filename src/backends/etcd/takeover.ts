@@ -16,7 +16,7 @@
  */
 import type { IKeyValue, IRequestOp, IResponseOp, ITxnResponse } from "etcd3";
 import { type CellEntry, type DriverGrant, sealRecord } from "../../core/driver.js";
-import { TAKEOVER_SPACE } from "../../core/takeover.js";
+import { parseTakeover, TAKEOVER_SPACE } from "../../core/takeover.js";
 import { op, rangeAt, when } from "./client.js";
 import type { Keyspace } from "./keys.js";
 
@@ -111,6 +111,21 @@ export function liveRecord(name: string, response: ITxnResponse, index: number):
     version,
     fence: fence ? BigInt(fence.value.toString()) : 0n,
   };
+}
+
+/**
+ * What a read of the record cell ({@link readRecordOps}) says for a grant with `token` that
+ * was recorded by a transaction whose answer was lost: its own record (that transaction
+ * put it), a live one it found instead, or none (the core then writes it).
+ */
+export function recordFound(
+  write: RecordWrite,
+  response: ITxnResponse,
+  token: bigint,
+): Pick<DriverGrant, "recordVersion" | "previousRecord"> {
+  const found = liveRecord(write.name, response, 0);
+  if (!found) return {};
+  return parseTakeover(found)?.token === token ? { recordVersion: found.version } : { previousRecord: found };
 }
 
 /** Reads the record cell (value and fence) in one transaction: ops 0 and 1. */
