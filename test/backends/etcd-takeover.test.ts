@@ -10,19 +10,62 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { type Coordinator, connect } from "../../src/index.js";
 import { waitForWaiters } from "../conformance/helpers.js";
+import { readRecordValue } from "../../src/backends/etcd/takeover.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { Holder } from "../harness/holder.js";
 
 /** Short: the killed holder's lease must expire before the next grant. */
 const HOLDER_TTL_MS = 2000;
 
-/** A holder process that acquires `name` with no option and dies as soon as it is granted. */
-function dyingHolder(server: EtcdServer, namespace: string, name: string): Holder {
+/** Fence info that looks like the end of a record stored with its token pending. */
+const LOOKALIKE = ',"t":"0","at":1}';
+
+describe("etcd takeover records: the pending token's rule", () => {
+  const cases: [string, string, bigint, string][] = [
+    [
+      "pending: the write's revision is the token",
+      '{"m":"a","f":null,"d":0,"t":"0","at":17}',
+      42n,
+      '{"m":"a","f":null,"d":0,"t":"42","at":17}',
+    ],
+    ["a real token stays", '{"m":"a","f":null,"d":0,"t":"7","at":17}', 42n, '{"m":"a","f":null,"d":0,"t":"7","at":17}'],
+    [
+      "a rewrite with a delay stays",
+      '{"m":"a","f":null,"d":5,"t":"7","at":17,"u":99}',
+      42n,
+      '{"m":"a","f":null,"d":5,"t":"7","at":17,"u":99}',
+    ],
+    [
+      "fence info that looks pending, sealed with a real token",
+      `{"m":"a","f":${JSON.stringify(LOOKALIKE)},"d":0,"t":"7","at":17}`,
+      42n,
+      `{"m":"a","f":${JSON.stringify(LOOKALIKE)},"d":0,"t":"7","at":17}`,
+    ],
+    [
+      "fence info that looks pending, and pending",
+      `{"m":"a","f":${JSON.stringify(LOOKALIKE)},"d":0,"t":"0","at":17}`,
+      42n,
+      `{"m":"a","f":${JSON.stringify(LOOKALIKE)},"d":0,"t":"42","at":17}`,
+    ],
+  ];
+  for (const [what, stored, revision, read] of cases) {
+    it(what, () => {
+      assert.equal(readRecordValue(stored, revision), read);
+      assert.deepEqual(JSON.parse(readRecordValue(stored, revision)), JSON.parse(read));
+    });
+  }
+});
+
+/**
+ * A holder process that acquires `name` (with `options`, none by default) and dies as soon
+ * as it is granted.
+ */
+function dyingHolder(server: EtcdServer, namespace: string, name: string, options?: Record<string, unknown>): Holder {
   const url = new URL(server.url);
   url.searchParams.set("namespace", namespace);
   process.env.BATON_HOLDER_DIE = "1";
   try {
-    return new Holder(url.href, name, HOLDER_TTL_MS);
+    return new Holder(url.href, name, HOLDER_TTL_MS, undefined, options);
   } finally {
     delete process.env.BATON_HOLDER_DIE;
   }
@@ -46,11 +89,12 @@ describe("etcd takeover records, written by the granting transaction", () => {
     await server.stop();
   });
 
-  const handedOn = async (coord: Coordinator, name: string, holder: Holder) => {
+  const handedOn = async (coord: Coordinator, name: string, holder: Holder, fenceInfo: unknown = null) => {
     const granted = await holder.next((e) => e.event === "acquired", "the holder's grant");
     const handle = await coord.lock(name).acquire({ timeoutMs: 30_000 });
-    const { memberId, token } = handle.takeover ?? assert.fail("the killed holder's loss was not handed on");
+    const { memberId, token, ...rest } = handle.takeover ?? assert.fail("the killed holder's loss was not handed on");
     assert.deepEqual({ memberId, token }, { memberId: `holder-${holder.child.pid}`, token: BigInt(granted.token!) });
+    assert.equal(rest.fenceInfo, fenceInfo);
     assert.ok(handle.token > token, `new token ${handle.token} must exceed ${token}`);
     assert.equal(holder.child.signalCode, "SIGKILL", "the holder killed itself");
     await handle.release();
@@ -71,5 +115,12 @@ describe("etcd takeover records, written by the granting transaction", () => {
     await waitForWaiters(coord, "job", 1);
     assert.equal((await held.release()).status, "released");
     await handedOn(coord, "job", holder);
+  });
+
+  it("fence info that looks like a pending token's record end is handed on as given, with the right token", async () => {
+    const coord = await client("lookalike");
+    const holder = dyingHolder(server, "lookalike", "job", { fenceInfo: LOOKALIKE });
+    holders.push(holder);
+    await handedOn(coord, "job", holder, LOOKALIKE);
   });
 });
