@@ -278,7 +278,8 @@ async function granted(
   if (noting) {
     const stat = await noting.catch(async (error: unknown) => {
       // Not handed out: a record written goes with the node (else the next holder would
-      // fence a holding nobody was told of).
+      // fence a holding nobody was told of), unless the node is gone already (revoked,
+      // expired): then it stays, the cautious side, as for any holding that ended unreleased.
       if (grant.recordVersion !== undefined) await releaseWithRecord(scope, grant);
       throw hasCode((error as { cause?: unknown }).cause, RC.NONODE) ? vanished(scope, request) : error;
     });
