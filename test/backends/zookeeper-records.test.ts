@@ -7,11 +7,13 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { FLAGS, type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
+import { ensurePath } from "../../src/backends/zookeeper/scope.js";
 import type { Coordinator } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { Holder } from "../harness/holder.js";
+import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 
@@ -63,6 +65,24 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
     stopping: () => raw.close(),
   });
 
+  /**
+   * Keeps the queue node of lock `name` and the takeover space from being removed by the
+   * server while empty (they are containers, checked every 500 ms here): a child Baton
+   * ignores in each, deleted by the returned function. Without it a round trip count
+   * would include their remaking whenever the check fell in between.
+   */
+  async function keepParents(namespace: string, name: string): Promise<() => Promise<void>> {
+    const layout = new Layout("", namespace);
+    const keepers = [layout.queue("lock", name), layout.cellSpace("takeover")].map((parent) => `${parent}/keep`);
+    for (const keeper of keepers) {
+      await ensurePath(raw, "", keeper.slice(0, keeper.lastIndexOf("/")), AbortSignal.timeout(10_000));
+      await raw.create(keeper, "", FLAGS.persistent);
+    }
+    return async () => {
+      for (const keeper of keepers) await raw.delete(keeper);
+    };
+  }
+
   /** A coordinator whose handles are all traced into `entries`. */
   async function traced(
     memberId: string,
@@ -81,6 +101,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
 
   it("tracks by default: acquire is one round trip more than the grant's, release one", async () => {
     const { coord, trace } = await traced("rt");
+    const unkeep = await keepParents(NS, "rt");
     const lock = coord.lock("rt");
     for (const tracked of [false, true]) {
       const options = tracked ? {} : { takeover: false };
@@ -112,6 +133,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       ],
     );
     assert.deepEqual((await coord.inspect()).takeovers, [], "the release deleted the record");
+    await unkeep();
   });
 
   it("makes parents the server removed again in the round trip of the retried create", async () => {
@@ -165,6 +187,49 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       await after.release();
     } finally {
       await holder.stop();
+    }
+  });
+
+  it("a record multi whose answer was lost: sent again, its record found as its own, no takeover", async () => {
+    const [host, port] = server().address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    try {
+      const coord = await client({ memberId: "lost-answer", ttlMs: SESSION_MS }, `zookeeper://${proxy.address}`);
+      const { handle } = (await coord._core.liveSession()).driver as unknown as { handle: ZkHandle };
+      const recordPath = new Layout("", NS).cell("takeover", "lost-answer");
+      const unkeep = await keepParents(NS, "lost-answer");
+      const sessionId = (await coord._core.liveSession()).id;
+      let multis = 0;
+      let sent = () => {};
+      const multiSent = new Promise<void>((resolve) => {
+        sent = resolve;
+      });
+      handle.trace = (e) => {
+        if (e.kind === "request" && e.what.startsWith("applying check ")) {
+          // From now on the server's answers are held back (its answer cannot have come
+          // yet), so the record's multi reaches the server and its answer does not come back.
+          if (multis++ === 0) proxy.setLatency({ down: { ms: 1000 } });
+          sent();
+        }
+      };
+      const acquiring = coord.lock("lost-answer").acquire();
+      await multiSent;
+      await waitFor(async () => (await raw.exists(recordPath)) !== null, "the multi to land");
+      proxy.setLatency({});
+      proxy.reset(); // the answer, held in the proxy, is lost with the connection
+      const held = await acquiring;
+      handle.trace = null;
+      assert.ok(multis >= 2, `the multi sent again after the reconnection (${multis} sent)`);
+      assert.equal((await coord._core.liveSession()).id, sessionId, "the same session");
+      assert.equal(held.takeover, null, "its own record, written by the first multi, is no takeover");
+      const record = (await coord.inspect()).takeovers?.find((r) => r.name === "lost-answer");
+      assert.deepEqual({ state: record?.state, token: record?.token }, { state: "held", token: held.token });
+      assert.ok(proxy.acceptedCount >= 2, "reconnected");
+      assert.equal((await held.release()).status, "released");
+      assert.equal(await raw.exists(recordPath), null, "the release deleted the record");
+      await unkeep();
+    } finally {
+      await proxy.close();
     }
   });
 
