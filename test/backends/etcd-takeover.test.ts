@@ -8,11 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { Etcd3 } from "etcd3";
 import { type Coordinator, connect } from "../../src/index.js";
-import { waitForWaiters } from "../conformance/helpers.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { readRecordValue } from "../../src/backends/etcd/takeover.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { Holder } from "../harness/holder.js";
+import { startProxy } from "../harness/proxy.js";
 
 /** Short: the killed holder's lease must expire before the next grant. */
 const HOLDER_TTL_MS = 2000;
@@ -122,5 +124,49 @@ describe("etcd takeover records, written by the granting transaction", () => {
     const holder = dyingHolder(server, "lookalike", "job", { fenceInfo: LOOKALIKE });
     holders.push(holder);
     await handedOn(coord, "job", holder, LOOKALIKE);
+  });
+
+  it("a wait given up while its granting transaction is in flight deletes the record that transaction put", async () => {
+    const [host, port] = server.endpoints[0]!.split(":");
+    const proxy = await startProxy({ host: host!, port: Number(port) });
+    const raw = new Etcd3({ hosts: server.endpoints });
+    try {
+      const a = await client("given-up");
+      const k = await connect(`etcd://${proxy.address}`, { namespace: "given-up", memberId: "k", ttlMs: 20_000 });
+      coords.push(k);
+      const held = await a.lock("job").acquire();
+      const giveUp = new AbortController();
+      const waiting = k.lock("job").acquire({ signal: giveUp.signal });
+      await waitForWaiters(a, "job", 1);
+      // From now on K hears of the release 1.5 s late and its grant lands 1.5 s after it
+      // sends it; its answer would come 1.5 s later still. K gives up in between.
+      proxy.setLatency({ up: { ms: 1500 }, down: { ms: 1500 } });
+      const recordKey = "baton/given-up/c/takeover/job";
+      const landed = new Promise<void>((resolve) => {
+        void raw
+          .watch()
+          .key(recordKey)
+          .create()
+          .then((watcher) => {
+            watcher.on("put", (kv) => {
+              if (!kv.value.toString().includes(`"m":"k"`)) return;
+              giveUp.abort(new Error("given up"));
+              resolve();
+              void watcher.cancel();
+            });
+          });
+      });
+      assert.equal((await held.release()).status, "released");
+      await landed;
+      await assert.rejects(waiting, /was cancelled/);
+      await waitFor(async () => (await raw.get(recordKey).exec()).kvs.length === 0, "K's record deleted", 20_000);
+      proxy.setLatency({});
+      const next = await a.lock("job").acquire({ timeoutMs: 20_000 });
+      assert.equal(next.takeover, null, "a grant never handed out was not lost either");
+      await next.release();
+    } finally {
+      raw.close();
+      await proxy.close();
+    }
   });
 });
