@@ -31,14 +31,13 @@ import { abortable } from "../../core/abortable.js";
 import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
-import type { WriteNow } from "./records.js";
 import { defaultDirectory, directoryFromUrl, openDirectory } from "./directory.js";
 import { limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
 import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 import { LIMIT_SPAN, SlotLocks } from "./slot-locks.js";
-import { deleteRecord, deleteRecordNow, writeRecord, writeRecordNow } from "./takeover.js";
+import { deleteRecord, deleteRecordNow, type RecordWrites, writeRecord, writeRecordNow } from "./takeover.js";
 import { BACKEND } from "./definition.js";
 
 const SEP = "\u0000";
@@ -67,9 +66,9 @@ class FileSession implements DriverSession, SessionView {
   #closed = false;
 
   /** Synchronous takeover record writes (cells.ts), for grants and releases. */
-  readonly #takeover: WriteNow;
+  readonly #takeover: RecordWrites;
 
-  constructor(node: FileNode, context: DriverContext, records: WriteNow) {
+  constructor(node: FileNode, context: DriverContext, records: RecordWrites) {
     this.#node = node;
     this.#context = context;
     this.#takeover = records;
@@ -355,11 +354,12 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const sessions = new Set<FileSession>();
   let closed = false;
   const cells = fileCells(directory, context.namespace, node);
+  const records: RecordWrites = { writeNow: cells.takeoverNow, releaseNow: cells.releaseNow };
   return {
     cells,
     nativeRecords: true,
     async openSession(_hooks: SessionHooks) {
-      const session = new FileSession(node, context, cells.takeoverNow);
+      const session = new FileSession(node, context, records);
       sessions.add(session);
       return session;
     },

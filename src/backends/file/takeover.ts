@@ -11,7 +11,14 @@
  * @internal
  */
 import { type DriverGrant, sealRecord } from "../../core/driver.js";
+import type { ReleaseNow } from "./record-slots.js";
 import type { WriteNow } from "./records.js";
+
+/** The synchronous record writes of a session's grants and releases (record-slots.ts). */
+export interface RecordWrites {
+  readonly writeNow: WriteNow;
+  readonly releaseNow: ReleaseNow;
+}
 
 /**
  * Writes `record` for a fresh exclusive grant of `name` (`"written"`: the grant carries its
@@ -20,12 +27,15 @@ import type { WriteNow } from "./records.js";
  * few microseconds there): the caller retries or gives up.
  */
 export function writeRecordNow(
-  write: WriteNow,
+  records: RecordWrites,
   grant: DriverGrant,
   name: string,
   record: string,
 ): "written" | "found" | "busy" {
-  const result = write(name, sealRecord(record, grant.token, Date.now()), { ifVersion: 0n, fence: grant.token });
+  const result = records.writeNow(name, sealRecord(record, grant.token, Date.now()), {
+    ifVersion: 0n,
+    fence: grant.token,
+  });
   if (result === null) return "busy";
   if (result.ok) {
     grant.recordVersion = result.version;
@@ -36,8 +46,13 @@ export function writeRecordNow(
 }
 
 /** {@link writeRecordNow} for a grant that may wait: yields while the bucket is busy. */
-export async function writeRecord(write: WriteNow, grant: DriverGrant, name: string, record: string): Promise<void> {
-  while (writeRecordNow(write, grant, name, record) === "busy") await new Promise((resolve) => setImmediate(resolve));
+export async function writeRecord(
+  records: RecordWrites,
+  grant: DriverGrant,
+  name: string,
+  record: string,
+): Promise<void> {
+  while (writeRecordNow(records, grant, name, record) === "busy") await new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
@@ -46,12 +61,12 @@ export async function writeRecord(write: WriteNow, grant: DriverGrant, name: str
  * {@link deleteRecord}, since a record left behind would make its next holder fence a
  * holder that released cleanly.
  */
-export function deleteRecordNow(write: WriteNow, grant: DriverGrant, name: string): boolean {
+export function deleteRecordNow(records: RecordWrites, grant: DriverGrant, name: string): boolean {
   if (grant.recordVersion === undefined) return true;
-  return write(name, null, { ifVersion: grant.recordVersion }) !== null;
+  return records.releaseNow(name, grant.recordVersion);
 }
 
 /** {@link deleteRecordNow}, yielding while the bucket is busy. */
-export async function deleteRecord(write: WriteNow, grant: DriverGrant, name: string): Promise<void> {
-  while (!deleteRecordNow(write, grant, name)) await new Promise((resolve) => setImmediate(resolve));
+export async function deleteRecord(records: RecordWrites, grant: DriverGrant, name: string): Promise<void> {
+  while (!deleteRecordNow(records, grant, name)) await new Promise((resolve) => setImmediate(resolve));
 }
