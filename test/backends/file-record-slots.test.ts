@@ -12,7 +12,7 @@ import { after, describe, it } from "node:test";
 import { connect } from "../../src/index.js";
 import { hash53 } from "../../src/core/hash.js";
 import { TAKEOVER_SPACE } from "../../src/core/takeover.js";
-import { openDirectory } from "../../src/backends/file/directory.js";
+import { FILES, openDirectory, openFile } from "../../src/backends/file/directory.js";
 import { BUCKETS, SLOTS, takeoverRecords } from "../../src/backends/file/record-slots.js";
 import { Puppet } from "../fixtures/puppets.js";
 
@@ -25,7 +25,9 @@ let nextNamespace = 0;
 
 function store() {
   const namespace = `slots-${++nextNamespace}`;
-  const records = takeoverRecords(openDirectory(dir, false), namespace, TAKEOVER_SPACE);
+  const directory = openDirectory(dir, false);
+  // The fencing-token counter's file, whose mutex the records are written under.
+  const records = takeoverRecords(directory, namespace, TAKEOVER_SPACE, openFile(directory, FILES.tokens));
   return { namespace, records };
 }
 

@@ -62,15 +62,15 @@ export function bucketFileName(bucket: number): string {
 
 /**
  * The cells of one namespace, with the takeover space in a store of its own
- * (record-slots.ts) and `takeoverNow` and `releaseNow`, its synchronous writes; `close()` frees the descriptors (call it once).
+ * (record-slots.ts) and `takeoverNow`, `takeoverHeld` and `releaseNow`, its synchronous writes; `close()` frees the descriptors (call it once).
  */
 export function fileCells(
   directory: Directory,
   namespace: string,
-  notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
-): DriverCells & { close(): void; takeoverNow: WriteNow; releaseNow: ReleaseNow } {
-  const user = userCells(directory, namespace, notify);
-  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE);
+  node: Pick<FileNode, "cellWritten" | "onCellWritten" | "tokensFd">,
+): DriverCells & { close(): void; takeoverNow: WriteNow; takeoverHeld: WriteNow; releaseNow: ReleaseNow } {
+  const user = userCells(directory, namespace, node);
+  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE, node.tokensFd);
   return {
     ...takeoverApart(user, takeover),
     close: () => {
@@ -78,6 +78,7 @@ export function fileCells(
       takeover.close();
     },
     takeoverNow: takeover.writeNow,
+    takeoverHeld: takeover.writeHeld,
     releaseNow: takeover.releaseNow,
   };
 }

@@ -6,11 +6,12 @@
  * one page, each a header and {@link SLOTS} slots of {@link SLOT} bytes (state, lengths,
  * the slot's write count, the fence, then the key and the value inline). No JSON, no parse:
  *
- * - A write takes the bucket's byte lock (the header's first byte, an OFD lock: freed if
- *   the writer dies), reads the page, and writes the one slot it changes with one `pwrite`
- *   (a slot never crosses a page, so a writer's death leaves the old or the new slot). It
- *   writes only its own slot, never the page, so that the lock-free release below is
- *   never undone by a writer of another key of the bucket.
+ * - A write holds the mutex of the fencing-token counter (kernel.ts: an OFD lock, freed if
+ *   the writer dies), so a tracked grant takes its token and writes its record in one
+ *   critical section; it reads the bucket's page and writes the one slot it changes with
+ *   one `pwrite` (a slot never crosses a page, so a writer's death leaves the old or the
+ *   new slot). It writes only its own slot, never the page, so that the lock-free release
+ *   below is never undone by a writer of another key of the bucket.
  * - A clean release deletes its record with one `pwrite` of the slot's state byte, with no
  *   lock: its holder is the only writer of a live record's slot while it holds the lock
  *   (every other write of that key is by a successor, who cannot exist yet, or is refused
@@ -24,7 +25,7 @@
  * Versions are unique per key across both stores: a slot's is odd and names the slot
  * (`(count * 8 + slot) * 2 + 1`), the overflow's even. Nothing is fsynced: a record
  * survives its holder's death (the page cache is the kernel's), not a crash of the host,
- * which ends every holder of this directory anyway. Reads take the bucket's lock shared.
+ * which ends every holder of this directory anyway. Reads take the mutex shared.
  *
  * @module
  * @internal
@@ -35,7 +36,7 @@ import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory } from "./directory.js";
-import { kernel } from "./kernel.js";
+import { counterMutex } from "./kernel.js";
 import { overflowRecords, type WriteNow } from "./records.js";
 
 /** Buckets of the slots file: a key's bucket is its hash modulo this (64 MiB, sparse). */
@@ -87,12 +88,17 @@ interface Found {
   readonly overflow: CellEntry | null;
 }
 
-/** The takeover records of one namespace, `writeNow` for grants and `releaseNow` for releases. */
+/**
+ * The takeover records of one namespace: `writeNow` takes the mutex of the fencing-token
+ * counter in `mutexFd` (kernel.ts), `writeHeld` is for a caller already holding it (a
+ * grant, in its token's critical section), `releaseNow` for clean releases.
+ */
 export function takeoverRecords(
   directory: Directory,
   namespace: string,
   space: string,
-): DriverCells & { writeNow: WriteNow; releaseNow: ReleaseNow; close(): void } {
+  mutexFd: number,
+): DriverCells & { writeNow: WriteNow; writeHeld: WriteNow; releaseNow: ReleaseNow; close(): void } {
   const fd = openSync(join(directory.path, FILES.takeoverSlots), constants.O_RDWR | constants.O_CREAT, 0o600);
   const overflow = overflowRecords(directory, namespace, space);
   const page = Buffer.alloc(BUCKET);
@@ -212,13 +218,13 @@ export function takeoverRecords(
   };
 
   /** `run` under the bucket's lock; `null` when it stayed taken, or `run` found the overflow so. */
-  const locked = <T>(bucket: number, shared: boolean, run: () => T | null): T | null => {
+  const locked = <T>(shared: boolean, run: () => T | null): T | null => {
     for (let tries = 0; tries < TRIES; tries++) {
-      if (!kernel.tryLock(fd, bucket * BUCKET, shared)) continue;
+      if (!counterMutex.tryLock(mutexFd, shared)) continue;
       try {
         return run();
       } finally {
-        kernel.unlock(fd, bucket * BUCKET);
+        counterMutex.unlock(mutexFd);
       }
     }
     return null;
@@ -226,8 +232,10 @@ export function takeoverRecords(
 
   const writeNow: WriteNow = (key, value, condition) => {
     const bucket = bucketOf(id(key));
-    return locked(bucket, false, () => writeLocked(bucket, key, value, condition));
+    return locked(false, () => writeLocked(bucket, key, value, condition));
   };
+
+  const writeHeld: WriteNow = (key, value, condition) => writeLocked(bucketOf(id(key)), key, value, condition);
 
   const releaseNow: ReleaseNow = (key, version) => {
     if (version % 2n === 0n) return writeNow(key, null, { ifVersion: version }) !== null;
@@ -248,7 +256,7 @@ export function takeoverRecords(
     const bucket = bucketOf(id(key));
     const name = Buffer.from(id(key), "utf8");
     for (;;) {
-      const read = locked(bucket, true, () => {
+      const read = locked(true, () => {
         readPage(bucket);
         const found = find(key, name);
         return found === undefined ? null : { entry: entryOf(key, found) };
@@ -282,6 +290,7 @@ export function takeoverRecords(
 
   return {
     writeNow,
+    writeHeld,
     releaseNow,
     close: () => {
       closeSync(fd);

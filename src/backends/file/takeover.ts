@@ -17,6 +17,8 @@ import type { WriteNow } from "./records.js";
 /** The synchronous record writes of a session's grants and releases (record-slots.ts). */
 export interface RecordWrites {
   readonly writeNow: WriteNow;
+  /** {@link writeNow} for a caller holding the token counter's mutex (kernel.ts). */
+  readonly writeHeld: WriteNow;
   readonly releaseNow: ReleaseNow;
 }
 
@@ -24,15 +26,17 @@ export interface RecordWrites {
  * Writes `record` for a fresh exclusive grant of `name` (`"written"`: the grant carries its
  * `recordVersion`), or reads the live record there (`"found"`: the grant carries it as
  * `previousRecord`); `"busy"` when the records' bucket stayed locked (another process in its
- * few microseconds there): the caller retries or gives up.
+ * few microseconds there): the caller retries or gives up. `held`: the caller holds the
+ * token counter's mutex (a grant taking its token).
  */
 export function writeRecordNow(
   records: RecordWrites,
   grant: DriverGrant,
   name: string,
   record: string,
+  held = false,
 ): "written" | "found" | "busy" {
-  const result = records.writeNow(name, sealRecord(record, grant.token, Date.now()), {
+  const result = (held ? records.writeHeld : records.writeNow)(name, sealRecord(record, grant.token, Date.now()), {
     ifVersion: 0n,
     fence: grant.token,
   });
@@ -43,16 +47,6 @@ export function writeRecordNow(
   }
   if (result.current) grant.previousRecord = result.current;
   return "found";
-}
-
-/** {@link writeRecordNow} for a grant that may wait: yields while the bucket is busy. */
-export async function writeRecord(
-  records: RecordWrites,
-  grant: DriverGrant,
-  name: string,
-  record: string,
-): Promise<void> {
-  while (writeRecordNow(records, grant, name, record) === "busy") await new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
