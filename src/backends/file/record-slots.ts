@@ -4,7 +4,8 @@
  * they must cost as few system calls as can be. They live in fixed binary slots of one
  * sparse file, `takeover.slots`: a record's key hashes to one of {@link BUCKETS} buckets of
  * one page, each a header and {@link SLOTS} slots of {@link SLOT} bytes (state, lengths,
- * the slot's write count, the fence, then the key and the value inline). No JSON, no parse:
+ * the slot's write count, the fence, then the key and the value inline), after a page
+ * with a bit per bucket ever used (for list()). No JSON, no parse:
  *
  * - A write holds the mutex of the fencing-token counter (kernel.ts: an OFD lock, freed if
  *   the writer dies), so a tracked grant takes its token and writes its record in one
@@ -63,8 +64,11 @@ const OVERFLOW_AT = 8;
 const SEP = "\u0000";
 const WATCH_POLL_MS = 1000;
 const TRIES = 64;
-/** Bytes read at once by list() (holes of the sparse file read as zeros). */
-const LIST_CHUNK = 1024 * 1024;
+/**
+ * Bytes before the first bucket: a bit per bucket that ever held a slot's record, so that
+ * list() reads those buckets only, not the whole (mostly sparse) file.
+ */
+const USED_MAP = 4096;
 
 /** What a clean release calls: deletes the record at `version`; `false` when its bucket stayed busy. */
 export type ReleaseNow = (key: string, version: bigint) => boolean;
@@ -106,10 +110,27 @@ export function takeoverRecords(
   const freeByte = Buffer.alloc(1);
   const id = (key: string) => `${namespace}${SEP}${space}${SEP}${key}`;
   const bucketOf = (cellId: string) => hash53(cellId) % BUCKETS;
-  const slotAt = (bucket: number, slot: number) => bucket * BUCKET + slotOffset(slot);
+  const bucketAt = (bucket: number) => USED_MAP + bucket * BUCKET;
+  const slotAt = (bucket: number, slot: number) => bucketAt(bucket) + slotOffset(slot);
+  // Buckets known to be marked used (a mark is never cleared), so a mark costs I/O once.
+  const known = new Uint8Array(BUCKETS / 8);
+  const usedByte = Buffer.alloc(1);
+
+  /** Marks a bucket used in the map list() reads; the caller holds the mutex. */
+  const markUsed = (bucket: number) => {
+    const at = bucket >> 3;
+    const bit = 1 << (bucket & 7);
+    if ((known[at] as number) & bit) return;
+    if (readSync(fd, usedByte, 0, 1, at) < 1) usedByte[0] = 0;
+    if (!((usedByte[0] as number) & bit)) {
+      usedByte[0] = (usedByte[0] as number) | bit;
+      writeSync(fd, usedByte, 0, 1, at);
+    }
+    known[at] = usedByte[0] as number;
+  };
 
   const readPage = (bucket: number): void => {
-    const read = readSync(fd, page, 0, BUCKET, bucket * BUCKET);
+    const read = readSync(fd, page, 0, BUCKET, bucketAt(bucket));
     page.fill(0, read);
   };
 
@@ -146,6 +167,7 @@ export function takeoverRecords(
   };
 
   const writeSlot = (bucket: number, slot: number, count: bigint, fence: bigint, name: Buffer, value: Buffer) => {
+    markUsed(bucket);
     slotBytes[0] = LIVE;
     slotBytes.writeUInt16LE(name.length, 2);
     slotBytes.writeUInt16LE(value.length, 4);
@@ -161,7 +183,7 @@ export function takeoverRecords(
   const addOverflow = (bucket: number, delta: number) => {
     const count = Math.max(0, page.readUInt32LE(OVERFLOW_AT) + delta);
     page.writeUInt32LE(count, OVERFLOW_AT);
-    writeSync(fd, page, OVERFLOW_AT, 4, bucket * BUCKET + OVERFLOW_AT);
+    writeSync(fd, page, OVERFLOW_AT, 4, bucketAt(bucket) + OVERFLOW_AT);
   };
 
   /** A write to the overflow store (the condition was decided here, on both stores). */
@@ -266,26 +288,43 @@ export function takeoverRecords(
     }
   };
 
-  /** Keys with a live slot, read in large chunks with no lock (get() then reads each locked). */
-  const slotKeys = (): string[] => {
+  /**
+   * The live slots' records of this namespace: the buckets the used map marks, each read
+   * under the mutex shared (a lock-free release may flip a slot's state meanwhile: its
+   * record is listed or not).
+   */
+  const slotEntries = async (): Promise<CellEntry[]> => {
     const prefix = Buffer.from(id(""), "utf8");
-    const chunk = Buffer.alloc(LIST_CHUNK);
-    const keys: string[] = [];
-    for (let base = 0; base < BUCKETS * BUCKET; base += LIST_CHUNK) {
-      const read = readSync(fd, chunk, 0, LIST_CHUNK, base);
-      // The file ends where its last write did, maybe inside a slot.
-      chunk.fill(0, read);
-      for (let at = 0; at < read; at += SLOT) {
-        // The first slot's place of every bucket is its header.
-        if (at % BUCKET === 0 || chunk[at] !== LIVE) continue;
-        const start = at + SLOT_HEAD;
-        const length = chunk.readUInt16LE(at + 2);
-        if (length < prefix.length || prefix.compare(chunk, start, start + prefix.length) !== 0) continue;
-        keys.push(chunk.toString("utf8", start + prefix.length, start + length));
+    const map = Buffer.alloc(BUCKETS / 8);
+    const bucketPage = Buffer.alloc(BUCKET);
+    const readLocked = async (into: Buffer, at: number) => {
+      let read: number | null = null;
+      while ((read = locked(true, () => readSync(fd, into, 0, into.length, at))) === null) {
+        await new Promise((resolve) => setImmediate(resolve));
       }
-      if (read < LIST_CHUNK) break;
+      // The file ends where its last write did, maybe inside a slot.
+      into.fill(0, read);
+    };
+    await readLocked(map, 0);
+    const out: CellEntry[] = [];
+    for (let bucket = 0; bucket < BUCKETS; bucket++) {
+      if (!(((map[bucket >> 3] as number) >> (bucket & 7)) & 1)) continue;
+      await readLocked(bucketPage, bucketAt(bucket));
+      for (let slot = 0; slot < SLOTS; slot++) {
+        const at = slotOffset(slot);
+        if (bucketPage[at] !== LIVE) continue;
+        const start = at + SLOT_HEAD;
+        const length = bucketPage.readUInt16LE(at + 2);
+        if (length < prefix.length || prefix.compare(bucketPage, start, start + prefix.length) !== 0) continue;
+        out.push({
+          key: bucketPage.toString("utf8", start + prefix.length, start + length),
+          value: bucketPage.toString("utf8", start + length, start + length + bucketPage.readUInt16LE(at + 4)),
+          version: slotVersion(bucketPage.readBigUInt64LE(at + 8), slot),
+          fence: bucketPage.readBigUInt64LE(at + 16),
+        });
+      }
     }
-    return keys;
+    return out;
   };
 
   return {
@@ -301,13 +340,9 @@ export function takeoverRecords(
     delete: (_space, key, condition) => write(key, null, condition),
     async list(space) {
       const out = (await overflow.list(space)).map((e) => ({ ...e, version: e.version * 2n }));
+      // The overflow's copy of a key wins (see the module comment).
       const keys = new Set(out.map((e) => e.key));
-      for (const key of slotKeys()) {
-        if (keys.has(key)) continue;
-        keys.add(key);
-        const entry = await get(key);
-        if (entry) out.push(entry);
-      }
+      for (const entry of await slotEntries()) if (!keys.has(entry.key)) out.push(entry);
       return out.sort((a, b) => (a.key < b.key ? -1 : 1));
     },
     async watch(_space, key, listener, signal) {
