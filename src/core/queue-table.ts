@@ -209,6 +209,16 @@ export class QueueTable<M> {
     }
   }
 
+  /** The holders of `key`, in grant order (none when it is idle or unknown). */
+  holders(key: string): ReadonlySet<QueueEntry<M>> | undefined {
+    return this.#queues.get(key)?.holders;
+  }
+
+  /** Every holder of every queue. */
+  *allHolders(): Generator<QueueEntry<M>> {
+    for (const queue of this.#queues.values()) yield* queue.holders;
+  }
+
   /** Every non-idle queue, holders and waiters in order. */
   snapshot(): QueueTableSnapshot<M>[] {
     return [...this.#queues.values()]

@@ -38,7 +38,7 @@ export class MemoryStore {
   /** Durable (for the process's life) versioned keys, bound to no session. */
   readonly cells = new CellTable();
   /** Takeover records, live with their holdings or stored in `cells` (records.ts). */
-  readonly records = new LiveRecords(this.cells);
+  readonly records = new LiveRecords(this.cells, this.table);
   readonly #sessions = new Map<string, StoredSession>();
   readonly #records = new Map<string, Map<string, RecordEntry>>();
   readonly #watchers = new Map<string, Set<(event: RecordEvent) => void>>();
