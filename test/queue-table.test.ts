@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { InvalidArgumentError } from "../src/core/errors.js";
 import { QueueTable } from "../src/core/queue-table.js";
 
 const meta = { who: "t" };
@@ -57,4 +58,30 @@ describe("QueueTable spare queue", () => {
       assert.deepEqual([q?.key, q?.limit, q?.holders.length, q?.waiters.length], ["new", limit, holders, waiters]);
     });
   }
+
+  it("the last idle queue stays under its name, unseen by snapshot(), and takes the next request's limit", () => {
+    const t = table();
+    const first = t.grantNow("a", { mode: "exclusive", limit: 3, meta });
+    assert.ok(first);
+    t.release(first);
+    assert.deepEqual(t.snapshot(), [], "an idle queue is not shown");
+    const wider = t.grantNow("a", { mode: "exclusive", limit: 5, meta });
+    assert.ok(wider, "a new limit, as on a new queue");
+    assert.throws(
+      () => t.grantNow("a", { mode: "exclusive", limit: 3, meta }),
+      (e: unknown) => e instanceof InvalidArgumentError,
+      "the holder's limit counts",
+    );
+    t.release(wider);
+    for (const name of ["b", "c", "a"]) {
+      const held = t.grantNow(name, { mode: "exclusive", limit: 1, meta });
+      assert.ok(held);
+      assert.deepEqual(
+        t.snapshot().map((q) => [q.key, q.limit, q.holders.length]),
+        [[name, 1, 1]],
+      );
+      t.release(held);
+    }
+    assert.deepEqual(t.snapshot(), []);
+  });
 });

@@ -169,7 +169,7 @@ export class LockHandle implements AsyncDisposable {
     // A lost holding keeps its record, for the next holder to fence.
     this.#grant.recordVersion = undefined;
     this.#session.dependents.delete(this);
-    this.#core.claimed.delete(this);
+    if (this.#claim) this.#core.claimed.delete(this);
     this.#core.telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt, error);
     this.#lostReason = new LockLostError(`${this.kind} "${this.name}" was lost: ${error.message}`, {
       backend: this.#core.backend,
@@ -193,7 +193,8 @@ export class LockHandle implements AsyncDisposable {
     if (!wasLost && telemetry.recording) telemetry.holdEnded(this.kind, this.name, Date.now() - this.acquiredAt);
     this.#state = "released";
     this.#session.dependents.delete(this);
-    this.#core.claimed.delete(this);
+    // Only a claimed handle is in the set (claimed()): most releases skip the lookup.
+    if (this.#claim) this.#core.claimed.delete(this);
     // A lost session took its grants with it (and may be closed, so unable to answer).
     if (wasLost && this.#session.lost) return { status: "lost" };
     const { driver } = this.#session;

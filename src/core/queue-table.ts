@@ -59,6 +59,12 @@ export class QueueTable<M> {
    * cycle. Only one is kept, so memory does not grow with the names ever used.
    */
   #spare: Queue<M> | null = null;
+  /**
+   * The last queue that went idle, still under its key: a lock taken and released in a
+   * loop then finds its queue where it left it (no map insert and delete per cycle). Only
+   * one, dropped (to the spare) when another goes idle; it is not a queue of snapshot().
+   */
+  #idle: Queue<M> | null = null;
   readonly #nextToken: (key: string) => bigint;
 
   /** @param nextToken called at every grant and upgrade; must strictly increase per key. */
@@ -110,6 +116,12 @@ export class QueueTable<M> {
    */
   grantNow(key: string, request: { mode: LockMode; limit: number; meta: M }): QueueEntry<M> | null {
     const queue = this.#queue(key, request.limit);
+    if (queue.holders.size === 0 && queue.waiters.length === 0 && !queue.upgrading) {
+      // An empty queue grants any request (the rule's own first case): no view to build.
+      const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: 0 };
+      this.#grant(queue, entry);
+      return entry;
+    }
     // The request is its own rule entry (mode and limit): no copy per call.
     const view = this.#view(queue, request);
     const verdict = decide(view, view.entries.length - 1);
@@ -132,7 +144,9 @@ export class QueueTable<M> {
       queue.upgrading = null;
       upgrade.reject(releasedWhileUpgrading());
     }
-    this.#process(queue);
+    // Nobody waits: nothing to grant, so no view to build.
+    if (queue.waiters.length === 0 && !queue.upgrading) this.#dropIfIdle(queue);
+    else this.#process(queue);
     return true;
   }
 
@@ -195,18 +209,35 @@ export class QueueTable<M> {
     }
   }
 
+  /** The holders of `key`, in grant order (none when it is idle or unknown). */
+  holders(key: string): ReadonlySet<QueueEntry<M>> | undefined {
+    return this.#queues.get(key)?.holders;
+  }
+
+  /** Every holder of every queue. */
+  *allHolders(): Generator<QueueEntry<M>> {
+    for (const queue of this.#queues.values()) yield* queue.holders;
+  }
+
   /** Every non-idle queue, holders and waiters in order. */
   snapshot(): QueueTableSnapshot<M>[] {
-    return [...this.#queues.values()].map((q) => ({
-      key: q.key,
-      limit: q.limit,
-      holders: [...q.holders],
-      waiters: q.waiters.map((w) => w.entry),
-    }));
+    return [...this.#queues.values()]
+      .filter((q) => q !== this.#idle)
+      .map((q) => ({
+        key: q.key,
+        limit: q.limit,
+        holders: [...q.holders],
+        waiters: q.waiters.map((w) => w.entry),
+      }));
   }
 
   #queue(key: string, limit: number): Queue<M> {
     let queue = this.#queues.get(key);
+    if (queue === this.#idle && queue) {
+      // In use again: it takes this request's limit, as a new queue would.
+      this.#idle = null;
+      queue.limit = limit;
+    }
     if (!queue) {
       queue = this.#spare ?? { key, limit, holders: new Set(), waiters: [], upgrading: null };
       this.#spare = null;
@@ -269,9 +300,13 @@ export class QueueTable<M> {
   #dropIfIdle(queue: Queue<M>): void {
     if (queue.holders.size === 0 && queue.waiters.length === 0 && !queue.upgrading) {
       // A stale reference (a queue already dropped, maybe reused) must not drop another's.
-      if (this.#queues.get(queue.key) !== queue) return;
-      this.#queues.delete(queue.key);
-      this.#spare = queue;
+      if (this.#queues.get(queue.key) !== queue || this.#idle === queue) return;
+      const previous = this.#idle;
+      this.#idle = queue;
+      if (previous) {
+        this.#queues.delete(previous.key);
+        this.#spare = previous;
+      }
     }
   }
 }

@@ -133,8 +133,10 @@ describe("file backend across processes", () => {
       "cells.lock",
       "peers",
       "semaphores",
-      // The takeover records: one sparse file of fixed regions (records.ts).
+      // The takeover records: one sparse file of fixed binary slots (record-slots.ts) and
+      // one of JSON regions for those too large for a slot (records.ts).
       "takeover",
+      "takeover.slots",
       "tokens",
     ];
     assert.deepEqual(readdirSync(dir).sort(), expected.sort());

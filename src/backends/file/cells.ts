@@ -29,7 +29,8 @@ import { takeoverApart } from "../cell-calls.js";
 import { FILES, type Directory, openFile } from "./directory.js";
 import { kernel } from "./kernel.js";
 import type { FileNode } from "./node.js";
-import { takeoverRecords, type WriteNow } from "./records.js";
+import { type ReleaseNow, takeoverRecords } from "./record-slots.js";
+import type { WriteNow } from "./records.js";
 import { BACKEND } from "./definition.js";
 
 /** Bucket files the cells are spread over. */
@@ -60,16 +61,16 @@ export function bucketFileName(bucket: number): string {
 }
 
 /**
- * The cells of one namespace, with the takeover space in a store of its own (records.ts)
- * and `takeoverNow`, its synchronous writes; `close()` frees the descriptors (call it once).
+ * The cells of one namespace, with the takeover space in a store of its own
+ * (record-slots.ts) and `takeoverNow`, `takeoverHeld` and `releaseNow`, its synchronous writes; `close()` frees the descriptors (call it once).
  */
 export function fileCells(
   directory: Directory,
   namespace: string,
-  notify: Pick<FileNode, "cellWritten" | "onCellWritten">,
-): DriverCells & { close(): void; takeoverNow: WriteNow } {
-  const user = userCells(directory, namespace, notify);
-  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE);
+  node: Pick<FileNode, "cellWritten" | "onCellWritten" | "tokensFd">,
+): DriverCells & { close(): void; takeoverNow: WriteNow; takeoverHeld: WriteNow; releaseNow: ReleaseNow } {
+  const user = userCells(directory, namespace, node);
+  const takeover = takeoverRecords(directory, namespace, TAKEOVER_SPACE, node.tokensFd);
   return {
     ...takeoverApart(user, takeover),
     close: () => {
@@ -77,6 +78,8 @@ export function fileCells(
       takeover.close();
     },
     takeoverNow: takeover.writeNow,
+    takeoverHeld: takeover.writeHeld,
+    releaseNow: takeover.releaseNow,
   };
 }
 

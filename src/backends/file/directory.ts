@@ -19,8 +19,10 @@ export const FILES = {
   cellsLock: "cells.lock",
   /** Prefix of the cells bucket files `cells.00` ..., rewritten atomically (see cells.ts). */
   cells: "cells",
-  /** Sparse; the takeover records, in fixed regions rewritten in place (see records.ts). */
+  /** Sparse; takeover records too large for a slot, in JSON regions (see records.ts). */
   takeover: "takeover",
+  /** Sparse; the takeover records, in fixed binary slots (see record-slots.ts). */
+  takeoverSlots: "takeover.slots",
 } as const;
 
 /** An opened Baton directory. */

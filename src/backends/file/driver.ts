@@ -31,14 +31,13 @@ import { abortable } from "../../core/abortable.js";
 import { InvalidArgumentError, InvalidStateError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import { fileCells } from "./cells.js";
-import type { WriteNow } from "./records.js";
 import { defaultDirectory, directoryFromUrl, openDirectory } from "./directory.js";
 import { limitBase, nextToken, slotOf, tokenNow, UPGRADE_INTENT } from "./kernel.js";
 import { platformRefusal } from "./platform.js";
 import { cannotRevoke } from "./revoke.js";
 import { FileNode, type LocalQueueState, type SessionView, type Waiter } from "./node.js";
 import { LIMIT_SPAN, SlotLocks } from "./slot-locks.js";
-import { deleteRecord, deleteRecordNow, writeRecord, writeRecordNow } from "./takeover.js";
+import { deleteRecord, deleteRecordNow, type RecordWrites, writeRecordNow } from "./takeover.js";
 import { BACKEND } from "./definition.js";
 
 const SEP = "\u0000";
@@ -67,9 +66,9 @@ class FileSession implements DriverSession, SessionView {
   #closed = false;
 
   /** Synchronous takeover record writes (cells.ts), for grants and releases. */
-  readonly #takeover: WriteNow;
+  readonly #takeover: RecordWrites;
 
-  constructor(node: FileNode, context: DriverContext, records: WriteNow) {
+  constructor(node: FileNode, context: DriverContext, records: RecordWrites) {
     this.#node = node;
     this.#context = context;
     this.#takeover = records;
@@ -128,7 +127,7 @@ class FileSession implements DriverSession, SessionView {
     }
     if (isSemaphore) this.#slots.markLimit(base, request.limit);
     const grant: FileGrant = {
-      token: await nextToken(this.#node.tokensFd),
+      token: 0n,
       mode: request.mode,
       kind: request.kind,
       name: request.name,
@@ -138,15 +137,40 @@ class FileSession implements DriverSession, SessionView {
       writerIntent: claimed,
     };
     this.#grants.add(grant);
-    if (request.record !== undefined) {
-      try {
-        await writeRecord(this.#takeover, grant, request.name, request.record);
-      } catch (error) {
-        this.releaseNow(grant);
-        throw error;
-      }
+    try {
+      await this.#stamp(grant, request.record);
+    } catch (error) {
+      this.releaseNow(grant);
+      throw error;
     }
     return grant;
+  }
+
+  /**
+   * Gives a grant its token and writes its record (if tracked) in one critical section of
+   * the counter's mutex, yielding while the mutex or an overflow region stays busy (a
+   * retry takes a new token: tokens may skip, never repeat).
+   */
+  async #stamp(grant: FileGrant, record: string | undefined): Promise<void> {
+    for (;;) {
+      // Set by the callback, which TypeScript's narrowing does not see.
+      let outcome = "written" as "written" | "found" | "busy";
+      const token = tokenNow(
+        this.#node.tokensFd,
+        64,
+        record === undefined
+          ? undefined
+          : (next) => {
+              grant.token = next;
+              outcome = writeRecordNow(this.#takeover, grant, grant.name, record, true);
+            },
+      );
+      if (token !== null && outcome !== "busy") {
+        grant.token = token;
+        return;
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   /**
@@ -157,9 +181,8 @@ class FileSession implements DriverSession, SessionView {
     if (this.#closed || request.kind === "semaphore") return null;
     const slot = slotOf(`${this.#context.namespace}${SEP}${request.kind}${SEP}${request.name}`);
     if (!this.#slots.tryLock(slot, request.mode)) return null;
-    const token = tokenNow(this.#node.tokensFd);
     const grant: FileGrant = {
-      token: token ?? 0n,
+      token: 0n,
       mode: request.mode,
       kind: request.kind,
       name: request.name,
@@ -168,18 +191,35 @@ class FileSession implements DriverSession, SessionView {
       since: Date.now(),
       writerIntent: false,
     };
+    const { record } = request;
+    let written = record === undefined;
+    // The record is written in the token's critical section: one mutex for both.
+    const token = tokenNow(
+      this.#node.tokensFd,
+      64,
+      record === undefined
+        ? undefined
+        : (next) => {
+            grant.token = next;
+            written = this.#recordHeld(grant, record);
+          },
+    );
     this.#grants.add(grant);
     // A takeover found needs the core's claim, and a busy counter or bucket a wait: give
     // the slot back (waking whoever tried meanwhile) and take the full path.
-    if (token !== null && (request.record === undefined || this.#recordNow(grant, request.record))) return grant;
+    if (token !== null && written) {
+      grant.token = token;
+      return grant;
+    }
     grant.previousRecord = undefined;
+    grant.recordVersion = undefined;
     this.releaseNow(grant);
     return null;
   }
 
-  #recordNow(grant: FileGrant, record: string): boolean {
+  #recordHeld(grant: FileGrant, record: string): boolean {
     try {
-      return writeRecordNow(this.#takeover, grant, grant.name, record) === "written";
+      return writeRecordNow(this.#takeover, grant, grant.name, record, true) === "written";
     } catch {
       return false;
     }
@@ -355,11 +395,16 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
   const sessions = new Set<FileSession>();
   let closed = false;
   const cells = fileCells(directory, context.namespace, node);
+  const records: RecordWrites = {
+    writeNow: cells.takeoverNow,
+    writeHeld: cells.takeoverHeld,
+    releaseNow: cells.releaseNow,
+  };
   return {
     cells,
     nativeRecords: true,
     async openSession(_hooks: SessionHooks) {
-      const session = new FileSession(node, context, cells.takeoverNow);
+      const session = new FileSession(node, context, records);
       sessions.add(session);
       return session;
     },

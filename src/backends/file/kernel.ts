@@ -87,13 +87,24 @@ export async function nextToken(tokensFd: number): Promise<bigint> {
 const counter = Buffer.alloc(8);
 
 /**
+ * The counter's mutex: a lock on the counter's own bytes, on a file no other lock lives in.
+ * The takeover records (record-slots.ts) are written under it too, so that a tracked grant
+ * takes its token and writes its record in one critical section. Not re-entrant: a holder
+ * that locked it again on the same descriptor would unlock it with its inner unlock.
+ */
+export const counterMutex = {
+  tryLock: (tokensFd: number, shared: boolean): boolean => kernel.tryLock(tokensFd, 0, shared, 8),
+  unlock: (tokensFd: number): void => kernel.unlock(tokensFd, 0, 8),
+};
+
+/**
  * {@link nextToken} without yielding: `null` when the counter's mutex stayed taken over
  * `tries` attempts (another process is in its few microseconds, or was stopped there).
+ * `held` runs with the new token while the mutex is still held (its record's write).
  */
-export function tokenNow(tokensFd: number, tries = 64): bigint | null {
+export function tokenNow(tokensFd: number, tries = 64, held?: (token: bigint) => void): bigint | null {
   for (let i = 0; i < tries; i++) {
-    // The mutex is a lock on the counter's own bytes, on a file no other lock lives in.
-    if (!kernel.tryLock(tokensFd, 0, false, 8)) continue;
+    if (!counterMutex.tryLock(tokensFd, false)) continue;
     try {
       const read = readSync(tokensFd, counter, 0, 8, 0);
       const stored = read === 8 ? counter.readBigUInt64LE(0) : 0n;
@@ -101,9 +112,10 @@ export function tokenNow(tokensFd: number, tries = 64): bigint | null {
       const next = stored === 0n ? floor : stored + 1n;
       counter.writeBigUInt64LE(next, 0);
       writeSync(tokensFd, counter, 0, 8, 0);
+      held?.(next);
       return next;
     } finally {
-      kernel.unlock(tokensFd, 0, 8);
+      counterMutex.unlock(tokensFd);
     }
   }
   return null;

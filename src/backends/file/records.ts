@@ -1,7 +1,7 @@
 /**
- * Takeover records on the file backend (src/core/takeover.ts), the cells of the space
- * `takeover`: written with every exclusive grant and deleted with every clean release, so
- * they must cost microseconds, not the fsync and rename of a cell (cells.ts). They live in
+ * The overflow of the file backend's takeover records (record-slots.ts keeps the common
+ * ones, in fixed binary slots): a record too large for a slot, or one whose slot bucket is
+ * full, lives here, at a few more microseconds and a JSON parse per write. They live in
  * one sparse file, `takeover`, of {@link REGIONS} fixed regions; a record's key hashes to a
  * region, which holds a JSON document of its records (the cells' bucket format) in one of
  * two halves, and a header naming the live half and its length. A write takes the region's
@@ -49,12 +49,12 @@ interface Region {
 /** A synchronous write of a lock holder: `null` when the region stayed locked. */
 export type WriteNow = (key: string, value: string | null, condition: CellCondition) => CellWriteResult | null;
 
-/** The takeover records of one namespace, and `writeNow` for grants and releases. */
-export function takeoverRecords(
+/** Overflow records of one namespace (record-slots.ts writes them, under its bucket lock). */
+export function overflowRecords(
   directory: Directory,
   namespace: string,
   space: string,
-): DriverCells & { writeNow: WriteNow; close(): void } {
+): DriverCells & { writeNow: WriteNow; readNow(key: string): CellEntry | null | undefined; close(): void } {
   const path = join(directory.path, FILES.takeover);
   const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
   const header = Buffer.alloc(HEADER);
@@ -147,8 +147,23 @@ export function takeoverRecords(
   };
   const get = async (key: string) => entryOf(key, (await read(regionOf(id(key)))).cells[id(key)]);
 
+  /** A read without yielding: `undefined` when the region stayed locked by a writer. */
+  const readNow = (key: string): CellEntry | null | undefined => {
+    const region = regionOf(id(key));
+    for (let tries = 0; tries < 64; tries++) {
+      if (!kernel.tryLock(fd, region * REGION, true)) continue;
+      try {
+        return entryOf(key, load(region).data.cells[id(key)]);
+      } finally {
+        kernel.unlock(fd, region * REGION);
+      }
+    }
+    return undefined;
+  };
+
   return {
     writeNow,
+    readNow,
     close: () => closeSync(fd),
     get: (_space, key) => get(key),
     put: (_space, key, value, condition) => write(key, value, condition),

@@ -11,21 +11,35 @@
  * @internal
  */
 import { type DriverGrant, sealRecord } from "../../core/driver.js";
+import type { ReleaseNow } from "./record-slots.js";
 import type { WriteNow } from "./records.js";
+
+/** The synchronous record writes of a session's grants and releases (record-slots.ts). */
+export interface RecordWrites {
+  readonly writeNow: WriteNow;
+  /** {@link writeNow} for a caller holding the token counter's mutex (kernel.ts). */
+  readonly writeHeld: WriteNow;
+  readonly releaseNow: ReleaseNow;
+}
 
 /**
  * Writes `record` for a fresh exclusive grant of `name` (`"written"`: the grant carries its
  * `recordVersion`), or reads the live record there (`"found"`: the grant carries it as
  * `previousRecord`); `"busy"` when the records' bucket stayed locked (another process in its
- * few microseconds there): the caller retries or gives up.
+ * few microseconds there): the caller retries or gives up. `held`: the caller holds the
+ * token counter's mutex (a grant taking its token).
  */
 export function writeRecordNow(
-  write: WriteNow,
+  records: RecordWrites,
   grant: DriverGrant,
   name: string,
   record: string,
+  held = false,
 ): "written" | "found" | "busy" {
-  const result = write(name, sealRecord(record, grant.token, Date.now()), { ifVersion: 0n, fence: grant.token });
+  const result = (held ? records.writeHeld : records.writeNow)(name, sealRecord(record, grant.token, Date.now()), {
+    ifVersion: 0n,
+    fence: grant.token,
+  });
   if (result === null) return "busy";
   if (result.ok) {
     grant.recordVersion = result.version;
@@ -35,23 +49,18 @@ export function writeRecordNow(
   return "found";
 }
 
-/** {@link writeRecordNow} for a grant that may wait: yields while the bucket is busy. */
-export async function writeRecord(write: WriteNow, grant: DriverGrant, name: string, record: string): Promise<void> {
-  while (writeRecordNow(write, grant, name, record) === "busy") await new Promise((resolve) => setImmediate(resolve));
-}
-
 /**
  * Deletes a released grant's record if it is still at the version it claimed. `false` when
  * the bucket stayed busy: the caller keeps the kernel lock and retries with
  * {@link deleteRecord}, since a record left behind would make its next holder fence a
  * holder that released cleanly.
  */
-export function deleteRecordNow(write: WriteNow, grant: DriverGrant, name: string): boolean {
+export function deleteRecordNow(records: RecordWrites, grant: DriverGrant, name: string): boolean {
   if (grant.recordVersion === undefined) return true;
-  return write(name, null, { ifVersion: grant.recordVersion }) !== null;
+  return records.releaseNow(name, grant.recordVersion);
 }
 
 /** {@link deleteRecordNow}, yielding while the bucket is busy. */
-export async function deleteRecord(write: WriteNow, grant: DriverGrant, name: string): Promise<void> {
-  while (!deleteRecordNow(write, grant, name)) await new Promise((resolve) => setImmediate(resolve));
+export async function deleteRecord(records: RecordWrites, grant: DriverGrant, name: string): Promise<void> {
+  while (!deleteRecordNow(records, grant, name)) await new Promise((resolve) => setImmediate(resolve));
 }

@@ -41,6 +41,12 @@ class MemorySession implements DriverSession {
   readonly #context: DriverContext;
   // A memory grant is only lost with its session, which the core already watches.
   readonly #meta: HolderMeta;
+  /**
+   * The last queue key made, by kind and name: a loop on one name then hands the table the
+   * same string each time, whose hash V8 keeps, instead of a new one to build and hash.
+   * One entry, so memory does not grow with the names used.
+   */
+  #lastKey = { kind: "", name: "", key: "" };
 
   constructor(store: MemoryStore, context: DriverContext, hooks: SessionHooks) {
     this.#store = store;
@@ -53,8 +59,16 @@ class MemorySession implements DriverSession {
     this.#store.keepAlive(this.id);
   }
 
+  #key(kind: QueueKind, name: string): string {
+    const last = this.#lastKey;
+    if (last.name === name && last.kind === kind) return last.key;
+    const key = queueKey(this.#context.namespace, kind, name);
+    this.#lastKey = { kind, name, key };
+    return key;
+  }
+
   async acquire(request: AcquireRequest): Promise<DriverGrant | null> {
-    const key = queueKey(this.#context.namespace, request.kind, request.name);
+    const key = this.#key(request.kind, request.name);
     const entry = await this.#store.table.acquire(key, {
       mode: request.mode,
       limit: request.limit,
@@ -72,7 +86,7 @@ class MemorySession implements DriverSession {
   }
 
   grantNow(request: ImmediateRequest): DriverGrant | null {
-    const key = queueKey(this.#context.namespace, request.kind, request.name);
+    const key = this.#key(request.kind, request.name);
     // A takeover found needs the core's async claim: not at once. (A lock's queue key is
     // its record's cell id.)
     if (request.record !== undefined && this.#store.records.hasStored(key)) return null;

@@ -1,6 +1,6 @@
 /**
  * Takeover records of a memory store. A record matters only once its holding ended without
- * a release, so the record of a live holding is plain in-process state: no cell is written
+ * a release, so the record of a live holding is plain in-process state on its grant: no cell is written
  * by the grant or deleted by the release. It becomes a cell (with the version it was given
  * at the grant, and the token as its fence) when it must outlive the holding: when the
  * holding's session ends (expired, revoked, closed) before the release, in the same
@@ -22,19 +22,31 @@ import type { HolderMeta } from "./store.js";
 /** A live holding's record, not written anywhere yet. */
 interface Live {
   readonly name: string;
-  readonly grant: QueueEntry<HolderMeta>;
   /** The record before {@link sealRecord}: the grant's token and time complete it. */
   readonly text: string;
   readonly version: bigint;
 }
 
-/** The live records of one store, by cell id (the lock's queue key). */
+/** A grant of the store's queue table, with its live record if it is tracked. */
+type Holder = QueueEntry<HolderMeta> & { live?: Live | undefined };
+
+/** Where the holders are (the store's queue table): a live record lives on its grant. */
+export interface HolderIndex {
+  holders(key: string): Iterable<QueueEntry<HolderMeta>> | undefined;
+  allHolders(): Iterable<QueueEntry<HolderMeta>>;
+}
+
+/**
+ * The live records of one store, each on its grant (a lock's queue key is its record's cell
+ * id), so that tracking a grant costs no map insert or delete.
+ */
 export class LiveRecords {
   readonly #cells: CellTable;
-  readonly #live = new Map<string, Live>();
+  readonly #holders: HolderIndex;
 
-  constructor(cells: CellTable) {
+  constructor(cells: CellTable, holders: HolderIndex) {
     this.#cells = cells;
+    this.#holders = holders;
   }
 
   /** Whether a record that outlived its holding is there: a takeover the core must claim. */
@@ -43,48 +55,54 @@ export class LiveRecords {
   }
 
   /** Keeps the record of a fresh grant (no stored record is there); answers its version. */
-  track(id: string, name: string, grant: QueueEntry<HolderMeta>, text: string): bigint {
+  track(_id: string, name: string, grant: QueueEntry<HolderMeta>, text: string): bigint {
     const version = this.#cells.nextVersion();
-    this.#live.set(id, { name, grant, text, version });
+    (grant as Holder).live = { name, text, version };
     return version;
   }
 
   /** Drops the live record of a grant released cleanly; `false` if it has none. */
-  untrack(id: string, grant: QueueEntry<HolderMeta>): boolean {
-    if (this.#live.get(id)?.grant !== grant) return false;
-    this.#live.delete(id);
+  untrack(_id: string, grant: QueueEntry<HolderMeta>): boolean {
+    const holder = grant as Holder;
+    if (!holder.live) return false;
+    holder.live = undefined;
     return true;
   }
 
   /** Stores the live records of a session that ends: its holdings end without a release. */
   storeSession(sessionId: string): void {
-    for (const [id, live] of this.#live) if (live.grant.meta.sessionId === sessionId) this.#store(id);
+    for (const holder of [...this.#holders.allHolders()] as Holder[]) {
+      if (holder.live && holder.meta.sessionId === sessionId) this.#store(holder as Holder & { live: Live });
+    }
   }
 
   /** The record as a cell would hold it. */
   get(id: string): CellEntry | null {
-    const live = this.#live.get(id);
-    return live ? entryOf(live) : this.#cells.get(id);
+    const holder = this.#liveOf(id);
+    return holder ? entryOf(holder, holder.live) : this.#cells.get(id);
   }
 
   /** A write: decided against the record as it is, stored first if it was live. */
   write(id: string, key: string, value: string | null, condition: CellCondition): CellWriteResult {
-    const live = this.#live.get(id);
-    if (live && value === null && condition.forget) {
+    const holder = this.#liveOf(id);
+    if (holder && value === null && condition.forget) {
       // The holder's own delete (close, downgrade): nothing to store, no tombstone.
-      const decision = decideCellWrite(entryOf(live), condition, true);
-      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current: entryOf(live) };
-      this.#live.delete(id);
+      const current = entryOf(holder, holder.live);
+      const decision = decideCellWrite(current, condition, true);
+      if (decision.action === "refuse") return { ok: false, reason: decision.reason, current };
+      (holder as Holder).live = undefined;
       return { ok: true, version: 0n };
     }
-    if (live) this.#store(id);
+    if (holder) this.#store(holder);
     return this.#cells.write(id, key, value, condition);
   }
 
   /** Live entries of ids starting with `prefix`, stored or not (never both: see `track`). */
   list(prefix: string): CellEntry[] {
     const entries = this.#cells.list(prefix);
-    for (const [id, live] of this.#live) if (id.startsWith(prefix)) entries.push(entryOf(live));
+    for (const holder of this.#holders.allHolders() as Iterable<Holder>) {
+      if (holder.live && holder.key.startsWith(prefix)) entries.push(entryOf(holder, holder.live));
+    }
     return entries;
   }
 
@@ -93,20 +111,26 @@ export class LiveRecords {
     return this.#cells.watch(id, listener);
   }
 
-  #store(id: string): void {
-    const live = this.#live.get(id) as Live;
-    this.#live.delete(id);
-    this.#cells.restore(id, entryOf(live));
+  #liveOf(id: string): (Holder & { live: Live }) | undefined {
+    for (const holder of (this.#holders.holders(id) ?? []) as Iterable<Holder>) {
+      if (holder.live) return holder as Holder & { live: Live };
+    }
+    return undefined;
+  }
+
+  #store(holder: Holder & { live: Live }): void {
+    const entry = entryOf(holder, holder.live);
+    (holder as Holder).live = undefined;
+    this.#cells.restore(holder.key, entry);
   }
 }
 
-function entryOf(live: Live): CellEntry {
-  const { grant } = live;
+function entryOf(holder: Holder, live: Live): CellEntry {
   return {
     key: live.name,
-    value: sealRecord(live.text, grant.token, grant.since),
+    value: sealRecord(live.text, holder.token, holder.since),
     version: live.version,
-    fence: grant.token,
+    fence: holder.token,
   };
 }
 

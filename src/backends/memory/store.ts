@@ -27,16 +27,18 @@ interface StoredSession {
  */
 export class MemoryStore {
   readonly name: string;
-  readonly #counters = new Map<string, bigint>();
+  // A holder per key, bumped in place: one map lookup per grant, not a lookup and a set.
+  readonly #counters = new Map<string, { last: bigint }>();
   readonly table = new QueueTable<HolderMeta>((key) => {
-    const next = (this.#counters.get(key) ?? 0n) + 1n;
-    this.#counters.set(key, next);
-    return next;
+    let counter = this.#counters.get(key);
+    if (!counter) this.#counters.set(key, (counter = { last: 0n }));
+    counter.last += 1n;
+    return counter.last;
   });
   /** Durable (for the process's life) versioned keys, bound to no session. */
   readonly cells = new CellTable();
   /** Takeover records, live with their holdings or stored in `cells` (records.ts). */
-  readonly records = new LiveRecords(this.cells);
+  readonly records = new LiveRecords(this.cells, this.table);
   readonly #sessions = new Map<string, StoredSession>();
   readonly #records = new Map<string, Map<string, RecordEntry>>();
   readonly #watchers = new Map<string, Set<(event: RecordEvent) => void>>();
