@@ -30,7 +30,7 @@ describe("mysql uncontended cost", () => {
     ["an exclusive lock", { takeover: false }],
     ["a shared lock", { mode: "shared" }],
   ] as const) {
-    it(`${what}: one CALL each way, 11 statements inside, no read of the queue's entries`, async () => {
+    it(`${what}: one CALL each way, 10 statements inside, no read of the queue's entries`, async () => {
       // A TTL that no heartbeat interrupts during the loop.
       const coord = await client({ ttlMs: 60_000 });
       await coord.openSession();
@@ -45,12 +45,12 @@ describe("mysql uncontended cost", () => {
       }
       const ran = perCycle(before, await statements(server()), cycles);
       // In: GET_LOCK (a procedure's IF), BEGIN, the UPDATE that checks the count and bumps
-      // the token, the INSERT of the entry, COMMIT, the SELECT of the answer. Out: the
-      // SELECT of the entry's queue, BEGIN, the UPDATE of the count, the DELETE, COMMIT,
-      // DO RELEASE_LOCK.
+      // the token, the SELECT of the queue's id, the INSERT of the entry (its trigger's
+      // UPDATE counts it), COMMIT, the SELECT of the answer. Out: the DELETE (its trigger's
+      // UPDATE counts it out), DO RELEASE_LOCK.
       assert.deepEqual(
         ran,
-        { call_procedure: 2, begin: 2, commit: 2, select: 2, insert: 1, update: 2, delete: 1, do: 1 },
+        { call_procedure: 2, begin: 1, commit: 1, select: 2, insert: 1, update: 3, delete: 1, do: 1 },
         JSON.stringify(ran),
       );
     });
@@ -70,5 +70,53 @@ describe("mysql uncontended cost", () => {
     await held.release();
     assert.equal(ran.select, 2, JSON.stringify(ran));
     assert.equal(ran.call_procedure, 2, JSON.stringify(ran));
+  });
+});
+
+// The fast path trusts the queue's entry count (`live`, schema version 3): these pin down
+// that the count never lets a request past a live holder, and heals where it is not known.
+describe("mysql entry count", () => {
+  const { server, client } = ownServer(() => startMariadb());
+  const live = async (name: string) => {
+    const [row] = await server().query<{ live: number }>("SELECT live FROM baton.baton_queues WHERE name = ?", [name]);
+    return Number(row?.live);
+  };
+
+  it("a row not counted yet (as migrated from version 2) refuses a try while held, and is counted by the next grant", async () => {
+    const holder = await client({ ttlMs: 60_000 });
+    const other = await client({ ttlMs: 60_000 });
+    const held = await holder.lock("migrated").acquire();
+    assert.equal(await live("migrated"), 1);
+    // What the migration leaves on a name with entries made before the triggers.
+    await server().query("UPDATE baton.baton_queues SET live = 1000000000 WHERE name = 'migrated'");
+    assert.equal(await other.lock("migrated").tryAcquire(), null);
+    // A refused try leaves no trace, its count of the entries included.
+    assert.equal(await live("migrated"), 1000000000);
+    await held.release();
+    assert.equal(await live("migrated"), 999999999);
+    const next = await other.lock("migrated").acquire({ timeoutMs: 5000 });
+    assert.equal(next.token, held.token + 1n);
+    assert.equal(await live("migrated"), 1);
+    await next.release();
+    assert.equal(await live("migrated"), 0);
+  });
+
+  it("a holder's dead connection keeps its entry counted until swept; the next request is granted by the slow path", async () => {
+    const holder = await client({ ttlMs: 60_000 });
+    const other = await client({ ttlMs: 60_000 });
+    const held = await holder.lock("dead").acquire();
+    const lost = new Promise<void>((resolve) => held.signal.addEventListener("abort", () => resolve()));
+    // The holder's lane: the connection that holds its entry's key.
+    const [lane] = await server().query<{ conn: string }>(
+      "SELECT e.conn FROM baton.baton_entries e JOIN baton.baton_queues q ON q.qid = e.qid WHERE q.name = 'dead'",
+    );
+    await server().query(`KILL CONNECTION ${Number(lane?.conn)}`);
+    await lost;
+    const next = await other.lock("dead").acquire({ timeoutMs: 10_000 });
+    assert.ok(next.token > held.token);
+    // The dead entry and the new one, until a heartbeat sweeps the dead one.
+    assert.equal(await live("dead"), 2);
+    await next.release();
+    assert.equal(await live("dead"), 1);
   });
 });

@@ -5,19 +5,19 @@
  * not purged yet, and was the dearest statement of an uncontended acquisition, issue 15).
  * Part of a released migration once shipped: never edit, add a new version.
  *
- * The count's rule: every insert and delete of a queue's entries runs in a transaction
- * that holds the queue's row lock and moves `live` by one, so under that lock `live` is
- * the number of the queue's entries. It may run high, never low: a row migrated from
- * version 2 starts at {@link UNKNOWN} (procedures of version 2 still running during the
- * migration insert and delete without counting), a sweep interrupted by a deadlock may
- * delete without counting. A high count only sends a request down the slow path, which
- * recounts the entries under the row lock and stores the exact number. Dead entries (their
- * connection gone) count until a heartbeat sweeps them.
+ * The count's rule: triggers move `live` by one with every insert and delete of an entry,
+ * in the same statement, and every insert runs in a transaction holding the queue's row
+ * lock; so under that lock `live` is the number of the queue's entries, dead ones (their
+ * connection gone) included until a heartbeat sweeps them. A row from before version 3
+ * starts at {@link UNKNOWN} (its entries made before the triggers were not counted; half of
+ * it or more reads as "not known"), which no limit is above, until a request on the slow
+ * path counts the entries under the row lock and stores the number; from then on the
+ * triggers keep it. Version 2's procedures still running during the migration (the server
+ * replaces a procedure while calls of it run) are counted too: the triggers, created
+ * before the procedures are replaced, count every statement that starts after them.
  *
  * @module
  */
-import { PROCEDURES_V2 } from "./procedures.js";
-
 /** What `live` starts at where the count is not known: far above any limit. */
 const UNKNOWN = 1_000_000_000;
 
@@ -45,14 +45,14 @@ const acquire = `CREATE PROCEDURE @pacquire(IN p_qkey BINARY(32), IN p_ns VARCHA
     -- than its limit (none, for a lock) has nobody this request could wait for, whatever
     -- its mode. The row lock this UPDATE takes is the queue's lock of the rule.
     START TRANSACTION;
-    UPDATE @pqueues SET token = LAST_INSERT_ID(token + 1), live = live + 1
+    UPDATE @pqueues SET token = LAST_INSERT_ID(token + 1)
       WHERE qkey = p_qkey AND namespace = p_ns AND kind = p_kind AND name = p_name AND lim = p_lim
         AND live >= 0 AND live < IF(kind = 'semaphore', lim, 1);
     IF ROW_COUNT() = 1 THEN
       SET v_token = LAST_INSERT_ID();
+      SELECT qid INTO v_qid FROM @pqueues WHERE qkey = p_qkey;
       INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, token, since)
-        VALUES ((SELECT qid FROM @pqueues WHERE qkey = p_qkey), p_key, CONNECTION_ID(), p_session, p_member,
-          p_mode, v_token, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
+        VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, v_token, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
       COMMIT;
       SELECT v_token AS token, 0 AS gone, 0 AS interrupted;
     ELSE
@@ -65,7 +65,7 @@ const acquire = `CREATE PROCEDURE @pacquire(IN p_qkey BINARY(32), IN p_ns VARCHA
         INSERT IGNORE INTO @pqueues (qkey, namespace, kind, name, lim, live) VALUES (p_qkey, p_ns, p_kind, p_name, p_lim, 0);
       END IF;
       START TRANSACTION;
-      SELECT qid, namespace, kind, name, lim INTO v_qid, v_ns, v_kind, v_name, v_lim
+      SELECT qid, namespace, kind, name, lim, live INTO v_qid, v_ns, v_kind, v_name, v_lim, v_count
         FROM @pqueues WHERE qkey = p_qkey FOR UPDATE;
       IF v_ns <> p_ns OR v_kind <> p_kind OR v_name <> p_name THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'baton: name hash collision', MYSQL_ERRNO = 32002;
@@ -78,17 +78,19 @@ const acquire = `CREATE PROCEDURE @pacquire(IN p_qkey BINARY(32), IN p_ns VARCHA
         END IF;
         UPDATE @pqueues SET lim = p_lim WHERE qid = v_qid;
       END IF;
-      -- The exact count, under the row lock (see the module's rule), this entry included.
-      SELECT COUNT(*) INTO v_count FROM @pentries WHERE qid = v_qid;
+      -- A count not known yet (see the module's rule) is counted, under the row lock.
+      IF v_count < 0 OR v_count >= ${UNKNOWN / 2} THEN
+        SELECT COUNT(*) INTO v_count FROM @pentries WHERE qid = v_qid;
+        UPDATE @pqueues SET live = v_count WHERE qid = v_qid;
+      END IF;
       SELECT id INTO v_busy FROM @pentries WHERE qid = v_qid
         AND (p_mode = 'exclusive' OR mode <> 'shared') AND IS_USED_LOCK(lock_key) IS NOT NULL LIMIT 1;
       IF p_kind <> 'semaphore' AND v_busy IS NULL THEN
-        UPDATE @pqueues SET token = LAST_INSERT_ID(token + 1), live = v_count + 1 WHERE qid = v_qid;
+        UPDATE @pqueues SET token = LAST_INSERT_ID(token + 1) WHERE qid = v_qid;
         SET v_token = LAST_INSERT_ID();
         INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, token, since)
           VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, v_token, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
       ELSE
-        UPDATE @pqueues SET live = v_count + 1 WHERE qid = v_qid;
         INSERT INTO @pentries (qid, lock_key, conn, session_id, member_id, mode, since)
           VALUES (v_qid, p_key, CONNECTION_ID(), p_session, p_member, p_mode, ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000));
         SET v_id = LAST_INSERT_ID();
@@ -109,51 +111,26 @@ const acquire = `CREATE PROCEDURE @pacquire(IN p_qkey BINARY(32), IN p_ns VARCHA
     END IF;
   END`;
 
-// Frees entry p_key of this connection (a grant, or a waiter withdrawn) and counts it out,
-// under the queue's row lock (taken first, as a grant takes it), then frees its key, which
-// wakes whoever waits for it. (An interrupted wait was rolled back by the client.)
+// Frees entry p_key of this connection (a grant, or a waiter withdrawn), then its key, which wakes whoever waits for it. (An interrupted wait was rolled
+// back by the client.)
 const withdraw = `CREATE PROCEDURE @pwithdraw(IN p_key VARCHAR(64))
   BEGIN
-    DECLARE v_qid BIGINT DEFAULT NULL;
-    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
-    SELECT qid INTO v_qid FROM @pentries WHERE lock_key = p_key AND conn = CONNECTION_ID();
-    IF v_qid IS NOT NULL THEN
-      START TRANSACTION;
-      UPDATE @pqueues SET live = live - 1 WHERE qid = v_qid;
-      DELETE FROM @pentries WHERE lock_key = p_key AND conn = CONNECTION_ID();
-      COMMIT;
-    END IF;
+    DELETE FROM @pentries WHERE lock_key = p_key AND conn = CONNECTION_ID();
     DO RELEASE_LOCK(p_key);
   END`;
 
-/** Version 3's statements: the count, then the procedures that keep it. */
-export const PROCEDURES_V3: readonly string[] = (() => {
-  const heartbeat = PROCEDURES_V2.find((sql) => sql.startsWith("CREATE PROCEDURE @pheartbeat"));
-  const cursor = "DECLARE dead CURSOR FOR SELECT id FROM @pentries";
-  const sweep = "DELETE FROM @pentries WHERE id = v_entry AND IS_USED_LOCK(lock_key) IS NULL;";
-  const parts = ["DECLARE v_entry BIGINT;", "FETCH dead INTO v_entry;", cursor, sweep];
-  if (!heartbeat || parts.some((part) => heartbeat.split(part).length !== 2)) {
-    throw new Error("the version 2 heartbeat changed: write version 3 in full");
-  }
-  return [
-    `ALTER TABLE @pqueues ADD COLUMN IF NOT EXISTS live INT NOT NULL DEFAULT ${UNKNOWN}`,
-    "DROP PROCEDURE IF EXISTS @pacquire",
-    acquire,
-    "DROP PROCEDURE IF EXISTS @pwithdraw",
-    withdraw,
-    "DROP PROCEDURE IF EXISTS @pheartbeat",
-    // A dead entry is counted out with its delete; a deadlock (handled: the sweep is
-    // best-effort) rolls both back, or leaves the count high.
-    heartbeat
-      .replace("DECLARE v_entry BIGINT;", "DECLARE v_entry BIGINT;\n      DECLARE v_eq BIGINT;")
-      .replace(cursor, "DECLARE dead CURSOR FOR SELECT id, qid FROM @pentries")
-      .replace("FETCH dead INTO v_entry;", "FETCH dead INTO v_entry, v_eq;")
-      .replace(
-        sweep,
-        `START TRANSACTION;
-        UPDATE @pqueues SET live = live - 1 WHERE qid = v_eq;
-        DELETE FROM @pentries WHERE id = v_entry AND IS_USED_LOCK(lock_key) IS NULL;
-        IF ROW_COUNT() = 1 THEN COMMIT; ELSE ROLLBACK; END IF;`,
-      ),
-  ];
-})();
+/** Version 3's statements: the count and its trigger, then the procedures that use it. */
+export const PROCEDURES_V3: readonly string[] = [
+  `ALTER TABLE @pqueues ADD COLUMN IF NOT EXISTS live INT NOT NULL DEFAULT ${UNKNOWN}`,
+  "DROP TRIGGER IF EXISTS @pentries_insert",
+  `CREATE TRIGGER @pentries_insert AFTER INSERT ON @pentries FOR EACH ROW
+    UPDATE @pqueues SET live = live + 1 WHERE qid = NEW.qid`,
+  "DROP TRIGGER IF EXISTS @pentries_delete",
+  // Every delete: a release, a withdrawn waiter, a heartbeat's sweep of dead entries.
+  `CREATE TRIGGER @pentries_delete AFTER DELETE ON @pentries FOR EACH ROW
+    UPDATE @pqueues SET live = live - 1 WHERE qid = OLD.qid`,
+  "DROP PROCEDURE IF EXISTS @pacquire",
+  acquire,
+  "DROP PROCEDURE IF EXISTS @pwithdraw",
+  withdraw,
+];
