@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- --latency [--backends etcd,postgres,mysql,redis,zookeeper] [--rtt 10,50] [--rounds N]`
+ * `npm run bench -- --latency [--backends etcd,postgres,mysql,redis,zookeeper] [--rtt 10,50] [--rounds N] [--untracked]`
  *
  * Latency in round trips (issue 19): every coordinator reaches its server through the
  * harness proxy with an added round-trip time split evenly between the two directions
@@ -9,7 +9,9 @@
  * - uncontended `acquire()` and `release()` of an exclusive lock, one coordinator;
  * - handoff: B waits for the lock A holds; from A calling `release()` to B's grant.
  *
- * and prints each in milliseconds and in added round trips. The physical floor is one
+ * and prints each in milliseconds and in added round trips. With `--untracked`, each row is
+ * measured again with `takeover: false` right after it (what takeover tracking by default
+ * costs, in the same run). The physical floor is one
  * round trip to grant and one to release; a handoff needs at least the release's trip to
  * the server and the grant's trip to the waiter: one round trip.
  */
@@ -68,7 +70,9 @@ function args(argv: string[]) {
   if (rtts.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error("--rtt: positive milliseconds, e.g. 10,50");
   const rounds = Number(get("--rounds", "15"));
   if (!Number.isInteger(rounds) || rounds < 3) throw new Error("--rounds: an integer >= 3");
-  return { backends, rtts, rounds };
+  const variants: { label: string; options: { takeover?: false } }[] = [{ label: "", options: {} }];
+  if (argv.includes("--untracked")) variants.push({ label: " (takeover: false)", options: { takeover: false } });
+  return { backends, rtts, rounds, variants };
 }
 
 const median = (xs: number[]): number => {
@@ -77,7 +81,7 @@ const median = (xs: number[]): number => {
 };
 
 /** Medians in ms of acquire, release and handoff with `rtt` ms added. */
-async function measure(server: Server, proxy: TcpProxy, rtt: number, rounds: number) {
+async function measure(server: Server, proxy: TcpProxy, rtt: number, rounds: number, options: { takeover?: false }) {
   proxy.setLatency(rtt === 0 ? {} : { up: { ms: rtt / 2 }, down: { ms: rtt / 2 } });
   const namespace = `latency-${rtt}-${process.pid}`;
   const url = server.url(proxy.port);
@@ -89,7 +93,7 @@ async function measure(server: Server, proxy: TcpProxy, rtt: number, rounds: num
     const lock = a.lock("uncontended");
     for (let i = 0; i < rounds + 2; i++) {
       const t0 = performance.now();
-      const h = await lock.acquire();
+      const h = await lock.acquire(options);
       const t1 = performance.now();
       await h.release();
       const t2 = performance.now();
@@ -100,8 +104,8 @@ async function measure(server: Server, proxy: TcpProxy, rtt: number, rounds: num
     }
     const handoff: number[] = [];
     for (let i = 0; i < rounds + 1; i++) {
-      const held = await a.lock("handoff").acquire();
-      const waiting = b.lock("handoff").acquire();
+      const held = await a.lock("handoff").acquire(options);
+      const waiting = b.lock("handoff").acquire(options);
       // Let the waiter's request reach the server and queue (a few round trips).
       await delay(4 * rtt + 50);
       const t0 = performance.now();
@@ -118,22 +122,26 @@ async function measure(server: Server, proxy: TcpProxy, rtt: number, rounds: num
   }
 }
 
-const { backends, rtts, rounds } = args(process.argv.slice(2).filter((a) => a !== "--latency"));
+const { backends, rtts, rounds, variants } = args(process.argv.slice(2).filter((a) => a !== "--latency"));
 const rows: string[] = [];
 for (const name of backends) {
   const server = await (SERVERS[name] as () => Promise<Server>)();
   const proxy = await startProxy({ host: server.host, port: server.port });
   try {
-    const base = await measure(server, proxy, 0, rounds);
-    rows.push(
-      `| ${name} | 0 (baseline) | ${base.acquire.toFixed(1)} ms | ${base.release.toFixed(1)} ms | ${(base.acquire + base.release).toFixed(1)} ms | ${base.handoff.toFixed(1)} ms |`,
-    );
-    for (const rtt of rtts) {
-      const m = await measure(server, proxy, rtt, rounds);
-      const rt = (ms: number) => `${ms.toFixed(1)} ms = ${(ms / rtt).toFixed(2)} RT`;
+    for (const { label, options } of variants) {
+      const base = await measure(server, proxy, 0, rounds, options);
       rows.push(
-        `| ${name} | ${rtt} ms | ${rt(m.acquire)} | ${rt(m.release)} | ${rt(m.acquire + m.release)} | ${rt(m.handoff)} |`,
+        `| ${name}${label} | 0 (baseline) | ${base.acquire.toFixed(1)} ms | ${base.release.toFixed(1)} ms | ${(base.acquire + base.release).toFixed(1)} ms | ${base.handoff.toFixed(1)} ms |`,
       );
+    }
+    for (const rtt of rtts) {
+      for (const { label, options } of variants) {
+        const m = await measure(server, proxy, rtt, rounds, options);
+        const rt = (ms: number) => `${ms.toFixed(1)} ms = ${(ms / rtt).toFixed(2)} RT`;
+        rows.push(
+          `| ${name}${label} | ${rtt} ms | ${rt(m.acquire)} | ${rt(m.release)} | ${rt(m.acquire + m.release)} | ${rt(m.handoff)} |`,
+        );
+      }
       process.stderr.write(`latency: ${name} +${rtt} ms done\n`);
     }
   } finally {

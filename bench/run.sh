@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench -- [--quick] [--backends memory,file,etcd,postgres,redis,zookeeper,mysql] [--out DIR]
-# npm run bench -- --latency [--backends etcd,postgres,mysql,redis,zookeeper] [--rtt 10,50] [--rounds N]
+# npm run bench -- --latency [--backends etcd,postgres,mysql,redis,zookeeper] [--rtt 10,50] [--rounds N] [--untracked]
 #
 # Compiles Baton and the bench with tsc (the same compiler options as `npm run build`) into
 # .bench/dist (not dist/, which other work rebuilds at any time: a run must measure one build) and

@@ -85,15 +85,16 @@ export interface TakeoverOptions {
   lockDelayMs?: number | undefined;
   /**
    * Takeover tracking: write this holding's record with the grant, delete it on release,
-   * and hand the previous one over. On by default for exclusive locks where the backend
-   * writes the record in the grant's own step (memory, file, Redis, PostgreSQL); elsewhere
-   * (etcd, ZooKeeper, MySQL) and for shared locks `undefined` is untracked. `true` insists: an
+   * and hand the previous one over. On by default for exclusive locks where the driver
+   * writes the record itself (memory, file, Redis, PostgreSQL, ZooKeeper); elsewhere
+   * (etcd, MySQL) and for shared locks `undefined` is untracked. `true` insists: an
    * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
    * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
    * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
    * combined with the other takeover options). Where the driver has native records
-   * (memory, file, Redis, PostgreSQL) tracking costs no extra round trip; elsewhere (etcd,
-   * ZooKeeper, MySQL) a cell write per grant and a delete per release (docs/takeover.md),
+   * tracking costs no extra round trip (memory, file, Redis, PostgreSQL) or one per grant
+   * (ZooKeeper: its multi after the grant); elsewhere (etcd, MySQL) a cell write per grant
+   * and a delete per release (docs/takeover.md),
    * which is why it is asked for there (`true` or any other takeover option). A holding
    * that is not tracked leaves nothing to hand on: track every holder of a name that
    * needs it.

@@ -89,6 +89,35 @@ function ownNode(entries: readonly TraceEntry[]): string {
 
 const queueReads = (answers: readonly string[]) => answers.filter((w) => w.startsWith("listing ")).length;
 
+/**
+ * The handoff's own round trips are counted on untracked acquisitions; a tracked one (the
+ * default) adds its takeover record's multi (grant-records.ts), counted on its own below.
+ */
+const UNTRACKED = { takeover: false } as const;
+
+/**
+ * Round trips on the path from entry `from` to the last grant: each request's level is one
+ * more than the highest level of the answers that came before it was sent (answers to
+ * requests from before `from` are level 0), and the result is the highest level answered.
+ * Requests sent together, before any of their answers, are one round trip.
+ */
+function flights(entries: readonly TraceEntry[], from: number): number {
+  const grant = entries.findLastIndex((e) => e.kind === "grant");
+  const sent = new Map<string, number[]>();
+  let seen = 0;
+  let highest = 0;
+  for (const e of entries.slice(from, grant)) {
+    if (isPing(e)) continue;
+    if (e.kind === "request") sent.set(e.what, [...(sent.get(e.what) ?? []), seen + 1]);
+    if (e.kind === "answer") {
+      const level = sent.get(e.what)?.shift() ?? 0;
+      seen = Math.max(seen, level);
+      highest = Math.max(highest, level);
+    }
+  }
+  return highest;
+}
+
 describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
   const { client, server } = ownServer(() => startZooKeeper());
 
@@ -97,7 +126,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     const b = await client({ memberId: "rt-b" });
     const held = await a.lock("second").acquire();
     const entries = await traced(b);
-    const waiting = b.lock("second").acquire();
+    const waiting = b.lock("second").acquire(UNTRACKED);
     await settled(entries, "the waiter to read the node ahead of it");
     await held.release();
     const granted = await waiting;
@@ -110,15 +139,35 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     await granted.release();
   });
 
+  it("grants a tracked waiter (the default) one round trip after the deletion: its record's multi", async () => {
+    const a = await client({ memberId: "tr-a" });
+    const b = await client({ memberId: "tr-b" });
+    const held = await a.lock("tracked").acquire();
+    const entries = await traced(b);
+    const waiting = b.lock("tracked").acquire();
+    await settled(entries, "the waiter to read the node ahead of it");
+    await held.release();
+    const granted = await waiting;
+    const event = entries.findLastIndex((e) => e.kind === "event" && e.what.startsWith("deleted "));
+    assert.equal(flights(entries, event), 1, `one round trip in ${JSON.stringify(entries.slice(event))}`);
+    assert.ok(
+      roundTrips(entries).some((w) => w.startsWith("applying check ") && w.includes("/c/takeover/tracked")),
+      "the record written with the grant",
+    );
+    assert.equal(granted.takeover, null, "released cleanly");
+    assert.ok(granted.token > held.token, `token ${granted.token} after ${held.token}`);
+    await granted.release();
+  });
+
   it("hands off down a queue: the third waiter goes once the second has held, still with no request", async () => {
     const coords = await Promise.all(["q-a", "q-b", "q-c"].map((memberId) => client({ memberId })));
     const [a, b, c] = coords as [Coordinator, Coordinator, Coordinator];
     const first = await a.lock("queue").acquire();
     const traceB = await traced(b);
     const traceC = await traced(c);
-    const waitingB = b.lock("queue").acquire();
+    const waitingB = b.lock("queue").acquire(UNTRACKED);
     await settled(traceB, "B to wait");
-    const waitingC = c.lock("queue").acquire();
+    const waitingC = c.lock("queue").acquire(UNTRACKED);
     await settled(traceC, "C to wait");
     await first.release();
     const second = await waitingB;
@@ -160,7 +209,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     const giving = b.lock("withdrawn").acquire({ signal: giveUp.signal });
     await waitForWaiters(a, "withdrawn", 1);
     let granted: LockHandle | null = null;
-    const waitingC = c.lock("withdrawn").acquire();
+    const waitingC = c.lock("withdrawn").acquire(UNTRACKED);
     void waitingC.then((h) => {
       granted = h;
     });
@@ -297,7 +346,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
       const held = await a.lock(what).acquire({ mode });
       await convert(held);
       const entries = await traced(b);
-      const waiting = b.lock(what).acquire();
+      const waiting = b.lock(what).acquire(UNTRACKED);
       await settled(entries, "B to wait behind A");
       await held.release();
       const granted = await waiting;

@@ -15,7 +15,7 @@ import { waitForWaiters } from "./helpers.js";
  * record in the grant's own step (Driver.nativeRecords). On the others a plain holding is
  * untracked unless asked for (`takeover: true`).
  */
-const TRACKED_BY_DEFAULT = new Set(["memory", "file", "redis", "postgres"]);
+const TRACKED_BY_DEFAULT = new Set(["memory", "file", "redis", "postgres", "zookeeper"]);
 
 /** Registers the default-tracking takeover tests. */
 export function takeoverDefaultSuite(suite: SuiteContext, url: () => string): void {

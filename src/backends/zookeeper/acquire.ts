@@ -21,7 +21,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { abortable, atMost, linked } from "../../core/abortable.js";
-import type { AcquireRequest, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
+import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
 import type { Stat, Watcher } from "./client.js";
@@ -31,6 +31,7 @@ import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
 import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
 import { awaitTurn, type OwnNode, raise, relist } from "./handoff.js";
 import { FLAGS } from "./client.js";
+import { releaseWithRecord, writeRecord } from "./grant-records.js";
 
 /** A grant: its node, and what a conversion or release needs. */
 export class ZkGrant implements DriverGrant {
@@ -42,8 +43,14 @@ export class ZkGrant implements DriverGrant {
   readonly path: string;
   readonly name: string;
   readonly tag: string;
+  /** The lock's name (the request's): its takeover record's key. */
+  readonly lockName: string;
   readonly onLost: (error: Error) => void;
   since: number;
+  recordVersion?: bigint | undefined;
+  previousRecord?: CellEntry | undefined;
+  /** The zxid of the record this grant created (its znode version 0 while it is unchanged). */
+  recordCreated: bigint | null = null;
   /** The path of this grant's upgrade marker, while upgrading or upgraded. */
   marker: string | null = null;
   released = false;
@@ -58,6 +65,7 @@ export class ZkGrant implements DriverGrant {
     this.path = path;
     this.name = path.slice(parent.length + 1);
     this.tag = tag;
+    this.lockName = request.name;
     this.token = token;
     this.since = since;
     this.onLost = request.onLost;
@@ -104,6 +112,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
 async function join(scope: Scope, parent: string, prefix: string, sole: boolean, stop: AbortSignal): Promise<Joined> {
   const { handle } = scope;
   const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now(), v: 1 });
+  let ensuring: Promise<void> | null = null;
   for (;;) {
     if (stop.aborted) throw stop.reason;
     const created = handle.createNode(`${parent}/${prefix}`, data, FLAGS.ephemeralSequential);
@@ -126,7 +135,12 @@ async function join(scope: Scope, parent: string, prefix: string, sole: boolean,
       };
     } catch (error) {
       if (hasCode(error, RC.NONODE)) {
-        await ensurePath(handle, scope.chroot, parent, stop);
+        // The server removed the queue's empty parents (containers): made again, and the
+        // create sent again right behind them, in the same round trip. A second miss
+        // waits for the first remake's outcome (its error) first.
+        if (ensuring) await ensuring;
+        ensuring = ensurePath(handle, scope.chroot, parent, stop);
+        ensuring.catch(() => {});
         continue;
       }
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
@@ -248,15 +262,28 @@ async function granted(
   const sole = isSole(request);
   const grant = new ZkGrant(request, parent, own.path, tag, token, Date.now());
   const note = grant.data(scope, sole ? { t: token.toString(), h: 1 } : { t: token.toString() });
+  let noting: Promise<Stat> | null = null;
   if (sole && own.bumped < token) {
     const write = () => scope.handle.set(own.path, note);
-    const stat = await retrying(scope.handle, `granting ${own.path}`, write, stop).catch((error: unknown) => {
-      throw hasCode((error as { cause?: unknown }).cause, RC.NONODE) ? vanished(scope, request) : error;
-    });
-    raise(own, stat);
+    noting = retrying(scope.handle, `granting ${own.path}`, write, stop);
+    noting.catch(() => {});
   } else if (token !== czxid) {
     // The token is already fixed; a node gone by now is seen by the guard.
     scope.handle.set(own.path, note).catch(() => {});
+  }
+  // A tracked grant's record (grant-records.ts), sent right behind the note: one round trip.
+  const recording = request.record === undefined ? null : writeRecord(scope, grant, request.record);
+  recording?.catch(() => {});
+  if ((await recording) === "gone") throw vanished(scope, request);
+  if (noting) {
+    const stat = await noting.catch(async (error: unknown) => {
+      // Not handed out: a record written goes with the node (else the next holder would
+      // fence a holding nobody was told of), unless the node is gone already (revoked,
+      // expired): then it stays, the cautious side, as for any holding that ended unreleased.
+      if (grant.recordVersion !== undefined) await releaseWithRecord(scope, grant);
+      throw hasCode((error as { cause?: unknown }).cause, RC.NONODE) ? vanished(scope, request) : error;
+    });
+    raise(own, stat);
   }
   scope.handle.trace?.({ kind: "grant", what: own.path, at: performance.now() });
   return guard(scope, grant);

@@ -19,9 +19,9 @@ import { onAbort } from "../../core/abortable.js";
 import { decideCellWrite } from "../../core/cell-rule.js";
 import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../../core/driver.js";
 import { TAKEOVER_SPACE } from "../../core/takeover.js";
-import { FLAGS, type ZkHandle } from "./client.js";
+import { FLAGS, type Stat, type ZkHandle } from "./client.js";
 import { hasCode, isTransient, RC, translate } from "./errors.js";
-import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
+import { decodeSegment, type Layout } from "./paths.js";
 import { ensurePath, retrying } from "./scope.js";
 
 /** Bounded: each retry follows a write by another client between our read and our write. */
@@ -34,6 +34,17 @@ interface CellData {
   readonly x: string | null;
 }
 
+/** A cell node's data: its fence and value (`null`: a tombstone). */
+export function cellData(fence: bigint, value: string | null): string {
+  return JSON.stringify({ f: String(fence), x: value } satisfies CellData);
+}
+
+/** The cell a node holds: its version is the node's mzxid. */
+export function cellEntry(key: string, node: { readonly data: string; readonly stat: Stat }): CellEntry {
+  const data = JSON.parse(node.data || '{"f":"0","x":null}') as CellData;
+  return { key, value: data.x, version: node.stat.mzxid, fence: BigInt(data.f) };
+}
+
 /** The cells of one driver; `live` gives its current read handle, `chroot` its chroot. */
 export function zkCells(
   live: () => Promise<ZkHandle>,
@@ -41,16 +52,14 @@ export function zkCells(
   chroot: string,
   closing: AbortSignal,
 ): DriverCells {
-  const spacePath = (space: string) => `${layout.root}/c/${encodeSegment(space)}`;
-  const path = (space: string, key: string) => `${spacePath(space)}/${encodeSegment(key)}`;
+  const spacePath = (space: string) => layout.cellSpace(space);
+  const path = (space: string, key: string) => layout.cell(space, key);
 
   const read = async (space: string, key: string, watch?: (type: number) => void) => {
     const handle = await live();
     const node = await retrying(handle, "reading a cell", () => handle.get(path(space, key), watch), closing);
     if (!node) return null;
-    const data = JSON.parse(node.data || '{"f":"0","x":null}') as CellData;
-    const entry: CellEntry = { key, value: data.x, version: node.stat.mzxid, fence: BigInt(data.f) };
-    return { entry, znodeVersion: node.stat.version };
+    return { entry: cellEntry(key, node), znodeVersion: node.stat.version };
   };
 
   const write = async (
@@ -79,9 +88,8 @@ export function zkCells(
         // Created with its value, one round trip while its space's node is there: a
         // node's creation zxid is its first mzxid. If another writer was first, decided
         // again against the node as it now is.
-        const data: CellData = { f: String(decision.fence), x: value };
         try {
-          const created = await handle.createNode(path(space, key), JSON.stringify(data), FLAGS.persistent);
+          const created = await handle.createNode(path(space, key), cellData(decision.fence, value), FLAGS.persistent);
           return { ok: true, version: created.czxid };
         } catch (error) {
           if (hasCode(error, RC.NONODE)) await ensurePath(handle, chroot, spacePath(space), closing);
@@ -100,9 +108,8 @@ export function zkCells(
           continue;
         }
       }
-      const data: CellData = { f: String(decision.fence), x: value };
       try {
-        const stat = await handle.set(path(space, key), JSON.stringify(data), current.znodeVersion);
+        const stat = await handle.set(path(space, key), cellData(decision.fence, value), current.znodeVersion);
         return { ok: true, version: stat.mzxid };
       } catch (error) {
         // Changed, or deleted by a forgetting delete, since the read: decided again.

@@ -23,10 +23,10 @@ import {
   toStat,
 } from "./package.js";
 import { type PersistentListener, PersistentWatches } from "./persistent-watches.js";
-import { HandBuilt } from "./requests.js";
+import { HandBuilt, type MultiOp } from "./requests.js";
 
 export type { PersistentListener } from "./persistent-watches.js";
-export { FLAGS } from "./requests.js";
+export { FLAGS, type MultiOp } from "./requests.js";
 
 /** A znode's stat. */
 export interface Stat {
@@ -234,6 +234,16 @@ export class ZkHandle {
   /** Creates a node; resolves with its path and creation zxid (see {@link HandBuilt.createNode}). */
   createNode(path: string, data: string, flags: number): Promise<{ path: string; czxid: bigint }> {
     return this.#requests.createNode(path, data, flags);
+  }
+
+  /**
+   * Applies `ops` atomically: all or none. Resolves with the multi's zxid (the creation and
+   * modification zxid of every node it wrote) and the stat of each `set`, by op index;
+   * rejects with a `ZkMultiError` naming the first op that failed (nothing was applied).
+   */
+  async multi(ops: readonly MultiOp[]): Promise<{ zxid: bigint; stats: ReadonlyMap<number, Stat> }> {
+    const done = await this.#requests.multi(ops);
+    return { zxid: done.zxid, stats: new Map([...done.stats].map(([i, raw]) => [i, toStat(raw)])) };
   }
 
   /**

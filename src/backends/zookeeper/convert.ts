@@ -22,6 +22,7 @@ import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/ref
 import type { ZkGrant } from "./acquire.js";
 import { nextChange, readView } from "./acquire.js";
 import { BACKEND, hasCode, RC } from "./errors.js";
+import { releaseWithRecord } from "./grant-records.js";
 import { markerPrefix } from "./paths.js";
 import { decideUpgrade } from "./queue.js";
 import { createProtected, retrying, type Scope, withdraw } from "./scope.js";
@@ -35,9 +36,12 @@ export async function release(scope: Scope, grant: ZkGrant): Promise<void> {
   upgrading?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   const marker = grant.marker;
   grant.marker = null;
-  // Both deletes go out at once; the session's end would delete both anyway.
+  // Both deletes go out at once; the session's end would delete both anyway. A tracked
+  // grant's record goes in one multi with its node.
   await Promise.all([
-    withdraw(scope, grant.parent, { path: grant.path }),
+    grant.recordVersion === undefined
+      ? withdraw(scope, grant.parent, { path: grant.path })
+      : releaseWithRecord(scope, grant),
     marker ? withdraw(scope, grant.parent, { path: marker }) : undefined,
   ]);
 }

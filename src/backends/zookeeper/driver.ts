@@ -58,6 +58,8 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
 
 class ZkDriver implements Driver {
   readonly cells: DriverCells;
+  /** A tracked grant's record goes in one multi with its queue node (grant-records.ts). */
+  readonly nativeRecords = true;
   readonly #shared: DriverShared;
   /** For reads and watches; holds no nodes. Reopened if its session ends. */
   #handle: ZkHandle;

@@ -36,6 +36,21 @@ export class ZkError extends Error {
   }
 }
 
+/** A multi that failed as a whole: `rc` is the first failing op's code, `op` its index. */
+export class ZkMultiError extends ZkError {
+  readonly op: number;
+  constructor(rc: number, op: number, message: string) {
+    super(rc, `${message}: op ${op} failed`);
+    this.name = "ZkMultiError";
+    this.op = op;
+  }
+}
+
+/** Whether `error` is a multi that failed at op `op` with result code `rc`. */
+export function failedAt(error: unknown, op: number, rc: number): boolean {
+  return error instanceof ZkMultiError && error.op === op && error.rc === rc;
+}
+
 /** Whether `error` is a ZooKeeper failure with result code `rc`. */
 export function hasCode(error: unknown, rc: number): boolean {
   return error instanceof ZkError && error.rc === rc;

@@ -52,12 +52,20 @@ export interface Jute {
     CreateRequest: new () => Record<string, unknown>;
     DeleteRequest: new () => Record<string, unknown>;
   };
+  /** A multi's body: the package's op records (`acls` are ACL objects; versions kept as given). */
+  TransactionRequest: new (
+    ops: readonly object[],
+  ) => object;
   Request: new (header: object, payload: object) => { toBuffer(): Buffer };
 }
 /** An answer as the package passes it to a queued request's callback. */
 export interface RawResponse {
   readonly header: { readonly zxid: Buffer | number };
-  readonly payload: { readonly path?: string } | null;
+  readonly payload: {
+    readonly path?: string;
+    /** A multi's: one per op, `err` set on each op of a failed one (`type` -1). */
+    readonly results?: readonly { readonly type: number; readonly err?: number; readonly stat?: RawStat }[];
+  } | null;
 }
 export interface Queue {
   queue(request: object, cb: (error: unknown, response: unknown) => void): void;

@@ -5,6 +5,7 @@
  *     <chroot>/baton/<namespace>/q/<kind>/<name>/n-<tag>-<x|s>-<limit>-<seq>  queue nodes
  *     <chroot>/baton/<namespace>/q/<kind>/<name>/u-<tag>-<holder seq>-<seq>   upgrade markers
  *     <chroot>/baton/<namespace>/r/<space>/<key>                              records
+ *     <chroot>/baton/<namespace>/c/<space>/<key>                              cells (persistent)
  *     <chroot>/baton/<namespace>/v/<session id>                               revoke markers
  *
  * Every parent is a container node (the server deletes it once it is empty), so nothing is
@@ -58,6 +59,16 @@ export class Layout {
 
   record(space: string, key: string): string {
     return `${this.recordSpace(space)}/${encodeSegment(key)}`;
+  }
+
+  /** The parent of a cell space's keys (cells.ts). */
+  cellSpace(space: string): string {
+    return `${this.root}/c/${encodeSegment(space)}`;
+  }
+
+  /** A cell: a persistent node, so it outlives the session that wrote it (cells.ts). */
+  cell(space: string, key: string): string {
+    return `${this.cellSpace(space)}/${encodeSegment(key)}`;
   }
 }
 

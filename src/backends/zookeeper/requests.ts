@@ -6,10 +6,36 @@
  *
  * @module
  */
-import type { Cb, Jute, Manager, RawResponse } from "./package.js";
+import { ZkMultiError } from "./errors.js";
+import type { Cb, Jute, Manager, RawResponse, RawStat } from "./package.js";
 
 /** Opcodes of the requests sent by hand. */
-const OP = { create: 1, delete: 2, removeWatches: 18, createContainer: 19, addWatch: 106 } as const;
+const OP = {
+  create: 1,
+  delete: 2,
+  setData: 5,
+  check: 13,
+  multi: 14,
+  removeWatches: 18,
+  createContainer: 19,
+  addWatch: 106,
+} as const;
+
+/** One op of a multi. A `version` of -1 matches any version. */
+export type MultiOp =
+  | { readonly op: "create"; readonly path: string; readonly data: string; readonly flags: number }
+  | { readonly op: "check"; readonly path: string; readonly version: number }
+  | { readonly op: "set"; readonly path: string; readonly data: string; readonly version: number }
+  | { readonly op: "delete"; readonly path: string; readonly version: number };
+
+/** What a multi that succeeded did: its zxid, and the stat of each `set` (by op index). */
+export interface MultiDone {
+  readonly zxid: bigint;
+  readonly stats: ReadonlyMap<number, RawStat>;
+}
+
+/** The code ZooKeeper gives the ops of a failed multi that did not fail themselves. */
+const RUNTIME_INCONSISTENCY = -2;
 
 /** Node kinds (CreateMode). */
 export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
@@ -55,6 +81,41 @@ export class HandBuilt {
         path: created?.path as string,
         czxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number),
       };
+    });
+  }
+
+  /**
+   * Applies `ops` atomically (MULTI): all of them or none. Built here rather than with the
+   * package's `transaction()`, whose `check`, `setData` and `remove` turn a version of 0
+   * into -1 (any version), and which does not pass on the zxid. Rejects with a
+   * {@link ZkMultiError} naming the first op that failed.
+   */
+  multi(ops: readonly MultiOp[]): Promise<MultiDone> {
+    const records = ops.map((o) =>
+      o.op === "create"
+        ? { type: OP.create, path: o.path, data: Buffer.from(o.data), acls: this.#acl, mode: o.flags }
+        : o.op === "set"
+          ? { type: OP.setData, path: o.path, data: Buffer.from(o.data), version: o.version }
+          : { type: o.op === "check" ? OP.check : OP.delete, path: o.path, version: o.version },
+    );
+    const header = new this.#jute.protocol.RequestHeader();
+    header.type = OP.multi;
+    const request = new this.#jute.Request(header, new this.#jute.TransactionRequest(records));
+    const manager = this.#manager();
+    const what = `applying ${ops.map((o) => `${o.op} ${o.path}`).join(", ")}`;
+    return this.#call(what, (cb) =>
+      manager.queue(request, (error, response) => cb(error, response as RawResponse)),
+    ).then(([response]) => {
+      const { header: reply, payload } = response as RawResponse;
+      const results = payload?.results ?? [];
+      const failed = results.findIndex((r) => r.err !== undefined && r.err !== 0 && r.err !== RUNTIME_INCONSISTENCY);
+      if (failed >= 0) throw new ZkMultiError(results[failed]?.err as number, failed, what);
+      const stats = new Map<number, RawStat>();
+      results.forEach((r, i) => {
+        if (r.stat) stats.set(i, r.stat);
+      });
+      const zxid = reply.zxid;
+      return { zxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number), stats };
     });
   }
 

@@ -49,27 +49,35 @@ export async function retrying<T>(
 
 /**
  * Creates `path` and its missing ancestors below `chroot` as container nodes (the server
- * removes each once its last child is gone), tolerating concurrent creators.
+ * removes each once its last child is gone), tolerating concurrent creators. Every level's
+ * create goes out at once, before this returns: one session's requests are handled in
+ * order, so each parent exists before its child's create, and a request the caller sends
+ * right after this call (a retried create) is handled after them too. One round trip
+ * however deep the path is (one create per level, awaited in turn, cost a round trip per
+ * level: five for a lock whose queue's parents the server had removed).
  */
-export async function ensurePath(handle: ZkHandle, chroot: string, path: string, signal: AbortSignal): Promise<void> {
+export function ensurePath(handle: ZkHandle, chroot: string, path: string, signal: AbortSignal): Promise<void> {
   const parts = path.slice(1).split("/");
   const skip = chroot === "" ? 0 : chroot.slice(1).split("/").length;
-  for (let i = 1; i <= parts.length; i++) {
-    const prefix = `/${parts.slice(0, i).join("/")}`;
-    await retrying(
-      handle,
-      `creating ${prefix}`,
-      async () => {
-        try {
-          if (i <= skip) await handle.create(prefix, "", FLAGS.persistent);
-          else await handle.createContainer(prefix);
-        } catch (error) {
+  const sendAll = () =>
+    Promise.all(
+      parts.map((_, i) => {
+        const prefix = `/${parts.slice(0, i + 1).join("/")}`;
+        const created = i < skip ? handle.create(prefix, "", FLAGS.persistent) : handle.createContainer(prefix);
+        return created.catch((error: unknown) => {
           if (!hasCode(error, RC.NODEEXISTS)) throw error;
-        }
-      },
-      signal,
-    );
-  }
+        });
+      }),
+    ).then(() => {});
+  // Sent now, not on retrying's first call (a microtask later): see above.
+  let sent: Promise<void> | null = sendAll();
+  sent.catch(() => {}); // if never awaited (`signal` aborted first)
+  const attempt = () => {
+    const batch = sent ?? sendAll();
+    sent = null;
+    return batch;
+  };
+  return retrying(handle, `creating ${path}`, attempt, signal);
 }
 
 /**

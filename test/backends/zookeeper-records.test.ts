@@ -1,0 +1,253 @@
+/**
+ * Takeover records on ZooKeeper, written by the driver (grant-records.ts): tracked by
+ * default, the record in one multi with the grant's node check and deleted in one multi
+ * with the node. Round trips are counted from every ZooKeeper handle's trace (the session's
+ * and the driver's, which serves cells), not timed: a request's level is one more than the
+ * highest answer that came before it was sent.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FLAGS, type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { Layout } from "../../src/backends/zookeeper/paths.js";
+import { ensurePath } from "../../src/backends/zookeeper/scope.js";
+import type { Coordinator } from "../../src/index.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { Holder } from "../harness/holder.js";
+import { startProxy } from "../harness/proxy.js";
+import { startZooKeeper } from "../harness/zookeeper.js";
+import { ownServer } from "./fixtures/backend-suite.js";
+
+const NS = "specifics";
+const SESSION_MS = 2000;
+
+/** Every handle opened from now on, until `stop()`, records into `entries`. */
+function traceHandles(): { entries: TraceEntry[]; mark(what: string): void; stop(): void } {
+  const entries: TraceEntry[] = [];
+  const open = ZkHandle.open;
+  ZkHandle.open = async (...args: Parameters<typeof open>) => {
+    const handle = await open.apply(ZkHandle, args);
+    handle.trace = (entry) => entries.push(entry);
+    return handle;
+  };
+  return {
+    entries,
+    mark: (what) => entries.push({ kind: "grant", what, at: performance.now() }),
+    stop: () => {
+      ZkHandle.open = open;
+    },
+  };
+}
+
+/**
+ * Round trips between marks `from` and `to` (see the module comment); pings, which come on
+ * their own clock, do not count.
+ */
+function roundTrips(entries: readonly TraceEntry[], from: string, to: string): number {
+  const start = entries.findIndex((e) => e.kind === "grant" && e.what === from);
+  const end = entries.findIndex((e) => e.kind === "grant" && e.what === to);
+  assert.ok(start >= 0 && end > start, `marks ${from} and ${to}`);
+  const sent = new Map<string, number[]>();
+  let seen = 0;
+  for (const e of entries.slice(start, end)) {
+    if (e.what === "reading /") continue;
+    if (e.kind === "request") sent.set(e.what, [...(sent.get(e.what) ?? []), seen + 1]);
+    if (e.kind === "answer") seen = Math.max(seen, sent.get(e.what)?.shift() ?? 0);
+  }
+  return seen;
+}
+
+describe("zookeeper takeover records", { timeout: 120_000 }, () => {
+  let raw: ZkHandle;
+  const { client, server } = ownServer(() => startZooKeeper(), {
+    started: async (own) => {
+      raw = await ZkHandle.open({ connect: own.address, chroot: "", sessionTimeoutMs: SESSION_MS }, SESSION_MS);
+    },
+    stopping: () => raw.close(),
+  });
+
+  /**
+   * Keeps the queue node of lock `name` and the takeover space from being removed by the
+   * server while empty (they are containers, checked every 500 ms here): a child Baton
+   * ignores in each, deleted by the returned function. Without it a round trip count
+   * would include their remaking whenever the check fell in between.
+   */
+  async function keepParents(namespace: string, name: string): Promise<() => Promise<void>> {
+    const layout = new Layout("", namespace);
+    const keepers = [layout.queue("lock", name), layout.cellSpace("takeover")].map((parent) => `${parent}/keep`);
+    for (const keeper of keepers) {
+      await ensurePath(raw, "", keeper.slice(0, keeper.lastIndexOf("/")), AbortSignal.timeout(10_000));
+      await raw.create(keeper, "", FLAGS.persistent);
+    }
+    return async () => {
+      for (const keeper of keepers) await raw.delete(keeper);
+    };
+  }
+
+  /** A coordinator whose handles are all traced into `entries`. */
+  async function traced(
+    memberId: string,
+    namespace = NS,
+  ): Promise<{ coord: Coordinator; trace: ReturnType<typeof traceHandles> }> {
+    const trace = traceHandles();
+    try {
+      const coord = await client({ memberId, namespace, ttlMs: SESSION_MS });
+      // The session is opened lazily: the first acquisition's own handle is traced too.
+      await coord._core.liveSession();
+      return { coord, trace };
+    } finally {
+      trace.stop();
+    }
+  }
+
+  it("tracks by default: acquire is one round trip more than the grant's, release one", async () => {
+    const { coord, trace } = await traced("rt");
+    const unkeep = await keepParents(NS, "rt");
+    const lock = coord.lock("rt");
+    for (const tracked of [false, true]) {
+      const options = tracked ? {} : { takeover: false };
+      await (await lock.acquire(options)).release(); // parents made, warm
+      trace.mark(`acquire ${tracked}`);
+      const handle = await lock.acquire(options);
+      trace.mark(`acquired ${tracked}`);
+      if (tracked) {
+        const record = (await coord.inspect()).takeovers?.find((r) => r.name === "rt");
+        assert.deepEqual({ state: record?.state, token: record?.token }, { state: "held", token: handle.token });
+      }
+      trace.mark(`release ${tracked}`);
+      assert.equal((await handle.release()).status, "released");
+      trace.mark(`released ${tracked}`);
+    }
+    const rt = (what: string, from: string, to: string) => [what, roundTrips(trace.entries, from, to)];
+    assert.deepEqual(
+      [
+        rt("untracked acquire", "acquire false", "acquired false"),
+        rt("untracked release", "release false", "released false"),
+        rt("tracked acquire", "acquire true", "acquired true"),
+        rt("tracked release", "release true", "released true"),
+      ],
+      [
+        ["untracked acquire", 1],
+        ["untracked release", 1],
+        ["tracked acquire", 2],
+        ["tracked release", 1],
+      ],
+    );
+    assert.deepEqual((await coord.inspect()).takeovers, [], "the release deleted the record");
+    await unkeep();
+  });
+
+  it("makes parents the server removed again in the round trip of the retried create", async () => {
+    // A namespace of its own: no other lock's parent in the way of the deletes.
+    const { coord, trace } = await traced("parents", "parents");
+    const layout = new Layout("", "parents");
+    const lock = coord.lock("parents");
+    await (await lock.acquire()).release();
+    // What the server's container manager does to empty parents, at a time of our choosing.
+    for (const path of [layout.queue("lock", "parents"), `${layout.queues}/lock`, layout.queues]) {
+      await raw.delete(path);
+    }
+    for (const path of [layout.cellSpace("takeover"), `${layout.root}/c`]) await raw.delete(path);
+    assert.equal(await raw.exists(layout.queues), null);
+    assert.equal(await raw.exists(`${layout.root}/c`), null);
+    trace.mark("acquire");
+    const handle = await lock.acquire();
+    trace.mark("acquired");
+    // The queue node's create (refused), the parents with the create again; the record's
+    // multi (refused), its parents with the multi again.
+    assert.equal(roundTrips(trace.entries, "acquire", "acquired"), 4);
+    assert.equal(handle.takeover, null);
+    await handle.release();
+  });
+
+  it("a SIGKILLed holder that asked for nothing leaves a takeover for the next holder", async () => {
+    const url = new URL(server().url);
+    url.searchParams.set("namespace", NS);
+    const holder = new Holder(url.href, "killed", SESSION_MS, undefined, {});
+    try {
+      const acquired = await holder.next((e) => e.event === "acquired", "the holder's grant");
+      const next = await client({ memberId: "next", ttlMs: SESSION_MS });
+      const recordPath = new Layout("", NS).cell("takeover", "killed");
+      const waiting = next.lock("killed").acquire({ timeoutMs: 30_000 });
+      await waitForWaiters(next, "killed", 1);
+      await holder.stop();
+      const handle = await waiting;
+      const takeover = handle.takeover ?? assert.fail("no takeover handed over");
+      assert.deepEqual(
+        { member: takeover.memberId, token: takeover.token },
+        { member: `holder-${holder.child.pid}`, token: BigInt(acquired.token ?? "") },
+      );
+      assert.ok(handle.token > takeover.token, `token ${handle.token} after ${takeover.token}`);
+      // The record outlived the holder's session: a persistent node, now the new holder's.
+      const stat = await raw.exists(recordPath);
+      assert.equal(stat?.ephemeralOwner, "0000000000000000");
+      assert.equal((await handle.release()).status, "released");
+      await waitFor(async () => (await raw.exists(recordPath)) === null, "the release to delete the record");
+      const after = await next.lock("killed").acquire();
+      assert.equal(after.takeover, null, "handed over once");
+      await after.release();
+    } finally {
+      await holder.stop();
+    }
+  });
+
+  it("a record multi whose answer was lost: sent again, its record found as its own, no takeover", async () => {
+    const [host, port] = server().address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    try {
+      const coord = await client({ memberId: "lost-answer", ttlMs: SESSION_MS }, `zookeeper://${proxy.address}`);
+      const { handle } = (await coord._core.liveSession()).driver as unknown as { handle: ZkHandle };
+      const recordPath = new Layout("", NS).cell("takeover", "lost-answer");
+      const unkeep = await keepParents(NS, "lost-answer");
+      const sessionId = (await coord._core.liveSession()).id;
+      let multis = 0;
+      let sent = () => {};
+      const multiSent = new Promise<void>((resolve) => {
+        sent = resolve;
+      });
+      handle.trace = (e) => {
+        if (e.kind === "request" && e.what.startsWith("applying check ")) {
+          // From now on the server's answers are held back (its answer cannot have come
+          // yet), so the record's multi reaches the server and its answer does not come back.
+          if (multis++ === 0) proxy.setLatency({ down: { ms: 1000 } });
+          sent();
+        }
+      };
+      const acquiring = coord.lock("lost-answer").acquire();
+      await multiSent;
+      await waitFor(async () => (await raw.exists(recordPath)) !== null, "the multi to land");
+      proxy.setLatency({});
+      proxy.reset(); // the answer, held in the proxy, is lost with the connection
+      const held = await acquiring;
+      handle.trace = null;
+      assert.ok(multis >= 2, `the multi sent again after the reconnection (${multis} sent)`);
+      assert.equal((await coord._core.liveSession()).id, sessionId, "the same session");
+      assert.equal(held.takeover, null, "its own record, written by the first multi, is no takeover");
+      const record = (await coord.inspect()).takeovers?.find((r) => r.name === "lost-answer");
+      assert.deepEqual({ state: record?.state, token: record?.token }, { state: "held", token: held.token });
+      assert.ok(proxy.acceptedCount >= 2, "reconnected");
+      assert.equal((await held.release()).status, "released");
+      assert.equal(await raw.exists(recordPath), null, "the release deleted the record");
+      await unkeep();
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a release that comes after its node was deleted (revoked) leaves the record", async () => {
+    const a = await client({ memberId: "rv-a", ttlMs: SESSION_MS });
+    const b = await client({ memberId: "rv-b", ttlMs: SESSION_MS });
+    const held = await a.lock("revoked").acquire();
+    const queue = new Layout("", NS).queue("lock", "revoked");
+    const { handle } = (await a._core.liveSession()).driver as unknown as { handle: ZkHandle };
+    const [node] = (await handle.children(queue))?.children ?? [];
+    // The deletion goes out first on the holder's own connection, so the server applies it
+    // before the release's multi, whatever the holder has heard by then: a revoke landing
+    // just before a release. The multi fails on the node, so the record must stay.
+    const deleted = handle.delete(`${queue}/${node}`);
+    await held.release();
+    assert.equal(await deleted, true);
+    const next = await b.lock("revoked").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover?.token, held.token, "the holding that ended unreleased is handed over");
+    await next.release();
+  });
+});
