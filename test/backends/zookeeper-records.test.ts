@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FLAGS, type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { zkCells } from "../../src/backends/zookeeper/cells.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
 import { ensurePath } from "../../src/backends/zookeeper/scope.js";
 import type { Coordinator } from "../../src/index.js";
@@ -102,6 +103,14 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
   it("tracks by default: acquire is one round trip more than the grant's, release one", async () => {
     const { coord, trace } = await traced("rt");
     const unkeep = await keepParents(NS, "rt");
+    try {
+      await roundTripsOfRt(coord, trace);
+    } finally {
+      await unkeep();
+    }
+  });
+
+  async function roundTripsOfRt(coord: Coordinator, trace: ReturnType<typeof traceHandles>): Promise<void> {
     const lock = coord.lock("rt");
     for (const tracked of [false, true]) {
       const options = tracked ? {} : { takeover: false };
@@ -133,8 +142,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       ],
     );
     assert.deepEqual((await coord.inspect()).takeovers, [], "the release deleted the record");
-    await unkeep();
-  });
+  }
 
   it("makes parents the server removed again in the round trip of the retried create", async () => {
     // A namespace of its own: no other lock's parent in the way of the deletes.
@@ -193,11 +201,12 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
   it("a record multi whose answer was lost: sent again, its record found as its own, no takeover", async () => {
     const [host, port] = server().address.split(":") as [string, string];
     const proxy = await startProxy({ host, port: Number(port) });
+    let unkeep: (() => Promise<void>) | undefined;
     try {
       const coord = await client({ memberId: "lost-answer", ttlMs: SESSION_MS }, `zookeeper://${proxy.address}`);
       const { handle } = (await coord._core.liveSession()).driver as unknown as { handle: ZkHandle };
       const recordPath = new Layout("", NS).cell("takeover", "lost-answer");
-      const unkeep = await keepParents(NS, "lost-answer");
+      unkeep = await keepParents(NS, "lost-answer");
       const sessionId = (await coord._core.liveSession()).id;
       let multis = 0;
       let sent = () => {};
@@ -227,8 +236,8 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       assert.ok(proxy.acceptedCount >= 2, "reconnected");
       assert.equal((await held.release()).status, "released");
       assert.equal(await raw.exists(recordPath), null, "the release deleted the record");
-      await unkeep();
     } finally {
+      await unkeep?.();
       await proxy.close();
     }
   });
@@ -243,11 +252,134 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
     // The deletion goes out first on the holder's own connection, so the server applies it
     // before the release's multi, whatever the holder has heard by then: a revoke landing
     // just before a release. The multi fails on the node, so the record must stay.
+    const sent: string[] = [];
+    handle.trace = (e) => {
+      if (e.kind === "request") sent.push(e.what);
+    };
     const deleted = handle.delete(`${queue}/${node}`);
-    await held.release();
+    try {
+      await held.release();
+    } finally {
+      handle.trace = null;
+    }
     assert.equal(await deleted, true);
+    const recordPath = new Layout("", NS).cell("takeover", "revoked");
+    assert.ok(
+      sent.includes(`applying delete ${queue}/${node}, delete ${recordPath}`),
+      `the release's multi went out (and failed on the node): ${sent.join("; ")}`,
+    );
     const next = await b.lock("revoked").acquire({ timeoutMs: 10_000 });
     assert.equal(next.takeover?.token, held.token, "the holding that ended unreleased is handed over");
     await next.release();
+  });
+
+  /** The session's own handle (queue nodes, records), as the grants see it. */
+  async function sessionHandle(coord: Coordinator): Promise<ZkHandle> {
+    return ((await coord._core.liveSession()).driver as unknown as { handle: ZkHandle }).handle;
+  }
+
+  it("an acquisition cancelled while its record's multi is out: no handle, and no record left", async () => {
+    const coord = await client({ memberId: "cancel-record", ttlMs: SESSION_MS });
+    const handle = await sessionHandle(coord);
+    const recordPath = new Layout("", NS).cell("takeover", "cancel-record");
+    const cancel = new AbortController();
+    let multis = 0;
+    handle.trace = (e) => {
+      // Called as the multi is sent: the signal aborts with the record on its way.
+      if (e.kind === "request" && e.what.includes(`create ${recordPath}`) && multis++ === 0) cancel.abort();
+    };
+    try {
+      await assert.rejects(coord.lock("cancel-record").acquire({ signal: cancel.signal }), { name: "AbortError" });
+    } finally {
+      handle.trace = null;
+    }
+    assert.equal(multis, 1, "the record's multi went out once");
+    await waitFor(async () => (await raw.exists(recordPath)) === null, "the record to go with the node");
+    const next = await coord.lock("cancel-record").acquire({ timeoutMs: 10_000 });
+    assert.equal(next.takeover, null, "no takeover naming the cancelled grant");
+    await next.release();
+  });
+
+  it("a lost record multi found as its own, then cancelled: the record goes with the node", async () => {
+    const [host, port] = server().address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    let unkeep: (() => Promise<void>) | undefined;
+    try {
+      const coord = await client({ memberId: "own-cancel", ttlMs: SESSION_MS }, `zookeeper://${proxy.address}`);
+      const handle = await sessionHandle(coord);
+      const recordPath = new Layout("", NS).cell("takeover", "own-cancel");
+      unkeep = await keepParents(NS, "own-cancel");
+      const cancel = new AbortController();
+      let multis = 0;
+      let sent = () => {};
+      const multiSent = new Promise<void>((resolve) => {
+        sent = resolve;
+      });
+      handle.trace = (e) => {
+        if (e.kind !== "request") return;
+        if (e.what.includes(`create ${recordPath}`)) {
+          if (multis++ === 0) proxy.setLatency({ down: { ms: 1000 } }); // its answer held back
+          sent();
+        }
+        // The retried multi was refused (the first had landed): the record is read, and
+        // the acquisition is given up right then.
+        if (e.what === `reading ${recordPath}`) cancel.abort();
+      };
+      const acquiring = coord.lock("own-cancel").acquire({ signal: cancel.signal });
+      acquiring.catch(() => {});
+      await multiSent;
+      await waitFor(async () => (await raw.exists(recordPath)) !== null, "the multi to land");
+      proxy.setLatency({});
+      proxy.reset(); // the answer is lost with the connection
+      await assert.rejects(acquiring, { name: "AbortError" });
+      assert.ok(cancel.signal.aborted && multis >= 2, `the multi sent again and the record read (${multis} sent)`);
+      await waitFor(async () => (await raw.exists(recordPath)) === null, "its own record to go with the node");
+      handle.trace = null;
+    } finally {
+      await unkeep?.();
+      await proxy.close();
+    }
+  });
+
+  it("a cell write whose read shows less than the version it knows sends a barrier and reads again", async () => {
+    const layout = new Layout("", "barrier");
+    const cells = zkCells(async () => raw, layout, "", AbortSignal.timeout(30_000));
+    const written = await cells.put("s", "k", "v", {});
+    assert.ok(written.ok);
+    const sent: string[] = [];
+    raw.trace = (e) => {
+      if (e.kind === "answer") sent.push(e.what);
+    };
+    try {
+      // A version written since, as far as the caller knows (another session's write that
+      // this server might not have applied yet): re-read behind a SYNC the server answered.
+      const refused = await cells.delete("s", "k", { ifVersion: written.version + 1000n, forget: true });
+      assert.equal(refused.ok, false);
+      // And one the read already shows: no barrier.
+      const deleted = await cells.delete("s", "k", { ifVersion: written.version, forget: true });
+      assert.ok(deleted.ok);
+    } finally {
+      raw.trace = null;
+    }
+    const path = layout.cell("s", "k");
+    assert.deepEqual(
+      sent.filter((w) => w.startsWith("syncing")),
+      [`syncing ${path}`],
+    );
+    assert.equal(await raw.exists(path), null);
+  });
+
+  it("a downgrade, and a close, of a default-tracked lock leave no record", async () => {
+    const coord = await client({ memberId: "untrack", ttlMs: SESSION_MS });
+    const layout = new Layout("", NS);
+    const downgraded = await coord.lock("dg").acquire();
+    assert.notEqual(await raw.exists(layout.cell("takeover", "dg")), null, "tracked");
+    await downgraded.downgrade();
+    assert.equal(await raw.exists(layout.cell("takeover", "dg")), null, "the downgrade deleted the record");
+    await downgraded.release();
+    await coord.lock("closed").acquire();
+    assert.notEqual(await raw.exists(layout.cell("takeover", "closed")), null, "tracked");
+    await coord.close();
+    assert.equal(await raw.exists(layout.cell("takeover", "closed")), null, "the close deleted the record");
   });
 });

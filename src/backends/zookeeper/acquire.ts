@@ -20,7 +20,7 @@
  * @module
  */
 import { performance } from "node:perf_hooks";
-import { abortable, atMost, linked } from "../../core/abortable.js";
+import { abortable, atMost, linked, raceSignal } from "../../core/abortable.js";
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
@@ -31,7 +31,7 @@ import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
 import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
 import { awaitTurn, type OwnNode, raise, relist } from "./handoff.js";
 import { FLAGS } from "./client.js";
-import { releaseWithRecord, writeRecord } from "./grant-records.js";
+import { Abandoned, writeRecord } from "./grant-records.js";
 
 /** A grant: its node, and what a conversion or release needs. */
 export class ZkGrant implements DriverGrant {
@@ -95,8 +95,10 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
     const joined = await join(scope, parent, prefix, isSole(request), stop);
     path = joined.path;
     return await wait(scope, request, parent, path, tag, joined, stop);
-  } catch (error) {
-    const removal = withdraw(scope, parent, path ? { path } : { prefix });
+  } catch (caught) {
+    const error = caught instanceof Abandoned ? caught.reason : caught;
+    const removal =
+      caught instanceof Abandoned ? caught.cleanup : withdraw(scope, parent, path ? { path } : { prefix });
     // Waiting for the server is pointless once the session is ending (it takes the node).
     if (!scope.ended.aborted) await atMost(removal, 2000);
     if (signal.aborted) throw signal.reason;
@@ -274,14 +276,21 @@ async function granted(
   // A tracked grant's record (grant-records.ts), sent right behind the note: one round trip.
   const recording = request.record === undefined ? null : writeRecord(scope, grant, request.record);
   recording?.catch(() => {});
-  if ((await recording) === "gone") throw vanished(scope, request);
+  if (recording) {
+    // The multi is not cut by `stop` (writeRecord), but the acquisition is: it rejects at
+    // once, and the record goes with the node once the multi is answered.
+    const outcome = await raceSignal(recording, stop).catch((error: unknown) => {
+      throw stop.aborted ? new Abandoned(scope, grant, recording, stop.reason) : error;
+    });
+    if (outcome === "gone") throw vanished(scope, request);
+  }
   if (noting) {
-    const stat = await noting.catch(async (error: unknown) => {
+    const stat = await noting.catch((error: unknown) => {
       // Not handed out: a record written goes with the node (else the next holder would
       // fence a holding nobody was told of), unless the node is gone already (revoked,
       // expired): then it stays, the cautious side, as for any holding that ended unreleased.
-      if (grant.recordVersion !== undefined) await releaseWithRecord(scope, grant);
-      throw hasCode((error as { cause?: unknown }).cause, RC.NONODE) ? vanished(scope, request) : error;
+      const reason = hasCode((error as { cause?: unknown }).cause, RC.NONODE) ? vanished(scope, request) : error;
+      throw new Abandoned(scope, grant, Promise.resolve(), reason);
     });
     raise(own, stat);
   }

@@ -62,6 +62,21 @@ export function zkCells(
     return { entry: cellEntry(key, node), znodeVersion: node.stat.version };
   };
 
+  /**
+   * A write's read. The caller knows `ifVersion` was written, maybe by another session (a
+   * grant's record, written on the session's connection): a read showing less (an older
+   * version, or no node) may come from a server behind that write, so it is read again
+   * behind a barrier before being taken for a conflict, which would refuse the write (a
+   * release's delete: the record would stay, a false takeover for the next holder).
+   */
+  const readAtLeast = async (space: string, key: string, ifVersion: bigint | undefined) => {
+    const current = await read(space, key);
+    if (ifVersion === undefined || ifVersion <= 0n || (current && current.entry.version >= ifVersion)) return current;
+    const handle = await live();
+    await retrying(handle, "syncing a cell", () => handle.sync(path(space, key)), closing);
+    return read(space, key);
+  };
+
   const write = async (
     space: string,
     key: string,
@@ -79,7 +94,7 @@ export function zkCells(
       await (await live()).waitConnected(closing);
     };
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const current = await read(space, key);
+      const current = await (attempt === 0 ? readAtLeast(space, key, condition.ifVersion) : read(space, key));
       const decision = decideCellWrite(current?.entry ?? null, condition, value === null);
       if (decision.action === "refuse") return { ok: false, reason: decision.reason, current: current?.entry ?? null };
       if (decision.action === "noop") return { ok: true, version: 0n };

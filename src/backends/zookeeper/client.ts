@@ -266,6 +266,14 @@ export class ZkHandle {
     return this.#watches.watchBelow(path, listener);
   }
 
+  /**
+   * A barrier (SYNC): resolves once this handle's server has caught up with the leader as of
+   * the call, so what another session wrote before it is seen by the reads sent after it.
+   */
+  sync(path: string): Promise<void> {
+    return this.#requests.sync(path);
+  }
+
   /** The node's stat, or `null` if it does not exist. With `watch`, its next event is delivered. */
   async exists(path: string, watch?: Watcher): Promise<Stat | null> {
     const [stat] = await this.#call(`reading ${path}`, (cb) => this.#raw.exists(path, this.#event(watch), cb));

@@ -50,13 +50,35 @@ import { FLAGS } from "./client.js";
 import { failedAt, isTransient, RC, translate } from "./errors.js";
 import { ensurePath, retrying, type Scope, withdraw } from "./scope.js";
 
+/**
+ * Thrown by a grant given up after its record's multi went out (its acquisition cancelled,
+ * or its note refused): the acquisition rejects with `reason` at once, and `cleanup` takes
+ * the node, with the record once the multi is answered if it wrote one (a withdrawal alone
+ * would leave a record naming a grant nobody got, a false takeover for the next holder).
+ */
+export class Abandoned extends Error {
+  readonly cleanup: Promise<void>;
+  readonly reason: unknown;
+
+  constructor(scope: Scope, grant: ZkGrant, recording: Promise<unknown>, reason: unknown) {
+    super(`the grant of ${grant.path} was given up`, { cause: reason });
+    this.reason = reason;
+    const nodeOnly = () => withdraw(scope, grant.parent, { path: grant.path });
+    this.cleanup = recording.then(
+      () => (grant.recordVersion === undefined ? nodeOnly() : releaseWithRecord(scope, grant)),
+      nodeOnly,
+    );
+  }
+}
+
 /** What {@link writeRecord} did. */
 export type Recorded = "written" | "found" | "gone";
 
 /**
  * Writes the takeover record of `grant` (JSON text, sealed here with its token and grant
- * time), checked against its queue node. `"written"` sets `grant.recordVersion`; `"found"`
- * (a record was there) sets `grant.previousRecord`; `"gone"`: the queue node is gone, so
+ * time), checked against its queue node. `"written"` sets `grant.recordVersion` (also when
+ * the record found is this grant's own, written by a multi whose answer was lost); `"found"`
+ * (another holding's record was there) sets `grant.previousRecord`; `"gone"`: the queue node is gone, so
  * nothing is held. The multi goes out before this returns its promise, so a request sent
  * just before it (the grant's note) shares its round trip. Once sent it is not cut by the
  * acquisition's signal (a record that may have landed must not be left behind by a grant
@@ -92,8 +114,15 @@ export async function writeRecord(scope: Scope, grant: ZkGrant, record: string):
       if (failedAt(error, 1, RC.NODEEXISTS)) {
         const found = await retrying(handle, `reading ${path}`, () => handle.get(path), scope.ended);
         if (!found) continue; // deleted since: written now, if no one else is first
-        // Our own record if an earlier multi of ours landed unanswered (the core knows its token).
-        grant.previousRecord = cellEntry(grant.lockName, found);
+        const entry = cellEntry(grant.lockName, found);
+        if (entry.fence === grant.token) {
+          // Our own: an earlier multi of ours landed unanswered. It is this grant's record,
+          // to be deleted with the node (a withdrawn grant's too), not a takeover to claim.
+          grant.recordVersion = found.stat.mzxid;
+          grant.recordCreated = found.stat.version === 0 ? found.stat.mzxid : null;
+          return "written";
+        }
+        grant.previousRecord = entry;
         return "found";
       }
       if (!isTransient(error)) throw translate(error, `recording the holder of ${grant.path}`);
@@ -118,8 +147,18 @@ export async function releaseWithRecord(scope: Scope, grant: ZkGrant): Promise<v
     let version = grant.recordVersion === grant.recordCreated ? 0 : null;
     if (version === null) {
       // Rewritten by the core (a takeover claimed, a lock delay stored): its version read.
-      const read = await retrying(handle, `reading ${path}`, () => handle.get(path), signal);
-      version = read && read.stat.mzxid === grant.recordVersion ? read.stat.version : null;
+      const known = grant.recordVersion ?? 0n;
+      const reading = () => retrying(handle, `reading ${path}`, () => handle.get(path), signal);
+      let read = await reading();
+      if (!read || read.stat.mzxid < known) {
+        // The core wrote it through the driver's connection, another session, maybe on
+        // another server: this one has not applied that write yet (a session reads its own
+        // writes only). Read again behind a barrier, or the stale version would fail the
+        // multi's delete, and the record stay for a false takeover.
+        await retrying(handle, `syncing ${path}`, () => handle.sync(path), signal);
+        read = await reading();
+      }
+      version = read && read.stat.mzxid === known ? read.stat.version : null;
     }
     while (version !== null) {
       try {

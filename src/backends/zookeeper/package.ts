@@ -51,6 +51,7 @@ export interface Jute {
     RequestHeader: new () => { type: number };
     CreateRequest: new () => Record<string, unknown>;
     DeleteRequest: new () => Record<string, unknown>;
+    GetACLRequest: new () => Record<string, unknown>;
   };
   /** A multi's body: the package's op records (`acls` are ACL objects; versions kept as given). */
   TransactionRequest: new (

@@ -14,6 +14,7 @@ const OP = {
   create: 1,
   delete: 2,
   setData: 5,
+  sync: 9,
   check: 13,
   multi: 14,
   removeWatches: 18,
@@ -132,6 +133,18 @@ export class HandBuilt {
     payload.acl = this.#acl.map((a) => a.toRecord());
     payload.flags = FLAGS.container;
     return this.#sendAs(`creating ${path}`, OP.create, OP.createContainer, payload);
+  }
+
+  /**
+   * SYNC (opcode 9): answered once the server this client is connected to has applied every
+   * write the leader committed before it, so a read sent after it sees them (ZooKeeper's
+   * read-your-writes holds within one session only). The package has no SYNC: it goes out
+   * in a GET_ACL's shape (a path alone) and its answer (a path) is read as a CREATE's.
+   */
+  sync(path: string): Promise<void> {
+    const payload = new this.#jute.protocol.GetACLRequest();
+    payload.path = path;
+    return this.#sendAs(`syncing ${path}`, OP.create, OP.sync, payload);
   }
 
   /**
