@@ -152,25 +152,30 @@ class FileSession implements DriverSession, SessionView {
    * retry takes a new token: tokens may skip, never repeat).
    */
   async #stamp(grant: FileGrant, record: string | undefined): Promise<void> {
-    for (;;) {
-      // Set by the callback, which TypeScript's narrowing does not see.
-      let outcome = "written" as "written" | "found" | "busy";
-      const token = tokenNow(
-        this.#node.tokensFd,
-        64,
-        record === undefined
-          ? undefined
-          : (next) => {
-              grant.token = next;
-              outcome = writeRecordNow(this.#takeover, grant, grant.name, record, true);
-            },
-      );
-      if (token !== null && outcome !== "busy") {
-        grant.token = token;
-        return;
-      }
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    while (this.#stampNow(grant, record) === "busy") await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  /**
+   * One try of {@link #stamp}: sets the grant's token, and writes its record if tracked,
+   * unless the counter's mutex or the record's bucket is busy (`"busy"`: try again).
+   * `"found"`: a live record was there (the grant carries it).
+   */
+  #stampNow(grant: FileGrant, record: string | undefined): "written" | "found" | "busy" {
+    // Set by the callback, which TypeScript's narrowing does not see.
+    let outcome = "written" as "written" | "found" | "busy";
+    const token = tokenNow(
+      this.#node.tokensFd,
+      64,
+      record === undefined
+        ? undefined
+        : (next) => {
+            grant.token = next;
+            outcome = writeRecordNow(this.#takeover, grant, grant.name, record, true);
+          },
+    );
+    if (token === null) return "busy";
+    grant.token = token;
+    return outcome;
   }
 
   /**
@@ -191,38 +196,20 @@ class FileSession implements DriverSession, SessionView {
       since: Date.now(),
       writerIntent: false,
     };
-    const { record } = request;
-    let written = record === undefined;
-    // The record is written in the token's critical section: one mutex for both.
-    const token = tokenNow(
-      this.#node.tokensFd,
-      64,
-      record === undefined
-        ? undefined
-        : (next) => {
-            grant.token = next;
-            written = this.#recordHeld(grant, record);
-          },
-    );
+    let outcome: "written" | "found" | "busy";
+    try {
+      outcome = this.#stampNow(grant, request.record);
+    } catch {
+      outcome = "busy";
+    }
     this.#grants.add(grant);
     // A takeover found needs the core's claim, and a busy counter or bucket a wait: give
     // the slot back (waking whoever tried meanwhile) and take the full path.
-    if (token !== null && written) {
-      grant.token = token;
-      return grant;
-    }
+    if (outcome === "written") return grant;
     grant.previousRecord = undefined;
     grant.recordVersion = undefined;
     this.releaseNow(grant);
     return null;
-  }
-
-  #recordHeld(grant: FileGrant, record: string): boolean {
-    try {
-      return writeRecordNow(this.#takeover, grant, grant.name, record, true) === "written";
-    } catch {
-      return false;
-    }
   }
 
   async release(driverGrant: DriverGrant): Promise<void> {
