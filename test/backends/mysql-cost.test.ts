@@ -9,6 +9,12 @@ async function statements(server: { query<R>(sql: string): Promise<R[]> }): Prom
   return new Map(rows.map((row) => [row.Variable_name.slice(4), Number(row.Value)]));
 }
 
+/** Statements the server's clients sent (`Questions`: not those run inside procedures). */
+async function questions(server: { query<R>(sql: string): Promise<R[]> }): Promise<number> {
+  const [row] = await server.query<{ Value: string }>("SHOW GLOBAL STATUS LIKE 'Questions'");
+  return Number(row?.Value);
+}
+
 /** Statements run between two readings, per cycle, leaving out the readings themselves. */
 function perCycle(before: Map<string, number>, after: Map<string, number>, cycles: number): Record<string, number> {
   const out: Record<string, number> = {};
@@ -19,6 +25,12 @@ function perCycle(before: Map<string, number>, after: Map<string, number>, cycle
   return out;
 }
 
+// In: GET_LOCK (a procedure's IF), BEGIN, the UPDATE that checks the count and bumps the
+// token, the SELECT of the queue's id, the INSERT of the entry (its trigger's UPDATE counts
+// it), COMMIT, the SELECT of the answer. Out: the DELETE (its trigger's UPDATE counts it
+// out), DO RELEASE_LOCK.
+const untracked = { call_procedure: 2, begin: 1, commit: 1, select: 2, insert: 1, update: 3, delete: 1, do: 1 };
+
 // The server-side cost of the uncontended path, counted by the server itself: one CALL each
 // way, and on the way in no read of the queue's entries (a read that walks every deleted
 // entry not purged yet: the dearest statement of the path before schema version 3). Speed
@@ -26,11 +38,43 @@ function perCycle(before: Map<string, number>, after: Map<string, number>, cycle
 describe("mysql uncontended cost", () => {
   const { server, client } = ownServer(() => startMariadb());
 
-  for (const [what, acquire] of [
-    ["an exclusive lock", { takeover: false }],
-    ["a shared lock", { mode: "shared" }],
+  it("tracking costs no round trip: as many statements sent per cycle as untracked", async () => {
+    // First in the file, so no other coordinator of the server is open yet, and no heartbeat
+    // for 200 s: every statement sent in a window is the loop's.
+    const coord = await client({ ttlMs: 600_000 });
+    await coord.openSession();
+    const sent: Record<string, number> = {};
+    for (const [what, acquire] of [
+      ["untracked", { takeover: false }],
+      ["tracked", {}],
+    ] as const) {
+      const lock = coord.lock(`round-trips-${what}`);
+      const first = await lock.acquire(acquire);
+      const record = (await coord.inspect()).takeovers?.find((r) => r.name === `round-trips-${what}`);
+      assert.equal(record?.token, what === "tracked" ? first.token : undefined, `${what}: the record`);
+      await first.release();
+      const cycles = 20;
+      const before = await questions(server());
+      for (let i = 0; i < cycles; i++) {
+        const handle = await lock.acquire(acquire);
+        assert.equal(handle.takeover, null);
+        assert.equal((await handle.release()).status, "released");
+      }
+      sent[what] = (await questions(server())) - before;
+    }
+    // Two per cycle (the CALL in, the CALL out), and the reading.
+    assert.deepEqual(sent, { untracked: 41, tracked: 41 });
+  });
+
+  // Tracked (the default): the record is one INSERT inside the grant's call (its nested
+  // CALL counted too) and one DELETE inside the release's.
+  const tracked = { call_procedure: 3, begin: 1, commit: 1, select: 2, insert: 2, update: 3, delete: 2, do: 1 };
+  for (const [what, acquire, expected] of [
+    ["an exclusive lock, untracked", { takeover: false }, untracked],
+    ["a shared lock", { mode: "shared" }, untracked],
+    ["an exclusive lock, tracked (the default)", {}, tracked],
   ] as const) {
-    it(`${what}: one CALL each way, 10 statements inside, no read of the queue's entries`, async () => {
+    it(`${what}: one CALL each way, no read of the queue's entries`, async () => {
       // A TTL that no heartbeat interrupts during the loop.
       const coord = await client({ ttlMs: 60_000 });
       await coord.openSession();
@@ -44,15 +88,7 @@ describe("mysql uncontended cost", () => {
         assert.equal((await handle.release()).status, "released");
       }
       const ran = perCycle(before, await statements(server()), cycles);
-      // In: GET_LOCK (a procedure's IF), BEGIN, the UPDATE that checks the count and bumps
-      // the token, the SELECT of the queue's id, the INSERT of the entry (its trigger's
-      // UPDATE counts it), COMMIT, the SELECT of the answer. Out: the DELETE (its trigger's
-      // UPDATE counts it out), DO RELEASE_LOCK.
-      assert.deepEqual(
-        ran,
-        { call_procedure: 2, begin: 1, commit: 1, select: 2, insert: 1, update: 3, delete: 1, do: 1 },
-        JSON.stringify(ran),
-      );
+      assert.deepEqual(ran, expected, JSON.stringify(ran));
     });
   }
 

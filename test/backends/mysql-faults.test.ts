@@ -137,7 +137,7 @@ describe("mysql faults", { timeout: 120_000 }, () => {
       // releases, after its successors came and went.
       const a = await client(viaProxy, { memberId: "late", ttlMs: 20_000 });
       const [b, c] = [await client(server.url, { memberId: "b" }), await client(server.url, { memberId: "c" })];
-      // Tracked (asked for: MySQL does not track by default).
+      // Tracked (asked for, as well as the default).
       const stale = await a.lock("late").acquire({ takeover: true });
       // The server frees the lock; the client hears nothing (its connections are blackholed).
       proxy.cut();

@@ -75,9 +75,11 @@ export function mysqlCells(control: Control, prefix: string, namespace: string):
         await connection.query("COMMIT", [], control.timeoutMs);
         return { ok: true, version };
       }
+      // A write makes the value this writer's: the row no longer names the grant that wrote
+      // it natively (grant_key, procedures-v4.ts), whose orphan clean-up must then spare it.
       await connection.query(
         `INSERT INTO ${prefix}cells (ckey, sp, namespace, space, cname, value, version, fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON DUPLICATE KEY UPDATE value = VALUES(value), version = VALUES(version), fence = VALUES(fence)`,
+         ON DUPLICATE KEY UPDATE value = VALUES(value), version = VALUES(version), fence = VALUES(fence), grant_key = NULL`,
         [ckey, nameHash(namespace, space), namespace, space, key, value, version.toString(), decision.fence.toString()],
         control.timeoutMs,
       );

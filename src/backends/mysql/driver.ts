@@ -24,6 +24,7 @@ import { fenceSession, inspect, namespaces, revokeSession } from "./inspect.js";
 import { parseSettings } from "./options.js";
 import { RecordWatches, listRecords } from "./records.js";
 import { MySession, type SessionContext } from "./session.js";
+import { TakeoverRecords } from "./takeover.js";
 
 /** Creates a mysql driver: connects, refuses Galera, migrates the tables if needed. */
 export async function createDriver(context: DriverContext): Promise<Driver> {
@@ -59,6 +60,7 @@ export async function createDriver(context: DriverContext): Promise<Driver> {
     namespace: context.namespace,
     memberId: context.memberId,
     ttlMs: context.ttlMs,
+    records: new TakeoverRecords(control, settings.prefix, context.namespace),
   });
 }
 
@@ -67,6 +69,11 @@ class MysqlDriver implements Driver {
   readonly #p: string;
   readonly #watches: RecordWatches;
   readonly cells: DriverCells;
+  /**
+   * The tracked grant and release procedures write and delete takeover records in the
+   * grant's and the release's own call (procedures-v4.ts).
+   */
+  readonly nativeRecords = true;
 
   constructor(context: SessionContext) {
     this.#c = context;

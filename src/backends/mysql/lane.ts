@@ -6,11 +6,14 @@ import type { Control } from "./control.js";
 import { ConnectionLostError, ERRNO, errno } from "./errors.js";
 import { BACKEND } from "./options.js";
 import type { SessionContext } from "./session.js";
+import type { RecordAnswer } from "./takeover.js";
 
 /** A grant as the mysql driver keeps it: which entry key, on which connection. */
 export interface MyGrant extends SqlGrant<Lane> {
   /** The GET_LOCK key of the grant's entry (changes when its mode changes). */
   key: string;
+  /** A tracked grant's takeover record's cell key (takeover.ts). */
+  ckey?: Buffer | undefined;
 }
 
 /**
@@ -20,15 +23,17 @@ export interface MyGrant extends SqlGrant<Lane> {
  */
 const SETTLE_MS = 2000;
 
-/** What the wait procedures answer. */
-export interface WaitRow {
+/** What the wait procedures answer (the tracked ones add the takeover record's columns). */
+export interface WaitRow extends Partial<RecordAnswer> {
   token: string | null;
   gone: number | string;
   interrupted: number | string;
 }
 
-/** How a wait ended. */
-export type WaitOutcome = { readonly outcome: "granted"; readonly token: bigint } | { readonly outcome: "gone" };
+/** How a wait ended (`row`: the granting answer, record columns included). */
+export type WaitOutcome =
+  | { readonly outcome: "granted"; readonly token: bigint; readonly row: WaitRow }
+  | { readonly outcome: "gone" };
 
 /**
  * A lock-holding connection of one session: its GET_LOCKs hold the session's entries, so
@@ -155,7 +160,7 @@ export class Lane {
         this.#wait = null;
       }
       statement = { sql: waitSql, params: waitParams };
-      if (row?.token !== null && row?.token !== undefined) return { outcome: "granted", token: BigInt(row.token) };
+      if (row?.token !== null && row?.token !== undefined) return { outcome: "granted", token: BigInt(row.token), row };
       if (Number(row?.gone ?? 0) === 1) return { outcome: "gone" };
       // Interrupted (cancelled: the loop throws; preempted: it asks again) or a chunk ended.
     }

@@ -15,6 +15,7 @@
 import { createHash } from "node:crypto";
 import { PROCEDURES_V1, PROCEDURES_V2 } from "./procedures.js";
 import { PROCEDURES_V3 } from "./procedures-v3.js";
+import { PROCEDURES_V4 } from "./procedures-v4.js";
 
 /**
  * One migration per version, applied in order under `GET_LOCK` (DDL commits implicitly in
@@ -119,6 +120,7 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   ],
   PROCEDURES_V2,
   PROCEDURES_V3,
+  PROCEDURES_V4,
 ];
 
 /** The schema version this code expects. */

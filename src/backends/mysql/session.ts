@@ -7,11 +7,12 @@ import type { CreateConnection, MyConnection } from "./connection.js";
 import type { Control } from "./control.js";
 import { ConnectionLostError, ERRNO, errno, isConnectionError, translate } from "./errors.js";
 import { BACKEND } from "./options.js";
-import { type Lane, laneFactory, type MyGrant } from "./lane.js";
+import { type Lane, laneFactory, type MyGrant, type WaitRow } from "./lane.js";
 import { asPendingUpgrade, askAgain, grantFields, onLane, oneUpgradeAtATime, releaseOnLane } from "../sql/grants.js";
 import { LanePool } from "../sql/lane-pool.js";
 import type { MysqlSettings } from "./options.js";
 import { nameHash } from "./schema.js";
+import type { TakeoverRecords, TrackedRecord } from "./takeover.js";
 
 /** What every session of one coordinator shares. */
 export interface SessionContext {
@@ -22,6 +23,7 @@ export interface SessionContext {
   readonly namespace: string;
   readonly memberId: string;
   readonly ttlMs: number;
+  readonly records: TakeoverRecords;
 }
 
 /**
@@ -134,7 +136,15 @@ export class MySession implements DriverSession {
       g,
       BACKEND,
       async () => {
-        await g.lane.query(`CALL ${this.#p}withdraw(?)`, [g.key], this.#quickMs);
+        // A tracked holding's record goes in the same call, at the version it claimed.
+        if (g.recordVersion === undefined) await g.lane.query(`CALL ${this.#p}withdraw(?)`, [g.key], this.#quickMs);
+        else {
+          await g.lane.query(
+            `CALL ${this.#p}release_tracked(?, ?, ?)`,
+            [g.key, g.ckey ?? this.#c.records.key(g.name), String(g.recordVersion)],
+            this.#quickMs,
+          );
+        }
       },
       translate,
     );
@@ -264,6 +274,9 @@ export class MySession implements DriverSession {
     let grant: MyGrant | null = null;
     const key = entryKey();
     const ns = this.#c.namespace;
+    // A tracked request: the _tracked procedures write its record with the grant.
+    const tracked = this.#c.records.of(request);
+    const [suffix, more, marks] = tracked ? ["_tracked", this.#c.records.params(tracked), ", ?, ?, ?"] : ["", [], ""];
     const params = [
       nameHash(ns, request.kind, request.name),
       ns,
@@ -277,30 +290,31 @@ export class MySession implements DriverSession {
     ];
     try {
       if (!request.wait) {
-        const [row] = await lane.connection.query<{ token: string | null }>(
-          `CALL ${this.#p}acquire(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)`,
-          params,
+        const [row] = await lane.connection.query<WaitRow>(
+          `CALL ${this.#p}acquire${suffix}(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0${marks})`,
+          [...params, ...more],
           this.#quickMs,
         );
-        if (row?.token) grant = this.#grant(lane, request, id, key, BigInt(row.token));
+        if (row?.token) grant = this.#grant(lane, request, id, key, BigInt(row.token), tracked, row);
         return grant;
       }
+      const chunk = chunkMs(this.#c.ttlMs);
       const waited = await lane.wait(
         {
-          sql: `CALL ${this.#p}acquire(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          params: [...params, chunkMs(this.#c.ttlMs), SEM_POLL_MS],
+          sql: `CALL ${this.#p}acquire${suffix}(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?${marks})`,
+          params: [...params, chunk, SEM_POLL_MS, ...more],
         },
-        `CALL ${this.#p}wait(?, ?, ?)`,
-        [key, chunkMs(this.#c.ttlMs), SEM_POLL_MS],
+        `CALL ${this.#p}wait${suffix}(?, ?, ?${marks})`,
+        [key, chunk, SEM_POLL_MS, ...more],
         request.signal,
       );
       if (waited.outcome === "gone") throw new ConnectionLostError("the request's entry vanished while it waited");
-      grant = this.#grant(lane, request, id, key, waited.token);
+      grant = this.#grant(lane, request, id, key, waited.token, tracked, waited.row);
       // Granted as the cancel arrived: withdrawn below, as the signal asks.
       if (request.signal.aborted) throw request.signal.reason;
       return grant;
     } catch (error) {
-      await this.#withdraw(lane, key, grant);
+      await this.#withdraw(lane, key, grant, tracked);
       grant = null;
       throw error;
     } finally {
@@ -310,25 +324,47 @@ export class MySession implements DriverSession {
     }
   }
 
-  /** After a failed or withdrawn acquisition: frees whatever the request left on the server. */
-  async #withdraw(lane: Lane, key: string, grant: MyGrant | null): Promise<void> {
+  /**
+   * After a failed or withdrawn acquisition: frees whatever the request left on the server.
+   * A tracked request's grant that was never handed out was not lost either: the record it
+   * may have written goes too (a lost holder's it found stays).
+   */
+  async #withdraw(lane: Lane, key: string, grant: MyGrant | null, tracked: TrackedRecord | undefined): Promise<void> {
     if (grant) {
       grant.released = true;
       lane.grants.delete(grant);
     }
-    if (!lane.connection.alive) return;
+    if (!lane.connection.alive) {
+      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey);
+      return;
+    }
     try {
       // A failed statement may have left its transaction (and the queue row's lock) open.
       await lane.connection.query("ROLLBACK", [], this.#quickMs);
-      await lane.connection.query(`CALL ${this.#p}withdraw(?)`, [key], this.#quickMs);
+      if (tracked) {
+        await lane.connection.query(`CALL ${this.#p}release_tracked(?, ?, NULL)`, [key, tracked.ckey], this.#quickMs);
+      } else await lane.connection.query(`CALL ${this.#p}withdraw(?)`, [key], this.#quickMs);
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
       lane.connection.destroy(error as Error);
+      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey);
     }
   }
 
-  #grant(lane: Lane, request: AcquireRequest, id: string, key: string, token: bigint): MyGrant {
+  #grant(
+    lane: Lane,
+    request: AcquireRequest,
+    id: string,
+    key: string,
+    token: bigint,
+    tracked: TrackedRecord | undefined,
+    row: WaitRow,
+  ): MyGrant {
     const grant: MyGrant = { ...grantFields(lane, request, id, token), key };
+    if (tracked) {
+      grant.ckey = tracked.ckey;
+      this.#c.records.apply(grant, row);
+    }
     return onLane(grant, () => new ConnectionLostError("the MySQL connection was lost just after the grant"));
   }
 }

@@ -1,0 +1,114 @@
+/**
+ * The takeover records a MySQL session writes with its tracked grants (schema version 4,
+ * procedures-v4.ts): which requests are tracked, the extra parameters of the tracked
+ * statements, what their answers say of the record, and the record of a grant never
+ * handed out whose connection died (an orphan), deleted over the control connection.
+ *
+ * @module
+ */
+import { sleep } from "../../core/abortable.js";
+import type { AcquireRequest, DriverGrant } from "../../core/driver.js";
+import { TAKEOVER_SPACE } from "../../core/takeover.js";
+import type { Control } from "./control.js";
+import { nameHash } from "./schema.js";
+
+/** The columns a tracked grant's answer adds: the record written, or the live one found. */
+export interface RecordAnswer {
+  version: string | number | null;
+  found_value: string | null;
+  found_version: string | number | null;
+  found_fence: string | number | null;
+}
+
+/** Where a tracked request's record goes, and what it says before it is sealed. */
+export interface TrackedRecord {
+  readonly record: string;
+  /** The record's cell key (namespace, takeover space, lock name), as cells.ts keys it. */
+  readonly ckey: Buffer;
+}
+
+/** How long an orphan's connection may take to end after it is killed. */
+const ORPHAN_WAIT_MS = 2000;
+
+/** The takeover records of one coordinator's namespace. */
+export class TakeoverRecords {
+  readonly #control: Control;
+  readonly #p: string;
+  readonly #namespace: string;
+  /** The takeover space's key, as cells.ts lists it. */
+  readonly #sp: Buffer;
+
+  constructor(control: Control, prefix: string, namespace: string) {
+    this.#control = control;
+    this.#p = prefix;
+    this.#namespace = namespace;
+    this.#sp = nameHash(namespace, TAKEOVER_SPACE);
+  }
+
+  /**
+   * The record `request` writes with its grant: only an exclusive lock tracked for
+   * takeover (the core asks for no other). Anything else is granted untracked, by the
+   * version 3 procedures.
+   */
+  of(request: AcquireRequest): TrackedRecord | undefined {
+    if (request.record === undefined || request.kind !== "lock" || request.mode !== "exclusive") return undefined;
+    return { record: request.record, ckey: this.key(request.name) };
+  }
+
+  /** The cell key of lock `name`'s record. */
+  key(name: string): Buffer {
+    return nameHash(this.#namespace, TAKEOVER_SPACE, name);
+  }
+
+  /** The parameters the tracked acquire and wait take after the untracked ones'. */
+  params(tracked: TrackedRecord): unknown[] {
+    return [tracked.record, tracked.ckey, this.#sp];
+  }
+
+  /** Puts what a tracked grant's answer says of its record on the grant. */
+  apply(grant: DriverGrant & { readonly name: string }, row: Partial<RecordAnswer>): void {
+    if (row.version !== null && row.version !== undefined) {
+      grant.recordVersion = BigInt(row.version);
+    } else if (typeof row.found_value === "string" && row.found_version !== null && row.found_version !== undefined) {
+      grant.previousRecord = {
+        key: grant.name,
+        value: row.found_value,
+        version: BigInt(row.found_version),
+        fence: BigInt(row.found_fence ?? 0),
+      };
+    }
+  }
+
+  /**
+   * Deletes the record a tracked request whose connection died may have written with a
+   * grant it never handed out (its answer lost): a grant that was not handed out was not
+   * lost either. Its connection is ended first, from the server side (it may not have
+   * noticed the death yet, and a wait could still be granted and write its record), and
+   * the delete asks that nobody holds the request's entry key any more (keys are never
+   * reused) and that the row still names that key (any cell write since, a successor's
+   * claim of it, cleared that). Best-effort: a failure keeps the record, and the next
+   * holder then reports a takeover of a grant never handed out.
+   */
+  async dropOrphan(key: string, ckey: Buffer): Promise<void> {
+    try {
+      const deadline = Date.now() + ORPHAN_WAIT_MS;
+      let killed = false;
+      for (;;) {
+        const [row] = await this.#control.query<{ conn: string | number | null }>("SELECT IS_USED_LOCK(?) AS conn", [
+          key,
+        ]);
+        if (row?.conn === null || row?.conn === undefined || Date.now() > deadline) break;
+        // The key is this request's alone: the connection holding it is its lane's.
+        if (!killed) await this.#control.kill(Number(row.conn));
+        killed = true;
+        await sleep(20);
+      }
+      await this.#control.query(
+        `DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND IS_USED_LOCK(?) IS NULL`,
+        [ckey, key, key],
+      );
+    } catch {
+      // Kept, as said above.
+    }
+  }
+}
