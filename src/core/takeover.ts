@@ -93,16 +93,16 @@ export interface TakeoverOptions {
   /**
    * Takeover tracking: write this holding's record with the grant, delete it on release,
    * and hand the previous one over. On by default for exclusive locks where the driver
-   * writes the record itself (memory, file, etcd, Redis, PostgreSQL, ZooKeeper;
-   * `coord.takeoverByDefault`); elsewhere (MySQL) and for shared locks `undefined` is
-   * untracked. `true` insists: an
+   * writes the record itself (every built-in backend: memory, file, etcd, Redis,
+   * PostgreSQL, ZooKeeper, MySQL; `coord.takeoverByDefault`); for shared locks, and on a
+   * driver without native records, `undefined` is untracked. `true` insists: an
    * `InvalidArgumentError` on a shared lock, an `UnsupportedError` on a backend without
    * cells, and the lock cannot be downgraded. `false` opts out: nothing is read or written,
    * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
    * combined with the other takeover options). Where the driver has native records
    * tracking costs no extra round trip on an uncontended grant (memory, file, etcd, Redis,
-   * PostgreSQL; etcd: one on a handoff) or one per grant (ZooKeeper: its multi after the
-   * grant); elsewhere (MySQL) a cell write per grant and a delete per release
+   * PostgreSQL, MySQL; etcd: one on a handoff) or one per grant (ZooKeeper: its multi after
+   * the grant); on a driver without them a cell write per grant and a delete per release
    * (docs/takeover.md),
    * which is why it is asked for there (`true` or any other takeover option). A holding
    * that is not tracked leaves nothing to hand on: track every holder of a name that

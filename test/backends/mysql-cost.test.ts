@@ -62,8 +62,8 @@ describe("mysql uncontended cost", () => {
       }
       sent[what] = (await questions(server())) - before;
     }
-    // Two per cycle (the CALL in, the CALL out), and the reading.
-    assert.deepEqual(sent, { untracked: 41, tracked: 41 });
+    // Two per cycle (the CALL in, the CALL out), and the two readings.
+    assert.deepEqual(sent, { untracked: 42, tracked: 42 });
   });
 
   // Tracked (the default): the record is one INSERT inside the grant's call (its nested

@@ -130,13 +130,18 @@ describe("mysql takeover records, written by the granting call", { timeout: 120_
     const proxy = await startProxy({ host: server.host, port: server.port });
     try {
       const a = await client("raced");
-      const k = await client("raced", { memberId: "k", ttlMs: 20_000 }, `mysql://root@127.0.0.1:${proxy.port}/baton`);
+      const k = await client(
+        "raced",
+        { memberId: "k", ttlMs: 20_000 },
+        server.url.replace(`:${server.port}/`, `:${proxy.port}/`),
+      );
       const held = await a.lock("job").acquire();
       const giveUp = new AbortController();
       const waiting = k.lock("job").acquire({ signal: giveUp.signal });
       await waitForWaiters(a, "job", 1);
-      // From now on K hears everything 1.5 s late: the answer of the wait that grants it too.
-      proxy.setLatency({ down: { ms: 1500 } });
+      // From now on K hears everything 0.8 s late (the answer of the wait that grants it
+      // too), within the 2 s its interrupt of the wait may take.
+      proxy.setLatency({ down: { ms: 800 } });
       assert.equal((await held.release()).status, "released");
       await waitFor(async () => (await rows("raced", "job"))[0]?.value?.includes('"m":"k"') === true, "K's grant");
       giveUp.abort(new Error("given up"));
@@ -156,7 +161,11 @@ describe("mysql takeover records, written by the granting call", { timeout: 120_
     try {
       const a = await client("late");
       // TTL 9 s: a statement gets 3 s to answer; the answer below is held back 5 s.
-      const k = await client("late", { memberId: "k", ttlMs: 9000 }, `mysql://root@127.0.0.1:${proxy.port}/baton`);
+      const k = await client(
+        "late",
+        { memberId: "k", ttlMs: 9000 },
+        server.url.replace(`:${server.port}/`, `:${proxy.port}/`),
+      );
       // Its lane connected before the answers are held back.
       await (await k.lock("warm-up").acquire({ takeover: false })).release();
       proxy.setLatency({ down: { ms: 5000 } });
