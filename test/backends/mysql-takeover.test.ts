@@ -65,6 +65,13 @@ describe("mysql takeover records, written by the granting call", { timeout: 120_
 
   const handedOn = async (coord: Coordinator, name: string, holder: Holder, given: unknown = null) => {
     const granted = await holder.next((e) => e.event === "acquired", "the holder's grant");
+    // Written by the granting call: a fresh record's version is its token and its row names
+    // the grant's entry key (a cell write by the core after the grant would have neither).
+    const [stored, ...more] = await rows(coord.namespace, name);
+    assert.deepEqual(
+      { version: String(stored?.version), byGrant: typeof stored?.grant_key, more: more.length },
+      { version: granted.token, byGrant: "string", more: 0 },
+    );
     const handle = await coord.lock(name).acquire({ timeoutMs: 30_000 });
     const { memberId, token, fenceInfo } = handle.takeover ?? assert.fail("the killed holder's loss was not handed on");
     assert.deepEqual(
