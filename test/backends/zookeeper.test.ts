@@ -88,6 +88,7 @@ describe("zookeeper specifics", () => {
       const seen = await take(events, 3, 10_000);
       assert.deepEqual(seen.map(summary), ["join late-member 1", "update late-member 2", "leave late-member"]);
       await events.return?.();
+      await Promise.all([watcher, first, member].map((c) => c.close())); // nothing left for later tests
     } finally {
       await proxy.close();
     }
@@ -121,6 +122,7 @@ describe("zookeeper specifics", () => {
       );
     }
     await events.return?.();
+    await Promise.all([watcher, ...members].map((c) => c.close()));
   });
 
   it("keeps each name in its own node and leaves no empty parent behind", async () => {
