@@ -15,7 +15,7 @@ import { readRecordValue } from "../../src/backends/etcd/takeover.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { Holder } from "../harness/holder.js";
 import { startProxy } from "../harness/proxy.js";
-import { followedByHead } from "./etcd-follow.js";
+import { followedByHead, watchers } from "./etcd-follow.js";
 
 /** Short: the killed holder's lease must expire before the next grant. */
 const HOLDER_TTL_MS = 2000;
@@ -122,12 +122,13 @@ describe("etcd takeover records, written by the granting transaction", () => {
 
   it("a waiter granted by the head's release transaction and killed in that tick is handed on: its record came with the grant", async () => {
     const coord = await client("handed");
+    const watching = await watchers(server.clientPort);
     const held = await coord.lock("job").acquire();
     const holder = dyingHolder(server, "handed", "job", { fenceInfo: "the successor" });
     holders.push(holder);
     await waitForWaiters(coord, "job", 1);
     // The head must have seen the waiter's key to hand the lock to it with its release.
-    await followedByHead(server.clientPort, coord);
+    await followedByHead(server.clientPort, coord, watching + 2);
     const raw = new Etcd3({ hosts: server.endpoints });
     try {
       const prefix = "baton/handed/q/lock/job/";
@@ -171,11 +172,13 @@ describe("etcd takeover records, written by the granting transaction", () => {
         const a = await client(namespace);
         const k = await connect(`etcd://${proxy.address}`, { namespace, memberId: "k", ttlMs: 20_000 });
         coords.push(k);
+        const watching = await watchers(server.clientPort);
         const held = await a.lock("job").acquire(head);
         const giveUp = new AbortController();
         const waiting = k.lock("job").acquire({ signal: giveUp.signal });
         await waitForWaiters(a, "job", 1);
-        await followedByHead(server.clientPort, a);
+        // The waiter's watch, and the head's queue watch if it is tracked.
+        await followedByHead(server.clientPort, a, watching + (head.takeover === false ? 1 : 2));
         // From now on K hears of the release 1.5 s late and its grant lands 1.5 s after it
         // sends it; its answer would come 1.5 s later still. K gives up in between.
         proxy.setLatency({ up: { ms: 1500 }, down: { ms: 1500 } });

@@ -7,7 +7,7 @@ import { BackendUnavailableError, connect, InvalidArgumentError } from "../../sr
 import { waitForWaiters } from "../conformance/helpers.js";
 import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
 import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
-import { followedByHead } from "./etcd-follow.js";
+import { followedByHead, watchers } from "./etcd-follow.js";
 import { startEtcd } from "../harness/etcd.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
@@ -115,6 +115,7 @@ describe("etcd specifics", () => {
     const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
     assert.equal(a.takeoverByDefault, true);
     const before = await txns();
+    const watching = await watchers(server().clientPort);
     const held = await a.lock("native").acquire();
     assert.equal(await txns(), before + 1, "one transaction grants and puts the record");
     const stored = (await raw.get(recordKey).exec()).kvs[0] ?? assert.fail("no record after acquire()");
@@ -130,7 +131,8 @@ describe("etcd specifics", () => {
     const queued = await txns();
     const waiting = b.lock("native").acquire({ timeoutMs: 10_000 });
     await waitUntil("the waiter watching", async () => (await txns()) >= queued + 2, { timeoutMs: 10_000 });
-    await followedByHead(server().clientPort, a);
+    // The head's queue watch and the waiter's.
+    await followedByHead(server().clientPort, a, watching + 2);
     const released = await txns();
     assert.equal((await held.release()).status, "released");
     const next = await waiting;
