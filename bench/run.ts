@@ -273,16 +273,26 @@ async function main(): Promise<void> {
     mkdirSync(rawDir, { recursive: true });
     const json = `${JSON.stringify(results, null, 1)}\n`;
     writeFileSync(join(rawDir, `${stamp}${args.quick ? "-quick" : ""}.json`), json);
-    // Where Baton's own time goes on the in-process paths: a CPU profile of each.
-    for (const backend of ["file", "memory"].filter((b) => args.backends.includes(b as Backend))) {
+    // Where Baton's own (client) time goes: a CPU profile of each backend's uncontended path;
+    // the server backends' profiles show the client's CPU per operation (idle excluded).
+    const serverUrls: Partial<Record<Backend, string | undefined>> = {
+      etcd: env.etcdUrl,
+      postgres: env.pgUrl,
+      mysql: env.mysqlUrl,
+      redis: env.redisUrl,
+      zookeeper: env.zkUrl,
+    };
+    for (const backend of args.backends) {
+      const target = backend === "file" || backend === "memory" ? backend : serverUrls[backend];
+      if (!target) continue;
       progress(`profiling uncontended ${backend}`);
       try {
         execFileSync(
           process.execPath,
           [
             fileURLToPath(new URL("./profile.js", import.meta.url)),
-            backend,
-            "200000",
+            target,
+            backend === "file" || backend === "memory" ? "200000" : "5000",
             "--write",
             join(args.outDir, "benchmarks"),
           ],

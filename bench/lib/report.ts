@@ -446,7 +446,9 @@ export function writeReport(r: Results, outDir: string, json: string): string[] 
     md.push("");
   }
 
-  const profiles = ["file", "memory"].filter((b) => existsSync(join(chartDir, `profile-${b}.md`)));
+  const profiles = ["file", "memory", "etcd", "postgres", "mysql", "redis", "zookeeper"].filter((b) =>
+    existsSync(join(chartDir, `profile-${b}.md`)),
+  );
   if (profiles.length) {
     md.push("## CPU profiles of Baton's uncontended path");
     md.push("");

@@ -1,22 +1,23 @@
 /**
  * Takeover records on ZooKeeper, written by the driver (grant-records.ts): tracked by
- * default, the record in one multi with the grant's node check and deleted in one multi
- * with the node. Round trips are counted from every ZooKeeper handle's trace (the session's
+ * default, the record in one multi with the queue node's create (the first try) or, when
+ * that try does not grant, with the grant's node check, and deleted in one multi with the
+ * node. Round trips are counted from every ZooKeeper handle's trace (the session's
  * and the driver's, which serves cells), not timed: a request's level is one more than the
  * highest answer that came before it was sent.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { FLAGS, type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
 import { zkCells } from "../../src/backends/zookeeper/cells.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
-import { ensurePath } from "../../src/backends/zookeeper/scope.js";
 import type { Coordinator } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { Holder } from "../harness/holder.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
+import { keepParents as keepParentsOf } from "./fixtures/zookeeper-parents.js";
 
 const NS = "specifics";
 const SESSION_MS = 2000;
@@ -57,6 +58,11 @@ function roundTrips(entries: readonly TraceEntry[], from: string, to: string): n
   return seen;
 }
 
+/** Whether `what` is the multi of a grant's record (grant-records.ts's writeRecord), not the first try's. */
+function isGrantMulti(what: string, recordPath: string): boolean {
+  return what.startsWith("applying check ") && what.endsWith(`create ${recordPath}`);
+}
+
 describe("zookeeper takeover records", { timeout: 120_000 }, () => {
   let raw: ZkHandle;
   const { client, server } = ownServer(() => startZooKeeper(), {
@@ -66,23 +72,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
     stopping: () => raw.close(),
   });
 
-  /**
-   * Keeps the queue node of lock `name` and the takeover space from being removed by the
-   * server while empty (they are containers, checked every 500 ms here): a child Baton
-   * ignores in each, deleted by the returned function. Without it a round trip count
-   * would include their remaking whenever the check fell in between.
-   */
-  async function keepParents(namespace: string, name: string): Promise<() => Promise<void>> {
-    const layout = new Layout("", namespace);
-    const keepers = [layout.queue("lock", name), layout.cellSpace("takeover")].map((parent) => `${parent}/keep`);
-    for (const keeper of keepers) {
-      await ensurePath(raw, "", keeper.slice(0, keeper.lastIndexOf("/")), AbortSignal.timeout(10_000));
-      await raw.create(keeper, "", FLAGS.persistent);
-    }
-    return async () => {
-      for (const keeper of keepers) await raw.delete(keeper);
-    };
-  }
+  const keepParents = (namespace: string, name: string) => keepParentsOf(raw, namespace, name);
 
   /** A coordinator whose handles are all traced into `entries`. */
   async function traced(
@@ -100,7 +90,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
     }
   }
 
-  it("tracks by default: acquire is one round trip more than the grant's, release one", async () => {
+  it("tracks by default: acquire and release are one round trip each, as untracked", async () => {
     const { coord, trace } = await traced("rt");
     const unkeep = await keepParents(NS, "rt");
     try {
@@ -137,7 +127,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       [
         ["untracked acquire", 1],
         ["untracked release", 1],
-        ["tracked acquire", 2],
+        ["tracked acquire", 1],
         ["tracked release", 1],
       ],
     );
@@ -160,9 +150,9 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
     trace.mark("acquire");
     const handle = await lock.acquire();
     trace.mark("acquired");
-    // The queue node's create (refused), the parents with the create again; the record's
-    // multi (refused), its parents with the multi again.
-    assert.equal(roundTrips(trace.entries, "acquire", "acquired"), 4);
+    // The first try's multi (refused: the queue's parent), those parents with the multi again
+    // (refused: the takeover space), its parents with the multi again.
+    assert.equal(roundTrips(trace.entries, "acquire", "acquired"), 3);
     assert.equal(handle.takeover, null);
     await handle.release();
   });
@@ -208,13 +198,17 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       const recordPath = new Layout("", NS).cell("takeover", "lost-answer");
       unkeep = await keepParents(NS, "lost-answer");
       const sessionId = (await coord._core.liveSession()).id;
+      // An untracked holder ahead: the first try does not grant, the record is written at the grant.
+      const ahead = await (await client({ memberId: "lost-answer-ahead" }))
+        .lock("lost-answer")
+        .acquire({ takeover: false });
       let multis = 0;
       let sent = () => {};
       const multiSent = new Promise<void>((resolve) => {
         sent = resolve;
       });
       handle.trace = (e) => {
-        if (e.kind === "request" && e.what.startsWith("applying check ")) {
+        if (e.kind === "request" && isGrantMulti(e.what, recordPath)) {
           // From now on the server's answers are held back (its answer cannot have come
           // yet), so the record's multi reaches the server and its answer does not come back.
           if (multis++ === 0) proxy.setLatency({ down: { ms: 1000 } });
@@ -222,6 +216,8 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
         }
       };
       const acquiring = coord.lock("lost-answer").acquire();
+      await waitForWaiters(coord, "lost-answer", 1);
+      await ahead.release();
       await multiSent;
       await waitFor(async () => (await raw.exists(recordPath)) !== null, "the multi to land");
       proxy.setLatency({});
@@ -278,27 +274,38 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
     return ((await coord._core.liveSession()).driver as unknown as { handle: ZkHandle }).handle;
   }
 
-  it("an acquisition cancelled while its record's multi is out: no handle, and no record left", async () => {
-    const coord = await client({ memberId: "cancel-record", ttlMs: SESSION_MS });
-    const handle = await sessionHandle(coord);
-    const recordPath = new Layout("", NS).cell("takeover", "cancel-record");
-    const cancel = new AbortController();
-    let multis = 0;
-    handle.trace = (e) => {
-      // Called as the multi is sent: the signal aborts with the record on its way.
-      if (e.kind === "request" && e.what.includes(`create ${recordPath}`) && multis++ === 0) cancel.abort();
-    };
-    try {
-      await assert.rejects(coord.lock("cancel-record").acquire({ signal: cancel.signal }), { name: "AbortError" });
-    } finally {
-      handle.trace = null;
-    }
-    assert.equal(multis, 1, "the record's multi went out once");
-    await waitFor(async () => (await raw.exists(recordPath)) === null, "the record to go with the node");
-    const next = await coord.lock("cancel-record").acquire({ timeoutMs: 10_000 });
-    assert.equal(next.takeover, null, "no takeover naming the cancelled grant");
-    await next.release();
-  });
+  for (const at of ["first try", "grant"] as const) {
+    it(`an acquisition cancelled while its record's multi is out (${at}): no handle, and no record left`, async () => {
+      const name = `cancel-record-${at === "grant" ? "g" : "f"}`;
+      const coord = await client({ memberId: name, ttlMs: SESSION_MS });
+      const handle = await sessionHandle(coord);
+      const recordPath = new Layout("", NS).cell("takeover", name);
+      // With an untracked holder ahead, the first try does not grant: the grant's multi writes it.
+      const ahead = at === "grant" ? await (await client()).lock(name).acquire({ takeover: false }) : null;
+      const cancel = new AbortController();
+      let multis = 0;
+      handle.trace = (e) => {
+        if (e.kind !== "request" || !e.what.includes(`create ${recordPath}`)) return;
+        // Called as the multi is sent: the signal aborts with the record on its way.
+        if ((at === "first try" || isGrantMulti(e.what, recordPath)) && multis++ === 0) cancel.abort();
+      };
+      try {
+        const acquiring = coord.lock(name).acquire({ signal: cancel.signal });
+        if (ahead) {
+          await waitForWaiters(coord, name, 1);
+          await ahead.release();
+        }
+        await assert.rejects(acquiring, { name: "AbortError" });
+      } finally {
+        handle.trace = null;
+      }
+      assert.equal(multis, 1, "the record's multi went out once");
+      await waitFor(async () => (await raw.exists(recordPath)) === null, "the record to go with the node");
+      const next = await coord.lock(name).acquire({ timeoutMs: 10_000 });
+      assert.equal(next.takeover, null, "no takeover naming the cancelled grant");
+      await next.release();
+    });
+  }
 
   it("a lost record multi found as its own, then cancelled: the record goes with the node", async () => {
     const [host, port] = server().address.split(":") as [string, string];
@@ -309,6 +316,9 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       const handle = await sessionHandle(coord);
       const recordPath = new Layout("", NS).cell("takeover", "own-cancel");
       unkeep = await keepParents(NS, "own-cancel");
+      const ahead = await (await client({ memberId: "own-cancel-ahead" }))
+        .lock("own-cancel")
+        .acquire({ takeover: false });
       const cancel = new AbortController();
       let multis = 0;
       let sent = () => {};
@@ -317,7 +327,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       });
       handle.trace = (e) => {
         if (e.kind !== "request") return;
-        if (e.what.includes(`create ${recordPath}`)) {
+        if (isGrantMulti(e.what, recordPath)) {
           if (multis++ === 0) proxy.setLatency({ down: { ms: 1000 } }); // its answer held back
           sent();
         }
@@ -327,6 +337,8 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       };
       const acquiring = coord.lock("own-cancel").acquire({ signal: cancel.signal });
       acquiring.catch(() => {});
+      await waitForWaiters(coord, "own-cancel", 1);
+      await ahead.release();
       await multiSent;
       await waitFor(async () => (await raw.exists(recordPath)) !== null, "the multi to land");
       proxy.setLatency({});

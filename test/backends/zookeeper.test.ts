@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BackendUnavailableError, connect, InvalidArgumentError } from "../../src/index.js";
+import { BackendUnavailableError, connect, type GroupEvent, InvalidArgumentError } from "../../src/index.js";
 import { expireSession } from "../../src/testing.js";
-import { waitFor } from "../conformance/helpers.js";
+import { take, waitFor } from "../conformance/helpers.js";
 import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
+import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 
 // Real ZooKeeper from Debian's package (scripts/ensure-servers.sh zookeeper), standalone,
@@ -66,6 +67,62 @@ describe("zookeeper specifics", () => {
       await events.return?.();
       await remove(raw, path).catch(() => {});
     }
+  });
+
+  it("reports the join and update of a member that left before the watcher could read its record", async () => {
+    // The watcher's requests reach the server 300 ms late, its events do not: each read after
+    // an event finds the record gone. The values come from the epitaph the leave wrote.
+    const [host, port] = server().address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    try {
+      const watcher = await client({ memberId: "late-watcher" }, `zookeeper://${proxy.address}`);
+      const first = await client({ memberId: "late-first" });
+      await first.group("late").join({ n: 0 });
+      const events = watcher.group("late").watch();
+      assert.equal((await take(events, 1))[0]?.type, "join", "the watch is set");
+      proxy.setLatency({ up: { ms: 300 } });
+      const member = await client({ memberId: "late-member" });
+      const membership = await member.group("late").join({ n: 1 });
+      await member.group("late").update({ n: 2 });
+      await membership.leave();
+      const seen = await take(events, 3, 10_000);
+      assert.deepEqual(seen.map(summary), ["join late-member 1", "update late-member 2", "leave late-member"]);
+      await events.return?.();
+      await Promise.all([watcher, first, member].map((c) => c.close())); // nothing left for later tests
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("reports every update of members that update and leave back to back, in order", async () => {
+    const watcher = await client({ memberId: "quick-watcher" });
+    const members = await Promise.all([0, 1].map((i) => client({ memberId: `quick-${i}` })));
+    const events = watcher.group("quick").watch();
+    // Bounded: 2 members x 15 rounds of join, update, leave, at once.
+    const rounds = 15;
+    await Promise.all(
+      members.map(async (member) => {
+        for (let n = 0; n < rounds; n++) {
+          const membership = await member.group("quick").join({ n });
+          await member.group("quick").update({ n: n + 0.5 });
+          await membership.leave();
+        }
+      }),
+    );
+    const seen = (await take(events, members.length * rounds * 3, 20_000)).map(summary);
+    for (const [i, member] of members.entries()) {
+      const expected = Array.from({ length: rounds }, (_, n) => [
+        `join quick-${i} ${n}`,
+        `update quick-${i} ${n + 0.5}`,
+        `leave quick-${i}`,
+      ]).flat();
+      assert.deepEqual(
+        seen.filter((s) => s.split(" ")[1] === member.memberId),
+        expected,
+      );
+    }
+    await events.return?.();
+    await Promise.all([watcher, ...members].map((c) => c.close()));
   });
 
   it("keeps each name in its own node and leaves no empty parent behind", async () => {
@@ -151,6 +208,12 @@ async function rawClient(address: string): Promise<RawClient> {
     zk.connect();
   });
   return zk;
+}
+
+/** An event as "type member n" (n: the capabilities' `n`). */
+function summary(event: GroupEvent): string {
+  if (event.type === "leave") return `leave ${event.memberId}`;
+  return `${event.type} ${event.member.memberId} ${(event.member.capabilities as { n: number }).n}`;
 }
 
 function list(zk: RawClient, path: string): Promise<string[]> {

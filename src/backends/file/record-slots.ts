@@ -4,8 +4,8 @@
  * they must cost as few system calls as can be. They live in fixed binary slots of one
  * sparse file, `takeover.slots`: a record's key hashes to one of {@link BUCKETS} buckets of
  * one page, each a header and {@link SLOTS} slots of {@link SLOT} bytes (state, lengths,
- * the slot's write count, the fence, then the key and the value inline), after a page
- * with a bit per bucket ever used (for list()). No JSON, no parse:
+ * the slot's write count, the fence, then the key and the value inline), after the pages
+ * of a bit per bucket ever used (for list()). No JSON, no parse:
  *
  * - A write holds the mutex of the fencing-token counter (kernel.ts: an OFD lock, freed if
  *   the writer dies), so a tracked grant takes its token and writes its record in one
@@ -40,8 +40,13 @@ import { FILES, type Directory } from "./directory.js";
 import { counterMutex } from "./kernel.js";
 import { overflowRecords, type WriteNow } from "./records.js";
 
-/** Buckets of the slots file: a key's bucket is its hash modulo this (64 MiB, sparse). */
-export const BUCKETS = 16384;
+/**
+ * Buckets of the slots file: a key's bucket is its hash modulo this (512 MiB, sparse: only
+ * buckets ever used take disk). 917,504 slots, so about 800,000 locks held at once before
+ * the overflow store (about 200,000 more) takes the rest; 16,384 buckets failed the scale
+ * bench at 232,077 held locks.
+ */
+export const BUCKETS = 131072;
 /** Bytes of a bucket: one page, so no slot crosses a page. */
 const BUCKET = 4096;
 /** Bytes of a slot (the first slot's place is the bucket header). */
@@ -68,7 +73,7 @@ const TRIES = 64;
  * Bytes before the first bucket: a bit per bucket that ever held a slot's record, so that
  * list() reads those buckets only, not the whole (mostly sparse) file.
  */
-const USED_MAP = 4096;
+const USED_MAP = BUCKETS / 8;
 
 /** What a clean release calls: deletes the record at `version`; `false` when its bucket stayed busy. */
 export type ReleaseNow = (key: string, version: bigint) => boolean;

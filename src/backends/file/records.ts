@@ -83,7 +83,7 @@ export function overflowRecords(
     const text = Buffer.from(JSON.stringify(data), "utf8");
     if (text.length > HALF) {
       throw new BackendUnavailableError(
-        `the takeover records that hash to region ${region} of ${path} would exceed ${HALF} bytes: too many held locks with large fence info`,
+        `the takeover records that hash to region ${region} of ${path} would exceed ${HALF} bytes: too many locks are held at once in this directory with large fence info or past the slots' capacity (about a million records; see record-slots.ts); release some, or use fewer, smaller fence info`,
         { backend: BACKEND },
       );
     }

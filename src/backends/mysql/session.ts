@@ -35,6 +35,11 @@ const chunkMs = (ttlMs: number) => Math.max(1000, Math.min(ttlMs, 10_000));
  * other than the one it sleeps on releases nothing it can wait for.
  */
 const SEM_POLL_MS = 50;
+/**
+ * How often a blocking acquisition tries again while every lane holds grants and the
+ * connection budget is spent (see #acquireOnce).
+ */
+const EXHAUSTED_RETRY_MS = 200;
 
 /** Random per process: keys of two processes, or of two runs of one, never meet. */
 const KEY_PREFIX = `baton:${randomBytes(12).toString("hex")}:`;
@@ -253,14 +258,42 @@ export class MySession implements DriverSession {
 
   async #acquireOnce(request: AcquireRequest): Promise<MyGrant | null> {
     const id = `${request.kind}\u0000${request.name}`;
+    const fits = (l: Lane) => l.usable && !l.ids.has(id);
+    if (!request.wait) return this.#acquireOn(await this.#pool.obtain(fits, id, request.signal), request, id, false);
     // A wait runs only on a lane that holds nothing: a connection that holds a lock while
     // it waits in GET_LOCK is an edge in the server's deadlock graph that the application
-    // never asked for. A try may use any usable lane.
-    const lane = await this.#pool.obtain(
-      request.wait ? (l) => l.empty && !l.ids.has(id) : (l) => l.usable && !l.ids.has(id),
-      id,
-      request.signal,
-    );
+    // never asked for. So: an empty lane (its call tries first, one round trip); else a try
+    // on a lane that holds grants (a connection holds any number of locks); else a new
+    // lane within the budget. With every connection holding something, the tries are made
+    // again whenever a lane changes, and at least every EXHAUSTED_RETRY_MS (a release in
+    // another process tells this one nothing): the one case that polls, and only until a
+    // lane empties. Without that, a coordinator holding a lock on each of its lanes could
+    // not take one more, not even a free one.
+    const tried = new Set<Lane>();
+    for (;;) {
+      if (request.signal.aborted) throw request.signal.reason;
+      this.#assertOpen();
+      const empty = this.#pool.reserve((l) => l.empty && !l.ids.has(id), id);
+      if (empty) return this.#acquireOn(empty, request, id, true);
+      const busy = this.#pool.reserve((l) => fits(l) && !tried.has(l), id);
+      if (busy) {
+        tried.add(busy);
+        const grant = await this.#acquireOn(busy, request, id, false);
+        if (grant) return grant;
+        continue;
+      }
+      const opened = await this.#pool.openOrNull(id, request.signal);
+      if (opened) return this.#acquireOn(opened, request, id, true);
+      const step = AbortSignal.any([request.signal, AbortSignal.timeout(EXHAUSTED_RETRY_MS)]);
+      await this.#c.budget.changed.wait(step).catch(() => {
+        if (request.signal.aborted) throw request.signal.reason;
+      });
+      tried.clear();
+    }
+  }
+
+  /** One acquisition's call on a lane reserved for it: a try, or a wait (`wait`). */
+  async #acquireOn(lane: Lane, request: AcquireRequest, id: string, wait: boolean): Promise<MyGrant | null> {
     let grant: MyGrant | null = null;
     const key = entryKey();
     const ns = this.#c.namespace;
@@ -276,7 +309,7 @@ export class MySession implements DriverSession {
       this.#c.memberId,
     ];
     try {
-      if (!request.wait) {
+      if (!wait) {
         const [row] = await lane.connection.query<{ token: string | null }>(
           `CALL ${this.#p}acquire(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)`,
           params,

@@ -60,7 +60,10 @@ class PostgresDriver implements Driver {
   readonly #c: SessionContext;
   readonly #q: string;
   readonly cells: DriverCells;
-  /** lock_acquire_tracked and lock_release_tracked write and delete takeover records (migrations.ts v4). */
+  /**
+   * The tracked grant (lock_acquire_tracked, migrations.ts v4 and v5) writes the takeover
+   * record; the tracked release (session.ts) turns it into a tombstone, each in its own statement.
+   */
   readonly nativeRecords = true;
 
   constructor(context: SessionContext) {

@@ -106,4 +106,62 @@ DROP TRIGGER cells_notify ON @s.cells;
 CREATE TRIGGER cells_notify AFTER INSERT OR UPDATE ON @s.cells
   FOR EACH ROW WHEN (NEW.space <> 'takeover') EXECUTE FUNCTION @s.cells_notify();
 `,
+  // v5
+  `
+-- A tracked grant's record costs one in-place (heap-only) update each way: a clean release
+-- leaves the record's row as a tombstone (value NULL), as any deleted cell, so the next grant
+-- of the name rewrites that row instead of inserting a row and an index entry (and the
+-- release deleting them). The rows number the lock names ever tracked, like the key
+-- registry. The grant is also one function now (v4 called lock_acquire() from it), and its
+-- and the release's set_config() are expressions, not queries.
+CREATE OR REPLACE FUNCTION @s.lock_acquire_tracked(p_key bigint, p_ns text, p_kind text, p_name text, p_wait bool,
+  p_epoch bigint, p_record text, OUT o_token bigint, OUT o_pid int, OUT o_version bigint,
+  OUT o_found_value text, OUT o_found_version bigint, OUT o_found_fence bigint)
+LANGUAGE plpgsql AS $$
+DECLARE v text;
+BEGIN
+  o_pid := pg_backend_pid();
+  IF p_wait THEN
+    PERFORM @s.collision(p_key, p_ns, p_kind, p_name, 0);
+    PERFORM pg_advisory_lock(p_key);
+  ELSIF NOT pg_try_advisory_lock(p_key) THEN
+    PERFORM @s.collision(p_key, p_ns, p_kind, p_name, 0);
+    RETURN;
+  END IF;
+  UPDATE @s.holders h SET pid = o_pid, token = p_epoch + nextval('@s.tokens'), since = @s.now_ms()
+  WHERE h.key = p_key AND h.namespace = p_ns AND h.kind = p_kind AND h.name = p_name AND h.part = 0
+  RETURNING h.token INTO o_token;
+  IF NOT FOUND THEN o_token := @s.granted(p_key, p_ns, p_kind, p_name, false, p_epoch, o_pid); END IF;
+  v := set_config('synchronous_commit', 'off', true);
+  v := left(p_record, -1) || ',"t":"' || o_token || '","at":' || @s.now_ms() || '}';
+  UPDATE @s.cells c SET value = v, version = nextval('@s.cell_versions'), fence = GREATEST(c.fence, o_token)
+  WHERE c.namespace = p_ns AND c.space = 'takeover' AND c.key = p_name AND c.value IS NULL
+  RETURNING c.version INTO o_version;
+  IF FOUND THEN RETURN; END IF;
+  -- The name's first tracked grant, or a live record (the previous holding was lost).
+  INSERT INTO @s.cells AS c (namespace, space, key, value, version, fence)
+  VALUES (p_ns, 'takeover', p_name, v, nextval('@s.cell_versions'), o_token)
+  ON CONFLICT (namespace, space, key) DO UPDATE
+    SET value = EXCLUDED.value, version = EXCLUDED.version, fence = GREATEST(c.fence, EXCLUDED.fence)
+    WHERE c.value IS NULL
+  RETURNING c.version INTO o_version;
+  IF o_version IS NULL THEN
+    SELECT c.value, c.version, c.fence INTO o_found_value, o_found_version, o_found_fence
+    FROM @s.cells c WHERE c.namespace = p_ns AND c.space = 'takeover' AND c.key = p_name;
+  END IF;
+END $$;
+-- Kept for clients of v4 (this version's clients release with one plain statement,
+-- postgres/session.ts): the same tombstone.
+CREATE OR REPLACE FUNCTION @s.lock_release_tracked(p_key bigint, p_ns text, p_name text, p_version bigint,
+  OUT o_released bool, OUT o_pid int)
+LANGUAGE plpgsql AS $$
+DECLARE v text;
+BEGIN
+  v := set_config('synchronous_commit', 'off', true);
+  UPDATE @s.cells SET value = NULL, version = nextval('@s.cell_versions')
+  WHERE namespace = p_ns AND space = 'takeover' AND key = p_name AND version = p_version;
+  o_released := pg_advisory_unlock(p_key);
+  o_pid := pg_backend_pid();
+END $$;
+`,
 ];

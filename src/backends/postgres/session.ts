@@ -36,6 +36,14 @@ export class PgSession implements DriverSession {
   readonly #q: string;
   readonly #pool: LanePool<PgConnection, Lane>;
   readonly #lanes: LaneAcquisitions;
+  /**
+   * The release of a tracked exclusive grant, one plain statement (a plpgsql call costs the
+   * server more): its record becomes a tombstone if still at the version it claimed, then
+   * the lock is freed (the aggregate reads the update to its end first, so a waiter granted
+   * by the unlock finds the tombstone, once this commits). Committed asynchronously, as the
+   * grant's record (docs/takeover.md, durability).
+   */
+  readonly #releaseTracked: string;
   #closed = false;
 
   private constructor(context: SessionContext, hooks: SessionHooks, id: string) {
@@ -43,6 +51,11 @@ export class PgSession implements DriverSession {
     this.#c = context;
     this.#hooks = hooks;
     this.#q = quoteIdent(context.settings.schema);
+    this.#releaseTracked = `WITH cleared AS (UPDATE ${this.#q}.cells SET value = NULL, version = nextval('${this.#q}.cell_versions')
+        WHERE namespace = $2 AND space = 'takeover' AND key = $3 AND version = $4 RETURNING 1)
+      SELECT pg_advisory_unlock($1) AS o_released, pg_backend_pid() AS o_pid,
+        set_config('synchronous_commit', 'off', true) AS o_commit
+      FROM (SELECT count(*) FROM cleared) AS c`;
     this.#pool = new LanePool(laneFactory(context, id), id);
     this.#lanes = new LaneAcquisitions(context);
   }
@@ -133,11 +146,11 @@ export class PgSession implements DriverSession {
   async #releaseStatement(g: PgGrant): Promise<void> {
     const lane = g.lane;
     // An exclusive lock has no grant row: a bare unlock, prepared, is all it takes (and its
-    // takeover record's delete, in the same statement, when it is tracked).
+    // takeover record's tombstone, in the same statement, when it is tracked).
     const result =
       g.mode === "exclusive" && g.sem === null && g.recordVersion !== undefined
         ? await lane.query<{ o_pid: number }>(
-            `SELECT * FROM ${this.#q}.lock_release_tracked($1, $2, $3, $4)`,
+            this.#releaseTracked,
             [g.key, this.#c.namespace, g.name, String(g.recordVersion)],
             this.#quickMs,
             `baton_untrack_${this.#c.settings.schema}`,

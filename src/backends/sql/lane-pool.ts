@@ -100,20 +100,27 @@ export class LanePool<C extends PoolConnection, L extends PoolLane> {
       this.assertOpen();
       const found = this.reserve(pred, id);
       if (found) return found;
-      const opening = this.openReserved(id);
-      let opened: L | null;
-      try {
-        opened = await raceSignal(opening, signal);
-      } catch (error) {
-        if (signal.aborted)
-          opening.then(
-            (lane) => lane && this.#unreserve(lane, id),
-            () => {},
-          );
-        throw error;
-      }
+      const opened = await this.openOrNull(id, signal);
       if (opened) return opened;
       await this.#f.budget.changed.wait(signal);
+    }
+  }
+
+  /**
+   * {@link openReserved}, rejecting with `signal.reason` when it aborts first (the lane,
+   * once open, then stays in the pool unreserved).
+   */
+  async openOrNull(id: string, signal: AbortSignal): Promise<L | null> {
+    const opening = this.openReserved(id);
+    try {
+      return await raceSignal(opening, signal);
+    } catch (error) {
+      if (signal.aborted)
+        opening.then(
+          (lane) => lane && this.#unreserve(lane, id),
+          () => {},
+        );
+      throw error;
     }
   }
 

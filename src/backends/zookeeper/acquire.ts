@@ -20,18 +20,19 @@
  * @module
  */
 import { performance } from "node:perf_hooks";
-import { abortable, atMost, linked, raceSignal } from "../../core/abortable.js";
+import { atMost, linked, raceSignal } from "../../core/abortable.js";
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
-import type { Stat, Watcher } from "./client.js";
+import type { Stat } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
-import { decodeData, encodeData, type NodeData, nodePrefix } from "./paths.js";
+import { encodeData, type NodeData, nodePrefix } from "./paths.js";
 import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
 import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
 import { awaitTurn, type OwnNode, raise, relist } from "./handoff.js";
 import { FLAGS } from "./client.js";
-import { Abandoned, writeRecord } from "./grant-records.js";
+import { Abandoned, dropEarlyRecord, type EarlyRecord, joinWithRecord, writeRecord } from "./grant-records.js";
+import { nextChange, readView, withModes } from "./queue-reads.js";
 
 /** A grant: its node, and what a conversion or release needs. */
 export class ZkGrant implements DriverGrant {
@@ -91,14 +92,23 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   // signal for the session's life (Node's kDependantSignals), 45 bytes a grant in the soak.
   const { signal: stop, dispose } = linked([signal, scope.ended]);
   let path: string | null = null;
+  /** The record the first try wrote with the node, until a grant takes it or it is deleted. */
+  const early: { record: EarlyRecord | null } = { record: null };
   try {
-    const joined = await join(scope, parent, prefix, isSole(request), stop);
+    const tracked = request.record !== undefined && isSole(request) ? request.record : undefined;
+    const joined = await join(scope, { parent, prefix, sole: isSole(request), tracked, lockName: request.name }, stop);
     path = joined.path;
-    return await wait(scope, request, parent, path, tag, joined, stop);
+    early.record = joined.early;
+    return await wait(scope, request, parent, path, tag, joined, early, stop);
   } catch (caught) {
     const error = caught instanceof Abandoned ? caught.reason : caught;
+    const record = early.record;
     const removal =
-      caught instanceof Abandoned ? caught.cleanup : withdraw(scope, parent, path ? { path } : { prefix });
+      caught instanceof Abandoned
+        ? caught.cleanup
+        : record && path
+          ? dropEarlyRecord(scope, path, record).then(() => withdraw(scope, parent, { path: path as string }))
+          : withdraw(scope, parent, path ? { path } : { prefix });
     // Waiting for the server is pointless once the session is ending (it takes the node).
     if (!scope.ended.aborted) await atMost(removal, 2000);
     if (signal.aborted) throw signal.reason;
@@ -110,10 +120,31 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   }
 }
 
-/** Creates the node and reads the queue in one round trip. */
-async function join(scope: Scope, parent: string, prefix: string, sole: boolean, stop: AbortSignal): Promise<Joined> {
+/**
+ * Creates the node and reads the queue in one round trip; a tracked exclusive request
+ * first tries to write its record in the same round trip (grant-records.ts, "First try").
+ */
+async function join(
+  scope: Scope,
+  queue: { parent: string; prefix: string; sole: boolean; tracked: string | undefined; lockName: string },
+  stop: AbortSignal,
+): Promise<Joined> {
   const { handle } = scope;
+  const { parent, prefix, sole } = queue;
   const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now(), v: 1 });
+  if (queue.tracked !== undefined) {
+    const tried = await joinWithRecord(
+      scope,
+      { parent, prefix, data, lockName: queue.lockName, record: queue.tracked },
+      stop,
+    );
+    if (tried) {
+      const { path, listed, record } = tried;
+      const view = listed ? viewOf(listed.children, listed.stat, new Map()) : null;
+      const czxid = record?.zxid ?? null;
+      return { path, data, czxid, view, token: listed ? soleToken(listed.stat) : null, early: record };
+    }
+  }
   let ensuring: Promise<void> | null = null;
   for (;;) {
     if (stop.aborted) throw stop.reason;
@@ -134,6 +165,7 @@ async function join(scope: Scope, parent: string, prefix: string, sole: boolean,
         czxid,
         view: first ? viewOf(first.children, first.stat, new Map()) : null,
         token: first && stamp ? stamp.mzxid : null,
+        early: null,
       };
     } catch (error) {
       if (hasCode(error, RC.NONODE)) {
@@ -147,10 +179,10 @@ async function join(scope: Scope, parent: string, prefix: string, sole: boolean,
       }
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
       const found = await findByPrefix(scope, parent, prefix, stop);
-      if (found) return { path: found, data, czxid: null, view: null, token: null };
+      if (found) return { path: found, data, czxid: null, view: null, token: null, early: null };
       // Not there: the create never reached a server. createProtected goes on from here.
       const path = await createProtected(scope, parent, prefix, data, stop);
-      return { path, data, czxid: null, view: null, token: null };
+      return { path, data, czxid: null, view: null, token: null, early: null };
     }
   }
 }
@@ -162,37 +194,8 @@ interface Joined {
   readonly czxid: bigint | null;
   readonly view: QueueView | null;
   readonly token: bigint | null;
-}
-
-/** Reads the queue, and the current mode of every converted writer a shared request must know. */
-export async function readView(
-  scope: Scope,
-  parent: string,
-  needModes: boolean,
-  stop: AbortSignal,
-): Promise<QueueView | null> {
-  const { handle } = scope;
-  const listed = await retrying(handle, `reading ${parent}`, () => handle.children(parent), stop);
-  if (!listed) return null;
-  const view = viewOf(listed.children, listed.stat, new Map());
-  return needModes ? withModes(scope, parent, view, stop) : view;
-}
-
-/** Adds the current modes of the view's writer nodes (a downgrade rewrites the data). */
-export async function withModes(scope: Scope, parent: string, view: QueueView, stop: AbortSignal): Promise<QueueView> {
-  const writers = view.nodes.filter((n) => n.mode === "exclusive");
-  if (writers.length === 0) return view;
-  const modes = new Map<string, LockMode>();
-  const reads = await Promise.all(
-    writers.map((n) =>
-      retrying(scope.handle, `reading ${parent}/${n.name}`, () => scope.handle.get(`${parent}/${n.name}`), stop),
-    ),
-  );
-  reads.forEach((read, i) => {
-    const data = read ? decodeData(read.data) : null;
-    if (data?.m === "s") modes.set((writers[i] as { name: string }).name, "shared");
-  });
-  return { ...view, modes };
+  /** The record the first try wrote with the node. */
+  readonly early: EarlyRecord | null;
 }
 
 async function wait(
@@ -202,6 +205,7 @@ async function wait(
   path: string,
   tag: string,
   joined: Joined,
+  early: { record: EarlyRecord | null },
   stop: AbortSignal,
 ): Promise<ZkGrant> {
   const { kind, mode, limit } = request;
@@ -218,12 +222,25 @@ async function wait(
   for (;;) {
     view ??= sole ? await relist(scope, parent, own, stop) : await readView(scope, parent, needModes, stop);
     const decision: Decision = view ? decide(view, name, kind, mode, limit) : { type: "missing" };
+    const record = early.record;
+    if (record && !(decision.type === "grant" && stamp === record.zxid)) {
+      // Not granted by the read behind the first try: the record goes before anything else.
+      await dropEarlyRecord(scope, path, record);
+      early.record = null;
+    }
     switch (decision.type) {
       case "missing":
         throw vanished(scope, request);
       case "mismatch":
         throw limitMismatch(limit, decision.limit, { backend: BACKEND });
       case "grant": {
+        if (early.record) {
+          // Granted as the first try wrote it: the record is this grant's (grant-records.ts).
+          if (stop.aborted) throw stop.reason; // the node and the record go together
+          const { zxid, at } = early.record;
+          early.record = null;
+          return granted(scope, request, { parent, own, tag, czxid: joined.czxid }, zxid, stop, { zxid, at });
+        }
         const token =
           stamp ??
           (sole && view
@@ -259,10 +276,15 @@ async function granted(
   node: { parent: string; own: OwnNode; tag: string; czxid: bigint | null },
   token: bigint,
   stop: AbortSignal,
+  recorded?: { zxid: bigint; at: number },
 ): Promise<ZkGrant> {
   const { parent, own, tag, czxid } = node;
   const sole = isSole(request);
-  const grant = new ZkGrant(request, parent, own.path, tag, token, Date.now());
+  const grant = new ZkGrant(request, parent, own.path, tag, token, recorded?.at ?? Date.now());
+  if (recorded) {
+    grant.recordVersion = recorded.zxid;
+    grant.recordCreated = recorded.zxid;
+  }
   const note = grant.data(scope, sole ? { t: token.toString(), h: 1 } : { t: token.toString() });
   let noting: Promise<Stat> | null = null;
   if (sole && own.bumped < token) {
@@ -274,7 +296,7 @@ async function granted(
     scope.handle.set(own.path, note).catch(() => {});
   }
   // A tracked grant's record (grant-records.ts), sent right behind the note: one round trip.
-  const recording = request.record === undefined ? null : writeRecord(scope, grant, request.record);
+  const recording = request.record === undefined || recorded ? null : writeRecord(scope, grant, request.record, czxid);
   recording?.catch(() => {});
   if (recording) {
     // The multi is not cut by `stop` (writeRecord), but the acquisition is: it rejects at
@@ -348,40 +370,6 @@ export function guard(scope: Scope, grant: ZkGrant): ZkGrant {
 }
 
 const DELETED = 2;
-
-/** Resolves when something the waiter depends on changes (or at once if it already has). */
-export function nextChange(
-  scope: Scope,
-  parent: string,
-  decision: { readonly watch: readonly string[]; readonly children: boolean },
-  view: QueueView,
-  stop: AbortSignal,
-): Promise<void> {
-  const { handle } = scope;
-  return abortable<void>(stop, (resolve, reject) => {
-    const finish = (error?: unknown) => (error === undefined ? resolve() : reject(error));
-    const fire: Watcher = () => finish();
-    const arm = async () => {
-      if (decision.children) {
-        const listed = await handle.children(parent, fire);
-        const before = [...view.nodes, ...view.markers].map((n) => n.name).sort();
-        if (!listed || listed.children.filter((c) => before.includes(c)).length !== before.length) finish();
-        else if (listed.children.length !== before.length) finish();
-        return;
-      }
-      // A read, not exists(): on a node already gone, exists() would leave a watch for its
-      // creation, which a sequential node never sees again (a watch leaked per such wait).
-      const reads = await Promise.all(decision.watch.map((n) => handle.get(`${parent}/${n}`, fire)));
-      if (reads.some((r) => r === null)) finish();
-    };
-    arm().catch((error: unknown) => {
-      // A lost connection: read again once reconnected (watches are re-armed then).
-      if (isTransient(error)) handle.waitConnected(stop).then(() => finish(), finish);
-      else finish(stop.aborted ? stop.reason : translate(error, `watching ${parent}`));
-    });
-    return undefined;
-  });
-}
 
 function vanished(scope: Scope, request: AcquireRequest): SessionExpiredError {
   const error = new SessionExpiredError(

@@ -32,7 +32,21 @@ const RESYNC_MS = 5000;
 interface CellData {
   readonly f: string;
   readonly x: string | null;
+  /**
+   * 1: a takeover record written in one multi with its grant's queue node, before the token
+   * was known (grant-records.ts): the token is that multi's zxid, the node's czxid, and the
+   * value's sealed token (`"t":"0"`) stands for it.
+   */
+  readonly z?: number;
 }
+
+/** A takeover record's data, written with its queue node before its token is known (see `CellData.z`). */
+export function cellDataWithNode(sealedWithZero: string): string {
+  return JSON.stringify({ f: "0", x: sealedWithZero, z: 1 } satisfies CellData);
+}
+
+/** The sealed token of a record written with its node (`sealRecord` with token 0). */
+const ZERO_TOKEN = /,"t":"0","at":(\d+)}$/;
 
 /** A cell node's data: its fence and value (`null`: a tombstone). */
 export function cellData(fence: bigint, value: string | null): string {
@@ -42,6 +56,11 @@ export function cellData(fence: bigint, value: string | null): string {
 /** The cell a node holds: its version is the node's mzxid. */
 export function cellEntry(key: string, node: { readonly data: string; readonly stat: Stat }): CellEntry {
   const data = JSON.parse(node.data || '{"f":"0","x":null}') as CellData;
+  if (data.z === 1 && data.x !== null) {
+    const token = node.stat.czxid;
+    const value = data.x.replace(ZERO_TOKEN, `,"t":"${token}","at":$1}`);
+    return { key, value, version: node.stat.mzxid, fence: token };
+  }
   return { key, value: data.x, version: node.stat.mzxid, fence: BigInt(data.f) };
 }
 

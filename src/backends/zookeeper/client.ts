@@ -238,12 +238,19 @@ export class ZkHandle {
 
   /**
    * Applies `ops` atomically: all or none. Resolves with the multi's zxid (the creation and
-   * modification zxid of every node it wrote) and the stat of each `set`, by op index;
-   * rejects with a `ZkMultiError` naming the first op that failed (nothing was applied).
+   * modification zxid of every node it wrote), the stat of each `set` and the path of each
+   * `create` (a sequential node's full name), by op index; rejects with a `ZkMultiError`
+   * naming the first op that failed (nothing was applied).
    */
-  async multi(ops: readonly MultiOp[]): Promise<{ zxid: bigint; stats: ReadonlyMap<number, Stat> }> {
+  async multi(
+    ops: readonly MultiOp[],
+  ): Promise<{ zxid: bigint; stats: ReadonlyMap<number, Stat>; paths: ReadonlyMap<number, string> }> {
     const done = await this.#requests.multi(ops);
-    return { zxid: done.zxid, stats: new Map([...done.stats].map(([i, raw]) => [i, toStat(raw)])) };
+    return {
+      zxid: done.zxid,
+      stats: new Map([...done.stats].map(([i, raw]) => [i, toStat(raw)])),
+      paths: done.paths,
+    };
   }
 
   /**
@@ -302,6 +309,49 @@ export class ZkHandle {
       if (error instanceof ZkError && error.rc === RC.NONODE) return null;
       throw error;
     }
+  }
+
+  /**
+   * `get`, answered through `done` while the package handles the answer, so in the server's
+   * order with the events of persistent watches (see {@link ZkHandle.epoch}). A promise's
+   * continuation runs only after the rest of the packet has been handled: an event that
+   * came behind the answer would be handled before it. A failure (also a handle that has
+   * ended) is passed as the error; a missing node as `null`.
+   */
+  getInOrder(path: string, done: (read: { stat: Stat; data: string } | null | ZkError) => void): void {
+    this.#inOrder(
+      `reading ${path}`,
+      (cb) => this.#raw.getData(path, undefined, cb),
+      ([data, stat]) => ({ stat: toStat(stat as RawStat), data: data ? (data as Buffer).toString() : "" }),
+      done,
+    );
+  }
+
+  /** `children`, answered as {@link ZkHandle.getInOrder} is. */
+  childrenInOrder(path: string, done: (listed: { children: string[]; stat: Stat } | null | ZkError) => void): void {
+    this.#inOrder(
+      `listing ${path}`,
+      (cb) => this.#raw.getChildren(path, undefined, cb),
+      ([children, stat]) => ({ children: children as string[], stat: toStat(stat as RawStat) }),
+      done,
+    );
+  }
+
+  #inOrder<T>(
+    what: string,
+    send: (cb: Cb) => void,
+    parse: (rest: unknown[]) => T,
+    done: (r: T | null | ZkError) => void,
+  ) {
+    let answered = false;
+    const answer = (error: ZkError | null, rest: unknown[]) => {
+      answered = true;
+      done(error === null ? parse(rest) : error.rc === RC.NONODE ? null : error);
+    };
+    this.#call(what, send, answer).catch((error: unknown) => {
+      // Rejected without an answer: the handle ended, or had ended before the call.
+      if (!answered) done(error instanceof ZkError ? error : endedError(what));
+    });
   }
 
   async set(path: string, data: string, version = -1): Promise<Stat> {
@@ -419,7 +469,12 @@ export class ZkHandle {
     };
   }
 
-  #call(what: string, send: (cb: Cb) => void): Promise<unknown[]> {
+  /** Sends; `now`, if given, sees the answer while the package handles it (see getInOrder). */
+  #call(
+    what: string,
+    send: (cb: Cb) => void,
+    now?: (error: ZkError | null, rest: unknown[]) => void,
+  ): Promise<unknown[]> {
     if (this.#ended) return Promise.reject(endedError(what));
     const sentAt = performance.now();
     wakeStats.requests++;
@@ -435,8 +490,11 @@ export class ZkHandle {
         if (rc !== RC.CONNECTIONLOSS && rc !== RC.OPERATIONTIMEOUT && sentAt > this.lastAckSentAt) {
           this.lastAckSentAt = sentAt;
         }
-        if (rc === RC.OK) resolve(rest);
-        else reject(new ZkError(rc, `${what}: ${error instanceof Error ? error.message : String(error)}`));
+        const failed =
+          rc === RC.OK ? null : new ZkError(rc, `${what}: ${error instanceof Error ? error.message : String(error)}`);
+        now?.(failed, rest);
+        if (failed) reject(failed);
+        else resolve(rest);
       });
     });
   }

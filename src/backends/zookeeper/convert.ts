@@ -20,7 +20,7 @@ import type { LockMode } from "../../core/driver.js";
 import { type DeadlockError, InvalidStateError, LockLostError } from "../../core/errors.js";
 import { notHeld, releasedWhileUpgrading, upgradeDeadlock } from "../../core/refusals.js";
 import type { ZkGrant } from "./acquire.js";
-import { nextChange, readView } from "./acquire.js";
+import { nextChange, readView } from "./queue-reads.js";
 import { BACKEND, hasCode, RC } from "./errors.js";
 import { releaseWithRecord } from "./grant-records.js";
 import { markerPrefix } from "./paths.js";

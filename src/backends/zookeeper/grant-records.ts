@@ -36,8 +36,42 @@
  *    multi fails as a whole and the record stays, for the next holder; if the record is not
  *    at that version any more, only the node goes.
  *
- * Costs: the uncontended grant one round trip more than untracked (its multi), the release
- * none (the multi replaces the node's delete), a handoff one more (the waiter's multi).
+ * **First try.** A tracked exclusive acquisition first sends one multi that creates its
+ * queue node and its record (`create` persistent, data marked `z`: its fence and token are
+ * the node's czxid, the multi's zxid, which is not known when it is sent; cells.ts reads
+ * them so), with the queue read right behind it in the same round trip. If a record is
+ * there (a live holder's, or one a lost holding left) the create fails, so the multi does
+ * nothing, and the usual way follows (a node, then the record at the grant, as above): one
+ * round trip more for an acquisition that finds the lock taken. If the multi lands and the
+ * read shows the node first with the parent's pzxid equal to the multi's zxid (no other
+ * node came or went in between), the read grants it with that token (acquire.ts's
+ * `soleToken`), and the record, written by the same transaction as the node, is the
+ * grant's: one round trip, as untracked. Otherwise (readers or untracked holders ahead, a
+ * node that came or went, a try that only got `null`) the record is deleted before anything
+ * else, in a multi that checks the node (`dropEarlyRecord`), and the grant, if it comes,
+ * writes it as above. The seam's rules hold: (1) a grant handed out has its record, written
+ * with its node; (2) the record of a node that was not there when its grant was decided is
+ * never written (the transaction made both); (3) it is written only where none is (the
+ * create fails otherwise); (4) the release is unchanged (version 0). What it adds is a
+ * window in which a record names a node that holds nothing yet: a client that dies in it
+ * (after the multi, before the drop) leaves a record that the next holder takes for a
+ * takeover of a holding that never was: a false takeover, the cautious side, never a missed
+ * one (`zookeeper-records.test.ts`: "a client that dies after its first try ..."). And a
+ * holder ahead whose own record's create meets a waiter's record (it was granted before
+ * the waiter's try, its multi came after it) tells it by the `z` mark and a czxid above its
+ * own node's (no node behind it has held): it replaces that record under its version, so the
+ * waiter's drop (version 0) leaves it.
+ *
+ * F1-F3 of the review stay as they were for the record written at the grant; the first try
+ * meets them by construction: the release of a first-try record deletes it at version 0
+ * without a read (F1's barrier is for a record the core rewrote); a cancellation while the
+ * multi is out waits for its answer, then deletes the record with the node (F2); a lost
+ * answer is found by the node's tag, and then the record is deleted again, the grant writing
+ * its own (F3).
+ *
+ * Costs: an uncontended grant as untracked (one round trip), a contended join one more (the
+ * refused first try), the release none (the multi replaces the node's delete), a handoff one
+ * more (the waiter's multi).
  *
  * @module
  * @internal
@@ -45,10 +79,10 @@
 import { sealRecord } from "../../core/driver.js";
 import { TAKEOVER_SPACE } from "../../core/takeover.js";
 import type { ZkGrant } from "./acquire.js";
-import { cellEntry, cellData } from "./cells.js";
-import { FLAGS } from "./client.js";
-import { failedAt, isTransient, RC, translate } from "./errors.js";
-import { ensurePath, retrying, type Scope, withdraw } from "./scope.js";
+import { cellData, cellDataWithNode, cellEntry } from "./cells.js";
+import { FLAGS, type Stat } from "./client.js";
+import { failedAt, isTransient, RC, translate, ZkMultiError } from "./errors.js";
+import { ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
 
 /**
  * Thrown by a grant given up after its record's multi went out (its acquisition cancelled,
@@ -85,7 +119,12 @@ export type Recorded = "written" | "found" | "gone";
  * the caller never sees): a connection loss waits for the reconnection, bounded by the
  * session's end (then this rejects with its reason).
  */
-export async function writeRecord(scope: Scope, grant: ZkGrant, record: string): Promise<Recorded> {
+export async function writeRecord(
+  scope: Scope,
+  grant: ZkGrant,
+  record: string,
+  czxid: bigint | null,
+): Promise<Recorded> {
   const { handle, layout } = scope;
   const path = layout.cell(TAKEOVER_SPACE, grant.lockName);
   const data = cellData(grant.token, sealRecord(record, grant.token, grant.since));
@@ -114,6 +153,26 @@ export async function writeRecord(scope: Scope, grant: ZkGrant, record: string):
       if (failedAt(error, 1, RC.NODEEXISTS)) {
         const found = await retrying(handle, `reading ${path}`, () => handle.get(path), scope.ended);
         if (!found) continue; // deleted since: written now, if no one else is first
+        // The node's creation zxid, read if its create's answer was lost.
+        const own = !isEarly(found.data) ? null : (czxid ?? (await readCzxid(scope, grant.path)));
+        if (own === "gone") return "gone";
+        if (own !== null && found.stat.czxid > own) {
+          // A waiter's behind us (see "First try"): it never held. Replaced, as it stands.
+          try {
+            const done = await handle.multi([
+              { op: "check", path: grant.path, version: -1 },
+              { op: "set", path, data, version: found.stat.version },
+            ]);
+            grant.recordVersion = done.zxid;
+            grant.recordCreated = null;
+            return "written";
+          } catch (error) {
+            if (failedAt(error, 0, RC.NONODE)) return "gone";
+            // Changed since, or a lost connection (the create goes again, and waits for it).
+            if (failedAt(error, 1, RC.BADVERSION) || failedAt(error, 1, RC.NONODE) || isTransient(error)) continue;
+            throw translate(error, `recording the holder of ${grant.path}`);
+          }
+        }
         const entry = cellEntry(grant.lockName, found);
         if (entry.fence === grant.token) {
           // Our own: an earlier multi of ours landed unanswered. It is this grant's record,
@@ -181,4 +240,106 @@ export async function releaseWithRecord(scope: Scope, grant: ZkGrant): Promise<v
   }
   // Also when the record is not this holding's any more: only the node goes.
   await withdraw(scope, grant.parent, { path: grant.path });
+}
+
+/** A takeover record written with its queue node by the first try: where, the multi's zxid, when sealed. */
+export interface EarlyRecord {
+  readonly path: string;
+  readonly zxid: bigint;
+  readonly at: number;
+}
+
+/** What the first try made: its node, its record (`null`: deleted again), the queue read behind it. */
+export interface FirstTry {
+  readonly path: string;
+  readonly record: EarlyRecord | null;
+  readonly listed: { children: string[]; stat: Stat } | null;
+}
+
+/**
+ * The first try of a tracked exclusive acquisition (see "First try"): one multi creating
+ * the queue node and the record, the queue read right behind it. `null` when the multi
+ * failed because a record is there: nothing was made, the usual way follows. A parent the
+ * server removed (a container) is made again with the multi sent right behind it. A lost
+ * answer: if the node is there the multi landed, and the record is deleted again.
+ */
+export async function joinWithRecord(
+  scope: Scope,
+  queue: { parent: string; prefix: string; data: string; lockName: string; record: string },
+  stop: AbortSignal,
+): Promise<FirstTry | null> {
+  const { handle } = scope;
+  const { parent, prefix } = queue;
+  const path = scope.layout.cell(TAKEOVER_SPACE, queue.lockName);
+  let ensuring: Promise<void> | null = null;
+  for (let remade = 0; ; remade++) {
+    if (stop.aborted) throw stop.reason;
+    const at = Date.now();
+    const made = handle.multi([
+      { op: "create", path: `${parent}/${prefix}`, data: queue.data, flags: FLAGS.ephemeralSequential },
+      { op: "create", path, data: earlyRecordData(queue.record, at), flags: FLAGS.persistent },
+    ]);
+    const listed = handle.children(parent);
+    listed.catch(() => {});
+    try {
+      const { zxid, paths } = await made;
+      return { path: paths.get(0) as string, record: { path, zxid, at }, listed: await listed.catch(() => null) };
+    } catch (error) {
+      const missing = failedAt(error, 0, RC.NONODE) ? parent : failedAt(error, 1, RC.NONODE) ? path : null;
+      if (missing !== null && remade < 2) {
+        // A second miss waits for the first remake's outcome (its error) first.
+        if (ensuring) await ensuring;
+        const space = missing === parent ? parent : scope.layout.cellSpace(TAKEOVER_SPACE);
+        ensuring = ensurePath(handle, scope.chroot, space, stop);
+        ensuring.catch(() => {});
+        continue;
+      }
+      if (error instanceof ZkMultiError) return null;
+      if (!isTransient(error)) throw translate(error, `joining ${parent}`);
+      const found = await findByPrefix(scope, parent, prefix, stop);
+      if (!found) return null;
+      await dropEarlyRecord(scope, found, { path, zxid: 0n, at });
+      return { path: found, record: null, listed: null };
+    }
+  }
+}
+
+/** The data of a record written with its queue node, its token not known yet (cells.ts). */
+export function earlyRecordData(record: string, at: number): string {
+  return cellDataWithNode(sealRecord(record, 0n, at));
+}
+
+async function readCzxid(scope: Scope, path: string): Promise<bigint | "gone"> {
+  const stat = await retrying(scope.handle, `reading ${path}`, () => scope.handle.exists(path), scope.ended);
+  return stat ? stat.czxid : "gone";
+}
+
+function isEarly(data: string): boolean {
+  try {
+    return (JSON.parse(data) as { z?: unknown }).z === 1;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Deletes the record written with `node` by the first try, once the node is not granted
+ * by it: only while the node is there (one multi), and only as written (version 0). While
+ * the node is there no one behind it holds, and a record is written only when none is
+ * there, so a record at version 0 is this one, or one of a waiter behind it that will
+ * write its own again when granted. A record changed since was replaced by the holder
+ * ahead (writeRecord) and stays. If the node is gone (the session ended), so does the
+ * record: a false takeover for the next holder, the cautious side.
+ */
+export async function dropEarlyRecord(scope: Scope, node: string, record: EarlyRecord): Promise<void> {
+  const { handle } = scope;
+  const ops = [
+    { op: "check", path: node, version: -1 },
+    { op: "delete", path: record.path, version: 0 },
+  ] as const;
+  try {
+    await retrying(handle, `deleting ${record.path}`, () => handle.multi(ops), scope.ended);
+  } catch {
+    // Gone, replaced or its node gone (see above), or the session ended.
+  }
 }

@@ -65,7 +65,12 @@ export interface RawResponse {
   readonly payload: {
     readonly path?: string;
     /** A multi's: one per op, `err` set on each op of a failed one (`type` -1). */
-    readonly results?: readonly { readonly type: number; readonly err?: number; readonly stat?: RawStat }[];
+    readonly results?: readonly {
+      readonly type: number;
+      readonly err?: number;
+      readonly stat?: RawStat;
+      readonly path?: string;
+    }[];
   } | null;
 }
 export interface Queue {

@@ -1,13 +1,13 @@
 /**
- * Records (group members, election values) as ephemeral nodes under `r/<space>/`, and
- * watching a space with no gap: one persistent recursive watch (see `watchRecords`).
+ * Records (group members, election values) as ephemeral nodes under `r/<space>/`: their
+ * data, with the values a watcher may not have read yet, and the epitaph a record's delete
+ * leaves in the space node (record-watch.ts watches a space).
  *
  * @module
  */
-import { onAbort } from "../../core/abortable.js";
-import type { RecordEntry, RecordEvent } from "../../core/driver.js";
-import type { Stat, ZkHandle } from "./client.js";
-import { decodeSegment, encodeSegment, type Layout } from "./paths.js";
+import type { RecordEntry } from "../../core/driver.js";
+import type { ZkHandle } from "./client.js";
+import { decodeSegment, type Layout } from "./paths.js";
 import { retrying } from "./scope.js";
 
 /** How many earlier values a record node keeps, so that a watcher misses none of them. */
@@ -50,7 +50,7 @@ export function decodeRecord(key: string, text: string): RecordEntry | null {
 }
 
 /** The values a node had after `seenVersion` (-1: since it was created), oldest first. */
-function valuesSince(text: string, version: number, seenVersion: number): string[] {
+export function valuesSince(text: string, version: number, seenVersion: number): string[] {
   const data = parseRecord(text);
   if (!data) return [];
   const earlier = (data.h ?? []).filter(([v]) => v > seenVersion).map(([, value]) => value);
@@ -77,115 +77,53 @@ export async function listRecords(
   return reads.filter((e): e is RecordEntry => e !== null).sort((a, b) => (a.key < b.key ? -1 : 1));
 }
 
-/** Event types of a watch. */
-const DELETED = 2;
-
 /**
- * Pushes the changes of one space to `listener` until `signal` aborts. Resolves with the
- * records present when the watch began.
- *
- * One persistent recursive watch on the space reports every create, delete and change in
- * order, so nothing slips between two reads (one-shot watches must be re-armed by a read,
- * and a record deleted and made again before that read looked merely changed). A delete
- * is reported at once; a create or change is read, and the read counts only if no later
- * event of that record came before its answer (the package may run an answer's callback
- * after an event that arrived behind it in the same packet). After a reconnection the
- * space is read again in full and the differences are reported.
+ * A deleted record node as its delete left it in the space node's data: which node (child
+ * name and czxid), its last version and its data. A watcher that was told of a change it
+ * could not read before the delete finds the values it missed there (record-watch.ts).
  */
-export async function watchRecords(
-  handle: ZkHandle,
-  layout: Layout,
-  space: string,
-  listener: (event: RecordEvent) => void,
-  signal: AbortSignal,
-): Promise<RecordEntry[]> {
-  const parent = layout.recordSpace(space);
-  const known = new Map<string, RecordEntry>();
-  /** What was last reported of each node: which node (czxid) and its version. */
-  const seen = new Map<string, { czxid: bigint; version: number }>();
-  /** Per child: bumped by each of its events, so that older reads are dropped. */
-  const generation = new Map<string, number>();
-  let emitting = false;
-  const bump = (child: string) => {
-    const next = (generation.get(child) ?? 0) + 1;
-    generation.set(child, next);
-    return next;
-  };
-
-  const forget = (key: string) => {
-    seen.delete(key);
-    if (known.delete(key) && emitting) listener({ type: "delete", key });
-  };
-
-  /** Applies a read of `child`, if nothing newer came since it was sent. */
-  const apply = (child: string, sentAt: number, read: { stat: Stat; data: string } | null) => {
-    if (generation.get(child) !== sentAt || signal.aborted) return;
-    const key = decodeSegment(child);
-    const entry = read ? decodeRecord(key, read.data) : null;
-    if (!read || !entry) return forget(key);
-    const last = seen.get(key);
-    const from = last && last.czxid === read.stat.czxid ? last.version : -1;
-    if (last && last.czxid !== read.stat.czxid) forget(key); // replaced by a new node
-    seen.set(key, { czxid: read.stat.czxid, version: read.stat.version });
-    known.set(key, entry);
-    if (!emitting) return;
-    // Every value since the last one reported, so quick successive updates are not merged.
-    for (const value of valuesSince(read.data, read.stat.version, from)) {
-      listener({ type: "put", entry: { ...entry, value } });
-    }
-  };
-
-  const read = (child: string): Promise<void> => {
-    const sentAt = bump(child);
-    return handle.get(`${parent}/${child}`).then(
-      (result) => apply(child, sentAt, result),
-      () => {
-        // A lost connection: the reset after reconnecting reads everything again.
-      },
-    );
-  };
-
-  /** Reads the whole space; reports what differs from what was known. */
-  const readAll = async (): Promise<void> => {
-    const listed = await retrying(handle, `watching ${space}`, () => handle.children(parent), signal);
-    const children = listed?.children ?? [];
-    const present = new Set(children.map(decodeSegment));
-    for (const key of [...known.keys()]) {
-      if (!present.has(key)) {
-        bump(encodeChild(children, key));
-        forget(key);
-      }
-    }
-    await Promise.all(children.map(read));
-  };
-
-  const unwatch = await handle.watchBelow(parent, {
-    event(type, path) {
-      const child = path.slice(parent.length + 1);
-      if (child === "" || child.includes("/") || signal.aborted) return;
-      if (type === DELETED) {
-        bump(child);
-        forget(decodeSegment(child));
-      } else {
-        void read(child);
-      }
-    },
-    reset() {
-      if (!signal.aborted) readAll().catch(() => {});
-    },
-  });
-  onAbort(signal, unwatch);
-  try {
-    await readAll();
-  } catch (error) {
-    unwatch();
-    throw error;
-  }
-  emitting = true;
-  return [...known.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
+export interface Epitaph {
+  readonly child: string;
+  readonly czxid: bigint;
+  readonly version: number;
+  readonly data: string;
 }
 
-/** The child name of `key`: as listed if it is there, else as Baton encodes keys. */
-function encodeChild(children: readonly string[], key: string): string {
-  return children.find((c) => decodeSegment(c) === key) ?? encodeSegment(key);
+/** How many epitaphs a space node keeps, and up to how many bytes (the newest always). */
+const EPITAPHS = 8;
+const EPITAPH_BYTES = 128 * 1024;
+
+/** A space node's epitaphs, oldest first; none for anything else (a space node never written). */
+export function parseEpitaphs(text: string): Epitaph[] {
+  let list: unknown;
+  try {
+    list = (JSON.parse(text) as { e?: unknown }).e;
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(list)) return [];
+  const out: Epitaph[] = [];
+  for (const e of list as { k?: unknown; z?: unknown; n?: unknown; d?: unknown }[]) {
+    if (typeof e?.k !== "string" || typeof e.z !== "string" || typeof e.n !== "number" || typeof e.d !== "string") {
+      continue;
+    }
+    try {
+      out.push({ child: e.k, czxid: BigInt(e.z), version: e.n, data: e.d });
+    } catch {
+      // not a zxid: not Baton's
+    }
+  }
+  return out;
+}
+
+/** The space node's data with `epitaph` added as the newest, the oldest dropped past the bounds. */
+export function withEpitaph(text: string, epitaph: Epitaph): string {
+  const encode = (e: Epitaph) => ({ k: e.child, z: e.czxid.toString(), n: e.version, d: e.data });
+  const kept = [...parseEpitaphs(text), epitaph].slice(-EPITAPHS).map(encode);
+  let out = JSON.stringify({ e: kept });
+  while (kept.length > 1 && out.length > EPITAPH_BYTES) {
+    kept.shift();
+    out = JSON.stringify({ e: kept });
+  }
+  return out;
 }

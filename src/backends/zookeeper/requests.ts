@@ -29,10 +29,11 @@ export type MultiOp =
   | { readonly op: "set"; readonly path: string; readonly data: string; readonly version: number }
   | { readonly op: "delete"; readonly path: string; readonly version: number };
 
-/** What a multi that succeeded did: its zxid, and the stat of each `set` (by op index). */
+/** What a multi that succeeded did: its zxid, the stat of each `set` and the path of each `create` (by op index). */
 export interface MultiDone {
   readonly zxid: bigint;
   readonly stats: ReadonlyMap<number, RawStat>;
+  readonly paths: ReadonlyMap<number, string>;
 }
 
 /** The code ZooKeeper gives the ops of a failed multi that did not fail themselves. */
@@ -112,11 +113,13 @@ export class HandBuilt {
       const failed = results.findIndex((r) => r.err !== undefined && r.err !== 0 && r.err !== RUNTIME_INCONSISTENCY);
       if (failed >= 0) throw new ZkMultiError(results[failed]?.err as number, failed, what);
       const stats = new Map<number, RawStat>();
+      const paths = new Map<number, string>();
       results.forEach((r, i) => {
         if (r.stat) stats.set(i, r.stat);
+        if (r.path !== undefined) paths.set(i, r.path);
       });
       const zxid = reply.zxid;
-      return { zxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number), stats };
+      return { zxid: Buffer.isBuffer(zxid) ? zxid.readBigInt64BE(0) : BigInt(zxid as number), stats, paths };
     });
   }
 

@@ -15,12 +15,12 @@ import { performance } from "node:perf_hooks";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
 import { acquire, type ZkGrant } from "./acquire.js";
-import { FLAGS, ZkHandle } from "./client.js";
+import { FLAGS, type MultiOp, ZkHandle } from "./client.js";
 import type { ZkConfig } from "./config.js";
 import { convert, release } from "./convert.js";
-import { BACKEND, hasCode, RC } from "./errors.js";
+import { BACKEND, failedAt, hasCode, RC } from "./errors.js";
 import type { Layout } from "./paths.js";
-import { encodeRecord, nextRecord } from "./records.js";
+import { encodeRecord, nextRecord, withEpitaph } from "./records.js";
 import { ensurePath, retrying, type Scope } from "./scope.js";
 
 /** What every session of one driver shares. */
@@ -164,19 +164,48 @@ export class ZkSession implements DriverSession {
     }
   }
 
+  /**
+   * Deletes the record if it is still this session's, in one multi with its epitaph written
+   * into the space node (record-watch.ts), under the space node's version so that two
+   * leaves at once keep both epitaphs; after a few such conflicts, without the version (a
+   * leave is not held up for long, at the cost of an epitaph a watcher might need). Two
+   * round trips, as a read and a delete took before: the two reads go out together.
+   */
   async deleteRecord(space: string, key: string): Promise<void> {
     const stop = this.#ended.signal;
     if (stop.aborted) return; // the server takes ephemeral nodes with the session
-    const path = this.#shared.layout.record(space, key);
+    const { layout } = this.#shared;
+    const path = layout.record(space, key);
+    const parent = layout.recordSpace(space);
     const { handle } = this;
     const what = `deleting record "${key}" in ${space}`;
-    const existing = await retrying(handle, what, () => handle.exists(path), stop);
-    // Only if it is still ours: another session may have replaced it (a new leader).
-    if (!existing || existing.ephemeralOwner !== this.id) return;
-    try {
-      await retrying(handle, what, () => handle.delete(path, existing.version), stop);
-    } catch (error) {
-      if (!isCode(error, RC.BADVERSION)) throw error;
+    for (let attempt = 0; ; attempt++) {
+      const [existing, spaceNode] = await Promise.all([
+        retrying(handle, what, () => handle.get(path), stop),
+        retrying(handle, what, () => handle.get(parent), stop),
+      ]);
+      // Only if it is still ours: another session may have replaced it (a new leader).
+      if (!existing || existing.stat.ephemeralOwner !== this.id) return;
+      const { czxid, version } = existing.stat;
+      const epitaph = { child: path.slice(parent.length + 1), czxid, version, data: existing.data };
+      const ops: MultiOp[] = [
+        { op: "delete", path, version },
+        {
+          op: "set",
+          path: parent,
+          data: withEpitaph(spaceNode?.data ?? "", epitaph),
+          version: attempt < 4 && spaceNode ? spaceNode.stat.version : -1,
+        },
+      ];
+      try {
+        await retrying(handle, what, () => handle.multi(ops), stop);
+        return;
+      } catch (error) {
+        if (failedAt(error, 1, RC.BADVERSION) || failedAt(causeOf(error), 1, RC.BADVERSION)) continue;
+        // Replaced by another session's, or deleted by an earlier try whose answer was lost.
+        if (!isCode(error, RC.BADVERSION) && !isCode(error, RC.NONODE)) throw error;
+        return;
+      }
     }
   }
 
@@ -227,5 +256,9 @@ export class ZkSession implements DriverSession {
 }
 
 function isCode(error: unknown, rc: number): boolean {
-  return hasCode(error, rc) || hasCode((error as { cause?: unknown } | null)?.cause, rc);
+  return hasCode(error, rc) || hasCode(causeOf(error), rc);
+}
+
+function causeOf(error: unknown): unknown {
+  return (error as { cause?: unknown } | null)?.cause;
 }

@@ -1,0 +1,200 @@
+/**
+ * Watching a record space with no gap, each value reported once and in order (see
+ * `watchRecords`).
+ *
+ * @module
+ */
+import { onAbort } from "../../core/abortable.js";
+import type { RecordEntry, RecordEvent } from "../../core/driver.js";
+import type { ZkHandle } from "./client.js";
+import type { ZkError } from "./errors.js";
+import { decodeSegment, type Layout } from "./paths.js";
+import { decodeRecord, parseEpitaphs, valuesSince } from "./records.js";
+import { retrying } from "./scope.js";
+
+/** Event types of a watch. */
+const CREATED = 1;
+const DELETED = 2;
+const CHANGED = 3;
+
+/**
+ * Steps run in the order their events and answers came from the server. A step that must
+ * read before it can finish holds the steps behind it until it has.
+ */
+class InOrder {
+  #held: (() => void)[] | null = null;
+
+  run(step: () => void): void {
+    if (this.#held) this.#held.push(step);
+    else step();
+  }
+
+  hold(): void {
+    this.#held ??= [];
+  }
+
+  release(): void {
+    const steps = this.#held ?? [];
+    this.#held = null;
+    // Through run: if one of them holds again, the rest wait behind it, in order.
+    for (const step of steps) this.run(step);
+  }
+}
+
+/**
+ * Pushes the changes of one space to `listener` until `signal` aborts. Resolves with the
+ * records present when the watch began.
+ *
+ * One persistent recursive watch on the space reports every create, delete and change in
+ * order, so nothing slips between two reads (one-shot watches must be re-armed by a read,
+ * and a record deleted and made again before that read looked merely changed). A create
+ * or change is read; answers and events are applied in the order the server sent them
+ * (`getInOrder`), since the server sends an answer after every event of what it had
+ * applied before reading, so an answer shows the state that its preceding events left. A
+ * record node keeps its last 16 values, so a read reports every value since the last one
+ * reported, never just the newest.
+ *
+ * A delete that comes after a create or change no read has shown yet (the member updated
+ * and left within one round trip of the watcher, or the watcher's read was slow) would
+ * lose those values: the node is gone. So `deleteRecord` deletes a record in one multi
+ * with a write of its epitaph (the node's czxid, last version and data) into the space
+ * node, which keeps the last eight, and the watcher reads them (holding every later step)
+ * and reports what it missed before the delete. Not recovered, only the delete reported:
+ * values of a record whose session ended (the server deletes it, no epitaph), or whose
+ * epitaph eight later deletes pushed out before the watcher's read reached the server.
+ * After a reconnection the space is read again in full and the differences are reported.
+ */
+export async function watchRecords(
+  handle: ZkHandle,
+  layout: Layout,
+  space: string,
+  listener: (event: RecordEvent) => void,
+  signal: AbortSignal,
+): Promise<RecordEntry[]> {
+  const parent = layout.recordSpace(space);
+  const known = new Map<string, RecordEntry>();
+  /** What was last reported of each node: which node (czxid) and its version. */
+  const seen = new Map<string, { czxid: bigint; version: number }>();
+  /** Children with a create or change that no applied read has shown. */
+  const unread = new Set<string>();
+  const order = new InOrder();
+  let emitting = false;
+  const emit = (event: RecordEvent) => {
+    if (emitting && !signal.aborted) listener(event);
+  };
+
+  const forget = (key: string) => {
+    seen.delete(key);
+    if (known.delete(key)) emit({ type: "delete", key });
+  };
+
+  /** Reports what node `czxid` of `child`, at `version` with `data`, shows that is new. */
+  const apply = (child: string, czxid: bigint, version: number, data: string) => {
+    const key = decodeSegment(child);
+    const entry = decodeRecord(key, data);
+    if (!entry) return forget(key);
+    const last = seen.get(key);
+    if (last && last.czxid !== czxid) forget(key); // replaced by a new node
+    const from = last && last.czxid === czxid ? last.version : -1;
+    if (version < from) return;
+    seen.set(key, { czxid, version });
+    known.set(key, entry);
+    // Every value since the last one reported, so quick successive updates are not merged.
+    for (const value of valuesSince(data, version, from)) emit({ type: "put", entry: { ...entry, value } });
+  };
+
+  /** Reads `child`; resolves once its answer is applied (or failed: a reset reads again). */
+  const read = (child: string): Promise<void> =>
+    new Promise((resolve) => {
+      handle.getInOrder(`${parent}/${child}`, (answer) => {
+        if (isError(answer)) return resolve();
+        order.run(() => {
+          unread.delete(child); // the answer shows every change whose event came before it
+          if (!signal.aborted) {
+            if (answer) apply(child, answer.stat.czxid, answer.stat.version, answer.data);
+            else forget(decodeSegment(child)); // its delete came first
+          }
+          resolve();
+        });
+      });
+    });
+
+  /**
+   * Per child, the czxid of its last node deleted, so that the epitaph of a later node of
+   * the same child, never read, is told from that one's. Bounded: an entry matters only
+   * while that node's epitaph may still be in the space node.
+   */
+  const buried = new Map<string, bigint>();
+  const bury = (child: string, czxid: bigint) => {
+    buried.delete(child);
+    buried.set(child, czxid);
+    if (buried.size > 256) buried.delete(buried.keys().next().value as string);
+  };
+
+  const deleted = (child: string) => {
+    const key = decodeSegment(child);
+    const last = seen.get(key);
+    if (!unread.delete(child)) {
+      if (last) bury(child, last.czxid);
+      return forget(key);
+    }
+    // Values no read showed: in the epitaph the delete wrote. The space node's read comes
+    // after the delete, so it shows the epitaph unless eight deletes came since.
+    const floor = buried.get(child) ?? -1n;
+    order.hold();
+    handle.getInOrder(parent, (answer) => {
+      const epitaphs = isError(answer) || !answer ? [] : parseEpitaphs(answer.data);
+      // The deleted node is the one last read, or else the oldest since the last deleted.
+      const epitaph = epitaphs.find((e) => e.child === child && (last ? e.czxid === last.czxid : e.czxid > floor));
+      if (epitaph && !signal.aborted) apply(child, epitaph.czxid, epitaph.version, epitaph.data);
+      const gone = epitaph?.czxid ?? last?.czxid;
+      if (gone !== undefined) bury(child, gone);
+      forget(key);
+      order.release();
+    });
+  };
+
+  /** Reads the whole space; reports what differs from what was known. */
+  const readAll = async (): Promise<void> => {
+    const list = () =>
+      new Promise<Promise<void>[]>((resolve, reject) => {
+        handle.childrenInOrder(parent, (listed) => {
+          if (isError(listed)) return reject(listed);
+          order.run(() => {
+            const children = listed?.children ?? [];
+            const present = new Set(children.map(decodeSegment));
+            for (const key of [...known.keys()]) if (!present.has(key)) forget(key);
+            resolve(children.map(read));
+          });
+        });
+      });
+    await Promise.all(await retrying(handle, `watching ${space}`, list, signal));
+  };
+
+  const unwatch = await handle.watchBelow(parent, {
+    event(type, path) {
+      const child = path.slice(parent.length + 1);
+      if (child === "" || child.includes("/") || signal.aborted) return;
+      if (type === DELETED) return order.run(() => deleted(child));
+      if (type !== CREATED && type !== CHANGED) return;
+      order.run(() => unread.add(child));
+      void read(child);
+    },
+    reset() {
+      if (!signal.aborted) readAll().catch(() => {});
+    },
+  });
+  onAbort(signal, unwatch);
+  try {
+    await readAll();
+  } catch (error) {
+    unwatch();
+    throw error;
+  }
+  emitting = true;
+  return [...known.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
+}
+
+function isError(answer: unknown): answer is ZkError {
+  return answer instanceof Error;
+}
