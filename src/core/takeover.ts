@@ -101,8 +101,8 @@ export interface TakeoverOptions {
    * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
    * combined with the other takeover options). Where the driver has native records
    * tracking costs no extra round trip on an uncontended grant (memory, file, etcd, Redis,
-   * PostgreSQL; etcd: one on a handoff) or one per grant (ZooKeeper: its multi after the
-   * grant); elsewhere (MySQL) a cell write per grant and a delete per release
+   * PostgreSQL; etcd: one on a handoff whose head had not yet seen the waiter) or one per
+   * grant (ZooKeeper: its multi after the grant); elsewhere (MySQL) a cell write per grant and a delete per release
    * (docs/takeover.md),
    * which is why it is asked for there (`true` or any other takeover option). A holding
    * that is not tracked leaves nothing to hand on: track every holder of a name that
