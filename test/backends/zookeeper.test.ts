@@ -125,6 +125,27 @@ describe("zookeeper specifics", () => {
     await Promise.all([watcher, ...members].map((c) => c.close()));
   });
 
+  it("completes the leave of a member whose record is large (its epitaph kept small)", async () => {
+    // A 64 KB value, a third of it quotes: with its history the record is ~860 KB, and an
+    // epitaph quoting it whole (escaped again) would not fit one ZooKeeper request (1 MB).
+    const quotes = 'ab"'.repeat(15_990);
+    const watcher = await client({ memberId: "big-watcher" });
+    const member = await client({ memberId: "big-member" });
+    const events = watcher.group("big").watch();
+    const membership = await member.group("big").join({ n: 0, s: quotes });
+    for (let n = 1; n <= 8; n++) await member.group("big").update({ n, s: quotes });
+    await membership.leave();
+    const seen: string[] = [];
+    // Bounded: a join, at most 8 updates, then the leave.
+    while (!seen.includes("leave big-member") && seen.length < 10) {
+      const [event] = await take(events, 1, 15_000);
+      seen.push(event ? summary(event) : "end");
+    }
+    assert.equal(seen.at(-1), "leave big-member", `the leave reported: ${seen.join(", ")}`);
+    await events.return?.();
+    await Promise.all([watcher, member].map((c) => c.close()));
+  });
+
   it("keeps each name in its own node and leaves no empty parent behind", async () => {
     const a = await client();
     const names = ["a", "a/b", "a%2Fb", ".", "..", "ünï ✓"];
