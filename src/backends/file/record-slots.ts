@@ -38,7 +38,7 @@ import type { CellCondition, CellEntry, CellWriteResult, DriverCells } from "../
 import { hash53 } from "../../core/hash.js";
 import { FILES, type Directory } from "./directory.js";
 import { counterMutex } from "./kernel.js";
-import { overflowRecords, type WriteNow } from "./records.js";
+import { overflowRecords, pollWatch, type WriteNow } from "./records.js";
 
 /**
  * Buckets of the slots file: a key's bucket is its hash modulo this (512 MiB, sparse: only
@@ -67,7 +67,6 @@ const LIVE = 0x5a;
 /** Header: the count of this bucket's records in the overflow store (u32 at byte 8). */
 const OVERFLOW_AT = 8;
 const SEP = "\u0000";
-const WATCH_POLL_MS = 1000;
 const TRIES = 64;
 /**
  * Bytes before the first bucket: a bit per bucket that ever held a slot's record, so that
@@ -350,20 +349,6 @@ export function takeoverRecords(
       for (const entry of await slotEntries()) if (!keys.has(entry.key)) out.push(entry);
       return out.sort((a, b) => (a.key < b.key ? -1 : 1));
     },
-    async watch(_space, key, listener, signal) {
-      let last = await get(key);
-      const timer = setInterval(() => {
-        void get(key).then(
-          (entry) => {
-            if (entry && entry.version !== last?.version) listener(entry);
-            last = entry;
-          },
-          () => {},
-        );
-      }, WATCH_POLL_MS);
-      timer.unref();
-      signal.addEventListener("abort", () => clearInterval(timer), { once: true });
-      return last;
-    },
+    watch: (_space, key, listener, signal) => pollWatch(get, key, listener, signal),
   };
 }

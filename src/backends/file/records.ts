@@ -178,20 +178,31 @@ export function overflowRecords(
       }
       return out.sort((a, b) => (a.key < b.key ? -1 : 1));
     },
-    async watch(_space, key, listener, signal) {
-      let last = await get(key);
-      const timer = setInterval(() => {
-        void get(key).then(
-          (entry) => {
-            if (entry && entry.version !== last?.version) listener(entry);
-            last = entry;
-          },
-          () => {},
-        );
-      }, WATCH_POLL_MS);
-      timer.unref();
-      signal.addEventListener("abort", () => clearInterval(timer), { once: true });
-      return last;
-    },
+    watch: (_space, key, listener, signal) => pollWatch(get, key, listener, signal),
   };
+}
+
+/**
+ * A takeover record's watch (nobody depends on its speed: the core only ever reads
+ * records): `get` once a second, reporting each new version.
+ */
+export async function pollWatch(
+  get: (key: string) => Promise<CellEntry | null>,
+  key: string,
+  listener: (entry: CellEntry) => void,
+  signal: AbortSignal,
+): Promise<CellEntry | null> {
+  let last = await get(key);
+  const timer = setInterval(() => {
+    void get(key).then(
+      (entry) => {
+        if (entry && entry.version !== last?.version) listener(entry);
+        last = entry;
+      },
+      () => {},
+    );
+  }, WATCH_POLL_MS);
+  timer.unref();
+  signal.addEventListener("abort", () => clearInterval(timer), { once: true });
+  return last;
 }
