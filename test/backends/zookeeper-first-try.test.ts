@@ -106,6 +106,52 @@ describe("zookeeper first try of a tracked acquisition", { timeout: 120_000 }, (
     }
   });
 
+  it("a waiter's late drop (its answer lost) leaves the record the holder ahead wrote at its grant", async () => {
+    const [host, port] = server().address.split(":") as [string, string];
+    const proxyA = await startProxy({ host, port: Number(port) });
+    const proxyW = await startProxy({ host, port: Number(port) });
+    const recordPath = layout.cell("takeover", "late");
+    const unkeep = await keepParents(raw, NS, "late");
+    try {
+      const untracked = await (await client({ memberId: "late-u" })).lock("late").acquire({ takeover: false });
+      const a = await client({ memberId: "late-a", ttlMs: SESSION_MS }, `zookeeper://${proxyA.address}`);
+      const aAcquiring = a.lock("late").acquire({ timeoutMs: 30_000 });
+      await waitForWaiters(a, "late", 1);
+      await waitFor(async () => (await raw.exists(recordPath)) === null, "the first waiter's record dropped");
+      // The waiter's session outlives the held answer by a margin: only its connection goes.
+      const w = await client({ memberId: "late-w", ttlMs: SESSION_MS * 4 }, `zookeeper://${proxyW.address}`);
+      const handle = await sessionHandle(w);
+      let drops = 0;
+      handle.trace = (e) => {
+        if (e.kind !== "request" || !e.what.startsWith("applying check ") || !e.what.endsWith(`delete ${recordPath}`)) {
+          return;
+        }
+        drops++;
+        if (drops === 1) proxyW.setLatency({ down: { ms: 10_000 } }); // the drop lands, its answer is held
+      };
+      const wAcquiring = w.lock("late").acquire({ timeoutMs: 30_000 });
+      wAcquiring.catch(() => {});
+      await waitFor(async () => drops === 1 && (await raw.exists(recordPath)) === null, "the waiter's drop to land");
+      await untracked.release();
+      const heldA = await aAcquiring; // its record written at its grant
+      assert.notEqual(await raw.exists(recordPath), null, "the holder's record");
+      proxyW.setLatency({});
+      proxyW.reset(); // the drop's answer is lost: it is sent again once reconnected
+      await waitFor(async () => drops >= 2, "the drop sent again");
+      proxyA.cut(); // the holder's session expires: its record must stay for the next holder
+      const heldW = await wAcquiring;
+      handle.trace = null;
+      const takeover = heldW.takeover ?? assert.fail("no takeover: the holder's record was deleted by a waiter");
+      assert.deepEqual({ member: takeover.memberId, token: takeover.token }, { member: "late-a", token: heldA.token });
+      assert.equal((await heldW.release()).status, "released");
+      assert.equal(await raw.exists(recordPath), null);
+    } finally {
+      await unkeep();
+      await proxyA.close();
+      await proxyW.close();
+    }
+  });
+
   it("a holder whose record meets a waiter's first-try record replaces it; the waiter's drop leaves it", async () => {
     const queue = layout.queue("lock", "race");
     const recordPath = layout.cell("takeover", "race");

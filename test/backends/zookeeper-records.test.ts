@@ -60,7 +60,7 @@ function roundTrips(entries: readonly TraceEntry[], from: string, to: string): n
 
 /** Whether `what` is the multi of a grant's record (grant-records.ts's writeRecord), not the first try's. */
 function isGrantMulti(what: string, recordPath: string): boolean {
-  return what.startsWith("applying check ") && what.endsWith(`create ${recordPath}`);
+  return what.startsWith("applying check ") && what.endsWith(`create ${recordPath}, set ${recordPath}`);
 }
 
 describe("zookeeper takeover records", { timeout: 120_000 }, () => {

@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { BackendUnavailableError, connect, type GroupEvent, InvalidArgumentError } from "../../src/index.js";
 import { expireSession } from "../../src/testing.js";
 import { take, waitFor } from "../conformance/helpers.js";
+import { parseEpitaphs, withEpitaph } from "../../src/backends/zookeeper/records.js";
 import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
@@ -19,6 +20,28 @@ conformanceOnOwnServer({
     await expireSession(coord);
   },
   start: () => startZooKeeper(),
+});
+
+describe("zookeeper epitaphs", () => {
+  const epitaph = (child: string, data: string) => ({ child, czxid: 7n, version: 3, data });
+  const cases = [
+    { name: "small: all kept with their data", sizes: ["a".repeat(100), "b".repeat(100)], data: [100, 100] },
+    { name: "the oldest dropped past the bound", sizes: ["a".repeat(100_000), "b".repeat(100_000)], data: [100_000] },
+    // 70,000 characters, 140,000 bytes: the bound is in bytes, as the request is.
+    { name: "the newest alone past the bound (in UTF-8 bytes) loses its data", sizes: ["é".repeat(70_000)], data: [0] },
+  ];
+  for (const { name, sizes, data } of cases) {
+    it(name, () => {
+      const text = sizes.reduce((space, d, i) => withEpitaph(space, epitaph(`m${i}`, d)), "");
+      assert.ok(Buffer.byteLength(text) <= 128 * 1024, `${Buffer.byteLength(text)} bytes`);
+      const kept = parseEpitaphs(text);
+      assert.deepEqual(
+        kept.map((e) => e.data.length),
+        data,
+      );
+      assert.equal(kept.at(-1)?.child, `m${sizes.length - 1}`, "the newest is always kept");
+    });
+  }
 });
 
 describe("zookeeper specifics", () => {
@@ -123,6 +146,27 @@ describe("zookeeper specifics", () => {
     }
     await events.return?.();
     await Promise.all([watcher, ...members].map((c) => c.close()));
+  });
+
+  it("completes the leave of a member whose record is large (its epitaph kept small)", async () => {
+    // A 64 KB value, a third of it quotes: with its history the record is ~860 KB, and an
+    // epitaph quoting it whole (escaped again) would not fit one ZooKeeper request (1 MB).
+    const quotes = 'ab"'.repeat(15_990);
+    const watcher = await client({ memberId: "big-watcher" });
+    const member = await client({ memberId: "big-member" });
+    const events = watcher.group("big").watch();
+    const membership = await member.group("big").join({ n: 0, s: quotes });
+    for (let n = 1; n <= 8; n++) await member.group("big").update({ n, s: quotes });
+    await membership.leave();
+    const seen: string[] = [];
+    // Bounded: a join, at most 8 updates, then the leave.
+    while (!seen.includes("leave big-member") && seen.length < 10) {
+      const [event] = await take(events, 1, 15_000);
+      seen.push(event ? summary(event) : "end");
+    }
+    assert.equal(seen.at(-1), "leave big-member", `the leave reported: ${seen.join(", ")}`);
+    await events.return?.();
+    await Promise.all([watcher, member].map((c) => c.close()));
   });
 
   it("keeps each name in its own node and leaves no empty parent behind", async () => {

@@ -50,8 +50,11 @@ export class ZkGrant implements DriverGrant {
   since: number;
   recordVersion?: bigint | undefined;
   previousRecord?: CellEntry | undefined;
-  /** The zxid of the record this grant created (its znode version 0 while it is unchanged). */
-  recordCreated: bigint | null = null;
+  /**
+   * The record this grant made, while unchanged: its zxid and znode version (0 written by the
+   * first try, 1 at the grant: grant-records.ts, "Versions"); `null` once the core rewrote it.
+   */
+  recordCreated: { readonly zxid: bigint; readonly version: 0 | 1 } | null = null;
   /** The path of this grant's upgrade marker, while upgrading or upgraded. */
   marker: string | null = null;
   released = false;
@@ -283,7 +286,7 @@ async function granted(
   const grant = new ZkGrant(request, parent, own.path, tag, token, recorded?.at ?? Date.now());
   if (recorded) {
     grant.recordVersion = recorded.zxid;
-    grant.recordCreated = recorded.zxid;
+    grant.recordCreated = { zxid: recorded.zxid, version: 0 };
   }
   const note = grant.data(scope, sole ? { t: token.toString(), h: 1 } : { t: token.toString() });
   let noting: Promise<Stat> | null = null;

@@ -12,7 +12,7 @@
  * behind by a waiter that died waiting (the next holder would fence someone who never held
  * the lock). Curator's recipes have no record at all. So the record goes out in the round
  * trip after the grant was decided, before `acquire()` resolves, as one multi: `check` the
- * holder's own queue node and `create` the record node. That gives what the seam asks of a
+ * holder's own queue node, `create` the record node and `set` it (see "Versions"). That gives what the seam asks of a
  * grant's record (driver.ts):
  *
  * 1. No holder that `acquire()` resolved to is ever without its record: the multi is
@@ -31,8 +31,8 @@
  *    wrote it cannot release it any more (its release's multi needs its queue node); the
  *    core's fenced rewrite is the only write that can still reach it.
  * 4. A clean release deletes the record in one multi with the queue node (`delete` node,
- *    `delete` record at the znode version this holding wrote, 0 when it created it and
- *    nothing rewrote it since). If the node is gone (the holding was lost, or revoked) the
+ *    `delete` record at the znode version this holding wrote: 1 when it created it at the
+ *    grant and nothing rewrote it since, 0 for a first try's, else read). If the node is gone (the holding was lost, or revoked) the
  *    multi fails as a whole and the record stays, for the next holder; if the record is not
  *    at that version any more, only the node goes.
  *
@@ -52,7 +52,7 @@
  * writes it as above. The seam's rules hold: (1) a grant handed out has its record, written
  * with its node; (2) the record of a node that was not there when its grant was decided is
  * never written (the transaction made both); (3) it is written only where none is (the
- * create fails otherwise); (4) the release is unchanged (version 0). What it adds is a
+ * create fails otherwise); (4) the release deletes it at version 0. What it adds is a
  * window in which a record names a node that holds nothing yet: a client that dies in it
  * (after the multi, before the drop) leaves a record that the next holder takes for a
  * takeover of a holding that never was: a false takeover, the cautious side, never a missed
@@ -68,6 +68,14 @@
  * multi is out waits for its answer, then deletes the record with the node (F2); a lost
  * answer is found by the node's tag, and then the record is deleted again, the grant writing
  * its own (F3).
+ *
+ * **Versions.** A znode's version restarts at 0 when it is deleted and made again, so
+ * "version 0" alone does not say whose a record is. A record written at a grant is created
+ * and set in one multi (version 1 at once); one a holder replaced is at 1 or more; so while
+ * a waiter's node exists, a record at version 0 is its own first try's or that of a waiter
+ * behind it (which writes its own again when granted): the waiter's drop, however late
+ * (an answer lost and the multi sent again after the holder ahead wrote its record), never
+ * deletes a holder's record (`zookeeper-first-try.test.ts`: "a waiter's late drop ...").
  *
  * Costs: an uncontended grant as untracked (one round trip), a contended join one more (the
  * refused first try), the release none (the multi replaces the node's delete), a handoff one
@@ -128,9 +136,12 @@ export async function writeRecord(
   const { handle, layout } = scope;
   const path = layout.cell(TAKEOVER_SPACE, grant.lockName);
   const data = cellData(grant.token, sealRecord(record, grant.token, grant.since));
+  // Created and set at once, so a record written at a grant is never at version 0 (see
+  // "Versions"): a waiter's late drop (version 0) cannot delete it.
   const ops = [
     { op: "check", path: grant.path, version: -1 },
     { op: "create", path, data, flags: FLAGS.persistent },
+    { op: "set", path, data, version: 0 },
   ] as const;
   let ensuring: Promise<void> | null = null;
   for (;;) {
@@ -138,7 +149,7 @@ export async function writeRecord(
     try {
       const { zxid } = await handle.multi(ops);
       grant.recordVersion = zxid;
-      grant.recordCreated = zxid;
+      grant.recordCreated = { zxid, version: 1 };
       return "written";
     } catch (error) {
       if (failedAt(error, 0, RC.NONODE)) return "gone";
@@ -156,7 +167,8 @@ export async function writeRecord(
         // The node's creation zxid, read if its create's answer was lost.
         const own = !isEarly(found.data) ? null : (czxid ?? (await readCzxid(scope, grant.path)));
         if (own === "gone") return "gone";
-        if (own !== null && found.stat.czxid > own) {
+        // Also our own node's (a first try whose drop was given up): not a takeover of ourselves.
+        if (own !== null && found.stat.czxid >= own) {
           // A waiter's behind us (see "First try"): it never held. Replaced, as it stands.
           try {
             const done = await handle.multi([
@@ -178,7 +190,7 @@ export async function writeRecord(
           // Our own: an earlier multi of ours landed unanswered. It is this grant's record,
           // to be deleted with the node (a withdrawn grant's too), not a takeover to claim.
           grant.recordVersion = found.stat.mzxid;
-          grant.recordCreated = found.stat.version === 0 ? found.stat.mzxid : null;
+          grant.recordCreated = found.stat.version === 1 ? { zxid: found.stat.mzxid, version: 1 } : null;
           return "written";
         }
         grant.previousRecord = entry;
@@ -203,7 +215,8 @@ export async function releaseWithRecord(scope: Scope, grant: ZkGrant): Promise<v
   const path = scope.layout.cell(TAKEOVER_SPACE, grant.lockName);
   const signal = scope.ended;
   try {
-    let version = grant.recordVersion === grant.recordCreated ? 0 : null;
+    const created = grant.recordCreated;
+    let version: number | null = created && grant.recordVersion === created.zxid ? created.version : null;
     if (version === null) {
       // Rewritten by the core (a takeover claimed, a lock delay stored): its version read.
       const known = grant.recordVersion ?? 0n;
@@ -325,9 +338,10 @@ function isEarly(data: string): boolean {
 /**
  * Deletes the record written with `node` by the first try, once the node is not granted
  * by it: only while the node is there (one multi), and only as written (version 0). While
- * the node is there no one behind it holds, and a record is written only when none is
- * there, so a record at version 0 is this one, or one of a waiter behind it that will
- * write its own again when granted. A record changed since was replaced by the holder
+ * the node is there no one behind it holds, a first try writes only where no record is, and
+ * a record written or replaced at a grant is at version 1 or more ("Versions"), so a
+ * record at version 0 is this one, or one of a waiter behind it that will write its own
+ * again when granted, also when this drop is sent late. A record changed since was replaced by the holder
  * ahead (writeRecord) and stays. If the node is gone (the session ended), so does the
  * record: a false takeover for the next holder, the cautious side.
  */

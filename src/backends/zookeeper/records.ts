@@ -89,7 +89,13 @@ export interface Epitaph {
   readonly data: string;
 }
 
-/** How many epitaphs a space node keeps, and up to how many bytes (the newest always). */
+/**
+ * How many epitaphs a space node keeps, and up to how many bytes (UTF-8, as sent). The
+ * newest is always kept, but without its data when it alone is past the bound: the space
+ * node's set goes in one multi with the record's delete, and a request past the server's
+ * limit (1 MB) drops the connection, so the leave would never land. A watcher that needed
+ * that data then reports just the leave (record-watch.ts), which the docs allow.
+ */
 const EPITAPHS = 8;
 const EPITAPH_BYTES = 128 * 1024;
 
@@ -120,10 +126,9 @@ export function parseEpitaphs(text: string): Epitaph[] {
 export function withEpitaph(text: string, epitaph: Epitaph): string {
   const encode = (e: Epitaph) => ({ k: e.child, z: e.czxid.toString(), n: e.version, d: e.data });
   const kept = [...parseEpitaphs(text), epitaph].slice(-EPITAPHS).map(encode);
-  let out = JSON.stringify({ e: kept });
-  while (kept.length > 1 && out.length > EPITAPH_BYTES) {
-    kept.shift();
-    out = JSON.stringify({ e: kept });
-  }
-  return out;
+  const size = () => Buffer.byteLength(JSON.stringify({ e: kept }));
+  while (kept.length > 1 && size() > EPITAPH_BYTES) kept.shift();
+  const newest = kept[0];
+  if (newest && size() > EPITAPH_BYTES) kept[0] = { ...newest, d: "" };
+  return JSON.stringify({ e: kept });
 }

@@ -109,14 +109,23 @@ export async function createProtected(
   }
 }
 
-/** The child of `parent` whose name starts with `prefix`, once connected; `null` if none. */
+/**
+ * The child of `parent` whose name starts with `prefix`, once connected; `null` if none.
+ * Listed behind a sync: a create whose answer was lost may have landed on a server ahead of
+ * the one reconnected to, whose list would miss it (and a second node would be made).
+ */
 export async function findByPrefix(
   scope: Scope,
   parent: string,
   prefix: string,
   signal: AbortSignal,
 ): Promise<string | null> {
-  const listed = await retrying(scope.handle, `listing ${parent}`, () => scope.handle.children(parent), signal);
+  const { handle } = scope;
+  const list = async () => {
+    await handle.sync(parent);
+    return handle.children(parent);
+  };
+  const listed = await retrying(handle, `listing ${parent}`, list, signal);
   const name = listed?.children.find((c) => c.startsWith(prefix));
   return name === undefined ? null : `${parent}/${name}`;
 }

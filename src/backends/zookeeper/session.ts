@@ -18,7 +18,7 @@ import { acquire, type ZkGrant } from "./acquire.js";
 import { FLAGS, type MultiOp, ZkHandle } from "./client.js";
 import type { ZkConfig } from "./config.js";
 import { convert, release } from "./convert.js";
-import { BACKEND, failedAt, hasCode, RC } from "./errors.js";
+import { BACKEND, failedAt, hasCode, RC, ZkMultiError } from "./errors.js";
 import type { Layout } from "./paths.js";
 import { encodeRecord, nextRecord, withEpitaph } from "./records.js";
 import { ensurePath, retrying, type Scope } from "./scope.js";
@@ -168,8 +168,10 @@ export class ZkSession implements DriverSession {
    * Deletes the record if it is still this session's, in one multi with its epitaph written
    * into the space node (record-watch.ts), under the space node's version so that two
    * leaves at once keep both epitaphs; after a few such conflicts, without the version (a
-   * leave is not held up for long, at the cost of an epitaph a watcher might need). Two
-   * round trips, as a read and a delete took before: the two reads go out together.
+   * leave is not held up for long, at the cost of an epitaph a watcher might need). An
+   * epitaph is bounded in bytes (records.ts); if the server refuses its set anyway, the
+   * record is deleted alone. Two round trips, as a read and a delete took before: the two
+   * reads go out together.
    */
   async deleteRecord(space: string, key: string): Promise<void> {
     const stop = this.#ended.signal;
@@ -202,6 +204,15 @@ export class ZkSession implements DriverSession {
         return;
       } catch (error) {
         if (failedAt(error, 1, RC.BADVERSION) || failedAt(causeOf(error), 1, RC.BADVERSION)) continue;
+        const multi = [error, causeOf(error)].find((e): e is ZkMultiError => e instanceof ZkMultiError);
+        if (multi?.op === 1) {
+          // The epitaph's set refused otherwise: it never holds the leave up; the record goes alone.
+          const alone = () => handle.delete(path, version);
+          await retrying(handle, what, alone, stop).catch((e: unknown) => {
+            if (!isCode(e, RC.BADVERSION)) throw e; // replaced by another session's since
+          });
+          return;
+        }
         // Replaced by another session's, or deleted by an earlier try whose answer was lost.
         if (!isCode(error, RC.BADVERSION) && !isCode(error, RC.NONODE)) throw error;
         return;
