@@ -82,26 +82,15 @@ export class TakeoverRecords {
   /**
    * Deletes the record a tracked request whose connection died may have written with a
    * grant it never handed out (its answer lost): a grant that was not handed out was not
-   * lost either. Deleted once while its connection still holds the request's key (see
-   * below), then its connection is ended from the server side (it may not have noticed the
-   * death yet, and a wait could still be granted and write its record), and the second
-   * delete asks that nobody holds the request's entry key any more (keys are never
+   * lost either. Its connection is ended first, from the server side (it may not have
+   * noticed the death yet, and a wait could still be granted and write its record), and
+   * the delete asks that nobody holds the request's entry key any more (keys are never
    * reused) and that the row still names that key (any cell write since, a successor's
    * claim of it, cleared that). Best-effort: a failure keeps the record, and the next
    * holder then reports a takeover of a grant never handed out.
    */
   async dropOrphan(key: string, ckey: Buffer): Promise<void> {
-    const drop = (held: "NOT NULL" | "NULL") =>
-      this.#control.query(
-        `DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND IS_USED_LOCK(?) IS ${held}`,
-        [ckey, key, key],
-      );
     try {
-      // First while the request's connection still holds its key: nobody else can be
-      // granted the lock then, so a waiter behind it never reads the record as a lost
-      // holding's when the kill below frees the lock. The delete after the kill is for a
-      // wait granted in between.
-      await drop("NOT NULL");
       const deadline = Date.now() + ORPHAN_WAIT_MS;
       let killed = false;
       for (;;) {
@@ -114,7 +103,10 @@ export class TakeoverRecords {
         killed = true;
         await sleep(20);
       }
-      await drop("NULL");
+      await this.#control.query(
+        `DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND IS_USED_LOCK(?) IS NULL`,
+        [ckey, key, key],
+      );
     } catch {
       // Kept, as said above.
     }
