@@ -69,17 +69,17 @@ async function replay(clients: readonly Coordinator[], name: string, c: RuleCase
       await waitForWaiters(clients[0] as Coordinator, name, waiting.length, kind);
     }
     if (c.upgrading !== undefined) {
-      pendingUpgrade = (held[c.upgrading] as LockHandle).upgrade();
-      pendingUpgrade.catch(() => {});
       // No backend shows a pending upgrade in inspect(): a second upgrader being refused is
-      // the sign that the first one is in place (unless that refusal is the probe itself).
-      if (!("upgrade" in c.probe)) {
-        const other = held.findIndex((_, i) => i !== c.upgrading);
-        await assert.rejects((held[other] as LockHandle).upgrade(), DeadlockError);
-      }
+      // the sign that the first one is in place. When the case's probe is that second
+      // upgrade, this is the probe.
+      const other = "upgrade" in c.probe ? c.probe.upgrade : held.findIndex((_, i) => i !== c.upgrading);
+      pendingUpgrade = (await upgradeFirst(held[c.upgrading] as LockHandle, held[other] as LockHandle)).pending;
     }
     const probe = c.probe;
-    if ("upgrade" in probe) {
+    if ("upgrade" in probe && c.upgrading !== undefined) {
+      assert.equal(c.expect, "deadlock", "a second upgrader is always refused");
+      assert.equal((held[probe.upgrade] as LockHandle).mode, "shared", "a refused upgrade keeps the shared lock");
+    } else if ("upgrade" in probe) {
       const handle = held[probe.upgrade] as LockHandle;
       if (c.expect === "grant") {
         await handle.upgrade();
@@ -109,5 +109,42 @@ async function replay(clients: readonly Coordinator[], name: string, c: RuleCase
     await pendingUpgrade?.catch(() => {});
     await upgrader?.release();
     for (const w of waiting) await (await w).release();
+  }
+}
+
+/**
+ * Starts `first`'s upgrade and returns it (boxed) once it is the pending one: `second`'s upgrade is
+ * refused with DeadlockError. The two holders talk to the server over different connections,
+ * so the second request can arrive first (seen on Redis, when the first one's script was not
+ * loaded yet): then the first is the one refused, and the second, which would wait forever
+ * behind the first's shared lock, is withdrawn and both are asked again.
+ */
+async function upgradeFirst(first: LockHandle, second: LockHandle): Promise<{ pending: Promise<void> }> {
+  for (let attempt = 1; ; attempt++) {
+    const pending = first.upgrade();
+    pending.catch(() => {});
+    const withdraw = new AbortController();
+    const other = second.upgrade({ signal: withdraw.signal });
+    other.catch(() => {});
+    const outcome = await Promise.race([
+      other.then(
+        () => ({ who: "second", error: undefined }),
+        (error: unknown) => ({ who: "second", error }),
+      ),
+      pending.then(
+        () => ({ who: "first", error: undefined }),
+        (error: unknown) => ({ who: "first", error }),
+      ),
+    ]);
+    if (outcome.who === "second" && outcome.error instanceof DeadlockError) return { pending };
+    assert.ok(
+      outcome.who === "first" && outcome.error instanceof DeadlockError,
+      `expected one of two overlapping upgrades to be refused, got ${outcome.who}: ${String(outcome.error)}`,
+    );
+    // The second request arrived first: it is pending, and the first was refused.
+    withdraw.abort();
+    await other.catch(() => {});
+    assert.equal(second.mode, "shared", "a withdrawn upgrade keeps the shared lock");
+    assert.ok(attempt < 10, "the first upgrade lost the race to the server ten times in a row");
   }
 }
