@@ -34,9 +34,10 @@ export interface RunOptions {
   /** Progress lines (faults as they happen). */
   readonly log?: (line: string) => void;
   /**
-   * Go on past `seconds` until this many faults were injected, up to three times as long:
-   * on a loaded machine a slow fault (a respawn, a restart) can fill a short run alone, and
-   * a run with one fault proves less than its verdict says. Default 0.
+   * Go on past `seconds` until this many faults were injected (a partition counts once,
+   * however many clients it hits), up to three times as long: on a loaded machine a slow
+   * fault (a respawn, a restart, a split whose `ip` commands crawl) can fill a short run
+   * alone, and a run with one fault proves less than its verdict says. Default 0.
    */
   readonly minFaults?: number;
 }
@@ -368,9 +369,10 @@ export async function runChaos(options: RunOptions): Promise<History> {
             : kind === "partition"
               ? ttlMs + 4000
               : 4000;
+      let injected = 0;
       for (;;) {
         let fitting = options.nemeses.filter((k) => now() + expectedMs(k) <= nemesisEnd);
-        if (fitting.length === 0 && history.faults.length < (options.minFaults ?? 0)) {
+        if (fitting.length === 0 && injected < (options.minFaults ?? 0)) {
           // Too few faults so far: one more, with its quiet tail after it, if time allows.
           const quickest = Math.min(...options.nemeses.map(expectedMs));
           if (now() + quickest + tail <= latestEnd) {
@@ -382,6 +384,7 @@ export async function runChaos(options: RunOptions): Promise<History> {
         if (fitting.length === 0) break;
         const kind = fitting[Math.floor(random() * fitting.length)] as FaultKind;
         await inject(kind);
+        injected++;
         await delay(500 + random() * 1000);
       }
     }
