@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import { PROCEDURES_V1, PROCEDURES_V2 } from "./procedures.js";
 import { PROCEDURES_V3 } from "./procedures-v3.js";
 import { PROCEDURES_V4 } from "./procedures-v4.js";
+import { PROCEDURES_V5 } from "./procedures-v5.js";
 
 /**
  * One migration per version, applied in order under `GET_LOCK` (DDL commits implicitly in
@@ -121,6 +122,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   PROCEDURES_V2,
   PROCEDURES_V3,
   PROCEDURES_V4,
+  // Every procedure again, its text parameters and variables in utf8mb4 (not the database's).
+  PROCEDURES_V5,
 ];
 
 /** The schema version this code expects. */

@@ -1,0 +1,159 @@
+/**
+ * Names, member ids and fence info outside Latin-1 on a database whose default character
+ * set is latin1 (schema version 5, src/backends/mysql/procedures-v5.ts): a procedure's
+ * text parameters and variables took the database's character set, and every such request
+ * failed with error 1366. The same on a utf8mb4 database; then the migration from version 4
+ * on a latin1 database holding version 4 state. One server for all.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { PROCEDURES_V1, PROCEDURES_V2 } from "../../src/backends/mysql/procedures.js";
+import { PROCEDURES_V3 } from "../../src/backends/mysql/procedures-v3.js";
+import { PROCEDURES_V4 } from "../../src/backends/mysql/procedures-v4.js";
+import { SCHEMA_VERSION, render } from "../../src/backends/mysql/schema.js";
+import { type Coordinator, connect } from "../../src/index.js";
+import { waitFor } from "../conformance/helpers.js";
+import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
+
+const MEMBER = "成員-é-🦀";
+const NAMESPACE = "ns-名前-é";
+const NAMES = ["é", "名前", "🔒-lock"];
+const FENCE = { host: "ホスト-é", note: "🔥" };
+
+describe("mysql names outside Latin-1", { timeout: 120_000 }, () => {
+  let server: MariadbServer;
+  const coords: Coordinator[] = [];
+  const client = async (db: string, memberId: string, namespace = NAMESPACE) => {
+    const url = new URL(server.url);
+    url.pathname = `/${db}`;
+    url.searchParams.set("namespace", namespace);
+    const coord = await connect(url.href, { memberId, ttlMs: 10_000 });
+    coords.push(coord);
+    return coord;
+  };
+
+  before(async () => {
+    server = await startMariadb();
+    await server.query("CREATE DATABASE l1 CHARACTER SET latin1 COLLATE latin1_swedish_ci");
+    await server.query("CREATE DATABASE u8 CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci");
+    await server.query("CREATE DATABASE up CHARACTER SET latin1 COLLATE latin1_swedish_ci");
+  });
+  after(async () => {
+    await Promise.all(coords.map((c) => c.close()));
+    await server.stop();
+  });
+
+  for (const db of ["l1", "u8"]) {
+    it(`${db}: locks, shared locks, a semaphore, tracked fence info, a takeover and cells keep the exact text`, async () => {
+      const a = await client(db, MEMBER);
+      const b = await client(db, `${MEMBER}-2`);
+      for (const name of NAMES) {
+        // Exclusive and tracked (the default), with fence info: inspect shows it all back.
+        const held = await a.lock(name).acquire({ fenceInfo: FENCE, timeoutMs: 5000 });
+        const seen = await a.inspect();
+        assert.equal(seen.namespace, NAMESPACE);
+        const lock = seen.locks.find((l) => l.name === name);
+        assert.deepEqual(
+          lock?.holders.map((h) => h.memberId),
+          [MEMBER],
+          `${name}: ${JSON.stringify(seen.locks.map((l) => l.name))}`,
+        );
+        const record = seen.takeovers?.find((r) => r.name === name);
+        assert.equal(record?.memberId, MEMBER);
+        assert.deepEqual(record?.fenceInfo, FENCE);
+        assert.equal((await held.release()).status, "released");
+        // Shared: two holders, their member ids.
+        const s1 = await a.lock(name).acquire({ mode: "shared", timeoutMs: 5000 });
+        const s2 = await b.lock(name).acquire({ mode: "shared", timeoutMs: 5000 });
+        const shared = (await a.inspect()).locks.find((l) => l.name === name);
+        assert.deepEqual(shared?.holders.map((h) => h.memberId).sort(), [MEMBER, `${MEMBER}-2`].sort());
+        await s1.release();
+        await s2.release();
+        // A semaphore of the same name (its own queue), both permits.
+        const p1 = await a.semaphore(name, { limit: 2 }).acquire({ timeoutMs: 5000 });
+        const p2 = await b.semaphore(name, { limit: 2 }).acquire({ timeoutMs: 5000 });
+        const sem = (await a.inspect()).semaphores.find((l) => l.name === name);
+        assert.equal(sem?.holders.length, 2);
+        assert.ok(sem?.holders.some((h) => h.memberId === `${MEMBER}-2`));
+        await p1.release();
+        await p2.release();
+        // A cell.
+        const cell = a.cell<string>(name);
+        await cell.set(`${name}=é名🔒`);
+        assert.equal((await cell.get())?.value, `${name}=é名🔒`);
+        assert.equal((await b.inspect()).cells?.find((c) => c.name === name)?.value, `${name}=é名🔒`);
+      }
+      // A takeover: the holder's lane connection ends, and the next holder is handed its record.
+      const name = NAMES[1] ?? "";
+      const lost = await a.lock(name).acquire({ fenceInfo: FENCE, timeoutMs: 5000 });
+      const [entry] = await server.query<{ conn: string }>(
+        `SELECT e.conn FROM ${db}.baton_entries e JOIN ${db}.baton_queues q ON q.qid = e.qid WHERE q.name = ? AND q.kind = 'lock' AND e.token IS NOT NULL`,
+        [name],
+      );
+      await server.query(`KILL CONNECTION ${Number(entry?.conn)}`);
+      await waitFor(() => lost.signal.aborted, "the lost holding noticed", 5000);
+      const next = await b.lock(name).acquire({ timeoutMs: 10_000 });
+      assert.equal(next.takeover?.memberId, MEMBER);
+      assert.deepEqual(next.takeover?.fenceInfo, FENCE);
+      assert.equal(next.takeover?.token, lost.token);
+      await next.release();
+    });
+  }
+
+  it("migrates a latin1 database from version 4 with state in it, and the version 4 signatures stay", async () => {
+    const parameters = () =>
+      server.query<{ name: string; n: number; mode: string; type: string; cs: string | null }>(
+        `SELECT SPECIFIC_NAME AS name, ORDINAL_POSITION AS n, PARAMETER_MODE AS mode, DTD_IDENTIFIER AS type,
+           CHARACTER_SET_NAME AS cs FROM information_schema.PARAMETERS WHERE SPECIFIC_SCHEMA = 'up' ORDER BY name, n`,
+      );
+    // Tables at version 4: version 5's procedures replaced by the ones of versions 1 to 4
+    // (their statements are idempotent), as a version 4 migration left them.
+    // ASCII member ids and namespace: version 4's procedures take them on a latin1 database.
+    const first = await client("up", "old", "upgrade");
+    for (const sql of [...PROCEDURES_V1, ...PROCEDURES_V2, ...PROCEDURES_V3, ...PROCEDURES_V4]) {
+      await server.query(render(sql, "up.baton_"));
+    }
+    await server.query("DELETE FROM up.baton_migrations WHERE version = 5");
+    const before = await parameters();
+    assert.ok(
+      before.some((p) => p.cs === "latin1"),
+      "version 4's procedures have latin1 parameters",
+    );
+    await assert.rejects(first.lock("名前").tryAcquire(), /Incorrect string value/);
+    // Version 4 state: a lock held (a tracked record), a semaphore permit, a cell.
+    const held = await first.lock("plain").acquire({ fenceInfo: { v: 4 }, timeoutMs: 5000 });
+    const permit = await first.semaphore("sem", { limit: 2 }).acquire({ timeoutMs: 5000 });
+    await first.cell<string>("cell").set("v4");
+    // A new client migrates the tables to version 5.
+    const second = await client("up", "new", "upgrade");
+    const [version] = await server.query<{ v: number }>("SELECT MAX(version) AS v FROM up.baton_migrations");
+    assert.equal(Number(version?.v), SCHEMA_VERSION);
+    assert.equal(SCHEMA_VERSION, 5);
+    const after = await parameters();
+    // Same procedures, parameters, modes and types: a version 4 client's calls are unchanged.
+    const shape = (rows: typeof before) => rows.map(({ name, n, mode, type }) => `${name}/${n}/${mode}/${type}`);
+    assert.deepEqual(shape(after), shape(before));
+    assert.deepEqual(
+      after.filter((p) => p.cs !== null && p.cs !== "utf8mb4"),
+      [],
+      "every text parameter is utf8mb4",
+    );
+    // The state goes on: the held lock is still held, then released to the new client.
+    assert.equal(await second.lock("plain").tryAcquire(), null);
+    assert.equal((await held.release()).status, "released");
+    const plain = await second.lock("plain").acquire({ timeoutMs: 5000 });
+    assert.ok(plain.token > held.token);
+    assert.equal(plain.takeover, null);
+    await plain.release();
+    const permit2 = await second.semaphore("sem", { limit: 2 }).acquire({ timeoutMs: 5000 });
+    await permit.release();
+    await permit2.release();
+    assert.equal((await second.cell<string>("cell").get())?.value, "v4");
+    // And names outside Latin-1 now work, for the client connected before the migration too.
+    for (const coord of [first, second]) {
+      const h = await coord.lock("名前").acquire({ timeoutMs: 5000 });
+      assert.equal((await coord.inspect()).locks.find((l) => l.name === "名前")?.holders[0]?.memberId, coord.memberId);
+      await h.release();
+    }
+  });
+});
