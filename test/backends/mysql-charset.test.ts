@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import mysql from "mysql2/promise";
 import { PROCEDURES_V1, PROCEDURES_V2 } from "../../src/backends/mysql/procedures.js";
 import { PROCEDURES_V3 } from "../../src/backends/mysql/procedures-v3.js";
 import { PROCEDURES_V4 } from "../../src/backends/mysql/procedures-v4.js";
@@ -124,8 +125,29 @@ describe("mysql names outside Latin-1", { timeout: 120_000 }, () => {
     const held = await first.lock("plain").acquire({ fenceInfo: { v: 4 }, timeoutMs: 5000 });
     const permit = await first.semaphore("sem", { limit: 2 }).acquire({ timeoutMs: 5000 });
     await first.cell<string>("cell").set("v4");
-    // A new client migrates the tables to version 5.
-    const second = await client("up", "new", "upgrade");
+    // A new client migrates the tables to version 5, while version 4 clients call on (the
+    // procedures are replaced, never missing: CREATE OR REPLACE on MariaDB).
+    const olds = await Promise.all(
+      [1, 2].map(() => mysql.createConnection({ socketPath: server.socket, user: "root", database: "up" })),
+    );
+    let calling = true;
+    let calls = 0;
+    const failures: string[] = [];
+    const loops = olds.map(async (old) => {
+      while (calling) {
+        await old.query("CALL baton_withdraw('no-such-key')").then(
+          () => calls++,
+          (e: Error) => failures.push(e.message),
+        );
+      }
+    });
+    const second = await client("up", "new", "upgrade").finally(() => {
+      calling = false;
+    });
+    await Promise.all(loops);
+    await Promise.all(olds.map((old) => old.end()));
+    assert.deepEqual(failures, [], `${failures.length} of ${calls + failures.length} calls failed`);
+    assert.ok(calls > 0);
     const [version] = await server.query<{ v: number }>("SELECT MAX(version) AS v FROM up.baton_migrations");
     assert.equal(Number(version?.v), SCHEMA_VERSION);
     assert.equal(SCHEMA_VERSION, 5);
