@@ -11,7 +11,8 @@ import mysql from "mysql2/promise";
 import { PROCEDURES_V1, PROCEDURES_V2 } from "../../src/backends/mysql/procedures.js";
 import { PROCEDURES_V3 } from "../../src/backends/mysql/procedures-v3.js";
 import { PROCEDURES_V4 } from "../../src/backends/mysql/procedures-v4.js";
-import { SCHEMA_VERSION, render } from "../../src/backends/mysql/schema.js";
+import { utf8mb4 } from "../../src/backends/mysql/procedures-v5.js";
+import { SCHEMA_VERSION, render, replacesAtomically, replacing } from "../../src/backends/mysql/schema.js";
 import { type Coordinator, connect } from "../../src/index.js";
 import { waitFor } from "../conformance/helpers.js";
 import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
@@ -177,5 +178,53 @@ describe("mysql names outside Latin-1", { timeout: 120_000 }, () => {
       assert.equal((await coord.inspect()).locks.find((l) => l.name === "名前")?.holders[0]?.memberId, coord.memberId);
       await h.release();
     }
+  });
+});
+
+describe("mysql version 5's checked transformation", () => {
+  it("adds the character set where missing, and refuses a definition it does not expect", () => {
+    const sql = `CREATE PROCEDURE @pt(IN p_a VARCHAR(8), IN p_b BINARY(32), OUT o_c TEXT CHARACTER SET utf8mb4)
+  BEGIN
+    DECLARE v_d CHAR(36);
+    DECLARE v_e BIGINT UNSIGNED;
+    DECLARE done CURSOR FOR SELECT 1;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_e = 1;
+  END`;
+    const out = utf8mb4("t", sql, 2);
+    assert.match(
+      out,
+      /IN p_a VARCHAR\(8\) CHARACTER SET utf8mb4, IN p_b BINARY\(32\), OUT o_c TEXT CHARACTER SET utf8mb4\)/,
+    );
+    assert.match(out, /DECLARE v_d CHAR\(36\) CHARACTER SET utf8mb4;/);
+    assert.equal(out.split("CHARACTER SET").length, 4);
+    assert.throws(() => utf8mb4("t", sql, 1), /2 declarations without a character set/);
+    assert.throws(
+      () => utf8mb4("t", sql.replace("BIGINT UNSIGNED", "DECIMAL(10,2)"), 2),
+      /not known here|not understood/,
+    );
+    assert.throws(() => utf8mb4("t", "CREATE FUNCTION @pf() RETURNS INT RETURN 1", 0), /no CREATE PROCEDURE head/);
+  });
+
+  it("replaces a procedure in one statement on MariaDB 10.1.3 and later only", () => {
+    assert.equal(replacesAtomically("10.11.19-MariaDB-0+deb12u1"), true);
+    assert.equal(replacesAtomically("11.4.2-MariaDB"), true);
+    assert.equal(replacesAtomically("10.1.3-MariaDB"), true);
+    assert.equal(replacesAtomically("10.0.38-MariaDB"), false);
+    assert.equal(replacesAtomically("8.0.36"), false);
+    const statements = [
+      "DROP PROCEDURE IF EXISTS @pa",
+      "CREATE PROCEDURE @pa() BEGIN END",
+      "DROP TRIGGER IF EXISTS @pt",
+      "X",
+    ];
+    assert.deepEqual(replacing(statements, true), [
+      "CREATE OR REPLACE PROCEDURE @pa() BEGIN END",
+      ...statements.slice(2),
+    ]);
+    assert.deepEqual(replacing(statements, false), statements);
+    assert.deepEqual(replacing(["DROP PROCEDURE IF EXISTS @pa", "CREATE PROCEDURE @pab() BEGIN END"], true), [
+      "DROP PROCEDURE IF EXISTS @pa",
+      "CREATE PROCEDURE @pab() BEGIN END",
+    ]);
   });
 });
