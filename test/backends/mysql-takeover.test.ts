@@ -11,7 +11,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import mysql from "mysql2/promise";
-import { nameHash, render } from "../../src/backends/mysql/schema.js";
+import { PROCEDURES_V1, PROCEDURES_V2 } from "../../src/backends/mysql/procedures.js";
+import { PROCEDURES_V3 } from "../../src/backends/mysql/procedures-v3.js";
+import { SCHEMA_VERSION, nameHash, render } from "../../src/backends/mysql/schema.js";
 import { PROCEDURES_V4 } from "../../src/backends/mysql/procedures-v4.js";
 import { type Coordinator, connect } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
@@ -210,11 +212,17 @@ describe("mysql schema version 4 upgrade", { timeout: 60_000 }, () => {
     // a version 3 client could tell (its procedures dropped, its record and column gone).
     const first = await connect(server.url, { namespace: "upgrade", ttlMs: 10_000 });
     await first.close();
+    // (Version 5 is undone too: versions 1 to 3's procedures made again, as they were.)
     for (const sql of PROCEDURES_V4.filter((s) => s.startsWith("DROP PROCEDURE"))) {
       await server.query(render(sql, "baton.baton_"));
     }
+    for (const sql of [...PROCEDURES_V1, ...PROCEDURES_V2, ...PROCEDURES_V3].filter((s) =>
+      /^(DROP|CREATE) PROCEDURE/.test(s),
+    )) {
+      await server.query(render(sql, "baton.baton_"));
+    }
     await server.query("ALTER TABLE baton.baton_cells DROP COLUMN grant_key");
-    await server.query("DELETE FROM baton.baton_migrations WHERE version = 4");
+    await server.query("DELETE FROM baton.baton_migrations WHERE version >= 4");
     // The version 3 client: its session and enqueue, as version 3's driver calls them.
     const old = await mysql.createConnection({ socketPath: server.socket, user: "root", database: "baton" });
     const session = "00000000-0000-0000-0000-000000000003";
@@ -232,11 +240,11 @@ describe("mysql schema version 4 upgrade", { timeout: 60_000 }, () => {
         [session],
       );
       const oldToken = await enqueue("old-key");
-      // A new client migrates the tables to version 4 while the old one holds the lock.
+      // A new client migrates the tables to version 4 (and on) while the old one holds the lock.
       const coord = await connect(server.url, { namespace: "upgrade", memberId: "new", ttlMs: 10_000 });
       coords.push(coord);
       const [version] = await server.query<{ v: number }>("SELECT MAX(version) AS v FROM baton.baton_migrations");
-      assert.equal(Number(version?.v), 4);
+      assert.equal(Number(version?.v), SCHEMA_VERSION);
       const waiting = coord.lock("job").acquire({ timeoutMs: 20_000 });
       await waitForWaiters(coord, "job", 1);
       await old.query("CALL baton_withdraw('old-key')");

@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import { PROCEDURES_V1, PROCEDURES_V2 } from "./procedures.js";
 import { PROCEDURES_V3 } from "./procedures-v3.js";
 import { PROCEDURES_V4 } from "./procedures-v4.js";
+import { PROCEDURES_V5 } from "./procedures-v5.js";
 
 /**
  * One migration per version, applied in order under `GET_LOCK` (DDL commits implicitly in
@@ -121,6 +122,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   PROCEDURES_V2,
   PROCEDURES_V3,
   PROCEDURES_V4,
+  // Every procedure again, its text parameters and variables in utf8mb4 (not the database's).
+  PROCEDURES_V5,
 ];
 
 /** The schema version this code expects. */
@@ -156,13 +159,49 @@ export async function migrate(connection: Migrator, prefix: string): Promise<voi
         `tables ${prefix}* are at version ${from}, newer than this Baton (${SCHEMA_VERSION}); upgrade Baton`,
       );
     }
+    const [server] = await connection.query<{ v: string }>("SELECT VERSION() AS v");
+    const atomic = replacesAtomically(server?.v ?? "");
     for (let version = from + 1; version <= SCHEMA_VERSION; version++) {
-      for (const statement of MIGRATIONS[version - 1] ?? []) await connection.query(render(statement, prefix));
+      for (const statement of replacing(MIGRATIONS[version - 1] ?? [], atomic)) {
+        await connection.query(render(statement, prefix));
+      }
       await connection.query(`INSERT INTO ${prefix}migrations (version) VALUES (?)`, [version]);
     }
   } finally {
     await connection.query("DO RELEASE_LOCK(?)", [lockName]);
   }
+}
+
+/**
+ * Whether the server (its `VERSION()`) has `CREATE OR REPLACE PROCEDURE`: MariaDB 10.1.3
+ * and later. MySQL has not.
+ */
+export function replacesAtomically(version: string): boolean {
+  const m = /^(\d+)\.(\d+)\.(\d+).*mariadb/i.exec(version);
+  if (!m) return false;
+  const [major, minor, patch] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return major > 10 || (major === 10 && (minor > 1 || (minor === 1 && patch >= 3)));
+}
+
+/**
+ * A migration's statements as they are run. With `atomic`, each `DROP PROCEDURE IF EXISTS`
+ * directly followed by the CREATE of that procedure is one `CREATE OR REPLACE PROCEDURE`:
+ * a call from a client running on through the migration then meets the old procedure or
+ * the new one, never none (between a DROP and its CREATE it fails with error 1305).
+ */
+export function replacing(statements: readonly string[], atomic: boolean): string[] {
+  if (!atomic) return [...statements];
+  const out: string[] = [];
+  for (let i = 0; i < statements.length; i++) {
+    const statement = statements[i] ?? "";
+    const name = /^DROP PROCEDURE IF EXISTS (@p\w+)$/.exec(statement)?.[1];
+    const next = statements[i + 1];
+    if (name && next?.startsWith(`CREATE PROCEDURE ${name}(`)) {
+      out.push(`CREATE OR REPLACE PROCEDURE ${next.slice("CREATE PROCEDURE ".length)}`);
+      i++;
+    } else out.push(statement);
+  }
+  return out;
 }
 
 /** SHA-256 of the parts joined by U+001F: the fixed-size key of a name, record or cell. */

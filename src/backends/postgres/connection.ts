@@ -29,7 +29,7 @@ export class PgConnection extends SqlConnection {
    * Connects and tunes the session so that the server notices a silently lost client no
    * sooner than `ttlMs` after it last heard from it (TCP keepalives and user timeout), and
    * a dead waiter's queued lock request is dropped quickly (client_connection_check_interval).
-   * Refuses standbys and transaction-pooling proxies.
+   * Refuses standbys, transaction-pooling proxies and databases not encoded in UTF8.
    */
   static async open(ClientImpl: ClientClass, config: ClientConfig, ttlMs: number): Promise<PgConnection> {
     const client = new ClientImpl({
@@ -45,9 +45,9 @@ export class PgConnection extends SqlConnection {
         connection.destroy(new ConnectionLostError("connect timed out")),
       );
       const probes = Math.ceil(ttlMs / 1000) + 2;
-      const first = await connection.query<{ pid: number; version: number; standby: boolean }>(
+      const first = await connection.query<{ pid: number; version: number; standby: boolean; encoding: string }>(
         `SELECT pg_backend_pid() AS pid, current_setting('server_version_num')::int AS version,
-           pg_is_in_recovery() AS standby,
+           pg_is_in_recovery() AS standby, current_setting('server_encoding') AS encoding,
            set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
            set_config('idle_in_transaction_session_timeout', '0', false),
            set_config('tcp_keepalives_idle', '1', false), set_config('tcp_keepalives_interval', '1', false),
@@ -88,6 +88,8 @@ export class PgConnection extends SqlConnection {
           return connection.query<{ pid: number }>("SELECT pg_backend_pid() AS pid", [], timeout);
         });
       if (second.rows[0]?.pid !== connection.pid) throw poolingError();
+      const refused = encodingError(row.encoding);
+      if (refused) throw refused;
       return connection;
     } catch (error) {
       connection.destroy(error instanceof Error ? error : new Error(String(error)));
@@ -152,6 +154,21 @@ export class PgConnection extends SqlConnection {
 export function poolingError(): UnsupportedError {
   return new UnsupportedError(
     "consecutive statements on one connection ran in different PostgreSQL backends: this looks like a transaction-pooling proxy (e.g. PgBouncer with pool_mode=transaction), where session advisory locks cannot work. Connect to PostgreSQL directly or through a session-pooling proxy",
+    { backend: BACKEND },
+  );
+}
+
+/**
+ * The error for a database whose encoding is not UTF8 (`null` for UTF8). Names, member ids
+ * and fence info are any Unicode text: a LATIN1 (or other single-language) database
+ * refuses most of it with a conversion error, and SQL_ASCII stores the bytes it is sent
+ * without checking or converting them, so what reads back depends on each client's
+ * encoding and character functions count bytes. Both are refused at connect time.
+ */
+export function encodingError(encoding: string | undefined): UnsupportedError | null {
+  if (encoding === "UTF8") return null;
+  return new UnsupportedError(
+    `the database's encoding is ${encoding ?? "unknown"}; Baton needs a UTF8 database (lock names, member ids and fence info are any Unicode text${encoding === "SQL_ASCII" ? ", and SQL_ASCII stores bytes unchecked and unconverted" : ""}). Create one with CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0`,
     { backend: BACKEND },
   );
 }
