@@ -270,7 +270,10 @@ export interface Claimed {
  * that is never answered (a backend cut off, a client that dropped the request) cannot hold
  * an acquisition past its deadline, cancellation or loss. A record written after that
  * belongs to a grant given back unclaimed, so it is deleted once its answer comes, unless
- * the grant was lost (`lost`: a lost holding keeps its record, for the next holder).
+ * the grant was lost (`lost`: a lost holding keeps its record, for the next holder) or the
+ * write replaced a lost holding's record (a takeover found): deleting it would erase that
+ * holding's record too, and the next holder would be told of no takeover at all. It stays,
+ * naming this grant: a takeover of a holding nobody was handed, the cautious side.
  * @internal
  */
 export function claimWithin(call: ClaimCall, lost: AbortSignal): Promise<Claimed | "delayed"> {
@@ -279,7 +282,8 @@ export function claimWithin(call: ClaimCall, lost: AbortSignal): Promise<Claimed
   return raceSignal(running, stop).catch((error: unknown) => {
     running.then(
       (late) => {
-        if (late !== "delayed" && !lost.aborted) unclaim(grant.name, late.claim).catch(() => {});
+        if (late === "delayed" || late.takeover !== null || lost.aborted) return;
+        unclaim(grant.name, late.claim).catch(() => {});
       },
       () => {},
     );

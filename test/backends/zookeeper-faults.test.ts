@@ -2,13 +2,17 @@
  * The ZooKeeper backend under real faults: a 3-member ensemble losing its leader and then
  * its quorum under 20 contending clients; holder processes killed or paused past their
  * session timeout; a client cut off by a TCP proxy; a server restart; a create whose answer
- * is lost; a request queued while reconnecting to a session the server expired. Every server and process is started here and stopped afterwards.
+ * is lost; a takeover claim's write landing after its acquire gave up; a request queued
+ * while reconnecting to a session the server expired. Every server and process is started
+ * here and stopped afterwards.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { type Coordinator, connect, SessionExpiredError } from "../../src/index.js";
+import { type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { Layout } from "../../src/backends/zookeeper/paths.js";
+import { type Coordinator, connect, SessionExpiredError, TimeoutError } from "../../src/index.js";
 import { settlesWithin, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { clientFaultSuite } from "./fixtures/client-faults.js";
 import { contend } from "./fixtures/contention.js";
@@ -18,6 +22,12 @@ import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js"
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const TTL_MS = 2000;
+
+/** Where a proxy in front of `server` forwards to. */
+function proxyTarget(server: { readonly address: string }): { host: string; port: number } {
+  const [host, port] = server.address.split(":");
+  return { host: host as string, port: Number(port) };
+}
 
 describe("zookeeper ensemble faults", { timeout: 180_000 }, () => {
   it("keeps one holder at a time and growing tokens while the leader, then a second member, die and return", async (t) => {
@@ -69,10 +79,7 @@ clientFaultSuite(
     ttlWord: "session timeout",
     timeoutMs: 180_000,
     start: () => startZooKeeper(),
-    target: (server) => {
-      const [host, port] = server.address.split(":");
-      return { host: host!, port: Number(port) };
-    },
+    target: (server) => proxyTarget(server),
   },
   ({ server, client }) => {
     it("keeps locks and queues across a server restart shorter than the session timeout", async () => {
@@ -133,6 +140,59 @@ clientFaultSuite(
         );
       } finally {
         lossy.close();
+      }
+    });
+
+    it("a takeover claim landing after its acquire gave up keeps a record: the lost holding's is not erased", async () => {
+      const proxy = await startProxy(proxyTarget(server()));
+      const name = "late-claim";
+      const recordPath = new Layout("", "client-faults").cell("takeover", name);
+      try {
+        const lost = await client(server().url, { ttlMs: TTL_MS, memberId: "late-lost" });
+        const operator = await client(server().url, { memberId: "late-operator" });
+        // Every handle of the claimer (its session's, and its driver's, which writes cells) traced.
+        const entries: TraceEntry[] = [];
+        const open = ZkHandle.open;
+        ZkHandle.open = async (...args: Parameters<typeof open>) => {
+          const handle = await open.apply(ZkHandle, args);
+          handle.trace = (entry) => entries.push(entry);
+          return handle;
+        };
+        let claimer: Coordinator;
+        try {
+          claimer = await client(`zookeeper://${proxy.address}`, { ttlMs: 4 * TTL_MS, memberId: "late-claimer" });
+          await claimer._core.liveSession();
+        } finally {
+          ZkHandle.open = open;
+        }
+        const held = await lost.lock(name).acquire({ takeover: true });
+        await operator.revoke(name, { immediate: true });
+        await waitFor(() => held.signal.aborted, "the revoked holder's loss");
+        const outcome = claimer
+          .lock(name)
+          .acquire({ timeoutMs: 1000, onTakeover: () => proxy.cut() })
+          .then(
+            () => null,
+            (error: unknown) => error,
+          );
+        // The hook fenced the revoked holding; its claim's write, cut off, outlives the acquire.
+        const error = await outcome;
+        assert.ok(error instanceof TimeoutError, `a TimeoutError, got ${String(error)}`);
+        proxy.heal(); // the write is sent again once its connection is back, and lands
+        const write = `writing ${recordPath}`;
+        await waitFor(
+          () => entries.some((e) => e.kind === "answer" && e.what === write) && quiet(entries),
+          "the late claim's write answered, and whatever the claimer sent after it",
+        );
+        const next = await operator.lock(name).acquire({ takeover: true, timeoutMs: 30_000 });
+        assert.ok(next.token > held.token);
+        // The late record names the claimer (its grant was given back unclaimed): a takeover
+        // reported of a holding nobody was handed, the cautious side. Deleting it, as a clean
+        // holding's, erased the revoked holding's record with it: no takeover reported at all.
+        assert.equal(next.takeover?.memberId ?? null, "late-claimer");
+        await next.release();
+      } finally {
+        await proxy.close();
       }
     });
 
@@ -210,4 +270,14 @@ async function startLossyProxy(host: string, port: number) {
   const address = server.address() as net.AddressInfo;
   state.address = `127.0.0.1:${address.port}`;
   return state;
+}
+
+/** Every request in `entries` has had its answer. */
+function quiet(entries: readonly TraceEntry[]): boolean {
+  const open = new Map<string, number>();
+  for (const e of entries) {
+    if (e.kind === "request") open.set(e.what, (open.get(e.what) ?? 0) + 1);
+    else if (e.kind === "answer") open.set(e.what, (open.get(e.what) ?? 0) - 1);
+  }
+  return [...open.values()].every((n) => n <= 0);
 }
