@@ -109,6 +109,9 @@ describe("redis specifics", () => {
     // needs more than the default 5 s for the last of them.
     const crowd = await client({ memberId: "crowd", requestTimeoutMs: 60_000 });
     const held = await holder.lock("long").acquire();
+    // Each inspection reads thousands of entries in one script, which Redis runs ahead of
+    // the crowd's: polled every 5 ms it starved them (a CI run at load 15 timed out at 6,000).
+    const POLL_MS = 250;
     const stop = new AbortController();
     const waits: Promise<unknown>[] = [];
     for (let batch = 1; batch <= 8; batch++) {
@@ -123,13 +126,13 @@ describe("redis specifics", () => {
             ),
         );
       }
-      await waitForWaiters(holder, "long", waits.length, "locks", 60_000);
+      await waitForWaiters(holder, "long", waits.length, "locks", 120_000, POLL_MS);
     }
-    const seen = await waitForWaiters(holder, "long", 8200, "locks", 60_000);
+    const seen = await waitForWaiters(holder, "long", 8200, "locks", 120_000, POLL_MS);
     assert.equal(seen.locks.find((l) => l.name === "long")?.holders.length, 1);
     stop.abort();
     for (const outcome of await Promise.all(waits)) assert.ok(outcome instanceof Error);
-    await waitForWaiters(holder, "long", 0, "locks", 60_000);
+    await waitForWaiters(holder, "long", 0, "locks", 120_000, POLL_MS);
     await held.release();
   });
 

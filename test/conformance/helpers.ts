@@ -4,19 +4,22 @@ import { type Coordinator, type Inspection, type LockHandle, connect } from "../
 
 /**
  * Waits until `condition` holds, re-checking after each turn of the event loop (and at most
- * every 5 ms). Used to wait for a state another client reaches, e.g. "B is queued": the
- * condition is the event; the timeout only turns a hang into a clear failure.
+ * every `pollMs`, 5 ms by default). Used to wait for a state another client reaches, e.g.
+ * "B is queued": the condition is the event; the timeout only turns a hang into a clear
+ * failure. A costly condition (an inspection of thousands of waiters) wants a longer
+ * `pollMs`, or its own load slows down what it waits for.
  */
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
   what: string,
   timeoutMs = 15_000,
+  pollMs = 5,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await condition()) return;
     if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
 }
 
@@ -27,6 +30,7 @@ export async function waitForWaiters(
   count: number,
   kind: "locks" | "semaphores" = "locks",
   timeoutMs?: number,
+  pollMs?: number,
 ): Promise<Inspection> {
   let last: Inspection | undefined;
   await waitFor(
@@ -36,6 +40,7 @@ export async function waitForWaiters(
     },
     `${count} waiter(s) on ${name}`,
     timeoutMs,
+    pollMs,
   );
   return last as Inspection;
 }
