@@ -3,7 +3,13 @@ import { describe, it } from "node:test";
 import { BackendUnavailableError, connect, type GroupEvent, InvalidArgumentError } from "../../src/index.js";
 import { expireSession } from "../../src/testing.js";
 import { take, waitFor } from "../conformance/helpers.js";
-import { parseEpitaphs, withEpitaph } from "../../src/backends/zookeeper/records.js";
+import {
+  encodeRecord,
+  nextRecord,
+  parseEpitaphs,
+  valuesSince,
+  withEpitaph,
+} from "../../src/backends/zookeeper/records.js";
 import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
@@ -42,6 +48,39 @@ describe("zookeeper epitaphs", () => {
       assert.equal(kept.at(-1)?.child, `m${sizes.length - 1}`, "the newest is always kept");
     });
   }
+});
+
+describe("zookeeper record history", () => {
+  /** A record node's data after values 0..count-1, as putRecord writes it (version n held value n). */
+  const after = (count: number, value: (n: number) => string) => {
+    let text = encodeRecord({ sid: "s", c: 1, v: value(0) });
+    for (let n = 1; n < count; n++) text = nextRecord(text, n - 1, "s", value(n));
+    return text;
+  };
+  it("keeps the last 16 earlier values when they are small", () => {
+    const text = after(20, (n) => `${n}`);
+    assert.deepEqual(
+      valuesSince(text, 19, -1),
+      Array.from({ length: 17 }, (_, i) => `${i + 3}`),
+    );
+  });
+  it("keeps the newest earlier values within 512 KiB (UTF-8 bytes), the current always", () => {
+    // 60 KB of JSON, a third of it quotes; "é": two bytes each.
+    const value = (n: number) => JSON.stringify({ n, s: 'é"'.repeat(20_000) });
+    const text = after(10, value);
+    const bytes = Buffer.byteLength(text);
+    assert.ok(bytes <= 512 * 1024 && bytes > 512 * 1024 - 200_000, `${bytes} bytes`);
+    const all = valuesSince(text, 9, -1);
+    assert.ok(all.length > 1 && all.length < 10, `${all.length} values kept`);
+    // A watcher that saw version 2 (older than any kept): the kept ones, in order, then the current.
+    assert.deepEqual(valuesSince(text, 9, 2), all);
+    assert.deepEqual(
+      all.map((v) => (JSON.parse(v) as { n: number }).n),
+      Array.from({ length: all.length }, (_, i) => 10 - all.length + i),
+    );
+    assert.deepEqual(valuesSince(text, 9, 8), [value(9)], "one behind: the current alone");
+    assert.deepEqual(valuesSince(text, 9, 9), [], "up to date: nothing");
+  });
 });
 
 describe("zookeeper specifics", () => {
@@ -166,6 +205,42 @@ describe("zookeeper specifics", () => {
     }
     assert.equal(seen.at(-1), "leave big-member", `the leave reported: ${seen.join(", ")}`);
     await events.return?.();
+    await Promise.all([watcher, member].map((c) => c.close()));
+  });
+
+  it("takes 20 updates of a member with ~60 KiB capabilities; the watcher ends at the latest", async () => {
+    // 30,000 quotes: 60 KB of JSON, 120 KB in the record (escaped again). Sixteen earlier
+    // values kept whole would be 2 MB, past the server's 1 MB node limit (jute.maxbuffer).
+    const quotes = '"'.repeat(30_000);
+    const watcher = await client({ memberId: "huge-watcher" });
+    const member = await client({ memberId: "huge-member" });
+    const events = watcher.group("huge").watch();
+    const membership = await member.group("huge").join({ n: 0, s: quotes });
+    for (let n = 1; n <= 20; n++) {
+      const update = member.group("huge").update({ n, s: quotes });
+      // Bounded: a request past the limit drops the connection, and the retry never lands.
+      const late = new Promise<never>((_, reject) => {
+        const timer = setTimeout(() => reject(new Error(`update ${n} did not land in 10 s`)), 10_000);
+        void update.finally(() => clearTimeout(timer)).catch(() => {});
+      });
+      await Promise.race([update, late]).catch((e: Error) => assert.fail(`update ${n}: ${e.message}`));
+    }
+    const seen: string[] = [];
+    // Bounded: a join and at most 20 updates; skipped values allowed, never out of order.
+    while (!seen.includes("update huge-member 20") && seen.length < 21) {
+      const [event] = await take(events, 1, 15_000);
+      seen.push(event ? summary(event) : "end");
+    }
+    assert.equal(seen.at(-1), "update huge-member 20", `the latest reported: ${seen.join(", ")}`);
+    const ns = seen.map((s) => Number(s.split(" ")[2]));
+    assert.deepEqual(
+      ns,
+      [...ns].sort((a, b) => a - b),
+      `in order: ${seen.join(", ")}`,
+    );
+    assert.equal(new Set(ns).size, ns.length, `each once: ${seen.join(", ")}`);
+    await events.return?.();
+    await membership.leave();
     await Promise.all([watcher, member].map((c) => c.close()));
   });
 

@@ -51,8 +51,9 @@ class InOrder {
  * or change is read; answers and events are applied in the order the server sent them
  * (`getInOrder`), since the server sends an answer after every event of what it had
  * applied before reading, so an answer shows the state that its preceding events left. A
- * record node keeps its last 16 values, so a read reports every value since the last one
- * reported, never just the newest.
+ * record node keeps its last 16 values (fewer past 512 KiB, records.ts), so a read reports
+ * the values since the last one reported, never just the newest; of a watcher further
+ * behind, the dropped ones are skipped, in order, the latest always reported.
  *
  * A delete that comes after a create or change no read has shown yet (the member updated
  * and left within one round trip of the watcher, or the watcher's read was slow) would

@@ -10,8 +10,16 @@ import type { ZkHandle } from "./client.js";
 import { decodeSegment, type Layout } from "./paths.js";
 import { retrying } from "./scope.js";
 
-/** How many earlier values a record node keeps, so that a watcher misses none of them. */
+/**
+ * How many earlier values a record node keeps, so that a watcher misses none of them, and
+ * up to how many bytes (UTF-8, the node's whole data): the newest earlier values that fit
+ * are kept, the current value always. A value is up to 64 KiB of JSON, escaped again in the
+ * node's JSON (up to twice that), so sixteen of them kept whole could pass the server's
+ * node limit (jute.maxbuffer, 1 MB by default) and the update would fail. A watcher
+ * further behind than the kept values skips the dropped ones, never the latest.
+ */
 const HISTORY = 16;
+const RECORD_BYTES = 512 * 1024;
 
 /** The data of a record node. */
 interface RecordData {
@@ -31,7 +39,17 @@ export function encodeRecord(data: RecordData): string {
 export function nextRecord(previous: string, version: number, sid: string, value: string): string {
   const old = parseRecord(previous);
   const history = [...(old?.h ?? []), [version, old?.v ?? ""] as const].slice(-HISTORY);
-  return encodeRecord({ sid, c: old?.c ?? Date.now(), v: value, h: history });
+  const c = old?.c ?? Date.now();
+  // Newest first: each entry costs its JSON and a comma; none kept is `"h":[]`.
+  let bytes = Buffer.byteLength(encodeRecord({ sid, c, v: value, h: [] }));
+  let from = history.length;
+  while (from > 0) {
+    const cost = Buffer.byteLength(JSON.stringify(history[from - 1])) + (from < history.length ? 1 : 0);
+    if (bytes + cost > RECORD_BYTES) break;
+    bytes += cost;
+    from--;
+  }
+  return encodeRecord({ sid, c, v: value, h: history.slice(from) });
 }
 
 function parseRecord(text: string): RecordData | null {
@@ -49,7 +67,11 @@ export function decodeRecord(key: string, text: string): RecordEntry | null {
   return data ? { key, value: data.v, sessionId: data.sid, createdAt: data.c } : null;
 }
 
-/** The values a node had after `seenVersion` (-1: since it was created), oldest first. */
+/**
+ * The values a node had after `seenVersion` (-1: since it was created), oldest first, as
+ * far back as its history goes (earlier ones dropped past its bound are skipped); the
+ * current value last.
+ */
 export function valuesSince(text: string, version: number, seenVersion: number): string[] {
   const data = parseRecord(text);
   if (!data) return [];
