@@ -197,7 +197,10 @@ export class Election<Value = unknown> {
 
   /**
    * Pushes the leader as it changes: first the current one (or `null`), then every new
-   * leader or proclaimed value, and `null` when leadership lapses.
+   * leader or proclaimed value, and `null` when leadership lapses. An observer that falls
+   * behind (a reconnect, values proclaimed in quick succession; on ZooKeeper, large values
+   * past the record's 512 KiB history) may skip intermediate values, never the latest, and
+   * never reorders them.
    */
   observe(options?: WatchOptions): AsyncIterableIterator<Leader<Value> | null> {
     const { signal } = checkOptions("observe options", options);
