@@ -82,15 +82,32 @@ export class TakeoverRecords {
   /**
    * Deletes the record a tracked request whose connection died may have written with a
    * grant it never handed out (its answer lost): a grant that was not handed out was not
-   * lost either. Its connection is ended first, from the server side (it may not have
-   * noticed the death yet, and a wait could still be granted and write its record), and
-   * the delete asks that nobody holds the request's entry key any more (keys are never
-   * reused) and that the row still names that key (any cell write since, a successor's
-   * claim of it, cleared that). Best-effort: a failure keeps the record, and the next
-   * holder then reports a takeover of a grant never handed out.
+   * lost either. The caller keeps that connection's socket open until `end` (see
+   * SqlConnection.hold): first the record is deleted while the connection still holds the
+   * request's entry key, so nobody else can have been granted the lock and read the record
+   * (the server frees the lock the moment the connection ends, and a waiter behind it would
+   * report a takeover of a grant nobody was handed). Then the connection is ended: `end`,
+   * and from the server side (it may not notice a cut, and a wait could still be granted
+   * and write its record), and a second delete is for a wait granted in between. Each
+   * delete asks that the row still names the request's key (keys are never reused; any
+   * cell write since, a successor's claim of it, cleared that); the second one also that
+   * nobody holds the key any more. Bounded (each statement by the control timeout, the
+   * connection's end by {@link ORPHAN_WAIT_MS}) and best-effort: a failure keeps the
+   * record, and the next holder then reports a takeover of a grant never handed out.
+   * Always calls `end`.
    */
-  async dropOrphan(key: string, ckey: Buffer): Promise<void> {
+  async dropOrphan(key: string, ckey: Buffer, end: () => void): Promise<void> {
+    const drop = (held: "NOT NULL" | "NULL") =>
+      this.#control.query(
+        `DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND IS_USED_LOCK(?) IS ${held}`,
+        [ckey, key, key],
+      );
     try {
+      try {
+        await drop("NOT NULL");
+      } finally {
+        end();
+      }
       const deadline = Date.now() + ORPHAN_WAIT_MS;
       let killed = false;
       for (;;) {
@@ -103,10 +120,7 @@ export class TakeoverRecords {
         killed = true;
         await sleep(20);
       }
-      await this.#control.query(
-        `DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND IS_USED_LOCK(?) IS NULL`,
-        [ckey, key, key],
-      );
+      await drop("NULL");
     } catch {
       // Kept, as said above.
     }
