@@ -382,7 +382,7 @@ export class MySession implements DriverSession {
     }
     const end = hold ?? (() => {});
     if (!lane.connection.alive) {
-      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey, end);
+      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey, lane.connection.id, end);
       return;
     }
     try {
@@ -394,7 +394,7 @@ export class MySession implements DriverSession {
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
       lane.connection.destroy(error as Error);
-      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey, end);
+      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey, lane.connection.id, end);
     }
   }
 
