@@ -11,6 +11,7 @@ import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { PgConnection } from "../../src/backends/postgres/connection.js";
 import { type Coordinator, connect } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { type PgServer, startPostgres } from "../harness/postgres.js";
@@ -207,6 +208,25 @@ describe("postgres faults", { timeout: 120_000 }, () => {
       await proxy.close();
     }
   });
+  it("a connection dropped under a hold keeps its backend until the hold is let go, at most its bound", async () => {
+    const open = () => PgConnection.open(pg.Client, { connectionString: server.url }, 9000);
+    // Its own observer: the restart test above ended the shared admin connection.
+    const [observer, letGo, bounded] = await Promise.all([open(), open(), open()]);
+    const backend = async (pid: number) =>
+      (await observer.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid], 5000)).rows.length === 1;
+    const release = letGo.hold(60_000);
+    bounded.hold(1000);
+    letGo.destroy(new Error("dropped"));
+    bounded.destroy(new Error("dropped"));
+    assert.equal(letGo.alive || bounded.alive, false, "dead at once: nothing more is sent");
+    assert.deepEqual([await backend(letGo.pid), await backend(bounded.pid)], [true, true], "still open while held");
+    release();
+    await waitFor(async () => !(await backend(letGo.pid)), "the let-go backend to end", 5000);
+    // Never let go: closed by its bound.
+    await waitFor(async () => !(await backend(bounded.pid)), "the bounded backend to end", 5000);
+    await observer.end();
+  });
+
   it("a tracked grant whose answer came too late (after commit) takes its takeover record with it", async () => {
     const proxy: TcpProxy = await startProxy({ host: server.host, port: server.port });
     try {
@@ -219,18 +239,24 @@ describe("postgres faults", { timeout: 120_000 }, () => {
       await (await b.lock("warm-up").acquire({ takeover: false })).release();
       const recordOf = async () => (await a.inspect()).takeovers?.find((r) => r.name === "late-answer");
       proxy.setLatency({ down: { ms: 5000 } });
+      // The answer came after the statement's timeout, which dropped the connection.
       const trying = assert.rejects(
         b.lock("late-answer").tryAcquire(),
-        "the answer came after the statement's timeout",
+        (e: Error) => e.name === "ConnectionLostError" && /did not answer within/.test(e.message),
       );
       // Committed (the grant and its record); its answer, sent before this read's, is held back.
       await waitFor(async () => (await recordOf()) !== undefined, "the tracked grant to commit");
+      // A waiter queued behind the grant nobody was handed: granted the moment the orphan's
+      // backend ends, it must not find the orphan's record (the clean-up deletes it before
+      // that connection is closed).
+      const waiting = a.lock("late-answer").acquire({ timeoutMs: 20_000 });
+      await waitForWaiters(a, "late-answer", 1);
       proxy.setLatency({});
       await trying;
-      assert.equal(await recordOf(), undefined, "a grant never handed out leaves no record");
-      const next = await a.lock("late-answer").acquire({ timeoutMs: 20_000 });
+      const next = await waiting;
       assert.equal(next.takeover, null, "no false takeover");
       await next.release();
+      assert.equal(await recordOf(), undefined, "no record left");
     } finally {
       await proxy.close();
     }

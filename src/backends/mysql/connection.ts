@@ -115,13 +115,13 @@ export class MyConnection extends SqlConnection {
   }
 
   /**
-   * Drops the connection at once (no goodbye): statements in flight reject with `error`.
-   * mysql2's own destroy() only half-closes the socket (a FIN a cut peer never answers):
-   * the socket is destroyed too, so a dropped connection holds no descriptor.
+   * Closes the socket at once (no goodbye). mysql2's own destroy() only half-closes the
+   * socket (a FIN a cut peer never answers): the socket is destroyed too, so a dropped
+   * connection holds no descriptor.
    */
-  override destroy(error: Error): void {
+  protected override drop(): void {
     this.#conn.destroy();
-    super.destroy(error);
+    super.drop();
   }
 }
 

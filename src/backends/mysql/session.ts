@@ -310,6 +310,10 @@ export class MySession implements DriverSession {
     // A tracked request: the _tracked procedures write its record with the grant.
     const tracked = this.#c.records.of(request);
     const [suffix, more, marks] = tracked ? ["_tracked", this.#c.records.params(tracked), ", ?, ?, ?"] : ["", [], ""];
+    // A tracked request's connection, dropped (a statement timed out, a wait that would not
+    // end), stays open until its record is dropped (#withdraw), for the first delete's bound
+    // and a second more at most.
+    const hold = tracked ? lane.connection.hold(this.#quickMs + 1000) : undefined;
     const params = [
       nameHash(ns, request.kind, request.name),
       ns,
@@ -347,10 +351,11 @@ export class MySession implements DriverSession {
       if (request.signal.aborted) throw request.signal.reason;
       return grant;
     } catch (error) {
-      await this.#withdraw(lane, key, grant, tracked);
+      await this.#withdraw(lane, key, grant, tracked, hold);
       grant = null;
       throw error;
     } finally {
+      hold?.();
       lane.reservations--;
       if (!grant) lane.ids.delete(id);
       if (lane.usable) lane.changed();
@@ -360,15 +365,24 @@ export class MySession implements DriverSession {
   /**
    * After a failed or withdrawn acquisition: frees whatever the request left on the server.
    * A tracked request's grant that was never handed out was not lost either: the record it
-   * may have written goes too (a lost holder's it found stays).
+   * may have written goes too (a lost holder's it found stays). A tracked request's dropped
+   * connection is still open (`hold`, let go by dropOrphan once the record is gone): while
+   * it holds the grant nobody else is granted the lock, so nobody reads the record.
    */
-  async #withdraw(lane: Lane, key: string, grant: MyGrant | null, tracked: TrackedRecord | undefined): Promise<void> {
+  async #withdraw(
+    lane: Lane,
+    key: string,
+    grant: MyGrant | null,
+    tracked: TrackedRecord | undefined,
+    hold: (() => void) | undefined,
+  ): Promise<void> {
     if (grant) {
       grant.released = true;
       lane.grants.delete(grant);
     }
+    const end = hold ?? (() => {});
     if (!lane.connection.alive) {
-      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey);
+      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey, lane.connection.id, end);
       return;
     }
     try {
@@ -380,7 +394,7 @@ export class MySession implements DriverSession {
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
       lane.connection.destroy(error as Error);
-      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey);
+      if (tracked) await this.#c.records.dropOrphan(key, tracked.ckey, lane.connection.id, end);
     }
   }
 

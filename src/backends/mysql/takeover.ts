@@ -80,33 +80,50 @@ export class TakeoverRecords {
   }
 
   /**
-   * Deletes the record a tracked request whose connection died may have written with a
-   * grant it never handed out (its answer lost): a grant that was not handed out was not
-   * lost either. Its connection is ended first, from the server side (it may not have
-   * noticed the death yet, and a wait could still be granted and write its record), and
-   * the delete asks that nobody holds the request's entry key any more (keys are never
-   * reused) and that the row still names that key (any cell write since, a successor's
-   * claim of it, cleared that). Best-effort: a failure keeps the record, and the next
-   * holder then reports a takeover of a grant never handed out.
+   * Deletes the record a tracked request whose connection (`conn`, its id) died may have
+   * written with a grant it never handed out (its answer lost): a grant that was not handed
+   * out was not lost either. The caller keeps that connection's socket open until `end`
+   * (see SqlConnection.hold): first the record is deleted while that connection still holds
+   * the request's entry key, so nobody else can have been granted the lock and read the
+   * record (the server frees the lock the moment the connection ends, and a waiter behind it
+   * would report a takeover of a grant nobody was handed). Then the connection is ended:
+   * `end`, and from the server side (it may not notice a cut, and a wait could still be
+   * granted and write its record), and a second delete is for a wait granted in between,
+   * once `conn` no longer holds the key. Only `conn` is killed: a waiter behind the entry
+   * holds its key for a moment as it is woken (its wait sleeps in `GET_LOCK` on it). Each
+   * delete asks that the row still names the request's key (keys are never reused; any cell
+   * write since, a successor's claim of it, cleared that). Bounded (each statement by the
+   * control timeout, the connection's end by {@link ORPHAN_WAIT_MS}) and best-effort: a
+   * failure keeps the record, and the next holder then reports a takeover of a grant never
+   * handed out. Always calls `end`.
    */
-  async dropOrphan(key: string, ckey: Buffer): Promise<void> {
+  async dropOrphan(key: string, ckey: Buffer, conn: number, end: () => void): Promise<void> {
+    const drop = (held: string) =>
+      this.#control.query(`DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND ${held}`, [
+        ckey,
+        key,
+        key,
+        conn,
+      ]);
     try {
+      try {
+        await drop("IS_USED_LOCK(?) = ?");
+      } finally {
+        end();
+      }
       const deadline = Date.now() + ORPHAN_WAIT_MS;
       let killed = false;
       for (;;) {
-        const [row] = await this.#control.query<{ conn: string | number | null }>("SELECT IS_USED_LOCK(?) AS conn", [
-          key,
-        ]);
-        if (row?.conn === null || row?.conn === undefined || Date.now() > deadline) break;
-        // The key is this request's alone: the connection holding it is its lane's.
-        if (!killed) await this.#control.kill(Number(row.conn));
+        const [row] = await this.#control.query<{ held: string | number | null }>(
+          "SELECT IS_USED_LOCK(?) <=> ? AS held",
+          [key, conn],
+        );
+        if (Number(row?.held ?? 0) !== 1 || Date.now() > deadline) break;
+        if (!killed) await this.#control.kill(conn);
         killed = true;
         await sleep(20);
       }
-      await this.#control.query(
-        `DELETE FROM ${this.#p}cells WHERE ckey = ? AND grant_key = ? AND IS_USED_LOCK(?) IS NULL`,
-        [ckey, key, key],
-      );
+      await drop("NOT (IS_USED_LOCK(?) <=> ?)");
     } catch {
       // Kept, as said above.
     }

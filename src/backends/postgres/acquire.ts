@@ -68,6 +68,7 @@ export class LaneAcquisitions {
   /** One non-blocking attempt on a reserved lane; `null` when busy. Unreserves the lane. */
   async trying(lane: Lane, request: AcquireRequest, id: string): Promise<PgGrant | null> {
     let grant: PgGrant | null = null;
+    const hold = this.#hold(lane, request);
     try {
       if (request.kind === "semaphore") {
         const result = await lane.query<SemRow>(
@@ -88,9 +89,10 @@ export class LaneAcquisitions {
       }
       return grant;
     } catch (error) {
-      await this.#cleanup(lane, request);
+      await this.#cleanup(lane, request, hold);
       throw error;
     } finally {
+      hold?.();
       this.#unreserve(lane, id, grant);
     }
   }
@@ -103,6 +105,7 @@ export class LaneAcquisitions {
   async blocking(lane: Lane, request: AcquireRequest, id: string, preemptible = false): Promise<PgGrant | null> {
     const { signal } = request;
     let grant: PgGrant | null = null;
+    const hold = this.#hold(lane, request);
     try {
       if (request.kind === "semaphore") {
         grant = await this.#blockingSemaphore(lane, request, id, preemptible);
@@ -113,7 +116,7 @@ export class LaneAcquisitions {
       const [sql, params, name] = this.#lockAcquire(key, request, lane, true);
       const waited = await lane.wait<AcquireRow>(sql, params, signal, preemptible, name);
       if (waited.outcome === "preempted" && !signal.aborted) {
-        await this.#cleanup(lane, request);
+        await this.#cleanup(lane, request, hold);
         return null;
       }
       // Withdrawn (the catch below gives back a grant that won the race with the cancel,
@@ -125,9 +128,10 @@ export class LaneAcquisitions {
       grant = withRecord(this.#grant(lane, request, id, key, row.o_token, null), row);
       return grant;
     } catch (error) {
-      if (!grant) await this.#cleanup(lane, request);
+      if (!grant) await this.#cleanup(lane, request, hold);
       throw error;
     } finally {
+      hold?.();
       this.#unreserve(lane, id, grant);
     }
   }
@@ -229,14 +233,27 @@ export class LaneAcquisitions {
   }
 
   /**
+   * A tracked lock request's hold on its lane's socket (SqlConnection.hold): a connection
+   * dropped under it (a statement timed out, a wait that would not end) stays open until
+   * its orphan record is deleted (#dropOrphanRecord), for the first delete's bound and a
+   * second more at most. `undefined` for other requests.
+   */
+  #hold(lane: Lane, request: AcquireRequest): (() => void) | undefined {
+    if (request.record === undefined || request.kind === "semaphore") return undefined;
+    return lane.connection.hold(this.#quickMs + 1000);
+  }
+
+  /**
    * After a failed or withdrawn acquisition: frees whatever the statement may have left
    * held. A tracked grant the statement may have made (its answer lost or too late) was
-   * never handed out, so it was not lost either: its takeover record goes first.
+   * never handed out, so it was not lost either: its takeover record goes first. `hold`:
+   * the request's hold on the lane's socket, let go once a dropped lane's record is gone.
    */
-  async #cleanup(lane: Lane, request: AcquireRequest): Promise<void> {
+  async #cleanup(lane: Lane, request: AcquireRequest, hold?: () => void): Promise<void> {
     const orphan = this.#mayOrphan(lane, request);
+    const end = hold ?? (() => {});
     if (!lane.connection.alive) {
-      if (orphan) await this.#dropOrphanRecord(lane, request);
+      if (orphan) await this.#dropOrphanRecord(lane, request, end);
       return;
     }
     try {
@@ -260,7 +277,7 @@ export class LaneAcquisitions {
     } catch (error) {
       // Cannot tell what is held: dropping the connection frees it all.
       lane.connection.destroy(error as Error);
-      if (orphan) await this.#dropOrphanRecord(lane, request);
+      if (orphan) await this.#dropOrphanRecord(lane, request, end);
     }
   }
 
@@ -285,25 +302,39 @@ export class LaneAcquisitions {
   }
 
   /**
-   * For a dropped lane: ends its backend first (a dropped client is noticed only when the
-   * backend next talks to it, so a wait could still be granted and write a record), then
-   * deletes the record of its grant over the control connection. A failure keeps the
-   * record: the next holder then reports a takeover of a grant never handed out.
+   * For a dropped lane, whose socket the caller keeps open until `end` (always called):
+   * deletes the record of its grant over the control connection while its backend still
+   * holds the lock (the server frees it the moment the backend ends, and a waiter granted
+   * then would read the record as a lost holding's: a takeover of a grant nobody was
+   * handed), then ends the connection (`end`, and from the server side: a dropped client is
+   * noticed only when the backend next talks to it, so a wait could still be granted and
+   * write a record), then deletes again, for a wait granted in between. Each statement is
+   * bounded by the control timeout. A failure keeps the record: the next holder then
+   * reports a takeover of a grant never handed out.
    */
-  async #dropOrphanRecord(lane: Lane, request: AcquireRequest): Promise<void> {
-    if (!lane.pid) return;
+  async #dropOrphanRecord(lane: Lane, request: AcquireRequest, end: () => void): Promise<void> {
     const key = this.#lockKey(request.kind, request.name);
-    try {
-      await this.#c.control.query("SELECT pg_terminate_backend($1, $2)", [lane.pid, Math.floor(this.#quickMs / 2)]);
-      await this.#c.control.query(this.#orphanRecordSql("$5"), [
+    const drop = () =>
+      this.#c.control.query(this.#orphanRecordSql("$5"), [
         this.#c.namespace,
         request.name,
         key,
         request.kind,
         lane.pid,
       ]);
+    try {
+      if (!lane.pid) return;
+      try {
+        await drop();
+      } finally {
+        end();
+      }
+      await this.#c.control.query("SELECT pg_terminate_backend($1, $2)", [lane.pid, Math.floor(this.#quickMs / 2)]);
+      await drop();
     } catch {
       // Kept, as said above.
+    } finally {
+      end();
     }
   }
 

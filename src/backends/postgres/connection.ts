@@ -136,7 +136,20 @@ export class PgConnection extends SqlConnection {
       if (prepareAs) return this.client.query<R>({ name: prepareAs, text, values: params as unknown[] });
       return this.client.query<R>(text, params as unknown[]);
     });
-    return this.#settle(timeoutMs === undefined ? pending : this.bounded(pending, timeoutMs));
+    const answered = this.held ? this.#orDeath(pending) : pending;
+    return this.#settle(timeoutMs === undefined ? answered : this.bounded(answered, timeoutMs));
+  }
+
+  /**
+   * A connection dropped while held open (SqlConnection.hold) keeps its socket, and
+   * node-postgres its statements: they reject with the drop, as they do once it is closed.
+   */
+  #orDeath<T>(pending: Promise<T>): Promise<T> {
+    let detach = () => {};
+    const dropped = new Promise<never>((_, reject) => {
+      detach = this.onDeath(reject);
+    });
+    return Promise.race([pending, dropped]).finally(() => detach());
   }
 
   async #settle<R extends QueryResultRow>(pending: Promise<QueryResult<R>>): Promise<QueryResult<R>> {

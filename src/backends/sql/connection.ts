@@ -24,6 +24,10 @@ export abstract class SqlConnection {
   #death: Error | null = null;
   #tail: Promise<void> = Promise.resolve();
   #inFlight = 0;
+  /** Holds keeping the socket open through a drop (see hold()): how many, their bound, the drop due. */
+  #holds = 0;
+  #holdMs = 0;
+  #heldDrop: NodeJS.Timeout | null = null;
   readonly #deathListeners = new Set<(error: Error) => void>();
 
   protected constructor(parts: SqlConnectionParts) {
@@ -61,9 +65,54 @@ export abstract class SqlConnection {
     return () => this.#deathListeners.delete(listener);
   }
 
-  /** Drops the connection at once (no goodbye), e.g. when it stopped answering. */
+  /**
+   * Drops the connection at once (no goodbye), e.g. when it stopped answering. While it is
+   * {@link hold held}, it dies here (its statements reject, nothing more is sent) but its
+   * socket closes only when the last hold is let go, or the holds' bound has passed.
+   */
   destroy(error: Error): void {
     this.die(error);
+    if (this.#holds === 0) this.drop();
+    else if (!this.#heldDrop) {
+      this.#heldDrop = setTimeout(() => this.#dropHeld(), this.#holdMs);
+      this.#heldDrop.unref?.();
+    }
+  }
+
+  /**
+   * Keeps the socket open through a {@link destroy} until the returned function is called
+   * (idempotent; the caller calls it also on failure), for at most `maxMs` after the
+   * destroy: the server keeps the session, and whatever it holds, meanwhile. For a caller
+   * that must clean up over another connection before the drop frees what this one holds
+   * (an orphan grant's takeover record: a waiter granted by the drop would read it).
+   */
+  hold(maxMs: number): () => void {
+    this.#holds++;
+    this.#holdMs = Math.max(this.#holdMs, maxMs);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.#holds > 0) return;
+      if (this.#heldDrop) this.#dropHeld();
+      this.#holdMs = 0;
+    };
+  }
+
+  /** Whether a {@link hold} is outstanding. */
+  protected get held(): boolean {
+    return this.#holds > 0;
+  }
+
+  #dropHeld(): void {
+    clearTimeout(this.#heldDrop ?? undefined);
+    this.#heldDrop = null;
+    this.#holdMs = 0;
+    this.drop();
+  }
+
+  /** Closes the socket at once. */
+  protected drop(): void {
     this.socket()?.destroy();
   }
 
