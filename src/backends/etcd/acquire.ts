@@ -30,12 +30,13 @@ import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying
 import {
   dropOwnRecordOp,
   putRecordOp,
+  RecordTags,
   readRecordOps,
   recordFound,
   recordOutcome,
   type RecordWrite,
-  recordWrite,
 } from "./takeover.js";
+import { adopt, followFromJoin, followTarget, handedOnByHead, QueueFollower } from "./successor.js";
 import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
 
 type WaitDecision = Extract<Decision, { type: "wait" }>;
@@ -84,11 +85,15 @@ class Attempt {
   /** The join sent and not answered: it may create `key` (and its record) whenever etcd gets it. */
   #unknown: { fence: string; key: string; record: RecordWrite | null } | null = null;
   /**
-   * The takeover record the last grant transaction sent would put (takeover.ts): if that
-   * transaction lands after the attempt gave up, the withdrawal deletes this record with
-   * the key, as the grant was never handed out.
+   * The takeover record the last grant transaction sent would put (takeover.ts). Every
+   * send's record carries this attempt's tag, so the withdrawal deletes whichever of them
+   * landed (the last or an earlier one whose answer was lost), as the grant was never
+   * handed out.
    */
   #sentRecord: RecordWrite | null = null;
+  readonly #tags = new RecordTags();
+  /** The follower the last wait step handed on (successor.ts), for the grant that follows it. */
+  #follower: QueueFollower | null = null;
   /** Fencing off `#unknown`, while it lasts. */
   #fencing: Promise<void> | null = null;
 
@@ -107,7 +112,9 @@ class Attempt {
     const first = await this.#join(tryOnly);
     if (first.succeeded) {
       const revision = BigInt(first.header.revision);
-      return this.#grant(revision, revision, first.responses[1]);
+      const grant = this.#grant(revision, revision, first.responses[1]);
+      if (this.#request.record !== undefined) followFromJoin(this.#scope, grant, revision);
+      return grant;
     }
     if (tryOnly) return null;
     return this.#loop(viewOf(first, 1, 2));
@@ -188,7 +195,7 @@ class Attempt {
   /** The takeover record a grant transaction sent now would put, for a tracked request. */
   #newRecord(): RecordWrite | null {
     const { record, name } = this.#request;
-    this.#sentRecord = record === undefined ? null : recordWrite(this.#scope.keys, name, record);
+    this.#sentRecord = record === undefined ? null : this.#tags.next(this.#scope.keys, name, record);
     return this.#sentRecord;
   }
 
@@ -217,13 +224,25 @@ class Attempt {
         case "wait": {
           if (!this.#request.wait) throw new Busy();
           const next = await this.#waitStep(decision);
-          if (typeof next === "bigint") return this.#handedOff(decision.me, next);
+          // A tracked waiter second in line followed the queue while it waited: kept by
+          // its grant, to hand the lock on in turn (successor.ts).
+          const follower = this.#follower;
+          this.#follower = null;
+          if (typeof next === "bigint") return this.#handedOff(decision.me, next, follower);
           if (!Array.isArray(next)) {
+            follower?.close();
             view = next;
             continue;
           }
-          const outcome = await this.#record(decision.me, next);
-          if (outcome instanceof EtcdGrant) return outcome;
+          const outcome = await this.#record(decision.me, next).catch((error: unknown) => {
+            follower?.close();
+            throw error;
+          });
+          if (outcome instanceof EtcdGrant) {
+            if (follower) adopt(this.#scope, outcome, follower);
+            return outcome;
+          }
+          follower?.close();
           view = outcome;
         }
       }
@@ -248,6 +267,9 @@ class Attempt {
     let targets: WatchTarget[];
     // The only older key, which an exclusive waiter second in the queue waits on.
     let handoff: string | null = null;
+    let follower: QueueFollower | null = null;
+    // Whether the follower (and the watch feeding it) goes on with the grant.
+    let keep = false;
     // What a later decision must share with this one for the watch to still be the right one.
     let same: (again: WaitDecision) => boolean;
     if (kind === "semaphore") {
@@ -259,15 +281,19 @@ class Attempt {
       const predecessor = decision.earlier.at(-1)!.key;
       // Second in the queue: watch every deletion in it (the head's, and waiters behind
       // giving up: few), so that our own key's going, if it came first, shows in revision
-      // order before the head's or in the same batch (see handoff.ts). Not when tracked for
-      // takeover: its record must be put by a transaction of its own grant before
-      // acquire() resolves (a crash just after must leave it), so it is granted by the
-      // recording transaction, which puts it.
-      handoff = decision.earlier.length === 1 && this.#request.record === undefined ? predecessor : null;
+      // order before the head's or in the same batch (see handoff.ts). When tracked for
+      // takeover, its record must be in etcd before acquire() resolves (a crash just after
+      // must leave it): it is granted by the head's deletion only if the head's release
+      // put its key granted and its record (successor.ts), else by its own recording
+      // transaction; it watches the puts too, following the queue for its own release.
+      handoff = decision.earlier.length === 1 ? predecessor : null;
+      if (handoff !== null && this.#request.record !== undefined) follower = new QueueFollower(this.#key);
       targets = [
         handoff === null
           ? { key: predecessor, deletesOnly: true }
-          : { key: this.#queue.prefix, prefix: true, deletesOnly: true },
+          : follower
+            ? followTarget(this.#queue)
+            : { key: this.#queue.prefix, prefix: true, deletesOnly: true },
       ];
       same = (again) => again.earlier.at(-1)?.key === predecessor;
     } else {
@@ -301,11 +327,14 @@ class Attempt {
       "now",
       {
         events: (events) => {
+          follower?.apply(events);
           if (woke) return;
           if (handoff !== null) {
-            const revision = handoffRevision(events, this.#key, handoff);
+            const revision = handoffRevision(events.filter(isDelete), this.#key, handoff);
             if (revision === undefined) return;
-            deletedAt = revision;
+            // Tracked: granted by this deletion only with our key's put in it.
+            const granted = follower === null || (revision > 0n && handedOnByHead(events, this.#key, revision));
+            deletedAt = granted ? revision : 0n;
             woke = true;
             settle("changed");
             return;
@@ -321,14 +350,19 @@ class Attempt {
           }
           if (older && older.size < limit) settle("changed");
         },
-        broken: () => settle("broken"),
+        broken: () => {
+          follower?.invalidate();
+          settle("broken");
+        },
       },
       this.#scope.watches,
     );
+    follower?.attach(watch);
     try {
       const first = await Promise.race([watch.created.then(() => "created" as const), outcome]);
       if (first === "created") {
         const fresh = await this.#read();
+        follower?.seed(fresh);
         const again = decide(fresh, this.#key, kind, mode, limit);
         if (again.type !== "wait" || !same(again)) return fresh;
         current = again;
@@ -340,12 +374,15 @@ class Attempt {
       }
       const settled = await outcome;
       if (settled === "broken" || current.blockers.length > MAX_COMPARED_BLOCKERS) return await this.#read();
+      // Seeded by the read: it knows the whole queue from then on.
+      keep = follower !== null && read;
       if (handoff !== null && read && deletedAt > 0n) return deletedAt;
       return this.#conditions(current.me, current.blockers);
     } finally {
       // Ends the wait, so its abort listener goes with it.
       settle("broken");
-      watch.close();
+      if (keep) this.#follower = follower;
+      else watch.close();
     }
   }
 
@@ -362,9 +399,17 @@ class Attempt {
     return conditions;
   }
 
-  /** The handoff (handoff.ts): granted by the head's deletion at `revision`. */
-  #handedOff(me: EtcdEntry, revision: bigint): EtcdGrant {
+  /**
+   * The handoff (handoff.ts): granted by the head's deletion at `revision`. Tracked (with
+   * `follower`): the head's release recorded the grant and put our record (successor.ts).
+   */
+  #handedOff(me: EtcdEntry, revision: bigint, follower: QueueFollower | null): EtcdGrant {
     const grant = this.#grant(me.createRevision, revision);
+    if (follower) {
+      grant.recordVersion = revision;
+      adopt(this.#scope, grant, follower);
+      return grant;
+    }
     recordHandoff(this.#scope, grant, this.#value(false, revision));
     return grant;
   }
@@ -374,11 +419,14 @@ class Attempt {
    * otherwise returns a fresh view.
    */
   async #record(me: EtcdEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
-    const record = this.#newRecord();
+    // Built again for each send: each resend's record is its own text (takeover.ts).
     const response = await this.#txn(
       "recording a grant",
       conditions,
-      [op.put(this.#key, this.#value(false), this.#scope.leaseId), ...(record ? [putRecordOp(record)] : [])],
+      () => {
+        const record = this.#newRecord();
+        return [op.put(this.#key, this.#value(false), this.#scope.leaseId), ...(record ? [putRecordOp(record)] : [])];
+      },
       [op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
     );
     if (!response.succeeded) return viewOf(response, 0, 1);
@@ -388,15 +436,15 @@ class Attempt {
 
   /**
    * Our key is recorded granted already (a recording whose answer was lost landed). If
-   * tracked, the record is read: ours (put by that recording, with our token), a live one
-   * found instead, or none, which the core then writes itself.
+   * tracked, the record is read: ours (put by a send of this attempt; its revision is then
+   * the token), a live one found instead, or none, which the core then writes itself.
    */
   async #heldAlready(me: EtcdEntry): Promise<EtcdGrant> {
     const grant = this.#grant(me.createRevision, tokenOf(me));
     const record = this.#sentRecord ?? this.#newRecord();
     if (!record) return grant;
     const response = await this.#txn("reading the takeover record of", [], readRecordOps(record), []);
-    return Object.assign(grant, recordFound(record, response, grant.token));
+    return Object.assign(grant, recordFound(record, response));
   }
 
   async #read(): Promise<QueueView> {
@@ -409,13 +457,19 @@ class Attempt {
     return viewOf(response, 0, 1);
   }
 
-  #txn(what: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]): Promise<ITxnResponse> {
+  /** One transaction, retried; `success` may be built again for each send. */
+  #txn(
+    what: string,
+    compare: ICompare[],
+    success: IRequestOp[] | (() => IRequestOp[]),
+    failure: IRequestOp[],
+  ): Promise<ITxnResponse> {
     const { client } = this.#scope;
     return retrying(
       this.#scope,
       `${what} ${this.#request.kind} "${this.#request.name}"`,
       () => {
-        const sent = client.kv.txn({ compare, success, failure });
+        const sent = client.kv.txn({ compare, success: typeof success === "function" ? success() : success, failure });
         this.inflight = sent;
         return sent;
       },
@@ -432,6 +486,8 @@ class Attempt {
       id: this.#scope.memberId,
       sid: this.#scope.sessionId,
       ...(waiting ? { w: 1 as const } : {}),
+      // For the head's release to put, if it hands the lock to us (successor.ts).
+      ...(waiting && this.#sentRecord ? { r: this.#sentRecord.text } : {}),
     });
   }
 

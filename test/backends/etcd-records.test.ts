@@ -1,0 +1,194 @@
+/**
+ * etcd's native takeover records (src/backends/etcd/takeover.ts) when transactions land
+ * late or twice: a release whose answer was lost and is sent again in the background, and
+ * the grant transactions of one acquisition attempt landing in any order (a send whose
+ * answer was lost may reach etcd after a later send, through another member). Real etcd;
+ * the release through the harness proxy, cut.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Etcd3, type IRequestOp, type ITxnResponse } from "etcd3";
+import { type Coordinator, connect } from "../../src/index.js";
+import { Keyspace } from "../../src/backends/etcd/keys.js";
+import {
+  dropOwnRecordOp,
+  putRecordOp,
+  type RecordWrite,
+  RecordTags,
+  readRecordOps,
+  readRecordValue,
+  recordFound,
+  recordOutcome,
+} from "../../src/backends/etcd/takeover.js";
+import { waitForWaiters } from "../conformance/helpers.js";
+import { type EtcdServer, startEtcd } from "../harness/etcd.js";
+import { startProxy } from "../harness/proxy.js";
+
+/** The record text the core gives a plain tracked acquisition (src/core/takeover.ts). */
+const TEXT = '{"m":"k","s":"5e55","f":null,"d":0}';
+
+describe("etcd takeover records, sent again or landing late", () => {
+  let server: EtcdServer;
+  let raw: Etcd3;
+  const coords: Coordinator[] = [];
+  before(async () => {
+    server = await startEtcd();
+    raw = new Etcd3({ hosts: server.endpoints });
+  });
+  after(async () => {
+    await Promise.all(coords.map((c) => c.close()));
+    raw.close();
+    await server.stop();
+  });
+
+  it("a release whose answer is lost deletes the record with the key when sent again: no false takeover", async () => {
+    const [host, port] = server.endpoints[0]!.split(":");
+    const proxy = await startProxy({ host: host!, port: Number(port) });
+    try {
+      // A long TTL, so that the lease cannot free the lock first (that would be a loss, and
+      // a takeover would be right); a short call deadline, so that the release gives up soon.
+      const k = await connect(`etcd://${proxy.address}`, {
+        namespace: "release-again",
+        memberId: "k",
+        ttlMs: 30_000,
+        requestTimeoutMs: 500,
+      });
+      const a = await connect(server.url, { namespace: "release-again", memberId: "a", ttlMs: 30_000 });
+      coords.push(k, a);
+      const held = await k.lock("job").acquire();
+      const waiting = a.lock("job").acquire({ timeoutMs: 25_000 });
+      await waitForWaiters(a, "job", 1);
+      proxy.cut();
+      assert.equal((await held.release()).status, "unconfirmed", "the cut release cannot be confirmed");
+      assert.equal((await raw.get("baton/release-again/c/takeover/job").exec()).kvs.length, 1, "nothing landed yet");
+      proxy.heal();
+      const next = await waiting;
+      assert.equal(next.takeover, null, "the release landed, sent again: a clean release");
+      assert.ok(next.token > held.token);
+      await next.release();
+      assert.equal((await raw.get("baton/release-again/c/takeover/job").exec()).kvs.length, 0);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  describe("one attempt's grant transactions, in any order", () => {
+    const keys = new Keyspace("late");
+    let name = 0;
+    /** A fresh lock name, and the record writes of two attempts on it. */
+    const fresh = () => {
+      const lock = `job-${++name}`;
+      const [mine, theirs] = [new RecordTags(), new RecordTags()];
+      return {
+        lock,
+        mine: () => mine.next(keys, lock, TEXT),
+        theirs: () => theirs.next(keys, lock, TEXT.replace('"k"', '"h"')),
+      };
+    };
+    const send = (ops: IRequestOp[]): Promise<ITxnResponse> => raw.kv.txn({ compare: [], success: ops, failure: [] });
+    /** A grant transaction's record part landing: what the grant would say of it. */
+    const lands = async (write: RecordWrite) => {
+      const response = await send([putRecordOp(write)]);
+      return recordOutcome(write, response.responses[0], BigInt(response.header.revision));
+    };
+    const stored = async (write: RecordWrite) => (await raw.get(write.key).exec()).kvs[0];
+
+    const withdrawals: [string, (w: ReturnType<typeof fresh>) => Promise<RecordWrite>][] = [
+      [
+        "the last send's record",
+        async (w) => {
+          const last = w.mine();
+          await lands(last);
+          return last;
+        },
+      ],
+      [
+        "an earlier send's record, when a later send (the last) never landed",
+        async (w) => {
+          await lands(w.mine());
+          return w.mine();
+        },
+      ],
+      [
+        "an earlier send's record that landed after the last send's",
+        async (w) => {
+          const [first, last] = [w.mine(), w.mine()];
+          await lands(last);
+          await lands(first);
+          return last;
+        },
+      ],
+    ];
+    for (const [what, landing] of withdrawals) {
+      it(`a given-up attempt's withdrawal deletes ${what}`, async () => {
+        const w = fresh();
+        const last = await landing(w);
+        assert.ok(await stored(last), "a record landed");
+        await send([dropOwnRecordOp(last)]);
+        assert.equal(await stored(last), undefined);
+      });
+    }
+
+    it("a withdrawal leaves another attempt's record, which a grant transaction reads as the previous holding", async () => {
+      const w = fresh();
+      const theirs = w.theirs();
+      await lands(theirs);
+      const mine = w.mine();
+      await send([dropOwnRecordOp(mine)]);
+      assert.equal((await stored(mine))?.value.toString(), theirs.stored);
+      const outcome = await lands(mine);
+      assert.equal(outcome.recordVersion, undefined);
+      assert.match(outcome.previousRecord?.value ?? "", /"m":"h"/);
+    });
+
+    it("a later send finding an earlier send's record puts its own: the grant is not its own takeover", async () => {
+      const w = fresh();
+      const [first, later] = [w.mine(), w.mine()];
+      await lands(first);
+      const outcome = await lands(later);
+      assert.equal(outcome.previousRecord, undefined);
+      const kv = (await stored(later))!;
+      assert.equal(kv.value.toString(), later.stored);
+      assert.equal(outcome.recordVersion, BigInt(kv.mod_revision));
+    });
+
+    it("an earlier send landing after a later one leaves the later one's record, at its version", async () => {
+      const w = fresh();
+      const [first, later] = [w.mine(), w.mine()];
+      const outcome = await lands(later);
+      await lands(first);
+      const kv = (await stored(later))!;
+      assert.equal(kv.value.toString(), later.stored);
+      assert.equal(BigInt(kv.mod_revision), outcome.recordVersion);
+    });
+
+    it("the held-already read knows its attempt's record by its tag, and takes its revision as the token", async () => {
+      const w = fresh();
+      const landed = w.mine();
+      await lands(landed);
+      const version = BigInt((await stored(landed))!.mod_revision);
+      // Read by a later write of the attempt, as the held-already path reads it.
+      const found = recordFound(w.mine(), await send(readRecordOps(landed)));
+      assert.deepEqual(
+        { recordVersion: found.recordVersion, token: found.token, previous: found.previousRecord },
+        { recordVersion: version, token: version, previous: undefined },
+      );
+      const other = fresh();
+      await lands(other.theirs());
+      const theirs = recordFound(other.mine(), await send(readRecordOps(other.mine())));
+      assert.equal(theirs.recordVersion, undefined);
+      assert.equal(theirs.token, undefined);
+      assert.match(theirs.previousRecord?.value ?? "", /"m":"h"/);
+    });
+
+    it("a tagged record reads as the core's record: the tag dropped, the token its revision", async () => {
+      const w = fresh();
+      const write = w.mine();
+      await lands(write);
+      const kv = (await stored(write))!;
+      const read = JSON.parse(readRecordValue(kv.value.toString(), BigInt(kv.mod_revision)));
+      assert.deepEqual(Object.keys(read), ["m", "s", "f", "d", "t", "at"]);
+      assert.equal(read.t, kv.mod_revision);
+    });
+  });
+});
