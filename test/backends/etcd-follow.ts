@@ -1,9 +1,12 @@
 /**
  * For tests of the tracked handoff (src/backends/etcd/successor.ts): a head hands the lock
- * to its successor with its release only if it has seen that successor's key, through its
- * queue watch. These wait, on events etcd reports, until it has.
+ * to its successor with its release only if the successor was queued before the head was
+ * granted (the head names it from the queue it knew then), and the successor hears of it
+ * only if it waits second in line by then (it read the queue again when the head was
+ * granted). These set that up, waiting on what etcd reports.
  */
-import type { Coordinator } from "../../src/index.js";
+import assert from "node:assert/strict";
+import type { LockHandle } from "../../src/index.js";
 import { waitUntil } from "../harness/proc.js";
 
 /** Txns etcd has answered so far (its `grpc_server_handled_total` counter). */
@@ -12,30 +15,34 @@ export async function txnsAnswered(clientPort: number): Promise<number> {
   return Number(/grpc_server_handled_total\{grpc_code="OK",grpc_method="Txn"[^}]*\} (\d+)/.exec(text)?.[1]);
 }
 
-/** etcd's live watchers (its `etcd_debugging_mvcc_watcher_total` gauge). */
-export async function watchers(clientPort: number): Promise<number> {
-  return gauge(clientPort, "etcd_debugging_mvcc_watcher_total");
-}
-
-async function gauge(clientPort: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${clientPort}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1] ?? Number.NaN);
+/** Waits until etcd has answered at least `count` Txns. */
+async function txnsReach(clientPort: number, count: number, what: string): Promise<void> {
+  await waitUntil(what, async () => (await txnsAnswered(clientPort)) >= count, { timeoutMs: 20_000 });
 }
 
 /**
- * Returns once `coord` has seen every event etcd has committed so far: at least `atLeast`
- * watchers live (the head's queue watch, which a holding granted by the join of a free lock
- * starts a little after its grant, among them), none catching up (each has been handed
- * every event), and a read through `coord`'s own connection, which carries its watch
- * stream too, came back after them.
+ * With `gate` holding the lock and nothing else writing to etcd: queues the head second
+ * (`head` starts its acquire()) and the successor third (`successor` starts its acquire(),
+ * in this process or another), releases the gate and resolves once the head holds the lock
+ * knowing the successor, and the successor, woken by the head's grant, has read the queue
+ * again and waits second in line (its new watch created). Counted in Txns: each waiter's
+ * join and its read after creating its watch; then the gate's release, the head's
+ * recording transaction (the gate, granted by the join of a free lock, named nobody), and
+ * the successor's two reads (the one the head's grant woke, the one after its new watch).
  */
-export async function followedByHead(clientPort: number, coord: Coordinator, atLeast: number): Promise<void> {
-  await waitUntil(
-    "the head's queue watch, synced",
-    async () =>
-      (await watchers(clientPort)) >= atLeast &&
-      (await gauge(clientPort, "etcd_debugging_mvcc_slow_watcher_total")) === 0,
-    { timeoutMs: 10_000 },
-  );
-  await coord.inspect();
+export async function behindHead<T>(
+  clientPort: number,
+  gate: LockHandle,
+  head: () => Promise<LockHandle>,
+  successor: () => T,
+): Promise<{ held: LockHandle; successor: T }> {
+  const start = await txnsAnswered(clientPort);
+  const waiting = head();
+  await txnsReach(clientPort, start + 2, "the head waiting");
+  const started = successor();
+  await txnsReach(clientPort, start + 4, "the successor waiting behind the head");
+  assert.equal((await gate.release()).status, "released");
+  const held = await waiting;
+  await txnsReach(clientPort, start + 8, "the successor waiting second in line");
+  return { held, successor: started };
 }

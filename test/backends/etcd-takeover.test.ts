@@ -15,7 +15,7 @@ import { readRecordValue } from "../../src/backends/etcd/takeover.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { Holder } from "../harness/holder.js";
 import { startProxy } from "../harness/proxy.js";
-import { followedByHead, watchers } from "./etcd-follow.js";
+import { behindHead } from "./etcd-follow.js";
 
 /** Short: the killed holder's lease must expire before the next grant. */
 const HOLDER_TTL_MS = 2000;
@@ -121,14 +121,15 @@ describe("etcd takeover records, written by the granting transaction", () => {
   });
 
   it("a waiter granted by the head's release transaction and killed in that tick is handed on: its record came with the grant", async () => {
-    const coord = await client("handed");
-    const watching = await watchers(server.clientPort);
-    const held = await coord.lock("job").acquire();
-    const holder = dyingHolder(server, "handed", "job", { fenceInfo: "the successor" });
+    const [coord, gating] = [await client("handed"), await client("handed")];
+    // The head must know the waiter's key from before its grant to hand the lock to it.
+    const { held, successor: holder } = await behindHead(
+      server.clientPort,
+      await gating.lock("job").acquire(),
+      () => coord.lock("job").acquire(),
+      () => dyingHolder(server, "handed", "job", { fenceInfo: "the successor" }),
+    );
     holders.push(holder);
-    await waitForWaiters(coord, "job", 1);
-    // The head must have seen the waiter's key to hand the lock to it with its release.
-    await followedByHead(server.clientPort, coord, watching + 2);
     const raw = new Etcd3({ hosts: server.endpoints });
     try {
       const prefix = "baton/handed/q/lock/job/";
@@ -169,16 +170,17 @@ describe("etcd takeover records, written by the granting transaction", () => {
       const proxy = await startProxy({ host: host!, port: Number(port) });
       const raw = new Etcd3({ hosts: server.endpoints });
       try {
-        const a = await client(namespace);
+        const [a, gating] = [await client(namespace), await client(namespace)];
         const k = await connect(`etcd://${proxy.address}`, { namespace, memberId: "k", ttlMs: 20_000 });
         coords.push(k);
-        const watching = await watchers(server.clientPort);
-        const held = await a.lock("job").acquire(head);
         const giveUp = new AbortController();
-        const waiting = k.lock("job").acquire({ signal: giveUp.signal });
-        await waitForWaiters(a, "job", 1);
-        // The waiter's watch, and the head's queue watch if it is tracked.
-        await followedByHead(server.clientPort, a, watching + (head.takeover === false ? 1 : 2));
+        // K queued behind the head, known to it from before its grant.
+        const { held, successor: waiting } = await behindHead(
+          server.clientPort,
+          await gating.lock("job").acquire(),
+          () => a.lock("job").acquire(head),
+          () => k.lock("job").acquire({ signal: giveUp.signal }),
+        );
         // From now on K hears of the release 1.5 s late and its grant lands 1.5 s after it
         // sends it; its answer would come 1.5 s later still. K gives up in between.
         proxy.setLatency({ up: { ms: 1500 }, down: { ms: 1500 } });

@@ -25,7 +25,16 @@ import { BACKEND, isTransient, translate } from "./errors.js";
 import { EtcdGrant } from "./grant.js";
 import { handoffRevision, recordHandoff } from "./handoff.js";
 import { encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
-import { type Decision, decide, type EtcdEntry, type QueueView, relevantToShared, tokenOf, viewOf } from "./queue.js";
+import {
+  type Decision,
+  decide,
+  type EtcdEntry,
+  type QueueView,
+  relevantToShared,
+  toEntry,
+  tokenOf,
+  viewOf,
+} from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import {
   dropOwnRecordOp,
@@ -36,12 +45,14 @@ import {
   recordOutcome,
   type RecordWrite,
 } from "./takeover.js";
-import { adopt, followFromJoin, followTarget, handedOnByHead, QueueFollower } from "./successor.js";
+import { followTarget, handedOnByHead, KnownQueue } from "./successor.js";
 import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
 
 type WaitDecision = Extract<Decision, { type: "wait" }>;
 
 const isDelete = (event: WatchedEvent) => event.type === "delete";
+/** A put of a queue key that is granted (not waiting). */
+const isGrant = (event: WatchedEvent) => event.type === "put" && toEntry(event.kv).value.w === undefined;
 
 /** More older exclusive keys than this and a shared waiter re-reads instead of comparing each. */
 const MAX_COMPARED_BLOCKERS = 64;
@@ -92,8 +103,11 @@ class Attempt {
    */
   #sentRecord: RecordWrite | null = null;
   readonly #tags = new RecordTags();
-  /** The follower the last wait step handed on (successor.ts), for the grant that follows it. */
-  #follower: QueueFollower | null = null;
+  /**
+   * The queue as last known whole (a view, or a wait's view and its watch's events), for a
+   * tracked exclusive grant to name its successor with its release (successor.ts).
+   */
+  #known: KnownQueue | null = null;
   /** Fencing off `#unknown`, while it lasts. */
   #fencing: Promise<void> | null = null;
 
@@ -111,13 +125,14 @@ class Attempt {
     const tryOnly = !wait && kind !== "semaphore" && mode === "exclusive";
     const first = await this.#join(tryOnly);
     if (first.succeeded) {
+      // The join of a free lock: nobody was behind it, so it hands nothing on.
       const revision = BigInt(first.header.revision);
-      const grant = this.#grant(revision, revision, first.responses[1]);
-      if (this.#request.record !== undefined) followFromJoin(this.#scope, grant, revision);
-      return grant;
+      return this.#grant(revision, revision, first.responses[1]);
     }
     if (tryOnly) return null;
-    return this.#loop(viewOf(first, 1, 2));
+    const grant = await this.#loop(viewOf(first, 1, 2));
+    if (grant && this.#handsOn) grant.known = this.#known;
+    return grant;
   }
 
   /**
@@ -199,6 +214,12 @@ class Attempt {
     return this.#sentRecord;
   }
 
+  /** Whether a grant of this request may hand the lock on with its release (successor.ts). */
+  get #handsOn(): boolean {
+    const { record, kind, mode } = this.#request;
+    return record !== undefined && kind === "lock" && mode === "exclusive";
+  }
+
   #newKey(): string {
     return `${this.#queue.prefix}${this.#scope.sessionId}-${randomBytes(6).toString("hex")}`;
   }
@@ -207,6 +228,8 @@ class Attempt {
     const { kind, mode, limit } = this.#request;
     let view = initial;
     for (;;) {
+      // Every view is a read of the whole queue at one revision.
+      if (this.#handsOn) this.#known = KnownQueue.of(view);
       const decision = decide(view, this.#key, kind, mode, limit);
       switch (decision.type) {
         case "missing":
@@ -224,25 +247,13 @@ class Attempt {
         case "wait": {
           if (!this.#request.wait) throw new Busy();
           const next = await this.#waitStep(decision);
-          // A tracked waiter second in line followed the queue while it waited: kept by
-          // its grant, to hand the lock on in turn (successor.ts).
-          const follower = this.#follower;
-          this.#follower = null;
-          if (typeof next === "bigint") return this.#handedOff(decision.me, next, follower);
+          if (typeof next === "bigint") return this.#handedOff(decision.me, next);
           if (!Array.isArray(next)) {
-            follower?.close();
             view = next;
             continue;
           }
-          const outcome = await this.#record(decision.me, next).catch((error: unknown) => {
-            follower?.close();
-            throw error;
-          });
-          if (outcome instanceof EtcdGrant) {
-            if (follower) adopt(this.#scope, outcome, follower);
-            return outcome;
-          }
-          follower?.close();
+          const outcome = await this.#record(decision.me, next);
+          if (outcome instanceof EtcdGrant) return outcome;
           view = outcome;
         }
       }
@@ -267,9 +278,9 @@ class Attempt {
     let targets: WatchTarget[];
     // The only older key, which an exclusive waiter second in the queue waits on.
     let handoff: string | null = null;
-    let follower: QueueFollower | null = null;
-    // Whether the follower (and the watch feeding it) goes on with the grant.
-    let keep = false;
+    let follower: KnownQueue | null = null;
+    // A tracked exclusive waiter further back: woken by its predecessor's grant too.
+    let behind = false;
     // What a later decision must share with this one for the watch to still be the right one.
     let same: (again: WaitDecision) => boolean;
     if (kind === "semaphore") {
@@ -285,17 +296,21 @@ class Attempt {
       // takeover, its record must be in etcd before acquire() resolves (a crash just after
       // must leave it): it is granted by the head's deletion only if the head's release
       // put its key granted and its record (successor.ts), else by its own recording
-      // transaction; it watches the puts too, following the queue for its own release.
+      // transaction; it watches the puts too, knowing the queue until its grant, to name
+      // its own successor with its release. Further back, tracked, it watches its
+      // predecessor's grant too: then it reads again and waits second in line, where the
+      // head can hand the lock to it.
       handoff = decision.earlier.length === 1 ? predecessor : null;
-      if (handoff !== null && this.#request.record !== undefined) follower = new QueueFollower(this.#key);
+      if (handoff !== null && this.#request.record !== undefined) follower = new KnownQueue();
+      behind = handoff === null && this.#handsOn;
       targets = [
         handoff === null
-          ? { key: predecessor, deletesOnly: true }
+          ? { key: predecessor, deletesOnly: !behind }
           : follower
             ? followTarget(this.#queue)
             : { key: this.#queue.prefix, prefix: true, deletesOnly: true },
       ];
-      same = (again) => again.earlier.at(-1)?.key === predecessor;
+      same = (again) => again.earlier.at(-1)?.key === predecessor && (!behind || again.earlier.length > 1);
     } else {
       // The last older exclusive key going or turning shared, and the upgrade marker going.
       const last = decision.blockers.at(-1)?.key;
@@ -313,6 +328,8 @@ class Attempt {
     let deletedAt = 0n;
     let woke = false;
     let read = false;
+    // The predecessor was granted (it did not go): read again.
+    let promoted = false;
     let current = decision;
     let settle!: (outcome: "changed" | "broken") => void;
     // Rejects with `signal.reason` when the wait is cancelled; the signal was checked above,
@@ -341,6 +358,10 @@ class Attempt {
           }
           if (kind !== "semaphore") {
             if (events.some(relevant)) settle("changed");
+            else if (behind && events.some(isGrant)) {
+              promoted = true;
+              settle("changed");
+            }
             return;
           }
           for (const event of events) {
@@ -357,12 +378,13 @@ class Attempt {
       },
       this.#scope.watches,
     );
-    follower?.attach(watch);
     try {
       const first = await Promise.race([watch.created.then(() => "created" as const), outcome]);
       if (first === "created") {
         const fresh = await this.#read();
+        // Whole from this read on: the watch started before it.
         follower?.seed(fresh);
+        if (this.#handsOn) this.#known = follower ?? KnownQueue.of(fresh);
         const again = decide(fresh, this.#key, kind, mode, limit);
         if (again.type !== "wait" || !same(again)) return fresh;
         current = again;
@@ -373,16 +395,17 @@ class Attempt {
         }
       }
       const settled = await outcome;
-      if (settled === "broken" || current.blockers.length > MAX_COMPARED_BLOCKERS) return await this.#read();
-      // Seeded by the read: it knows the whole queue from then on.
-      keep = follower !== null && read;
+      if (settled === "broken" || promoted || current.blockers.length > MAX_COMPARED_BLOCKERS) {
+        return await this.#read();
+      }
       if (handoff !== null && read && deletedAt > 0n) return deletedAt;
       return this.#conditions(current.me, current.blockers);
     } finally {
       // Ends the wait, so its abort listener goes with it.
       settle("broken");
-      if (keep) this.#follower = follower;
-      else watch.close();
+      // Nothing watches the queue once the wait is over (successor.ts: a holding's watch
+      // would keep the process alive): what the follower knew stays whole as of then.
+      watch.close();
     }
   }
 
@@ -400,14 +423,13 @@ class Attempt {
   }
 
   /**
-   * The handoff (handoff.ts): granted by the head's deletion at `revision`. Tracked (with
-   * `follower`): the head's release recorded the grant and put our record (successor.ts).
+   * The handoff (handoff.ts): granted by the head's deletion at `revision`. Tracked: only
+   * by a release that recorded the grant and put our record (successor.ts).
    */
-  #handedOff(me: EtcdEntry, revision: bigint, follower: QueueFollower | null): EtcdGrant {
+  #handedOff(me: EtcdEntry, revision: bigint): EtcdGrant {
     const grant = this.#grant(me.createRevision, revision);
-    if (follower) {
+    if (this.#request.record !== undefined) {
       grant.recordVersion = revision;
-      adopt(this.#scope, grant, follower);
       return grant;
     }
     recordHandoff(this.#scope, grant, this.#value(false, revision));

@@ -101,6 +101,8 @@ async function downgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): P
   if (!response.succeeded) throw lost(grant);
   grant.mode = "shared";
   grant.marker = false;
+  // Hands nothing on any more (successor.ts): only an exclusive grant does.
+  grant.known = null;
 }
 
 async function upgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): Promise<void> {

@@ -6,10 +6,14 @@
  * leaves it, for the next holder).
  *
  * The releaser must know the successor's record before it sends: every tracked waiter
- * carries it in its queue key's value (`r`: tagged, not sealed; keys.ts), and every tracked
- * exclusive holding follows its queue (a {@link QueueFollower}: the queue when it was
- * granted, then a watch of it) to know which key is next and its exact bytes. The release
- * transaction then, with the head's deletion:
+ * carries it in its queue key's value (`r`: tagged, not sealed; keys.ts). The head names
+ * its successor from the queue as it knew it when it was granted ({@link KnownQueue}): the
+ * view its grant was decided on (a read of the whole queue at one revision), or, for a
+ * waiter second in line, that read and the events of the wait's own queue watch up to the
+ * grant. Nothing follows the queue once the lock is granted: a watch held open by a
+ * holding would keep the process alive (grpc-js refs its connection while any call is
+ * open), so a program that forgets `close()` would never exit (test/exit.test.ts). The
+ * release transaction then, with the head's deletion:
  *
  * - puts the successor's key granted (its value without the waiting flag or the record,
  *   bound to the successor's lease), so its mod revision, the deletion's revision, is its
@@ -19,12 +23,20 @@
  *
  * only if the head's key is still its own (not taken by its lease's end: then it was lost,
  * and its record stays), the head's record is still at the version it claimed, and the
- * successor's key is still there with exactly the bytes followed (not withdrawn, not
- * recorded by a transaction of its own). That no older key is left but the head's follows
- * from the follower: it knew every key of the queue from a revision at or after the
- * successor's creation (a key created later is younger), and a key's name is never used
- * twice. Otherwise the nested transaction deletes the head's record as a plain release does
- * and the successor records its grant itself (acquire.ts), one round trip more.
+ * successor's key is still there exactly as known (its create and mod revisions and its
+ * bytes: not withdrawn, not recorded by a transaction of its own). That no key is older but
+ * the head's follows from the view being whole at its revision R: the head was granted
+ * exclusive, so no key older than its own was left (nor can one be created later), the
+ * successor is the oldest key younger than the head's in the view, a key of the view that
+ * is gone stays gone (a key's name is never used twice), and a key created after R is
+ * younger than the successor (created at R or before). Otherwise the nested transaction
+ * deletes the head's record as a plain release does and the successor records its grant
+ * itself (acquire.ts), one round trip more.
+ *
+ * So it applies only when the successor was in the queue before the head was granted: a
+ * head granted by the join of a free lock (its view is its own key) never hands on, and a
+ * tracked waiter queued behind another waiter re-reads the queue when that one is granted
+ * (acquire.ts), to wait second in line, ready for the head's release.
  *
  * The successor takes the grant only from one watch batch holding both the head's deletion
  * and the put of its own key, granted, at the same revision (etcd never splits a revision's
@@ -32,7 +44,6 @@
  *
  * @module
  */
-import { onAbort } from "../../core/abortable.js";
 import type { IRequestOp } from "etcd3";
 import { sealRecord } from "../../core/driver.js";
 import { TAKEOVER_SPACE } from "../../core/takeover.js";
@@ -42,31 +53,30 @@ import { encodeQueueValue, type QueueKeys } from "./keys.js";
 import { type EtcdEntry, type QueueView, toEntry } from "./queue.js";
 import type { Scope } from "./scope.js";
 import { dropRecordOp } from "./takeover.js";
-import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
+import type { WatchedEvent, WatchTarget } from "./watch.js";
 
-/** What a tracked waiter in handoff mode, then its holding, watches: its whole queue. */
+/** What a tracked waiter second in line watches while it waits: its whole queue. */
 export function followTarget(queue: QueueKeys): WatchTarget {
   return { key: queue.prefix, prefix: true };
 }
 
 /**
- * The keys of one queue as a holding (or a waiter about to hold) knows them: a view read
- * at some revision, then the watch's events after it. Invalid once the watch broke.
+ * The keys of one queue as a waiter knows them: a whole view read at some revision, then,
+ * while its wait's watch lasts, the watch's events after it. Frozen once the waiter is
+ * granted (nothing feeds it any more); still whole as of the last revision it saw.
  */
-export class QueueFollower {
-  readonly #own: string;
+export class KnownQueue {
   readonly #entries = new Map<string, EtcdEntry>();
   /** Events at or below this revision are in the view; `null` until seeded. */
   #seeded: bigint | null = null;
   #early: WatchedEvent[] = [];
   #valid = true;
-  #watch: KeyWatch | null = null;
-  #detach: (() => void) | null = null;
-  #open = true;
-  #timer: NodeJS.Timeout | null = null;
 
-  constructor(own: string) {
-    this.#own = own;
+  /** A queue known from one whole view. */
+  static of(view: Pick<QueueView, "revision" | "entries">): KnownQueue {
+    const known = new KnownQueue();
+    known.seed(view);
+    return known;
   }
 
   /** The queue as read at `view.revision` (events may have been applied before: buffered). */
@@ -78,6 +88,7 @@ export class QueueFollower {
     this.apply(early);
   }
 
+  /** Events of a watch of the whole queue that started at or before the seeding read. */
   apply(events: readonly WatchedEvent[]): void {
     if (this.#seeded === null) {
       this.#early.push(...events);
@@ -91,107 +102,44 @@ export class QueueFollower {
     }
   }
 
-  /** The watch feeding it, closed with it (at once if it was closed first). */
-  attach(watch: KeyWatch): void {
-    this.#watch = watch;
-    if (!this.#open) watch.close();
-  }
-
-  /** Runs `start` (which attaches the watch) after `ms`, unless closed first. */
-  startLater(start: () => void, ms: number): void {
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      if (this.#open) start();
-    }, ms);
-    this.#timer.unref();
-  }
-
   /** Events may be missing from now on: no successor is named any more. */
   invalidate(): void {
     this.#valid = false;
   }
 
+  /** Whether it holds a whole view (seeded, and no event was missed since). */
+  get whole(): boolean {
+    return this.#valid && this.#seeded !== null;
+  }
+
   /**
-   * The oldest key but the holder's, if it is a tracked exclusive lock waiter (its
-   * record is in its value), as last seen; `null` otherwise or when in doubt.
+   * The oldest key younger than `own` (created at `ownRevision`), if it is a tracked
+   * exclusive lock waiter (its record is in its value), as known; `null` otherwise or when
+   * in doubt.
    */
-  successor(): EtcdEntry | null {
-    if (!this.#valid || this.#seeded === null || !this.#watch) return null;
+  successor(own: string, ownRevision: bigint): EtcdEntry | null {
+    if (!this.whole) return null;
     let next: EtcdEntry | null = null;
     for (const entry of this.#entries.values()) {
-      if (entry.key === this.#own) continue;
+      if (entry.key === own || entry.createRevision <= ownRevision) continue;
       if (!next || entry.createRevision < next.createRevision) next = entry;
     }
     const value = next?.value;
     if (value?.w !== 1 || value.m !== "x" || value.l !== 1 || value.r === undefined) return null;
     return next;
   }
-
-  /** Closes it when `signal` aborts (the session's end), unless closed first. */
-  closeOn(signal: AbortSignal): void {
-    this.#detach = onAbort(signal, () => this.close());
-  }
-
-  close(): void {
-    this.#open = false;
-    this.#valid = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    this.#watch?.close();
-    this.#detach?.();
-    this.#detach = null;
-  }
-}
-
-/**
- * How long a holding granted by the join of a free lock waits before it follows its queue.
- * A watch per grant would cost about half the uncontended rate (a watch created and
- * cancelled with every acquire and release: `bench/takeover.ts`, 0.54 of untracked), and a
- * holding that short rarely has a waiter to hand on to.
- */
-export const FOLLOW_AFTER_MS = 25;
-
-/**
- * Follows the queue of a grant made at `revision` by a transaction that found the queue
- * empty (the join of a free lock), from {@link FOLLOW_AFTER_MS} after the grant: its key was
- * the only one at that revision, so a watch from the next one misses nothing. Such a watch
- * starts in the past, which etcd catches up only every 100 ms: a release before the
- * follower has caught up hands nothing on (the successor records its own grant).
- */
-export function followFromJoin(scope: Scope, grant: EtcdGrant, revision: bigint): void {
-  const follower = new QueueFollower(grant.key);
-  follower.seed({ revision, entries: [] });
-  adopt(scope, grant, follower);
-  follower.startLater(() => {
-    if (scope.ended.aborted) return;
-    follower.attach(
-      new KeyWatch(
-        scope.client,
-        [followTarget(grant.queue)],
-        revision + 1n,
-        { events: (events) => follower.apply(events), broken: () => follower.invalidate() },
-        scope.watches,
-      ),
-    );
-  }, FOLLOW_AFTER_MS);
-}
-
-/** Gives `follower` to `grant`, until its release or the session's end. */
-export function adopt(scope: Scope, grant: EtcdGrant, follower: QueueFollower): void {
-  grant.follower = follower;
-  follower.closeOn(scope.ended);
 }
 
 /**
  * What the release of `grant` sends about its record: the handoff to the successor its
- * follower names (see the module comment), which deletes the record otherwise; or the
- * plain record deletion; `null` for an untracked grant. Closes the follower.
+ * known queue names (see the module comment), which deletes the record otherwise; or the
+ * plain record deletion; `null` for an untracked grant.
  */
 export function releaseRecordOp(scope: Scope, grant: EtcdGrant): IRequestOp | null {
-  const follower = grant.follower;
-  grant.follower = null;
-  const next = grant.mode === "exclusive" && grant.kind === "lock" ? follower?.successor() : null;
-  follower?.close();
+  const known = grant.known;
+  grant.known = null;
+  const next =
+    grant.mode === "exclusive" && grant.kind === "lock" ? known?.successor(grant.key, grant.createRevision) : null;
   if (grant.recordVersion === undefined) return null;
   const drop = dropRecordOp(scope.keys, grant.queue.name, grant.recordVersion, grant);
   if (!next) return drop;
@@ -205,6 +153,7 @@ export function releaseRecordOp(scope: Scope, grant: EtcdGrant): IRequestOp | nu
         when.is(grant.key, grant.createRevision),
         when.modIs(recordKey, grant.recordVersion),
         when.is(next.key, next.createRevision),
+        when.modIs(next.key, next.modRevision),
         when.valueIs(next.key, next.raw.toString()),
       ],
       success: [
