@@ -10,8 +10,10 @@ import { after, before, describe, it } from "node:test";
 import { Etcd3, type IRequestOp, type ITxnResponse } from "etcd3";
 import { type Coordinator, connect } from "../../src/index.js";
 import { Keyspace } from "../../src/backends/etcd/keys.js";
+import { sealRecord } from "../../src/core/driver.js";
 import {
   dropOwnRecordOp,
+  dropSentRecordOp,
   putRecordOp,
   type RecordWrite,
   RecordTags,
@@ -126,6 +128,43 @@ describe("etcd takeover records, sent again or landing late", () => {
         assert.ok(await stored(last), "a record landed");
         await send([dropOwnRecordOp(last)]);
         assert.equal(await stored(last), undefined);
+      });
+    }
+
+    it("a join's fence-off deletes the record that join's send put", async () => {
+      const w = fresh();
+      const join = w.mine();
+      await lands(join);
+      await send([dropSentRecordOp(join)]);
+      assert.equal(await stored(join), undefined);
+    });
+
+    // The fence-off's first send got no answer, its retry landed, a later join of the attempt
+    // was granted, and the first send lands only now: the live holder's record must stay.
+    const liveRecords: [string, (later: RecordWrite) => Promise<string>][] = [
+      [
+        "its own grant transaction's",
+        async (later) => {
+          await lands(later);
+          return later.stored;
+        },
+      ],
+      [
+        "the one a head's release put for it",
+        async (later) => {
+          const handed = sealRecord(later.text, 0n, Date.now());
+          await raw.put(later.key).value(handed).exec();
+          return handed;
+        },
+      ],
+    ];
+    for (const [what, granted] of liveRecords) {
+      it(`a join's fence-off landing late leaves a later send's record, ${what}`, async () => {
+        const w = fresh();
+        const [fenced, later] = [w.mine(), w.mine()];
+        const live = await granted(later);
+        await send([dropSentRecordOp(fenced)]);
+        assert.equal((await stored(later))?.value.toString(), live, "the live holder's record stays");
       });
     }
 

@@ -38,6 +38,7 @@ import {
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import {
   dropOwnRecordOp,
+  dropSentRecordOp,
   putRecordOp,
   RecordTags,
   readRecordOps,
@@ -197,7 +198,8 @@ class Attempt {
           throw translated;
         }
         if (!isTransient(error)) throw translated;
-        this.#fencing = fenceOff(this.#scope, fence, key, record ? [dropOwnRecordOp(record)] : []);
+        // Only this send's record: a late landing must leave a later send's (takeover.ts).
+        this.#fencing = fenceOff(this.#scope, fence, key, record ? [dropSentRecordOp(record)] : []);
         await raceSignal(this.#fencing, this.#signal);
         this.#fencing = null;
         this.#unknown = null;

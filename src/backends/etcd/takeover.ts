@@ -229,3 +229,22 @@ export function dropOwnRecordOp(write: RecordWrite): IRequestOp {
     },
   };
 }
+
+/**
+ * The operation a join's fence-off adds (acquire.ts): deletes the record that join's send
+ * would put, and only that one (its exact bytes), with its fence key. A fenced-off join can
+ * have put no other: any other send of the attempt follows the fence-off's answer. A
+ * fence-off whose answer was lost may land late, once a later send of the same attempt is
+ * granted and its record (or the one a head's release put for it, successor.ts) is the live
+ * holder's: a range over the attempt ({@link dropOwnRecordOp}) would delete that record,
+ * and its holder's crash would then be handed on as no takeover.
+ */
+export function dropSentRecordOp(write: RecordWrite): IRequestOp {
+  return {
+    request_txn: {
+      compare: [valueCompare(write.key, CompareResult.Equal, write.stored)],
+      success: [op.del(write.key), op.del(write.fenceKey)],
+      failure: [],
+    },
+  };
+}
