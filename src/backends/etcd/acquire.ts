@@ -411,9 +411,18 @@ class Attempt {
     }
   }
 
-  /** The conditions under which `me` is granted, beyond what the view already showed. */
+  /**
+   * The conditions under which `me` is granted, beyond what the view already showed. Our
+   * key must still be as the view saw it (its mod revision): a recording send that lands
+   * late, after a head's release handed us the lock (rewriting our key and putting our
+   * record, successor.ts) or after another send of ours recorded the grant, must fail, not
+   * write our key and record again at a token the handle does not hold (the record put by
+   * the handoff carries the join's send number, below this send's, so the record op alone
+   * would take it as an earlier send's and overwrite it). A send whose answer was lost and
+   * that landed makes a later send fail the same way: the view then shows us held.
+   */
   #conditions(me: EtcdEntry, blockers: readonly EtcdEntry[]) {
-    const conditions = [when.is(this.#key, me.createRevision)];
+    const conditions = [when.is(this.#key, me.createRevision), when.modIs(this.#key, me.modRevision)];
     if (this.#request.kind === "semaphore") return conditions;
     if (this.#request.mode === "exclusive") {
       conditions.push(when.noneBefore(this.#queue.prefix, me.createRevision));
