@@ -3,11 +3,12 @@
  * late or twice: a release whose answer was lost and is sent again in the background, and
  * the grant transactions of one acquisition attempt landing in any order (a send whose
  * answer was lost may reach etcd after a later send, through another member). Real etcd;
- * the release through the harness proxy, cut.
+ * the release through the harness proxy, cut; a waiter's recording send held back in this process
+ * (etcd3's KVClient.txn wrapped: the caller told it timed out) and sent to etcd later.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Etcd3, type IRequestOp, type ITxnResponse } from "etcd3";
+import { Etcd3, type IRequestOp, type ITxnRequest, type ITxnResponse, KVClient } from "etcd3";
 import { type Coordinator, connect } from "../../src/index.js";
 import { Keyspace } from "../../src/backends/etcd/keys.js";
 import { sealRecord } from "../../src/core/driver.js";
@@ -22,7 +23,7 @@ import {
   recordFound,
   recordOutcome,
 } from "../../src/backends/etcd/takeover.js";
-import { waitForWaiters } from "../conformance/helpers.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { startProxy } from "../harness/proxy.js";
 
@@ -70,6 +71,70 @@ describe("etcd takeover records, sent again or landing late", () => {
       await next.release();
       assert.equal((await raw.get("baton/release-again/c/takeover/job").exec()).kvs.length, 0);
     } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a recording send landing late, after the head's release handed the waiter the lock, fails: one token, no false takeover", async () => {
+    const namespace = "late-recording";
+    const connected = await Promise.all(
+      ["g", "h", "a"].map((memberId) => connect(server.url, { namespace, memberId, ttlMs: 30_000 })),
+    );
+    const [g, h, a] = connected as [Coordinator, Coordinator, Coordinator];
+    // S through a proxy that does nothing: its own etcd client, so its transactions can be told apart.
+    const [host, port] = server.endpoints[0]!.split(":");
+    const proxy = await startProxy({ host: host!, port: Number(port) });
+    const s = await connect(`etcd://${proxy.address}`, { namespace, memberId: "s", ttlMs: 30_000 });
+    coords.push(...connected, s);
+    // S's session begins with its acquire().
+    const sid = () => s.session?.id ?? "\u0000none";
+    // S's transactions, seen in this process: its first recording send is held back (its
+    // caller told it timed out, as a send stuck on a cut member), to land when the test says.
+    const original = KVClient.prototype.txn;
+    let client: KVClient | null = null;
+    let answered = 0;
+    let stale: (() => Promise<ITxnResponse>) | null = null;
+    KVClient.prototype.txn = function (this: KVClient, request: ITxnRequest, ...rest: unknown[]) {
+      const call = () => (original as (...args: unknown[]) => Promise<ITxnResponse>).call(this, request, ...rest);
+      const put = request.success?.[0]?.request_put;
+      if (!client && request.compare?.some((c) => c.key?.toString().includes(sid()))) client = this;
+      if (this !== client) return call();
+      if (!stale && put?.key?.toString().includes(sid()) && request.success?.[1]?.request_txn) {
+        stale = call;
+        return Promise.reject(new Error("etcdserver: request timed out"));
+      }
+      return call().finally(() => answered++);
+    } as typeof original;
+    try {
+      const gate = await g.lock("job").acquire({ takeover: false });
+      // H second in line (it will know S from before its grant), then A, then S.
+      const head = h.lock("job").acquire();
+      await waitForWaiters(g, "job", 1);
+      const giveUp = new AbortController();
+      const gone = a.lock("job").acquire({ signal: giveUp.signal });
+      await waitForWaiters(g, "job", 2);
+      const waiting = s.lock("job").acquire({ timeoutMs: 20_000 });
+      await waitFor(() => answered >= 2, "S watching A (its join, its read)");
+      // A goes: S's recording send is held back; its retry fails (G holds), S waits behind H.
+      giveUp.abort(new Error("given up"));
+      await assert.rejects(gone);
+      await waitFor(() => stale !== null && answered >= 4, "S waiting behind H");
+      assert.equal((await gate.release()).status, "released");
+      const held = await head;
+      await waitFor(() => answered >= 6, "S waiting second in line");
+      assert.equal((await held.release()).status, "released");
+      const handle = await waiting;
+      const recordKey = `baton/${namespace}/c/takeover/job`;
+      assert.equal(BigInt((await raw.get(recordKey).exec()).kvs[0]!.mod_revision), handle.token, "handed on");
+      // The stale send lands now.
+      await stale!();
+      const record = (await raw.get(recordKey).exec()).kvs[0]!;
+      assert.equal(BigInt(record.mod_revision), handle.token, "the record is still the grant's, at its token");
+      assert.equal((await handle.release()).status, "released");
+      assert.equal((await raw.get(recordKey).exec()).kvs.length, 0, "the clean release deleted the record");
+    } finally {
+      KVClient.prototype.txn = original;
+      await s.close();
       await proxy.close();
     }
   });
