@@ -74,13 +74,5 @@ describe("a forgotten close() does not keep the process alive", () => {
       assert.match(result.out, /granted \d+\ndone/, "the wait kept the process alive until granted");
       assert.equal(result.code, 0, result.out);
     });
-
-    it(`${name}: stays alive for waits queued behind each other, then exits by itself`, async () => {
-      const url = await target();
-      const result = await run(url, "chain");
-      assert.equal(result.hung, false, `the process did not exit within ${EXIT_WITHIN_MS} ms: ${result.out}`);
-      assert.match(result.out, /granted \d+\ndone/, "the waits kept the process alive until granted");
-      assert.equal(result.code, 0, result.out);
-    });
   }
 });

@@ -101,9 +101,8 @@ export interface TakeoverOptions {
    * `handle.takeover` is `null`, and a loss of this holding is not handed on (cannot be
    * combined with the other takeover options). Where the driver has native records
    * tracking costs no extra round trip on an uncontended grant (memory, file, etcd, Redis,
-   * PostgreSQL, MySQL, ZooKeeper's first try; etcd: one on a handoff unless the waiter
-   * was queued before its head was granted; ZooKeeper: one on a grant after a wait); on a driver without
-   * them a cell write per grant and a delete per release
+   * PostgreSQL, MySQL, ZooKeeper's first try; etcd: one on a handoff; ZooKeeper: one on a
+   * grant after a wait); on a driver without them a cell write per grant and a delete per release
    * (docs/takeover.md),
    * which is why it is asked for there (`true` or any other takeover option). A holding
    * that is not tracked leaves nothing to hand on: track every holder of a name that

@@ -15,7 +15,6 @@ import { readRecordValue } from "../../src/backends/etcd/takeover.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { Holder } from "../harness/holder.js";
 import { startProxy } from "../harness/proxy.js";
-import { behindHead } from "./etcd-follow.js";
 
 /** Short: the killed holder's lease must expire before the next grant. */
 const HOLDER_TTL_MS = 2000;
@@ -120,36 +119,6 @@ describe("etcd takeover records, written by the granting transaction", () => {
     await handedOn(coord, "job", holder);
   });
 
-  it("a waiter granted by the head's release transaction and killed in that tick is handed on: its record came with the grant", async () => {
-    const [coord, gating] = [await client("handed"), await client("handed")];
-    // The head must know the waiter's key from before its grant to hand the lock to it.
-    const { held, successor: holder } = await behindHead(
-      server.clientPort,
-      await gating.lock("job").acquire(),
-      () => coord.lock("job").acquire(),
-      () => dyingHolder(server, "handed", "job", { fenceInfo: "the successor" }),
-    );
-    holders.push(holder);
-    const raw = new Etcd3({ hosts: server.endpoints });
-    try {
-      const prefix = "baton/handed/q/lock/job/";
-      const headKey = (await raw.getAll().prefix(prefix).keys()).find((k) => k.includes(coord.session!.id));
-      assert.ok(headKey, "the head's queue key");
-      const watcher = await raw.watch().key(headKey).create();
-      const deleted = new Promise<bigint>((resolve) =>
-        watcher.once("delete", (kv) => resolve(BigInt(kv.mod_revision))),
-      );
-      assert.equal((await held.release()).status, "released");
-      const revision = await deleted;
-      await watcher.cancel();
-      const granted = await holder.next((e) => e.event === "acquired", "the successor's grant");
-      assert.equal(BigInt(granted.token!), revision, "granted by the head's release, at its revision");
-    } finally {
-      raw.close();
-    }
-    await handedOn(coord, "job", holder, "the successor");
-  });
-
   it("fence info that looks like a pending token's record end is handed on as given, with the right token", async () => {
     const coord = await client("lookalike");
     const holder = dyingHolder(server, "lookalike", "job", { fenceInfo: LOOKALIKE });
@@ -157,55 +126,47 @@ describe("etcd takeover records, written by the granting transaction", () => {
     await handedOn(coord, "job", holder, LOOKALIKE);
   });
 
-  // Who grants the waiter K: its own recording transaction (the head untracked, so it
-  // cannot hand the lock on with its record), or the head's release (successor.ts).
-  const givenUp: [string, { takeover?: false }][] = [
-    ["its own granting transaction was sent", { takeover: false }],
-    ["the head's release handed it the lock", {}],
-  ];
-  for (const [what, head] of givenUp) {
-    it(`a wait given up after ${what} deletes the record that transaction put`, async () => {
-      const namespace = `given-up-${head.takeover === false ? "own" : "head"}`;
-      const [host, port] = server.endpoints[0]!.split(":");
-      const proxy = await startProxy({ host: host!, port: Number(port) });
-      const raw = new Etcd3({ hosts: server.endpoints });
-      try {
-        const [a, gating] = [await client(namespace), await client(namespace)];
-        const k = await connect(`etcd://${proxy.address}`, { namespace, memberId: "k", ttlMs: 20_000 });
-        coords.push(k);
-        const giveUp = new AbortController();
-        // K queued behind the head, known to it from before its grant.
-        const { held, successor: waiting } = await behindHead(
-          server.clientPort,
-          await gating.lock("job").acquire(),
-          () => a.lock("job").acquire(head),
-          () => k.lock("job").acquire({ signal: giveUp.signal }),
-        );
-        // From now on K hears of the release 1.5 s late and its grant lands 1.5 s after it
-        // sends it; its answer would come 1.5 s later still. K gives up in between.
-        proxy.setLatency({ up: { ms: 1500 }, down: { ms: 1500 } });
-        const recordKey = `baton/${namespace}/c/takeover/job`;
-        const watcher = await raw.watch().key(recordKey).create();
-        const landed = new Promise<void>((resolve) => {
-          watcher.on("put", (kv) => {
-            if (!kv.value.toString().includes(`"m":"k"`)) return;
-            giveUp.abort(new Error("given up"));
-            resolve();
+  it("a wait given up while its granting transaction is in flight deletes the record that transaction put", async () => {
+    const [host, port] = server.endpoints[0]!.split(":");
+    const proxy = await startProxy({ host: host!, port: Number(port) });
+    const raw = new Etcd3({ hosts: server.endpoints });
+    try {
+      const a = await client("given-up");
+      const k = await connect(`etcd://${proxy.address}`, { namespace: "given-up", memberId: "k", ttlMs: 20_000 });
+      coords.push(k);
+      const held = await a.lock("job").acquire();
+      const giveUp = new AbortController();
+      const waiting = k.lock("job").acquire({ signal: giveUp.signal });
+      await waitForWaiters(a, "job", 1);
+      // From now on K hears of the release 1.5 s late and its grant lands 1.5 s after it
+      // sends it; its answer would come 1.5 s later still. K gives up in between.
+      proxy.setLatency({ up: { ms: 1500 }, down: { ms: 1500 } });
+      const recordKey = "baton/given-up/c/takeover/job";
+      const landed = new Promise<void>((resolve) => {
+        void raw
+          .watch()
+          .key(recordKey)
+          .create()
+          .then((watcher) => {
+            watcher.on("put", (kv) => {
+              if (!kv.value.toString().includes(`"m":"k"`)) return;
+              giveUp.abort(new Error("given up"));
+              resolve();
+              void watcher.cancel();
+            });
           });
-        });
-        assert.equal((await held.release()).status, "released");
-        await landed;
-        await watcher.cancel();
-        await assert.rejects(waiting, /was cancelled/);
-        await waitFor(async () => (await raw.get(recordKey).exec()).kvs.length === 0, "K's record deleted", 20_000);
-        proxy.setLatency({});
-        const next = await a.lock("job").acquire({ timeoutMs: 20_000 });
-        assert.equal(next.takeover, null, "a grant never handed out was not lost either");
-        await next.release();
-      } finally {
-        raw.close();
-        await proxy.close();
-      }
-    });
-  }
+      });
+      assert.equal((await held.release()).status, "released");
+      await landed;
+      await assert.rejects(waiting, /was cancelled/);
+      await waitFor(async () => (await raw.get(recordKey).exec()).kvs.length === 0, "K's record deleted", 20_000);
+      proxy.setLatency({});
+      const next = await a.lock("job").acquire({ timeoutMs: 20_000 });
+      assert.equal(next.takeover, null, "a grant never handed out was not lost either");
+      await next.release();
+    } finally {
+      raw.close();
+      await proxy.close();
+    }
+  });
 });

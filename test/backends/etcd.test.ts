@@ -7,7 +7,6 @@ import { BackendUnavailableError, connect, InvalidArgumentError } from "../../sr
 import { waitForWaiters } from "../conformance/helpers.js";
 import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
 import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
-import { behindHead } from "./etcd-follow.js";
 import { startEtcd } from "../harness/etcd.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir, ServerProcess, waitUntil } from "../harness/proc.js";
@@ -79,9 +78,7 @@ describe("etcd specifics", () => {
       return Number(/grpc_server_handled_total\{grpc_code="OK",grpc_method="Txn"[^}]*\} (\d+)/.exec(text)?.[1]);
     };
     const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
-    // Untracked too: its key is deleted under it below, which its release then takes for a
-    // loss, leaving its record (the conditional delete in takeover.ts) for the test after.
-    const held = await a.lock("handoff").acquire({ takeover: false });
+    const held = await a.lock("handoff").acquire();
     const before = await txns();
     // Untracked: a tracked waiter is granted by the transaction that puts its takeover
     // record (the next test), not by the deletion.
@@ -112,38 +109,30 @@ describe("etcd specifics", () => {
       return Number(/grpc_server_handled_total\{grpc_code="OK",grpc_method="Txn"[^}]*\} (\d+)/.exec(text)?.[1]);
     };
     const recordKey = "baton/specifics/c/takeover/native";
-    const [a, b, c] = [
-      await client({ memberId: "a" }),
-      await client({ memberId: "b" }),
-      await client({ memberId: "c" }),
-    ];
+    const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
     assert.equal(a.takeoverByDefault, true);
     const before = await txns();
-    const gate = await c.lock("native").acquire();
+    const held = await a.lock("native").acquire();
     assert.equal(await txns(), before + 1, "one transaction grants and puts the record");
     const stored = (await raw.get(recordKey).exec()).kvs[0] ?? assert.fail("no record after acquire()");
-    assert.equal(BigInt(stored.mod_revision), gate.token, "put by the granting transaction");
+    assert.equal(BigInt(stored.mod_revision), held.token, "put by the granting transaction");
     assert.equal(stored.lease, "0", "bound to no lease: it outlives a crashed holder");
     assert.deepEqual(
       (await b.inspect()).takeovers?.map((r) => [r.name, r.state, r.token, r.memberId]),
-      [["native", "held", gate.token, "c"]],
+      [["native", "held", held.token, "a"]],
     );
-    // A queued behind the gate, B behind A: A's grant knows B, and B, woken by it, waits
-    // second in line; A's release transaction grants B and puts its record (successor.ts).
-    const { held, successor: waiting } = await behindHead(
-      server().clientPort,
-      gate,
-      () => a.lock("native").acquire({ timeoutMs: 10_000 }),
-      () => b.lock("native").acquire({ timeoutMs: 10_000 }),
-    );
+    // A waiter second in line, tracked: granted by the transaction that puts its record.
+    // Its join and its read after creating its watch are two Txns: then it waits.
+    const queued = await txns();
+    const waiting = b.lock("native").acquire({ timeoutMs: 10_000 });
+    await waitUntil("the waiter watching", async () => (await txns()) >= queued + 2, { timeoutMs: 10_000 });
     const released = await txns();
     assert.equal((await held.release()).status, "released");
     const next = await waiting;
     assert.equal(next.takeover, null, "cleanly released");
-    assert.equal(await txns(), released + 1, "the release's transaction grants: the waiter sends none");
+    assert.equal(await txns(), released + 2, "the release's transaction, then the waiter's grant");
     const handed = (await raw.get(recordKey).exec()).kvs[0] ?? assert.fail("no record after the handoff");
-    assert.equal(BigInt(handed.mod_revision), next.token, "the record is put with the grant");
-    assert.ok(next.token > held.token);
+    assert.equal(BigInt(handed.mod_revision), next.token);
     const end = await txns();
     assert.equal((await next.release()).status, "released");
     assert.equal(await txns(), end + 1, "one transaction releases and deletes the record");

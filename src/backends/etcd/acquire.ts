@@ -25,35 +25,22 @@ import { BACKEND, isTransient, translate } from "./errors.js";
 import { EtcdGrant } from "./grant.js";
 import { handoffRevision, recordHandoff } from "./handoff.js";
 import { encodeQueueValue, modeCode, type QueueKeys } from "./keys.js";
-import {
-  type Decision,
-  decide,
-  type EtcdEntry,
-  type QueueView,
-  relevantToShared,
-  toEntry,
-  tokenOf,
-  viewOf,
-} from "./queue.js";
+import { type Decision, decide, type EtcdEntry, type QueueView, relevantToShared, tokenOf, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, fenceOff, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
 import {
   dropOwnRecordOp,
-  dropSentRecordOp,
   putRecordOp,
-  RecordTags,
   readRecordOps,
   recordFound,
   recordOutcome,
   type RecordWrite,
+  recordWrite,
 } from "./takeover.js";
-import { followTarget, handedOnByHead, KnownQueue } from "./successor.js";
 import { KeyWatch, type WatchedEvent, type WatchTarget } from "./watch.js";
 
 type WaitDecision = Extract<Decision, { type: "wait" }>;
 
 const isDelete = (event: WatchedEvent) => event.type === "delete";
-/** A put of a queue key that is granted (not waiting). */
-const isGrant = (event: WatchedEvent) => event.type === "put" && toEntry(event.kv).value.w === undefined;
 
 /** More older exclusive keys than this and a shared waiter re-reads instead of comparing each. */
 const MAX_COMPARED_BLOCKERS = 64;
@@ -97,18 +84,11 @@ class Attempt {
   /** The join sent and not answered: it may create `key` (and its record) whenever etcd gets it. */
   #unknown: { fence: string; key: string; record: RecordWrite | null } | null = null;
   /**
-   * The takeover record the last grant transaction sent would put (takeover.ts). Every
-   * send's record carries this attempt's tag, so the withdrawal deletes whichever of them
-   * landed (the last or an earlier one whose answer was lost), as the grant was never
-   * handed out.
+   * The takeover record the last grant transaction sent would put (takeover.ts): if that
+   * transaction lands after the attempt gave up, the withdrawal deletes this record with
+   * the key, as the grant was never handed out.
    */
   #sentRecord: RecordWrite | null = null;
-  readonly #tags = new RecordTags();
-  /**
-   * The queue as last known whole (a view, or a wait's view and its watch's events), for a
-   * tracked exclusive grant to name its successor with its release (successor.ts).
-   */
-  #known: KnownQueue | null = null;
   /** Fencing off `#unknown`, while it lasts. */
   #fencing: Promise<void> | null = null;
 
@@ -126,14 +106,11 @@ class Attempt {
     const tryOnly = !wait && kind !== "semaphore" && mode === "exclusive";
     const first = await this.#join(tryOnly);
     if (first.succeeded) {
-      // The join of a free lock: nobody was behind it, so it hands nothing on.
       const revision = BigInt(first.header.revision);
       return this.#grant(revision, revision, first.responses[1]);
     }
     if (tryOnly) return null;
-    const grant = await this.#loop(viewOf(first, 1, 2));
-    if (grant && this.#handsOn) grant.known = this.#known;
-    return grant;
+    return this.#loop(viewOf(first, 1, 2));
   }
 
   /**
@@ -198,8 +175,7 @@ class Attempt {
           throw translated;
         }
         if (!isTransient(error)) throw translated;
-        // Only this send's record: a late landing must leave a later send's (takeover.ts).
-        this.#fencing = fenceOff(this.#scope, fence, key, record ? [dropSentRecordOp(record)] : []);
+        this.#fencing = fenceOff(this.#scope, fence, key, record ? [dropOwnRecordOp(record)] : []);
         await raceSignal(this.#fencing, this.#signal);
         this.#fencing = null;
         this.#unknown = null;
@@ -212,14 +188,8 @@ class Attempt {
   /** The takeover record a grant transaction sent now would put, for a tracked request. */
   #newRecord(): RecordWrite | null {
     const { record, name } = this.#request;
-    this.#sentRecord = record === undefined ? null : this.#tags.next(this.#scope.keys, name, record);
+    this.#sentRecord = record === undefined ? null : recordWrite(this.#scope.keys, name, record);
     return this.#sentRecord;
-  }
-
-  /** Whether a grant of this request may hand the lock on with its release (successor.ts). */
-  get #handsOn(): boolean {
-    const { record, kind, mode } = this.#request;
-    return record !== undefined && kind === "lock" && mode === "exclusive";
   }
 
   #newKey(): string {
@@ -230,8 +200,6 @@ class Attempt {
     const { kind, mode, limit } = this.#request;
     let view = initial;
     for (;;) {
-      // Every view is a read of the whole queue at one revision.
-      if (this.#handsOn) this.#known = KnownQueue.of(view);
       const decision = decide(view, this.#key, kind, mode, limit);
       switch (decision.type) {
         case "missing":
@@ -280,9 +248,6 @@ class Attempt {
     let targets: WatchTarget[];
     // The only older key, which an exclusive waiter second in the queue waits on.
     let handoff: string | null = null;
-    let follower: KnownQueue | null = null;
-    // A tracked exclusive waiter further back: woken by its predecessor's grant too.
-    let behind = false;
     // What a later decision must share with this one for the watch to still be the right one.
     let same: (again: WaitDecision) => boolean;
     if (kind === "semaphore") {
@@ -294,25 +259,17 @@ class Attempt {
       const predecessor = decision.earlier.at(-1)!.key;
       // Second in the queue: watch every deletion in it (the head's, and waiters behind
       // giving up: few), so that our own key's going, if it came first, shows in revision
-      // order before the head's or in the same batch (see handoff.ts). When tracked for
-      // takeover, its record must be in etcd before acquire() resolves (a crash just after
-      // must leave it): it is granted by the head's deletion only if the head's release
-      // put its key granted and its record (successor.ts), else by its own recording
-      // transaction; it watches the puts too, knowing the queue until its grant, to name
-      // its own successor with its release. Further back, tracked, it watches its
-      // predecessor's grant too: then it reads again and waits second in line, where the
-      // head can hand the lock to it.
-      handoff = decision.earlier.length === 1 ? predecessor : null;
-      if (handoff !== null && this.#request.record !== undefined) follower = new KnownQueue();
-      behind = handoff === null && this.#handsOn;
+      // order before the head's or in the same batch (see handoff.ts). Not when tracked for
+      // takeover: its record must be put by a transaction of its own grant before
+      // acquire() resolves (a crash just after must leave it), so it is granted by the
+      // recording transaction, which puts it.
+      handoff = decision.earlier.length === 1 && this.#request.record === undefined ? predecessor : null;
       targets = [
         handoff === null
-          ? { key: predecessor, deletesOnly: !behind }
-          : follower
-            ? followTarget(this.#queue)
-            : { key: this.#queue.prefix, prefix: true, deletesOnly: true },
+          ? { key: predecessor, deletesOnly: true }
+          : { key: this.#queue.prefix, prefix: true, deletesOnly: true },
       ];
-      same = (again) => again.earlier.at(-1)?.key === predecessor && (!behind || again.earlier.length > 1);
+      same = (again) => again.earlier.at(-1)?.key === predecessor;
     } else {
       // The last older exclusive key going or turning shared, and the upgrade marker going.
       const last = decision.blockers.at(-1)?.key;
@@ -330,8 +287,6 @@ class Attempt {
     let deletedAt = 0n;
     let woke = false;
     let read = false;
-    // The predecessor was granted (it did not go): read again.
-    let promoted = false;
     let current = decision;
     let settle!: (outcome: "changed" | "broken") => void;
     // Rejects with `signal.reason` when the wait is cancelled; the signal was checked above,
@@ -346,24 +301,17 @@ class Attempt {
       "now",
       {
         events: (events) => {
-          follower?.apply(events);
           if (woke) return;
           if (handoff !== null) {
-            const revision = handoffRevision(events.filter(isDelete), this.#key, handoff);
+            const revision = handoffRevision(events, this.#key, handoff);
             if (revision === undefined) return;
-            // Tracked: granted by this deletion only with our key's put in it.
-            const granted = follower === null || (revision > 0n && handedOnByHead(events, this.#key, revision));
-            deletedAt = granted ? revision : 0n;
+            deletedAt = revision;
             woke = true;
             settle("changed");
             return;
           }
           if (kind !== "semaphore") {
             if (events.some(relevant)) settle("changed");
-            else if (behind && events.some(isGrant)) {
-              promoted = true;
-              settle("changed");
-            }
             return;
           }
           for (const event of events) {
@@ -373,10 +321,7 @@ class Attempt {
           }
           if (older && older.size < limit) settle("changed");
         },
-        broken: () => {
-          follower?.invalidate();
-          settle("broken");
-        },
+        broken: () => settle("broken"),
       },
       this.#scope.watches,
     );
@@ -384,9 +329,6 @@ class Attempt {
       const first = await Promise.race([watch.created.then(() => "created" as const), outcome]);
       if (first === "created") {
         const fresh = await this.#read();
-        // Whole from this read on: the watch started before it.
-        follower?.seed(fresh);
-        if (this.#handsOn) this.#known = follower ?? KnownQueue.of(fresh);
         const again = decide(fresh, this.#key, kind, mode, limit);
         if (again.type !== "wait" || !same(again)) return fresh;
         current = again;
@@ -397,32 +339,19 @@ class Attempt {
         }
       }
       const settled = await outcome;
-      if (settled === "broken" || promoted || current.blockers.length > MAX_COMPARED_BLOCKERS) {
-        return await this.#read();
-      }
+      if (settled === "broken" || current.blockers.length > MAX_COMPARED_BLOCKERS) return await this.#read();
       if (handoff !== null && read && deletedAt > 0n) return deletedAt;
       return this.#conditions(current.me, current.blockers);
     } finally {
       // Ends the wait, so its abort listener goes with it.
       settle("broken");
-      // Nothing watches the queue once the wait is over (successor.ts: a holding's watch
-      // would keep the process alive): what the follower knew stays whole as of then.
       watch.close();
     }
   }
 
-  /**
-   * The conditions under which `me` is granted, beyond what the view already showed. Our
-   * key must still be as the view saw it (its mod revision): a recording send that lands
-   * late, after a head's release handed us the lock (rewriting our key and putting our
-   * record, successor.ts) or after another send of ours recorded the grant, must fail, not
-   * write our key and record again at a token the handle does not hold (the record put by
-   * the handoff carries the join's send number, below this send's, so the record op alone
-   * would take it as an earlier send's and overwrite it). A send whose answer was lost and
-   * that landed makes a later send fail the same way: the view then shows us held.
-   */
+  /** The conditions under which `me` is granted, beyond what the view already showed. */
   #conditions(me: EtcdEntry, blockers: readonly EtcdEntry[]) {
-    const conditions = [when.is(this.#key, me.createRevision), when.modIs(this.#key, me.modRevision)];
+    const conditions = [when.is(this.#key, me.createRevision)];
     if (this.#request.kind === "semaphore") return conditions;
     if (this.#request.mode === "exclusive") {
       conditions.push(when.noneBefore(this.#queue.prefix, me.createRevision));
@@ -433,16 +362,9 @@ class Attempt {
     return conditions;
   }
 
-  /**
-   * The handoff (handoff.ts): granted by the head's deletion at `revision`. Tracked: only
-   * by a release that recorded the grant and put our record (successor.ts).
-   */
+  /** The handoff (handoff.ts): granted by the head's deletion at `revision`. */
   #handedOff(me: EtcdEntry, revision: bigint): EtcdGrant {
     const grant = this.#grant(me.createRevision, revision);
-    if (this.#request.record !== undefined) {
-      grant.recordVersion = revision;
-      return grant;
-    }
     recordHandoff(this.#scope, grant, this.#value(false, revision));
     return grant;
   }
@@ -452,14 +374,11 @@ class Attempt {
    * otherwise returns a fresh view.
    */
   async #record(me: EtcdEntry, conditions: ICompare[]): Promise<EtcdGrant | QueueView> {
-    // Built again for each send: each resend's record is its own text (takeover.ts).
+    const record = this.#newRecord();
     const response = await this.#txn(
       "recording a grant",
       conditions,
-      () => {
-        const record = this.#newRecord();
-        return [op.put(this.#key, this.#value(false), this.#scope.leaseId), ...(record ? [putRecordOp(record)] : [])];
-      },
+      [op.put(this.#key, this.#value(false), this.#scope.leaseId), ...(record ? [putRecordOp(record)] : [])],
       [op.scan(this.#queue.prefix), op.get(this.#queue.marker)],
     );
     if (!response.succeeded) return viewOf(response, 0, 1);
@@ -469,15 +388,15 @@ class Attempt {
 
   /**
    * Our key is recorded granted already (a recording whose answer was lost landed). If
-   * tracked, the record is read: ours (put by a send of this attempt; its revision is then
-   * the token), a live one found instead, or none, which the core then writes itself.
+   * tracked, the record is read: ours (put by that recording, with our token), a live one
+   * found instead, or none, which the core then writes itself.
    */
   async #heldAlready(me: EtcdEntry): Promise<EtcdGrant> {
     const grant = this.#grant(me.createRevision, tokenOf(me));
     const record = this.#sentRecord ?? this.#newRecord();
     if (!record) return grant;
     const response = await this.#txn("reading the takeover record of", [], readRecordOps(record), []);
-    return Object.assign(grant, recordFound(record, response));
+    return Object.assign(grant, recordFound(record, response, grant.token));
   }
 
   async #read(): Promise<QueueView> {
@@ -490,19 +409,13 @@ class Attempt {
     return viewOf(response, 0, 1);
   }
 
-  /** One transaction, retried; `success` may be built again for each send. */
-  #txn(
-    what: string,
-    compare: ICompare[],
-    success: IRequestOp[] | (() => IRequestOp[]),
-    failure: IRequestOp[],
-  ): Promise<ITxnResponse> {
+  #txn(what: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[]): Promise<ITxnResponse> {
     const { client } = this.#scope;
     return retrying(
       this.#scope,
       `${what} ${this.#request.kind} "${this.#request.name}"`,
       () => {
-        const sent = client.kv.txn({ compare, success: typeof success === "function" ? success() : success, failure });
+        const sent = client.kv.txn({ compare, success, failure });
         this.inflight = sent;
         return sent;
       },
@@ -519,8 +432,6 @@ class Attempt {
       id: this.#scope.memberId,
       sid: this.#scope.sessionId,
       ...(waiting ? { w: 1 as const } : {}),
-      // For the head's release to put, if it hands the lock to us (successor.ts).
-      ...(waiting && this.#sentRecord ? { r: this.#sentRecord.text } : {}),
     });
   }
 

@@ -24,20 +24,16 @@ import type { EtcdGrant } from "./grant.js";
 import { encodeQueueValue } from "./keys.js";
 import { type QueueView, upgradeBlockers, viewOf } from "./queue.js";
 import { FIRST_RETRY_DELAY_MS, linked, nextDelay, removeKeys, retrying, type Scope } from "./scope.js";
-import { releaseRecordOp } from "./successor.js";
+import { dropRecordOp } from "./takeover.js";
 import { nextChange } from "./watch.js";
 
 /**
  * Deletes the grant's key (and its upgrade marker, and its takeover record if still at
  * `grant.recordVersion`), all in one transaction. Waits at most one call attempt's
  * deadline for etcd to confirm; otherwise it rejects (the core reports `unconfirmed`) and
- * keeps sending the same deletions in the background, ending the session if etcd refuses
- * for a whole TTL. The record goes with the key whichever send lands, so a release that
- * lands late is still a clean one for the next holder; each deletion is conditioned (the
- * marker on being this grant's, the record on its version and on the key still being
- * there: takeover.ts), so a send landing after the lease took the key leaves the record,
- * and one landing after a successor's upgrade leaves its marker. A tracked holding may hand
- * the lock on to a tracked waiter in the same transaction (successor.ts).
+ * keeps deleting the key and marker in the background, ending the session if etcd refuses
+ * for a whole TTL. The record is not deleted again: once the key is gone a successor may
+ * be granted, and a record left behind is reported to it as a takeover (the cautious side).
  */
 export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   if (grant.released) return;
@@ -53,8 +49,7 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
       request_txn: { compare: [when.valueIs(queue.marker, key)], success: [op.del(queue.marker)], failure: [] },
     });
   }
-  const record = releaseRecordOp(scope, grant);
-  if (record) also.push(record);
+  if (grant.recordVersion !== undefined) also.push(dropRecordOp(scope.keys, queue.name, grant.recordVersion));
   const sent =
     also.length > 0
       ? scope.client.kv.txn({ compare: [], success: [op.del(key), ...also], failure: [] })
@@ -65,7 +60,7 @@ export async function release(scope: Scope, grant: EtcdGrant): Promise<void> {
   } catch (error) {
     // Keep trying in the background; if etcd keeps refusing, the session ends and its
     // lease frees the lock, so a release is never silently lost.
-    void removeKeys(scope, [key], undefined, also);
+    void removeKeys(scope, marked ? [key, queue.marker] : [key]);
     throw translate(error, `releasing ${grant.kind} "${queue.name}"`);
   }
 }
@@ -101,8 +96,6 @@ async function downgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): P
   if (!response.succeeded) throw lost(grant);
   grant.mode = "shared";
   grant.marker = false;
-  // Hands nothing on any more (successor.ts): only an exclusive grant does.
-  grant.known = null;
 }
 
 async function upgrade(scope: Scope, grant: EtcdGrant, signal: AbortSignal): Promise<void> {

@@ -6,7 +6,6 @@
  */
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import type { QueueKeys } from "./keys.js";
-import type { KnownQueue } from "./successor.js";
 
 /** A grant: its queue key, and what a conversion or release needs. */
 export class EtcdGrant implements DriverGrant {
@@ -37,11 +36,6 @@ export class EtcdGrant implements DriverGrant {
    */
   recordVersion?: bigint | undefined;
   previousRecord?: CellEntry | undefined;
-  /**
-   * A tracked exclusive holding's queue as it knew it when granted, to hand the lock on
-   * with its release (successor.ts).
-   */
-  known: KnownQueue | null = null;
 
   constructor(
     request: AcquireRequest,

@@ -159,11 +159,6 @@ export interface QueueValue {
   readonly w?: 1;
   /** Fencing token, when it is not the key's mod revision (after a downgrade). */
   readonly t?: string;
-  /**
-   * A tracked exclusive waiter's takeover record, tagged but not sealed (takeover.ts): the
-   * head's release puts it, sealed, when it hands the lock to this waiter (successor.ts).
-   */
-  readonly r?: string;
 }
 
 export function encodeQueueValue(value: QueueValue): Buffer {
@@ -183,7 +178,6 @@ export function decodeQueueValue(raw: Buffer): QueueValue {
         sid: String(v.sid ?? ""),
         ...(v.w === 1 ? { w: 1 as const } : {}),
         ...(typeof v.t === "string" ? { t: v.t } : {}),
-        ...(typeof v.r === "string" ? { r: v.r } : {}),
       };
     }
   } catch {

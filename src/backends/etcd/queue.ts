@@ -24,8 +24,6 @@ export interface EtcdEntry {
   readonly modRevision: bigint;
   readonly lease: string;
   readonly value: QueueValue;
-  /** The value's bytes, for a compare that it is still exactly this. */
-  readonly raw: Buffer;
 }
 
 /** One queue (and its upgrade marker) as of one revision. */
@@ -44,7 +42,6 @@ export function toEntry(kv: IKeyValue): EtcdEntry {
     modRevision: BigInt(kv.mod_revision),
     lease: String(kv.lease),
     value: decodeQueueValue(kv.value),
-    raw: kv.value,
   };
 }
 
