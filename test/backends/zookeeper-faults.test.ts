@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import net from "node:net";
 import { describe, it } from "node:test";
-import { type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.js";
+import type { TraceEntry } from "../../src/backends/zookeeper/client.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
 import { type Coordinator, connect, SessionExpiredError, TimeoutError } from "../../src/index.js";
 import { settlesWithin, waitFor, waitForWaiters } from "../conformance/helpers.js";
@@ -18,6 +18,7 @@ import { clientFaultSuite } from "./fixtures/client-faults.js";
 import { contend } from "./fixtures/contention.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper, startZooKeeperEnsemble } from "../harness/zookeeper.js";
+import { traceHandles } from "./fixtures/zookeeper-trace.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -151,19 +152,14 @@ clientFaultSuite(
         const lost = await client(server().url, { ttlMs: TTL_MS, memberId: "late-lost" });
         const operator = await client(server().url, { memberId: "late-operator" });
         // Every handle of the claimer (its session's, and its driver's, which writes cells) traced.
-        const entries: TraceEntry[] = [];
-        const open = ZkHandle.open;
-        ZkHandle.open = async (...args: Parameters<typeof open>) => {
-          const handle = await open.apply(ZkHandle, args);
-          handle.trace = (entry) => entries.push(entry);
-          return handle;
-        };
+        const trace = traceHandles();
+        const entries = trace.entries;
         let claimer: Coordinator;
         try {
           claimer = await client(`zookeeper://${proxy.address}`, { ttlMs: 4 * TTL_MS, memberId: "late-claimer" });
           await claimer._core.liveSession();
         } finally {
-          ZkHandle.open = open;
+          trace.stop();
         }
         const held = await lost.lock(name).acquire({ takeover: true });
         await operator.revoke(name, { immediate: true });

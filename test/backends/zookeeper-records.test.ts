@@ -18,27 +18,10 @@ import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 import { keepParents as keepParentsOf } from "./fixtures/zookeeper-parents.js";
+import { traceHandles } from "./fixtures/zookeeper-trace.js";
 
 const NS = "specifics";
 const SESSION_MS = 2000;
-
-/** Every handle opened from now on, until `stop()`, records into `entries`. */
-function traceHandles(): { entries: TraceEntry[]; mark(what: string): void; stop(): void } {
-  const entries: TraceEntry[] = [];
-  const open = ZkHandle.open;
-  ZkHandle.open = async (...args: Parameters<typeof open>) => {
-    const handle = await open.apply(ZkHandle, args);
-    handle.trace = (entry) => entries.push(entry);
-    return handle;
-  };
-  return {
-    entries,
-    mark: (what) => entries.push({ kind: "grant", what, at: performance.now() }),
-    stop: () => {
-      ZkHandle.open = open;
-    },
-  };
-}
 
 /**
  * Round trips between marks `from` and `to` (see the module comment); pings, which come on
