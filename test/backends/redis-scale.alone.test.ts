@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { waitForWaiters } from "../conformance/helpers.js";
+import type { Inspection } from "../../src/index.js";
+import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startRedis } from "../harness/redis.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 
@@ -30,20 +31,19 @@ describe("redis at scale", () => {
     const early: unknown[] = [];
     const waits: Promise<unknown>[] = [];
     const queued = async (count: number) => {
-      let check: NodeJS.Timeout | undefined;
-      try {
-        return await Promise.race([
-          waitForWaiters(holder, "long", count, "locks", 120_000, POLL_MS),
-          new Promise<never>((_, reject) => {
-            check = setInterval(() => {
-              if (early.length > 0)
-                reject(new Error(`${early.length} wait(s) failed before the abort; first: ${String(early[0])}`));
-            }, POLL_MS);
-          }),
-        ]);
-      } finally {
-        clearInterval(check);
-      }
+      let last: Inspection | undefined;
+      await waitFor(
+        async () => {
+          if (early.length > 0)
+            assert.fail(`${early.length} wait(s) failed before the abort; first: ${String(early[0])}`);
+          last = await holder.inspect();
+          return (last.locks.find((l) => l.name === "long")?.waiters.length ?? 0) === count;
+        },
+        `${count} waiter(s) on long`,
+        120_000,
+        POLL_MS,
+      );
+      return last as Inspection;
     };
     for (let batch = 1; batch <= 8; batch++) {
       for (let i = 0; i < (batch < 8 ? 1000 : 1200); i++) {
