@@ -11,7 +11,7 @@ conformance({
   name: "file",
   url: () => pathToFileURL(dir).href,
   shortTtlMs: 1000,
-  contention: { clients: 50, rounds: 200 },
+  contention: { clients: 25, rounds: 100 },
   // A file session ends only with its process or its close(): end it the same way.
   loseSession: async (coord) => {
     await expireSession(coord);

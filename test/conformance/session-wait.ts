@@ -95,8 +95,9 @@ export function sessionWaitSuite(ctx: SuiteContext): void {
       const waiter = await ctx.client(namespace, { ttlMs: ctx.shortTtlMs });
       const held = await holder.lock("sw").acquire();
       const first = await waiter.openSession();
-      // Long enough for the loss and the new queueing to happen first, on a slow machine too.
-      const timeoutMs = ctx.shortTtlMs * 6;
+      // Long enough for the loss (one TTL after the keep-alives stop) and the new queueing to
+      // happen first, on a slow machine too; the test checks that they did.
+      const timeoutMs = ctx.shortTtlMs * 3;
       const started = performance.now();
       const waiting = waiter.lock("sw").acquire({ timeoutMs });
       const outcome = waiting.then(
@@ -106,6 +107,8 @@ export function sessionWaitSuite(ctx: SuiteContext): void {
       await waitFor(async () => (await waiterSessions(holder, "locks")).includes(first.id), "the waiter to queue");
       await ctx.loseSession(waiter);
       await waitFor(() => first.signal.aborted, "the waiter's session to be lost", 60_000);
+      const lostAfter = performance.now() - started;
+      assert.ok(lostAfter < timeoutMs, `the session was lost after ${lostAfter} ms, past the ${timeoutMs} ms timeout`);
       const error = await outcome;
       const elapsed = performance.now() - started;
       assert.ok(error instanceof TimeoutError, `expected a TimeoutError, got ${String(error)}`);
