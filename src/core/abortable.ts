@@ -10,6 +10,48 @@
 /** The actions waiting on each signal, behind its one listener. */
 const fans = new WeakMap<AbortSignal, { readonly actions: Set<() => void>; readonly listener: () => void }>();
 
+/** Long-lived internal signals whose one listener stays when their last action detaches. */
+const kept = new WeakSet<AbortSignal>();
+
+/**
+ * Keeps the shared listener on `signal` (a coordinator's close, a session's loss) once it
+ * is added, instead of removing it with the last action and adding it again with the next:
+ * every wait of a coordinator follows its close signal, one at a time in a loop. Only for
+ * internal signals that live as long as their owner (one idle listener each).
+ * @internal
+ */
+export function keepListening(signal: AbortSignal): void {
+  kept.add(signal);
+}
+
+/**
+ * A cancellation without an `AbortSignal` (whose construction costs microseconds on Node
+ * 20): whether and why it was cancelled, and a subscription. {@link Cancellation} of
+ * cancel.ts is one; {@link watchSignal} makes one of a signal.
+ */
+export interface CancelWatch {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  /**
+   * Runs `action` once when cancelled (not when it already is: check `aborted` first);
+   * returns how to detach.
+   */
+  onAbort(action: () => void): () => void;
+}
+
+/** A signal as a {@link CancelWatch}. */
+export function watchSignal(signal: AbortSignal): CancelWatch {
+  return {
+    get aborted() {
+      return signal.aborted;
+    },
+    get reason() {
+      return signal.reason;
+    },
+    onAbort: (action) => onAbort(signal, action),
+  };
+}
+
 /**
  * Runs `action` when `signal` (not yet aborted) aborts, through one shared listener per
  * signal: a caller may pass one signal to thousands of acquisitions, and a listener each
@@ -44,7 +86,9 @@ function subscribe(signal: AbortSignal, action: () => void): () => void {
   const entry = () => action();
   actions.add(entry);
   return () => {
-    if (!actions.delete(entry) || actions.size > 0 || fans.get(signal)?.actions !== actions) return;
+    if (!actions.delete(entry) || actions.size > 0 || kept.has(signal) || fans.get(signal)?.actions !== actions) {
+      return;
+    }
     fans.delete(signal);
     signal.removeEventListener("abort", listener);
   };
@@ -165,19 +209,23 @@ export function atMost<T>(promise: Promise<T>, ms: number): Promise<T | undefine
  */
 export function graceAfterAbort<T>(
   promise: Promise<T>,
-  signal: AbortSignal,
+  signal: AbortSignal | CancelWatch,
   graceMs: number,
   late: (value: T) => void,
 ): Promise<T> {
   return new Promise((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     let abandoned = false;
-    const detach = onAbort(signal, () => {
+    const grace = () => {
       timer = setTimeout(() => {
         abandoned = true;
         reject(signal.reason);
       }, graceMs);
-    });
+    };
+    let detach: () => void = () => {};
+    if (signal instanceof AbortSignal) detach = onAbort(signal, grace);
+    else if (signal.aborted) grace();
+    else detach = signal.onAbort(grace);
     const settle = () => {
       detach();
       clearTimeout(timer);

@@ -7,9 +7,9 @@
  */
 import { performance } from "node:perf_hooks";
 import { atMost, graceAfterAbort } from "./abortable.js";
-import { cancellation } from "./cancel.js";
+import { type Cancellation, cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
-import type { DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
+import type { AcquireRequest, DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
 import { BatonError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
@@ -43,7 +43,7 @@ export interface Attempt extends Target {
   /** The caller's own timeout, for the `TimeoutError` (a retry has less left than that). */
   readonly reportedTimeoutMs?: number | undefined;
   readonly signal?: AbortSignal | undefined;
-  /** `performance.now()` of the caller's call, for the wait time across retries. */
+  /** `performance.now()` of the caller's call, for the wait time across retries (0 unless telemetry records). */
   readonly startedAt?: number | undefined;
 }
 
@@ -76,19 +76,25 @@ export function acquireGrant(core: CoordinatorCore, attempt: Attempt): Promise<L
 }
 
 async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promise<LockHandle | null> {
-  const { kind, name, limit, mode, wait, signal } = attempt;
-  const startedAt = attempt.startedAt ?? performance.now();
+  const { kind, name, mode, wait, signal } = attempt;
+  const { telemetry } = core;
+  // Without metrics or the debug log nothing is reported: no clock read, no detail text.
+  const recording = telemetry.recording;
+  const startedAt = recording ? (attempt.startedAt ?? performance.now()) : 0;
   let reported = false;
-  const report = (outcome: AcquireOutcome, detail?: string) => {
-    if (reported) return;
+  const report = (outcome: AcquireOutcome, detail?: () => string) => {
+    if (reported || !recording) return;
     reported = true;
-    core.telemetry.acquired(kind, name, mode, outcome, performance.now() - startedAt, detail);
+    telemetry.acquired(kind, name, mode, outcome, performance.now() - startedAt, detail?.());
   };
   let session: LiveSession;
   try {
-    session = await core.liveSession();
+    // The live session as it is (no tick): the wait then joins the queue in this call, in
+    // call order with the synchronous grants of later calls.
+    const current = core.currentSession;
+    session = current && !current.lost && !core.closed ? current : await core.liveSession();
   } catch (error) {
-    report(failureOutcome(error, wait), `: ${(error as Error).message}`);
+    report(failureOutcome(error, wait), () => `: ${(error as Error).message}`);
     throw error;
   }
   const what = `acquiring ${kind} "${name}"`;
@@ -109,26 +115,17 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
   try {
     // An already-cancelled call must not take anything, even if it is free.
     if (cancel.aborted) throw cancel.reason;
-    const granting = session.driver.acquire({
-      kind,
-      name,
-      mode,
-      limit,
-      wait: wait === "block",
-      get signal() {
-        return cancel.signal;
-      },
-      onLost: (error) => {
+    const granting = session.driver.acquire(
+      new DriverRequest(attempt, cancel, record, (error) => {
         if (handle) handle.lose(error);
         else lostEarly = error;
-      },
-      record,
-    });
+      }),
+    );
     const grant =
       wait === "block"
         ? // A driver withdraws an aborted waiter within its TTL; one that does not (a request
           // its client never answers) cannot hold the acquisition longer. A late grant goes back.
-          await graceAfterAbort(granting, cancel.signal, session.ttlMs, (late) => {
+          await graceAfterAbort(granting, cancel, session.ttlMs, (late) => {
             if (late) session.driver.release(late).catch(() => {});
           })
         : await granting;
@@ -164,13 +161,13 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
       );
       if (claimed === "delayed") {
         if (wait === "try") {
-          report("busy", " (lock delay)");
+          report("busy", () => " (lock delay)");
           return null;
         }
         throw new TimeoutError(`${what} timed out after 0 ms: it is under a lock delay`, 0, { backend: core.backend });
       }
     }
-    report("granted", ` (token ${handle.token})`);
+    report("granted", () => ` (token ${(handle as LockHandle).token})`);
     return handle;
   } catch (error) {
     if (error instanceof SessionLostWhileWaiting) {
@@ -186,11 +183,41 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
       }
     }
     const translated = core.translate(error);
-    report(failureOutcome(translated, wait), `: ${translated.message}`);
+    report(failureOutcome(translated, wait), () => `: ${translated.message}`);
     throw translated;
   } finally {
     endWait();
     cancel.dispose();
+  }
+}
+
+/**
+ * What the driver is asked, with its `signal` made only if the driver reads it. A class: an
+ * object literal with a getter costs V8 about ten times a plain one.
+ */
+class DriverRequest implements AcquireRequest {
+  readonly kind: QueueKind;
+  readonly name: string;
+  readonly mode: LockMode;
+  readonly limit: number;
+  readonly wait: boolean;
+  readonly cancel: Cancellation;
+  readonly onLost: (error: Error) => void;
+  readonly record: string | undefined;
+
+  constructor(attempt: Attempt, cancel: Cancellation, record: string | undefined, onLost: (error: Error) => void) {
+    this.kind = attempt.kind;
+    this.name = attempt.name;
+    this.mode = attempt.mode;
+    this.limit = attempt.limit;
+    this.wait = attempt.wait === "block";
+    this.cancel = cancel;
+    this.onLost = onLost;
+    this.record = record;
+  }
+
+  get signal(): AbortSignal {
+    return this.cancel.signal;
   }
 }
 
@@ -243,7 +270,9 @@ function nativeRecord(
   request: TakeoverRequest | undefined,
   sessionId: string,
 ): string | undefined {
-  return request && core.driver.nativeRecords ? recordText(core.memberId, sessionId, request) : undefined;
+  return request && core.driver.nativeRecords
+    ? recordText(core.memberId, sessionId, request, core.plainRecord)
+    : undefined;
 }
 
 function lostWhileWaiting(core: CoordinatorCore, session: LiveSession, signal: AbortSignal | undefined): boolean {
@@ -269,7 +298,10 @@ export function blockingGrant(
   const timeout = checkDuration("timeoutMs", options.timeoutMs);
   const signal = checkSignal("signal", options.signal);
   core.assertOpen();
-  return grantAtOnce(core, target, signal) ?? waitForGrant(core, target, timeout, signal, performance.now());
+  return (
+    grantAtOnce(core, target, signal) ??
+    waitForGrant(core, target, timeout, signal, core.telemetry.recording ? performance.now() : 0)
+  );
 }
 
 /**
@@ -279,7 +311,8 @@ export function blockingGrant(
 export function tryGrant(core: CoordinatorCore, target: Target): LockHandle | Promise<LockHandle | null> {
   core.assertOpen();
   return (
-    grantAtOnce(core, target, undefined) ?? acquireGrant(core, { ...target, wait: "try", startedAt: performance.now() })
+    grantAtOnce(core, target, undefined) ??
+    acquireGrant(core, { ...target, wait: "try", startedAt: core.telemetry.recording ? performance.now() : 0 })
   );
 }
 

@@ -1,7 +1,9 @@
+import { keepListening } from "./abortable.js";
 import type { Driver } from "./driver.js";
 import { BackendUnavailableError, BatonError, ClosedError } from "./errors.js";
 import type { Guarantees } from "./guarantees.js";
 import { LiveSession } from "./session.js";
+import type { RecordTextCache } from "./takeover.js";
 import { Telemetry } from "./telemetry.js";
 
 /**
@@ -23,6 +25,8 @@ export class CoordinatorCore {
   #opening: Promise<LiveSession> | null = null;
   /** Held grants tracked for takeover: `close()` deletes their records (a clean end). */
   readonly claimed = new Set<{ dropRecord(): Promise<void> }>();
+  /** The plain takeover record text of the current session, made once (takeover.ts). */
+  readonly plainRecord: RecordTextCache = { memberId: "", sessionId: "", text: "" };
   /** Acquisitions under way (not the synchronous ones): `close()` lets them end first. */
   readonly acquiring = new Set<Promise<unknown>>();
 
@@ -42,6 +46,8 @@ export class CoordinatorCore {
     this.namespace = options.namespace;
     this.ttlMs = options.ttlMs;
     this.telemetry = options.telemetry ?? Telemetry.off(options.backend, options.namespace);
+    // Every wait follows it (cancel.ts), one after another: one listener, kept.
+    keepListening(this.#closed.signal);
   }
 
   /** Aborts (reason: {@link ClosedError}) when the coordinator closes. */

@@ -14,18 +14,19 @@ let timer: NodeJS.Timeout | null = null;
 
 /**
  * Keeps the event loop alive until the returned function is called (once; later calls do
- * nothing). One ref'd timer serves every holder.
+ * nothing). One timer serves every holder: ref'd while anyone holds, unref'd (kept, not
+ * cleared) when nobody does, so a wait that starts and ends in a loop does not make and
+ * clear a timer each time.
  */
 export function holdProcess(): () => void {
-  holders++;
-  timer ??= setInterval(() => {}, MAX_TIMER_MS);
+  if (holders++ === 0) {
+    if (timer) timer.ref();
+    else timer = setInterval(() => {}, MAX_TIMER_MS);
+  }
   let held = true;
   return () => {
     if (!held) return;
     held = false;
-    if (--holders === 0 && timer) {
-      clearInterval(timer);
-      timer = null;
-    }
+    if (--holders === 0) timer?.unref();
   };
 }

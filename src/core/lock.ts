@@ -382,11 +382,18 @@ export class Lock {
    * everyone who queued meanwhile. Only a failure to open the fresh session
    * (`BackendUnavailableError`) ends the wait.
    */
-  async acquire(options?: AcquireOptions): Promise<LockHandle> {
-    const checked = checkOptions("acquire options", options);
-    const mode = this.#checkMode(checked.mode);
-    const takeover = checkTakeover(this.#core, checked, mode);
-    return blockingGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, takeover }, checked);
+  acquire(options?: AcquireOptions): Promise<LockHandle> {
+    // Not async: the wait's own promise is handed back as it is, not wrapped in another one
+    // (two ticks more between a release and the next holder's grant). Errors still reject.
+    try {
+      const checked = checkOptions("acquire options", options);
+      const mode = this.#checkMode(checked.mode);
+      const takeover = checkTakeover(this.#core, checked, mode);
+      const granted = blockingGrant(this.#core, { kind: "lock", name: this.name, limit: 1, mode, takeover }, checked);
+      return granted instanceof LockHandle ? Promise.resolve(granted) : granted;
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Takes the lock only if it is free right now (and nobody waits for it); else `null`. */

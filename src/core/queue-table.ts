@@ -1,4 +1,4 @@
-import { abortable } from "./abortable.js";
+import { abortable, type CancelWatch, watchSignal } from "./abortable.js";
 import type { LockMode } from "./driver.js";
 import { decide, decideUpgrade, type RuleEntry, type RuleQueue } from "./grant-rule.js";
 import { limitMismatch, notHeld, releasedWhileUpgrading, upgradeDeadlock } from "./refusals.js";
@@ -20,6 +20,16 @@ interface Waiter<M> {
   readonly entry: QueueEntry<M>;
   readonly resolve: (entry: QueueEntry<M>) => void;
   readonly reject: (error: unknown) => void;
+  /** The request's `granted` hook, run in the grant's own step. */
+  readonly granted: ((entry: QueueEntry<M>) => void) | undefined;
+  /** Detaches from the request's cancellation; `null` once settled or cancelled. */
+  detach: (() => void) | null;
+}
+
+/** What a request may be cancelled by: `cancel` when given, else `signal` (read only then). */
+interface Cancellable {
+  readonly signal: AbortSignal;
+  readonly cancel?: CancelWatch | undefined;
 }
 
 interface Upgrade<M> {
@@ -74,39 +84,52 @@ export class QueueTable<M> {
 
   /**
    * Asks for `key`. Resolves with the entry once granted; resolves `null` at once when
-   * `wait` is false and it is not free; rejects with `signal.reason` when `signal` aborts
-   * first, after withdrawing the request. The caller checks cancellation before calling;
-   * `signal` is read only if the request has to wait.
+   * `wait` is false and it is not free; rejects with the cancellation's reason when
+   * `cancel` (else `signal`) aborts first, after withdrawing the request. The caller checks
+   * cancellation before calling; `cancel` and `signal` are read only if the request has to
+   * wait. `granted` runs in the grant's own synchronous step (before anything else can
+   * happen to the queue), then the promise resolves.
    */
   acquire(
     key: string,
-    request: { mode: LockMode; limit: number; wait: boolean; signal: AbortSignal; meta: M },
+    request: {
+      mode: LockMode;
+      limit: number;
+      wait: boolean;
+      meta: M;
+      granted?: ((entry: QueueEntry<M>) => void) | undefined;
+    } & Cancellable,
   ): Promise<QueueEntry<M> | null> {
-    const granted = this.grantNow(key, request);
-    if (granted) return Promise.resolve(granted);
+    const now = this.grantNow(key, request);
+    if (now) {
+      if (request.granted) hook(request.granted, now);
+      return Promise.resolve(now);
+    }
     const queue = this.#queue(key, request.limit);
-    const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: Date.now() };
     if (!request.wait) {
       this.#dropIfIdle(queue);
       return Promise.resolve(null);
     }
     // Read only when waiting: callers may build the signal lazily for the fast path.
-    const { signal } = request;
-    if (signal.aborted) {
+    const cancel = request.cancel ?? watchSignal(request.signal);
+    if (cancel.aborted) {
       this.#dropIfIdle(queue);
-      return Promise.reject(signal.reason);
+      return Promise.reject(cancel.reason);
     }
-    return abortable<QueueEntry<M>>(signal, (resolve, reject) => {
-      const waiter: Waiter<M> = { entry, resolve, reject };
+    const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: Date.now() };
+    return new Promise<QueueEntry<M>>((resolve, reject) => {
+      const waiter: Waiter<M> = { entry, resolve, reject, granted: request.granted, detach: null };
       queue.waiters.push(waiter);
-      // Still queued only when cancelled: a grant or a removal took it out first.
-      return () => {
+      waiter.detach = cancel.onAbort(() => {
+        waiter.detach = null;
+        // Still queued only when cancelled: a grant or a removal took it out first.
         const index = queue.waiters.indexOf(waiter);
         if (index < 0) return;
         queue.waiters.splice(index, 1);
         // The head waiter leaving may let the ones behind it in.
         this.#process(queue);
-      };
+        reject(cancel.reason);
+      });
     });
   }
 
@@ -121,6 +144,11 @@ export class QueueTable<M> {
       const entry: QueueEntry<M> = { key, mode: request.mode, token: 0n, meta: request.meta, since: 0 };
       this.#grant(queue, entry);
       return entry;
+    }
+    if (request.mode === "exclusive" && request.limit === queue.limit) {
+      // The rule's verdict without a view: an exclusive request after `limit` or more
+      // entries (of the same limit, so no mismatch) waits. The queue is not idle.
+      if (queue.holders.size + queue.waiters.length >= request.limit) return null;
     }
     // The request is its own rule entry (mode and limit): no copy per call.
     const view = this.#view(queue, request);
@@ -202,6 +230,8 @@ export class QueueTable<M> {
       for (const waiter of [...queue.waiters]) {
         if (!match(waiter.entry.meta)) continue;
         queue.waiters.splice(queue.waiters.indexOf(waiter), 1);
+        waiter.detach?.();
+        waiter.detach = null;
         waiter.reject(error);
         changed = true;
       }
@@ -285,6 +315,16 @@ export class QueueTable<M> {
       upgrade.resolve();
       return;
     }
+    const first = queue.waiters[0];
+    if (first && queue.limit === 1 && first.entry.mode === "exclusive") {
+      // A lock's exclusive head waiter, the rule's verdict without a view: granted when
+      // nobody holds, and then it is the only grant (everyone behind it waits for it).
+      if (queue.holders.size > 0) return;
+      queue.waiters.shift();
+      this.#grant(queue, first.entry);
+      this.#settle(first);
+      return;
+    }
     // Granting the head waiter makes it the newest holder: the view's order stays right.
     const view = this.#view(queue);
     for (let index = queue.holders.size; ; index++) {
@@ -292,9 +332,17 @@ export class QueueTable<M> {
       if (!head || decide(view, index).type !== "grant") break;
       queue.waiters.shift();
       this.#grant(queue, head.entry);
-      head.resolve(head.entry);
+      this.#settle(head);
     }
     this.#dropIfIdle(queue);
+  }
+
+  /** A granted waiter: detached from its cancellation, told in the grant's step, resolved. */
+  #settle(waiter: Waiter<M>): void {
+    waiter.detach?.();
+    waiter.detach = null;
+    if (waiter.granted) hook(waiter.granted, waiter.entry);
+    waiter.resolve(waiter.entry);
   }
 
   #dropIfIdle(queue: Queue<M>): void {
@@ -308,5 +356,16 @@ export class QueueTable<M> {
         this.#spare = previous;
       }
     }
+  }
+}
+
+/** Runs a request's `granted` hook; one that throws cannot break the queue (its error is rethrown asynchronously). */
+function hook<M>(granted: (entry: QueueEntry<M>) => void, entry: QueueEntry<M>): void {
+  try {
+    granted(entry);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
   }
 }

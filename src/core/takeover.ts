@@ -139,20 +139,37 @@ const PLAIN: TakeoverRequest = Object.freeze({
   explicit: false,
 });
 
+/** The last plain record text made, and for whom (see {@link recordText}). @internal */
+export interface RecordTextCache {
+  memberId: string;
+  sessionId: string;
+  text: string;
+}
+
 /**
  * A holding's record before {@link sealRecord} adds its token and grant time: member,
- * session, fence info, lock delay. @internal
+ * session, fence info, lock delay. Every default acquisition of a session writes the same
+ * text: kept in `cache` (one per coordinator: coordinators of one process take turns) and
+ * made once, not per grant. @internal
  */
-export function recordText(memberId: string, sessionId: string, request: TakeoverRequest): string {
+export function recordText(
+  memberId: string,
+  sessionId: string,
+  request: TakeoverRequest,
+  cache: RecordTextCache = lastPlain,
+): string {
   const plain = request.fenceInfo === NO_FENCE_INFO && request.lockDelayMs === 0;
-  // Every default acquisition of a session writes the same text: made once, not per grant.
-  if (plain && lastPlain.memberId === memberId && lastPlain.sessionId === sessionId) return lastPlain.text;
+  if (plain && cache.sessionId === sessionId && cache.memberId === memberId) return cache.text;
   const text = `{"m":${JSON.stringify(memberId)},"s":${JSON.stringify(sessionId)},"f":${request.fenceInfo},"d":${request.lockDelayMs}}`;
-  if (plain) lastPlain = { memberId, sessionId, text };
+  if (plain) {
+    cache.memberId = memberId;
+    cache.sessionId = sessionId;
+    cache.text = text;
+  }
   return text;
 }
 
-let lastPlain = { memberId: "", sessionId: "", text: "" };
+const lastPlain: RecordTextCache = { memberId: "", sessionId: "", text: "" };
 
 /** What a tracked holding keeps to delete its record on release. @internal */
 export interface TakeoverClaim {
