@@ -16,13 +16,13 @@ const summary = (r: Report) => `${r.verdict}\n${r.violations.slice(0, 5).join("\
 
 describe("chaos runs", () => {
   const runs: [backend: string, seconds: number, seed: number][] = [
-    ["file", 12, 1],
-    ["etcd", 12, 2],
-    ["postgres", 12, 3],
-    ["etcd-cluster", 12, 4],
-    ["redis", 10, 5],
-    ["mysql", 12, 6],
-    ["zookeeper", 12, 7],
+    ["file", 8, 1],
+    ["etcd", 8, 2],
+    ["postgres", 8, 3],
+    ["etcd-cluster", 8, 4],
+    ["redis", 8, 5],
+    ["mysql", 8, 6],
+    ["zookeeper", 8, 7],
   ];
   for (const [name, seconds, seed] of runs) {
     it(`${name}: a ${seconds} s run under every nemesis that applies passes the checker`, async () => {
