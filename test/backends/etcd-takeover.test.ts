@@ -98,6 +98,9 @@ describe("etcd takeover records, written by the granting transaction", () => {
     assert.deepEqual({ memberId, token }, { memberId: `holder-${holder.child.pid}`, token: BigInt(granted.token!) });
     assert.equal(rest.fenceInfo, fenceInfo);
     assert.ok(handle.token > token, `new token ${handle.token} must exceed ${token}`);
+    // The lock can be handed on before this process has handled the holder's exit: wait for
+    // that, then read how it ended.
+    await holder.exited;
     assert.equal(holder.child.signalCode, "SIGKILL", "the holder killed itself");
     await handle.release();
   };

@@ -81,6 +81,9 @@ describe("mysql takeover records, written by the granting call", { timeout: 120_
       { memberId: `holder-${holder.child.pid}`, token: BigInt(granted.token!), fenceInfo: given },
     );
     assert.ok(handle.token > token, `new token ${handle.token} must exceed ${token}`);
+    // The server can hand the lock on (the killed holder's connections end with it) before
+    // this process has handled the holder's exit: wait for that, then read how it ended.
+    await holder.exited;
     assert.equal(holder.child.signalCode, "SIGKILL", "the holder killed itself");
     assert.equal((await handle.release()).status, "released");
     assert.deepEqual(await rows(coord.namespace, name), [], "the clean release deleted the record, row and all");

@@ -122,6 +122,11 @@ export class Holder {
     return this.events.find(match)!;
   }
 
+  /** Resolves once this test process has seen the holder exit (its `signalCode` is set then). */
+  get exited(): Promise<void> {
+    return this.#exited;
+  }
+
   signal(signal: NodeJS.Signals): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
   }
