@@ -53,6 +53,23 @@ export function watchSignal(signal: AbortSignal): CancelWatch {
 }
 
 /**
+ * Runs every action of `actions` (a snapshot: one that adds or removes actions does not
+ * change this run), each once, in order. One that throws does not keep the others from
+ * running: its error is rethrown asynchronously, as an event listener's would be.
+ */
+export function runEach(actions: Iterable<() => void>): void {
+  for (const run of [...actions]) {
+    try {
+      run();
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  }
+}
+
+/**
  * Runs `action` when `signal` (not yet aborted) aborts, through one shared listener per
  * signal: a caller may pass one signal to thousands of acquisitions, and a listener each
  * would cost more and make Node print a `MaxListenersExceededWarning` past ten. Returns
@@ -66,15 +83,7 @@ function subscribe(signal: AbortSignal, action: () => void): () => void {
     const actions = new Set<() => void>();
     const listener = () => {
       fans.delete(signal);
-      for (const run of [...actions]) {
-        try {
-          run();
-        } catch (error) {
-          queueMicrotask(() => {
-            throw error;
-          });
-        }
-      }
+      runEach(actions);
       actions.clear();
     };
     fan = { actions, listener };

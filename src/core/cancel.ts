@@ -1,4 +1,4 @@
-import { type CancelWatch, onAbort } from "./abortable.js";
+import { type CancelWatch, onAbort, runEach } from "./abortable.js";
 import { AbortError, TimeoutError } from "./errors.js";
 import type { Dependent, LiveSession } from "./session.js";
 import { holdProcess } from "./keep-alive.js";
@@ -168,15 +168,6 @@ class Combined implements Cancellation, Dependent {
     const actions = this.#actions;
     if (!actions) return;
     this.#actions = null;
-    for (const action of [...actions]) {
-      try {
-        action();
-      } catch (error) {
-        // As an event listener's error would be: reported, not stopping the others.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    runEach(actions);
   }
 }
