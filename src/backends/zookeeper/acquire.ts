@@ -28,7 +28,7 @@ import type { Stat } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { encodeData, type NodeData, nodePrefix } from "./paths.js";
 import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
-import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
+import { createProtected, ensurePath, findByPrefix, markContended, retrying, type Scope, withdraw } from "./scope.js";
 import { awaitTurn, type OwnNode, raise, relist } from "./handoff.js";
 import { FLAGS } from "./client.js";
 import { Abandoned, dropEarlyRecord, type EarlyRecord, joinWithRecord, writeRecord } from "./grant-records.js";
@@ -178,7 +178,9 @@ async function join(
   const { handle } = scope;
   const { parent, prefix, sole } = queue;
   const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now(), v: 1 });
-  if (queue.tracked !== undefined) {
+  // Skipped where this session's last try waited: a record is there, and the multi would
+  // be refused (a write, with the read behind it, for nothing).
+  if (queue.tracked !== undefined && !scope.contended.has(parent)) {
     const tried = await joinWithRecord(
       scope,
       { parent, prefix, data, lockName: queue.lockName, record: queue.tracked },
@@ -190,6 +192,7 @@ async function join(
       const czxid = record?.zxid ?? null;
       return { path, data, czxid, view, token: listed ? soleToken(listed.stat) : null, early: record };
     }
+    markContended(scope, parent, true);
   }
   let ensuring: Promise<void> | null = null;
   for (;;) {
@@ -259,6 +262,8 @@ async function wait(
   const sole = isSole(request);
   const needModes = kind === "lock" && mode === "shared";
   const own: OwnNode = { path, data: joined.data, bumped: joined.czxid ?? 0n };
+  const tracked = sole && request.record !== undefined;
+  let waited = false;
   let view = joined.view && needModes ? await withModes(scope, parent, joined.view, stop.signal) : joined.view;
   // The stamp sent with the first read is the token only if that read alone decides.
   let stamp =
@@ -282,6 +287,7 @@ async function wait(
       case "mismatch":
         throw limitMismatch(limit, decision.limit, { backend: BACKEND });
       case "grant": {
+        if (tracked) markContended(scope, parent, waited);
         if (early.record) {
           // Granted as the first try wrote it: the record is this grant's (grant-records.ts).
           if (stop.aborted) throw stop.reason; // the node and the record go together
@@ -298,6 +304,8 @@ async function wait(
         return granted(scope, request, { parent, own, tag, czxid: joined.czxid }, token, stop);
       }
       case "wait":
+        if (tracked && !waited) markContended(scope, parent, true);
+        waited = true;
         if (!request.wait) throw new Busy();
         if (sole) {
           const token = await awaitTurn(scope, parent, own, view as QueueView, stop.signal);
