@@ -28,7 +28,7 @@ import type { Stat } from "./client.js";
 import { BACKEND, hasCode, isTransient, RC, translate } from "./errors.js";
 import { encodeData, type NodeData, nodePrefix } from "./paths.js";
 import { type Decision, decide, type QueueView, viewOf } from "./queue.js";
-import { createProtected, ensurePath, findByPrefix, retrying, type Scope, withdraw } from "./scope.js";
+import { createProtected, ensurePath, findByPrefix, markContended, retrying, type Scope, withdraw } from "./scope.js";
 import { awaitTurn, type OwnNode, raise, relist } from "./handoff.js";
 import { FLAGS } from "./client.js";
 import { Abandoned, dropEarlyRecord, type EarlyRecord, joinWithRecord, writeRecord } from "./grant-records.js";
@@ -85,15 +85,13 @@ export class ZkGrant implements DriverGrant {
  * is not free, or rejects with `request.signal.reason` after withdrawing the node.
  */
 export async function acquire(scope: Scope, request: AcquireRequest): Promise<ZkGrant | null> {
-  const { signal } = request;
-  if (signal.aborted) throw signal.reason;
+  const caller = request.cancel ?? request.signal;
+  if (caller.aborted) throw caller.reason;
   if (scope.ended.aborted) throw scope.ended.reason;
   const parent = scope.layout.queue(request.kind, request.name);
   const tag = scope.nextTag();
   const prefix = nodePrefix(tag, request.mode, request.limit);
-  // Not AbortSignal.any: the session's signal would keep every acquisition's composite
-  // signal for the session's life (Node's kDependantSignals), 45 bytes a grant in the soak.
-  const { signal: stop, dispose } = linked([signal, scope.ended]);
+  const stop = new Stop(request, caller, scope.ended);
   let path: string | null = null;
   /** The record the first try wrote with the node, until a grant takes it or it is deleted. */
   const early: { record: EarlyRecord | null } = { record: null };
@@ -114,12 +112,57 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
           : withdraw(scope, parent, path ? { path } : { prefix });
     // Waiting for the server is pointless once the session is ending (it takes the node).
     if (!scope.ended.aborted) await atMost(removal, 2000);
-    if (signal.aborted) throw signal.reason;
+    if (caller.aborted) throw caller.reason;
     if (error instanceof Busy) return null;
     if (scope.ended.aborted && !(error instanceof InvalidArgumentError)) throw scope.ended.reason;
     throw error;
   } finally {
-    dispose();
+    stop.dispose();
+  }
+}
+
+/**
+ * An acquisition's stop: the caller's cancellation or the session's end. Its `signal` (the
+ * two linked) is made only when a wait or a retry needs one: an uncontended grant checks
+ * `aborted` alone, and neither the core's signal nor a linked one is built for it.
+ */
+export class Stop {
+  readonly #request: AcquireRequest;
+  readonly #caller: { readonly aborted: boolean; readonly reason: unknown };
+  readonly #ended: AbortSignal;
+  #linked: { readonly signal: AbortSignal; readonly dispose: () => void } | null = null;
+
+  constructor(
+    request: AcquireRequest,
+    caller: { readonly aborted: boolean; readonly reason: unknown },
+    ended: AbortSignal,
+  ) {
+    this.#request = request;
+    this.#caller = caller;
+    this.#ended = ended;
+  }
+
+  get aborted(): boolean {
+    return this.#linked ? this.#linked.signal.aborted : this.#caller.aborted || this.#ended.aborted;
+  }
+
+  get reason(): unknown {
+    if (this.#linked) return this.#linked.signal.reason;
+    return this.#caller.aborted ? this.#caller.reason : this.#ended.reason;
+  }
+
+  /**
+   * Aborts when either does. Not AbortSignal.any: the session's signal would keep every
+   * acquisition's composite signal for the session's life (Node's kDependantSignals), 45
+   * bytes a grant in the soak.
+   */
+  get signal(): AbortSignal {
+    this.#linked ??= linked([this.#request.signal, this.#ended]);
+    return this.#linked.signal;
+  }
+
+  dispose(): void {
+    this.#linked?.dispose();
   }
 }
 
@@ -130,12 +173,14 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
 async function join(
   scope: Scope,
   queue: { parent: string; prefix: string; sole: boolean; tracked: string | undefined; lockName: string },
-  stop: AbortSignal,
+  stop: Stop,
 ): Promise<Joined> {
   const { handle } = scope;
   const { parent, prefix, sole } = queue;
   const data = encodeData({ id: scope.memberId, sid: scope.sessionId, s: Date.now(), v: 1 });
-  if (queue.tracked !== undefined) {
+  // Skipped where this session's last try waited: a record is there, and the multi would
+  // be refused (a write, with the read behind it, for nothing).
+  if (queue.tracked !== undefined && !scope.contended.has(parent)) {
     const tried = await joinWithRecord(
       scope,
       { parent, prefix, data, lockName: queue.lockName, record: queue.tracked },
@@ -147,6 +192,7 @@ async function join(
       const czxid = record?.zxid ?? null;
       return { path, data, czxid, view, token: listed ? soleToken(listed.stat) : null, early: record };
     }
+    markContended(scope, parent, true);
   }
   let ensuring: Promise<void> | null = null;
   for (;;) {
@@ -176,15 +222,15 @@ async function join(
         // create sent again right behind them, in the same round trip. A second miss
         // waits for the first remake's outcome (its error) first.
         if (ensuring) await ensuring;
-        ensuring = ensurePath(handle, scope.chroot, parent, stop);
+        ensuring = ensurePath(handle, scope.chroot, parent, stop.signal);
         ensuring.catch(() => {});
         continue;
       }
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
-      const found = await findByPrefix(scope, parent, prefix, stop);
+      const found = await findByPrefix(scope, parent, prefix, stop.signal);
       if (found) return { path: found, data, czxid: null, view: null, token: null, early: null };
       // Not there: the create never reached a server. createProtected goes on from here.
-      const path = await createProtected(scope, parent, prefix, data, stop);
+      const path = await createProtected(scope, parent, prefix, data, stop.signal);
       return { path, data, czxid: null, view: null, token: null, early: null };
     }
   }
@@ -209,21 +255,25 @@ async function wait(
   tag: string,
   joined: Joined,
   early: { record: EarlyRecord | null },
-  stop: AbortSignal,
+  stop: Stop,
 ): Promise<ZkGrant> {
   const { kind, mode, limit } = request;
   const name = path.slice(parent.length + 1);
   const sole = isSole(request);
   const needModes = kind === "lock" && mode === "shared";
   const own: OwnNode = { path, data: joined.data, bumped: joined.czxid ?? 0n };
-  let view = joined.view && needModes ? await withModes(scope, parent, joined.view, stop) : joined.view;
+  const tracked = sole && request.record !== undefined;
+  let waited = false;
+  let view = joined.view && needModes ? await withModes(scope, parent, joined.view, stop.signal) : joined.view;
   // The stamp sent with the first read is the token only if that read alone decides.
   let stamp =
     view && view.modes.size === 0 && !(needModes && view.nodes.some((n) => n.mode === "exclusive"))
       ? joined.token
       : null;
   for (;;) {
-    view ??= sole ? await relist(scope, parent, own, stop) : await readView(scope, parent, needModes, stop);
+    view ??= sole
+      ? await relist(scope, parent, own, stop.signal)
+      : await readView(scope, parent, needModes, stop.signal);
     const decision: Decision = view ? decide(view, name, kind, mode, limit) : { type: "missing" };
     const record = early.record;
     if (record && !(decision.type === "grant" && stamp === record.zxid)) {
@@ -237,6 +287,7 @@ async function wait(
       case "mismatch":
         throw limitMismatch(limit, decision.limit, { backend: BACKEND });
       case "grant": {
+        if (tracked) markContended(scope, parent, waited);
         if (early.record) {
           // Granted as the first try wrote it: the record is this grant's (grant-records.ts).
           if (stop.aborted) throw stop.reason; // the node and the record go together
@@ -248,16 +299,19 @@ async function wait(
           stamp ??
           (sole && view
             ? soleToken(view.stat)
-            : (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop)).mzxid);
+            : (await retrying(scope.handle, `granting ${path}`, () => scope.handle.set(parent, ""), stop.signal))
+                .mzxid);
         return granted(scope, request, { parent, own, tag, czxid: joined.czxid }, token, stop);
       }
       case "wait":
+        if (tracked && !waited) markContended(scope, parent, true);
+        waited = true;
         if (!request.wait) throw new Busy();
         if (sole) {
-          const token = await awaitTurn(scope, parent, own, view as QueueView, stop);
+          const token = await awaitTurn(scope, parent, own, view as QueueView, stop.signal);
           if (token !== null) return granted(scope, request, { parent, own, tag, czxid: joined.czxid }, token, stop);
         } else {
-          await nextChange(scope, parent, decision, view as QueueView, stop);
+          await nextChange(scope, parent, decision, view as QueueView, stop.signal);
         }
         view = null;
         stamp = null;
@@ -278,7 +332,7 @@ async function granted(
   request: AcquireRequest,
   node: { parent: string; own: OwnNode; tag: string; czxid: bigint | null },
   token: bigint,
-  stop: AbortSignal,
+  stop: Stop,
   recorded?: { zxid: bigint; at: number },
 ): Promise<ZkGrant> {
   const { parent, own, tag, czxid } = node;
@@ -292,7 +346,7 @@ async function granted(
   let noting: Promise<Stat> | null = null;
   if (sole && own.bumped < token) {
     const write = () => scope.handle.set(own.path, note);
-    noting = retrying(scope.handle, `granting ${own.path}`, write, stop);
+    noting = retrying(scope.handle, `granting ${own.path}`, write, stop.signal);
     noting.catch(() => {});
   } else if (token !== czxid) {
     // The token is already fixed; a node gone by now is seen by the guard.
@@ -304,7 +358,7 @@ async function granted(
   if (recording) {
     // The multi is not cut by `stop` (writeRecord), but the acquisition is: it rejects at
     // once, and the record goes with the node once the multi is answered.
-    const outcome = await raceSignal(recording, stop).catch((error: unknown) => {
+    const outcome = await raceSignal(recording, stop.signal).catch((error: unknown) => {
       throw stop.aborted ? new Abandoned(scope, grant, recording, stop.reason) : error;
     });
     if (outcome === "gone") throw vanished(scope, request);

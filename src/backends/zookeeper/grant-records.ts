@@ -86,7 +86,7 @@
  */
 import { sealRecord } from "../../core/driver.js";
 import { TAKEOVER_SPACE } from "../../core/takeover.js";
-import type { ZkGrant } from "./acquire.js";
+import type { Stop, ZkGrant } from "./acquire.js";
 import { cellData, cellDataWithNode, cellEntry } from "./cells.js";
 import { FLAGS, type Stat } from "./client.js";
 import { failedAt, isTransient, RC, translate, ZkMultiError } from "./errors.js";
@@ -279,7 +279,7 @@ export interface FirstTry {
 export async function joinWithRecord(
   scope: Scope,
   queue: { parent: string; prefix: string; data: string; lockName: string; record: string },
-  stop: AbortSignal,
+  stop: Stop,
 ): Promise<FirstTry | null> {
   const { handle } = scope;
   const { parent, prefix } = queue;
@@ -303,13 +303,13 @@ export async function joinWithRecord(
         // A second miss waits for the first remake's outcome (its error) first.
         if (ensuring) await ensuring;
         const space = missing === parent ? parent : scope.layout.cellSpace(TAKEOVER_SPACE);
-        ensuring = ensurePath(handle, scope.chroot, space, stop);
+        ensuring = ensurePath(handle, scope.chroot, space, stop.signal);
         ensuring.catch(() => {});
         continue;
       }
       if (error instanceof ZkMultiError) return null;
       if (!isTransient(error)) throw translate(error, `joining ${parent}`);
-      const found = await findByPrefix(scope, parent, prefix, stop);
+      const found = await findByPrefix(scope, parent, prefix, stop.signal);
       if (!found) return null;
       await dropEarlyRecord(scope, found, { path, zxid: 0n, at });
       return { path: found, record: null, listed: null };

@@ -82,6 +82,8 @@ export interface Manager extends Queue {
     setTimeout(ms: number, listener: () => void): void;
     readonly destroyed: boolean;
     once(event: "close", listener: () => void): unknown;
+    cork(): void;
+    uncork(): void;
   };
   watcherManager?: { emit(event: RawEvent): unknown };
   pendingBuffer: Buffer | null;

@@ -43,7 +43,7 @@ const RUNTIME_INCONSISTENCY = -2;
 export const FLAGS = { persistent: 0, ephemeral: 1, ephemeralSequential: 3, container: 4 } as const;
 
 /** How a hand-built request goes out: described by `what`, answered through `cb`. */
-export type Call = (what: string, send: (cb: Cb) => void) => Promise<unknown[]>;
+export type Call = (what: string | (() => string), send: (cb: Cb) => void) => Promise<unknown[]>;
 
 /** Hand-built requests on one client's connection. */
 export class HandBuilt {
@@ -104,14 +104,14 @@ export class HandBuilt {
     header.type = OP.multi;
     const request = new this.#jute.Request(header, new this.#jute.TransactionRequest(records));
     const manager = this.#manager();
-    const what = `applying ${ops.map((o) => `${o.op} ${o.path}`).join(", ")}`;
+    const what = () => `applying ${ops.map((o) => `${o.op} ${o.path}`).join(", ")}`;
     return this.#call(what, (cb) =>
       manager.queue(request, (error, response) => cb(error, response as RawResponse)),
     ).then(([response]) => {
       const { header: reply, payload } = response as RawResponse;
       const results = payload?.results ?? [];
       const failed = results.findIndex((r) => r.err !== undefined && r.err !== 0 && r.err !== RUNTIME_INCONSISTENCY);
-      if (failed >= 0) throw new ZkMultiError(results[failed]?.err as number, failed, what);
+      if (failed >= 0) throw new ZkMultiError(results[failed]?.err as number, failed, what());
       const stats = new Map<number, RawStat>();
       const paths = new Map<number, string>();
       results.forEach((r, i) => {

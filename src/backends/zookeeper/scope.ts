@@ -22,8 +22,29 @@ export interface Scope {
   readonly ended: AbortSignal;
   /** A tag unique to one create request. */
   nextTag(): string;
+  /**
+   * Queues (parent paths) whose last tracked exclusive acquisition on this session waited,
+   * or found a record there: the next one skips the first try (grant-records.ts), which
+   * would fail. Bounded: see {@link markContended}.
+   */
+  readonly contended: Set<string>;
   /** The session is gone (a node of ours vanished, the server expired it). */
   lost(error: Error): void;
+}
+
+/** How many queues {@link Scope.contended} remembers (the oldest forgotten first). */
+const CONTENDED_KEPT = 256;
+
+/** Remembers that `parent`'s last tracked acquisition on this session waited (see {@link Scope.contended}). */
+export function markContended(scope: Scope, parent: string, contended: boolean): void {
+  const { contended: set } = scope;
+  if (!contended) {
+    set.delete(parent);
+    return;
+  }
+  if (set.has(parent)) return;
+  if (set.size >= CONTENDED_KEPT) set.delete(set.values().next().value as string);
+  set.add(parent);
 }
 
 /** Runs `call`, again after each reconnection while it fails with a connection loss. */

@@ -68,6 +68,7 @@ export class ZkSession implements DriverSession {
       sessionId: this.id,
       ended: this.#ended.signal,
       nextTag: () => `${this.id}_${(this.#tags++).toString(36)}`,
+      contended: new Set(),
       lost: (error) => this.#lost(error),
     };
     handle.onEnd((reason) => {
