@@ -52,8 +52,15 @@ const serverCpu = async () => {
 const evalStats = async () => {
   const info = String(await send(["INFO", "commandstats"]));
   const m = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(info);
+  let inside = 0;
+  for (const c of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    if (!/^(evalsha|eval|info|config\|.*)$/.test(c[1]!)) inside += Number(c[2]);
+  }
+  lastInside = inside;
   return m ? Number(m[2]) / Number(m[1]) : Number.NaN;
 };
+/** Commands run inside the scripts, at the last evalStats(). */
+let lastInside = 0;
 
 const RECORD = (sid: string) => `{"m":"bench-member","s":"${sid}","f":null,"d":0}`;
 
@@ -105,7 +112,14 @@ const entryId = (n: number) => `entry-bench-${n.toString(36).padStart(8, "0")}`;
 
 const results = new Map<
   string,
-  { handoffCpu: number[]; handoffEval: number[]; freeCpu: number[]; freeEval: number[] }
+  {
+    handoffCpu: number[];
+    handoffEval: number[];
+    freeCpu: number[];
+    freeEval: number[];
+    handoffCommands: number[];
+    freeCommands: number[];
+  }
 >();
 for (let round = 0; round < rounds; round++) {
   for (const v of variants) {
@@ -127,6 +141,7 @@ for (let round = 0; round < rounds; round++) {
     }
     let cpu1 = await serverCpu();
     const handoffEval = await evalStats();
+    const handoffCommands = lastInside / loops;
     const handoffCpu = (cpu1 - cpu0) / loops;
     for (const entry of queue) await v.release(entry);
     await send(["CONFIG", "RESETSTAT"]);
@@ -138,9 +153,19 @@ for (let round = 0; round < rounds; round++) {
     }
     cpu1 = await serverCpu();
     const freeEval = await evalStats();
-    const row = results.get(v.label) ?? { handoffCpu: [], handoffEval: [], freeCpu: [], freeEval: [] };
+    const freeCommands = lastInside / loops;
+    const row = results.get(v.label) ?? {
+      handoffCpu: [],
+      handoffEval: [],
+      freeCpu: [],
+      freeEval: [],
+      handoffCommands: [],
+      freeCommands: [],
+    };
     results.set(v.label, row);
     row.handoffCpu.push(handoffCpu);
+    row.handoffCommands.push(handoffCommands);
+    row.freeCommands.push(freeCommands);
     row.handoffEval.push(handoffEval);
     row.freeCpu.push((cpu1 - cpu0) / loops);
     row.freeEval.push(freeEval);
@@ -148,11 +173,11 @@ for (let round = 0; round < rounds; round++) {
 }
 const median = (list: number[]) => [...list].sort((a, b) => a - b)[list.length >> 1]!;
 process.stdout.write(
-  `\nRedis per loop, median of ${rounds} rounds of ${loops}; handoff: RELEASE granting the next of ${waiters} waiters + ACQUIRE queueing one (tracked)\n\n| tree | handoff: server CPU | handoff: EVALSHA us/call | uncontended pair: server CPU | uncontended: EVALSHA us/call |\n| --- | ---: | ---: | ---: | ---: |\n`,
+  `\nRedis per loop, median of ${rounds} rounds of ${loops}; handoff: RELEASE granting the next of ${waiters} waiters + ACQUIRE queueing one (tracked)\n\n| tree | handoff: server CPU | handoff: EVALSHA us/call | handoff: commands in scripts | uncontended pair: server CPU | uncontended: EVALSHA us/call | uncontended: commands |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n`,
 );
 for (const [label, row] of results) {
   process.stdout.write(
-    `| ${label} | ${median(row.handoffCpu).toFixed(1)} us | ${median(row.handoffEval).toFixed(1)} | ${median(row.freeCpu).toFixed(1)} us | ${median(row.freeEval).toFixed(1)} |\n`,
+    `| ${label} | ${median(row.handoffCpu).toFixed(1)} us | ${median(row.handoffEval).toFixed(1)} | ${median(row.handoffCommands).toFixed(1)} | ${median(row.freeCpu).toFixed(1)} us | ${median(row.freeEval).toFixed(1)} | ${median(row.freeCommands).toFixed(1)} |\n`,
   );
 }
 await client.close();

@@ -125,8 +125,10 @@ if not raw then return 0 end
 -- in) wrote a record the client may never have heard of. No tombstone: the record's fence
 -- is the lock itself, and a key per lock name ever used would only accumulate.
 if ARGV[4] == '1' then
+  known_rk = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
   local e = cjson.decode(raw)
   if e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
+    cell_freed = true
     redis.call('DEL', ARGV[5])
     redis.call('SREM', ARGV[6], ARGV[9])
     redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))
