@@ -109,6 +109,7 @@ return state_of(ARGV[2], ARGV[3])
 export const RELEASE = script(
   "release",
   `
+if ARGV[4] == '1' then known_rk = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]} end
 remove(Q, {id = id})
 -- An upgrade this entry had pending is cleared by process(), as a marker whose entry is gone.
 process(Q)
@@ -125,7 +126,6 @@ if not raw then return 0 end
 -- in) wrote a record the client may never have heard of. No tombstone: the record's fence
 -- is the lock itself, and a key per lock name ever used would only accumulate.
 if ARGV[4] == '1' then
-  known_rk = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
   local e = cjson.decode(raw)
   if e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
     cell_freed = true
