@@ -6,7 +6,7 @@
  * Redis's CPU (`INFO cpu`) and the wall p50, per cycle. `--also DIR` adds the Baton of
  * another source tree (a checkout of main, say), for a before/after in the same run.
  *
- *   node --import tsx bench/redis-cpu.ts [--cycles N] [--rounds N] [--also DIR]
+ *   node --import tsx bench/redis-cpu.ts [--cycles N] [--rounds N] [--also DIR] [--tracked]
  */
 import { parseArgs } from "node:util";
 import { createClient } from "redis";
@@ -14,10 +14,17 @@ import { connect } from "../src/index.js";
 import { startRedis } from "../test/harness/redis.js";
 
 const { values } = parseArgs({
-  options: { cycles: { type: "string" }, rounds: { type: "string" }, also: { type: "string" } },
+  options: {
+    cycles: { type: "string" },
+    rounds: { type: "string" },
+    also: { type: "string" },
+    tracked: { type: "boolean" },
+  },
 });
 const cycles = Number(values.cycles ?? 4000);
 const rounds = Number(values.rounds ?? 5);
+// --tracked: Baton's default (the takeover record written with the grant, deleted with the release).
+const tracked = values.tracked ? {} : { takeover: false };
 const server = await startRedis();
 const admin = createClient({ url: server.url });
 await admin.connect();
@@ -33,7 +40,7 @@ const batonCycle = async (url: string, from: string | undefined, namespace: stri
   await coord.openSession();
   closers.push(() => coord.close());
   return async () => {
-    await (await coord.lock("n").acquire({ takeover: false })).release();
+    await (await coord.lock("n").acquire(tracked)).release();
   };
 };
 const CAD = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";

@@ -147,14 +147,23 @@ export class CoordinatorCore {
 
   /** Rejects when `promise` has not settled within `ms`. */
   bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
+    // One promise (not a race of two and a finally): every release goes through here.
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
         () => reject(new BackendUnavailableError(`${this.backend} backend did not answer within ${ms} ms`)),
         ms,
       );
       timer.unref();
+      promise.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
   }
 }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { atMost, linked } from "../../core/abortable.js";
+import { atMost, linked, watchSignal } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
@@ -31,8 +31,16 @@ export class RedisGrant implements DriverGrant {
   upgrade: AbortController | null = null;
   recordVersion?: bigint | undefined;
   previousRecord?: CellEntry | undefined;
+  /** The keys of its takeover record's cell (cells.ts cellKeys), when tracked: made once, at the acquisition. */
+  readonly cell: readonly string[] | undefined;
 
-  constructor(request: AcquireRequest, queue: string, entry: string, token: bigint) {
+  constructor(
+    request: AcquireRequest,
+    queue: string,
+    entry: string,
+    token: bigint,
+    cell: readonly string[] | undefined,
+  ) {
     this.kind = request.kind;
     this.name = request.name;
     this.mode = request.mode;
@@ -40,6 +48,7 @@ export class RedisGrant implements DriverGrant {
     this.entry = entry;
     this.token = token;
     this.onLost = request.onLost;
+    this.cell = cell;
   }
 }
 
@@ -65,6 +74,7 @@ const nextEntry = () => ENTRY_PREFIX + (++entries).toString(36);
 export async function acquire(scope: Scope, request: AcquireRequest): Promise<RedisGrant | null> {
   const queue = scope.keys.queue(request.kind, request.name);
   const entry = nextEntry();
+  const cell = request.record === undefined ? undefined : cellKeys(scope.keys, TAKEOVER_SPACE, request.name);
   const args = [
     queue,
     request.kind,
@@ -76,7 +86,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
     String(request.limit),
     request.wait ? "1" : "0",
     String(scope.ttlMs),
-    ...recordArgs(scope, request),
+    ...(cell === undefined ? [""] : [request.record as string, ...cell]),
   ];
   // The core checked cancellation before calling; the signal is built (by the core) and
   // read only when this does not end in the first round trip.
@@ -90,11 +100,11 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Re
   }
   if (first && scope.replicas === 0 && (first[0] === "granted" || first[0] === "busy")) {
     box.dispose();
-    if (first[0] === "granted") return granted(request, queue, entry, first);
+    if (first[0] === "granted") return granted(request, queue, entry, cell, first);
     scope.track(queue, -1);
     return null;
   }
-  return slowAcquire(scope, request, queue, entry, args, box, first);
+  return slowAcquire(scope, request, queue, entry, cell, args, box, first);
 }
 
 async function slowAcquire(
@@ -102,22 +112,26 @@ async function slowAcquire(
   request: AcquireRequest,
   queue: string,
   entry: string,
+  cell: readonly string[] | undefined,
   args: string[],
   box: Mailbox,
   first: Reply | null,
 ): Promise<RedisGrant | null> {
-  const { signal } = request;
-  const what = `acquiring ${request.kind} "${request.name}"`;
-  // Not AbortSignal.any: the session's signal would keep every acquisition's composite
-  // for the session's life (Node's kDependantSignals; see zookeeper/acquire.ts).
-  const { signal: stop, dispose } = linked([signal, scope.ended]);
+  // The wait watches the core's cancellation and the session's end as subscriptions; the
+  // AbortSignal that retries sleep on (the session's too: not AbortSignal.any, which would
+  // keep every acquisition's composite for the session's life, Node's kDependantSignals) is
+  // made only when a script must be sent again (a check, a retry).
+  const cancel = request.cancel ?? watchSignal(request.signal);
+  const stopping: { linked: { signal: AbortSignal; dispose: () => void } | null } = { linked: null };
+  const stop = () => (stopping.linked ??= linked([request.signal, scope.ended])).signal;
+  const what = () => `acquiring ${request.kind} "${request.name}"`;
   try {
-    let reply = first ?? ((await runRetrying(scope, what, ACQUIRE, args, stop)) as Reply);
+    let reply = first ?? ((await runRetrying(scope, what(), ACQUIRE, args, stop())) as Reply);
     for (;;) {
       switch (reply[0]) {
         case "granted": {
-          const grant = granted(request, queue, entry, reply);
-          await replicated(scope, what);
+          const grant = granted(request, queue, entry, cell, reply);
+          if (scope.replicas > 0) await replicated(scope, what());
           return grant;
         }
         case "busy":
@@ -127,23 +141,24 @@ async function slowAcquire(
           throw limitMismatch(request.limit, Number(reply[1]), { backend: BACKEND });
         case "lost":
         case "missing":
-          throw vanished(scope, `the session's key is gone (expired or the server lost it) while ${what}`);
+          throw vanished(scope, `the session's key is gone (expired or the server lost it) while ${what()}`);
         case "waiting": {
-          const wake = await box.next(recheckDelay(Number(reply[1]), scope.ttlMs), stop);
+          const wake = await box.next(recheckDelay(Number(reply[1]), scope.ttlMs), cancel, scope.ended);
           if (wake.type === "message" && wake.kind === "g") {
             wakeStats.grantsByMessage++;
-            reply = wake.recordVersion
-              ? ["granted", String(wake.token), "", "written", wake.recordVersion]
-              : ["granted", String(wake.token)];
-            continue;
+            // The grant as the message gives it: no round trip, no reply to parse.
+            const grant = new RedisGrant(request, queue, entry, wake.token, cell);
+            if (wake.recordVersion) grant.recordVersion = BigInt(wake.recordVersion);
+            if (scope.replicas > 0) await replicated(scope, what());
+            return grant;
           }
           wakeStats.checks++;
-          reply = (await runRetrying(scope, what, CHECK, [queue, entry], stop)) as Reply;
+          reply = (await runRetrying(scope, what(), CHECK, [queue, entry], stop())) as Reply;
           if (reply[0] === "granted") wakeStats.grantsByCheck++;
           continue;
         }
         default:
-          throw new InvalidStateError(`unexpected answer from Redis while ${what}: ${String(reply[0])}`, {
+          throw new InvalidStateError(`unexpected answer from Redis while ${what()}: ${String(reply[0])}`, {
             backend: BACKEND,
           });
       }
@@ -156,27 +171,27 @@ async function slowAcquire(
       scope,
       `withdrawing from ${request.kind} "${request.name}"`,
       RELEASE,
-      withdrawArgs(scope, request, queue, entry),
+      cell === undefined ? [queue, entry] : [queue, entry, "1", ...cell],
     );
     scope.track(queue, -1);
     if (!scope.ended.aborted) await atMost(removal, scope.requestTimeoutMs);
-    if (signal.aborted) throw signal.reason;
+    if (cancel.aborted) throw cancel.reason;
     throw error;
   } finally {
     box.dispose();
-    dispose();
+    stopping.linked?.dispose();
   }
 }
 
-/** The ACQUIRE arguments of the takeover record written with the grant ('' for none). */
-function recordArgs(scope: Scope, request: AcquireRequest): string[] {
-  if (request.record === undefined) return [""];
-  return [request.record, ...cellKeys(scope.keys, TAKEOVER_SPACE, request.name)];
-}
-
 /** A grant from an ACQUIRE reply, with what it did with the takeover record (lua.ts). */
-function granted(request: AcquireRequest, queue: string, entry: string, reply: Reply): RedisGrant {
-  const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string));
+function granted(
+  request: AcquireRequest,
+  queue: string,
+  entry: string,
+  cell: readonly string[] | undefined,
+  reply: Reply,
+): RedisGrant {
+  const grant = new RedisGrant(request, queue, entry, BigInt(reply[1] as string), cell);
   if (reply[3] === "written") grant.recordVersion = BigInt(reply[4] as string);
   else if (reply[3] === "found") {
     const [version, fence, value] = reply.slice(4) as string[];
@@ -196,13 +211,7 @@ function granted(request: AcquireRequest, queue: string, entry: string, reply: R
  */
 function releaseArgs(scope: Scope, grant: RedisGrant): string[] {
   if (grant.recordVersion === undefined) return [grant.queue, grant.entry];
-  return [grant.queue, grant.entry, "1", ...cellKeys(scope.keys, TAKEOVER_SPACE, grant.name)];
-}
-
-/** The RELEASE arguments that withdraw an entry and whatever record its grant wrote. */
-function withdrawArgs(scope: Scope, request: AcquireRequest, queue: string, entry: string): string[] {
-  if (request.record === undefined) return [queue, entry];
-  return [queue, entry, "1", ...cellKeys(scope.keys, TAKEOVER_SPACE, request.name)];
+  return [grant.queue, grant.entry, "1", ...(grant.cell ?? cellKeys(scope.keys, TAKEOVER_SPACE, grant.name))];
 }
 
 /** Frees a grant (idempotent). A failure is retried in the background and reported. */
@@ -212,7 +221,17 @@ export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   scope.track(grant.queue, -1);
   grant.upgrade?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   try {
-    await scope.link.run(RELEASE, [scope.keys.prefix, ...releaseArgs(scope, grant)]);
+    const { prefix } = scope.keys;
+    const { queue, entry, cell } = grant;
+    // Built in one go (the release path runs before its script is sent).
+    await scope.link.run(
+      RELEASE,
+      grant.recordVersion === undefined
+        ? [prefix, queue, entry]
+        : cell === undefined
+          ? [prefix, ...releaseArgs(scope, grant)]
+          : [prefix, queue, entry, "1", cell[0]!, cell[1]!, cell[2]!, cell[3]!, cell[4]!],
+    );
   } catch (error) {
     void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, releaseArgs(scope, grant));
     throw error;
@@ -245,7 +264,7 @@ export async function convert(scope: Scope, grant: RedisGrant, mode: LockMode, s
         case "missing":
           throw lost(grant);
         case "waiting": {
-          const wake = await box!.next(recheckDelay(Number(reply[1]), scope.ttlMs), stop);
+          const wake = await box!.next(recheckDelay(Number(reply[1]), scope.ttlMs), watchSignal(stop), scope.ended);
           if (wake.type === "message" && wake.kind === "u") {
             reply = ["done", String(wake.token)];
             continue;

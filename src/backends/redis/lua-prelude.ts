@@ -17,6 +17,9 @@
  */
 const BASE = `
 local P = ARGV[1]
+-- Set by RELEASE: the keys of its lock's takeover cell, and whether it deleted that record
+-- (then no live record is there for the next grant's write to find).
+local known_rk, cell_freed = nil, false
 -- The server clock, read once per script.
 local clock = nil
 local function time()
@@ -52,8 +55,11 @@ end
 -- core/driver.ts sealRecord says, in the cell whose keys (cells.ts cellKeys) are k, unless
 -- a live record is there. Replies {'written', version} or {'found', version, fence, value}.
 local function write_record(r, k, t, c)
-  local h = redis.call('HMGET', k[1], 'v', 'f', 'x')
-  if h[3] then return {'found', h[1], h[2], h[3]} end
+  if not cell_freed then
+    local h = redis.call('HMGET', k[1], 'v', 'f', 'x')
+    if h[3] then return {'found', h[1], h[2], h[3]} end
+  end
+  cell_freed = false
   local v = redis.call('INCR', k[4])
   redis.call('HSET', k[1], 'v', v, 'f', t, 'x', string.sub(r, 1, -2) .. ',"t":"' .. t .. '","at":' .. c .. '}')
   redis.call('SADD', k[2], k[5])
@@ -134,16 +140,27 @@ local function process(Q, upto)
   local shared = 0
   local settled = false
   local reached = upto == nil
-  for _, id in ipairs(redis.call('ZRANGE', Q .. ':o', 0, -1)) do
-    if #waiters > 0 and reached then break end
+  -- In chunks: the walk usually stops at the first waiter, so a long queue is not all read.
+  -- An entry dropped on the way moves the later ones up by one.
+  local from, done, ids = 0, false, nil
+  repeat
+  ids = redis.call('ZRANGE', Q .. ':o', from, from + 15)
+  local dropped = 0
+  for _, id in ipairs(ids) do
+    if #waiters > 0 and reached then
+      done = true
+      break
+    end
     local raw = redis.call('HGET', Q .. ':e', id)
     if not raw then
       redis.call('ZREM', Q .. ':o', id)
+      dropped = dropped + 1
     else
       local e = cjson.decode(raw)
       e.id = id
       if not alive(e.s) then
         remove(Q, e)
+        dropped = dropped + 1
       elseif e.h == 1 then
         holders[#holders + 1] = e
         if e.m == 's' then shared = shared + 1 end
@@ -160,7 +177,8 @@ local function process(Q, upto)
           -- long queue decodes no more than before; its cell's keys are the queue's (Q:m rk).
           local r = redis.call('HGET', Q .. ':r', id)
           if r then
-            local written = write_record(r, cjson.decode(redis.call('HGET', meta, 'rk')), e.t, e.c)
+            -- The cell's keys: the release's own (same lock, same cell) when it gave them.
+            local written = write_record(r, known_rk or cjson.decode(redis.call('HGET', meta, 'rk')), e.t, e.c)
             if written[1] == 'written' then e.rv = written[2] end
             redis.call('HDEL', Q .. ':r', id)
           end
@@ -175,6 +193,8 @@ local function process(Q, upto)
       if id == upto then reached = true end
     end
   end
+  from = from + #ids - dropped
+  until done or #ids < 16
   if not settled and marker then marker = settle_upgrade(Q, meta, marker, holders) end
   if #holders == 0 and #waiters == 0 then
     redis.call('DEL', Q .. ':o', Q .. ':e', Q .. ':r')

@@ -109,6 +109,7 @@ return state_of(ARGV[2], ARGV[3])
 export const RELEASE = script(
   "release",
   `
+if ARGV[4] == '1' then known_rk = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]} end
 remove(Q, {id = id})
 -- An upgrade this entry had pending is cleared by process(), as a marker whose entry is gone.
 process(Q)
@@ -127,6 +128,7 @@ if not raw then return 0 end
 if ARGV[4] == '1' then
   local e = cjson.decode(raw)
   if e.h == 1 and e.t and redis.call('HGET', ARGV[5], 'f') == e.t then
+    cell_freed = true
     redis.call('DEL', ARGV[5])
     redis.call('SREM', ARGV[6], ARGV[9])
     redis.call('PUBLISH', ARGV[7], redis.call('INCR', ARGV[8]))

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { within } from "../../core/abortable.js";
+import { keepListening, within } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, DriverGrant, DriverSession, LockMode, SessionHooks } from "../../core/driver.js";
 import { SessionExpiredError } from "../../core/errors.js";
@@ -64,6 +64,9 @@ export class RedisSession implements DriverSession {
     this.#shared = shared;
     this.#hooks = hooks;
     this.id = id;
+    // Every wait follows the session's end (wakeups.ts): one listener for the session's life,
+    // not one added and removed per wait.
+    keepListening(this.#ended.signal);
     this.#scope = {
       link: shared.link,
       keys: shared.keys,

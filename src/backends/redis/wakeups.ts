@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { abortable } from "../../core/abortable.js";
+import { type CancelWatch, onAbort } from "../../core/abortable.js";
 
 /** Counters for benchmarks: whether grants come from messages or from re-checks. */
 export const wakeStats = { messages: 0, checks: 0, grantsByMessage: 0, grantsByCheck: 0 };
@@ -21,6 +21,8 @@ export type Wake =
       readonly recordVersion: string | undefined;
     }
   | { readonly type: "check" };
+
+const CHECK_WAKE: Wake = Object.freeze({ type: "check" });
 
 /** One waiting entry's inbox. */
 export class Mailbox {
@@ -41,19 +43,40 @@ export class Mailbox {
 
   /**
    * The next wake-up: a message, a resubscription, or `"check"` once `recheckMs` passed.
-   * Rejects with `signal.reason` on abort.
+   * Rejects with the reason of `cancel` or `ended`, whichever aborts first. A plain promise
+   * on two subscriptions (no `AbortController`, no event listener per wait: `ended` is
+   * kept listened to by its session): the wait a handoff ends, in a process that may run
+   * it a few times a second, so mostly not compiled by V8 yet.
    */
-  next(recheckMs: number, signal: AbortSignal): Promise<Wake> {
+  next(recheckMs: number, cancel: CancelWatch, ended: AbortSignal): Promise<Wake> {
     const queued = this.#queue.shift();
     if (queued) return Promise.resolve(queued);
-    return abortable<Wake>(signal, (resolve) => {
-      const timer = setTimeout(() => resolve({ type: "check" }), recheckMs);
-      timer.unref();
-      this.#notify = () => resolve(this.#queue.shift()!);
-      return () => {
-        clearTimeout(timer);
+    if (cancel.aborted) return Promise.reject(cancel.reason);
+    if (ended.aborted) return Promise.reject(ended.reason);
+    return new Promise<Wake>((resolve, reject) => {
+      const finish = () => {
         this.#notify = null;
+        clearTimeout(timer);
+        undoCancel();
+        undoEnded();
       };
+      const timer = setTimeout(() => {
+        finish();
+        resolve(CHECK_WAKE);
+      }, recheckMs);
+      timer.unref();
+      this.#notify = () => {
+        finish();
+        resolve(this.#queue.shift()!);
+      };
+      const undoCancel = cancel.onAbort(() => {
+        finish();
+        reject(cancel.reason);
+      });
+      const undoEnded = onAbort(ended, () => {
+        finish();
+        reject(ended.reason);
+      });
     });
   }
 
@@ -86,7 +109,7 @@ export class Wakeups {
 
   /** After a resubscription: every waiter looks again. */
   checkAll(): void {
-    for (const box of this.#boxes.values()) box.push({ type: "check" });
+    for (const box of this.#boxes.values()) box.push(CHECK_WAKE);
   }
 }
 
