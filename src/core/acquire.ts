@@ -129,6 +129,16 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
             if (late) session.driver.release(late).catch(() => {});
           })
         : await granting;
+    if (grant && wait === "block" && cancel.aborted) {
+      // Cancelled while the grant was on its way (a driver that took the lock in the same
+      // round trip as the abort): nothing may be held once this rejects, so it goes back first,
+      // and the wait ends as a driver's withdrawal would, with the cancellation's reason.
+      await atMost(
+        session.driver.release(grant).catch(() => {}),
+        RELEASE_GRACE_MS,
+      );
+      throw cancel.reason;
+    }
     if (!grant) {
       report("busy");
       if (wait === "try") return null;

@@ -265,6 +265,9 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       const recordPath = new Layout("", NS).cell("takeover", name);
       // With an untracked holder ahead, the first try does not grant: the grant's multi writes it.
       const ahead = at === "grant" ? await (await client()).lock(name).acquire({ takeover: false }) : null;
+      // The first try's record goes when it is refused: the server's container check must not
+      // take the emptied takeover parent before the grant's multi (which would then go twice).
+      const unkeep = await keepParents(NS, name);
       const cancel = new AbortController();
       let multis = 0;
       handle.trace = (e) => {
@@ -281,6 +284,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
         await assert.rejects(acquiring, { name: "AbortError" });
       } finally {
         handle.trace = null;
+        await unkeep();
       }
       assert.equal(multis, 1, "the record's multi went out once");
       await waitFor(async () => (await raw.exists(recordPath)) === null, "the record to go with the node");
@@ -289,6 +293,35 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
       await next.release();
     });
   }
+
+  it("an untracked acquisition cancelled while its create is out: it rejects and nothing is held", async () => {
+    const name = "cancel-untracked";
+    const coord = await client({ memberId: name, ttlMs: SESSION_MS });
+    const handle = await sessionHandle(coord);
+    // The queue's parent stays: the first create is the one that grants.
+    const unkeep = await keepParents(NS, name);
+    const cancel = new AbortController();
+    let creates = 0;
+    handle.trace = (e) => {
+      // Called as the request is sent: the answer that grants the lock is on its way.
+      if (e.kind === "request" && e.what.startsWith("creating ") && e.what.includes(name) && creates++ === 0) {
+        cancel.abort();
+      }
+    };
+    try {
+      await assert.rejects(coord.lock(name).acquire({ takeover: false, signal: cancel.signal }), {
+        name: "AbortError",
+      });
+    } finally {
+      handle.trace = null;
+    }
+    assert.equal(creates, 1, "the queue node's create went out once");
+    const other = await client({ memberId: "after-untracked-cancel", ttlMs: SESSION_MS });
+    const free = await other.lock(name).tryAcquire({ takeover: false });
+    assert.ok(free, "the lock was given back before the acquisition rejected");
+    await free.release();
+    await unkeep();
+  });
 
   it("a lost record multi found as its own, then cancelled: the record goes with the node", async () => {
     const [host, port] = server().address.split(":") as [string, string];
