@@ -78,7 +78,8 @@
  * deletes a holder's record (`zookeeper-first-try.test.ts`: "a waiter's late drop ...").
  *
  * Costs: an uncontended grant as untracked (one round trip), a contended join one more (the
- * refused first try), the release none (the multi replaces the node's delete), a handoff one
+ * refused first try; none when the session's last acquisition of the lock waited, which
+ * skips the first try: scope.ts, `contended`), the release none (the multi replaces the node's delete), a handoff one
  * more (the waiter's multi).
  *
  * @module

@@ -23,9 +23,10 @@ export interface Scope {
   /** A tag unique to one create request. */
   nextTag(): string;
   /**
-   * Queues (parent paths) whose last tracked exclusive acquisition on this session waited,
-   * or found a record there: the next one skips the first try (grant-records.ts), which
-   * would fail. Bounded: see {@link markContended}.
+   * Queues (parent paths) whose last tracked exclusive acquisition on this session waited
+   * (or never got the lock): the next one skips the first try (grant-records.ts), which
+   * would likely be refused. A grant without a wait takes the queue out again. Bounded, the
+   * oldest entry forgotten first: see {@link markContended}.
    */
   readonly contended: Set<string>;
   /** The session is gone (a node of ours vanished, the server expired it). */
