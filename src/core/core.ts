@@ -154,7 +154,8 @@ export class CoordinatorCore {
         ms,
       );
       timer.unref();
-      promise.then(
+      // Promise.resolve: a registered driver's method that returned a plain value still counts.
+      Promise.resolve(promise).then(
         (value) => {
           clearTimeout(timer);
           resolve(value);

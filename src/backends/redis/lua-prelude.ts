@@ -174,7 +174,7 @@ local function process(Q, upto)
           e.t = next_token()
           e.c = now_ms()
           -- A waiter's takeover record waits apart from its entry (Q:r), so that walking a
-          -- long queue decodes no more than before; its cell's keys are the queue's (Q:m rk).
+          -- long queue decodes no more than before; its cell's keys are the queue's (field rk of Q:e).
           local r = redis.call('HGET', Q .. ':r', id)
           if r then
             -- The cell's keys: the release's own (same lock, same cell) when it gave them.
