@@ -39,6 +39,47 @@ describe("zookeeper first try of a tracked acquisition", { timeout: 120_000 }, (
     stopping: () => raw.close(),
   });
 
+  it("a session whose last acquisition of a lock waited skips the first try; a grant without a wait turns it on", async () => {
+    const name = "skip-try";
+    const recordPath = layout.cell("takeover", name);
+    const unkeep = await keepParents(raw, NS, name);
+    try {
+      const coord = await client({ memberId: name, ttlMs: SESSION_MS });
+      const handle = await sessionHandle(coord);
+      const other = await client({ memberId: "skip-try-ahead", ttlMs: SESSION_MS });
+      let tries = 0;
+      handle.trace = (e) => {
+        if (e.kind === "request" && isFirstTry(e.what, recordPath)) tries++;
+      };
+      // Waits behind another holder: its first try is refused (it is not first), then granted.
+      const ahead = await other.lock(name).acquire({ takeover: false });
+      const waiting = coord.lock(name).acquire();
+      await waitForWaiters(coord, name, 1);
+      await ahead.release();
+      await (await waiting).release();
+      assert.equal(tries, 1, "the acquisition that waited sent its first try");
+      // Waits again: this one skips the first try, and is still granted with its record.
+      const again = await other.lock(name).acquire({ takeover: false });
+      const second = coord.lock(name).acquire();
+      await waitForWaiters(coord, name, 1);
+      await again.release();
+      const granted = await second;
+      assert.equal(tries, 1, "the next acquisition after a wait skips the first try");
+      assert.ok((await raw.exists(recordPath)) !== null, "the grant wrote its record");
+      assert.equal(granted.takeover, null);
+      await granted.release();
+      // Granted without a wait (the lock is free, but the first try is skipped: one more
+      // skip), then the first try is back.
+      await (await coord.lock(name).acquire()).release();
+      assert.equal(tries, 1, "skipped once more, right after a wait");
+      await (await coord.lock(name).acquire()).release();
+      assert.equal(tries, 2, "a grant without a wait turned the first try back on");
+      assert.equal(await raw.exists(recordPath), null, "clean releases leave no record");
+    } finally {
+      await unkeep();
+    }
+  });
+
   it("a client that dies after its first try, before its grant, leaves a takeover (the cautious side)", async () => {
     const [host, port] = server().address.split(":") as [string, string];
     const proxy = await startProxy({ host, port: Number(port) });
