@@ -15,6 +15,7 @@ import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 import { keepParents } from "./fixtures/zookeeper-parents.js";
+import { CONTENDED_KEPT, markContended, type Scope } from "../../src/backends/zookeeper/scope.js";
 
 const NS = "specifics";
 const SESSION_MS = 2000;
@@ -233,5 +234,19 @@ describe("zookeeper first try of a tracked acquisition", { timeout: 120_000 }, (
     assert.equal((await held.release()).status, "released");
     assert.equal(await raw.exists(recordPath), null, "the release deleted the replaced record");
     await raw.delete(waiterNode);
+  });
+});
+
+describe("zookeeper contended-queue memory", () => {
+  it("keeps at most CONTENDED_KEPT queues, forgetting the least recently contended first", () => {
+    const scope = { contended: new Set<string>() } as unknown as Scope;
+    for (let i = 0; i < CONTENDED_KEPT; i++) markContended(scope, `/q${i}`, true);
+    markContended(scope, "/q0", true); // contended again: now the most recent
+    markContended(scope, "/new", true);
+    assert.equal(scope.contended.size, CONTENDED_KEPT);
+    assert.ok(scope.contended.has("/q0"), "the queue contended again is kept");
+    assert.ok(!scope.contended.has("/q1"), "the least recently contended is forgotten");
+    markContended(scope, "/new", false);
+    assert.ok(!scope.contended.has("/new"), "a grant without a wait forgets the queue");
   });
 });

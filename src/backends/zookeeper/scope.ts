@@ -26,15 +26,15 @@ export interface Scope {
    * Queues (parent paths) whose last tracked exclusive acquisition on this session waited
    * (or never got the lock): the next one skips the first try (grant-records.ts), which
    * would likely be refused. A grant without a wait takes the queue out again. Bounded, the
-   * oldest entry forgotten first: see {@link markContended}.
+   * least recently contended forgotten first: see {@link markContended}.
    */
   readonly contended: Set<string>;
   /** The session is gone (a node of ours vanished, the server expired it). */
   lost(error: Error): void;
 }
 
-/** How many queues {@link Scope.contended} remembers (the oldest forgotten first). */
-const CONTENDED_KEPT = 256;
+/** How many queues {@link Scope.contended} remembers (the least recently contended forgotten first). */
+export const CONTENDED_KEPT = 256;
 
 /** Remembers that `parent`'s last tracked acquisition on this session waited (see {@link Scope.contended}). */
 export function markContended(scope: Scope, parent: string, contended: boolean): void {
@@ -43,7 +43,11 @@ export function markContended(scope: Scope, parent: string, contended: boolean):
     set.delete(parent);
     return;
   }
-  if (set.has(parent)) return;
+  // Least recently contended forgotten first: a busy lock moves to the back.
+  if (set.delete(parent)) {
+    set.add(parent);
+    return;
+  }
   if (set.size >= CONTENDED_KEPT) set.delete(set.values().next().value as string);
   set.add(parent);
 }
