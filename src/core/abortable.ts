@@ -254,6 +254,54 @@ export function graceAfterAbort<T>(
 }
 
 /**
+ * A driver's stop for one acquisition: the caller's cancellation or the session's end.
+ * `aborted` and `reason` read the two directly; `signal` (the two linked, by {@link linked})
+ * is made only when a wait or a retry needs an AbortSignal, so an acquisition granted in its
+ * first round trip builds none. `callerSignal` makes the caller's side as a signal (the
+ * core's request builds its own lazily too).
+ */
+export class LazyStop {
+  readonly #callerSignal: () => AbortSignal;
+  readonly #caller: { readonly aborted: boolean; readonly reason: unknown };
+  readonly #ended: AbortSignal;
+  #linked: { readonly signal: AbortSignal; readonly dispose: () => void } | null = null;
+
+  constructor(
+    callerSignal: () => AbortSignal,
+    caller: { readonly aborted: boolean; readonly reason: unknown },
+    ended: AbortSignal,
+  ) {
+    this.#callerSignal = callerSignal;
+    this.#caller = caller;
+    this.#ended = ended;
+  }
+
+  get aborted(): boolean {
+    return this.#linked ? this.#linked.signal.aborted : this.#caller.aborted || this.#ended.aborted;
+  }
+
+  get reason(): unknown {
+    if (this.#linked) return this.#linked.signal.reason;
+    return this.#caller.aborted ? this.#caller.reason : this.#ended.reason;
+  }
+
+  /**
+   * Aborts when either does. Not AbortSignal.any: the session's signal would keep every
+   * acquisition's composite signal for the session's life (Node's kDependantSignals), 45
+   * bytes a grant in the soak.
+   */
+  get signal(): AbortSignal {
+    this.#linked ??= linked([this.#callerSignal(), this.#ended]);
+    return this.#linked.signal;
+  }
+
+  /** Detaches the linked signal, if one was made. */
+  dispose(): void {
+    this.#linked?.dispose();
+  }
+}
+
+/**
  * A signal that aborts when any of `signals` does (with its reason), and a `dispose` that
  * detaches from all of them (the signal then never aborts). Once it aborted, it holds no
  * listener on the others.

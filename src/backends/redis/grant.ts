@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { atMost, linked, watchSignal } from "../../core/abortable.js";
+import { atMost, LazyStop, linked, watchSignal } from "../../core/abortable.js";
 import { randomBytes } from "node:crypto";
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidStateError, LockLostError, SessionExpiredError } from "../../core/errors.js";
@@ -118,15 +118,13 @@ async function slowAcquire(
   first: Reply | null,
 ): Promise<RedisGrant | null> {
   // The wait watches the core's cancellation and the session's end as subscriptions; the
-  // AbortSignal that retries sleep on (the session's too: not AbortSignal.any, which would
-  // keep every acquisition's composite for the session's life, Node's kDependantSignals) is
-  // made only when a script must be sent again (a check, a retry).
+  // AbortSignal that retries sleep on is made only when a script must be sent again (a
+  // check, a retry): LazyStop.
   const cancel = request.cancel ?? watchSignal(request.signal);
-  const stopping: { linked: { signal: AbortSignal; dispose: () => void } | null } = { linked: null };
-  const stop = () => (stopping.linked ??= linked([request.signal, scope.ended])).signal;
+  const stop = new LazyStop(() => request.signal, cancel, scope.ended);
   const what = () => `acquiring ${request.kind} "${request.name}"`;
   try {
-    let reply = first ?? ((await runRetrying(scope, what(), ACQUIRE, args, stop())) as Reply);
+    let reply = first ?? ((await runRetrying(scope, what(), ACQUIRE, args, stop.signal)) as Reply);
     for (;;) {
       switch (reply[0]) {
         case "granted": {
@@ -153,7 +151,7 @@ async function slowAcquire(
             return grant;
           }
           wakeStats.checks++;
-          reply = (await runRetrying(scope, what(), CHECK, [queue, entry], stop())) as Reply;
+          reply = (await runRetrying(scope, what(), CHECK, [queue, entry], stop.signal)) as Reply;
           if (reply[0] === "granted") wakeStats.grantsByCheck++;
           continue;
         }
@@ -179,7 +177,7 @@ async function slowAcquire(
     throw error;
   } finally {
     box.dispose();
-    stopping.linked?.dispose();
+    stop.dispose();
   }
 }
 
@@ -221,17 +219,7 @@ export async function release(scope: Scope, grant: RedisGrant): Promise<void> {
   scope.track(grant.queue, -1);
   grant.upgrade?.abort(releasedWhileUpgrading({ backend: BACKEND }));
   try {
-    const { prefix } = scope.keys;
-    const { queue, entry, cell } = grant;
-    // Built in one go (the release path runs before its script is sent).
-    await scope.link.run(
-      RELEASE,
-      grant.recordVersion === undefined
-        ? [prefix, queue, entry]
-        : cell === undefined
-          ? [prefix, ...releaseArgs(scope, grant)]
-          : [prefix, queue, entry, "1", cell[0]!, cell[1]!, cell[2]!, cell[3]!, cell[4]!],
-    );
+    await scope.link.run(RELEASE, [scope.keys.prefix, ...releaseArgs(scope, grant)]);
   } catch (error) {
     void freeOrEnd(scope, `releasing ${grant.kind} "${grant.name}"`, RELEASE, releaseArgs(scope, grant));
     throw error;

@@ -20,7 +20,7 @@
  * @module
  */
 import { performance } from "node:perf_hooks";
-import { atMost, linked, raceSignal } from "../../core/abortable.js";
+import { atMost, LazyStop, raceSignal } from "../../core/abortable.js";
 import type { AcquireRequest, CellEntry, DriverGrant, LockMode, QueueKind } from "../../core/driver.js";
 import { InvalidArgumentError, LockLostError, SessionExpiredError } from "../../core/errors.js";
 import { limitMismatch } from "../../core/refusals.js";
@@ -91,7 +91,7 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   const parent = scope.layout.queue(request.kind, request.name);
   const tag = scope.nextTag();
   const prefix = nodePrefix(tag, request.mode, request.limit);
-  const stop = new Stop(request, caller, scope.ended);
+  const stop = new LazyStop(() => request.signal, caller, scope.ended);
   let path: string | null = null;
   /** The record the first try wrote with the node, until a grant takes it or it is deleted. */
   const early: { record: EarlyRecord | null } = { record: null };
@@ -121,50 +121,8 @@ export async function acquire(scope: Scope, request: AcquireRequest): Promise<Zk
   }
 }
 
-/**
- * An acquisition's stop: the caller's cancellation or the session's end. Its `signal` (the
- * two linked) is made only when a wait or a retry needs one: an uncontended grant checks
- * `aborted` alone, and neither the core's signal nor a linked one is built for it.
- */
-export class Stop {
-  readonly #request: AcquireRequest;
-  readonly #caller: { readonly aborted: boolean; readonly reason: unknown };
-  readonly #ended: AbortSignal;
-  #linked: { readonly signal: AbortSignal; readonly dispose: () => void } | null = null;
-
-  constructor(
-    request: AcquireRequest,
-    caller: { readonly aborted: boolean; readonly reason: unknown },
-    ended: AbortSignal,
-  ) {
-    this.#request = request;
-    this.#caller = caller;
-    this.#ended = ended;
-  }
-
-  get aborted(): boolean {
-    return this.#linked ? this.#linked.signal.aborted : this.#caller.aborted || this.#ended.aborted;
-  }
-
-  get reason(): unknown {
-    if (this.#linked) return this.#linked.signal.reason;
-    return this.#caller.aborted ? this.#caller.reason : this.#ended.reason;
-  }
-
-  /**
-   * Aborts when either does. Not AbortSignal.any: the session's signal would keep every
-   * acquisition's composite signal for the session's life (Node's kDependantSignals), 45
-   * bytes a grant in the soak.
-   */
-  get signal(): AbortSignal {
-    this.#linked ??= linked([this.#request.signal, this.#ended]);
-    return this.#linked.signal;
-  }
-
-  dispose(): void {
-    this.#linked?.dispose();
-  }
-}
+/** An acquisition's stop (the caller's cancellation or the session's end): see {@link LazyStop}. */
+export type Stop = LazyStop;
 
 /**
  * Creates the node and reads the queue in one round trip; a tracked exclusive request
