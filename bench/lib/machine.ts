@@ -1,8 +1,9 @@
 /** What the bench ran on, stated at the top of the report. */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
+import path from "node:path";
 
 const require = createRequire(import.meta.url);
 
@@ -49,13 +50,37 @@ export function machine(): Machine {
 export function packageVersions(names: readonly string[]): Record<string, string | null> {
   const out: Record<string, string | null> = {};
   for (const name of names) {
-    try {
-      out[name] = (require(`${name}/package.json`) as { version: string }).version;
-    } catch {
-      out[name] = null;
-    }
+    out[name] = installedVersion(name);
   }
   return out;
+}
+
+/**
+ * A package's version from its package.json. Packages whose `exports` do not list
+ * `./package.json` (redlock 5) refuse `require("x/package.json")`: find the file next to
+ * the resolved entry point instead.
+ */
+function installedVersion(name: string): string | null {
+  try {
+    return (require(`${name}/package.json`) as { version: string }).version;
+  } catch {
+    // fall through to the search from the entry point
+  }
+  try {
+    let dir = path.dirname(require.resolve(name));
+    for (;;) {
+      const file = path.join(dir, "package.json");
+      if (existsSync(file)) {
+        const pkg = JSON.parse(readFileSync(file, "utf8")) as { name?: string; version?: string };
+        if (pkg.name === name && pkg.version) return pkg.version;
+      }
+      const up = path.dirname(dir);
+      if (up === dir) return null;
+      dir = up;
+    }
+  } catch {
+    return null;
+  }
 }
 
 export function commandVersion(command: string, args: string[]): string | null {
