@@ -6,6 +6,7 @@
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { builtinBackends } from "../src/backends/index.js";
+import { refusedSchemes } from "../src/backends/refused.js";
 import { GUARANTEE_NAMES } from "../src/core/guarantees.js";
 
 export function guaranteesTable(): string {
@@ -41,6 +42,13 @@ export function guaranteesTable(): string {
     "Summaries:",
     "",
     ...builtinBackends.map((b) => `- **${b.name}**: ${b.summary}`),
+    "",
+    "## Refused on purpose",
+    "",
+    "`connect()` answers these URL schemes with an `UnsupportedError` that gives the reason below",
+    "and names the backends to use instead (src/backends/refused.ts, test/backends/refused.test.ts):",
+    "",
+    ...refusedSchemes.map((r) => `- **${r.schemes.map((s) => `${s}://`).join(", ")}**: ${r.reason}`),
     "",
   ].join("\n");
 }

@@ -19,6 +19,6 @@ export const refusedSchemes: readonly RefusedScheme[] = [
   },
   {
     schemes: ["consul"],
-    reason: `Consul is not packaged where Baton is built and tested, so a Consul backend could not be verified against a real server, and Baton ships no backend it cannot test. ${instead}`,
+    reason: `Consul is not packaged where Baton is built and tested, so a Consul backend could not be verified against a real server, and Baton ships no backend it cannot test; ${instead}`,
   },
 ];
