@@ -7,13 +7,13 @@
  * exactly what changed meanwhile (each value a record took since the last one reported, in
  * order: a record node keeps its last values), nothing twice and nothing missed, and end
  * with the server's state. Dropped for much less than the session timeout, the watcher is
- * back on the same session.
+ * back on the same session; dropped until the server expired it, on a new one.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { type Coordinator, connect, type GroupEvent, type Member } from "../../src/index.js";
-import { take } from "../conformance/helpers.js";
+import { take, waitFor } from "../conformance/helpers.js";
 import { type Proxy as TcpProxy, startProxy } from "../harness/proxy.js";
 import { startZooKeeper, type ZooKeeperServer } from "../harness/zookeeper.js";
 import { totalWatches } from "./fixtures/zookeeper-wchs.js";
@@ -78,6 +78,20 @@ const DROPS: readonly Drop[] = [
       proxy.cut();
       proxy.reset();
     },
+  },
+  // Silent until the server has expired the watcher's session, and its watch with it (the
+  // server's count of watches shows when): the watch must go on, on a new session.
+  {
+    how: "cut silently until the server expired its session",
+    sessionMs: 2000,
+    drop: (proxy) => proxy.cut(),
+    outlast: (address, watches) =>
+      waitFor(
+        async () => (await totalWatches(address)) < watches,
+        "the server to expire the watcher's session (its watch gone)",
+        30_000,
+        50,
+      ),
   },
 ];
 

@@ -95,10 +95,9 @@ class ZkDriver implements Driver {
     listener: (event: RecordEvent) => void,
     signal: AbortSignal,
   ): Promise<RecordEntry[]> {
-    const handle = await this.#live();
     const stop = AbortSignal.any([signal, this.#closed.signal]);
     try {
-      return await watchRecords(handle, this.#shared.layout, space, listener, stop);
+      return await watchRecords(() => this.#live(), this.#shared.layout, space, listener, stop);
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       throw translate(error, `watching ${space}`);
