@@ -1,6 +1,7 @@
 /**
  * `baton lock` / `elect` / `status` against real etcd, PostgreSQL, Redis, ZooKeeper and MariaDB servers, including a
- * lock lost while the command runs (exit 76, SIGTERM then SIGKILL).
+ * lock lost while the command runs (exit 76, SIGTERM then SIGKILL), and on ZooKeeper a session expired by the server
+ * behind a silent TCP cut.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -13,7 +14,7 @@ import pg from "pg";
 import { waitFor } from "./conformance/helpers.js";
 import { connect } from "../src/index.js";
 import { baton, start } from "./fixtures/cli.js";
-import { killBatonWhileItsCommandRuns, waitQueued } from "./fixtures/killed-baton.js";
+import { killBatonWhileItsCommandRuns, running, waitQueued } from "./fixtures/killed-baton.js";
 import { type EtcdServer, startEtcd } from "./harness/etcd.js";
 import { type MariadbServer, startMariadb } from "./harness/mariadb.js";
 import { type PgServer, startPostgres } from "./harness/postgres.js";
@@ -291,6 +292,77 @@ describe("baton CLI against servers", () => {
         assert.match(run.out(), /got-term/);
         assert.match(run.out(), /lost/);
       });
+
+      // A real session expiry: nothing deleted by hand, the network goes silent (no FIN, no
+      // RST) past the session timeout. baton's local deadline (4/5 of the timeout after the
+      // last answered request) stops the command; the server expires the session a fifth of
+      // the timeout later at the earliest, and only then is the next waiter granted.
+      if (target.name === "zookeeper") {
+        it("exits 76 after SIGTERM then SIGKILL when a silent TCP cut outlasts the session, before the server expires it and grants the next waiter", async () => {
+          const proxy = await startProxy(target.address());
+          const query = `?namespace=cli-x-${randomUUID().slice(0, 8)}`;
+          const next = await connect(`${target.url()}${query}`, { memberId: "next-holder" });
+          try {
+            // The command ignores SIGTERM (only --kill-after's SIGKILL stops it), and leaves a
+            // child in its group, which SIGTERM ends.
+            const script =
+              'trap "echo got-term" TERM; sleep 600 & echo "command $$ child $! token $BATON_FENCING_TOKEN"; while :; do sleep 0.05; done';
+            const run = start(
+              [
+                "lock",
+                "expiry",
+                "--url",
+                `${target.viaProxy(proxy.port)}${query}`,
+                "--ttl",
+                "3s",
+                "--kill-after",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                script,
+              ],
+              env(),
+            );
+            await waitFor(() => /token \d+/.test(run.out()), "the command to start");
+            const [, command, child, token] = /command (\d+) child (\d+) token (\d+)/.exec(run.out())!;
+            let lossShownAtGrant: boolean | undefined;
+            const waiting = next
+              .lock("expiry")
+              .acquire({ timeoutMs: 60_000 })
+              .then((handle) => {
+                lossShownAtGrant = /stopping the command/.test(run.out());
+                return handle;
+              });
+            await waitQueued(next, "lock", "expiry");
+            proxy.cut();
+            assert.equal(await run.exit, 76, run.out());
+            assert.match(run.out(), /lost/);
+            assert.match(run.out(), /baton: .*; stopping the command/);
+            assert.match(run.out(), /got-term/);
+            // SIGTERM went to the command's group (its child is gone), SIGKILL ended the command.
+            assert.ok(!running(Number(child)), "the command's child outlived baton");
+            assert.ok(!running(Number(command)), "the command outlived baton");
+            const granted = await waiting;
+            try {
+              assert.equal(
+                lossShownAtGrant,
+                true,
+                `the next waiter was granted before baton saw the loss:\n${run.out()}`,
+              );
+              assert.ok(granted.token > BigInt(token!), `token ${granted.token} after ${token}`);
+              // Granted because the server expired the session (the lost holding's takeover
+              // record is handed over): baton could not have released through the cut.
+              assert.match(granted.takeover?.memberId ?? "", new RegExp(`:${run.child.pid}:`));
+            } finally {
+              await granted.release();
+            }
+          } finally {
+            await next.close();
+            await proxy.close();
+          }
+        });
+      }
     });
   }
 });

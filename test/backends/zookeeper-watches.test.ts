@@ -12,30 +12,10 @@
  * about 45 bytes per grant.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { type Coordinator, connect } from "../../src/index.js";
 import { startZooKeeper, type ZooKeeperServer } from "../harness/zookeeper.js";
-
-/** The server's "Total watches" (the wchs four-letter command). */
-function totalWatches(address: string): Promise<number> {
-  const [host, port] = address.split(":") as [string, string];
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(port), host, () => socket.end("wchs"));
-    let text = "";
-    socket.setEncoding("utf8");
-    socket.setTimeout(5000, () => socket.destroy(new Error("wchs: no answer in 5 s")));
-    socket.on("data", (chunk: string) => {
-      text += chunk;
-    });
-    socket.on("error", reject);
-    socket.on("close", () => {
-      const match = /Total watches:(\d+)/.exec(text);
-      if (match) resolve(Number(match[1]));
-      else reject(new Error(`wchs: unexpected answer ${JSON.stringify(text)}`));
-    });
-  });
-}
+import { totalWatches } from "./fixtures/zookeeper-wchs.js";
 
 describe("zookeeper watches and signals left by waiters", { timeout: 120_000 }, () => {
   let server: ZooKeeperServer;

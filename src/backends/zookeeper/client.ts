@@ -212,9 +212,10 @@ export class ZkHandle {
     return this.#ended;
   }
 
-  /** Called once when the handle ends. */
-  onEnd(listener: (reason: EndReason) => void): void {
+  /** Called once when the handle ends; the returned function takes the listener off. */
+  onEnd(listener: (reason: EndReason) => void): () => void {
     this.#endListeners.add(listener);
+    return () => this.#endListeners.delete(listener);
   }
 
   /** Resolves once connected (at once if connected); rejects when `signal` aborts or the handle ends. */

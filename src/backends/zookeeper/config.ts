@@ -16,7 +16,7 @@ const DEFAULT_PORT = 2181;
 
 /** Everything the driver needs to open its ZooKeeper handles. */
 export interface ZkConfig {
-  /** `host:port,host:port`, as the C client takes it (no chroot: paths carry it). */
+  /** `host:port,host:port`, as node-zookeeper-client's `createClient` takes it (no chroot: paths carry it). */
   readonly connect: string;
   /** `""` or `/a/b`: every Baton path starts with it. */
   readonly chroot: string;

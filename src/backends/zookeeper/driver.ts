@@ -1,7 +1,9 @@
 /**
  * `zookeeper://host:2181[,host...][/chroot]` (alias `zk://`): locks, semaphores, groups and
- * elections on a ZooKeeper ensemble through the official C client (the `zookeeper`
- * package). Partition-safe: all state is in ZooKeeper's replicated tree; fencing tokens are
+ * elections on a ZooKeeper ensemble through the pure-JavaScript `node-zookeeper-client`
+ * package (an optional peer dependency, loaded lazily; not the C binding `zookeeper`, which
+ * crashed the process on reconnects: docs/backends/zookeeper.md says why), wrapped by
+ * client.ts. Partition-safe: all state is in ZooKeeper's replicated tree; fencing tokens are
  * zxids, ordered across the ensemble. A crashed client's nodes are deleted when its session
  * times out. See docs/backends/zookeeper.md.
  *
@@ -93,10 +95,9 @@ class ZkDriver implements Driver {
     listener: (event: RecordEvent) => void,
     signal: AbortSignal,
   ): Promise<RecordEntry[]> {
-    const handle = await this.#live();
     const stop = AbortSignal.any([signal, this.#closed.signal]);
     try {
-      return await watchRecords(handle, this.#shared.layout, space, listener, stop);
+      return await watchRecords(() => this.#live(), this.#shared.layout, space, listener, stop);
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       throw translate(error, `watching ${space}`);

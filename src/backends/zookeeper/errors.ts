@@ -8,7 +8,7 @@ import { BackendUnavailableError, BatonError, ClosedError, SessionExpiredError }
 /** The backend name, for errors. */
 export const BACKEND = "zookeeper";
 
-/** ZooKeeper C client result codes Baton reacts to (zookeeper.h). */
+/** ZooKeeper result codes Baton reacts to (the wire protocol's, as in the C client's zookeeper.h). */
 export const RC = {
   OK: 0,
   SYSTEMERROR: -1,

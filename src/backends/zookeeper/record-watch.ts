@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { onAbort } from "../../core/abortable.js";
+import { onAbort, sleep } from "../../core/abortable.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
-import type { ZkHandle } from "./client.js";
+import type { EndReason, PersistentListener, ZkHandle } from "./client.js";
 import type { ZkError } from "./errors.js";
 import { decodeSegment, type Layout } from "./paths.js";
 import { decodeRecord, parseEpitaphs, valuesSince } from "./records.js";
@@ -64,15 +64,19 @@ class InOrder {
  * values of a record whose session ended (the server deletes it, no epitaph), or whose
  * epitaph eight later deletes pushed out before the watcher's read reached the server.
  * After a reconnection the space is read again in full and the differences are reported.
+ * After the server expired the handle's session (a partition longer than its timeout),
+ * the watch goes on with a new handle from `live` (the driver's), and likewise.
  */
 export async function watchRecords(
-  handle: ZkHandle,
+  live: () => Promise<ZkHandle>,
   layout: Layout,
   space: string,
   listener: (event: RecordEvent) => void,
   signal: AbortSignal,
 ): Promise<RecordEntry[]> {
   const parent = layout.recordSpace(space);
+  /** The handle the watch is on; replaced after its server session expired. */
+  let handle = await live();
   const known = new Map<string, RecordEntry>();
   /** What was last reported of each node: which node (czxid) and its version. */
   const seen = new Map<string, { czxid: bigint; version: number }>();
@@ -172,7 +176,7 @@ export async function watchRecords(
     await Promise.all(await retrying(handle, `watching ${space}`, list, signal));
   };
 
-  const unwatch = await handle.watchBelow(parent, {
+  const watcher: PersistentListener = {
     event(type, path) {
       const child = path.slice(parent.length + 1);
       if (child === "" || child.includes("/") || signal.aborted) return;
@@ -184,8 +188,48 @@ export async function watchRecords(
     reset() {
       if (!signal.aborted) readAll().catch(() => {});
     },
+  };
+
+  /**
+   * The watch on a new handle once `ended`'s session expired (no event would ever come
+   * again on it): the space read again in full, the differences reported. Tried again,
+   * backing off, while no server can be reached.
+   */
+  const moveOn = async (ended: ZkHandle) => {
+    for (let pause = 100; !signal.aborted; pause = Math.min(2 * pause, 5000)) {
+      let next: ZkHandle | undefined;
+      try {
+        next = await live();
+        if (signal.aborted) return;
+        const off = await next.watchBelow(parent, watcher);
+        if (signal.aborted) return off();
+        unwatch = off;
+        handle = next;
+        follow(next);
+        await readAll();
+        return;
+      } catch {
+        // Watching on the new handle: if it ended too, its end moves on again (follow).
+        if (handle !== ended) return;
+        await sleep(pause, signal, { unref: true }).catch(() => {});
+      }
+    }
+  };
+  /** Taken off the handle when the watch stops (a handle outlives many watches). */
+  let unfollow = () => {};
+  const follow = (watched: ZkHandle) => {
+    const ended = (reason: EndReason) => {
+      if (reason === "expired" && !signal.aborted) void moveOn(watched);
+    };
+    if (watched.ended) ended(watched.ended);
+    else unfollow = watched.onEnd(ended);
+  };
+
+  let unwatch = await handle.watchBelow(parent, watcher);
+  onAbort(signal, () => {
+    unwatch();
+    unfollow();
   });
-  onAbort(signal, unwatch);
   try {
     await readAll();
   } catch (error) {
@@ -193,6 +237,7 @@ export async function watchRecords(
     throw error;
   }
   emitting = true;
+  follow(handle);
   return [...known.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
 }
 

@@ -1,8 +1,9 @@
 /**
  * What every operation of one session needs, and the retry rule: a call that failed only
- * because the connection dropped is sent again once the C client has reconnected (the
- * server session, and with it every ephemeral node and watch, survives that), until the
- * caller's signal or the session ends.
+ * because the connection dropped is sent again once the client has reconnected (the
+ * server session, and with it every ephemeral node and one-shot watch, survives that;
+ * persistent watches are added again, persistent-watches.ts), until the caller's signal or
+ * the session ends.
  *
  * @module
  */
