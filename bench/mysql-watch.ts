@@ -4,15 +4,19 @@
  * in this one process (one clock for writer and watcher):
  *
  * - `latency`: a record write in one coordinator to the event's arrival in a group watch in
- *   another. Writes go one at a time, each after a random pause (0 to 150 ms, so they fall at
- *   every phase of the watcher's 100 ms poll), in turn: a `Membership.update()` by a member,
- *   a `join()` and a `leave()` by a second coordinator. Timed from just before the call to the
- *   watch's event (so the write's own round trip is in it); `write` is the call alone.
+ *   another. Writes go one at a time, in turn a `Membership.update()` by a member, a `join()`
+ *   and a `leave()` by a second coordinator, each after a random pause of 0 to 300 ms from
+ *   the last event's arrival: that arrival came at one of the watcher's polls, so a pause over
+ *   a whole number of 100 ms periods puts the write at any phase of the poll alike. Timed from
+ *   just before the call to the watch's event (so the write's own round trip is in it);
+ *   `write` is the call alone.
  * - `idle`: what idle watches cost the server. N coordinators (0, 10, 50), each with a group
  *   watch that sees no change, against the same N coordinators with no watch, in alternating
- *   windows: statements per second from `SHOW GLOBAL STATUS` deltas (`Questions`: statements
- *   clients sent; `Queries`: also those run inside stored procedures; the reading's own
- *   statement left out) and mariadbd's CPU (utime + stime of /proc/PID/stat, every thread).
+ *   windows: rates from `SHOW GLOBAL STATUS` deltas (`Questions`: statements clients sent;
+ *   `statements`: the `Com_*` counters summed, which count the statements run inside stored
+ *   procedures too; `Queries`: every instruction of a stored program as well, `SET` and
+ *   `IF` included; the meter's own `SHOW` left out) and mariadbd's CPU (utime + stime of
+ *   /proc/PID/stat, every thread, in clock ticks).
  * - `semaphore`: the semaphore waiter's 50 ms server-side poll (SEM_POLL_MS in
  *   src/backends/mysql/session.ts). Its cost: N waiters (0, 10, 50, one coordinator, one lane
  *   each) on a semaphore whose 2 permits are held, against N waiters on a held exclusive lock
@@ -194,7 +198,7 @@ async function latency(server: MariadbServer, events: number): Promise<void> {
   let joined: Membership | null = null;
   for (let i = 0; i < events; i++) {
     const kind = kinds[i % kinds.length]!;
-    await sleep(Math.random() * 150);
+    await sleep(Math.random() * 300);
     const seen = new Promise<number>((done) => {
       pending.arrived = () => done(now());
     });
