@@ -174,10 +174,11 @@ describe("zookeeper ensemble faults", { timeout: 180_000 }, () => {
     // Two of three stopped: both followers. The leader left proposes what it is sent, but
     // nothing commits; it steps down once its followers have been silent for syncLimit
     // (2 s), and a new election follows their return. (Stopping the leader and a follower
-    // instead sometimes wedged the ensemble's writes for good: the leader, its clock stopped
-    // with it, never stepped down, and proposals it made on resuming, before its followers
-    // had synced with it again, never committed, nor anything after them. ZooKeeper 3.8's,
-    // not Baton's: no client can finish a write then.)
+    // instead wedged the ensemble's writes in about 1 run in 10-20: the leader, its clock
+    // stopped with it, did not step down; a proposal it made on resuming, before its
+    // followers had synced with it again, never committed, nor anything after it, not even
+    // a new client's session, 20 s on. ZooKeeper 3.8's, not Baton's: no client can finish a
+    // write then. docs/backends/zookeeper.md, Faults.)
     const left = await ensemble.leader();
     paused = ensemble.members.filter((m) => m !== left);
     const lookingBefore = peerStates(left, "looking");
