@@ -199,20 +199,7 @@ async function mysqlFenced(ms: number, rounds: number): Promise<void> {
         await conn.query("DELETE FROM floor_records WHERE k = 'x'; SELECT RELEASE_LOCK('x')");
       },
     };
-    for (const kind of kinds) for (let i = 0; i < 200; i++) await run[kind]();
-    for (let round = 0; round < rounds; round++) {
-      for (const kind of kinds) {
-        const out = cycles.get(kind)!;
-        const end = now() + (ms / kinds.length) * 1e6;
-        const start = out.length;
-        while (now() < end) {
-          const t0 = now();
-          await run[kind]();
-          out.push(now() - t0);
-        }
-        console.log(`mysql-fenced ${kind} round ${round + 1}/${rounds}: p50 ${us(pct(out.slice(start), 50))}`);
-      }
-    }
+    await alternate("mysql-fenced", run, cycles, rounds, ms);
   } finally {
     await conn.end();
     await server.stop();
@@ -289,25 +276,41 @@ async function zkQueue(ms: number, rounds: number): Promise<void> {
   };
   const cycles = new Map<string, number[]>(kinds.map((k) => [k, []]));
   try {
-    for (const kind of kinds) for (let i = 0; i < 200; i++) await run[kind]();
-    for (let round = 0; round < rounds; round++) {
-      for (const kind of kinds) {
-        const out = cycles.get(kind)!;
-        const end = now() + (ms / kinds.length) * 1e6;
-        const start = out.length;
-        while (now() < end) {
-          const t0 = now();
-          await run[kind]();
-          out.push(now() - t0);
-        }
-        console.log(`zk-queue ${kind} round ${round + 1}/${rounds}: p50 ${us(pct(out.slice(start), 50))}`);
-      }
-    }
+    await alternate("zk-queue", run, cycles, rounds, ms);
   } finally {
     client.close();
     await server.stop();
   }
   table(cycles, "create+delete");
+}
+
+/**
+ * Warms every cycle up, then times them in `rounds` rounds of alternating blocks (each
+ * cycle `ms / kinds` milliseconds per round) so that drift hits all alike; appends each
+ * cycle's times (ns) to `cycles`.
+ */
+async function alternate(
+  label: string,
+  run: Record<string, () => Promise<void>>,
+  cycles: Map<string, number[]>,
+  rounds: number,
+  ms: number,
+): Promise<void> {
+  const kinds = Object.keys(run);
+  for (const kind of kinds) for (let i = 0; i < 200; i++) await run[kind]!();
+  for (let round = 0; round < rounds; round++) {
+    for (const kind of kinds) {
+      const out = cycles.get(kind)!;
+      const end = now() + (ms / kinds.length) * 1e6;
+      const start = out.length;
+      while (now() < end) {
+        const t0 = now();
+        await run[kind]!();
+        out.push(now() - t0);
+      }
+      console.log(`${label} ${kind} round ${round + 1}/${rounds}: p50 ${us(pct(out.slice(start), 50))}`);
+    }
+  }
 }
 
 function table(cycles: Map<string, number[]>, base: string): void {

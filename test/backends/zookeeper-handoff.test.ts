@@ -17,6 +17,7 @@ import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
+import { isPing, quiet } from "./fixtures/zookeeper-trace.js";
 
 /** The coordinator's current session: its ZooKeeper handle and the server's session id. */
 async function sessionOf(coord: Coordinator): Promise<{ handle: ZkHandle; id: string }> {
@@ -30,20 +31,6 @@ async function traced(coord: Coordinator): Promise<TraceEntry[]> {
   const entries: TraceEntry[] = [];
   handle.trace = (entry) => entries.push(entry);
   return entries;
-}
-
-/** The session's pings (exists "/") come on their own clock: not part of any handoff. */
-const isPing = (e: TraceEntry) => e.what === "reading /";
-
-/** Every request in `entries` has its answer (answers to requests sent before the trace began do not count). */
-function quiet(entries: readonly TraceEntry[]): boolean {
-  const open = new Map<string, number>();
-  for (const e of entries) {
-    const n = open.get(e.what) ?? 0;
-    if (e.kind === "request") open.set(e.what, n + 1);
-    else if (e.kind === "answer" && n > 0) open.set(e.what, n - 1);
-  }
-  return [...open.values()].every((n) => n === 0);
 }
 
 /** The answers the last grant waited for after the last deletion event before it. */

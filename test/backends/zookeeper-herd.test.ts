@@ -23,6 +23,7 @@ import type { Coordinator, LockHandle, LockMode } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
+import { isPing, quiet } from "./fixtures/zookeeper-trace.js";
 
 const NAMESPACE = "herd";
 /** Long: a stall of the machine must not drop a connection (a reconnect re-arms watches with events). */
@@ -42,20 +43,6 @@ interface Party {
 interface Heard {
   readonly type: string;
   readonly node: string;
-}
-
-/** The session's pings (exists "/") come on their own clock; the settling reads are the same request. */
-const isPing = (e: TraceEntry) => e.what === "reading /";
-
-/** Every request in `entries` has its answer. */
-function quiet(entries: readonly TraceEntry[]): boolean {
-  const open = new Map<string, number>();
-  for (const e of entries) {
-    const n = open.get(e.what) ?? 0;
-    if (e.kind === "request") open.set(e.what, n + 1);
-    else if (e.kind === "answer" && n > 0) open.set(e.what, n - 1);
-  }
-  return [...open.values()].every((n) => n === 0);
 }
 
 /**
