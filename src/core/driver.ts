@@ -290,9 +290,15 @@ export interface Driver {
   /**
    * Starts pushing changes of `space` to `listener` and resolves with the records present
    * when the watch began, with no gap between that snapshot and the first event. Stops when
-   * `signal` aborts.
+   * `signal` aborts. A driver whose watch can end for good after it began (the backend
+   * refused the credentials on reconnecting) calls `failed` with why; no event comes after.
    */
-  watchRecords(space: string, listener: (event: RecordEvent) => void, signal: AbortSignal): Promise<RecordEntry[]>;
+  watchRecords(
+    space: string,
+    listener: (event: RecordEvent) => void,
+    signal: AbortSignal,
+    failed?: (error: Error) => void,
+  ): Promise<RecordEntry[]>;
   inspect(): Promise<DriverSnapshot>;
   /**
    * Every namespace in which something is live on this backend (a holder, a waiter or a

@@ -281,6 +281,7 @@ export function watchSpace<T>(
         else early.push(event);
       },
       stop.signal,
+      (error) => stream.end(core.translate(error)),
     )
     .then(
       (entries) => {

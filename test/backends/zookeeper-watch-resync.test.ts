@@ -12,6 +12,8 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { ZkHandle } from "../../src/backends/zookeeper/client.js";
+import { PersistentWatches } from "../../src/backends/zookeeper/persistent-watches.js";
 import { type Coordinator, connect, type GroupEvent, type Member } from "../../src/index.js";
 import { take, waitFor } from "../conformance/helpers.js";
 import { type Proxy as TcpProxy, startProxy } from "../harness/proxy.js";
@@ -33,6 +35,24 @@ function brief(event: GroupEvent<Caps>): [string, string, Caps?] {
 }
 
 const byId = (a: Member<Caps>, b: Member<Caps>) => (a.memberId < b.memberId ? -1 : 1);
+
+type Open = typeof ZkHandle.open;
+const realOpen: Open = ZkHandle.open.bind(ZkHandle);
+/** Every handle opened through `connect` (a proxy's address: the watcher's), in order. */
+const opened = new Map<string, ZkHandle[]>();
+/** Held before an open through the proxy resolves, while set. */
+let gate: Promise<void> | null = null;
+const setOpen = (open: Open) => {
+  (ZkHandle as unknown as { open: Open }).open = open;
+};
+
+/** Makes the server expire the watcher's session: silent until its watches are gone. */
+async function expire(proxy: TcpProxy, address: string): Promise<void> {
+  const watches = await totalWatches(address);
+  proxy.cut();
+  await waitFor(async () => (await totalWatches(address)) < watches, "the server to expire the session", 30_000, 50);
+  proxy.heal();
+}
 
 /** The members a watcher knows of, from its first `join`s and every event after them. */
 class Seen {
@@ -106,9 +126,17 @@ describe("zookeeper record watch across a reconnection", { timeout: 120_000 }, (
 
   before(async () => {
     server = await startZooKeeper();
+    setOpen(async (config, connectTimeoutMs) => {
+      const handle = await realOpen(config, connectTimeoutMs);
+      const list = opened.get(config.connect) ?? [];
+      opened.set(config.connect, [...list, handle]);
+      await gate;
+      return handle;
+    });
   });
 
   after(async () => {
+    setOpen(realOpen);
     await Promise.all(coords.map((c) => c.close()));
     await server.stop();
   });
@@ -173,6 +201,19 @@ describe("zookeeper record watch across a reconnection", { timeout: 120_000 }, (
         );
         seen.apply(resynced);
         assert.ok(proxy.acceptedCount > accepted, "the watcher reconnected");
+        // Through the proxy: the watcher's driver handle, and a new one only if it expired.
+        const handles = opened.get(proxy.address) ?? [];
+        const [original, reopened] = handles;
+        assert.ok(original);
+        if (outlast) {
+          assert.equal(handles.length, 2, "one new handle, after the expiry");
+          assert.equal(original.ended, "expired");
+          assert.ok(reopened?.connected, "the new handle is connected");
+          assert.notEqual(reopened.sessionId, original.sessionId, "a new session");
+        } else {
+          assert.equal(handles.length, 1, "no new handle");
+          assert.ok(original.connected, "the same session, connected again");
+        }
 
         // The next event is the next change: nothing was reported twice or is still to come.
         await group(marker).join({ v: 1 });
@@ -198,4 +239,93 @@ describe("zookeeper record watch across a reconnection", { timeout: 120_000 }, (
       }
     });
   }
+
+  // Events on the new handle can be handled before the move's code after its watch was
+  // added runs (they come in the same socket read as the watch's answer): each must be read
+  // on the handle it came on, not on the expired one, whose reads fail.
+  it("reports the changes made right as the watch moved to a new session", async () => {
+    const [host, port] = server.address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    const realWatch = PersistentWatches.prototype.watchBelow;
+    try {
+      const ns = `resync-${randomUUID().slice(0, 8)}`;
+      const watcher = await client(`zookeeper://${proxy.address}`, ns, "watcher", 2000);
+      const [stays, passing] = [await client(server.url, ns, "stays"), await client(server.url, ns, "brief")];
+      const events = watcher.group<Caps>("g").watch();
+      const staying = await stays.group<Caps>("g").join({ v: 1 });
+      assert.deepEqual((await take(events, 1)).map(brief), [["join", "stays", { v: 1 }]]);
+
+      // The watch added on the new handle: the changes, each event handled before the move goes on.
+      let moved: Promise<void> | null = null;
+      PersistentWatches.prototype.watchBelow = async function (this: PersistentWatches, path, listener) {
+        const off = await realWatch.call(this, path, listener);
+        if (moved) return off; // only the first: the watcher's, on its new handle
+        moved = (async () => {
+          const member = await passing.group<Caps>("g").join({ v: 1 });
+          await member.update({ v: 2 });
+          await member.leave();
+          await staying.update({ v: 2 });
+          // Long enough for the watcher to have handled each event.
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        })();
+        await moved;
+        return off;
+      };
+      await expire(proxy, server.address);
+      await waitFor(() => moved !== null, "the watch to move", 20_000, 20);
+      await moved;
+      PersistentWatches.prototype.watchBelow = realWatch;
+
+      const got = await take(events, 4, 15_000);
+      assert.deepEqual(got.map(brief), [
+        ["join", "brief", { v: 1 }],
+        ["update", "brief", { v: 2 }],
+        ["leave", "brief"],
+        ["update", "stays", { v: 2 }],
+      ]);
+      // Nothing else: the next event is the next change.
+      await staying.update({ v: 3 });
+      assert.deepEqual((await take(events, 1)).map(brief), [["update", "stays", { v: 3 }]]);
+      await events.return?.();
+    } finally {
+      PersistentWatches.prototype.watchBelow = realWatch;
+      await proxy.close();
+    }
+  });
+
+  // The watch's move reopens the driver's handle; a close meanwhile must close that too.
+  it("leaves no live session when closed while the watch reopens the handle", async () => {
+    const [host, port] = server.address.split(":") as [string, string];
+    const proxy = await startProxy({ host, port: Number(port) });
+    let release = () => {};
+    try {
+      const ns = `resync-${randomUUID().slice(0, 8)}`;
+      const watcher = await client(`zookeeper://${proxy.address}`, ns, "watcher", 2000);
+      const other = await client(server.url, ns, "other");
+      const events = watcher.group<Caps>("g").watch();
+      // The watch live (its first read done) before the expiry.
+      await other.group<Caps>("g").join({ v: 1 });
+      assert.deepEqual((await take(events, 1)).map(brief), [["join", "other", { v: 1 }]]);
+      const ended = take(events, 1, 60_000).catch(() => []);
+      gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      await expire(proxy, server.address);
+      await waitFor(() => (opened.get(proxy.address)?.length ?? 0) === 2, "the handle reopened", 20_000, 20);
+      // The close gets as far as it can while the open is held (the driver's own close may
+      // wait for it), then the open finishes.
+      const closing = watcher.close();
+      await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 500))]);
+      release();
+      await closing;
+      const reopened = opened.get(proxy.address)?.[1];
+      assert.equal(reopened?.ended, "closed", "the handle opened meanwhile is closed");
+      assert.equal(reopened?.connected, false);
+      assert.deepEqual(await ended, [], "the watch ended with the coordinator");
+    } finally {
+      release();
+      gate = null;
+      await proxy.close();
+    }
+  });
 });

@@ -122,12 +122,14 @@ export class ZkHandle {
     if (!connected) {
       const refused = handle.#ended === "expired";
       void handle.close();
-      throw new BackendUnavailableError(
+      const error = new BackendUnavailableError(
         refused
           ? `ZooKeeper at ${config.connect} refused the credentials`
           : `no ZooKeeper server at ${config.connect} answered within ${connectTimeoutMs} ms`,
         { backend: BACKEND },
       );
+      if (refused) REFUSED.add(error);
+      throw error;
     }
     handle.lastAckSentAt = Math.max(handle.lastAckSentAt, sentAt);
     handle.#watch();
@@ -137,10 +139,12 @@ export class ZkHandle {
         await handle.exists("/");
       } catch (cause) {
         void handle.close();
-        throw new BackendUnavailableError(`ZooKeeper at ${config.connect} refused the credentials`, {
+        const error = new BackendUnavailableError(`ZooKeeper at ${config.connect} refused the credentials`, {
           backend: BACKEND,
           cause,
         });
+        REFUSED.add(error);
+        throw error;
       }
     }
     return handle;
@@ -527,6 +531,21 @@ export class ZkHandle {
 
 /** What a request does, for errors and traces: built only when one needs it. */
 export type What = string | (() => string);
+
+/** Errors of `ZkHandle.open` that say the server refused the credentials. */
+const REFUSED = new WeakSet<object>();
+
+/**
+ * Whether `error` says the server refused the credentials (or their ACLs deny them):
+ * trying again cannot help.
+ */
+export function credentialsRefused(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const rc = e instanceof ZkError ? e.rc : codeOf(e);
+    if (REFUSED.has(e) || rc === RC.AUTHFAILED || rc === RC.NOAUTH) return true;
+  }
+  return false;
+}
 
 function described(what: What): string {
   return typeof what === "string" ? what : what();

@@ -94,10 +94,11 @@ class ZkDriver implements Driver {
     space: string,
     listener: (event: RecordEvent) => void,
     signal: AbortSignal,
+    failed?: (error: Error) => void,
   ): Promise<RecordEntry[]> {
     const stop = AbortSignal.any([signal, this.#closed.signal]);
     try {
-      return await watchRecords(() => this.#live(), this.#shared.layout, space, listener, stop);
+      return await watchRecords(() => this.#live(), this.#shared.layout, space, listener, stop, failed);
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       throw translate(error, `watching ${space}`);
@@ -224,7 +225,9 @@ class ZkDriver implements Driver {
 
   async close(): Promise<void> {
     this.#closed.abort(new ClosedError("the driver is closed", { backend: BACKEND }));
-    await this.#handle.close();
+    // A reopening under way closes what it opens (#live), before it settles.
+    const reopening = this.#reopening;
+    await Promise.all([this.#handle.close(), reopening?.catch(() => {})]);
   }
 
   /** The read handle, reopened after its server session expired. */
@@ -232,7 +235,13 @@ class ZkDriver implements Driver {
     if (this.#closed.signal.aborted) throw new ClosedError("the driver is closed", { backend: BACKEND });
     if (this.#handle.ended === null) return this.#handle;
     this.#reopening ??= ZkHandle.open(this.#shared.config, this.#shared.connectTimeoutMs).then(
-      (handle) => {
+      async (handle) => {
+        if (this.#closed.signal.aborted) {
+          // Closed while opening: close() closed only the old handle, and waits for this one.
+          await handle.close();
+          this.#reopening = null;
+          throw new ClosedError("the driver is closed", { backend: BACKEND });
+        }
         this.#handle = handle;
         this.#reopening = null;
         return handle;

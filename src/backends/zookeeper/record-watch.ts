@@ -6,8 +6,9 @@
  */
 import { onAbort, sleep } from "../../core/abortable.js";
 import type { RecordEntry, RecordEvent } from "../../core/driver.js";
-import type { EndReason, PersistentListener, ZkHandle } from "./client.js";
-import type { ZkError } from "./errors.js";
+import { debug } from "../../core/debug.js";
+import { credentialsRefused, type EndReason, type PersistentListener, type ZkHandle } from "./client.js";
+import { translate, type ZkError } from "./errors.js";
 import { decodeSegment, type Layout } from "./paths.js";
 import { decodeRecord, parseEpitaphs, valuesSince } from "./records.js";
 import { retrying } from "./scope.js";
@@ -65,18 +66,22 @@ class InOrder {
  * epitaph eight later deletes pushed out before the watcher's read reached the server.
  * After a reconnection the space is read again in full and the differences are reported.
  * After the server expired the handle's session (a partition longer than its timeout),
- * the watch goes on with a new handle from `live` (the driver's), and likewise.
+ * the watch goes on with a new handle from `live` (the driver's), and likewise; if that
+ * can never work (the server refused the credentials), `failed` hears why and no event
+ * comes after.
  */
 export async function watchRecords(
   live: () => Promise<ZkHandle>,
   layout: Layout,
   space: string,
   listener: (event: RecordEvent) => void,
-  signal: AbortSignal,
+  watching: AbortSignal,
+  failed?: (error: Error) => void,
 ): Promise<RecordEntry[]> {
   const parent = layout.recordSpace(space);
-  /** The handle the watch is on; replaced after its server session expired. */
-  let handle = await live();
+  /** Aborted by `fail`: the watch ended for good. */
+  const halt = new AbortController();
+  const signal = AbortSignal.any([watching, halt.signal]);
   const known = new Map<string, RecordEntry>();
   /** What was last reported of each node: which node (czxid) and its version. */
   const seen = new Map<string, { czxid: bigint; version: number }>();
@@ -108,10 +113,13 @@ export async function watchRecords(
     for (const value of valuesSince(data, version, from)) emit({ type: "put", entry: { ...entry, value } });
   };
 
-  /** Reads `child`; resolves once its answer is applied (or failed: a reset reads again). */
-  const read = (child: string): Promise<void> =>
+  /**
+   * Reads `child` on `on` (the handle whose event or listing asked: its answers come in
+   * order with them); resolves once its answer is applied (or failed: a reset reads again).
+   */
+  const read = (on: ZkHandle, child: string): Promise<void> =>
     new Promise((resolve) => {
-      handle.getInOrder(`${parent}/${child}`, (answer) => {
+      on.getInOrder(`${parent}/${child}`, (answer) => {
         if (isError(answer)) return resolve();
         order.run(() => {
           unread.delete(child); // the answer shows every change whose event came before it
@@ -136,7 +144,7 @@ export async function watchRecords(
     if (buried.size > 256) buried.delete(buried.keys().next().value as string);
   };
 
-  const deleted = (child: string) => {
+  const deleted = (on: ZkHandle, child: string) => {
     const key = decodeSegment(child);
     const last = seen.get(key);
     if (!unread.delete(child)) {
@@ -147,7 +155,7 @@ export async function watchRecords(
     // after the delete, so it shows the epitaph unless eight deletes came since.
     const floor = buried.get(child) ?? -1n;
     order.hold();
-    handle.getInOrder(parent, (answer) => {
+    on.getInOrder(parent, (answer) => {
       const epitaphs = isError(answer) || !answer ? [] : parseEpitaphs(answer.data);
       // The deleted node is the one last read, or else the oldest since the last deleted.
       const epitaph = epitaphs.find((e) => e.child === child && (last ? e.czxid === last.czxid : e.czxid > floor));
@@ -159,59 +167,89 @@ export async function watchRecords(
     });
   };
 
-  /** Reads the whole space; reports what differs from what was known. */
-  const readAll = async (): Promise<void> => {
+  /** Reads the whole space on `on`; reports what differs from what was known. */
+  const readAll = async (on: ZkHandle): Promise<void> => {
     const list = () =>
       new Promise<Promise<void>[]>((resolve, reject) => {
-        handle.childrenInOrder(parent, (listed) => {
+        on.childrenInOrder(parent, (listed) => {
           if (isError(listed)) return reject(listed);
           order.run(() => {
             const children = listed?.children ?? [];
             const present = new Set(children.map(decodeSegment));
             for (const key of [...known.keys()]) if (!present.has(key)) forget(key);
-            resolve(children.map(read));
+            // Listed, not yet read: deleted before its read, its values are in its epitaph.
+            for (const child of children) unread.add(child);
+            resolve(children.map((child) => read(on, child)));
           });
         });
       });
-    await Promise.all(await retrying(handle, `watching ${space}`, list, signal));
+    await Promise.all(await retrying(on, `watching ${space}`, list, signal));
   };
 
-  const watcher: PersistentListener = {
+  /**
+   * The listener of the watch on `on`: it reads on `on`, whatever handle the watch has moved
+   * to (events on a new handle may come before the move has finished).
+   */
+  const watcherOn = (on: ZkHandle): PersistentListener => ({
     event(type, path) {
       const child = path.slice(parent.length + 1);
       if (child === "" || child.includes("/") || signal.aborted) return;
-      if (type === DELETED) return order.run(() => deleted(child));
+      if (type === DELETED) return order.run(() => deleted(on, child));
       if (type !== CREATED && type !== CHANGED) return;
       order.run(() => unread.add(child));
-      void read(child);
+      void read(on, child);
     },
     reset() {
-      if (!signal.aborted) readAll().catch(() => {});
+      if (!signal.aborted) readAll(on).catch(() => {});
     },
+  });
+
+  /** Ends the watch for good after it began: `failed` hears why, no event comes after. */
+  const fail = (error: unknown) => {
+    if (signal.aborted) return;
+    const reason = translate(error, `watching ${space}`);
+    halt.abort(reason);
+    failed?.(reason);
   };
 
   /**
    * The watch on a new handle once `ended`'s session expired (no event would ever come
    * again on it): the space read again in full, the differences reported. Tried again,
-   * backing off, while no server can be reached.
+   * backing off, while no server can be reached; ended (`failed`) if the server refused
+   * the credentials, which trying again would not change.
    */
   const moveOn = async (ended: ZkHandle) => {
-    for (let pause = 100; !signal.aborted; pause = Math.min(2 * pause, 5000)) {
-      let next: ZkHandle | undefined;
+    unwatch(); // the ended handle's: it forgets the listener (the server forgot the watch)
+    unwatch = () => {};
+    const retry = async (pause: number, what: string, error: unknown) => {
+      debug("zookeeper watch of %s: %s failed (%s)", space, what, error instanceof Error ? error.message : error);
+      if (credentialsRefused(error)) return fail(error);
+      await sleep(pause, signal, { unref: true }).catch(() => {});
+    };
+    let next: ZkHandle | undefined;
+    for (let pause = 100; !signal.aborted && !next; pause = Math.min(2 * pause, 5000)) {
       try {
-        next = await live();
+        const candidate = await live();
         if (signal.aborted) return;
-        const off = await next.watchBelow(parent, watcher);
+        const off = await candidate.watchBelow(parent, watcherOn(candidate));
         if (signal.aborted) return off();
         unwatch = off;
-        handle = next;
-        follow(next);
-        await readAll();
-        return;
-      } catch {
-        // Watching on the new handle: if it ended too, its end moves on again (follow).
-        if (handle !== ended) return;
-        await sleep(pause, signal, { unref: true }).catch(() => {});
+        next = candidate;
+      } catch (error) {
+        if (signal.aborted) return;
+        await retry(pause, `watching again after session ${ended.sessionId} expired`, error);
+      }
+    }
+    if (!next) return;
+    debug("zookeeper watch of %s: moved from expired session %s to %s", space, ended.sessionId, next.sessionId);
+    follow(next); // if it ends too, its end moves on again
+    // Read again until read: else what changed while the watch was gone would never show.
+    for (let pause = 100; !signal.aborted && next.ended === null; pause = Math.min(2 * pause, 5000)) {
+      try {
+        return await readAll(next);
+      } catch (error) {
+        if (signal.aborted || next.ended !== null) return;
+        await retry(pause, `reading again after session ${ended.sessionId} expired`, error);
       }
     }
   };
@@ -225,19 +263,20 @@ export async function watchRecords(
     else unfollow = watched.onEnd(ended);
   };
 
-  let unwatch = await handle.watchBelow(parent, watcher);
+  const first = await live();
+  let unwatch = await first.watchBelow(parent, watcherOn(first));
   onAbort(signal, () => {
     unwatch();
     unfollow();
   });
   try {
-    await readAll();
+    await readAll(first);
   } catch (error) {
     unwatch();
     throw error;
   }
   emitting = true;
-  follow(handle);
+  follow(first);
   return [...known.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
 }
 
