@@ -325,6 +325,8 @@ describe("zookeeper record watch across a reconnection", { timeout: 120_000 }, (
     } finally {
       release();
       gate = null;
+      // Closed here too if the test failed: a live handle would keep the process running.
+      await Promise.all((opened.get(proxy.address) ?? []).map((h) => h.close()));
       await proxy.close();
     }
   });
