@@ -167,12 +167,15 @@ describe("zookeeper wake-ups per release", { timeout: 180_000 }, () => {
     return pending;
   }
 
-  it("wakes one waiter per release of an exclusive lock (12 queued): the next, in FIFO order, tokens growing", async (t) => {
-    const lock = "exclusive";
-    const observer = await client({ namespace: NAMESPACE, memberId: "x-observer", ttlMs: TTL_MS });
-    const holder = await party("x-holder");
+  /**
+   * A holder of `lock` and `n` exclusive waiters queued behind it in order (each its own
+   * coordinator, names `<tag>-w00`...), every handle settled.
+   */
+  async function exclusiveQueue(lock: string, tag: string, n: number) {
+    const observer = await client({ namespace: NAMESPACE, memberId: `${tag}-observer`, ttlMs: TTL_MS });
+    const holder = await party(`${tag}-holder`);
     const waiters: Party[] = [];
-    for (let i = 0; i < 12; i++) waiters.push(await party(`x-w${String(i).padStart(2, "0")}`));
+    for (let i = 0; i < n; i++) waiters.push(await party(`${tag}-w${String(i).padStart(2, "0")}`));
     const all = [holder, ...waiters];
     const first = await holder.coord.lock(lock).acquire();
     const granted: { name: string; handle: LockHandle }[] = [];
@@ -183,6 +186,12 @@ describe("zookeeper wake-ups per release", { timeout: 180_000 }, () => {
       granted,
     );
     await settle(all);
+    return { observer, holder, waiters, all, first, granted, pending };
+  }
+
+  it("wakes one waiter per release of an exclusive lock (12 queued): the next, in FIFO order, tokens growing", async (t) => {
+    const lock = "exclusive";
+    const { observer, waiters, all, first, granted, pending } = await exclusiveQueue(lock, "x", 12);
     let current = first;
     const woken: number[] = [];
     for (const [i, next] of waiters.entries()) {
@@ -283,20 +292,8 @@ describe("zookeeper wake-ups per release", { timeout: 180_000 }, () => {
 
   it("the count sees a herd: a listing watch, or a watch of the holder's node, through every waiter's handle", async () => {
     const lock = "herd";
-    const observer = await client({ namespace: NAMESPACE, memberId: "h-observer", ttlMs: TTL_MS });
-    const holder = await party("h-holder");
-    const waiters: Party[] = [];
-    for (let i = 0; i < 6; i++) waiters.push(await party(`h-w${i}`));
-    const all = [holder, ...waiters];
-    let current = await holder.coord.lock(lock).acquire();
-    const granted: { name: string; handle: LockHandle }[] = [];
-    const pending = await queue(
-      observer,
-      lock,
-      waiters.map((party) => ({ party, mode: "exclusive" as const })),
-      granted,
-    );
-    await settle(all);
+    const { observer, waiters, all, first, pending } = await exclusiveQueue(lock, "h", 6);
+    let current = first;
     for (const [i, herd] of (["listing", "holder"] as const).entries()) {
       const before = await queueOf(observer, parent(lock));
       const head = (before[0] as QueueNode).name;
