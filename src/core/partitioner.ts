@@ -40,6 +40,8 @@ export class Partitioner implements AsyncDisposable {
   readonly #stop = new AbortController();
   readonly #streams = new Set<EventStream<PartitionChange>>();
   #membership: Membership | null = null;
+  /** Why the watch ended for good, if it did: later change streams end with it too. */
+  #failure: Error | undefined = undefined;
 
   /** @internal Use `coordinator.partitioner(groupId)`. */
   static create(core: CoordinatorCore, group: Group, options: PartitionerOptions): Partitioner {
@@ -67,6 +69,9 @@ export class Partitioner implements AsyncDisposable {
           this.#emit(before);
         },
         this.#stop.signal,
+        // The watch ended for good (the backend refused the credentials on reconnecting):
+        // the ring can no longer follow the group, so every change stream ends with why.
+        (error) => this.#shutdown(this.#core.translate(error)),
       )
       .catch((error: unknown) => {
         // As every other watch: a backend's failure reaches the caller as a Baton error.
@@ -101,14 +106,14 @@ export class Partitioner implements AsyncDisposable {
   /** Pushes a {@link PartitionChange} each time ownership moves. Ends on `close()`. */
   changes(): AsyncIterableIterator<PartitionChange> {
     const stream = new EventStream<PartitionChange>(() => this.#streams.delete(stream));
-    if (this.#stop.signal.aborted) stream.end();
+    if (this.#stop.signal.aborted) stream.end(this.#failure);
     else this.#streams.add(stream);
     return stream;
   }
 
   /** Leaves the group and stops watching. Idempotent and never throws, after `close()` too. */
   async close(): Promise<void> {
-    if (this.#stop.signal.aborted) return;
+    // Also after the watch ended for good: the membership is still left.
     this.#shutdown();
     if (this.#membership?.active) await this.#membership.leave();
   }
@@ -152,9 +157,12 @@ export class Partitioner implements AsyncDisposable {
     for (const stream of this.#streams) stream.push(change);
   }
 
-  #shutdown(): void {
+  /** Stops watching; with `failure` (the watch ended for good), streams end with it. */
+  #shutdown(failure?: Error): void {
+    if (this.#stop.signal.aborted) return;
+    this.#failure = failure;
     this.#stop.abort();
-    for (const stream of this.#streams) stream.end();
+    for (const stream of this.#streams) stream.end(failure);
     this.#streams.clear();
   }
 }
