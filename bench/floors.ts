@@ -27,16 +27,13 @@ import { fork } from "node:child_process";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { percentile as pct } from "./lib/stats.js";
 
 const require = createRequire(import.meta.url);
 const now = () => Number(process.hrtime.bigint());
 const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 const here = fileURLToPath(import.meta.url);
 
-function pct(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 const us = (ns: number) => `${(ns / 1000).toFixed(1)} us`;
 
 // ---- redis-wake ------------------------------------------------------------------------------

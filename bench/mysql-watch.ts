@@ -36,17 +36,13 @@ import { parseArgs } from "node:util";
 import mysql from "mysql2/promise";
 import { type Coordinator, connect, type LockHandle, type Membership } from "../src/index.js";
 import { type MariadbServer, startMariadb } from "../test/harness/mariadb.js";
+import { median, percentile as pct } from "./lib/stats.js";
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
-function pct(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 const ms = (v: number) => `${v.toFixed(1)} ms`;
-const median = (xs: readonly number[]) => pct(xs, 50);
 
 // ---- server readings ---------------------------------------------------------------------------
 

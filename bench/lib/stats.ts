@@ -24,6 +24,11 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
   return a + (b - a) * (pos - lo);
 }
 
+/** The `p`th percentile (0-100) of unsorted values, interpolated as {@link quantile}. */
+export function percentile(values: ArrayLike<number>, p: number): number {
+  return quantile(Float64Array.from(values).sort(), p / 100);
+}
+
 export function summarize(values: ArrayLike<number>): Summary {
   const sorted = Float64Array.from(values as ArrayLike<number>).sort();
   let sum = 0;

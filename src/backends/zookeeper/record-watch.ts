@@ -221,35 +221,44 @@ export async function watchRecords(
   const moveOn = async (ended: ZkHandle) => {
     unwatch(); // the ended handle's: it forgets the listener (the server forgot the watch)
     unwatch = () => {};
-    const retry = async (pause: number, what: string, error: unknown) => {
-      debug("zookeeper watch of %s: %s failed (%s)", space, what, error instanceof Error ? error.message : error);
-      if (credentialsRefused(error)) return fail(error);
-      await sleep(pause, signal, { unref: true }).catch(() => {});
-    };
+    const after = `after session ${ended.sessionId} expired`;
     let next: ZkHandle | undefined;
-    for (let pause = 100; !signal.aborted && !next; pause = Math.min(2 * pause, 5000)) {
-      try {
+    await persist(
+      `watching again ${after}`,
+      () => !signal.aborted,
+      async () => {
         const candidate = await live();
         if (signal.aborted) return;
         const off = await candidate.watchBelow(parent, watcherOn(candidate));
         if (signal.aborted) return off();
         unwatch = off;
         next = candidate;
-      } catch (error) {
-        if (signal.aborted) return;
-        await retry(pause, `watching again after session ${ended.sessionId} expired`, error);
-      }
-    }
+      },
+    );
     if (!next) return;
-    debug("zookeeper watch of %s: moved from expired session %s to %s", space, ended.sessionId, next.sessionId);
-    follow(next); // if it ends too, its end moves on again
+    const moved: ZkHandle = next;
+    debug("zookeeper watch of %s: moved from expired session %s to %s", space, ended.sessionId, moved.sessionId);
+    follow(moved); // if it ends too, its end moves on again
     // Read again until read: else what changed while the watch was gone would never show.
-    for (let pause = 100; !signal.aborted && next.ended === null; pause = Math.min(2 * pause, 5000)) {
+    await persist(
+      `reading again ${after}`,
+      () => !signal.aborted && moved.ended === null,
+      () => readAll(moved),
+    );
+  };
+  /**
+   * Runs `step` until it succeeds, while `going()`, backing off from 100 ms to 5 s between
+   * tries; each failure is logged, and refused credentials end the watch (`fail`).
+   */
+  const persist = async (what: string, going: () => boolean, step: () => Promise<void>): Promise<void> => {
+    for (let pause = 100; going(); pause = Math.min(2 * pause, 5000)) {
       try {
-        return await readAll(next);
+        return await step();
       } catch (error) {
-        if (signal.aborted || next.ended !== null) return;
-        await retry(pause, `reading again after session ${ended.sessionId} expired`, error);
+        if (!going()) return;
+        debug("zookeeper watch of %s: %s failed (%s)", space, what, error instanceof Error ? error.message : error);
+        if (credentialsRefused(error)) return fail(error);
+        await sleep(pause, signal, { unref: true }).catch(() => {});
       }
     }
   };
