@@ -6,11 +6,11 @@
  * @internal
  */
 import { performance } from "node:perf_hooks";
-import { atMost, graceAfterAbort } from "./abortable.js";
+import { atMost, graceAfterAbort, sleep } from "./abortable.js";
 import { type Cancellation, cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
 import type { AcquireRequest, DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
-import { BatonError, TimeoutError } from "./errors.js";
+import { BatonError, FenceFailedError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
 import { type Claimed, claimWithin, recordText, type TakeoverClaim, type TakeoverRequest } from "./takeover.js";
@@ -23,6 +23,10 @@ import { checkDuration, checkSignal } from "./validate.js";
  * answering.
  */
 const RELEASE_GRACE_MS = 1000;
+
+/** The pause before a blocking wait asks again after a failed takeover claim; it doubles, up to the max. */
+const CLAIM_RETRY_FIRST_MS = 25;
+const CLAIM_RETRY_MAX_MS = 1000;
 
 /** What is acquired. */
 export interface Target {
@@ -60,6 +64,23 @@ class SessionLostWhileWaiting {
   constructor(error: unknown) {
     this.error = error;
   }
+}
+
+/**
+ * Raised by a blocking attempt whose takeover claim failed for a reason that says nothing
+ * about the lock: the backend did not answer the record's write (a connection dropped, a
+ * server restarting), or the grant was lost with its connection before it was handed out.
+ * The grant went back (or with its connection), so nothing is held: the wait goes on, after
+ * a pause that grows while the claims keep failing.
+ */
+class ClaimFailedWhileWaiting extends SessionLostWhileWaiting {}
+
+/** Whether a blocking attempt's failed claim lets the wait go on (see {@link ClaimFailedWhileWaiting}). */
+function claimFailureIsTransient(error: unknown, handle: LockHandle, cancel: { readonly aborted: boolean }): boolean {
+  if (cancel.aborted || error instanceof TimeoutError || error instanceof FenceFailedError) return false;
+  // Lost (not given back) before it was handed out: its connection or session went.
+  if (handle.signal.aborted) return true;
+  return error instanceof BatonError && error.code === "BACKEND_UNAVAILABLE";
 }
 
 /**
@@ -160,15 +181,15 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
       // Written by the driver with the grant (free or cleanly released): nothing to claim.
       handle.claimed(nativeClaim(core, attempt.takeover, grant.recordVersion), null);
     } else if (attempt.takeover && handle.held) {
-      const claimed = await claimOrRelease(
-        core,
-        handle,
-        session,
-        attempt.takeover,
-        grant,
-        wait === "block",
-        cancel.signal,
-      );
+      let claimed: "claimed" | "delayed";
+      try {
+        claimed = await claimOrRelease(core, handle, session, attempt.takeover, grant, wait === "block", cancel.signal);
+      } catch (error) {
+        if (wait === "block" && !core.closed && claimFailureIsTransient(error, handle, cancel)) {
+          throw new ClaimFailedWhileWaiting(error);
+        }
+        throw error;
+      }
       if (claimed === "delayed") {
         if (wait === "try") {
           report("busy", () => " (lock delay)");
@@ -181,7 +202,8 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
     return handle;
   } catch (error) {
     if (error instanceof SessionLostWhileWaiting) {
-      core.telemetry.retried(kind, name, error.error);
+      const why = error instanceof ClaimFailedWhileWaiting ? "its takeover claim failed" : undefined;
+      core.telemetry.retried(kind, name, error.error, why);
       throw error;
     }
     if (wait === "block" && !(error instanceof TimeoutError) && !core.closed && !signal?.aborted) {
@@ -298,7 +320,8 @@ function lostWhileWaiting(core: CoordinatorCore, session: LiveSession, signal: A
  * connection dropped) holds nothing, so it goes on waiting on a fresh session until its
  * own deadline: it joins the queue again at the back, behind everyone who queued while it
  * was away, as its place went with the old session. If the fresh session cannot be opened,
- * that error (`BackendUnavailableError`) ends the wait.
+ * that error (`BackendUnavailableError`) ends the wait. A takeover claim that fails without
+ * a word about the lock ({@link ClaimFailedWhileWaiting}) queues again too, after a pause.
  */
 export function blockingGrant(
   core: CoordinatorCore,
@@ -398,6 +421,7 @@ async function waitForGrant(
 ): Promise<LockHandle> {
   if (timeout === 0) return (await acquireGrant(core, { ...target, wait: "zero", signal, startedAt })) as LockHandle;
   const deadline = timeout === undefined ? undefined : performance.now() + timeout;
+  let claimFailures = 0;
   for (;;) {
     const left = deadline === undefined ? undefined : Math.max(0, Math.ceil(deadline - performance.now()));
     try {
@@ -412,7 +436,22 @@ async function waitForGrant(
       return (await acquireGrant(core, attempt)) as LockHandle;
     } catch (error) {
       if (!(error instanceof SessionLostWhileWaiting)) throw error;
-      // The next turn opens a fresh session (liveSession) and queues again.
+      // The next turn opens a fresh session (liveSession) if needed and queues again. After
+      // a failed claim, not at once: the backend that failed it may still be coming back.
+      if (error instanceof ClaimFailedWhileWaiting) {
+        const pause = Math.min(CLAIM_RETRY_MAX_MS, CLAIM_RETRY_FIRST_MS * 2 ** claimFailures++);
+        const left = deadline === undefined ? pause : Math.max(0, Math.min(pause, deadline - performance.now()));
+        // An abort or the deadline during the pause ends the wait on the next turn.
+        await sleep(left, signal).catch(() => {});
+        // An attempt with no time left could be granted and fail its claim again before its
+        // own timer runs: the deadline is checked here.
+        if (deadline !== undefined && timeout !== undefined && performance.now() >= deadline) {
+          throw new TimeoutError(`acquiring ${target.kind} "${target.name}" timed out after ${timeout} ms`, timeout, {
+            backend: core.backend,
+            cause: error.error,
+          });
+        }
+      }
     }
   }
 }

@@ -381,6 +381,12 @@ export class Lock {
    * place in the queue went with the old session: it queues again at the back, behind
    * everyone who queued meanwhile. Only a failure to open the fresh session
    * (`BackendUnavailableError`) ends the wait.
+   *
+   * Nor does a takeover claim that fails for a reason that says nothing about the lock (the
+   * backend did not answer the record's write, the grant was lost with its connection
+   * before it was handed out): that grant goes back, the lost holder's record stays, and the
+   * wait queues again after a pause (25 ms, doubling up to 1 s), so `onTakeover` may run
+   * once per grant. A failing `onTakeover` (`FenceFailedError`) still ends it.
    */
   acquire(options?: AcquireOptions): Promise<LockHandle> {
     // Not async: the wait's own promise is handed back as it is, not wrapped in another one

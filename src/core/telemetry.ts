@@ -204,15 +204,9 @@ export class Telemetry {
     this.#instruments.waitDuration.record(waitedMs / 1000, attributes);
   }
 
-  /** A wait's session was lost: it queues again on a fresh one. */
-  retried(kind: QueueKind, name: string, error: unknown): void {
-    if (DEBUG)
-      debug(
-        "retry %s %s: its session was lost while it waited (%s); queueing again",
-        kind,
-        JSON.stringify(name),
-        errorText(error),
-      );
+  /** A wait's session was lost (it queues again on a fresh one), or its takeover claim failed (it queues again). */
+  retried(kind: QueueKind, name: string, error: unknown, why = "its session was lost while it waited"): void {
+    if (DEBUG) debug("retry %s %s: %s (%s); queueing again", kind, JSON.stringify(name), why, errorText(error));
   }
 
   /** A grant is held from now on. */

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type Coordinator, connect, type LockHandle } from "../../src/index.js";
+import { type Coordinator, connect, type LockHandle, type Takeover } from "../../src/index.js";
 import { waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { Holder } from "../harness/holder.js";
 import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
@@ -65,7 +65,11 @@ describe("mysql faults", { timeout: 120_000 }, () => {
   });
 
   it("recovers from a server restart under contention without restarting the clients", async () => {
-    const loopers = await Promise.all([0, 1, 2, 3].map((i) => client(server.url, { memberId: `r${i}`, ttlMs: 3000 })));
+    // A TTL well past a restart's length on a loaded machine: a session lost while the server
+    // is down could not be opened again, which would end the wait (Lock.acquire).
+    const loopers = await Promise.all(
+      [0, 1, 2, 3].map((i) => client(server.url, { memberId: `r${i}`, ttlMs: 10_000 })),
+    );
     const tokens: bigint[][] = loopers.map(() => []);
     let restarted = false;
     let stop = false;
@@ -86,21 +90,72 @@ describe("mysql faults", { timeout: 120_000 }, () => {
         await handle.release();
       }
     };
-    const running = loopers.map((coord, i) => loop(coord, tokens[i]!));
-    await waitFor(() => tokens.every((t) => t.length >= 3), "every client to be granted before the restart");
+    // Watched from the start: a loop that fails fails the test with its error, at once.
+    let failed: unknown = null;
+    const running = Promise.all(loopers.map((coord, i) => loop(coord, tokens[i]!))).catch((error: unknown) => {
+      failed = error;
+      stop = true;
+    });
+    const progressed = (enough: () => boolean) => () => {
+      if (failed) throw failed;
+      return enough();
+    };
+    await waitFor(
+      progressed(() => tokens.every((t) => t.length >= 3)),
+      "every client to be granted before the restart",
+    );
     await server.restart();
     restarted = true;
     const counts = tokens.map((t) => t.length);
     // Every client makes progress again on its own.
-    await waitFor(() => tokens.every((t, i) => t.length >= counts[i]! + 3), "progress after the restart", 60_000);
+    await waitFor(
+      progressed(() => tokens.every((t, i) => t.length >= counts[i]! + 3)),
+      "progress after the restart",
+      60_000,
+    );
     stop = true;
-    await Promise.all(running);
+    await running;
+    if (failed) throw failed;
     assert.ok(restarted);
     const all = tokens.flat();
     assert.equal(new Set(all).size, all.length, "no token is handed out twice");
     for (const mine of tokens) {
       for (let i = 1; i < mine.length; i++) assert.ok(mine[i]! > mine[i - 1]!, `tokens ${mine.join(",")}`);
     }
+  });
+
+  it("a blocking acquire whose grant is lost to a server restart during its fencing hook waits on and fences again", async () => {
+    const holder = new Holder(`${server.url}?namespace=${NAMESPACE}`, "claim-restart", TTL_MS);
+    holders.push(holder);
+    const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
+    holder.signal("SIGKILL");
+    await holder.exited;
+    const lostToken = BigInt(acquired.token!);
+    const next = await client(server.url, { ttlMs: 10_000 });
+    const seen: Takeover[] = [];
+    let restarted = false;
+    const handle = await next.lock("claim-restart").acquire({
+      timeoutMs: 60_000,
+      onTakeover: async (previous) => {
+        seen.push(previous);
+        // The first grant goes with its connection while this runs.
+        if (seen.length === 1) {
+          await server.restart();
+          restarted = true;
+        }
+      },
+    });
+    assert.ok(restarted);
+    assert.equal(handle.held, true);
+    assert.deepEqual(
+      seen.map((p) => p.token),
+      [lostToken, lostToken],
+      "the lost holder is fenced on the first grant and again on the one after the restart",
+    );
+    assert.equal(handle.takeover?.token, lostToken, "the lost holder's record was kept through the failed claim");
+    assert.ok(handle.token > lostToken);
+    await holderConnection("claim-restart"); // asserts one holder on the server
+    await handle.release();
   });
 
   it("signals a silently cut holder before the server frees its lock, and only then grants the waiter", async () => {
