@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { startMariadb } from "../harness/mariadb.js";
+import { waitForWaiters } from "../conformance/helpers.js";
 import { ownServer } from "./fixtures/backend-suite.js";
 
 /** The server's statement counters (`Com_*`, statements inside procedures included). */
@@ -154,5 +155,38 @@ describe("mysql entry count", () => {
     assert.equal(await live("dead"), 2);
     await next.release();
     assert.equal(await live("dead"), 1);
+  });
+});
+
+// A waiter on a full semaphore sleeps in GET_LOCK on the first live entry ahead. With limit
+// 1 that entry must go before it can be granted, so the wait misses nothing without a poll;
+// with a limit of 2 or more a permit freed by another holder wakes nothing, so it polls.
+describe("mysql semaphore waits", () => {
+  const { server, client } = ownServer(() => startMariadb());
+
+  it("a waiter on a full semaphore of limit 1 does not poll; of limit 2 it does", async () => {
+    // The only coordinators of this server, with no heartbeat for 200 s: every procedure
+    // call in the window is the waiter's.
+    const holder = await client({ ttlMs: 600_000 });
+    const waiter = await client({ ttlMs: 600_000 });
+    const calls: Record<number, number> = {};
+    for (const limit of [1, 2]) {
+      const name = `poll-${limit}`;
+      const held = await Promise.all(Array.from({ length: limit }, () => holder.semaphore(name, { limit }).acquire()));
+      const waiting = waiter.semaphore(name, { limit }).acquire({ timeoutMs: 30_000 });
+      await waitForWaiters(waiter, name, 1, "semaphores");
+      const before = await statements(server());
+      // A measurement window, not a wait for an event: what the wait runs meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      const ran = perCycle(before, await statements(server()), 1);
+      calls[limit] = ran.call_procedure ?? 0;
+      await Promise.all(held.map((h) => h.release()));
+      const granted = await waiting;
+      assert.ok(granted.token > 0n);
+      await granted.release();
+    }
+    assert.equal(calls[1], 0, `limit 1: ${calls[1]} procedure calls while it waited`);
+    // Every 50 ms: about 12 in the window, fewer on a loaded machine.
+    assert.ok((calls[2] ?? 0) >= 3, `limit 2: ${calls[2]} procedure calls while it waited`);
   });
 });

@@ -38,6 +38,13 @@ const chunkMs = (ttlMs: number) => Math.max(1000, Math.min(ttlMs, 10_000));
  */
 const SEM_POLL_MS = 50;
 /**
+ * A waiter's poll interval: {@link SEM_POLL_MS} for a semaphore of limit 2 or more, else the
+ * whole chunk (no poll). A limit-1 semaphore's waiter is granted only once every live entry
+ * ahead of it is gone, so sleeping on the first of them misses nothing, as a lock's does.
+ */
+const pollMs = (request: AcquireRequest, chunk: number) =>
+  request.kind === "semaphore" && request.limit > 1 ? SEM_POLL_MS : chunk;
+/**
  * How often a blocking acquisition tries again while every lane holds grants and the
  * connection budget is spent (see #acquireOnce).
  */
@@ -339,10 +346,10 @@ export class MySession implements DriverSession {
       const waited = await lane.wait(
         {
           sql: `CALL ${this.#p}acquire${suffix}(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?${marks})`,
-          params: [...params, chunk, SEM_POLL_MS, ...more],
+          params: [...params, chunk, pollMs(request, chunk), ...more],
         },
         `CALL ${this.#p}wait${suffix}(?, ?, ?${marks})`,
-        [key, chunk, SEM_POLL_MS, ...more],
+        [key, chunk, pollMs(request, chunk), ...more],
         request.signal,
       );
       if (waited.outcome === "gone") throw new ConnectionLostError("the request's entry vanished while it waited");
