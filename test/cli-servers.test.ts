@@ -336,6 +336,7 @@ describe("baton CLI against servers", () => {
                 lossShownAtGrant = /stopping the command/.test(run.out());
                 return handle;
               });
+            waiting.catch(() => {}); // awaited below, after the fault
             await waitQueued(next, "lock", "expiry");
             proxy.cut();
             assert.equal(await run.exit, 76, run.out());

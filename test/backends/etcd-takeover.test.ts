@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import { type Coordinator, connect } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { readRecordValue } from "../../src/backends/etcd/takeover.js";
 import { type EtcdServer, startEtcd } from "../harness/etcd.js";
 import { Holder } from "../harness/holder.js";
@@ -145,20 +145,22 @@ describe("etcd takeover records, written by the granting transaction", () => {
       // sends it; its answer would come 1.5 s later still. K gives up in between.
       proxy.setLatency({ up: { ms: 1500 }, down: { ms: 1500 } });
       const recordKey = "baton/given-up/c/takeover/job";
-      const landed = new Promise<void>((resolve) => {
-        void raw
-          .watch()
-          .key(recordKey)
-          .create()
-          .then((watcher) => {
-            watcher.on("put", (kv) => {
-              if (!kv.value.toString().includes(`"m":"k"`)) return;
-              giveUp.abort(new Error("given up"));
-              resolve();
-              void watcher.cancel();
-            });
-          });
-      });
+      const landed = observed(
+        new Promise<void>((resolve, reject) => {
+          void raw
+            .watch()
+            .key(recordKey)
+            .create()
+            .then((watcher) => {
+              watcher.on("put", (kv) => {
+                if (!kv.value.toString().includes(`"m":"k"`)) return;
+                giveUp.abort(new Error("given up"));
+                resolve();
+                void watcher.cancel();
+              });
+            }, reject);
+        }),
+      );
       assert.equal((await held.release()).status, "released");
       await landed;
       await assert.rejects(waiting, /was cancelled/);

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import { BackendUnavailableError, connect, InvalidArgumentError } from "../../src/index.js";
-import { waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitForWaiters } from "../conformance/helpers.js";
 import { conformanceOnOwnServer, ownServer } from "./fixtures/backend-suite.js";
 import { makeCertificates, noOpenssl } from "./fixtures/certificates.js";
 import { startEtcd } from "../harness/etcd.js";
@@ -52,7 +52,7 @@ describe("etcd specifics", () => {
   it("never grants a waiter whose own key vanished (the Jepsen etcd 3.4.3 check)", async () => {
     const [a, b] = [await client({ memberId: "a" }), await client({ memberId: "b" })];
     const held = await a.lock("j").acquire();
-    const waiting = b.lock("j").acquire();
+    const waiting = observed(b.lock("j").acquire());
     await waitForWaiters(a, "j", 1);
     const bKey = (await raw.getAll().prefix("baton/specifics/q/lock/j/").keys()).find(
       (k) => !k.includes(a.session!.id),

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { type Coordinator, connect, type LockHandle, type Takeover } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { Holder } from "../harness/holder.js";
 import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
 import { startProxy } from "../harness/proxy.js";
@@ -54,7 +54,7 @@ describe("mysql faults", { timeout: 120_000 }, () => {
     holders.push(holder);
     const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
     const waiter = await client(server.url);
-    const waiting = waiter.lock("killed-conn").acquire({ timeoutMs: 20_000 });
+    const waiting = observed(waiter.lock("killed-conn").acquire({ timeoutMs: 20_000 }));
     await waitForWaiters(waiter, "killed-conn", 1);
     await server.query(`KILL CONNECTION ${await holderConnection("killed-conn")}`);
     const lost = await holder.next((e) => e.event === "lost", "the holder's signal", 10_000);
@@ -166,7 +166,7 @@ describe("mysql faults", { timeout: 120_000 }, () => {
       holders.push(holder);
       const acquired = await holder.next((e) => e.event === "acquired", "the holder to acquire");
       const waiter = await client(server.url);
-      const waiting = waiter.lock("cut").acquire({ timeoutMs: 30_000 });
+      const waiting = observed(waiter.lock("cut").acquire({ timeoutMs: 30_000 }));
       await waitForWaiters(waiter, "cut", 1);
       const cutAt = performance.now();
       proxy.cut();

@@ -16,7 +16,7 @@ import { PROCEDURES_V3 } from "../../src/backends/mysql/procedures-v3.js";
 import { SCHEMA_VERSION, nameHash, render } from "../../src/backends/mysql/schema.js";
 import { PROCEDURES_V4 } from "../../src/backends/mysql/procedures-v4.js";
 import { type Coordinator, connect } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { Holder } from "../harness/holder.js";
 import { type MariadbServer, startMariadb } from "../harness/mariadb.js";
 import { startProxy } from "../harness/proxy.js";
@@ -182,15 +182,17 @@ describe("mysql takeover records, written by the granting call", { timeout: 120_
       await (await k.lock("warm-up").acquire({ takeover: false })).release();
       proxy.setLatency({ down: { ms: 5000 } });
       // The answer came after the statement's timeout: the backend is reported unavailable.
-      const trying = assert.rejects(
-        k.lock("job").tryAcquire(),
-        (e: Error) => e.name === "ConnectionLostError" && /did not answer within/.test(e.message),
+      const trying = observed(
+        assert.rejects(
+          k.lock("job").tryAcquire(),
+          (e: Error) => e.name === "ConnectionLostError" && /did not answer within/.test(e.message),
+        ),
       );
       await waitFor(async () => (await rows("late", "job")).length === 1, "the tracked grant to commit");
       // A waiter queued behind the grant nobody was handed: granted the moment the orphan's
       // connection ends, it must not find the orphan's record (the clean-up deletes it
       // before it ends that connection).
-      const waiting = a.lock("job").acquire({ timeoutMs: 20_000 });
+      const waiting = observed(a.lock("job").acquire({ timeoutMs: 20_000 }));
       await waitFor(
         async () => ((await a.inspect()).locks.find((l) => l.name === "job")?.waiters.length ?? 0) === 1,
         "the waiter queued",

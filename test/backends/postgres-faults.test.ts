@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { PgConnection } from "../../src/backends/postgres/connection.js";
 import { type Coordinator, connect } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { type PgServer, startPostgres } from "../harness/postgres.js";
 import { type Proxy as TcpProxy, startProxy } from "../harness/proxy.js";
 
@@ -137,7 +137,7 @@ describe("postgres faults", { timeout: 120_000 }, () => {
     const holder = child(server.url, "hold", "killed", 10_000);
     const granted = await holder.next("granted");
     const coord = await client();
-    const waiting = coord.lock("killed").acquire({ timeoutMs: 20_000 });
+    const waiting = observed(coord.lock("killed").acquire({ timeoutMs: 20_000 }));
     await waitForWaiters(coord, "killed", 1);
     const killedAt = Date.now();
     await holder.kill("SIGKILL");
@@ -152,7 +152,7 @@ describe("postgres faults", { timeout: 120_000 }, () => {
     const holder = child(server.url, "hold", "terminated", 10_000);
     const granted = await holder.next("granted");
     const coord = await client();
-    const waiting = coord.lock("terminated").acquire({ timeoutMs: 20_000 });
+    const waiting = observed(coord.lock("terminated").acquire({ timeoutMs: 20_000 }));
     await waitForWaiters(coord, "terminated", 1);
     const [pid] = await holderPids("terminated");
     assert.ok(pid, "the holder's backend holds the lock");
@@ -189,7 +189,7 @@ describe("postgres faults", { timeout: 120_000 }, () => {
       const holder = child(viaProxy, "hold", "cut", 2000);
       const granted = await holder.next("granted");
       const coord = await client();
-      const waiting = coord.lock("cut").acquire({ timeoutMs: 30_000 });
+      const waiting = observed(coord.lock("cut").acquire({ timeoutMs: 30_000 }));
       await waitForWaiters(coord, "cut", 1);
       const cutAt = Date.now();
       proxy.cut();
@@ -240,16 +240,18 @@ describe("postgres faults", { timeout: 120_000 }, () => {
       const recordOf = async () => (await a.inspect()).takeovers?.find((r) => r.name === "late-answer");
       proxy.setLatency({ down: { ms: 5000 } });
       // The answer came after the statement's timeout, which dropped the connection.
-      const trying = assert.rejects(
-        b.lock("late-answer").tryAcquire(),
-        (e: Error) => e.name === "ConnectionLostError" && /did not answer within/.test(e.message),
+      const trying = observed(
+        assert.rejects(
+          b.lock("late-answer").tryAcquire(),
+          (e: Error) => e.name === "ConnectionLostError" && /did not answer within/.test(e.message),
+        ),
       );
       // Committed (the grant and its record); its answer, sent before this read's, is held back.
       await waitFor(async () => (await recordOf()) !== undefined, "the tracked grant to commit");
       // A waiter queued behind the grant nobody was handed: granted the moment the orphan's
       // backend ends, it must not find the orphan's record (the clean-up deletes it before
       // that connection is closed).
-      const waiting = a.lock("late-answer").acquire({ timeoutMs: 20_000 });
+      const waiting = observed(a.lock("late-answer").acquire({ timeoutMs: 20_000 }));
       await waitForWaiters(a, "late-answer", 1);
       proxy.setLatency({});
       await trying;

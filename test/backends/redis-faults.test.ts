@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { type Coordinator, connect, type LockHandle, LockLostError } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startRedis, startSentinelSetup } from "../harness/redis.js";
 import { FencedResource } from "../harness/holder.js";
 import { clientFaultSuite } from "./fixtures/client-faults.js";
@@ -77,7 +77,7 @@ describe("redis-server restarts", () => {
     const b = await connect(server.url, { ...options, memberId: "b" });
     coords.push(a, b);
     const held = await a.lock("p").acquire();
-    const waiting = b.lock("p").acquire({ timeoutMs: 30_000 });
+    const waiting = observed(b.lock("p").acquire({ timeoutMs: 30_000 }));
     await waitForWaiters(b, "p", 1);
 
     await server.restart(); // SIGKILL: only what the AOF has survives

@@ -15,7 +15,7 @@ import { describe, it } from "node:test";
 import type { TraceEntry } from "../../src/backends/zookeeper/client.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
 import { type Coordinator, connect, type LockHandle, SessionExpiredError, TimeoutError } from "../../src/index.js";
-import { settlesWithin, waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, settlesWithin, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { clientFaultSuite } from "./fixtures/client-faults.js";
 import { contend } from "./fixtures/contention.js";
 import { startProxy } from "../harness/proxy.js";
@@ -254,7 +254,7 @@ clientFaultSuite(
       const holder = await client(server().url, { ttlMs: 15_000, memberId: "restart-holder" });
       const waiter = await client(server().url, { ttlMs: 15_000, memberId: "restart-waiter" });
       const held = await holder.lock("restart").acquire();
-      const waiting = waiter.lock("restart").acquire({ timeoutMs: 60_000 });
+      const waiting = observed(waiter.lock("restart").acquire({ timeoutMs: 60_000 }));
       await waitForWaiters(holder, "restart", 1);
       const session = holder.session!;
       await server().restart();
@@ -284,7 +284,7 @@ clientFaultSuite(
         lossy.dropReplies = true;
         // Untracked: a tracked one's first message is the first try's multi, which the
         // holder's record refuses (zookeeper-first-try.test.ts has its lost answer).
-        const waiting = asker.lock("lost-create").acquire({ timeoutMs: 30_000, takeover: false });
+        const waiting = observed(asker.lock("lost-create").acquire({ timeoutMs: 30_000, takeover: false }));
         // The create reached the server (its node is queued) but its answer was dropped.
         await waitForWaiters(holder, "lost-create", 1);
         lossy.reset();

@@ -10,7 +10,7 @@ import { FLAGS, ZkHandle } from "../../src/backends/zookeeper/client.js";
 import { earlyRecordData } from "../../src/backends/zookeeper/grant-records.js";
 import { encodeData, Layout, nodePrefix } from "../../src/backends/zookeeper/paths.js";
 import type { Coordinator } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
@@ -126,7 +126,7 @@ describe("zookeeper first try of a tracked acquisition", { timeout: 120_000 }, (
         sent.push(e.what);
         if (isFirstTry(e.what, recordPath)) proxy.setLatency({ down: { ms: 1000 } });
       };
-      const acquiring = coord.lock("lost-try").acquire();
+      const acquiring = observed(coord.lock("lost-try").acquire());
       await waitFor(async () => (await raw.exists(recordPath)) !== null, "the first try to land");
       proxy.setLatency({});
       proxy.reset(); // its answer, held in the proxy, is lost with the connection

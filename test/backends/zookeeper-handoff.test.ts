@@ -13,7 +13,7 @@ import type { TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.j
 import { Layout } from "../../src/backends/zookeeper/paths.js";
 import { revokeNodes } from "../../src/backends/zookeeper/revoke.js";
 import { AbortError, type Coordinator, type LockHandle, type LockMode } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
 import { ownServer } from "./fixtures/backend-suite.js";
@@ -197,9 +197,12 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     await waitForWaiters(a, "withdrawn", 1);
     let granted: LockHandle | null = null;
     const waitingC = c.lock("withdrawn").acquire(UNTRACKED);
-    void waitingC.then((h) => {
-      granted = h;
-    });
+    void waitingC.then(
+      (h) => {
+        granted = h;
+      },
+      () => {},
+    );
     await waitForWaiters(a, "withdrawn", 2);
     await settled(traceC, "C to wait behind B");
     giveUp.abort();
@@ -231,9 +234,12 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     const traceB = await traced(b);
     let grantedB: LockHandle | null = null;
     const waitingB = b.lock("own-gone").acquire();
-    void waitingB.then((h) => {
-      grantedB = h;
-    });
+    void waitingB.then(
+      (h) => {
+        grantedB = h;
+      },
+      () => {},
+    );
     await settled(traceB, "B to wait behind A");
     const traceC = await traced(c);
     const waitingC = c.lock("own-gone").acquire();
@@ -263,7 +269,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
     const [a, b, r] = coords as [Coordinator, Coordinator, Coordinator];
     const held = await a.lock("revoked").acquire();
     const traceB = await traced(b);
-    const waitingB = b.lock("revoked").acquire();
+    const waitingB = observed(b.lock("revoked").acquire());
     await settled(traceB, "B to wait behind A");
     const node = ownNode(traceB);
     const revoker = (await sessionOf(r)).handle;
@@ -352,7 +358,7 @@ describe("zookeeper handoff round trips", { timeout: 60_000 }, () => {
       const b = await client({ memberId: "rc-b" }, `zookeeper://${proxy.address}`);
       const held = await a.lock("reconnected").acquire();
       const entries = await traced(b);
-      const waiting = b.lock("reconnected").acquire();
+      const waiting = observed(b.lock("reconnected").acquire());
       await settled(entries, "the waiter to read the node ahead of it");
       const accepted = proxy.acceptedCount;
       proxy.reset();

@@ -12,7 +12,7 @@ import { type TraceEntry, ZkHandle } from "../../src/backends/zookeeper/client.j
 import { zkCells } from "../../src/backends/zookeeper/cells.js";
 import { Layout } from "../../src/backends/zookeeper/paths.js";
 import type { Coordinator } from "../../src/index.js";
-import { waitFor, waitForWaiters } from "../conformance/helpers.js";
+import { observed, waitFor, waitForWaiters } from "../conformance/helpers.js";
 import { Holder } from "../harness/holder.js";
 import { startProxy } from "../harness/proxy.js";
 import { startZooKeeper } from "../harness/zookeeper.js";
@@ -198,7 +198,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
           sent();
         }
       };
-      const acquiring = coord.lock("lost-answer").acquire();
+      const acquiring = observed(coord.lock("lost-answer").acquire());
       await waitForWaiters(coord, "lost-answer", 1);
       await ahead.release();
       await multiSent;
@@ -276,7 +276,7 @@ describe("zookeeper takeover records", { timeout: 120_000 }, () => {
         if ((at === "first try" || isGrantMulti(e.what, recordPath)) && multis++ === 0) cancel.abort();
       };
       try {
-        const acquiring = coord.lock(name).acquire({ signal: cancel.signal });
+        const acquiring = observed(coord.lock(name).acquire({ signal: cancel.signal }));
         if (ahead) {
           await waitForWaiters(coord, name, 1);
           await ahead.release();

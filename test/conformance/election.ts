@@ -57,6 +57,7 @@ export function electionSuite(context: RecipeContext): void {
           log.add("b-leads");
           return l;
         });
+      waiting.catch(() => {}); // awaited below, after the fault
       await waitFor(
         async () => (await b.inspect()).elections.some((e) => e.id === "x" && e.candidates.length === 1),
         "b to be a candidate",

@@ -3,6 +3,17 @@ import type { TestContext } from "node:test";
 import { type Coordinator, type Inspection, type LockHandle, connect } from "../../src/index.js";
 
 /**
+ * `promise`, marked handled at once: one a test awaits only after other awaits (a waiter
+ * across a kill, a restart or a cut) must not become an unhandled rejection meanwhile,
+ * which fails the test with a confusing error in place of its own. Awaiting it still
+ * throws its error.
+ */
+export function observed<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
+}
+
+/**
  * Waits until `condition` holds, re-checking after each turn of the event loop (and at most
  * every `pollMs`, 5 ms by default). Used to wait for a state another client reaches, e.g.
  * "B is queued": the condition is the event; the timeout only turns a hang into a clear

@@ -26,6 +26,7 @@ export function sessionLossSuite(context: RecipeContext): void {
           log.add("b-granted");
           return h;
         });
+      waiting.catch(() => {}); // awaited below, after the fault
       await waitForWaiters(b, "l", 1);
       await loseSession(a);
       const next = await waiting;
