@@ -13,6 +13,7 @@ import { describe, it } from "node:test";
 import { memoryBackend } from "../src/backends/index.js";
 import { BackendUnavailableError, type Takeover, TimeoutError, connect, registerBackend } from "../src/index.js";
 import { expireSession } from "../src/testing.js";
+import { waitFor } from "./conformance/helpers.js";
 
 /** How many record writes are still to fail, and how many did. */
 const fault = { failing: 0, failed: 0 };
@@ -94,6 +95,43 @@ describe("takeover claim retried after a backend blip", () => {
       assert.deepEqual((await b.inspect()).locks.find((l) => l.name === "r2")?.holders ?? [], []);
       const record = (await b.inspect()).takeovers?.find((r) => r.name === "r2");
       assert.equal(record?.token, token, "the lost holder's record is kept");
+    } finally {
+      fault.failing = 0;
+    }
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it("claims failing for longer than the TTL end a wait with no timeout with the last error, nothing held", async () => {
+    const url = `memory-flaky-records://claim-retry-${randomUUID()}`;
+    const a = await connect(url, { memberId: "a" });
+    const b = await connect(url, { memberId: "b", ttlMs: 1000 });
+    const held = await a.lock("r4").acquire({ fenceInfo: { pid: 7 } });
+    await expireSession(a);
+    fault.failing = Number.MAX_SAFE_INTEGER;
+    fault.failed = 0;
+    try {
+      await assert.rejects(b.lock("r4").acquire(), BackendUnavailableError);
+      assert.ok(fault.failed >= 2, `asked again before giving up (${fault.failed} writes)`);
+      assert.deepEqual((await b.inspect()).locks.find((l) => l.name === "r4")?.holders ?? [], []);
+      assert.equal((await b.inspect()).takeovers?.find((r) => r.name === "r4")?.token, held.token);
+    } finally {
+      fault.failing = 0;
+    }
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it("an abort between two claims ends the wait with AbortError, nothing held", async () => {
+    const { a, b } = await lostHolder("r5");
+    fault.failing = Number.MAX_SAFE_INTEGER;
+    fault.failed = 0;
+    const controller = new AbortController();
+    try {
+      const attempt = b.lock("r5").acquire({ signal: controller.signal });
+      attempt.catch(() => {});
+      await waitFor(() => fault.failed >= 3, "three failed claims");
+      controller.abort();
+      await assert.rejects(attempt, { name: "AbortError" });
+      assert.deepEqual((await b.inspect()).locks.find((l) => l.name === "r5")?.holders ?? [], []);
     } finally {
       fault.failing = 0;
     }

@@ -10,7 +10,7 @@ import { atMost, graceAfterAbort, sleep } from "./abortable.js";
 import { type Cancellation, cancellation } from "./cancel.js";
 import type { CoordinatorCore } from "./core.js";
 import type { AcquireRequest, DriverCells, DriverGrant, LockMode, QueueKind } from "./driver.js";
-import { BatonError, FenceFailedError, TimeoutError } from "./errors.js";
+import { AbortError, BatonError, FenceFailedError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
 import { type Claimed, claimWithin, recordText, type TakeoverClaim, type TakeoverRequest } from "./takeover.js";
@@ -422,6 +422,7 @@ async function waitForGrant(
   if (timeout === 0) return (await acquireGrant(core, { ...target, wait: "zero", signal, startedAt })) as LockHandle;
   const deadline = timeout === undefined ? undefined : performance.now() + timeout;
   let claimFailures = 0;
+  let firstClaimFailureAt = 0;
   for (;;) {
     const left = deadline === undefined ? undefined : Math.max(0, Math.ceil(deadline - performance.now()));
     try {
@@ -439,19 +440,54 @@ async function waitForGrant(
       // The next turn opens a fresh session (liveSession) if needed and queues again. After
       // a failed claim, not at once: the backend that failed it may still be coming back.
       if (error instanceof ClaimFailedWhileWaiting) {
-        const pause = Math.min(CLAIM_RETRY_MAX_MS, CLAIM_RETRY_FIRST_MS * 2 ** claimFailures++);
-        const left = deadline === undefined ? pause : Math.max(0, Math.min(pause, deadline - performance.now()));
-        // An abort or the deadline during the pause ends the wait on the next turn.
-        await sleep(left, signal).catch(() => {});
+        const now = performance.now();
+        if (claimFailures++ === 0) firstClaimFailureAt = now;
+        // For at most a TTL: a backend that keeps failing claims for longer is not coming
+        // back soon (or fails them for good), and each grant re-runs the fencing hook.
+        if (now - firstClaimFailureAt >= core.ttlMs)
+          throw endWait(core, target, startedAt, core.translate(error.error));
+        const pause = Math.min(CLAIM_RETRY_MAX_MS, CLAIM_RETRY_FIRST_MS * 2 ** (claimFailures - 1));
+        const left = deadline === undefined ? pause : Math.max(0, Math.min(pause, deadline - now));
+        const stop = signal ? AbortSignal.any([signal, core.closedSignal]) : core.closedSignal;
+        await sleep(left, stop).catch(() => {});
+        if (signal?.aborted) {
+          const what = `acquiring ${target.kind} "${target.name}"`;
+          throw endWait(
+            core,
+            target,
+            startedAt,
+            new AbortError(`${what} was cancelled`, { backend: core.backend, cause: signal.reason }),
+          );
+        }
         // An attempt with no time left could be granted and fail its claim again before its
         // own timer runs: the deadline is checked here.
         if (deadline !== undefined && timeout !== undefined && performance.now() >= deadline) {
-          throw new TimeoutError(`acquiring ${target.kind} "${target.name}" timed out after ${timeout} ms`, timeout, {
+          const what = `acquiring ${target.kind} "${target.name}"`;
+          const timedOut = new TimeoutError(`${what} timed out after ${timeout} ms`, timeout, {
             backend: core.backend,
             cause: error.error,
           });
+          throw endWait(core, target, startedAt, timedOut);
         }
+        // Closed during the pause: the next attempt rejects with ClosedError.
       }
     }
   }
+}
+
+/** Reports how a wait that ended between its attempts ended (see {@link waitForGrant}); returns `error`. */
+function endWait(core: CoordinatorCore, target: Target, startedAt: number, error: BatonError): BatonError {
+  const { telemetry } = core;
+  if (telemetry.recording) {
+    const outcome = failureOutcome(error, "block");
+    telemetry.acquired(
+      target.kind,
+      target.name,
+      target.mode,
+      outcome,
+      performance.now() - startedAt,
+      `: ${error.message}`,
+    );
+  }
+  return error;
 }

@@ -383,10 +383,14 @@ export class Lock {
    * (`BackendUnavailableError`) ends the wait.
    *
    * Nor does a takeover claim that fails for a reason that says nothing about the lock (the
-   * backend did not answer the record's write, the grant was lost with its connection
-   * before it was handed out): that grant goes back, the lost holder's record stays, and the
-   * wait queues again after a pause (25 ms, doubling up to 1 s), so `onTakeover` may run
-   * once per grant. A failing `onTakeover` (`FenceFailedError`) still ends it.
+   * record's write failed with `BackendUnavailableError`, e.g. a connection dropped by a
+   * server restart, or the grant was lost with its connection before it was handed out):
+   * that grant goes back and the wait queues again after a pause (25 ms, doubling up to
+   * 1 s), so `onTakeover` may run once per grant. Claims failing for longer than the TTL end
+   * the wait with the last error; a failing `onTakeover` (`FenceFailedError`) ends it at
+   * once. A write whose answer was lost may have landed: the next grant is then told of a
+   * takeover of this caller's own abandoned grant (its member id and fence info), which
+   * its fencing action must tolerate.
    */
   acquire(options?: AcquireOptions): Promise<LockHandle> {
     // Not async: the wait's own promise is handed back as it is, not wrapped in another one

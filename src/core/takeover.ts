@@ -76,10 +76,12 @@ export interface TakeoverOptions {
    */
   fenceInfo?: unknown;
   /**
-   * Runs once per takeover (when `handle.takeover` would be set), before `acquire()`
-   * resolves. If it throws, `acquire()` rejects with {@link FenceFailedError} and the lock
-   * is released; the previous holder's record stays, so the next acquirer fences it again.
-   * Fencing actions should therefore be idempotent. Implies `takeover: true`.
+   * Runs once per grant that finds a lost holding (when `handle.takeover` would be set),
+   * before `acquire()` resolves. If it throws, `acquire()` rejects with
+   * {@link FenceFailedError} and the lock is released; the previous holder's record stays,
+   * so the next acquirer fences it again. A blocking `acquire()` whose claim then fails
+   * without a word about the lock waits on and runs it again on its next grant (see
+   * `Lock.acquire`). Fencing actions should therefore be idempotent. Implies `takeover: true`.
    */
   onTakeover?: OnTakeover | undefined;
   /**

@@ -133,19 +133,20 @@ describe("mysql faults", { timeout: 120_000 }, () => {
     const lostToken = BigInt(acquired.token!);
     const next = await client(server.url, { ttlMs: 10_000 });
     const seen: Takeover[] = [];
-    let restarted = false;
+    let restarting: Promise<void> | undefined;
     const handle = await next.lock("claim-restart").acquire({
       timeoutMs: 60_000,
       onTakeover: async (previous) => {
         seen.push(previous);
         // The first grant goes with its connection while this runs.
         if (seen.length === 1) {
-          await server.restart();
-          restarted = true;
+          restarting = server.restart();
+          await restarting;
         }
       },
     });
-    assert.ok(restarted);
+    assert.ok(restarting, "the hook ran and restarted the server");
+    await restarting;
     assert.equal(handle.held, true);
     assert.deepEqual(
       seen.map((p) => p.token),
