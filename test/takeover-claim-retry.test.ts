@@ -15,8 +15,11 @@ import { BackendUnavailableError, type Takeover, TimeoutError, connect, register
 import { expireSession } from "../src/testing.js";
 import { waitFor } from "./conformance/helpers.js";
 
-/** How many record writes are still to fail, and how many did. */
-const fault = { failing: 0, failed: 0 };
+/**
+ * How many record writes are still to fail, and how many did; `landing`: how many are still
+ * to be made first and then fail (the write landed, its answer was lost).
+ */
+const fault = { failing: 0, failed: 0, landing: 0 };
 
 registerBackend({
   ...memoryBackend,
@@ -31,6 +34,14 @@ registerBackend({
         if (!cells) throw new Error("the memory backend has cells");
         const flaky: typeof cells = Object.create(cells);
         flaky.put = async (space, key, value, condition) => {
+          if (space === "takeover" && fault.landing > 0) {
+            fault.landing--;
+            fault.failed++;
+            await cells.put(space, key, value, condition);
+            throw new BackendUnavailableError("injected: the record write landed, its answer was lost", {
+              backend: "memory-flaky-records",
+            });
+          }
           if (space === "takeover" && fault.failing > 0) {
             fault.failing--;
             fault.failed++;
@@ -135,6 +146,31 @@ describe("takeover claim retried after a backend blip", () => {
     } finally {
       fault.failing = 0;
     }
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it("a write that landed but whose answer was lost: the next grant reports the lost holder, not its own", async () => {
+    const { a, b, token } = await lostHolder("r6");
+    fault.landing = 1;
+    fault.failed = 0;
+    const seen: Takeover[] = [];
+    const handle = await b.lock("r6").acquire({
+      timeoutMs: 10_000,
+      fenceInfo: { pid: 8 },
+      onTakeover: (previous) => void seen.push(previous),
+    });
+    assert.equal(fault.failed, 1, "the injected failure was hit");
+    assert.deepEqual(
+      seen.map((p) => [p.memberId, p.token, p.fenceInfo]),
+      [
+        ["a", token, { pid: 7 }],
+        ["a", token, { pid: 7 }],
+      ],
+      "both grants fenced the lost holder, never the wait's own abandoned grant",
+    );
+    assert.equal(handle.takeover?.memberId, "a");
+    assert.equal(handle.takeover?.token, token);
+    await handle.release();
     await Promise.all([a.close(), b.close()]);
   });
 

@@ -13,7 +13,14 @@ import type { AcquireRequest, DriverCells, DriverGrant, LockMode, QueueKind } fr
 import { AbortError, BatonError, FenceFailedError, TimeoutError } from "./errors.js";
 import { LockHandle } from "./lock.js";
 import type { LiveSession } from "./session.js";
-import { type Claimed, claimWithin, recordText, type TakeoverClaim, type TakeoverRequest } from "./takeover.js";
+import {
+  type AbandonedClaims,
+  type Claimed,
+  claimWithin,
+  recordText,
+  type TakeoverClaim,
+  type TakeoverRequest,
+} from "./takeover.js";
 import type { AcquireOutcome } from "./telemetry.js";
 import { checkDuration, checkSignal } from "./validate.js";
 
@@ -49,6 +56,8 @@ export interface Attempt extends Target {
   readonly signal?: AbortSignal | undefined;
   /** `performance.now()` of the caller's call, for the wait time across retries (0 unless telemetry records). */
   readonly startedAt?: number | undefined;
+  /** For `block`: what the wait's earlier attempts' failed claims left (see {@link AbandonedClaims}). */
+  readonly abandoned?: AbandonedClaims | undefined;
 }
 
 /** The `baton.outcome` of a failed acquisition. */
@@ -183,9 +192,11 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
     } else if (attempt.takeover && handle.held) {
       let claimed: "claimed" | "delayed";
       try {
-        claimed = await claimOrRelease(core, handle, session, attempt.takeover, grant, wait === "block", cancel.signal);
+        const tracked = { ...attempt, takeover: attempt.takeover };
+        claimed = await claimOrRelease(core, handle, session, tracked, grant, cancel.signal);
       } catch (error) {
         if (wait === "block" && !core.closed && claimFailureIsTransient(error, handle, cancel)) {
+          attempt.abandoned?.tokens.add(handle.token);
           throw new ClaimFailedWhileWaiting(error);
         }
         throw error;
@@ -258,9 +269,8 @@ async function claimOrRelease(
   core: CoordinatorCore,
   handle: LockHandle,
   session: LiveSession,
-  request: TakeoverRequest,
+  attempt: Attempt & { readonly takeover: TakeoverRequest },
   grant: DriverGrant,
-  wait: boolean,
   signal: AbortSignal,
 ): Promise<"claimed" | "delayed"> {
   let outcome: Claimed | "delayed" | undefined;
@@ -268,7 +278,16 @@ async function claimOrRelease(
     const target = { name: handle.name, token: handle.token, acquiredAt: handle.acquiredAt, sessionId: session.id };
     // Cancellation, timeout and the loss of the grant all end the claim.
     const stop = AbortSignal.any([signal, handle.signal]);
-    outcome = await claimWithin({ core, grant: target, request, native: grant, wait, stop }, handle.signal);
+    const call = {
+      core,
+      grant: target,
+      request: attempt.takeover,
+      native: grant,
+      wait: attempt.wait === "block",
+      stop,
+      abandoned: attempt.abandoned,
+    };
+    outcome = await claimWithin(call, handle.signal);
   } finally {
     // Nothing is held silently: a grant that was not claimed goes back at once. Once the
     // acquisition was cancelled or timed out, a backend that stopped answering does not hold
@@ -423,6 +442,7 @@ async function waitForGrant(
   const deadline = timeout === undefined ? undefined : performance.now() + timeout;
   let claimFailures = 0;
   let firstClaimFailureAt = 0;
+  const abandoned: AbandonedClaims | undefined = target.takeover ? { tokens: new Set(), found: undefined } : undefined;
   for (;;) {
     const left = deadline === undefined ? undefined : Math.max(0, Math.ceil(deadline - performance.now()));
     try {
@@ -433,6 +453,7 @@ async function waitForGrant(
         reportedTimeoutMs: timeout,
         signal,
         startedAt,
+        abandoned,
       } as const;
       return (await acquireGrant(core, attempt)) as LockHandle;
     } catch (error) {

@@ -388,9 +388,9 @@ export class Lock {
    * that grant goes back and the wait queues again after a pause (25 ms, doubling up to
    * 1 s), so `onTakeover` may run once per grant. Claims failing for longer than the TTL end
    * the wait with the last error; a failing `onTakeover` (`FenceFailedError`) ends it at
-   * once. A write whose answer was lost may have landed: the next grant is then told of a
-   * takeover of this caller's own abandoned grant (its member id and fence info), which
-   * its fencing action must tolerate.
+   * once. A write whose answer was lost may have landed, naming a grant this wait gave
+   * back: the next grant reports (and `onTakeover` fences) the holding that grant found,
+   * never the caller's own abandoned grant.
    */
   acquire(options?: AcquireOptions): Promise<LockHandle> {
     // Not async: the wait's own promise is handed back as it is, not wrapped in another one

@@ -320,6 +320,21 @@ export interface ClaimCall {
   /** Whether the caller waits out a lock delay (else `"delayed"`). */
   readonly wait: boolean;
   readonly stop: AbortSignal;
+  /** The grants the same blocking wait gave back after failed claims (see {@link AbandonedClaims}). */
+  readonly abandoned?: AbandonedClaims | undefined;
+}
+
+/**
+ * What one blocking wait's failed claims left: the tokens of the grants it gave back, and
+ * the lost holding the first claim found. A failed claim's write may have landed (its answer
+ * was lost), so the next grant can find a record naming a grant of this very wait, which
+ * was never handed out: the takeover to report is then the one that grant found.
+ * @internal
+ */
+export interface AbandonedClaims {
+  readonly tokens: Set<bigint>;
+  /** The lost holding found by the first claim that read a record; `undefined` before one did. */
+  found: (Takeover & { readonly delayedUntil: number | null }) | null | undefined;
 }
 
 /** What a grant being claimed is. */
@@ -341,7 +356,15 @@ export interface ClaimTarget {
  * outcome but success.
  * @internal
  */
-export async function claim({ core, grant, request, native, wait, stop }: ClaimCall): Promise<Claimed | "delayed"> {
+export async function claim({
+  core,
+  grant,
+  request,
+  native,
+  wait,
+  stop,
+  abandoned,
+}: ClaimCall): Promise<Claimed | "delayed"> {
   const cells = core.driver.cells as DriverCells;
   const { explicit } = request;
   // Written by the driver with the grant: the lock was free or cleanly released.
@@ -368,8 +391,12 @@ export async function claim({ core, grant, request, native, wait, stop }: ClaimC
     return { claim: { cells, version: current.version, explicit, value: current.value ?? undefined }, takeover: null };
   // A record above our token was written after our grant: we were superseded.
   if (found && found.token > grant.token) throw superseded();
-  const previous = found;
-  if (previous && previous.lockDelayMs > 0) {
+  // Written by a grant this wait gave back (never handed out): not a takeover of its own;
+  // the holding that grant found, whose delay it already waited out, is the one to report.
+  const mine = found !== null && abandoned?.tokens.has(found.token) === true;
+  const previous = mine ? (abandoned?.found ?? null) : found;
+  if (abandoned && !mine && abandoned.found === undefined) abandoned.found = found;
+  if (!mine && previous && previous.lockDelayMs > 0) {
     let until = previous.delayedUntil;
     if (until === null) {
       until = Date.now() + previous.lockDelayMs;
