@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import pg from "pg";
-import { waitFor } from "./conformance/helpers.js";
+import { observed, waitFor } from "./conformance/helpers.js";
 import { connect } from "../src/index.js";
 import { baton, start } from "./fixtures/cli.js";
 import { killBatonWhileItsCommandRuns, running, waitQueued } from "./fixtures/killed-baton.js";
@@ -329,14 +329,15 @@ describe("baton CLI against servers", () => {
             await waitFor(() => /token \d+/.test(run.out()), "the command to start");
             const [, command, child, token] = /command (\d+) child (\d+) token (\d+)/.exec(run.out())!;
             let lossShownAtGrant: boolean | undefined;
-            const waiting = next
-              .lock("expiry")
-              .acquire({ timeoutMs: 60_000 })
-              .then((handle) => {
-                lossShownAtGrant = /stopping the command/.test(run.out());
-                return handle;
-              });
-            waiting.catch(() => {}); // awaited below, after the fault
+            const waiting = observed(
+              next
+                .lock("expiry")
+                .acquire({ timeoutMs: 60_000 })
+                .then((handle) => {
+                  lossShownAtGrant = /stopping the command/.test(run.out());
+                  return handle;
+                }),
+            );
             await waitQueued(next, "lock", "expiry");
             proxy.cut();
             assert.equal(await run.exit, 76, run.out());

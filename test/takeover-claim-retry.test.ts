@@ -10,10 +10,10 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
-import { memoryBackend } from "../src/backends/index.js";
-import { BackendUnavailableError, type Takeover, TimeoutError, connect, registerBackend } from "../src/index.js";
+import { BackendUnavailableError, type Takeover, TimeoutError, connect } from "../src/index.js";
 import { expireSession } from "../src/testing.js";
 import { waitFor } from "./conformance/helpers.js";
+import { registerMemoryVariant } from "./harness/memory-variant.js";
 
 /**
  * How many record writes are still to fail, and how many did; `landing`: how many are still
@@ -21,40 +21,29 @@ import { waitFor } from "./conformance/helpers.js";
  */
 const fault = { failing: 0, failed: 0, landing: 0 };
 
-registerBackend({
-  ...memoryBackend,
-  name: "memory-flaky-records",
-  schemes: ["memory-flaky-records"],
-  load: async () => {
-    const module = await memoryBackend.load();
-    return {
-      createDriver: async (context) => {
-        const driver = await module.createDriver(context);
-        const cells = driver.cells;
-        if (!cells) throw new Error("the memory backend has cells");
-        const flaky: typeof cells = Object.create(cells);
-        flaky.put = async (space, key, value, condition) => {
-          if (space === "takeover" && fault.landing > 0) {
-            fault.landing--;
-            fault.failed++;
-            await cells.put(space, key, value, condition);
-            throw new BackendUnavailableError("injected: the record write landed, its answer was lost", {
-              backend: "memory-flaky-records",
-            });
-          }
-          if (space === "takeover" && fault.failing > 0) {
-            fault.failing--;
-            fault.failed++;
-            throw new BackendUnavailableError("injected: the record write was not answered", {
-              backend: "memory-flaky-records",
-            });
-          }
-          return cells.put(space, key, value, condition);
-        };
-        return Object.assign(Object.create(driver), { cells: flaky });
-      },
-    };
-  },
+registerMemoryVariant("memory-flaky-records", (driver) => {
+  const cells = driver.cells;
+  if (!cells) throw new Error("the memory backend has cells");
+  const flaky: typeof cells = Object.create(cells);
+  flaky.put = async (space, key, value, condition) => {
+    if (space === "takeover" && fault.landing > 0) {
+      fault.landing--;
+      fault.failed++;
+      await cells.put(space, key, value, condition);
+      throw new BackendUnavailableError("injected: the record write landed, its answer was lost", {
+        backend: "memory-flaky-records",
+      });
+    }
+    if (space === "takeover" && fault.failing > 0) {
+      fault.failing--;
+      fault.failed++;
+      throw new BackendUnavailableError("injected: the record write was not answered", {
+        backend: "memory-flaky-records",
+      });
+    }
+    return cells.put(space, key, value, condition);
+  };
+  return Object.assign(Object.create(driver), { cells: flaky });
 });
 
 /** Two coordinators on a fresh namespace; `a` held `name` with fence info and was lost. */

@@ -5,22 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { UnsupportedError, connect, registerBackend } from "../src/index.js";
-import { memoryBackend } from "../src/backends/index.js";
+import { UnsupportedError, connect } from "../src/index.js";
+import { registerMemoryVariant } from "./harness/memory-variant.js";
 
-registerBackend({
-  ...memoryBackend,
-  name: "memory-without-cells",
-  schemes: ["memory-without-cells"],
-  load: async () => {
-    const module = await memoryBackend.load();
-    return {
-      createDriver: async (context) => {
-        const { cells: _, ...driver } = await module.createDriver(context);
-        return driver;
-      },
-    };
-  },
+registerMemoryVariant("memory-without-cells", (driver) => {
+  const { cells: _, ...rest } = driver;
+  return rest;
 });
 
 describe("takeover on a backend without cells", () => {

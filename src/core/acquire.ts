@@ -192,8 +192,7 @@ async function acquireOnSession(core: CoordinatorCore, attempt: Attempt): Promis
     } else if (attempt.takeover && handle.held) {
       let claimed: "claimed" | "delayed";
       try {
-        const tracked = { ...attempt, takeover: attempt.takeover };
-        claimed = await claimOrRelease(core, handle, session, tracked, grant, cancel.signal);
+        claimed = await claimOrRelease(core, handle, session, attempt, attempt.takeover, grant, cancel.signal);
       } catch (error) {
         if (wait === "block" && !core.closed && claimFailureIsTransient(error, handle, cancel)) {
           attempt.abandoned?.tokens.add(handle.token);
@@ -269,7 +268,8 @@ async function claimOrRelease(
   core: CoordinatorCore,
   handle: LockHandle,
   session: LiveSession,
-  attempt: Attempt & { readonly takeover: TakeoverRequest },
+  attempt: Attempt,
+  request: TakeoverRequest,
   grant: DriverGrant,
   signal: AbortSignal,
 ): Promise<"claimed" | "delayed"> {
@@ -281,7 +281,7 @@ async function claimOrRelease(
     const call = {
       core,
       grant: target,
-      request: attempt.takeover,
+      request,
       native: grant,
       wait: attempt.wait === "block",
       stop,
@@ -466,14 +466,14 @@ async function waitForGrant(
         // For at most a TTL: a backend that keeps failing claims for longer is not coming
         // back soon (or fails them for good), and each grant re-runs the fencing hook.
         if (now - firstClaimFailureAt >= core.ttlMs)
-          throw endWait(core, target, startedAt, core.translate(error.error));
+          throw reportEnded(core, target, startedAt, core.translate(error.error));
         const pause = Math.min(CLAIM_RETRY_MAX_MS, CLAIM_RETRY_FIRST_MS * 2 ** (claimFailures - 1));
         const left = deadline === undefined ? pause : Math.max(0, Math.min(pause, deadline - now));
         const stop = signal ? AbortSignal.any([signal, core.closedSignal]) : core.closedSignal;
         await sleep(left, stop).catch(() => {});
+        const what = `acquiring ${target.kind} "${target.name}"`;
         if (signal?.aborted) {
-          const what = `acquiring ${target.kind} "${target.name}"`;
-          throw endWait(
+          throw reportEnded(
             core,
             target,
             startedAt,
@@ -483,12 +483,11 @@ async function waitForGrant(
         // An attempt with no time left could be granted and fail its claim again before its
         // own timer runs: the deadline is checked here.
         if (deadline !== undefined && timeout !== undefined && performance.now() >= deadline) {
-          const what = `acquiring ${target.kind} "${target.name}"`;
           const timedOut = new TimeoutError(`${what} timed out after ${timeout} ms`, timeout, {
             backend: core.backend,
             cause: error.error,
           });
-          throw endWait(core, target, startedAt, timedOut);
+          throw reportEnded(core, target, startedAt, timedOut);
         }
         // Closed during the pause: the next attempt rejects with ClosedError.
       }
@@ -497,7 +496,7 @@ async function waitForGrant(
 }
 
 /** Reports how a wait that ended between its attempts ended (see {@link waitForGrant}); returns `error`. */
-function endWait(core: CoordinatorCore, target: Target, startedAt: number, error: BatonError): BatonError {
+function reportEnded(core: CoordinatorCore, target: Target, startedAt: number, error: BatonError): BatonError {
   const { telemetry } = core;
   if (telemetry.recording) {
     const outcome = failureOutcome(error, "block");

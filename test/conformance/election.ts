@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Leader } from "../../src/index.js";
-import { OrderLog, interleave, take, waitFor } from "./helpers.js";
+import { OrderLog, interleave, observed, take, waitFor } from "./helpers.js";
 import type { RecipeContext } from "./context.js";
 
 export function electionSuite(context: RecipeContext): void {
@@ -50,14 +50,15 @@ export function electionSuite(context: RecipeContext): void {
       const log = new OrderLog();
       const la = await a.election("x").campaign("a");
       la.signal.addEventListener("abort", () => log.add("a-lost"));
-      const waiting = b
-        .election("x")
-        .campaign("b")
-        .then((l) => {
-          log.add("b-leads");
-          return l;
-        });
-      waiting.catch(() => {}); // awaited below, after the fault
+      const waiting = observed(
+        b
+          .election("x")
+          .campaign("b")
+          .then((l) => {
+            log.add("b-leads");
+            return l;
+          }),
+      );
       await waitFor(
         async () => (await b.inspect()).elections.some((e) => e.id === "x" && e.candidates.length === 1),
         "b to be a candidate",

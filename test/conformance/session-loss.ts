@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { LockLostError } from "../../src/index.js";
-import { OrderLog, waitFor, waitForWaiters } from "./helpers.js";
+import { OrderLog, observed, waitFor, waitForWaiters } from "./helpers.js";
 import type { RecipeContext } from "./context.js";
 
 export function sessionLossSuite(context: RecipeContext): void {
@@ -19,14 +19,15 @@ export function sessionLossSuite(context: RecipeContext): void {
       const held = await a.lock("l").acquire();
       held.signal.addEventListener("abort", () => log.add("a-lost"));
       a.session?.signal.addEventListener("abort", () => log.add("a-session-lost"));
-      const waiting = b
-        .lock("l")
-        .acquire()
-        .then((h) => {
-          log.add("b-granted");
-          return h;
-        });
-      waiting.catch(() => {}); // awaited below, after the fault
+      const waiting = observed(
+        b
+          .lock("l")
+          .acquire()
+          .then((h) => {
+            log.add("b-granted");
+            return h;
+          }),
+      );
       await waitForWaiters(b, "l", 1);
       await loseSession(a);
       const next = await waiting;
